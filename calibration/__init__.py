@@ -1,0 +1,1 @@
+"""Procedures that measure, fit and store versioned calibration records."""

@@ -1,0 +1,1 @@
+"""The roles the experiment thinks in (Laser, IQModulator, HomodyneReceiver, ...)."""

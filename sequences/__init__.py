@@ -1,0 +1,1 @@
+"""Experiment sequences: config, station, protocol, lab session, sweeps and the `qslab` CLI."""
