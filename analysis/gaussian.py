@@ -7,6 +7,7 @@ the classic bug (leakage_math.md pitfall 1), so both are named for their argumen
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import entr, xlogy
 
 LN2 = np.log(2.0)
 
@@ -17,9 +18,12 @@ def entropy_photons_bits(mean_photons):
     Exact 0 at N = 0; round-off below 0 is clamped, not raised.
     """
     n = np.clip(np.asarray(mean_photons, dtype=float), 0.0, None)
-    safe = np.where(n > 0.0, n, 1.0)
-    out = (np.log1p(safe) + safe * np.log1p(1.0 / safe)) / LN2
-    out = np.where(n > 0.0, out, 0.0)
+    small = np.minimum(n, 1.0)
+    large = np.maximum(n, 1.0)
+    # Two cancellation-free forms: (n+1) ln(1+n) - n ln n below 1, ln(1+n) + n ln(1+1/n) above.
+    below = (small + 1.0) * np.log1p(small) - xlogy(small, small)
+    above = np.log1p(large) + large * np.log1p(1.0 / large)
+    out = np.where(n < 1.0, below, above) / LN2
     return out if out.ndim else float(out)
 
 
@@ -31,8 +35,6 @@ def entropy_snu_bits(nu):
 def binary_entropy_bits(p):
     """h2(p) in bits, 0 at p in {0, 1}."""
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
-    from scipy.special import entr
-
     out = (entr(p) + entr(1.0 - p)) / LN2
     return out if out.ndim else float(out)
 
