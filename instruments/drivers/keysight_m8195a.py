@@ -1,0 +1,217 @@
+"""Keysight M8195A arbitrary waveform generator (65 GSa/s, 8-bit), through its Soft Front Panel's SCPI.
+
+Command set and limits: instruments.md 6.1 (M8195A/M8190A user's guides, and the qudi driver for
+the numbers the guides do not give). Samples are signed 8-bit (-128..127) sent as IEEE 488.2
+definite-length blocks with pyvisa's ``write_binary_values(datatype='b')``; a segment longer
+than one block is sent in ascending-offset chunks (``:TRAC<ch>:DATA <id>,<offset>,<block>``), as
+the guide requires. Every command is followed by ``SYST:ERR?``; a non-zero entry raises
+:class:`InstrumentError` with the code and text. Booleans are sent as 1/0 (SCPI, instruments.md 1.2).
+
+Address: the Soft Front Panel offers HiSLIP (``TCPIP0::localhost::hislip0::INSTR``) and a raw
+socket (``TCPIP::<host>::5025::SOCKET``); terminations are LF both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qcodes.instrument import ChannelTuple, InstrumentChannel
+from qcodes.validators import Bool, Enum, Ints, Numbers
+
+from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
+
+__all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]
+
+# Sample clock 53.76-65 GSa/s (guide, instruments.md 6.1).
+SAMPLE_RATE_LIMITS_HZ = (53.76e9, 65e9)
+# qudi's constraints (instruments.md 6.1): amplitude 0.075-2 Vpp, offset 0-1 V, segments at least
+# 1280 samples long in steps of 256 / (sample-rate divider).
+AMPLITUDE_LIMITS_VPP = (0.075, 2.0)
+OFFSET_LIMITS_V = (0.0, 1.0)
+MIN_SEGMENT_SAMPLES = 1280
+GRANULARITY_AT_DIV1_SAMPLES = 256
+# One block per MiB keeps each write far below the 999,999,999-byte SCPI block limit and gives the
+# socket a steady stream; a multiple of 256 so every chunk but the last keeps the granularity.
+DEFAULT_CHUNK_SAMPLES = 1 << 20
+
+_DIVIDERS = {1: "DIV1", 2: "DIV2", 4: "DIV4"}
+_TRIGGER_MODES = {  # (INIT:CONT:STAT, INIT:GATE:STAT) per instruments.md 6.1
+    "continuous": (1, 0),
+    "triggered": (0, 0),
+    "gated": (0, 1),
+}
+
+
+def as_int8_samples(samples: Any) -> np.ndarray:
+    """Samples as an int8 array; refuses values outside -128..127 and non-integers (why: a silent
+    wrap-around of 128 to -128 would flip the drive polarity)."""
+    array = np.asarray(samples)
+    if array.ndim != 1:
+        raise ValueError(f"samples must be one-dimensional, got shape {array.shape}")
+    if array.dtype == np.int8:
+        return array
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise ValueError("samples must be integers in -128..127 (quantise before uploading)")
+    if array.size and (array.min() < -128 or array.max() > 127):
+        raise ValueError(f"samples must lie in -128..127, got {array.min()}..{array.max()}")
+    return array.astype(np.int8)
+
+
+class M8195AChannel(InstrumentChannel):
+    """One output channel: amplitude, offset, output, function mode and its waveform segments."""
+
+    def __init__(self, parent: KeysightM8195A, name: str, channel: int):
+        super().__init__(parent, name)
+        self.channel = channel
+        self._segment_lengths: dict[int, int] = {}
+        self.amplitude_vpp = self.add_parameter(
+            "amplitude_vpp", label="amplitude (peak to peak)", unit="V", get_cmd=f":VOLT{channel}?",
+            set_cmd=f":VOLT{channel} {{:.6f}}", get_parser=float, vals=Numbers(*AMPLITUDE_LIMITS_VPP))
+        self.offset_v = self.add_parameter(
+            "offset_v", label="offset", unit="V", get_cmd=f":VOLT{channel}:OFFS?",
+            set_cmd=f":VOLT{channel}:OFFS {{:.6f}}", get_parser=float, vals=Numbers(*OFFSET_LIMITS_V))
+        self.output_enabled = self.add_parameter(
+            "output_enabled", label="output", get_cmd=f":OUTP{channel}?",
+            set_cmd=f":OUTP{channel} {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
+        self.function_mode = self.add_parameter(
+            "function_mode", label="function mode", get_cmd=f":FUNC{channel}:MODE?",
+            set_cmd=f":FUNC{channel}:MODE {{}}", get_parser=str.strip,
+            vals=Enum("ARB", "STS", "STSC"),
+            docstring="ARB plays the selected segment; STS/STSC run the sequence table.")
+
+    def define_segment(self, segment_id: int, length_samples: int, init_value: int | None = None) -> None:
+        """``:TRAC<ch>:DEF``: reserve a segment, checked against the length rules first."""
+        Ints(1).validate(segment_id, "segment_id")
+        self.check_segment_length(length_samples)
+        command = f":TRAC{self.channel}:DEF {segment_id},{length_samples}"
+        if init_value is not None:
+            Ints(-128, 127).validate(init_value, "init_value")
+            command += f",{init_value}"
+        self.write(command)
+        self._segment_lengths[segment_id] = length_samples
+
+    def upload_segment(self, segment_id: int, samples: Any, offset_samples: int = 0,
+                       chunk_samples: int = DEFAULT_CHUNK_SAMPLES) -> None:
+        """``:TRAC<ch>:DATA``: send int8 samples in ascending-offset chunks (one block each).
+
+        Everything is checked before the first byte goes out: sample range, chunk granularity,
+        and, if this driver defined the segment, that the data fit in it (the instrument would
+        answer -223 "too much data" halfway through an upload).
+        """
+        Ints(1).validate(segment_id, "segment_id")
+        data = as_int8_samples(samples)
+        granularity = self.parent.granularity_samples()
+        if chunk_samples <= 0 or chunk_samples % granularity:
+            raise ValueError(f"chunk_samples must be a positive multiple of {granularity}, got {chunk_samples}")
+        if offset_samples < 0 or offset_samples % granularity:
+            raise ValueError(f"offset_samples must be a non-negative multiple of {granularity}, got {offset_samples}")
+        defined = self._segment_lengths.get(segment_id)
+        if defined is not None and offset_samples + data.size > defined:
+            raise ValueError(f"{data.size} samples at offset {offset_samples} overflow segment "
+                             f"{segment_id} of {defined} samples")
+        for start in range(0, data.size, chunk_samples):
+            chunk = data[start:start + chunk_samples]
+            header = f":TRAC{self.channel}:DATA {segment_id},{offset_samples + start},"
+            self.root_instrument.write_binary_block(header, chunk, datatype="b")
+
+    def load_waveform(self, segment_id: int, samples: Any, chunk_samples: int = DEFAULT_CHUNK_SAMPLES) -> None:
+        """Define a segment of exactly ``len(samples)``, upload it and select it for playback."""
+        data = as_int8_samples(samples)
+        self.check_segment_length(data.size)
+        self.define_segment(segment_id, data.size)
+        self.upload_segment(segment_id, data, chunk_samples=chunk_samples)
+        self.select_segment(segment_id)
+
+    def select_segment(self, segment_id: int) -> None:
+        """``:TRAC<ch>:SEL``: the segment played in ARB mode."""
+        Ints(1).validate(segment_id, "segment_id")
+        self.write(f":TRAC{self.channel}:SEL {segment_id}")
+
+    def delete_all_segments(self) -> None:
+        """``:TRAC<ch>:DEL:ALL``."""
+        self.write(f":TRAC{self.channel}:DEL:ALL")
+        self._segment_lengths.clear()
+
+    def check_segment_length(self, length_samples: int) -> None:
+        """At least 1280 samples, in steps of the granularity (instruments.md 6.1)."""
+        granularity = self.parent.granularity_samples()
+        if length_samples < MIN_SEGMENT_SAMPLES or length_samples % granularity:
+            raise ValueError(f"segment length must be >= {MIN_SEGMENT_SAMPLES} samples and a multiple "
+                             f"of {granularity}, got {length_samples}")
+
+
+class KeysightM8195A(ScpiErrorCheckingInstrument):
+    """Keysight M8195A: four 8-bit channels sharing one sample clock."""
+
+    default_timeout = 20.0  # s; the Soft Front Panel can be slow to acknowledge long uploads (qudi)
+    num_channels = 4
+
+    def __init__(self, name: str, address: str | None = None, **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        self.clear_errors()
+        self.sample_rate_hz = self.add_parameter(
+            "sample_rate_hz", label="DAC sample rate", unit="Hz", get_cmd=":FREQ:RAST?",
+            set_cmd=":FREQ:RAST {:.8E}", get_parser=float, vals=Numbers(*SAMPLE_RATE_LIMITS_HZ))
+        self.memory_divider = self.add_parameter(
+            "memory_divider", label="sample-rate divider (extended memory)",
+            get_cmd=":INST:MEM:EXT:RDIV?", set_cmd=":INST:MEM:EXT:RDIV {}",
+            get_parser=str.strip, val_mapping=_DIVIDERS,
+            docstring="Divides the sample rate by 1, 2 or 4; the segment granularity is 256 / divider.")
+        self.dac_mode = self.add_parameter(
+            "dac_mode", label="DAC mode", get_cmd=":INST:DACM?", set_cmd=":INST:DACM {}",
+            get_parser=str.strip, vals=Enum("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD"),
+            docstring="MARK outputs the marker bits on channels 3 and 4.")
+        self.trigger_mode = self.add_parameter(
+            "trigger_mode", label="trigger mode", get_cmd=self._get_trigger_mode,
+            set_cmd=self._set_trigger_mode, vals=Enum(*_TRIGGER_MODES))
+        self.is_running = self.add_parameter(
+            "is_running", label="running", get_cmd=":STAT:OPER:RUN:COND?",
+            get_parser=lambda reply: parse_int(reply) != 0, set_cmd=False)
+        channels = []
+        for number in range(1, self.num_channels + 1):
+            channel = M8195AChannel(self, f"ch{number}", number)
+            channels.append(channel)
+            self.add_submodule(f"ch{number}", channel)
+        self.channels = self.add_submodule(
+            "channels", ChannelTuple(self, "channels", M8195AChannel, channels, snapshotable=False))
+        self.memory_divider.get()
+        self.connect_message()
+
+    def granularity_samples(self) -> int:
+        """Segment length step: 256 samples divided by the extended-memory rate divider."""
+        divider = self.memory_divider.get_latest() or self.memory_divider.get()
+        return GRANULARITY_AT_DIV1_SAMPLES // divider
+
+    def run(self) -> None:
+        """``:INIT:IMM``: start the outputs."""
+        self.write(":INIT:IMM")
+
+    def stop(self) -> None:
+        """``:ABOR``: stop the outputs."""
+        self.write(":ABOR")
+
+    def send_trigger(self) -> None:
+        """``:TRIG:BEG``: software trigger (triggered and gated modes)."""
+        self.write(":TRIG:BEG")
+
+    def safe_state(self) -> None:
+        """Stop and switch every output off (house rule: failures leave drives at zero)."""
+        self.stop()
+        for channel in self.channels:
+            channel.output_enabled(False)
+
+    def _set_trigger_mode(self, mode: str) -> None:
+        continuous, gated = _TRIGGER_MODES[mode]
+        self.write(f":INIT:CONT:STAT {continuous}")
+        self.write(f":INIT:GATE:STAT {gated}")
+
+    def _get_trigger_mode(self) -> str:
+        state = (int(parse_bool(self.ask(":INIT:CONT:STAT?"))), int(parse_bool(self.ask(":INIT:GATE:STAT?"))))
+        for mode, states in _TRIGGER_MODES.items():
+            if states == state:
+                return mode
+        # continuous and gated both on is not one of the guide's three modes
+        raise InstrumentError(self.name, ":INIT:CONT:STAT?;:INIT:GATE:STAT?",
+                              [(None, f"unexpected trigger state continuous={state[0]} gated={state[1]}")])

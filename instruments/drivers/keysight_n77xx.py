@@ -1,0 +1,312 @@
+"""Keysight N77xx lightwave family: N7711A/N7714A lasers, N7762A/N7764A attenuators, N7744A/N7745A meters.
+
+Command set: Keysight N77xx Series Programming Guide, as summarised in instruments.md 2.2 (SOURce
+subtree, lasers), 4.1 (INPut/OUTput subtrees, attenuators) and 3.2 (SENSe/READ/FETCh, meters);
+conventions in 1.2. Every set is followed by ``SYST:ERR?`` and a non-zero entry raises
+:class:`InstrumentError` with the code and text. Terminations are LF both ways, which is what
+the LAN socket (port 5025) speaks; GPIB/USB replies end in CR LF (instruments.md 1.2), and the
+CR left on those replies is stripped by the parsers.
+
+Limits: laser wavelength and power, attenuator attenuation and wavelength are read from the
+instrument at connect with the ``<query> MIN|MAX`` form (instruments.md 1.2; 4.1 recommends
+``INP1:ATT? MAX``), because they depend on the model option (C or L band) and on the attenuation
+offset; instruments.md gives no numbers for them. The meter's limits are
+fixed class attributes (see :class:`N774xAPowerMeterChannel`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from qcodes.instrument import ChannelTuple, InstrumentChannel
+from qcodes.validators import Bool, Multiples, Numbers
+
+from analysis.units import dbm_to_w, w_to_dbm
+from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
+
+__all__ = [
+    "InstrumentError",
+    "KeysightN7711A",
+    "KeysightN7714A",
+    "KeysightN7744A",
+    "KeysightN7745A",
+    "KeysightN7762A",
+    "KeysightN7764A",
+]
+
+# 0 = dBm, 1 = W for SOUR:POW:UNIT, OUTP:POW:UN and SENS:POW:UNIT (instruments.md 2.2, 3.2, 4.1).
+_POWER_UNITS = {"dBm": 0, "W": 1}
+
+
+def _to_dbm(value: float, unit: str) -> float:
+    if unit == "dBm":
+        return value
+    return float(w_to_dbm(value)) if value > 0 else -math.inf
+
+
+def _to_w(value: float, unit: str) -> float:
+    return value if unit == "W" else float(dbm_to_w(value))
+
+
+def _from_dbm(value_dbm: float, unit: str) -> float:
+    return value_dbm if unit == "dBm" else _to_w(value_dbm, "dBm")
+
+
+class _N77xxBase(ScpiErrorCheckingInstrument):
+    """Common start-up: clear stale errors, then build channels (subclasses), then greet."""
+
+    def __init__(self, name: str, address: str | None = None, **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        self.clear_errors()
+
+    def query_limits(self, query: str) -> tuple[float, float]:
+        """(min, max) from ``<query> MIN`` and ``<query> MAX``; refuses an empty interval."""
+        low, high = float(self.ask(f"{query} MIN")), float(self.ask(f"{query} MAX"))
+        if not low < high:
+            raise ValueError(f"{self.name}: '{query} MIN|MAX' gave an empty range [{low}, {high}]")
+        return low, high
+
+
+class _PowerInUnit:
+    """A power whose instrument unit is switchable (dBm or W), exposed as power_dbm and power_w.
+
+    Why two parameters: names carry their unit (house rule), and the instrument answers in
+    whatever unit it is set to, so each get converts from the cached unit parameter. Writes go
+    without a unit suffix, in the instrument's current unit.
+    """
+
+    def __init__(self, channel: InstrumentChannel, name: str, command: str, unit_param: Any,
+                 limits_dbm: tuple[float, float], label: str):
+        self._channel, self._command, self._unit = channel, command, unit_param
+        lo_dbm, hi_dbm = limits_dbm
+        self.dbm = channel.add_parameter(
+            f"{name}_dbm", label=label, unit="dBm",
+            get_cmd=lambda: self._get("dBm"), set_cmd=lambda v: self._set(v, "dBm"),
+            vals=Numbers(lo_dbm, hi_dbm))
+        self.w = channel.add_parameter(
+            f"{name}_w", label=label, unit="W",
+            get_cmd=lambda: self._get("W"), set_cmd=lambda v: self._set(v, "W"),
+            vals=Numbers(_to_w(lo_dbm, "dBm"), _to_w(hi_dbm, "dBm")))
+
+    def _current_unit(self) -> str:
+        return self._unit.get_latest() or self._unit.get()
+
+    def _get(self, unit: str) -> float:
+        value_dbm = _to_dbm(float(self._channel.ask(f"{self._command}?")), self._current_unit())
+        self._update_twin_cache(unit, value_dbm)
+        return _from_dbm(value_dbm, unit)
+
+    def _set(self, value: float, unit: str) -> None:
+        value_dbm = _to_dbm(value, unit)
+        self._channel.write(f"{self._command} {_from_dbm(value_dbm, self._current_unit()):.8E}")
+        self._update_twin_cache(unit, value_dbm)
+
+    def _update_twin_cache(self, unit: str, value_dbm: float) -> None:
+        """Keep the other-unit parameter's cache (and so the snapshot) consistent."""
+        if unit == "dBm":
+            self.w.cache.set(_from_dbm(value_dbm, "W"))
+        else:
+            self.dbm.cache.set(value_dbm)
+
+
+# --- lasers (instruments.md 2.2) ------------------------------------------------------------
+
+
+class N771xALaserPort(InstrumentChannel):
+    """One laser port ``SOUR<n>``: output, wavelength (Auto mode), power in dBm or W."""
+
+    def __init__(self, parent: _N77xxBase, name: str, port: int):
+        super().__init__(parent, name)
+        self.port = port
+        src = f"SOUR{port}"
+        self.output_enabled = self.add_parameter(
+            "output_enabled", label="laser output", get_cmd=f"{src}:POW:STAT?",
+            set_cmd=f"{src}:POW:STAT {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
+        wl_min_m, wl_max_m = parent.query_limits(f"{src}:WAV?")
+        self.wavelength_m = self.add_parameter(
+            "wavelength_m", label="wavelength", unit="m", get_cmd=f"{src}:WAV?",
+            set_cmd=f"{src}:WAV {{:.8E}}", get_parser=float, vals=Numbers(wl_min_m, wl_max_m),
+            docstring="Settable in Auto mode only; Grid mode answers -221 (instruments.md 2.2).")
+        self.power_unit = self.add_parameter(
+            "power_unit", label="power unit", get_cmd=f"{src}:POW:UNIT?",
+            set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+        unit = self.power_unit.get()
+        low, high = parent.query_limits(f"{src}:POW?")  # in the instrument's current unit
+        power = _PowerInUnit(self, "power", f"{src}:POW", self.power_unit,
+                             (_to_dbm(low, unit), _to_dbm(high, unit)), "output power")
+        self.power_dbm, self.power_w = power.dbm, power.w
+
+
+class _N771xA(_N77xxBase):
+    num_ports = 1
+
+    def __init__(self, name: str, address: str | None = None, **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        ports = [self.add_submodule(f"port{n}", N771xALaserPort(self, f"port{n}", n))
+                 for n in range(1, self.num_ports + 1)]
+        self.ports = self.add_submodule(
+            "ports", ChannelTuple(self, "ports", N771xALaserPort, ports, snapshotable=False))
+        self.connect_message()
+
+    def all_outputs_off(self) -> None:
+        """Safe state: every laser port off."""
+        for port in self.ports:
+            port.output_enabled(False)
+
+
+class KeysightN7711A(_N771xA):
+    """Keysight N7711A single-port tunable laser."""
+
+    num_ports = 1
+
+
+class KeysightN7714A(_N771xA):
+    """Keysight N7714A four-port tunable laser."""
+
+    num_ports = 4
+
+
+# --- attenuators (instruments.md 4.1) --------------------------------------------------------
+
+
+class N776xAAttenuatorChannel(InstrumentChannel):
+    """One attenuator, addressed by the first slot of its slot pair (instruments.md 4.1)."""
+
+    # Power-control setpoint: no MIN/MAX form is documented. The loop regulates on the built-in
+    # monitor, whose range is -80..+10 dBm (N7764A data, a secondary source), so that bounds it.
+    power_setpoint_limits_dbm = (-80.0, 10.0)
+
+    def __init__(self, parent: _N77xxBase, name: str, slot: int):
+        super().__init__(parent, name)
+        self.slot = slot
+        inp, outp = f"INP{slot}", f"OUTP{slot}"
+        self.attenuation_db = self.add_parameter(
+            "attenuation_db", label="attenuation", unit="dB", get_cmd=f"{inp}:ATT?",
+            set_cmd=f"{inp}:ATT {{:.4f}}", get_parser=float,
+            vals=Numbers(*parent.query_limits(f"{inp}:ATT?")),
+            docstring="Includes the attenuation offset; limits are read at connect "
+                      "(call refresh_limits() after changing the offset).")
+        self.wavelength_m = self.add_parameter(
+            "wavelength_m", label="wavelength", unit="m", get_cmd=f"{inp}:WAV?",
+            set_cmd=f"{inp}:WAV {{:.8E}}", get_parser=float,
+            vals=Numbers(*parent.query_limits(f"{inp}:WAV?")))
+        self.shutter_open = self.add_parameter(
+            "shutter_open", label="shutter open", get_cmd=f"{outp}:STAT?",
+            set_cmd=f"{outp}:STAT {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
+        self.power_control = self.add_parameter(
+            "power_control", label="power-control mode", get_cmd=f"{outp}:POW:CONTR?",
+            set_cmd=f"{outp}:POW:CONTR {{}}", get_parser=parse_bool, set_parser=int, vals=Bool(),
+            docstring="True: hold the output power at the setpoint; False: hold the attenuation.")
+        self.power_unit = self.add_parameter(
+            "power_unit", label="power unit", get_cmd=f"{outp}:POW:UN?",
+            set_cmd=f"{outp}:POW:UN {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+        self.power_unit.get()
+        setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit,
+                                self.power_setpoint_limits_dbm, "output power setpoint")
+        self.power_setpoint_dbm, self.power_setpoint_w = setpoint.dbm, setpoint.w
+
+    def refresh_limits(self) -> None:
+        """Re-read the attenuation range (it moves with the attenuation offset)."""
+        self.attenuation_db.vals = Numbers(*self.parent.query_limits(f"INP{self.slot}:ATT?"))
+
+
+class _N776xA(_N77xxBase):
+    num_attenuators = 2
+
+    def __init__(self, name: str, address: str | None = None, **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        attenuators = [self.add_submodule(f"att{k}", N776xAAttenuatorChannel(self, f"att{k}", slot=2 * k - 1))
+                       for k in range(1, self.num_attenuators + 1)]
+        self.attenuators = self.add_submodule(
+            "attenuators",
+            ChannelTuple(self, "attenuators", N776xAAttenuatorChannel, attenuators, snapshotable=False))
+        self.connect_message()
+
+
+class KeysightN7762A(_N776xA):
+    """Keysight N7762A: two attenuators in slots 1-2 and 3-4 (att1 = slot 1, att2 = slot 3)."""
+
+    num_attenuators = 2
+
+
+class KeysightN7764A(_N776xA):
+    """Keysight N7764A: four attenuators in slots 1-2 ... 7-8 (att<k> = slot 2k-1)."""
+
+    num_attenuators = 4
+
+
+# --- power meters (instruments.md 3.2) -------------------------------------------------------
+
+
+class N774xAPowerMeterChannel(InstrumentChannel):
+    """One meter channel ``SENS<n>``; readings are returned in W whatever the display unit."""
+
+    # Wavelength 1250-1625 nm and averaging time 1 us - 10 s: N7744A data (secondary source,
+    # instruments.md gives none); range -110..+30 dBm in 10 dB steps: instruments.md 3.2.
+    wavelength_limits_m = (1250e-9, 1625e-9)
+    averaging_time_limits_s = (1e-6, 10.0)
+    range_limits_dbm = (-110, 30)
+
+    def __init__(self, parent: _N77xxBase, name: str, slot: int):
+        super().__init__(parent, name)
+        self.slot = slot
+        sens = f"SENS{slot}:POW"
+        self.wavelength_m = self.add_parameter(
+            "wavelength_m", label="wavelength", unit="m", get_cmd=f"{sens}:WAV?",
+            set_cmd=f"{sens}:WAV {{:.8E}}", get_parser=float, vals=Numbers(*self.wavelength_limits_m))
+        self.power_unit = self.add_parameter(
+            "power_unit", label="display power unit", get_cmd=f"{sens}:UNIT?",
+            set_cmd=f"{sens}:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+        self.auto_range = self.add_parameter(
+            "auto_range", label="auto range", get_cmd=f"{sens}:RANG:AUTO?",
+            set_cmd=f"{sens}:RANG:AUTO {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
+        low, high = self.range_limits_dbm
+        self.range_dbm = self.add_parameter(
+            "range_dbm", label="range", unit="dBm", get_cmd=f"{sens}:RANG?",
+            set_cmd=f"{sens}:RANG {{:d}}DBM", get_parser=parse_int,
+            vals=Multiples(10, min_value=low, max_value=high),
+            docstring="Sent with an explicit DBM suffix: the range is in dBm whatever the unit.")
+        self.averaging_time_s = self.add_parameter(
+            "averaging_time_s", label="averaging time", unit="s", get_cmd=f"{sens}:ATIM?",
+            set_cmd=f"{sens}:ATIM {{:.6E}}", get_parser=float,
+            vals=Numbers(*self.averaging_time_limits_s))
+        self.continuous = self.add_parameter(
+            "continuous", label="continuous software trigger", get_cmd=f"INIT{slot}:CONT?",
+            set_cmd=f"INIT{slot}:CONT {{}}", get_parser=parse_bool, set_parser=int, vals=Bool(),
+            docstring="fetch_power_w needs this on (or a preceding INIT:IMM).")
+        self.read_power_w = self.add_parameter(
+            "read_power_w", label="power (new reading)", unit="W",
+            get_cmd=lambda: self._power_w(f"READ{slot}:POW?"), set_cmd=False)
+        self.fetch_power_w = self.add_parameter(
+            "fetch_power_w", label="power (last reading)", unit="W",
+            get_cmd=lambda: self._power_w(f"FETC{slot}:POW?"), set_cmd=False)
+        self.power_unit.get()
+
+    def _power_w(self, query: str) -> float:
+        """Readings come in the display unit; convert with the cached unit (read at connect)."""
+        return _to_w(float(self.ask(query)), self.power_unit.get_latest())
+
+
+class _N774xA(_N77xxBase):
+    num_channels = 4
+
+    def __init__(self, name: str, address: str | None = None, **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        channels = [self.add_submodule(f"ch{n}", N774xAPowerMeterChannel(self, f"ch{n}", n))
+                    for n in range(1, self.num_channels + 1)]
+        self.channels = self.add_submodule(
+            "channels", ChannelTuple(self, "channels", N774xAPowerMeterChannel, channels, snapshotable=False))
+        self.connect_message()
+
+
+class KeysightN7744A(_N774xA):
+    """Keysight N7744A four-channel optical power meter."""
+
+    num_channels = 4
+
+
+class KeysightN7745A(_N774xA):
+    """Keysight N7745A eight-channel optical power meter."""
+
+    num_channels = 8

@@ -1,0 +1,88 @@
+"""A generic SCPI optical amplifier (EDFA/SOA class) for the client's phase-insensitive amplifier.
+
+No public remote-control protocol was found for a specific amplifier model that fits the
+experiment (the paper names no apparatus; instruments.md lists none). The only published,
+vendor-neutral amplifier command set found is IEC 61291-6-1 (the "optical amplifier command
+set", OACS), which is not SCPI and whose text is not public, so it is not followed here either.
+This driver therefore speaks a small SCPI-99 tree laid out like the Keysight lightwave trees the
+rest of the bench uses (SOURce for what the box emits, OUTPut for the on/off switch,
+MEASure for readings; instruments.md 1.1, 1.2, 2.2). An amplifier with a different syntax needs
+a subclass that changes only the command strings. The tree:
+
+======================================  =================================================
+``*IDN?``, ``*CLS``, ``SYST:ERR?``      IEEE 488.2 / SCPI-99 common and error queue
+``OUTP:STAT 0|1`` / ``OUTP:STAT?``      output (pump) on/off
+``SOUR:MODE GAIN|POW|CURR`` / ``?``     control loop: constant gain (AGC), constant output
+                                        power (APC) or constant pump current (ACC)
+``SOUR:GAIN <dB>`` / ``SOUR:GAIN?``     gain set-point, dB
+``SOUR:POW <dBm>`` / ``SOUR:POW?``      output-power set-point, dBm
+``SOUR:CURR <A>`` / ``SOUR:CURR?``      pump-current set-point, A
+``MEAS:POW:INP?``, ``MEAS:POW:OUTP?``   measured input / output power, dBm
+======================================  =================================================
+
+Limits are not a datasheet's (there is no model): they are constructor arguments, to be filled
+from the station configuration for the amplifier actually used. The defaults cover a C-band
+EDFA/SOA and the paper's low gains (G = 1.3 is 1.1 dB). Every set is followed by ``SYST:ERR?``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qcodes.validators import Bool, Numbers
+
+from analysis.units import dbm_to_w
+from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool
+
+__all__ = ["InstrumentError", "ScpiOpticalAmplifier"]
+
+_MODES = {"gain": "GAIN", "power": "POW", "current": "CURR"}
+# replies may use the long form of the character data
+_SHORT_FORM = {"GAIN": "GAIN", "POW": "POW", "POWER": "POW", "CURR": "CURR", "CURRENT": "CURR"}
+
+
+def _mode_reply(reply: str) -> str:
+    word = reply.strip().upper()
+    if word not in _SHORT_FORM:
+        raise ValueError(f"expected GAIN, POW or CURR for SOUR:MODE?, got {reply!r}")
+    return _SHORT_FORM[word]
+
+
+class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
+    """Gain or output-power controlled optical amplifier with a SCPI-99 command tree."""
+
+    def __init__(self, name: str, address: str | None = None, *,
+                 gain_limits_db: tuple[float, float] = (0.0, 30.0),
+                 output_power_limits_dbm: tuple[float, float] = (-10.0, 20.0),
+                 pump_current_limits_a: tuple[float, float] = (0.0, 1.0),
+                 **kwargs: Any):
+        super().__init__(name, address, **kwargs)
+        self.clear_errors()
+        self.output_enabled = self.add_parameter(
+            "output_enabled", label="output (pump) on", get_cmd="OUTP:STAT?", set_cmd="OUTP:STAT {}",
+            get_parser=parse_bool, set_parser=int, vals=Bool())
+        self.mode = self.add_parameter(
+            "mode", label="control mode", get_cmd="SOUR:MODE?", set_cmd="SOUR:MODE {}",
+            get_parser=_mode_reply, val_mapping=_MODES,
+            docstring="gain: hold gain_db; power: hold output_power_setpoint_dbm; current: hold pump_current_a.")
+        self.gain_db = self.add_parameter(
+            "gain_db", label="gain set-point", unit="dB", get_cmd="SOUR:GAIN?", set_cmd="SOUR:GAIN {:.4f}",
+            get_parser=float, vals=Numbers(*gain_limits_db))
+        self.output_power_setpoint_dbm = self.add_parameter(
+            "output_power_setpoint_dbm", label="output power set-point", unit="dBm",
+            get_cmd="SOUR:POW?", set_cmd="SOUR:POW {:.4f}", get_parser=float,
+            vals=Numbers(*output_power_limits_dbm))
+        self.pump_current_a = self.add_parameter(
+            "pump_current_a", label="pump current set-point", unit="A", get_cmd="SOUR:CURR?",
+            set_cmd="SOUR:CURR {:.6f}", get_parser=float, vals=Numbers(*pump_current_limits_a))
+        self.input_power_w = self.add_parameter(
+            "input_power_w", label="measured input power", unit="W", get_cmd="MEAS:POW:INP?",
+            get_parser=lambda dbm: float(dbm_to_w(float(dbm))), set_cmd=False)
+        self.output_power_w = self.add_parameter(
+            "output_power_w", label="measured output power", unit="W", get_cmd="MEAS:POW:OUTP?",
+            get_parser=lambda dbm: float(dbm_to_w(float(dbm))), set_cmd=False)
+        self.connect_message()
+
+    def safe_state(self) -> None:
+        """Output off (house rule: a failure leaves light sources off)."""
+        self.output_enabled(False)

@@ -1,0 +1,1 @@
+"""pyvisa-sim protocol files for the drivers beside this package (loaded as "instruments.drivers.sims:<file>.yaml")."""
