@@ -1,0 +1,567 @@
+"""The virtual bench's optical engine: one mode-level Gaussian model of the secure link (docs/PHYSICS.md).
+
+Modes are complex amplitudes a with additive complex Gaussian noise; a vacuum has variance 1/4 per
+real component, so X = 2 Re a and P = 2 Im a have variance 1 (SNU), and a coherent state |alpha>
+has <X> = 2 Re alpha. Every random draw comes from the numpy Generator passed in.
+
+Two paths compute the same physics:
+
+* fast path (rows the server does not verify): the client's processor output mode 1 is exactly the
+  coherent state sqrt(T_f t) beta, beta = sum_i conj(x_hat_i) alpha_i, so Re beta for the whole batch
+  is one real matmul and the client's homodyne outcome is one Gaussian draw with the closed-form
+  mean and variance of analysis.client_measurement (the idler, coupler, detector-loss and electronic
+  noises are combined; the returned state is not needed);
+* joint path (rows the server verifies): the client's measurement and the returned modes are drawn
+  from the same noise realisations (processor-output vacuum, amplifier idler, coupler vacuum), so
+  their correlations are exact. It uses the identity U^dagger (b + D e_1) = U^dagger b + D x_hat,
+  which holds for any unitary with first row conj(x_hat), to avoid an N x N unitary per image.
+
+`simulate_rows_reference` runs the same chain with explicit Givens matrices and mode-by-mode noise;
+it is slow (O(N^2) per image) and exists to check the two fast paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis import client_measurement as cm
+from analysis.units import db_to_linear, linear_to_db
+
+VACUUM_COMPONENT_VARIANCE = 0.25  # per real component of a complex amplitude (X = 2 Re a has variance 1)
+DEFAULT_CHUNK_IMAGES = 16384      # fast-path images per chunk (temporaries ~ chunk x rows x 8 B)
+VERIFY_BLOCK_SAMPLES = 2**19      # returned samples per verification block (~4 MB per array: stays in cache)
+# Both sizes are part of the random-stream layout: keep them fixed for bit-for-bit replays.
+UNIT_NORM_TOLERANCE = 1e-9
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+def _finite(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _at_least(name: str, value, minimum: float) -> float:
+    value = _finite(name, value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return value
+
+
+def _unit_interval(name: str, value) -> float:
+    """Transmittances and efficiencies: (0, 1]."""
+    value = _finite(name, value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return value
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkParameters:
+    """Everything physical about one secure link (DECISIONS G, M, N).
+
+    mu_photons is the mean photon number per complex mode over the layer at the server's output.
+    forward/return transmittances are the fibre (or free-space) power transmittances server ->
+    client and client -> server; the processor loses processor_loss_per_pass_db each time the light
+    goes through it (forward chain, inverse chain), so the round trip the server sees is
+    T = T_f t^2 T_r. amplifier_noise_figure_db None means a quantum-limited amplifier (n_sp = 1).
+    Electronic noises are in SNU referred to each detector's own shot noise.
+    """
+
+    mu_photons: float
+    gain: float
+    amplifier_noise_figure_db: float | None = None
+    forward_transmittance: float = 1.0
+    return_transmittance: float = 1.0
+    processor_loss_per_pass_db: float = 0.0
+    client_efficiency: float = 1.0
+    client_electronic_noise_snu: float = 0.0
+    server_efficiency: float = 1.0
+    server_electronic_noise_snu: float = 0.0
+
+    def __post_init__(self):
+        _at_least("mu_photons", self.mu_photons, 0.0)
+        _at_least("gain", self.gain, 1.0)
+        if self.amplifier_noise_figure_db is not None:
+            _finite("amplifier_noise_figure_db", self.amplifier_noise_figure_db)
+            self.inversion_factor  # raises below the quantum limit
+        _unit_interval("forward_transmittance", self.forward_transmittance)
+        _unit_interval("return_transmittance", self.return_transmittance)
+        _at_least("processor_loss_per_pass_db", self.processor_loss_per_pass_db, 0.0)
+        _unit_interval("client_efficiency", self.client_efficiency)
+        _at_least("client_electronic_noise_snu", self.client_electronic_noise_snu, 0.0)
+        _unit_interval("server_efficiency", self.server_efficiency)
+        _at_least("server_electronic_noise_snu", self.server_electronic_noise_snu, 0.0)
+
+    @property
+    def inversion_factor(self) -> float:
+        """n_sp >= 1 from the noise figure (1 at the quantum limit, and for G = 1 where there is no amplifier)."""
+        if self.amplifier_noise_figure_db is None or self.gain == 1.0:
+            return 1.0
+        n_sp = float(cm.inversion_factor_from_noise_figure(self.gain, self.amplifier_noise_figure_db))
+        if n_sp < 1.0 - 1e-12:
+            minimum_db = float(linear_to_db((2.0 * self.gain - 1.0) / self.gain))
+            raise ValueError(f"amplifier_noise_figure_db must be >= {minimum_db:.4f} dB (quantum limit at gain "
+                             f"{self.gain:g}), got {self.amplifier_noise_figure_db!r}")
+        return max(n_sp, 1.0)
+
+    @property
+    def processor_transmittance_per_pass(self) -> float:
+        return float(db_to_linear(-self.processor_loss_per_pass_db))
+
+    @property
+    def round_trip_transmittance(self) -> float:
+        """T of DECISIONS G: server output -> server verification input."""
+        return self.forward_transmittance * self.processor_transmittance_per_pass**2 * self.return_transmittance
+
+    @property
+    def client_mean_per_re_beta(self) -> float:
+        """<X_meas>/Re(beta) = 2 sqrt(eta (G - 1)) sqrt(T_f t); beta is the lossless server-side product."""
+        loss = self.forward_transmittance * self.processor_transmittance_per_pass
+        return float(cm.measured_mean_per_re_beta(self.gain, self.client_efficiency)) * np.sqrt(loss)
+
+    @property
+    def client_variance_snu(self) -> float:
+        """Var(X_meas): loss before the amplifier keeps mode 1 coherent, so the closed form applies unchanged."""
+        return float(cm.measured_variance_snu(self.gain, self.client_efficiency, self.client_electronic_noise_snu,
+                                              self.inversion_factor))
+
+    @property
+    def returned_excess_noise_total_snu(self) -> float:
+        """Honest-client excess noise summed over modes, referred to the server's input: t T_r 2 n_sp (1 - 1/G)."""
+        k = float(cm.returned_excess_noise_total_snu(self.gain, self.inversion_factor))
+        return self.processor_transmittance_per_pass * self.return_transmittance * k
+
+
+# --- server and client encodings -------------------------------------------------------------------
+
+def _pack_complex(values: np.ndarray) -> np.ndarray:
+    """(v_0 + i v_1, v_2 + i v_3, ...) along the last axis; an odd length gets one zero appended."""
+    if values.shape[-1] % 2:
+        values = np.concatenate([values, np.zeros(values.shape[:-1] + (1,))], axis=-1)
+    return np.ascontiguousarray(values, dtype=np.float64).view(np.complex128)
+
+
+def _real_2d(name: str, array) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array [rows, features], got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite")
+    return array
+
+
+def pack_weights(weights, mu_photons: float) -> tuple[np.ndarray, float]:
+    """Complex symbols [rows, ceil(features/2)] alpha_i = s (w_2i + i w_2i+1) and the layer scale s.
+
+    One scale per layer (paper.md 1.2) so that mean |alpha|^2 over every mode of the layer is mu.
+    """
+    weights = _real_2d("weights", weights)
+    mu_photons = _at_least("mu_photons", mu_photons, 0.0)
+    packed = _pack_complex(weights)
+    power = np.mean(np.abs(packed) ** 2)
+    if power == 0.0:
+        raise ValueError("weights must not be all zero (the layer scale would be undefined)")
+    scale = float(np.sqrt(mu_photons / power))
+    return scale * packed, scale
+
+
+def pack_data(data) -> np.ndarray:
+    """Unit-norm complex data x_hat [batch, ceil(features/2)], x_hat_i = (x_2i + i x_2i+1)/||x||.
+
+    Then Re(sum_i conj(x_hat_i) alpha_i) = s (w . x)/||x||. A 1-D vector gives a 1-D result.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    single = data.ndim == 1
+    data = _real_2d("data", data[None] if single else data)
+    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0.0)
+    if zero.size:
+        raise ValueError(f"data rows {zero[:10].tolist()} have zero norm: the client cannot normalise them")
+    x_hat = _pack_complex(data / norms)
+    return x_hat[0] if single else x_hat
+
+
+# --- the client's time-bin processor (DECISIONS M) ------------------------------------------------
+
+def givens_angles(x_hat) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-beam-splitter angles theta_k and phase-modulator phases phi_k (rad) per time bin.
+
+    The loop holds the running mode; in bin k the phase modulator gives the incoming pulse phase
+    phi_k = -arg(x_k) and the beam splitter keeps cos(theta_k) of the loop and takes sin(theta_k) of
+    the pulse, theta_k = atan2(|x_k|, ||x_0..k-1||). Bin 0 loads the empty loop (theta_0 = pi/2).
+    After bin N-1 the loop holds sum_i conj(x_i) a_i. Shapes [..., N].
+    """
+    x_hat = np.asarray(x_hat, dtype=np.complex128)
+    if x_hat.ndim < 1 or x_hat.shape[-1] == 0:
+        raise ValueError(f"x_hat must have a non-empty last axis, got shape {x_hat.shape}")
+    magnitude = np.abs(x_hat)
+    prefix = np.sqrt(np.concatenate([np.zeros(x_hat.shape[:-1] + (1,)), np.cumsum(magnitude**2, axis=-1)[..., :-1]],
+                                    axis=-1))
+    theta = np.arctan2(magnitude, prefix)
+    theta[..., 0] = np.pi / 2
+    phi = -np.angle(x_hat)
+    return theta, phi
+
+
+def givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
+    """The forward chain as a matrix A = sqrt(t) U [..., N, N], output 0 = the loop mode (first row conj(x_hat)).
+
+    Output k >= 1 is the mode leaving the loop in bin k. Loss per pass is mode independent (insertion
+    loss of one traversal of the processor), so A A^dagger = t I; apply it with `apply_passive_map`.
+    """
+    theta = np.asarray(theta_rad, dtype=float)
+    phi = np.asarray(phi_rad, dtype=float)
+    if theta.shape != phi.shape or theta.ndim < 1:
+        raise ValueError(f"theta_rad and phi_rad must have the same shape [..., N], got {theta.shape} and {phi.shape}")
+    if not np.allclose(theta[..., 0], np.pi / 2):
+        raise ValueError("theta_rad[..., 0] must be pi/2: bin 0 loads the empty loop")
+    t = db_to_linear(-_at_least("loss_per_pass_db", loss_per_pass_db, 0.0))
+    n = theta.shape[-1]
+    cos, sin, pm = np.cos(theta), np.sin(theta), np.exp(1j * phi)
+    matrix = np.zeros(theta.shape + (n,), dtype=np.complex128)
+    loop = np.zeros(theta.shape, dtype=np.complex128)
+    loop[..., 0] = pm[..., 0]
+    for k in range(1, n):
+        matrix[..., k, :] = -sin[..., k, None] * loop
+        matrix[..., k, k] += cos[..., k] * pm[..., k]
+        loop *= cos[..., k, None]
+        loop[..., k] += sin[..., k] * pm[..., k]
+    matrix[..., 0, :] = loop
+    return np.sqrt(t) * matrix
+
+
+def inverse_givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
+    """The inverse chain (bins in reverse order, angles negated): sqrt(t) U^dagger."""
+    forward = givens_matrix(theta_rad, phi_rad, 0.0)
+    t = db_to_linear(-loss_per_pass_db)
+    return np.sqrt(t) * np.conj(np.swapaxes(forward, -1, -2))
+
+
+# --- mode-level operations (complex amplitudes, SNU) -----------------------------------------------
+
+def vacuum_noise(shape, rng: np.random.Generator) -> np.ndarray:
+    """Vacuum fluctuations: complex, variance 1/4 per real component."""
+    shape = tuple(np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
+    return np.sqrt(VACUUM_COMPONENT_VARIANCE) * rng.standard_normal(shape + (2,)).view(np.complex128)[..., 0]
+
+
+def thermal_noise(shape, rng: np.random.Generator, quadrature_variance_snu: float) -> np.ndarray:
+    """A thermal mode with the given quadrature variance (1 = vacuum)."""
+    return np.sqrt(quadrature_variance_snu) * vacuum_noise(shape, rng)
+
+
+def coherent_state(alpha, rng: np.random.Generator) -> np.ndarray:
+    """|alpha> as amplitude plus vacuum fluctuations."""
+    alpha = np.asarray(alpha, dtype=np.complex128)
+    return alpha + vacuum_noise(alpha.shape, rng)
+
+
+def attenuate(modes, transmittance: float, rng: np.random.Generator) -> np.ndarray:
+    """Loss: sqrt(T) a + sqrt(1 - T) v; means scale by sqrt(T), a vacuum stays a vacuum."""
+    transmittance = _unit_interval("transmittance", transmittance)
+    modes = np.asarray(modes, dtype=np.complex128)
+    return np.sqrt(transmittance) * modes + np.sqrt(1.0 - transmittance) * vacuum_noise(modes.shape, rng)
+
+
+def passive_noise_factor(matrix) -> np.ndarray:
+    """L with L L^dagger = I - A A^dagger: the vacuum a lossy passive map A must add to stay physical."""
+    matrix = np.asarray(matrix, dtype=np.complex128)
+    n = matrix.shape[-1]
+    if matrix.ndim < 2 or matrix.shape[-2] != n:
+        raise ValueError(f"matrix must be square [..., N, N], got shape {matrix.shape}")
+    deficit = np.eye(n) - matrix @ np.conj(np.swapaxes(matrix, -1, -2))
+    values, vectors = np.linalg.eigh(deficit)
+    if np.any(values < -1e-10):
+        raise ValueError("matrix is not passive: I - A A^dagger has a negative eigenvalue (the map has gain)")
+    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]
+
+
+def apply_passive_map(matrix, modes, rng: np.random.Generator) -> np.ndarray:
+    """b = A a + L v, v vacuum: output covariance A Cov(a) A^dagger + (I - A A^dagger)/2 (complex)."""
+    matrix = np.asarray(matrix, dtype=np.complex128)
+    modes = np.asarray(modes, dtype=np.complex128)
+    if modes.shape[-1] != matrix.shape[-1]:
+        raise ValueError(f"modes last axis {modes.shape[-1]} must match the matrix size {matrix.shape[-1]}")
+    factor = passive_noise_factor(matrix)
+    noise = vacuum_noise(np.broadcast_shapes(modes.shape, matrix.shape[:-1]), rng)
+    return np.einsum("...ij,...j->...i", matrix, modes) + np.einsum("...ij,...j->...i", factor, noise)
+
+
+def amplify(mode, gain: float, idler) -> np.ndarray:
+    """Phase-insensitive amplifier c = sqrt(G) b + sqrt(G - 1) v^dagger (the idler enters conjugated)."""
+    gain = _at_least("gain", gain, 1.0)
+    return np.sqrt(gain) * np.asarray(mode) + np.sqrt(gain - 1.0) * np.conj(idler)
+
+
+def split_coupler(mode, gain: float, vacuum) -> tuple[np.ndarray, np.ndarray]:
+    """(1 - 1/G):(1/G) coupler: d_meas = sqrt(1 - 1/G) c + sqrt(1/G) u, d_ret = sqrt(1/G) c - sqrt(1 - 1/G) u."""
+    gain = _at_least("gain", gain, 1.0)
+    keep, tap = np.sqrt(1.0 / gain), np.sqrt(1.0 - 1.0 / gain)
+    mode = np.asarray(mode)
+    return tap * mode + keep * vacuum, keep * mode - tap * vacuum
+
+
+def quadrature_snu(modes, measure_p) -> np.ndarray:
+    """Noise-free quadrature of a sampled amplitude: X = 2 Re a, P = 2 Im a (measure_p selects per element)."""
+    modes = np.asarray(modes)
+    return np.where(measure_p, 2.0 * modes.imag, 2.0 * modes.real)
+
+
+def homodyne(modes, measure_p, rng: np.random.Generator, efficiency: float = 1.0,
+             electronic_noise_snu: float = 0.0) -> np.ndarray:
+    """Balanced homodyne: sqrt(eta) Q + N(0, 1 - eta + v_el) (detector loss vacuum and electronics combined)."""
+    efficiency = _unit_interval("efficiency", efficiency)
+    electronic_noise_snu = _at_least("electronic_noise_snu", electronic_noise_snu, 0.0)
+    signal = quadrature_snu(modes, measure_p)
+    return np.sqrt(efficiency) * signal + np.sqrt(1.0 - efficiency + electronic_noise_snu) * rng.standard_normal(
+        signal.shape)
+
+
+# --- reference model: explicit matrices, one image -------------------------------------------------
+
+def simulate_rows_reference(symbols, x_hat, params: LinkParameters, rng: np.random.Generator, measure_p):
+    """The whole chain for one image, mode by mode with explicit Givens matrices (slow; for checks).
+
+    symbols [rows, N]; x_hat [N]; measure_p bool [shots, rows] (the server's quadrature per row and
+    shot). Returns the client's outcomes [shots, rows] and the server's returned quadratures
+    [shots, rows, N], all in SNU.
+    """
+    symbols, x_hat = _check_symbols_and_data(symbols, np.asarray(x_hat)[None])
+    x_hat = x_hat[0]
+    measure_p = np.asarray(measure_p, dtype=bool)
+    if measure_p.ndim != 2 or measure_p.shape[1] != symbols.shape[0]:
+        raise ValueError(f"measure_p must be [shots, rows={symbols.shape[0]}], got shape {measure_p.shape}")
+    theta, phi = givens_angles(x_hat)
+    loss_db = params.processor_loss_per_pass_db
+    forward, inverse = givens_matrix(theta, phi, loss_db), inverse_givens_matrix(theta, phi, loss_db)
+    shape = measure_p.shape + (symbols.shape[1],)
+
+    sent = coherent_state(np.broadcast_to(symbols, shape), rng)
+    at_client = attenuate(sent, params.forward_transmittance, rng)
+    processed = apply_passive_map(forward, at_client, rng)
+    idler = thermal_noise(shape[:-1], rng, 2.0 * params.inversion_factor - 1.0)
+    amplified = amplify(processed[..., 0], params.gain, idler)
+    to_detector, to_return = split_coupler(amplified, params.gain, vacuum_noise(shape[:-1], rng))
+    x_meas = homodyne(to_detector, False, rng, params.client_efficiency, params.client_electronic_noise_snu)
+    reinjected = processed.copy()
+    reinjected[..., 0] = to_return
+    restored = apply_passive_map(inverse, reinjected, rng)
+    at_server = attenuate(restored, params.return_transmittance, rng)
+    returned = homodyne(at_server, measure_p[..., None], rng, params.server_efficiency,
+                        params.server_electronic_noise_snu)
+    return x_meas, returned
+
+
+# --- the secure layer: fast path + joint path ------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """What the server knows about the rows it verified in one call.
+
+    row_indices [v]; measure_p bool [batch, v] (False = X, True = P, secret to the server);
+    sent_symbols [v, N] (complex amplitudes at the server's output); returned_quadratures_snu
+    [batch, v, N] (its homodyne outcomes, SNU of its own detector, its own phase reference).
+    """
+
+    row_indices: np.ndarray
+    measure_p: np.ndarray
+    sent_symbols: np.ndarray
+    returned_quadratures_snu: np.ndarray
+
+    @property
+    def sent_quadratures_snu(self) -> np.ndarray:
+        """2 Re alpha or 2 Im alpha per verified (image, row, mode), aligned with the returned ones."""
+        return quadrature_snu(self.sent_symbols[None], self.measure_p[..., None])
+
+
+def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
+    symbols = np.asarray(symbols)
+    x_hat = np.asarray(x_hat)
+    if symbols.ndim != 2 or symbols.size == 0:
+        raise ValueError(f"symbols must be a non-empty 2-D array [rows, modes], got shape {symbols.shape}")
+    if x_hat.ndim != 2 or x_hat.shape[1] != symbols.shape[1] or x_hat.shape[0] == 0:
+        raise ValueError(f"x_hat must be [batch, modes={symbols.shape[1]}], got shape {x_hat.shape}")
+    x_hat = np.ascontiguousarray(x_hat, dtype=np.complex128)
+    flat = x_hat.view(np.float64)
+    bad = np.flatnonzero(np.abs(np.einsum("ij,ij->i", flat, flat) - 1.0) > 2.0 * UNIT_NORM_TOLERANCE)
+    if bad.size:
+        raise ValueError(f"x_hat rows must have unit norm (pack_data); rows {bad[:10].tolist()} do not")
+    return np.ascontiguousarray(symbols, dtype=np.complex128), x_hat
+
+
+def _sqrtm_2x2(s11, s12, s22):
+    """Symmetric square root of [[s11, s12], [s12, s22]] (PSD, nonzero), elementwise over arrays."""
+    root_det = np.sqrt(np.clip(s11 * s22 - s12**2, 0.0, None))
+    norm = np.sqrt(s11 + s22 + 2.0 * root_det)
+    return (s11 + root_det) / norm, s12 / norm, (s22 + root_det) / norm
+
+
+def _verified_rows(x_hat, symbols, beta, params: LinkParameters, rng: np.random.Generator, returned: np.ndarray,
+                   scratch: np.ndarray):
+    """Joint client measurement and server homodyne for the verified rows of one chunk (docs/PHYSICS.md 5).
+
+    With k = sqrt(t) n + sqrt(1-t) m~ the processor-output vacuum written in the input basis, the
+    returned mode is r_i = sqrt(t) (sqrt(t T_f) alpha_i + k_i + D x_i) + loss vacuum, D = d_ret - b_1,
+    and b_1 = sqrt(t T_f) beta + x^dagger k. The server reads y_i = a Q(...) + independent noise,
+    a = sqrt(eta_s T_r t); the measured quadrature of k_i and the independent noise are drawn as one
+    normal w_i per mode, and what b_1 needs of k (its projection x^dagger k) is drawn conditionally
+    on w, two normals per (image, row). The server picks X or P with probability 1/2 each.
+
+    beta = x_hat^dagger alpha [batch, rows]. Writes y into `returned` [batch, rows, N] (float64,
+    C-contiguous; `scratch` is a work buffer of the same shape) and returns the client's outcomes
+    [batch, rows] and the quadrature choices.
+    """
+    batch, n_modes = x_hat.shape
+    n_rows = symbols.shape[0]
+    gain, n_sp = params.gain, params.inversion_factor
+    t_proc = params.processor_transmittance_per_pass
+    root_loss = np.sqrt(params.forward_transmittance * t_proc)
+    a = np.sqrt(params.server_efficiency * params.return_transmittance * t_proc)
+    var_w = 1.0 + params.server_electronic_noise_snu
+    f = (var_w - a * a) / var_w  # Var(independent part)/Var(w)
+
+    measure_p = rng.random((batch, n_rows)) < 0.5
+    rng.standard_normal(out=returned)  # w/sqrt(var_w): one normal per returned sample, the dominant cost
+    xr, xi = x_hat.real, x_hat.imag
+    # sum_i conj(x_i) w_i per (image, row)
+    proj = np.matmul(returned, np.stack([xr, -xi], axis=-1)) * np.sqrt(var_w)  # [batch, rows, 2]
+    aa, bb, cc = np.sum(xr * xr, 1), np.sum(xi * xi, 1), np.sum(xr * xi, 1)
+    r11, r12, r22 = _sqrtm_2x2(f * aa + bb, cc * (1.0 - f), f * bb + aa)
+    z = rng.standard_normal((batch, n_rows, 2))
+    cond_re = r11[:, None] * z[..., 0] + r12[:, None] * z[..., 1]
+    cond_im = r12[:, None] * z[..., 0] + r22[:, None] * z[..., 1]
+    rotation = np.where(measure_p, 1j, 1.0)  # e^{i theta}: the server's quadrature frame
+    k_proj = 0.5 * rotation * ((a / var_w) * (proj[..., 0] + 1j * proj[..., 1]) + cond_re + 1j * cond_im)
+
+    b1 = root_loss * beta + k_proj
+    idler = thermal_noise((batch, n_rows), rng, 2.0 * n_sp - 1.0)
+    c = amplify(b1, gain, idler)
+    to_detector, to_return = split_coupler(c, gain, vacuum_noise((batch, n_rows), rng))
+    x_meas = homodyne(to_detector, False, rng, params.client_efficiency, params.client_electronic_noise_snu)
+
+    # y = sqrt(var_w) w + 2a Re(D e^{-i theta} x_i) + a sqrt(t T_f) Q(alpha_i), accumulated in place
+    disturbance = (to_return - b1) / rotation
+    coefficients = (2.0 * a) * np.stack([disturbance.real, -disturbance.imag], axis=-1)  # [batch, rows, 2]
+    np.matmul(coefficients, np.stack([xr, xi], axis=1), out=scratch)
+    signal_x, signal_p = (2.0 * a * root_loss) * symbols.real, (2.0 * a * root_loss) * symbols.imag
+    scratch += signal_x
+    np.add(scratch, signal_p - signal_x, out=scratch, where=measure_p[..., None])
+    if var_w != 1.0:
+        returned *= np.sqrt(var_w)
+    returned += scratch
+    return x_meas, measure_p
+
+
+def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Generator,
+                    verify_fraction: float = 0.01, chunk_images: int = DEFAULT_CHUNK_IMAGES):
+    """The client's homodyne outcomes X_meas [batch, rows] (SNU) and the server's VerificationRecord.
+
+    symbols [rows, N] from pack_weights; x_hat [batch, N] unit-norm rows from pack_data. Each row
+    is verified with probability verify_fraction (the same rows for the whole batch); the server's
+    quadrature is drawn per (image, verified row). Memory is bounded by processing chunk_images
+    images at a time (beyond the outputs themselves); verified rows run in cache-sized blocks of
+    images. Both block sizes are part of the random-stream layout.
+    """
+    symbols, x_hat = _check_symbols_and_data(symbols, x_hat)
+    verify_fraction = _finite("verify_fraction", verify_fraction)
+    if not 0.0 <= verify_fraction <= 1.0:
+        raise ValueError(f"verify_fraction must be in [0, 1], got {verify_fraction!r}")
+    if int(chunk_images) < 1:
+        raise ValueError(f"chunk_images must be >= 1, got {chunk_images!r}")
+    batch, n_modes = x_hat.shape
+    n_rows = symbols.shape[0]
+    rows = np.flatnonzero(rng.random(n_rows) < verify_fraction)
+    sent = symbols[rows]
+    std = np.sqrt(params.client_variance_snu)
+    # <X_meas> = m Re(conj(x) . alpha), and Re(conj(x) . alpha) is the real dot product of the packings
+    mean_symbols_t = (params.client_mean_per_re_beta * symbols).view(np.float64).T
+    # Re and Im of beta for the verified rows, as real dot products: Im(conj(x) alpha) = x_r alpha_i - x_i alpha_r
+    beta_columns = np.concatenate([sent.view(np.float64), (-1j * sent).view(np.float64)]).T
+
+    x_meas = np.empty((batch, n_rows))
+    measure_p = np.empty((batch, rows.size), dtype=bool)
+    returned = np.empty((batch, rows.size, n_modes))
+    block = max(1, VERIFY_BLOCK_SAMPLES // max(rows.size * n_modes, 1))
+    scratch = np.empty((min(block, batch), rows.size, n_modes))
+    for start in range(0, batch, int(chunk_images)):
+        stop = min(start + int(chunk_images), batch)
+        chunk = x_hat[start:stop]
+        out = x_meas[start:stop]
+        np.matmul(chunk.view(np.float64), mean_symbols_t, out=out)
+        out += rng.normal(0.0, std, out.shape)  # idler, coupler, detector loss, electronics: one combined draw
+        if not rows.size:
+            continue
+        re_im = chunk.view(np.float64) @ beta_columns
+        beta = re_im[:, :rows.size] + 1j * re_im[:, rows.size:]
+        for first in range(start, stop, block):  # cache-sized blocks: the joint model is memory bound
+            last = min(first + block, stop)
+            x_meas[first:last, rows], measure_p[first:last] = _verified_rows(
+                x_hat[first:last], sent, beta[first - start:last - start], params, rng, returned[first:last],
+                scratch[:last - first])
+    return x_meas, VerificationRecord(rows, measure_p, sent, returned)
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    """One secure layer over a batch: the client's outcomes, the server's record, and the scales to read them."""
+
+    x_meas_snu: np.ndarray
+    verification: VerificationRecord
+    mean_per_re_beta: float
+    scale: float
+
+    def re_beta_estimate(self) -> np.ndarray:
+        """Unbiased one-shot estimate of Re(beta) = s (w . x)/||x|| in sqrt(photons): X_meas / <X_meas>/Re(beta)."""
+        if self.mean_per_re_beta == 0.0:
+            raise ValueError("gain must be > 1 for the client to estimate the product (no signal at G = 1)")
+        return self.x_meas_snu / self.mean_per_re_beta
+
+    def dot_product_estimate(self) -> np.ndarray:
+        """Unbiased estimate of w . x_hat (x_hat = x/||x||, real), in weight units: Re(beta)/s."""
+        if self.scale == 0.0:
+            raise ValueError("mu_photons must be > 0 for the client to estimate the product (no light sent)")
+        return self.re_beta_estimate() / self.scale
+
+
+class SecureLayer:
+    """One layer's weights on the link: packs W once (per-layer scale for mu), then runs batches."""
+
+    def __init__(self, weights, params: LinkParameters):
+        self.params = params
+        self.symbols, self.scale = pack_weights(weights, params.mu_photons)
+        self.n_features = np.asarray(weights).shape[1]
+
+    def __call__(self, data, rng: np.random.Generator, verify_fraction: float = 0.01) -> LayerOutput:
+        """data [batch, features] (any norm; the client normalises)."""
+        data = np.asarray(data, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.n_features:
+            raise ValueError(f"data must be [batch, features={self.n_features}], got shape {data.shape}")
+        x_meas, record = secure_products(self.symbols, pack_data(data), self.params, rng, verify_fraction)
+        return LayerOutput(x_meas, record, self.params.client_mean_per_re_beta, self.scale)
+
+
+class LinkEngine:
+    """analysis.network layer engine driven by this model: estimates of x_hat . W^T in weight units.
+
+    Keeps the last LayerOutput of every layer index in `outputs` (for the server's verification).
+    """
+
+    def __init__(self, params: LinkParameters, verify_fraction: float = 0.01):
+        self.params = params
+        self.verify_fraction = verify_fraction
+        self.outputs: dict[int, LayerOutput] = {}
+
+    def __call__(self, layer_index, weights, x_hat, rng):
+        output = SecureLayer(weights, self.params)(x_hat, rng, self.verify_fraction)
+        self.outputs[layer_index] = output
+        return output.dot_product_estimate()

@@ -1,0 +1,153 @@
+"""Waveform level and receiver DSP: quadratures -> volts -> quadratures (docs/PHYSICS.md 7-8)."""
+
+import numpy as np
+import pytest
+
+from analysis import dsp
+from instruments.sim import physics as ph
+from instruments.sim import waveform as wf
+
+Z = 5.0
+
+FILTERED = {
+    "first-order, gaussian pulse": wf.WaveformConfig(pulse_shape="gaussian", detector_bandwidth_hz=250e6,
+                                                     filter_order=1, electronic_noise_snu=0.05),
+    "4th-order Butterworth, rect pulse": wf.WaveformConfig(pulse_shape="rect", detector_bandwidth_hz=150e6,
+                                                           filter_order=4, electronic_noise_snu=0.05),
+}
+
+
+def _close(measured, expected, standard_error, what):
+    assert abs(measured - expected) <= Z * standard_error, (
+        f"{what}: measured {measured}, expected {expected}, |diff|/SE = {abs(measured - expected) / standard_error}")
+
+
+def _symbol_level_outcomes(n, seed):
+    """The client's homodyne outcomes from the physics model: one row, one image repeated n times."""
+    params = ph.LinkParameters(mu_photons=4.0, gain=2.0)
+    x = ph.pack_data(np.arange(1.0, 9.0))
+    symbols = np.array([[1.0 + 0.5j, -0.3 + 1j, 0.8, 0.2j]])
+    x_meas, _ = ph.secure_products(symbols, np.broadcast_to(x, (n, 4)), params, np.random.default_rng(seed), 0.0)
+    return x_meas[:, 0]
+
+
+@pytest.mark.parametrize("shape", ["rect", "gaussian"])
+def test_matched_filter_recovers_each_symbol_exactly_without_bandwidth_limit(shape):
+    """The sample-level vacuum lives outside the symbol's mode: the matched filter returns X_k itself."""
+    config = wf.WaveformConfig(pulse_shape=shape)
+    rng = np.random.default_rng(0)
+    x = 3.0 * rng.standard_normal(1000)
+    volts = wf.analog_waveform(x, config, rng)
+    response = wf.matched_filter_response(config)
+    recovered = dsp.quadratures_snu(volts, response.template, 8, response.offset_samples,
+                                    response.shot_noise_variance_v2, n_symbols=1000)
+    np.testing.assert_allclose(recovered, x, atol=1e-12)
+    np.testing.assert_allclose(response.template, wf.pulse_template(config), atol=1e-15)
+    assert response.main_tap == pytest.approx(1.0) and np.sum(response.taps**2) == pytest.approx(1.0)
+
+
+def test_vacuum_samples_carry_one_snu_each_and_adc_error_is_bounded():
+    config = wf.WaveformConfig(pulse_shape="gaussian", electronic_noise_snu=0.1, adc_bits=12)
+    rng = np.random.default_rng(1)
+    n = 50_000
+    volts = wf.analog_waveform(rng.standard_normal(n), config, rng)
+    per_sample = np.var(volts) / config.shot_noise_rms_v**2
+    _close(per_sample, 1.1, 1.1 * np.sqrt(2 / volts.size), "vacuum variance per sample")
+    digitized = wf.digitize(volts, config)
+    assert digitized.clipped_samples == 0
+    assert np.max(np.abs(digitized.samples_v - volts)) <= 0.5 * config.volts_per_code + 1e-15
+
+
+@pytest.mark.parametrize("name", sorted(FILTERED))
+def test_round_trip_statistics_through_a_band_limited_detector(name):
+    """Symbol-level outcomes -> volts -> DSP: means and variance as predicted by the filter response."""
+    config = FILTERED[name]
+    n = 200_000
+    x = _symbol_level_outcomes(n, seed=2)
+    rng = np.random.default_rng(3)
+    record = wf.quadratures_to_waveform(x, config, rng)
+    response = wf.matched_filter_response(config)
+    assert record.clipped_samples == 0
+    # calibrate 1 SNU and v_el from LO-only and dark records, as in the lab
+    vacuum = wf.quadratures_to_waveform(rng.standard_normal(n), config, rng)
+    dark = wf.dark_waveform(n, config, rng)
+    calibration = dsp.calibrate_shot_noise(vacuum.samples_v, dark.samples_v, response.template,
+                                           config.samples_per_symbol, response.offset_samples)
+    _close(calibration.shot_noise_variance_v2, response.shot_noise_variance_v2,
+           response.shot_noise_variance_v2 * np.sqrt(2 / n) * 1.2, "shot-noise variance")
+    _close(calibration.electronic_noise_snu, config.electronic_noise_snu,
+           config.electronic_noise_snu * np.sqrt(2 / n) * 1.5, "electronic noise")
+
+    y = dsp.quadratures_snu(record.samples_v, response.template, config.samples_per_symbol, response.offset_samples,
+                            calibration.shot_noise_variance_v2, n_symbols=n,
+                            full_scale_v=config.adc_full_scale_v, adc_bits=config.adc_bits)
+    mean_x, var_x = x.mean(), x.var()
+    expected_mean = np.sum(response.taps) * mean_x
+    expected_var = 1.0 + config.electronic_noise_snu + np.sum(response.taps**2) * (var_x - 1.0)
+    # scale uncertainty from the calibration adds sqrt(2/n)/2 relative to the mean and sqrt(2/n) to the variance
+    _close(y.mean(), expected_mean, np.hypot(np.sqrt(expected_var / n), abs(expected_mean) * np.sqrt(0.5 / n)), "mean")
+    _close(y.var(), expected_var, expected_var * np.sqrt(2 / n) * np.sqrt(2), "variance")
+    assert 0.9 < response.mode_matching_efficiency < 1.0  # the band limit costs a few percent here
+    # symbol by symbol: recovered = main tap x X_k + (ISI + vacuum + electronics) of ~ unit variance
+    residual = y - response.main_tap * x
+    assert residual.var() < 1.0 + config.electronic_noise_snu + 0.2 * var_x
+
+
+def test_dsp_finds_the_symbol_timing():
+    config = FILTERED["4th-order Butterworth, rect pulse"]
+    response = wf.matched_filter_response(config)
+    assert response.offset_samples > 0  # the filter delays the pulse by a few samples
+    rng = np.random.default_rng(4)
+    pilots = 6.0 * rng.choice([-1.0, 1.0], 2000)
+    record = wf.quadratures_to_waveform(pilots, config, rng)
+    assert dsp.find_symbol_offset(record.samples_v, response.template, config.samples_per_symbol) == \
+        response.offset_samples
+
+
+def test_clipping_is_reported_and_refused():
+    config = wf.WaveformConfig(adc_bits=10, adc_full_scale_v=0.2)
+    rng = np.random.default_rng(5)
+    strong = np.full(100, 60.0)  # 60 SNU x 10 mV x f_n ~ 0.21 V per sample: over the 0.2 V range
+    record = wf.quadratures_to_waveform(strong, config, rng)
+    assert record.clipped_samples > 0 and record.clipped_fraction > 0.1
+    response = wf.matched_filter_response(config)
+    with pytest.raises(dsp.ClippingError, match="clipped"):
+        dsp.quadratures_snu(record.samples_v, response.template, 8, 0, response.shot_noise_variance_v2,
+                            full_scale_v=config.adc_full_scale_v, adc_bits=config.adc_bits)
+    quiet = wf.quadratures_to_waveform(rng.standard_normal(100), config, rng)
+    assert quiet.clipped_samples == 0
+    assert dsp.check_clipping(quiet.samples_v, config.adc_full_scale_v, config.adc_bits) == 0
+
+
+def test_seed_reproduces_the_record():
+    config = FILTERED["first-order, gaussian pulse"]
+    x = np.linspace(-2, 2, 50)
+    a = wf.quadratures_to_waveform(x, config, np.random.default_rng(6))
+    b = wf.quadratures_to_waveform(x, config, np.random.default_rng(6))
+    assert np.array_equal(a.codes, b.codes) and a.codes.dtype == np.int16
+    assert a.codes.shape == ((50 + 1) * config.samples_per_symbol,)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(samples_per_symbol=0), "samples_per_symbol"),
+    (dict(pulse_shape="sinc"), "pulse_shape"),
+    (dict(detector_bandwidth_hz=900e6), "detector_bandwidth_hz"),
+    (dict(filter_order=0), "filter_order"),
+    (dict(electronic_noise_snu=-0.01), "electronic_noise_snu"),
+    (dict(adc_bits=1), "adc_bits"),
+    (dict(adc_full_scale_v=0.0), "adc_full_scale_v"),
+])
+def test_bad_configuration_names_itself(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        wf.WaveformConfig(**kwargs)
+
+
+def test_dsp_refuses_bad_input():
+    with pytest.raises(ValueError, match="template length"):
+        dsp.matched_filter(np.zeros(80), np.ones(4), 8)
+    with pytest.raises(ValueError, match="offset_samples"):
+        dsp.matched_filter(np.zeros(80), np.ones(8), 8, offset_samples=8)
+    with pytest.raises(ValueError, match="n_symbols"):
+        dsp.matched_filter(np.zeros(80), np.ones(8), 8, n_symbols=11)
+    with pytest.raises(ValueError, match="shot noise"):
+        dsp.calibrate_shot_noise(np.zeros(80), np.ones(80) * np.arange(80), np.ones(8), 8)
