@@ -257,6 +257,7 @@ class ChannelEstimate:
 
 def amplitude_transmittance(sent_snu, returned_snu, axis=-1):
     """t_hat = sum(q y)/sum(q^2): least squares through the origin, since the mean of y is t q."""
+    sent_snu = np.asarray(sent_snu, dtype=np.float64)
     return np.sum(sent_snu * returned_snu, axis=axis) / np.sum(sent_snu**2, axis=axis)
 
 
