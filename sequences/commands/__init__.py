@@ -1,5 +1,11 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import leakage
+from sequences.commands import bench, leakage, operating_point, simulate, sweep
 
-COMMANDS = {"leakage": leakage}
+COMMANDS = {
+    "leakage": leakage,
+    "simulate": simulate,
+    "operating-point": operating_point,
+    "sweep": sweep,
+    "bench": bench,
+}

@@ -1,0 +1,363 @@
+"""The virtual bench's true hardware parameters: a frozen dataclass tree addressed by dotted paths.
+
+These are the numbers a real bench hides and calibration measures (modulator Vpi and bias phase,
+extinction ratios, IQ imbalance, losses, detector efficiency and noise, ...). They come from the
+``[bench]`` table of ``lab_config.toml`` (documented key by key in ``bench_defaults.toml``) and
+only the emulators read them; calibration code must never import this module (it would be
+measuring what it already knows). ``BenchParameters.get("server_iq.vpi_v")`` reads one by path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULTS_RESOURCE = "bench_defaults.toml"
+
+
+@dataclass(frozen=True)
+class LaserTruth:
+    """The server laser (one port of the N7714A) and the fibre to the modulators."""
+
+    port: int = 1
+    power_offset_db: float = -0.15        # emitted minus set power (a power-meter calibration finds it)
+    insertion_loss_db: float = 0.5        # laser port -> pulse carver input
+
+
+@dataclass(frozen=True)
+class ModulatorTruth:
+    """One Mach-Zehnder modulator (leakage_math.md 4.1): field transfer with finite extinction ratio.
+
+    The phase difference of the arms is theta = pi u/vpi_v + pi V_b/bias_vpi_v + bias_phase_rad,
+    u the RF drive at the modulator (AWG volts x driver_gain), V_b the bias controller's voltage.
+    """
+
+    vpi_v: float = 3.0
+    bias_vpi_v: float = 5.0
+    bias_phase_rad: float = 0.4
+    extinction_ratio_db: float = 30.0
+    insertion_loss_db: float = 3.0
+    driver_gain: float = 6.0              # RF driver amplifier, V at the modulator per V of AWG output
+    awg_channel: int = 3
+    monitor_tap_ratio: float = 0.01       # fraction of the output the bias controller's photodiode sees
+    bias_controller: str = "bias_carver"  # the MBX instrument that biases it
+
+
+@dataclass(frozen=True)
+class IQModulatorTruth:
+    """Nested IQ modulator (leakage_math.md 4.2): two child MZMs at null, parent near pi/2.
+
+    One MBX biases both children (same bias voltage, same bias phase); the parent phase is held at
+    pi/2 + iq_phase_error_rad; the I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2)
+    with g = iq_gain_imbalance.
+    """
+
+    vpi_v: float = 3.5
+    bias_vpi_v: float = 6.0
+    bias_phase_rad: float = 1.1
+    extinction_ratio_db: float = 25.0
+    insertion_loss_db: float = 5.0
+    iq_gain_imbalance: float = 0.03
+    iq_phase_error_rad: float = 0.02
+    driver_gain: float = 7.0
+    awg_channel_i: int = 1
+    awg_channel_q: int = 2
+    monitor_tap_ratio: float = 0.01
+    bias_controller: str = "bias_iq"
+
+
+@dataclass(frozen=True)
+class BiasLockTruth:
+    """How well the MBX loops find their bias points."""
+
+    residual_rad: float = 0.005           # rms bias-phase error left after each lock (drawn per lock)
+    calibration_time_s: float = 0.0       # MZM:CALIBRATING? reads 1 for this long after a (re)lock
+
+
+@dataclass(frozen=True)
+class ServerTruth:
+    """The server's output path: monitor tap, fixed attenuation, clock plan."""
+
+    tap_ratio: float = 0.01               # power fraction to the monitor power meter (before the VOA)
+    fixed_attenuation_db: float = 30.0    # fixed attenuators between the VOA and the server output
+    symbol_rate_hz: float = 1e9
+
+
+@dataclass(frozen=True)
+class AttenuatorTruth:
+    """The N7762A attenuator in the server path."""
+
+    slot: int = 1                         # first slot of the pair (att1 = slot 1, att2 = slot 3)
+    insertion_loss_db: float = 1.2        # adds to the programmed attenuation (minus its offset)
+
+
+@dataclass(frozen=True)
+class PowerMeterTruth:
+    """The power meters: N7744A channels on the monitor tap and on the VOA output, the PM100D head."""
+
+    channel: int = 1                      # N7744A channel on the monitor tap
+    output_channel: int = 2               # N7744A channel on the VOA output, before the fixed attenuators (0: none)
+    dark_power_w: float = 3e-12           # offset with no light (zeroing would remove it)
+    noise_w: float = 2e-12                # rms noise at 1 s averaging time (scales as 1/sqrt(t))
+    relative_noise: float = 2e-4          # rms relative fluctuation of the reading
+    pm100d_dark_power_w: float = 2e-9     # the PM100D (a photodiode head) is far less sensitive
+    pm100d_noise_w: float = 5e-10
+
+
+@dataclass(frozen=True)
+class ReceiverTruth:
+    """A balanced homodyne receiver (PDB48x class, instruments.md 7.7) and its digitizer channel.
+
+    Shot noise per sample (before the low-pass) is gain_v_per_w sqrt(P_LO h nu f_s / efficiency);
+    the electronic noise is a fixed voltage, given in SNU at reference_lo_power_w (so it falls as
+    1/P_LO in SNU). The LO is the server laser's light: P_LO = lo_transmittance x laser power.
+    """
+
+    efficiency: float = 0.8
+    electronic_noise_snu: float = 0.05
+    reference_lo_power_w: float = 1e-3
+    gain_v_per_w: float = 4.0e3
+    bandwidth_hz: float = 1.6e9
+    filter_order: int = 1
+    lo_transmittance: float = 0.1
+    digitizer_channel: int = 1
+
+
+@dataclass(frozen=True)
+class AmplifierTruth:
+    """The client's phase-insensitive amplifier."""
+
+    noise_figure_db: float = 4.0          # raised to the quantum limit at high gain if below it
+    gain_offset_db: float = 0.0           # true minus set gain
+    gain_db_per_a: float = 30.0           # small-signal gain per pump current (constant-current mode)
+
+
+@dataclass(frozen=True)
+class ProcessorTruth:
+    """The client's time-bin processor (DECISIONS M); on the bench it passes every bin to the amplifier."""
+
+    loss_per_pass_db: float = 0.3
+
+
+@dataclass(frozen=True)
+class ChannelTruth:
+    """Fibre between server and client (DECISIONS G: T = forward x processor^2 x return)."""
+
+    forward_transmittance: float = 0.9
+    return_transmittance: float = 0.9
+
+
+@dataclass(frozen=True)
+class DigitizerTruth:
+    """The Infiniium's acquisition limits and ADC."""
+
+    adc_bits: int = 10
+    min_sample_rate_hz: float = 1e8
+    max_sample_rate_hz: float = 2e10
+    min_bandwidth_hz: float = 1e8
+    max_bandwidth_hz: float = 8e9
+    min_points: int = 16
+    max_points: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class BenchParameters:
+    """The whole bench. ``seed`` seeds every random draw (one Generator per consumer)."""
+
+    seed: int = 20240805
+    server_laser: LaserTruth = field(default_factory=LaserTruth)
+    server_carver: ModulatorTruth = field(default_factory=ModulatorTruth)
+    server_iq: IQModulatorTruth = field(default_factory=IQModulatorTruth)
+    bias_lock: BiasLockTruth = field(default_factory=BiasLockTruth)
+    server: ServerTruth = field(default_factory=ServerTruth)
+    server_attenuator: AttenuatorTruth = field(default_factory=AttenuatorTruth)
+    server_power_meter: PowerMeterTruth = field(default_factory=PowerMeterTruth)
+    client_receiver: ReceiverTruth = field(default_factory=ReceiverTruth)
+    server_receiver: ReceiverTruth = field(default_factory=lambda: ReceiverTruth(
+        efficiency=0.85, electronic_noise_snu=0.04, digitizer_channel=2))
+    client_amplifier: AmplifierTruth = field(default_factory=AmplifierTruth)
+    client_processor: ProcessorTruth = field(default_factory=ProcessorTruth)
+    channel: ChannelTruth = field(default_factory=ChannelTruth)
+    digitizer: DigitizerTruth = field(default_factory=DigitizerTruth)
+
+    def __post_init__(self):
+        _validate(self)
+
+    def get(self, path: str) -> Any:
+        """One parameter by dotted path, e.g. ``"server_iq.bias_phase_rad"``."""
+        node: Any = self
+        for part in path.split("."):
+            if not dataclasses.is_dataclass(node) or part not in {f.name for f in fields(node)}:
+                raise KeyError(f"no bench parameter {path!r} (at {part!r})")
+            node = getattr(node, part)
+        return node
+
+    def paths(self) -> dict[str, Any]:
+        """Every leaf as {dotted path: value}."""
+        return dict(_leaves(self, ""))
+
+    def replace(self, **changes: Any) -> BenchParameters:
+        """A copy with dotted-path changes: ``params.replace(**{"server_iq.vpi_v": 4.0})``."""
+        return from_mapping(_nest(changes), base=self)
+
+
+def _leaves(node: Any, prefix: str):
+    for f in fields(node):
+        value = getattr(node, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _nest(changes: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in changes.items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _coerce(path: str, value: Any, default: Any) -> Any:
+    """Config values take the type of the default; errors name the key path and what was expected."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"[bench] {path}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"[bench] {path}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"[bench] {path}: expected a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"[bench] {path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"[bench] {path}: unsupported parameter type {type(default).__name__}")
+
+
+def _build(cls_or_obj: Any, table: dict[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in fields(cls_or_obj)}
+    changes = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ValueError(f"[bench] unknown key {path!r}; expected one of {sorted(known)}")
+        current = getattr(cls_or_obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"[bench] {path}: expected a table, got {value!r}")
+            changes[key] = _build(current, value, path + ".")
+        else:
+            changes[key] = _coerce(path, value, current)
+    return dataclasses.replace(cls_or_obj, **changes)
+
+
+# Keys of [bench] that are not hardware truth (read by the server / station, not by the physics).
+NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded")
+
+
+def from_mapping(table: dict[str, Any], base: BenchParameters | None = None) -> BenchParameters:
+    """Parameters from a ``[bench]`` table (unknown keys are errors); missing keys keep ``base``."""
+    table = {k: v for k, v in table.items() if k not in NON_PARAMETER_KEYS}
+    return _build(base if base is not None else BenchParameters(), table, "")
+
+
+def defaults_table() -> dict[str, Any]:
+    """The ``[bench]`` table of the packaged ``bench_defaults.toml``."""
+    text = resources.files("instruments.sim").joinpath(DEFAULTS_RESOURCE).read_text()
+    return tomllib.loads(text)["bench"]
+
+
+def load_bench_table(path: str | Path) -> dict[str, Any]:
+    """The ``[bench]`` table of a TOML file (lab_config.toml or a bench-only file)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"bench config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML ({error})") from None
+    if "bench" not in data:
+        raise ValueError(f"{path}: has no [bench] table (see instruments/sim/bench_defaults.toml)")
+    if not isinstance(data["bench"], dict):
+        raise ValueError(f"{path}: [bench] must be a table")
+    return data["bench"]
+
+
+def _validate(params: BenchParameters) -> None:
+    def check(path: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"[bench] {path} = {params.get(path)!r}: expected {expected}")
+
+    def fraction(path: str, open_low: bool = True) -> None:
+        value = params.get(path)
+        check(path, (0.0 < value if open_low else 0.0 <= value) and value <= 1.0,
+              "a fraction in (0, 1]" if open_low else "a fraction in [0, 1]")
+
+    def positive(path: str) -> None:
+        check(path, params.get(path) > 0.0, "> 0")
+
+    def non_negative(path: str) -> None:
+        check(path, params.get(path) >= 0.0, ">= 0")
+
+    check("server_laser.port", 1 <= params.server_laser.port <= 4, "an N7714A port 1..4")
+    for name in ("server_carver", "server_iq"):
+        for key in ("vpi_v", "bias_vpi_v", "extinction_ratio_db", "driver_gain"):
+            positive(f"{name}.{key}")
+        non_negative(f"{name}.insertion_loss_db")
+        fraction(f"{name}.monitor_tap_ratio")
+    check("server_carver.awg_channel", 1 <= params.server_carver.awg_channel <= 4, "an AWG channel 1..4")
+    for key in ("awg_channel_i", "awg_channel_q"):
+        check(f"server_iq.{key}", 1 <= params.get(f"server_iq.{key}") <= 4, "an AWG channel 1..4")
+    check("server_iq.iq_gain_imbalance", abs(params.server_iq.iq_gain_imbalance) < 2.0, "|g| < 2")
+    check("server_iq.awg_channel_q", params.server_iq.awg_channel_q != params.server_iq.awg_channel_i,
+          "a channel other than awg_channel_i")
+    non_negative("bias_lock.residual_rad")
+    non_negative("bias_lock.calibration_time_s")
+    check("server.tap_ratio", 0.0 < params.server.tap_ratio < 1.0, "a fraction in (0, 1)")
+    non_negative("server.fixed_attenuation_db")
+    positive("server.symbol_rate_hz")
+    check("server_attenuator.slot", params.server_attenuator.slot in (1, 2, 3, 4), "an N7762A slot 1..4")
+    non_negative("server_attenuator.insertion_loss_db")
+    check("server_power_meter.channel", 1 <= params.server_power_meter.channel <= 4, "an N7744A channel 1..4")
+    check("server_power_meter.output_channel",
+          params.server_power_meter.output_channel in {0, 1, 2, 3, 4} - {params.server_power_meter.channel},
+          "0 (none) or an N7744A channel 1..4 other than server_power_meter.channel")
+    for key in ("dark_power_w", "noise_w", "relative_noise", "pm100d_dark_power_w", "pm100d_noise_w"):
+        non_negative(f"server_power_meter.{key}")
+    for name in ("client_receiver", "server_receiver"):
+        fraction(f"{name}.efficiency")
+        fraction(f"{name}.lo_transmittance")
+        non_negative(f"{name}.electronic_noise_snu")
+        for key in ("reference_lo_power_w", "gain_v_per_w", "bandwidth_hz"):
+            positive(f"{name}.{key}")
+        check(f"{name}.filter_order", 1 <= params.get(f"{name}.filter_order") <= 8, "an integer 1..8")
+        check(f"{name}.digitizer_channel", 1 <= params.get(f"{name}.digitizer_channel") <= 4, "a channel 1..4")
+    check("server_receiver.digitizer_channel",
+          params.server_receiver.digitizer_channel != params.client_receiver.digitizer_channel,
+          "a channel other than client_receiver.digitizer_channel")
+    non_negative("client_amplifier.gain_db_per_a")
+    non_negative("client_processor.loss_per_pass_db")
+    fraction("channel.forward_transmittance")
+    fraction("channel.return_transmittance")
+    d = params.digitizer
+    check("digitizer.adc_bits", 4 <= d.adc_bits <= 16, "an integer 4..16 (WORD transfers hold 16 bits)")
+    check("digitizer.max_sample_rate_hz", 0 < d.min_sample_rate_hz < d.max_sample_rate_hz,
+          "> digitizer.min_sample_rate_hz > 0")
+    check("digitizer.max_bandwidth_hz", 0 < d.min_bandwidth_hz < d.max_bandwidth_hz, "> digitizer.min_bandwidth_hz > 0")
+    check("digitizer.max_points", 1 <= d.min_points < d.max_points, "> digitizer.min_points >= 1")
+    check("digitizer.max_sample_rate_hz", d.max_sample_rate_hz >= params.server.symbol_rate_hz,
+          ">= server.symbol_rate_hz (at least one sample per symbol)")

@@ -1,0 +1,338 @@
+"""Keysight M8195A AWG emulator (its Soft Front Panel's SCPI, instruments.md 6.1).
+
+Segments are int8 arrays per channel, defined with ``:TRAC<ch>:DEF`` and filled by
+``:TRAC<ch>:DATA <id>,<offset>,<block>|<csv>`` in granularity-aligned pieces (-223 past the
+segment end); ``:INIT:IMM``/``:ABOR`` run and stop; defining or deleting segments while running is
+a settings conflict (-221). What plays (selected segment, amplitude, offset, output relay, ARB
+mode) is the bench's AWG state, which the modulators read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from instruments.sim.bench import AWG_CHANNELS, AwgChannelState
+from instruments.sim.emulators.base import ScpiEmulator, check_suffix
+from instruments.sim.scpi import Call, CommandTree, ScpiError, number_keyword, unquote
+
+SAMPLE_RATE_LIMITS_HZ = (53.76e9, 65e9)
+DEFAULT_SAMPLE_RATE_HZ = 64e9
+AMPLITUDE_LIMITS_VPP = (0.075, 2.0)
+OFFSET_LIMITS_V = (0.0, 1.0)
+MIN_SEGMENT_SAMPLES = 1280
+GRANULARITY_AT_DIV1 = 256
+MAX_SEGMENT_SAMPLES = 1 << 29   # the emulator's memory per segment (the instrument has up to 16 GSa)
+DIVIDERS = {"DIV1": 1, "DIV2": 2, "DIV4": 4}
+DAC_MODES = ("SINGle", "DUAL", "FOUR", "MARKer", "DCMarker", "DCDuplicate")
+FUNCTION_MODES = {"ARBitrary": "ARB", "STSequence": "STS", "STSCenario": "STSC"}
+
+
+def _short(choice: str) -> str:
+    return "".join(c for c in choice if c.isupper()) or choice.upper()
+
+
+class KeysightM8195AEmulator(ScpiEmulator):
+    driver = "instruments.drivers.keysight_m8195a.KeysightM8195A"
+    idn = "Keysight Technologies,M8195A,MY00000001,4.1.0.0"
+
+    def reset(self) -> None:
+        awg = self.bench.awg
+        with self.bench.lock:
+            awg.sample_rate_hz, awg.divider, awg.running = DEFAULT_SAMPLE_RATE_HZ, 1, False
+            for channel in awg.channels.values():
+                channel.amplitude_vpp, channel.offset_v, channel.output_enabled = 0.5, 0.0, False
+                channel.function_mode = "ARB"
+                channel.segments.clear()
+                channel.selected_segment = 1
+            awg.version += 1
+        self.dac_mode = "FOUR"
+        self.continuous = True
+        self.gated = False
+        self.names: dict[tuple[int, int], str] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _channel(self, call: Call) -> tuple[int, AwgChannelState]:
+        n = check_suffix(call.suffixes[0], 1, AWG_CHANNELS)
+        return n, self.bench.awg.channels[n]
+
+    def _changed(self) -> None:
+        self.bench.awg.version += 1
+
+    def _granularity(self) -> int:
+        return GRANULARITY_AT_DIV1 // self.bench.awg.divider
+
+    def _segment(self, state: AwgChannelState, call: Call, index: int = 0) -> tuple[int, np.ndarray]:
+        segment_id = call.integer(index, minimum=1)
+        data = state.segments.get(segment_id)
+        if data is None:
+            raise ScpiError(-224, "Illegal parameter value;segment not defined")
+        return segment_id, data
+
+    def _not_running(self) -> None:
+        if self.bench.awg.running:
+            raise ScpiError(-221, "Settings conflict;not allowed while running")
+
+    def register(self, tree: CommandTree) -> None:
+        bench, awg = self.bench, self.bench.awg
+
+        # sample clock, memory divider, DAC mode
+        def set_rate(call: Call) -> None:
+            call.count(1)
+            value = call.number(units=("HZ",), minimum=SAMPLE_RATE_LIMITS_HZ[0], maximum=SAMPLE_RATE_LIMITS_HZ[1],
+                                default=DEFAULT_SAMPLE_RATE_HZ)
+            with bench.lock:
+                awg.sample_rate_hz = value
+                self._changed()
+
+        def get_rate(call: Call) -> str:
+            call.count(0, 1)
+            value = awg.sample_rate_hz
+            if call.args:
+                keyword = number_keyword(call.text())
+                if keyword is None:
+                    raise ScpiError(-224)
+                value = {"MIN": SAMPLE_RATE_LIMITS_HZ[0], "MAX": SAMPLE_RATE_LIMITS_HZ[1],
+                         "DEF": DEFAULT_SAMPLE_RATE_HZ}[keyword]
+            return f"{value:.8E}"
+
+        def set_divider(call: Call) -> None:
+            call.count(1)
+            divider = DIVIDERS[call.choice(tuple(DIVIDERS))]
+            with bench.lock:
+                self._not_running()
+                awg.divider = divider
+                self._changed()
+
+        def get_divider(call: Call) -> str:
+            call.count(0)
+            return f"DIV{awg.divider}"
+
+        def set_dac_mode(call: Call) -> None:
+            call.count(1)
+            self.dac_mode = _short(call.choice(DAC_MODES))
+
+        def get_dac_mode(call: Call) -> str:
+            call.count(0)
+            return self.dac_mode
+
+        tree.add("[:SOURce]:FREQuency:RASTer", set=set_rate, query=get_rate)
+        tree.add(":INSTrument:MEMory:EXTended:RDIVider", set=set_divider, query=get_divider)
+        tree.add(":INSTrument:DACMode", set=set_dac_mode, query=get_dac_mode)
+
+        # run control and trigger mode (the channels share one sequencer: the suffix selects nothing)
+        def flag_setting(attribute: str):
+            def put(call: Call) -> None:
+                call.count(1)
+                check_suffix(call.suffix, 1, AWG_CHANNELS)
+                setattr(self, attribute, call.boolean())
+
+            def get(call: Call) -> str:
+                call.count(0)
+                check_suffix(call.suffix, 1, AWG_CHANNELS)
+                return "1" if getattr(self, attribute) else "0"
+
+            return put, get
+
+        put, get = flag_setting("continuous")
+        tree.add(":INITiate:CONTinuous#[:STATe]", set=put, query=get)
+        put, get = flag_setting("gated")
+        tree.add(":INITiate:GATE#[:STATe]", set=put, query=get)
+
+        def run(call: Call) -> None:
+            call.count(0)
+            with bench.lock:
+                awg.running = True
+                self._changed()
+
+        def stop(call: Call) -> None:
+            call.count(0)
+            with bench.lock:
+                awg.running = False
+                self._changed()
+
+        def trigger(call: Call) -> None:
+            call.count(0)
+
+        def running(call: Call) -> str:
+            call.count(0)
+            return "1" if awg.running else "0"
+
+        tree.add(":INITiate[:IMMediate]", set=run)
+        tree.add(":ABORt", set=stop)
+        tree.add(":TRIGger[:SEQuence][:STARt]:BEGin[:IMMediate]", set=trigger)
+        tree.add(":STATus:OPERation:RUN:CONDition", query=running)
+
+        # per-channel output
+        def number_setting(attribute: str, limits: tuple[float, float], default: float):
+            def put(call: Call) -> None:
+                call.count(1)
+                _, state = self._channel(call)
+                value = call.number(units=("V",), minimum=limits[0], maximum=limits[1], default=default)
+                with bench.lock:
+                    setattr(state, attribute, value)
+                    self._changed()
+
+            def get(call: Call) -> str:
+                call.count(0, 1)
+                _, state = self._channel(call)
+                value = getattr(state, attribute)
+                if call.args:
+                    keyword = number_keyword(call.text())
+                    if keyword is None:
+                        raise ScpiError(-224)
+                    value = {"MIN": limits[0], "MAX": limits[1], "DEF": default}[keyword]
+                return f"{value:.6f}"
+
+            return put, get
+
+        put, get = number_setting("offset_v", OFFSET_LIMITS_V, 0.0)
+        tree.add("[:SOURce]:VOLTage#[:LEVel][:IMMediate]:OFFSet", set=put, query=get)
+        put, get = number_setting("amplitude_vpp", AMPLITUDE_LIMITS_VPP, 0.5)
+        tree.add("[:SOURce]:VOLTage#[:LEVel][:IMMediate][:AMPLitude]", set=put, query=get)
+
+        def set_output(call: Call) -> None:
+            call.count(1)
+            _, state = self._channel(call)
+            with bench.lock:
+                state.output_enabled = call.boolean()
+                self._changed()
+
+        def get_output(call: Call) -> str:
+            call.count(0)
+            return "1" if self._channel(call)[1].output_enabled else "0"
+
+        def set_function(call: Call) -> None:
+            call.count(1)
+            _, state = self._channel(call)
+            with bench.lock:
+                state.function_mode = FUNCTION_MODES[call.choice(tuple(FUNCTION_MODES))]
+                self._changed()
+
+        def get_function(call: Call) -> str:
+            call.count(0)
+            return self._channel(call)[1].function_mode
+
+        tree.add(":OUTPut#[:NORMal][:STATe]", set=set_output, query=get_output)
+        tree.add("[:SOURce]:FUNCtion#:MODE", set=set_function, query=get_function)
+
+        # segments
+        def define(call: Call, new: bool = False) -> int:
+            _, state = self._channel(call)
+            if new:
+                call.count(1, 2)
+                segment_id = max(state.segments, default=0) + 1
+                length_index = 0
+            else:
+                call.count(2, 3)
+                segment_id = call.integer(0, minimum=1)
+                length_index = 1
+            length = call.integer(length_index, minimum=1)
+            granularity = self._granularity()
+            if length < MIN_SEGMENT_SAMPLES or length % granularity:
+                raise ScpiError(-222, f"Data out of range;segment length must be >= {MIN_SEGMENT_SAMPLES} "
+                                      f"and a multiple of {granularity}")
+            if length > MAX_SEGMENT_SAMPLES:
+                raise ScpiError(-225)
+            init = call.integer(length_index + 1, minimum=-128, maximum=127) if len(call.args) > length_index + 1 else 0
+            with bench.lock:
+                self._not_running()
+                state.segments[segment_id] = np.full(length, init, dtype=np.int8)
+                self._changed()
+            return segment_id
+
+        def define_new(call: Call) -> str:
+            return str(define(call, new=True))
+
+        def write_data(call: Call) -> None:
+            if len(call.args) < 3:
+                raise ScpiError(-109)
+            _, state = self._channel(call)
+            segment_id, data = self._segment(state, call)
+            offset = call.integer(1, minimum=0)
+            if offset % self._granularity():
+                raise ScpiError(-222, f"Data out of range;offset must be a multiple of {self._granularity()}")
+            if len(call.args) == 3 and not isinstance(call.args[2], str):
+                samples = np.frombuffer(call.block(2), dtype=np.int8)
+            else:
+                try:
+                    values = np.array([int(arg) for arg in call.args[2:]])
+                except (TypeError, ValueError):
+                    raise ScpiError(-104) from None
+                if values.size and (values.min() < -128 or values.max() > 127):
+                    raise ScpiError(-222)
+                samples = values.astype(np.int8)
+            if offset + samples.size > data.size:
+                raise ScpiError(-223)
+            with bench.lock:
+                data[offset:offset + samples.size] = samples
+                self._changed()
+
+        def read_data(call: Call) -> bytes:
+            call.count(3)
+            _, state = self._channel(call)
+            _, data = self._segment(state, call)
+            offset = call.integer(1, minimum=0)
+            length = call.integer(2, minimum=1)
+            if offset + length > data.size:
+                raise ScpiError(-222)
+            return data[offset:offset + length].tobytes()
+
+        def select(call: Call) -> None:
+            call.count(1)
+            _, state = self._channel(call)
+            segment_id, _ = self._segment(state, call)
+            with bench.lock:
+                state.selected_segment = segment_id
+                self._changed()
+
+        def selected(call: Call) -> str:
+            call.count(0)
+            return str(self._channel(call)[1].selected_segment)
+
+        def delete(call: Call) -> None:
+            call.count(1)
+            n, state = self._channel(call)
+            segment_id, _ = self._segment(state, call)
+            with bench.lock:
+                self._not_running()
+                del state.segments[segment_id]
+                self.names.pop((n, segment_id), None)
+                self._changed()
+
+        def delete_all(call: Call) -> None:
+            call.count(0)
+            n, state = self._channel(call)
+            with bench.lock:
+                self._not_running()
+                state.segments.clear()
+                self.names = {key: value for key, value in self.names.items() if key[0] != n}
+                self._changed()
+
+        def catalog(call: Call) -> str:
+            call.count(0)
+            _, state = self._channel(call)
+            if not state.segments:
+                return "0,0"
+            return ",".join(f"{sid},{data.size}" for sid, data in sorted(state.segments.items()))
+
+        def set_name(call: Call) -> None:
+            call.count(2)
+            n, state = self._channel(call)
+            segment_id, _ = self._segment(state, call)
+            self.names[(n, segment_id)] = unquote(call.text(1))
+
+        def get_name(call: Call) -> str:
+            call.count(1)
+            n, state = self._channel(call)
+            segment_id, _ = self._segment(state, call)
+            return f'"{self.names.get((n, segment_id), "")}"'
+
+        tree.add(":TRACe#:DEFine:NEW", query=define_new)
+        tree.add(":TRACe#:DEFine", set=define)
+        tree.add(":TRACe#:SELect", set=select, query=selected)
+        tree.add(":TRACe#:DELete:ALL", set=delete_all)
+        tree.add(":TRACe#:DELete", set=delete)
+        tree.add(":TRACe#:CATalog", query=catalog)
+        tree.add(":TRACe#:NAME", set=set_name, query=get_name)
+        tree.add(":TRACe#[:DATA]", set=write_data, query=read_data)
+

@@ -1,0 +1,281 @@
+"""Loopback TCP servers for the emulators, and ``Bench``: every instrument of the station, served.
+
+Each instrument gets its own listening socket on 127.0.0.1 (a free port unless configured), like
+the raw SCPI port 5025 of a LAN instrument: VISA address ``TCPIP::127.0.0.1::<port>::SOCKET``,
+opened by the real pyvisa-py. Serial instruments (the MBX) are served the same way but speak
+their line protocol, and the driver opens them with pyserial's ``socket://127.0.0.1:<port>``.
+SCPI streams are framed by LF with definite-length blocks skipped by their length; serial
+streams by CR and/or LF. One thread per connection, TCP_NODELAY, no sleeps anywhere.
+
+    with Bench() as bench:                      # or Bench.from_config("lab_config.toml")
+        laser = KeysightN7714A("laser", bench.address("laser"), visalib="@py")
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from instruments.sim.bench import BenchState
+from instruments.sim.bench_parameters import (BenchParameters, defaults_table, from_mapping,
+                                              load_bench_table)
+from instruments.sim.emulators import DEFAULT_INSTRUMENTS, KINDS
+from instruments.sim.emulators.base import SCPI_FRAMING, Emulator
+from instruments.sim.scpi import MessageFramer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+_RECV_BYTES = 1 << 16
+
+
+def _quick_ack(connection: socket.socket) -> None:
+    """Acknowledge at once (Linux): a write-only message gets no reply to carry the ACK, and the
+    client's next small write would otherwise wait for the delayed ACK (Nagle + delayed ACK)."""
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if option is not None:
+        try:
+            connection.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+
+class _LineFramer:
+    """Serial-port framing: a message ends at CR or LF (CR LF and LF CR give one empty line)."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def reserve(self) -> None:
+        return None
+
+    def next_message(self) -> bytes | None:
+        buffer = self.buffer
+        cr, lf = buffer.find(b"\r"), buffer.find(b"\n")
+        ends = [i for i in (cr, lf) if i >= 0]
+        if not ends:
+            return None
+        end = min(ends)
+        message = bytes(buffer[:end])
+        del buffer[:end + 1]
+        return message
+
+
+class InstrumentServer:
+    """One emulator on one loopback port; ``start()`` and ``stop()`` are idempotent."""
+
+    def __init__(self, emulator: Emulator, host: str = DEFAULT_HOST, port: int = 0):
+        self.emulator = emulator
+        self.host = host
+        self.requested_port = port
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError(f"{self.emulator.name}: server not started")
+        return self._listener.getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        """What the driver opens: a VISA SOCKET resource, or a pyserial URL for serial instruments."""
+        if self.emulator.framing == SCPI_FRAMING:
+            return f"TCPIP::{self.host}::{self.port}::SOCKET"
+        return f"socket://{self.host}:{self.port}"
+
+    def start(self) -> InstrumentServer:
+        if self._listener is not None:
+            return self
+        try:
+            listener = socket.create_server((self.host, self.requested_port), reuse_port=False)
+        except OSError as error:
+            raise OSError(f"{self.emulator.name}: cannot listen on {self.host}:{self.requested_port} ({error})") from None
+        listener.listen(8)
+        self._listener = listener
+        self._stopping.clear()
+        thread = threading.Thread(target=self._accept_loop, name=f"bench-{self.emulator.name}-accept", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        self._stopping.set()
+        for sock in [listener, *list(self._connections)]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+        self._threads.clear()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        while not self._stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._stopping.is_set():
+                    connection.close()
+                    return
+                self._connections.add(connection)
+                thread = threading.Thread(target=self._serve, args=(connection,), daemon=True,
+                                          name=f"bench-{self.emulator.name}-connection")
+                self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        framer = MessageFramer() if self.emulator.framing == SCPI_FRAMING else _LineFramer()
+        handle = self.emulator.handle
+        try:
+            while True:
+                view = framer.reserve()
+                if view is not None:  # a large block: receive it straight into place
+                    filled = 0
+                    with view:
+                        while filled < len(view):
+                            count = connection.recv_into(view[filled:])
+                            if not count:
+                                return
+                            _quick_ack(connection)
+                            filled += count
+                    framer.commit(filled)
+                else:
+                    data = connection.recv(_RECV_BYTES)
+                    if not data:
+                        return
+                    _quick_ack(connection)
+                    framer.feed(data)
+                while (message := framer.next_message()) is not None:
+                    try:
+                        reply = handle(message)
+                    except Exception:  # an emulator bug must not take the instrument off the bench
+                        log.exception("%s: error handling %r", self.emulator.name, message[:80])
+                        reply = b""
+                    if reply:
+                        connection.sendall(reply)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            connection.close()
+
+
+@dataclass
+class BenchInstrument:
+    name: str
+    kind: str
+    emulator: Emulator
+    server: InstrumentServer
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def driver(self) -> str:
+        return self.emulator.driver
+
+    def driver_class(self) -> type:
+        """The real driver class (imported on demand)."""
+        module, _, name = self.driver.rpartition(".")
+        return getattr(import_module(module), name)
+
+
+class Bench:
+    """The virtual bench: the shared physical state and one served emulator per instrument.
+
+    ``instruments``: {name: kind} (default ``DEFAULT_INSTRUMENTS``); ``ports``: {name: port} (0 or
+    missing = a free port). Use as a context manager, or ``start()``/``stop()``.
+    """
+
+    def __init__(self, params: BenchParameters | None = None, *, instruments: dict[str, str] | None = None,
+                 host: str = DEFAULT_HOST, ports: dict[str, int] | None = None):
+        self.state = BenchState(params)
+        self.host = host
+        lineup = dict(DEFAULT_INSTRUMENTS if instruments is None else instruments)
+        ports = dict(ports or {})
+        unknown = sorted(set(ports) - set(lineup))
+        if unknown:
+            raise ValueError(f"[bench] ports: no instrument named {unknown}; instruments are {sorted(lineup)}")
+        self.instruments: dict[str, BenchInstrument] = {}
+        for name, kind in lineup.items():
+            if kind not in KINDS:
+                raise ValueError(f"[bench] instruments.{name} = {kind!r}: expected one of {sorted(KINDS)}")
+            port = ports.get(name, 0)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"[bench] ports.{name} = {port!r}: expected an integer port 0..65535 (0 = free)")
+            emulator = KINDS[kind](self.state, name)
+            self.instruments[name] = BenchInstrument(name, kind, emulator, InstrumentServer(emulator, host, port))
+        self._started = False
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> Bench:
+        """From a ``[bench]`` table: hardware truth, plus ``host``, ``ports`` and ``instruments``."""
+        params = from_mapping(table)
+        return cls(params, instruments=table.get("instruments"), host=table.get("host", DEFAULT_HOST),
+                   ports=table.get("ports"))
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> Bench:
+        """From a TOML file's ``[bench]`` table, or the packaged defaults when ``path`` is None."""
+        return cls.from_table(defaults_table() if path is None else load_bench_table(path))
+
+    @property
+    def params(self) -> BenchParameters:
+        return self.state.params
+
+    def start(self) -> Bench:
+        if self._started:
+            return self
+        try:
+            for instrument in self.instruments.values():
+                instrument.server.start()
+        except Exception:
+            self.stop()
+            raise
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        for instrument in self.instruments.values():
+            instrument.server.stop()
+        self._started = False
+
+    def __enter__(self) -> Bench:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def address(self, name: str) -> str:
+        try:
+            return self.instruments[name].address
+        except KeyError:
+            raise KeyError(f"no instrument {name!r} on the bench; there are {sorted(self.instruments)}") from None
+
+    def describe(self) -> dict[str, Any]:
+        """``{"instruments": {name: {"address": ..., "driver": ...}}}`` (what ``qslab bench serve`` prints)."""
+        return {"instruments": {name: {"address": i.address, "driver": i.driver}
+                                for name, i in self.instruments.items()}}

@@ -1,0 +1,68 @@
+"""Serve the virtual bench: every emulated instrument of the station on its own 127.0.0.1 port.
+
+`qslab bench serve` starts the emulators (SCPI instruments as raw sockets, the MBX bias
+controllers as serial-over-TCP for pyserial's socket:// URLs), prints on its first stdout line
+one JSON object {"instruments": {NAME: {"address": ..., "driver": ...}}}, and serves until
+interrupted (Ctrl-C or SIGTERM), then closes every port. The bench's true hardware parameters
+come from the [bench] table of --config (lab_config.toml or any TOML file), or from the packaged
+instruments/sim/bench_defaults.toml.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+HELP = "serve the virtual bench's emulated instruments on 127.0.0.1 until interrupted"
+
+
+def register(parser) -> None:
+    from sequences.cli import number
+
+    parser.add_argument("action", choices=["serve"], help="serve: start every emulator and wait for Ctrl-C or SIGTERM")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file with a [bench] table (default: instruments/sim/bench_defaults.toml)")
+    parser.add_argument("--seed", type=number("seed", 0, integer=True, unit="random seed"),
+                        help="override [bench] seed (an integer >= 0)")
+    parser.add_argument("--json", action="store_true",
+                        help="print only the JSON line (otherwise a table of the instruments follows it)")
+
+
+def run(args) -> int:
+    from instruments.sim.bench_parameters import defaults_table, load_bench_table
+    from instruments.sim.server import Bench
+    from sequences.cli import UsageError, print_json_last
+
+    try:
+        table = defaults_table() if args.config is None else load_bench_table(args.config)
+        if args.seed is not None:
+            table = {**table, "seed": args.seed}
+        bench = Bench.from_table(table)
+        bench.start()
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        description = bench.describe()
+        print_json_last(description)  # one JSON object: here it is the first line
+        if not args.json:
+            print(format_table(description, bench.params.seed))
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        bench.stop()  # still under our handlers: a second Ctrl-C cannot interrupt the shutdown
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("qslab bench: stopped", file=sys.stderr)
+    return 0
+
+
+def format_table(description: dict, seed: int) -> str:
+    rows = [(name, entry["address"], entry["driver"]) for name, entry in description["instruments"].items()]
+    width = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = [f"{name:<{width[0]}}  {address:<{width[1]}}  {driver}" for name, address, driver in rows]
+    return "\n".join(lines + [f"virtual bench (seed {seed}) serving on 127.0.0.1; Ctrl-C to stop"])
