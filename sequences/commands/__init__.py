@@ -1,11 +1,12 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import bench, leakage, operating_point, simulate, sweep
+from sequences.commands import bench, leakage, operating_point, simulate, sweep, train
 
 COMMANDS = {
     "leakage": leakage,
     "simulate": simulate,
     "operating-point": operating_point,
     "sweep": sweep,
+    "train": train,
     "bench": bench,
 }

@@ -1,0 +1,55 @@
+"""Choose the operating point (mu, G) in physics mode.
+
+--target-accuracy A: the lowest weight leakage per mode that reaches test accuracy A.
+--max-weight-leakage L --max-data-leakage D: the most accurate point whose weight leakage per mode
+(Eq. 2) and data leakage (arXiv Cramer-Rao form) stay under the caps.
+The chosen point is then simulated in full and reported with the same keys as `qslab simulate`.
+"""
+
+from __future__ import annotations
+
+HELP = "search (mu, G) for a target accuracy or under leakage caps"
+
+
+def register(parser) -> None:
+    from sequences.cli import number
+    from sequences.commands.simulate import add_evaluation_options
+
+    parser.add_argument("--target-accuracy", type=number("target-accuracy", 0.0, 1.0, min_open=True, unit="fraction"),
+                        help="test accuracy to reach, as a fraction in (0, 1] (e.g. 0.96)")
+    parser.add_argument("--max-weight-leakage", type=number("max-weight-leakage", 0.0, min_open=True, unit="bits per mode"),
+                        help="cap on the weight leakage (bits per complex mode, > 0)")
+    parser.add_argument("--max-data-leakage", type=number("max-data-leakage", 0.0, min_open=True, unit="bits per data symbol"),
+                        help="cap on the data leakage, arXiv Cramer-Rao form (bits per data symbol, > 0)")
+    add_evaluation_options(parser, images=10_000, seeds=3)
+
+
+def run(args) -> int:
+    from sequences import operating_point as op
+    from sequences.cli import UsageError, print_json_last
+    from sequences.commands.simulate import format_result
+    from sequences.simulation import SimulationSettings, simulate
+
+    caps = (args.max_weight_leakage, args.max_data_leakage)
+    if (args.target_accuracy is None) == (caps == (None, None)):
+        raise UsageError("give either --target-accuracy, or both --max-weight-leakage and --max-data-leakage")
+    if args.target_accuracy is None and None in caps:
+        raise UsageError("--max-weight-leakage and --max-data-leakage go together")
+    seeds = tuple(range(args.seeds))
+    try:
+        if args.target_accuracy is not None:
+            snr = op.snr_for_accuracy(args.target_accuracy, args.images, seeds, args.weights)
+            mu, gain = op.least_leakage_at_snr(snr)
+            search = {"goal": "target_accuracy", "target_accuracy": args.target_accuracy, "client_snr_needed": snr}
+        else:
+            mu, gain = op.best_snr_under_caps(*caps)
+            search = {"goal": "caps", "max_weight_leakage": caps[0], "max_data_leakage": caps[1]}
+    except op.Unreachable as exc:
+        raise UsageError(str(exc)) from None
+    result = simulate(SimulationSettings(mu=mu, gain=gain, images=args.images, seeds=args.seeds, weights=args.weights),
+                      progress=not args.json)
+    result["search"] = search
+    print(format_result(result))
+    if args.json:
+        print_json_last(result)
+    return 0

@@ -1,0 +1,77 @@
+"""Secure inference of the official MNIST test set on the simulated optical link.
+
+physics mode: every product goes through the optical model (server encoding, client unitary,
+amplifier, coupler, homodyne, returned modes) and the server verifies a random fraction of rows.
+paper mode: the authors' abstract model y = x_hat.(sW) + N(0, 1) at F = sqrt(mu g(G)), for
+comparison with their figures only (DECISIONS A). Accuracy is the mean and standard deviation over
+noise seeds (DECISIONS H).
+"""
+
+from __future__ import annotations
+
+HELP = "accuracy and leakage of secure inference on the simulated link"
+
+
+def add_point_options(parser, required: bool = True) -> None:
+    from sequences.cli import number
+
+    parser.add_argument("--mu", required=required, type=number("mu", 0.0, min_open=True, unit="photons per complex mode"),
+                        help="mean photons per complex mode at the server's output (photons, > 0)")
+    parser.add_argument("--gain", required=required, type=number("gain", 1.0, min_open=True, unit="linear power gain"),
+                        help="the client's amplifier power gain G (linear, > 1)")
+
+
+def add_evaluation_options(parser, images: int = 10_000, seeds: int = 3) -> None:
+    from sequences.cli import number
+
+    parser.add_argument("--images", type=number("images", 1, 10_000, integer=True, unit="test images"), default=images,
+                        help=f"images of the official 10k MNIST test set to classify (1..10000; default {images})")
+    parser.add_argument("--seeds", type=number("seeds", 1, integer=True, unit="noise seeds"), default=seeds,
+                        help=f"noise seeds to average the accuracy over (default {seeds})")
+    parser.add_argument("--weights", metavar="FILE.npz", help="network weights written by `qslab train` (default: the shipped ones)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+
+
+def register(parser) -> None:
+    from sequences.cli import number
+
+    add_point_options(parser)
+    add_evaluation_options(parser)
+    parser.add_argument("--mode", choices=("physics", "paper"), default="physics",
+                        help="physics: the optical model (default); paper: the authors' abstract noise model")
+    parser.add_argument("--verify-fraction", type=number("verify-fraction", 0.0, 1.0, unit="fraction of rows"), default=0.01,
+                        help="fraction of rows the server verifies, in [0, 1] (default 0.01)")
+    parser.add_argument("--seed", type=number("seed", 0, integer=True, unit="first noise seed"), default=0,
+                        help="first noise seed; seeds S, S+1, ... are used (default 0)")
+
+
+def run(args) -> int:
+    from sequences.cli import print_json_last
+    from sequences.simulation import SimulationSettings, simulate
+
+    settings = SimulationSettings(mu=args.mu, gain=args.gain, images=args.images, seeds=args.seeds, mode=args.mode,
+                                  weights=args.weights, verify_fraction=args.verify_fraction, seed=args.seed)
+    result = simulate(settings, progress=not args.json)
+    print(format_result(result))
+    if args.json:
+        print_json_last(result)
+    return 0
+
+
+def format_result(result: dict) -> str:
+    verified = {True: "accepted", False: "ABORTED (verification failed)", None: "not applicable"}[result["verified"]]
+    rows = [
+        ("mode", f"{result['mode']}, mu = {result['mu']:g} photons/mode, G = {result['gain']:g}"),
+        ("test accuracy", f"{100 * result['accuracy']:.2f} % +- {100 * result['accuracy_std']:.2f} % "
+                          f"({result['images']} images, {len(result['seeds'])} seeds)"),
+        ("client SNR per product", f"{result['client_snr']:.4g}"),
+        ("weight leakage (Eq. 2)", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode, "
+                                   f"{result['weight_leakage_bits_per_real_weight']:.4g} bit/real weight"),
+        ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, PRX {result['data_leakage_bits_prx']:.3g}, "
+                         f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
+        ("verification", verified),
+    ]
+    if result.get("weight_leakage_bits_per_mode_at_limits") is not None:
+        rows.append(("  bound at finite-size limits", f"{result['weight_leakage_bits_per_mode_at_limits']:.4g} bit/mode"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,150 @@
+"""Secure inference of the MNIST test set on the simulated link: accuracy, verification, leakage.
+
+`physics` mode runs every product through the optical model of instruments/sim/physics.py and lets
+the server verify a random fraction of rows; `paper` mode runs the authors' abstract model
+y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for comparison only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analysis import data_leakage, mnist, verification
+from analysis.client_measurement import snr_factor
+from analysis.leakage_report import OperatingPoint, leakage_summary
+from analysis.network import PaperEngine, accuracy, load_weights, predict_secure
+from instruments.sim.physics import LinkEngine, LinkParameters
+
+MODES = ("physics", "paper")
+BATCH_IMAGES = 1000  # part of the random-stream layout: a seed reproduces a run only at the same batch size
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """One simulated run; photon numbers per complex mode at the server's output."""
+
+    mu: float
+    gain: float
+    images: int = 10_000
+    seeds: int = 3
+    mode: str = "physics"
+    weights: str | None = None
+    verify_fraction: float = 0.01
+    seed: int = 0
+    failure_probability: float = 1e-10
+    false_alarm: float = 1e-3
+    exact_leakage_images: int = 500
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}; expected one of {MODES}")
+
+
+def paper_scaling_f(mu, gain):
+    """The authors' `Maps.m` mapping from photons to their noise scaling, F = sqrt(mu g(G))."""
+    return float(np.sqrt(mu * snr_factor(gain)))
+
+
+def load_test_set(images: int):
+    """The first `images` of the official 10k test set, preprocessed to [-1, 1] (DECISIONS H)."""
+    x, labels = mnist.load_mnist("test")
+    if not 1 <= images <= len(x):
+        raise ValueError(f"images={images}; expected 1..{len(x)}")
+    return mnist.preprocess(x[:images]), labels[:images].astype(np.int64)
+
+
+def run_seed(settings: SimulationSettings, weights, x, labels, seed: int, progress_bar=None):
+    """Accuracy and the server's verification samples of one noise seed, in batches."""
+    rng = np.random.default_rng(seed)
+    params = LinkParameters(mu_photons=settings.mu, gain=settings.gain)
+    correct = 0
+    sent, returned = [], []
+    for start in range(0, len(x), BATCH_IMAGES):
+        batch = slice(start, start + BATCH_IMAGES)
+        if settings.mode == "paper":
+            engine = PaperEngine(paper_scaling_f(settings.mu, settings.gain))
+        else:
+            engine = LinkEngine(params, settings.verify_fraction)
+        predictions = predict_secure(weights, x[batch], engine, rng)
+        correct += int(np.sum(predictions == labels[batch]))
+        for output in getattr(engine, "outputs", {}).values():
+            record = output.verification
+            if record.row_indices.size:
+                sent.append(record.sent_quadratures_snu.ravel())
+                returned.append(record.returned_quadratures_snu.ravel())
+        if progress_bar is not None:
+            progress_bar.update(len(predictions))
+    samples = (np.concatenate(sent), np.concatenate(returned)) if sent else None
+    return correct / len(x), samples
+
+
+def verify_samples(settings: SimulationSettings, samples, n_modes: int) -> dict | None:
+    """The server's accept/abort decision and the weight-leakage bound at the finite-size limits."""
+    if samples is None:
+        return None
+    honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
+    result = verification.verify(samples[0], samples[1], settings.mu, honest,
+                                 failure_probability=settings.failure_probability, false_alarm=settings.false_alarm)
+    return result.to_dict()
+
+
+def exact_data_leakage(settings: SimulationSettings, weights, x) -> dict:
+    """Exact per-symbol information of the server about the data actually sent (DECISIONS C, E, F).
+
+    Layer 1 reuses the image for every one of its rows; the hidden layer reuses the (digital)
+    hidden activation for every output row. Reported per layer as the mean and worst image.
+    """
+    count = min(settings.exact_leakage_images, len(x))
+    inputs = [x[:count], np.maximum(x[:count] @ weights[0].T, 0.0)]
+    per_layer = {}
+    for index, (layer_input, w) in enumerate(zip(inputs, weights)):
+        packed = layer_input[:, 0::2] + 1j * layer_input[:, 1::2]
+        bits = np.array([data_leakage.exact_mutual_information_bits(settings.gain, v, w.shape[0]) for v in packed])
+        per_layer[f"layer{index + 1}"] = {"mean": float(bits.mean()), "max": float(bits.max()), "reuses": int(w.shape[0])}
+    return {"images": count, "per_layer": per_layer, "bits": max(v["mean"] for v in per_layer.values())}
+
+
+def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
+    """Accuracy over seeds (mean, std), verification outcome and every leakage figure at one point."""
+    weights, metadata = load_weights(settings.weights)
+    x, labels = load_test_set(settings.images)
+    seeds = [settings.seed + k for k in range(settings.seeds)]
+    accuracies, verifications = [], []
+    with tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
+        for seed in seeds:
+            acc, samples = run_seed(settings, weights, x, labels, seed, bar)
+            accuracies.append(acc)
+            verifications.append(verify_samples(settings, samples, n_modes=(weights[0].shape[1] + 1) // 2))
+    n_modes = (weights[0].shape[1] + 1) // 2
+    point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
+    leakage = leakage_summary(point)
+    exact = exact_data_leakage(settings, weights, x)
+    checked = [v for v in verifications if v is not None]
+    result = {
+        "mode": settings.mode,
+        "mu": settings.mu,
+        "gain": settings.gain,
+        "images": len(x),
+        "seeds": seeds,
+        "accuracy": float(np.mean(accuracies)),
+        "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
+        "accuracies": accuracies,
+        "weight_leakage_bits_per_mode": leakage["weight_leakage_bits_per_mode"],
+        "weight_leakage_bits_per_real_weight": leakage["weight_leakage_bits_per_real_weight"],
+        "data_leakage_bits_cramer_rao": leakage["data_leakage_bits_cramer_rao"],
+        "data_leakage_bits_prx": leakage["data_leakage_bits_prx"],
+        "data_leakage_bits_exact": exact["bits"],
+        "data_leakage_exact": exact,
+        "client_snr": leakage["client_snr"],
+        "verified": all(v["accepted"] for v in checked) if checked else None,
+        "verification": checked,
+        "weight_leakage_bits_per_mode_at_limits": max(v["chi_bits_per_mode"] for v in checked) if checked else None,
+        "weights": metadata.get("name", settings.weights or "shipped"),
+        "settings": asdict(settings),
+    }
+    if settings.mode == "paper":
+        result["scaling_f"] = paper_scaling_f(settings.mu, settings.gain)
+    return result

@@ -1,0 +1,125 @@
+"""Parameter sweeps of physics-mode accuracy over (mu, G), one Dask task per point.
+
+A local cluster by default; pass the address of an existing scheduler to use a bigger one. Every
+point is evaluated with the same noise seeds (common random numbers), so neighbouring points are
+compared without extra noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analysis import data_leakage, weight_leakage
+from analysis.client_measurement import client_snr
+from analysis.network import accuracy, load_weights, predict_secure
+from instruments.sim.physics import LinkEngine, LinkParameters
+from sequences.simulation import BATCH_IMAGES, load_test_set
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (mu, G) point: mean photons per complex mode at the server's output, amplifier gain."""
+
+    mu: float
+    gain: float
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_inputs(weights_path, images):
+    weights, _ = load_weights(weights_path)
+    x, labels = load_test_set(images)
+    return weights, x, labels
+
+
+def physics_accuracy(mu: float, gain: float, images: int = 10_000, seeds=(0,), weights_path=None) -> float:
+    """Mean physics-mode test accuracy over the given noise seeds, without verification (fast)."""
+    weights, x, labels = _cached_inputs(weights_path, images)
+    engine = LinkEngine(LinkParameters(mu_photons=mu, gain=gain), verify_fraction=0.0)
+    scores = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        predictions = np.concatenate([predict_secure(weights, x[i:i + BATCH_IMAGES], engine, rng)
+                                      for i in range(0, len(x), BATCH_IMAGES)])
+        scores.append(accuracy(predictions, labels))
+    return float(np.mean(scores))
+
+
+def evaluate_point(point: Point, images: int, seeds: tuple, weights_path) -> dict:
+    """Accuracy and the leakage figures of one point (runs on a Dask worker)."""
+    n_modes = 392
+    return {
+        "mu": point.mu,
+        "gain": point.gain,
+        "accuracy": physics_accuracy(point.mu, point.gain, images, seeds, weights_path),
+        "weight_leakage_bits_per_mode": float(weight_leakage.weight_leakage_bits_per_mode(point.mu, point.gain, n_modes)),
+        "data_leakage_bits_cramer_rao": float(data_leakage.cramer_rao_arxiv_bits(point.gain, n_modes)),
+        "data_leakage_bits_prx": float(data_leakage.prx_bits(point.gain, n_modes, 794)),
+        "client_snr": float(client_snr(point.mu, point.gain)),
+    }
+
+
+def open_client(scheduler: str | None = None, workers: int = 2):
+    """A Dask client: to `scheduler` if given, else to a new local cluster of `workers` processes."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    return Client(cluster)
+
+
+def run_points(points, client, images: int = 2000, seeds=(0,), weights_path=None, progress: bool = True) -> list[dict]:
+    """Evaluate every point on the cluster; results come back in the order of `points`."""
+    from dask.distributed import as_completed
+
+    futures = [client.submit(evaluate_point, p, images, tuple(seeds), weights_path, pure=False) for p in points]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[dict | None] = [None] * len(points)
+    with tqdm(total=len(points), desc="sweep", unit="point", disable=not progress) as bar:
+        for future in as_completed(futures):
+            results[index[future.key]] = future.result()
+            bar.update(1)
+    return results
+
+
+def grid(mu_min: float, mu_max: float, mu_points: int, gains) -> list[Point]:
+    """Log-spaced mu for each gain."""
+    return [Point(float(mu), float(g)) for g in gains for mu in np.geomspace(mu_min, mu_max, mu_points)]
+
+
+def plot_sweep(results: list[dict], path) -> None:
+    """Accuracy vs photons per gain, and the accuracy map over (weight leakage, data leakage) like Fig. 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
+    gains = sorted({r["gain"] for r in results})
+    for g in gains:
+        rows = sorted((r for r in results if r["gain"] == g), key=lambda r: r["mu"])
+        left.semilogx([r["mu"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", ms=3, label=f"G = {g:g}")
+    left.set(xlabel="mu (photons per mode at server output)", ylabel="test accuracy (%)", title="Physics-mode accuracy vs photons")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+
+    w = np.log10([r["weight_leakage_bits_per_mode"] for r in results])
+    d = np.log10([r["data_leakage_bits_cramer_rao"] for r in results])
+    acc = 100 * np.array([r["accuracy"] for r in results])
+    if len(set(gains)) >= 2 and len(results) >= 6:
+        levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 96, 97, 98, 100]
+        filled = right.tricontourf(w, d, acc, levels=levels, cmap="viridis")
+        lines = right.tricontour(w, d, acc, levels=[90, 95, 96, 97], colors="w", linewidths=0.8)
+        right.clabel(lines, fmt="%g %%", fontsize=7)
+        fig.colorbar(filled, ax=right, label="test accuracy (%)")
+    right.scatter(w, d, c="k", s=4)
+    right.axvline(-1, color="r", ls="--", lw=0.8)
+    right.axhline(-2, color="r", ls="--", lw=0.8)
+    right.set(xlabel="log10 weight leakage (bits per mode)", ylabel="log10 data leakage (bits per symbol, Cramer-Rao)",
+              title="Accuracy over (weight leakage, data leakage)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,117 @@
+"""`qslab simulate`, `operating-point` and `sweep` on the shipped network (small image counts)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis import data_leakage, weight_leakage
+from analysis.client_measurement import client_snr, snr_factor
+from analysis.network import ClosedFormPhysicsEngine, load_weights, secure_accuracies
+from sequences import operating_point as op
+from sequences.cli import main
+from sequences.simulation import SimulationSettings, load_test_set, simulate
+
+SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
+                 "data_leakage_bits_prx", "data_leakage_bits_exact", "mu", "gain", "verified"}
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_simulate_physics_json_and_reproducibility(capsys):
+    argv = ["simulate", "--mu", "3", "--gain", "1.3", "--images", "300", "--seeds", "2", "--json"]
+    assert main(argv) == 0
+    first = last_json(capsys)
+    assert SIMULATE_KEYS <= first.keys()
+    assert first["verified"] is True and len(first["verification"]) == 2
+    assert 0.5 < first["accuracy"] <= 1.0
+    assert first["weight_leakage_bits_per_mode"] == pytest.approx(weight_leakage.weight_leakage_bits_per_mode(3, 1.3, 392))
+    # The bound at the finite-size limits can only be looser than the nominal one.
+    assert first["weight_leakage_bits_per_mode_at_limits"] >= first["weight_leakage_bits_per_mode"]
+    assert main(argv) == 0
+    assert last_json(capsys)["accuracies"] == first["accuracies"]
+
+
+def test_simulate_paper_mode_uses_the_authors_mapping(capsys):
+    assert main(["simulate", "--mu", "6", "--gain", "1.3", "--images", "200", "--seeds", "1", "--mode", "paper", "--json"]) == 0
+    result = last_json(capsys)
+    assert result["verified"] is None
+    assert result["scaling_f"] == pytest.approx(np.sqrt(6 * snr_factor(1.3)))
+
+
+def test_physics_model_accuracy_agrees_with_closed_form_noise():
+    """Two routes to the same accuracy: the optical model and the closed-form noise of paper.md 2.1."""
+    mu, gain, images = 0.15, 1.3, 2000  # low SNR, where accuracy is far from saturation and sensitive to the noise
+    physics = simulate(SimulationSettings(mu=mu, gain=gain, images=images, seeds=3, verify_fraction=0.0), progress=False)
+    weights, _ = load_weights()
+    x, labels = load_test_set(images)
+    closed = secure_accuracies(weights, x, labels, ClosedFormPhysicsEngine(mu, gain), seeds=[10, 11, 12])
+    assert 0.3 < physics["accuracy"] < 0.97  # the comparison is only sensitive away from saturation
+    stderr = np.sqrt(physics["accuracy"] * (1 - physics["accuracy"]) / images / 3) * np.sqrt(2)
+    assert physics["accuracy"] == pytest.approx(closed.mean(), abs=5 * stderr)
+
+
+def test_exact_data_leakage_is_reported_per_layer():
+    result = simulate(SimulationSettings(mu=3, gain=1.3, images=50, seeds=1), progress=False)
+    exact = result["data_leakage_exact"]
+    assert set(exact["per_layer"]) == {"layer1", "layer2"}
+    assert exact["per_layer"]["layer1"]["reuses"] == 784 and exact["per_layer"]["layer2"]["reuses"] == 10
+    assert result["data_leakage_bits_exact"] == max(v["mean"] for v in exact["per_layer"].values()) > 0
+
+
+def test_least_leakage_point_beats_a_brute_force_grid():
+    snr = 2.0
+    mu, gain = op.least_leakage_at_snr(snr)
+    assert client_snr(mu, gain) == pytest.approx(snr, rel=1e-9)
+    best = weight_leakage.weight_leakage_bits_per_mode(mu, gain, 392)
+    mus = np.geomspace(0.1, 100, 300)[:, None]
+    gains = 1 + np.geomspace(1e-3, 10, 300)[None, :]
+    feasible = client_snr(mus, gains) >= snr
+    brute = weight_leakage.weight_leakage_bits_per_mode(mus, gains, 392)[feasible].min()
+    assert best <= brute * 1.01
+
+
+def test_best_point_under_caps_respects_them_and_beats_a_grid():
+    cap_w, cap_d = 0.025, 0.01
+    mu, gain = op.best_snr_under_caps(cap_w, cap_d)
+    assert weight_leakage.weight_leakage_bits_per_mode(mu, gain, 392) <= cap_w * (1 + 1e-9)
+    assert data_leakage.cramer_rao_arxiv_bits(gain, 392) <= cap_d
+    mus = np.geomspace(0.01, 100, 400)[:, None]
+    gains = 1 + np.geomspace(1e-3, 10, 400)[None, :]
+    ok = (weight_leakage.weight_leakage_bits_per_mode(mus, gains, 392) <= cap_w) & (data_leakage.cramer_rao_arxiv_bits(gains, 392) <= cap_d)
+    assert client_snr(mu, gain) >= client_snr(mus, gains)[ok].max() * 0.995
+
+
+def test_operating_point_for_target_accuracy(capsys):
+    assert main(["operating-point", "--target-accuracy", "0.9", "--images", "300", "--seeds", "1", "--json"]) == 0
+    result = last_json(capsys)
+    assert SIMULATE_KEYS <= result.keys()
+    assert result["search"]["goal"] == "target_accuracy"
+    assert result["accuracy"] >= 0.88  # the full re-simulation at the chosen point, other noise draws
+
+
+def test_operating_point_needs_one_goal(capsys):
+    assert main(["operating-point", "--images", "100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--target-accuracy" in err[0]
+
+
+def test_operating_point_unreachable_target_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(op, "physics_accuracy", lambda *args, **kwargs: 0.5)
+    assert main(["operating-point", "--target-accuracy", "0.99", "--images", "100", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not reached" in err[0]
+
+
+def test_sweep_on_a_local_dask_cluster(tmp_path, capsys):
+    argv = ["sweep", "--mu-min", "0.05", "--mu-max", "20", "--mu-points", "3", "--gains", "1.2", "1.5",
+            "--images", "200", "--seeds", "1", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    result = last_json(capsys)
+    points = result["points"]
+    assert len(points) == 6 and (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    for gain in (1.2, 1.5):
+        curve = sorted((p for p in points if p["gain"] == gain), key=lambda p: p["mu"])
+        assert curve[-1]["accuracy"] > curve[0]["accuracy"] + 0.2
