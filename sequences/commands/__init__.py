@@ -1,6 +1,6 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import bench, leakage, operating_point, simulate, sweep, train
+from sequences.commands import bench, instruments, leakage, operating_point, simulate, sweep, train
 
 COMMANDS = {
     "leakage": leakage,
@@ -9,4 +9,5 @@ COMMANDS = {
     "sweep": sweep,
     "train": train,
     "bench": bench,
+    "instruments": instruments,
 }

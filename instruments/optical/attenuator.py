@@ -1,0 +1,42 @@
+"""The server's output attenuator role over one N776xA attenuator channel.
+
+The declared minimum attenuation bounds the light the server can send towards the client; it is
+checked before a set, and on the attenuation read back before the shutter opens. Power-control
+mode is refused (the attenuation then follows the input power, which the limit does not cover).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from instruments.optical.limits import Limit, LimitError
+
+
+class AttenuatorChannel:
+    """``channel``: an N776xA channel (``attenuation_db``, ``shutter_open``, ``power_control``)."""
+
+    def __init__(self, channel: Any, *, attenuation_min: Limit, name: str = "attenuator"):
+        self.channel, self.name, self.attenuation_min = channel, name, attenuation_min
+
+    def check_attenuation_db(self, attenuation_db: float) -> None:
+        if not math.isfinite(attenuation_db):
+            raise LimitError(self.name, f"attenuation {attenuation_db!r} dB is not a finite number")
+        self.attenuation_min.check_at_least(self.name, "attenuation", attenuation_db)
+
+    def set_attenuation_db(self, attenuation_db: float) -> None:
+        self.check_attenuation_db(attenuation_db)
+        self.channel.attenuation_db(attenuation_db)
+
+    def attenuation_db(self) -> float:
+        return float(self.channel.attenuation_db())
+
+    def open_shutter(self) -> None:
+        if self.channel.power_control():
+            raise LimitError(self.name, "the attenuator is in power-control mode, which the declared "
+                                        f"{self.attenuation_min.describe()} does not cover")
+        self.check_attenuation_db(self.attenuation_db())
+        self.channel.shutter_open(True)
+
+    def close_shutter(self) -> None:
+        self.channel.shutter_open(False)

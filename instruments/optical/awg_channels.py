@@ -1,0 +1,88 @@
+"""AWG channels lent to one role (modulator or time-bin processor), with the declared drive limit.
+
+Volts to int8 codes: the M8195A plays V = offset + (Vpp/2) code/127 (instruments.md 6.1), so with
+the offset at 0 V a peak of |V| needs Vpp = 2 |V|. ``load`` checks the amplitude against the
+declared ``amplitude_max_vpp``, the segment lengths and the AWG's run state before the first
+command; what it cannot send, it does not start sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, as_int8_samples
+from instruments.optical.limits import Limit, LimitError
+
+CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
+
+
+def amplitude_for_volts_vpp(volts) -> float:
+    """The smallest settable amplitude that plays ``volts`` (peak |V| = Vpp/2), at least the AWG minimum."""
+    peak = float(np.max(np.abs(volts))) if np.size(volts) else 0.0
+    return max(2.0 * peak, AMPLITUDE_LIMITS_VPP[0])
+
+
+def volts_to_codes(volts, amplitude_vpp: float) -> np.ndarray:
+    """int8 codes round(V / (Vpp/2) x 127); refuses volts beyond +-Vpp/2 (they would clip)."""
+    volts = np.asarray(volts, dtype=float)
+    half = 0.5 * amplitude_vpp
+    if volts.size and float(np.max(np.abs(volts))) > half * (1 + 1e-12):
+        raise ValueError(f"volts up to {np.max(np.abs(volts)):.6g} V do not fit in +-{half:.6g} V (amplitude {amplitude_vpp:g} Vpp)")
+    return np.clip(np.rint(volts / half * CODE_FULL_SCALE), -CODE_FULL_SCALE, CODE_FULL_SCALE).astype(np.int8)
+
+
+def codes_to_volts(codes, amplitude_vpp: float) -> np.ndarray:
+    """What the AWG plays for ``codes`` at ``amplitude_vpp`` and 0 V offset."""
+    return 0.5 * amplitude_vpp * np.asarray(codes, dtype=float) / CODE_FULL_SCALE
+
+
+class AwgChannels:
+    """``awg``: a KeysightM8195A; ``channels``: its channel numbers this role drives, in the role's order."""
+
+    def __init__(self, awg: Any, channels: Sequence[int], *, amplitude_max: Limit, name: str):
+        self.awg, self.channels, self.name = awg, tuple(channels), name
+        self.amplitude_max = amplitude_max
+
+    def channel(self, number: int) -> Any:
+        return getattr(self.awg, f"ch{number}")
+
+    def check_amplitude_vpp(self, amplitude_vpp: float) -> None:
+        self.amplitude_max.check_at_most(self.name, "drive amplitude", amplitude_vpp)
+
+    def samples_per_symbol(self, symbol_rate_hz: float) -> int:
+        """AWG samples per symbol at the current sample rate and divider (must be a whole number)."""
+        rate_hz = float(self.awg.sample_rate_hz()) / self.awg.memory_divider()
+        ratio = rate_hz / symbol_rate_hz
+        if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
+            raise ValueError(f"{self.name}: {rate_hz:g} Sa/s is not a whole number of samples per symbol at "
+                             f"{symbol_rate_hz:g} Bd")
+        return int(round(ratio))
+
+    def load(self, codes: Sequence[np.ndarray], amplitudes_vpp: Sequence[float], segment_id: int = 1) -> None:
+        """Upload one segment per channel, set amplitudes (offset 0 V), select it and switch the outputs on."""
+        if len(codes) != len(self.channels) or len(amplitudes_vpp) != len(self.channels):
+            raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes, "
+                             f"got {len(codes)} and {len(amplitudes_vpp)}")
+        for amplitude in amplitudes_vpp:
+            self.check_amplitude_vpp(amplitude)
+            if amplitude < AMPLITUDE_LIMITS_VPP[0]:
+                raise LimitError(self.name, f"drive amplitude {amplitude:g} Vpp is below the AWG's "
+                                            f"{AMPLITUDE_LIMITS_VPP[0]:g} Vpp minimum")
+        samples = [as_int8_samples(c) for c in codes]
+        for number, data in zip(self.channels, samples):
+            self.channel(number).check_segment_length(data.size)
+        if self.awg.is_running():
+            raise RuntimeError(f"{self.name}: stop the AWG before loading waveforms (segments cannot change while it runs)")
+        for number, data, amplitude in zip(self.channels, samples, amplitudes_vpp):
+            channel = self.channel(number)
+            channel.amplitude_vpp(amplitude)
+            channel.offset_v(0.0)
+            channel.load_waveform(segment_id, data)
+            channel.output_enabled(True)
+
+    def outputs_off(self) -> None:
+        for number in self.channels:
+            self.channel(number).output_enabled(False)

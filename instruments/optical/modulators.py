@@ -1,0 +1,161 @@
+"""Pulse carver (AmplitudeModulator) and IQ modulator roles: target field in, AWG volts and int8 codes out.
+
+Both bias their Mach-Zehnder children at null (the MBX's ``null`` mode), where the field
+transmission of a drive u at the modulator is sin(pi u / (2 Vpi)) (leakage_math.md 4.1; the
+carrier leakage of a finite extinction ratio lies in the other quadrature). Arcsine predistortion
+inverts it: u = (2 Vpi / pi) arcsin(a), and the AWG plays u / driver_gain. The IQ modulator's
+output is E = (1/2)[(1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q] (leakage_math.md 4.2); a
+calibrated gain imbalance g and parent phase error delta are undone before the arcsine, so the
+field asked for is (1/2)(Re + i Im) of the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, volts_to_codes
+from instruments.optical.limits import Limit, LimitError
+
+BIAS_MODE = "null"
+
+
+@dataclass(frozen=True)
+class ModulatorCalibration:
+    """What a calibration record gives a modulator role (record_id names the record it came from)."""
+
+    vpi_v: float                      # RF half-wave voltage at the modulator's RF port
+    driver_gain: float = 1.0          # RF driver: V at the modulator per V of AWG output
+    iq_gain_imbalance: float = 0.0    # g (IQ modulator only)
+    iq_phase_error_rad: float = 0.0   # delta: parent phase minus pi/2 (IQ modulator only)
+    record_id: str | None = None
+
+    def __post_init__(self):
+        for name in ("vpi_v", "driver_gain"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not abs(self.iq_gain_imbalance) < 2.0:
+            raise ValueError(f"iq_gain_imbalance must satisfy |g| < 2, got {self.iq_gain_imbalance!r}")
+        if not abs(self.iq_phase_error_rad) < math.pi / 4:
+            raise ValueError(f"iq_phase_error_rad must satisfy |delta| < pi/4, got {self.iq_phase_error_rad!r}")
+
+    @property
+    def vpi_at_awg_v(self) -> float:
+        return self.vpi_v / self.driver_gain
+
+
+def arcsine_drive_v(field, vpi_v: float) -> np.ndarray:
+    """u = (2 Vpi / pi) arcsin(a) for fields a in [-1, 1] (what a null-biased MZM turns into a)."""
+    field = np.asarray(field, dtype=float)
+    if field.size and not (np.all(np.isfinite(field)) and np.max(np.abs(field)) <= 1.0):
+        raise ValueError("target fields must lie in [-1, 1] (a fraction of the modulator's full transmission)")
+    return 2.0 * vpi_v / np.pi * np.arcsin(field)
+
+
+def null_biased_field(drive_v, vpi_v: float) -> np.ndarray:
+    """sin(pi u / (2 Vpi)): the field of a null-biased MZM for drive u (the inverse of arcsine_drive_v)."""
+    return np.sin(np.pi * np.asarray(drive_v, dtype=float) / (2.0 * vpi_v))
+
+
+class _Biased:
+    """The MBX side of a modulator: lock at null, or hold a manual bias within the declared ``bias_max_v``."""
+
+    name: str
+
+    def __init__(self, bias_controller: Any | None, bias_max: Limit | None):
+        self.bias_controller, self.bias_max = bias_controller, bias_max
+
+    def _controller(self) -> Any:
+        if self.bias_controller is None:
+            raise RuntimeError(f"{self.name}: no bias controller is configured")
+        return self.bias_controller
+
+    def lock_bias(self) -> None:
+        """Ask the bias controller to lock the children at null."""
+        self._controller().mzm.bias_mode(BIAS_MODE)
+
+    def set_manual_bias_v(self, bias_v: float) -> None:
+        """Hold ``bias_v`` (manual mode); |bias_v| is checked against the declared limit first."""
+        controller = self._controller()
+        if self.bias_max is not None:
+            if not math.isfinite(bias_v):
+                raise LimitError(self.name, f"bias {bias_v!r} V is not a finite number")
+            self.bias_max.check_at_most(self.name, "|manual bias|", abs(bias_v))
+        controller.mzm.manual_bias_v(bias_v)
+        controller.mzm.bias_mode("manual")
+
+
+class AwgAmplitudeModulator(_Biased):
+    """The pulse carver: amplitudes a in [0, 1] (fraction of the peak field) per symbol -> one AWG channel."""
+
+    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: Any | None = None,
+                 *, bias_max: Limit | None = None, name: str = "pulse_carver"):
+        super().__init__(bias_controller, bias_max)
+        if len(awg.channels) != 1:
+            raise ValueError(f"{name}: an amplitude modulator drives one AWG channel, got {awg.channels}")
+        self.awg, self.calibration, self.name = awg, calibration, name
+
+    def drive_v(self, amplitudes) -> np.ndarray:
+        amplitudes = np.asarray(amplitudes, dtype=float)
+        if amplitudes.size and not (np.min(amplitudes) >= 0.0 and np.max(amplitudes) <= 1.0):
+            raise ValueError(f"{self.name}: amplitudes must lie in [0, 1] (a fraction of the peak field)")
+        return arcsine_drive_v(amplitudes, self.calibration.vpi_at_awg_v)
+
+    def drive_codes(self, amplitudes) -> tuple[np.ndarray, float]:
+        """(int8 codes per symbol, amplitude Vpp); refuses an amplitude beyond the declared limit."""
+        volts = self.drive_v(amplitudes)
+        amplitude = amplitude_for_volts_vpp(volts)
+        self.awg.check_amplitude_vpp(amplitude)
+        return volts_to_codes(volts, amplitude), amplitude
+
+    def load(self, amplitudes, samples_per_symbol: int, segment_id: int = 1) -> None:
+        codes, amplitude = self.drive_codes(amplitudes)
+        self.awg.load([np.repeat(codes, samples_per_symbol)], [amplitude], segment_id)
+
+
+class AwgIQModulator(_Biased):
+    """The server's IQ modulator: complex fields (|Re|, |Im| <= 1 per child) per symbol -> AWG channels I and Q."""
+
+    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: Any | None = None,
+                 *, bias_max: Limit | None = None, name: str = "server_iq_modulator"):
+        super().__init__(bias_controller, bias_max)
+        if len(awg.channels) != 2:
+            raise ValueError(f"{name}: an IQ modulator drives two AWG channels (I, Q), got {awg.channels}")
+        self.awg, self.calibration, self.name = awg, calibration, name
+
+    def child_fields(self, fields) -> tuple[np.ndarray, np.ndarray]:
+        """The I and Q children's fields that give ``fields`` after the calibrated imbalance and phase error."""
+        fields = np.asarray(fields, dtype=np.complex128)
+        g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
+        q_child = fields.imag / (math.cos(delta) * (1.0 - 0.5 * g))
+        i_child = (fields.real + fields.imag * math.tan(delta)) / (1.0 + 0.5 * g)
+        reach = max(float(np.max(np.abs(i_child), initial=0.0)), float(np.max(np.abs(q_child), initial=0.0)))
+        if not reach <= 1.0:
+            raise ValueError(f"{self.name}: the fields need a child field of {reach:.4g} after imbalance "
+                             "compensation; it must be at most 1 (scale the symbols down)")
+        return i_child, q_child
+
+    def drive_v(self, fields) -> tuple[np.ndarray, np.ndarray]:
+        i_child, q_child = self.child_fields(fields)
+        vpi = self.calibration.vpi_at_awg_v
+        return arcsine_drive_v(i_child, vpi), arcsine_drive_v(q_child, vpi)
+
+    def drive_codes(self, fields) -> tuple[np.ndarray, np.ndarray, float]:
+        """(I codes, Q codes, common amplitude Vpp); refuses an amplitude beyond the declared limit.
+
+        Why one amplitude for both: I and Q then share one volts-per-code scale, so an AWG amplitude
+        error scales the constellation instead of distorting it.
+        """
+        v_i, v_q = self.drive_v(fields)
+        amplitude = amplitude_for_volts_vpp(np.concatenate([v_i.ravel(), v_q.ravel()]))
+        self.awg.check_amplitude_vpp(amplitude)
+        return volts_to_codes(v_i, amplitude), volts_to_codes(v_q, amplitude), amplitude
+
+    def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None:
+        codes_i, codes_q, amplitude = self.drive_codes(fields)
+        self.awg.load([np.repeat(codes_i, samples_per_symbol), np.repeat(codes_q, samples_per_symbol)],
+                      [amplitude, amplitude], segment_id)

@@ -1,0 +1,34 @@
+"""The monitor-tap power meter role over an N774xA channel or a Thorlabs PM100D (upstream driver)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class N774xPowerMeter:
+    """``channel``: an N774xA channel (``read_power_w``, ``wavelength_m``, ``averaging_time_s``)."""
+
+    def __init__(self, channel: Any, *, name: str = "power_meter"):
+        self.channel, self.name = channel, name
+
+    def read_power_w(self) -> float:
+        return float(self.channel.read_power_w())
+
+    def set_wavelength_m(self, wavelength_m: float) -> None:
+        self.channel.wavelength_m(wavelength_m)
+
+    def set_averaging_time_s(self, averaging_time_s: float) -> None:
+        self.channel.averaging_time_s(averaging_time_s)
+
+
+class PM100DPowerMeter:
+    """``meter``: qcodes_contrib's Thorlab_PM100D (``power`` in W, ``wavelength`` in m)."""
+
+    def __init__(self, meter: Any, *, name: str = "power_meter"):
+        self.meter, self.name = meter, name
+
+    def read_power_w(self) -> float:
+        return float(self.meter.power())
+
+    def set_wavelength_m(self, wavelength_m: float) -> None:
+        self.meter.wavelength(wavelength_m)

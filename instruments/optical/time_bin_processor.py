@@ -1,0 +1,84 @@
+"""The client's time-bin processor role: data vector -> Givens angles -> drives of its beam splitter and phase modulator.
+
+One time bin per symbol (DECISIONS M). The variable beam splitter (an MZM-type coupler) keeps
+cos(theta) of the loop for theta = pi u / (2 Vpi) + theta_offset, so u = 2 Vpi (theta - offset)/pi
+with theta in [0, pi/2]; the phase modulator gives phi = pi u / Vpi, so u = Vpi phi / pi with phi
+wrapped into [-pi, pi). Both are linear in the angle (the angle is what the data set), and the
+AWG plays u / driver_gain. The angle math is analysis.givens, shared with the bench's link model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.givens import complex_unit_vector, givens_angles
+from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, volts_to_codes
+
+
+@dataclass(frozen=True)
+class ProcessorCalibration:
+    """The processor's modulators as a calibration record gives them."""
+
+    beam_splitter_vpi_v: float
+    phase_vpi_v: float
+    beam_splitter_driver_gain: float = 1.0
+    phase_driver_gain: float = 1.0
+    beam_splitter_theta_offset_rad: float = 0.0  # theta at 0 V drive
+    record_id: str | None = None
+
+    def __post_init__(self):
+        for name in ("beam_splitter_vpi_v", "phase_vpi_v", "beam_splitter_driver_gain", "phase_driver_gain"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not math.isfinite(self.beam_splitter_theta_offset_rad):
+            raise ValueError("beam_splitter_theta_offset_rad must be finite")
+
+
+def wrap_phase_rad(phi) -> np.ndarray:
+    """Phases into [-pi, pi)."""
+    return (np.asarray(phi, dtype=float) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+class AwgTimeBinProcessor:
+    """``awg``: two AWG channels, (beam splitter, phase modulator)."""
+
+    def __init__(self, awg: AwgChannels, calibration: ProcessorCalibration, *, name: str = "client_processor"):
+        if len(awg.channels) != 2:
+            raise ValueError(f"{name}: the processor drives two AWG channels (beam splitter, phase), got {awg.channels}")
+        self.awg, self.calibration, self.name = awg, calibration, name
+
+    def angles(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """(theta_k, phi_k) per time bin for a real data vector (two values per complex mode)."""
+        return givens_angles(complex_unit_vector(data))
+
+    def drive_v(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """AWG volts per bin for the beam splitter and the phase modulator."""
+        theta, phi = self.angles(data)
+        c = self.calibration
+        beam_splitter_v = 2.0 * c.beam_splitter_vpi_v * (theta - c.beam_splitter_theta_offset_rad) / np.pi
+        phase_v = c.phase_vpi_v * wrap_phase_rad(phi) / np.pi
+        return beam_splitter_v / c.beam_splitter_driver_gain, phase_v / c.phase_driver_gain
+
+    def angles_from_drive_v(self, beam_splitter_v, phase_v) -> tuple[np.ndarray, np.ndarray]:
+        """What the modulators do with AWG volts (the inverse of drive_v, for checks)."""
+        c = self.calibration
+        theta = np.pi * c.beam_splitter_driver_gain * np.asarray(beam_splitter_v) / (2.0 * c.beam_splitter_vpi_v)
+        phi = np.pi * c.phase_driver_gain * np.asarray(phase_v) / c.phase_vpi_v
+        return theta + c.beam_splitter_theta_offset_rad, phi
+
+    def drive_codes(self, data) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """(beam-splitter codes, phase codes, their amplitudes Vpp); refuses amplitudes beyond the declared limit."""
+        volts = self.drive_v(data)
+        amplitudes = tuple(amplitude_for_volts_vpp(v) for v in volts)
+        for amplitude in amplitudes:
+            self.awg.check_amplitude_vpp(amplitude)
+        return volts_to_codes(volts[0], amplitudes[0]), volts_to_codes(volts[1], amplitudes[1]), amplitudes
+
+    def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
+        beam_splitter, phase, amplitudes = self.drive_codes(data)
+        self.awg.load([np.repeat(beam_splitter, samples_per_symbol), np.repeat(phase, samples_per_symbol)],
+                      list(amplitudes), segment_id)
