@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import client_measurement as cm
+from analysis.givens import givens_angles, givens_unitary
 from analysis.units import db_to_linear, linear_to_db
 
 VACUUM_COMPONENT_VARIANCE = 0.25  # per real component of a complex amplitude (X = 2 Re a has variance 1)
@@ -193,51 +194,15 @@ def pack_data(data) -> np.ndarray:
 
 # --- the client's time-bin processor (DECISIONS M) ------------------------------------------------
 
-def givens_angles(x_hat) -> tuple[np.ndarray, np.ndarray]:
-    """Variable-beam-splitter angles theta_k and phase-modulator phases phi_k (rad) per time bin.
-
-    The loop holds the running mode; in bin k the phase modulator gives the incoming pulse phase
-    phi_k = -arg(x_k) and the beam splitter keeps cos(theta_k) of the loop and takes sin(theta_k) of
-    the pulse, theta_k = atan2(|x_k|, ||x_0..k-1||). Bin 0 loads the empty loop (theta_0 = pi/2).
-    After bin N-1 the loop holds sum_i conj(x_i) a_i. Shapes [..., N].
-    """
-    x_hat = np.asarray(x_hat, dtype=np.complex128)
-    if x_hat.ndim < 1 or x_hat.shape[-1] == 0:
-        raise ValueError(f"x_hat must have a non-empty last axis, got shape {x_hat.shape}")
-    magnitude = np.abs(x_hat)
-    prefix = np.sqrt(np.concatenate([np.zeros(x_hat.shape[:-1] + (1,)), np.cumsum(magnitude**2, axis=-1)[..., :-1]],
-                                    axis=-1))
-    theta = np.arctan2(magnitude, prefix)
-    theta[..., 0] = np.pi / 2
-    phi = -np.angle(x_hat)
-    return theta, phi
-
-
 def givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
     """The forward chain as a matrix A = sqrt(t) U [..., N, N], output 0 = the loop mode (first row conj(x_hat)).
 
-    Output k >= 1 is the mode leaving the loop in bin k. Loss per pass is mode independent (insertion
-    loss of one traversal of the processor), so A A^dagger = t I; apply it with `apply_passive_map`.
+    U is analysis.givens.givens_unitary (the convention is documented there). Loss per pass is mode
+    independent (insertion loss of one traversal of the processor), so A A^dagger = t I; apply it
+    with `apply_passive_map`.
     """
-    theta = np.asarray(theta_rad, dtype=float)
-    phi = np.asarray(phi_rad, dtype=float)
-    if theta.shape != phi.shape or theta.ndim < 1:
-        raise ValueError(f"theta_rad and phi_rad must have the same shape [..., N], got {theta.shape} and {phi.shape}")
-    if not np.allclose(theta[..., 0], np.pi / 2):
-        raise ValueError("theta_rad[..., 0] must be pi/2: bin 0 loads the empty loop")
     t = db_to_linear(-_at_least("loss_per_pass_db", loss_per_pass_db, 0.0))
-    n = theta.shape[-1]
-    cos, sin, pm = np.cos(theta), np.sin(theta), np.exp(1j * phi)
-    matrix = np.zeros(theta.shape + (n,), dtype=np.complex128)
-    loop = np.zeros(theta.shape, dtype=np.complex128)
-    loop[..., 0] = pm[..., 0]
-    for k in range(1, n):
-        matrix[..., k, :] = -sin[..., k, None] * loop
-        matrix[..., k, k] += cos[..., k] * pm[..., k]
-        loop *= cos[..., k, None]
-        loop[..., k] += sin[..., k] * pm[..., k]
-    matrix[..., 0, :] = loop
-    return np.sqrt(t) * matrix
+    return np.sqrt(t) * givens_unitary(theta_rad, phi_rad)
 
 
 def inverse_givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
