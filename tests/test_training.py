@@ -5,8 +5,8 @@ import pytest
 
 from analysis import mnist, training
 from analysis.network import ClosedFormPhysicsEngine, load_weights
-from analysis.training import (Adam, TrainingConfig, loss_and_gradients, secure_layer_forward, train, train_and_save,
-                               training_noise_scales)
+from analysis.training import (Adam, TrainingConfig, loss_and_gradients, paper_recipe, secure_layer_forward, train,
+                               train_and_save, training_noise_scales)
 
 
 def _numerical_gradient(weights, layer, *args, step=1e-6):
@@ -62,10 +62,10 @@ def small_data():
 
 @pytest.mark.parametrize("noise_aware", [False, True])
 def test_tiny_training_beats_chance(small_data, noise_aware):
-    config = TrainingConfig(epochs=2, hidden_units=64, noise_aware=noise_aware, progress=False)
+    config = TrainingConfig(epochs=3, hidden_units=128, shift_px=0, noise_aware=noise_aware, progress=False)
     result = train(config, data=small_data)
-    assert len(result.history) == 2
-    assert result.history[-1]["val_accuracy_digital"] > 0.75
+    assert len(result.history) == 3
+    assert result.history[-1]["val_accuracy_digital"] > 0.7  # chance is 0.1
     assert result.history[-1]["val_accuracy_secure"] > 0.5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert [w.dtype for w in result.weights] == [np.float32, np.float32]
@@ -92,6 +92,9 @@ def test_config_rejects_bad_values():
         TrainingConfig(gain=1.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainingConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="epochs=0"):
+        TrainingConfig(epochs=0)
+    assert paper_recipe(15).noise_aware is False and paper_recipe(15).lr_schedule == "constant"
 
 
 def test_adam_matches_reference_formula():
