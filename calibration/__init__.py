@@ -1,1 +1,9 @@
-"""Procedures that measure, fit and store versioned calibration records."""
+"""Procedures that measure, fit and store versioned calibration records.
+
+- ``result``: Estimate, CalibrationResult, CalibrationError (what every procedure returns or raises);
+- ``records``: the record store (one immutable HDF5 file per run; queries; ``require`` for sequences);
+- ``photons``: photons per symbol at the server's output (monitor tap, VOA-output meter, declared losses);
+- ``homodyne``: electronic noise, shot-noise linearity, SNU, clearance and efficiency of both receivers;
+- ``amplifier``: the client amplifier's gain and noise figure through the client's receiver;
+- ``modulators``: MZM / IQ modulator transfer and bias calibration.
+"""

@@ -1,6 +1,6 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import bench, instruments, leakage, operating_point, simulate, sweep, train
+from sequences.commands import bench, calibrate, instruments, leakage, operating_point, simulate, sweep, train
 
 COMMANDS = {
     "leakage": leakage,
@@ -10,4 +10,5 @@ COMMANDS = {
     "train": train,
     "bench": bench,
     "instruments": instruments,
+    "calibrate": calibrate,
 }

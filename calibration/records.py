@@ -1,0 +1,284 @@
+"""The calibration store: one immutable, versioned HDF5 file per calibration run.
+
+Why this shape: a session must be able to say exactly which measurement its mu, SNU, efficiency
+and noise came from, years later, with plain h5py. So each run is one file, written atomically
+(temporary file, then a hard link that refuses to overwrite) and left read-only; nothing ever
+rewrites a record, a new run makes a new id. An id is ``<kind>-<instrument>-<UTC time>-<hash>``,
+the hash over the file's content, so two runs never collide.
+
+Layout (schema ``qslab.calibration/1``): root attributes ``schema, id, kind, instrument,
+created_utc, created_unix_s, validity_s, qslab_version, git_revision, figure_png``, JSON
+attributes ``conditions_json`` and ``instruments_json`` (name -> *IDN? string);
+``/parameters/<dotted key>`` groups with attributes ``value, uncertainty, unit``; ``/raw/<name>``
+datasets (the arrays the fit used, so it can be refitted).
+
+A sequence that needs a record calls ``require(kind, instrument)``: a missing or expired record is
+an error naming it and the command that refreshes it (``qslab calibrate <kind>``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibration.result import CalibrationResult, Estimate
+
+SCHEMA = "qslab.calibration/1"
+DEFAULT_DIRECTORY = Path("qslab-output") / "calibration"
+DIRECTORY_ENV = "QSLAB_CALIBRATION_DIR"
+DEFAULT_VALIDITY_S = {"modulators": 3600.0, "homodyne": 3600.0, "photons": 3600.0, "channel": 600.0,
+                      "amplifier": 3600.0}
+_ID_PART = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+class RecordError(LookupError):
+    """Base of the store's errors: each message names the record (or file) and what to do."""
+
+
+class MissingCalibration(RecordError):
+    pass
+
+
+class StaleCalibration(RecordError):
+    pass
+
+
+class CorruptRecord(RecordError):
+    pass
+
+
+def refresh_command(kind: str) -> str:
+    return f"qslab calibrate {kind}"
+
+
+def default_directory() -> Path:
+    """``$QSLAB_CALIBRATION_DIR`` if set, else ``qslab-output/calibration`` (relative to the working directory)."""
+    return Path(os.environ.get(DIRECTORY_ENV) or DEFAULT_DIRECTORY)
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    qslab_version: str
+    git_revision: str
+
+    @classmethod
+    def current(cls) -> CodeVersion:
+        """The installed qslab version and the git revision of the source tree (``+dirty`` if modified)."""
+        try:
+            from importlib.metadata import version
+
+            qslab = version("qslab")
+        except Exception:  # noqa: BLE001 - not installed: still record something honest
+            qslab = "unknown"
+        root = Path(__file__).resolve().parents[1]
+        try:
+            rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                 timeout=5, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            rev = rev + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            rev = "unavailable"
+        return cls(qslab, rev or "unavailable")
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One stored record, as read back."""
+
+    id: str
+    kind: str
+    instrument: str
+    parameters: dict[str, Estimate]
+    raw: dict[str, np.ndarray]
+    conditions: dict
+    created: dt.datetime          # UTC, timezone-aware
+    validity_s: float
+    code_version: CodeVersion
+    instruments: dict[str, str]   # instrument name -> *IDN? reply
+    figure_png: str | None
+    path: Path = field(compare=False)
+
+    @property
+    def expires(self) -> dt.datetime:
+        return self.created + dt.timedelta(seconds=self.validity_s)
+
+    def is_valid(self, now: dt.datetime | None = None) -> bool:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return self.created <= now < self.expires
+
+    def estimate(self, key: str) -> Estimate:
+        try:
+            return self.parameters[key]
+        except KeyError:
+            raise RecordError(f"calibration record {self.id} has no parameter {key!r}; it has "
+                              f"{sorted(self.parameters)}") from None
+
+
+class RecordStore:
+    """A directory of records; ``write`` adds one, the queries never modify anything."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory) if directory is not None else default_directory()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def write(self, result: CalibrationResult, *, validity_s: float | None = None,
+              instruments: dict[str, str] | None = None, created: dt.datetime | None = None,
+              code_version: CodeVersion | None = None) -> CalibrationRecord:
+        """Store ``result`` as a new read-only record and return it as read back."""
+        validity_s = DEFAULT_VALIDITY_S.get(result.kind, 3600.0) if validity_s is None else float(validity_s)
+        if not (np.isfinite(validity_s) and validity_s > 0):
+            raise ValueError(f"validity_s must be > 0, got {validity_s!r}")
+        if not result.parameters:
+            raise ValueError(f"calibration {result.kind!r} of {result.instrument!r} has no parameters to store")
+        created = (created or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+        code_version = code_version or CodeVersion.current()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = created.strftime("%Y%m%dT%H%M%S.%fZ")
+        prefix = f"{_ID_PART.sub('_', result.kind)}-{_ID_PART.sub('_', result.instrument)}-{stamp}"
+        handle, temp_name = tempfile.mkstemp(prefix=".writing-", suffix=".h5", dir=self.directory)
+        os.close(handle)
+        temp = Path(temp_name)
+        try:
+            digest = _content_hash(result, created, validity_s, instruments or {}, code_version)
+            record_id = f"{prefix}-{digest[:10]}"
+            _write_h5(temp, record_id, result, created, validity_s, instruments or {}, code_version)
+            os.chmod(temp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            final = self.directory / f"{record_id}.h5"
+            os.link(temp, final)  # refuses to replace an existing record
+        finally:
+            temp.unlink(missing_ok=True)
+        return self.get(record_id)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def path_of(self, record_id: str) -> Path:
+        return self.directory / f"{record_id}.h5"
+
+    def get(self, record_id: str) -> CalibrationRecord:
+        path = self.path_of(record_id)
+        if not path.is_file():
+            raise MissingCalibration(f"no calibration record {record_id!r} in {self.directory}")
+        return read_record(path)
+
+    def records(self, kind: str | None = None, instrument: str | None = None) -> list[CalibrationRecord]:
+        """Every record (oldest first), optionally of one kind and/or instrument."""
+        if not self.directory.is_dir():
+            return []
+        found = [read_record(path) for path in sorted(self.directory.glob("*.h5")) if not path.name.startswith(".")]
+        found = [r for r in found if (kind is None or r.kind == kind) and (instrument is None or r.instrument == instrument)]
+        return sorted(found, key=lambda r: (r.created, r.id))
+
+    def latest(self, kind: str, instrument: str | None = None) -> CalibrationRecord | None:
+        found = self.records(kind, instrument)
+        return found[-1] if found else None
+
+    def latest_valid(self, kind: str, instrument: str | None = None,
+                     now: dt.datetime | None = None) -> CalibrationRecord | None:
+        valid = [r for r in self.records(kind, instrument) if r.is_valid(now)]
+        return valid[-1] if valid else None
+
+    def require(self, kind: str, instrument: str | None = None, now: dt.datetime | None = None) -> CalibrationRecord:
+        """The latest valid record, else MissingCalibration / StaleCalibration naming it and the refresh command."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        what = f"{kind!r} calibration" + (f" of {instrument}" if instrument else "")
+        record = self.latest_valid(kind, instrument, now)
+        if record is not None:
+            return record
+        latest = self.latest(kind, instrument)
+        if latest is None:
+            raise MissingCalibration(f"no {what} record in {self.directory}: run `{refresh_command(kind)}`")
+        raise StaleCalibration(f"{what}: the latest record {latest.id} expired at {latest.expires.isoformat()} "
+                               f"(valid {latest.validity_s:g} s from {latest.created.isoformat()}): refresh it with "
+                               f"`{refresh_command(kind)}`")
+
+
+# --- HDF5 ----------------------------------------------------------------------------------------
+
+def _content_hash(result, created, validity_s, instruments, code_version) -> str:
+    h = hashlib.sha256()
+    meta = {"kind": result.kind, "instrument": result.instrument, "created": created.isoformat(),
+            "validity_s": validity_s, "instruments": instruments, "code": code_version.__dict__,
+            "conditions": result.conditions, "figure": result.figure_png,
+            "parameters": {k: [e.value, e.uncertainty, e.unit] for k, e in sorted(result.parameters.items())}}
+    h.update(json.dumps(meta, sort_keys=True, default=_jsonable).encode())
+    for name in sorted(result.raw):
+        array = np.ascontiguousarray(result.raw[name])
+        h.update(name.encode() + str(array.dtype).encode() + str(array.shape).encode() + array.tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (dt.datetime, Path)):
+        return str(value)
+    raise TypeError(f"condition of type {type(value).__name__} is not JSON serialisable")
+
+
+def _write_h5(path: Path, record_id: str, result: CalibrationResult, created: dt.datetime, validity_s: float,
+              instruments: dict[str, str], code_version: CodeVersion) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"schema": SCHEMA, "id": record_id, "kind": result.kind, "instrument": result.instrument,
+                        "created_utc": created.isoformat(), "created_unix_s": created.timestamp(),
+                        "validity_s": validity_s, "qslab_version": code_version.qslab_version,
+                        "git_revision": code_version.git_revision, "figure_png": result.figure_png or "",
+                        "conditions_json": json.dumps(result.conditions, sort_keys=True, default=_jsonable),
+                        "instruments_json": json.dumps(instruments, sort_keys=True)})
+        parameters = f.create_group("parameters")
+        for key, estimate in result.parameters.items():
+            group = parameters.create_group(key)
+            group.attrs.update({"value": float(estimate.value), "uncertainty": float(estimate.uncertainty),
+                                "unit": estimate.unit})
+        raw = f.create_group("raw")
+        for name, array in result.raw.items():
+            array = np.asarray(array)
+            raw.create_dataset(name, data=array, compression="gzip" if array.size > 1024 else None)
+        f.flush()
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def read_record(path: str | Path) -> CalibrationRecord:
+    """One record file; CorruptRecord (naming the file) if it is not a readable qslab calibration record."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            schema = f.attrs.get("schema")
+            if isinstance(schema, bytes):
+                schema = schema.decode()
+            if schema != SCHEMA:
+                raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
+            a = f.attrs
+            parameters = {key: Estimate(float(g.attrs["value"]), float(g.attrs["uncertainty"]), str(g.attrs["unit"]))
+                          for key, g in f["parameters"].items()}
+            raw = {name: np.asarray(d[()]) for name, d in f["raw"].items()}
+            record = CalibrationRecord(
+                id=str(a["id"]), kind=str(a["kind"]), instrument=str(a["instrument"]), parameters=parameters, raw=raw,
+                conditions=json.loads(a["conditions_json"]),
+                created=dt.datetime.fromisoformat(str(a["created_utc"])), validity_s=float(a["validity_s"]),
+                code_version=CodeVersion(str(a["qslab_version"]), str(a["git_revision"])),
+                instruments=json.loads(a["instruments_json"]), figure_png=str(a["figure_png"]) or None, path=path)
+    except CorruptRecord:
+        raise
+    except Exception as error:  # noqa: BLE001 - h5py/json/key errors: one line naming the file
+        raise CorruptRecord(f"{path} is not a readable qslab calibration record "
+                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    if record.id != path.stem:
+        raise CorruptRecord(f"{path} holds record {record.id!r}, not {path.stem!r} (renamed or copied over)")
+    return record

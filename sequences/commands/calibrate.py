@@ -1,0 +1,247 @@
+"""Run calibrations on the station of a config (the virtual bench by default), write records and figures.
+
+    qslab calibrate {modulators,homodyne,photons,channel,amplifier,all} [--config FILE] [--json]
+
+Each procedure (calibration/) measures through the roles, fits, and returns estimates with
+uncertainties; each result becomes one immutable record in the calibration directory
+(--calibration-dir, else $QSLAB_CALIBRATION_DIR, else qslab-output/calibration) with its PNG
+beside it under figures/. A failed calibration prints one line naming it and why (exit 1) and
+writes no record; the station always closes with lasers off, shutters closed, amplifier off.
+A kind whose procedure does not exist yet is refused with one line (exit 2); `all` runs the
+implemented kinds and names the skipped ones on stderr. With --json the last stdout line is
+{"parameters": {KEY: {"value", "uncertainty", "record"}}, "derived": {...same...}, "records": [ids]}
+where KEY is the dotted path of the same quantity under the config's [bench] table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+
+HELP = "calibrate the station (modulators, homodyne, photons, channel, amplifier, all): records + figures"
+KINDS = ("modulators", "homodyne", "photons", "channel", "amplifier")
+# `all` runs photons and amplifier (which need light through the modulators) before the modulator
+# calibration, which leaves both modulators locked at null, ready for the protocol
+ALL_ORDER = ("homodyne", "photons", "amplifier", "modulators", "channel")
+# the estimates each kind reports under their [bench] dotted path; the others go to "derived"
+BENCH_KEYS = {
+    "photons": ("server.photons_per_symbol",),
+    "homodyne": tuple(f"{rx}.{q}" for rx in ("client_receiver", "server_receiver")
+                      for q in ("efficiency", "electronic_noise_snu")),
+    "amplifier": ("client_amplifier.gain", "client_amplifier.gain_offset_db", "client_amplifier.noise_figure_db"),
+    "modulators": tuple(f"{m}.{q}" for m in ("server_iq", "server_carver")
+                        for q in ("vpi_v", "bias_vpi_v", "bias_phase_rad", "extinction_ratio_db"))
+                  + ("server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad", "bias_iq.bias_v", "bias_carver.bias_v"),
+}
+
+
+def register(parser) -> None:
+    from sequences.cli import number
+
+    parser.add_argument("kind", choices=KINDS + ("all",), help="which calibration to run")
+    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
+                        help="station config (default: lab_config.toml in the current directory)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+    parser.add_argument("--calibration-dir", metavar="DIR", default=None,
+                        help="record directory (default: $QSLAB_CALIBRATION_DIR or qslab-output/calibration)")
+    parser.add_argument("--fixed-attenuation-db", type=number("fixed-attenuation-db", 0.0, unit="dB"), default=30.0,
+                        help="declared fixed attenuation between the VOA-output meter and the server output, dB "
+                             "(characterised separately; default 30)")
+    parser.add_argument("--fixed-attenuation-uncertainty-db", type=number("fixed-attenuation-uncertainty-db", 0.0,
+                                                                          unit="dB"), default=0.02,
+                        help="its one-sigma uncertainty, dB (default 0.02)")
+    parser.add_argument("--output-meter-channel", type=number("output-meter-channel", 1, 4, integer=True),
+                        default=2, help="channel of the monitor power meter that reads the VOA output (default 2)")
+    parser.add_argument("--points", type=number("points", 1024, 50_000_000, integer=True), default=2**21,
+                        help="digitizer points per homodyne record (default 2097152)")
+
+
+@contextlib.contextmanager
+def infiniium_trace_fix():
+    """qcodes 0.58's KeysightInfiniium passes container=npt.NDArray to pyvisa, which Python >= 3.11 cannot
+    instantiate (see instruments/sim/README.md); map the alias to np.ndarray while traces are read."""
+    import pyvisa.util
+
+    original = pyvisa.util._use_numpy_routines
+    pyvisa.util._use_numpy_routines = lambda container: original(typing.get_origin(container) or container)
+    try:
+        yield
+    finally:
+        pyvisa.util._use_numpy_routines = original
+
+
+class InfiniiumDigitizer:
+    """calibration.homodyne.Digitizer over the Infiniium driver and the receivers' channels."""
+
+    def __init__(self, driver, receivers):
+        self.driver, self.receivers = driver, list(receivers)
+
+    def configure(self, *, points: int, sample_rate_hz: float, ranges_v: dict[str, float]) -> float:
+        self.driver.acquire_points(int(points))
+        self.driver.sample_rate(sample_rate_hz)
+        for rx in self.receivers:
+            rx.channel.range(ranges_v[rx.name])
+        self.driver.auto_digitize(False)
+        return float(self.driver.sample_rate())
+
+    def acquire(self) -> dict[str, np.ndarray]:
+        self.driver.digitize()
+        return {rx.name: rx.read_samples_v() for rx in self.receivers}
+
+
+def _modulators_entry():
+    try:
+        from calibration import modulators
+    except Exception:  # noqa: BLE001 - absent or broken: the kind is not available
+        return None
+    return getattr(modulators, "calibrate_station", None)
+
+
+def implemented(kind: str) -> bool:
+    return kind in ("photons", "homodyne", "amplifier") or (kind == "modulators" and _modulators_entry() is not None)
+
+
+def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str]]:
+    """(results, instrument names used) of one kind on a connected station."""
+    config = station.config
+    protocol = config.protocol
+    if kind == "photons":
+        from calibration.photons import PhotonSettings, calibrate_photons
+        from calibration.result import Estimate
+        from instruments.optical import N774xPowerMeter
+
+        role = config.roles.server_power_meter
+        if config.instruments[role.instrument].driver == "thorlabs_pm100d":
+            raise _Refused("photons needs an N774x monitor meter with a channel on the VOA output")
+        output_meter = N774xPowerMeter(getattr(station.driver(role.instrument), f"ch{args.output_meter_channel}"),
+                                       name="voa_output_meter")
+        settings = PhotonSettings(protocol.symbol_rate_hz, protocol.wavelength_m,
+                                  Estimate(args.fixed_attenuation_db, args.fixed_attenuation_uncertainty_db, "dB"),
+                                  target_photons=protocol.mu_photons)
+        result = calibrate_photons(station.laser(), station.attenuator(), station.power_meter(), output_meter,
+                                   settings, str(figure_dir / "photons-server_output.png"))
+        used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument, role.instrument]
+        return [result], used
+    if kind == "homodyne":
+        from calibration.homodyne import HomodyneSettings, calibrate_homodyne
+        from sequences.station import RECEIVERS
+
+        receivers = [station.receiver(name) for name in RECEIVERS]
+        digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), receivers)
+        settings = HomodyneSettings(protocol.symbol_rate_hz, protocol.wavelength_m, points=int(args.points))
+        with infiniium_trace_fix():
+            results = calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
+                                         receivers, settings, str(figure_dir))
+        used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument,
+                config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
+        return results, used
+    if kind == "amplifier":
+        from calibration.amplifier import AmplifierSettings, calibrate_amplifier
+        from calibration.records import RecordError, RecordStore
+
+        try:  # the noise figure needs the client receiver's efficiency: a valid homodyne record
+            homodyne = RecordStore(args.calibration_dir).require("homodyne", "client_receiver")
+        except RecordError as error:
+            raise _Refused(f"calibration 'amplifier' cannot run: {error}") from None
+        receiver = station.receiver("client_receiver")
+        digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), [receiver])
+        settings = AmplifierSettings(protocol.symbol_rate_hz, protocol.gain,
+                                     homodyne.estimate("client_receiver.efficiency"),
+                                     wavelength_m=protocol.wavelength_m)
+        with infiniium_trace_fix():
+            result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(), digitizer,
+                                         receiver, settings, str(figure_dir / "amplifier-client_amplifier.png"))
+        result = _with_condition(result, "homodyne_record", homodyne.id)
+        used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument,
+                config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
+        return [result], used
+    if kind == "modulators":
+        with infiniium_trace_fix():
+            return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
+    raise _Refused(f"calibration {kind!r} is not implemented yet")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _with_condition(result, key: str, value):
+    from dataclasses import replace
+
+    return replace(result, conditions={**result.conditions, key: value})
+
+
+def run(args) -> int:
+    from calibration.records import RecordStore
+    from calibration.result import CalibrationError
+    from sequences.cli import UsageError, print_json_last
+    from sequences.config import ConfigError, load_config
+    from sequences.station import LabStation, StationError
+
+    kinds = list(ALL_ORDER) if args.kind == "all" else [args.kind]
+    missing = [k for k in kinds if not implemented(k)]
+    if args.kind != "all" and missing:
+        raise UsageError(f"calibration {args.kind!r} is not implemented yet")
+    kinds = [k for k in kinds if k not in missing]
+    if missing:
+        print(f"qslab calibrate: skipped (not implemented yet): {', '.join(missing)}", file=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    store = RecordStore(args.calibration_dir)
+    figure_dir = store.directory / "figures" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    records, failure = [], None
+    station = LabStation(config)
+    try:
+        with station:
+            identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
+            for kind in kinds:
+                try:
+                    results, used = run_kind(kind, station, args, figure_dir)
+                except (CalibrationError, _Refused) as error:
+                    failure = str(error)
+                    break
+                for result in results:  # written only after the whole kind succeeded
+                    records.append(store.write(result, instruments={n: identities[n] for n in used if n in identities}))
+    except StationError as error:
+        print(f"qslab calibrate: error: {error}", file=sys.stderr)
+        return 1
+    safe = station.safe_state.as_dict() if station.safe_state else {"safe": False}
+    print(format_table(records))
+    if failure:
+        print(f"qslab calibrate: error: {failure} (no record written for it)", file=sys.stderr)
+    if not safe["safe"]:
+        print(f"qslab calibrate: error: the station did not read back safe: {safe}", file=sys.stderr)
+    if args.json:
+        print_json_last(json_payload(records))
+    return 1 if failure or not safe["safe"] else 0
+
+
+def json_payload(records) -> dict:
+    primary, derived = {}, {}
+    for record in records:
+        bench_keys = BENCH_KEYS.get(record.kind, ())
+        for key, estimate in record.parameters.items():
+            entry = {"value": estimate.value, "uncertainty": estimate.uncertainty, "unit": estimate.unit,
+                     "record": record.id}
+            (primary if key in bench_keys else derived)[key] = entry
+    return {"parameters": primary, "derived": derived, "records": [r.id for r in records]}
+
+
+def format_table(records) -> str:
+    rows = [(r.id, key, f"{e.value:.6g} +- {e.uncertainty:.2g} {e.unit}".rstrip())
+            for r in records for key, e in r.parameters.items()]
+    if not rows:
+        return "no calibration record written"
+    header = ("record", "parameter", "value +- 1 sigma")
+    width = [max(len(row[k]) for row in [header, *rows]) for k in range(2)]
+    lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in [header, *rows]]
+    directory = records[0].path.parent
+    return "\n".join(lines + [f"{len(records)} record(s) written to {directory}"])

@@ -1,0 +1,120 @@
+"""The calibration record store: immutable versioned HDF5 records, queries, stale/missing/corrupt errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+
+import h5py
+import numpy as np
+import pytest
+
+from calibration.records import (SCHEMA, CorruptRecord, MissingCalibration, RecordStore, StaleCalibration,
+                                 default_directory)
+from calibration.result import CalibrationResult, Estimate
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def result(kind="homodyne", instrument="client_receiver", value=0.8, **raw) -> CalibrationResult:
+    return CalibrationResult(kind, instrument, {f"{instrument}.efficiency": Estimate(value, 0.01, ""),
+                                                f"{instrument}.electronic_noise_snu": Estimate(0.05, 0.001, "SNU")},
+                             raw or {"lo_power_w": np.linspace(0, 1e-3, 5)}, {"laser_power_dbm": 10.0}, "fig.png")
+
+
+def test_round_trip_keeps_everything_and_the_file_is_read_only(tmp_path):
+    store = RecordStore(tmp_path)
+    trace = np.arange(5000, dtype=np.float32)
+    record = store.write(result(trace=trace), validity_s=60, instruments={"digitizer": "KEYSIGHT,DSOS804A,1,2"},
+                         created=NOW)
+    assert record.id.startswith("homodyne-client_receiver-20260102T030405.000000Z-")
+    assert record.path == tmp_path / f"{record.id}.h5"
+    assert not os.stat(record.path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    again = store.get(record.id)
+    assert again.parameters["client_receiver.efficiency"] == Estimate(0.8, 0.01, "")
+    assert again.parameters["client_receiver.electronic_noise_snu"].unit == "SNU"
+    np.testing.assert_array_equal(again.raw["trace"], trace)
+    assert again.conditions == {"laser_power_dbm": 10.0}
+    assert again.instruments == {"digitizer": "KEYSIGHT,DSOS804A,1,2"}
+    assert again.created == NOW and again.validity_s == 60 and again.figure_png == "fig.png"
+    assert again.code_version.qslab_version and again.code_version.git_revision
+    assert again.expires == NOW + dt.timedelta(seconds=60)
+    with h5py.File(record.path, "r") as f:  # plain h5py reads it
+        assert f.attrs["schema"] == SCHEMA and f["parameters/client_receiver.efficiency"].attrs["value"] == 0.8
+    assert [p.name for p in tmp_path.iterdir()] == [record.path.name]  # no temporary file left behind
+
+
+def test_records_are_never_overwritten(tmp_path):
+    store = RecordStore(tmp_path)
+    first = store.write(result(value=0.8), created=NOW)
+    second = store.write(result(value=0.7), created=NOW)  # same second, different content: a new id
+    assert first.id != second.id
+    assert store.get(first.id).parameters["client_receiver.efficiency"].value == 0.8
+    with pytest.raises(FileExistsError):  # the store links, never replaces: an existing id cannot be rewritten
+        os.link(second.path, first.path)
+    assert store.get(first.id).parameters == first.parameters
+
+
+def test_queries_by_kind_instrument_and_latest_valid(tmp_path):
+    store = RecordStore(tmp_path)
+    old = store.write(result(value=0.1), validity_s=10, created=NOW - dt.timedelta(hours=1))
+    new = store.write(result(value=0.2), validity_s=3600, created=NOW - dt.timedelta(minutes=1))
+    other = store.write(result(instrument="server_receiver"), validity_s=3600, created=NOW)
+    photons = store.write(CalibrationResult("photons", "server_output", {"server.photons_per_symbol":
+                                                                        Estimate(6.0, 0.05, "photons")}), created=NOW)
+    assert [r.id for r in store.records()] == [old.id, new.id, other.id, photons.id]
+    assert [r.id for r in store.records("homodyne", "client_receiver")] == [old.id, new.id]
+    assert [r.id for r in store.records(instrument="server_receiver")] == [other.id]
+    assert store.latest_valid("homodyne", "client_receiver", now=NOW).id == new.id
+    assert store.latest_valid("homodyne", "client_receiver", now=NOW + dt.timedelta(hours=2)) is None
+    assert store.require("photons", now=NOW).estimate("server.photons_per_symbol").value == 6.0
+
+
+def test_missing_and_stale_records_name_the_record_and_the_refresh_command(tmp_path):
+    store = RecordStore(tmp_path / "empty")
+    with pytest.raises(MissingCalibration, match=r"no 'homodyne' calibration of client_receiver record .*"
+                                                 r"run `qslab calibrate homodyne`"):
+        store.require("homodyne", "client_receiver", now=NOW)
+    stale = store.write(result(), validity_s=60, created=NOW - dt.timedelta(minutes=5))
+    with pytest.raises(StaleCalibration) as error:
+        store.require("homodyne", "client_receiver", now=NOW)
+    assert stale.id in str(error.value) and "`qslab calibrate homodyne`" in str(error.value)
+    assert "expired" in str(error.value)
+    with pytest.raises(MissingCalibration, match="no calibration record 'nope'"):
+        store.get("nope")
+
+
+def test_corrupt_and_foreign_files_give_one_clear_error(tmp_path):
+    store = RecordStore(tmp_path)
+    good = store.write(result(), created=NOW)
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(CorruptRecord, match=r"garbage.h5 is not a readable qslab calibration record"):
+        store.get("garbage")
+    with pytest.raises(CorruptRecord, match="garbage.h5"):
+        store.records()
+    (tmp_path / "garbage.h5").unlink()
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f.attrs["schema"] = "somebody.else/3"
+    with pytest.raises(CorruptRecord, match=r"foreign.h5 is not a qslab calibration record \(schema 'somebody.else/3'"):
+        store.get("foreign")
+    (tmp_path / "foreign.h5").unlink()
+    os.link(good.path, tmp_path / "renamed.h5")
+    with pytest.raises(CorruptRecord, match="renamed or copied over"):
+        store.get("renamed")
+
+
+def test_directory_is_configurable(tmp_path, monkeypatch):
+    monkeypatch.delenv("QSLAB_CALIBRATION_DIR", raising=False)
+    assert default_directory().as_posix() == "qslab-output/calibration"
+    monkeypatch.setenv("QSLAB_CALIBRATION_DIR", str(tmp_path / "x"))
+    assert RecordStore().directory == tmp_path / "x"
+
+
+def test_a_result_without_parameters_or_with_bad_validity_is_refused(tmp_path):
+    store = RecordStore(tmp_path)
+    with pytest.raises(ValueError, match="no parameters"):
+        store.write(CalibrationResult("photons", "server_output", {}))
+    with pytest.raises(ValueError, match="validity_s"):
+        store.write(result(), validity_s=0)
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
