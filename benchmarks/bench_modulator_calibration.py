@@ -16,7 +16,6 @@ import argparse
 import collections
 import math
 import time
-import typing
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -69,17 +68,10 @@ class RoundTripCounter:
         return result, dict(self.counts), time.perf_counter() - start
 
 
-def _trace_fix() -> None:
-    """qcodes 0.58's Infiniium trace passes npt.NDArray to pyvisa (tests/bench/conftest.py explains)."""
-    original = pyvisa.util._use_numpy_routines
-    pyvisa.util._use_numpy_routines = lambda container: original(typing.get_origin(container) or container)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=m.DEFAULT_POINTS, help="bias sweep points")
     args = parser.parse_args(argv)
-    _trace_fix()
     rows = []
     with LabStation("lab_config.toml") as station:
         laser, meter = station.laser(), station.power_meter()

@@ -17,6 +17,7 @@ import numpy as np
 
 from analysis import dsp
 from analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
+from instruments.drivers.upstream_fixes import infiniium_trace_fix
 from instruments.optical.limits import Limit
 
 
@@ -99,7 +100,8 @@ class DigitizerHomodyneReceiver:
     def read_samples_v(self) -> np.ndarray:
         if self.channel is None:
             raise RuntimeError(f"{self.name}: no digitizer channel")
-        return np.asarray(self.channel.trace(), dtype=float)
+        with infiniium_trace_fix():
+            return np.asarray(self.channel.trace(), dtype=float)
 
     def measure_snu(self, n_symbols: int | None = None) -> np.ndarray:
         """Read the channel's last acquisition and convert it (with the clipping check at the channel's range)."""

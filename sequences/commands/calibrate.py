@@ -15,10 +15,8 @@ where KEY is the dotted path of the same quantity under the config's [bench] tab
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import sys
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -59,20 +57,6 @@ def register(parser) -> None:
                         default=2, help="channel of the monitor power meter that reads the VOA output (default 2)")
     parser.add_argument("--points", type=number("points", 1024, 50_000_000, integer=True), default=2**21,
                         help="digitizer points per homodyne record (default 2097152)")
-
-
-@contextlib.contextmanager
-def infiniium_trace_fix():
-    """qcodes 0.58's KeysightInfiniium passes container=npt.NDArray to pyvisa, which Python >= 3.11 cannot
-    instantiate (see instruments/sim/README.md); map the alias to np.ndarray while traces are read."""
-    import pyvisa.util
-
-    original = pyvisa.util._use_numpy_routines
-    pyvisa.util._use_numpy_routines = lambda container: original(typing.get_origin(container) or container)
-    try:
-        yield
-    finally:
-        pyvisa.util._use_numpy_routines = original
 
 
 class InfiniiumDigitizer:
@@ -134,9 +118,8 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
         receivers = [station.receiver(name) for name in RECEIVERS]
         digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), receivers)
         settings = HomodyneSettings(protocol.symbol_rate_hz, protocol.wavelength_m, points=int(args.points))
-        with infiniium_trace_fix():
-            results = calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
-                                         receivers, settings, str(figure_dir))
+        results = calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
+                                     receivers, settings, str(figure_dir))
         used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument,
                 config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
         return results, used
@@ -153,16 +136,14 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
         settings = AmplifierSettings(protocol.symbol_rate_hz, protocol.gain,
                                      homodyne.estimate("client_receiver.efficiency"),
                                      wavelength_m=protocol.wavelength_m)
-        with infiniium_trace_fix():
-            result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(), digitizer,
-                                         receiver, settings, str(figure_dir / "amplifier-client_amplifier.png"))
+        result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(), digitizer,
+                                     receiver, settings, str(figure_dir / "amplifier-client_amplifier.png"))
         result = _with_condition(result, "homodyne_record", homodyne.id)
         used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument,
                 config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
         return [result], used
     if kind == "modulators":
-        with infiniium_trace_fix():
-            return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
+        return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
     raise _Refused(f"calibration {kind!r} is not implemented yet")
 
 

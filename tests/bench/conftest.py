@@ -9,11 +9,11 @@ treat that alias as ``np.ndarray`` for the duration of a test; the driver itself
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator
 
 import pytest
-import pyvisa.util
+
+from instruments.drivers import upstream_fixes
 from qcodes.instrument import Instrument
 
 from instruments.sim.server import Bench
@@ -32,10 +32,10 @@ def bench() -> Iterator[Bench]:
 
 
 @pytest.fixture
-def infiniium_trace_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = pyvisa.util._use_numpy_routines
-    monkeypatch.setattr(pyvisa.util, "_use_numpy_routines",
-                        lambda container: original(typing.get_origin(container) or container))
+def infiniium_trace_fix():
+    """For tests that read traces through the unchanged driver itself (the receiver role applies it too)."""
+    with upstream_fixes.infiniium_trace_fix():
+        yield
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from calibration.homodyne import HomodyneSettings, calibrate_homodyne
 from calibration.photons import PhotonSettings, calibrate_photons
 from calibration.result import CalibrationError, Estimate
 from instruments.optical import N774xPowerMeter
-from sequences.commands.calibrate import InfiniiumDigitizer, infiniium_trace_fix
+from sequences.commands.calibrate import InfiniiumDigitizer
 from sequences.station import RECEIVERS, LabStation
 
 Z = 3.0
@@ -83,9 +83,8 @@ def _homodyne(station, tmp_path, **changes):
     receivers = [station.receiver(name) for name in RECEIVERS]
     digitizer = InfiniiumDigitizer(station.driver("digitizer"), receivers)
     settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=POINTS, **changes)
-    with infiniium_trace_fix():
-        return settings, calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
-                                            receivers, settings, str(tmp_path))
+    return settings, calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
+                                        receivers, settings, str(tmp_path))
 
 
 def _true_lo_power_w(station, receiver: str, laser_power_dbm: float) -> float:
@@ -158,7 +157,7 @@ def test_a_dark_laser_fails_both_calibrations_with_one_clear_error_and_leaves_th
         _assert_safe(station)
         receivers = [station.receiver(name) for name in RECEIVERS]
         settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=2**16)
-        with infiniium_trace_fix(), pytest.raises(CalibrationError) as homodyne:
+        with pytest.raises(CalibrationError) as homodyne:
             calibrate_homodyne(dead, station.attenuator(), station.amplifier(),
                                InfiniiumDigitizer(station.driver("digitizer"), receivers), receivers, settings)
         assert homodyne.value.calibration == "homodyne" and "the LO is missing" in str(homodyne.value)
@@ -171,7 +170,7 @@ def test_a_clipped_capture_is_refused(tmp_path):
         receivers = [station.receiver(name) for name in RECEIVERS]
         # a range sized for an impossible efficiency: the shot noise overflows the ADC
         settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=2**16, lowest_efficiency=200.0)
-        with infiniium_trace_fix(), pytest.raises(CalibrationError, match=r"'homodyne' failed: client_receiver: .*clipped"):
+        with pytest.raises(CalibrationError, match=r"'homodyne' failed: client_receiver: .*clipped"):
             calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(),
                                InfiniiumDigitizer(station.driver("digitizer"), receivers), receivers, settings)
         _assert_safe(station)
@@ -185,10 +184,9 @@ def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path):
         receiver = station.receiver("client_receiver")
         eta = station.bench.params.client_receiver.efficiency  # as a homodyne record would give it (2 %)
         settings = AmplifierSettings(station.config.protocol.symbol_rate_hz, 1.3, Estimate(eta, 0.02 * eta))
-        with infiniium_trace_fix():
-            result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(),
-                                         InfiniiumDigitizer(station.driver("digitizer"), [receiver]), receiver,
-                                         settings, str(tmp_path / "amplifier.png"))
+        result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(),
+                                     InfiniiumDigitizer(station.driver("digitizer"), [receiver]), receiver,
+                                     settings, str(tmp_path / "amplifier.png"))
         _assert_safe(station)
         amplifier = station.amplifier()
         amplifier.set_gain(1.3)
@@ -211,7 +209,7 @@ def test_amplifier_without_a_carrier_fails_clearly(tmp_path):
     with _station() as station:
         receiver = station.receiver("client_receiver")
         settings = AmplifierSettings(station.config.protocol.symbol_rate_hz, 1.3, Estimate(0.72, 0.01), points=2**16)
-        with infiniium_trace_fix(), pytest.raises(CalibrationError, match=r"'amplifier' failed: no shot noise"):
+        with pytest.raises(CalibrationError, match=r"'amplifier' failed: no shot noise"):
             calibrate_amplifier(DeadLaser(station.laser()), station.attenuator(), station.amplifier(),
                                 InfiniiumDigitizer(station.driver("digitizer"), [receiver]), receiver, settings)
         _assert_safe(station)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-import typing
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvisa.util
 from qcodes.instrument import Instrument
 from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -119,14 +117,6 @@ def test_arcsine_predistortion_table_inverts_the_null_biased_field():
 
 # --- on the bench, with non-default truths ------------------------------------------------------------
 
-@pytest.fixture
-def _trace_fix(monkeypatch):
-    """qcodes 0.58's Infiniium trace read passes npt.NDArray to pyvisa (see tests/bench/conftest.py)."""
-    original = pyvisa.util._use_numpy_routines
-    monkeypatch.setattr(pyvisa.util, "_use_numpy_routines",
-                        lambda container: original(typing.get_origin(container) or container))
-
-
 def write_config(path: Path, bench_changes: dict) -> Path:
     """lab_config.toml with [bench] tables changed, written as TOML (tests only)."""
     data = tomllib.loads((ROOT / "lab_config.toml").read_text())
@@ -222,7 +212,7 @@ def test_the_lock_lands_on_the_fitted_bias_point(bench_roles, point):
 
 
 @pytest.mark.parametrize("key", ["server_iq", "server_carver"])
-def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key, _trace_fix):
+def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key):
     r = bench_roles
     r.light_on(homodyne=True)
     r.carver.bias_controller.mzm.bias_mode("peak")
@@ -244,7 +234,7 @@ def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key, _trace_
     assert table["modulator_v"][-1] == pytest.approx(vpi.value)
 
 
-def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures, _trace_fix):
+def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures):
     r = bench_roles
     r.light_on(homodyne=True)
     r.carver.bias_controller.mzm.bias_mode("peak")
@@ -263,7 +253,7 @@ def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures, _tra
     assert calibration.iq_gain_imbalance == pytest.approx(0.05, abs=3 * g.uncertainty)
 
 
-def test_calibrate_station_runs_every_procedure_and_leaves_the_bench_dark(bench_roles, figures, _trace_fix):
+def test_calibrate_station_runs_every_procedure_and_leaves_the_bench_dark(bench_roles, figures):
     r = bench_roles
     results = m.calibrate_station(r.station, figures)
     keys = {key for result in results for key in result.parameters}
@@ -288,7 +278,7 @@ def test_laser_off_fails_the_bias_transfer_and_leaves_things_safe(bench_roles):
     assert r.is_safe()
 
 
-def test_laser_off_fails_the_rf_transfer(bench_roles, _trace_fix):
+def test_laser_off_fails_the_rf_transfer(bench_roles):
     r = bench_roles
     r.laser.off()
     with pytest.raises(CalibrationError, match="laser is off") as error:
@@ -297,7 +287,7 @@ def test_laser_off_fails_the_rf_transfer(bench_roles, _trace_fix):
     assert r.is_safe()
 
 
-def test_noise_only_capture_is_an_error_and_leaves_things_safe(bench_roles, _trace_fix):
+def test_noise_only_capture_is_an_error_and_leaves_things_safe(bench_roles):
     r = bench_roles
     r.light_on(homodyne=True)
     r.attenuator.close_shutter()   # LO present, no signal: the capture is shot noise only
@@ -307,7 +297,7 @@ def test_noise_only_capture_is_an_error_and_leaves_things_safe(bench_roles, _tra
     assert r.is_safe() and not r.state.amplifier.enabled
 
 
-def test_a_clipped_capture_is_an_error(bench_roles, _trace_fix):
+def test_a_clipped_capture_is_an_error(bench_roles):
     r = bench_roles
     r.light_on(homodyne=True)
     r.iq.lock_bias()
