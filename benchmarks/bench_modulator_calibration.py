@@ -20,7 +20,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import pyvisa.resources
-import pyvisa.util
 
 from calibration import modulators as m
 from instruments.drivers.thorlabs_mbx import ThorlabsMBX
