@@ -637,7 +637,7 @@ def _count(arr, axis):
 def _validated_array(values, name):
     arr = np.asarray(values)
     _require(not np.iscomplexobj(arr), name, "must be real quadratures (SNU), not complex amplitudes")
-    arr = arr.astype(float)
+    arr = np.asarray(arr, dtype=float)  # no copy of float64 input: the samples are only read
     _require(arr.ndim >= 1, name, "must be an array of samples")
     _require(arr.size > 0, name, "is empty")
     _require(bool(np.all(np.isfinite(arr))), name, "contains NaN or inf")

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
-from sequences.commands import COMMANDS
+# OpenBLAS worker threads otherwise spin ~0.1 s after every matmul and starve the thread that draws
+# the verification noise (instruments/sim/physics.NormalStream) on a 2-core machine. Must be set
+# before numpy loads; a value in the environment wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from sequences.commands import COMMANDS  # noqa: E402 - after the OpenBLAS setting
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -57,36 +57,56 @@ def load_test_set(images: int):
 
 
 def run_seed(settings: SimulationSettings, weights, x, labels, seed: int, progress_bar=None):
-    """Accuracy and the server's verification samples of one noise seed, in batches."""
+    """Accuracy and the server's verification records of one noise seed, in batches.
+
+    The records (VerificationRecord, one per batch and verified layer) are kept as they are: the
+    server pools their samples only when it runs the verification (verify_samples). None when no
+    row was verified (paper mode, or verify_fraction = 0).
+    """
     rng = np.random.default_rng(seed)
     params = LinkParameters(mu_photons=settings.mu, gain=settings.gain)
     correct = 0
-    sent, returned = [], []
+    records = []
+    if settings.mode == "paper":
+        engine = PaperEngine(paper_scaling_f(settings.mu, settings.gain))
+    else:
+        engine = LinkEngine(params, settings.verify_fraction)  # packs each layer's weights once per seed
     for start in range(0, len(x), BATCH_IMAGES):
         batch = slice(start, start + BATCH_IMAGES)
-        if settings.mode == "paper":
-            engine = PaperEngine(paper_scaling_f(settings.mu, settings.gain))
-        else:
-            engine = LinkEngine(params, settings.verify_fraction)
         predictions = predict_secure(weights, x[batch], engine, rng)
         correct += int(np.sum(predictions == labels[batch]))
         for output in getattr(engine, "outputs", {}).values():
             record = output.verification
             if record.row_indices.size:
-                sent.append(record.sent_quadratures_snu.ravel())
-                returned.append(record.returned_quadratures_snu.ravel())
+                records.append(record)
         if progress_bar is not None:
             progress_bar.update(len(predictions))
-    samples = (np.concatenate(sent), np.concatenate(returned)) if sent else None
-    return correct / len(x), samples
+    return correct / len(x), (records or None)
 
 
-def verify_samples(settings: SimulationSettings, samples, n_modes: int) -> dict | None:
-    """The server's accept/abort decision and the weight-leakage bound at the finite-size limits."""
-    if samples is None:
+def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
+    """The verified samples of every record pooled into two flat float64 arrays (sent, returned), in order."""
+    total = sum(record.returned_quadratures_snu.size for record in records)
+    sent, returned = np.empty(total), np.empty(total)
+    offset = 0
+    for record in records:
+        size = record.returned_quadratures_snu.size
+        record.write_sent_quadratures_snu(sent[offset:offset + size])
+        returned[offset:offset + size] = record.returned_quadratures_snu.ravel()
+        offset += size
+    return sent, returned
+
+
+def verify_samples(settings: SimulationSettings, records, n_modes: int) -> dict | None:
+    """The server's accept/abort decision and the weight-leakage bound at the finite-size limits.
+
+    `records` are run_seed's verification records (or a (sent, returned) pair of sample arrays).
+    """
+    if records is None:
         return None
+    sent, returned = records if isinstance(records, tuple) else pooled_samples(records)
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
-    result = verification.verify(samples[0], samples[1], settings.mu, honest,
+    result = verification.verify(sent, returned, settings.mu, honest,
                                  failure_probability=settings.failure_probability, false_alarm=settings.false_alarm)
     return result.to_dict()
 

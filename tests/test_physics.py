@@ -324,6 +324,89 @@ def test_link_engine_runs_the_network():
     assert set(engine.outputs) == {0, 1}
 
 
+def test_box_muller_normals_are_standard_normal():
+    out = np.empty(2_000_001, dtype=np.float32)  # odd: the last sine is dropped
+    ph.standard_normal_f32(np.random.default_rng(20), out)
+    x = out.astype(np.float64)
+    m = x.size
+    _close(x.mean(), 0.0, np.sqrt(1 / m), "mean")
+    _close(x.var(), 1.0, np.sqrt(2 / m), "variance")
+    _close(stats.skew(x), 0.0, np.sqrt(6 / m), "skewness")
+    _close(stats.kurtosis(x), 0.0, np.sqrt(24 / m), "excess kurtosis")
+    assert stats.kstest(x, "norm").pvalue > 1e-4
+    # cosine half and sine half are independent
+    half = (m + 1) // 2
+    _close(np.corrcoef(x[:half - 1], x[half:])[0, 1], 0.0, np.sqrt(1 / half), "cos-sin correlation")
+    again = ph.standard_normal_f32(np.random.default_rng(20), np.empty_like(out))
+    assert np.array_equal(out, again)
+    with pytest.raises(ValueError, match="float32"):
+        ph.standard_normal_f32(np.random.default_rng(0), np.empty(4))
+
+
+def test_normal_stream_is_independent_of_threads_and_request_sizes():
+    total = 3 * ph.NORMAL_STREAM_BLOCK + 12345
+    reference = ph.NormalStream([1, 2, 3, 4], threads=0).fill(np.empty(total, dtype=np.float32))
+    threaded = ph.NormalStream([1, 2, 3, 4], threads=2, prefetch=3)
+    pieces, rng = [], np.random.default_rng(0)
+    while sum(p.size for p in pieces) < total:  # odd-sized requests that straddle blocks
+        size = min(int(rng.integers(1, ph.NORMAL_STREAM_BLOCK // 3)), total - sum(p.size for p in pieces))
+        pieces.append(threaded.fill(np.empty(size, dtype=np.float32)))
+    threaded.close()
+    assert np.array_equal(np.concatenate(pieces), reference)
+    assert not np.array_equal(reference, ph.NormalStream([1, 2, 3, 5], threads=0).fill(np.empty(total, np.float32)))
+
+
+def test_threaded_verification_reproduces_bit_for_bit(monkeypatch):
+    x = ph.pack_data(np.random.default_rng(21).standard_normal((700, 784)))
+    symbols = _symbols(40, 392)
+    monkeypatch.setattr(ph, "VERIFY_BLOCK_SAMPLES", 2**14)  # many blocks, many stream blocks
+    monkeypatch.setattr(ph, "NORMAL_STREAM_BLOCK", 2**15)
+    runs = {}
+    for threads in (2, 2, 0):
+        monkeypatch.setattr(ph, "VERIFY_THREADS", threads)
+        runs.setdefault(threads, []).append(
+            ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(22), 0.2, chunk_images=300))
+    (a, rec_a), (b, rec_b), (c, rec_c) = runs[2][0], runs[2][1], runs[0][0]
+    assert rec_a.row_indices.size > 0
+    for x_meas, rec in ((b, rec_b), (c, rec_c)):
+        assert np.array_equal(a, x_meas)
+        assert np.array_equal(rec_a.measure_p, rec.measure_p)
+        assert np.array_equal(rec_a.returned_quadratures_snu, rec.returned_quadratures_snu)
+
+
+def test_link_engine_shares_its_stream_and_reproduces_a_seed(monkeypatch):
+    rng = np.random.default_rng(23)
+    weights = [rng.standard_normal((50, 64)), rng.standard_normal((10, 50))]
+    x = rng.standard_normal((300, 64))
+    params = ph.LinkParameters(mu_photons=5.0, gain=1.3)
+
+    def run(threads, seed):
+        monkeypatch.setattr(ph, "VERIFY_THREADS", threads)
+        engine = ph.LinkEngine(params, verify_fraction=0.3)
+        generator = np.random.default_rng(seed)
+        outs = [secure_forward(weights, x[k:k + 100], engine, generator) for k in (0, 100, 200)]
+        return outs, engine.outputs[0].verification.returned_quadratures_snu
+
+    (first, ret1), (second, ret2), (single, ret3) = run(2, 24), run(2, 24), run(0, 24)
+    for a, b, c in zip(first, second, single):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert np.array_equal(ret1, ret2) and np.array_equal(ret1, ret3)
+    # a new rng on the same engine starts its own stream: seed 24 alone reproduces the first batch
+    engine = ph.LinkEngine(params, verify_fraction=0.3)
+    secure_forward(weights, x[:100], engine, np.random.default_rng(99))
+    assert np.array_equal(secure_forward(weights, x[:100], engine, np.random.default_rng(24)), first[0])
+
+
+def test_pooled_samples_match_the_records():
+    from sequences.simulation import pooled_samples
+    x = ph.pack_data(np.random.default_rng(25).standard_normal((30, 12)))
+    records = [ph.secure_products(_symbols(5, 6), x, REALISTIC, np.random.default_rng(s), 0.6)[1] for s in (26, 27)]
+    sent, returned = pooled_samples(records)
+    assert sent.dtype == returned.dtype == np.float64
+    assert np.array_equal(sent, np.concatenate([r.sent_quadratures_snu.ravel() for r in records]))
+    assert np.array_equal(returned, np.concatenate([r.returned_quadratures_snu.ravel() for r in records]))
+
+
 @pytest.mark.parametrize("kwargs, name", [
     (dict(gain=0.9), "gain"),
     (dict(forward_transmittance=0.0), "forward_transmittance"),

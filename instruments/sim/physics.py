@@ -22,6 +22,11 @@ it is slow (O(N^2) per image) and exists to check the two fast paths.
 
 from __future__ import annotations
 
+import collections
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +37,14 @@ from analysis.units import db_to_linear, linear_to_db
 
 VACUUM_COMPONENT_VARIANCE = 0.25  # per real component of a complex amplitude (X = 2 Re a has variance 1)
 DEFAULT_CHUNK_IMAGES = 16384      # fast-path images per chunk (temporaries ~ chunk x rows x 8 B)
-VERIFY_BLOCK_SAMPLES = 2**19      # returned samples per verification block (~4 MB per array: stays in cache)
+VERIFY_BLOCK_SAMPLES = 2**19      # returned samples per verification block (2 MB per float32 array: stays in cache)
 # Both sizes are part of the random-stream layout: keep them fixed for bit-for-bit replays.
+# Worker threads drawing the per-sample normals ahead (0: drawn inline). Not part of the layout. One
+# worker is enough on 2 cores (the main thread and OpenBLAS use the rest); more oversubscribe.
+VERIFY_THREADS = 1 if (os.cpu_count() or 1) > 1 else 0
+NORMAL_WORK_MAX_PAIRS = 2**20     # largest per-thread work buffers kept by standard_normal_f32 (16 MB)
+NORMAL_STREAM_BLOCK = 2**19       # normals per NormalStream block (part of the random-stream layout)
+VERIFY_PREFETCH_BLOCKS = 8        # NormalStream blocks drawn ahead (16 MB; not part of the layout)
 UNIT_NORM_TOLERANCE = 1e-9
 
 
@@ -181,14 +192,21 @@ def pack_data(data) -> np.ndarray:
 
     Then Re(sum_i conj(x_hat_i) alpha_i) = s (w . x)/||x||. A 1-D vector gives a 1-D result.
     """
-    data = np.asarray(data, dtype=np.float64)
+    data = np.asarray(data)
     single = data.ndim == 1
-    data = _real_2d("data", data[None] if single else data)
-    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    data = np.array(data[None] if single else data, dtype=np.float64)  # our own float64 copy: normalised in place
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise ValueError(f"data must be a non-empty 2-D array [rows, features], got shape {data.shape}")
+    square_norms = np.einsum("ij,ij->i", data, data)
+    if not np.all(np.isfinite(square_norms)):  # a NaN or inf entry (or an overflow): the full check says which
+        _real_2d("data", data)
+        square_norms = np.linalg.norm(data, axis=1) ** 2
+    norms = np.sqrt(square_norms)[:, None]
     zero = np.flatnonzero(norms[:, 0] == 0.0)
     if zero.size:
         raise ValueError(f"data rows {zero[:10].tolist()} have zero norm: the client cannot normalise them")
-    x_hat = _pack_complex(data / norms)
+    data /= norms
+    x_hat = _pack_complex(data)
     return x_hat[0] if single else x_hat
 
 
@@ -292,6 +310,53 @@ def homodyne(modes, measure_p, rng: np.random.Generator, efficiency: float = 1.0
         signal.shape)
 
 
+_NORMAL_WORK = threading.local()
+
+
+def _normal_work_buffers(pairs: int):
+    """Per-thread work arrays for standard_normal_f32, kept between calls: fresh large allocations
+    page-fault on every call, and page faults of concurrent threads serialise in the kernel."""
+    buffers = getattr(_NORMAL_WORK, "buffers", None)
+    if buffers is None or buffers[0].size < pairs:
+        buffers = (np.empty(pairs), np.empty(pairs, dtype=np.float32), np.empty(pairs, dtype=np.float32))
+        if pairs <= NORMAL_WORK_MAX_PAIRS:
+            _NORMAL_WORK.buffers = buffers
+    return tuple(b[:pairs] for b in buffers)
+
+
+def standard_normal_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """Fill the float32 C-contiguous array `out` with independent N(0, 1) samples (Box-Muller); returns out.
+
+    Exact transform (not an approximation): with u uniform on (0, 1] (float64, 53-bit) and v uniform
+    on [0, 1), sqrt(-2 ln u) (cos 2 pi v, sin 2 pi v) are two independent standard normals; the
+    first half of `out` gets the cosines, the second half the sines. The float64 radius bounds
+    |z| <= 8.6 (probability beyond it ~1e-17); the angle is drawn in float32 (resolution 4e-7 rad,
+    below float32's own output resolution). It needs about 4 ns per sample against 8.5 ns for
+    numpy's float32 ziggurat here, which matters for the ~3e7 returned samples of a verified run.
+    """
+    if out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous float32 array")
+    flat = out.reshape(-1)
+    n = flat.size
+    pairs = (n + 1) // 2
+    radius, radius32, angle = _normal_work_buffers(pairs)
+    rng.random(out=radius)                  # [0, 1)
+    np.subtract(1.0, radius, out=radius)    # (0, 1]: ln never sees 0
+    np.log(radius, out=radius)
+    radius *= -2.0
+    np.sqrt(radius, out=radius)
+    radius32[...] = radius
+    rng.random(dtype=np.float32, out=angle)
+    angle *= np.float32(2.0 * np.pi)
+    head = flat[:pairs]
+    np.cos(angle, out=head)
+    head *= radius32
+    np.sin(angle, out=angle)
+    angle *= radius32
+    flat[pairs:] = angle[:n - pairs]
+    return out
+
+
 # --- reference model: explicit matrices, one image -------------------------------------------------
 
 def simulate_rows_reference(symbols, x_hat, params: LinkParameters, rng: np.random.Generator, measure_p):
@@ -351,6 +416,13 @@ class VerificationRecord:
         """2 Re alpha or 2 Im alpha per verified (image, row, mode), aligned with the returned ones."""
         return quadrature_snu(self.sent_symbols[None], self.measure_p[..., None])
 
+    def write_sent_quadratures_snu(self, out: np.ndarray) -> np.ndarray:
+        """sent_quadratures_snu written into `out` (any float dtype, [batch, v, N] or flat) without temporaries."""
+        view = out.reshape(self.returned_quadratures_snu.shape)
+        np.copyto(view, 2.0 * self.sent_symbols.real)
+        np.copyto(view, 2.0 * self.sent_symbols.imag, where=self.measure_p[..., None])
+        return out
+
 
 def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
     symbols = np.asarray(symbols)
@@ -374,9 +446,9 @@ def _sqrtm_2x2(s11, s12, s22):
     return (s11 + root_det) / norm, s12 / norm, (s22 + root_det) / norm
 
 
-def _verified_rows(x_hat, symbols, beta, params: LinkParameters, rng: np.random.Generator, returned: np.ndarray,
-                   scratch: np.ndarray):
-    """Joint client measurement and server homodyne for the verified rows of one chunk (docs/PHYSICS.md 5).
+def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: np.random.Generator,
+                   returned: np.ndarray, scratch: np.ndarray, signals: np.ndarray):
+    """Joint client measurement and server homodyne for the verified rows of one block (docs/PHYSICS.md 5).
 
     With k = sqrt(t) n + sqrt(1-t) m~ the processor-output vacuum written in the input basis, the
     returned mode is r_i = sqrt(t) (sqrt(t T_f) alpha_i + k_i + D x_i) + loss vacuum, D = d_ret - b_1,
@@ -385,9 +457,12 @@ def _verified_rows(x_hat, symbols, beta, params: LinkParameters, rng: np.random.
     normal w_i per mode, and what b_1 needs of k (its projection x^dagger k) is drawn conditionally
     on w, two normals per (image, row). The server picks X or P with probability 1/2 each.
 
-    beta = x_hat^dagger alpha [batch, rows]. Writes y into `returned` [batch, rows, N] (float64,
-    C-contiguous; `scratch` is a work buffer of the same shape) and returns the client's outcomes
-    [batch, rows] and the quadrature choices.
+    beta = x_hat^dagger alpha [batch, rows]; x_basis = float32 [batch, 2, N] (Re x_hat, Im x_hat).
+    `returned` [batch, rows, N] (float32, C-contiguous) holds on entry w/sqrt(var_w), one standard
+    normal per returned sample (drawn by the caller, see secure_products); it is overwritten with y
+    in place. `scratch` is a work buffer of the same shape; signals = 2 a sqrt(t T_f) [Re alpha;
+    Im alpha] [2 rows, N] (float32). Returns the client's outcomes [batch, rows] and the
+    quadrature choices.
     """
     batch, n_modes = x_hat.shape
     n_rows = symbols.shape[0]
@@ -399,17 +474,17 @@ def _verified_rows(x_hat, symbols, beta, params: LinkParameters, rng: np.random.
     f = (var_w - a * a) / var_w  # Var(independent part)/Var(w)
 
     measure_p = rng.random((batch, n_rows)) < 0.5
-    rng.standard_normal(dtype=returned.dtype, out=returned)  # w/sqrt(var_w): one normal per returned sample, the dominant cost
     xr, xi = x_hat.real, x_hat.imag
-    # sum_i conj(x_i) w_i per (image, row)
-    proj = np.matmul(returned, np.stack([xr, -xi], axis=-1).astype(np.float32)) * np.sqrt(var_w)  # [batch, rows, 2]
-    aa, bb, cc = np.sum(xr * xr, 1), np.sum(xi * xi, 1), np.sum(xr * xi, 1)
+    # sum_i conj(x_i) w_i per (image, row): one float32 pass over the block (accumulated by BLAS)
+    proj = np.matmul(returned, x_basis.transpose(0, 2, 1)).astype(np.float64)  # [batch, rows, 2]: sum w xr, sum w xi
+    aa, bb, cc = np.einsum("ij,ij->i", xr, xr), np.einsum("ij,ij->i", xi, xi), np.einsum("ij,ij->i", xr, xi)
     r11, r12, r22 = _sqrtm_2x2(f * aa + bb, cc * (1.0 - f), f * bb + aa)
     z = rng.standard_normal((batch, n_rows, 2))
     cond_re = r11[:, None] * z[..., 0] + r12[:, None] * z[..., 1]
     cond_im = r12[:, None] * z[..., 0] + r22[:, None] * z[..., 1]
     rotation = np.where(measure_p, 1j, 1.0)  # e^{i theta}: the server's quadrature frame
-    k_proj = 0.5 * rotation * ((a / var_w) * (proj[..., 0] + 1j * proj[..., 1]) + cond_re + 1j * cond_im)
+    scale_w = a / np.sqrt(var_w)  # (a/var_w) sqrt(var_w): w = sqrt(var_w) * the stored normal
+    k_proj = 0.5 * rotation * (scale_w * (proj[..., 0] - 1j * proj[..., 1]) + cond_re + 1j * cond_im)
 
     b1 = root_loss * beta + k_proj
     idler = thermal_noise((batch, n_rows), rng, 2.0 * n_sp - 1.0)
@@ -419,16 +494,135 @@ def _verified_rows(x_hat, symbols, beta, params: LinkParameters, rng: np.random.
 
     # y = sqrt(var_w) w + 2a Re(D e^{-i theta} x_i) + a sqrt(t T_f) Q(alpha_i), accumulated in place
     disturbance = (to_return - b1) / rotation
-    coefficients = (2.0 * a) * np.stack([disturbance.real, -disturbance.imag], axis=-1)  # [batch, rows, 2]
-    np.matmul(coefficients.astype(np.float32), np.stack([xr, xi], axis=1).astype(np.float32), out=scratch)
-    signal_x = ((2.0 * a * root_loss) * symbols.real).astype(np.float32)
-    signal_p = ((2.0 * a * root_loss) * symbols.imag).astype(np.float32)
-    scratch += signal_x
-    np.add(scratch, signal_p - signal_x, out=scratch, where=measure_p[..., None])
+    coefficients = np.empty((batch, n_rows, 2), dtype=np.float32)
+    coefficients[..., 0] = (2.0 * a) * disturbance.real
+    coefficients[..., 1] = (-2.0 * a) * disturbance.imag
     if var_w != 1.0:
-        returned *= np.sqrt(var_w)
+        returned *= np.float32(np.sqrt(var_w))
+    # the signal row of each (image, row): X or P of alpha_row, gathered in one pass from [2 rows, N]
+    np.take(signals, (np.arange(n_rows) + n_rows * measure_p).ravel(), axis=0, out=scratch.reshape(-1, n_modes))
+    returned += scratch
+    np.matmul(coefficients, x_basis, out=scratch)
     returned += scratch
     return x_meas, measure_p
+
+
+class NormalStream:
+    """The server's per-sample standard normals (float32), drawn ahead by worker threads.
+
+    Stream layout: SeedSequence(entropy).spawn(1), called once per block in order, gives block k
+    its own PCG64 Generator, which draws NORMAL_STREAM_BLOCK normals with standard_normal_f32;
+    `fill` hands out the concatenation of the blocks in order, whatever the sizes asked for. The
+    values therefore depend only on the entropy (drawn from the caller's Generator), never on the
+    thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
+    drawn inline when needed; numpy releases the GIL in its fills and ufuncs), also between calls,
+    so that the generation overlaps the rest of the inference. close() (or garbage collection)
+    stops the workers.
+    """
+
+    def __init__(self, entropy, threads: int = None, prefetch: int = None):
+        threads = VERIFY_THREADS if threads is None else int(threads)
+        self._sequence = np.random.SeedSequence(entropy)
+        self._prefetch = VERIFY_PREFETCH_BLOCKS if prefetch is None else int(prefetch)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qslab-normals") if threads > 0 else None
+        self._finalizer = None if self._pool is None else weakref.finalize(
+            self, self._pool.shutdown, wait=False, cancel_futures=True)
+        self._pending = collections.deque()  # futures (threaded) or child seeds (inline), in block order
+        self._spare = []                      # consumed block arrays, reused
+        self._block = None
+        self._offset = NORMAL_STREAM_BLOCK
+
+    @staticmethod
+    def _draw(child, buffer):
+        return standard_normal_f32(np.random.Generator(np.random.PCG64(child)), buffer)
+
+    def _submit(self):
+        child = self._sequence.spawn(1)[0]
+        if self._pool is None:
+            self._pending.append(child)
+        else:
+            buffer = self._spare.pop() if self._spare else np.empty(NORMAL_STREAM_BLOCK, dtype=np.float32)
+            self._pending.append(self._pool.submit(self._draw, child, buffer))
+
+    def _next_block(self):
+        if self._block is not None:
+            self._spare.append(self._block)
+        if not self._pending:
+            self._submit()
+        item = self._pending.popleft()
+        if self._pool is None:
+            buffer = self._spare.pop() if self._spare else np.empty(NORMAL_STREAM_BLOCK, dtype=np.float32)
+            self._block = self._draw(item, buffer)
+        else:
+            self._block = item.result()
+        self._offset = 0
+
+    def fill(self, out: np.ndarray) -> np.ndarray:
+        """Write the next out.size normals of the stream into the float32 C-contiguous `out`."""
+        if out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous float32 array")
+        flat = out.reshape(-1)
+        position = 0
+        while position < flat.size:
+            if self._offset == NORMAL_STREAM_BLOCK:
+                self._next_block()
+            take = min(NORMAL_STREAM_BLOCK - self._offset, flat.size - position)
+            flat[position:position + take] = self._block[self._offset:self._offset + take]
+            position += take
+            self._offset += take
+        self.prefetch()
+        return out
+
+    def prefetch(self):
+        """Queue blocks up to the prefetch depth (no-op without worker threads)."""
+        if self._pool is not None:
+            while len(self._pending) < self._prefetch:
+                self._submit()
+
+    def close(self):
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def new_normal_stream(rng: np.random.Generator, threads: int = None, prefetch: int = None) -> NormalStream:
+    """A NormalStream seeded by one 256-bit entropy (4 uint64) drawn from rng."""
+    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch)
+
+
+class _LazyNormalStream:
+    """A NormalStream whose entropy is drawn from rng when it is first used (LinkEngine's shared stream)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng, self._stream = rng, None
+
+    def _get(self) -> NormalStream:
+        if self._stream is None:
+            self._stream = new_normal_stream(self._rng)
+        return self._stream
+
+    def fill(self, out):
+        return self._get().fill(out)
+
+    def prefetch(self):
+        self._get().prefetch()
+
+    def close(self):
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _verification_spans(batch: int, chunk_images: int, block: int) -> list[tuple[int, int]]:
+    """Image ranges of the verification blocks: cache-sized blocks inside each fast-path chunk."""
+    spans = []
+    for start in range(0, batch, chunk_images):
+        stop = min(start + chunk_images, batch)
+        spans.extend((first, min(first + block, stop)) for first in range(start, stop, block))
+    return spans
+
+
+def _prepare_mean_symbols(symbols: np.ndarray, params: LinkParameters) -> np.ndarray:
+    """float32 [2N, rows] with <X_meas> = x_flat @ this, x_flat the real packing of x_hat."""
+    return np.ascontiguousarray((params.client_mean_per_re_beta * symbols).view(np.float64).T, dtype=np.float32)
 
 
 def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Generator,
@@ -440,47 +634,97 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     quadrature is drawn per (image, verified row). Memory is bounded by processing chunk_images
     images at a time (beyond the outputs themselves); verified rows run in cache-sized blocks of
     images. Both block sizes are part of the random-stream layout.
+
+    Random-stream layout: from `rng`, in order: the verified rows; if any, one 256-bit entropy
+    (4 x uint64) that seeds the NormalStream of the per-sample normals (blocks of
+    NORMAL_STREAM_BLOCK float32 normals, block k from its own spawned PCG64 Generator; the returned
+    samples take them in order, [image, row, mode] C order); then per chunk the fast-path noise,
+    and per verification block (cache-sized, in image order) the per-(image, row) draws of
+    _verified_rows. The float32 normals (per-sample and fast-path noise) come from
+    standard_normal_f32 (Box-Muller), the others from numpy's own samplers. Worker threads draw the
+    stream's blocks ahead (VERIFY_THREADS), but every block's values depend only on the seed, so a
+    seed reproduces the outputs bit for bit whatever the thread count or timing. LinkEngine shares
+    one stream across its calls with the same rng (its entropy is drawn from rng at the stream's
+    first use, right after that call's row draw) and also takes the fast-path noise from it, so
+    that the workers draw while the rest of the network runs.
     """
     symbols, x_hat = _check_symbols_and_data(symbols, x_hat)
+    return _secure_products(symbols, x_hat, None, _prepare_mean_symbols(symbols, params), params, rng,
+                            verify_fraction, chunk_images)
+
+
+def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, verify_fraction, chunk_images,
+                     normals: NormalStream | None = None):
+    """secure_products on checked inputs; x_flat32 (float32 [batch, 2N] packing of x_hat) may be None.
+
+    normals: the stream of per-sample normals to use (shared across calls by LinkEngine), or None
+    for a new one seeded from rng when this call verifies any row.
+    """
     verify_fraction = _finite("verify_fraction", verify_fraction)
     if not 0.0 <= verify_fraction <= 1.0:
         raise ValueError(f"verify_fraction must be in [0, 1], got {verify_fraction!r}")
     if int(chunk_images) < 1:
         raise ValueError(f"chunk_images must be >= 1, got {chunk_images!r}")
+    chunk_images = int(chunk_images)
     batch, n_modes = x_hat.shape
     n_rows = symbols.shape[0]
     rows = np.flatnonzero(rng.random(n_rows) < verify_fraction)
     sent = symbols[rows]
-    std = np.sqrt(params.client_variance_snu)
-    # <X_meas> = m Re(conj(x) . alpha), and Re(conj(x) . alpha) is the real dot product of the packings
-    # The client's outcomes are computed in float32: its relative resolution (6e-8) is far below the
-    # shot noise of every outcome, and it halves the cost of the matmul and of the noise draw.
-    mean_symbols_t = np.ascontiguousarray((params.client_mean_per_re_beta * symbols).view(np.float64).T, dtype=np.float32)
-    # Re and Im of beta for the verified rows, as real dot products: Im(conj(x) alpha) = x_r alpha_i - x_i alpha_r
-    beta_columns = np.concatenate([sent.view(np.float64), (-1j * sent).view(np.float64)]).T
+    std = np.float32(np.sqrt(params.client_variance_snu))
 
     x_meas = np.empty((batch, n_rows), dtype=np.float32)
     measure_p = np.empty((batch, rows.size), dtype=bool)
     returned = np.empty((batch, rows.size, n_modes), dtype=np.float32)
-    block = max(1, VERIFY_BLOCK_SAMPLES // max(rows.size * n_modes, 1))
-    scratch = np.empty((min(block, batch), rows.size, n_modes), dtype=np.float32)
-    for start in range(0, batch, int(chunk_images)):
-        stop = min(start + int(chunk_images), batch)
-        chunk = x_hat[start:stop]
-        out = x_meas[start:stop]
-        np.matmul(chunk.view(np.float64).astype(np.float32), mean_symbols_t, out=out)
-        noise = rng.standard_normal(out.shape, dtype=np.float32)  # idler, coupler, detector loss, electronics: one combined draw
-        noise *= np.float32(std)
-        out += noise
-        if not rows.size:
-            continue
-        re_im = chunk.view(np.float64) @ beta_columns
-        beta = re_im[:, :rows.size] + 1j * re_im[:, rows.size:]
-        for first in range(start, stop, block):  # cache-sized blocks: the joint model is memory bound
-            last = min(first + block, stop)
-            x_meas[first:last, rows], measure_p[first:last] = _verified_rows(
-                x_hat[first:last], sent, beta[first - start:last - start], params, rng, returned[first:last],
-                scratch[:last - first])
+    spans, own_stream = [], False
+    if rows.size:
+        block = max(1, VERIFY_BLOCK_SAMPLES // (rows.size * n_modes))
+        spans = _verification_spans(batch, chunk_images, block)
+        if normals is None:
+            normals, own_stream = new_normal_stream(rng, prefetch=min(VERIFY_PREFETCH_BLOCKS, -(-returned.size // NORMAL_STREAM_BLOCK))), True
+        normals.prefetch()  # the workers draw while this thread runs the fast path
+        scratch = np.empty((min(block, batch), rows.size, n_modes), dtype=np.float32)
+        # Re and Im of beta for the verified rows, as real dot products: Im(conj(x) alpha) = x_r alpha_i - x_i alpha_r
+        beta_columns = np.concatenate([sent.view(np.float64), (-1j * sent).view(np.float64)]).T
+        gain_q = 2.0 * np.sqrt(params.server_efficiency * params.return_transmittance
+                               * params.processor_transmittance_per_pass) * np.sqrt(
+            params.forward_transmittance * params.processor_transmittance_per_pass)
+        signals = np.concatenate([gain_q * sent.real, gain_q * sent.imag]).astype(np.float32)
+    try:
+        k = 0
+        for start in range(0, batch, chunk_images):
+            stop = min(start + chunk_images, batch)
+            chunk = x_hat[start:stop]
+            out = x_meas[start:stop]
+            # <X_meas> = m Re(conj(x) . alpha), the real dot product of the packings, in float32: its
+            # relative resolution (6e-8) is far below the shot noise of every outcome.
+            flat32 = chunk.view(np.float64).astype(np.float32) if x_flat32 is None else x_flat32[start:stop]
+            np.matmul(flat32, mean_symbols_t, out=out)
+            # idler, coupler, detector loss, electronics: one combined draw (from the shared stream under LinkEngine)
+            noise = np.empty(out.shape, dtype=np.float32)
+            if normals is not None and not own_stream:
+                normals.fill(noise)
+            else:
+                standard_normal_f32(rng, noise)
+            noise *= std
+            out += noise
+            if not rows.size:
+                continue
+            re_im = chunk.view(np.float64) @ beta_columns
+            beta = re_im[:, :rows.size] + 1j * re_im[:, rows.size:]
+            while k < len(spans) and spans[k][0] < stop:  # cache-sized blocks: the joint model is memory bound
+                first, last = spans[k]
+                normals.fill(returned[first:last])
+                block_x = x_hat[first:last]
+                basis = np.empty((last - first, 2, n_modes), dtype=np.float32)
+                basis[:, 0] = block_x.real
+                basis[:, 1] = block_x.imag
+                x_meas[first:last, rows], measure_p[first:last] = _verified_rows(
+                    block_x, basis, sent, beta[first - start:last - start], params, rng, returned[first:last],
+                    scratch[:last - first], signals)
+                k += 1
+    finally:
+        if own_stream:
+            normals.close()
     return x_meas, VerificationRecord(rows, measure_p, sent, returned)
 
 
@@ -513,13 +757,18 @@ class SecureLayer:
         self.params = params
         self.symbols, self.scale = pack_weights(weights, params.mu_photons)
         self.n_features = np.asarray(weights).shape[1]
+        self._mean_symbols_t = _prepare_mean_symbols(self.symbols, params)
 
-    def __call__(self, data, rng: np.random.Generator, verify_fraction: float = 0.01) -> LayerOutput:
-        """data [batch, features] (any norm; the client normalises)."""
-        data = np.asarray(data, dtype=np.float64)
+    def __call__(self, data, rng: np.random.Generator, verify_fraction: float = 0.01,
+                 normals: NormalStream | None = None) -> LayerOutput:
+        """data [batch, features] (any norm; the client normalises); normals: see secure_products."""
+        data = np.asarray(data)
         if data.ndim != 2 or data.shape[1] != self.n_features:
             raise ValueError(f"data must be [batch, features={self.n_features}], got shape {data.shape}")
-        x_meas, record = secure_products(self.symbols, pack_data(data), self.params, rng, verify_fraction)
+        symbols, x_hat = _check_symbols_and_data(self.symbols, pack_data(data))
+        x_flat32 = x_hat.view(np.float64).astype(np.float32)  # the float32 packing, converted once
+        x_meas, record = _secure_products(symbols, x_hat, x_flat32, self._mean_symbols_t, self.params, rng,
+                                          verify_fraction, DEFAULT_CHUNK_IMAGES, normals)
         return LayerOutput(x_meas, record, self.params.client_mean_per_re_beta, self.scale)
 
 
@@ -527,14 +776,29 @@ class LinkEngine:
     """analysis.network layer engine driven by this model: estimates of x_hat . W^T in weight units.
 
     Keeps the last LayerOutput of every layer index in `outputs` (for the server's verification).
+    Each layer's weights are packed once and reused while the same array object is passed for that
+    layer index (do not modify a weight array in place between calls; pass a new array instead).
     """
 
     def __init__(self, params: LinkParameters, verify_fraction: float = 0.01):
         self.params = params
         self.verify_fraction = verify_fraction
         self.outputs: dict[int, LayerOutput] = {}
+        self._layers: dict[int, tuple[object, SecureLayer]] = {}
+        self._normals_rng = None
+        self._normals = None
 
     def __call__(self, layer_index, weights, x_hat, rng):
-        output = SecureLayer(weights, self.params)(x_hat, rng, self.verify_fraction)
+        cached = self._layers.get(layer_index)
+        if cached is None or cached[0] is not weights:
+            cached = (weights, SecureLayer(weights, self.params))
+            self._layers[layer_index] = cached
+        if self._normals_rng is not rng:  # a new rng starts a new stream: a seed reproduces its run on its own
+            if self._normals is not None:
+                self._normals.close()
+            self._normals_rng, self._normals = rng, None
+        if self._normals is None and self.verify_fraction > 0.0:
+            self._normals = _LazyNormalStream(rng)
+        output = cached[1](x_hat, rng, self.verify_fraction, self._normals)
         self.outputs[layer_index] = output
         return output.dot_product_estimate()
