@@ -89,7 +89,7 @@ def test_operating_point_for_target_accuracy(capsys):
     result = last_json(capsys)
     assert SIMULATE_KEYS <= result.keys()
     assert result["search"]["goal"] == "target_accuracy"
-    assert result["accuracy"] >= 0.88  # the full re-simulation at the chosen point, other noise draws
+    assert result["accuracy"] >= 0.9  # the full re-simulation at the chosen point keeps the promise
 
 
 def test_operating_point_needs_one_goal(capsys):
