@@ -100,11 +100,11 @@ def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
 def verify_samples(settings: SimulationSettings, records, n_modes: int) -> dict | None:
     """The server's accept/abort decision and the weight-leakage bound at the finite-size limits.
 
-    `records` are run_seed's verification records (or a (sent, returned) pair of sample arrays).
+    `records` are run_seed's verification records (None when no row was verified).
     """
     if records is None:
         return None
-    sent, returned = records if isinstance(records, tuple) else pooled_samples(records)
+    sent, returned = pooled_samples(records)
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
     result = verification.verify(sent, returned, settings.mu, honest,
                                  failure_probability=settings.failure_probability, false_alarm=settings.false_alarm)
