@@ -25,8 +25,9 @@ def register(parser) -> None:
 
     parser.add_argument("--mu", default=None, type=number("mu", 0.0, unit="mean photons per complex mode at the server's output"),
                         help="mean photons per complex mode at the server's output (photons, >= 0; required without --from-calibration)")
-    parser.add_argument("--gain", required=True, type=number("gain", 1.0, unit="the client's amplifier power gain"),
-                        help="the client's phase-insensitive amplifier power gain G (linear, >= 1)")
+    parser.add_argument("--gain", type=number("gain", 1.0, unit="the client's amplifier power gain"),
+                        help="the client's phase-insensitive amplifier power gain G (linear, >= 1); required unless "
+                             "--from-calibration finds an amplifier record, whose upper limit is then used")
     parser.add_argument("--modes", type=number("modes", 1, integer=True, unit="complex modes per row"), default=392,
                         help="complex modes per row n (two real weights per mode; default 392 for 784 inputs)")
     parser.add_argument("--rows", type=number("rows", 1, integer=True, unit="rows reusing the data per query"), default=794,
@@ -62,7 +63,10 @@ def run(args) -> int:
         technical_noise = calibration.get("technical_noise_upper", technical_noise)
     elif mu is None:
         raise UsageError("--mu is required (or --from-calibration [ID|latest])")
-    point = OperatingPoint(mu=mu, gain=args.gain, modes=args.modes, rows=args.rows,
+    gain = args.gain if args.gain is not None else (calibration or {}).get("gain_upper")
+    if gain is None:
+        raise UsageError("--gain is required (or --from-calibration with an amplifier record: `qslab calibrate amplifier`)")
+    point = OperatingPoint(mu=mu, gain=gain, modes=args.modes, rows=args.rows,
                            transmittance=transmittance, technical_noise=technical_noise, queries=args.queries)
     summary = leakage_summary(point)
     if calibration is not None:
@@ -70,7 +74,7 @@ def run(args) -> int:
             from analysis.client_measurement import client_snr
 
             calibration["client_snr_measured_receiver"] = float(client_snr(
-                calibration["mu"], args.gain, calibration["client_efficiency"], calibration["client_electronic_noise_snu"]))
+                calibration["mu"], gain, calibration["client_efficiency"], calibration["client_electronic_noise_snu"]))
         summary["calibration"] = calibration
     if args.map:
         from analysis.leakage_maps import plot_leakage_maps
@@ -132,6 +136,11 @@ def inputs_from_records(which: str, directory: str | None) -> dict:
             if "channel.technical_noise_snu" in channel.parameters:
                 inputs["technical_noise_upper"] = max(channel.estimate("channel.technical_noise_snu").upper(CONFIDENCE_K), 0.0)
             inputs["records"]["channel"] = channel.id
+        amplifier = store.latest_valid("amplifier")
+        if amplifier is not None and "client_amplifier.gain" in amplifier.parameters:
+            # More gain means more excess noise on the returned light: the upper limit is conservative.
+            inputs["gain_upper"] = max(amplifier.estimate("client_amplifier.gain").upper(CONFIDENCE_K), 1.0)
+            inputs["records"]["amplifier"] = amplifier.id
         homodyne = store.latest_valid("homodyne", "client_receiver")
         if homodyne is not None:
             inputs["client_efficiency"] = homodyne.estimate("client_receiver.efficiency").value

@@ -84,6 +84,24 @@ def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
     assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["mu"] == pytest.approx(5.3)
 
 
+def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, capsys):
+    from calibration.result import CalibrationResult, Estimate
+
+    store = RecordStore(tmp_path)
+    _photons_record(store, 6.0, 0.05)
+    assert cli.main(["leakage", "--from-calibration", "--calibration-dir", str(tmp_path)]) == 2
+    assert "--gain is required" in capsys.readouterr().err
+    amplifier = store.write(CalibrationResult("amplifier", "client_amplifier",
+                                              {"client_amplifier.gain": Estimate(1.30, 0.01)}))
+    code = cli.main(["leakage", "--from-calibration", "--calibration-dir", str(tmp_path), "--json"])
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and payload["inputs"]["gain"] == pytest.approx(1.33)
+    assert payload["calibration"]["records"]["amplifier"] == amplifier.id
+    # A gain given on the command line wins over the record.
+    cli.main(["leakage", "--from-calibration", "--gain", "1.2", "--calibration-dir", str(tmp_path), "--json"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["gain"] == 1.2
+
+
 def test_leakage_from_calibration_refuses_missing_and_stale_records(tmp_path, capsys):
     import datetime as dt
 
