@@ -63,3 +63,26 @@ def givens_unitary(theta_rad, phi_rad) -> np.ndarray:
         loop[..., k] += sin[..., k] * phase[..., k]
     matrix[..., 0, :] = loop
     return matrix
+
+
+def unit_vector_from_angles(theta_rad, phi_rad) -> np.ndarray:
+    """The vector x_hat [..., N] the chain projects onto (the inverse of givens_angles), from any angles.
+
+    Bin k's pulse enters the loop with sin(theta_k) e^(i phi_k) and every later bin keeps cos(theta_j)
+    of the loop, so the loop ends as sum_k sin(theta_k) prod_{j>k} cos(theta_j) e^(i phi_k) a_k =
+    sum_k conj(x_k) a_k: x_k = sin(theta_k) prod_{j>k} cos(theta_j) e^(-i phi_k). Angles a real
+    modulator sets (AWG steps, offsets) leave bin 0 slightly short of loading the empty loop fully;
+    only the direction then matters (the loop starts empty), so the result is renormalised to unit
+    norm. Refuses angles that project onto nothing.
+    """
+    theta = np.asarray(theta_rad, dtype=float)
+    phi = np.asarray(phi_rad, dtype=float)
+    if theta.shape != phi.shape or theta.ndim < 1 or theta.shape[-1] == 0:
+        raise ValueError(f"theta_rad and phi_rad must have one shape [..., N], got {theta.shape} and {phi.shape}")
+    kept_after = np.ones_like(theta)  # prod_{j>k} cos(theta_j)
+    kept_after[..., :-1] = np.cumprod(np.cos(theta[..., :0:-1]), axis=-1)[..., ::-1]
+    x_hat = (np.sin(theta) * kept_after) * np.exp(-1j * phi)
+    norm = np.linalg.norm(x_hat, axis=-1, keepdims=True)
+    if not np.all(norm > 0.0):
+        raise ValueError("the angles project onto nothing (every bin's share is zero): no unit vector")
+    return x_hat / norm

@@ -37,7 +37,7 @@ class AmplifierSettings:
     efficiency: Estimate                         # the client receiver's efficiency (homodyne record)
     set_gains: tuple[float, ...] = (1.1, 1.3, 1.6, 1.95)
     laser_power_dbm: float = 10.0
-    attenuation_db: float = 10.0                 # a bright carrier: the mean stands far out of the noise
+    attenuation_db: float = 20.0                 # a bright carrier: the mean stands far out of the noise
     wavelength_m: float = 1550e-9
     samples_per_symbol: int = 8
     points: int = 2**18

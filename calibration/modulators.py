@@ -474,10 +474,12 @@ def clipped_fraction(samples_v: np.ndarray, range_v: float, offset_v: float = 0.
 RECEIVER_LIMITS = (
     "client_receiver measures the X quadrature of every symbol (a fixed LO phase, no phase control role): it "
     "sees the I child and the carver directly, but the Q child only through sin(iq_phase_error_rad); "
-    "server_receiver measures X or P at random per symbol and no instrument reports the choice; so no "
+    "server_receiver measures X or P at random per symbol and no instrument reports the choice (its LO phase "
+    "gate on the server AWG is not used here); so no "
     "homodyne test constellation gives the IQ imbalance, and the Q child's RF V_pi is taken equal to the I "
-    "child's (the bench models one vpi_v for both). The client's time-bin processor AWG is served uncabled "
-    "(no optical model), so its beam splitter and phase modulator cannot be calibrated on the bench.")
+    "child's (the bench models one vpi_v for both). The client's time-bin processor acts only in the bench's "
+    "session acquisitions (a whole layer against a batch of images), so no single-symbol capture sees its beam "
+    "splitter and phase modulator, and no procedure calibrates them yet.")
 
 
 def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str, driver_gain: float,
@@ -713,6 +715,7 @@ def plot_iq(means, sigma, model, parameters: dict[str, Estimate], key: str, path
 # The RF drivers' gains (V at the modulator per V of AWG output) are datasheet values the config does not
 # carry yet; these are the bench's drivers. Proposed: a driver_gain key per modulator role in lab_config.
 DRIVER_GAINS = {"server_iq": 7.0, "server_carver": 6.0}
+RF_ATTENUATION_DB = 20.0  # VOA during the RF captures: the field stands far out of the shot noise within a 0.2 V range
 
 
 def calibrate_station(station: Any, figure_dir: str | Path | None = None,
@@ -741,7 +744,7 @@ def calibrate_station(station: Any, figure_dir: str | Path | None = None,
                                         figure_dir=figure_dir)
         dc_carver = calibrate_bias_transfer(carver, meter, laser, key="server_carver", other_modulator=iq,
                                             figure_dir=figure_dir)
-        attenuator.set_attenuation_db(attenuator.attenuation_min.value)
+        attenuator.set_attenuation_db(max(attenuator.attenuation_min.value, RF_ATTENUATION_DB))
         attenuator.open_shutter()
         amplifier.set_gain(max(protocol.gain, 1.1))
         amplifier.on()

@@ -187,6 +187,20 @@ class RecordStore:
         valid = [r for r in self.records(kind, instrument) if r.is_valid(now)]
         return valid[-1] if valid else None
 
+    def require_parameter(self, kind: str, instrument: str, key: str,
+                          now: dt.datetime | None = None) -> CalibrationRecord:
+        """The latest valid record of (kind, instrument) that holds ``key`` (one procedure writes several records)."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        holding = [r for r in self.records(kind, instrument) if key in r.parameters]
+        valid = [r for r in holding if r.is_valid(now)]
+        if valid:
+            return valid[-1]
+        what = f"{kind!r} calibration of {instrument} with {key}"
+        if not holding:
+            raise MissingCalibration(f"no {what} in {self.directory}: run `{refresh_command(kind)}`")
+        raise StaleCalibration(f"{what}: the latest record {holding[-1].id} expired at "
+                               f"{holding[-1].expires.isoformat()}: refresh it with `{refresh_command(kind)}`")
+
     def require(self, kind: str, instrument: str | None = None, now: dt.datetime | None = None) -> CalibrationRecord:
         """The latest valid record, else MissingCalibration / StaleCalibration naming it and the refresh command."""
         now = now or dt.datetime.now(dt.timezone.utc)

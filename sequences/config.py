@@ -1,7 +1,7 @@
 """lab_config.toml: the station's schema and loader (small frozen dataclasses, tomllib).
 
 Tables: ``[station]`` (label, VISA library, default timeout), ``[protocol]`` (the operating
-point), ``[instruments.<name>]`` (driver, address, init options, declared limits),
+point), ``[session]`` and ``[calibration]`` (defaults of `qslab session` and `qslab calibrate`), ``[instruments.<name>]`` (driver, address, init options, declared limits),
 ``[roles.<role>]`` (which instrument, port or channels each role of the experiment uses; the
 receivers' detector specs and LO limit) and ``[bench]`` (the virtual bench's true parameters,
 validated by the bench's own loader). lab_config.toml documents every key where it stands.
@@ -36,6 +36,7 @@ class ConfigError(ValueError):
     """The one error a bad config gets: ``key`` is the dotted path, the message says what was expected."""
 
     def __init__(self, key: str, detail: str, source: str | None = None):
+        detail = detail.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the keys hold
         self.key, self.detail, self.source = key, detail, source
         super().__init__(f"{source}: {detail}" if source else detail)
 
@@ -308,6 +309,27 @@ class ProtocolConfig:
     wavelength_m: float = setting(Number("m", 1.25e-6, 1.65e-6), 1550e-9)
 
 
+@dataclass(frozen=True)
+class SessionConfig:
+    """``[session]``: what `qslab session` does when its options do not say."""
+
+    images: int = setting(Number("MNIST test images", 1, 10_000, integer=True), 200)
+    batch_images: int = setting(Number("images per acquisition", 1, 1000, integer=True), 50)
+    output_dir: str = setting(Text("a directory path"), "qslab-output/sessions")
+    laser_power_dbm: float = setting(Number("dBm", -30.0, 20.0), 10.0)
+    seed: int = setting(Number("", 0, integer=True), 0)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """``[calibration]``: where records live and the declared values the procedures need."""
+
+    directory: str = setting(Text("a directory path"), "qslab-output/calibration")
+    fixed_attenuation_db: float = setting(Number("dB", 0.0), 20.0)
+    fixed_attenuation_uncertainty_db: float = setting(Number("dB", 0.0), 0.02)
+    output_meter_channel: int = setting(Number("", 1, 8, integer=True), 2)
+
+
 def _ref(category: str) -> Any:
     return setting(NAME, refers=category)
 
@@ -356,9 +378,16 @@ class AmplifierRole:
 
 @dataclass(frozen=True)
 class ProcessorRole:
+    """The client's time-bin processor: two AWG channels and its modulators' datasheet values (no calibration
+    procedure measures them yet)."""
+
     awg: str = _ref("awg")
     awg_channel_beam_splitter: int = _unit("awg")
     awg_channel_phase: int = _unit("awg")
+    beam_splitter_vpi_v: float = setting(Number("V at the modulator", 0.0, min_open=True))
+    phase_vpi_v: float = setting(Number("V at the modulator", 0.0, min_open=True))
+    beam_splitter_driver_gain: float = setting(Number("V/V", 0.0, min_open=True), 1.0)
+    phase_driver_gain: float = setting(Number("V/V", 0.0, min_open=True), 1.0)
 
 
 @dataclass(frozen=True)
@@ -387,6 +416,21 @@ class ReceiverRole:
 
 
 @dataclass(frozen=True)
+class ServerReceiverRole:
+    """The verification receiver, which also has an LO phase modulator on an AWG channel: it picks X or P per
+    row and gates the digitizer's capture of the rows the server verifies."""
+
+    digitizer: str = _ref("digitizer")
+    channel: int = _unit("digitizer")
+    lo_phase_awg: str = _ref("awg")
+    lo_phase_awg_channel: int = _unit("lo_phase_awg")
+    lo_fraction: float = setting(Number("LO power at the detector per W of laser power", 0.0, 1.0, min_open=True))
+    detector: DetectorConfig = subtable(DetectorConfig)
+    limits: ReceiverLimits = subtable(ReceiverLimits)
+    adc_bits: int = setting(Number("bits", 4, 16, integer=True), 10)
+
+
+@dataclass(frozen=True)
 class Roles:
     """``[roles]``: every role the sequences use, mapped to instruments (all required)."""
 
@@ -398,7 +442,7 @@ class Roles:
     client_amplifier: AmplifierRole = subtable(AmplifierRole)
     client_processor: ProcessorRole = subtable(ProcessorRole)
     client_receiver: ReceiverRole = subtable(ReceiverRole)
-    server_receiver: ReceiverRole = subtable(ReceiverRole)
+    server_receiver: ServerReceiverRole = subtable(ServerReceiverRole)
 
     def items(self) -> Iterator[tuple[str, Any]]:
         for f in fields(self):
@@ -414,6 +458,8 @@ class LabConfig:
     protocol: ProtocolConfig
     instruments: Mapping[str, InstrumentConfig]
     roles: Roles
+    session: SessionConfig = field(default_factory=SessionConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     _bench_table: dict | None = field(default=None, repr=False)
     text: str = field(default="", repr=False)
 
@@ -431,7 +477,7 @@ class LabConfig:
                 if any(getattr(config, f.name) == instrument for f in fields(config) if "refers" in f.metadata)]
 
 
-TOP_LEVEL = ("station", "protocol", "instruments", "roles", "bench")
+TOP_LEVEL = ("station", "protocol", "session", "calibration", "instruments", "roles", "bench")
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>", text: str = "") -> LabConfig:
@@ -479,7 +525,10 @@ def _parse(data: Mapping[str, Any], source: str, text: str) -> LabConfig:
     roles = build(Roles, data["roles"], "roles")
     _check_role_references(roles, instruments)
     bench_table = _check_bench(data, instruments, roles, protocol)
-    return LabConfig(source, station, protocol, MappingProxyType(instruments), roles, bench_table, text)
+    session = build(SessionConfig, data.get("session", {}), "session")
+    calibration = build(CalibrationConfig, data.get("calibration", {}), "calibration")
+    return LabConfig(source, station, protocol, MappingProxyType(instruments), roles, session, calibration,
+                     bench_table, text)
 
 
 # --- cross-checks ---------------------------------------------------------------------------

@@ -444,3 +444,76 @@ def test_bad_arrays_are_refused():
         ph.givens_matrix(np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="data"):
         ph.SecureLayer(np.ones((2, 4)), IDEAL)(np.ones((1, 5)), rng)
+
+
+# --- the server's choices given by an instrument (the bench's verification gate) ---------------------
+
+def test_given_rows_replace_exactly_the_row_draw():
+    """rows= skips only the verify_fraction draw: drawing it by hand first reproduces the random layout bit for bit."""
+    symbols, x = _symbols(40, 6), np.stack([_x_hat(6, seed) for seed in range(5)])
+    x_meas, record = ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(21), verify_fraction=0.2)
+    rng = np.random.default_rng(21)
+    rows = np.flatnonzero(rng.random(40) < 0.2)
+    given_meas, given_record = ph.secure_products(symbols, x, REALISTIC, rng, verify_fraction=0.9, rows=rows)
+    assert rows.size > 2
+    np.testing.assert_array_equal(given_meas, x_meas)
+    np.testing.assert_array_equal(given_record.returned_quadratures_snu, record.returned_quadratures_snu)
+    np.testing.assert_array_equal(given_record.row_indices, record.row_indices)
+
+
+def test_given_quadratures_are_the_servers_and_the_moments_follow_them():
+    """measure_p= ([v] broadcast over the batch, or [batch, v]) sets the quadrature; the means follow it."""
+    params, n = REALISTIC, 4000
+    symbols, x = _symbols(5, 4), _x_hat(4)
+    rows, choice = np.array([3, 0]), np.array([True, False])
+    _, record = ph.secure_products(symbols, np.broadcast_to(x, (n, 4)), params, np.random.default_rng(22),
+                                   rows=rows, measure_p=choice)
+    np.testing.assert_array_equal(record.row_indices, rows)
+    assert record.measure_p.shape == (n, 2) and np.all(record.measure_p == choice)
+    np.testing.assert_array_equal(record.sent_symbols, symbols[rows])
+    returned = record.returned_quadratures_snu.astype(float)
+    for k, (row, p) in enumerate(zip(rows, choice)):
+        mean, cov = expected_moments(params, symbols[row], x, p)
+        _close(returned[:, k].mean(axis=0), mean[1:], np.sqrt(np.diag(cov)[1:] / n), f"row {row} means")
+    per_image = np.random.default_rng(23).random((6, 2)) < 0.5
+    _, record = ph.secure_products(symbols, np.broadcast_to(x, (6, 4)), params, np.random.default_rng(24),
+                                   rows=rows, measure_p=per_image)
+    np.testing.assert_array_equal(record.measure_p, per_image)
+    _, record = ph.secure_products(symbols, np.broadcast_to(x, (6, 4)), params, np.random.default_rng(24),
+                                   rows=np.zeros(0, dtype=int), measure_p=np.zeros(0, dtype=bool))
+    assert record.row_indices.size == 0 and record.returned_quadratures_snu.shape == (6, 0, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(rows=[1, 1]), "distinct"),
+    (dict(rows=[5]), "distinct row indices in"),
+    (dict(rows=[0.5]), "row indices"),
+    (dict(measure_p=[True]), "needs rows"),
+    (dict(rows=[0, 1], measure_p=[True]), "measure_p must be bool"),
+    (dict(rows=[0, 1], measure_p=[1, 0]), "measure_p must be bool"),
+])
+def test_bad_server_choices_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ph.secure_products(_symbols(5, 3), _x_hat(3)[None], IDEAL, np.random.default_rng(0), **kwargs)
+
+
+def test_a_layer_prepared_from_symbols_draws_what_secure_products_draws():
+    symbols, x = _symbols(12, 5), np.stack([_x_hat(5, seed) for seed in range(7)])
+    layer = ph.SecureLayer.from_symbols(symbols, REALISTIC)
+    for kwargs in (dict(verify_fraction=0.3), dict(rows=[2, 7], measure_p=[False, True])):
+        expected = ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(25), **kwargs)
+        got = layer.products(x, np.random.default_rng(25), **kwargs)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1].returned_quadratures_snu, expected[1].returned_quadratures_snu)
+
+
+def test_a_stream_told_its_total_draws_no_block_beyond_it():
+    """`total` only stops the prefetch: the same values, and nothing queued once the last block is taken."""
+    n = ph.NORMAL_STREAM_BLOCK + 1000
+    limited = ph.NormalStream([1, 2, 3, 4], threads=1, prefetch=4, total=n)
+    free = ph.NormalStream([1, 2, 3, 4], threads=1, prefetch=4)
+    a, b = limited.fill(np.empty(n, dtype=np.float32)), free.fill(np.empty(n, dtype=np.float32))
+    np.testing.assert_array_equal(a, b)
+    assert len(limited._pending) == 0 and len(free._pending) == 4
+    limited.close()
+    free.close()

@@ -151,3 +151,73 @@ def test_dsp_refuses_bad_input():
         dsp.matched_filter(np.zeros(80), np.ones(8), 8, n_symbols=11)
     with pytest.raises(ValueError, match="shot noise"):
         dsp.calibrate_shot_noise(np.zeros(80), np.ones(80) * np.arange(80), np.ones(8), 8)
+
+
+# --- the fast renderer of the bench's session acquisitions -------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(FILTERED))
+def test_fast_renderer_has_the_statistics_of_the_reference_model(name):
+    """digitized_words (float32, one normal per sample, in chunks) against analog_waveform + digitize."""
+    config = FILTERED[name]
+    n = 100_000
+    x = _symbol_level_outcomes(n, seed=7)
+    words, clipped = wf.digitized_words(x, (n + 1) * config.samples_per_symbol, config,
+                                        np.random.Generator(np.random.SFC64(8)), code_scale=16)
+    reference = wf.quadratures_to_waveform(x, config, np.random.default_rng(9))
+    assert clipped == 0 and words.dtype == np.int16 and words.size == reference.codes.size
+    assert np.all(words % 16 == 0)  # left-aligned codes
+    response = wf.matched_filter_response(config)
+    for samples in (words * config.volts_per_code / 16, reference.samples_v):
+        y = dsp.quadratures_snu(samples, response.template, config.samples_per_symbol, response.offset_samples,
+                                response.shot_noise_variance_v2, n_symbols=n)
+        expected_var = 1.0 + config.electronic_noise_snu + np.sum(response.taps**2) * (x.var() - 1.0)
+        _close(y.mean(), np.sum(response.taps) * x.mean(), np.sqrt(expected_var / n), "mean")
+        _close(y.var(), expected_var, expected_var * np.sqrt(2 / n), "variance")
+        residual = y - _predicted(x, response.taps)
+        residual_var = 1.0 + config.electronic_noise_snu - np.sum(response.taps**2)
+        _close(residual.var(), residual_var, residual_var * np.sqrt(2 / n) * 1.5, "variance beyond the known symbols")
+    # the vacuum after the symbols: the same per-sample variance and spectrum (lag correlations) as the reference
+    fast_vacuum = wf.digitized_words([], 400_000, config, np.random.Generator(np.random.SFC64(10)))[0].astype(float)
+    slow_vacuum = wf.quadratures_to_waveform(np.random.default_rng(11).standard_normal(50_000), config,
+                                             np.random.default_rng(12)).codes.astype(float)
+    for lag in (0, 1, 3):
+        fast = np.mean(fast_vacuum[lag:] * fast_vacuum[:fast_vacuum.size - lag])
+        slow = np.mean(slow_vacuum[lag:] * slow_vacuum[:slow_vacuum.size - lag])
+        _close(fast, slow, np.var(slow_vacuum) * np.sqrt(2 / slow_vacuum.size) * 3, f"autocorrelation at lag {lag}")
+
+
+def _predicted(x, taps):
+    """sum_j taps[j] x[k - j + 1] (x[-1] = 0 before the record; the slot after the last is unknown vacuum)."""
+    out = taps[0] * np.concatenate([x[1:], [0.0]]) + taps[1] * x
+    for j, tap in enumerate(taps[2:], start=1):
+        out[j:] += tap * x[:-j]
+    return out
+
+
+def test_fast_renderer_dark_record_offset_and_clipping():
+    config = FILTERED["first-order, gaussian pulse"]
+    dark, _ = wf.digitized_words(np.full(10, 50.0), 80_000, config, np.random.Generator(np.random.SFC64(13)),
+                                 lo_on=False)
+    reference = wf.dark_waveform(10_000, config, np.random.default_rng(14)).codes
+    _close(np.var(dark), np.var(reference), np.var(reference) * np.sqrt(2 / reference.size) * 3, "dark variance")
+    offset_v = 0.05
+    shifted, _ = wf.digitized_words([], 8000, config, np.random.Generator(np.random.SFC64(15)), offset_v=offset_v)
+    _close(np.mean(shifted) * config.volts_per_code, -offset_v, config.shot_noise_rms_v * 0.05, "offset")
+    strong, clipped = wf.digitized_words(np.full(100, 60.0), 800, wf.WaveformConfig(adc_bits=10, adc_full_scale_v=0.2),
+                                         np.random.Generator(np.random.SFC64(16)))
+    assert clipped > 100 and strong.max() == 511 and strong.min() >= -512
+
+
+@pytest.mark.parametrize("order, bandwidth_hz", [(1, 250e6), (1, 20e6), (4, 150e6)])
+def test_chunked_filter_continues_exactly_across_chunks(order, bandwidth_hz):
+    """The renderer's low-pass, chunk by chunk, equals scipy's over the whole record (float32 rounding)."""
+    config = wf.WaveformConfig(detector_bandwidth_hz=bandwidth_hz, filter_order=order)
+    x = np.random.default_rng(17).standard_normal(5000)
+    expected = wf.detector_filter(x, config)
+    filt = wf._ChunkFilter(config)
+    assert (filt.sos is None) == (order == 1 and bandwidth_hz > 100e6)  # a long first-order response uses sosfilt
+    pieces = []
+    for chunk in np.split(x, [700, 1400, 3000]):
+        filt.input(chunk.size)[:] = chunk * filt.input_gain
+        pieces.append(filt.run().copy())
+    np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=0, atol=2e-6 * np.max(np.abs(expected)))

@@ -1,22 +1,56 @@
-"""Pieces every SCPI driver here shares: the instrument error, error-queue checking, parsers.
+"""Pieces every SCPI driver here shares: the instrument errors, error-queue checking, parsers, and
+bounded retries of idempotent queries.
 
 Why the check lives in ``write_raw`` rather than in each set_cmd: qcodes routes every Parameter
 set and every ``instrument.write`` through ``write_raw``, so checking ``SYST:ERR?`` there covers
 all commands, including the ones a user sends by hand.
+
+Retry policy (README "Retries"): a query (``ask``, a Parameter get, ``SYST:ERR?``) that gets no
+reply, loses its connection, or comes back unreadable is asked again, ``QUERY_ATTEMPTS`` times in
+all, pausing ``RETRY_BACKOFF_S`` and reopening the connection before each retry (which also drops
+any late or partial reply); every retry is logged at WARNING. After the last attempt one
+:class:`InstrumentFault` names the instrument, its address, the command and what happened, and
+nothing more is sent. Writes are never repeated: they change state, and a write that may or may
+not have arrived raises InstrumentFault at once. Why a whole Parameter get is retried, not just
+its ``ask``: qcodes applies the parser after ``ask_raw`` returns, so only the get can tell that
+a reply was garbled; asks and gets nested in a retried get run once and let it retry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import re
-from typing import Any
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyvisa
-from qcodes.instrument import VisaInstrument
+from qcodes.instrument import ChannelTuple, VisaInstrument
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # SCPI error-queue reply: <int>,"<text>" (instruments.md 1.2); some firmware omits the quotes.
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
 # The N77xx queue is 30 deep (instruments.md 1.2); never loop forever on a broken reply.
 _MAX_ERRORS_READ = 32
+# Retries of idempotent queries: attempts in all, and the pause before retry 1, 2, ... (the last repeats).
+QUERY_ATTEMPTS = 3
+RETRY_BACKOFF_S = (0.05, 0.1, 0.2)
+# What a get parser raises on a reply it cannot read (float("x#"), a val_mapping miss, ...).
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError)
+# IEEE 488.2 Standard Event Status Register bit 7: the instrument was switched on since *ESR? was read.
+ESR_POWER_ON = 128
+
+
+def _with_context(args: tuple[Any, ...]) -> str:
+    # qcodes appends its context ("writing ... to ...", "getting ...") to an exception's args
+    message, *context = args
+    return f"{message} ({'; '.join(map(str, context))})" if context else str(message)
 
 
 class InstrumentError(RuntimeError):
@@ -31,9 +65,38 @@ class InstrumentError(RuntimeError):
         super().__init__(f"{instrument}: {command!r} was refused: {shown}")
 
     def __str__(self) -> str:
-        # qcodes appends its context ("writing ... to ...", "setting ... to ...") to args
-        message, *context = self.args
-        return f"{message} ({'; '.join(map(str, context))})" if context else str(message)
+        return _with_context(self.args)
+
+
+class InstrumentFault(RuntimeError):
+    """An instrument did not answer usably (no reply, connection closed, unreadable reply).
+
+    ``what`` says what happened; ``attempts`` how often the command was sent. Nothing was sent to
+    the instrument after that: it was left as is (a session decides whether to re-calibrate or stop).
+    """
+
+    def __init__(self, instrument: str, address: str, command: str, what: str, attempts: int, *,
+                 repeatable: bool = True):
+        self.instrument, self.address, self.command = instrument, address, command
+        self.what, self.attempts, self.repeatable = what, attempts, repeatable
+        if repeatable:
+            tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+            text = f"{instrument} at {address}: {command!r} failed after {tries}: {what}."
+        else:
+            text = (f"{instrument} at {address}: {command!r} failed: {what}. "
+                    "It changes settings, so it was not repeated.")
+        super().__init__(f"{text} The instrument was left as is.")
+
+    def __str__(self) -> str:
+        return _with_context(self.args)
+
+
+class _Retryable(Exception):
+    """One failed attempt of a query: ``what`` happened to ``command``; ``reconnect``: the line is down."""
+
+    def __init__(self, command: str, what: str, *, reconnect: bool = False):
+        super().__init__(f"{command!r}: {what}")
+        self.command, self.what, self.reconnect = command, what, reconnect
 
 
 def parse_error_reply(reply: str) -> tuple[int, str]:
@@ -57,8 +120,133 @@ def parse_int(reply: str) -> int:
     return int(round(float(reply)))
 
 
-class ScpiErrorCheckingInstrument(VisaInstrument):
-    """A VisaInstrument that reads the error queue after every write and raises on an error.
+def describe_unreadable(reply: str, error: BaseException) -> str:
+    """``reply 'xx#@' is not a number`` (or what the parser said), for InstrumentFault messages."""
+    detail = str(error.args[0]) if error.args else type(error).__name__
+    if isinstance(error, ValueError) and ("float" in detail or "int()" in detail):
+        return f"reply {reply!r} is not a number"
+    if isinstance(error, KeyError):
+        return f"reply {reply!r} is not one of the expected values"
+    return f"reply {reply!r} cannot be read ({type(error).__name__}: {detail})"
+
+
+def socket_closed(sock: socket.socket) -> bool:
+    """True when the peer has closed the connection (a zero-byte peek); never blocks."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+class QueryRetries:
+    """Bounded retries of idempotent queries for a qcodes instrument (mix in before its qcodes base).
+
+    The subclass implements ``_ask_once(cmd) -> str`` (raising ``_Retryable`` on a timeout or a lost
+    connection, and setting ``_last_reply``), ``_recover(failure)`` (reconnect before a retry) and
+    ``fault_address``. Parameter gets of the instrument and of its submodules (channels) are wrapped
+    as they are added, so a reply their parser refuses is retried too.
+    """
+
+    _in_retry = False                               # a retry loop is running: nested calls run once
+    _last_reply: tuple[str, str] | None = None      # (command, reply) of the latest ask, for messages
+
+    @property
+    def fault_address(self) -> str:
+        raise NotImplementedError
+
+    def _ask_once(self, cmd: str) -> str:
+        raise NotImplementedError
+
+    def _recover(self, failure: _Retryable) -> None:
+        raise NotImplementedError
+
+    # -- queries ---------------------------------------------------------------------------------
+    def ask_raw(self, cmd: str) -> str:
+        return self._with_retries(lambda: self._ask_once(cmd))
+
+    def ask_parsed(self, cmd: str, parser: Callable[[str], T]) -> T:
+        """``parser(ask(cmd))`` with the retries; a reply the parser refuses counts as garbled."""
+        return self._with_retries(lambda: self._readable(lambda: parser(self._ask_once(cmd))))
+
+    def _with_retries(self, attempt: Callable[[], T]) -> T:
+        if self._in_retry:
+            return attempt()
+        self._in_retry = True
+        try:
+            failure: _Retryable | None = None
+            for number in range(1, QUERY_ATTEMPTS + 1):
+                try:
+                    if failure is not None:
+                        self._recover(failure)
+                    return attempt()
+                except _Retryable as failed:  # (a failed reconnect names no command: keep the query's)
+                    failure = failed if failed.command or failure is None else _Retryable(
+                        failure.command, failed.what, reconnect=True)
+                if number < QUERY_ATTEMPTS:
+                    pause_s = RETRY_BACKOFF_S[min(number, len(RETRY_BACKOFF_S)) - 1]
+                    log.warning("%s: %r: %s (attempt %d of %d); retrying in %g s", self.name, failure.command,
+                                failure.what, number, QUERY_ATTEMPTS, pause_s)
+                    time.sleep(pause_s)
+            raise InstrumentFault(self.name, self.fault_address, failure.command, failure.what,
+                                  QUERY_ATTEMPTS) from failure
+        finally:
+            self._in_retry = False
+
+    def _readable(self, attempt: Callable[[], T]) -> T:
+        """Run a get; a parse failure of a reply becomes a retryable 'garbled reply'."""
+        self._last_reply = None
+        try:
+            return attempt()
+        except (InstrumentError, InstrumentFault, _Retryable):
+            raise
+        except _PARSE_ERRORS as error:
+            if self._last_reply is None:
+                raise  # not about a reply: a bug, not a fault
+            command, reply = self._last_reply
+            raise _Retryable(command, describe_unreadable(reply, error)) from error
+
+    # -- wrapping the gets --------------------------------------------------------------------------
+    def add_parameter(self, name: str, parameter_class: Any = None, **kwargs: Any) -> Any:
+        parameter = super().add_parameter(name, parameter_class, **kwargs)
+        self._retry_gets_of_parameter(parameter)
+        return parameter
+
+    def add_submodule(self, name: str, submodule: Any) -> Any:
+        added = super().add_submodule(name, submodule)
+        self._retry_gets_of_module(submodule)
+        return added
+
+    def _retry_gets_of_module(self, module: Any) -> None:
+        if isinstance(module, ChannelTuple):
+            for channel in module:
+                self._retry_gets_of_module(channel)
+            return
+        for parameter in getattr(module, "parameters", {}).values():
+            self._retry_gets_of_parameter(parameter)
+        for submodule in getattr(module, "submodules", {}).values():
+            self._retry_gets_of_module(submodule)
+
+    def _retry_gets_of_parameter(self, parameter: Any) -> None:
+        get = getattr(parameter, "get", None)
+        if (not getattr(parameter, "gettable", False) or get is None or parameter.name == "timeout"
+                or getattr(get, "retries_queries", False)):
+            return
+
+        def get_with_retries(*args: Any, **kwargs: Any) -> Any:
+            return self._with_retries(lambda: self._readable(lambda: get(*args, **kwargs)))
+
+        get_with_retries.retries_queries = True
+        parameter.get = get_with_retries
+
+
+# --- VISA SCPI instruments ---------------------------------------------------------------------
+
+class ScpiErrorCheckingInstrument(QueryRetries, VisaInstrument):
+    """A VisaInstrument that reads the error queue after every write and raises on an error, and
+    retries idempotent queries (module docstring).
 
     ``error_query`` is ``SYST:ERR?``. Queries are not followed by an error check (that would
     double the traffic of every get), but a query that times out (how SCPI instruments answer an
@@ -67,12 +255,19 @@ class ScpiErrorCheckingInstrument(VisaInstrument):
 
     error_query = "SYST:ERR?"
     default_terminator = "\n"
+    _queue_answers = True  # False once an error-queue probe went unanswered in this retry loop
+    _unconfirmed_write: str | None = None  # a write whose error check is under way
 
+    @property
+    def fault_address(self) -> str:
+        return str(self.address)
+
+    # -- error queue -------------------------------------------------------------------------------
     def read_error_queue(self) -> list[tuple[int, str]]:
         """Pop every entry of the error queue (without raising); empty list when there is none."""
         errors = []
         for _ in range(_MAX_ERRORS_READ):
-            code, text = parse_error_reply(super().ask_raw(self.error_query))
+            code, text = self.ask_parsed(self.error_query, parse_error_reply)
             if code == 0:
                 break
             errors.append((code, text))
@@ -86,25 +281,197 @@ class ScpiErrorCheckingInstrument(VisaInstrument):
 
     def clear_errors(self) -> None:
         """``*CLS``: empty the error queue so stale errors are not blamed on our commands."""
-        super().write_raw("*CLS")
+        self._send_once("*CLS", lambda: VisaInstrument.write_raw(self, "*CLS"))
 
+    def power_cycled(self) -> bool:
+        """``*ESR?`` bit 7: switched off and on since the last ``*ESR?``/``*CLS`` (reading clears it)."""
+        return bool(self.ask_parsed("*ESR?", parse_int) & ESR_POWER_ON)
+
+    # -- writes (never repeated) -------------------------------------------------------------------
     def write_raw(self, cmd: str) -> None:
-        super().write_raw(cmd)
-        self.check_errors(cmd)
-
-    def ask_raw(self, cmd: str) -> str:
-        try:
-            return super().ask_raw(cmd)
-        except pyvisa.VisaIOError as timeout:
-            if timeout.error_code != pyvisa.constants.StatusCode.error_timeout:
-                raise
-            errors = self.read_error_queue()
-            if errors:
-                raise InstrumentError(self.name, cmd, list(errors)) from timeout
-            raise
+        self._send_once(cmd, lambda: VisaInstrument.write_raw(self, cmd))
+        self._check_write(cmd)
 
     def write_binary_block(self, header: str, values: Any, datatype: str) -> None:
         """``header`` followed by an IEEE 488.2 definite-length block, then an error check."""
+        command = f"{header}<block of {len(values)} values>"
         self.visa_log.debug(f"Writing binary block: {header}<{len(values)} x {datatype}>")
-        self.visa_handle.write_binary_values(header, values, datatype=datatype)
-        self.check_errors(f"{header}<block of {len(values)} values>")
+        self._send_once(command, lambda: self.visa_handle.write_binary_values(header, values, datatype=datatype))
+        self._check_write(command)
+
+    def _check_write(self, command: str) -> None:
+        """The error check of a write; a lost connection meanwhile makes the write itself uncertain."""
+        self._unconfirmed_write = command
+        try:
+            self.check_errors(command)
+        except InstrumentFault as fault:
+            if fault.command == command:
+                raise
+            raise InstrumentFault(self.name, fault.address, f"{fault.command} (the check after {command})",
+                                  fault.what, fault.attempts) from fault
+        finally:
+            self._unconfirmed_write = None
+
+    def _send_once(self, command: str, send: Callable[[], Any]) -> None:
+        try:
+            self._reconnect_if_dropped()
+        except _Retryable as failure:
+            raise InstrumentFault(self.name, self.fault_address, command, f"{failure.what}; nothing was sent", 0,
+                                  repeatable=False) from failure
+        try:
+            send()
+        except (pyvisa.VisaIOError, OSError) as error:
+            raise InstrumentFault(self.name, self.fault_address, command,
+                                  f"sending failed ({_describe(error)}); it may or may not have arrived", 1,
+                                  repeatable=False) from error
+
+    # -- one query attempt -------------------------------------------------------------------------
+    def _with_retries(self, attempt: Callable[[], T]) -> T:
+        if not self._in_retry:
+            self._queue_answers = True
+        return super()._with_retries(attempt)
+
+    def _ask_once(self, cmd: str) -> str:
+        self._reconnect_if_dropped()
+        try:
+            reply = VisaInstrument.ask_raw(self, cmd)
+        except pyvisa.VisaIOError as error:
+            if error.error_code != pyvisa.constants.StatusCode.error_timeout:
+                raise _Retryable(cmd, f"connection failed ({_describe(error)})", reconnect=True) from error
+            raise self._timed_out(cmd, error) from error
+        except UnicodeDecodeError as error:
+            raise _Retryable(cmd, f"reply {error.object!r} is not ASCII text") from error
+        except OSError as error:
+            raise _Retryable(cmd, f"connection closed ({_describe(error)})", reconnect=True) from error
+        self._last_reply = (cmd, reply)
+        return reply
+
+    def _timed_out(self, cmd: str, error: pyvisa.VisaIOError) -> _Retryable:
+        """A retryable failure, or InstrumentError when the error queue explains the silence."""
+        if self._dropped():
+            return _Retryable(cmd, "connection closed", reconnect=True)
+        if cmd != self.error_query and self._queue_answers:
+            errors = self._probe_error_queue()
+            if errors:
+                raise InstrumentError(self.name, cmd, errors) from error
+        return _Retryable(cmd, f"no reply within {self._timeout_s():g} s")
+
+    def _probe_error_queue(self) -> list[tuple[int, str]]:
+        """The queue's entries, once per retry loop; an instrument that does not answer it is noted."""
+        errors: list[tuple[int, str]] = []
+        try:
+            for _ in range(_MAX_ERRORS_READ):
+                code, text = parse_error_reply(self._ask_once(self.error_query))
+                if code == 0:
+                    break
+                errors.append((code, text))
+        except (_Retryable, ValueError):
+            self._queue_answers = False
+        return errors
+
+    def _timeout_s(self) -> float:
+        timeout_ms = self.visa_handle.timeout
+        return math.inf if timeout_ms is None else timeout_ms / 1000
+
+    # -- the connection ----------------------------------------------------------------------------
+    def _recover(self, failure: _Retryable) -> None:
+        if failure.reconnect:
+            self._connection_lost()
+        self._reconnect()
+
+    def _connection_lost(self) -> None:
+        """Why not just reconnect: a write awaiting its error check may not have arrived, and the
+        error queue cannot tell (a lost write leaves no error). That write fails here, unrepeated."""
+        if self._unconfirmed_write is not None:
+            raise InstrumentFault(self.name, self.fault_address, self._unconfirmed_write,
+                                  "the connection closed before its error check; it may or may not have taken "
+                                  "effect", 1, repeatable=False)
+
+    def _dropped(self) -> bool:
+        sock = _visa_socket(self.visa_handle)
+        return sock is not None and socket_closed(sock)
+
+    def _reconnect_if_dropped(self) -> None:
+        if self._dropped():
+            self._connection_lost()
+            log.warning("%s: the connection to %s was closed; reopening it", self.name, self.fault_address)
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Close and reopen the VISA resource (same address, terminations and timeout): also drops
+        any late, partial or junk reply still on its way."""
+        old = self.visa_handle
+        settings = {"read_termination": old.read_termination, "write_termination": old.write_termination,
+                    "timeout": old.timeout}
+        manager = old.visalib.resource_manager or pyvisa.ResourceManager(old.visalib)
+        name = old.resource_name
+        with contextlib.suppress(Exception):
+            old.close()
+        try:
+            self._visa_handle = manager.open_resource(name, **settings)
+        except Exception as error:  # noqa: BLE001 - the next attempt reports it
+            raise _Retryable("", f"cannot reopen the connection ({_describe(error)})", reconnect=True) from error
+
+
+def _visa_socket(handle: Any) -> socket.socket | None:
+    """The TCP socket under a pyvisa-py resource (None for other backends and interfaces)."""
+    try:
+        session = handle.visalib.sessions[handle.session]
+    except Exception:  # noqa: BLE001 - not pyvisa-py, or closed
+        return None
+    sock = getattr(session, "interface", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, pyvisa.VisaIOError):
+        return f"{error.abbreviation}: {error.description}"
+    return str(error) or type(error).__name__
+
+
+# --- resets --------------------------------------------------------------------------------------
+
+def changed_settings(driver: Any) -> dict[str, tuple[Any, Any]]:
+    """Settings whose read-back differs from what the driver last set or read: {name: (cached, now)}.
+
+    Why: after a reset an instrument is back at its defaults while the driver's cache still holds
+    the session's settings; only settable parameters with a cached value are compared.
+    """
+    changed: dict[str, tuple[Any, Any]] = {}
+    for parameter in _settable_parameters(driver):
+        cached = parameter.cache.get(get_if_invalid=False)
+        if cached is None:
+            continue
+        now = parameter.get()
+        if not _same(cached, now):
+            changed[parameter.full_name] = (cached, now)
+    return changed
+
+
+def detect_reset(driver: Any) -> list[str]:
+    """Evidence that an instrument was reset or power-cycled (empty: none). Reads the instrument."""
+    evidence = []
+    if hasattr(driver, "power_cycled") and driver.power_cycled():
+        evidence.append("*ESR? power-on bit set: the instrument was switched off and on")
+    evidence += [f"{name} reads {now!r}, was {cached!r}" for name, (cached, now) in changed_settings(driver).items()]
+    return evidence
+
+
+def _settable_parameters(module: Any) -> list[Any]:
+    found: dict[int, Any] = {}
+    for parameter in getattr(module, "parameters", {}).values():
+        if parameter.settable and parameter.gettable and parameter.name not in ("timeout", "IDN"):
+            found[id(parameter)] = parameter
+    for submodule in getattr(module, "submodules", {}).values():
+        if not isinstance(submodule, ChannelTuple):
+            found.update((id(p), p) for p in _settable_parameters(submodule))
+    return list(found.values())
+
+
+def _same(cached: Any, now: Any) -> bool:
+    if isinstance(cached, float) or isinstance(now, float):
+        try:
+            return math.isclose(float(cached), float(now), rel_tol=1e-6, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return cached == now

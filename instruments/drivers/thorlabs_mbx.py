@@ -15,6 +15,11 @@ Protocol: Thorlabs *Remote Control User Guide for the MX / MBX / TLX1 / TLX2 Ser
 Transport: ``serial.serial_for_url(address, baudrate=115200, timeout=...)``, so ``COM3``,
 ``/dev/ttyUSB0`` and the virtual bench's ``socket://127.0.0.1:<port>`` all work. A test or a
 bench may instead hand over an already-open port object (``port=``).
+
+Faults (``_scpi`` module docstring): queries that get no complete reply, lose the connection
+(pyserial's "socket disconnected": the port is closed and reopened) or come back unreadable are
+retried up to ``QUERY_ATTEMPTS`` times, then raise :class:`InstrumentFault`; a set is never
+repeated. Stale bytes need no reconnect: every exchange starts by emptying the input buffer.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import serial
 from qcodes.instrument import Instrument, InstrumentChannel
 from qcodes.validators import Bool, Numbers
 
-from instruments.drivers._scpi import InstrumentError, parse_bool, parse_int
+from instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, _Retryable, parse_bool,
+                                       parse_int, socket_closed)
 
-__all__ = ["InstrumentError", "ThorlabsMBX"]
+__all__ = ["InstrumentError", "InstrumentFault", "ThorlabsMBX"]
 
 # MZM:MODE codes (instruments.md 5.1).
 BIAS_MODES = {
@@ -126,7 +132,7 @@ class MBXAttenuator(InstrumentChannel):
             get_parser=_mw_to_w, set_cmd=False)
 
 
-class ThorlabsMBX(Instrument):
+class ThorlabsMBX(QueryRetries, Instrument):
     """Thorlabs MBX: ``mbx.mzm`` (bias loop) and ``mbx.voa`` (attenuator)."""
 
     default_baudrate = 115200
@@ -138,20 +144,56 @@ class ThorlabsMBX(Instrument):
         if (address is None) == (port is None):
             raise TypeError("give exactly one of address (a pyserial URL or port name) and port")
         super().__init__(name, **kwargs)
+        self.address = address if address is not None else str(getattr(port, "port", None) or type(port).__name__)
+        self.timeout_s = timeout_s if port is None else getattr(port, "timeout", timeout_s)
         self._port = port if port is not None else serial.serial_for_url(
             address, baudrate=baudrate, timeout=timeout_s)
         self.mzm = self.add_submodule("mzm", MBXModulatorBias(self, "mzm"))
         self.voa = self.add_submodule("voa", MBXAttenuator(self, "voa"))
         self.connect_message()
 
+    @property
+    def fault_address(self) -> str:
+        return self.address
+
     def write_raw(self, cmd: str) -> None:
-        """A set command: the device answers ``1`` when it accepted it."""
-        reply = self._exchange(cmd)
+        """A set command: the device answers ``1`` when it accepted it. Never repeated."""
+        try:
+            reply = self._exchange(cmd)
+        except (TimeoutError, serial.SerialException, OSError) as error:
+            raise InstrumentFault(self.name, self.address, cmd, f"{_describe(error)}; it may or may not have "
+                                  "taken effect", 1, repeatable=False) from error
         if reply != "1":
             raise InstrumentError(self.name, cmd, [(None, f"unexpected reply {reply!r}, expected '1'")])
 
-    def ask_raw(self, cmd: str) -> str:
-        return self._exchange(cmd)
+    def _ask_once(self, cmd: str) -> str:
+        try:
+            reply = self._exchange(cmd)
+        except TimeoutError as error:
+            raise _Retryable(cmd, str(error)) from error
+        except (serial.SerialException, OSError) as error:  # pyserial: "socket disconnected", "write failed"
+            raise _Retryable(cmd, _describe(error), reconnect=True) from error
+        self._last_reply = (cmd, reply)
+        return reply
+
+    def _recover(self, failure: _Retryable) -> None:
+        if failure.reconnect:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Close and reopen the port (pyserial keeps its URL and settings)."""
+        self.log.warning(f"reopening {self.address}")
+        try:
+            self._port.close()
+            self._port.open()
+        except (serial.SerialException, OSError, AttributeError) as error:
+            raise _Retryable("", f"cannot reopen the port ({_describe(error)})", reconnect=True) from error
+
+    def _reconnect_if_dropped(self) -> None:
+        """A socket:// port whose peer closed it is reopened before anything is sent."""
+        sock = getattr(self._port, "_socket", None)
+        if sock is not None and socket_closed(sock):
+            self._reconnect()
 
     def close(self) -> None:
         port = getattr(self, "_port", None)
@@ -160,6 +202,10 @@ class ThorlabsMBX(Instrument):
         super().close()
 
     def _exchange(self, cmd: str) -> str:
+        try:
+            self._reconnect_if_dropped()
+        except _Retryable as failure:
+            raise serial.SerialException(failure.what) from failure
         # why reset first: a half-consumed terminator pair (the LF of CR LF) or a late reply from
         # a timed-out command must not be read as the answer to this one
         self._port.reset_input_buffer()
@@ -176,10 +222,15 @@ class ThorlabsMBX(Instrument):
         while True:
             byte = self._port.read(1)
             if not byte:
-                raise TimeoutError(f"{self.name}: no complete reply to {cmd!r} "
-                                   f"(received {bytes(line)!r} before the timeout)")
+                raise TimeoutError(f"no complete reply within {self.timeout_s:g} s (received {bytes(line)!r})")
             if byte in (b"\r", b"\n"):
                 if line:
                     return line.decode("ascii", errors="replace").strip()
                 continue
             line += byte
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return str(error)
+    return f"connection closed ({error})" if "disconnect" in str(error) else f"connection failed ({error})"

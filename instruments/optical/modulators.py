@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, volts_to_codes
+from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
 from instruments.optical.limits import Limit, LimitError
 
 BIAS_MODE = "null"
@@ -154,6 +154,30 @@ class AwgIQModulator(_Biased):
         amplitude = amplitude_for_volts_vpp(np.concatenate([v_i.ravel(), v_q.ravel()]))
         self.awg.check_amplitude_vpp(amplitude)
         return volts_to_codes(v_i, amplitude), volts_to_codes(v_q, amplitude), amplitude
+
+    def full_scale_amplitude_vpp(self) -> float:
+        """The amplitude that plays a child field of 1 at full code: one setting for every segment (the
+        M8195A's amplitude belongs to the channel, not to a segment)."""
+        return amplitude_for_volts_vpp(arcsine_drive_v(np.array([1.0]), self.calibration.vpi_at_awg_v))
+
+    def drive_codes_at(self, fields, amplitude_vpp: float) -> tuple[np.ndarray, np.ndarray]:
+        """(I codes, Q codes) for ``fields`` at a given amplitude (checked against the declared limit)."""
+        self.awg.check_amplitude_vpp(amplitude_vpp)
+        v_i, v_q = self.drive_v(fields)
+        return volts_to_codes(v_i, amplitude_vpp), volts_to_codes(v_q, amplitude_vpp)
+
+    def played_fields(self, codes_i, codes_q, amplitude_vpp: float) -> np.ndarray:
+        """The fields the calibrated model predicts for int8 codes: the reference the server verifies against.
+
+        Why not the fields asked for: 8-bit codes round the drives by up to half a step, which would
+        otherwise show up in the verification as excess noise the client never added.
+        """
+        vpi = self.calibration.vpi_at_awg_v
+        t_i = null_biased_field(codes_to_volts(codes_i, amplitude_vpp), vpi)
+        t_q = null_biased_field(codes_to_volts(codes_q, amplitude_vpp), vpi)
+        g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
+        q_part = (1.0 - 0.5 * g) * t_q
+        return ((1.0 + 0.5 * g) * t_i - math.sin(delta) * q_part) + 1j * (math.cos(delta) * q_part)
 
     def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None:
         codes_i, codes_q, amplitude = self.drive_codes(fields)

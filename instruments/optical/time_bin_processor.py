@@ -57,7 +57,11 @@ class AwgTimeBinProcessor:
 
     def drive_v(self, data) -> tuple[np.ndarray, np.ndarray]:
         """AWG volts per bin for the beam splitter and the phase modulator."""
-        theta, phi = self.angles(data)
+        return self.drive_v_for_unit_vectors(complex_unit_vector(data))
+
+    def drive_v_for_unit_vectors(self, x_hat) -> tuple[np.ndarray, np.ndarray]:
+        """AWG volts per bin for complex unit vectors [..., N] (a batch of images at once)."""
+        theta, phi = givens_angles(x_hat)
         c = self.calibration
         beam_splitter_v = 2.0 * c.beam_splitter_vpi_v * (theta - c.beam_splitter_theta_offset_rad) / np.pi
         phase_v = c.phase_vpi_v * wrap_phase_rad(phi) / np.pi
@@ -77,6 +81,15 @@ class AwgTimeBinProcessor:
         for amplitude in amplitudes:
             self.awg.check_amplitude_vpp(amplitude)
         return volts_to_codes(volts[0], amplitudes[0]), volts_to_codes(volts[1], amplitudes[1]), amplitudes
+
+    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
+        """One segment holding the bins of several images, one block of N bins per image, in order."""
+        volts = [v.ravel() for v in self.drive_v_for_unit_vectors(x_hat)]
+        amplitudes = [amplitude_for_volts_vpp(v) for v in volts]
+        for amplitude in amplitudes:
+            self.awg.check_amplitude_vpp(amplitude)
+        self.awg.load([np.repeat(volts_to_codes(v, a), samples_per_symbol) for v, a in zip(volts, amplitudes)],
+                      amplitudes, segment_id)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)

@@ -15,6 +15,13 @@ averaging |field|^2 gives the average power the meters read. So photons per symb
 |field|^2 slot energy / (h nu) = P_out lambda / (h c R_sym) (analysis.units), and mean |alpha|^2
 is at most that (the difference is the light outside the symbol's temporal mode).
 
+The client's time-bin processor is driven by its own AWG (``client_awg``, the M8195A named by
+``client_processor.awg``; every other M8195A emulator plays into ``awg``, the server's): the
+codes at the centre sample of each bin, through the processor's true transfer functions, give the
+angles of its Givens chain and so the unit vector each row is projected onto (``processor_load``).
+The server AWG's ``server_receiver.awg_channel`` gates the verification capture and picks X or P
+per row (``verification_gate``).
+
 Randomness: ``rng(name)`` gives each consumer (emulator) its own Generator derived from the
 bench seed and the consumer's name, so a seed reproduces each instrument's stream bit for bit
 whatever the thread interleaving.
@@ -24,14 +31,16 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from analysis.givens import unit_vector_from_angles
 from analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
 from instruments.sim import modulators as mod
-from instruments.sim.bench_parameters import BenchParameters
+from instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
 from instruments.sim.physics import LinkParameters
 
 LASER_PORTS = 4
@@ -39,6 +48,7 @@ AWG_CHANNELS = 4
 ATTENUATORS = 2            # N7762A: attenuator 1 = slots 1-2, attenuator 2 = slots 3-4
 _CHUNK_SYMBOLS = 1 << 14   # symbols per chunk when evaluating long waveforms (bounded memory)
 _MIN_POWER_W = 1e-30
+MODULATION_CACHE_ENTRIES = 4  # server periods kept (e.g. the segments of every layer, switched by selection)
 
 
 # --- hardware state (what the instruments set) -------------------------------------------------
@@ -68,6 +78,7 @@ class AwgChannelState:
     function_mode: str = "ARB"
     segments: dict[int, np.ndarray] = field(default_factory=dict)
     selected_segment: int = 1
+    segment_stamps: dict[int, int] = field(default_factory=dict)  # segment id -> data_version of its last write
 
 
 @dataclass
@@ -78,10 +89,41 @@ class AwgState:
     channels: dict[int, AwgChannelState] = field(
         default_factory=lambda: {n: AwgChannelState() for n in range(1, AWG_CHANNELS + 1)})
     version: int = 0               # bumped on every change that can alter the drive waveforms
+    data_version: int = 0          # bumped on every segment write (stamps segment_stamps)
 
     @property
     def effective_sample_rate_hz(self) -> float:
         return self.sample_rate_hz / self.divider
+
+    def samples_per_symbol(self, symbol_rate_hz: float) -> int:
+        return max(1, int(round(self.effective_sample_rate_hz / symbol_rate_hz)))
+
+    def segment_written(self, channel: AwgChannelState, segment_id: int) -> None:
+        """Record that a segment's samples changed (define, write, delete): what the caches key on."""
+        self.data_version += 1
+        channel.segment_stamps[segment_id] = self.data_version
+        self.version += 1
+
+    def playing_codes(self, number: int) -> np.ndarray | None:
+        """The int8 samples channel ``number`` plays, or None (stopped, output off, not ARB, no segment)."""
+        state = self.channels[number]
+        codes = state.segments.get(state.selected_segment)
+        if not (self.running and state.output_enabled and state.function_mode == "ARB") or codes is None:
+            return None
+        return codes
+
+    def content_key(self, numbers) -> tuple[tuple, tuple]:
+        """(key, arrays): what channels ``numbers`` play, by value except the samples, which are keyed by
+        segment, write stamp and array identity (the arrays are returned so a cache can keep them alive,
+        which keeps their ids unique). Selecting another segment changes the key; selecting back restores it."""
+        key, arrays = [self.running, self.sample_rate_hz, self.divider], []
+        for number in numbers:
+            state = self.channels[number]
+            codes = state.segments.get(state.selected_segment)
+            arrays.append(codes)
+            key.append((number, state.selected_segment, state.segment_stamps.get(state.selected_segment, 0),
+                        id(codes), state.amplitude_vpp, state.offset_v, state.output_enabled, state.function_mode))
+        return tuple(key), tuple(arrays)
 
 
 @dataclass
@@ -113,6 +155,26 @@ class Drive:
 
 
 @dataclass(frozen=True)
+class ProcessorLoad:
+    """What the client's AWG programs into the time-bin processor, through its true transfer functions.
+
+    theta_rad, phi_rad: the chain's angles per time bin over the client's segment [bins];
+    x_hat: the unit vectors the chain projects onto, one per row of bins_per_row bins [images, N]
+    (None when the segment is not a whole number of rows: ``problem`` says why).
+    """
+
+    theta_rad: np.ndarray
+    phi_rad: np.ndarray
+    bins_per_row: int
+    x_hat: np.ndarray | None
+    problem: str | None = None
+
+    @property
+    def bins(self) -> int:
+        return self.theta_rad.size
+
+
+@dataclass(frozen=True)
 class Modulation:
     """One period of the server's modulated light, relative to 1 W at the carver input.
 
@@ -136,13 +198,19 @@ class BenchState:
         self.lock = threading.RLock()
         self.laser_ports = {n: LaserPortState() for n in range(1, LASER_PORTS + 1)}
         self.attenuators = {k: AttenuatorState() for k in range(1, ATTENUATORS + 1)}
-        self.awg = AwgState()
+        self.awg = AwgState()          # the server's AWG (modulators, verification gate)
+        self.client_awg = AwgState()   # the client's AWG (time-bin processor)
         self.bias = {self.params.server_carver.bias_controller: BiasState(),
                      self.params.server_iq.bias_controller: BiasState()}
         self.amplifier = AmplifierState()
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
-        self._modulation_key: tuple | None = None
-        self._modulation: Modulation | None = None
+        self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
+        self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
+        self._symbols: tuple[Modulation, float, np.ndarray] | None = None
+
+    def awg_state(self, name: str) -> AwgState:
+        """The AWG an M8195A emulator named ``name`` plays into: the client's (client_processor.awg) or the server's."""
+        return self.client_awg if name == self.params.client_processor.awg else self.awg
 
     # -- randomness ---------------------------------------------------------------------------
     def rng(self, consumer: str) -> np.random.Generator:
@@ -161,7 +229,9 @@ class BenchState:
             port = self.server_laser
             if not port.enabled:
                 return 0.0
-            return port.power_w * float(db_to_linear(self.params.server_laser.power_offset_db))
+            from instruments.sim import faults  # the power-drop fault hook (here to keep the change to this method)
+            offset_db = self.params.server_laser.power_offset_db - faults.power_drop_db(self)
+            return port.power_w * float(db_to_linear(offset_db))
 
     def wavelength_m(self) -> float:
         with self.lock:
@@ -195,15 +265,13 @@ class BenchState:
         stays 64 MB instead of half a gigabyte of float64 per channel.
         """
         awg, p = self.awg, self.params
-        rate = awg.effective_sample_rate_hz
-        sps = max(1, int(round(rate / p.server.symbol_rate_hz)))
-        channels = (p.server_carver.awg_channel, p.server_iq.awg_channel_i, p.server_iq.awg_channel_q)
+        sps = awg.samples_per_symbol(p.server.symbol_rate_hz)
         gains = (p.server_carver.driver_gain, p.server_iq.driver_gain, p.server_iq.driver_gain)
         drives: list[Drive] = []
-        for channel, gain in zip(channels, gains):
+        for channel, gain in zip(self._modulator_channels(), gains):
             state = awg.channels[channel]
-            codes = state.segments.get(state.selected_segment)
-            if not (awg.running and state.output_enabled and state.function_mode == "ARB") or codes is None:
+            codes = awg.playing_codes(channel)
+            if codes is None:
                 drives.append(Drive(None, 0.0, 0.0))
                 continue
             drives.append(Drive(codes, gain * 0.5 * state.amplitude_vpp / 127.0, gain * state.offset_v))
@@ -216,18 +284,32 @@ class BenchState:
                                                                             d.offset_v) for d in drives]
         return drives, sps, False
 
+    def _modulator_channels(self) -> tuple[int, int, int]:
+        p = self.params
+        return p.server_carver.awg_channel, p.server_iq.awg_channel_i, p.server_iq.awg_channel_q
+
     def modulation(self) -> Modulation:
-        """The modulated field over one AWG period (cached until the AWG or a bias changes)."""
+        """The modulated field over one AWG period.
+
+        Cached by what the modulator channels play and the bias voltages (MODULATION_CACHE_ENTRIES
+        entries, least recently used out), so that switching between uploaded segments (one per
+        layer) or re-uploading another channel (the verification gate) costs nothing.
+        """
         with self.lock:
-            key = (self.awg.version, self.awg.running, tuple(sorted((k, v.applied_v) for k, v in self.bias.items())),
+            awg_key, arrays = self.awg.content_key(self._modulator_channels())
+            key = (awg_key, tuple(sorted((k, v.applied_v) for k, v in self.bias.items())),
                    self.params.server.symbol_rate_hz)
-            if key == self._modulation_key and self._modulation is not None:
-                return self._modulation
+            cached = self._modulations.get(key)
+            if cached is not None:
+                self._modulations.move_to_end(key)
+                return cached[1]
             drives, sps, static = self._drive_waveforms()
             carver_bias = self.bias_voltage(self.params.server_carver.bias_controller)
             iq_bias = self.bias_voltage(self.params.server_iq.bias_controller)
             result = _modulate(self.params, drives, sps, static, carver_bias, iq_bias)
-            self._modulation_key, self._modulation = key, result
+            self._modulations[key] = (arrays, result)
+            while len(self._modulations) > MODULATION_CACHE_ENTRIES:
+                self._modulations.popitem(last=False)
             return result
 
     def carver_output_power_w(self) -> float:
@@ -284,16 +366,81 @@ class BenchState:
                                             self.wavelength_m()))
 
     def symbols(self) -> np.ndarray:
-        """Complex amplitude per symbol over one AWG period, sqrt(photons) at the server output."""
+        """Complex amplitude per symbol over one AWG period, sqrt(photons) at the server output.
+
+        Read-only, and the same array while the modulation and the power chain stay the same (so a
+        consumer can key what it derives from them on the array: receivers' prepared layer).
+        """
         with self.lock:
             modulation = self.modulation()
             field_in = np.sqrt(self._input_to_carver_w())
             transmission = self.output_transmission()
             scale = field_in * np.sqrt(transmission / (photon_energy_j(self.wavelength_m())
                                                        * self.params.server.symbol_rate_hz))
-            return scale * modulation.symbol_fields
+            cached = self._symbols
+            if cached is not None and cached[0] is modulation and cached[1] == scale:
+                return cached[2]
+            symbols = scale * modulation.symbol_fields
+            symbols.flags.writeable = False
+            self._symbols = (modulation, scale, symbols)
+            return symbols
+
+    # -- the server's verification gate ---------------------------------------------------------
+    def verification_gate(self, rows: int, symbols_per_row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(verified row indices, measure_p per verified row) from the server AWG's gate channel, or None
+        when that channel plays nothing. Row r's gate is the code at the centre sample of its first
+        symbol: > +GATE_THRESHOLD_CODE X, < -GATE_THRESHOLD_CODE P, otherwise not captured."""
+        with self.lock:
+            codes = self.awg.playing_codes(self.params.server_receiver.awg_channel)
+            if codes is None:
+                return None
+            sps = self.awg.samples_per_symbol(self.params.server.symbol_rate_hz)
+            centre = (np.arange(rows) * (symbols_per_row * sps) + sps // 2) % codes.size
+            gate = codes[centre].astype(np.int16)
+            captured = np.abs(gate) > GATE_THRESHOLD_CODE
+            return np.flatnonzero(captured), gate[captured] < 0
 
     # -- client side -------------------------------------------------------------------------
+    def processor_load(self) -> ProcessorLoad | None:
+        """The client's programmed chain, or None while its AWG does not play both processor channels.
+
+        Cached by what those channels play (one evaluation per uploaded batch of images).
+        """
+        with self.lock:
+            c = self.params.client_processor
+            numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
+            key, arrays = self.client_awg.content_key(numbers)
+            key = (key, c, self.params.server.symbol_rate_hz)
+            if self._processor is not None and self._processor[0] == key:
+                return self._processor[2]
+            load = self._evaluate_processor(numbers)
+            self._processor = (key, arrays, load)
+            return load
+
+    def _evaluate_processor(self, numbers: tuple[int, int]) -> ProcessorLoad | None:
+        awg, c = self.client_awg, self.params.client_processor
+        codes = [awg.playing_codes(n) for n in numbers]
+        if any(code is None for code in codes):
+            return None
+        sps = awg.samples_per_symbol(self.params.server.symbol_rate_hz)
+        bins = max(code.size for code in codes) // sps
+        centre = np.arange(bins) * sps + sps // 2
+        volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0
+                 * code[centre % code.size].astype(np.float64) for n, code in zip(numbers, codes)]
+        theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
+                 + c.beam_splitter_theta_offset_rad)
+        phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
+        n = c.bins_per_row
+        if bins == 0 or bins % n:
+            problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
+                       "(bench.client_processor.bins_per_row)")
+            return ProcessorLoad(theta, phi, n, None, problem)
+        try:
+            x_hat = unit_vector_from_angles(theta.reshape(-1, n), phi.reshape(-1, n))
+        except ValueError as error:
+            return ProcessorLoad(theta, phi, n, None, f"the client's processor drive: {error}")
+        return ProcessorLoad(theta, phi, n, x_hat)
+
     def amplifier_input_power_w(self) -> float:
         """Power into the client's amplifier: server output x forward fibre x one processor pass."""
         with self.lock:

@@ -84,7 +84,7 @@ class ServerTruth:
     """The server's output path: monitor tap, fixed attenuation, clock plan."""
 
     tap_ratio: float = 0.01               # power fraction to the monitor power meter (before the VOA)
-    fixed_attenuation_db: float = 30.0    # fixed attenuators between the VOA and the server output
+    fixed_attenuation_db: float = 20.0    # fixed attenuators between the VOA and the server output
     symbol_rate_hz: float = 1e9
 
 
@@ -129,6 +129,24 @@ class ReceiverTruth:
 
 
 @dataclass(frozen=True)
+class ServerReceiverTruth(ReceiverTruth):
+    """The server's verification receiver: a receiver whose LO phase modulator (and capture gate) an AWG drives.
+
+    Bench convention for that channel of the server's AWG, read per row at the centre sample of the
+    row's first symbol: code > +GATE_THRESHOLD_CODE captures the row and measures X, code <
+    -GATE_THRESHOLD_CODE captures it and measures P, anything between leaves it uncaptured.
+    """
+
+    efficiency: float = 0.85
+    electronic_noise_snu: float = 0.04
+    digitizer_channel: int = 2
+    awg_channel: int = 4                  # server AWG channel on the LO phase modulator / capture gate
+
+
+GATE_THRESHOLD_CODE = 32  # |AWG code| above it opens the verification gate (sign: X or P)
+
+
+@dataclass(frozen=True)
 class AmplifierTruth:
     """The client's phase-insensitive amplifier."""
 
@@ -139,8 +157,25 @@ class AmplifierTruth:
 
 @dataclass(frozen=True)
 class ProcessorTruth:
-    """The client's time-bin processor (DECISIONS M); on the bench it passes every bin to the amplifier."""
+    """The client's time-bin processor (DECISIONS M), driven by the client's own AWG.
 
+    Per time bin, at the centre sample of the bin, the beam splitter's angle is theta = pi
+    beam_splitter_driver_gain u_bs / (2 beam_splitter_vpi_v) + beam_splitter_theta_offset_rad and the
+    phase modulator's phase is phi = pi phase_driver_gain u_ph / phase_vpi_v, u the AWG volts (the
+    inverse of instruments.optical.time_bin_processor's drive). A row is bins_per_row bins: how the
+    bench splits the client's segment into images. Without a playing segment on both channels the
+    processor passes every bin straight to the amplifier (x_hat = 1), as calibrations assume.
+    """
+
+    awg: str = "client_awg"               # the [bench.instruments] M8195A that drives it
+    awg_channel_beam_splitter: int = 1
+    awg_channel_phase: int = 2
+    beam_splitter_vpi_v: float = 3.2      # at the modulator, V
+    phase_vpi_v: float = 3.6              # at the modulator, V
+    beam_splitter_driver_gain: float = 7.0  # V at the modulator per V of AWG output
+    phase_driver_gain: float = 8.0        # (vpi / gain <= 0.46 V: the whole angle range fits 1 Vpp)
+    beam_splitter_theta_offset_rad: float = 0.0  # theta at 0 V
+    bins_per_row: int = 392               # the processor's programmed row length (complex modes per row)
     loss_per_pass_db: float = 0.3
 
 
@@ -178,8 +213,7 @@ class BenchParameters:
     server_attenuator: AttenuatorTruth = field(default_factory=AttenuatorTruth)
     server_power_meter: PowerMeterTruth = field(default_factory=PowerMeterTruth)
     client_receiver: ReceiverTruth = field(default_factory=ReceiverTruth)
-    server_receiver: ReceiverTruth = field(default_factory=lambda: ReceiverTruth(
-        efficiency=0.85, electronic_noise_snu=0.04, digitizer_channel=2))
+    server_receiver: ServerReceiverTruth = field(default_factory=ServerReceiverTruth)
     client_amplifier: AmplifierTruth = field(default_factory=AmplifierTruth)
     client_processor: ProcessorTruth = field(default_factory=ProcessorTruth)
     channel: ChannelTruth = field(default_factory=ChannelTruth)
@@ -349,8 +383,12 @@ def _validate(params: BenchParameters) -> None:
     check("server_receiver.digitizer_channel",
           params.server_receiver.digitizer_channel != params.client_receiver.digitizer_channel,
           "a channel other than client_receiver.digitizer_channel")
+    server_awg_channels = {params.server_carver.awg_channel, params.server_iq.awg_channel_i,
+                           params.server_iq.awg_channel_q}
+    check("server_receiver.awg_channel", params.server_receiver.awg_channel in {1, 2, 3, 4} - server_awg_channels,
+          "a server AWG channel 1..4 that no modulator uses")
     non_negative("client_amplifier.gain_db_per_a")
-    non_negative("client_processor.loss_per_pass_db")
+    _validate_processor(params, check, positive)
     fraction("channel.forward_transmittance")
     fraction("channel.return_transmittance")
     d = params.digitizer
@@ -361,3 +399,17 @@ def _validate(params: BenchParameters) -> None:
     check("digitizer.max_points", 1 <= d.min_points < d.max_points, "> digitizer.min_points >= 1")
     check("digitizer.max_sample_rate_hz", d.max_sample_rate_hz >= params.server.symbol_rate_hz,
           ">= server.symbol_rate_hz (at least one sample per symbol)")
+
+
+def _validate_processor(params: BenchParameters, check, positive) -> None:
+    c = params.client_processor
+    check("client_processor.awg", bool(c.awg.strip()), "the [bench.instruments] name of the client's AWG")
+    check("client_processor.awg", c.awg != "awg", "an AWG other than the server's (awg)")
+    for key in ("awg_channel_beam_splitter", "awg_channel_phase"):
+        check(f"client_processor.{key}", 1 <= params.get(f"client_processor.{key}") <= 4, "an AWG channel 1..4")
+    check("client_processor.awg_channel_phase", c.awg_channel_phase != c.awg_channel_beam_splitter,
+          "a channel other than awg_channel_beam_splitter")
+    for key in ("beam_splitter_vpi_v", "phase_vpi_v", "beam_splitter_driver_gain", "phase_driver_gain"):
+        positive(f"client_processor.{key}")
+    check("client_processor.bins_per_row", c.bins_per_row >= 1, "an integer >= 1")
+    check("client_processor.loss_per_pass_db", c.loss_per_pass_db >= 0.0, ">= 0")

@@ -424,11 +424,16 @@ class VerificationRecord:
         return out
 
 
-def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
+def _check_symbols(symbols) -> np.ndarray:
     symbols = np.asarray(symbols)
-    x_hat = np.asarray(x_hat)
     if symbols.ndim != 2 or symbols.size == 0:
         raise ValueError(f"symbols must be a non-empty 2-D array [rows, modes], got shape {symbols.shape}")
+    return np.ascontiguousarray(symbols, dtype=np.complex128)
+
+
+def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
+    symbols = _check_symbols(symbols)
+    x_hat = np.asarray(x_hat)
     if x_hat.ndim != 2 or x_hat.shape[1] != symbols.shape[1] or x_hat.shape[0] == 0:
         raise ValueError(f"x_hat must be [batch, modes={symbols.shape[1]}], got shape {x_hat.shape}")
     x_hat = np.ascontiguousarray(x_hat, dtype=np.complex128)
@@ -436,7 +441,7 @@ def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
     bad = np.flatnonzero(np.abs(np.einsum("ij,ij->i", flat, flat) - 1.0) > 2.0 * UNIT_NORM_TOLERANCE)
     if bad.size:
         raise ValueError(f"x_hat rows must have unit norm (pack_data); rows {bad[:10].tolist()} do not")
-    return np.ascontiguousarray(symbols, dtype=np.complex128), x_hat
+    return symbols, x_hat
 
 
 def _sqrtm_2x2(s11, s12, s22):
@@ -447,7 +452,7 @@ def _sqrtm_2x2(s11, s12, s22):
 
 
 def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: np.random.Generator,
-                   returned: np.ndarray, scratch: np.ndarray, signals: np.ndarray):
+                   returned: np.ndarray, scratch: np.ndarray, signals: np.ndarray, measure_p=None):
     """Joint client measurement and server homodyne for the verified rows of one block (docs/PHYSICS.md 5).
 
     With k = sqrt(t) n + sqrt(1-t) m~ the processor-output vacuum written in the input basis, the
@@ -461,8 +466,9 @@ def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: n
     `returned` [batch, rows, N] (float32, C-contiguous) holds on entry w/sqrt(var_w), one standard
     normal per returned sample (drawn by the caller, see secure_products); it is overwritten with y
     in place. `scratch` is a work buffer of the same shape; signals = 2 a sqrt(t T_f) [Re alpha;
-    Im alpha] [2 rows, N] (float32). Returns the client's outcomes [batch, rows] and the
-    quadrature choices.
+    Im alpha] [2 rows, N] (float32). measure_p (bool [batch, rows]): the server's given quadrature
+    choices, or None to draw them here (the first draw of the block). Returns the client's
+    outcomes [batch, rows] and the quadrature choices.
     """
     batch, n_modes = x_hat.shape
     n_rows = symbols.shape[0]
@@ -473,7 +479,8 @@ def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: n
     var_w = 1.0 + params.server_electronic_noise_snu
     f = (var_w - a * a) / var_w  # Var(independent part)/Var(w)
 
-    measure_p = rng.random((batch, n_rows)) < 0.5
+    if measure_p is None:
+        measure_p = rng.random((batch, n_rows)) < 0.5
     xr, xi = x_hat.real, x_hat.imag
     # sum_i conj(x_i) w_i per (image, row): one float32 pass over the block (accumulated by BLAS)
     proj = np.matmul(returned, x_basis.transpose(0, 2, 1)).astype(np.float64)  # [batch, rows, 2]: sum w xr, sum w xi
@@ -517,13 +524,15 @@ class NormalStream:
     thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
     drawn inline when needed; numpy releases the GIL in its fills and ufuncs), also between calls,
     so that the generation overlaps the rest of the inference. close() (or garbage collection)
-    stops the workers.
+    stops the workers. `total` (normals the owner will take, or None) stops the prefetch at the
+    last block needed, so that no worker draws a block nobody reads (the values are unchanged).
     """
 
-    def __init__(self, entropy, threads: int = None, prefetch: int = None):
+    def __init__(self, entropy, threads: int = None, prefetch: int = None, total: int = None):
         threads = VERIFY_THREADS if threads is None else int(threads)
         self._sequence = np.random.SeedSequence(entropy)
         self._prefetch = VERIFY_PREFETCH_BLOCKS if prefetch is None else int(prefetch)
+        self._unsubmitted = None if total is None else -(-int(total) // NORMAL_STREAM_BLOCK)  # blocks left to queue
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qslab-normals") if threads > 0 else None
         self._finalizer = None if self._pool is None else weakref.finalize(
             self, self._pool.shutdown, wait=False, cancel_futures=True)
@@ -537,6 +546,8 @@ class NormalStream:
         return standard_normal_f32(np.random.Generator(np.random.PCG64(child)), buffer)
 
     def _submit(self):
+        if self._unsubmitted is not None:
+            self._unsubmitted -= 1
         child = self._sequence.spawn(1)[0]
         if self._pool is None:
             self._pending.append(child)
@@ -576,7 +587,7 @@ class NormalStream:
     def prefetch(self):
         """Queue blocks up to the prefetch depth (no-op without worker threads)."""
         if self._pool is not None:
-            while len(self._pending) < self._prefetch:
+            while len(self._pending) < self._prefetch and (self._unsubmitted is None or self._unsubmitted > 0):
                 self._submit()
 
     def close(self):
@@ -584,9 +595,10 @@ class NormalStream:
             self._finalizer()
 
 
-def new_normal_stream(rng: np.random.Generator, threads: int = None, prefetch: int = None) -> NormalStream:
+def new_normal_stream(rng: np.random.Generator, threads: int = None, prefetch: int = None,
+                      total: int = None) -> NormalStream:
     """A NormalStream seeded by one 256-bit entropy (4 uint64) drawn from rng."""
-    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch)
+    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch, total)
 
 
 class _LazyNormalStream:
@@ -626,7 +638,8 @@ def _prepare_mean_symbols(symbols: np.ndarray, params: LinkParameters) -> np.nda
 
 
 def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Generator,
-                    verify_fraction: float = 0.01, chunk_images: int = DEFAULT_CHUNK_IMAGES):
+                    verify_fraction: float = 0.01, chunk_images: int = DEFAULT_CHUNK_IMAGES, *,
+                    rows=None, measure_p=None):
     """The client's homodyne outcomes X_meas [batch, rows] (SNU) and the server's VerificationRecord.
 
     symbols [rows, N] from pack_weights; x_hat [batch, N] unit-norm rows from pack_data. Each row
@@ -634,6 +647,12 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     quadrature is drawn per (image, verified row). Memory is bounded by processing chunk_images
     images at a time (beyond the outputs themselves); verified rows run in cache-sized blocks of
     images. Both block sizes are part of the random-stream layout.
+
+    The server's choices may instead be given, as an instrument makes them (the bench's
+    verification gate): ``rows`` (distinct row indices, int [v]) replaces the verify_fraction draw,
+    which is then ignored; ``measure_p`` (bool [batch, v], or [v] for the whole batch; True = P)
+    replaces the quadrature draw and needs ``rows``. Each draw that is given is skipped; the rest
+    of the stream keeps the layout below, so with both None it is exactly that layout.
 
     Random-stream layout: from `rng`, in order: the verified rows; if any, one 256-bit entropy
     (4 x uint64) that seeds the NormalStream of the per-sample normals (blocks of
@@ -650,15 +669,37 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     """
     symbols, x_hat = _check_symbols_and_data(symbols, x_hat)
     return _secure_products(symbols, x_hat, None, _prepare_mean_symbols(symbols, params), params, rng,
-                            verify_fraction, chunk_images)
+                            verify_fraction, chunk_images, rows=rows, measure_p=measure_p)
+
+
+def _server_choices(rows, measure_p, n_rows: int, batch: int):
+    """The server's given verified rows (int [v]) and quadratures (bool [batch, v] or None), checked."""
+    if rows is None:
+        if measure_p is not None:
+            raise ValueError("measure_p needs rows: the quadratures belong to given verified rows")
+        return None, None
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+        raise ValueError(f"rows must be a 1-D array of row indices, got {rows.dtype} shape {rows.shape}")
+    rows = rows.astype(np.intp)
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows or np.unique(rows).size != rows.size):
+        raise ValueError(f"rows must be distinct row indices in [0, {n_rows}), got {rows[:10].tolist()}")
+    if measure_p is None:
+        return rows, None
+    measure_p = np.asarray(measure_p)
+    if measure_p.dtype != bool or measure_p.shape not in ((rows.size,), (batch, rows.size)):
+        raise ValueError(f"measure_p must be bool [{batch}, {rows.size}] or [{rows.size}] (True = P), got "
+                         f"{measure_p.dtype} shape {measure_p.shape}")
+    return rows, np.broadcast_to(measure_p, (batch, rows.size))
 
 
 def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, verify_fraction, chunk_images,
-                     normals: NormalStream | None = None):
+                     normals: NormalStream | None = None, rows=None, measure_p=None):
     """secure_products on checked inputs; x_flat32 (float32 [batch, 2N] packing of x_hat) may be None.
 
     normals: the stream of per-sample normals to use (shared across calls by LinkEngine), or None
-    for a new one seeded from rng when this call verifies any row.
+    for a new one seeded from rng when this call verifies any row. rows, measure_p: the server's
+    given choices (see secure_products), or None to draw them.
     """
     verify_fraction = _finite("verify_fraction", verify_fraction)
     if not 0.0 <= verify_fraction <= 1.0:
@@ -668,7 +709,9 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
     chunk_images = int(chunk_images)
     batch, n_modes = x_hat.shape
     n_rows = symbols.shape[0]
-    rows = np.flatnonzero(rng.random(n_rows) < verify_fraction)
+    rows, given_p = _server_choices(rows, measure_p, n_rows, batch)
+    if rows is None:
+        rows = np.flatnonzero(rng.random(n_rows) < verify_fraction)
     sent = symbols[rows]
     std = np.float32(np.sqrt(params.client_variance_snu))
 
@@ -680,7 +723,9 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
         block = max(1, VERIFY_BLOCK_SAMPLES // (rows.size * n_modes))
         spans = _verification_spans(batch, chunk_images, block)
         if normals is None:
-            normals, own_stream = new_normal_stream(rng, prefetch=min(VERIFY_PREFETCH_BLOCKS, -(-returned.size // NORMAL_STREAM_BLOCK))), True
+            blocks = -(-returned.size // NORMAL_STREAM_BLOCK)
+            normals = new_normal_stream(rng, prefetch=min(VERIFY_PREFETCH_BLOCKS, blocks), total=returned.size)
+            own_stream = True
         normals.prefetch()  # the workers draw while this thread runs the fast path
         scratch = np.empty((min(block, batch), rows.size, n_modes), dtype=np.float32)
         # Re and Im of beta for the verified rows, as real dot products: Im(conj(x) alpha) = x_r alpha_i - x_i alpha_r
@@ -720,7 +765,7 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
                 basis[:, 1] = block_x.imag
                 x_meas[first:last, rows], measure_p[first:last] = _verified_rows(
                     block_x, basis, sent, beta[first - start:last - start], params, rng, returned[first:last],
-                    scratch[:last - first], signals)
+                    scratch[:last - first], signals, None if given_p is None else given_p[first:last])
                 k += 1
     finally:
         if own_stream:
@@ -770,6 +815,23 @@ class SecureLayer:
         x_meas, record = _secure_products(symbols, x_hat, x_flat32, self._mean_symbols_t, self.params, rng,
                                           verify_fraction, DEFAULT_CHUNK_IMAGES, normals)
         return LayerOutput(x_meas, record, self.params.client_mean_per_re_beta, self.scale)
+
+    @classmethod
+    def from_symbols(cls, symbols, params: LinkParameters) -> SecureLayer:
+        """A layer of given complex symbols [rows, N] (as a modulator really sent them; scale 1), prepared once."""
+        layer = cls.__new__(cls)
+        layer.params, layer.scale = params, 1.0
+        layer.symbols = _check_symbols(symbols)
+        layer.n_features = 2 * layer.symbols.shape[1]
+        layer._mean_symbols_t = _prepare_mean_symbols(layer.symbols, params)
+        return layer
+
+    def products(self, x_hat, rng: np.random.Generator, verify_fraction: float = 0.01, *, rows=None,
+                 measure_p=None):
+        """secure_products(self.symbols, x_hat, ...) without preparing the symbols again: the same draws."""
+        symbols, x_hat = _check_symbols_and_data(self.symbols, x_hat)
+        return _secure_products(symbols, x_hat, None, self._mean_symbols_t, self.params, rng, verify_fraction,
+                                DEFAULT_CHUNK_IMAGES, rows=rows, measure_p=measure_p)
 
 
 class LinkEngine:

@@ -1,28 +1,46 @@
 """One digitizer acquisition of the two homodyne receivers, from the bench state.
 
-The captured symbols (the AWG period repeated from its first symbol: the scope is triggered by the
-AWG's segment start) go through the colleague's link model, ``physics.secure_products`` with one
-mode per row and the client's processor passing each time bin straight to the amplifier (x_hat =
-1): row k's client outcome is the client receiver's quadrature X_k (channel 1), and the server
-verifies every row, so row k's returned quadrature (X or P, drawn per symbol as in DECISIONS J and
-recorded here) is the server receiver's (channel 2). ``waveform.analog_waveform`` turns each
-quadrature sequence into detector volts (shot noise per sample from the LO power, electronic
-noise, detector and scope bandwidth), then the ADC quantises. Without LO (laser off) both
-receivers output electronic noise only.
+Single-symbol acquisitions (calibrations): the captured symbols (the AWG period repeated from its
+first symbol: the scope is triggered by the AWG's segment start) go through the colleague's link
+model, ``physics.secure_products`` with one mode per row and the client's processor passing each
+time bin straight to the amplifier (x_hat = 1): row k's client outcome is the client receiver's
+quadrature X_k (channel 1), and the server verifies every row, so row k's returned quadrature is
+the server receiver's (channel 2): X or P drawn per symbol as in DECISIONS J and recorded here,
+unless the server AWG plays its verification gate, which then picks X or P per symbol and blanks
+(vacuum) the symbols it does not capture.
+
+Session acquisitions (secure inference through the instruments, see instruments/sim/README.md):
+while the client's AWG plays its processor's segment and the server's AWG period is a whole number
+R of rows of N = client_processor.bins_per_row symbols, one acquisition is the secure products of
+that layer for the B images of the processor's segment: ``secure_products(symbols [R, N], x_hat
+[B, N], rows=gated rows, measure_p=gated quadratures)``. Channel 1 carries the B R client outcomes
+in (image, row) order and channel 2 the B v N returned quadratures of the v gated rows in (image,
+verified row, mode) order, one symbol slot each from the record's start, then vacuum up to
+:ACQ:POIN (a shorter record cuts them off: ``session_points`` is what holds everything).
+
+``waveform`` turns each quadrature sequence into detector volts (shot noise per sample from the LO
+power, electronic noise, detector and scope bandwidth), then the ADC quantises. Without LO (laser
+off) both receivers output electronic noise only.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from analysis.units import photon_energy_j
+from instruments.sim import faults
 from instruments.sim import waveform as wf
-from instruments.sim.physics import LinkParameters, secure_products
+from instruments.sim.physics import LinkParameters, SecureLayer, VerificationRecord, secure_products
 
 RECEIVERS = ("client_receiver", "server_receiver")
 WORD_BITS = 16
+
+
+class SessionError(ValueError):
+    """Settings that make a session acquisition impossible (the digitizer reports -221 and records nothing)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,41 @@ class ChannelRecord:
         return self.words * self.y_increment_v + self.y_origin_v
 
 
+def session_points(client_symbols: int, server_symbols: int, samples_per_symbol: int) -> int:
+    """:ACQ:POIN that holds every outcome of a session acquisition, plus one slot for the filter's delay."""
+    return (max(int(client_symbols), int(server_symbols), 1) + 1) * int(samples_per_symbol)
+
+
+@dataclass(frozen=True)
+class SessionTruth:
+    """Ground truth of one session acquisition: the layer, the images, the server's choices and the outcomes."""
+
+    images: int                            # B: the client's segment holds B rows of bins_per_row bins
+    rows: int                              # R: the server's period holds R rows of bins_per_row symbols
+    bins_per_row: int                      # N
+    x_hat: np.ndarray                      # [B, N] what the processor projects onto (its true drive)
+    sent_symbols: np.ndarray               # [R, N] alpha at the server output, sqrt(photons)
+    verified_rows: np.ndarray              # [v] the rows the gate captured
+    measure_p: np.ndarray                  # [v] the gate's quadrature per verified row (True = P), every image
+    client_quadratures_snu: np.ndarray     # [B, R] on channel 1 in this order (empty when the laser is off)
+    returned_quadratures_snu: np.ndarray   # [B, v, N] on channel 2 in this order (empty when the laser is off)
+    verification: VerificationRecord | None
+    link: LinkParameters | None
+    samples_per_symbol: int
+
+    @property
+    def client_symbols(self) -> int:
+        return self.images * self.rows
+
+    @property
+    def server_symbols(self) -> int:
+        return self.images * self.verified_rows.size * self.bins_per_row
+
+    @property
+    def points_required(self) -> int:
+        return session_points(self.client_symbols, self.server_symbols, self.samples_per_symbol)
+
+
 @dataclass(frozen=True)
 class CaptureRecord:
     """Ground truth of the last acquisition (what the tests and calibration checks compare with)."""
@@ -57,11 +110,13 @@ class CaptureRecord:
     points: int
     laser_on: bool
     sent_symbols: np.ndarray               # alpha_k at the server output, sqrt(photons), captured order
-    client_quadratures_snu: np.ndarray     # per average x symbol (empty when the laser is off)
-    server_quadratures_snu: np.ndarray
+    client_quadratures_snu: np.ndarray     # per average x symbol slot of channel 1 (empty when the laser is off)
+    server_quadratures_snu: np.ndarray     # per average x symbol slot of channel 2
     server_measure_p: np.ndarray           # True where the server receiver measured P
     link: LinkParameters | None
     channels: dict[int, ChannelRecord]
+    session: SessionTruth | None = None    # set for a session acquisition
+    error: str | None = None               # why nothing was recorded (the digitizer's -221 text)
 
 
 def shot_noise_rms_v(lo_power_w: float, gain_v_per_w: float, efficiency: float, sample_rate_hz: float,
@@ -96,18 +151,23 @@ def waveform_config(receiver, *, lo_power_w: float, samples_per_symbol: int, sym
 
 def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: float,
             channels: dict[int, ChannelSetup], rng: np.random.Generator, averages: int = 1) -> CaptureRecord:
-    """Render one (averaged) acquisition of every channel; unconnected channels read 0 V."""
+    """Render one (averaged) acquisition of every channel; unconnected channels read 0 V.
+
+    A session acquisition (see the module docstring) is single-shot: averaging raises SessionError,
+    as do a client segment that is not a whole number of rows and a processor drive that projects
+    onto nothing.
+    """
     params = bench.params
+    symbol_rate = params.server.symbol_rate_hz
+    sps = max(1, int(round(sample_rate_hz / symbol_rate)))
     with bench.lock:
-        symbol_rate = params.server.symbol_rate_hz
-        sps = max(1, int(round(sample_rate_hz / symbol_rate)))
-        n_symbols = -(-points // sps)
         laser_on = bench.laser_power_w() > 0.0
         period = bench.symbols()
         wavelength = bench.wavelength_m()
         lo = {name: bench.lo_power_w(name) for name in RECEIVERS}
+        session = _session_inputs(bench, period)
+        gate = None if session is not None else bench.verification_gate(period.size, 1)
         link = bench.link_parameters(mu_photons=float(np.mean(np.abs(period) ** 2))) if laser_on else None
-    sent = period[np.arange(n_symbols) % period.size]
     bits = params.digitizer.adc_bits
     configs = {}
     for name in RECEIVERS:
@@ -116,18 +176,40 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
         configs[name] = waveform_config(receiver, lo_power_w=lo[name], samples_per_symbol=sps,
                                         symbol_rate_hz=symbol_rate, scope_bandwidth_hz=scope_bandwidth_hz,
                                         adc_bits=bits, range_v=setup.range_v, wavelength_m=wavelength)
+    if session is not None:
+        if averages > 1:
+            raise SessionError(f"averaging is on ({averages} acquisitions): a session acquisition is single-shot, "
+                               "every slot a different measurement (switch :ACQ:AVER off)")
+        return _acquire_session(bench, session, link, configs, points=points, sps=sps, channels=channels, rng=rng,
+                                laser_on=laser_on)
+    return _acquire_symbols(bench, period, gate, link, configs, points=points, sps=sps, channels=channels, rng=rng,
+                            averages=averages, laser_on=laser_on)
 
+
+def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channels, rng, averages, laser_on):
+    """One mode per row, x_hat = 1 (calibrations): the module docstring's single-symbol acquisition."""
+    params = bench.params
+    n_symbols = -(-points // sps)
+    sent = period[np.arange(n_symbols) % period.size]
+    gated = None
+    if gate is not None:  # the gate's choice per captured symbol (period symbol k % P)
+        captured = np.zeros(period.size, dtype=bool)
+        captured[gate[0]] = True
+        choice = np.zeros(period.size, dtype=bool)
+        choice[gate[0]] = gate[1]
+        index = np.arange(n_symbols) % period.size
+        gated = (np.flatnonzero(captured[index]), choice[index])
+    bits = params.digitizer.adc_bits
     client_q, server_q, measure_p = [], [], []
     sums = {name: np.zeros(points) for name in RECEIVERS}
     clipped = dict.fromkeys(RECEIVERS, 0)
     for _ in range(max(1, averages)):
         if laser_on:
-            x_meas, record = secure_products(sent[:, None], np.ones((1, 1), dtype=np.complex128), link, rng,
-                                             verify_fraction=1.0)
-            quadratures = {"client_receiver": x_meas[0], "server_receiver": record.returned_quadratures_snu[0, :, 0]}
-            client_q.append(x_meas[0])
-            server_q.append(quadratures["server_receiver"])
-            measure_p.append(record.measure_p[0])
+            client, server, chosen = _single_mode_products(sent, gated, link, rng)
+            quadratures = {"client_receiver": client, "server_receiver": server}
+            client_q.append(client)
+            server_q.append(server)
+            measure_p.append(chosen)
         for name in RECEIVERS:
             config = configs[name]
             if laser_on:
@@ -152,10 +234,132 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
                                         clipped[name], configs[name])
     empty = np.empty((0, n_symbols))
     return CaptureRecord(
-        sample_rate_hz=sps * symbol_rate, samples_per_symbol=sps, points=points, laser_on=laser_on,
+        sample_rate_hz=sps * params.server.symbol_rate_hz, samples_per_symbol=sps, points=points, laser_on=laser_on,
         sent_symbols=sent, client_quadratures_snu=np.array(client_q) if client_q else empty,
         server_quadratures_snu=np.array(server_q) if server_q else empty,
         server_measure_p=np.array(measure_p) if measure_p else empty.astype(bool), link=link, channels=records)
+
+
+def _single_mode_products(sent, gated, link, rng):
+    """(client X, server quadrature, measure_p) per symbol; with a gate, uncaptured symbols read vacuum."""
+    x_hat = np.ones((1, 1), dtype=np.complex128)
+    if gated is None:
+        x_meas, record = secure_products(sent[:, None], x_hat, link, rng, verify_fraction=1.0)
+        return x_meas[0], record.returned_quadratures_snu[0, :, 0], record.measure_p[0]
+    rows, choice = gated
+    x_meas, record = secure_products(sent[:, None], x_hat, link, rng, rows=rows, measure_p=choice[rows])
+    server = rng.standard_normal(sent.size)  # blanked slots: the receiver's vacuum
+    server[rows] = record.returned_quadratures_snu[0, :, 0]
+    measure_p = np.zeros(sent.size, dtype=bool)
+    measure_p[rows] = choice[rows]
+    return x_meas[0], server, measure_p
+
+
+@dataclass(frozen=True)
+class _SessionInputs:
+    period: np.ndarray         # bench.symbols(), what the layer cache keys on
+    symbols: np.ndarray        # [R, N]
+    x_hat: np.ndarray          # [B, N]
+    rows: np.ndarray           # [v]
+    measure_p: np.ndarray      # [v]
+
+
+_LAYERS: list[tuple[np.ndarray, LinkParameters, SecureLayer]] = []
+
+
+def _prepared_layer(period: np.ndarray, symbols: np.ndarray, link: LinkParameters) -> SecureLayer:
+    """The layer prepared for the link model once per (period array, link): every batch of a layer reuses it.
+
+    Keyed on the array itself: BenchState.symbols() returns the same read-only array while nothing
+    changes it (the cache holds it, so its identity stays unique)."""
+    for cached_period, cached_link, layer in _LAYERS:
+        if cached_period is period and cached_link == link:
+            return layer
+    layer = SecureLayer.from_symbols(symbols, link)
+    _LAYERS.insert(0, (period, link, layer))
+    del _LAYERS[2:]
+    return layer
+
+
+def _session_inputs(bench, period: np.ndarray) -> _SessionInputs | None:
+    """The session's layer, images and gate, or None for a single-symbol acquisition (call under bench.lock)."""
+    load = bench.processor_load()
+    n = bench.params.client_processor.bins_per_row
+    if load is None or period.size % n:
+        return None
+    if load.x_hat is None:
+        raise SessionError(load.problem)
+    rows = period.size // n
+    gate = bench.verification_gate(rows, n)
+    verified, measure_p = gate if gate is not None else (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=bool))
+    return _SessionInputs(period, period.reshape(rows, n), load.x_hat, verified, measure_p)
+
+
+def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sps, channels, rng, laser_on):
+    """secure_products of the layer for the processor's images, rendered on both receivers' channels."""
+    params = bench.params
+    symbols, x_hat = inputs.symbols, inputs.x_hat
+    images, (rows, n) = x_hat.shape[0], symbols.shape
+    verification = None
+    client = returned = np.empty(0, dtype=np.float32)
+    if laser_on:
+        client, verification = _prepared_layer(inputs.period, symbols, link).products(
+            x_hat, rng, rows=inputs.rows, measure_p=inputs.measure_p)
+        returned = verification.returned_quadratures_snu
+    truth = SessionTruth(images, rows, n, x_hat, symbols, inputs.rows, inputs.measure_p, client, returned,
+                         verification, link, sps)
+    streams = {"client_receiver": client, "server_receiver": returned}
+    bits = params.digitizer.adc_bits
+    shift = 2 ** (WORD_BITS - bits)
+    rendered = {params.get(name).digitizer_channel for name in RECEIVERS}
+    records = {number: _unconnected(points, setup, bits) for number, setup in channels.items()
+               if number not in rendered}
+    seeds = dict(zip(RECEIVERS, rng.integers(0, 2**63, size=len(RECEIVERS))))  # one stream per receiver
+
+    def render(name: str) -> tuple[int, ChannelRecord]:
+        number = params.get(name).digitizer_channel
+        setup = channels.get(number, ChannelSetup(1.0, 0.0))
+        gain, offset_v = _adc_input(bench, number)
+        words, clipped = wf.digitized_words(streams[name], points, configs[name],
+                                            np.random.Generator(np.random.SFC64(seeds[name])), lo_on=laser_on,
+                                            offset_v=setup.offset_v - offset_v, volts_gain=gain, code_scale=shift)
+        return number, ChannelRecord(words, configs[name].volts_per_code / shift, setup.offset_v, clipped,
+                                     configs[name])
+
+    other = _render_pool().submit(render, RECEIVERS[1])  # the two receivers render on two cores
+    records.update([render(RECEIVERS[0]), other.result()])
+    measure_p_slots = np.broadcast_to(inputs.measure_p[None, :, None], (images, inputs.rows.size, n)).reshape(1, -1)
+    return CaptureRecord(
+        sample_rate_hz=sps * params.server.symbol_rate_hz, samples_per_symbol=sps, points=points, laser_on=laser_on,
+        sent_symbols=symbols.reshape(-1), client_quadratures_snu=client.reshape(1, -1),
+        server_quadratures_snu=returned.reshape(1, -1), server_measure_p=measure_p_slots, link=link,
+        channels=records, session=truth)
+
+
+def _adc_input(bench, channel: int) -> tuple[float, float]:
+    """(gain, offset_v) of a digitizer channel's input: what faults.adc_input_v does to the volts (linear)."""
+    offset_v = float(faults.adc_input_v(bench, channel, 0.0))
+    return float(faults.adc_input_v(bench, channel, 1.0)) - offset_v, offset_v
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _render_pool() -> ThreadPoolExecutor:
+    """One worker thread for the second receiver's record (numpy and scipy release the GIL while rendering)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-digitizer"))
+    return _POOL[0]
+
+
+def failed_capture(points: int, sample_rate_hz: float, symbol_rate_hz: float, channels: dict[int, ChannelSetup],
+                   bits: int, error: str) -> CaptureRecord:
+    """What an acquisition that could not run leaves: every channel at 0 V, and why."""
+    sps = max(1, int(round(sample_rate_hz / symbol_rate_hz)))
+    empty = np.empty((0, 0))
+    return CaptureRecord(sps * symbol_rate_hz, sps, points, False, np.empty(0, dtype=np.complex128), empty, empty,
+                         empty.astype(bool), None, {n: _unconnected(points, s, bits) for n, s in channels.items()},
+                         error=error)
 
 
 def _unconnected(points: int, setup: ChannelSetup, bits: int) -> ChannelRecord:

@@ -769,6 +769,13 @@ class ScpiEngine:
         self.errors.push(code, text if text is not None else STANDARD_ERRORS.get(code, "Unknown error"))
         self.esr |= esr_bit_for(code)
 
+    def power_on(self) -> None:
+        """Status after power-on: error and output queues empty, ESE/SRE zero, ESR = power-on bit."""
+        with self.lock:
+            self.errors.clear()
+            self._output.clear()
+            self.esr, self.ese, self.sre = ESR_POWER_ON, 0, 0
+
     def status_byte(self) -> int:
         stb = 0
         if len(self.errors):

@@ -9,6 +9,10 @@ streams by CR and/or LF. One thread per connection, TCP_NODELAY, no sleeps anywh
 
     with Bench() as bench:                      # or Bench.from_config("lab_config.toml")
         laser = KeysightN7714A("laser", bench.address("laser"), visalib="@py")
+
+Faults (``instruments.sim.faults``): ``Bench(faults=[...])`` or ``bench.inject("timeout@laser")``; every
+message then passes through the bench's ``FaultPlan``, which may swallow it, garble or cut its reply,
+queue an error, power-cycle the emulator or change the optics.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -26,6 +31,7 @@ from instruments.sim.bench_parameters import (BenchParameters, defaults_table, f
                                               load_bench_table)
 from instruments.sim.emulators import DEFAULT_INSTRUMENTS, KINDS
 from instruments.sim.emulators.base import SCPI_FRAMING, Emulator
+from instruments.sim.faults import Disconnect, Fault, FaultPlan
 from instruments.sim.scpi import MessageFramer
 
 log = logging.getLogger(__name__)
@@ -70,10 +76,14 @@ class _LineFramer:
 
 
 class InstrumentServer:
-    """One emulator on one loopback port; ``start()`` and ``stop()`` are idempotent."""
+    """One emulator on one loopback port; ``start()`` and ``stop()`` are idempotent.
 
-    def __init__(self, emulator: Emulator, host: str = DEFAULT_HOST, port: int = 0):
+    ``faults``: the bench's FaultPlan, which sees every message (None: messages go straight in).
+    """
+
+    def __init__(self, emulator: Emulator, host: str = DEFAULT_HOST, port: int = 0, faults: FaultPlan | None = None):
         self.emulator = emulator
+        self.faults = faults
         self.host = host
         self.requested_port = port
         self._listener: socket.socket | None = None
@@ -146,7 +156,6 @@ class InstrumentServer:
 
     def _serve(self, connection: socket.socket) -> None:
         framer = MessageFramer() if self.emulator.framing == SCPI_FRAMING else _LineFramer()
-        handle = self.emulator.handle
         try:
             while True:
                 view = framer.reserve()
@@ -168,10 +177,11 @@ class InstrumentServer:
                     framer.feed(data)
                 while (message := framer.next_message()) is not None:
                     try:
-                        reply = handle(message)
-                    except Exception:  # an emulator bug must not take the instrument off the bench
-                        log.exception("%s: error handling %r", self.emulator.name, message[:80])
-                        reply = b""
+                        reply = self._exchange(message)
+                    except Disconnect as drop:  # an injected fault: the line drops mid-reply
+                        connection.sendall(drop.partial_reply)
+                        connection.shutdown(socket.SHUT_WR)
+                        return
                     if reply:
                         connection.sendall(reply)
         except OSError:
@@ -180,6 +190,17 @@ class InstrumentServer:
             with self._lock:
                 self._connections.discard(connection)
             connection.close()
+
+    def _exchange(self, message: bytes) -> bytes:
+        try:
+            if self.faults is not None:
+                return self.faults.exchange(self.emulator, message, self.emulator.handle)
+            return self.emulator.handle(message)
+        except Disconnect:
+            raise
+        except Exception:  # an emulator bug must not take the instrument off the bench
+            log.exception("%s: error handling %r", self.emulator.name, message[:80])
+            return b""
 
 
 @dataclass
@@ -207,11 +228,13 @@ class Bench:
     """The virtual bench: the shared physical state and one served emulator per instrument.
 
     ``instruments``: {name: kind} (default ``DEFAULT_INSTRUMENTS``); ``ports``: {name: port} (0 or
-    missing = a free port). Use as a context manager, or ``start()``/``stop()``.
+    missing = a free port); ``faults``: Fault objects or spec strings to arm (``inject`` arms more
+    later; ``faults.fired`` records what they did). Use as a context manager, or ``start()``/``stop()``.
     """
 
     def __init__(self, params: BenchParameters | None = None, *, instruments: dict[str, str] | None = None,
-                 host: str = DEFAULT_HOST, ports: dict[str, int] | None = None):
+                 host: str = DEFAULT_HOST, ports: dict[str, int] | None = None,
+                 faults: Iterable[Fault | str] = ()):
         self.state = BenchState(params)
         self.host = host
         lineup = dict(DEFAULT_INSTRUMENTS if instruments is None else instruments)
@@ -220,6 +243,7 @@ class Bench:
         if unknown:
             raise ValueError(f"[bench] ports: no instrument named {unknown}; instruments are {sorted(lineup)}")
         self.instruments: dict[str, BenchInstrument] = {}
+        self.faults = FaultPlan()
         for name, kind in lineup.items():
             if kind not in KINDS:
                 raise ValueError(f"[bench] instruments.{name} = {kind!r}: expected one of {sorted(KINDS)}")
@@ -227,20 +251,28 @@ class Bench:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"[bench] ports.{name} = {port!r}: expected an integer port 0..65535 (0 = free)")
             emulator = KINDS[kind](self.state, name)
-            self.instruments[name] = BenchInstrument(name, kind, emulator, InstrumentServer(emulator, host, port))
+            server = InstrumentServer(emulator, host, port, faults=self.faults)
+            self.instruments[name] = BenchInstrument(name, kind, emulator, server)
+        self.faults.bind(self.state, lineup)
+        for fault in faults:
+            self.inject(fault)
         self._started = False
 
+    def inject(self, fault: Fault | str) -> Fault:
+        """Arm a fault (``Fault`` or a spec like ``"timeout@laser:after=0"``); returns it, target resolved."""
+        return self.faults.add(fault)
+
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> Bench:
+    def from_table(cls, table: dict[str, Any], *, faults: Iterable[Fault | str] = ()) -> Bench:
         """From a ``[bench]`` table: hardware truth, plus ``host``, ``ports`` and ``instruments``."""
         params = from_mapping(table)
         return cls(params, instruments=table.get("instruments"), host=table.get("host", DEFAULT_HOST),
-                   ports=table.get("ports"))
+                   ports=table.get("ports"), faults=faults)
 
     @classmethod
-    def from_config(cls, path: str | Path | None = None) -> Bench:
+    def from_config(cls, path: str | Path | None = None, *, faults: Iterable[Fault | str] = ()) -> Bench:
         """From a TOML file's ``[bench]`` table, or the packaged defaults when ``path`` is None."""
-        return cls.from_table(defaults_table() if path is None else load_bench_table(path))
+        return cls.from_table(defaults_table() if path is None else load_bench_table(path), faults=faults)
 
     @property
     def params(self) -> BenchParameters:

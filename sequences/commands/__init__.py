@@ -1,6 +1,7 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import bench, calibrate, instruments, leakage, operating_point, simulate, sweep, train
+from sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
+                               sweep, train)
 
 COMMANDS = {
     "leakage": leakage,
@@ -11,4 +12,6 @@ COMMANDS = {
     "bench": bench,
     "instruments": instruments,
     "calibrate": calibrate,
+    "session": session,
+    "replay": replay,
 }

@@ -46,15 +46,17 @@ def register(parser) -> None:
                         help="station config (default: lab_config.toml in the current directory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
-                        help="record directory (default: $QSLAB_CALIBRATION_DIR or qslab-output/calibration)")
-    parser.add_argument("--fixed-attenuation-db", type=number("fixed-attenuation-db", 0.0, unit="dB"), default=30.0,
+                        help="record directory (default: $QSLAB_CALIBRATION_DIR, else the config's "
+                             "[calibration] directory, qslab-output/calibration)")
+    parser.add_argument("--fixed-attenuation-db", type=number("fixed-attenuation-db", 0.0, unit="dB"), default=None,
                         help="declared fixed attenuation between the VOA-output meter and the server output, dB "
-                             "(characterised separately; default 30)")
+                             "(characterised separately; default [calibration] fixed_attenuation_db)")
     parser.add_argument("--fixed-attenuation-uncertainty-db", type=number("fixed-attenuation-uncertainty-db", 0.0,
-                                                                          unit="dB"), default=0.02,
-                        help="its one-sigma uncertainty, dB (default 0.02)")
+                                                                          unit="dB"), default=None,
+                        help="its one-sigma uncertainty, dB (default [calibration] fixed_attenuation_uncertainty_db)")
     parser.add_argument("--output-meter-channel", type=number("output-meter-channel", 1, 4, integer=True),
-                        default=2, help="channel of the monitor power meter that reads the VOA output (default 2)")
+                        default=None, help="channel of the monitor power meter that reads the VOA output "
+                                           "(default [calibration] output_meter_channel)")
     parser.add_argument("--points", type=number("points", 1024, 50_000_000, integer=True), default=2**21,
                         help="digitizer points per homodyne record (default 2097152)")
 
@@ -175,6 +177,7 @@ def run(args) -> int:
         config = load_config(args.config)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    _defaults_from_config(args, config)
     store = RecordStore(args.calibration_dir)
     figure_dir = store.directory / "figures" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,20 @@ def run(args) -> int:
     if args.json:
         print_json_last(json_payload(records))
     return 1 if failure or not safe["safe"] else 0
+
+
+def _defaults_from_config(args, config) -> None:
+    """Options not given on the command line come from the config's [calibration] table."""
+    import os
+
+    from calibration.records import DIRECTORY_ENV
+
+    c = config.calibration
+    if args.calibration_dir is None:
+        args.calibration_dir = os.environ.get(DIRECTORY_ENV) or c.directory
+    for option in ("fixed_attenuation_db", "fixed_attenuation_uncertainty_db", "output_meter_channel"):
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(c, option))
 
 
 def json_payload(records) -> dict:

@@ -142,6 +142,7 @@ def test_every_emulator_answers_idn_in_the_real_format(bench):
     expected = {
         "laser": ("Keysight Technologies", "N7714A"), "attenuator": ("Keysight Technologies", "N7762A"),
         "power_meter": ("Keysight Technologies", "N7744A"), "awg": ("Keysight Technologies", "M8195A"),
+        "client_awg": ("Keysight Technologies", "M8195A"),
         "pm100d": ("Thorlabs", "PM100D"), "digitizer": ("KEYSIGHT TECHNOLOGIES", "DSOS804A"),
         "bias_carver": ("THORLABS", "MBX"), "bias_iq": ("THORLABS", "MBX"),
         "amplifier": ("qslab", "SCPI optical amplifier (simulated)"),
@@ -209,7 +210,7 @@ def _random_drive(bench: Bench, n_symbols: int, rng: np.random.Generator, vpp: f
 
 
 def test_waveform_upload_capture_and_symbol_recovery(bench, connect, infiniium_trace_fix):
-    laser, attenuator, _ = _light_on(connect, attenuation_db=5.0, iq_mode="null")
+    laser, attenuator, _ = _light_on(connect, attenuation_db=15.0, iq_mode="null")
     awg, amplifier, scope = connect("awg"), connect("amplifier"), connect("digitizer", silence_pyvisapy_warning=True)
     amplifier.gain_db(10 * np.log10(1.3))
     amplifier.output_enabled(True)

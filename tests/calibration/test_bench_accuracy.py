@@ -51,7 +51,9 @@ def _assert_safe(station: LabStation) -> None:
 
 def _photon_settings(station, **changes) -> PhotonSettings:
     p = station.config.protocol
-    return PhotonSettings(p.symbol_rate_hz, p.wavelength_m, Estimate(30.0, 0.02, "dB"), target_photons=p.mu_photons,
+    fixed = station.config.calibration
+    return PhotonSettings(p.symbol_rate_hz, p.wavelength_m, Estimate(fixed.fixed_attenuation_db, 0.02, "dB"),
+                          target_photons=p.mu_photons,
                           **changes)
 
 

@@ -153,7 +153,7 @@ class Roles:
         self.laser.on()
         self.power_meter.set_averaging_time_s(1e-3)
         if homodyne:  # the client receiver sees the X quadrature only through the amplifier (G > 1)
-            self.attenuator.set_attenuation_db(10.0)
+            self.attenuator.set_attenuation_db(m.RF_ATTENUATION_DB)
             self.attenuator.open_shutter()
             self.amplifier.set_gain_db(10 * math.log10(1.3))
             self.amplifier.on()

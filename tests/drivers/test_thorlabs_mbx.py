@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from instruments.drivers.thorlabs_mbx import InstrumentError, ThorlabsMBX
+from instruments.drivers.thorlabs_mbx import InstrumentError, InstrumentFault, ThorlabsMBX
 
 IDN = (b"*IDN?\n", b"THORLABS,MBX,M00000001,1.9.4\n")
 
@@ -174,9 +174,11 @@ def test_any_reply_terminator_reads_the_same(ending):
 
 
 def test_missing_reply_times_out_clearly():
-    with expected_protocol([(b"MZM:VOLTAGE?\n", b"1.5")]) as mbx:  # no terminator ever arrives
-        with pytest.raises(TimeoutError, match=r"MZM:VOLTAGE\?.*b'1.5'"):
+    """A query is asked three times in all (retry policy), then one InstrumentFault says what came."""
+    with expected_protocol([(b"MZM:VOLTAGE?\n", b"1.5")] * 3) as mbx:  # no terminator ever arrives
+        with pytest.raises(InstrumentFault, match=r"MZM:VOLTAGE\?.*after 3 attempts.*b'1.5'") as fault:
             mbx.mzm.bias_v()
+    assert fault.value.attempts == 3 and "left as is" in str(fault.value)
 
 
 def test_address_or_port_but_not_both():

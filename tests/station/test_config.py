@@ -30,7 +30,7 @@ def test_both_example_files_load_the_same_station():
     assert hardware.instruments["awg"].address.endswith("::hislip0::INSTR")
     assert hardware.instruments["laser"].address.endswith("::5025::SOCKET")
     assert hardware.instruments["bias_carver"].address == "/dev/ttyUSB0"
-    assert bench.roles_of("awg") == ["pulse_carver", "server_iq_modulator"]
+    assert bench.roles_of("awg") == ["pulse_carver", "server_iq_modulator", "server_receiver"]
     assert bench.roles_of("digitizer") == ["client_receiver", "server_receiver"]
 
 

@@ -65,9 +65,9 @@ def test_connects_identifies_every_instrument_and_closes_safe():
         assert {c.config.name: c.identity.model for c in station.connections.values()} == MODELS
         assert set(station.qcodes.components) == set(MODELS)
         described = {entry["name"]: entry for entry in station.describe()}
-        assert described["awg"]["roles"] == ["pulse_carver", "server_iq_modulator"]
+        assert described["awg"]["roles"] == ["pulse_carver", "server_iq_modulator", "server_receiver"]
         assert described["bias_iq"]["address"].startswith("socket://127.0.0.1:")
-        assert described["client_awg"]["configured_address"] == "bench-uncabled"
+        assert described["client_awg"]["configured_address"] == "bench"
         laser_address = described["laser"]["address"]
         bench = station.bench
     report = station.safe_state

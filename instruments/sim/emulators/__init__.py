@@ -31,7 +31,8 @@ DEFAULT_INSTRUMENTS = {
     "attenuator": "keysight_n7762a",     # server output VOA (slot server_attenuator.slot)
     "power_meter": "keysight_n7744a",    # monitor tap (channel server_power_meter.channel)
     "pm100d": "thorlabs_pm100d",         # the alternative monitor-tap meter
-    "awg": "keysight_m8195a",            # I, Q and carver drives
+    "awg": "keysight_m8195a",            # I, Q and carver drives, verification gate
+    "client_awg": "keysight_m8195a",     # the client's time-bin processor (client_processor.awg)
     "amplifier": "scpi_amplifier",       # the client's amplifier
     "bias_carver": "thorlabs_mbx",       # bias of the pulse carver
     "bias_iq": "thorlabs_mbx",           # bias of the IQ modulator's children

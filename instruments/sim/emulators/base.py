@@ -30,6 +30,10 @@ class Emulator:
     def handle(self, message: bytes) -> bytes:
         raise NotImplementedError
 
+    def power_cycle(self) -> None:
+        """Back to the power-on state, as after switching the instrument off and on (a reset fault)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be power-cycled")
+
 
 class ScpiEmulator(Emulator):
     """An emulator whose commands live in a ``CommandTree`` run by a ``ScpiEngine``.
@@ -64,6 +68,12 @@ class ScpiEmulator(Emulator):
 
     def handle(self, message: bytes) -> bytes:
         return self.engine.exchange(message)
+
+    def power_cycle(self) -> None:
+        """*RST settings plus the power-on status: empty error queue, ESR bit 7 set (IEEE 488.2)."""
+        with self.engine.lock:
+            self._reset_locked()
+            self.engine.power_on()
 
 
 def check_suffix(value: int, low: int, high: int) -> int:

@@ -13,6 +13,9 @@ The waveforms are the bench's: channel 1 the client receiver, channel 2 the serv
 receiver (``<receiver>.digitizer_channel``), rendered by ``receivers.acquire``; 10-bit ADC codes
 sent left-aligned in 16-bit words (volts = word x y-increment + y-origin). The sample rate snaps
 to a whole number of samples per symbol (a real scope also offers a discrete set of rates).
+A session acquisition the settings make impossible (receivers.SessionError: averaging on, a
+client segment that is not a whole number of rows) records nothing: every channel reads 0 V and
+``:SYST:ERR?`` reports -221 "Settings conflict;<why>".
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import datetime
 import numpy as np
 
 from instruments.sim.emulators.base import ScpiEmulator, check_suffix
-from instruments.sim.receivers import WORD_BITS, CaptureRecord, ChannelSetup, acquire
+from instruments.sim.receivers import WORD_BITS, CaptureRecord, ChannelSetup, SessionError, acquire, failed_capture
 from instruments.sim.scpi import Call, CommandTree, Raw, ScpiError, mnemonic_forms, nr3
 
 CHANNELS = 4
@@ -83,9 +86,14 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
 
     def digitize(self) -> CaptureRecord:
         setups = {n: ChannelSetup(self.range_v[n], self.offset_v[n]) for n in range(1, CHANNELS + 1)}
-        record = acquire(self.bench, points=self.points, sample_rate_hz=self.sample_rate_hz,
-                         scope_bandwidth_hz=self.bandwidth_hz, channels=setups, rng=self.rng,
-                         averages=self.average_count if self.averaging else 1)
+        try:
+            record = acquire(self.bench, points=self.points, sample_rate_hz=self.sample_rate_hz,
+                             scope_bandwidth_hz=self.bandwidth_hz, channels=setups, rng=self.rng,
+                             averages=self.average_count if self.averaging else 1)
+        except SessionError as error:
+            record = failed_capture(self.points, self.sample_rate_hz, self.bench.params.server.symbol_rate_hz, setups,
+                                    self.bench.params.digitizer.adc_bits, str(error))
+            self.engine.push_error(-221, f"Settings conflict;{error}"[:255])
         self.record, self._record_key = record, self._settings_key()
         with self.bench.lock:
             self.bench.last_capture = record

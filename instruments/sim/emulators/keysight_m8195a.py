@@ -4,7 +4,8 @@ Segments are int8 arrays per channel, defined with ``:TRAC<ch>:DEF`` and filled 
 ``:TRAC<ch>:DATA <id>,<offset>,<block>|<csv>`` in granularity-aligned pieces (-223 past the
 segment end); ``:INIT:IMM``/``:ABOR`` run and stop; defining or deleting segments while running is
 a settings conflict (-221). What plays (selected segment, amplitude, offset, output relay, ARB
-mode) is the bench's AWG state, which the modulators read.
+mode) is the bench's AWG state, which the modulators read: the client's AWG state for the
+instrument named ``client_processor.awg`` (its time-bin processor), the server's for any other.
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ class KeysightM8195AEmulator(ScpiEmulator):
     driver = "instruments.drivers.keysight_m8195a.KeysightM8195A"
     idn = "Keysight Technologies,M8195A,MY00000001,4.1.0.0"
 
+    def __init__(self, bench, name: str):
+        self.awg = bench.awg_state(name)  # the AWG state this instrument plays into
+        super().__init__(bench, name)
+
     def reset(self) -> None:
-        awg = self.bench.awg
+        awg = self.awg
         with self.bench.lock:
             awg.sample_rate_hz, awg.divider, awg.running = DEFAULT_SAMPLE_RATE_HZ, 1, False
             for channel in awg.channels.values():
                 channel.amplitude_vpp, channel.offset_v, channel.output_enabled = 0.5, 0.0, False
                 channel.function_mode = "ARB"
+                for segment_id in list(channel.segments):
+                    awg.segment_written(channel, segment_id)
                 channel.segments.clear()
                 channel.selected_segment = 1
             awg.version += 1
@@ -53,13 +60,13 @@ class KeysightM8195AEmulator(ScpiEmulator):
     # -- helpers -------------------------------------------------------------------------------
     def _channel(self, call: Call) -> tuple[int, AwgChannelState]:
         n = check_suffix(call.suffixes[0], 1, AWG_CHANNELS)
-        return n, self.bench.awg.channels[n]
+        return n, self.awg.channels[n]
 
     def _changed(self) -> None:
-        self.bench.awg.version += 1
+        self.awg.version += 1
 
     def _granularity(self) -> int:
-        return GRANULARITY_AT_DIV1 // self.bench.awg.divider
+        return GRANULARITY_AT_DIV1 // self.awg.divider
 
     def _segment(self, state: AwgChannelState, call: Call, index: int = 0) -> tuple[int, np.ndarray]:
         segment_id = call.integer(index, minimum=1)
@@ -69,11 +76,11 @@ class KeysightM8195AEmulator(ScpiEmulator):
         return segment_id, data
 
     def _not_running(self) -> None:
-        if self.bench.awg.running:
+        if self.awg.running:
             raise ScpiError(-221, "Settings conflict;not allowed while running")
 
     def register(self, tree: CommandTree) -> None:
-        bench, awg = self.bench, self.bench.awg
+        bench, awg = self.bench, self.awg
 
         # sample clock, memory divider, DAC mode
         def set_rate(call: Call) -> None:
@@ -237,7 +244,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
             with bench.lock:
                 self._not_running()
                 state.segments[segment_id] = np.full(length, init, dtype=np.int8)
-                self._changed()
+                awg.segment_written(state, segment_id)
             return segment_id
 
         def define_new(call: Call) -> str:
@@ -265,7 +272,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 raise ScpiError(-223)
             with bench.lock:
                 data[offset:offset + samples.size] = samples
-                self._changed()
+                awg.segment_written(state, segment_id)
 
         def read_data(call: Call) -> bytes:
             call.count(3)
@@ -297,16 +304,17 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 self._not_running()
                 del state.segments[segment_id]
                 self.names.pop((n, segment_id), None)
-                self._changed()
+                awg.segment_written(state, segment_id)
 
         def delete_all(call: Call) -> None:
             call.count(0)
             n, state = self._channel(call)
             with bench.lock:
                 self._not_running()
+                for segment_id in list(state.segments):
+                    awg.segment_written(state, segment_id)
                 state.segments.clear()
                 self.names = {key: value for key, value in self.names.items() if key[0] != n}
-                self._changed()
 
         def catalog(call: Call) -> str:
             call.count(0)

@@ -55,16 +55,21 @@ class ThorlabsMBXEmulator(Emulator):
         self.rng = bench.rng(name)
         self.tree = CommandTree()
         self._register(self.tree)
-        self.mode = OFF
-        self.manual_mv = 0
-        self.ratio_x100 = 1000
-        self.hold_v = {HOLD_PLUS: None, HOLD_MINUS: None}
-        self.lock_started_s = -float("inf")
-        self.voa_enabled, self.voa_mode = False, 0
-        self.voa_attenuation_db, self.voa_output_mw = 10.0, 1.0
-        self.voa_error_db = 0.0
         with bench.lock:
             bench.bias.setdefault(name, BiasState())
+            self.power_cycle()
+
+    def power_cycle(self) -> None:
+        """Power-on settings: loop off (0 V on the modulator), set-points at their defaults, VOA off."""
+        with self.bench.lock:
+            self.mode = OFF
+            self.manual_mv = 0
+            self.ratio_x100 = 1000
+            self.hold_v = {HOLD_PLUS: None, HOLD_MINUS: None}
+            self.lock_started_s = -float("inf")
+            self.voa_enabled, self.voa_mode = False, 0
+            self.voa_attenuation_db, self.voa_output_mw = 10.0, 1.0
+            self.voa_error_db = 0.0
             self._apply()
 
     # -- which modulator, and its true transfer function -------------------------------------

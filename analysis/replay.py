@@ -1,0 +1,82 @@
+"""Replay: a session's results recomputed from its file alone, through the same analysis code as the live session.
+
+Without changes the numbers equal the live session's exactly (the live session computes its
+results from the same arrays, as stored: float32 quadratures, uint8 pixels). With another
+calibration (mu, G, the server detector, the honest transmittance) or another bound (failure
+probability, trusted or untrusted detector) the new results are reported with what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis import mnist, recording
+from analysis.session_results import session_results
+
+COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons_upper", "gain_upper")
+
+
+@dataclass
+class Recorded:
+    """What the session has recorded, kept in memory as stored (float32, uint8): results from it equal a replay's."""
+
+    labels: list
+    pixels: list
+    quadratures: list        # per layer: list of [B, rows] arrays
+    samples: list            # per layer: list of (sent, returned) arrays
+
+    @classmethod
+    def empty(cls, layers: int) -> Recorded:
+        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)])
+
+    @classmethod
+    def from_file(cls, session: recording.SessionFile) -> Recorded:
+        layers = len(session.layers)
+        images = session.images
+        verification = [session.verification(i) for i in range(layers)]
+        return cls([images.label], [images.pixels], [[session.client_quadratures_snu(i)] for i in range(layers)],
+                   [[(v.sent_snu, v.returned_snu)] for v in verification])
+
+    def add(self, labels, pixels, captures) -> None:
+        self.labels.append(np.asarray(labels))
+        self.pixels.append(np.asarray(pixels))
+        for index, capture in enumerate(captures):
+            self.quadratures[index].append(capture.client_quadratures_snu)
+            self.samples[index].append((capture.sent_snu, capture.returned_snu))
+
+    def pooled_samples(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.concatenate([s.ravel() for s, _ in layer]), np.concatenate([r.ravel() for _, r in layer]))
+                for layer in self.samples if layer]
+
+
+def results_from_recorded(recorded: Recorded, settings: dict, measured: dict, shapes, *,
+                          failure_probability: float | None = None, trusted: bool = True) -> dict:
+    """analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here)."""
+    return session_results(
+        labels=np.concatenate(recorded.labels), layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
+        last_quadratures_snu=np.concatenate(recorded.quadratures[-1]),
+        layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
+        verification_samples=recorded.pooled_samples(), calibration=measured, modes=shapes[0].modes,
+        rows=[shape.rows for shape in shapes],
+        failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
+        false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted)
+
+
+def replay(path, measured_override: dict | None = None, failure_probability: float | None = None,
+           trusted: bool = True) -> dict:
+    """The results of a session file; `changes` lists what differs from the results the session recorded."""
+    with recording.SessionFile.open(path) as session:
+        recorded = Recorded.from_file(session)
+        settings, shapes = session.settings, session.layers
+        measured = {**session.calibrations["measured"], **(measured_override or {})}
+        live = session.results or {}
+        status = session.status
+    results = results_from_recorded(recorded, settings, measured, shapes, failure_probability=failure_probability,
+                                    trusted=trusted)
+    results = {"file": str(path), **results, "safe_state": live.get("safe_state"), "status": status}
+    results["changes"] = {key: {"recorded": live.get(key), "replayed": results[key]}
+                          for key in COMPARED if key in live and live[key] != results[key]}
+    return results

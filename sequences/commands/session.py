@@ -1,0 +1,127 @@
+"""A lab session: secure inference of MNIST test images through the station's instruments, recorded to HDF5.
+
+Pre-flight first: the config validates, every instrument answers and identifies, the whole sequence
+(weight drives, processor drives, laser power, gain, attenuation for mu) is checked against the
+declared limits before anything is sent, and the calibration records are valid (missing or stale
+ones are run, and the session says so). Then per batch of images: layer 1 through the instruments,
+the client's ReLU, layer 2; the server verifies a random fraction of rows on everything received so
+far and aborts when the test fails. The file (docs/RECORDING.md) is flushed per batch and readable
+while the session runs; an error or Ctrl-C leaves lasers off, drives at zero and the file marked
+aborted with every completed batch: `--resume FILE` continues it to the result a clean run gives.
+With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode,
+data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images and safe_state.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "run a lab session: secure inference through the instruments, recorded to HDF5"
+
+
+def register(parser) -> None:
+    from sequences.cli import number
+
+    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
+                        help="station config (default: lab_config.toml in the current directory)")
+    parser.add_argument("--images", type=number("images", 1, 10_000, integer=True, unit="test images"), default=None,
+                        help="MNIST test images to classify, the first N of the official test set (1..10000; "
+                             "default [session] images, 200)")
+    parser.add_argument("--mu", type=number("mu", 0.0, min_open=True, unit="photons per complex mode"), default=None,
+                        help="mean photons per complex mode at the server's output (photons, > 0; default "
+                             "[protocol] mu_photons)")
+    parser.add_argument("--gain", type=number("gain", 1.0, min_open=True, unit="linear power gain"), default=None,
+                        help="the client's amplifier power gain G (linear, > 1; default [protocol] gain)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="directory for the session file and figures (default [session] output_dir)")
+    parser.add_argument("--seed", type=number("seed", 0, integer=True, unit="seed"), default=None,
+                        help="seed of the server's row and quadrature choices (default [session] seed)")
+    parser.add_argument("--batch-images", type=number("batch-images", 1, 1000, integer=True, unit="images"),
+                        default=None, help="images per acquisition (default [session] batch_images, 50)")
+    parser.add_argument("--calibration-dir", metavar="DIR", default=None,
+                        help="calibration records (default: $QSLAB_CALIBRATION_DIR or [calibration] directory)")
+    parser.add_argument("--resume", metavar="FILE", default=None,
+                        help="continue an interrupted session file (its settings are used)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+
+
+def settings_from(args, config):
+    from sequences.session import SessionSettings
+
+    s, p = config.session, config.protocol
+    return SessionSettings(
+        images=args.images if args.images is not None else s.images,
+        mu=args.mu if args.mu is not None else p.mu_photons,
+        gain=args.gain if args.gain is not None else p.gain,
+        seed=args.seed if args.seed is not None else s.seed,
+        batch_images=args.batch_images if args.batch_images is not None else s.batch_images,
+        verify_fraction=p.verify_fraction, failure_probability=p.failure_probability,
+        laser_power_dbm=s.laser_power_dbm)
+
+
+def calibration_store(args, config):
+    import os
+
+    from calibration.records import DIRECTORY_ENV, RecordStore
+
+    return RecordStore(args.calibration_dir or os.environ.get(DIRECTORY_ENV) or config.calibration.directory)
+
+
+def run(args) -> int:
+    import json
+
+    from analysis.recording import RecordingError, SessionFile
+    from calibration.records import RecordError
+    from calibration.result import CalibrationError
+    from instruments.optical import LimitError
+    from sequences.cli import UsageError, print_json_last
+    from sequences.config import ConfigError, load_config
+    from sequences.protocol import ProtocolError
+    from sequences.session import SessionAborted, SessionSettings, run_session
+    from sequences.station import StationError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    settings = settings_from(args, config)
+    if args.resume:
+        try:
+            with SessionFile.open(args.resume) as previous:
+                settings = SessionSettings(**previous.settings)
+        except RecordingError as error:
+            raise UsageError(str(error)) from None
+    try:
+        result = run_session(config, settings, out_dir=Path(args.out or config.session.output_dir),
+                             store=calibration_store(args, config), resume=args.resume, progress=not args.json)
+    except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted,
+            RecordingError) as error:
+        print(f"qslab session: error: {error}", file=sys.stderr)
+        for note in ["the station was closed: lasers off, drives at zero", *getattr(error, "__notes__", [])]:
+            print(f"qslab session: {note}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    if args.json:
+        print_json_last(result)
+    return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
+
+
+def format_result(result: dict) -> str:
+    verified = {True: "accepted", False: "ABORTED (verification failed)", None: "no row verified"}[result["verified"]]
+    chi = result["weight_leakage_bits_per_mode"]
+    safe = result.get("safe_state") or {}
+    rows = [
+        ("session file", result["file"]),
+        ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),
+        ("mu (measured, +3 sigma)", f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
+        ("G (calibrated, +3 sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
+        ("verification", verified),
+        ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits; " if chi is not None else "")
+         + f"Eq. 2 at the calibration limits {result['weight_leakage_bits_per_mode_nominal']:.4g} bit/mode"),
+        ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
+                         f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
+        ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,513 @@
+"""The server's and the client's steps of secure layers on the station (ARCHITECTURE.md, "one secure layer").
+
+Server: weight rows -> complex symbols (two weights per mode, per-layer scale for mu) -> IQ drive
+codes (arcsine predistortion from the modulator records) -> one AWG segment per layer, played row
+after row; the VOA set for mu from the photons record and the monitor tap; per batch, its LO phase
+modulator's channel gates the rows it verifies and picks X or P for each (its secret).
+Client: data -> Givens angles -> processor codes, one block of N bins per image of the batch; the
+amplifier at the gain of the amplifier record.
+One digitizer acquisition per (batch, layer) reads both receivers: channel 1 the client's outcome
+per (image, row), channel 2 the server's samples of its gated rows; the receivers' DSP (the same
+code a replay runs) turns them into SNU.
+
+The server verifies against the fields its calibrated modulator model predicts for the codes it
+actually played (AwgIQModulator.played_fields), scaled to the mu it measured: the AWG's 8-bit
+rounding is then not mistaken for excess noise of the client.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.givens import complex_unit_vector
+from analysis.verification import ServerDetector
+from calibration.homodyne import receiver_calibration
+from calibration.records import RecordStore
+from calibration.result import Estimate
+from instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
+
+GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
+GATE_AMPLITUDE_VPP = 0.5
+AWG_MEMORY_DIVIDER = 4       # 64 GSa/s / 4 = 16 samples per symbol at 1 GBd: the smallest segments the M8195A allows
+FIELD_HEADROOM = 0.9         # largest child field used (the arcsine's slope grows without bound at 1)
+MONITOR_READINGS = 5
+CLIP_RETRIES = 3
+SIGMA_RANGE = 7.0            # half the digitizer range covers this many noise sigmas plus the largest signal
+
+
+class ProtocolError(RuntimeError):
+    """A secure-layer step that cannot go on: the message says which step and why."""
+
+
+# --- what the protocol takes from the calibration records ------------------------------------------
+
+@dataclass(frozen=True)
+class StationCalibration:
+    """Everything the protocol reads from records, and the records' ids and values (for the recording)."""
+
+    client_receiver: object          # ReceiverCalibration
+    server_receiver: object
+    server_detector: ServerDetector
+    client_efficiency: Estimate
+    iq: ModulatorCalibration
+    photons_per_monitor_w: Estimate  # at the photons record's attenuation
+    attenuator_scale: Estimate       # dB of output per dB of set attenuation
+    photons_attenuation_db: float
+    gain: Estimate                   # true G at the protocol's set gain
+    gain_offset_db: float            # true minus set gain
+    transmittance: Estimate | None   # the honest round trip, from a channel record (None before it exists)
+    excess_noise: Estimate | None = None  # the honest link's excess noise (pilots), SNU
+    records: dict = field(default_factory=dict)   # "kind/instrument" -> {"id", "parameters"}
+
+
+NEEDED = (("homodyne", "client_receiver", "client_receiver.shot_noise_variance_v2"),
+          ("homodyne", "server_receiver", "server_receiver.shot_noise_variance_v2"),
+          ("photons", "server_output", "server.photons_per_monitor_w"),
+          ("amplifier", "client_amplifier", "client_amplifier.gain"),
+          ("modulators", "server_iq", "server_iq.vpi_v"),
+          ("modulators", "server_iq", "server_iq.iq_gain_imbalance"))
+
+
+def record_summary(record) -> dict:
+    return {"id": record.id, "kind": record.kind, "instrument": record.instrument,
+            "created_utc": record.created.isoformat(),
+            "parameters": {k: {"value": e.value, "uncertainty": e.uncertainty, "unit": e.unit}
+                           for k, e in record.parameters.items()}}
+
+
+def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel: bool = True) -> StationCalibration:
+    """The latest valid records the protocol needs (RecordError naming the first missing or stale one)."""
+    found = {}
+    for kind, instrument, key in NEEDED:
+        found[(instrument, key)] = store.require_parameter(kind, instrument, key)
+    client_rec = found[("client_receiver", "client_receiver.shot_noise_variance_v2")]
+    server_rec = found[("server_receiver", "server_receiver.shot_noise_variance_v2")]
+    photons = found[("server_output", "server.photons_per_monitor_w")]
+    amplifier = found[("client_amplifier", "client_amplifier.gain")]
+    vpi_rec = found[("server_iq", "server_iq.vpi_v")]
+    imbalance = found[("server_iq", "server_iq.iq_gain_imbalance")]
+    channel_rec = store.require_parameter("channel", "link", "channel.transmittance") if channel else None
+    eta = server_rec.estimate("server_receiver.efficiency")
+    v_el = server_rec.estimate("server_receiver.electronic_noise_snu_at_operating_lo")
+    detector = ServerDetector(efficiency=eta.value, electronic_noise_snu=v_el.value,
+                              efficiency_uncertainty=min(3.0 * eta.uncertainty, 0.99 * eta.value),
+                              electronic_noise_uncertainty_snu=3.0 * v_el.uncertainty)
+    iq = ModulatorCalibration(vpi_v=vpi_rec.estimate("server_iq.vpi_v").value, driver_gain=iq_driver_gain,
+                              iq_gain_imbalance=imbalance.estimate("server_iq.iq_gain_imbalance").value,
+                              iq_phase_error_rad=imbalance.estimate("server_iq.iq_phase_error_rad").value,
+                              record_id=vpi_rec.id)
+    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance] + ([channel_rec] if channel_rec else [])
+    return StationCalibration(
+        client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),
+        server_detector=detector, client_efficiency=client_rec.estimate("client_receiver.efficiency"), iq=iq,
+        photons_per_monitor_w=photons.estimate("server.photons_per_monitor_w"),
+        attenuator_scale=photons.estimate("server.attenuator_scale"),
+        photons_attenuation_db=float(photons.conditions["attenuation_db"]),
+        gain=amplifier.estimate("client_amplifier.gain"),
+        gain_offset_db=amplifier.estimate("client_amplifier.gain_offset_db").value,
+        transmittance=channel_rec.estimate("channel.transmittance") if channel_rec else None,
+        records={f"{r.kind}/{r.instrument}/{r.id}": record_summary(r) for r in used})
+
+
+# --- the server's symbols ---------------------------------------------------------------------------
+
+def weight_symbols(weights: np.ndarray, mu_photons: float) -> np.ndarray:
+    """Two real weights per complex mode, scaled so that the layer's mean |alpha|^2 is mu (DECISIONS G, K)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape[1] % 2:
+        w = np.concatenate([w, np.zeros((w.shape[0], 1))], axis=1)
+    symbols = w[:, 0::2] + 1j * w[:, 1::2]
+    return symbols * math.sqrt(mu_photons / float(np.mean(np.abs(symbols) ** 2)))
+
+
+def unit_vectors(data: np.ndarray) -> np.ndarray:
+    """The client's x_hat per image [B, N] (ValueError for a vector that cannot be normalised)."""
+    return np.stack([complex_unit_vector(row) for row in np.asarray(data, dtype=np.float64)])
+
+
+@dataclass
+class Layer:
+    """One layer as uploaded: rows x modes, the AWG segment, and the reference symbols the server verifies against."""
+
+    segment_id: int
+    rows: int
+    modes: int
+    played: np.ndarray               # fields the calibrated model predicts for the codes played [rows, modes]
+    photons_per_field: float = 1.0   # sqrt(photons) at the server's output per unit modulator field
+    mu_photons: Estimate | None = None
+    attenuation_db: float = float("nan")  # the VOA setting that gives this layer mu
+    reference: np.ndarray | None = None   # played scaled to the measured mu: alpha in sqrt(photons)
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """One (batch, layer) acquisition, as the parties hold it."""
+
+    client_quadratures_snu: np.ndarray   # [B, rows] float32
+    verified_rows: np.ndarray            # [v]
+    measure_p: np.ndarray                # [B, v] bool
+    sent_snu: np.ndarray                 # [B, v, modes] float32: the server's reference quadratures
+    returned_snu: np.ndarray             # [B, v, modes] float32
+
+
+PILOT_ROWS = 64
+PILOT_PASSES = 2        # leakage-nulling passes before the measuring one
+LAYER_NULLING_PASSES = 2  # per layer, with the server's receiver on all its rows
+NULLING_SAMPLES = 200_000  # returned samples per layer-nulling acquisition
+PILOT_IMAGES = 8
+PILOT_SEED = 20240805   # public: the pilots and the client's pilot vectors are known to both parties
+
+
+def pilot_symbol_table(rows: int, modes: int, mu_photons: float) -> np.ndarray:
+    """Public test symbols: circular Gaussian of mean |alpha|^2 = mu (the modulation the weights look like)."""
+    rng = np.random.default_rng(PILOT_SEED)
+    symbols = rng.standard_normal((rows, modes)) + 1j * rng.standard_normal((rows, modes))
+    return symbols * math.sqrt(mu_photons / float(np.mean(np.abs(symbols) ** 2)))
+
+
+def fit_phase(measured: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(phi, k) of measured = k Re(reference e^{i phi}) + noise, by linear least squares on Re and Im."""
+    design = np.stack([reference.real, -reference.imag], axis=1).astype(np.float64)
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(measured, dtype=np.float64), rcond=None)
+    return float(math.atan2(b, a)), float(math.hypot(a, b))
+
+
+def _quadrature_pair(capture, alpha: np.ndarray):
+    """The sent quadrature the server measured (own) and the other one, signed so that a returned phase phi
+    gives y = t (own cos phi + other sin phi); and the P flags, broadcast like the returned samples."""
+    p = np.broadcast_to(capture.measure_p[..., None], capture.returned_snu.shape)
+    own = np.where(p, 2.0 * alpha.imag, 2.0 * alpha.real)
+    other = np.where(p, 2.0 * alpha.real, -2.0 * alpha.imag)
+    return own, other, p
+
+
+def server_offsets(capture, alpha: np.ndarray) -> tuple[complex, tuple[float, float], float]:
+    """Least squares y = ts own + tc other + c_X [X] + c_P [P]: the offsets (c_X + i c_P, the carrier leakage in
+    the server's LO frame), (ts, tc) and the amplitude hypot(ts, tc)."""
+    own, other, p = _quadrature_pair(capture, alpha)
+    flags = p.ravel()
+    design = np.stack([own.ravel(), other.ravel(), ~flags, flags], axis=1).astype(np.float64)
+    (ts, tc, c_x, c_p), *_ = np.linalg.lstsq(design, capture.returned_snu.ravel().astype(np.float64), rcond=None)
+    return complex(c_x, c_p), (float(ts), float(tc)), float(math.hypot(ts, tc))
+
+
+@dataclass(frozen=True)
+class PilotResult:
+    """What the pilot acquisition measured: both LO phases, the client's gain per SNU, the channel samples."""
+
+    client_phase_rad: float      # the client LO's phase relative to the signal: the server pre-rotates by -phi
+    server_phase_rad: float      # the returned light's phase relative to the server's reference
+    client_gain_snu: float       # <X>/(2 Re beta) at the client: sqrt(T_f t eta_c) (G - 1)/sqrt(G) if honest
+    leakage_photons_sqrt: complex  # the carrier leakage at the server's output (server's estimate), sqrt(photons)
+    leakage_client_photons_sqrt: complex  # the same seen by the client (a cross-check)
+    sent_snu: np.ndarray         # the server's phase-corrected reference quadratures of the gated pilot rows
+    returned_snu: np.ndarray
+    rows: int
+
+
+class SecureLink:
+    """The station's roles driven as the protocol's two parties (one object: the bench's single process)."""
+
+    def __init__(self, station, calibration: StationCalibration, *, gain: float, laser_power_dbm: float,
+                 verify_fraction: float):
+        config = station.config
+        self.station, self.calibration, self.config = station, calibration, config
+        self.gain, self.laser_power_dbm, self.verify_fraction = gain, laser_power_dbm, verify_fraction
+        self.symbol_rate_hz = config.protocol.symbol_rate_hz
+        self.laser = station.laser()
+        self.attenuator = station.attenuator()
+        self.meter = station.power_meter()
+        self.amplifier = station.amplifier()
+        self.iq = station.iq_modulator(calibration.iq)
+        self.carver = station.pulse_carver(ModulatorCalibration(1.0))
+        role = config.roles.server_receiver
+        self.gate = AwgChannels(station.driver(role.lo_phase_awg), [role.lo_phase_awg_channel],
+                                amplitude_max=station.limit(role.lo_phase_awg, "amplitude_max_vpp"),
+                                name="server_lo_phase")
+        p = config.roles.client_processor
+        self.processor = station.time_bin_processor(ProcessorCalibration(
+            p.beam_splitter_vpi_v, p.phase_vpi_v, p.beam_splitter_driver_gain, p.phase_driver_gain))
+        self.client_rx = station.receiver("client_receiver", calibration.client_receiver)
+        self.server_rx = station.receiver("server_receiver", calibration.server_receiver)
+        self.digitizer = station.driver(config.roles.client_receiver.digitizer)
+        self.awg = self.iq.awg.awg
+        self.client_awg = self.processor.awg.awg
+        self.layers: list[Layer] = []
+        self.samples_per_symbol = 0
+        self.digitizer_sps = calibration.client_receiver.samples_per_symbol
+        self.ranges_v = {"client_receiver": 0.0, "server_receiver": 0.0}
+        self._points = 0
+        self.leakage_field = 0j
+        self._attenuation_db = float("nan")
+        self.pilot: PilotResult | None = None
+
+    # -- pre-flight: everything the sequence will send, checked against the limits -------------------
+    def check_limits(self) -> None:
+        """The laser power, the gain, the gate and the processor's widest drives, before anything is sent.
+
+        (Each layer's IQ drive is checked when its codes are computed, before its upload; each
+        layer's VOA setting against the least attenuation before the shutter opens.)
+        """
+        self.laser.check_power_dbm(self.laser_power_dbm)
+        self.amplifier.check_gain_db(self.set_gain_db())
+        self.gate.check_amplitude_vpp(GATE_AMPLITUDE_VPP)
+        self.iq.awg.check_amplitude_vpp(self.iq.full_scale_amplitude_vpp())
+        c = self.processor.calibration  # the data set theta in [0, pi/2] and |phi| <= pi: the widest drives
+        for peak_v in (c.beam_splitter_vpi_v / c.beam_splitter_driver_gain, c.phase_vpi_v / c.phase_driver_gain):
+            self.processor.awg.check_amplitude_vpp(2.0 * peak_v)
+
+    def _imbalance_reach(self) -> float:
+        """Largest child field per unit |field| after the imbalance compensation (AwgIQModulator.child_fields)."""
+        g, delta = self.calibration.iq.iq_gain_imbalance, self.calibration.iq.iq_phase_error_rad
+        return max(1.0 / (math.cos(delta) * (1.0 - 0.5 * g)), math.hypot(1.0, math.tan(delta)) / (1.0 + 0.5 * g))
+
+    def set_gain_db(self) -> float:
+        return 10.0 * math.log10(self.gain) - self.calibration.gain_offset_db
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def prepare(self, layer_symbols: list[np.ndarray], mu_photons: float) -> PilotResult:
+        """Pilots first (VOA for mu, both LO phases, the carrier leakage, the honest channel), then every
+        layer: rotated for the client's LO, the leakage nulled, each at its own full drive and VOA setting.
+
+        Returns the pilot measurement (the session stores it as its channel calibration).
+        """
+        self.check_limits()
+        for awg in (self.awg, self.client_awg):
+            awg.stop()
+            awg.memory_divider(AWG_MEMORY_DIVIDER)
+        self.samples_per_symbol = self.iq.awg.samples_per_symbol(self.symbol_rate_hz)
+        modes = layer_symbols[0].shape[1]
+        pilot = self._upload(len(layer_symbols) + 1, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
+        self.carver.awg.outputs_off()
+        self.carver.bias_controller.mzm.bias_mode("peak")  # rect symbols back to back: the carver passes CW
+        self.iq.lock_bias()
+        self.attenuator.close_shutter()
+        self.laser.set_wavelength_m(self.config.protocol.wavelength_m)
+        self.laser.set_power_dbm(self.laser_power_dbm)
+        self.laser.on()
+        self.amplifier.set_gain_db(self.set_gain_db())
+        self.amplifier.on()
+        self._attenuation_for(pilot, mu_photons)
+        self.digitizer.sample_rate(self.digitizer_sps * self.symbol_rate_hz)
+        self.digitizer.auto_digitize(False)
+        self._set_attenuation(pilot)
+        self.attenuator.open_shutter()
+        self.layers = [pilot]
+        for _ in range(PILOT_PASSES):  # the leakage depends a little on the drives: null it iteratively
+            result = self._pilots(pilot)
+            self.leakage_field += result.leakage_photons_sqrt / pilot.photons_per_field
+            self.attenuator.close_shutter()
+            pilot = self._upload(pilot.segment_id, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
+            self._attenuation_for(pilot, mu_photons)
+            self._set_attenuation(pilot)
+            self.attenuator.open_shutter()
+            self.layers = [pilot]
+        result = self._pilots(pilot)
+        self.pilot = result
+        self.layers = []
+        for index, symbols in enumerate(layer_symbols):
+            self._null_layer(index, symbols * np.exp(-1j * result.client_phase_rad), mu_photons)
+        self.attenuator.close_shutter()
+        self._set_attenuation(self.layers[0])
+        self.attenuator.open_shutter()
+        return result
+
+    def _null_layer(self, index: int, symbols: np.ndarray, mu_photons: float) -> Layer:
+        """Upload one layer and null its own carrier leakage with the server's receiver (it knows its symbols):
+        the leakage depends a little on the drive statistics, so the pilots' estimate is only the start."""
+        leakage_field = self.leakage_field
+        for attempt in range(LAYER_NULLING_PASSES + 1):
+            self.attenuator.close_shutter()
+            layer = self._upload(index + 1, symbols, leakage_field)
+            self._attenuation_for(layer, mu_photons)
+            layer.reference = layer.reference * np.exp(1j * self.pilot.server_phase_rad)
+            self.layers[index:] = [layer]
+            if attempt == LAYER_NULLING_PASSES:
+                return layer
+            self._set_attenuation(layer)
+            self.attenuator.open_shutter()
+            images = max(1, -(-NULLING_SAMPLES // (layer.rows * layer.modes)))
+            capture = self.run_layer(index, np.ones((images, 2 * layer.modes)), np.random.default_rng(index),
+                                     verify_fraction=1.0)
+            offset, _, amplitude = server_offsets(capture, layer.reference[capture.verified_rows])
+            leakage_field = leakage_field + offset / (2.0 * amplitude) / layer.photons_per_field * np.exp(
+                -1j * self.pilot.server_phase_rad)
+        return layer
+
+    def _upload(self, segment: int, symbols: np.ndarray, leakage_field: complex | None = None) -> Layer:
+        """One segment (I, Q and an empty gate) at its own full drive, the carrier leakage pre-compensated."""
+        leakage_field = self.leakage_field if leakage_field is None else leakage_field
+        photons_per_field = float(np.max(np.abs(symbols))) * self._imbalance_reach() / FIELD_HEADROOM
+        fields = symbols / photons_per_field - leakage_field
+        amplitude = self.iq.full_scale_amplitude_vpp()
+        codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude)  # checks the declared AWG limit
+        sps = self.samples_per_symbol
+        self.awg.stop()
+        self.iq.awg.load([np.repeat(codes_i, sps), np.repeat(codes_q, sps)], [amplitude, amplitude], segment)
+        self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])
+        played = self.iq.played_fields(codes_i, codes_q, amplitude) + leakage_field
+        return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field)
+
+    def _pilots(self, pilot: Layer) -> PilotResult:
+        """Every pilot row gated; pilots and the client's pilot vectors are public, so both parties know beta.
+
+        Server: y = t (own cos phi_s + other sin phi_s) + c_X or c_P (the carrier leakage in its frame);
+        client: X = k Re(2 (beta + sigma l) e^{i phi_c}), sigma = sum conj(x_i), l the leakage field.
+        """
+        data = np.random.default_rng(PILOT_SEED).standard_normal((PILOT_IMAGES, 2 * pilot.modes))
+        capture = self.run_layer(0, data, np.random.default_rng(PILOT_SEED + 1), verify_fraction=1.0)
+        x_hat = unit_vectors(data)
+        beta = (np.conj(x_hat) @ pilot.reference.T).ravel()  # [images x rows], sqrt(photons) at the server's output
+        sigma = np.repeat(np.conj(x_hat).sum(axis=1), pilot.rows)
+        measured = capture.client_quadratures_snu.ravel().astype(np.float64)
+        design = np.stack([2 * beta.real, -2 * beta.imag, 2 * sigma.real, -2 * sigma.imag], axis=1)
+        (a, b, a2, b2), *_ = np.linalg.lstsq(design, measured, rcond=None)
+        client_phase, client_gain = math.atan2(b, a), math.hypot(a, b)
+        offset, (ts, tc), amplitude = server_offsets(capture, pilot.reference[capture.verified_rows])
+        c_x, c_p = offset.real, offset.imag
+        server_phase = math.atan2(tc, ts)
+        leakage = (c_x + 1j * c_p) / (2.0 * amplitude) * np.exp(-1j * server_phase)
+        own, other, p = _quadrature_pair(capture, pilot.reference[capture.verified_rows])
+        rotated = np.cos(server_phase) * own + np.sin(server_phase) * other
+        return PilotResult(client_phase, server_phase, client_gain, complex(leakage),
+                           complex((a2 + 1j * b2) / (a + 1j * b)), rotated.astype(np.float32),
+                           capture.returned_snu - (np.where(p, c_p, c_x)).astype(np.float32),
+                           int(capture.verified_rows.size))
+
+    def _attenuation_for(self, layer: Layer, mu_photons: float) -> None:
+        """The layer's VOA setting for mu from the monitor tap while it plays (checked against the least
+        attenuation), then its measured mu and reference symbols."""
+        c = self.calibration
+        monitor_w, monitor_u = self._monitor_while(layer)
+        if not monitor_w > 0.0:
+            raise ProtocolError("setting mu: the monitor tap reads no light (laser off, or modulators at null?)")
+        base = self._mu_at(monitor_w, c.photons_attenuation_db)
+        attenuation_db = c.photons_attenuation_db + 10.0 * math.log10(base / mu_photons) / c.attenuator_scale.value
+        self.attenuator.check_attenuation_db(attenuation_db)  # the declared least attenuation bounds mu
+        layer.attenuation_db = attenuation_db
+        mu = self._mu_at(monitor_w, attenuation_db)
+        relative = math.sqrt((c.photons_per_monitor_w.uncertainty / c.photons_per_monitor_w.value) ** 2
+                             + (monitor_u / monitor_w) ** 2
+                             + (math.log(10) / 10 * c.attenuator_scale.uncertainty
+                                * (attenuation_db - c.photons_attenuation_db)) ** 2)
+        layer.mu_photons = Estimate(mu, mu * relative, "photons")
+        layer.photons_per_field = math.sqrt(mu / float(np.mean(np.abs(layer.played) ** 2)))
+        layer.reference = layer.played * layer.photons_per_field
+
+    def _set_attenuation(self, layer: Layer) -> None:
+        if layer.attenuation_db != self._attenuation_db or not self.attenuator.attenuation_db() > 0:
+            self.attenuator.set_attenuation_db(layer.attenuation_db)
+            self._attenuation_db = layer.attenuation_db
+
+    def _monitor_while(self, layer: Layer) -> tuple[float, float]:
+        self.awg.stop()
+        self._select(layer)
+        self.awg.run()
+        reading = self._monitor_w()
+        self.awg.stop()
+        return reading
+
+    def _select(self, layer: Layer) -> None:
+        for channels in (self.iq.awg, self.gate):
+            for number in channels.channels:
+                channels.channel(number).select_segment(layer.segment_id)
+
+    def _monitor_w(self) -> tuple[float, float]:
+        readings = np.array([self.meter.read_power_w() for _ in range(MONITOR_READINGS)])
+        return float(readings.mean()), float(readings.std(ddof=1) / math.sqrt(readings.size))
+
+    def _mu_at(self, monitor_w: float, attenuation_db: float) -> float:
+        c = self.calibration
+        return monitor_w * c.photons_per_monitor_w.value * 10.0 ** (
+            -c.attenuator_scale.value * (attenuation_db - c.photons_attenuation_db) / 10.0)
+
+    # -- one (batch, layer) ------------------------------------------------------------------------
+    def _load_gate(self, segment: int, rows: np.ndarray, measure_p: np.ndarray, modes: int, n_rows: int | None = None):
+        n_rows = len(rows) if n_rows is None else n_rows
+        codes = np.zeros((n_rows, modes), dtype=np.int8)
+        if rows.size and measure_p.size:
+            codes[rows] = np.where(measure_p, -GATE_CODE, GATE_CODE)[:, None]
+        self.gate.load([np.repeat(codes.ravel(), self.samples_per_symbol or 1)], [GATE_AMPLITUDE_VPP], segment)
+
+    def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
+                  verify_fraction: float | None = None) -> LayerCapture:
+        """Secure products of one layer for a batch: data [B, features] real, any norm."""
+        layer = self.layers[index]
+        if layer.reference is None:
+            raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
+        x_hat = unit_vectors(data)
+        if x_hat.shape[1] != layer.modes:
+            raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
+        batch = x_hat.shape[0]
+        fraction = self.verify_fraction if verify_fraction is None else verify_fraction
+        rows = np.flatnonzero(rng.random(layer.rows) < fraction)
+        measure_p = rng.random(rows.size) < 0.5
+        self.awg.stop()
+        self.client_awg.stop()
+        self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
+        self._select(layer)
+        self._set_attenuation(layer)
+        self.processor.load_batch(x_hat, self.samples_per_symbol, 1)
+        self.client_awg.run()
+        self.awg.run()
+        n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
+        client_v, server_v = self._acquire(n_client, n_server, layer)
+        client = self.client_rx.quadratures_snu(client_v, n_client).reshape(batch, layer.rows)
+        returned = (self.server_rx.quadratures_snu(server_v, n_server).reshape(batch, rows.size, layer.modes)
+                    if rows.size else np.zeros((batch, 0, layer.modes)))
+        chosen = np.broadcast_to(measure_p, (batch, rows.size))
+        reference = layer.reference[rows]
+        sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
+        return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
+                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
+
+    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+        """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range."""
+        sps = self.digitizer_sps
+        points = (max(n_client, n_server, 1) + 1) * sps
+        if points != self._points:
+            self.digitizer.acquire_points(points)
+            self._points = points
+        self._set_ranges(layer, initial=not all(self.ranges_v.values()))
+        for attempt in range(CLIP_RETRIES + 1):
+            self.digitizer.digitize()
+            records = {rx.name: rx.read_samples_v() for rx in (self.client_rx, self.server_rx)}
+            clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
+            if not clipped:
+                return records["client_receiver"], records["server_receiver"]
+            if attempt == CLIP_RETRIES:
+                break
+            for rx in clipped:
+                self.ranges_v[rx.name] *= 2.0
+                rx.channel.range(self.ranges_v[rx.name])
+        names = ", ".join(rx.name for rx in clipped)
+        raise ProtocolError(f"the digitizer clips {names} even at {max(self.ranges_v.values()):.3g} V range "
+                            f"after {CLIP_RETRIES} widenings: is a receiver saturated?")
+
+    @staticmethod
+    def _clipped(rx, samples_v: np.ndarray) -> bool:
+        from analysis.dsp import count_clipped
+
+        return count_clipped(samples_v, 0.5 * float(rx.channel.range()), rx.adc_bits) > 0
+
+    def _set_ranges(self, layer: Layer, initial: bool) -> None:
+        """Half range = shot-noise rms per sample x (SIGMA_RANGE + the largest expected signal per sample)."""
+        if not initial:
+            return
+        mu = layer.mu_photons.value
+        sps = self.digitizer_sps
+        signal_snu = {"client_receiver": 2.0 * math.sqrt(self.gain) * math.sqrt(mu) * 4.0,
+                      "server_receiver": 2.0 * math.sqrt(mu) * 4.0}
+        for rx in (self.client_rx, self.server_rx):
+            rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
+            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
+            self.ranges_v[rx.name] = 2.0 * half
+            rx.channel.range(2.0 * half)
+
+    def mu_photons(self) -> Estimate:
+        """The largest measured mu over the layers (what the weight-leakage bound takes)."""
+        return max((layer.mu_photons for layer in self.layers), key=lambda e: e.upper())
+

@@ -1,0 +1,268 @@
+"""A whole lab session: pre-flight, calibrations, secure inference of N images through the instruments, recording.
+
+    pre-flight   config valid, every instrument identified (LabStation), the whole sequence checked
+                 against the declared limits before anything is sent (SecureLink.check_limits), the
+                 calibration records valid (missing or stale ones are run, and the session says so);
+    inference    per batch of images: layer 1 through the station, the client's ReLU, layer 2; the
+                 server verifies its gated rows on everything received so far and aborts the session
+                 when the test fails;
+    recording    one HDF5 file (analysis/recording.py, docs/RECORDING.md), flushed per batch;
+    results      analysis.session_results on exactly what was recorded (what `qslab replay` runs).
+
+Any exception or Ctrl-C closes the station (lasers off, drives at zero, read back) and marks the
+file aborted with every completed batch in it; `resume` continues such a file. Every random draw of
+a batch comes from SeedSequence([seed, batch]) and the bench's noise from the state it is given, so
+a resumed session ends exactly where a clean one does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analysis import mnist, recording
+from analysis.network import load_weights
+from analysis.replay import Recorded, results_from_recorded
+from analysis.session_results import hidden_vectors, predictions, verify_layers
+from calibration.records import CodeVersion, RecordError, RecordStore
+from sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
+
+CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators")
+FALSE_ALARM = 1e-3
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """One session; photons per complex mode at the server's output, G linear."""
+
+    images: int
+    mu: float
+    gain: float
+    seed: int
+    batch_images: int
+    verify_fraction: float
+    failure_probability: float
+    laser_power_dbm: float
+    weights: str | None = None
+    false_alarm: float = FALSE_ALARM
+    exact_leakage_images: int = 200
+
+
+class SessionAborted(RuntimeError):
+    """The server's verification failed: the session stopped (the file holds what was done)."""
+
+
+def say(message: str) -> None:
+    print(f"qslab session: {message}", flush=True)
+
+
+# --- calibrations ------------------------------------------------------------------------------------
+
+def _calibration_args(config, directory: Path) -> argparse.Namespace:
+    c = config.calibration
+    return argparse.Namespace(calibration_dir=directory, output_meter_channel=c.output_meter_channel,
+                              fixed_attenuation_db=c.fixed_attenuation_db,
+                              fixed_attenuation_uncertainty_db=c.fixed_attenuation_uncertainty_db, points=2**21)
+
+
+def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[str]:
+    """Run every calibration whose record is missing or stale (saying so); returns the ids written."""
+    from sequences.commands.calibrate import run_kind
+    from sequences.protocol import NEEDED
+
+    stale = []
+    for kind, instrument, key in NEEDED:
+        try:
+            store.require_parameter(kind, instrument, key)
+        except RecordError as error:
+            if kind not in stale:
+                say(f"{error} -> running it now")
+                stale.append(kind)
+    written = []
+    identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
+    args = _calibration_args(station.config, store.directory)
+    for kind in (k for k in CALIBRATION_ORDER if k in stale):
+        results, used = run_kind(kind, station, args, figure_dir)
+        for result in results:
+            written.append(store.write(result, instruments={n: identities[n] for n in used if n in identities}).id)
+    return written
+
+
+def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
+    """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record."""
+    from calibration.channel import channel_result
+
+    pilot = link.pilot
+    result = channel_result(pilot.sent_snu, pilot.returned_snu, link.calibration.server_detector,
+                            conditions={"gain": link.gain, "mu_photons": link.layers[0].mu_photons.value,
+                                        "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
+                                        "server_lo_phase_rad": pilot.server_phase_rad,
+                                        "client_gain_snu": pilot.client_gain_snu},
+                            figure_path=str(figure_dir / "channel-link.png"))
+    identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
+    return store.write(result, instruments=identities).id
+
+
+# --- the recording ----------------------------------------------------------------------------------
+
+def _meta(config, station, settings: SessionSettings, calibration, measured: dict) -> dict:
+    version = CodeVersion.current()
+    import importlib.metadata as md
+
+    packages = {}
+    for name in ("qslab", "numpy", "scipy", "h5py", "qcodes", "qcodes_contrib_drivers", "pyvisa", "pyvisa-py",
+                 "pyserial"):
+        try:
+            packages[name] = md.version(name)
+        except md.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "config_toml": config.text,
+        "station_snapshot_json": json.dumps(station.qcodes.snapshot(update=False), default=str),
+        "settings_json": json.dumps(asdict(settings)),
+        "provenance_json": json.dumps({"packages": packages, "python": platform.python_version(),
+                                       "host": platform.node(), "git_revision": version.git_revision}),
+        "seeds_json": json.dumps({"session": settings.seed, "batches": "SeedSequence([session, batch])",
+                                  "bench": (config.bench_table or {}).get("seed")}),
+        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured}),
+    }
+
+
+def measured_values(link, calibration) -> dict:
+    """The calibrated numbers the results use, each with its one-sigma uncertainty (stored in the file)."""
+    mu = link.mu_photons()
+    detector = calibration.server_detector
+    t, eps = calibration.transmittance, calibration.excess_noise
+    return {
+        "mu_photons": {"value": mu.value, "uncertainty": mu.uncertainty},
+        "mu_per_layer": [{"value": layer.mu_photons.value, "uncertainty": layer.mu_photons.uncertainty}
+                         for layer in link.layers],
+        "gain": {"value": link.gain, "uncertainty": calibration.gain.uncertainty * link.gain / calibration.gain.value},
+        "transmittance": {"value": t.value, "uncertainty": t.uncertainty},
+        "excess_noise_snu": {"value": eps.value, "uncertainty": eps.uncertainty},
+        "server_efficiency": {"value": detector.efficiency, "uncertainty": detector.efficiency_uncertainty / 3},
+        "server_electronic_noise_snu": {"value": detector.electronic_noise_snu,
+                                        "uncertainty": detector.electronic_noise_uncertainty_snu / 3},
+        "attenuation_db_per_layer": [layer.attenuation_db for layer in link.layers],
+        "pilot": {"client_lo_phase_rad": link.pilot.client_phase_rad, "server_lo_phase_rad": link.pilot.server_phase_rad,
+                  "leakage_field": [link.leakage_field.real, link.leakage_field.imag]},
+    }
+
+
+# --- the session ------------------------------------------------------------------------------------
+
+def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> tuple[list, np.ndarray]:
+    """Every layer of one batch through the station; the client's ReLU between layers."""
+    rng = np.random.default_rng([seed, batch])
+    data = mnist.preprocess(pixels)
+    captures = []
+    for index in range(layers):
+        capture = link.run_layer(index, data, rng)
+        captures.append(capture)
+        hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
+        hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
+        data = hidden
+    _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
+    return captures, predictions(captures[-1].client_quadratures_snu, unusable)
+
+
+def check_verification(recorded: Recorded, settings: dict, measured: dict, modes: int, images: int) -> None:
+    """The server's test on everything verified so far; a failure aborts the session."""
+    checked = verify_layers(recorded.pooled_samples(), measured, modes,
+                            failure_probability=settings["failure_probability"], false_alarm=settings["false_alarm"])
+    if checked is not None and not checked["accepted"]:
+        raise SessionAborted(f"verification failed after {images} images: T_hat = {checked['transmittance_hat']:.4f}, "
+                             f"eps_hat = {checked['excess_noise_hat_snu']:.3g} SNU (accepted only above amplitude "
+                             f"{checked['amplitude_threshold']:.4f} and below residual variance "
+                             f"{checked['variance_threshold_snu']:.4f} SNU)")
+
+
+def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
+                resume: Path | None = None, progress: bool = True) -> dict:
+    """The whole session (module docstring); returns the results with `file` and `safe_state`."""
+    from sequences.station import LabStation
+
+    weights, _ = load_weights(settings.weights)
+    test_images, test_labels = mnist.load_mnist("test")
+    if not 1 <= settings.images <= len(test_images):
+        raise ValueError(f"images={settings.images}; expected 1..{len(test_images)}")
+    if resume:
+        path = Path(resume)
+        with recording.SessionFile.open(path) as previous:
+            recorded, measured = Recorded.from_file(previous), previous.calibrations["measured"]
+    else:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        path, recorded, measured = Path(out_dir) / f"session-{stamp}.h5", Recorded.empty(len(weights)), None
+    figure_dir = path.with_suffix("")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    settings_dict = asdict(settings)
+    writer, station = None, LabStation(config)
+    try:
+        with station:
+            if not resume:
+                written = ensure_calibrations(station, store, figure_dir)
+                if written:
+                    say(f"wrote {len(written)} calibration record(s) to {store.directory}")
+            calibration = load_station_calibration(store, _iq_driver_gain(), channel=False)
+            link = SecureLink(station, calibration, gain=settings.gain, laser_power_dbm=settings.laser_power_dbm,
+                              verify_fraction=settings.verify_fraction)
+            link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
+            channel_id = record_channel(link, store, station, figure_dir)
+            channel = store.get(channel_id)
+            link.calibration = replace(calibration, transmittance=channel.estimate("channel.transmittance"),
+                                       excess_noise=channel.estimate("channel.excess_noise_snu"),
+                                       records={**calibration.records, **_summary(channel)})
+            if resume:
+                writer = recording.SessionWriter.resume(path)
+                say(f"resuming {path} after {writer.images_written} images")
+            else:
+                measured = measured_values(link, link.calibration)
+                shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
+                version = CodeVersion.current()
+                writer = recording.SessionWriter.create(
+                    path, shapes, _meta(config, station, settings, link.calibration, measured),
+                    qslab_version=version.qslab_version, git_revision=version.git_revision)
+            shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
+            done = writer.images_written
+            with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
+                      disable=not progress) as bar:
+                for batch in range(done // settings.batch_images, -(-settings.images // settings.batch_images)):
+                    first = batch * settings.batch_images
+                    index = np.arange(first, min(first + settings.batch_images, settings.images))
+                    pixels = test_images[index].reshape(len(index), -1)
+                    captures, guess = run_batch(link, len(weights), pixels, settings.seed, batch)
+                    writer.append_batch(index, test_labels[index], pixels, guess,
+                                        [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
+                                                              c.sent_snu, c.returned_snu) for c in captures])
+                    recorded.add(test_labels[index], pixels, captures)
+                    bar.update(len(index))
+                    check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+    except BaseException as error:
+        if writer is not None:
+            writer.abort(f"{type(error).__name__}: {error}".strip())
+            writer.close()
+            error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
+                           f"aborted: continue it with `qslab session --resume {path}`")
+        raise
+    results = {"file": str(path), **results_from_recorded(recorded, settings_dict, measured, shapes),
+               "safe_state": station.safe_state.as_dict() if station.safe_state else {"safe": False}}
+    writer.finish(results)
+    writer.close()
+    return results
+
+
+def _summary(record) -> dict:
+    return {f"{record.kind}/{record.instrument}/{record.id}": record_summary(record)}
+
+
+def _iq_driver_gain() -> float:
+    from calibration.modulators import DRIVER_GAINS
+
+    return DRIVER_GAINS["server_iq"]

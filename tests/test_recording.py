@@ -1,0 +1,547 @@
+"""The session recording (analysis/recording.py, docs/RECORDING.md): schema, SWMR, crashes, bad files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
+                                SessionFile, SessionWriter, validate)
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = [LayerShape(rows=6, modes=4), LayerShape(rows=3, modes=4)]
+META = {"config_toml": "[station]\nname = 'bench'\n# ünïcode survives\n",
+        "station_snapshot_json": {"station": {"instruments": {"laser": {"power_w": 0.001}}}},
+        "settings_json": {"images": 12, "mu": 3.0, "gain": 1.5, "seed": 7, "batch_size": 4, "verify_fraction": 0.3,
+                          "failure_probability": 1e-10},
+        "provenance_json": {"python": "3.11", "numpy": np.__version__, "host": "bench-pc", "git_revision": "abc123"},
+        "seeds_json": {"session": 7, "bench": 8},
+        "calibrations_json": {"photons": {"id": "photons-server-20250101T000000.000000Z-0123456789",
+                                          "parameters": {"server.photons_per_symbol": [3.0, 0.02, ""]}}}}
+RESULTS = {"accuracy": 0.75, "leakage_bits": {"weights": 1.2, "data": [0.1, 0.2]}, "bound": float("inf")}
+VERIFIED = [[2, 0, 1], [2, 1, 0]]  # verified rows per (layer, batch): layer 1 batch 1 verifies none
+
+
+def batch_data(batch: int) -> tuple[dict, list[LayerBatch]]:
+    """Batch ``batch`` of a 3-batch session, the same every time it is asked for (sizes 4, 3, 5)."""
+    rng = np.random.default_rng(100 + batch)
+    count = (4, 3, 5)[batch]
+    first = (0, 4, 7)[batch]
+    images = {"image_index": np.arange(first, first + count) * 7, "label": rng.integers(0, 10, count),
+              "pixels": rng.integers(0, 256, (count, PIXELS_PER_IMAGE), dtype=np.uint8),
+              "prediction": rng.integers(0, 10, count)}
+    layers = []
+    for k, shape in enumerate(LAYERS):
+        verified = VERIFIED[k][batch]
+        layers.append(LayerBatch(
+            client_quadratures_snu=rng.normal(size=(count, shape.rows)).astype(np.float32),
+            verified_rows=rng.choice(shape.rows, verified, replace=False),
+            measure_p=rng.random((count, verified)) < 0.5,
+            sent_snu=rng.normal(0, 2.5, (count, verified, shape.modes)).astype(np.float32),
+            returned_snu=rng.normal(0, 2.0, (count, verified, shape.modes)).astype(np.float32)))
+    return images, layers
+
+
+def append(writer: SessionWriter, batch: int) -> None:
+    images, layers = batch_data(batch)
+    writer.append_batch(**images, layers=layers)
+
+
+def write_session(path: Path, batches: int = 3, finish: bool = True) -> Path:
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        for batch in range(batches):
+            append(writer, batch)
+            validate(path)
+        if finish:
+            writer.finish(RESULTS)
+    validate(path)
+    return path
+
+
+def assert_batches_equal(session: SessionFile, batches: int) -> None:
+    """The file's committed data is exactly batches 0 .. batches-1 of ``batch_data``."""
+    assert session.batches_written == batches
+    expected_images = [batch_data(b)[0] for b in range(batches)]
+    assert session.images_written == sum(len(e["label"]) for e in expected_images)
+    images = session.images
+    for name, key in (("index", "image_index"), ("label", "label"), ("pixels", "pixels"), ("prediction", "prediction")):
+        want = np.concatenate([e[key] for e in expected_images]) if batches else np.zeros(0)
+        np.testing.assert_array_equal(getattr(images, name), want)
+    for batch in range(batches):
+        for k, want in enumerate(batch_data(batch)[1]):
+            got = session.layer_batch(batch, k)
+            for field in ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+            assert got.measure_p.dtype == bool and got.sent_snu.dtype == np.float32
+
+
+# --- round trip ------------------------------------------------------------------------------------
+
+def test_round_trip_through_session_file(tmp_path):
+    path = write_session(tmp_path / "session.h5")
+    with SessionFile.open(path) as session:
+        assert (session.status, session.detail, session.results) == ("complete", "", RESULTS)
+        assert session.layers == tuple(LAYERS)
+        assert session.schema_version == SCHEMA_VERSION
+        assert (session.qslab_version, session.git_revision) == ("0.1.0", "abc123")
+        assert session.config_toml == META["config_toml"]
+        assert (session.settings, session.seeds, session.calibrations) == (
+            META["settings_json"], META["seeds_json"], META["calibrations_json"])
+        assert session.station_snapshot == META["station_snapshot_json"]
+        assert_batches_equal(session, 3)
+        verification = session.verification(1)
+        assert [len(rows) for rows in verification.rows] == VERIFIED[1]
+        assert len(verification.sent_snu) == sum(c * v * 4 for c, v in zip((4, 3, 5), VERIFIED[1]))
+        assert session.client_quadratures_snu(0).shape == (12, 6)
+
+
+def test_round_trip_with_plain_h5py(tmp_path):
+    """The reading recipe of docs/RECORDING.md, without qslab."""
+    path = write_session(tmp_path / "session.h5")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["schema"].decode() == SCHEMA and f.attrs["schema_version"] == SCHEMA_VERSION
+        assert f["meta/config_toml"].asstr()[()] == META["config_toml"]
+        assert json.loads(f["meta/settings_json"][()]) == META["settings_json"]
+        assert f["status"][()].decode() == "complete"
+        assert json.loads(f["results/results_json"][()].tobytes().decode("utf-8")) == RESULTS
+        table = f["batches"][()]
+        table = table[:np.argmin(np.append(table["batch"] == np.arange(len(table)), False))]
+        assert len(table) == 3
+        for row in table:
+            count = row["image_count"]
+            images, layers = batch_data(int(row["batch"]))
+            first = row["first_image"]
+            np.testing.assert_array_equal(f["images/pixels"][first:first + count], images["pixels"])
+            np.testing.assert_array_equal(f["images/index"][first:first + count], images["image_index"])
+            for k, want in enumerate(layers):
+                v = f[f"layers/{k}/verification"]
+                modes = f[f"layers/{k}"].attrs["modes"]
+                rows = v["rows"][row["row_start"][k]:row["row_stop"][k]]
+                sent = v["sent_snu"][row["sample_start"][k]:row["sample_stop"][k]].reshape(count, len(rows), modes)
+                measure_p = v["measure_p"][row["measure_p_start"][k]:row["measure_p_stop"][k]].reshape(count, -1)
+                np.testing.assert_array_equal(rows, want.verified_rows)
+                np.testing.assert_array_equal(sent, want.sent_snu)
+                np.testing.assert_array_equal(measure_p.astype(bool), want.measure_p)
+                np.testing.assert_array_equal(f[f"layers/{k}/client_quadratures_snu"][first:first + count],
+                                              want.client_quadratures_snu)
+
+
+def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
+    path = write_session(tmp_path / "session.h5")
+    with h5py.File(path, "r") as f:
+        quadratures = f["layers/0/client_quadratures_snu"]
+        assert quadratures.dtype == np.float32 and quadratures.maxshape == (None, 6)
+        assert quadratures.chunks is not None and quadratures.compression == "gzip" and quadratures.fletcher32
+        assert f["status_detail"].dtype.itemsize == 512
+
+
+# --- SWMR ------------------------------------------------------------------------------------------
+
+READER = """
+import sys
+from analysis.recording import SessionFile
+with SessionFile.open(sys.argv[1]) as session:
+    print(session.swmr, session.status, session.batches_written, session.images_written, flush=True)
+    for line in sys.stdin:
+        session.refresh()
+        print(session.status, session.batches_written, session.images_written, session.results, flush=True)
+"""
+
+
+def test_swmr_reader_in_another_process_follows_the_writer(tmp_path):
+    path = tmp_path / "live.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(path)], cwd=ROOT, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert reader.stdout.readline().split() == ["True", "running", "1", "4"]
+            append(writer, 1)
+            reader.stdin.write("refresh\n")
+            reader.stdin.flush()
+            assert reader.stdout.readline().split() == ["running", "2", "7", "None"]
+            writer.finish(RESULTS)
+            reader.stdin.write("refresh\n")
+            reader.stdin.flush()
+            line = reader.stdout.readline()
+            assert line.startswith("complete 2 7 {'accuracy': 0.75"), line
+            reader.stdin.close()
+            assert reader.wait(timeout=30) == 0, reader.stderr.read()
+        finally:
+            reader.kill()
+
+
+def test_swmr_reader_handle_in_the_same_process(tmp_path):
+    path = tmp_path / "live.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            assert f["batches"].shape[0] == 1
+            append(writer, 1)
+            f["batches"].refresh()
+            f["status"].refresh()
+            assert f["batches"].shape[0] == 2 and f["status"][()] == b"running"
+
+
+# --- incomplete sessions ---------------------------------------------------------------------------
+
+CRASHER = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from test_recording import LAYERS, META, append
+from analysis.recording import SessionWriter
+writer = SessionWriter.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123")
+append(writer, 0)
+append(writer, 1)
+os._exit(3)
+"""
+
+
+def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path):
+    path = tmp_path / "crashed.h5"
+    done = subprocess.run([sys.executable, "-c", CRASHER, str(path), str(ROOT / "tests")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    with SessionFile.open(path) as session:
+        assert session.swmr and session.status == "running"
+        assert_batches_equal(session, 2)
+    with pytest.raises(RecordingError, match="after_crash=True") as error:
+        SessionWriter.resume(path)
+    assert str(path) in str(error.value)
+    with SessionWriter.resume(path, after_crash=True) as writer:
+        assert (writer.batches_written, writer.images_written) == (2, 7)
+        append(writer, 2)
+        writer.finish(RESULTS)
+    validate(path)
+    with SessionFile.open(path) as session:
+        assert not session.swmr and session.status == "complete" and session.results == RESULTS
+        assert_batches_equal(session, 3)
+
+
+@pytest.mark.parametrize("ending", ["close", "abort", "exception"])
+def test_an_interrupted_session_is_readable_and_resumes(tmp_path, ending):
+    path = tmp_path / "interrupted.h5"
+    with pytest.raises(ZeroDivisionError) if ending == "exception" else _nothing():
+        with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+            append(writer, 0)
+            append(writer, 1)
+            if ending == "abort":
+                writer.abort("laser interlock opened " + "x" * 600)
+            elif ending == "exception":
+                1 / 0
+    validate(path)
+    with SessionFile.open(path) as session:
+        assert session.status == ("running" if ending == "close" else "aborted")
+        assert session.results is None
+        if ending == "abort":
+            assert session.detail.startswith("laser interlock opened") and len(session.detail.encode()) == 512
+        if ending == "exception":
+            assert session.detail == "ZeroDivisionError: division by zero"
+        assert_batches_equal(session, 2)
+    with SessionWriter.resume(path) as writer:
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert (session.status, session.detail, session.results) == ("complete", "", RESULTS)
+        assert_batches_equal(session, 3)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_batch_cut_short_is_ignored_then_truncated_on_resume(tmp_path, monkeypatch):
+    path = tmp_path / "partial.h5"
+
+    def crash(*args):
+        raise OSError("power cut")
+
+    with pytest.raises(RecordingError, match="writing batch 2 failed.*2 committed batches are intact"):
+        with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+            append(writer, 0)
+            append(writer, 1)
+            monkeypatch.setattr(SessionWriter, "_commit", crash)
+            append(writer, 2)  # every array of batch 2 is written, its /batches row is not
+    monkeypatch.undo()
+    with h5py.File(path, "r") as f:
+        assert f["images/label"].shape[0] == 12 and f["batches"].shape[0] == 2  # the tail is really there
+    with SessionFile.open(path) as session:
+        assert session.status == "aborted" and "power cut" in session.detail
+        assert_batches_equal(session, 2)
+    with SessionWriter.resume(path) as writer:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            assert f["images/label"].shape[0] == 7  # batches 0 and 1: 4 + 3 images
+            assert f["layers/0/verification/sent_snu"].shape[0] == 4 * 2 * 4 + 3 * 0 * 4  # images x rows x modes
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 3)
+
+
+def test_a_failed_append_can_be_retried_in_place(tmp_path, monkeypatch):
+    path = tmp_path / "retry.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        with monkeypatch.context() as patch:
+            patch.setattr(SessionWriter, "_commit", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+            with pytest.raises(RecordingError, match="disk full"):
+                append(writer, 1)
+        assert writer.batches_written == 1
+        append(writer, 1)
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 3)
+
+
+def test_resume_refuses_while_another_process_reads_the_file(tmp_path):
+    path = write_session(tmp_path / "busy.h5", batches=2, finish=False)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path)], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert reader.stdout.readline().split() == ["False", "running", "2", "7"]
+        for after_crash in (False, True):
+            with pytest.raises(RecordingError, match="is open in another process.*close its readers") as error:
+                SessionWriter.resume(path, after_crash=after_crash)
+            assert str(path) in str(error.value)
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=30)
+    with SessionWriter.resume(path) as writer:
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 3)
+
+
+def test_resume_refuses_a_complete_session(tmp_path):
+    path = write_session(tmp_path / "done.h5")
+    with pytest.raises(RecordingError, match="is a complete session") as error:
+        SessionWriter.resume(path)
+    assert str(path) in str(error.value)
+
+
+def test_create_never_overwrites(tmp_path):
+    path = write_session(tmp_path / "done.h5")
+    with pytest.raises(RecordingError, match="already exists"):
+        SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123")
+    validate(path)
+
+
+def test_an_empty_session_is_valid(tmp_path):
+    path = tmp_path / "empty.h5"
+    SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123").close()
+    with SessionFile.open(path) as session:
+        assert (session.status, session.batches_written, session.images_written) == ("running", 0, 0)
+        assert session.images.pixels.shape == (0, PIXELS_PER_IMAGE)
+        assert session.verification(0).rows == []
+
+
+# --- bad input to the writer -----------------------------------------------------------------------
+
+def test_bad_meta_is_refused_before_a_file_exists(tmp_path):
+    path = tmp_path / "never.h5"
+    with pytest.raises(RecordingError, match=r"missing \['seeds_json'\], unknown \['seed'\]"):
+        SessionWriter.create(path, LAYERS, {**{k: v for k, v in META.items() if k != "seeds_json"}, "seed": 1},
+                             qslab_version="0", git_revision="x")
+    with pytest.raises(RecordingError, match="settings_json.*not valid JSON"):
+        SessionWriter.create(path, LAYERS, {**META, "settings_json": "{mu: 3"}, qslab_version="0", git_revision="x")
+    with pytest.raises(RecordingError, match="config_toml.*not valid TOML"):
+        SessionWriter.create(path, LAYERS, {**META, "config_toml": "[station"}, qslab_version="0", git_revision="x")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pixels", np.zeros((4, 783), np.uint8), r"pixels has shape \(4, 783\), expected \(4, 784\)"),
+    ("label", np.full(4, 300), r"label must lie in \[0, 255\]"),
+    ("pixels", np.zeros((4, 784)), "pixels must be integers"),
+    ("sent_snu", np.zeros((4, 2, 5)), r"layer 0 sent_snu has shape \(4, 2, 5\), expected \(4, 2, 4\)"),
+    ("verified_rows", np.array([2, 2]), "layer 0 verified_rows repeats a row"),
+    ("verified_rows", np.array([6, 0]), r"layer 0 verified_rows must lie in \[0, 5\]"),
+    ("client_quadratures_snu", np.full((4, 6), np.nan), "layer 0 client_quadratures_snu holds 24 non-finite"),
+    ("measure_p", np.zeros((4, 3), bool), r"layer 0 measure_p has shape \(4, 3\), expected \(4, 2\)"),
+])
+def test_bad_batches_are_refused_and_nothing_is_written(tmp_path, field, value, message):
+    path = tmp_path / "s.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        images, layers = batch_data(1)
+        images = {**images, "image_index": np.arange(4), "label": np.zeros(4, int), "prediction": np.zeros(4, int),
+                  "pixels": np.zeros((4, 784), np.uint8)}
+        rng = np.random.default_rng(0)
+        layer = {"client_quadratures_snu": rng.normal(size=(4, 6)), "verified_rows": np.array([0, 3]),
+                 "measure_p": np.zeros((4, 2), bool), "sent_snu": np.zeros((4, 2, 4)),
+                 "returned_snu": np.zeros((4, 2, 4))}
+        if field in images:
+            images[field] = value
+        else:
+            layer[field] = value
+        second = LayerBatch(np.zeros((4, 3)), np.zeros(0, int), np.zeros((4, 0), bool), np.zeros((4, 0, 4)),
+                            np.zeros((4, 0, 4)))
+        with pytest.raises(RecordingError, match=message) as error:
+            writer.append_batch(**images, layers=[LayerBatch(**layer), second])
+        assert str(path) in str(error.value)
+        assert writer.batches_written == 1
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 1)
+
+
+def test_a_closed_writer_says_so(tmp_path):
+    writer = SessionWriter.resume(write_session(tmp_path / "s.h5", batches=1, finish=False))
+    writer.abort("stop")
+    with pytest.raises(RecordingError, match="closed SessionWriter"):
+        append(writer, 1)
+
+
+# --- bad files -------------------------------------------------------------------------------------
+
+def _foreign(path: Path, tmp_path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs["schema"] = "qslab.calibration/1"
+        f.create_group("parameters")
+
+
+def _calibration_record(path: Path, tmp_path: Path) -> Path:
+    from calibration.records import CodeVersion, RecordStore
+    from calibration.result import CalibrationResult, Estimate
+
+    record = RecordStore(tmp_path / "store").write(
+        CalibrationResult("photons", "server_output", {"server.photons_per_symbol": Estimate(3.0, 0.02, "")}),
+        code_version=CodeVersion("0.1.0", "abc123"))
+    return record.path
+
+
+def _edit(path: Path, change) -> None:
+    with h5py.File(path, "r+") as f:
+        change(f)
+
+
+def _replace(name: str, data) -> callable:
+    def change(f):
+        attrs = dict(f[name].attrs)
+        del f[name]
+        f.create_dataset(name, data=data, maxshape=(None, *np.shape(data)[1:]), chunks=True)
+        f[name].attrs.update(attrs)
+    return change
+
+
+def _table_edit(field: str, value) -> callable:
+    def change(f):
+        table = f["batches"][()]
+        table[field][1] = value
+        f["batches"][...] = table
+    return change
+
+
+BAD_FILES = {
+    "missing": (lambda p, t: p.unlink(), "no such file"),
+    "directory": (lambda p, t: (p.unlink(), p.mkdir()), "is not a regular file"),
+    "not hdf5": (lambda p, t: p.write_text("time,power_w\n0,0.001\n"), "is not an HDF5 file"),
+    "empty hdf5": (lambda p, t: h5py.File(p, "w").close(), "has no 'schema' attribute"),
+    "other schema": (_foreign, "its schema attribute is 'qslab.calibration/1'"),
+    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 2)),
+                      r"schema_version 2; this qslab reads schema_version 1 \(update qslab"),
+    "text version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", "1")),
+                     "schema_version attribute is '1', expected the integer 1"),
+    "truncated": (lambda p, t: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) * 2 // 3]), "is truncated"),
+    "cut to the superblock": (lambda p, t: p.write_bytes(p.read_bytes()[:200]), "is truncated"),
+    "missing dataset": (lambda p, t: _edit(p, lambda f: f.__delitem__("layers/1/verification/rows")),
+                        "is missing: /layers/1/verification/rows"),
+    "missing meta": (lambda p, t: _edit(p, lambda f: f.__delitem__("meta/seeds_json")), "is missing: /meta/seeds_json"),
+    "missing status": (lambda p, t: _edit(p, lambda f: f.__delitem__("status")), "is missing: /status"),
+    "layer gap": (lambda p, t: _edit(p, lambda f: f.move("layers/1", "layers/2")),
+                  r"/layers holds \['0', '2'\], expected groups named 0 .. 1"),
+    "short labels": (lambda p, t: _edit(p, lambda f: f["images/label"].resize((5,))),
+                     "/images/label has 5 rows but the batches table commits 12"),
+    "label dtype": (lambda p, t: _edit(p, _replace("images/label", np.zeros(12, np.int64))),
+                    "/images/label has dtype int64, expected uint8"),
+    "quadrature width": (lambda p, t: _edit(p, _replace("layers/0/client_quadratures_snu", np.zeros((12, 5), "f4"))),
+                         r"/layers/0/client_quadratures_snu has shape \(12, 5\), expected \(n, 6\)"),
+    "fixed size": (lambda p, t: _edit(p, lambda f: (f.__delitem__("images/index"),
+                                                    f.create_dataset("images/index", data=np.zeros(12, "<i4")))),
+                   "/images/index is not extendable"),
+    "image offsets": (lambda p, t: _edit(p, _table_edit("first_image", 3)), "first_image/image_count are inconsistent"),
+    "sample offsets": (lambda p, t: _edit(p, _table_edit("sample_stop", [40, 40])),
+                       "sample_start/sample_stop are not contiguous|sample offsets disagree"),
+    "bad status": (lambda p, t: _edit(p, lambda f: f["status"].__setitem__((), b"paused")),
+                   r"/status is 'paused', expected one of \['running', 'complete', 'aborted'\]"),
+    "bad settings json": (lambda p, t: _edit(p, lambda f: (f.__delitem__("meta/settings_json"),
+                                                           f.create_dataset("meta/settings_json", data=b"{mu"))),
+                          "/meta/settings_json is not valid UTF-8 JSON"),
+    "complete without results": (lambda p, t: _edit(p, lambda f: f["results/results_json"].resize((0,))),
+                                 "says it is complete but /results/results_json is empty"),
+    "bad verified row": (lambda p, t: _edit(p, lambda f: f["layers/1/verification/rows"].__setitem__(0, 9)),
+                         r"/layers/1/verification/rows of batch 0 are not distinct rows in \[0, 3\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_files_give_one_recording_error_naming_file_and_problem(tmp_path, case):
+    spoil, message = BAD_FILES[case]
+    path = write_session(tmp_path / "session.h5")
+    spoil(path, tmp_path)
+    with pytest.raises(RecordingError, match=message) as error:
+        validate(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(RecordingError):
+        SessionWriter.resume(path)
+
+
+def test_a_real_calibration_record_is_not_a_session(tmp_path):
+    path = _calibration_record(tmp_path / "unused", tmp_path)
+    with pytest.raises(RecordingError, match=r"schema attribute is 'qslab.calibration/1' \(expected 'qslab.session'\)"):
+        SessionFile.open(path)
+
+
+def test_a_corrupt_chunk_is_detected(tmp_path):
+    """fletcher32: a flipped byte inside compressed data is an error, not a silently different value."""
+    path = write_session(tmp_path / "session.h5")
+    with h5py.File(path, "r") as f:
+        offset = f["images/pixels"].id.get_chunk_info(0).byte_offset + 100
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match="unreadable data in /images/pixels") as error:
+        validate(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def valid_file(tmp_path_factory) -> tuple[Path, bytes]:
+    directory = tmp_path_factory.mktemp("fuzz")
+    return directory, write_session(directory / "valid.h5").read_bytes()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(position=st.floats(0, 1, exclude_max=True), kind=st.sampled_from(["truncate", "flip", "zero"]),
+       span=st.integers(1, 64), xor=st.integers(1, 255))
+def test_mutated_files_only_ever_raise_recording_error(valid_file, position, kind, span, xor):
+    directory, valid = valid_file
+    data = bytearray(valid)
+    offset = int(position * len(data))
+    if kind == "truncate":
+        data = data[:offset]
+    elif kind == "flip":
+        data[offset] ^= xor
+    else:
+        data[offset:offset + span] = bytes(len(data[offset:offset + span]))
+    path = directory / "mutated.h5"
+    path.write_bytes(bytes(data))
+    try:
+        with SessionFile.open(path) as session:
+            session.results  # noqa: B018
+            for batch in range(session.batches_written):
+                for k in range(len(session.layers)):
+                    session.layer_batch(batch, k)
+    except RecordingError as error:
+        assert str(path) in str(error)
