@@ -53,7 +53,8 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dic
                   failure_probability: float, false_alarm: float, trusted: bool = True) -> dict | None:
     """The server's decision and bound on all verified samples pooled (None when no row was verified)."""
     sent = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s, _ in samples]) if samples else np.empty(0)
-    returned = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for _, r in samples]) if samples else np.empty(0)
+    returned = (np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in samples])
+                if samples else np.empty(0))
     if sent.size < 2:
         return None
     mu, mu_u = _estimate(calibration, "mu_photons")

@@ -296,6 +296,24 @@ def referred_excess_noise_snu(variance_snu, detector: ServerDetector, efficiency
     return (np.asarray(variance_snu) - 1.0 - v_el) / eta
 
 
+def remove_previous_symbol(sent_snu, returned_snu) -> tuple[np.ndarray, float]:
+    """y - b q_prev on samples in capture order: the receiver chain's memory of the previous symbol.
+
+    The detector and digitizer bandwidth leave a fraction b of each symbol in the next one's matched
+    filter output; the server knows every symbol it sent, so it fits b jointly with t (least squares)
+    and removes it, instead of charging it to the client as excess noise. A client cannot hide behind
+    it: b only takes out what the server's own previous symbol explains.
+    """
+    q = np.asarray(sent_snu, dtype=np.float64).ravel()
+    y = np.asarray(returned_snu, dtype=np.float64).ravel()
+    if q.size < 3:
+        return y, 0.0
+    previous = np.concatenate([[0.0], q[:-1]])
+    gram = np.array([[q @ q, q @ previous], [q @ previous, previous @ previous]])
+    _, b = np.linalg.solve(gram, np.array([q @ y, previous @ y]))
+    return y - b * previous, float(b)
+
+
 def estimate_channel(sent_quadratures_snu, returned_quadratures_snu, detector: ServerDetector = ServerDetector(),
                      axis=-1) -> ChannelEstimate:
     """Pool the verified samples over `axis` (int or tuple; other axes are a batch) and estimate T, eps."""

@@ -31,6 +31,7 @@ def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector
                                      f"{returned.size} returned")
     if not np.all(np.isfinite(returned)):
         raise CalibrationError(KIND, "the returned quadratures contain non-finite values")
+    returned, previous_symbol = verification.remove_previous_symbol(sent, returned)
     estimate = verification.estimate_channel(sent, returned, detector)
     if not estimate.amplitude_transmittance > 0.0:
         raise CalibrationError(KIND, f"no returned light correlates with the sent symbols (amplitude "
@@ -45,7 +46,7 @@ def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector
                                                                   / estimate.sum_sq_sent_snu2))),
     }
     raw = {"sent_snu": sent.astype(np.float32), "returned_snu": returned.astype(np.float32)}
-    conditions = {**conditions, "samples": int(sent.size), "residual_variance_snu": float(estimate.residual_variance_snu),
+    conditions = {**conditions, "samples": int(sent.size), "previous_symbol_fraction": previous_symbol, "residual_variance_snu": float(estimate.residual_variance_snu),
                   "server_efficiency": detector.efficiency, "server_electronic_noise_snu": detector.electronic_noise_snu}
     if figure_path:
         _plot(figure_path, sent, returned, float(estimate.amplitude_transmittance), t_hat, eps_hat)

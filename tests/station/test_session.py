@@ -1,0 +1,120 @@
+"""The lab session on the virtual bench: results, recording, replay, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from analysis import recording
+from analysis.replay import replay
+from calibration.records import RecordStore
+from sequences import session as session_module
+from sequences.cli import main
+from sequences.config import load_config
+from sequences.session import SessionSettings, run_session
+
+CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
+SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Calibration records made once (the first session runs the missing ones itself)."""
+    directory = tmp_path_factory.mktemp("calibration")
+    run_session(load_config(CONFIG), replace(SETTINGS, images=1, batch_images=1), out_dir=directory / "warm",
+                store=RecordStore(directory), progress=False)
+    return RecordStore(directory)
+
+
+@pytest.fixture(scope="module")
+def clean(store, tmp_path_factory):
+    return run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path_factory.mktemp("clean"), store=store,
+                       progress=False)
+
+
+def test_session_classifies_verifies_and_closes_safe(clean):
+    assert clean["images"] == 20 and clean["accuracy"] >= 0.9
+    assert clean["verified"] is True
+    assert clean["safe_state"]["safe"] is True
+    assert abs(clean["mu_photons"] - 6.0) < 0.1  # the VOA was set for mu from the photons record
+    v = clean["verification"]
+    # the honest round trip the bench models: forward x processor^2 x return, the detector referred out
+    assert 0.5 < v["transmittance_hat"] < 0.8 and v["transmittance_min"] < v["transmittance_hat"]
+    assert v["excess_noise_hat_snu"] < 0.01
+    assert clean["weight_leakage_bits_per_mode_nominal"] < clean["weight_leakage_bits_per_mode"]
+    assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_exact"] < 0.1
+
+
+def test_the_file_follows_the_schema_and_plain_h5py_reads_it(clean):
+    path = clean["file"]
+    recording.validate(path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["schema"].decode() == "qslab.session"
+        assert f["layers/0/client_quadratures_snu"].shape == (20, 784)
+        assert f["layers/1/client_quadratures_snu"].shape == (20, 10)
+        assert f["images/pixels"].shape == (20, 784)
+        settings = json.loads(bytes(f["meta/settings_json"][()]).decode()) if "meta/settings_json" in f else None
+    with recording.SessionFile.open(path) as session:
+        assert session.status == "complete" and session.images_written == 20
+        assert session.settings["seed"] == 3
+        assert session.results["accuracy"] == clean["accuracy"]
+        assert any(key.startswith("channel/link/") for key in session.calibrations["records"])
+    assert settings is None or settings["images"] == 20
+
+
+def test_replay_reproduces_the_live_numbers_exactly(clean):
+    replayed = replay(clean["file"])
+    assert replayed["changes"] == {}
+    for key in COMPARED:
+        assert replayed[key] == clean[key], key
+
+
+def test_replay_with_another_mu_reports_what_changed(clean):
+    replayed = replay(clean["file"], {"mu_photons": {"value": 8.0, "uncertainty": 0.1}})
+    assert replayed["accuracy"] == clean["accuracy"]  # the measurements do not change
+    assert set(replayed["changes"]) >= {"mu_photons_upper", "weight_leakage_bits_per_mode_nominal"}
+    assert replayed["weight_leakage_bits_per_mode_nominal"] > clean["weight_leakage_bits_per_mode_nominal"]
+
+
+def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(clean, store, tmp_path, monkeypatch):
+    original = session_module.run_batch
+    calls = []
+
+    def interrupted(link, layers, pixels, seed, batch):
+        calls.append(batch)
+        if batch == 1:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the session
+        return original(link, layers, pixels, seed, batch)
+
+    monkeypatch.setattr(session_module, "run_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path, store=store, progress=False)
+    path = next(tmp_path.glob("session-*.h5"))
+    assert "--resume" in " ".join(getattr(caught.value, "__notes__", []))
+    with recording.SessionFile.open(path) as partial:
+        assert partial.status == "aborted" and partial.images_written == 10
+    monkeypatch.setattr(session_module, "run_batch", original)
+    resumed = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path, store=store, resume=path, progress=False)
+    assert resumed["safe_state"]["safe"] is True
+    for key in COMPARED:
+        assert resumed[key] == clean[key], key
+    with recording.SessionFile.open(path) as a, recording.SessionFile.open(clean["file"]) as b:
+        assert np.array_equal(a.client_quadratures_snu(0), b.client_quadratures_snu(0))
+        assert np.array_equal(a.verification(0).returned_snu, b.verification(0).returned_snu)
+
+
+def test_replay_cli_refuses_a_foreign_file_in_one_line(tmp_path, capsys):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    assert main(["replay", str(foreign)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "foreign.h5" in err[0] and "qslab replay: error:" in err[0]
