@@ -204,6 +204,7 @@ class BenchState:
                      self.params.server_iq.bias_controller: BiasState()}
         self.amplifier = AmplifierState()
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
+        self.session_repeats: dict[bytes, int] = {}  # session-mode acquisitions per played state (receivers)
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
         self._symbols: tuple[Modulation, float, np.ndarray] | None = None

@@ -297,15 +297,17 @@ def _session_inputs(bench, period: np.ndarray) -> _SessionInputs | None:
 
 
 def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Generator:
-    """The noise of a session acquisition, drawn from (bench seed, what is played and loaded): the same
-    batch gives the same record whatever ran before it, so an interrupted session resumed on a fresh
-    bench ends exactly where a clean one does (a real link is not repeatable; a simulated one can be)."""
+    """The noise of a session acquisition, drawn from (bench seed, what is played and loaded, how often this
+    very state was acquired before): a batch gives the same record whatever else ran before it, so an
+    interrupted session resumed on a fresh bench ends exactly where a clean one does."""
     digest = hashlib.blake2b(digest_size=16)
     for array in (inputs.x_hat, inputs.rows, inputs.measure_p, inputs.period[::97]):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(str((inputs.period.size, points)).encode())
-    words = np.frombuffer(digest.digest(), dtype=np.uint32)
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([bench.params.seed, *words.tolist()])))
+    key = digest.digest()
+    repeat = bench.session_repeats[key] = bench.session_repeats.get(key, -1) + 1  # the same state again: fresh noise
+    words = np.frombuffer(key, dtype=np.uint32)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([bench.params.seed, repeat, *words.tolist()])))
 
 
 def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sps, channels, rng, laser_on):
