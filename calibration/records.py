@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -130,6 +131,7 @@ class RecordStore:
 
     def __init__(self, directory: str | Path | None = None):
         self.directory = Path(directory) if directory is not None else default_directory()
+        self._cache: dict[tuple, CalibrationRecord] = {}
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, result: CalibrationResult, *, validity_s: float | None = None,
@@ -165,18 +167,34 @@ class RecordStore:
         return self.directory / f"{record_id}.h5"
 
     def get(self, record_id: str) -> CalibrationRecord:
+        shown = repr(record_id) if len(repr(record_id)) <= 120 else repr(record_id)[:117] + "..."
+        if not isinstance(record_id, str) or "\x00" in record_id or Path(record_id).name != record_id:
+            raise MissingCalibration(f"{shown} is not a calibration record id (a file name in {self.directory}, "
+                                     "<kind>-<instrument>-<UTC time>-<hash>)")
         path = self.path_of(record_id)
-        if not path.is_file():
-            raise MissingCalibration(f"no calibration record {record_id!r} in {self.directory}")
+        try:
+            found = path.is_file()
+        except OSError as error:  # e.g. a name too long for the file system
+            raise MissingCalibration(f"no calibration record {shown} in {self.directory} ({error.strerror})") from None
+        if not found:
+            raise MissingCalibration(f"no calibration record {shown} in {self.directory}")
         return read_record(path)
 
     def records(self, kind: str | None = None, instrument: str | None = None) -> list[CalibrationRecord]:
         """Every record (oldest first), optionally of one kind and/or instrument."""
         if not self.directory.is_dir():
             return []
-        found = [read_record(path) for path in sorted(self.directory.glob("*.h5")) if not path.name.startswith(".")]
+        found = [self._read(path) for path in sorted(self.directory.glob("*.h5")) if not path.name.startswith(".")]
         found = [r for r in found if (kind is None or r.kind == kind) and (instrument is None or r.instrument == instrument)]
         return sorted(found, key=lambda r: (r.created, r.id))
+
+    def _read(self, path: Path) -> CalibrationRecord:
+        """read_record, remembered per (path, size, mtime): records are immutable, a session asks many times."""
+        stat_ = path.stat()
+        key = (str(path), stat_.st_size, stat_.st_mtime_ns)
+        if key not in self._cache:
+            self._cache[key] = read_record(path)
+        return self._cache[key]
 
     def latest(self, kind: str, instrument: str | None = None) -> CalibrationRecord | None:
         found = self.records(kind, instrument)
@@ -279,15 +297,23 @@ def read_record(path: str | Path) -> CalibrationRecord:
             if schema != SCHEMA:
                 raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
             a = f.attrs
-            parameters = {key: Estimate(float(g.attrs["value"]), float(g.attrs["uncertainty"]), str(g.attrs["unit"]))
-                          for key, g in f["parameters"].items()}
+            parameters = {key: _estimate(key, g) for key, g in f["parameters"].items()}
             raw = {name: np.asarray(d[()]) for name, d in f["raw"].items()}
             record = CalibrationRecord(
-                id=str(a["id"]), kind=str(a["kind"]), instrument=str(a["instrument"]), parameters=parameters, raw=raw,
-                conditions=json.loads(a["conditions_json"]),
-                created=dt.datetime.fromisoformat(str(a["created_utc"])), validity_s=float(a["validity_s"]),
-                code_version=CodeVersion(str(a["qslab_version"]), str(a["git_revision"])),
-                instruments=json.loads(a["instruments_json"]), figure_png=str(a["figure_png"]) or None, path=path)
+                id=_text(a, "id"), kind=_text(a, "kind"), instrument=_text(a, "instrument"), parameters=parameters,
+                raw=raw, conditions=_json_object(a, "conditions_json"),
+                created=dt.datetime.fromisoformat(_text(a, "created_utc")), validity_s=float(a["validity_s"]),
+                code_version=CodeVersion(_text(a, "qslab_version"), _text(a, "git_revision")),
+                instruments=_json_object(a, "instruments_json"), figure_png=_text(a, "figure_png") or None, path=path)
+            if record.created.utcoffset() is None:
+                raise ValueError(f"created_utc {record.created.isoformat()!r} has no time zone")
+            if not (math.isfinite(record.validity_s) and record.validity_s > 0):
+                raise ValueError(f"validity_s is {record.validity_s!r}, expected a finite number > 0")
+            try:
+                record.expires  # noqa: B018 - a window beyond the calendar fails here, not in a later query
+            except OverflowError:
+                raise ValueError(f"validity_s {record.validity_s:g} from {record.created.isoformat()} ends beyond "
+                                 "the calendar") from None
     except CorruptRecord:
         raise
     except Exception as error:  # noqa: BLE001 - h5py/json/key errors: one line naming the file
@@ -296,3 +322,34 @@ def read_record(path: str | Path) -> CalibrationRecord:
     if record.id != path.stem:
         raise CorruptRecord(f"{path} holds record {record.id!r}, not {path.stem!r} (renamed or copied over)")
     return record
+
+
+def _text(attrs, name: str, where: str = "") -> str:
+    """A text attribute (h5py gives str, or bytes for fixed-length strings); anything else is a damaged record."""
+    value = attrs[name]
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8")
+    if not isinstance(value, str):
+        shown = repr(value).replace("\n", " ")
+        raise TypeError(f"attribute {where}/{name} is {type(value).__name__} {shown[:60]}, expected text")
+    return value
+
+
+def _json_object(attrs, name: str) -> dict:
+    value = json.loads(_text(attrs, name))
+    if not isinstance(value, dict):
+        raise TypeError(f"attribute {name} holds JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def _estimate(key: str, group) -> Estimate:
+    """``/parameters/<key>``: a group with finite ``value``, ``uncertainty`` >= 0 and a text ``unit``."""
+    where = f"/parameters/{key}"
+    attrs = getattr(group, "attrs", None)
+    missing = [name for name in ("value", "uncertainty", "unit") if attrs is None or name not in attrs]
+    if missing:
+        raise ValueError(f"{where} has no attribute {', '.join(missing)}")
+    try:
+        return Estimate(float(attrs["value"]), float(attrs["uncertainty"]), _text(attrs, "unit", where))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None

@@ -27,6 +27,7 @@ from analysis.verification import ServerDetector
 from calibration.homodyne import receiver_calibration
 from calibration.records import RecordStore
 from calibration.result import Estimate
+from instruments.drivers.upstream_fixes import widen_socket_reads
 from instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
 
 GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
@@ -233,6 +234,7 @@ class SecureLink:
         self.client_rx = station.receiver("client_receiver", calibration.client_receiver)
         self.server_rx = station.receiver("server_receiver", calibration.server_receiver)
         self.digitizer = station.driver(config.roles.client_receiver.digitizer)
+        widen_socket_reads(self.digitizer)  # traces of megabytes
         self.awg = self.iq.awg.awg
         self.client_awg = self.processor.awg.awg
         self.layers: list[Layer] = []
@@ -274,13 +276,24 @@ class SecureLink:
 
         Returns the pilot measurement (the session stores it as its channel calibration).
         """
+        result = self.prepare_pilots(mu_photons, layer_symbols[0].shape[1], segment=len(layer_symbols) + 1)
+        self.layers = []
+        for index, symbols in enumerate(layer_symbols):
+            self._null_layer(index, symbols * np.exp(-1j * result.client_phase_rad), mu_photons)
+        self.attenuator.close_shutter()
+        self._set_attenuation(self.layers[0])
+        self.attenuator.open_shutter()
+        return result
+
+    def prepare_pilots(self, mu_photons: float, modes: int, segment: int = 1) -> PilotResult:
+        """Light on at mu with public pilot rows; both LO phases and the carrier leakage measured, the leakage
+        nulled (PILOT_PASSES), then one measuring pass: the honest channel (`qslab calibrate channel`)."""
         self.check_limits()
         for awg in (self.awg, self.client_awg):
             awg.stop()
             awg.memory_divider(AWG_MEMORY_DIVIDER)
         self.samples_per_symbol = self.iq.awg.samples_per_symbol(self.symbol_rate_hz)
-        modes = layer_symbols[0].shape[1]
-        pilot = self._upload(len(layer_symbols) + 1, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
+        pilot = self._upload(segment, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
         self.carver.awg.outputs_off()
         self.carver.bias_controller.mzm.bias_mode("peak")  # rect symbols back to back: the carver passes CW
         self.iq.lock_bias()
@@ -305,15 +318,8 @@ class SecureLink:
             self._set_attenuation(pilot)
             self.attenuator.open_shutter()
             self.layers = [pilot]
-        result = self._pilots(pilot)
-        self.pilot = result
-        self.layers = []
-        for index, symbols in enumerate(layer_symbols):
-            self._null_layer(index, symbols * np.exp(-1j * result.client_phase_rad), mu_photons)
-        self.attenuator.close_shutter()
-        self._set_attenuation(self.layers[0])
-        self.attenuator.open_shutter()
-        return result
+        self.pilot = self._pilots(pilot)
+        return self.pilot
 
     def _null_layer(self, index: int, symbols: np.ndarray, mu_photons: float) -> Layer:
         """Upload one layer and null its own carrier leakage with the server's receiver (it knows its symbols):

@@ -26,3 +26,57 @@ def infiniium_trace_fix():
             yield
         finally:
             pyvisa.util._use_numpy_routines = original
+
+
+PYVISA_PY_RECV_BYTES = 1 << 20
+
+
+def widen_socket_reads(driver, recv_bytes: int = PYVISA_PY_RECV_BYTES) -> bool:
+    """Let pyvisa-py's raw-socket session receive up to ``recv_bytes`` per recv() (it fixes 4096 at connect).
+
+    Why: a trace of megabytes otherwise costs a select() + recv() per 4 kB (~10 MB/s on loopback, the
+    digitizer's traces dominated a whole session). Only pyvisa-py TCPIP SOCKET sessions have the
+    attribute; any other backend is left as is (returns False).
+    """
+    handle = getattr(driver, "visa_handle", None)
+    sessions = getattr(getattr(handle, "visalib", None), "sessions", None)
+    session = sessions.get(handle.session) if isinstance(sessions, dict) else None
+    if session is None or not hasattr(session, "max_recv_size"):
+        return False
+    session.max_recv_size = max(int(recv_bytes), session.max_recv_size)
+    return True
+
+
+def read_trace_block(channel):
+    """One Infiniium channel's trace as qcodes' ``trace`` reads it (preamble, ``:WAV:DATA?``, int16 words),
+    but with the block read by its known length; None when ``channel`` is not an Infiniium channel.
+
+    Why: pyvisa-py's socket read returns whenever its buffer holds the termination character, so a
+    block of int16 samples (one 0x0A byte in ~256) arrives in ~256-byte pieces, ~10^4 pyvisa loops
+    per megabyte; a session's traces took most of its time. The block's length is known from the
+    preamble, so it is read as that many bytes with the termination character off, then the LF.
+    """
+    trace = getattr(channel, "trace", None)
+    scope = getattr(channel, "root_instrument", None)
+    handle = getattr(scope, "visa_handle", None)
+    if trace is None or handle is None or not hasattr(trace, "update_setpoints"):
+        return None
+    import numpy as np
+    from pyvisa import constants
+
+    trace.update_setpoints()
+    points, scale_v, origin_v = int(trace._points), float(trace._yincrement), float(trace._yoffset)
+    scope.write(f":WAV:SOUR {trace._channel}")
+    scope.write(":WAV:DATA?")
+    attribute = constants.ResourceAttribute.termchar_enabled
+    before = handle.get_visa_attribute(attribute)
+    handle.set_visa_attribute(attribute, False)
+    try:
+        header = handle.read_bytes(2)
+        block = handle.read_bytes(2 * points + 1)
+    finally:
+        handle.set_visa_attribute(attribute, before)
+    if header != b"#0" or block[-1:] != b"\n":
+        raise ValueError(f"{scope.name}: trace block of {points} points arrived malformed "
+                         f"(header {header!r}, last byte {block[-1:]!r})")
+    return np.frombuffer(block[:-1], dtype="<i2").astype(np.float64) * scale_v + origin_v

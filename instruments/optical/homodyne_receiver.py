@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis import dsp
 from analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
-from instruments.drivers.upstream_fixes import infiniium_trace_fix
+from instruments.drivers.upstream_fixes import infiniium_trace_fix, read_trace_block
 from instruments.optical.limits import Limit
 
 
@@ -100,8 +100,11 @@ class DigitizerHomodyneReceiver:
     def read_samples_v(self) -> np.ndarray:
         if self.channel is None:
             raise RuntimeError(f"{self.name}: no digitizer channel")
-        with infiniium_trace_fix():
-            return np.asarray(self.channel.trace(), dtype=float)
+        samples = read_trace_block(self.channel)
+        if samples is None:  # not the Infiniium driver's channel: read as it reads
+            with infiniium_trace_fix():
+                samples = self.channel.trace()
+        return np.asarray(samples, dtype=float)
 
     def measure_snu(self, n_symbols: int | None = None) -> np.ndarray:
         """Read the channel's last acquisition and convert it (with the clipping check at the channel's range)."""

@@ -35,6 +35,7 @@ BENCH_KEYS = {
     "modulators": tuple(f"{m}.{q}" for m in ("server_iq", "server_carver")
                         for q in ("vpi_v", "bias_vpi_v", "bias_phase_rad", "extinction_ratio_db"))
                   + ("server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad", "bias_iq.bias_v", "bias_carver.bias_v"),
+    "channel": ("channel.transmittance",),
 }
 
 
@@ -89,7 +90,8 @@ def _modulators_entry():
 
 
 def implemented(kind: str) -> bool:
-    return kind in ("photons", "homodyne", "amplifier") or (kind == "modulators" and _modulators_entry() is not None)
+    return kind in ("photons", "homodyne", "amplifier", "channel") or (kind == "modulators"
+                                                                      and _modulators_entry() is not None)
 
 
 def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str]]:
@@ -146,11 +148,39 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
         return [result], used
     if kind == "modulators":
         return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
+    if kind == "channel":
+        return [_channel(station, args, figure_dir)], sorted(station.connections)
     raise _Refused(f"calibration {kind!r} is not implemented yet")
 
 
 class _Refused(Exception):
     pass
+
+
+def _channel(station, args, figure_dir: Path):
+    """T and eps of the honest round trip from public pilot symbols (calibration/channel.py), through the
+    session's own pilot step: it needs the other records (homodyne, photons, amplifier, modulators)."""
+    from calibration.channel import channel_result
+    from calibration.modulators import DRIVER_GAINS
+    from calibration.records import RecordError, RecordStore
+    from sequences.protocol import SecureLink, load_station_calibration
+
+    protocol = station.config.protocol
+    try:
+        calibration = load_station_calibration(RecordStore(args.calibration_dir), DRIVER_GAINS["server_iq"],
+                                               channel=False)
+    except RecordError as error:
+        raise _Refused(f"calibration 'channel' cannot run: {error}") from None
+    link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=station.config.session.laser_power_dbm,
+                      verify_fraction=protocol.verify_fraction)
+    pilot = link.prepare_pilots(protocol.mu_photons, protocol.modes)
+    return channel_result(pilot.sent_snu, pilot.returned_snu, calibration.server_detector,
+                          conditions={"gain": protocol.gain, "mu_photons": link.layers[0].mu_photons.value,
+                                      "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
+                                      "server_lo_phase_rad": pilot.server_phase_rad,
+                                      "client_gain_snu": pilot.client_gain_snu,
+                                      "records": sorted(calibration.records)},
+                          figure_path=str(figure_dir / "channel-link.png"))
 
 
 def _with_condition(result, key: str, value):
