@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from analysis import mnist, recording
 from analysis.network import load_weights
 from analysis.replay import Recorded, results_from_recorded
+from analysis.session_figures import plot_session
 from analysis.session_results import hidden_vectors, predictions, verify_layers
 from calibration.records import CodeVersion, RecordError, RecordStore
 from sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
@@ -255,7 +256,15 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                "safe_state": station.safe_state.as_dict() if station.safe_state else {"safe": False}}
     writer.finish(results)
     writer.close()
-    return results
+    sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))
+    plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
+                 labels=np.concatenate(recorded.labels), predictions=_predictions(recorded), results=results)
+    return {**results, "figures": str(figure_dir)}
+
+
+def _predictions(recorded) -> np.ndarray:
+    _, unusable = hidden_vectors(np.concatenate(recorded.quadratures[0]))
+    return predictions(np.concatenate(recorded.quadratures[-1]), unusable)
 
 
 def _summary(record) -> dict:

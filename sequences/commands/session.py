@@ -113,11 +113,14 @@ def format_result(result: dict) -> str:
     safe = result.get("safe_state") or {}
     rows = [
         ("session file", result["file"]),
+        ("figures", result.get("figures", "-")),
         ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),
         ("mu (measured, +3 sigma)", f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
         ("G (calibrated, +3 sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
         ("verification", verified),
-        ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits; " if chi is not None else "")
+        ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits (T_min "
+                            f"{result['verification']['transmittance_min']:.3f}: lost light counts as the client's); "
+                            if chi is not None else "")
          + f"Eq. 2 at the calibration limits {result['weight_leakage_bits_per_mode_nominal']:.4g} bit/mode"),
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),

@@ -1,0 +1,54 @@
+"""The session's picture: what the server verified and what the client classified, one PNG beside the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_POINTS = 20_000
+
+
+def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels: np.ndarray,
+                 predictions: np.ndarray, results: dict) -> Path:
+    """Left: returned vs sent quadratures of the verified rows with the fitted slope sqrt(eta T); right: the
+    confusion matrix of the secure inference (rows: true digit, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    sent, returned = np.asarray(sent_snu, dtype=np.float64).ravel(), np.asarray(returned_snu, dtype=np.float64).ravel()
+    if sent.size:
+        pick = np.random.default_rng(0).choice(sent.size, size=min(sent.size, MAX_POINTS), replace=False)
+        left.plot(sent[pick], returned[pick], ",", alpha=0.4)
+        slope = float(sent @ returned / (sent @ sent))
+        line = np.array([sent.min(), sent.max()])
+        left.plot(line, slope * line, "r-", lw=1, label=f"slope {slope:.3f}")
+        left.legend(fontsize=8)
+    verification = results.get("verification") or {}
+    left.set_title(f"server verification: {sent.size} samples, "
+                   f"{'accepted' if results.get('verified') else 'REJECTED' if results.get('verified') is False else 'none'}"
+                   f"\nT_hat {verification.get('transmittance_hat', float('nan')):.3f}, eps_hat "
+                   f"{verification.get('excess_noise_hat_snu', float('nan')):.2e} SNU", fontsize=9)
+    left.set_xlabel("sent quadrature (SNU)")
+    left.set_ylabel("returned quadrature (SNU)")
+    confusion = np.zeros((10, 10), dtype=int)
+    for truth, guess in zip(np.asarray(labels), np.asarray(predictions)):
+        if 0 <= guess < 10:
+            confusion[int(truth), int(guess)] += 1
+    right.imshow(confusion, cmap="Blues")
+    for (i, j), count in np.ndenumerate(confusion):
+        if count:
+            right.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    right.set_xticks(range(10))
+    right.set_yticks(range(10))
+    right.set_xlabel("predicted digit")
+    right.set_ylabel("true digit")
+    right.set_title(f"secure inference: {100 * results.get('accuracy', 0.0):.2f} % of {labels.size} images", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
