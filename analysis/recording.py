@@ -795,7 +795,8 @@ def _check_schema(file: h5py.File, path: Path) -> None:
         raise RecordingError(f"{path} is not a qslab session recording: it has no 'schema' attribute "
                              f"(expected {SCHEMA!r}); it is an HDF5 file written by something else")
     if _attribute_text(schema) != SCHEMA:
-        raise RecordingError(f"{path} is not a qslab session recording: its schema attribute is {schema!r} "
+        shown = _attribute_text(schema) if _attribute_text(schema) is not None else schema
+        raise RecordingError(f"{path} is not a qslab session recording: its schema attribute is {shown!r} "
                              f"(expected {SCHEMA!r})")
     version = file.attrs.get("schema_version")
     if not isinstance(version, np.integer | int) or isinstance(version, bool):

@@ -8,6 +8,7 @@ probability, trusted or untrusted detector) the new results are reported with wh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,14 +70,54 @@ def replay(path, measured_override: dict | None = None, failure_probability: flo
            trusted: bool = True) -> dict:
     """The results of a session file; `changes` lists what differs from the results the session recorded."""
     with recording.SessionFile.open(path) as session:
+        settings, recorded_measured = replay_inputs(session)
         recorded = Recorded.from_file(session)
-        settings, shapes = session.settings, session.layers
-        measured = {**session.calibrations["measured"], **(measured_override or {})}
+        shapes = session.layers
+        measured = {**recorded_measured, **(measured_override or {})}
         live = session.results or {}
         status = session.status
-    results = results_from_recorded(recorded, settings, measured, shapes, failure_probability=failure_probability,
-                                    trusted=trusted)
+    try:
+        results = results_from_recorded(recorded, settings, measured, shapes,
+                                        failure_probability=failure_probability, trusted=trusted)
+    except ValueError as error:  # a value the analysis refuses (mu < 0, efficiency > 1, ...): name the file
+        raise recording.RecordingError(f"{path}: its recorded values cannot be analysed ({error})") from None
     results = {"file": str(path), **results, "safe_state": live.get("safe_state"), "status": status}
     results["changes"] = {key: {"recorded": live.get(key), "replayed": results[key]}
                           for key in COMPARED if key in live and live[key] != results[key]}
     return results
+
+
+# what the analysis reads from /meta (sequences/session.py writes it): settings key -> integer?, measured keys
+_SETTINGS = {"failure_probability": False, "false_alarm": False, "exact_leakage_images": True}
+_MEASURED = ("mu_photons", "gain", "server_efficiency", "server_electronic_noise_snu")
+
+
+def replay_inputs(session: recording.SessionFile) -> tuple[dict, dict]:
+    """The settings and calibrated values a replay needs, checked: RecordingError naming the file and the entry."""
+    path = session.path
+    if session.images_written == 0:
+        raise recording.RecordingError(f"{path} holds no committed batch (status {session.status}): nothing to replay")
+    settings, calibrations = session.settings, session.calibrations
+    if not isinstance(settings, dict):
+        raise recording.RecordingError(f"{path}: /meta/settings_json is a JSON {type(settings).__name__}, "
+                                       "expected an object")
+    for key, integer in _SETTINGS.items():
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not value >= 0:
+            raise recording.RecordingError(f"{path}: /meta/settings_json {key} is {value!r}, expected "
+                                           f"{'an integer' if integer else 'a number'} >= 0")
+    measured = calibrations.get("measured") if isinstance(calibrations, dict) else None
+    if not isinstance(measured, dict):
+        raise recording.RecordingError(f"{path}: /meta/calibrations_json has no object 'measured' (the calibrated "
+                                       "values the session used)")
+    needed = list(_MEASURED) + ([] if "amplitude_transmittance" in measured else ["transmittance"])
+    for key in needed + [k for k in ("amplitude_transmittance", "excess_noise_snu") if k in measured]:
+        entry = measured.get(key)
+        numbers = [entry.get(name, 0.0) for name in ("value", "uncertainty")] if isinstance(entry, dict) else []
+        if (not numbers or "value" not in entry
+                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers)
+                or numbers[1] < 0 or (key == "gain" and numbers[0] < 1.0)):
+            raise recording.RecordingError(
+                f"{path}: /meta/calibrations_json measured.{key} is {entry!r}, expected {{\"value\": a finite number"
+                f"{' >= 1' if key == 'gain' else ''}, \"uncertainty\": a finite number >= 0}}")
+    return settings, measured

@@ -49,6 +49,31 @@ def server_detector(calibration: dict, trusted: bool = True) -> verification.Ser
                                        electronic_noise_uncertainty_snu=CONFIDENCE_SIGMAS * v_el_u)
 
 
+def honest_hypothesis(calibration: dict, gain: float, modes: int, detector: verification.ServerDetector):
+    """What an honest client returns, and the detector the accept/abort test assumes.
+
+    With the pilots' amplitude sqrt(eta_s T) (channel record, measured on this very detector) the test
+    compares detector-scale amplitudes, so the detector's calibration uncertainty must not widen it a
+    second time: the tester has none, and T_honest = (a - 3 sigma)^2 / eta_s. Without it (older
+    files), T at its lower 3-sigma limit and the detector with its uncertainties.
+    """
+    if "amplitude_transmittance" in calibration:
+        amplitude, amplitude_u = _estimate(calibration, "amplitude_transmittance")
+        tester = verification.ServerDetector(detector.efficiency, detector.electronic_noise_snu, detector.trusted)
+        eta = detector.efficiency if detector.trusted else 1.0
+        transmittance = max(amplitude - CONFIDENCE_SIGMAS * amplitude_u, 0.0) ** 2 / eta
+    else:
+        value, uncertainty = _estimate(calibration, "transmittance")
+        tester, transmittance = detector, value - CONFIDENCE_SIGMAS * uncertainty
+    honest = verification.ChannelHypothesis.honest(gain, modes, transmittance)
+    if "excess_noise_snu" in calibration:  # the honest link's technical noise, measured on the pilots
+        eps, eps_u = _estimate(calibration, "excess_noise_snu")
+        honest = verification.ChannelHypothesis(honest.transmittance, max(eps + CONFIDENCE_SIGMAS * eps_u,
+                                                                          honest.excess_noise_snu),
+                                                honest.excess_noise_spread_snu2)
+    return honest, tester
+
+
 def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dict, modes: int, *,
                   failure_probability: float, false_alarm: float, trusted: bool = True) -> dict | None:
     """The server's decision and bound on all verified samples pooled (None when no row was verified)."""
@@ -59,16 +84,11 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dic
         return None
     mu, mu_u = _estimate(calibration, "mu_photons")
     gain, _ = _estimate(calibration, "gain")
-    transmittance, transmittance_u = _estimate(calibration, "transmittance")
-    honest = verification.ChannelHypothesis.honest(gain, modes, transmittance - CONFIDENCE_SIGMAS * transmittance_u)
-    if "excess_noise_snu" in calibration:  # the honest link's technical noise, measured on the pilots
-        eps, eps_u = _estimate(calibration, "excess_noise_snu")
-        honest = verification.ChannelHypothesis(honest.transmittance, max(eps + CONFIDENCE_SIGMAS * eps_u,
-                                                                          honest.excess_noise_snu),
-                                                honest.excess_noise_spread_snu2)
-    result = verification.verify(sent, returned, mu, honest, server_detector(calibration, trusted),
-                                 failure_probability=failure_probability, false_alarm=false_alarm,
-                                 mu_upper_photons=mu + CONFIDENCE_SIGMAS * mu_u)
+    detector = server_detector(calibration, trusted)
+    honest, tester = honest_hypothesis(calibration, gain, modes, detector)
+    result = verification.verify(sent, returned, mu, honest, detector, failure_probability=failure_probability,
+                                 false_alarm=false_alarm, mu_upper_photons=mu + CONFIDENCE_SIGMAS * mu_u,
+                                 test_detector=tester)
     return result.to_dict()
 
 

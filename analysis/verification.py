@@ -602,11 +602,15 @@ class VerificationResult:
 def verify(sent_quadratures_snu, returned_quadratures_snu, mu_photons, honest: ChannelHypothesis,
            detector: ServerDetector = ServerDetector(), failure_probability=DEFAULT_FAILURE_PROBABILITY,
            false_alarm=DEFAULT_FALSE_ALARM, alternative: ChannelHypothesis | None = None,
-           mu_upper_photons=None, method="exact", dispersion="upper", axis=-1) -> VerificationResult:
+           mu_upper_photons=None, method="exact", dispersion="upper", axis=-1,
+           test_detector: ServerDetector | None = None) -> VerificationResult:
     """Estimate, certify, bound and decide for the verified samples pooled over `axis`.
 
     The test thresholds use the actual sum q^2 (batch elements must share it when batched: they do
-    in a Monte-Carlo over noise with fixed symbols; otherwise call per element).
+    in a Monte-Carlo over noise with fixed symbols; otherwise call per element). test_detector: the
+    detector the accept/abort test assumes (default `detector`); a session whose honest hypothesis was
+    measured on the same detector (pilots) passes one without calibration uncertainty, since the test
+    compares detector-scale amplitudes, while the limits keep the uncertainties (worst case).
     """
     mu = mu_photons if mu_upper_photons is None else mu_upper_photons
     _require(np.all(np.asarray(mu_photons) >= 0.0), "mu_photons", "must be >= 0")
@@ -614,8 +618,9 @@ def verify(sent_quadratures_snu, returned_quadratures_snu, mu_photons, honest: C
     estimate = estimate_channel(sent_quadratures_snu, returned_quadratures_snu, detector, axis)
     limits = confidence_limits(estimate, detector, failure_probability, method, dispersion)
     per_mode, per_weight = leakage_bound_bits(mu, limits.transmittance_min, limits.excess_noise_max_snu)
-    test = acceptance_test(honest, estimate.n_samples, float(np.mean(estimate.sum_sq_sent_snu2)), detector, false_alarm)
-    power = None if alternative is None else rejection_probability(test, alternative, detector)
+    tester = detector if test_detector is None else test_detector
+    test = acceptance_test(honest, estimate.n_samples, float(np.mean(estimate.sum_sq_sent_snu2)), tester, false_alarm)
+    power = None if alternative is None else rejection_probability(test, alternative, tester)
     return VerificationResult(
         transmittance_hat=estimate.transmittance,
         transmittance_min=limits.transmittance_min,
@@ -633,7 +638,7 @@ def verify(sent_quadratures_snu, returned_quadratures_snu, mu_photons, honest: C
         chi_bits_per_mode=per_mode,
         chi_bits_per_weight=per_weight,
         accepted=is_accepted(estimate, test),
-        false_alarm_probability=rejection_probability(test, honest, detector, worst_for_honest=True),
+        false_alarm_probability=rejection_probability(test, honest, tester, worst_for_honest=True),
         amplitude_threshold=test.amplitude_threshold,
         variance_threshold_snu=test.variance_threshold_snu,
         detection_power=power,

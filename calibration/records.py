@@ -190,7 +190,10 @@ class RecordStore:
 
     def _read(self, path: Path) -> CalibrationRecord:
         """read_record, remembered per (path, size, mtime): records are immutable, a session asks many times."""
-        stat_ = path.stat()
+        try:
+            stat_ = path.stat()
+        except OSError as error:  # e.g. a dangling link named *.h5
+            raise CorruptRecord(f"{path} is not a readable qslab calibration record ({error.strerror or error})") from None
         key = (str(path), stat_.st_size, stat_.st_mtime_ns)
         if key not in self._cache:
             self._cache[key] = read_record(path)
@@ -263,25 +266,43 @@ def _write_h5(path: Path, record_id: str, result: CalibrationResult, created: dt
               instruments: dict[str, str], code_version: CodeVersion) -> None:
     import h5py
 
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"schema": SCHEMA, "id": record_id, "kind": result.kind, "instrument": result.instrument,
-                        "created_utc": created.isoformat(), "created_unix_s": created.timestamp(),
-                        "validity_s": validity_s, "qslab_version": code_version.qslab_version,
-                        "git_revision": code_version.git_revision, "figure_png": result.figure_png or "",
-                        "conditions_json": json.dumps(result.conditions, sort_keys=True, default=_jsonable),
-                        "instruments_json": json.dumps(instruments, sort_keys=True)})
+    # Damage must fail a checksum, never loop: libver="latest" checksums the superblock, the object headers and the
+    # attributes in them; text is stored fixed-length (in the header; variable-length strings would live in the
+    # unchecksummed global heap, whose damage sends HDF5 into an endless loop); fletcher32 guards the raw arrays.
+    # Plain h5py reads the text attributes as bytes (.decode()), as in the session recordings.
+    with h5py.File(path, "w", libver="latest") as f:
+        _set_attributes(f.attrs, {
+            "schema": SCHEMA, "id": record_id, "kind": result.kind, "instrument": result.instrument,
+            "created_utc": created.isoformat(), "created_unix_s": created.timestamp(), "validity_s": validity_s,
+            "qslab_version": code_version.qslab_version, "git_revision": code_version.git_revision,
+            "figure_png": result.figure_png or "",
+            "conditions_json": json.dumps(result.conditions, sort_keys=True, default=_jsonable),
+            "instruments_json": json.dumps(instruments, sort_keys=True)})
         parameters = f.create_group("parameters")
         for key, estimate in result.parameters.items():
             group = parameters.create_group(key)
-            group.attrs.update({"value": float(estimate.value), "uncertainty": float(estimate.uncertainty),
-                                "unit": estimate.unit})
+            _set_attributes(group.attrs, {"value": float(estimate.value), "uncertainty": float(estimate.uncertainty),
+                                          "unit": estimate.unit})
         raw = f.create_group("raw")
         for name, array in result.raw.items():
             array = np.asarray(array)
-            raw.create_dataset(name, data=array, compression="gzip" if array.size > 1024 else None)
+            raw.create_dataset(name, data=array, compression="gzip" if array.size > 1024 else None,
+                               fletcher32=array.ndim > 0 and array.size > 0)
         f.flush()
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _set_attributes(attrs, values: dict) -> None:
+    """Numbers as they are, text as fixed-length UTF-8 (see _write_h5)."""
+    import h5py
+
+    for name, value in values.items():
+        if isinstance(value, str):
+            data = value.encode("utf-8")
+            attrs.create(name, data, dtype=h5py.string_dtype("utf-8", max(1, len(data))))
+        else:
+            attrs[name] = value
 
 
 def read_record(path: str | Path) -> CalibrationRecord:
@@ -297,8 +318,8 @@ def read_record(path: str | Path) -> CalibrationRecord:
             if schema != SCHEMA:
                 raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
             a = f.attrs
-            parameters = {key: _estimate(key, g) for key, g in f["parameters"].items()}
-            raw = {name: np.asarray(d[()]) for name, d in f["raw"].items()}
+            parameters = {key: _estimate(key, g) for key, g in _group(f, "parameters").items()}
+            raw = {name: np.asarray(d[()]) for name, d in _group(f, "raw").items()}
             record = CalibrationRecord(
                 id=_text(a, "id"), kind=_text(a, "kind"), instrument=_text(a, "instrument"), parameters=parameters,
                 raw=raw, conditions=_json_object(a, "conditions_json"),
@@ -353,3 +374,14 @@ def _estimate(key: str, group) -> Estimate:
         return Estimate(float(attrs["value"]), float(attrs["uncertainty"]), _text(attrs, "unit", where))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _group(file, name: str):
+    import h5py
+
+    if name not in file:
+        raise ValueError(f"/{name} is missing")
+    node = file[name]
+    if not isinstance(node, h5py.Group):
+        raise ValueError(f"/{name} is a {type(node).__name__}, expected a group")
+    return node

@@ -36,21 +36,33 @@ def number(name: str, minimum=None, maximum=None, *, min_open=False, max_open=Fa
     what = f"{kind} {expected}" + (f" ({unit})" if unit else "")
 
     def parse(text: str):
+        shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
         try:
             value = int(text) if integer else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        ok = math.isfinite(value)
+            raise argparse.ArgumentTypeError(f"expected {what}, got {shown}") from None
+        try:
+            ok = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            ok = False
         if ok and minimum is not None:
             ok = value > minimum if min_open else value >= minimum
         if ok and maximum is not None:
             ok = value < maximum if max_open else value <= maximum
         if not ok:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {shown}")
         return value
 
     parse.__name__ = name
     return parse
+
+
+def require_finite(result: dict, inputs: str) -> None:
+    """UsageError when a top-level figure of ``result`` is not finite: inputs beyond what the formulas evaluate."""
+    bad = sorted(key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value))
+    if bad:
+        raise UsageError(f"{', '.join(bad)} not finite at {inputs}: the inputs are beyond what the bounds can "
+                         "evaluate")
 
 
 def print_json_last(payload: dict) -> None:

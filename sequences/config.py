@@ -163,8 +163,9 @@ LIMITS_BY_CATEGORY: dict[str, dict[str, tuple[Number, bool]]] = {
     "laser": {"power_max_dbm": (Number("dBm", -30.0, 20.0), True)},
     "awg": {"amplitude_max_vpp": (Number("Vpp at the AWG output", 0.075, 2.0), True)},
     "attenuator": {"attenuation_min_db": (Number("dB", 0.0, 60.0), True)},
-    "amplifier": {"gain_max_db": (Number("dB", 0.0, 40.0), True),
-                  "output_power_max_dbm": (Number("dBm", -10.0, 30.0), False)},
+    # open below: the amplifier driver's validators run from the fixed lower end to these (an empty range fails)
+    "amplifier": {"gain_max_db": (Number("dB", 0.0, 40.0, min_open=True), True),
+                  "output_power_max_dbm": (Number("dBm", -10.0, 30.0, min_open=True), False)},
     "bias_controller": {"bias_max_v": (Number("V", 0.0, 10.0, min_open=True), False)},
     "power_meter": {},
     "digitizer": {},

@@ -13,6 +13,13 @@ code a replay runs) turns them into SNU.
 The server verifies against the fields its calibrated modulator model predicts for the codes it
 actually played (AwgIQModulator.played_fields), scaled to the mu it measured: the AWG's 8-bit
 rounding is then not mistaken for excess noise of the client.
+
+Faults: every acquisition ends with VACUUM_TAIL_SYMBOLS slots of vacuum that must look like the
+receivers' calibration (mean 0, variance 1 + v_el), else ReceiverError: data off by a DC offset or
+scaled by a changed LO or gain are never used. A clipped record is taken again with wider ranges. For
+the session's checks between batches (sequences/session_guard.py) the link reads the monitor tap
+(read_light) and the receivers' vacuum (read_vacuum), and applies the cures: relock_biases + renull,
+set_laser_power_dbm + remeasure_mu, reapply_instrument after a reset.
 """
 
 from __future__ import annotations
@@ -35,12 +42,25 @@ GATE_AMPLITUDE_VPP = 0.5
 AWG_MEMORY_DIVIDER = 4       # 64 GSa/s / 4 = 16 samples per symbol at 1 GBd: the smallest segments the M8195A allows
 FIELD_HEADROOM = 0.9         # largest child field used (the arcsine's slope grows without bound at 1)
 MONITOR_READINGS = 5
-CLIP_RETRIES = 3
+CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
+VACUUM_SYMBOLS = 16_384      # per receiver in a vacuum check: its variance to ~1 %, its mean to ~0.01 SNU
+VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
+TAIL_OFFSET_MAX_SNU = 0.1    # |mean| of the tail beyond this: a DC offset at the receiver (9 sigma)
+TAIL_NOISE_MAX_DB = 0.5      # tail variance off 1 + v_el by more: the LO power or the receiver's gain moved (7 sigma)
 SIGMA_RANGE = 7.0            # half the digitizer range covers this many noise sigmas plus the largest signal
 
 
 class ProtocolError(RuntimeError):
     """A secure-layer step that cannot go on: the message says which step and why."""
+
+
+class ReceiverError(ProtocolError):
+    """A receiver's record is not what its calibration describes (an offset, more or less noise): its data
+    would be wrong, so they are not used. ``reading``: the VacuumReading that showed it."""
+
+    def __init__(self, message: str, reading):
+        super().__init__(message)
+        self.reading = reading
 
 
 # --- what the protocol takes from the calibration records ------------------------------------------
@@ -61,6 +81,7 @@ class StationCalibration:
     gain_offset_db: float            # true minus set gain
     transmittance: Estimate | None   # the honest round trip, from a channel record (None before it exists)
     excess_noise: Estimate | None = None  # the honest link's excess noise (pilots), SNU
+    amplitude_transmittance: Estimate | None = None  # sqrt(eta_s T) on the server detector's scale (pilots)
     records: dict = field(default_factory=dict)   # "kind/instrument" -> {"id", "parameters"}
 
 
@@ -141,6 +162,7 @@ class Layer:
     mu_photons: Estimate | None = None
     attenuation_db: float = float("nan")  # the VOA setting that gives this layer mu
     reference: np.ndarray | None = None   # played scaled to the measured mu: alpha in sqrt(photons)
+    leakage_field: complex = 0j           # the carrier leakage its codes compensate (modulator field units)
 
 
 @dataclass(frozen=True)
@@ -209,6 +231,40 @@ class PilotResult:
     rows: int
 
 
+@dataclass(frozen=True)
+class LightReading:
+    """The monitor tap with layer 1 playing and with the modulators at their bias points (AWG stopped).
+
+    Why both: the laser's power scales them alike, a drifted IQ bias moves the carrier against the
+    modulated light, so their ratio tells a bias drift from a change of the laser.
+    """
+
+    playing_w: float
+    carrier_w: float
+
+    @property
+    def carrier_ratio(self) -> float:
+        return self.carrier_w / self.playing_w if self.playing_w > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class VacuumReading:
+    """One receiver's record with the shutter closed: no signal, so mean 0, and a variance (shot noise, the
+    amplifier's own noise, v_el) that stays what it was at set-up while its LO power and its gain do."""
+
+    receiver: str
+    mean_snu: float
+    variance_snu: float
+    electronic_noise_snu: float
+    clipped: int
+    range_v: float
+
+    @property
+    def optical_noise_snu(self) -> float:
+        """The variance above the electronic noise: proportional to the LO power (a share of the laser)."""
+        return self.variance_snu - self.electronic_noise_snu
+
+
 class SecureLink:
     """The station's roles driven as the protocol's two parties (one object: the bench's single process)."""
 
@@ -245,6 +301,9 @@ class SecureLink:
         self.leakage_field = 0j
         self._attenuation_db = float("nan")
         self.pilot: PilotResult | None = None
+        self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
+        self.events: list[str] = []      # what the link cured on its own (a wider range), for the session's report
+        self.tails: dict[str, VacuumReading] = {}  # each receiver's vacuum after the latest acquisition's data
 
     # -- pre-flight: everything the sequence will send, checked against the limits -------------------
     def check_limits(self) -> None:
@@ -276,14 +335,25 @@ class SecureLink:
 
         Returns the pilot measurement (the session stores it as its channel calibration).
         """
+        self.prepared_with = (list(layer_symbols), mu_photons)
         result = self.prepare_pilots(mu_photons, layer_symbols[0].shape[1], segment=len(layer_symbols) + 1)
+        self._null_layers()
+        return result
+
+    def _null_layers(self) -> None:
+        """Every layer uploaded, rotated for the client's LO, its carrier leakage nulled and its mu measured;
+        then the VOA at layer 1's setting."""
+        layer_symbols, mu_photons = self.prepared_with
         self.layers = []
         for index, symbols in enumerate(layer_symbols):
-            self._null_layer(index, symbols * np.exp(-1j * result.client_phase_rad), mu_photons)
+            self._null_layer(index, symbols * np.exp(-1j * self.pilot.client_phase_rad), mu_photons)
+        self._light_at(self.layers[0])
+
+    def _light_at(self, layer: Layer) -> None:
+        """The VOA changed behind a closed shutter: no light at an intermediate setting reaches the client."""
         self.attenuator.close_shutter()
-        self._set_attenuation(self.layers[0])
+        self._set_attenuation(layer)
         self.attenuator.open_shutter()
-        return result
 
     def prepare_pilots(self, mu_photons: float, modes: int, segment: int = 1) -> PilotResult:
         """Light on at mu with public pilot rows; both LO phases and the carrier leakage measured, the leakage
@@ -321,17 +391,18 @@ class SecureLink:
         self.pilot = self._pilots(pilot)
         return self.pilot
 
-    def _null_layer(self, index: int, symbols: np.ndarray, mu_photons: float) -> Layer:
+    def _null_layer(self, index: int, symbols: np.ndarray, mu_photons: float, start: complex | None = None,
+                    passes: int = LAYER_NULLING_PASSES) -> Layer:
         """Upload one layer and null its own carrier leakage with the server's receiver (it knows its symbols):
         the leakage depends a little on the drive statistics, so the pilots' estimate is only the start."""
-        leakage_field = self.leakage_field
-        for attempt in range(LAYER_NULLING_PASSES + 1):
+        leakage_field = self.leakage_field if start is None else start
+        for attempt in range(passes + 1):
             self.attenuator.close_shutter()
             layer = self._upload(index + 1, symbols, leakage_field)
             self._attenuation_for(layer, mu_photons)
             layer.reference = layer.reference * np.exp(1j * self.pilot.server_phase_rad)
             self.layers[index:] = [layer]
-            if attempt == LAYER_NULLING_PASSES:
+            if attempt == passes:
                 return layer
             self._set_attenuation(layer)
             self.attenuator.open_shutter()
@@ -355,7 +426,8 @@ class SecureLink:
         self.iq.awg.load([np.repeat(codes_i, sps), np.repeat(codes_q, sps)], [amplitude, amplitude], segment)
         self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])
         played = self.iq.played_fields(codes_i, codes_q, amplitude) + leakage_field
-        return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field)
+        return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field,
+                     leakage_field=complex(leakage_field))
 
     def _pilots(self, pilot: Layer) -> PilotResult:
         """Every pilot row gated; pilots and the client's pilot vectors are public, so both parties know beta.
@@ -473,25 +545,78 @@ class SecureLink:
     def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range."""
         sps = self.digitizer_sps
-        points = (max(n_client, n_server, 1) + 1) * sps
+        data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
+        points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
         if points != self._points:
             self.digitizer.acquire_points(points)
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
-            self.digitizer.digitize()
-            records = {rx.name: rx.read_samples_v() for rx in (self.client_rx, self.server_rx)}
+            self._digitize()
+            records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
             if not clipped:
+                self._check_tails(records, data_symbols * sps)
                 return records["client_receiver"], records["server_receiver"]
-            if attempt == CLIP_RETRIES:
+            widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
+            if not widened:
                 break
-            for rx in clipped:
-                self.ranges_v[rx.name] *= 2.0
-                rx.channel.range(self.ranges_v[rx.name])
-        names = ", ".join(rx.name for rx in clipped)
-        raise ProtocolError(f"the digitizer clips {names} even at {max(self.ranges_v.values()):.3g} V range "
-                            f"after {CLIP_RETRIES} widenings: is a receiver saturated?")
+        detail = "; ".join(f"{rx.name} at {float(rx.channel.range()):.3g} V range: "
+                           f"{_clip_detail(records[rx.name], 0.5 * float(rx.channel.range()), rx.adc_bits)}"
+                           for rx in clipped)
+        raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
+
+    def widen_range(self, rx) -> bool:
+        """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""
+        before_v = float(rx.channel.range())
+        rx.channel.range(2.0 * before_v)
+        after_v = float(rx.channel.range())
+        self.ranges_v[rx.name] = after_v
+        if after_v > before_v:
+            self.events.append(f"{rx.name}: digitizer range widened {before_v:.3g} -> {after_v:.3g} V (clipping)")
+        return after_v > before_v
+
+    def _digitize(self) -> None:
+        """One acquisition, waiting for its *OPC? (qcodes' digitize() also sends a device clear afterwards,
+        which costs pyvisa-py 0.1 s on a socket: a tenth of a second per batch and layer)."""
+        reply = self.digitizer.ask(":DIGitize;*OPC?").strip()
+        if reply != "1":  # an unreadable reply, as the retrying drivers report one: the batch may be taken again
+            from instruments.drivers._scpi import InstrumentFault
+
+            raise InstrumentFault(self.digitizer.name, str(getattr(self.digitizer, "address", "?")),
+                                  ":DIGitize;*OPC?", f"answered {reply!r} (expected 1)", 1)
+
+    def _read_trace(self, rx) -> np.ndarray:
+        """A receiver's record; a reply that cannot be read is an InstrumentFault of the digitizer (as the
+        retrying drivers report one), not a bare ValueError: the session may take the batch again."""
+        from instruments.drivers._scpi import InstrumentFault
+
+        try:
+            return rx.read_samples_v()
+        except ValueError as error:
+            driver = self.digitizer
+            raise InstrumentFault(driver.name, str(getattr(driver, "address", "?")), f"{rx.name} trace",
+                                  f"unreadable reply ({error})", 1) from error
+
+    def _check_tails(self, records: dict[str, np.ndarray], start: int) -> None:
+        """The vacuum after the data must look like the calibration's (mean 0, variance 1 + v_el): else the data
+        are off by a DC offset or scaled by a changed LO or gain. ReceiverError names the first receiver."""
+        for rx in (self.client_rx, self.server_rx):
+            reading = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS)
+            self.tails[rx.name] = reading
+            expected_snu = 1.0 + reading.electronic_noise_snu
+            if abs(reading.mean_snu) > TAIL_OFFSET_MAX_SNU:
+                template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
+                offset_v = reading.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
+                    np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
+                raise ReceiverError(f"{rx.name}: the vacuum after its record reads {reading.mean_snu:+.3g} SNU on "
+                                    f"average (about {offset_v:+.3g} V of DC at the digitizer): an unbalanced or "
+                                    f"offset receiver biases every quadrature", reading)
+            noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
+            if abs(noise_db) > TAIL_NOISE_MAX_DB:
+                raise ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise against "
+                                    f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
+                                    f"power or its gain changed", reading)
 
     @staticmethod
     def _clipped(rx, samples_v: np.ndarray) -> bool:
@@ -516,4 +641,129 @@ class SecureLink:
     def mu_photons(self) -> Estimate:
         """The largest measured mu over the layers (what the weight-leakage bound takes)."""
         return max((layer.mu_photons for layer in self.layers), key=lambda e: e.upper())
+
+    # -- health between batches, and the cures (sequences/session_guard.py decides) --------------------
+    def read_light(self) -> LightReading:
+        """The monitor tap while layer 1 plays, then with the AWG stopped (the modulators at their bias points)."""
+        playing_w, _ = self._monitor_while(self.layers[0])
+        carrier_w, _ = self._monitor_w()
+        return LightReading(playing_w, carrier_w)
+
+    def read_vacuum(self, symbols: int = VACUUM_SYMBOLS) -> dict[str, VacuumReading]:
+        """Both receivers with the shutter closed (AWGs stopped): one acquisition of vacuum each. The shutter
+        is opened again only when the readings were taken (a failure leaves it closed)."""
+        self.awg.stop()
+        self.client_awg.stop()
+        self.attenuator.close_shutter()
+        points = (symbols + 1) * self.digitizer_sps
+        if points != self._points:
+            self.digitizer.acquire_points(points)
+            self._points = points
+        self.digitizer.digitize()
+        readings = {rx.name: self._vacuum(rx, self._read_trace(rx), symbols) for rx in (self.client_rx, self.server_rx)}
+        self.attenuator.open_shutter()
+        return readings
+
+    @staticmethod
+    def _vacuum(rx, samples_v: np.ndarray, symbols: int) -> VacuumReading:
+        from analysis.dsp import count_clipped
+
+        range_v = float(rx.channel.range())
+        quadratures = rx.quadratures_snu(samples_v, symbols).astype(np.float64)
+        return VacuumReading(rx.name, float(quadratures.mean()), float(quadratures.var()),
+                             rx.calibration.electronic_noise_snu, count_clipped(samples_v, 0.5 * range_v, rx.adc_bits),
+                             range_v)
+
+    def relock_biases(self) -> None:
+        """Both bias loops locked afresh (setting the mode re-locks an MBX): the cure of a drifted bias point."""
+        self.carver.bias_controller.mzm.bias_mode("peak")
+        self.iq.lock_bias()
+
+    def renull(self, passes: int = 1) -> None:
+        """Every layer's carrier leakage nulled again from its last estimate, and its mu measured (after a
+        re-lock the leakage moves by the lock's residual: one pass takes it back down)."""
+        layer_symbols, mu_photons = self.prepared_with
+        starts = [layer.leakage_field for layer in self.layers]
+        for index, symbols in enumerate(layer_symbols):
+            self._null_layer(index, symbols * np.exp(-1j * self.pilot.client_phase_rad), mu_photons,
+                             start=starts[index], passes=passes)
+        self._light_at(self.layers[0])
+
+    def reapply_instrument(self, name: str) -> str:
+        """After instrument `name` was reset: its share of the set-up again, or the whole set-up for an AWG or the
+        digitizer (their segments and acquisition settings are gone). Returns what was done."""
+        roles = self.config.roles
+        if name == roles.server_laser.instrument:
+            self.attenuator.close_shutter()
+            self.laser.set_wavelength_m(self.config.protocol.wavelength_m)
+            self.laser.set_power_dbm(self.laser_power_dbm)
+            self.laser.on()
+            self._light_at(self.layers[0])
+            return f"laser set up again ({self.laser_power_dbm:g} dBm, output on)"
+        if name == roles.client_amplifier.instrument:
+            self.amplifier.set_gain_db(self.set_gain_db())
+            self.amplifier.on()
+            return "amplifier's gain set and its output on again"
+        if name == roles.server_attenuator.instrument:
+            self._attenuation_db = float("nan")
+            self._light_at(self.layers[0])
+            return "attenuation set and shutter opened again"
+        if name in (roles.server_iq_modulator.bias_controller, roles.pulse_carver.bias_controller):
+            self.relock_biases()
+            self.renull()
+            return "bias loops locked again, carrier leakage re-nulled, mu re-measured"
+        if name == roles.server_power_meter.instrument:
+            return "nothing to set again (the session only reads the monitor)"
+        if name == roles.client_receiver.digitizer:
+            self._trace_format()
+        self.reapply()
+        return "the whole set-up applied again (pilots, leakage nulling, mu)"
+
+    def _trace_format(self) -> None:
+        """What qcodes' Infiniium driver sends only in its constructor (the trace reader relies on it)."""
+        for command in (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
+                        ":WAVEFORM:STREAMING ON"):
+            self.digitizer.write(command)
+
+    def set_laser_power_dbm(self, power_dbm: float) -> None:
+        """A new laser set-point (checked against the declared limits first, LimitError otherwise)."""
+        self.laser.set_power_dbm(power_dbm)
+        self.laser_power_dbm = power_dbm
+
+    def remeasure_mu(self) -> None:
+        """Each layer's VOA setting for mu from the monitor tap again (the light before the VOA changed)."""
+        _, mu_photons = self.prepared_with
+        self.attenuator.close_shutter()
+        for layer in self.layers:
+            self._attenuation_for(layer, mu_photons)
+            layer.reference = layer.reference * np.exp(1j * self.pilot.server_phase_rad)
+        self._light_at(self.layers[0])
+
+    def reset_ranges(self) -> None:
+        """The next acquisition sets the digitizer ranges for the signal again (wider ones were for a fault)."""
+        self.ranges_v = dict.fromkeys(self.ranges_v, 0.0)
+
+    def reapply(self) -> PilotResult:
+        """The whole set-up again (after an instrument reset): nothing the link remembers having sent is trusted."""
+        self._attenuation_db = float("nan")
+        self._points = 0
+        self.reset_ranges()
+        return self.prepare(*self.prepared_with)
+
+
+def _clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:
+    """How a record clips: on one rail only (a constant offset beyond the range) or on both (too much signal)."""
+    from analysis.dsp import adc_rails_v
+
+    bits = adc_bits or 16
+    low_v, high_v = adc_rails_v(full_scale_v, bits)
+    half_lsb_v = 0.5 * full_scale_v / 2 ** (bits - 1)  # as analysis.dsp.count_clipped counts them
+    high = int(np.count_nonzero(samples_v >= high_v - half_lsb_v))
+    low = int(np.count_nonzero(samples_v <= low_v + half_lsb_v))
+    share = (high + low) / max(samples_v.size, 1)
+    if low == 0 or high == 0:
+        rail = "upper" if high else "lower"
+        return (f"{100 * share:.3g} % of the samples on the {rail} rail, a constant input beyond its "
+                f"+-{full_scale_v:.3g} V full scale (an unbalanced or saturated receiver)")
+    return f"{100 * share:.3g} % of the samples on the rails (more signal or noise than the range holds)"
 

@@ -9,6 +9,12 @@
     recording    one HDF5 file (analysis/recording.py, docs/RECORDING.md), flushed per batch;
     results      analysis.session_results on exactly what was recorded (what `qslab replay` runs).
 
+Faults (sequences/session_guard.py): a batch is recorded only after the station read back healthy
+after it (no instrument reset, the monitor tap and the receivers' vacuum as at set-up); a fault is
+retried by the drivers, or cured (a re-lock, the laser set back, the set-up applied again) and the
+batch taken again, or it stops the session with one message (SessionStopped). `faults` injects bench
+faults after set-up; the results and the JSON report what fired and what the stack did.
+
 Any exception or Ctrl-C closes the station (lasers off, drives at zero, read back) and marks the
 file aborted with every completed batch in it; `resume` continues such a file. Every random draw of
 a batch comes from SeedSequence([seed, batch]) and the bench's noise from the state it is given, so
@@ -32,8 +38,9 @@ from analysis.network import load_weights
 from analysis.replay import Recorded, results_from_recorded
 from analysis.session_figures import plot_session
 from analysis.session_results import hidden_vectors, predictions, verify_layers
-from calibration.records import CodeVersion, RecordError, RecordStore
+from calibration.records import CodeVersion, CorruptRecord, RecordError, RecordStore
 from sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
+from sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 
 CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators")
 FALSE_ALARM = 1e-3
@@ -82,6 +89,8 @@ def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[s
     for kind, instrument, key in NEEDED:
         try:
             store.require_parameter(kind, instrument, key)
+        except CorruptRecord:
+            raise  # a damaged file in the store: re-running a calibration would not repair it (one line names it)
         except RecordError as error:
             if kind not in stale:
                 say(f"{error} -> running it now")
@@ -140,7 +149,7 @@ def measured_values(link, calibration) -> dict:
     """The calibrated numbers the results use, each with its one-sigma uncertainty (stored in the file)."""
     mu = link.mu_photons()
     detector = calibration.server_detector
-    t, eps = calibration.transmittance, calibration.excess_noise
+    t, eps, amplitude = calibration.transmittance, calibration.excess_noise, calibration.amplitude_transmittance
     return {
         "mu_photons": {"value": mu.value, "uncertainty": mu.uncertainty},
         "mu_per_layer": [{"value": layer.mu_photons.value, "uncertainty": layer.mu_photons.uncertainty}
@@ -148,6 +157,7 @@ def measured_values(link, calibration) -> dict:
         "gain": {"value": link.gain, "uncertainty": calibration.gain.uncertainty * link.gain / calibration.gain.value},
         "transmittance": {"value": t.value, "uncertainty": t.uncertainty},
         "excess_noise_snu": {"value": eps.value, "uncertainty": eps.uncertainty},
+        "amplitude_transmittance": {"value": amplitude.value, "uncertainty": amplitude.uncertainty},
         "server_efficiency": {"value": detector.efficiency, "uncertainty": detector.efficiency_uncertainty / 3},
         "server_electronic_noise_snu": {"value": detector.electronic_noise_snu,
                                         "uncertainty": detector.electronic_noise_uncertainty_snu / 3},
@@ -174,10 +184,22 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> t
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
 
 
+def is_checkpoint(batches_done: int) -> bool:
+    """The server tests after batches 1, 2, 4, 8, ...: all data so far each time, O(total) work in all."""
+    return batches_done > 0 and batches_done & (batches_done - 1) == 0
+
+
 def check_verification(recorded: Recorded, settings: dict, measured: dict, modes: int, images: int) -> None:
-    """The server's test on everything verified so far; a failure aborts the session."""
+    """The server's test on everything verified so far; a failure aborts the session.
+
+    Each checkpoint tests at false_alarm / checkpoints, so an honest client is stopped early with at most
+    the stated false-alarm probability in all (union bound); the results' final test uses false_alarm.
+    """
+    batches = -(-settings["images"] // settings["batch_images"])
+    checkpoints = int(np.log2(batches)) + 1
     checked = verify_layers(recorded.pooled_samples(), measured, modes,
-                            failure_probability=settings["failure_probability"], false_alarm=settings["false_alarm"])
+                            failure_probability=settings["failure_probability"],
+                            false_alarm=settings["false_alarm"] / checkpoints)
     if checked is not None and not checked["accepted"]:
         raise SessionAborted(f"verification failed after {images} images: T_hat = {checked['transmittance_hat']:.4f}, "
                              f"eps_hat = {checked['excess_noise_hat_snu']:.3g} SNU (accepted only above amplitude "
@@ -186,9 +208,17 @@ def check_verification(recorded: Recorded, settings: dict, measured: dict, modes
 
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
-                resume: Path | None = None, progress: bool = True) -> dict:
-    """The whole session (module docstring); returns the results with `file` and `safe_state`."""
+                resume: Path | None = None, progress: bool = True, faults=()) -> dict:
+    """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
+
+    ``faults``: bench fault specs or Faults (instruments/sim/faults.py), armed after set-up before the
+    second batch this run takes (the first when it takes one). Faults are cured or stop the session
+    (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
+    file, the images it keeps, how to resume, the safe state read back and the faults.
+    """
     from sequences.station import LabStation
+
+    faults = parse_faults(config, [str(fault) for fault in faults])
 
     weights, _ = load_weights(settings.weights)
     test_images, test_labels = mnist.load_mnist("test")
@@ -205,6 +235,8 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, station = None, LabStation(config)
+    report = FaultReport([str(fault) for fault in faults])
+    watch = RetryWatch(report).install()
     try:
         with station:
             if not resume:
@@ -219,6 +251,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
             channel = store.get(channel_id)
             link.calibration = replace(calibration, transmittance=channel.estimate("channel.transmittance"),
                                        excess_noise=channel.estimate("channel.excess_noise_snu"),
+                                       amplitude_transmittance=channel.estimate("channel.amplitude_transmittance"),
                                        records={**calibration.records, **_summary(channel)})
             if resume:
                 writer = recording.SessionWriter.resume(path)
@@ -232,28 +265,44 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                     qslab_version=version.qslab_version, git_revision=version.git_revision)
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
             done = writer.images_written
+            guard = BatchGuard(link, station, report, faults)
+            guard.start()
+            batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
+            arm_at = batches[min(1, len(batches) - 1)] if batches else None  # after one clean batch, when two
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
-                for batch in range(done // settings.batch_images, -(-settings.images // settings.batch_images)):
+                for batch in batches:
+                    if batch == arm_at:
+                        guard.arm(batch)
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
                     pixels = test_images[index].reshape(len(index), -1)
-                    captures, guess = run_batch(link, len(weights), pixels, settings.seed, batch)
+                    captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
+                                                                          batch))
                     writer.append_batch(index, test_labels[index], pixels, guess,
                                         [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                               c.sent_snu, c.returned_snu) for c in captures])
                     recorded.add(test_labels[index], pixels, captures)
                     bar.update(len(index))
-                    check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+                    if is_checkpoint(batch + 1):
+                        check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
     except BaseException as error:
+        watch.remove()
         if writer is not None:
             writer.abort(f"{type(error).__name__}: {error}".strip())
             writer.close()
             error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
                            f"aborted: continue it with `qslab session --resume {path}`")
+        error.session_report = _stopped_report(error, path if writer is not None else None, writer, station, report)
         raise
+    watch.remove()
+    warnings = report.warnings()
+    if warnings:
+        say("warning: the session completed through faults (its results list every action under 'faults'):")
+        for line in warnings:
+            say(f"  {line}")
     results = {"file": str(path), **results_from_recorded(recorded, settings_dict, measured, shapes),
-               "safe_state": station.safe_state.as_dict() if station.safe_state else {"safe": False}}
+               "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed")}
     writer.finish(results)
     writer.close()
     sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))
@@ -265,6 +314,19 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
 def _predictions(recorded) -> np.ndarray:
     _, unusable = hidden_vectors(np.concatenate(recorded.quadratures[0]))
     return predictions(np.concatenate(recorded.quadratures[-1]), unusable)
+
+
+def _safe_state(station) -> dict | None:
+    """What the station read back when it closed; None when it never connected anything (nothing was switched on)."""
+    return station.safe_state.as_dict() if station.safe_state is not None else None
+
+
+def _stopped_report(error: BaseException, path: Path | None, writer, station, report: FaultReport) -> dict:
+    """The JSON of a session that stopped: what happened, what is kept, how to resume, the safe state."""
+    kept = writer.images_written if writer is not None else 0
+    return {"error": str(error), "error_type": type(error).__name__, "file": str(path) if path else None,
+            "images_written": kept, "resume": f"qslab session --resume {path}" if path else None,
+            "safe_state": _safe_state(station), "faults": report.as_dict("stopped")}
 
 
 def _summary(record) -> dict:

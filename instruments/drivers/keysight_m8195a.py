@@ -36,11 +36,25 @@ GRANULARITY_AT_DIV1_SAMPLES = 256
 DEFAULT_CHUNK_SAMPLES = 1 << 20
 
 _DIVIDERS = {1: "DIV1", 2: "DIV2", 4: "DIV4"}
+DAC_MODES = ("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD")
 _TRIGGER_MODES = {  # (INIT:CONT:STAT, INIT:GATE:STAT) per instruments.md 6.1
     "continuous": (1, 0),
     "triggered": (0, 0),
     "gated": (0, 1),
 }
+
+
+def one_of(*words: str):
+    """A get parser for a character reply: the stripped word if it is one of ``words``, else ValueError (a garbled
+    reply the retries take again), not a mode the instrument does not have."""
+
+    def parse(reply: str) -> str:
+        word = reply.strip()
+        if word not in words:
+            raise ValueError(f"expected one of {', '.join(words)}, got {reply!r}")
+        return word
+
+    return parse
 
 
 def as_int8_samples(samples: Any) -> np.ndarray:
@@ -77,7 +91,7 @@ class M8195AChannel(InstrumentChannel):
             set_cmd=f":OUTP{channel} {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
         self.function_mode = self.add_parameter(
             "function_mode", label="function mode", get_cmd=f":FUNC{channel}:MODE?",
-            set_cmd=f":FUNC{channel}:MODE {{}}", get_parser=str.strip,
+            set_cmd=f":FUNC{channel}:MODE {{}}", get_parser=one_of("ARB", "STS", "STSC"),
             vals=Enum("ARB", "STS", "STSC"),
             docstring="ARB plays the selected segment; STS/STSC run the sequence table.")
 
@@ -161,7 +175,7 @@ class KeysightM8195A(ScpiErrorCheckingInstrument):
             docstring="Divides the sample rate by 1, 2 or 4; the segment granularity is 256 / divider.")
         self.dac_mode = self.add_parameter(
             "dac_mode", label="DAC mode", get_cmd=":INST:DACM?", set_cmd=":INST:DACM {}",
-            get_parser=str.strip, vals=Enum("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD"),
+            get_parser=one_of(*DAC_MODES), vals=Enum(*DAC_MODES),
             docstring="MARK outputs the marker bits on channels 3 and 4.")
         self.trigger_mode = self.add_parameter(
             "trigger_mode", label="trigger mode", get_cmd=self._get_trigger_mode,

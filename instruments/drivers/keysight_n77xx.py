@@ -62,7 +62,7 @@ class _N77xxBase(ScpiErrorCheckingInstrument):
 
     def query_limits(self, query: str) -> tuple[float, float]:
         """(min, max) from ``<query> MIN`` and ``<query> MAX``; refuses an empty interval."""
-        low, high = float(self.ask(f"{query} MIN")), float(self.ask(f"{query} MAX"))
+        low, high = self.ask_parsed(f"{query} MIN", float), self.ask_parsed(f"{query} MAX", float)
         if not low < high:
             raise ValueError(f"{self.name}: '{query} MIN|MAX' gave an empty range [{low}, {high}]")
         return low, high
@@ -131,6 +131,7 @@ class N771xALaserPort(InstrumentChannel):
         self.power_unit = self.add_parameter(
             "power_unit", label="power unit", get_cmd=f"{src}:POW:UNIT?",
             set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         unit = self.power_unit.get()
         low, high = parent.query_limits(f"{src}:POW?")  # in the instrument's current unit
         power = _PowerInUnit(self, "power", f"{src}:POW", self.power_unit,
@@ -201,6 +202,7 @@ class N776xAAttenuatorChannel(InstrumentChannel):
         self.power_unit = self.add_parameter(
             "power_unit", label="power unit", get_cmd=f"{outp}:POW:UN?",
             set_cmd=f"{outp}:POW:UN {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         self.power_unit.get()
         setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit,
                                 self.power_setpoint_limits_dbm, "output power setpoint")
@@ -281,6 +283,7 @@ class N774xAPowerMeterChannel(InstrumentChannel):
         self.fetch_power_w = self.add_parameter(
             "fetch_power_w", label="power (last reading)", unit="W",
             get_cmd=lambda: self._power_w(f"FETC{slot}:POW?"), set_cmd=False)
+        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         self.power_unit.get()
 
     def _power_w(self, query: str) -> float:

@@ -205,6 +205,7 @@ class BenchState:
         self.amplifier = AmplifierState()
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
         self.session_repeats: dict[bytes, int] = {}  # session-mode acquisitions per played state (receivers)
+        self.attack: Any = None        # a cheating client (instruments.sim.attacks.Attack), armed by set_attack
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
         self._symbols: tuple[Modulation, float, np.ndarray] | None = None
@@ -402,6 +403,19 @@ class BenchState:
             return np.flatnonzero(captured), gate[captured] < 0
 
     # -- client side -------------------------------------------------------------------------
+    def set_attack(self, attack) -> None:
+        """Arm a cheating client (an attacks.Attack or a spec such as "tap=0.05"); None disarms it.
+
+        Every later acquisition returns attacked light and a gain attack sets the amplifier's true gain
+        (instruments/sim/attacks.py). Arm it after the calibrations and the channel record to model a
+        client that cheats during inference only; armed before, the server calibrates the cheat in.
+        """
+        from instruments.sim.attacks import parse_attack  # bench.py stays importable without the attack module
+
+        attack = parse_attack(attack) if isinstance(attack, str) else attack
+        with self.lock:
+            self.attack = attack
+
     def processor_load(self) -> ProcessorLoad | None:
         """The client's programmed chain, or None while its AWG does not play both processor channels.
 
@@ -463,7 +477,8 @@ class BenchState:
                 p_in = self.amplifier_input_power_w()
                 target = 1e-3 * 10.0 ** (amp.power_setpoint_dbm / 10.0)
                 gain_db = 10.0 * np.log10(target / p_in) if p_in > 0 else 0.0
-            return float(max(db_to_linear(gain_db), 1.0))
+            gain = float(max(db_to_linear(gain_db), 1.0))
+            return gain if self.attack is None else float(self.attack.amplifier_gain(gain))
 
     def amplifier_noise_figure_db(self, gain: float) -> float | None:
         """The configured noise figure, raised to the quantum limit 10 log10((2G - 1)/G) if below it."""

@@ -410,6 +410,7 @@ class VerificationRecord:
     measure_p: np.ndarray
     sent_symbols: np.ndarray
     returned_quadratures_snu: np.ndarray
+    attacker: object = None  # what a cheating client held (instruments.sim.attacks.AttackerRecord), else None
 
     @property
     def sent_quadratures_snu(self) -> np.ndarray:
@@ -639,7 +640,7 @@ def _prepare_mean_symbols(symbols: np.ndarray, params: LinkParameters) -> np.nda
 
 def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Generator,
                     verify_fraction: float = 0.01, chunk_images: int = DEFAULT_CHUNK_IMAGES, *,
-                    rows=None, measure_p=None):
+                    rows=None, measure_p=None, attack=None):
     """The client's homodyne outcomes X_meas [batch, rows] (SNU) and the server's VerificationRecord.
 
     symbols [rows, N] from pack_weights; x_hat [batch, N] unit-norm rows from pack_data. Each row
@@ -662,14 +663,17 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     _verified_rows. The float32 normals (per-sample and fast-path noise) come from
     standard_normal_f32 (Box-Muller), the others from numpy's own samplers. Worker threads draw the
     stream's blocks ahead (VERIFY_THREADS), but every block's values depend only on the seed, so a
-    seed reproduces the outputs bit for bit whatever the thread count or timing. LinkEngine shares
+    seed reproduces the outputs bit for bit whatever the thread count or timing. ``attack`` (an
+    instruments.sim.attacks.Attack acting on the returned light, or None) runs the verified rows
+    through that module's complex-amplitude joint path instead, drawn from `rng` alone (no
+    NormalStream); with None the layout above is untouched. LinkEngine shares
     one stream across its calls with the same rng (its entropy is drawn from rng at the stream's
     first use, right after that call's row draw) and also takes the fast-path noise from it, so
     that the workers draw while the rest of the network runs.
     """
     symbols, x_hat = _check_symbols_and_data(symbols, x_hat)
     return _secure_products(symbols, x_hat, None, _prepare_mean_symbols(symbols, params), params, rng,
-                            verify_fraction, chunk_images, rows=rows, measure_p=measure_p)
+                            verify_fraction, chunk_images, rows=rows, measure_p=measure_p, attack=attack)
 
 
 def _server_choices(rows, measure_p, n_rows: int, batch: int):
@@ -694,13 +698,14 @@ def _server_choices(rows, measure_p, n_rows: int, batch: int):
 
 
 def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, verify_fraction, chunk_images,
-                     normals: NormalStream | None = None, rows=None, measure_p=None):
+                     normals: NormalStream | None = None, rows=None, measure_p=None, attack=None):
     """secure_products on checked inputs; x_flat32 (float32 [batch, 2N] packing of x_hat) may be None.
 
     normals: the stream of per-sample normals to use (shared across calls by LinkEngine), or None
     for a new one seeded from rng when this call verifies any row. rows, measure_p: the server's
-    given choices (see secure_products), or None to draw them.
+    given choices (see secure_products), or None to draw them. attack: see secure_products.
     """
+    attacked = attack is not None and attack.acts_on_returned_light
     verify_fraction = _finite("verify_fraction", verify_fraction)
     if not 0.0 <= verify_fraction <= 1.0:
         raise ValueError(f"verify_fraction must be in [0, 1], got {verify_fraction!r}")
@@ -718,15 +723,18 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
     x_meas = np.empty((batch, n_rows), dtype=np.float32)
     measure_p = np.empty((batch, rows.size), dtype=bool)
     returned = np.empty((batch, rows.size, n_modes), dtype=np.float32)
-    spans, own_stream = [], False
+    spans, own_stream, held = [], False, []
     if rows.size:
         block = max(1, VERIFY_BLOCK_SAMPLES // (rows.size * n_modes))
         spans = _verification_spans(batch, chunk_images, block)
-        if normals is None:
+        if attacked:
+            normals = None  # the attacked joint path draws from rng alone
+        elif normals is None:
             blocks = -(-returned.size // NORMAL_STREAM_BLOCK)
             normals = new_normal_stream(rng, prefetch=min(VERIFY_PREFETCH_BLOCKS, blocks), total=returned.size)
             own_stream = True
-        normals.prefetch()  # the workers draw while this thread runs the fast path
+        if normals is not None:
+            normals.prefetch()  # the workers draw while this thread runs the fast path
         scratch = np.empty((min(block, batch), rows.size, n_modes), dtype=np.float32)
         # Re and Im of beta for the verified rows, as real dot products: Im(conj(x) alpha) = x_r alpha_i - x_i alpha_r
         beta_columns = np.concatenate([sent.view(np.float64), (-1j * sent).view(np.float64)]).T
@@ -758,6 +766,13 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
             beta = re_im[:, :rows.size] + 1j * re_im[:, rows.size:]
             while k < len(spans) and spans[k][0] < stop:  # cache-sized blocks: the joint model is memory bound
                 first, last = spans[k]
+                if attacked:
+                    x_meas[first:last, rows], measure_p[first:last], kept = attack.returned_rows(
+                        x_hat[first:last], sent, beta[first - start:last - start], params, rng, returned[first:last],
+                        None if given_p is None else given_p[first:last])
+                    held.append(kept)
+                    k += 1
+                    continue
                 normals.fill(returned[first:last])
                 block_x = x_hat[first:last]
                 basis = np.empty((last - first, 2, n_modes), dtype=np.float32)
@@ -770,7 +785,8 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
     finally:
         if own_stream:
             normals.close()
-    return x_meas, VerificationRecord(rows, measure_p, sent, returned)
+    attacker = attack.held_record(held, returned.shape) if attacked else None
+    return x_meas, VerificationRecord(rows, measure_p, sent, returned, attacker)
 
 
 @dataclass(frozen=True)
@@ -827,11 +843,11 @@ class SecureLayer:
         return layer
 
     def products(self, x_hat, rng: np.random.Generator, verify_fraction: float = 0.01, *, rows=None,
-                 measure_p=None):
+                 measure_p=None, attack=None):
         """secure_products(self.symbols, x_hat, ...) without preparing the symbols again: the same draws."""
         symbols, x_hat = _check_symbols_and_data(self.symbols, x_hat)
         return _secure_products(symbols, x_hat, None, self._mean_symbols_t, self.params, rng, verify_fraction,
-                                DEFAULT_CHUNK_IMAGES, rows=rows, measure_p=measure_p)
+                                DEFAULT_CHUNK_IMAGES, rows=rows, measure_p=measure_p, attack=attack)
 
 
 class LinkEngine:

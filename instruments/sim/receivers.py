@@ -169,6 +169,7 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
         session = _session_inputs(bench, period)
         gate = None if session is not None else bench.verification_gate(period.size, 1)
         link = bench.link_parameters(mu_photons=float(np.mean(np.abs(period) ** 2))) if laser_on else None
+        attack = bench.attack if bench.attack is not None and bench.attack.acts_on_returned_light else None
     bits = params.digitizer.adc_bits
     configs = {}
     for name in RECEIVERS:
@@ -182,12 +183,13 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
             raise SessionError(f"averaging is on ({averages} acquisitions): a session acquisition is single-shot, "
                                "every slot a different measurement (switch :ACQ:AVER off)")
         return _acquire_session(bench, session, link, configs, points=points, sps=sps, channels=channels,
-                                rng=_session_rng(bench, session, points), laser_on=laser_on)
+                                rng=_session_rng(bench, session, points), laser_on=laser_on, attack=attack)
     return _acquire_symbols(bench, period, gate, link, configs, points=points, sps=sps, channels=channels, rng=rng,
-                            averages=averages, laser_on=laser_on)
+                            averages=averages, laser_on=laser_on, attack=attack)
 
 
-def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channels, rng, averages, laser_on):
+def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channels, rng, averages, laser_on,
+                     attack=None):
     """One mode per row, x_hat = 1 (calibrations): the module docstring's single-symbol acquisition."""
     params = bench.params
     n_symbols = -(-points // sps)
@@ -206,7 +208,7 @@ def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channel
     clipped = dict.fromkeys(RECEIVERS, 0)
     for _ in range(max(1, averages)):
         if laser_on:
-            client, server, chosen = _single_mode_products(sent, gated, link, rng)
+            client, server, chosen = _single_mode_products(sent, gated, link, rng, attack)
             quadratures = {"client_receiver": client, "server_receiver": server}
             client_q.append(client)
             server_q.append(server)
@@ -241,14 +243,15 @@ def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channel
         server_measure_p=np.array(measure_p) if measure_p else empty.astype(bool), link=link, channels=records)
 
 
-def _single_mode_products(sent, gated, link, rng):
+def _single_mode_products(sent, gated, link, rng, attack=None):
     """(client X, server quadrature, measure_p) per symbol; with a gate, uncaptured symbols read vacuum."""
     x_hat = np.ones((1, 1), dtype=np.complex128)
     if gated is None:
-        x_meas, record = secure_products(sent[:, None], x_hat, link, rng, verify_fraction=1.0)
+        x_meas, record = secure_products(sent[:, None], x_hat, link, rng, verify_fraction=1.0, attack=attack)
         return x_meas[0], record.returned_quadratures_snu[0, :, 0], record.measure_p[0]
     rows, choice = gated
-    x_meas, record = secure_products(sent[:, None], x_hat, link, rng, rows=rows, measure_p=choice[rows])
+    x_meas, record = secure_products(sent[:, None], x_hat, link, rng, rows=rows, measure_p=choice[rows],
+                                     attack=attack)
     server = rng.standard_normal(sent.size)  # blanked slots: the receiver's vacuum
     server[rows] = record.returned_quadratures_snu[0, :, 0]
     measure_p = np.zeros(sent.size, dtype=bool)
@@ -310,8 +313,10 @@ def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Genera
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([bench.params.seed, repeat, *words.tolist()])))
 
 
-def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sps, channels, rng, laser_on):
-    """secure_products of the layer for the processor's images, rendered on both receivers' channels."""
+def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sps, channels, rng, laser_on,
+                     attack=None):
+    """secure_products of the layer for the processor's images, rendered on both receivers' channels; a
+    cheating client's `attack` acts on the returned light (its record: SessionTruth.verification.attacker)."""
     params = bench.params
     symbols, x_hat = inputs.symbols, inputs.x_hat
     images, (rows, n) = x_hat.shape[0], symbols.shape
@@ -319,7 +324,7 @@ def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sp
     client = returned = np.empty(0, dtype=np.float32)
     if laser_on:
         client, verification = _prepared_layer(inputs.period, symbols, link).products(
-            x_hat, rng, rows=inputs.rows, measure_p=inputs.measure_p)
+            x_hat, rng, rows=inputs.rows, measure_p=inputs.measure_p, attack=attack)
         returned = verification.returned_quadratures_snu
     truth = SessionTruth(images, rows, n, x_hat, symbols, inputs.rows, inputs.measure_p, client, returned,
                          verification, link, sps)

@@ -51,7 +51,9 @@ CONFIDENCE_K = 3.0  # conservative limits: value +- 3 sigma
 
 
 def run(args) -> int:
-    from sequences.cli import UsageError, print_json_last
+    import numpy as np
+
+    from sequences.cli import UsageError, print_json_last, require_finite
 
     mu, transmittance, technical_noise, calibration = args.mu, args.transmittance, args.technical_noise, None
     if args.from_calibration is not None:
@@ -68,7 +70,10 @@ def run(args) -> int:
         raise UsageError("--gain is required (or --from-calibration with an amplifier record: `qslab calibrate amplifier`)")
     point = OperatingPoint(mu=mu, gain=gain, modes=args.modes, rows=args.rows,
                            transmittance=transmittance, technical_noise=technical_noise, queries=args.queries)
-    summary = leakage_summary(point)
+    with np.errstate(all="ignore"):  # absurd inputs overflow: reported once, below, not as numpy warnings
+        summary = leakage_summary(point)
+    require_finite(summary, f"mu = {mu:g}, G = {gain:g}, n = {args.modes}, M = {args.rows}, T = {transmittance:g}, "
+                            f"xi = {technical_noise:g}")
     if calibration is not None:
         if "client_efficiency" in calibration:
             from analysis.client_measurement import client_snr
@@ -79,7 +84,10 @@ def run(args) -> int:
     if args.map:
         from analysis.leakage_maps import plot_leakage_maps
 
-        plot_leakage_maps(point, args.map)
+        try:
+            plot_leakage_maps(point, args.map)
+        except (OSError, ValueError) as error:  # a directory that does not exist, a format matplotlib lacks
+            raise UsageError(f"cannot write the figure {args.map} ({error})") from None
         summary["map"] = args.map
     print(format_table(summary))
     if args.json:

@@ -9,7 +9,14 @@ far and aborts when the test fails. The file (docs/RECORDING.md) is flushed per 
 while the session runs; an error or Ctrl-C leaves lasers off, drives at zero and the file marked
 aborted with every completed batch: `--resume FILE` continues it to the result a clean run gives.
 With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode,
-data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images and safe_state.
+data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images, safe_state and faults;
+when the session stops, it holds error, file, images_written, resume, safe_state and faults.
+
+Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
+of instruments/sim/faults.py after set-up, before the second batch: timeout, disconnect, garbled,
+scpi-error, reset, overrange, power-drop, bias-drift; options after=N, count=N, persistent, db=,
+rad=, v=, gain=, ch=, code=. The session detects each, retries or cures what it can (a re-lock,
+the laser set back, the set-up applied again) and takes the batch again, or stops with one message.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ def register(parser) -> None:
     parser.add_argument("--resume", metavar="FILE", default=None,
                         help="continue an interrupted session file (its settings are used)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+    parser.add_argument("--inject-fault", metavar="KIND[@INSTRUMENT][:OPTIONS]", action="append", default=[],
+                        help="virtual bench only, repeatable: inject a fault after set-up (timeout, disconnect, "
+                             "garbled, scpi-error, reset, overrange, power-drop, bias-drift; options after=N, "
+                             "count=N, persistent, db=, rad=, v=, gain=, ch=, code=)")
 
 
 def settings_from(args, config):
@@ -78,7 +89,9 @@ def run(args) -> int:
     from sequences.cli import UsageError, print_json_last
     from sequences.config import ConfigError, load_config
     from sequences.protocol import ProtocolError
+    from instruments.drivers._scpi import InstrumentError, InstrumentFault
     from sequences.session import SessionAborted, SessionSettings, run_session
+    from sequences.session_guard import SessionStopped, parse_faults
     from sequences.station import StationError
 
     try:
@@ -93,18 +106,58 @@ def run(args) -> int:
         except RecordingError as error:
             raise UsageError(str(error)) from None
     try:
+        faults = parse_faults(config, args.inject_fault)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
         result = run_session(config, settings, out_dir=Path(args.out or config.session.output_dir),
-                             store=calibration_store(args, config), resume=args.resume, progress=not args.json)
-    except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted,
-            RecordingError) as error:
+                             store=calibration_store(args, config), resume=args.resume, progress=not args.json,
+                             faults=faults)
+    except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
+            RecordingError, InstrumentError, InstrumentFault) as error:
+        report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}
         print(f"qslab session: error: {error}", file=sys.stderr)
-        for note in ["the station was closed: lasers off, drives at zero", *getattr(error, "__notes__", [])]:
+        for note in [describe_safe_state(report.get("safe_state")), *getattr(error, "__notes__", [])]:
             print(f"qslab session: {note}", file=sys.stderr)
+        if args.json:
+            print_json_last(report)
         return 1
+    except KeyboardInterrupt as interrupt:  # the CLI says "interrupted"; the safe state and the file are said here
+        report = getattr(interrupt, "session_report", None) or {}
+        for note in [describe_safe_state(report.get("safe_state")), *getattr(interrupt, "__notes__", [])]:
+            print(f"qslab session: {note}", file=sys.stderr)
+        if args.json and report:
+            print_json_last({**report, "error": "interrupted (Ctrl-C)"})
+        raise
     print(format_result(result))
     if args.json:
         print_json_last(result)
     return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
+
+
+def describe_safe_state(safe: dict | None) -> str:
+    """The safe state as read back when the station closed: said plainly, never assumed."""
+    if not safe:
+        return "the station was not connected: nothing was switched on"
+    if safe.get("safe"):
+        return "the station was closed: lasers off, drives at zero, shutters closed (read back)"
+    problems = [f"{name}: {what}" for name, what in (safe.get("errors") or {}).items()]
+    still_on = [f"{name}.{key}" for name, values in (safe.get("instruments") or {}).items()
+                for key, value in values.items() if value is not False]
+    if still_on:
+        problems.append(f"still on: {', '.join(still_on)}")
+    return f"NOT SAFE after closing the station ({'; '.join(problems)}): make these safe at the instruments"
+
+
+def format_faults(faults: dict | None) -> str:
+    """One line: what was injected, what fired, what the stack did."""
+    if not faults or not (faults.get("injected") or faults.get("actions")):
+        return "-"
+    done: dict[str, int] = {}
+    for action in faults.get("actions", []):
+        done[action["action"]] = done.get(action["action"], 0) + 1
+    return (f"injected {', '.join(faults.get('injected')) or 'none'}; fired {len(faults.get('fired', []))}; "
+            + (", ".join(f"{name} x{count}" for name, count in done.items()) or "nothing to do"))
 
 
 def format_result(result: dict) -> str:
@@ -125,6 +178,7 @@ def format_result(result: dict) -> str:
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
+        ("faults", format_faults(result.get("faults"))),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

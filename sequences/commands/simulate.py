@@ -46,12 +46,19 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from sequences.cli import print_json_last
+    import numpy as np
+
+    from sequences.cli import UsageError, print_json_last, require_finite
     from sequences.simulation import SimulationSettings, simulate
 
     settings = SimulationSettings(mu=args.mu, gain=args.gain, images=args.images, seeds=args.seeds, mode=args.mode,
                                   weights=args.weights, verify_fraction=args.verify_fraction, seed=args.seed)
-    result = simulate(settings, progress=not args.json)
+    try:
+        with np.errstate(all="ignore"):  # absurd inputs overflow: reported once, below, not as numpy warnings
+            result = simulate(settings, progress=not args.json)
+    except ValueError as error:  # a weights file that is not one, data the client cannot normalise
+        raise UsageError(f"{error} (at mu = {args.mu:g}, G = {args.gain:g})") from None
+    require_finite(result, f"mu = {args.mu:g}, G = {args.gain:g}")
     print(format_result(result))
     if args.json:
         print_json_last(result)

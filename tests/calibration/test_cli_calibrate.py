@@ -40,11 +40,13 @@ def test_photons_writes_a_record_and_prints_the_json_line(tmp_path, capsys):
     assert RecordStore(tmp_path).require("photons").id == record.id
 
 
-def test_unimplemented_kinds_are_refused_with_one_line(tmp_path, capsys):
+def test_channel_without_its_prerequisite_records_is_refused_naming_the_missing_one(tmp_path, capsys):
     code = cli.main(["calibrate", "channel", "--config", CONFIG, "--calibration-dir", str(tmp_path)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "qslab calibrate: error: calibration 'channel' is not implemented yet"
-    assert not tmp_path.joinpath("figures").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[0].startswith("qslab calibrate: error: calibration 'channel' cannot run: no 'homodyne' calibration")
+    assert "qslab calibrate homodyne" in err[0]
+    assert RecordStore(tmp_path).records() == []
 
 
 def test_a_failed_calibration_writes_no_record_and_the_station_closes_safe(tmp_path, capsys, monkeypatch):

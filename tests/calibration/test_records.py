@@ -41,7 +41,7 @@ def test_round_trip_keeps_everything_and_the_file_is_read_only(tmp_path):
     assert again.code_version.qslab_version and again.code_version.git_revision
     assert again.expires == NOW + dt.timedelta(seconds=60)
     with h5py.File(record.path, "r") as f:  # plain h5py reads it
-        assert f.attrs["schema"] == SCHEMA and f["parameters/client_receiver.efficiency"].attrs["value"] == 0.8
+        assert f.attrs["schema"].decode() == SCHEMA and f["parameters/client_receiver.efficiency"].attrs["value"] == 0.8
     assert [p.name for p in tmp_path.iterdir()] == [record.path.name]  # no temporary file left behind
 
 

@@ -1,0 +1,325 @@
+"""Reliability of the lab session on the virtual bench: injected faults, a cheating client, bad input.
+
+    faults      every kind on the instruments it can hit, and persistent variants, each in a small session
+                of its own, armed after set-up (before batch 2): survived = it completed, or stopped with
+                one message; the file readable and holding whole batches only; the safe state the station
+                read back agreeing with the bench's own state;
+    attacks     when instruments/sim/attacks.py has parse_attack: tap=0.05, measure=0.05, gain=1.6 and
+                intercept armed after set-up (detected = the server's verification aborted or rejected the
+                session), and honest sessions (false alarms);
+    bad input   mutated configs, truncated recordings and corrupt calibration records through the CLI:
+                handled = an exit status and one error line, no traceback.
+
+Prints the matrix and the figures; asserts nothing, times nothing.
+
+    python benchmarks/bench_reliability.py [--quick] [--images 20] [--attack-images 200] [--honest 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from analysis import recording
+from calibration.records import RecordStore
+from sequences import session_guard
+from sequences import station as station_module
+from sequences.cli import main as cli
+from sequences.config import load_config
+from sequences.session import SessionAborted, SessionSettings, run_session
+from sequences.session_guard import SessionStopped
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+QUICK_FAULTS = ("timeout", "disconnect", "garbled", "scpi-error", "reset", "overrange", "power-drop", "bias-drift",
+                "garbled:persistent")
+FAULTS = (
+    "timeout@laser", "timeout@power_meter", "timeout@amplifier", "timeout@attenuator", "timeout@bias_iq",
+    "disconnect@power_meter", "disconnect@laser", "disconnect@amplifier", "disconnect@bias_iq",
+    "garbled@power_meter", "garbled@laser", "garbled@amplifier", "garbled@bias_iq",
+    "scpi-error@attenuator", "scpi-error@awg", "scpi-error@laser", "scpi-error@bias_iq",
+    "reset@laser", "reset@awg", "reset@client_awg", "reset@amplifier", "reset@attenuator", "reset@bias_iq",
+    "reset@bias_carver", "reset@digitizer", "reset@power_meter",
+    "overrange", "overrange:v=0.3", "overrange:v=0,gain=3", "overrange:ch=2,v=2",
+    "power-drop", "power-drop:db=1", "power-drop:db=6", "bias-drift", "bias-drift:rad=0.2", "bias-drift@bias_carver",
+    "timeout@laser:persistent", "garbled@power_meter:persistent", "disconnect@amplifier:persistent",
+    "garbled@power_meter:count=3",
+)
+ATTACKS = ("tap=0.05", "measure=0.05", "gain=1.6", "intercept")
+
+
+# --- sessions ------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    spec: str
+    outcome: str        # completed / stopped / aborted (verification) / crashed
+    message: str
+    fired: int
+    actions: str
+    safe_read_back: bool | None
+    bench_safe: bool
+    file_ok: bool
+    result: dict | None = None
+
+    @property
+    def survived(self) -> bool:
+        """Completed or stopped with one line, the file whole, and never "safe" read back while the bench is not
+        (an instrument that cannot be read back is reported not safe: conservative, and counted as survived)."""
+        clean = self.outcome in ("completed", "stopped", "aborted") and "\n" not in self.message
+        return clean and self.file_ok and not (self.safe_read_back and not self.bench_safe)
+
+
+class Benches:
+    """The benches the sessions start (their state outlives the session); the attack to arm with the faults."""
+
+    def __init__(self):
+        self.started: list = []
+        self.attack: str | None = None
+        start, arm = station_module.LabStation._start_benches, session_guard.BatchGuard.arm
+        benches = self
+
+        def recording_benches(station):
+            start(station)
+            benches.started.extend(station.benches)
+
+        def arm_with_attack(guard, batch):
+            arm(guard, batch)
+            if benches.attack is not None:
+                guard.station.bench.state.set_attack(benches.attack)
+
+        station_module.LabStation._start_benches = recording_benches
+        session_guard.BatchGuard.arm = arm_with_attack
+
+
+def bench_safe(bench) -> bool:
+    """The bench's own state: laser off, AWGs stopped with outputs off, shutters closed, amplifier off."""
+    state = bench.state
+    return (not any(p.enabled for p in state.laser_ports.values())
+            and not any(awg.running or any(c.output_enabled for c in awg.channels.values())
+                        for awg in (state.awg, state.client_awg))
+            and not any(a.shutter_open for a in state.attenuators.values()) and not state.amplifier.enabled)
+
+
+def file_ok(path: str | None, batch_images: int, images: int) -> bool:
+    """Readable, and holding whole batches only (every image of every committed batch)."""
+    if path is None:
+        return False
+    try:
+        with recording.SessionFile.open(path) as recorded:
+            written = recorded.images_written
+            return written == images or written % batch_images == 0
+    except recording.RecordingError:
+        return False
+
+
+def run_one(spec: str, config, store: RecordStore, out: Path, benches: Benches, settings: SessionSettings,
+            faults: tuple = (), attack: str | None = None) -> Outcome:
+    benches.attack = attack
+    result, report, message, outcome = None, None, "", "completed"
+    try:
+        result = run_session(config, settings, out_dir=out, store=store, progress=False, faults=faults)
+        report = result
+    except (SessionStopped, SessionAborted) as error:
+        outcome = "stopped" if isinstance(error, SessionStopped) else "aborted"
+        message, report = str(error), getattr(error, "session_report", {})
+    except Exception as error:  # noqa: BLE001 - what the matrix is there to find
+        outcome, message, report = "crashed", f"{type(error).__name__}: {error}", getattr(error, "session_report", {})
+    faults_json = (report or {}).get("faults") or {}
+    done: dict[str, int] = {}
+    for action in faults_json.get("actions", []):
+        done[action["action"]] = done.get(action["action"], 0) + 1
+    safe = (report or {}).get("safe_state") or {}
+    return Outcome(spec, outcome, message, len(faults_json.get("fired", [])),
+                   ", ".join(f"{k} x{v}" for k, v in done.items()) or "-", safe.get("safe"),
+                   bench_safe(benches.started[-1]), file_ok((report or {}).get("file"), settings.batch_images,
+                                                           settings.images), result)
+
+
+def fault_matrix(config, store, work: Path, benches: Benches, settings: SessionSettings, specs) -> list[Outcome]:
+    print(f"\nfaults ({len(specs)}, each armed before batch 2 of {-(-settings.images // settings.batch_images)}):")
+    print(f"  {'fault':<36} {'fired':>5}  {'outcome':<9} {'safe':<5} {'file':<4}  what the stack did / message")
+    print("  (safe: as read back when the station closed; '!' where the bench's own state differs)")
+    outcomes = []
+    for spec in specs:
+        kind, _, options = spec.partition(":")
+        fault = f"{kind}:after=0" + (f",{options}" if options else "")
+        outcome = run_one(spec, config, store, work / "faults", benches, settings, faults=(fault,))
+        outcomes.append(outcome)
+        safe = {True: "yes", False: "NO", None: "?"}[outcome.safe_read_back]
+        if outcome.safe_read_back != outcome.bench_safe:
+            safe += "!"
+        said = outcome.actions + (f" | {outcome.message[:150]}" if outcome.message else "")
+        print(f"  {spec:<36} {outcome.fired:>5}  {outcome.outcome:<9} {safe:<5} {'ok' if outcome.file_ok else 'BAD':<4}"
+              f"  {said}", flush=True)
+    return outcomes
+
+
+def attack_matrix(config, store, work: Path, benches: Benches, settings: SessionSettings, honest: int):
+    print(f"\nattacks ({settings.images} images, verify fraction {settings.verify_fraction:g}, armed before batch 2):")
+    runs = [(attack, attack, settings.seed) for attack in ATTACKS]
+    runs += [(f"honest (seed {seed})", None, seed) for seed in range(100, 100 + honest)]
+    outcomes = []
+    for label, attack, seed in runs:
+        outcome = run_one(label, config, store, work / "attacks", benches, replace(settings, seed=seed),
+                          attack=attack)
+        result = outcome.result or {}
+        flagged = outcome.outcome == "aborted" or result.get("verified") is False
+        v = result.get("verification") or {}
+        figures = (f"T_hat {v.get('transmittance_hat', float('nan')):.4f}, "
+                   f"eps_hat {v.get('excess_noise_hat_snu', float('nan')):.3g} SNU" if v else outcome.message[:140])
+        print(f"  {label:<20} {'REJECTED' if flagged else 'accepted':<9} {outcome.outcome:<9} {figures}", flush=True)
+        outcomes.append((attack, flagged, outcome))
+    return outcomes
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+def run_cli(argv: list[str]) -> tuple[bool, str]:
+    """(handled cleanly, the error line): an exit status and exactly one error line, no traceback."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = cli(argv)
+    except SystemExit as exit_:  # argparse
+        status = exit_.code
+    except Exception as error:  # noqa: BLE001 - a traceback: not handled
+        return False, f"raised {type(error).__name__}: {error}"
+    lines = [line for line in err.getvalue().splitlines() if re.search(r"\berror\b", line)]
+    return status not in (0, None) and len(lines) == 1 and "Traceback" not in err.getvalue(), (
+        lines[0] if lines else f"exit {status}, no error line")
+
+
+def mutated_configs(text: str, work: Path) -> dict[str, Path]:
+    mutations = {
+        "unknown key": text.replace("[station]\n", "[station]\nbogus_key = 1\n", 1),
+        "wrong type": re.sub(r"^timeout_s = [0-9.]+$", 'timeout_s = "fast"', text, count=1, flags=re.MULTILINE),
+        "limit out of range": text.replace("power_max_dbm = 13.0", "power_max_dbm = 99.0", 1),
+        "limit below the session": text.replace("power_max_dbm = 13.0", "power_max_dbm = 5.0", 1),
+        "role of the wrong kind": text.replace('instrument = "laser"', 'instrument = "attenuator"', 1),
+        "missing role": re.sub(r"\[roles\.client_amplifier\]\ninstrument = \"amplifier\".*?\n", "", text, count=1),
+        "duplicate key": text.replace("[station]\n", "[station]\nname = \"a\"\nname = \"b\"\n", 1),
+        "not TOML": "\x00\x01 this is [not toml",
+        "bench seed negative": text.replace("seed = 20240805", "seed = -1", 1),
+    }
+    paths = {}
+    for name, mutated in mutations.items():
+        path = work / f"config-{re.sub(r'[^a-z]+', '-', name)}.toml"
+        path.write_text(mutated)
+        paths[name] = path
+    return paths
+
+
+def truncated_recordings(source: str, work: Path) -> dict[str, Path]:
+    data = Path(source).read_bytes()
+    cuts = {"empty": 0, "100 bytes": 100, "half": len(data) // 2, "90 %": len(data) * 9 // 10,
+            "last byte missing": len(data) - 1}
+    paths = {}
+    for name, size in cuts.items():
+        path = work / f"recording-{re.sub(r'[^a-z0-9]+', '-', name)}.h5"
+        path.write_bytes(data[:size])
+        paths[name] = path
+    path = work / "recording-zeroed-middle.h5"
+    path.write_bytes(data[:len(data) // 3] + bytes(4096) + data[len(data) // 3 + 4096:])
+    paths["4 kB zeroed in the middle"] = path
+    return paths
+
+
+def corrupt_stores(store: RecordStore, work: Path) -> dict[str, Path]:
+    records = sorted(Path(store.directory).glob("*.h5"))
+    victim = next(p for p in records if p.name.startswith("photons-"))
+    data = victim.read_bytes()
+    damages = {"record truncated": data[:len(data) // 2], "record zeroed": bytes(len(data)),
+               "record bytes flipped": data[:2048] + bytes(b ^ 0xFF for b in data[2048:6144]) + data[6144:],
+               "text named .h5": b"not a record\n"}
+    paths = {}
+    for name, damaged in damages.items():
+        directory = work / f"store-{re.sub(r'[^a-z0-9]+', '-', name)}"
+        shutil.copytree(store.directory, directory)
+        (directory / victim.name).write_bytes(damaged)
+        paths[name] = directory
+    return paths
+
+
+def bad_inputs(config_path: Path, store: RecordStore, recording_path: str, work: Path) -> list[tuple[str, bool, str]]:
+    print("\nbad input (through the CLI):")
+    checks = []
+    base = ["--images", "1", "--batch-images", "1", "--out", str(work / "bad")]
+    for name, path in mutated_configs(config_path.read_text(), work).items():
+        checks.append((f"config: {name}", ["session", "--config", str(path), "--calibration-dir",
+                                           str(store.directory), *base]))
+    for name, path in truncated_recordings(recording_path, work).items():
+        checks.append((f"recording {name}: replay", ["replay", str(path)]))
+        checks.append((f"recording {name}: resume", ["session", "--config", str(config_path), "--calibration-dir",
+                                                    str(store.directory), "--resume", str(path)]))
+    for name, directory in corrupt_stores(store, work).items():
+        checks.append((f"calibration {name}", ["session", "--config", str(config_path), "--calibration-dir",
+                                               str(directory), *base]))
+    results = []
+    for label, argv in checks:
+        handled, line = run_cli(argv)
+        results.append((label, handled, line))
+        print(f"  {label:<44} {'handled' if handled else 'NOT HANDLED':<11} {line[:150]}", flush=True)
+    return results
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="each fault kind once, on its default instrument")
+    parser.add_argument("--images", type=int, default=20, help="images per fault session (default 20)")
+    parser.add_argument("--attack-images", type=int, default=200, help="images per attack session (default 200)")
+    parser.add_argument("--honest", type=int, default=3, help="honest sessions for false alarms (default 3)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="qslab_bench_reliability_"))
+    config_path = work / "lab_config.toml"
+    config_path.write_text(re.sub(r"^timeout_s = 5\.0$", "timeout_s = 2.0", (ROOT / "lab_config.toml").read_text(),
+                                  count=1, flags=re.MULTILINE))
+    config = load_config(config_path)
+    store = RecordStore(work / "calibration")
+    benches = Benches()
+    settings = replace(SETTINGS, images=args.images, batch_images=max(1, args.images // 2))
+    print(f"work directory {work}; calibrations first (a one-image session)", flush=True)
+    clean = run_session(config, replace(settings, images=1, batch_images=1), out_dir=work / "warm", store=store,
+                        progress=False)
+
+    faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
+    attacks = []
+    if importlib.util.find_spec("instruments.sim.attacks") is not None:
+        from instruments.sim import attacks as attack_module
+
+        if hasattr(attack_module, "parse_attack"):
+            attacks = attack_matrix(config, store, work, benches,
+                                    replace(settings, images=args.attack_images,
+                                            batch_images=max(1, args.attack_images // 4)), args.honest)
+    else:
+        print("\nattacks: instruments/sim/attacks.py is not there yet: skipped")
+    bad = bad_inputs(config_path, store, clean["file"], work)
+
+    print("\nsummary")
+    survived = sum(o.survived for o in faults)
+    print(f"  faults injected {len(faults)}, survived {survived} (completed "
+          f"{sum(o.outcome == 'completed' and o.survived for o in faults)}, stopped cleanly "
+          f"{sum(o.outcome != 'completed' and o.survived for o in faults)}); safe read back "
+          f"{sum(o.safe_read_back is True for o in faults)}, bench actually safe {sum(o.bench_safe for o in faults)}, "
+          f"read back safe while not {sum(bool(o.safe_read_back) and not o.bench_safe for o in faults)}")
+    if attacks:
+        cheats = [flagged for attack, flagged, _ in attacks if attack is not None]
+        honest = [flagged for attack, flagged, _ in attacks if attack is None]
+        print(f"  attacks {len(cheats)}: detected {sum(cheats)}, missed {len(cheats) - sum(cheats)}; "
+              f"honest sessions {len(honest)}: false alarms {sum(honest)}")
+    print(f"  bad inputs tried {len(bad)}, handled cleanly {sum(handled for _, handled, _ in bad)}")
+    print(f"  (files under {work})")
+
+
+if __name__ == "__main__":
+    main()

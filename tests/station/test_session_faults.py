@@ -1,0 +1,235 @@
+"""Faults injected on the bench mid-session: each is retried, cured, or stops the session with one clear
+message; either way the bench is left safe and the file keeps every completed batch (and only those).
+
+Every fault is armed after set-up, before batch 2 of 2 (after=0: on the target's next message), so batch 1
+is always recorded clean. The laser answers within 1 s or times out (a swallowed query costs 1 s, not
+lab_config's 5). The calibration records are made once for all xdist workers (a lock, then shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import recording
+from calibration.records import RecordStore
+from sequences import station as station_module
+from sequences.cli import main
+from sequences.config import load_config
+from sequences.session import SessionSettings, run_session
+from sequences.session_guard import SessionStopped
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+LASER = '[instruments.laser]\ndriver = "keysight_n7714a"\naddress = "bench"\n'
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    """lab_config.toml with a 1 s timeout for the laser (the target of the timeout faults)."""
+    text = (ROOT / "lab_config.toml").read_text()
+    assert text.count(LASER) == 1
+    path = tmp_path_factory.mktemp("config") / "lab_config.toml"
+    path.write_text(text.replace(LASER, LASER + "[instruments.laser.init]\ntimeout_s = 1.0\n"))
+    return path
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, worker_id, config_path) -> RecordStore:
+    """Calibration records made once per test run (the first session runs the missing ones itself); the
+    xdist workers share them (records are written atomically, so sharing the directory is safe)."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    directory = shared / "session-faults-calibration"
+    with _locked(shared / "session-faults-calibration.lock"):
+        if not (directory / "ready").exists():
+            run_session(load_config(config_path), replace(SETTINGS, images=1, batch_images=1),
+                        out_dir=directory / "warm", store=RecordStore(directory), progress=False)
+            (directory / "ready").touch()
+    return RecordStore(directory)
+
+
+@pytest.fixture
+def benches(monkeypatch) -> list:
+    """The benches the sessions start (their state outlives the session: what really is on or off)."""
+    started = []
+    original = station_module.LabStation._start_benches
+
+    def recording_benches(self):
+        original(self)
+        started.extend(self.benches)
+
+    monkeypatch.setattr(station_module.LabStation, "_start_benches", recording_benches)
+    return started
+
+
+def session(config_path, store, out_dir, *faults) -> tuple[dict | None, SessionStopped | None]:
+    """(results, None) when the session completes, (None, the stop) when it stops."""
+    try:
+        return run_session(load_config(config_path), SETTINGS, out_dir=out_dir, store=store, progress=False,
+                           faults=faults), None
+    except SessionStopped as stop:
+        return None, stop
+
+
+def assert_bench_safe(bench) -> None:
+    """The bench's own state, not what the drivers read back: laser off, AWGs stopped with outputs off,
+    shutters closed, amplifier off."""
+    state = bench.state
+    assert not any(port.enabled for port in state.laser_ports.values())
+    for awg in (state.awg, state.client_awg):
+        assert not awg.running and not any(channel.output_enabled for channel in awg.channels.values())
+    assert not any(attenuator.shutter_open for attenuator in state.attenuators.values())
+    assert not state.amplifier.enabled
+
+
+def assert_file(path, status: str, images: int) -> None:
+    """Readable, with exactly the images of the completed batches."""
+    recording.validate(path)
+    with recording.SessionFile.open(path) as recorded:
+        assert recorded.status == status and recorded.images_written == images
+        assert np.array_equal(recorded.images.index, np.arange(images))
+        assert recorded.client_quadratures_snu(0).shape[0] == images
+
+
+def assert_completed(results: dict, benches: list) -> dict:
+    assert results["verified"] is True and results["images"] == SETTINGS.images
+    assert results["safe_state"]["safe"] is True
+    assert_bench_safe(benches[-1])
+    assert_file(results["file"], "complete", SETTINGS.images)
+    faults = results["faults"]
+    assert faults["outcome"] == "completed" and faults["armed_before_batch"] == 2 and faults["fired"]
+    return faults
+
+
+def assert_stopped(stop: SessionStopped, benches: list, *phrases: str) -> dict:
+    """One line saying what happened; the file keeps batch 1 for --resume; the station and the bench safe."""
+    message = str(stop)
+    assert "\n" not in message and "Traceback" not in message
+    for phrase in phrases:
+        assert phrase in message, (phrase, message)
+    report = stop.session_report
+    assert report["error"] == message and report["images_written"] == SETTINGS.batch_images
+    assert any("--resume" in note for note in stop.__notes__)
+    assert report["safe_state"]["safe"] is True
+    assert_bench_safe(benches[-1])
+    assert_file(report["file"], "aborted", SETTINGS.batch_images)
+    assert report["faults"]["outcome"] == "stopped" and report["faults"]["fired"]
+    assert report["faults"]["actions"][-1]["action"] == "stopped"
+    return report
+
+
+def actions(faults: dict, action: str, instrument: str | None = None) -> list[dict]:
+    return [a for a in faults["actions"] if a["action"] == action and instrument in (None, a["instrument"])]
+
+
+# --- cured or retried: the session completes ---------------------------------------------------------
+
+def test_a_timeout_a_disconnect_and_a_garbled_reply_are_retried_and_the_session_completes(
+        config_path, store, tmp_path, benches):
+    results, stop = session(config_path, store, tmp_path, "timeout@laser:after=0", "disconnect@power_meter:after=0",
+                            "garbled@amplifier:after=0")
+    assert stop is None
+    faults = assert_completed(results, benches)
+    assert {(f["kind"], f["instrument"]) for f in faults["fired"]} == {
+        ("timeout", "laser"), ("disconnect", "power_meter"), ("garbled", "amplifier")}
+    for instrument in ("laser", "power_meter", "amplifier"):
+        assert actions(faults, "retried", instrument), instrument
+    assert not actions(faults, "repeated")  # a retried query disturbs no batch
+
+
+def test_a_reset_instrument_is_found_and_the_setup_applied_again(config_path, store, tmp_path, benches):
+    results, stop = session(config_path, store, tmp_path, "reset@laser:after=0")
+    assert stop is None
+    faults = assert_completed(results, benches)
+    cured = actions(faults, "re-applied", "laser")
+    assert len(cured) == 1 and "power-on" in cured[0]["detail"] and cured[0]["batch"] == 2
+    assert actions(faults, "repeated")  # the batch taken while it happened is taken again, not recorded
+
+
+def test_a_power_drop_is_cured_by_setting_the_laser_back_and_measuring_mu_again(config_path, store, tmp_path,
+                                                                                 benches):
+    results, stop = session(config_path, store, tmp_path, "power-drop:after=0,db=2")
+    assert stop is None
+    faults = assert_completed(results, benches)
+    cured = actions(faults, "re-calibrated", "laser")
+    assert len(cured) == 1 and "10.00 -> 12.00 dBm" in cured[0]["detail"] and "mu re-measured" in cured[0]["detail"]
+
+
+def test_a_bias_drift_is_cured_by_relocking_and_nulling_the_leakage_again(config_path, store, tmp_path, benches):
+    results, stop = session(config_path, store, tmp_path, "bias-drift:after=0")
+    assert stop is None
+    faults = assert_completed(results, benches)
+    cured = actions(faults, "re-calibrated", "bias_iq")
+    assert len(cured) == 1 and "bias drifted" in cured[0]["detail"] and "re-nulled" in cured[0]["detail"]
+    assert results["verification"]["excess_noise_hat_snu"] < 0.01
+
+
+# --- not curable: one message, the session stops -----------------------------------------------------
+
+def test_a_power_drop_beyond_the_lasers_limit_stops_the_session(config_path, store, tmp_path, benches):
+    _, stop = session(config_path, store, tmp_path, "power-drop:after=0,db=6")
+    assert_stopped(stop, benches, "batch 2", "-6.00 dB", "power_max_dbm")
+
+
+def test_an_overranged_digitizer_stops_the_session(config_path, store, tmp_path, benches):
+    _, stop = session(config_path, store, tmp_path, "overrange:after=0")
+    report = assert_stopped(stop, benches, "batch 2", "clips", "upper rail", "client_receiver")
+    assert actions(report["faults"], "re-ranged", "client_receiver")  # wider ranges were tried first
+
+
+def test_a_persistent_fault_stops_the_session_after_the_drivers_retries(config_path, store, tmp_path, benches):
+    _, stop = session(config_path, store, tmp_path, "garbled@power_meter:after=0,persistent")
+    report = assert_stopped(stop, benches, "power_meter", "failed after 3 attempts", "is not a number")
+    assert len(actions(report["faults"], "retried", "power_meter")) == 2
+
+
+def test_a_refused_command_stops_with_one_line_and_the_json_then_the_file_resumes(config_path, store, tmp_path,
+                                                                                  benches, capsys):
+    common = ["--config", str(config_path), "--calibration-dir", str(store.directory), "--json"]
+    assert main(["session", *common, "--images", "20", "--batch-images", "10", "--seed", "3", "--out", str(tmp_path),
+                 "--inject-fault", "scpi-error@attenuator:after=0"]) == 1
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "attenuator" in errors[0] and '-222,"Data out of range"' in errors[0]
+    assert "Traceback" not in err and "lasers off, drives at zero" in err and "--resume" in err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["error"] in errors[0] and report["safe_state"]["safe"] is True
+    assert report["images_written"] == 10 and report["faults"]["outcome"] == "stopped"
+    assert_bench_safe(benches[-1])
+    assert_file(report["file"], "aborted", 10)
+
+    assert main(["session", *common, "--resume", report["file"]]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["images"] == 20 and resumed["safe_state"]["safe"] is True
+    assert_file(report["file"], "complete", 20)
+
+
+# --- refused before anything connects ----------------------------------------------------------------
+
+def test_faults_are_refused_on_a_hardware_config_in_one_line(capsys):
+    assert main(["session", "--config", str(ROOT / "lab_config.hardware.toml"), "--inject-fault", "timeout"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--inject-fault needs the virtual bench" in err[0]
+
+
+@pytest.mark.parametrize("spec, expected", [("wobble", "unknown fault kind"), ("timeout@nothing", "'nothing'"),
+                                            ("bias-drift@laser", "needs a thorlabs_mbx"),
+                                            ("timeout:after=x", "after= needs an integer")])
+def test_a_bad_fault_spec_is_one_line(config_path, capsys, spec, expected):
+    assert main(["session", "--config", str(config_path), "--inject-fault", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]
