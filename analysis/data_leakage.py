@@ -42,15 +42,20 @@ def prx_bits(gain, n_modes=392, rows=794):
     return 0.5 * np.log2(1.0 + 4.0 * ratio * (gain - 1.0) ** 2 / (gain * (3.0 * gain - 2.0)))
 
 
-def thermal_photons(gain, data):
-    """Mean thermal photons N_i = k |x_i|^2 / 2 the server sees in returned mode i (data normalised)."""
+def thermal_photons(gain, data, inversion_factor=1.0):
+    """Mean thermal photons N_i = n_sp k |x_i|^2 / 2 the server sees in returned mode i (data normalised).
+
+    n_sp = 1 is the quantum-limited amplifier of the paper; a real one (noise figure above the limit)
+    returns n_sp times the noise, which tells the server more about |x_i| (loss on the way back, which
+    would reduce it, is left out: an upper bound).
+    """
     x = np.asarray(data)
     mag2 = np.abs(x) ** 2
     norm2 = np.sum(mag2, axis=-1, keepdims=True)
-    return 0.5 * noise_coefficient(gain) * mag2 / np.where(norm2 > 0, norm2, 1.0)
+    return 0.5 * inversion_factor * noise_coefficient(gain) * mag2 / np.where(norm2 > 0, norm2, 1.0)
 
 
-def exact_mutual_information_bits(gain, data, reuses):
+def exact_mutual_information_bits(gain, data, reuses, inversion_factor=1.0):
     """I(x_i; K): exact information per data symbol of the server's optimal observation.
 
     After removing its known displacement the server holds, per mode and per reuse, a thermal state
@@ -59,7 +64,7 @@ def exact_mutual_information_bits(gain, data, reuses):
     The prior on x_i is the empirical distribution over the modes of this data vector (uniform over
     modes). Exact zeros (ReLU outputs) leak far more than Cramer-Rao forms suggest (pitfall 12b).
     """
-    photons = np.ravel(thermal_photons(gain, data))
+    photons = np.ravel(thermal_photons(gain, data, inversion_factor))
     return mutual_information_counts_bits(photons, reuses)
 
 

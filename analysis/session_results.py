@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import data_leakage, verification
+from analysis.client_measurement import inversion_factor_from_noise_figure
 from analysis.leakage_report import OperatingPoint, leakage_summary
 
 CONFIDENCE_SIGMAS = 3.0
@@ -93,15 +94,18 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dic
 
 
 def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
-                       images: int) -> dict:
-    """Exact information per data symbol for the vectors the client actually sent, at the leakier G limit."""
+                       images: int, noise_figure_db: float | None = None) -> dict:
+    """Exact information per data symbol for the vectors the client actually sent, at the leakier G limit and
+    with the amplifier's measured noise figure (None: quantum limited, the paper's assumption)."""
     per_layer = {}
     for index, (inputs, rows) in enumerate(zip(layer_inputs, reuses)):
         vectors = np.asarray(inputs[:images], dtype=np.float64)
         packed = vectors[:, 0::2] + 1j * vectors[:, 1::2]
         worst = None
         for gain in gain_limits:
-            bits = np.array([data_leakage.exact_mutual_information_bits(gain, v / np.linalg.norm(v), rows)
+            n_sp = 1.0 if noise_figure_db is None or gain <= 1.0 else max(
+                float(inversion_factor_from_noise_figure(gain, noise_figure_db)), 1.0)
+            bits = np.array([data_leakage.exact_mutual_information_bits(gain, v / np.linalg.norm(v), rows, n_sp)
                              for v in packed if np.linalg.norm(v) > 0])
             if bits.size and (worst is None or bits.mean() > worst[1].mean()):
                 worst = (gain, bits)
@@ -129,7 +133,12 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
                      ["data_leakage_bits_cramer_rao"] for g in gain_limits)
     checked = verify_layers(verification_samples, calibration, modes, failure_probability=failure_probability,
                             false_alarm=false_alarm, trusted=trusted)
-    exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images)
+    noise_figure_db = None
+    if "amplifier_noise_figure_db" in calibration:  # its upper limit: more returned noise tells the server more
+        nf, nf_u = _estimate(calibration, "amplifier_noise_figure_db")
+        noise_figure_db = nf + CONFIDENCE_SIGMAS * nf_u
+    exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images,
+                               noise_figure_db)
     correct = int(np.sum(guess == labels))
     return {
         "images": int(labels.size),

@@ -82,6 +82,7 @@ class StationCalibration:
     transmittance: Estimate | None   # the honest round trip, from a channel record (None before it exists)
     excess_noise: Estimate | None = None  # the honest link's excess noise (pilots), SNU
     amplitude_transmittance: Estimate | None = None  # sqrt(eta_s T) on the server detector's scale (pilots)
+    noise_figure_db: Estimate | None = None  # the client amplifier's (amplifier record)
     records: dict = field(default_factory=dict)   # "kind/instrument" -> {"id", "parameters"}
 
 
@@ -130,6 +131,7 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
         photons_attenuation_db=float(photons.conditions["attenuation_db"]),
         gain=amplifier.estimate("client_amplifier.gain"),
         gain_offset_db=amplifier.estimate("client_amplifier.gain_offset_db").value,
+        noise_figure_db=amplifier.estimate("client_amplifier.noise_figure_db"),
         transmittance=channel_rec.estimate("channel.transmittance") if channel_rec else None,
         records={f"{r.kind}/{r.instrument}/{r.id}": record_summary(r) for r in used})
 

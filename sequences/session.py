@@ -158,6 +158,8 @@ def measured_values(link, calibration) -> dict:
         "transmittance": {"value": t.value, "uncertainty": t.uncertainty},
         "excess_noise_snu": {"value": eps.value, "uncertainty": eps.uncertainty},
         "amplitude_transmittance": {"value": amplitude.value, "uncertainty": amplitude.uncertainty},
+        "amplifier_noise_figure_db": {"value": calibration.noise_figure_db.value,
+                                      "uncertainty": calibration.noise_figure_db.uncertainty},
         "server_efficiency": {"value": detector.efficiency, "uncertainty": detector.efficiency_uncertainty / 3},
         "server_electronic_noise_snu": {"value": detector.electronic_noise_snu,
                                         "uncertainty": detector.electronic_noise_uncertainty_snu / 3},
