@@ -210,7 +210,7 @@ def check_verification(recorded: Recorded, settings: dict, measured: dict, modes
 
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
-                resume: Path | None = None, progress: bool = True, faults=()) -> dict:
+                resume: Path | None = None, progress: bool = True, faults=(), attack=None) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults.py), armed after set-up before the
@@ -255,6 +255,8 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                                        excess_noise=channel.estimate("channel.excess_noise_snu"),
                                        amplitude_transmittance=channel.estimate("channel.amplitude_transmittance"),
                                        records={**calibration.records, **_summary(channel)})
+            if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
+                station.bench.state.set_attack(attack)
             if resume:
                 writer = recording.SessionWriter.resume(path)
                 say(f"resuming {path} after {writer.images_written} images")
@@ -304,7 +306,8 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
         for line in warnings:
             say(f"  {line}")
     results = {"file": str(path), **results_from_recorded(recorded, settings_dict, measured, shapes),
-               "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed")}
+               "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
+               "attack": None if attack is None else attack.spec}
     writer.finish(results)
     writer.close()
     sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))

@@ -51,6 +51,11 @@ def register(parser) -> None:
     parser.add_argument("--resume", metavar="FILE", default=None,
                         help="continue an interrupted session file (its settings are used)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+    parser.add_argument("--attack", metavar="KIND=SIZE", default=None,
+                        help="virtual bench only: a cheating client, armed after the channel calibration: tap=F "
+                             "(keeps a fraction F of the returned light), measure=F (measures a fraction F of the "
+                             "returned modes and resends them), gain=G (amplifier at linear gain G instead of the "
+                             "declared one), intercept (intercept-resend of every returned mode)")
     parser.add_argument("--inject-fault", metavar="KIND[@INSTRUMENT][:OPTIONS]", action="append", default=[],
                         help="virtual bench only, repeatable: inject a fault after set-up (timeout, disconnect, "
                              "garbled, scpi-error, reset, overrange, power-drop, bias-drift; options after=N, "
@@ -107,12 +112,13 @@ def run(args) -> int:
             raise UsageError(str(error)) from None
     try:
         faults = parse_faults(config, args.inject_fault)
+        attack = parse_attack_option(config, args.attack)
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
         result = run_session(config, settings, out_dir=Path(args.out or config.session.output_dir),
                              store=calibration_store(args, config), resume=args.resume, progress=not args.json,
-                             faults=faults)
+                             faults=faults, attack=attack)
     except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
             RecordingError, InstrumentError, InstrumentFault) as error:
         report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}
@@ -133,6 +139,18 @@ def run(args) -> int:
     if args.json:
         print_json_last(result)
     return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
+
+
+def parse_attack_option(config, spec: str | None):
+    """--attack KIND=SIZE as an instruments.sim.attacks.Attack; refused on a station not on the bench."""
+    if spec is None:
+        return None
+    if not config.uses_bench or any(i.address not in ("bench", "bench-uncabled") for i in config.instruments.values()):
+        raise ValueError(f"--attack {spec}: attacks are simulated by the virtual bench; {config.source} has "
+                         "instruments on real addresses")
+    from instruments.sim.attacks import parse_attack
+
+    return parse_attack(spec)
 
 
 def describe_safe_state(safe: dict | None) -> str:

@@ -118,3 +118,14 @@ def test_replay_cli_refuses_a_foreign_file_in_one_line(tmp_path, capsys):
     assert main(["replay", str(foreign)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "foreign.h5" in err[0] and "qslab replay: error:" in err[0]
+
+
+def test_cli_attack_is_caught_and_reported_with_the_safe_state(store, tmp_path, capsys):
+    code = main(["session", "--config", str(CONFIG), "--images", "20", "--batch-images", "10",
+                 "--calibration-dir", str(store.directory), "--out", str(tmp_path), "--attack", "tap=0.05", "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert code == 1 and "verification failed" in captured.err
+    assert report["safe_state"]["safe"] is True
+    assert main(["session", "--attack", "tap=2"]) == 2  # a bad spec: one line, nothing started
+    assert "tap fraction must lie in [0, 1]" in capsys.readouterr().err
