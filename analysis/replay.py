@@ -115,7 +115,8 @@ def replay_inputs(session: recording.SessionFile) -> tuple[dict, dict]:
         entry = measured.get(key)
         numbers = [entry.get(name, 0.0) for name in ("value", "uncertainty")] if isinstance(entry, dict) else []
         if (not numbers or "value" not in entry
-                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers)
+                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)
+                           for n in numbers)
                 or numbers[1] < 0 or (key == "gain" and numbers[0] < 1.0)):
             raise recording.RecordingError(
                 f"{path}: /meta/calibrations_json measured.{key} is {entry!r}, expected {{\"value\": a finite number"

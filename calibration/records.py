@@ -193,7 +193,8 @@ class RecordStore:
         try:
             stat_ = path.stat()
         except OSError as error:  # e.g. a dangling link named *.h5
-            raise CorruptRecord(f"{path} is not a readable qslab calibration record ({error.strerror or error})") from None
+            raise CorruptRecord(f"{path} is not a readable qslab calibration record "
+                                f"({error.strerror or error})") from None
         key = (str(path), stat_.st_size, stat_.st_mtime_ns)
         if key not in self._cache:
             self._cache[key] = read_record(path)

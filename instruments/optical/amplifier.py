@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from analysis.units import linear_to_db
-from instruments.optical.limits import Limit, LimitError
+from instruments.optical.limits import Limit, LimitError, check_settable
 
 
 class ScpiAmplifier:
@@ -26,6 +26,7 @@ class ScpiAmplifier:
         if not math.isfinite(gain_db):
             raise LimitError(self.name, f"gain {gain_db!r} dB is not a finite number")
         self.gain_max.check_at_most(self.name, "gain", gain_db)
+        check_settable(self.name, getattr(self.amplifier, "gain_db", None), "gain", gain_db, "dB")
 
     def check_output_power_dbm(self, power_dbm: float) -> None:
         if self.output_power_max is None:

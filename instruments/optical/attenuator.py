@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from instruments.optical.limits import Limit, LimitError
+from instruments.optical.limits import Limit, LimitError, check_settable
 
 
 class AttenuatorChannel:
@@ -23,6 +23,7 @@ class AttenuatorChannel:
         if not math.isfinite(attenuation_db):
             raise LimitError(self.name, f"attenuation {attenuation_db!r} dB is not a finite number")
         self.attenuation_min.check_at_least(self.name, "attenuation", attenuation_db)
+        check_settable(self.name, getattr(self.channel, "attenuation_db", None), "attenuation", attenuation_db, "dB")
 
     def set_attenuation_db(self, attenuation_db: float) -> None:
         self.check_attenuation_db(attenuation_db)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.units import w_to_dbm
-from instruments.optical.limits import Limit, LimitError
+from instruments.optical.limits import Limit, LimitError, check_settable
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class LaserPort:
                 raise LimitError(self.name, f"power {power_dbm:g} dBm would put {lo_w:.3g} W of LO on {lo.receiver} "
                                             f"(LO fraction {lo.lo_fraction:g}), above its declared limit "
                                             f"{lo.lo_power_max.describe()}")
+        check_settable(self.name, getattr(self.port, "power_dbm", None), "power", power_dbm, "dBm")
 
     def set_power_dbm(self, power_dbm: float) -> None:
         self.check_power_dbm(power_dbm)

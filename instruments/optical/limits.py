@@ -33,3 +33,17 @@ class Limit:
         """Refuse requested < value (or a non-finite request)."""
         if not requested >= self.value:
             raise LimitError(role, f"{what} {requested:g} {self.unit} is below the declared limit {self.describe()}")
+
+
+def check_settable(role: str, parameter, what: str, requested: float, unit: str) -> None:
+    """Refuse a value the instrument's own parameter would refuse (its validator: the range the instrument reported
+    or was configured with), as a LimitError before anything is sent, instead of a qcodes ValueError mid-sequence."""
+    validator = getattr(parameter, "vals", None)
+    if validator is None or not hasattr(validator, "validate"):
+        return
+    try:
+        validator.validate(requested)
+    except (ValueError, TypeError):
+        name = getattr(parameter, "full_name", "the instrument")
+        raise LimitError(role, f"{what} {requested:g} {unit} is outside what {name} can be set to "
+                               f"({validator})") from None

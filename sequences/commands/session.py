@@ -110,6 +110,9 @@ def run(args) -> int:
                 settings = SessionSettings(**previous.settings)
         except RecordingError as error:
             raise UsageError(str(error)) from None
+        except TypeError as error:  # settings written by another version, or edited
+            raise UsageError(f"{args.resume}: its settings_json does not describe a session of this qslab "
+                             f"({error})") from None
     try:
         faults = parse_faults(config, args.inject_fault)
         attack = parse_attack_option(config, args.attack)
