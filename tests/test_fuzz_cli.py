@@ -23,6 +23,7 @@ from calibration.records import RecordStore
 from calibration.result import CalibrationResult, Estimate
 from sequences.cli import main
 from sequences.config import ConfigError, loads_config
+from byte_damage import damaged
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_TEXT = (ROOT / "lab_config.toml").read_text()
@@ -114,14 +115,7 @@ def test_replay_of_a_damaged_file_is_one_line(session_file, position, kind, span
     """Truncated, flipped or zeroed bytes: exit 0 (the damage missed everything replay reads) or one line naming
     the file."""
     directory, valid = session_file
-    data = bytearray(valid)
-    offset = int(position * len(data))
-    if kind == "truncate":
-        data = data[:offset]
-    elif kind == "flip":
-        data[offset] ^= xor
-    else:
-        data[offset:offset + span] = bytes(len(data[offset:offset + span]))
+    data = damaged(valid, position, kind, span, xor)
     path = directory / "mutated.h5"
     path.write_bytes(bytes(data))
     code, _, err = cli("replay", str(path))

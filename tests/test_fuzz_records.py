@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from calibration.records import (CalibrationRecord, CorruptRecord, MissingCalibration, RecordError, RecordStore,
                                  read_record)
 from calibration.result import CalibrationResult, Estimate
+from byte_damage import damaged
 
 NOW = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
 FUZZ = settings(max_examples=80, deadline=None,
@@ -150,16 +151,7 @@ def test_truncated_and_flipped_files_give_only_corrupt_record(source, store, pos
     and never a silently different value (fletcher32 on the raw arrays)."""
     record, valid = source
     store, other = store
-    data = bytearray(valid)
-    offset = int(position * len(data))
-    if kind == "truncate":
-        data = data[:offset]
-    elif kind == "flip":
-        data[offset] ^= xor
-    elif kind == "zero":
-        data[offset:offset + span] = bytes(len(data[offset:offset + span]))
-    else:
-        data += bytes([xor]) * span
+    data = valid + bytes([xor]) * span if kind == "append" else damaged(valid, position, kind, span, xor)
     bad = place(store, record.path.name, bytes(data))
     try:
         readable = check_store(store, other, bad)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from byte_damage import damaged
 from analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
                                 SessionFile, SessionWriter, validate)
 
@@ -527,14 +528,7 @@ def valid_file(tmp_path_factory) -> tuple[Path, bytes]:
        span=st.integers(1, 64), xor=st.integers(1, 255))
 def test_mutated_files_only_ever_raise_recording_error(valid_file, position, kind, span, xor):
     directory, valid = valid_file
-    data = bytearray(valid)
-    offset = int(position * len(data))
-    if kind == "truncate":
-        data = data[:offset]
-    elif kind == "flip":
-        data[offset] ^= xor
-    else:
-        data[offset:offset + span] = bytes(len(data[offset:offset + span]))
+    data = damaged(valid, position, kind, span, xor)
     path = directory / "mutated.h5"
     path.write_bytes(bytes(data))
     try:
