@@ -329,6 +329,10 @@ class CalibrationConfig:
     fixed_attenuation_db: float = setting(Number("dB", 0.0), 20.0)
     fixed_attenuation_uncertainty_db: float = setting(Number("dB", 0.0), 0.02)
     output_meter_channel: int = setting(Number("", 1, 8, integer=True), 2)
+    forward_transmittance: float = setting(Number("", 0.0, 1.0, min_open=True), 0.9)
+    forward_transmittance_uncertainty: float = setting(Number("", 0.0), 0.01)
+    return_transmittance: float = setting(Number("", 0.0, 1.0, min_open=True), 0.9)
+    return_transmittance_uncertainty: float = setting(Number("", 0.0), 0.01)
 
 
 def _ref(category: str) -> Any:
@@ -379,8 +383,8 @@ class AmplifierRole:
 
 @dataclass(frozen=True)
 class ProcessorRole:
-    """The client's time-bin processor: two AWG channels and its modulators' datasheet values (no calibration
-    procedure measures them yet)."""
+    """The client's time-bin processor: two AWG channels and its modulators' datasheet values (the start of
+    the processor calibration, used until its record exists)."""
 
     awg: str = _ref("awg")
     awg_channel_beam_splitter: int = _unit("awg")

@@ -83,6 +83,7 @@ class StationCalibration:
     excess_noise: Estimate | None = None  # the honest link's excess noise (pilots), SNU
     amplitude_transmittance: Estimate | None = None  # sqrt(eta_s T) on the server detector's scale (pilots)
     noise_figure_db: Estimate | None = None  # the client amplifier's (amplifier record)
+    processor: ProcessorCalibration | None = None  # the client processor's record (None: the config's datasheet values)
     records: dict = field(default_factory=dict)   # "kind/instrument" -> {"id", "parameters"}
 
 
@@ -91,7 +92,9 @@ NEEDED = (("homodyne", "client_receiver", "client_receiver.shot_noise_variance_v
           ("photons", "server_output", "server.photons_per_monitor_w"),
           ("amplifier", "client_amplifier", "client_amplifier.gain"),
           ("modulators", "server_iq", "server_iq.vpi_v"),
-          ("modulators", "server_iq", "server_iq.iq_gain_imbalance"))
+          ("modulators", "server_iq", "server_iq.iq_gain_imbalance"),
+          ("processor", "client_processor", "client_processor.beam_splitter_vpi_v"))
+PROCESSOR_KIND = "processor"
 
 
 def record_summary(record) -> dict:
@@ -101,10 +104,16 @@ def record_summary(record) -> dict:
                            for k, e in record.parameters.items()}}
 
 
-def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel: bool = True) -> StationCalibration:
-    """The latest valid records the protocol needs (RecordError naming the first missing or stale one)."""
+def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel: bool = True,
+                             processor: bool = True) -> StationCalibration:
+    """The latest valid records the protocol needs (RecordError naming the first missing or stale one).
+
+    ``processor=False``: without the processor record (its own calibration runs on the datasheet values).
+    """
     found = {}
     for kind, instrument, key in NEEDED:
+        if kind == PROCESSOR_KIND and not processor:
+            continue
         found[(instrument, key)] = store.require_parameter(kind, instrument, key)
     client_rec = found[("client_receiver", "client_receiver.shot_noise_variance_v2")]
     server_rec = found[("server_receiver", "server_receiver.shot_noise_variance_v2")]
@@ -122,7 +131,9 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
                               iq_gain_imbalance=imbalance.estimate("server_iq.iq_gain_imbalance").value,
                               iq_phase_error_rad=imbalance.estimate("server_iq.iq_phase_error_rad").value,
                               record_id=vpi_rec.id)
-    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance] + ([channel_rec] if channel_rec else [])
+    processor_rec = found.get(("client_processor", "client_processor.beam_splitter_vpi_v"))
+    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance] + [
+        r for r in (channel_rec, processor_rec) if r is not None]
     return StationCalibration(
         client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),
         server_detector=detector, client_efficiency=client_rec.estimate("client_receiver.efficiency"), iq=iq,
@@ -133,7 +144,19 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
         gain_offset_db=amplifier.estimate("client_amplifier.gain_offset_db").value,
         noise_figure_db=amplifier.estimate("client_amplifier.noise_figure_db"),
         transmittance=channel_rec.estimate("channel.transmittance") if channel_rec else None,
+        processor=processor_calibration(processor_rec) if processor_rec else None,
         records={f"{r.kind}/{r.instrument}/{r.id}": record_summary(r) for r in used})
+
+
+def processor_calibration(record) -> ProcessorCalibration:
+    """The processor's modulators from its record: V_pi at the AWG, i.e. per unit driver gain (the datasheet
+    gains only convert it to volts at the modulators)."""
+    value = record.estimate
+    return ProcessorCalibration(
+        beam_splitter_vpi_v=value("client_processor.beam_splitter_vpi_at_awg_v").value,
+        phase_vpi_v=value("client_processor.phase_vpi_at_awg_v").value,
+        beam_splitter_theta_offset_rad=value("client_processor.beam_splitter_theta_offset_rad").value,
+        record_id=record.id)
 
 
 # --- the server's symbols ---------------------------------------------------------------------------
@@ -287,7 +310,7 @@ class SecureLink:
                                 amplitude_max=station.limit(role.lo_phase_awg, "amplitude_max_vpp"),
                                 name="server_lo_phase")
         p = config.roles.client_processor
-        self.processor = station.time_bin_processor(ProcessorCalibration(
+        self.processor = station.time_bin_processor(calibration.processor or ProcessorCalibration(
             p.beam_splitter_vpi_v, p.phase_vpi_v, p.beam_splitter_driver_gain, p.phase_driver_gain))
         self.client_rx = station.receiver("client_receiver", calibration.client_receiver)
         self.server_rx = station.receiver("server_receiver", calibration.server_receiver)

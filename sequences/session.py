@@ -42,7 +42,7 @@ from calibration.records import CodeVersion, CorruptRecord, RecordError, RecordS
 from sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
 from sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 
-CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators")
+CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators", "processor")
 FALSE_ALARM = 1e-3
 
 

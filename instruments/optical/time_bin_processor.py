@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.givens import complex_unit_vector, givens_angles
-from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, volts_to_codes
+from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,24 @@ class AwgTimeBinProcessor:
             self.awg.check_amplitude_vpp(amplitude)
         return volts_to_codes(volts[0], amplitudes[0]), volts_to_codes(volts[1], amplitudes[1]), amplitudes
 
-    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
-        """One segment holding the bins of several images, one block of N bins per image, in order."""
+    def _batch_codes(self, x_hat) -> tuple[list[np.ndarray], list[float]]:
+        """Codes per bin of both channels (flattened over images) and their amplitudes; checks the limit."""
         volts = [v.ravel() for v in self.drive_v_for_unit_vectors(x_hat)]
         amplitudes = [amplitude_for_volts_vpp(v) for v in volts]
         for amplitude in amplitudes:
             self.awg.check_amplitude_vpp(amplitude)
-        self.awg.load([np.repeat(volts_to_codes(v, a), samples_per_symbol) for v, a in zip(volts, amplitudes)],
-                      amplitudes, segment_id)
+        return [volts_to_codes(v, a) for v, a in zip(volts, amplitudes)], amplitudes
+
+    def played_volts(self, x_hat) -> tuple[np.ndarray, np.ndarray]:
+        """AWG volts per bin that load_batch plays for x_hat [B, N] (the 8-bit codes): what a calibration fits."""
+        codes, amplitudes = self._batch_codes(x_hat)
+        shape = np.shape(x_hat)
+        return tuple(codes_to_volts(c, a).reshape(shape) for c, a in zip(codes, amplitudes))
+
+    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
+        """One segment holding the bins of several images, one block of N bins per image, in order."""
+        codes, amplitudes = self._batch_codes(x_hat)
+        self.awg.load([np.repeat(c, samples_per_symbol) for c in codes], amplitudes, segment_id)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)

@@ -1,6 +1,6 @@
 """Run calibrations on the station of a config (the virtual bench by default), write records and figures.
 
-    qslab calibrate {modulators,homodyne,photons,channel,amplifier,all} [--config FILE] [--json]
+    qslab calibrate {modulators,homodyne,photons,channel,amplifier,processor,all} [--config FILE] [--json]
 
 Each procedure (calibration/) measures through the roles, fits, and returns estimates with
 uncertainties; each result becomes one immutable record in the calibration directory
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-HELP = "calibrate the station (modulators, homodyne, photons, channel, amplifier, all): records + figures"
-KINDS = ("modulators", "homodyne", "photons", "channel", "amplifier")
+HELP = "calibrate the station (modulators, homodyne, photons, channel, amplifier, processor, all): records + figures"
+KINDS = ("modulators", "homodyne", "photons", "channel", "amplifier", "processor")
 # `all` runs photons and amplifier (which need light through the modulators) before the modulator
 # calibration, which leaves both modulators locked at null, ready for the protocol
-ALL_ORDER = ("homodyne", "photons", "amplifier", "modulators", "channel")
+ALL_ORDER = ("homodyne", "photons", "amplifier", "modulators", "processor", "channel")
 # the estimates each kind reports under their [bench] dotted path; the others go to "derived"
 BENCH_KEYS = {
     "photons": ("server.photons_per_symbol",),
@@ -36,6 +36,8 @@ BENCH_KEYS = {
                         for q in ("vpi_v", "bias_vpi_v", "bias_phase_rad", "extinction_ratio_db"))
                   + ("server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad", "bias_iq.bias_v", "bias_carver.bias_v"),
     "channel": ("channel.transmittance",),
+    "processor": tuple(f"client_processor.{q}" for q in ("beam_splitter_vpi_v", "phase_vpi_v",
+                                                         "beam_splitter_theta_offset_rad", "loss_per_pass_db")),
 }
 
 
@@ -90,7 +92,7 @@ def _modulators_entry():
 
 
 def implemented(kind: str) -> bool:
-    return kind in ("photons", "homodyne", "amplifier", "channel") or (kind == "modulators"
+    return kind in ("photons", "homodyne", "amplifier", "channel", "processor") or (kind == "modulators"
                                                                       and _modulators_entry() is not None)
 
 
@@ -150,6 +152,8 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
         return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
     if kind == "channel":
         return [_channel(station, args, figure_dir)], sorted(station.connections)
+    if kind == "processor":
+        return [_processor(station, args, figure_dir)], sorted(station.connections)
     raise _Refused(f"calibration {kind!r} is not implemented yet")
 
 
@@ -181,6 +185,73 @@ def _channel(station, args, figure_dir: Path):
                                       "client_gain_snu": pilot.client_gain_snu,
                                       "records": sorted(calibration.records)},
                           figure_path=str(figure_dir / "channel-link.png"))
+
+
+PROCESSOR_IMAGES = 128     # designed client vectors: 128 x 64 pilot rows = 8192 outcomes
+PROCESSOR_SEED = 20240806  # the designed vectors (the client's own choice; recorded)
+
+
+def _processor(station, args, figure_dir: Path):
+    """The client processor's V_pi, offset and loss per pass, and the photon cross-check (calibration/processor.py):
+    the session's pilots on the server's side, designed vectors on the client's, one acquisition."""
+    from analysis.dsp import temporal_mode_efficiency
+    from calibration.channel import channel_result
+    from calibration.modulators import DRIVER_GAINS
+    from calibration.processor import (BANDWIDTH_TOLERANCE, CrossCheckInputs, design_vectors, fit_processor,
+                                      processor_result)
+    from calibration.records import RecordError, RecordStore
+    from calibration.result import Estimate
+    from sequences.protocol import SecureLink, load_station_calibration
+
+    config, protocol = station.config, station.config.protocol
+    store = RecordStore(args.calibration_dir)
+    try:
+        calibration = load_station_calibration(store, DRIVER_GAINS["server_iq"], channel=False, processor=False)
+    except RecordError as error:
+        raise _Refused(f"calibration 'processor' cannot run: {error}") from None
+    link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=config.session.laser_power_dbm,
+                      verify_fraction=protocol.verify_fraction)
+    pilot = link.prepare_pilots(protocol.mu_photons, protocol.modes)
+    server = channel_result(pilot.sent_snu, pilot.returned_snu, calibration.server_detector, conditions={})
+    rng = np.random.default_rng(PROCESSOR_SEED)
+    x_hat = design_vectors(PROCESSOR_IMAGES, protocol.modes, rng)
+    data = np.stack([x_hat.real, x_hat.imag], axis=-1).reshape(x_hat.shape[0], -1)
+    capture = link.run_layer(0, data, rng, verify_fraction=0.0)
+    volts_bs, volts_ph = link.processor.played_volts(x_hat)
+    datasheet = link.processor.calibration
+    slopes = (0.5 * np.pi * datasheet.beam_splitter_driver_gain / datasheet.beam_splitter_vpi_v,
+              np.pi * datasheet.phase_driver_gain / datasheet.phase_vpi_v)
+    pilots = link.layers[0].reference
+    fit = fit_processor(capture.client_quadratures_snu, volts_bs, volts_ph, pilots,
+                        beam_splitter_rad_per_v=slopes[0], phase_rad_per_v=slopes[1])
+
+    def mode_efficiency(name: str) -> Estimate:
+        rx, bandwidth_hz = getattr(calibration, name), getattr(config.roles, name).detector.bandwidth_hz
+        value, wider = (temporal_mode_efficiency(b, 1, rx.samples_per_symbol * protocol.symbol_rate_hz, rx.template,
+                                                 rx.samples_per_symbol, rx.offset_samples)
+                        for b in (bandwidth_hz, bandwidth_hz * (1 + BANDWIDTH_TOLERANCE)))
+        return Estimate(value, abs(wider - value))
+
+    c = config.calibration
+    inputs = CrossCheckInputs(
+        server_amplitude=server.parameters["channel.amplitude_transmittance"],
+        client_efficiency=calibration.client_efficiency,
+        server_efficiency=Estimate(calibration.server_detector.efficiency,
+                                   calibration.server_detector.efficiency_uncertainty / 3.0),
+        gain=calibration.gain, client_mode_efficiency=mode_efficiency("client_receiver"),
+        server_mode_efficiency=mode_efficiency("server_receiver"),
+        forward_transmittance=Estimate(c.forward_transmittance, c.forward_transmittance_uncertainty),
+        return_transmittance=Estimate(c.return_transmittance, c.return_transmittance_uncertainty),
+        photons_per_symbol=link.layers[0].mu_photons)
+    raw = {"outcomes_snu": capture.client_quadratures_snu, "volts_beam_splitter": volts_bs.astype(np.float32),
+           "volts_phase": volts_ph.astype(np.float32), "pilots": pilots.astype(np.complex64)}
+    conditions = {"gain": protocol.gain, "images": PROCESSOR_IMAGES, "pilot_rows": int(pilots.shape[0]),
+                  "seed": PROCESSOR_SEED, "datasheet_rad_per_v": list(slopes),
+                  "mode_efficiency_model": "first-order (RC) detector at the datasheet bandwidth, +-10 %",
+                  "records": sorted(calibration.records)}
+    return processor_result(fit, inputs, driver_gains=(datasheet.beam_splitter_driver_gain,
+                                                       datasheet.phase_driver_gain),
+                            raw=raw, conditions=conditions, figure_path=str(figure_dir / "processor-client_processor.png"))
 
 
 def _with_condition(result, key: str, value):
