@@ -38,7 +38,7 @@ SCHEMA = "qslab.calibration/1"
 DEFAULT_DIRECTORY = Path("qslab-output") / "calibration"
 DIRECTORY_ENV = "QSLAB_CALIBRATION_DIR"
 DEFAULT_VALIDITY_S = {"modulators": 3600.0, "homodyne": 3600.0, "photons": 3600.0, "channel": 600.0,
-                      "amplifier": 3600.0}
+                      "amplifier": 3600.0, "processor": 3600.0}
 _ID_PART = re.compile(r"[^A-Za-z0-9_.]+")
 
 

@@ -38,7 +38,7 @@ class Estimate:
 class CalibrationResult:
     """One procedure's outcome, before it is stored.
 
-    kind: which calibration ("modulators", "homodyne", "photons", "channel", "amplifier");
+    kind: which calibration ("modulators", "homodyne", "photons", "channel", "amplifier", "processor");
     instrument: the role or instrument it characterises; parameters: dotted key -> Estimate;
     raw: the measured arrays the fit used (stored with the record, so it can be refitted);
     conditions: settings during the measurement (laser power, LO power, attenuation, ...);
