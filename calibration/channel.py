@@ -22,8 +22,9 @@ MIN_SAMPLES = 1000
 
 
 def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector, *, conditions: dict,
-                   figure_path: str | None = None) -> CalibrationResult:
-    """T and eps (referred through the server detector's calibration) with one-sigma uncertainties."""
+                   figure_path: str | None = None, iq_skew_s: Estimate | None = None) -> CalibrationResult:
+    """T and eps (referred through the server detector's calibration) with one-sigma uncertainties; with the
+    IQ skew the same pilots measured (sequences.protocol.iq_skew) when given."""
     sent = np.asarray(sent_snu, dtype=np.float64).ravel()
     returned = np.asarray(returned_snu, dtype=np.float64).ravel()
     if sent.size < MIN_SAMPLES or sent.size != returned.size:
@@ -45,6 +46,8 @@ def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector
                                                     float(np.sqrt(estimate.residual_variance_snu
                                                                   / estimate.sum_sq_sent_snu2))),
     }
+    if iq_skew_s is not None:
+        parameters["server_iq.iq_skew_s"] = iq_skew_s
     raw = {"sent_snu": sent.astype(np.float32), "returned_snu": returned.astype(np.float32)}
     conditions = {**conditions, "samples": int(sent.size), "previous_symbol_fraction": previous_symbol, "residual_variance_snu": float(estimate.residual_variance_snu),
                   "server_efficiency": detector.efficiency, "server_electronic_noise_snu": detector.electronic_noise_snu}

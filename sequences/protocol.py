@@ -242,6 +242,41 @@ def server_offsets(capture, alpha: np.ndarray) -> tuple[complex, tuple[float, fl
     return complex(c_x, c_p), (float(ts), float(tc)), float(math.hypot(ts, tc))
 
 
+def iq_skew(capture, reference: np.ndarray, server_phase_rad: float) -> Estimate:
+    """The Q drive's delay behind the I drive, in symbol periods, from the server's receiver on known rows.
+
+    A Q child late by s adds i s (Q_{k-1} - Q_k) to symbol k (early: i |s| (Q_{k+1} - Q_k)). The receiver's
+    own memory of the previous symbol (its bandwidth) acts on both quadratures alike, so it is fitted
+    jointly: X rows (which see I at the server's LO phase near 0 or pi) pin it down, P rows then show
+    the skew on top. Least squares over the inner modes of every gated row (the outer ones' optical
+    neighbours are in other rows): y = a sig_k + b sig_{k-1} + d_prev z(Q_{k-1}) + d_next z(Q_{k+1}) +
+    d_now z(Q_k) + c_X + c_P; s = (d_prev - d_next)/a (d_now absorbs a residual Q gain).
+    """
+    rows = capture.verified_rows
+    alpha = reference[rows]                                  # [v, N], played order within a row
+    p = np.broadcast_to(capture.measure_p[..., None], capture.returned_snu.shape)[..., 1:-1]
+    rotation = complex(math.cos(server_phase_rad), math.sin(server_phase_rad))
+
+    def signal(field):   # 2 Re(field e^{i phi}) on X rows, 2 Im on P rows, broadcast over images
+        rotated = field * rotation
+        return np.where(p, 2.0 * rotated.imag, 2.0 * rotated.real)
+
+    def skew_term(q):    # the same quadrature of i q
+        return signal(1j * q)
+
+    before, now, after = alpha[:, :-2], alpha[:, 1:-1], alpha[:, 2:]
+    y = capture.returned_snu[..., 1:-1].astype(np.float64)
+    columns = [signal(now), signal(before), skew_term(before.imag), skew_term(after.imag), skew_term(now.imag), ~p, p]
+    design = np.stack(np.broadcast_arrays(*columns), axis=-1).reshape(-1, len(columns)).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(design, y.ravel(), rcond=None)
+    residual = y.ravel() - design @ coef
+    covariance = np.linalg.inv(design.T @ design) * float(residual @ residual) / (y.size - len(columns))
+    skew = (coef[2] - coef[3]) / coef[0]
+    gradient = np.zeros(len(columns))
+    gradient[[0, 2, 3]] = -skew / coef[0], 1.0 / coef[0], -1.0 / coef[0]
+    return Estimate(float(skew), float(math.sqrt(gradient @ covariance @ gradient)))
+
+
 @dataclass(frozen=True)
 class PilotResult:
     """What the pilot acquisition measured: both LO phases, the client's gain per SNU, the channel samples."""
@@ -254,6 +289,7 @@ class PilotResult:
     sent_snu: np.ndarray         # the server's phase-corrected reference quadratures of the gated pilot rows
     returned_snu: np.ndarray
     rows: int
+    skew_symbols: Estimate = Estimate(0.0, 0.0)  # the IQ skew left after the drives' compensation, symbol periods
 
 
 @dataclass(frozen=True)
@@ -324,6 +360,7 @@ class SecureLink:
         self.ranges_v = {"client_receiver": 0.0, "server_receiver": 0.0}
         self._points = 0
         self.leakage_field = 0j
+        self.skew_symbols = 0.0          # the IQ skew the drives pre-compensate, in symbol periods (pilots)
         self._attenuation_db = float("nan")
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
@@ -364,6 +401,12 @@ class SecureLink:
         result = self.prepare_pilots(mu_photons, layer_symbols[0].shape[1], segment=len(layer_symbols) + 1)
         self._null_layers()
         return result
+
+    def iq_skew_s(self) -> Estimate:
+        """The IQ skew the pilots measured: the compensation applied plus what the last pilot pass still saw."""
+        residual = self.pilot.skew_symbols
+        return Estimate((self.skew_symbols + residual.value) / self.symbol_rate_hz,
+                        residual.uncertainty / self.symbol_rate_hz, "s")
 
     def _null_layers(self) -> None:
         """Every layer uploaded, rotated for the client's LO, its carrier leakage nulled and its mu measured;
@@ -407,6 +450,7 @@ class SecureLink:
         for _ in range(PILOT_PASSES):  # the leakage depends a little on the drives: null it iteratively
             result = self._pilots(pilot)
             self.leakage_field += result.leakage_photons_sqrt / pilot.photons_per_field
+            self.skew_symbols += result.skew_symbols.value
             self.attenuator.close_shutter()
             pilot = self._upload(pilot.segment_id, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
             self._attenuation_for(pilot, mu_photons)
@@ -445,12 +489,12 @@ class SecureLink:
         photons_per_field = float(np.max(np.abs(symbols))) * self._imbalance_reach() / FIELD_HEADROOM
         fields = symbols / photons_per_field - leakage_field
         amplitude = self.iq.full_scale_amplitude_vpp()
-        codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude)  # checks the declared AWG limit
+        codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude, self.skew_symbols)  # checks the AWG limit
         sps = self.samples_per_symbol
         self.awg.stop()
         self.iq.awg.load([np.repeat(codes_i, sps), np.repeat(codes_q, sps)], [amplitude, amplitude], segment)
         self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])
-        played = self.iq.played_fields(codes_i, codes_q, amplitude) + leakage_field
+        played = self.iq.played_fields(codes_i, codes_q, amplitude, self.skew_symbols) + leakage_field
         return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field,
                      leakage_field=complex(leakage_field))
 
@@ -478,7 +522,7 @@ class SecureLink:
         return PilotResult(client_phase, server_phase, client_gain, complex(leakage),
                            complex((a2 + 1j * b2) / (a + 1j * b)), rotated.astype(np.float32),
                            capture.returned_snu - (np.where(p, c_p, c_x)).astype(np.float32),
-                           int(capture.verified_rows.size))
+                           int(capture.verified_rows.size), iq_skew(capture, pilot.reference, server_phase))
 
     def _attenuation_for(self, layer: Layer, mu_photons: float) -> None:
         """The layer's VOA setting for mu from the monitor tap while it plays (checked against the least

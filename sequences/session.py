@@ -115,7 +115,7 @@ def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
                                         "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                         "server_lo_phase_rad": pilot.server_phase_rad,
                                         "client_gain_snu": pilot.client_gain_snu},
-                            figure_path=str(figure_dir / "channel-link.png"))
+                            figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
     identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
     return store.write(result, instruments=identities).id
 

@@ -117,6 +117,28 @@ class AwgAmplitudeModulator(_Biased):
         self.awg.load([np.repeat(codes, samples_per_symbol)], [amplitude], segment_id)
 
 
+def skewed(child_field, delay_symbols: float) -> np.ndarray:
+    """Per-symbol mean of a periodic rect sequence arriving ``delay_symbols`` (|s| < 1/2) late:
+    (1 - |s|) of each symbol and |s| of the previous one (of the next one for an early arrival)."""
+    field = np.asarray(child_field, dtype=float)
+    neighbour = np.roll(field, 1 if delay_symbols > 0 else -1)
+    return (1.0 - abs(delay_symbols)) * field + abs(delay_symbols) * neighbour
+
+
+def deskewed(child_field, delay_symbols: float) -> np.ndarray:
+    """The inverse of ``skewed`` (a first-order recursion, run twice round the period so it wraps):
+    what to play so that the late-arriving symbols average to ``child_field``."""
+    from scipy import signal
+
+    s = abs(delay_symbols)
+    if not s < 0.5:
+        raise ValueError(f"delay_symbols must be within (-1/2, 1/2), got {delay_symbols!r}")
+    field = np.asarray(child_field, dtype=float)
+    order = field if delay_symbols > 0 else field[::-1]
+    twice = signal.lfilter([1.0 / (1.0 - s)], [1.0, s / (1.0 - s)], np.concatenate([order, order]))[order.size:]
+    return twice if delay_symbols > 0 else twice[::-1]
+
+
 class AwgIQModulator(_Biased):
     """The server's IQ modulator: complex fields (|Re|, |Im| <= 1 per child) per symbol -> AWG channels I and Q."""
 
@@ -160,21 +182,34 @@ class AwgIQModulator(_Biased):
         M8195A's amplitude belongs to the channel, not to a segment)."""
         return amplitude_for_volts_vpp(arcsine_drive_v(np.array([1.0]), self.calibration.vpi_at_awg_v))
 
-    def drive_codes_at(self, fields, amplitude_vpp: float) -> tuple[np.ndarray, np.ndarray]:
-        """(I codes, Q codes) for ``fields`` at a given amplitude (checked against the declared limit)."""
+    def drive_codes_at(self, fields, amplitude_vpp: float, q_delay_symbols: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(I codes, Q codes) for ``fields`` (in the order played) at a given amplitude (checked against the
+        declared limit); the Q child pre-compensated for arriving ``q_delay_symbols`` late (IQ skew)."""
         self.awg.check_amplitude_vpp(amplitude_vpp)
-        v_i, v_q = self.drive_v(fields)
-        return volts_to_codes(v_i, amplitude_vpp), volts_to_codes(v_q, amplitude_vpp)
+        fields = np.asarray(fields, dtype=np.complex128)
+        i_child, q_child = self.child_fields(fields)
+        if q_delay_symbols:
+            q_child = deskewed(q_child.ravel(), q_delay_symbols).reshape(q_child.shape)
+            reach = float(np.max(np.abs(q_child), initial=0.0))
+            if not reach <= 1.0:
+                raise ValueError(f"{self.name}: the skew compensation needs a Q child field of {reach:.4g}; it must "
+                                 "be at most 1 (scale the symbols down)")
+        vpi = self.calibration.vpi_at_awg_v
+        return (volts_to_codes(arcsine_drive_v(i_child, vpi), amplitude_vpp),
+                volts_to_codes(arcsine_drive_v(q_child, vpi), amplitude_vpp))
 
-    def played_fields(self, codes_i, codes_q, amplitude_vpp: float) -> np.ndarray:
+    def played_fields(self, codes_i, codes_q, amplitude_vpp: float, q_delay_symbols: float = 0.0) -> np.ndarray:
         """The fields the calibrated model predicts for int8 codes: the reference the server verifies against.
 
         Why not the fields asked for: 8-bit codes round the drives by up to half a step, which would
-        otherwise show up in the verification as excess noise the client never added.
+        otherwise show up in the verification as excess noise the client never added. With an IQ skew,
+        each symbol's Q child is (1 - s) of its own field and s of the one before (rect symbols).
         """
         vpi = self.calibration.vpi_at_awg_v
         t_i = null_biased_field(codes_to_volts(codes_i, amplitude_vpp), vpi)
         t_q = null_biased_field(codes_to_volts(codes_q, amplitude_vpp), vpi)
+        if q_delay_symbols:
+            t_q = skewed(np.ravel(t_q), q_delay_symbols).reshape(np.shape(t_q))
         g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
         q_part = (1.0 - 0.5 * g) * t_q
         return ((1.0 + 0.5 * g) * t_i - math.sin(delta) * q_part) + 1j * (math.cos(delta) * q_part)

@@ -29,6 +29,7 @@ whatever the thread interleaving.
 
 from __future__ import annotations
 
+import math
 import threading
 import zlib
 from collections import OrderedDict
@@ -142,16 +143,25 @@ class AmplifierState:
 
 @dataclass(frozen=True)
 class Drive:
-    """One modulator drive: V = offset_v + scale_v x code (AWG amplitude/offset times the RF driver gain)."""
+    """One modulator drive: V = offset_v + scale_v x code (AWG amplitude/offset times the RF driver gain),
+    arriving delay_samples late (the periodic waveform interpolated linearly between samples)."""
 
     codes: np.ndarray | None       # int8 samples over one period; None: 0 V (stopped, output off)
     scale_v: float
     offset_v: float
+    delay_samples: float = 0.0
 
     def volts(self, start: int = 0, stop: int | None = None):
         if self.codes is None:
             return 0.0
-        return self.offset_v + self.scale_v * self.codes[start:stop].astype(np.float64)
+        if not self.delay_samples:
+            return self.offset_v + self.scale_v * self.codes[start:stop].astype(np.float64)
+        period = self.codes.size
+        whole = math.floor(self.delay_samples)
+        fraction = self.delay_samples - whole
+        index = (np.arange(start, period if stop is None else stop) - whole) % period
+        codes = (1.0 - fraction) * self.codes[index] + fraction * self.codes[index - 1]  # index - 1 = -1 wraps
+        return self.offset_v + self.scale_v * codes
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,9 @@ class BenchState:
         period = max(sps, period - period % sps)
         drives = [d if d.codes is None or d.codes.size == period else Drive(np.resize(d.codes, period), d.scale_v,
                                                                             d.offset_v) for d in drives]
+        q = drives[2]
+        if q.codes is not None and p.server_iq.iq_skew_s:
+            drives[2] = Drive(q.codes, q.scale_v, q.offset_v, p.server_iq.iq_skew_s * awg.effective_sample_rate_hz)
         return drives, sps, False
 
     def _modulator_channels(self) -> tuple[int, int, int]:

@@ -54,7 +54,8 @@ class IQModulatorTruth:
 
     One MBX biases both children (same bias voltage, same bias phase); the parent phase is held at
     pi/2 + iq_phase_error_rad; the I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2)
-    with g = iq_gain_imbalance.
+    with g = iq_gain_imbalance. The Q child's drive arrives iq_skew_s later than the I child's (cables,
+    drivers): its AWG samples are delayed by that time, interpolated linearly between samples.
     """
 
     vpi_v: float = 3.5
@@ -64,6 +65,7 @@ class IQModulatorTruth:
     insertion_loss_db: float = 5.0
     iq_gain_imbalance: float = 0.03
     iq_phase_error_rad: float = 0.02
+    iq_skew_s: float = 12e-12
     driver_gain: float = 7.0
     awg_channel_i: int = 1
     awg_channel_q: int = 2
@@ -357,6 +359,8 @@ def _validate(params: BenchParameters) -> None:
     for key in ("awg_channel_i", "awg_channel_q"):
         check(f"server_iq.{key}", 1 <= params.get(f"server_iq.{key}") <= 4, "an AWG channel 1..4")
     check("server_iq.iq_gain_imbalance", abs(params.server_iq.iq_gain_imbalance) < 2.0, "|g| < 2")
+    check("server_iq.iq_skew_s", abs(params.server_iq.iq_skew_s) < 0.5 / params.server.symbol_rate_hz,
+          "|skew| < half a symbol period (s)")
     check("server_iq.awg_channel_q", params.server_iq.awg_channel_q != params.server_iq.awg_channel_i,
           "a channel other than awg_channel_i")
     non_negative("bias_lock.residual_rad")

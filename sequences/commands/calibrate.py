@@ -35,7 +35,7 @@ BENCH_KEYS = {
     "modulators": tuple(f"{m}.{q}" for m in ("server_iq", "server_carver")
                         for q in ("vpi_v", "bias_vpi_v", "bias_phase_rad", "extinction_ratio_db"))
                   + ("server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad", "bias_iq.bias_v", "bias_carver.bias_v"),
-    "channel": ("channel.transmittance",),
+    "channel": ("channel.transmittance", "server_iq.iq_skew_s"),
     "processor": tuple(f"client_processor.{q}" for q in ("beam_splitter_vpi_v", "phase_vpi_v",
                                                          "beam_splitter_theta_offset_rad", "loss_per_pass_db")),
 }
@@ -184,7 +184,7 @@ def _channel(station, args, figure_dir: Path):
                                       "server_lo_phase_rad": pilot.server_phase_rad,
                                       "client_gain_snu": pilot.client_gain_snu,
                                       "records": sorted(calibration.records)},
-                          figure_path=str(figure_dir / "channel-link.png"))
+                          figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
 
 
 PROCESSOR_IMAGES = 128     # designed client vectors: 128 x 64 pilot rows = 8192 outcomes

@@ -60,7 +60,7 @@ def _playing(state: BenchState, i_codes: np.ndarray, q_codes: np.ndarray) -> Non
 
 
 def test_photons_per_symbol_follow_power_and_match_the_symbols_for_slot_constant_drives():
-    state = BenchState()
+    state = BenchState(from_mapping({"server_iq": {"iq_skew_s": 0.0}}))  # a skewed Q drive changes within slots
     p = state.params
     port = state.server_laser
     port.enabled, port.power_w = True, float(dbm_to_w(10.0))
