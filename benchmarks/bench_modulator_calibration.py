@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -80,10 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         laser.set_power_dbm(13.0)
         laser.on()
         meter.set_averaging_time_s(1e-3)
-        attenuator.set_attenuation_db(10.0)
-        attenuator.open_shutter()
-        amplifier.set_gain_db(10 * math.log10(1.3))
-        amplifier.on()
+        m.homodyne_light_on(attenuator, amplifier, station.config.protocol.gain)  # as calibrate_station does
         counter = RoundTripCounter(station)
         for key, modulator, other, gain in (("server_iq", iq, carver, 7.0), ("server_carver", carver, iq, 6.0)):
             transfer, counts, seconds = counter.measure("bias transfer", lambda: m.calibrate_bias_transfer(

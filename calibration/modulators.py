@@ -718,6 +718,16 @@ DRIVER_GAINS = {"server_iq": 7.0, "server_carver": 6.0}
 RF_ATTENUATION_DB = 20.0  # VOA during the RF captures: the field stands far out of the shot noise within a 0.2 V range
 
 
+def homodyne_light_on(attenuator: Any, amplifier: Any, gain: float) -> None:
+    """The light path of the RF captures: VOA at RF_ATTENUATION_DB (or its least allowed attenuation, if
+    higher), shutter open, the client amplifier on at ``gain`` (at least 1.1: its receiver sees the field
+    only for G > 1). Why one helper: the capture's 0.2 V range is sized for exactly this light."""
+    attenuator.set_attenuation_db(max(attenuator.attenuation_min.value, RF_ATTENUATION_DB))
+    attenuator.open_shutter()
+    amplifier.set_gain(max(gain, 1.1))
+    amplifier.on()
+
+
 def calibrate_station(station: Any, figure_dir: str | Path | None = None,
                       driver_gains: dict[str, float] | None = None) -> list[CalibrationResult]:
     """Every server-modulator calibration in order, on a connected station (duck-typed: its role factories).
@@ -744,10 +754,7 @@ def calibrate_station(station: Any, figure_dir: str | Path | None = None,
                                         figure_dir=figure_dir)
         dc_carver = calibrate_bias_transfer(carver, meter, laser, key="server_carver", other_modulator=iq,
                                             figure_dir=figure_dir)
-        attenuator.set_attenuation_db(max(attenuator.attenuation_min.value, RF_ATTENUATION_DB))
-        attenuator.open_shutter()
-        amplifier.set_gain(max(protocol.gain, 1.1))
-        amplifier.on()
+        homodyne_light_on(attenuator, amplifier, protocol.gain)
         carver.bias_controller.mzm.bias_mode("peak")
         iq.lock_bias()
         rf_iq = calibrate_rf_transfer(iq, receiver, laser, key="server_iq", driver_gain=gains["server_iq"],
