@@ -501,27 +501,15 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
     def body() -> CalibrationResult:
         if not laser.is_on():
             raise CalibrationError(calibration, "the laser is off: a homodyne capture would hold noise only")
-        scope = receiver.channel.root_instrument
-        awg.awg.stop()
-        sps_awg = awg.samples_per_symbol(symbol_rate_hz)
-        amplitude_vpp = float(awg.amplitude_max.value)
-        ramp = staircase_codes(levels, symbols_per_level, sps_awg)
-        # only the ramped channel is loaded (the role's limit checks still apply); the others are off: 0 V
-        for index, number in enumerate(awg.channels):
-            if index != channel_index:
-                awg.channel(number).output_enabled(False)
         ramped = AwgChannels(awg.awg, [awg.channels[channel_index]], amplitude_max=awg.amplitude_max, name=awg.name)
-        ramped.load([ramp], [amplitude_vpp])
-        awg.awg.run()
+        # stop + the other channels off (0 V) + rate: one message; the ramp loaded and played: one more
+        others = [number for index, number in enumerate(awg.channels) if index != channel_index]
+        sps_awg = ramped.stop_and_rate(symbol_rate_hz, outputs_off=others)
+        amplitude_vpp = float(awg.amplitude_max.value)
+        ramped.load_and_run([(1, [staircase_codes(levels, symbols_per_level, sps_awg)])], [amplitude_vpp])
         points = levels * symbols_per_level * periods * capture_samples_per_symbol
-        scope.acquire_points(points)
-        scope.sample_rate(capture_samples_per_symbol * symbol_rate_hz)
-        receiver.channel.range(range_v)
-        scope.auto_digitize(False)
-        scope.digitize()
-        samples_v = receiver.read_samples_v()
-        awg.awg.stop()
-        awg.outputs_off()
+        samples_v = receiver.capture_samples_v(points, capture_samples_per_symbol * symbol_rate_hz, range_v)
+        awg.stop_and_outputs_off()
         _check_capture(calibration, samples_v, range_v, receiver)
         volts = 0.5 * amplitude_vpp * np.rint(np.linspace(-127, 127, levels)) / 127.0
         mean_v, sigma_v = level_means(samples_v, capture_samples_per_symbol, levels, symbols_per_level)
