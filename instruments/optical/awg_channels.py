@@ -137,6 +137,23 @@ class AwgChannels:
         for number, segment_id, size, amplitude in loaded:
             self.channel(number).note_batch_settings(segment_id, size, amplitude, 0.0)
 
+    def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
+        """(channel number, segment to select or None, output on/off or None) for each change: ONE message
+        (nothing is sent when there is no change)."""
+        units = []
+        for number, segment_id, enabled in changes:
+            if number not in self.channels:
+                raise ValueError(f"{self.name}: channel {number} is not one of {self.channels}")
+            if segment_id is not None:
+                units.append(f":TRAC{number}:SEL {int(segment_id)}")
+            if enabled is not None:
+                units.append(f":OUTP{number} {int(bool(enabled))}")
+        if units:
+            self.awg.write_batch(units)
+            for number, _, enabled in changes:
+                if enabled is not None:
+                    self.channel(number).output_enabled.cache.set(bool(enabled))
+
     def stop_and_outputs_off(self) -> None:
         """Stop the AWG and switch this role's outputs off: ONE message."""
         self.awg.write_batch([":ABOR"] + [f":OUTP{n} 0" for n in self.channels])
