@@ -6,13 +6,17 @@ each drawing a PNG of data and fit:
 - ``calibrate_bias_transfer``: DC sweep of the MBX manual bias, read on the monitor-tap power meter ->
   ``<key>.bias_vpi_v`` (DC V_pi), ``<key>.bias_phase_rad`` (arm phase at 0 V bias),
   ``<key>.extinction_ratio_db``, and the bias points (``<key>.null_bias_v``, ...). The meter reads the
-  *average* power, so a curve needs one reading per bias: ~2 round trips per point.
+  *average* power and the MBX sets one voltage per serial exchange, so a curve costs 2 round trips per
+  point: 31 points of 4 readings (one compound meter message each), 66 in all, instead of 121 x 1 (250).
 - ``lock_and_verify``: lock the MBX at null/quadrature/peak, check its voltage against the fitted point.
 - ``calibrate_rf_transfer``: ONE AWG staircase over the drive range and ONE digitizer capture of the
   client homodyne (X quadrature, which is a sinusoid of half the arm phase) -> ``<key>.vpi_v`` (RF V_pi
-  at the modulator, through the datasheet driver gain) and ``<key>.vpi_at_awg_v``.
+  at the modulator, through the datasheet driver gain) and ``<key>.vpi_at_awg_v``: 6 round trips (each
+  AWG step one compound message with its error check, the capture two digitizer messages).
 - ``calibrate_iq_imbalance``: nine static (I, Q) drive pairs on the monitor-tap meter ->
-  ``server_iq.iq_gain_imbalance``, ``server_iq.iq_phase_error_rad`` (finite-ER leakage in the model).
+  ``server_iq.iq_gain_imbalance``, ``server_iq.iq_phase_error_rad`` (finite-ER leakage in the model):
+  one AWG message and one meter message (5 readings) per drive pair, 22 round trips.
+  ``benchmarks/bench_modulator_calibration.py`` counts them.
 
 Then ``modulator_calibration`` builds the ``ModulatorCalibration`` the roles take and
 ``predistortion_table`` the arcsine table (leakage_math.md 4.4).
