@@ -1,20 +1,36 @@
 """Instrument round trips and wall time of each modulator calibration on the virtual bench.
 
-A round trip here is one command sent to an instrument: every VISA message (``write_raw`` of the
-pyvisa resource, which ``write``, ``query`` and the binary transfers all go through) and every MBX
-serial exchange (each MBX command is answered). Setup commands of the benchmark itself (laser on,
-attenuator, amplifier) are not counted; everything a procedure sends is. Goal: <= 10 per modulator
-calibration (the issue); the DC bias sweep is point by point by nature (one bias set + one meter
-reading per point), the RF transfer is one AWG staircase and one capture.
+A round trip here is one message sent to an instrument: every VISA message (``write_raw`` of the pyvisa
+resource, which ``write``, ``query`` and the binary transfers all go through; a compound SCPI message
+``a;b;c?;:SYST:ERR?`` is one) and every MBX serial exchange (each MBX command is answered). Setup commands
+of the benchmark itself (laser on, attenuator, amplifier) are not counted; everything a procedure sends is.
+Goal (the issue): <= 10 per procedure.
 
-    python benchmarks/bench_modulator_calibration.py [--points 121]
+- RF transfer: 6 (was 36/32 at 7ac3bd1): laser state, AWG stop+rate, AWG load+run (one message with the
+  block), digitizer settings+acquire+preamble, trace block, AWG stop+outputs off.
+- DC bias transfer: cannot reach 10 on a real station. The bias port is set only by the MBX, over serial,
+  one voltage per exchange (no list or ramp mode), and the N7744A reads the *average* power, so each
+  bias point costs one MBX exchange and one meter message: 2 per point + ~4. What is cut: the readings per
+  point go in one compound meter message (``READ1:POW?;READ1:POW?;...``), so 31 points x 4 readings carry
+  the information of the old 121 single readings at a quarter of the round trips (66 instead of 250; the
+  fit's uncertainties stay honest: tests/calibration/test_modulators.py). Fewer points (21) make the ER's
+  uncertainty dishonest. Not done: the N7744A logging function (``sens<n>:func:par:logg`` while the MBX
+  steps) would save the meter messages (-> ~35) but pairs samples with bias steps by host timing over a
+  serial line with unknown latency, and the bench's meter emulates no logging; the RF ramp at a few bias
+  settings measures the RF port, not the bias port's V_pi and ER.
+- IQ imbalance: 22 (was 137): 9 drive settings x (one AWG message + one meter message of 5 readings) + 4.
+- Lock + verify: 3 (mode, voltage, one reading).
+
+The baseline sweep (121 points x 1 reading) runs next to the new one; for the RF and IQ procedures, whose
+old per-command path is gone, the counts measured at 7ac3bd1 are printed as the baseline.
+
+    python benchmarks/bench_modulator_calibration.py [--points 31] [--readings 4] [--no-baseline]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -67,11 +83,19 @@ class RoundTripCounter:
         return result, dict(self.counts), time.perf_counter() - start
 
 
+# round trips measured at 7ac3bd1 (the per-command driver path), for the procedures whose old path is gone
+RECORDED_BASELINE = {("server_iq", "RF transfer"): 36, ("server_iq", "IQ imbalance"): 137,
+                     ("server_carver", "RF transfer"): 32}
+BASELINE_SWEEP = {"points": 121, "readings_per_point": 1}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=m.DEFAULT_POINTS, help="bias sweep points")
+    parser.add_argument("--readings", type=int, default=m.DEFAULT_READINGS_PER_POINT, help="meter readings per point")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the 121-point baseline sweep")
     args = parser.parse_args(argv)
-    rows = []
+    rows = []   # (modulator, procedure, counts, seconds, baseline round trips or None)
     with LabStation("lab_config.toml") as station:
         laser, meter = station.laser(), station.power_meter()
         iq = station.iq_modulator(ModulatorCalibration(3.5, 7.0))
@@ -80,38 +104,49 @@ def main(argv: list[str] | None = None) -> None:
         laser.set_power_dbm(13.0)
         laser.on()
         meter.set_averaging_time_s(1e-3)
-        attenuator.set_attenuation_db(10.0)
-        attenuator.open_shutter()
-        amplifier.set_gain_db(10 * math.log10(1.3))
-        amplifier.on()
+        m.homodyne_light_on(attenuator, amplifier, station.config.protocol.gain)  # as calibrate_station does
         counter = RoundTripCounter(station)
         for key, modulator, other, gain in (("server_iq", iq, carver, 7.0), ("server_carver", carver, iq, 6.0)):
+            baseline = None
+            if not args.no_baseline:
+                _, counts, seconds = counter.measure("baseline", lambda: m.calibrate_bias_transfer(
+                    modulator, meter, laser, key=key, other_modulator=other, **BASELINE_SWEEP))
+                baseline = sum(counts.values())
+                rows.append((key, "bias transfer 121x1 (baseline)", counts, seconds, None))
             transfer, counts, seconds = counter.measure("bias transfer", lambda: m.calibrate_bias_transfer(
-                modulator, meter, laser, key=key, other_modulator=other, points=args.points))
-            rows.append((key, "bias transfer (DC sweep)", counts, seconds))
+                modulator, meter, laser, key=key, other_modulator=other, points=args.points,
+                readings_per_point=args.readings))
+            rows.append((key, f"bias transfer {args.points}x{args.readings}", counts, seconds, baseline))
             _, counts, seconds = counter.measure("lock", lambda: m.lock_and_verify(
                 modulator, meter, laser, transfer, key=key, point="null"))
-            rows.append((key, "lock null + verify", counts, seconds))
+            rows.append((key, "lock null + verify", counts, seconds, 3))
             other.bias_controller.mzm.bias_mode("peak")
             if key == "server_iq":
                 iq.lock_bias()
             rf, counts, seconds = counter.measure("rf", lambda: m.calibrate_rf_transfer(
                 modulator, receiver, laser, key=key, driver_gain=gain))
-            rows.append((key, "RF transfer (1 ramp + 1 capture)", counts, seconds))
+            rows.append((key, "RF transfer", counts, seconds, RECORDED_BASELINE[(key, "RF transfer")]))
             if key == "server_iq":
                 _, counts, seconds = counter.measure("iq", lambda: m.calibrate_iq_imbalance(
                     iq, meter, laser, vpi_at_awg=rf.parameters["server_iq.vpi_at_awg_v"],
                     extinction_ratio_db=transfer.parameters["server_iq.extinction_ratio_db"]))
-                rows.append((key, "IQ imbalance (9 static drives)", counts, seconds))
-    print(f"{'modulator':14} {'procedure':34} {'round trips':>11} {'goal':>5} {'wall s':>8}  per instrument")
-    for key, label, counts, seconds in rows:
+                rows.append((key, "IQ imbalance", counts, seconds, RECORDED_BASELINE[(key, "IQ imbalance")]))
+    print(f"{'modulator':14} {'procedure':32} {'round trips':>11} {'before':>6} {'ratio':>6} {'goal':>5} "
+          f"{'wall s':>7}  per instrument")
+    for key, label, counts, seconds, before in rows:
         total = sum(counts.values())
         flag = "ok" if total <= GOAL_ROUND_TRIPS else "OVER"
-        print(f"{key:14} {label:34} {total:11d} {flag:>5} {seconds:8.3f}  {dict(sorted(counts.items()))}")
+        ratio = f"{before / total:.1f}x" if before else ""
+        print(f"{key:14} {label:32} {total:11d} {before or '':>6} {ratio:>6} {flag:>5} {seconds:7.3f}  "
+              f"{dict(sorted(counts.items()))}")
     for key in dict.fromkeys(row[0] for row in rows):
-        total = sum(sum(c.values()) for k, _, c, _ in rows if k == key)
-        seconds = sum(t for k, _, _, t in rows if k == key)
-        print(f"{key:14} {'all of the above':34} {total:11d} {'':>5} {seconds:8.3f}")
+        mine = [row for row in rows if row[0] == key and "(baseline)" not in row[1]]
+        total, seconds = sum(sum(r[2].values()) for r in mine), sum(r[3] for r in mine)
+        before = sum(r[4] for r in mine) if all(r[4] for r in mine) else None
+        ratio = f"{before / total:.1f}x" if before else ""
+        print(f"{key:14} {'all of the above':32} {total:11d} {before or '':>6} {ratio:>6} "
+              f"{'ok' if total <= GOAL_ROUND_TRIPS * len(mine) else 'OVER':>5} {seconds:7.3f}  "
+              f"(goal {GOAL_ROUND_TRIPS} x {len(mine)} procedures)")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@ each drawing a PNG of data and fit:
 - ``calibrate_bias_transfer``: DC sweep of the MBX manual bias, read on the monitor-tap power meter ->
   ``<key>.bias_vpi_v`` (DC V_pi), ``<key>.bias_phase_rad`` (arm phase at 0 V bias),
   ``<key>.extinction_ratio_db``, and the bias points (``<key>.null_bias_v``, ...). The meter reads the
-  *average* power, so a curve needs one reading per bias: ~2 round trips per point.
+  *average* power and the MBX sets one voltage per serial exchange, so a curve costs 2 round trips per
+  point: 31 points of 4 readings (one compound meter message each), 66 in all, instead of 121 x 1 (250).
 - ``lock_and_verify``: lock the MBX at null/quadrature/peak, check its voltage against the fitted point.
 - ``calibrate_rf_transfer``: ONE AWG staircase over the drive range and ONE digitizer capture of the
   client homodyne (X quadrature, which is a sinusoid of half the arm phase) -> ``<key>.vpi_v`` (RF V_pi
-  at the modulator, through the datasheet driver gain) and ``<key>.vpi_at_awg_v``.
+  at the modulator, through the datasheet driver gain) and ``<key>.vpi_at_awg_v``: 6 round trips (each
+  AWG step one compound message with its error check, the capture two digitizer messages).
 - ``calibrate_iq_imbalance``: nine static (I, Q) drive pairs on the monitor-tap meter ->
-  ``server_iq.iq_gain_imbalance``, ``server_iq.iq_phase_error_rad`` (finite-ER leakage in the model).
+  ``server_iq.iq_gain_imbalance``, ``server_iq.iq_phase_error_rad`` (finite-ER leakage in the model):
+  one AWG message and one meter message (5 readings) per drive pair, 22 round trips.
+  ``benchmarks/bench_modulator_calibration.py`` counts them.
 
 Then ``modulator_calibration`` builds the ``ModulatorCalibration`` the roles take and
 ``predistortion_table`` the arcsine table (leakage_math.md 4.4).
@@ -47,7 +51,11 @@ KIND = "modulators"
 TARGET_PHASE_RAD = {"peak": 0.0, "null": math.pi, "quadrature+": -0.5 * math.pi, "quadrature-": 0.5 * math.pi}
 MIN_POINTS = 20
 DEFAULT_SWEEP_V = (-8.0, 8.0)
-DEFAULT_POINTS = 121
+# 31 bias points of 4 readings each (one meter message per point): the same information as 121 single readings
+# at a quarter of the round trips; below ~25 points the noise model of the residuals (2 parameters) is fitted
+# from too few points and the extinction ratio's uncertainty turns dishonest (z rms ~2.5 at 21 points)
+DEFAULT_POINTS = 31
+DEFAULT_READINGS_PER_POINT = 4
 MIN_LIGHT_W = 1e-9          # below this at the brightest point the laser is off (the meters' dark is pW)
 MIN_MODULATION_SNR = 20.0   # fitted cosine amplitude over residual rms: below it, noise where a signal should be
 
@@ -256,24 +264,40 @@ def _guarded(calibration: str, laser: Any, modulators: tuple,
         raise CalibrationError(calibration, f"{type(error).__name__}: {error}{extra}") from error
 
 
-def sweep_bias_power(modulator: Any, power_meter: Any, bias_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Meter reading at each manual bias: (bias V as sent, quantised to the MBX's mV; power W; round trips)."""
+def sweep_bias_power(modulator: Any, power_meter: Any, bias_v: np.ndarray,
+                     readings_per_point: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean meter reading at each manual bias: (bias V as sent, quantised to the MBX's mV; power W; round trips).
+
+    Per point: one MBX exchange and one meter message carrying ``readings_per_point`` readings (a meter
+    without compound reads takes one query per reading).
+    """
     sent_v = np.round(np.asarray(bias_v, dtype=float) * 1000.0) / 1000.0
     power = np.empty(sent_v.size)
     # the role checks the declared bias limit and enters manual mode; the widest point first, so the
     # limit is checked once for the whole sweep and every later point is one MBX exchange
-    modulator.set_manual_bias_v(float(sent_v[np.argmax(np.abs(sent_v))]))
+    widest = int(np.argmax(np.abs(sent_v)))
+    modulator.set_manual_bias_v(float(sent_v[widest]))
     hold_v = modulator.bias_controller.mzm.manual_bias_v
+    held_v, exchanges = float(sent_v[widest]), 2
     for index, volts in enumerate(sent_v):
-        hold_v(float(volts))
-        power[index] = power_meter.read_power_w()
-    return sent_v, power, 2 + 2 * sent_v.size
+        if float(volts) != held_v:
+            hold_v(float(volts))
+            held_v, exchanges = float(volts), exchanges + 1
+        power[index] = float(np.mean(_readings_w(power_meter, readings_per_point)))
+    return sent_v, power, exchanges + sent_v.size
+
+
+def _readings_w(power_meter: Any, count: int) -> list[float]:
+    """``count`` meter readings, in one message where the meter takes compound reads."""
+    if count == 1:
+        return [float(power_meter.read_power_w())]
+    return [float(value) for value in power_meter.read_powers_w(count)]
 
 
 def calibrate_bias_transfer(modulator: Any, power_meter: Any, laser: Any, *, key: str,
                             other_modulator: Any | None = None, sweep_v: tuple[float, float] = DEFAULT_SWEEP_V,
-                            points: int = DEFAULT_POINTS, dark_power_w: float = 0.0,
-                            figure_dir: str | Path | None = None) -> CalibrationResult:
+                            points: int = DEFAULT_POINTS, readings_per_point: int = DEFAULT_READINGS_PER_POINT,
+                            dark_power_w: float = 0.0, figure_dir: str | Path | None = None) -> CalibrationResult:
     """DC transfer of one modulator through its bias port: bias_vpi_v, bias_phase_rad, extinction_ratio_db.
 
     ``key`` is the bench's name of the modulator (``server_iq`` or ``server_carver``). The laser must
@@ -284,28 +308,29 @@ def calibrate_bias_transfer(modulator: Any, power_meter: Any, laser: Any, *, key
     calibration = f"{key} bias transfer"
 
     def body() -> CalibrationResult:
-        modulator.awg.outputs_off()
+        modulator.awg.stop_and_outputs_off()
         if other_modulator is not None:
             other_modulator.bias_controller.mzm.bias_mode("peak")
         bias_v = np.linspace(*sweep_v, points)
-        sent_v, power_w, trips = sweep_bias_power(modulator, power_meter, bias_v)
+        sent_v, power_w, trips = sweep_bias_power(modulator, power_meter, bias_v, readings_per_point)
         check_light(calibration, power_w)
         check_not_saturated(calibration, power_w)
         fit = fit_mzm_transfer(sent_v, power_w - dark_power_w, calibration)
         null = fit.bias_point_v("null")
-        modulator.set_manual_bias_v(null.value)
+        modulator.set_manual_bias_v(null.value, already_manual=True)
         params = _bias_parameters(key, fit)
         figure = plot_transfer(sent_v, power_w - dark_power_w, fit, f"{key}: bias-port transfer",
                                "bias voltage (V)", _figure_path(figure_dir, f"{key}_bias_transfer"))
         return CalibrationResult(KIND, key, params, raw={"bias_v": sent_v, "power_w": power_w,
                                                          "fit_covariance": fit.covariance},
-                                 conditions={"dark_power_w": dark_power_w, "points": points, "sweep_v": list(sweep_v),
+                                 conditions={"dark_power_w": dark_power_w, "points": points,
+                                             "readings_per_point": readings_per_point, "sweep_v": list(sweep_v),
                                              "fit_power_scale_w": fit.power_scale_w,
                                              "residual_rms_w": fit.residual_rms_w,
                                              "other_modulator_bias": "peak" if other_modulator is not None else None,
                                              "left_at": "manual bias at the fitted null"},
                                  figure_png=str(figure),
-                                 round_trips=trips + len(modulator.awg.channels) + 1 + (other_modulator is not None))
+                                 round_trips=trips + 2 + (other_modulator is not None))
 
     return _guarded(calibration, laser, tuple(m for m in (modulator, other_modulator) if m is not None), body)
 
@@ -501,27 +526,15 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
     def body() -> CalibrationResult:
         if not laser.is_on():
             raise CalibrationError(calibration, "the laser is off: a homodyne capture would hold noise only")
-        scope = receiver.channel.root_instrument
-        awg.awg.stop()
-        sps_awg = awg.samples_per_symbol(symbol_rate_hz)
-        amplitude_vpp = float(awg.amplitude_max.value)
-        ramp = staircase_codes(levels, symbols_per_level, sps_awg)
-        # only the ramped channel is loaded (the role's limit checks still apply); the others are off: 0 V
-        for index, number in enumerate(awg.channels):
-            if index != channel_index:
-                awg.channel(number).output_enabled(False)
         ramped = AwgChannels(awg.awg, [awg.channels[channel_index]], amplitude_max=awg.amplitude_max, name=awg.name)
-        ramped.load([ramp], [amplitude_vpp])
-        awg.awg.run()
+        # stop + the other channels off (0 V) + rate: one message; the ramp loaded and played: one more
+        others = [number for index, number in enumerate(awg.channels) if index != channel_index]
+        sps_awg = ramped.stop_and_rate(symbol_rate_hz, outputs_off=others)
+        amplitude_vpp = float(awg.amplitude_max.value)
+        ramped.load_and_run([(1, [staircase_codes(levels, symbols_per_level, sps_awg)])], [amplitude_vpp])
         points = levels * symbols_per_level * periods * capture_samples_per_symbol
-        scope.acquire_points(points)
-        scope.sample_rate(capture_samples_per_symbol * symbol_rate_hz)
-        receiver.channel.range(range_v)
-        scope.auto_digitize(False)
-        scope.digitize()
-        samples_v = receiver.read_samples_v()
-        awg.awg.stop()
-        awg.outputs_off()
+        samples_v = receiver.capture_samples_v(points, capture_samples_per_symbol * symbol_rate_hz, range_v)
+        awg.stop_and_outputs_off()
         _check_capture(calibration, samples_v, range_v, receiver)
         volts = 0.5 * amplitude_vpp * np.rint(np.linspace(-127, 127, levels)) / 127.0
         mean_v, sigma_v = level_means(samples_v, capture_samples_per_symbol, levels, symbols_per_level)
@@ -624,30 +637,28 @@ def calibrate_iq_imbalance(iq: Any, power_meter: Any, laser: Any, *, vpi_at_awg:
         if not laser.is_on():
             raise CalibrationError(calibration, "the laser is off")
         iq.lock_bias()
-        awg.awg.stop()
-        sps_awg = awg.samples_per_symbol(symbol_rate_hz)
+        sps_awg = awg.stop_and_rate(symbol_rate_hz)
         amplitude_vpp = float(awg.amplitude_max.value)
         constant = np.full(128 * sps_awg, 127, dtype=np.int8)
-        awg.load([constant, constant], [amplitude_vpp] * 2, segment_id=1)            # +U
-        awg.load([-constant, -constant], [amplitude_vpp] * 2, segment_id=2)          # -U
-        awg.awg.run()
+        # segment 1 plays +U, segment 2 -U, on both channels; one message loads both, selects 2 and runs
+        awg.load_and_run([(1, [constant, constant]), (2, [-constant, -constant])], [amplitude_vpp] * 2, select=2)
         drive_v = 0.5 * amplitude_vpp
         means, spreads = [], []
-        state = {number: (True, 2) for number in awg.channels}   # (output on, segment) after the loads
+        state = {number: (True, 2) for number in awg.channels}   # (output on, segment) after the load
         for config in IQ_CONFIGS:
+            changes = []
             for level, number in zip(config, awg.channels):
                 wanted = (bool(level), 1 if level >= 0 else 2)
-                channel = awg.channel(number)
-                if level and wanted[1] != state[number][1]:
-                    channel.select_segment(wanted[1])
-                if wanted[0] != state[number][0]:
-                    channel.output_enabled(wanted[0])
+                segment = wanted[1] if level and wanted[1] != state[number][1] else None
+                enabled = wanted[0] if wanted[0] != state[number][0] else None
+                if segment is not None or enabled is not None:
+                    changes.append((number, segment, enabled))
                 state[number] = (wanted[0], wanted[1] if level else state[number][1])
-            readings = np.array([power_meter.read_power_w() for _ in range(repeats)])
+            awg.switch(changes)   # one message for both channels' changes
+            readings = np.array(_readings_w(power_meter, repeats))
             means.append(readings.mean())
             spreads.append(readings.std(ddof=1) if repeats > 1 else 0.0)
-        awg.awg.stop()
-        awg.outputs_off()
+        awg.stop_and_outputs_off()
         means, spreads = np.array(means), np.array(spreads)
         check_light(calibration, means)
         drives = drive_v * np.array(IQ_CONFIGS, dtype=float)
@@ -718,6 +729,16 @@ DRIVER_GAINS = {"server_iq": 7.0, "server_carver": 6.0}
 RF_ATTENUATION_DB = 20.0  # VOA during the RF captures: the field stands far out of the shot noise within a 0.2 V range
 
 
+def homodyne_light_on(attenuator: Any, amplifier: Any, gain: float) -> None:
+    """The light path of the RF captures: VOA at RF_ATTENUATION_DB (or its least allowed attenuation, if
+    higher), shutter open, the client amplifier on at ``gain`` (at least 1.1: its receiver sees the field
+    only for G > 1). Why one helper: the capture's 0.2 V range is sized for exactly this light."""
+    attenuator.set_attenuation_db(max(attenuator.attenuation_min.value, RF_ATTENUATION_DB))
+    attenuator.open_shutter()
+    amplifier.set_gain(max(gain, 1.1))
+    amplifier.on()
+
+
 def calibrate_station(station: Any, figure_dir: str | Path | None = None,
                       driver_gains: dict[str, float] | None = None) -> list[CalibrationResult]:
     """Every server-modulator calibration in order, on a connected station (duck-typed: its role factories).
@@ -744,10 +765,7 @@ def calibrate_station(station: Any, figure_dir: str | Path | None = None,
                                         figure_dir=figure_dir)
         dc_carver = calibrate_bias_transfer(carver, meter, laser, key="server_carver", other_modulator=iq,
                                             figure_dir=figure_dir)
-        attenuator.set_attenuation_db(max(attenuator.attenuation_min.value, RF_ATTENUATION_DB))
-        attenuator.open_shutter()
-        amplifier.set_gain(max(protocol.gain, 1.1))
-        amplifier.on()
+        homodyne_light_on(attenuator, amplifier, protocol.gain)
         carver.bias_controller.mzm.bias_mode("peak")
         iq.lock_bias()
         rf_iq = calibrate_rf_transfer(iq, receiver, laser, key="server_iq", driver_gain=gains["server_iq"],

@@ -19,7 +19,8 @@ import numpy as np
 from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Enum, Ints, Numbers
 
-from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
+from instruments.drivers._scpi import (InstrumentError, ScpiErrorCheckingInstrument, block_unit, parse_bool,
+                                      parse_int)
 
 __all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]
 
@@ -137,6 +138,30 @@ class M8195AChannel(InstrumentChannel):
         self.define_segment(segment_id, data.size)
         self.upload_segment(segment_id, data, chunk_samples=chunk_samples)
         self.select_segment(segment_id)
+
+    def segment_units(self, segment_id: int, samples: Any, chunk_samples: int = DEFAULT_CHUNK_SAMPLES
+                      ) -> list[bytes]:
+        """The ``:TRAC<ch>:DEF`` and ``:TRAC<ch>:DATA`` units of ``define_segment`` + ``upload_segment`` for
+        ``write_batch``, validated as those are (why: one round trip for a whole load instead of two per
+        command). Call ``note_batch_settings`` once the batch was accepted."""
+        data = as_int8_samples(samples)
+        Ints(1).validate(segment_id, "segment_id")
+        self.check_segment_length(data.size)
+        granularity = self.parent.granularity_samples()
+        if chunk_samples <= 0 or chunk_samples % granularity:
+            raise ValueError(f"chunk_samples must be a positive multiple of {granularity}, got {chunk_samples}")
+        n = self.channel
+        units = [f":TRAC{n}:DEF {segment_id},{data.size}".encode("ascii")]
+        units += [block_unit(f":TRAC{n}:DATA {segment_id},{start},", data[start:start + chunk_samples].tobytes())
+                  for start in range(0, data.size, chunk_samples)]
+        return units
+
+    def note_batch_settings(self, segment_id: int, length_samples: int, amplitude_vpp: float, offset_v: float) -> None:
+        """Update what the driver knows after a ``waveform_units`` batch was accepted (its caches, segment table)."""
+        self._segment_lengths[segment_id] = length_samples
+        self.amplitude_vpp.cache.set(amplitude_vpp)
+        self.offset_v.cache.set(offset_v)
+        self.output_enabled.cache.set(True)
 
     def select_segment(self, segment_id: int) -> None:
         """``:TRAC<ch>:SEL``: the segment played in ARB mode."""

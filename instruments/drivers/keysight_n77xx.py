@@ -286,6 +286,23 @@ class N774xAPowerMeterChannel(InstrumentChannel):
         parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         self.power_unit.get()
 
+    def read_powers_w(self, count: int) -> list[float]:
+        """``count`` new readings in ONE message (``READ<n>:POW?`` repeated, replies joined by ``;``).
+
+        Why: each reading is a round trip of its own otherwise; the meter takes the readings one after
+        the other either way (each one averaging time long), so they are the same readings."""
+        if not (isinstance(count, int) and 1 <= count <= 100):
+            raise ValueError(f"count must be an integer 1..100, got {count!r}")
+        unit = self.power_unit.get_latest()
+
+        def parse(reply: str) -> list[float]:
+            values = [_to_w(float(part), unit) for part in reply.split(";")]
+            if len(values) != count:
+                raise ValueError(f"expected {count} readings, got {len(values)}")
+            return values
+
+        return self.root_instrument.ask_parsed(";".join([f"READ{self.slot}:POW?"] * count), parse)
+
     def _power_w(self, query: str) -> float:
         """Readings come in the display unit; convert with the cached unit (read at connect)."""
         return _to_w(float(self.ask(query)), self.power_unit.get_latest())

@@ -61,13 +61,18 @@ def read_trace_block(channel):
     handle = getattr(scope, "visa_handle", None)
     if trace is None or handle is None or not hasattr(trace, "update_setpoints"):
         return None
+    trace.update_setpoints()
+    scope.write(f":WAV:SOUR {trace._channel}")
+    scope.write(":WAV:DATA?")
+    return _read_word_block(scope, int(trace._points), float(trace._yincrement), float(trace._yoffset))
+
+
+def _read_word_block(scope, points: int, scale_v: float, origin_v: float):
+    """The ``#0`` block of int16 words a ``:WAV:DATA?`` just asked for, read by its known length, in volts."""
     import numpy as np
     from pyvisa import constants
 
-    trace.update_setpoints()
-    points, scale_v, origin_v = int(trace._points), float(trace._yincrement), float(trace._yoffset)
-    scope.write(f":WAV:SOUR {trace._channel}")
-    scope.write(":WAV:DATA?")
+    handle = scope.visa_handle
     attribute = constants.ResourceAttribute.termchar_enabled
     before = handle.get_visa_attribute(attribute)
     handle.set_visa_attribute(attribute, False)
@@ -80,3 +85,32 @@ def read_trace_block(channel):
         raise ValueError(f"{scope.name}: trace block of {points} points arrived malformed "
                          f"(header {header!r}, last byte {block[-1:]!r})")
     return np.frombuffer(block[:-1], dtype="<i2").astype(np.float64) * scale_v + origin_v
+
+
+def digitize_and_read(channel, points: int, sample_rate_hz: float, range_v: float):
+    """Set the record length, sample rate and this channel's range, acquire, and read the channel's trace in
+    TWO messages; None when ``channel`` is not an Infiniium channel (the caller takes the per-setting path).
+
+    Why: through the driver's parameters and ``trace`` the same capture costs eight messages. Message 1 is
+    ``:ACQ:POIN;:ACQ:SRAT;:CHAN<n>:RANG;:DIGitize;*OPC?;:WAV:SOUR;:WAV:PRE?``: the ``*OPC?`` before the
+    preamble makes the instrument finish the acquisition first (its ``1`` is checked, and the preamble
+    describes the new record). Message 2 is ``:WAV:DATA?``, read by its known length (``read_trace_block``).
+    The driver's caches and trace set-up are updated as its own sets and ``update_setpoints`` would.
+    """
+    trace = getattr(channel, "trace", None)
+    scope = getattr(channel, "root_instrument", None)
+    if trace is None or getattr(scope, "visa_handle", None) is None or not hasattr(trace, "update_setpoints"):
+        return None
+    source = trace._channel
+    number = int(source.upper().removeprefix("CHAN"))
+    reply = scope.ask(f":ACQ:POIN {int(points)};:ACQ:SRAT {float(sample_rate_hz)};:CHAN{number}:RANG {float(range_v)};"
+                      f":DIGitize;*OPC?;:WAV:SOUR {source};:WAV:PRE?").strip()
+    done, _, preamble = reply.partition(";")
+    if done != "1" or not preamble:
+        raise ValueError(f"{scope.name}: the acquisition answered {reply[:80]!r} (expected 1;<preamble>)")
+    scope.acquire_points.cache.set(int(points))
+    scope.sample_rate.cache.set(float(sample_rate_hz))
+    channel.range.cache.set(float(range_v))
+    trace.update_setpoints(preamble.split(","))
+    scope.write(":WAV:DATA?")
+    return _read_word_block(scope, int(trace._points), float(trace._yincrement), float(trace._yoffset))

@@ -54,7 +54,10 @@ class AwgChannels:
 
     def samples_per_symbol(self, symbol_rate_hz: float) -> int:
         """AWG samples per symbol at the current sample rate and divider (must be a whole number)."""
-        rate_hz = float(self.awg.sample_rate_hz()) / self.awg.memory_divider()
+        return self._samples_per_symbol(float(self.awg.sample_rate_hz()), self.awg.memory_divider(), symbol_rate_hz)
+
+    def _samples_per_symbol(self, sample_rate_hz: float, divider: int, symbol_rate_hz: float) -> int:
+        rate_hz = sample_rate_hz / divider
         ratio = rate_hz / symbol_rate_hz
         if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
             raise ValueError(f"{self.name}: {rate_hz:g} Sa/s is not a whole number of samples per symbol at "
@@ -86,3 +89,73 @@ class AwgChannels:
     def outputs_off(self) -> None:
         for number in self.channels:
             self.channel(number).output_enabled(False)
+
+    # -- one message per step (AWG round trips of the calibrations) ---------------------------------
+    # Why: the set-per-command path costs two round trips per setting (the set and its SYST:ERR?), ~30 for a
+    # segment upload; these send each step as one compound message with one error check (write_batch).
+
+    def stop_and_rate(self, symbol_rate_hz: float, outputs_off: Sequence[int] = ()) -> int:
+        """Stop the AWG, switch ``outputs_off`` (channel numbers) off, and read the sample rate and divider: ONE
+        message; returns the AWG samples per symbol (a whole number, as ``samples_per_symbol``)."""
+        rate_reply, divider_reply = self.awg.write_batch(
+            [":ABOR"] + [f":OUTP{n} 0" for n in outputs_off] + [":FREQ:RAST?", ":INST:MEM:EXT:RDIV?"])
+        rate_hz, divider = float(rate_reply), int(divider_reply.strip().upper().removeprefix("DIV"))
+        self.awg.sample_rate_hz.cache.set(rate_hz)
+        self.awg.memory_divider.cache.set(divider)
+        for number in outputs_off:
+            self.channel(number).output_enabled.cache.set(False)
+        return self._samples_per_symbol(rate_hz, divider, symbol_rate_hz)
+
+    def load_and_run(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float],
+                     select: int | None = None, run: bool = True) -> None:
+        """Upload ``segments`` ((segment id, one code array per channel), ...) at ``amplitudes_vpp`` (offset 0 V),
+        select segment ``select`` (default: the last), switch the outputs on and start the AWG: ONE message.
+        The AWG must be stopped (``stop_and_rate``): a running M8195A refuses segment changes, and the refusal
+        comes back from the error check, naming the batch."""
+        if len(amplitudes_vpp) != len(self.channels) or any(len(c) != len(self.channels) for _, c in segments):
+            raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes per segment")
+        for amplitude in amplitudes_vpp:
+            self.check_amplitude_vpp(amplitude)
+            if amplitude < AMPLITUDE_LIMITS_VPP[0]:
+                raise LimitError(self.name, f"drive amplitude {amplitude:g} Vpp is below the AWG's "
+                                            f"{AMPLITUDE_LIMITS_VPP[0]:g} Vpp minimum")
+        select = segments[-1][0] if select is None else select
+        units: list[str | bytes] = []
+        loaded = []
+        for index, (number, amplitude) in enumerate(zip(self.channels, amplitudes_vpp)):
+            channel = self.channel(number)
+            channel.amplitude_vpp.validate(amplitude)
+            units += [f":VOLT{number} {amplitude:.6f}", f":VOLT{number}:OFFS {0.0:.6f}"]
+            for segment_id, codes in segments:
+                data = as_int8_samples(codes[index])
+                units += channel.segment_units(segment_id, data)
+                loaded.append((number, segment_id, data.size, amplitude))
+            units += [f":TRAC{number}:SEL {select}", f":OUTP{number} 1"]
+        if run:
+            units.append(":INIT:IMM")
+        self.awg.write_batch(units)
+        for number, segment_id, size, amplitude in loaded:
+            self.channel(number).note_batch_settings(segment_id, size, amplitude, 0.0)
+
+    def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
+        """(channel number, segment to select or None, output on/off or None) for each change: ONE message
+        (nothing is sent when there is no change)."""
+        units = []
+        for number, segment_id, enabled in changes:
+            if number not in self.channels:
+                raise ValueError(f"{self.name}: channel {number} is not one of {self.channels}")
+            if segment_id is not None:
+                units.append(f":TRAC{number}:SEL {int(segment_id)}")
+            if enabled is not None:
+                units.append(f":OUTP{number} {int(bool(enabled))}")
+        if units:
+            self.awg.write_batch(units)
+            for number, _, enabled in changes:
+                if enabled is not None:
+                    self.channel(number).output_enabled.cache.set(bool(enabled))
+
+    def stop_and_outputs_off(self) -> None:
+        """Stop the AWG and switch this role's outputs off: ONE message."""
+        self.awg.write_batch([":ABOR"] + [f":OUTP{n} 0" for n in self.channels])
+        for number in self.channels:
+            self.channel(number).output_enabled.cache.set(False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis import dsp
 from analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
-from instruments.drivers.upstream_fixes import infiniium_trace_fix, read_trace_block
+from instruments.drivers.upstream_fixes import digitize_and_read, infiniium_trace_fix, read_trace_block
 from instruments.optical.limits import Limit
 
 
@@ -104,6 +104,22 @@ class DigitizerHomodyneReceiver:
         if samples is None:  # not the Infiniium driver's channel: read as it reads
             with infiniium_trace_fix():
                 samples = self.channel.trace()
+        return np.asarray(samples, dtype=float)
+
+    def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float) -> np.ndarray:
+        """One new acquisition of ``points`` at ``sample_rate_hz`` on this channel's ``range_v``, in volts: two
+        messages on an Infiniium (``digitize_and_read``), else the driver's sets, digitize and trace."""
+        if self.channel is None:
+            raise RuntimeError(f"{self.name}: no digitizer channel")
+        samples = digitize_and_read(self.channel, points, sample_rate_hz, range_v)
+        if samples is None:
+            scope = self.channel.root_instrument
+            scope.acquire_points(points)
+            scope.sample_rate(sample_rate_hz)
+            self.channel.range(range_v)
+            scope.auto_digitize(False)
+            scope.digitize()
+            samples = self.read_samples_v()
         return np.asarray(samples, dtype=float)
 
     def measure_snu(self, n_symbols: int | None = None) -> np.ndarray:

@@ -78,15 +78,19 @@ class _Biased:
         """Ask the bias controller to lock the children at null."""
         self._controller().mzm.bias_mode(BIAS_MODE)
 
-    def set_manual_bias_v(self, bias_v: float) -> None:
-        """Hold ``bias_v`` (manual mode); |bias_v| is checked against the declared limit first."""
+    def set_manual_bias_v(self, bias_v: float, *, already_manual: bool = False) -> None:
+        """Hold ``bias_v`` (manual mode); |bias_v| is checked against the declared limit first.
+
+        ``already_manual``: the caller put the controller in manual mode itself, so only the voltage is sent
+        (one MBX exchange instead of two, for a sweep)."""
         controller = self._controller()
         if self.bias_max is not None:
             if not math.isfinite(bias_v):
                 raise LimitError(self.name, f"bias {bias_v!r} V is not a finite number")
             self.bias_max.check_at_most(self.name, "|manual bias|", abs(bias_v))
         controller.mzm.manual_bias_v(bias_v)
-        controller.mzm.bias_mode("manual")
+        if not already_manual:
+            controller.mzm.bias_mode("manual")
 
 
 class AwgAmplitudeModulator(_Biased):

@@ -14,6 +14,10 @@ class N774xPowerMeter:
     def read_power_w(self) -> float:
         return float(self.channel.read_power_w())
 
+    def read_powers_w(self, count: int) -> list[float]:
+        """``count`` readings in one round trip (the N774xA answers repeated queries in one message)."""
+        return [float(value) for value in self.channel.read_powers_w(count)]
+
     def set_wavelength_m(self, wavelength_m: float) -> None:
         self.channel.wavelength_m(wavelength_m)
 
@@ -29,6 +33,10 @@ class PM100DPowerMeter:
 
     def read_power_w(self) -> float:
         return float(self.meter.power())
+
+    def read_powers_w(self, count: int) -> list[float]:
+        """``count`` readings, one query each (the upstream driver has no compound read)."""
+        return [self.read_power_w() for _ in range(count)]
 
     def set_wavelength_m(self, wavelength_m: float) -> None:
         self.meter.wavelength(wavelength_m)

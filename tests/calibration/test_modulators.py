@@ -20,7 +20,7 @@ from qcodes.instrument import Instrument
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from calibration import modulators as m
-from calibration.result import CalibrationError, CalibrationResult
+from calibration.result import CalibrationError, CalibrationResult, Estimate
 from instruments.optical import ModulatorCalibration
 from sequences.station import LabStation
 
@@ -265,6 +265,71 @@ def test_calibrate_station_runs_every_procedure_and_leaves_the_bench_dark(bench_
         assert within(estimate, r.state.truth(name)), (name, estimate, r.state.truth(name))
     assert all(Path(result.figure_png).exists() for result in results)
     assert r.is_safe() and not r.state.amplifier.enabled and not r.state.server_attenuator.shutter_open
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every message the procedures send, per instrument address or MBX name (as the benchmark counts them)."""
+    import pyvisa.resources
+
+    from instruments.drivers.thorlabs_mbx import ThorlabsMBX
+
+    sent: list[tuple[str, bytes | str]] = []
+    visa_write, mbx_exchange = pyvisa.resources.MessageBasedResource.write_raw, ThorlabsMBX._exchange
+
+    def write_raw(resource, message):
+        sent.append((resource.resource_name, message))
+        return visa_write(resource, message)
+
+    def exchange(driver, command):
+        sent.append((driver.name, command))
+        return mbx_exchange(driver, command)
+
+    monkeypatch.setattr(pyvisa.resources.MessageBasedResource, "write_raw", write_raw)
+    monkeypatch.setattr(ThorlabsMBX, "_exchange", exchange)
+    return sent
+
+
+def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles, messages):
+    r = bench_roles
+    r.light_on(homodyne=True)
+    messages.clear()
+    transfer = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
+    # 31 points: one MBX exchange + one meter message of 4 readings each, + mode, AWG off, other at peak, null
+    assert len(messages) == transfer.round_trips == 2 * m.DEFAULT_POINTS + 4
+    assert sum(1 for _, text in messages if isinstance(text, bytes) and text.count(b"READ1:POW?") == 4) == 31
+    r.carver.bias_controller.mzm.bias_mode("peak")
+    r.iq.lock_bias()
+    messages.clear()
+    m.calibrate_rf_transfer(r.iq, r.receiver, r.laser, key="server_iq", driver_gain=IQ_DRIVER_GAIN)
+    assert len(messages) <= 10   # the issue's goal (6: laser, 3 AWG, 2 digitizer)
+    messages.clear()
+    m.calibrate_iq_imbalance(r.iq, r.power_meter, r.laser, vpi_at_awg=Estimate(0.54, 0.005, "V"),
+                             extinction_ratio_db=transfer.parameters["server_iq.extinction_ratio_db"])
+    assert len(messages) <= 4 + 2 * len(m.IQ_CONFIGS)
+
+
+def test_the_short_sweep_is_honest_over_repeats(bench_roles):
+    # 31 points x 4 readings instead of 121 x 1: every estimate of four runs within 3 sigma, V_pi to 1 %
+    r = bench_roles
+    r.light_on()
+    names = ["server_iq.bias_vpi_v", "server_iq.bias_phase_rad", "server_iq.extinction_ratio_db"]
+    z_scores = []
+    for _ in range(4):
+        result = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
+        _check_truths(result, r.state, names)
+        z_scores += [(result.parameters[n].value - r.state.truth(n)) / result.parameters[n].uncertainty for n in names]
+        assert result.parameters[names[0]].uncertainty / result.parameters[names[0]].value < 0.01
+    assert float(np.sqrt(np.mean(np.square(z_scores)))) < 2.0   # the sigmas are not far too small
+
+
+def test_the_meter_reads_several_readings_in_one_message(bench_roles, messages):
+    r = bench_roles
+    r.light_on()
+    messages.clear()
+    readings = r.power_meter.read_powers_w(5)
+    assert len(messages) == 1 and len(readings) == 5 and len(set(readings)) == 5   # five new readings, not one
+    assert np.std(readings) < 0.01 * np.mean(readings)
 
 
 # --- bad data: one clear error, instruments safe -----------------------------------------------------------

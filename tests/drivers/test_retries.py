@@ -258,6 +258,49 @@ def test_a_query_the_queue_explains_is_not_retried(flaky):
     assert server.count("SOUR:BOGUS?") == 1
 
 
+# --- write_batch: sets and short queries in one message, one error check ----------------------------
+
+BATCH = "OUTP:STAT 1;SOUR:GAIN?;SOUR:MODE?;:SYST:ERR?"
+
+
+def test_a_batch_is_one_message_and_returns_its_query_replies(flaky):
+    server = flaky({**AMPLIFIER, BATCH: '1.5;GAIN;0,"No error"'})
+    amplifier = amplifier_on(server)
+    assert amplifier.write_batch(["OUTP:STAT 1", "SOUR:GAIN?", "SOUR:MODE?"]) == ["1.5", "GAIN"]
+    assert server.count(BATCH) == 1 and server.count("SYST:ERR?") == 0
+
+
+def test_a_batch_error_entry_names_the_batch_and_empties_the_queue(flaky):
+    server = flaky({**AMPLIFIER, BATCH: '1.5;GAIN;-222,"Data out of range"'},
+                   **{"SYST:ERR?": ['-221,"Settings conflict"']})
+    amplifier = amplifier_on(server)
+    with pytest.raises(InstrumentError, match=r"'OUTP:STAT 1;SOUR:GAIN\?;SOUR:MODE\?' was refused: "
+                                              r"-222,\"Data out of range\"; -221"):
+        amplifier.write_batch(["OUTP:STAT 1", "SOUR:GAIN?", "SOUR:MODE?"])
+    assert server.count(BATCH) == 1 and server.count("SYST:ERR?") == 2
+
+
+def test_a_batch_the_instrument_cut_short_is_explained_by_the_queue_not_repeated(flaky):
+    # a command error makes an instrument drop the rest of the message, its error query too: no reply
+    server = flaky({**AMPLIFIER, BATCH: SILENT}, **{"SYST:ERR?": ['-113,"Undefined header"']})
+    amplifier = amplifier_on(server)
+    with pytest.raises(InstrumentError, match=r"'OUTP:STAT 1;SOUR:GAIN\?;SOUR:MODE\?' was refused: -113"):
+        amplifier.write_batch(["OUTP:STAT 1", "SOUR:GAIN?", "SOUR:MODE?"])
+    assert server.count(BATCH) == 1
+
+
+def test_a_batch_reply_lost_with_a_clean_queue_asks_the_queries_alone(flaky):
+    server = flaky({**AMPLIFIER, BATCH: SILENT})
+    amplifier = amplifier_on(server)
+    assert amplifier.write_batch(["OUTP:STAT 1", "SOUR:GAIN?", "SOUR:MODE?"]) == ["1.5", "GAIN"]
+    assert server.count(BATCH) == 1 and server.count("SOUR:GAIN?") == 1 and server.count("SOUR:MODE?") == 1
+
+
+def test_a_block_unit_is_framed_by_its_length():
+    assert _scpi.block_unit(":TRAC1:DATA 1,0,", b"\n;#") == b":TRAC1:DATA 1,0,#13\n;#"
+    assert _scpi._shown_unit(_scpi.block_unit(":TRAC1:DATA 1,0,", bytes(300))) == ":TRAC1:DATA 1,0,<block of 305 bytes>"
+
+
 # --- serial (pyserial socket://) -----------------------------------------------------------------
 
 def test_mbx_query_is_retried_after_a_dropped_connection(flaky):
