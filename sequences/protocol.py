@@ -127,12 +127,14 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
     detector = ServerDetector(efficiency=eta.value, electronic_noise_snu=v_el.value,
                               efficiency_uncertainty=min(3.0 * eta.uncertainty, 0.99 * eta.value),
                               electronic_noise_uncertainty_snu=3.0 * v_el.uncertainty)
+    extinction = store.require_parameter("modulators", "server_iq", "server_iq.extinction_ratio_db")
     iq = ModulatorCalibration(vpi_v=vpi_rec.estimate("server_iq.vpi_v").value, driver_gain=iq_driver_gain,
                               iq_gain_imbalance=imbalance.estimate("server_iq.iq_gain_imbalance").value,
                               iq_phase_error_rad=imbalance.estimate("server_iq.iq_phase_error_rad").value,
+                              extinction_ratio_db=extinction.estimate("server_iq.extinction_ratio_db").value,
                               record_id=vpi_rec.id)
     processor_rec = found.get(("client_processor", "client_processor.beam_splitter_vpi_v"))
-    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance] + [
+    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance, extinction] + [
         r for r in (channel_rec, processor_rec) if r is not None]
     return StationCalibration(
         client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),

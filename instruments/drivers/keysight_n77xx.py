@@ -49,6 +49,19 @@ def _to_w(value: float, unit: str) -> float:
     return value if unit == "W" else float(dbm_to_w(value))
 
 
+SCPI_NOT_A_NUMBER = 9.91e37
+
+
+def _reading_w(reply: str, unit: str, instrument: str, command: str) -> float:
+    """One power reading in W. SCPI's not-a-number (+9.91E37: the meter has no valid reading, e.g. over
+    range) is refused with one error naming it: as a number it would be a power of 1e37 W."""
+    value = float(reply)
+    if abs(value) >= 0.99 * SCPI_NOT_A_NUMBER:
+        raise InstrumentError(instrument, command, [(None, f"no valid reading ({reply.strip()} is SCPI's "
+                                                           "not-a-number: over range?)")])
+    return _to_w(value, unit)
+
+
 def _from_dbm(value_dbm: float, unit: str) -> float:
     return value_dbm if unit == "dBm" else _to_w(value_dbm, "dBm")
 
@@ -296,7 +309,7 @@ class N774xAPowerMeterChannel(InstrumentChannel):
         unit = self.power_unit.get_latest()
 
         def parse(reply: str) -> list[float]:
-            values = [_to_w(float(part), unit) for part in reply.split(";")]
+            values = [_reading_w(part, unit, self.full_name, f"READ{self.slot}:POW?") for part in reply.split(";")]
             if len(values) != count:
                 raise ValueError(f"expected {count} readings, got {len(values)}")
             return values
@@ -305,7 +318,8 @@ class N774xAPowerMeterChannel(InstrumentChannel):
 
     def _power_w(self, query: str) -> float:
         """Readings come in the display unit; convert with the cached unit (read at connect)."""
-        return _to_w(float(self.ask(query)), self.power_unit.get_latest())
+        unit = self.power_unit.get_latest()
+        return self.root_instrument.ask_parsed(query, lambda reply: _reading_w(reply, unit, self.full_name, query))
 
 
 class _N774xA(_N77xxBase):

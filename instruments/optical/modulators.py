@@ -31,6 +31,7 @@ class ModulatorCalibration:
     driver_gain: float = 1.0          # RF driver: V at the modulator per V of AWG output
     iq_gain_imbalance: float = 0.0    # g (IQ modulator only)
     iq_phase_error_rad: float = 0.0   # delta: parent phase minus pi/2 (IQ modulator only)
+    extinction_ratio_db: float | None = None  # each child's (IQ modulator only; None: an ideal null)
     record_id: str | None = None
 
     def __post_init__(self):
@@ -42,10 +43,21 @@ class ModulatorCalibration:
             raise ValueError(f"iq_gain_imbalance must satisfy |g| < 2, got {self.iq_gain_imbalance!r}")
         if not abs(self.iq_phase_error_rad) < math.pi / 4:
             raise ValueError(f"iq_phase_error_rad must satisfy |delta| < pi/4, got {self.iq_phase_error_rad!r}")
+        if self.extinction_ratio_db is not None and not (math.isfinite(self.extinction_ratio_db)
+                                                         and self.extinction_ratio_db > 0):
+            raise ValueError(f"extinction_ratio_db must be a finite number > 0 or None, got {self.extinction_ratio_db!r}")
+
+    @property
+    def leak_ratio(self) -> float:
+        """A null-biased child's quadrature leak per unit field at zero drive: 1/sqrt(ER) (0: ideal)."""
+        return 0.0 if self.extinction_ratio_db is None else 10.0 ** (-self.extinction_ratio_db / 20.0)
 
     @property
     def vpi_at_awg_v(self) -> float:
         return self.vpi_v / self.driver_gain
+
+
+FULL_SCALE_CHILD_FIELD = 0.97  # child field at full AWG code (the protocol uses at most 0.9 plus compensations)
 
 
 def arcsine_drive_v(field, vpi_v: float) -> np.ndarray:
@@ -124,7 +136,7 @@ class AwgAmplitudeModulator(_Biased):
 def skewed(child_field, delay_symbols: float) -> np.ndarray:
     """Per-symbol mean of a periodic rect sequence arriving ``delay_symbols`` (|s| < 1/2) late:
     (1 - |s|) of each symbol and |s| of the previous one (of the next one for an early arrival)."""
-    field = np.asarray(child_field, dtype=float)
+    field = np.asarray(child_field)
     neighbour = np.roll(field, 1 if delay_symbols > 0 else -1)
     return (1.0 - abs(delay_symbols)) * field + abs(delay_symbols) * neighbour
 
@@ -166,7 +178,7 @@ class AwgIQModulator(_Biased):
         return i_child, q_child
 
     def drive_v(self, fields) -> tuple[np.ndarray, np.ndarray]:
-        i_child, q_child = self.child_fields(fields)
+        i_child, q_child = self.leak_compensated_children(fields)
         vpi = self.calibration.vpi_at_awg_v
         return arcsine_drive_v(i_child, vpi), arcsine_drive_v(q_child, vpi)
 
@@ -182,16 +194,39 @@ class AwgIQModulator(_Biased):
         return volts_to_codes(v_i, amplitude), volts_to_codes(v_q, amplitude), amplitude
 
     def full_scale_amplitude_vpp(self) -> float:
-        """The amplitude that plays a child field of 1 at full code: one setting for every segment (the
-        M8195A's amplitude belongs to the channel, not to a segment)."""
-        return amplitude_for_volts_vpp(arcsine_drive_v(np.array([1.0]), self.calibration.vpi_at_awg_v))
+        """The amplitude that plays a child field of FULL_SCALE_CHILD_FIELD at full code: one setting for every
+        segment (the M8195A's amplitude belongs to the channel, not to a segment). Below 1 because a child
+        field of 1 needs exactly 2 V_pi at the AWG, which on a station sized for it (1 Vpp) would put the
+        limit check at the mercy of the V_pi estimate's last digit."""
+        return amplitude_for_volts_vpp(arcsine_drive_v(np.array([FULL_SCALE_CHILD_FIELD]),
+                                                       self.calibration.vpi_at_awg_v))
+
+    def _combine(self, t_i, t_q) -> np.ndarray:
+        """The output field of the children's (complex) fields: (1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q."""
+        g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
+        return (1.0 + 0.5 * g) * t_i + complex(-math.sin(delta), math.cos(delta)) * (1.0 - 0.5 * g) * t_q
+
+    def _leak(self, child) -> np.ndarray:
+        """A child's leak in quadrature to its own field at drive giving field ``child``: -i cos(x/2)/sqrt(ER)
+        (instruments/sim/modulators.py: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
+        return -1j * self.calibration.leak_ratio * np.sqrt(np.clip(1.0 - np.square(child), 0.0, None))
+
+    def leak_compensated_children(self, fields, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Child fields whose output, with each child's extinction leak, is ``fields``: the leak follows the
+        drives (largest at small fields), so a constant offset cannot cancel it for every symbol."""
+        fields = np.asarray(fields, dtype=np.complex128)
+        i_child, q_child = self.child_fields(fields)
+        if self.calibration.leak_ratio:
+            for _ in range(iterations):  # contracts by ~ leak x slope, < 0.2 up to child fields of 0.97
+                i_child, q_child = self.child_fields(fields - self._combine(self._leak(i_child), self._leak(q_child)))
+        return i_child, q_child
 
     def drive_codes_at(self, fields, amplitude_vpp: float, q_delay_symbols: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """(I codes, Q codes) for ``fields`` (in the order played) at a given amplitude (checked against the
-        declared limit); the Q child pre-compensated for arriving ``q_delay_symbols`` late (IQ skew)."""
+        declared limit): the children's extinction leak compensated, and the Q child for arriving
+        ``q_delay_symbols`` late (IQ skew)."""
         self.awg.check_amplitude_vpp(amplitude_vpp)
-        fields = np.asarray(fields, dtype=np.complex128)
-        i_child, q_child = self.child_fields(fields)
+        i_child, q_child = self.leak_compensated_children(fields)
         if q_delay_symbols:
             q_child = deskewed(q_child.ravel(), q_delay_symbols).reshape(q_child.shape)
             reach = float(np.max(np.abs(q_child), initial=0.0))
@@ -212,11 +247,10 @@ class AwgIQModulator(_Biased):
         vpi = self.calibration.vpi_at_awg_v
         t_i = null_biased_field(codes_to_volts(codes_i, amplitude_vpp), vpi)
         t_q = null_biased_field(codes_to_volts(codes_q, amplitude_vpp), vpi)
+        t_i, t_q = t_i + self._leak(t_i), t_q + self._leak(t_q)
         if q_delay_symbols:
             t_q = skewed(np.ravel(t_q), q_delay_symbols).reshape(np.shape(t_q))
-        g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
-        q_part = (1.0 - 0.5 * g) * t_q
-        return ((1.0 + 0.5 * g) * t_i - math.sin(delta) * q_part) + 1j * (math.cos(delta) * q_part)
+        return self._combine(t_i, t_q)
 
     def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None:
         codes_i, codes_q, amplitude = self.drive_codes(fields)

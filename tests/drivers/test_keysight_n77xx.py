@@ -274,3 +274,18 @@ def test_laser_connected_in_watt_converts_limits_and_readings(scpi_socket):
     assert laser.port1.power_dbm() == pytest.approx(10.0)
     laser.port1.power_dbm(7.0)
     assert fake.messages[-2:] == [b"SOUR1:POW 5.01187234E-03", b"SYST:ERR?"]  # sent in W
+
+
+def test_meter_reading_of_scpi_not_a_number_is_one_clear_error(scpi_socket):
+    """+9.91E37 is SCPI's 'no valid reading' (over range): refused naming it, never returned as 1e37 W."""
+    replies = {
+        b"*IDN?": "Keysight Technologies,N7744A,DE00000012,V1.0",
+        b"SYST:ERR?": '+0,"No error"',
+        b"SENS1:POW:UNIT?": "+1", b"SENS2:POW:UNIT?": "+1", b"SENS3:POW:UNIT?": "+1", b"SENS4:POW:UNIT?": "+1",
+        b"READ1:POW?": "+9.91000000E+037", b"READ1:POW?;READ1:POW?": "+1.0E-006;+9.91E+037",
+    }
+    meter = KeysightN7744A("socket_meter_nan", scpi_socket(replies.get).address, visalib="@py")
+    with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading.*not-a-number"):
+        meter.ch1.read_power_w()
+    with pytest.raises(InstrumentError, match="no valid reading"):
+        meter.ch1.read_powers_w(2)
