@@ -558,6 +558,7 @@ class SecureLink:
             records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
             if not clipped:
+                records = {name: _minus_tail_dc(v, data_symbols * sps) for name, v in records.items()}
                 self._check_tails(records, data_symbols * sps)
                 return records["client_receiver"], records["server_receiver"]
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
@@ -636,7 +637,8 @@ class SecureLink:
                       "server_receiver": 2.0 * math.sqrt(mu) * 4.0}
         for rx in (self.client_rx, self.server_rx):
             rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
-            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
+            lo_w = rx.lo_fraction * 1e-3 * 10.0 ** (self.laser_power_dbm / 10.0)  # plus the DC-coupled output's level
+            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps)) + abs(rx.calibration.dc_level_v(lo_w))
             self.ranges_v[rx.name] = 2.0 * half
             rx.channel.range(2.0 * half)
 
@@ -662,7 +664,8 @@ class SecureLink:
             self.digitizer.acquire_points(points)
             self._points = points
         self.digitizer.digitize()
-        readings = {rx.name: self._vacuum(rx, self._read_trace(rx), symbols) for rx in (self.client_rx, self.server_rx)}
+        readings = {rx.name: self._vacuum(rx, _minus_tail_dc(self._read_trace(rx), 0), symbols)
+                    for rx in (self.client_rx, self.server_rx)}
         self.attenuator.open_shutter()
         return readings
 
@@ -751,6 +754,14 @@ class SecureLink:
         self._points = 0
         self.reset_ranges()
         return self.prepare(*self.prepared_with)
+
+
+def _minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
+    """The record less the mean of the first half of its vacuum tail (from sample `start`): a DC-coupled receiver
+    sits on the LO's unbalanced share (its CMRR), which follows the LO power, so each record gives its own DC
+    level; the tail's second half then shows (_check_tails) whether that level held over the record."""
+    tail = samples_v[start:]
+    return samples_v - float(np.mean(tail[:max(tail.size // 2, 1)]))
 
 
 def _clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:

@@ -60,6 +60,13 @@ class ReceiverCalibration:
     samples_per_symbol: int
     offset_samples: int = 0
     record_id: str | None = None
+    dc_offset_v: float = 0.0           # the DC-coupled output's level with the LO off (the electronics' offset)
+    dc_slope_v_per_w: float = 0.0      # and its growth per W of LO: the imbalanced diodes (CMRR)
+
+    def dc_level_v(self, lo_power_w: float) -> float:
+        """The output's expected DC level at this LO power (for the digitizer's range; the DSP subtracts the
+        record's own)."""
+        return self.dc_offset_v + self.dc_slope_v_per_w * lo_power_w
 
     @classmethod
     def from_records(cls, vacuum_samples_v, dark_samples_v, template, samples_per_symbol: int,
