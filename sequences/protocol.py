@@ -594,8 +594,8 @@ class SecureLink:
         retrying drivers report one), not a bare ValueError: the session may take the batch again."""
         from instruments.drivers._scpi import InstrumentFault
 
-        try:
-            return rx.read_samples_v()
+        try:  # volts about the channel's centre (its offset: the receiver's DC level), as the clipping checks take them
+            return rx.read_samples_v() - float(rx.channel.offset())
         except ValueError as error:
             driver = self.digitizer
             raise InstrumentFault(driver.name, str(getattr(driver, "address", "?")), f"{rx.name} trace",
@@ -637,8 +637,9 @@ class SecureLink:
                       "server_receiver": 2.0 * math.sqrt(mu) * 4.0}
         for rx in (self.client_rx, self.server_rx):
             rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
-            lo_w = rx.lo_fraction * 1e-3 * 10.0 ** (self.laser_power_dbm / 10.0)  # plus the DC-coupled output's level
-            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps)) + abs(rx.calibration.dc_level_v(lo_w))
+            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
+            lo_w = rx.lo_fraction * 1e-3 * 10.0 ** (self.laser_power_dbm / 10.0)  # centred on the DC-coupled output's
+            rx.channel.offset(rx.calibration.dc_level_v(lo_w))                     # level (_read_trace takes it off)
             self.ranges_v[rx.name] = 2.0 * half
             rx.channel.range(2.0 * half)
 

@@ -27,7 +27,7 @@ class LaserTruth:
     port: int = 1
     power_offset_db: float = -0.15        # emitted minus set power (a power-meter calibration finds it)
     insertion_loss_db: float = 0.5        # laser port -> pulse carver input
-    relative_intensity_noise_db_per_hz: float = -155.0  # one-sided RIN, white over the detector band (LOs share it)
+    relative_intensity_noise_db_per_hz: float = -165.0  # one-sided RIN, white over the detector band (LOs share it)
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ def _validate(params: BenchParameters) -> None:
 
     check("server_laser.port", 1 <= params.server_laser.port <= 4, "an N7714A port 1..4")
     check("server_laser.relative_intensity_noise_db_per_hz", params.server_laser.relative_intensity_noise_db_per_hz < 0,
-          "< 0 dB/Hz (a laser's RIN, e.g. -155)")
+          "< 0 dB/Hz (a laser's RIN, e.g. -165)")
     for name in ("server_carver", "server_iq"):
         for key in ("vpi_v", "bias_vpi_v", "extinction_ratio_db", "driver_gain"):
             positive(f"{name}.{key}")
