@@ -65,16 +65,36 @@ def calibrate_amplifier(laser, attenuator, amplifier, digitizer, receiver, setti
         raise CalibrationError(KIND, f"{type(error).__name__}: {error}") from None
     finally:
         _safe(laser, attenuator, amplifier)
+        try:  # the channel centred at 0 V again, as the other procedures and the session expect it
+            digitizer.set_offsets({receiver.name: 0.0})
+        except Exception:  # noqa: BLE001 - a digitizer that fails here has failed the calibration already
+            pass
 
 
-def _stats(samples, template, sps, range_v, bits, segments: int = 32):
+CENTRING_ATTEMPTS = 4  # acquisitions at most per record: a clipped one moves the channel's offset to its mean
+
+
+def _acquire_centred(digitizer, name: str, range_v: float, bits: int, centre_v: float) -> tuple[np.ndarray, float]:
+    """One record with the channel centred on the receiver's DC level (the DC-coupled output sits on its LO's
+    unbalanced share, about as large as the range); (samples in absolute volts, the offset they were taken at)."""
+    for _ in range(CENTRING_ATTEMPTS):
+        offset_v = centre_v
+        digitizer.set_offsets({name: offset_v})
+        samples = digitizer.acquire()[name]
+        if not dsp.count_clipped(samples - offset_v, 0.5 * range_v, bits):
+            break
+        centre_v = float(np.mean(samples))
+    return samples, offset_v
+
+
+def _stats(samples, template, sps, range_v, bits, segments: int = 32, offset_v: float = 0.0):
     """Matched-filter mean (and its standard error), and the long-run variance per sample (and its error).
 
     The long-run variance, not the matched-filter variance, measures the excess noise: the amplifier adds
     it in the symbol's temporal mode, and the low-frequency level sees all of it whatever the filter
     (the matched filter with a rect template would lose the part the detector's filter moves out)."""
     try:
-        dsp.check_clipping(samples, 0.5 * range_v, bits)
+        dsp.check_clipping(samples - offset_v, 0.5 * range_v, bits)
     except dsp.ClippingError as error:
         raise CalibrationError(KIND, f"{error}") from None
     x = dsp.matched_filter(samples, template, sps).ravel()
@@ -110,10 +130,12 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
     amplifier.off()
     attenuator.close_shutter()
     laser.off()
-    _, _, v_el, v_el_u = _stats(digitizer.acquire()[rx.name], template, sps, range_v, bits)
+    samples, centre_v = _acquire_centred(digitizer, rx.name, range_v, bits, 0.0)
+    _, _, v_el, v_el_u = _stats(samples, template, sps, range_v, bits, offset_v=centre_v)
     laser.set_power_dbm(s.laser_power_dbm)
     laser.on()
-    _, _, v_vac, v_vac_u = _stats(digitizer.acquire()[rx.name], template, sps, range_v, bits)
+    samples, centre_v = _acquire_centred(digitizer, rx.name, range_v, bits, centre_v)
+    _, _, v_vac, v_vac_u = _stats(samples, template, sps, range_v, bits, offset_v=centre_v)
     if v_vac - v_el < 10 * math.hypot(v_vac_u, v_el_u):
         raise CalibrationError(KIND, "no shot noise on the client receiver: the LO is missing (laser off?)")
     snu = v_vac - v_el
@@ -123,11 +145,14 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
         amplifier.set_gain(g)
         amplifier.on()
         attenuator.close_shutter()
-        _, _, v, v_u = _stats(digitizer.acquire()[rx.name], template, sps, range_v, bits)
+        samples, centre_v = _acquire_centred(digitizer, rx.name, range_v, bits, centre_v)
+        dc, dc_u, v, v_u = _stats(samples, template, sps, range_v, bits, offset_v=centre_v)
         excess.append((v - v_vac) / snu), excess_u.append(math.hypot(v_u, v_vac_u) / snu)
         attenuator.open_shutter()
-        m, m_u, _, _ = _stats(digitizer.acquire()[rx.name], template, sps, range_v, bits)
-        means.append(m), means_u.append(m_u)
+        samples, offset_v = _acquire_centred(digitizer, rx.name, range_v, bits, centre_v)
+        m, m_u, _, _ = _stats(samples, template, sps, range_v, bits, offset_v=offset_v)
+        # the carrier's quadrature over the receiver's DC level (the DC-coupled output with the shutter closed)
+        means.append(m - dc), means_u.append(math.hypot(m_u, dc_u))
     amplifier.off()
     laser.off()
     attenuator.close_shutter()

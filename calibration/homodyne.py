@@ -1,4 +1,5 @@
-"""Homodyne receiver calibration (leakage_math.md 3.1-3.2): electronic noise, shot-noise linearity, SNU, efficiency.
+"""Homodyne receiver calibration (leakage_math.md 3.1-3.2): electronic noise, shot-noise linearity, SNU, efficiency,
+common-mode rejection.
 
 Procedure, for both receivers at once (one digitizer acquisition reads both channels):
 1. signal off: the attenuator's shutter closed and the client's amplifier output off, so both
@@ -21,8 +22,20 @@ either receiver only through the channel, the client's amplifier and coupler (cl
 whole round trip (server), whose transmittances are not known independently of eta; and the
 photocurrent-sum responsivity method needs DC photocurrents, which the analog detector does not
 expose. The price: eta relies on the datasheet G_det and on the absolute LO power (laser set
-power x lo_fraction); both enter as declared systematics. CMRR needs an LO intensity tone, which
-the station cannot make; it is not measured.
+power x lo_fraction); both enter as declared systematics.
+
+CMRR (the Koheron comparison with the LO's power steps as the tone, at DC): the LO cannot be
+intensity-modulated here, but the sweep steps its power, and the detectors are DC-coupled. Each
+diode sees P/2; alone one would output G_det P/2, the imbalanced pair outputs (G+ - G-) P/2, so the
+records' means follow V_dc = V_0 + slope P with slope = +-G_det 10^(-CMRR/20)/2, and CMRR = 20
+log10(G_det P/2 / (slope P)). The means are fitted by weighted least squares (each mean's error from
+its record's long-run variance; the intercept is the electronics' offset); the budget is the
+slope's statistics, the declared G_det and the declared LO power scale (the slope is per W of the
+assumed LO). A slope within cmrr_limit_sigma of 0 reports the lower limit there instead (the
+conditions say so). The channels are centred on each record's DC level (predicted from the records
+so far, re-centred when a record clips) so the range stays set for the noise. The LO's RIN leaks
+through the same imbalance as (G_det eps/2)^2 RIN P^2 f_s/2 per sample: the k2 term; with a declared
+laser RIN (settings.laser_rin_db_per_hz) the conditions give the k2 the CMRR predicts.
 """
 
 from __future__ import annotations
@@ -50,6 +63,9 @@ class Digitizer(Protocol):
     def acquire(self) -> dict[str, np.ndarray]:
         """One acquisition; samples in volts per receiver name."""
 
+    def set_offsets(self, offsets_v: dict[str, float]) -> None:
+        """Centre each receiver's channel on this voltage (its vertical offset; the samples stay absolute volts)."""
+
 
 @dataclass(frozen=True)
 class HomodyneSettings:
@@ -68,6 +84,9 @@ class HomodyneSettings:
     lo_power_uncertainty_db: float = 0.1        # declared: absolute LO power scale (laser set-power accuracy, lo_fraction)
     detector_gain_relative_uncertainty: float = 0.003  # declared: G_det (datasheet / DC calibration)
     max_quadratic_sigma: float = 5.0            # a k2 beyond this many sigma is reported in the conditions
+    cmrr_limit_sigma: float = 3.0               # a DC slope below this many sigma gives a CMRR lower limit only
+    laser_rin_db_per_hz: float | None = None    # declared (datasheet) laser RIN: predicts k2 from the CMRR
+    centring_attempts: int = 4                  # acquisitions per LO power at most, re-centring a clipped channel
 
 
 def _safe(laser, attenuator, amplifier) -> None:
@@ -82,14 +101,19 @@ def calibrate_homodyne(laser, attenuator, amplifier, digitizer: Digitizer, recei
                        figure_dir: str | None = None) -> list[CalibrationResult]:
     """One CalibrationResult per receiver; the laser is off, shutter closed, amplifier off afterwards."""
     try:
-        records, rate, lo_w, ranges = _acquire(laser, attenuator, amplifier, digitizer, receivers, settings)
-        return [_analyse(rx, records[rx.name], rate, lo_w, ranges[rx.name], settings, figure_dir) for rx in receivers]
+        records, rate, lo_w, ranges, offsets = _acquire(laser, attenuator, amplifier, digitizer, receivers, settings)
+        return [_analyse(rx, records[rx.name], rate, lo_w, ranges[rx.name], offsets[rx.name], settings, figure_dir)
+                for rx in receivers]
     except CalibrationError:
         raise
     except Exception as error:  # noqa: BLE001 - one line naming the calibration
         raise CalibrationError(KIND, f"{type(error).__name__}: {error}") from None
     finally:
         _safe(laser, attenuator, amplifier)
+        try:  # the channels centred again at 0 V, as the other procedures and the session expect them
+            digitizer.set_offsets({rx.name: 0.0 for rx in receivers})
+        except Exception:  # noqa: BLE001 - a digitizer that fails here has failed the calibration already
+            pass
 
 
 def _acquire(laser, attenuator, amplifier, digitizer, receivers, s: HomodyneSettings):
@@ -118,19 +142,41 @@ def _acquire(laser, attenuator, amplifier, digitizer, receivers, s: HomodyneSett
     if abs(rate / s.symbol_rate_hz - sps) > 1e-6 * sps:
         raise CalibrationError(KIND, f"the digitizer runs at {rate:g} Sa/s, not {sps} samples per symbol")
     records = {rx.name: [] for rx in receivers}
-    lo_w = [0.0]
+    offsets = {rx.name: [0.0] for rx in receivers}
+    laser_w = [0.0]
+    digitizer.set_offsets({name: 0.0 for name in records})
     for name, samples in digitizer.acquire().items():
         if name in records:
             records[name].append(samples)
     for p in powers_dbm:
         laser.set_power_dbm(p)
         laser.on()
-        for name, samples in digitizer.acquire().items():
-            if name in records:
-                records[name].append(samples)
-        lo_w.append(float(dbm_to_w(p)))
+        laser_w.append(float(dbm_to_w(p)))
+        # the DC-coupled outputs move with the LO (the unbalanced share): centre each channel on the DC level
+        # the points so far predict (a line through the means), re-centre on a clipped record's mean and retake
+        centre = {name: _predicted_dc_v(laser_w[:-1], [float(np.mean(r)) for r in records[name]], laser_w[-1])
+                  for name in records}
+        for _attempt in range(max(1, s.centring_attempts)):
+            digitizer.set_offsets(centre)
+            taken = {name: v for name, v in digitizer.acquire().items() if name in records}
+            clipped = [rx.name for rx in receivers
+                       if dsp.count_clipped(taken[rx.name] - centre[rx.name], 0.5 * ranges[rx.name], rx.adc_bits or 10)]
+            if not clipped:
+                break
+            centre.update({name: float(np.mean(taken[name])) for name in clipped})
+        for name in records:
+            records[name].append(taken[name])
+            offsets[name].append(centre[name])
     laser.off()
-    return records, rate, np.asarray(lo_w), ranges
+    return records, rate, np.asarray(laser_w), ranges, offsets
+
+
+def _predicted_dc_v(laser_w, means_v, at_w: float) -> float:
+    """The DC level expected at laser power at_w: a straight line through the records' means so far."""
+    if len(means_v) < 2:
+        return float(means_v[-1])
+    slope, intercept = np.polyfit(np.asarray(laser_w, dtype=float), np.asarray(means_v, dtype=float), 1)
+    return float(intercept + slope * at_w)
 
 
 def long_run_variance(samples, lags: int) -> float:
@@ -144,18 +190,19 @@ def long_run_variance(samples, lags: int) -> float:
     return total
 
 
-def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure_dir):
+def _analyse(rx, records, rate_hz, laser_w, range_v, offsets_v, s: HomodyneSettings, figure_dir):
     sps = int(s.samples_per_symbol)
     template = np.ones(sps) if s.template is None else np.asarray(s.template, dtype=float)
     lags = int(s.lag_samples or 4 * sps)
     lo_w = rx.lo_fraction * np.asarray(laser_w)
     bits = rx.adc_bits or 10
-    mf_var, mf_u, lrv, lrv_u, seg_lrv = [], [], [], [], []
-    for samples in records:
+    mf_var, mf_u, lrv, lrv_u, seg_lrv, mean_v = [], [], [], [], [], []
+    for samples, offset_v in zip(records, offsets_v):
         try:
-            dsp.check_clipping(samples, 0.5 * range_v, bits)
+            dsp.check_clipping(samples - offset_v, 0.5 * range_v, bits)
         except dsp.ClippingError as error:
             raise CalibrationError(KIND, f"{rx.name}: {error}") from None
+        mean_v.append(float(np.mean(samples)))
         out = dsp.matched_filter(samples, template, sps, s.offset_samples).ravel()
         v = float(np.var(out, ddof=1))
         mf_var.append(v), mf_u.append(v * math.sqrt(2.0 / (out.size - 1)))
@@ -163,7 +210,8 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure
         per = np.array([long_run_variance(seg, lags) for seg in segments])
         seg_lrv.append(per)
         lrv.append(float(per.mean())), lrv_u.append(float(per.std(ddof=1) / math.sqrt(per.size)))
-    mf_var, mf_u, lrv, lrv_u = map(np.asarray, (mf_var, mf_u, lrv, lrv_u))
+    mf_var, mf_u, lrv, lrv_u, mean_v = map(np.asarray, (mf_var, mf_u, lrv, lrv_u, mean_v))
+    mean_u = np.sqrt(lrv / np.array([r.size for r in records]))  # the mean of n samples: long-run variance / n
 
     v_el, v_el_u = mf_var[0], mf_u[0]
     if v_el <= 0:
@@ -208,6 +256,7 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure
         raise CalibrationError(KIND, f"{rx.name}: efficiency {eta:.3g} is unphysical: check the detector gain "
                                      f"({gain:g} V/W) and lo_fraction ({rx.lo_fraction:g}) in the config")
 
+    cmrr = _common_mode_rejection(rx, lo_w, mean_v, mean_u, lo_rel, s)
     name = rx.name
     parameters = {
         f"{name}.efficiency": Estimate(eta, eta_u, ""),
@@ -218,7 +267,11 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure
         f"{name}.shot_noise_slope_v2_per_w": Estimate(float(k), math.sqrt(cov[1, 1]), "V^2/W"),
         f"{name}.shot_noise_quadratic_v2_per_w2": Estimate(float(k2), math.sqrt(cov[2, 2]), "V^2/W^2"),
         f"{name}.clearance_db": Estimate(clearance, clearance_u, "dB"),
+        f"{name}.common_mode_rejection_db": cmrr.estimate_db,
+        f"{name}.dc_offset_v": Estimate(cmrr.intercept_v, cmrr.intercept_u_v, "V"),
+        f"{name}.dc_slope_v_per_w": Estimate(cmrr.slope_v_per_w, cmrr.slope_u_v_per_w, "V/W"),
     }
+    k2_per_rin = cmrr.quadratic_per_rin(k / slope, gain, rate_hz)
     conditions = {
         "receiver": name, "operating_laser_power_dbm": s.operating_laser_power_dbm, "operating_lo_power_w": p_op,
         "lo_fraction": rx.lo_fraction, "reference_lo_power_w": s.reference_lo_power_w,
@@ -230,10 +283,16 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure
         "long_run_fit_reduced_chi2": lchi2, "efficiency_method": "shot-noise level (long-run variance slope)",
         "efficiency_budget_relative": eta_budget,
         "quadratic_term_significant": bool(abs(k2) > s.max_quadratic_sigma * math.sqrt(cov[2, 2])),
-        "cmrr": "not measured (needs an LO intensity tone)",
+        "cmrr": cmrr.method, "cmrr_is_lower_limit": cmrr.lower_limit, "cmrr_budget_db": cmrr.budget_db,
+        "dc_fit_reduced_chi2": cmrr.reduced_chi2, "stronger_photodiode": "+" if cmrr.slope_v_per_w > 0 else "-",
+        "quadratic_term_per_rin_v2_per_w2_hz": k2_per_rin,
+        "quadratic_term_predicted_v2_per_w2": (None if s.laser_rin_db_per_hz is None
+                                               else k2_per_rin * 10.0 ** (s.laser_rin_db_per_hz / 10.0)),
+        "laser_rin_db_per_hz": s.laser_rin_db_per_hz,
     }
     raw = {"lo_power_w": lo_w, "mf_variance_v2": mf_var, "mf_variance_u_v2": mf_u, "long_run_variance_v2": lrv,
            "long_run_variance_u_v2": lrv_u, "segment_long_run_variance_v2": np.array(seg_lrv),
+           "mean_v": mean_v, "mean_u_v": mean_u, "channel_offset_v": np.asarray(offsets_v, dtype=float),
            "template": template, "dark_samples_v_head": np.asarray(records[0][:65536], dtype=np.float32),
            "operating_samples_v_head": np.asarray(records[-1][:65536], dtype=np.float32)}
     figure = None
@@ -241,8 +300,57 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, s: HomodyneSettings, figure
         from pathlib import Path
 
         figure = str(Path(figure_dir) / f"homodyne-{name}.png")
-        _plot(figure, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance)
+        _plot(figure, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance, mean_v,
+              mean_u, cmrr)
     return CalibrationResult(KIND, name, parameters, raw, conditions, figure)
+
+
+@dataclass(frozen=True)
+class CommonModeFit:
+    """The records' means against P_LO: V_dc = intercept + slope P_LO, and the CMRR that slope means."""
+
+    intercept_v: float
+    intercept_u_v: float
+    slope_v_per_w: float
+    slope_u_v_per_w: float       # statistical (the fit's, scaled by its reduced chi^2 when above 1)
+    reduced_chi2: float
+    estimate_db: Estimate
+    lower_limit: bool
+    budget_db: dict
+    method: str
+    imbalance: float             # (G+ - G-)/G+ = 10^(-CMRR/20) at the estimate
+
+    def quadratic_per_rin(self, k_over_long_run_slope: float, gain_v_per_w: float, rate_hz: float) -> float:
+        """k2 per unit RIN (1/Hz): the LO's intensity noise through the imbalance, G eps delta P/2, white over
+        f_s/2 before the detector's filter, so per sample (G eps/2)^2 RIN P^2 f_s/2; the matched filter scales
+        it as it scales the (also white) shot noise: by k / (long-run slope)."""
+        return float(k_over_long_run_slope * (gain_v_per_w * self.imbalance / 2.0) ** 2 * rate_hz / 2.0)
+
+
+def _common_mode_rejection(rx, lo_w, mean_v, mean_u, lo_rel: float, s: HomodyneSettings) -> CommonModeFit:
+    """CMRR from the DC level against the LO power (leakage_math.md 3.1, the Koheron comparison with the
+    LO's power steps as the tone): one diode alone would give G (P/2), the balanced pair gives slope x P,
+    so CMRR = 20 log10(G / (2 |slope|)). The budget: the slope's statistics, the declared G_det and the
+    declared LO power scale (the slope is per W of the assumed LO power). A slope within cmrr_limit_sigma
+    of 0 gives the lower limit at |slope| + cmrr_limit_sigma sigma instead."""
+    coef, cov, chi2 = _weighted_poly(lo_w, mean_v, mean_u, 2)
+    slope, slope_u = float(coef[1]), math.sqrt(float(cov[1, 1]))
+    gain = rx.detector.gain_v_per_w
+    db = 20.0 / math.log(10.0)
+    significant = abs(slope) > s.cmrr_limit_sigma * slope_u
+    systematic = {"detector_gain_declared": db * s.detector_gain_relative_uncertainty, "lo_power_declared": db * lo_rel}
+    if significant:
+        value = db * math.log(gain / (2.0 * abs(slope)))
+        budget = {"dc_slope": db * slope_u / abs(slope), **systematic}
+        method = "DC level vs LO power (the laser sweep's power steps as the LO intensity tone)"
+    else:
+        value = db * math.log(gain / (2.0 * (abs(slope) + s.cmrr_limit_sigma * slope_u)))
+        budget = systematic
+        method = (f"lower limit: the DC level does not follow the LO power ({abs(slope) / slope_u:.1f} sigma); the "
+                  f"value is the CMRR at |slope| + {s.cmrr_limit_sigma:g} sigma")
+    u = math.sqrt(sum(v**2 for v in budget.values()))
+    return CommonModeFit(float(coef[0]), math.sqrt(float(cov[0, 0])), slope, slope_u, chi2, Estimate(value, u, "dB"),
+                         not significant, budget, method, 10.0 ** (-value / 20.0))
 
 
 def _weighted_poly(x, y, sigma, n_coef: int):
@@ -259,13 +367,14 @@ def _weighted_poly(x, y, sigma, n_coef: int):
     return coef * unscale, cov * np.outer(unscale, unscale) * max(chi2, 1.0), chi2
 
 
-def _plot(path, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance) -> None:
+def _plot(path, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance, mean_v, mean_u,
+          cmrr: CommonModeFit) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(6, 8.5), sharex=True)
     grid = np.linspace(0, lo_w.max(), 100)
     for ax, y, u, c, label in ((axes[0], mf_var, mf_u, coef, "matched-filter variance"),
                                (axes[1], lrv, lrv_u, lcoef, "long-run variance per sample")):
@@ -275,7 +384,15 @@ def _plot(path, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, v
         ax.legend(fontsize=8)
     axes[0].set_title(f"{name}: v_el = {vel_op:.4f} SNU at the operating LO, clearance {clearance:.1f} dB", fontsize=9)
     axes[1].set_title(f"efficiency {eta:.4f} +- {eta_u:.4f} (shot-noise level)", fontsize=9)
-    axes[1].set_xlabel("LO power at the detector (mW)")
+    axes[2].errorbar(lo_w * 1e3, mean_v * 1e3, yerr=mean_u * 1e3, fmt="o", label="record mean (DC level)")
+    axes[2].plot(grid * 1e3, (cmrr.intercept_v + cmrr.slope_v_per_w * grid) * 1e3, "-",
+                 label="fit V_dc = offset + slope P")
+    axes[2].set_ylabel("mV")
+    axes[2].legend(fontsize=8)
+    c = cmrr.estimate_db
+    axes[2].set_title(f"CMRR {'>= ' if cmrr.lower_limit else ''}{c.value:.2f} +- {c.uncertainty:.2f} dB "
+                      f"(slope {cmrr.slope_v_per_w:.4g} V/W, offset {cmrr.intercept_v * 1e3:.3f} mV)", fontsize=9)
+    axes[2].set_xlabel("LO power at the detector (mW)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -286,8 +403,10 @@ def receiver_calibration(record):
     from instruments.optical import ReceiverCalibration
 
     name, c = record.instrument, record.conditions
+    dc = {f: record.estimate(f"{name}.{f}").value for f in ("dc_offset_v", "dc_slope_v_per_w")
+          if f"{name}.{f}" in record.parameters}  # records from before the CMRR have none
     return ReceiverCalibration(
         shot_noise_variance_v2=record.estimate(f"{name}.shot_noise_variance_v2").value,
         electronic_noise_snu=record.estimate(f"{name}.electronic_noise_snu_at_operating_lo").value,
         template=tuple(float(t) for t in record.raw["template"]), samples_per_symbol=int(c["samples_per_symbol"]),
-        offset_samples=int(c["offset_samples"]), record_id=record.id)
+        offset_samples=int(c["offset_samples"]), record_id=record.id, **dc)

@@ -510,15 +510,16 @@ RECEIVER_LIMITS = (
 def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str, driver_gain: float,
                           channel_index: int = 0, symbol_rate_hz: float = 1e9, levels: int = 128,
                           symbols_per_level: int = 8, periods: int = 32, capture_samples_per_symbol: int = 4,
-                          range_v: float = 0.2, extra_safe: tuple = (), figure_dir: str | Path | None = None
-                          ) -> CalibrationResult:
+                          range_v: float = 0.2, extra_safe: tuple = (), figure_dir: str | Path | None = None,
+                          dc_level_v: float = 0.0) -> CalibrationResult:
     """RF V_pi from one AWG staircase over the drive range and one homodyne capture of it.
 
     Preconditions (the caller sets up the light path): laser on, attenuator open, the client amplifier
     at gain > 1 so ``receiver`` (the client's) sees the X quadrature; the modulator's bias held (locked
     at null or manual). ``channel_index`` picks the role's AWG channel to ramp (0 = I or the carver,
     1 = Q); the others play 0 V. ``driver_gain`` (datasheet, V/V) turns V_pi at the AWG into
-    ``<key>.vpi_v`` at the modulator. The AWG is left stopped with its outputs off.
+    ``<key>.vpi_v`` at the modulator. The AWG is left stopped with its outputs off. ``dc_level_v``: the
+    receiver's expected DC level (its homodyne record), where the capture is centred first.
     """
     calibration = f"{key} RF transfer"
     awg = modulator.awg
@@ -533,9 +534,10 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
         amplitude_vpp = float(awg.amplitude_max.value)
         ramped.load_and_run([(1, [staircase_codes(levels, symbols_per_level, sps_awg)])], [amplitude_vpp])
         points = levels * symbols_per_level * periods * capture_samples_per_symbol
-        samples_v = receiver.capture_samples_v(points, capture_samples_per_symbol * symbol_rate_hz, range_v)
+        samples_v, offset_v = _centred_capture(receiver, points, capture_samples_per_symbol * symbol_rate_hz, range_v,
+                                               dc_level_v)
         awg.stop_and_outputs_off()
-        _check_capture(calibration, samples_v, range_v, receiver)
+        _check_capture(calibration, samples_v, range_v, receiver, offset_v)
         volts = 0.5 * amplitude_vpp * np.rint(np.linspace(-127, 127, levels)) / 127.0
         mean_v, sigma_v = level_means(samples_v, capture_samples_per_symbol, levels, symbols_per_level)
         fit = fit_field_transfer(volts, mean_v, sigma_v, calibration)
@@ -558,11 +560,30 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
     return _guarded(calibration, laser, (modulator,) + tuple(extra_safe), body)
 
 
-def _check_capture(calibration: str, samples_v: np.ndarray, range_v: float, receiver: Any) -> None:
+CENTRING_ATTEMPTS = 4  # captures at most: a clipped one moves the channel's offset to its mean and is taken again
+
+
+def _centred_capture(receiver: Any, points: int, sample_rate_hz: float, range_v: float,
+                     centre_v: float = 0.0) -> tuple[np.ndarray, float]:
+    """One capture centred on the receiver's DC level (a DC-coupled detector sits on its LO's unbalanced
+    share, tens of mV: more than the fit's range leaves), re-centred on its own mean if it clipped. The
+    fit's own offset term takes whatever DC remains; the samples are absolute volts throughout."""
+    bits = getattr(receiver, "adc_bits", None) or 10
+    for _ in range(CENTRING_ATTEMPTS):
+        offset_v = centre_v
+        samples_v = receiver.capture_samples_v(points, sample_rate_hz, range_v, offset_v)
+        if samples_v.size == 0 or clipped_fraction(samples_v, range_v, offset_v, bits) <= 1e-4:
+            break
+        centre_v = float(np.mean(samples_v))
+    return samples_v, offset_v
+
+
+def _check_capture(calibration: str, samples_v: np.ndarray, range_v: float, receiver: Any,
+                   offset_v: float = 0.0) -> None:
     if samples_v.size == 0 or not np.all(np.isfinite(samples_v)):
         raise CalibrationError(calibration, "the capture is empty or holds non-finite samples")
     bits = getattr(receiver, "adc_bits", None) or 10
-    clipped = clipped_fraction(samples_v, range_v, 0.0, bits)
+    clipped = clipped_fraction(samples_v, range_v, offset_v, bits)
     if clipped > 1e-4:
         raise CalibrationError(calibration, f"the capture is clipped: {100 * clipped:.3g} % of the samples sit at the "
                                             f"ADC rails of the {range_v:g} V range (raise the range or the "
@@ -740,7 +761,8 @@ def homodyne_light_on(attenuator: Any, amplifier: Any, gain: float) -> None:
 
 
 def calibrate_station(station: Any, figure_dir: str | Path | None = None,
-                      driver_gains: dict[str, float] | None = None) -> list[CalibrationResult]:
+                      driver_gains: dict[str, float] | None = None, receiver_calibration: Any = None
+                      ) -> list[CalibrationResult]:
     """Every server-modulator calibration in order, on a connected station (duck-typed: its role factories).
 
     DC transfer of both modulators (the other at peak), RF V_pi of the IQ's I child (children at null,
@@ -755,9 +777,13 @@ def calibrate_station(station: Any, figure_dir: str | Path | None = None,
     carver = station.pulse_carver(ModulatorCalibration(1.0, gains["server_carver"]))
     attenuator, amplifier = station.attenuator(), station.amplifier()
     receiver = station.receiver("client_receiver")
-    rf_options = {"symbol_rate_hz": protocol.symbol_rate_hz, "figure_dir": figure_dir, "extra_safe": (amplifier,)}
+    laser_dbm = min(13.0, laser.power_max_dbm)
+    dc_v = 0.0 if receiver_calibration is None else receiver_calibration.dc_level_v(
+        receiver.lo_fraction * 1e-3 * 10.0 ** (laser_dbm / 10.0))  # the DC-coupled receiver's level at this LO
+    rf_options = {"symbol_rate_hz": protocol.symbol_rate_hz, "figure_dir": figure_dir, "extra_safe": (amplifier,),
+                  "dc_level_v": dc_v}
     try:
-        laser.set_power_dbm(min(13.0, laser.power_max_dbm))
+        laser.set_power_dbm(laser_dbm)
         laser.on()
         if hasattr(meter, "set_averaging_time_s"):
             meter.set_averaging_time_s(1e-3)

@@ -329,8 +329,9 @@ def read_record(path: str | Path) -> CalibrationRecord:
                 instruments=_json_object(a, "instruments_json"), figure_png=_text(a, "figure_png") or None, path=path)
             if record.created.utcoffset() is None:
                 raise ValueError(f"created_utc {record.created.isoformat()!r} has no time zone")
-            if not (math.isfinite(record.validity_s) and record.validity_s > 0):
-                raise ValueError(f"validity_s is {record.validity_s!r}, expected a finite number > 0")
+            if not (math.isfinite(record.validity_s) and record.validity_s >= 1e-6):  # below 1 us: an empty window
+                raise ValueError(f"validity_s is {record.validity_s!r}, expected a finite number >= 1e-6 (the "
+                                 "timestamps' resolution)")
             try:
                 record.expires  # noqa: B018 - a window beyond the calendar fails here, not in a later query
             except OverflowError:

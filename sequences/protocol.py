@@ -627,6 +627,7 @@ class SecureLink:
             records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
             if not clipped:
+                records = {name: _minus_tail_dc(v, data_symbols * sps) for name, v in records.items()}
                 self._check_tails(records, data_symbols * sps)
                 return records["client_receiver"], records["server_receiver"]
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
@@ -662,8 +663,8 @@ class SecureLink:
         retrying drivers report one), not a bare ValueError: the session may take the batch again."""
         from instruments.drivers._scpi import InstrumentFault
 
-        try:
-            return rx.read_samples_v()
+        try:  # volts about the channel's centre (its offset: the receiver's DC level), as the clipping checks take them
+            return rx.read_samples_v() - float(rx.channel.offset())
         except ValueError as error:
             driver = self.digitizer
             raise InstrumentFault(driver.name, str(getattr(driver, "address", "?")), f"{rx.name} trace",
@@ -706,6 +707,8 @@ class SecureLink:
         for rx in (self.client_rx, self.server_rx):
             rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
             half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
+            lo_w = rx.lo_fraction * 1e-3 * 10.0 ** (self.laser_power_dbm / 10.0)  # centred on the DC-coupled output's
+            rx.channel.offset(rx.calibration.dc_level_v(lo_w))                     # level (_read_trace takes it off)
             self.ranges_v[rx.name] = 2.0 * half
             rx.channel.range(2.0 * half)
 
@@ -731,7 +734,8 @@ class SecureLink:
             self.digitizer.acquire_points(points)
             self._points = points
         self.digitizer.digitize()
-        readings = {rx.name: self._vacuum(rx, self._read_trace(rx), symbols) for rx in (self.client_rx, self.server_rx)}
+        readings = {rx.name: self._vacuum(rx, _minus_tail_dc(self._read_trace(rx), 0), symbols)
+                    for rx in (self.client_rx, self.server_rx)}
         self.attenuator.open_shutter()
         return readings
 
@@ -820,6 +824,14 @@ class SecureLink:
         self._points = 0
         self.reset_ranges()
         return self.prepare(*self.prepared_with)
+
+
+def _minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
+    """The record less the mean of the first half of its vacuum tail (from sample `start`): a DC-coupled receiver
+    sits on the LO's unbalanced share (its CMRR), which follows the LO power, so each record gives its own DC
+    level; the tail's second half then shows (_check_tails) whether that level held over the record."""
+    tail = samples_v[start:]
+    return samples_v - float(np.mean(tail[:max(tail.size // 2, 1)]))
 
 
 def _clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:

@@ -87,12 +87,12 @@ def _read_word_block(scope, points: int, scale_v: float, origin_v: float):
     return np.frombuffer(block[:-1], dtype="<i2").astype(np.float64) * scale_v + origin_v
 
 
-def digitize_and_read(channel, points: int, sample_rate_hz: float, range_v: float):
+def digitize_and_read(channel, points: int, sample_rate_hz: float, range_v: float, offset_v: float = 0.0):
     """Set the record length, sample rate and this channel's range, acquire, and read the channel's trace in
     TWO messages; None when ``channel`` is not an Infiniium channel (the caller takes the per-setting path).
 
     Why: through the driver's parameters and ``trace`` the same capture costs eight messages. Message 1 is
-    ``:ACQ:POIN;:ACQ:SRAT;:CHAN<n>:RANG;:DIGitize;*OPC?;:WAV:SOUR;:WAV:PRE?``: the ``*OPC?`` before the
+    ``:ACQ:POIN;:ACQ:SRAT;:CHAN<n>:RANG;:CHAN<n>:OFFS;:DIGitize;*OPC?;:WAV:SOUR;:WAV:PRE?``: the ``*OPC?`` before the
     preamble makes the instrument finish the acquisition first (its ``1`` is checked, and the preamble
     describes the new record). Message 2 is ``:WAV:DATA?``, read by its known length (``read_trace_block``).
     The driver's caches and trace set-up are updated as its own sets and ``update_setpoints`` would.
@@ -104,13 +104,14 @@ def digitize_and_read(channel, points: int, sample_rate_hz: float, range_v: floa
     source = trace._channel
     number = int(source.upper().removeprefix("CHAN"))
     reply = scope.ask(f":ACQ:POIN {int(points)};:ACQ:SRAT {float(sample_rate_hz)};:CHAN{number}:RANG {float(range_v)};"
-                      f":DIGitize;*OPC?;:WAV:SOUR {source};:WAV:PRE?").strip()
+                      f":CHAN{number}:OFFS {float(offset_v)};:DIGitize;*OPC?;:WAV:SOUR {source};:WAV:PRE?").strip()
     done, _, preamble = reply.partition(";")
     if done != "1" or not preamble:
         raise ValueError(f"{scope.name}: the acquisition answered {reply[:80]!r} (expected 1;<preamble>)")
     scope.acquire_points.cache.set(int(points))
     scope.sample_rate.cache.set(float(sample_rate_hz))
     channel.range.cache.set(float(range_v))
+    channel.offset.cache.set(float(offset_v))
     trace.update_setpoints(preamble.split(","))
     scope.write(":WAV:DATA?")
     return _read_word_block(scope, int(trace._points), float(trace._yincrement), float(trace._yoffset))

@@ -60,6 +60,13 @@ class ReceiverCalibration:
     samples_per_symbol: int
     offset_samples: int = 0
     record_id: str | None = None
+    dc_offset_v: float = 0.0           # the DC-coupled output's level with the LO off (the electronics' offset)
+    dc_slope_v_per_w: float = 0.0      # and its growth per W of LO: the imbalanced diodes (CMRR)
+
+    def dc_level_v(self, lo_power_w: float) -> float:
+        """The output's expected DC level at this LO power (for the digitizer's range; the DSP subtracts the
+        record's own)."""
+        return self.dc_offset_v + self.dc_slope_v_per_w * lo_power_w
 
     @classmethod
     def from_records(cls, vacuum_samples_v, dark_samples_v, template, samples_per_symbol: int,
@@ -106,17 +113,19 @@ class DigitizerHomodyneReceiver:
                 samples = self.channel.trace()
         return np.asarray(samples, dtype=float)
 
-    def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float) -> np.ndarray:
-        """One new acquisition of ``points`` at ``sample_rate_hz`` on this channel's ``range_v``, in volts: two
-        messages on an Infiniium (``digitize_and_read``), else the driver's sets, digitize and trace."""
+    def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float, offset_v: float = 0.0) -> np.ndarray:
+        """One new acquisition of ``points`` at ``sample_rate_hz`` on this channel's ``range_v`` centred on
+        ``offset_v``, in volts: two messages on an Infiniium (``digitize_and_read``), else the driver's sets,
+        digitize and trace."""
         if self.channel is None:
             raise RuntimeError(f"{self.name}: no digitizer channel")
-        samples = digitize_and_read(self.channel, points, sample_rate_hz, range_v)
+        samples = digitize_and_read(self.channel, points, sample_rate_hz, range_v, offset_v)
         if samples is None:
             scope = self.channel.root_instrument
             scope.acquire_points(points)
             scope.sample_rate(sample_rate_hz)
             self.channel.range(range_v)
+            self.channel.offset(offset_v)
             scope.auto_digitize(False)
             scope.digitize()
             samples = self.read_samples_v()

@@ -27,6 +27,7 @@ class LaserTruth:
     port: int = 1
     power_offset_db: float = -0.15        # emitted minus set power (a power-meter calibration finds it)
     insertion_loss_db: float = 0.5        # laser port -> pulse carver input
+    relative_intensity_noise_db_per_hz: float = -165.0  # one-sided RIN, white over the detector band (LOs share it)
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,14 @@ class PowerMeterTruth:
 
 @dataclass(frozen=True)
 class ReceiverTruth:
-    """A balanced homodyne receiver (PDB48x class, instruments.md 7.7) and its digitizer channel.
+    """A balanced homodyne receiver (PDB48x class, instruments.md 7.7, DC-coupled) and its digitizer channel.
 
     Shot noise per sample (before the low-pass) is gain_v_per_w sqrt(P_LO h nu f_s / efficiency);
     the electronic noise is a fixed voltage, given in SNU at reference_lo_power_w (so it falls as
     1/P_LO in SNU). The LO is the server laser's light: P_LO = lo_transmittance x laser power.
+    The photodiodes are not perfectly balanced (leakage_math.md 3.1, CMRR): the difference output
+    carries output_offset_v + imbalance_sign gain_v_per_w (P_LO/2) 10^(-common_mode_rejection_db/20)
+    of DC, and the laser's intensity noise through the same imbalance (the k2 term of the LO sweep).
     """
 
     efficiency: float = 0.8
@@ -128,6 +132,9 @@ class ReceiverTruth:
     filter_order: int = 1
     lo_transmittance: float = 0.1
     digitizer_channel: int = 1
+    common_mode_rejection_db: float = 30.0  # 20 log10(one diode's output / the balanced output), dB
+    imbalance_sign: int = 1               # +1: the + diode is the stronger one (the DC follows +P_LO), -1: the - diode
+    output_offset_v: float = 1.5e-3       # the electronics' DC offset (LO off), V
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,9 @@ class ServerReceiverTruth(ReceiverTruth):
     efficiency: float = 0.85
     electronic_noise_snu: float = 0.04
     digitizer_channel: int = 2
+    common_mode_rejection_db: float = 27.0
+    imbalance_sign: int = -1
+    output_offset_v: float = -2.0e-3
     awg_channel: int = 4                  # server AWG channel on the LO phase modulator / capture gate
 
 
@@ -350,6 +360,8 @@ def _validate(params: BenchParameters) -> None:
         check(path, params.get(path) >= 0.0, ">= 0")
 
     check("server_laser.port", 1 <= params.server_laser.port <= 4, "an N7714A port 1..4")
+    check("server_laser.relative_intensity_noise_db_per_hz", params.server_laser.relative_intensity_noise_db_per_hz < 0,
+          "< 0 dB/Hz (a laser's RIN, e.g. -165)")
     for name in ("server_carver", "server_iq"):
         for key in ("vpi_v", "bias_vpi_v", "extinction_ratio_db", "driver_gain"):
             positive(f"{name}.{key}")
@@ -384,6 +396,8 @@ def _validate(params: BenchParameters) -> None:
             positive(f"{name}.{key}")
         check(f"{name}.filter_order", 1 <= params.get(f"{name}.filter_order") <= 8, "an integer 1..8")
         check(f"{name}.digitizer_channel", 1 <= params.get(f"{name}.digitizer_channel") <= 4, "a channel 1..4")
+        positive(f"{name}.common_mode_rejection_db")
+        check(f"{name}.imbalance_sign", params.get(f"{name}.imbalance_sign") in (-1, 1), "+1 or -1")
     check("server_receiver.digitizer_channel",
           params.server_receiver.digitizer_channel != params.client_receiver.digitizer_channel,
           "a channel other than client_receiver.digitizer_channel")

@@ -19,13 +19,18 @@ verified row, mode) order, one symbol slot each from the record's start, then va
 :ACQ:POIN (a shorter record cuts them off: ``session_points`` is what holds everything).
 
 ``waveform`` turns each quadrature sequence into detector volts (shot noise per sample from the LO
-power, electronic noise, detector and scope bandwidth), then the ADC quantises. Without LO (laser
-off) both receivers output electronic noise only.
+power, electronic noise, detector and scope bandwidth), then the ADC quantises. The detectors are
+DC-coupled and not perfectly balanced: each record sits on the DC level of ``dc_level_v`` (the
+electronics' offset plus the LO's unbalanced share, set by the receiver's common-mode rejection),
+and the laser's intensity noise leaks through the same imbalance (``rin_residual_rms_v``, white
+before the detector's filter like the electronic noise, so it is rendered with it). Without LO
+(laser off) both receivers output electronic noise on the electronics' offset only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -133,15 +138,40 @@ def electronic_noise_rms_v(receiver, sample_rate_hz: float, wavelength_m: float)
     return float(np.sqrt(receiver.electronic_noise_snu)) * reference
 
 
+def imbalance(receiver) -> float:
+    """(G+ - G-)/G+ = 10^(-CMRR/20): the share of one diode's LO signal the difference output keeps."""
+    return float(10.0 ** (-receiver.common_mode_rejection_db / 20.0))
+
+
+def dc_level_v(receiver, lo_power_w: float) -> float:
+    """The detector's DC output: offset + sign G (P_LO/2) 10^(-CMRR/20) (each diode sees half the LO)."""
+    return receiver.output_offset_v + receiver.imbalance_sign * receiver.gain_v_per_w * 0.5 * lo_power_w * imbalance(
+        receiver)
+
+
+def rin_residual_rms_v(receiver, lo_power_w: float, rin_db_per_hz: float, sample_rate_hz: float) -> float:
+    """Per-sample rms of the LO's intensity noise left by the imbalance: G eps (P_LO/2) sqrt(RIN f_s/2)
+    (one-sided RIN over the sampled band, like the shot noise's 2 e I B): a variance in P_LO^2."""
+    return (receiver.gain_v_per_w * imbalance(receiver) * 0.5 * lo_power_w
+            * float(np.sqrt(10.0 ** (rin_db_per_hz / 10.0) * 0.5 * sample_rate_hz)))
+
+
 def waveform_config(receiver, *, lo_power_w: float, samples_per_symbol: int, symbol_rate_hz: float,
-                    scope_bandwidth_hz: float, adc_bits: int, range_v: float, wavelength_m: float) -> wf.WaveformConfig:
-    """The renderer's settings for one receiver; with no LO, shot_noise_rms_v carries the electronic noise."""
+                    scope_bandwidth_hz: float, adc_bits: int, range_v: float, wavelength_m: float,
+                    rin_db_per_hz: float = -math.inf) -> wf.WaveformConfig:
+    """The renderer's settings for one receiver; with no LO, shot_noise_rms_v carries the electronic noise.
+
+    The LO's residual intensity noise is white before the detector's filter and independent of the
+    shot noise, as the electronic noise is: it is rendered as part of electronic_noise_snu (not part
+    of the SNU the DSP's calibration finds with the LO off, but of its k2 term)."""
     sample_rate = samples_per_symbol * symbol_rate_hz
     bandwidth = min(receiver.bandwidth_hz, scope_bandwidth_hz, 0.45 * sample_rate)
     electronic_v = electronic_noise_rms_v(receiver, sample_rate, wavelength_m)
     if lo_power_w > 0.0:
         shot_v = shot_noise_rms_v(lo_power_w, receiver.gain_v_per_w, receiver.efficiency, sample_rate, wavelength_m)
-        noise_snu, scale_v = (electronic_v / shot_v) ** 2, shot_v
+        rin_v = rin_residual_rms_v(receiver, lo_power_w, rin_db_per_hz, sample_rate) if math.isfinite(
+            rin_db_per_hz) else 0.0
+        noise_snu, scale_v = (electronic_v**2 + rin_v**2) / shot_v**2, shot_v
     else:
         noise_snu, scale_v = 1.0, max(electronic_v, 1e-30)
     return wf.WaveformConfig(samples_per_symbol=samples_per_symbol, symbol_rate_hz=symbol_rate_hz,
@@ -171,24 +201,26 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
         link = bench.link_parameters(mu_photons=float(np.mean(np.abs(period) ** 2))) if laser_on else None
         attack = bench.attack if bench.attack is not None and bench.attack.acts_on_returned_light else None
     bits = params.digitizer.adc_bits
-    configs = {}
+    configs, dc_v = {}, {}
     for name in RECEIVERS:
         receiver = params.get(name)
         setup = channels.get(receiver.digitizer_channel, ChannelSetup(1.0, 0.0))
         configs[name] = waveform_config(receiver, lo_power_w=lo[name], samples_per_symbol=sps,
                                         symbol_rate_hz=symbol_rate, scope_bandwidth_hz=scope_bandwidth_hz,
-                                        adc_bits=bits, range_v=setup.range_v, wavelength_m=wavelength)
+                                        adc_bits=bits, range_v=setup.range_v, wavelength_m=wavelength,
+                                        rin_db_per_hz=params.server_laser.relative_intensity_noise_db_per_hz)
+        dc_v[name] = dc_level_v(receiver, lo[name])
     if session is not None:
         if averages > 1:
             raise SessionError(f"averaging is on ({averages} acquisitions): a session acquisition is single-shot, "
                                "every slot a different measurement (switch :ACQ:AVER off)")
-        return _acquire_session(bench, session, link, configs, points=points, sps=sps, channels=channels,
+        return _acquire_session(bench, session, link, configs, dc_v, points=points, sps=sps, channels=channels,
                                 rng=_session_rng(bench, session, points), laser_on=laser_on, attack=attack)
-    return _acquire_symbols(bench, period, gate, link, configs, points=points, sps=sps, channels=channels, rng=rng,
-                            averages=averages, laser_on=laser_on, attack=attack)
+    return _acquire_symbols(bench, period, gate, link, configs, dc_v, points=points, sps=sps, channels=channels,
+                            rng=rng, averages=averages, laser_on=laser_on, attack=attack)
 
 
-def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channels, rng, averages, laser_on,
+def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, channels, rng, averages, laser_on,
                      attack=None):
     """One mode per row, x_hat = 1 (calibrations): the module docstring's single-symbol acquisition."""
     params = bench.params
@@ -220,7 +252,7 @@ def _acquire_symbols(bench, period, gate, link, configs, *, points, sps, channel
             else:
                 volts = wf.dark_analog_waveform(n_symbols, config, rng)[:points]
             offset = channels.get(params.get(name).digitizer_channel, ChannelSetup(1.0, 0.0)).offset_v
-            digitized = wf.digitize(volts - offset, config)
+            digitized = wf.digitize(volts + (dc_v[name] - offset), config)
             sums[name] += digitized.codes
             clipped[name] += digitized.clipped_samples
 
@@ -313,7 +345,7 @@ def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Genera
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([bench.params.seed, repeat, *words.tolist()])))
 
 
-def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sps, channels, rng, laser_on,
+def _acquire_session(bench, inputs: _SessionInputs, link, configs, dc_v, *, points, sps, channels, rng, laser_on,
                      attack=None):
     """secure_products of the layer for the processor's images, rendered on both receivers' channels; a
     cheating client's `attack` acts on the returned light (its record: SessionTruth.verification.attacker)."""
@@ -342,7 +374,8 @@ def _acquire_session(bench, inputs: _SessionInputs, link, configs, *, points, sp
         gain, offset_v = _adc_input(bench, number)
         words, clipped = wf.digitized_words(streams[name], points, configs[name],
                                             np.random.Generator(np.random.SFC64(seeds[name])), lo_on=laser_on,
-                                            offset_v=setup.offset_v - offset_v, volts_gain=gain, code_scale=shift)
+                                            offset_v=setup.offset_v - offset_v - gain * dc_v[name], volts_gain=gain,
+                                            code_scale=shift)
         return number, ChannelRecord(words, configs[name].volts_per_code / shift, setup.offset_v, clipped,
                                      configs[name])
 

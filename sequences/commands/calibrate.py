@@ -30,7 +30,7 @@ ALL_ORDER = ("homodyne", "photons", "amplifier", "modulators", "processor", "cha
 BENCH_KEYS = {
     "photons": ("server.photons_per_symbol",),
     "homodyne": tuple(f"{rx}.{q}" for rx in ("client_receiver", "server_receiver")
-                      for q in ("efficiency", "electronic_noise_snu")),
+                      for q in ("efficiency", "electronic_noise_snu", "common_mode_rejection_db")),
     "amplifier": ("client_amplifier.gain", "client_amplifier.gain_offset_db", "client_amplifier.noise_figure_db"),
     "modulators": tuple(f"{m}.{q}" for m in ("server_iq", "server_carver")
                         for q in ("vpi_v", "bias_vpi_v", "bias_phase_rad", "extinction_ratio_db"))
@@ -81,6 +81,11 @@ class InfiniiumDigitizer:
     def acquire(self) -> dict[str, np.ndarray]:
         self.driver.digitize()
         return {rx.name: rx.read_samples_v() for rx in self.receivers}
+
+    def set_offsets(self, offsets_v: dict[str, float]) -> None:
+        for rx in self.receivers:
+            if rx.name in offsets_v:
+                rx.channel.offset(float(offsets_v[rx.name]))
 
 
 def _modulators_entry():
@@ -149,7 +154,16 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
                 config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
         return [result], used
     if kind == "modulators":
-        return list(_modulators_entry()(station, figure_dir)), sorted(station.connections)
+        from calibration.homodyne import receiver_calibration
+        from calibration.records import RecordError, RecordStore
+
+        try:  # the client receiver's DC level (a homodyne record) centres the RF captures; without one they centre
+            record = RecordStore(args.calibration_dir).require("homodyne", "client_receiver")  # on their own means
+            calibration = receiver_calibration(record)
+        except RecordError:
+            calibration = None
+        return (list(_modulators_entry()(station, figure_dir, receiver_calibration=calibration)),
+                sorted(station.connections))
     if kind == "channel":
         return [_channel(station, args, figure_dir)], sorted(station.connections)
     if kind == "processor":

@@ -13,6 +13,7 @@ from analysis import dsp
 from analysis.units import dbm_to_w, photons_per_symbol
 from instruments.drivers._scpi import InstrumentError
 from instruments.sim import modulators as mod
+from instruments.sim import receivers
 from instruments.sim import waveform as wf
 from instruments.sim.server import Bench
 
@@ -226,8 +227,11 @@ def test_waveform_upload_capture_and_symbol_recovery(bench, connect, infiniium_t
     sps = 8
     scope.acquire_points(sps * n_symbols)
     scope.sample_rate(sps * bench.params.server.symbol_rate_hz)
-    scope.ch1.range(0.2)
-    scope.ch2.range(0.2)
+    # the DC-coupled receivers sit on their LO's unbalanced share: centre the channels there, subtract it below
+    dc = [receivers.dc_level_v(bench.params.get(name), bench.state.lo_power_w(name)) for name in receivers.RECEIVERS]
+    for channel, level_v in zip((scope.ch1, scope.ch2), dc):
+        channel.range(0.2)
+        channel.offset(level_v)
     scope.auto_digitize(False)
     scope.digitize()
     client_v, server_v = scope.ch1.trace(), scope.ch2.trace()
@@ -244,6 +248,7 @@ def test_waveform_upload_capture_and_symbol_recovery(bench, connect, infiniium_t
     laser.port1.output_enabled(False)
     scope.digitize()
     dark = (scope.ch1.trace(), scope.ch2.trace())
+    client_v, server_v = client_v - dc[0], server_v - dc[1]
 
     response = wf.matched_filter_response(record.channels[1].config)
     assert dsp.find_symbol_offset(client_v, response.template, sps) == response.offset_samples
@@ -283,8 +288,10 @@ def test_laser_off_gives_electronic_noise_only(bench, connect, infiniium_trace_f
     receiver = bench.params.client_receiver
     config = bench.state.last_capture.channels[1].config
     assert not bench.state.last_capture.laser_on
-    # dark record: electronic noise only, filtered by the detector; rms of a few LSB, centred on 0
-    assert abs(np.mean(trace)) < 5 * config.shot_noise_rms_v / np.sqrt(trace.size) + config.volts_per_code
+    # dark record: electronic noise only, filtered by the detector; rms of a few LSB, centred on the electronics'
+    # DC offset (no LO: nothing unbalanced)
+    assert abs(np.mean(trace) - receiver.output_offset_v) < (5 * config.shot_noise_rms_v / np.sqrt(trace.size)
+                                                             + config.volts_per_code)
     assert 0 < np.std(trace) < config.shot_noise_rms_v * 1.01
     assert receiver.electronic_noise_snu > 0
 

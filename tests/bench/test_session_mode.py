@@ -15,6 +15,7 @@ from instruments.optical import (AwgChannels, AwgIQModulator, AwgTimeBinProcesso
                                  ProcessorCalibration)
 from instruments.optical.awg_channels import amplitude_for_volts_vpp, volts_to_codes
 from instruments.sim import bench as bench_module
+from instruments.sim import receivers
 from instruments.sim import waveform as wf
 from instruments.sim.bench_parameters import defaults_table
 from instruments.sim.receivers import session_points
@@ -128,10 +129,11 @@ def _predicted_mf(quadratures: np.ndarray, taps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _dsp_residual(trace: np.ndarray, channel, truth: np.ndarray) -> tuple[np.ndarray, float]:
-    """analysis.dsp on a channel's trace minus what the known slot quadratures predict, and its std bound."""
+def _dsp_residual(trace: np.ndarray, channel, truth: np.ndarray, dc_v: float) -> tuple[np.ndarray, float]:
+    """analysis.dsp on a channel's trace (less the receiver's true DC level) minus what the known slot
+    quadratures predict, and its std bound."""
     response = wf.matched_filter_response(channel.config)
-    y = dsp.quadratures_snu(trace, response.template, SCOPE_SPS, response.offset_samples,
+    y = dsp.quadratures_snu(trace - dc_v, response.template, SCOPE_SPS, response.offset_samples,
                             response.shot_noise_variance_v2, n_symbols=truth.size)
     # other temporal modes, electronic noise, the unknown vacuum slot after the last one, half an ADC step
     variance = 1.0 + response.electronic_noise_snu - np.sum(response.taps[1:] ** 2)
@@ -183,14 +185,18 @@ def test_one_acquisition_is_the_layer_for_every_image(lab, infiniium_trace_fix):
     # (b) the receivers' channels carry the outcomes in (image, row) and (image, verified row, mode) order
     client_v, server_v = lab.scope.ch1.trace(), lab.scope.ch2.trace()
     assert record.channels[1].clipped_samples == 0 and record.channels[2].clipped_samples == 0
-    for trace, channel, truth in ((client_v, record.channels[1], session.client_quadratures_snu),
-                                  (server_v, record.channels[2], session.returned_quadratures_snu)):
-        residual, std = _dsp_residual(trace, channel, truth.ravel().astype(np.float64))
+    dc_v = {name: receivers.dc_level_v(lab.params.get(name), lab.bench.state.lo_power_w(name))
+            for name in receivers.RECEIVERS}  # the DC-coupled outputs' level (checked in test_receiver_dc.py)
+    for trace, channel, truth, dc in ((client_v, record.channels[1], session.client_quadratures_snu,
+                                       dc_v["client_receiver"]),
+                                      (server_v, record.channels[2], session.returned_quadratures_snu,
+                                       dc_v["server_receiver"])):
+        residual, std = _dsp_residual(trace, channel, truth.ravel().astype(np.float64), dc)
         assert np.std(truth) > 10 * std  # the signal stands far out of what the matched filter adds
         assert np.max(np.abs(residual)) < Z * std
-        assert np.max(np.abs(_dsp_residual(trace, channel, truth[::-1].ravel().astype(np.float64))[0])) > Z * std
+        assert np.max(np.abs(_dsp_residual(trace, channel, truth[::-1].ravel().astype(np.float64), dc)[0])) > Z * std
     # after the outcomes the channels carry the receivers' vacuum (no signal)
-    tail = dsp.quadratures_snu(client_v, wf.matched_filter_response(record.channels[1].config).template, SCOPE_SPS,
+    tail = dsp.quadratures_snu(client_v - dc_v["client_receiver"], wf.matched_filter_response(record.channels[1].config).template, SCOPE_SPS,
                                0, 1.0)[IMAGES * ROWS + 2:]
     assert tail.size > 20 and np.std(tail) < 0.2 * np.std(session.client_quadratures_snu)
 
