@@ -14,9 +14,10 @@ The server verifies against the fields its calibrated modulator model predicts f
 actually played (AwgIQModulator.played_fields), scaled to the mu it measured: the AWG's 8-bit
 rounding is then not mistaken for excess noise of the client.
 
-Faults: every acquisition ends with VACUUM_TAIL_SYMBOLS slots of vacuum that must look like the
-receivers' calibration (mean 0, variance 1 + v_el), else ReceiverError: data off by a DC offset or
-scaled by a changed LO or gain are never used. A clipped record is taken again with wider ranges. For
+Faults: every acquisition ends with VACUUM_TAIL_SYMBOLS slots of vacuum, whose mean is each DC-coupled
+receiver's DC level (taken off the record) and which must otherwise look like the receivers'
+calibration (variance 1 + v_el, one DC level throughout), else ReceiverError: data scaled by a
+changed LO or gain, or on a drifting DC level, are never used. A clipped record is taken again with wider ranges. For
 the session's checks between batches (sequences/session_guard.py) the link reads the monitor tap
 (read_light) and the receivers' vacuum (read_vacuum), and applies the cures: relock_biases + renull,
 set_laser_power_dbm + remeasure_mu, reapply_instrument after a reset.
@@ -671,24 +672,26 @@ class SecureLink:
                                   f"unreadable reply ({error})", 1) from error
 
     def _check_tails(self, records: dict[str, np.ndarray], start: int) -> None:
-        """The vacuum after the data must look like the calibration's (mean 0, variance 1 + v_el): else the data
-        are off by a DC offset or scaled by a changed LO or gain. ReceiverError names the first receiver."""
+        """The vacuum after the data (its DC taken off) must look like the calibration's: variance 1 + v_el, else
+        the data are scaled by a changed LO or gain; and one DC level over the tail, else the receiver drifts
+        within a record. ReceiverError names the first receiver."""
         for rx in (self.client_rx, self.server_rx):
             reading = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS)
             self.tails[rx.name] = reading
             expected_snu = 1.0 + reading.electronic_noise_snu
-            if abs(reading.mean_snu) > TAIL_OFFSET_MAX_SNU:
-                template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
-                offset_v = reading.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
-                    np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
-                raise ReceiverError(f"{rx.name}: the vacuum after its record reads {reading.mean_snu:+.3g} SNU on "
-                                    f"average (about {offset_v:+.3g} V of DC at the digitizer): an unbalanced or "
-                                    f"offset receiver biases every quadrature", reading)
             noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
             if abs(noise_db) > TAIL_NOISE_MAX_DB:
                 raise ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise against "
                                     f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
                                     f"power or its gain changed", reading)
+            half = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
+            if abs(half.mean_snu) > 0.5 * TAIL_OFFSET_MAX_SNU:
+                template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
+                offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
+                    np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
+                raise ReceiverError(f"{rx.name}: the DC level moves within a record ({2 * half.mean_snu:+.3g} SNU, about "
+                                    f"{2 * offset_v:+.3g} V, between the halves of its vacuum tail): a drifting "
+                                    f"receiver biases every quadrature", half)
 
     @staticmethod
     def _clipped(rx, samples_v: np.ndarray) -> bool:
@@ -827,11 +830,11 @@ class SecureLink:
 
 
 def _minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
-    """The record less the mean of the first half of its vacuum tail (from sample `start`): a DC-coupled receiver
-    sits on the LO's unbalanced share (its CMRR), which follows the LO power, so each record gives its own DC
-    level; the tail's second half then shows (_check_tails) whether that level held over the record."""
-    tail = samples_v[start:]
-    return samples_v - float(np.mean(tail[:max(tail.size // 2, 1)]))
+    """The record less the mean of its vacuum tail (from sample ``start``): a DC-coupled receiver sits on its LO's
+    unbalanced share (its CMRR), which follows the LO power, so each record's own vacuum gives its DC level
+    (the digitizer is centred on the level the homodyne record predicts; this takes off what the LO's drift
+    moved since). The whole tail: its mean's noise adds 1/tail symbols of a SNU^2 to every quadrature."""
+    return samples_v - float(np.mean(samples_v[start:]))
 
 
 def _clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:
