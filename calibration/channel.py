@@ -5,7 +5,8 @@ receiver with a random X/P choice, and regresses what returns on what it sent, w
 estimators as the verification (analysis.verification). The client behaves honestly (its amplifier
 at the protocol's gain, its processor loaded with a unit vector), so the record is the honest
 baseline the session's acceptance test compares with: T is what an honest round trip transmits.
-The one-sigma uncertainties are the half-widths of the exact one-sided limits at 1 sigma.
+The one-sigma uncertainties are the half-widths of the exact one-sided limits at 1 sigma. The same pilots
+give the IQ skew (sequences.protocol.iq_skew), recorded here as server_iq.iq_skew_s.
 """
 
 from __future__ import annotations
