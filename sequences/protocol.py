@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.givens import complex_unit_vector
+from analysis.units import dbm_to_w
 from analysis.verification import ServerDetector
 from calibration.homodyne import receiver_calibration
 from calibration.records import RecordStore
@@ -46,7 +47,7 @@ MONITOR_READINGS = 5
 CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
 VACUUM_SYMBOLS = 16_384      # per receiver in a vacuum check: its variance to ~1 %, its mean to ~0.01 SNU
 VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
-TAIL_OFFSET_MAX_SNU = 0.1    # |mean| of the tail beyond this: a DC offset at the receiver (9 sigma)
+TAIL_DRIFT_MAX_SNU = 0.1     # the DC level's change between the tail's halves beyond this: a drifting receiver (4.5 sigma)
 TAIL_NOISE_MAX_DB = 0.5      # tail variance off 1 + v_el by more: the LO power or the receiver's gain moved (7 sigma)
 SIGMA_RANGE = 7.0            # half the digitizer range covers this many noise sigmas plus the largest signal
 
@@ -685,7 +686,7 @@ class SecureLink:
                                     f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
                                     f"power or its gain changed", reading)
             half = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
-            if abs(half.mean_snu) > 0.5 * TAIL_OFFSET_MAX_SNU:
+            if abs(2.0 * half.mean_snu) > TAIL_DRIFT_MAX_SNU:  # first half minus second = twice the first's mean
                 template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
                 offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
                     np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
@@ -710,8 +711,8 @@ class SecureLink:
         for rx in (self.client_rx, self.server_rx):
             rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
             half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
-            lo_w = rx.lo_fraction * 1e-3 * 10.0 ** (self.laser_power_dbm / 10.0)  # centred on the DC-coupled output's
-            rx.channel.offset(rx.calibration.dc_level_v(lo_w))                     # level (_read_trace takes it off)
+            lo_w = rx.lo_fraction * float(dbm_to_w(self.laser_power_dbm))  # centred on the DC-coupled output's
+            rx.channel.offset(rx.calibration.dc_level_v(lo_w))             # level (_read_trace takes it off)
             self.ranges_v[rx.name] = 2.0 * half
             rx.channel.range(2.0 * half)
 
