@@ -13,7 +13,7 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 from analysis.dsp import matched_filter, temporal_mode_efficiency
-from calibration.processor import design_vectors
+from calibration.processor import design_vectors, fit_processor
 from calibration.records import RecordError, RecordStore
 from calibration.result import CalibrationError
 from instruments.sim import waveform as wf
@@ -127,3 +127,35 @@ def test_temporal_mode_efficiency_matches_a_monte_carlo_through_the_bench_render
     m = temporal_mode_efficiency(1.6e9, 1, sps * rate, np.ones(sps), sps, 0)
     assert math.isclose(m_monte_carlo, m, rel_tol=0.01), (m_monte_carlo, m)
     assert m < 0.95  # a real loss: the shot-noise-level efficiency does not contain it
+
+
+def _synthetic(rng, s_bs=3.3, theta_0=0.02, s_ph=6.5, gain=0.43 * np.exp(0.7j), images=64, rows=64, modes=40):
+    """Outcomes from known slopes through the chain's unitary (analysis.givens.givens_unitary: its first row is
+    conj(x)), an independent route to the fit's unit_vector_from_angles."""
+    from analysis.givens import givens_unitary
+
+    volts_bs = rng.uniform(0.0, 0.45, (images, modes))
+    volts_bs[:, 0] = (0.5 * np.pi - theta_0) / s_bs          # bin 0 loads the empty loop: theta_0 = pi/2 exactly
+    volts_ph = rng.uniform(-0.45, 0.45, (images, modes))
+    first_row = givens_unitary(s_bs * volts_bs + theta_0, s_ph * volts_ph)[:, 0, :]   # conj(x) per image
+    pilots = np.sqrt(3.0) * (rng.standard_normal((rows, modes)) + 1j * rng.standard_normal((rows, modes)))
+    clean = 2.0 * (gain * (first_row @ pilots.T)).real
+    return clean + rng.standard_normal(clean.shape), volts_bs, volts_ph, pilots
+
+
+def test_the_fit_recovers_known_slopes_from_an_independent_chain_model():
+    outcomes, volts_bs, volts_ph, pilots = _synthetic(np.random.default_rng(7))
+    fit = fit_processor(outcomes, volts_bs, volts_ph, pilots, beam_splitter_rad_per_v=3.0, phase_rad_per_v=7.0)
+    sigma = fit.sigmas
+    for value, truth, index in ((fit.beam_splitter_rad_per_v, 3.3, 0), (fit.theta_offset_rad, 0.02, 1),
+                                (fit.phase_rad_per_v, 6.5, 2)):
+        assert abs(value - truth) <= 3 * sigma[index], (value, truth, sigma[index])
+    assert abs(fit.gain_abs.value - 0.43) <= 3 * fit.gain_abs.uncertainty
+
+
+def test_noise_where_the_products_should_be_fails_with_one_clear_error():
+    rng = np.random.default_rng(8)
+    _, volts_bs, volts_ph, pilots = _synthetic(rng)
+    noise = rng.standard_normal((volts_bs.shape[0], pilots.shape[0]))
+    with pytest.raises(CalibrationError, match="do not follow the test symbols"):
+        fit_processor(noise, volts_bs, volts_ph, pilots, beam_splitter_rad_per_v=3.0, phase_rad_per_v=7.0)
