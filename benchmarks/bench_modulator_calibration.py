@@ -20,6 +20,11 @@ Goal (the issue): <= 10 per procedure.
   settings measures the RF port, not the bias port's V_pi and ER.
 - IQ imbalance: 22 (was 137): 9 drive settings x (one AWG message + one meter message of 5 readings) + 4.
 - Lock + verify: 3 (mode, voltage, one reading).
+- RF transfer without a homodyne record: 8 (the capture re-centred once on the detector's DC level).
+- Client processor (beam splitter and phase modulator, one fit): the whole procedure ~510, of which ~440
+  are the pilots' set-up it shares with every session (light, LO phases, leakage nulling) and ~70 its own
+  designed acquisition (segment uploads on both AWGs, gate, one capture of two traces), still on the
+  per-command upload path the session uses.
 
 The baseline sweep (121 points x 1 reading) runs next to the new one; for the RF and IQ procedures, whose
 old per-command path is gone, the counts measured at 7ac3bd1 are printed as the baseline.
@@ -87,6 +92,35 @@ class RoundTripCounter:
 RECORDED_BASELINE = {("server_iq", "RF transfer"): 36, ("server_iq", "IQ imbalance"): 137,
                      ("server_carver", "RF transfer"): 32}
 BASELINE_SWEEP = {"points": 121, "readings_per_point": 1}
+PART_OF_ABOVE = "its own part"  # a row that details the row above it (not added to the totals)
+
+
+def _processor_rows(station, counter: RoundTripCounter) -> list:
+    """The client processor's modulators (beam splitter and phase modulator, one fit): the whole procedure, and
+    its own part (the total less the pilots' set-up it shares with the session, counted on its own)."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from calibration.records import RecordStore
+    from sequences.commands.calibrate import _processor
+    from sequences.protocol import SecureLink, load_station_calibration
+    from sequences.session import ensure_calibrations
+
+    protocol = station.config.protocol
+    with tempfile.TemporaryDirectory() as directory:
+        store = RecordStore(directory)
+        ensure_calibrations(station, store, Path(directory))  # the records it needs (not counted)
+        args = argparse.Namespace(calibration_dir=directory)
+        _, total, seconds = counter.measure("processor", lambda: _processor(station, args, Path(directory)))
+        calibration = load_station_calibration(store, m.DRIVER_GAINS["server_iq"], channel=False, processor=False)
+        link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=station.config.session.laser_power_dbm,
+                          verify_fraction=protocol.verify_fraction)
+        _, pilots, pilot_seconds = counter.measure("pilots", lambda: link.prepare_pilots(protocol.mu_photons,
+                                                                                         protocol.modes))
+    own = {name: total.get(name, 0) - pilots.get(name, 0) for name in total}
+    return [("client_processor", "whole procedure (pilots + 1 acq.)", total, seconds, None),
+            ("client_processor", f"{PART_OF_ABOVE} (designed acquisition)", own, seconds - pilot_seconds, None)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                     iq, meter, laser, vpi_at_awg=rf.parameters["server_iq.vpi_at_awg_v"],
                     extinction_ratio_db=transfer.parameters["server_iq.extinction_ratio_db"]))
                 rows.append((key, "IQ imbalance", counts, seconds, RECORDED_BASELINE[(key, "IQ imbalance")]))
+    with LabStation("lab_config.toml") as station:  # a fresh bench: the processor's prerequisites run as a session's
+        rows += _processor_rows(station, RoundTripCounter(station))
     print(f"{'modulator':14} {'procedure':32} {'round trips':>11} {'before':>6} {'ratio':>6} {'goal':>5} "
           f"{'wall s':>7}  per instrument")
     for key, label, counts, seconds, before in rows:
@@ -140,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key:14} {label:32} {total:11d} {before or '':>6} {ratio:>6} {flag:>5} {seconds:7.3f}  "
               f"{dict(sorted(counts.items()))}")
     for key in dict.fromkeys(row[0] for row in rows):
-        mine = [row for row in rows if row[0] == key and "(baseline)" not in row[1]]
+        mine = [row for row in rows if row[0] == key and not row[1].startswith(PART_OF_ABOVE)
+                and "(baseline)" not in row[1]]
         total, seconds = sum(sum(r[2].values()) for r in mine), sum(r[3] for r in mine)
         before = sum(r[4] for r in mine) if all(r[4] for r in mine) else None
         ratio = f"{before / total:.1f}x" if before else ""
