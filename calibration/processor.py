@@ -247,20 +247,25 @@ def _plot(path, raw, fit: ProcessorFit, vpi_bs: Estimate, vpi_ph: Estimate, cond
     left.set_xlabel("model (SNU)")
     left.set_ylabel("client outcome (SNU)")
     left.set_title(f"residual rms {fit.residual_rms_snu:.3f} SNU", fontsize=10)
-    u_bs = np.linspace(0.0, float(np.max(raw["volts_beam_splitter"])), 50)
+    sigma = fit.sigmas
     datasheet_bs, datasheet_ph = conditions["datasheet_rad_per_v"]
-    middle.plot(u_bs, fit.beam_splitter_rad_per_v * u_bs + fit.theta_offset_rad, "r-",
-                label=f"fit: V_pi {vpi_bs.value:.4f} +- {vpi_bs.uncertainty:.1g} V at the AWG")
-    middle.plot(u_bs, datasheet_bs * u_bs, "k--", lw=1, label="datasheet")
+    u_bs = np.linspace(0.0, float(np.max(raw["volts_beam_splitter"])), 50)
+    band_bs = np.hypot(sigma[0] * u_bs, sigma[1])
+    change_bs = (fit.beam_splitter_rad_per_v - datasheet_bs) * u_bs + fit.theta_offset_rad
+    middle.fill_between(u_bs, change_bs - band_bs, change_bs + band_bs, color="r", alpha=0.2, label="1 sigma")
+    middle.plot(u_bs, change_bs, "r-", label=f"fit: V_pi {vpi_bs.value:.4f} +- {vpi_bs.uncertainty:.1g} V at the AWG")
+    middle.axhline(0.0, color="k", ls="--", lw=1, label="datasheet")
     middle.set_xlabel("beam-splitter drive at the AWG (V)")
-    middle.set_ylabel("theta (rad)")
+    middle.set_ylabel("theta: fit minus datasheet (rad)")
     middle.legend(fontsize=8)
     u_ph = np.linspace(float(np.min(raw["volts_phase"])), float(np.max(raw["volts_phase"])), 50)
-    right.plot(u_ph, fit.phase_rad_per_v * u_ph, "r-",
-               label=f"fit: V_pi {vpi_ph.value:.4f} +- {vpi_ph.uncertainty:.1g} V at the AWG")
-    right.plot(u_ph, datasheet_ph * u_ph, "k--", lw=1, label="datasheet")
+    change_ph = (fit.phase_rad_per_v - datasheet_ph) * u_ph
+    band_ph = sigma[2] * np.abs(u_ph)
+    right.fill_between(u_ph, change_ph - band_ph, change_ph + band_ph, color="r", alpha=0.2, label="1 sigma")
+    right.plot(u_ph, change_ph, "r-", label=f"fit: V_pi {vpi_ph.value:.4f} +- {vpi_ph.uncertainty:.1g} V at the AWG")
+    right.axhline(0.0, color="k", ls="--", lw=1, label="datasheet")
     right.set_xlabel("phase drive at the AWG (V)")
-    right.set_ylabel("phi (rad)")
+    right.set_ylabel("phi: fit minus datasheet (rad)")
     right.set_title(f"mu: meters {mu_meter.value:.3f}, homodynes {mu_homodyne.value:.3f} +- "
                     f"{mu_homodyne.uncertainty:.2f}", fontsize=10)
     right.legend(fontsize=8)
