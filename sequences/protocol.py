@@ -496,7 +496,8 @@ class SecureLink:
         codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude, self.skew_symbols)  # checks the AWG limit
         sps = self.samples_per_symbol
         self.awg.stop()
-        self.iq.awg.load([np.repeat(codes_i, sps), np.repeat(codes_q, sps)], [amplitude, amplitude], segment)
+        self.iq.awg.load_and_run([(segment, [np.repeat(codes_i, sps), np.repeat(codes_q, sps)])], [amplitude, amplitude],
+                                 run=False)  # one message
         self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])
         played = self.iq.played_fields(codes_i, codes_q, amplitude, self.skew_symbols) + leakage_field
         return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field,
@@ -581,7 +582,8 @@ class SecureLink:
         codes = np.zeros((n_rows, modes), dtype=np.int8)
         if rows.size and measure_p.size:
             codes[rows] = np.where(measure_p, -GATE_CODE, GATE_CODE)[:, None]
-        self.gate.load([np.repeat(codes.ravel(), self.samples_per_symbol or 1)], [GATE_AMPLITUDE_VPP], segment)
+        self.gate.load_and_run([(segment, [np.repeat(codes.ravel(), self.samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP],
+                               run=False)  # one message
 
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                   verify_fraction: float | None = None) -> LayerCapture:

@@ -97,9 +97,11 @@ class AwgTimeBinProcessor:
         return tuple(codes_to_volts(c, a).reshape(shape) for c, a in zip(codes, amplitudes))
 
     def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
-        """One segment holding the bins of several images, one block of N bins per image, in order."""
+        """One segment holding the bins of several images, one block of N bins per image, in order: one message
+        (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload)."""
         codes, amplitudes = self._batch_codes(x_hat)
-        self.awg.load([np.repeat(c, samples_per_symbol) for c in codes], amplitudes, segment_id)
+        self.awg.load_and_run([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes,
+                              run=False)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)
