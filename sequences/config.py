@@ -420,19 +420,13 @@ class ReceiverRole:
     adc_bits: int = setting(Number("bits", 4, 16, integer=True), 10)
 
 
-@dataclass(frozen=True)
-class ServerReceiverRole:
+@dataclass(frozen=True, kw_only=True)
+class ServerReceiverRole(ReceiverRole):
     """The verification receiver, which also has an LO phase modulator on an AWG channel: it picks X or P per
     row and gates the digitizer's capture of the rows the server verifies."""
 
-    digitizer: str = _ref("digitizer")
-    channel: int = _unit("digitizer")
     lo_phase_awg: str = _ref("awg")
     lo_phase_awg_channel: int = _unit("lo_phase_awg")
-    lo_fraction: float = setting(Number("LO power at the detector per W of laser power", 0.0, 1.0, min_open=True))
-    detector: DetectorConfig = subtable(DetectorConfig)
-    limits: ReceiverLimits = subtable(ReceiverLimits)
-    adc_bits: int = setting(Number("bits", 4, 16, integer=True), 10)
 
 
 @dataclass(frozen=True)
