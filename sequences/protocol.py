@@ -75,6 +75,7 @@ class StationCalibration:
     server_receiver: object
     server_detector: ServerDetector
     client_efficiency: Estimate
+    server_efficiency: Estimate
     iq: ModulatorCalibration
     photons_per_monitor_w: Estimate  # at the photons record's attenuation
     attenuator_scale: Estimate       # dB of output per dB of set attenuation
@@ -140,7 +141,8 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
         r for r in (channel_rec, processor_rec) if r is not None]
     return StationCalibration(
         client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),
-        server_detector=detector, client_efficiency=client_rec.estimate("client_receiver.efficiency"), iq=iq,
+        server_detector=detector, client_efficiency=client_rec.estimate("client_receiver.efficiency"),
+        server_efficiency=eta, iq=iq,
         photons_per_monitor_w=photons.estimate("server.photons_per_monitor_w"),
         attenuator_scale=photons.estimate("server.attenuator_scale"),
         photons_attenuation_db=float(photons.conditions["attenuation_db"]),

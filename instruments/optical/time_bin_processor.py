@@ -76,11 +76,8 @@ class AwgTimeBinProcessor:
 
     def drive_codes(self, data) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """(beam-splitter codes, phase codes, their amplitudes Vpp); refuses amplitudes beyond the declared limit."""
-        volts = self.drive_v(data)
-        amplitudes = tuple(amplitude_for_volts_vpp(v) for v in volts)
-        for amplitude in amplitudes:
-            self.awg.check_amplitude_vpp(amplitude)
-        return volts_to_codes(volts[0], amplitudes[0]), volts_to_codes(volts[1], amplitudes[1]), amplitudes
+        (beam_splitter, phase), amplitudes = self._batch_codes(complex_unit_vector(data))
+        return beam_splitter, phase, tuple(amplitudes)
 
     def _batch_codes(self, x_hat) -> tuple[list[np.ndarray], list[float]]:
         """Codes per bin of both channels (flattened over images) and their amplitudes; checks the limit."""

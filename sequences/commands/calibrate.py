@@ -250,8 +250,7 @@ def _processor(station, args, figure_dir: Path):
     inputs = CrossCheckInputs(
         server_amplitude=server.parameters["channel.amplitude_transmittance"],
         client_efficiency=calibration.client_efficiency,
-        server_efficiency=Estimate(calibration.server_detector.efficiency,
-                                   calibration.server_detector.efficiency_uncertainty / 3.0),
+        server_efficiency=calibration.server_efficiency,
         gain=calibration.gain, client_mode_efficiency=mode_efficiency("client_receiver"),
         server_mode_efficiency=mode_efficiency("server_receiver"),
         forward_transmittance=Estimate(c.forward_transmittance, c.forward_transmittance_uncertainty),
