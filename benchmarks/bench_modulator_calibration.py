@@ -103,21 +103,16 @@ def _processor_rows(station, counter: RoundTripCounter) -> list:
     from pathlib import Path
 
     from calibration.records import RecordStore
-    from sequences.commands.calibrate import _processor
-    from sequences.protocol import SecureLink, load_station_calibration
+    from sequences.commands.calibrate import _lit_pilots, _processor
     from sequences.session import ensure_calibrations
 
-    protocol = station.config.protocol
     with tempfile.TemporaryDirectory() as directory:
         store = RecordStore(directory)
         ensure_calibrations(station, store, Path(directory))  # the records it needs (not counted)
         args = argparse.Namespace(calibration_dir=directory)
         _, total, seconds = counter.measure("processor", lambda: _processor(station, args, Path(directory)))
-        calibration = load_station_calibration(store, m.DRIVER_GAINS["server_iq"], channel=False, processor=False)
-        link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=station.config.session.laser_power_dbm,
-                          verify_fraction=protocol.verify_fraction)
-        _, pilots, pilot_seconds = counter.measure("pilots", lambda: link.prepare_pilots(protocol.mu_photons,
-                                                                                         protocol.modes))
+        _, pilots, pilot_seconds = counter.measure("pilots", lambda: _lit_pilots(station, args, "processor",
+                                                                                 processor=False))
     own = {name: total.get(name, 0) - pilots.get(name, 0) for name in total}
     return [("client_processor", "whole procedure (pilots + 1 acq.)", total, seconds, None),
             ("client_processor", f"{PART_OF_ABOVE} (designed acquisition)", own, seconds - pilot_seconds, None)]

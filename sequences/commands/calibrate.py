@@ -175,10 +175,9 @@ class _Refused(Exception):
     pass
 
 
-def _channel(station, args, figure_dir: Path):
-    """T and eps of the honest round trip from public pilot symbols (calibration/channel.py), through the
-    session's own pilot step: it needs the other records (homodyne, photons, amplifier, modulators)."""
-    from calibration.channel import channel_result
+def _lit_pilots(station, args, kind: str, *, processor: bool):
+    """(calibration, link, pilots): the session's own pilot step on the records it needs (homodyne, photons,
+    amplifier, modulators, and the processor's unless ``processor`` is False), or one line naming the missing one."""
     from calibration.modulators import DRIVER_GAINS
     from calibration.records import RecordError, RecordStore
     from sequences.protocol import SecureLink, load_station_calibration
@@ -186,12 +185,20 @@ def _channel(station, args, figure_dir: Path):
     protocol = station.config.protocol
     try:
         calibration = load_station_calibration(RecordStore(args.calibration_dir), DRIVER_GAINS["server_iq"],
-                                               channel=False)
+                                               channel=False, processor=processor)
     except RecordError as error:
-        raise _Refused(f"calibration 'channel' cannot run: {error}") from None
+        raise _Refused(f"calibration {kind!r} cannot run: {error}") from None
     link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=station.config.session.laser_power_dbm,
                       verify_fraction=protocol.verify_fraction)
-    pilot = link.prepare_pilots(protocol.mu_photons, protocol.modes)
+    return calibration, link, link.prepare_pilots(protocol.mu_photons, protocol.modes)
+
+
+def _channel(station, args, figure_dir: Path):
+    """T and eps of the honest round trip from public pilot symbols (calibration/channel.py)."""
+    from calibration.channel import channel_result
+
+    protocol = station.config.protocol
+    calibration, link, pilot = _lit_pilots(station, args, "channel", processor=True)
     return channel_result(pilot.sent_snu, pilot.returned_snu, calibration.server_detector,
                           conditions={"gain": protocol.gain, "mu_photons": link.layers[0].mu_photons.value,
                                       "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
@@ -210,22 +217,12 @@ def _processor(station, args, figure_dir: Path):
     the session's pilots on the server's side, designed vectors on the client's, one acquisition."""
     from analysis.dsp import temporal_mode_efficiency
     from calibration.channel import channel_result
-    from calibration.modulators import DRIVER_GAINS
     from calibration.processor import (BANDWIDTH_TOLERANCE, CrossCheckInputs, design_vectors, fit_processor,
                                       processor_result)
-    from calibration.records import RecordError, RecordStore
     from calibration.result import Estimate
-    from sequences.protocol import SecureLink, load_station_calibration
 
     config, protocol = station.config, station.config.protocol
-    store = RecordStore(args.calibration_dir)
-    try:
-        calibration = load_station_calibration(store, DRIVER_GAINS["server_iq"], channel=False, processor=False)
-    except RecordError as error:
-        raise _Refused(f"calibration 'processor' cannot run: {error}") from None
-    link = SecureLink(station, calibration, gain=protocol.gain, laser_power_dbm=config.session.laser_power_dbm,
-                      verify_fraction=protocol.verify_fraction)
-    pilot = link.prepare_pilots(protocol.mu_photons, protocol.modes)
+    calibration, link, pilot = _lit_pilots(station, args, "processor", processor=False)
     server = channel_result(pilot.sent_snu, pilot.returned_snu, calibration.server_detector, conditions={})
     rng = np.random.default_rng(PROCESSOR_SEED)
     x_hat = design_vectors(PROCESSOR_IMAGES, protocol.modes, rng)
