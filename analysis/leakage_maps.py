@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from analysis import data_leakage, weight_leakage
-from analysis.client_measurement import client_snr
-from analysis.leakage_report import OperatingPoint
+from qslab.analysis import data_leakage, weight_leakage
+from qslab.analysis.client_measurement import client_snr
+from qslab.analysis.leakage_report import OperatingPoint
 
 MU_RANGE = (1e-2, 1e2)
 GAIN_MINUS_ONE_RANGE = (1e-3, 1e1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from analysis import data_leakage, weight_leakage
-from analysis.client_measurement import client_snr
+from qslab.analysis import data_leakage, weight_leakage
+from qslab.analysis.client_measurement import client_snr
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from analysis.client_measurement import product_noise_std
+from qslab.analysis.client_measurement import product_noise_std
 
 LAYER_SIZES = (784, 784, 10)
 FORMAT_VERSION = 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis import mnist, recording
-from analysis.session_results import session_results
+from qslab.analysis import mnist, recording
+from qslab.analysis.session_results import session_results
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons_upper", "gain_upper")
@@ -55,7 +55,7 @@ class Recorded:
 
 def results_from_recorded(recorded: Recorded, settings: dict, measured: dict, shapes, *,
                           failure_probability: float | None = None, trusted: bool = True) -> dict:
-    """analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here)."""
+    """qslab.analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here)."""
     return session_results(
         labels=np.concatenate(recorded.labels), layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
         last_quadratures_snu=np.concatenate(recorded.quadratures[-1]),

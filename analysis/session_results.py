@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis import data_leakage, verification
-from analysis.client_measurement import inversion_factor_from_noise_figure
-from analysis.leakage_report import OperatingPoint, leakage_summary
+from qslab.analysis import data_leakage, verification
+from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
+from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 
 CONFIDENCE_SIGMAS = 3.0
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import mnist
-from analysis.network import (ClosedFormPhysicsEngine, accuracy, init_weights, noise_per_rms_weight, predict_digital,
+from qslab.analysis import mnist
+from qslab.analysis.network import (ClosedFormPhysicsEngine, accuracy, init_weights, noise_per_rms_weight, predict_digital,
                               predict_secure, save_weights)
 
 BACKGROUND = -1.0  # an empty pixel after Normalize(0.5, 0.5)

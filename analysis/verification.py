@@ -130,7 +130,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from analysis.weight_leakage import holevo_verified_bits, honest_excess_noise_snu, modulation_variance_snu
+from qslab.analysis.weight_leakage import holevo_verified_bits, honest_excess_noise_snu, modulation_variance_snu
 
 DEFAULT_FAILURE_PROBABILITY = 1e-10
 DEFAULT_FALSE_ALARM = 1e-3

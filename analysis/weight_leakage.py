@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
-from analysis.gaussian import entropy_photons_bits, entropy_snu_bits
+from qslab.analysis.gaussian import entropy_photons_bits, entropy_snu_bits
 
 LN2 = np.log(2.0)
 

@@ -25,9 +25,9 @@ import numpy as np
 import pyvisa
 from qcodes.instrument import Instrument, VisaInstrument
 
-from instruments.drivers.keysight_m8195a import KeysightM8195A
-from instruments.drivers.keysight_n77xx import KeysightN7744A
-from instruments.sim.server import Bench
+from qslab.instruments.drivers.keysight_m8195a import KeysightM8195A
+from qslab.instruments.drivers.keysight_n77xx import KeysightN7744A
+from qslab.instruments.sim.server import Bench
 
 QUERY = "SENS1:POW:UNIT?"
 

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from analysis.leakage_maps import leakage_grid
-from analysis.leakage_report import OperatingPoint
+from qslab.analysis.leakage_maps import leakage_grid
+from qslab.analysis.leakage_report import OperatingPoint
 
 
 def best_of(fn, repeats=5):

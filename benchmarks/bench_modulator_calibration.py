@@ -42,10 +42,10 @@ from contextlib import contextmanager
 
 import pyvisa.resources
 
-from calibration import modulators as m
-from instruments.drivers.thorlabs_mbx import ThorlabsMBX
-from instruments.optical import ModulatorCalibration
-from sequences.station import LabStation
+from qslab.calibration import modulators as m
+from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
+from qslab.instruments.optical import ModulatorCalibration
+from qslab.sequences.station import LabStation
 
 GOAL_ROUND_TRIPS = 10
 
@@ -102,9 +102,9 @@ def _processor_rows(station, counter: RoundTripCounter) -> list:
     import tempfile
     from pathlib import Path
 
-    from calibration.records import RecordStore
-    from sequences.commands.calibrate import _lit_pilots, _processor
-    from sequences.session import ensure_calibrations
+    from qslab.calibration.records import RecordStore
+    from qslab.sequences.commands.calibrate import _lit_pilots, _processor
+    from qslab.sequences.session import ensure_calibrations
 
     with tempfile.TemporaryDirectory() as directory:
         store = RecordStore(directory)

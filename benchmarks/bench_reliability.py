@@ -27,14 +27,14 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis import recording
-from calibration.records import RecordStore
-from sequences import session_guard
-from sequences import station as station_module
-from sequences.cli import main as cli
-from sequences.config import load_config
-from sequences.session import SessionAborted, SessionSettings, run_session
-from sequences.session_guard import SessionStopped
+from qslab.analysis import recording
+from qslab.calibration.records import RecordStore
+from qslab.sequences import session_guard
+from qslab.sequences import station as station_module
+from qslab.sequences.cli import main as cli
+from qslab.sequences.config import load_config
+from qslab.sequences.session import SessionAborted, SessionSettings, run_session
+from qslab.sequences.session_guard import SessionStopped
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
@@ -294,8 +294,8 @@ def main() -> None:
 
     faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
     attacks = []
-    if importlib.util.find_spec("instruments.sim.attacks") is not None:
-        from instruments.sim import attacks as attack_module
+    if importlib.util.find_spec("qslab.instruments.sim.attacks") is not None:
+        from qslab.instruments.sim import attacks as attack_module
 
         if hasattr(attack_module, "parse_attack"):
             attacks = attack_matrix(config, store, work, benches,

@@ -7,7 +7,7 @@ the best (and median) of the repeats is reported with images/s and the physics/p
 Inference time includes everything the run produces: in physics mode the client's outcomes and the
 server's returned quadrature samples for the verified rows (~31 million at 1 %). The server's
 verification analysis of those samples (pooling, estimation, finite-size limits, leakage bound and
-acceptance test: sequences.simulation.verify_samples) is timed separately and printed on its own
+acceptance test: qslab.sequences.simulation.verify_samples) is timed separately and printed on its own
 line, so nothing is hidden; it is not part of the ratio (paper mode has no counterpart).
 
 OpenBLAS's worker threads busy-wait for 2^28 cycles (~0.1 s) after every multi-threaded BLAS call
@@ -31,8 +31,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from analysis.network import load_weights  # noqa: E402
-from sequences.simulation import SimulationSettings, load_test_set, run_seed, verify_samples  # noqa: E402
+from qslab.analysis.network import load_weights  # noqa: E402
+from qslab.sequences.simulation import SimulationSettings, load_test_set, run_seed, verify_samples  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Lab-session throughput on the embedded bench vs the direct physics simulation, and replay throughput.
 
-In one process: (1) the direct simulation of the secure-inference issue (sequences.simulation.run_seed,
+In one process: (1) the direct simulation of the secure-inference issue (qslab.sequences.simulation.run_seed,
 physics mode, 1 % of rows verified) on the same images; (2) a full `qslab session` on the virtual
 bench (calibration records prepared beforehand and reused, so only the session itself is timed:
 pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the DSP, the verification
@@ -23,13 +23,13 @@ import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from analysis.network import load_weights  # noqa: E402
-from analysis.replay import replay  # noqa: E402
-from calibration.records import RecordStore  # noqa: E402
-from sequences.commands.calibrate import ALL_ORDER  # noqa: E402
-from sequences.config import load_config  # noqa: E402
-from sequences.session import SessionSettings, run_session  # noqa: E402
-from sequences.simulation import SimulationSettings, load_test_set, run_seed  # noqa: E402
+from qslab.analysis.network import load_weights  # noqa: E402
+from qslab.analysis.replay import replay  # noqa: E402
+from qslab.calibration.records import RecordStore  # noqa: E402
+from qslab.sequences.commands.calibrate import ALL_ORDER  # noqa: E402
+from qslab.sequences.config import load_config  # noqa: E402
+from qslab.sequences.session import SessionSettings, run_session  # noqa: E402
+from qslab.sequences.simulation import SimulationSettings, load_test_set, run_seed  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "lab_config.toml"
 

@@ -1,7 +1,7 @@
 """The client amplifier's gain and noise figure, measured through the client's homodyne receiver.
 
 Why this way: no meter sits before and after the client's amplifier, but its receiver sees both what
-the gain does to a signal and what it adds as noise (analysis.client_measurement):
+the gain does to a signal and what it adds as noise (qslab.analysis.client_measurement):
 
 - signal: with a steady coherent carrier from the server (shutter open, AWG idle), the client's
   mean quadrature is <X> = 2 sqrt(eta (G - 1) T_f t) Re(alpha); everything but G cancels in ratios
@@ -12,7 +12,7 @@ the gain does to a signal and what it adds as noise (analysis.client_measurement
   homodyne record) and is averaged over the sweep. The variance is the long-run (low-frequency) one
   per sample, which sees the whole excess whatever the detector's filter.
 
-Every quadrature goes through the same DSP as the data (analysis.dsp.matched_filter).
+Every quadrature goes through the same DSP as the data (qslab.analysis.dsp.matched_filter).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis import dsp
-from analysis.units import dbm_to_w, linear_to_db, photon_energy_j
-from calibration.homodyne import long_run_variance
-from calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis import dsp
+from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
+from qslab.calibration.homodyne import long_run_variance
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 
 KIND = "amplifier"
 

@@ -2,19 +2,19 @@
 
 The server sends symbols it knows, gates every row of one acquisition to its verification
 receiver with a random X/P choice, and regresses what returns on what it sent, with the same
-estimators as the verification (analysis.verification). The client behaves honestly (its amplifier
+estimators as the verification (qslab.analysis.verification). The client behaves honestly (its amplifier
 at the protocol's gain, its processor loaded with a unit vector), so the record is the honest
 baseline the session's acceptance test compares with: T is what an honest round trip transmits.
 The one-sigma uncertainties are the half-widths of the exact one-sided limits at 1 sigma. The same pilots
-give the IQ skew (sequences.protocol.iq_skew), recorded here as server_iq.iq_skew_s.
+give the IQ skew (qslab.sequences.protocol.iq_skew), recorded here as server_iq.iq_skew_s.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis import verification
-from calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis import verification
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 
 KIND = "channel"
 INSTRUMENT = "link"
@@ -25,7 +25,7 @@ MIN_SAMPLES = 1000
 def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector, *, conditions: dict,
                    figure_path: str | None = None, iq_skew_s: Estimate | None = None) -> CalibrationResult:
     """T and eps (referred through the server detector's calibration) with one-sigma uncertainties; with the
-    IQ skew the same pilots measured (sequences.protocol.iq_skew) when given."""
+    IQ skew the same pilots measured (qslab.sequences.protocol.iq_skew) when given."""
     sent = np.asarray(sent_snu, dtype=np.float64).ravel()
     returned = np.asarray(returned_snu, dtype=np.float64).ravel()
     if sent.size < MIN_SAMPLES or sent.size != returned.size:

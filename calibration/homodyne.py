@@ -6,7 +6,7 @@ Procedure, for both receivers at once (one digitizer acquisition reads both chan
    detectors see vacuum in the signal port (the amplifier's ASE would otherwise add noise);
 2. laser off (the LOs are shares of the server laser): the dark record -> electronic noise V_el;
 3. laser at each power of a sweep (LO power = lo_fraction x laser power): V_tot(P_LO);
-4. the same DSP as the data (analysis.dsp.matched_filter with the receiver's template) gives
+4. the same DSP as the data (qslab.analysis.dsp.matched_filter with the receiver's template) gives
    V(P) = V_el + k P + k2 P^2, fitted by weighted least squares with every variance's Gaussian
    uncertainty Var x sqrt(2/(n-1)) -> slope k, quadratic term k2 (LO excess noise, should be 0),
    SNU = k P + k2 P^2 at the operating LO, v_el = V_el/SNU, clearance 10 log10(V_tot/V_el).
@@ -46,9 +46,9 @@ from typing import Protocol
 
 import numpy as np
 
-from analysis import dsp
-from analysis.units import dbm_to_w, photon_energy_j
-from calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis import dsp
+from qslab.analysis.units import dbm_to_w, photon_energy_j
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 
 KIND = "homodyne"
 LN10_OVER_10 = math.log(10.0) / 10.0
@@ -400,7 +400,7 @@ def _plot(path, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, v
 
 def receiver_calibration(record):
     """The receiver role's ReceiverCalibration (1 SNU, v_el, template, timing) from a stored homodyne record."""
-    from instruments.optical import ReceiverCalibration
+    from qslab.instruments.optical import ReceiverCalibration
 
     name, c = record.instrument, record.conditions
     dc = {f: record.estimate(f"{name}.{f}").value for f in ("dc_offset_v", "dc_slope_v_per_w")

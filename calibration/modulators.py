@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import curve_fit
 
-from calibration.result import CalibrationError, CalibrationResult, Estimate
-from instruments.optical.awg_channels import AwgChannels
-from instruments.optical.modulators import ModulatorCalibration, arcsine_drive_v, null_biased_field
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.instruments.optical.awg_channels import AwgChannels
+from qslab.instruments.optical.modulators import ModulatorCalibration, arcsine_drive_v, null_biased_field
 
 KIND = "modulators"
 # MBX lock modes and the arm phase theta = pi V/V_pi + phi each one seeks (leakage_math.md 4.1)

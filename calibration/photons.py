@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.units import photons_per_symbol
-from calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis.units import photons_per_symbol
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 
 KIND = "photons"
 KEY = "server.photons_per_symbol"

@@ -8,12 +8,12 @@ loads designed vectors and records the AWG volts u it actually played per bin; i
     y_br = 2 Re(A conj(x_b) . a_r + C sigma_b),  x_b = unit_vector_from_angles(theta, phi),
     theta = s_bs u_bs + theta_0,  phi = s_ph u_ph,  sigma_b = sum_k conj(x_bk)
 
-(analysis.givens: the chain's projection; A = k e^{i phi_LO} the client's gain, C the carrier
+(qslab.analysis.givens: the chain's projection; A = k e^{i phi_LO} the client's gain, C the carrier
 leakage). A non-linear least-squares fit over every outcome gives the slopes s (rad per AWG volt:
 V_pi at the AWG = pi/(2 s_bs) for the beam splitter, pi/s_ph for the phase modulator; with the
 datasheet driver gains, V_pi at the modulators), theta_0, and |A| = sqrt(eta_c m_c (G - 1) T_f t) r,
 where t is one pass through the processor, m_c the matched filter's temporal-mode efficiency
-(analysis.dsp.temporal_mode_efficiency) and r^2 = mu_true / mu_record (the pilots are scaled with the
+(qslab.analysis.dsp.temporal_mode_efficiency) and r^2 = mu_true / mu_record (the pilots are scaled with the
 photons record's mu). The designed vectors use a few bins at random angles over the whole drive
 range and leave the rest at 0 V: every trailing bin then keeps cos(theta_0) of the loop, which makes
 theta_0 visible.
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from analysis.givens import unit_vector_from_angles
-from calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis.givens import unit_vector_from_angles
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 
 KIND = "processor"
 INSTRUMENT = "client_processor"
@@ -149,7 +149,7 @@ class CrossCheckInputs:
     client_efficiency: Estimate           # eta_c (homodyne record)
     server_efficiency: Estimate           # eta_s (homodyne record)
     gain: Estimate                        # G (amplifier record)
-    client_mode_efficiency: Estimate      # m_c (analysis.dsp.temporal_mode_efficiency)
+    client_mode_efficiency: Estimate      # m_c (qslab.analysis.dsp.temporal_mode_efficiency)
     server_mode_efficiency: Estimate      # m_s
     forward_transmittance: Estimate       # T_f (declared)
     return_transmittance: Estimate        # T_r (declared)

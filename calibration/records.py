@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.result import CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationResult, Estimate
 
 SCHEMA = "qslab.calibration/1"
 DEFAULT_DIRECTORY = Path("qslab-output") / "calibration"

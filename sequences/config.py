@@ -86,17 +86,21 @@ class Number:
         text = f"{kind} {bounds}" if bounds else (kind if self.integer else "a finite number")
         return text + (f" ({self.unit})" if self.unit else "")
 
+    def accepts(self, value: float | int) -> bool:
+        """True when ``value`` is finite and inside the range (the one check the CLI and the config share)."""
+        try:
+            if not math.isfinite(value):
+                return False
+        except OverflowError:  # an integer beyond any float
+            return False
+        if self.minimum is not None and not (value > self.minimum if self.min_open else value >= self.minimum):
+            return False
+        return self.maximum is None or (value < self.maximum if self.max_open else value <= self.maximum)
+
     def parse(self, key: str, value: Any) -> float | int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.integer and not isinstance(value, int)):
             raise ConfigError.invalid(key, value, self.expected())
-        if not math.isfinite(value):
-            raise ConfigError.invalid(key, value, self.expected())
-        ok = True
-        if self.minimum is not None:
-            ok = value > self.minimum if self.min_open else value >= self.minimum
-        if ok and self.maximum is not None:
-            ok = value < self.maximum if self.max_open else value <= self.maximum
-        if not ok:
+        if not self.accepts(value):
             raise ConfigError.invalid(key, value, self.expected())
         return int(value) if self.integer else float(value)
 
@@ -198,7 +202,7 @@ class DriverSpec:
         return INIT_BY_TRANSPORT[self.transport]
 
 
-_N77 = "instruments.drivers.keysight_n77xx"
+_N77 = "qslab.instruments.drivers.keysight_n77xx"
 DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("keysight_n7711a", f"{_N77}.KeysightN7711A", "laser", "visa", 1, r"N7711A", None),
     DriverSpec("keysight_n7714a", f"{_N77}.KeysightN7714A", "laser", "visa", 4, r"N7714A", "keysight_n7714a"),
@@ -208,11 +212,11 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745A", None),
     DriverSpec("thorlabs_pm100d", "qcodes_contrib_drivers.drivers.Thorlabs.PM100D.Thorlab_PM100D", "power_meter",
                "visa", 1, r"PM1\d\d.*", "thorlabs_pm100d"),
-    DriverSpec("keysight_m8195a", "instruments.drivers.keysight_m8195a.KeysightM8195A", "awg", "visa", 4, r"M8195A",
+    DriverSpec("keysight_m8195a", "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A", "awg", "visa", 4, r"M8195A",
                "keysight_m8195a"),
-    DriverSpec("thorlabs_mbx", "instruments.drivers.thorlabs_mbx.ThorlabsMBX", "bias_controller", "serial", 1,
+    DriverSpec("thorlabs_mbx", "qslab.instruments.drivers.thorlabs_mbx.ThorlabsMBX", "bias_controller", "serial", 1,
                r"MBX.*", "thorlabs_mbx"),
-    DriverSpec("scpi_optical_amplifier", "instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
+    DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
                "amplifier", "visa", 1, r".+", "scpi_amplifier"),
     DriverSpec("keysight_infiniium", "qcodes.instrument_drivers.Keysight.KeysightInfiniium", "digitizer", "visa", 4,
                r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium"),
@@ -611,7 +615,7 @@ def _check_bench(data: Mapping[str, Any], instruments: Mapping[str, InstrumentCo
     for name, kind in table.get("instruments", {}).items():
         if not isinstance(kind, str):
             raise ConfigError.invalid(f"bench.instruments.{name}", kind, "an emulator kind (a string)")
-    from instruments.sim.server import Bench  # the bench validates its own table
+    from qslab.instruments.sim.server import Bench  # the bench validates its own table
 
     try:
         bench = Bench.from_table(copy.deepcopy(table))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from analysis import data_leakage, weight_leakage
-from analysis.client_measurement import client_snr
-from analysis.network import photons_for_snr
-from sequences.sweeps import physics_accuracy
+from qslab.analysis import data_leakage, weight_leakage
+from qslab.analysis.client_measurement import client_snr
+from qslab.analysis.network import photons_for_snr
+from qslab.sequences.sweeps import physics_accuracy
 
 N_MODES = 392
 REFERENCE_GAIN = 1.3

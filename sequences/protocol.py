@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.givens import complex_unit_vector
-from analysis.units import dbm_to_w
-from analysis.verification import ServerDetector
-from calibration.homodyne import receiver_calibration
-from calibration.records import RecordStore
-from calibration.result import Estimate
-from instruments.drivers.upstream_fixes import widen_socket_reads
-from instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
+from qslab.analysis.givens import complex_unit_vector
+from qslab.analysis.units import dbm_to_w
+from qslab.analysis.verification import ServerDetector
+from qslab.calibration.homodyne import receiver_calibration
+from qslab.calibration.records import RecordStore
+from qslab.calibration.result import Estimate
+from qslab.instruments.drivers.upstream_fixes import widen_socket_reads
+from qslab.instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
 
 GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
 GATE_AMPLITUDE_VPP = 0.5
@@ -659,7 +659,7 @@ class SecureLink:
         which costs pyvisa-py 0.1 s on a socket: a tenth of a second per batch and layer)."""
         reply = self.digitizer.ask(":DIGitize;*OPC?").strip()
         if reply != "1":  # an unreadable reply, as the retrying drivers report one: the batch may be taken again
-            from instruments.drivers._scpi import InstrumentFault
+            from qslab.instruments.drivers._scpi import InstrumentFault
 
             raise InstrumentFault(self.digitizer.name, str(getattr(self.digitizer, "address", "?")),
                                   ":DIGitize;*OPC?", f"answered {reply!r} (expected 1)", 1)
@@ -667,7 +667,7 @@ class SecureLink:
     def _read_trace(self, rx) -> np.ndarray:
         """A receiver's record; a reply that cannot be read is an InstrumentFault of the digitizer (as the
         retrying drivers report one), not a bare ValueError: the session may take the batch again."""
-        from instruments.drivers._scpi import InstrumentFault
+        from qslab.instruments.drivers._scpi import InstrumentFault
 
         try:  # volts about the channel's centre (its offset: the receiver's DC level), as the clipping checks take them
             return rx.read_samples_v() - float(rx.channel.offset())
@@ -700,7 +700,7 @@ class SecureLink:
 
     @staticmethod
     def _clipped(rx, samples_v: np.ndarray) -> bool:
-        from analysis.dsp import count_clipped
+        from qslab.analysis.dsp import count_clipped
 
         return count_clipped(samples_v, 0.5 * float(rx.channel.range()), rx.adc_bits) > 0
 
@@ -749,7 +749,7 @@ class SecureLink:
 
     @staticmethod
     def _vacuum(rx, samples_v: np.ndarray, symbols: int) -> VacuumReading:
-        from analysis.dsp import count_clipped
+        from qslab.analysis.dsp import count_clipped
 
         range_v = float(rx.channel.range())
         quadratures = rx.quadratures_snu(samples_v, symbols).astype(np.float64)
@@ -844,11 +844,11 @@ def _minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
 
 def _clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:
     """How a record clips: on one rail only (a constant offset beyond the range) or on both (too much signal)."""
-    from analysis.dsp import adc_rails_v
+    from qslab.analysis.dsp import adc_rails_v
 
     bits = adc_bits or 16
     low_v, high_v = adc_rails_v(full_scale_v, bits)
-    half_lsb_v = 0.5 * full_scale_v / 2 ** (bits - 1)  # as analysis.dsp.count_clipped counts them
+    half_lsb_v = 0.5 * full_scale_v / 2 ** (bits - 1)  # as qslab.analysis.dsp.count_clipped counts them
     high = int(np.count_nonzero(samples_v >= high_v - half_lsb_v))
     low = int(np.count_nonzero(samples_v <= low_v + half_lsb_v))
     share = (high + low) / max(samples_v.size, 1)

@@ -7,7 +7,7 @@
                  server verifies its gated rows on everything received so far and aborts the session
                  when the test fails;
     recording    one HDF5 file (analysis/recording.py, docs/RECORDING.md), flushed per batch;
-    results      analysis.session_results on exactly what was recorded (what `qslab replay` runs).
+    results      qslab.analysis.session_results on exactly what was recorded (what `qslab replay` runs).
 
 Faults (sequences/session_guard.py): a batch is recorded only after the station read back healthy
 after it (no instrument reset, the monitor tap and the receivers' vacuum as at set-up); a fault is
@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import mnist, recording
-from analysis.network import load_weights
-from analysis.replay import Recorded, results_from_recorded
-from analysis.session_figures import plot_session
-from analysis.session_results import hidden_vectors, predictions, verify_layers
-from calibration.records import CodeVersion, CorruptRecord, RecordError, RecordStore
-from sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
-from sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
+from qslab.analysis import mnist, recording
+from qslab.analysis.network import load_weights
+from qslab.analysis.replay import Recorded, results_from_recorded
+from qslab.analysis.session_figures import plot_session
+from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
+from qslab.calibration.records import CodeVersion, CorruptRecord, RecordError, RecordStore
+from qslab.sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
+from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 
 CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators", "processor")
 FALSE_ALARM = 1e-3
@@ -82,8 +82,8 @@ def _calibration_args(config, directory: Path) -> argparse.Namespace:
 
 def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[str]:
     """Run every calibration whose record is missing or stale (saying so); returns the ids written."""
-    from sequences.commands.calibrate import run_kind
-    from sequences.protocol import NEEDED
+    from qslab.sequences.commands.calibrate import run_kind
+    from qslab.sequences.protocol import NEEDED
 
     stale = []
     for kind, instrument, key in NEEDED:
@@ -107,7 +107,7 @@ def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[s
 
 def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
     """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record."""
-    from calibration.channel import channel_result
+    from qslab.calibration.channel import channel_result
 
     pilot = link.pilot
     result = channel_result(pilot.sent_snu, pilot.returned_snu, link.calibration.server_detector,
@@ -218,7 +218,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
     file, the images it keeps, how to resume, the safe state read back and the faults.
     """
-    from sequences.station import LabStation
+    from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
 
@@ -339,6 +339,6 @@ def _summary(record) -> dict:
 
 
 def _iq_driver_gain() -> float:
-    from calibration.modulators import DRIVER_GAINS
+    from qslab.calibration.modulators import DRIVER_GAINS
 
     return DRIVER_GAINS["server_iq"]

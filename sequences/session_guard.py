@@ -17,7 +17,7 @@ an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
 against the modulated light, or the monitor moved alone -> the bias loops re-locked and the leakage
 re-nulled (mu re-measured with it); the monitor and the LO moved alike -> the laser set back within its
 declared limit and mu re-measured. Clipping is cured inside the link (a wider digitizer range). Driver
-retries of queries (instruments.drivers._scpi) are watched through their log and reported. Everything
+retries of queries (qslab.instruments.drivers._scpi) are watched through their log and reported. Everything
 else (a refused command, an instrument that no longer answers, a receiver offset, a cure that does not
 cure, a batch failing BATCH_ATTEMPTS times) raises SessionStopped: what happened and what was tried.
 """
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from instruments.drivers._scpi import ESR_POWER_ON, InstrumentError, InstrumentFault, QueryRetries, changed_settings
-from instruments.optical import LimitError
-from sequences.protocol import ProtocolError
+from qslab.instruments.drivers._scpi import ESR_POWER_ON, InstrumentError, InstrumentFault, QueryRetries, changed_settings
+from qslab.instruments.optical import LimitError
+from qslab.sequences.protocol import ProtocolError
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ LIMIT_SLACK_DB = 0.05           # a laser set-point this close above its limit i
 CURE_ROUNDS = 3                 # check-and-cure rounds after one batch before the session stops
 BATCH_ATTEMPTS = 3              # takes of one batch before the session stops
 READBACK_TOLERANCE = 1e-3       # relative: a read-back this close to what was set is the instrument's rounding
-SCPI_LOGGER = "instruments.drivers._scpi"
+SCPI_LOGGER = "qslab.instruments.drivers._scpi"
 
 
 class SessionStopped(RuntimeError):
@@ -76,8 +76,8 @@ def _db(ratio: float) -> float:
 def parse_faults(config, specs: Iterable[str]) -> list:
     """``--inject-fault`` specs as Faults whose targets are bench instruments of the right kind (ValueError:
     one line naming the spec and what was expected)."""
-    from instruments.sim.faults import REQUIRED_KIND, Fault
-    from instruments.sim.server import DEFAULT_INSTRUMENTS
+    from qslab.instruments.sim.faults import REQUIRED_KIND, Fault
+    from qslab.instruments.sim.server import DEFAULT_INSTRUMENTS
 
     specs = list(specs)
     if specs and not config.uses_bench:
@@ -150,7 +150,7 @@ class FaultReport:
 class RetryWatch(logging.Handler):
     """The drivers' retry warnings as report actions: the stack's own account of a transient fault.
 
-    Why the log: the retries happen inside the drivers (instruments.drivers._scpi), which report them
+    Why the log: the retries happen inside the drivers (qslab.instruments.drivers._scpi), which report them
     there and nowhere else. While installed, those warnings go to the report instead of stderr.
     """
 
@@ -175,7 +175,7 @@ class RetryWatch(logging.Handler):
 
 
 def reset_evidence(driver) -> list[str]:
-    """instruments.drivers._scpi.detect_reset without the instruments' rounding: the *ESR? power-on bit, and
+    """qslab.instruments.drivers._scpi.detect_reset without the instruments' rounding: the *ESR? power-on bit, and
     settings whose read-back differs from what was set by more than READBACK_TOLERANCE (an attenuation set
     to 24.235031 dB reads 24.235: that is no reset)."""
     evidence = []
@@ -201,7 +201,7 @@ def reopen_visa(driver) -> None:
     """Close and reopen a qcodes VisaInstrument's resource with the same settings (drops whatever is on the line)."""
     import pyvisa
 
-    from instruments.drivers.upstream_fixes import widen_socket_reads
+    from qslab.instruments.drivers.upstream_fixes import widen_socket_reads
 
     old = driver.visa_handle
     settings = {"read_termination": old.read_termination, "write_termination": old.write_termination,

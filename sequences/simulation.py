@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import data_leakage, mnist, verification
-from analysis.client_measurement import snr_factor
-from analysis.leakage_report import OperatingPoint, leakage_summary
-from analysis.network import PaperEngine, accuracy, load_weights, predict_secure
-from instruments.sim.physics import LinkEngine, LinkParameters
+from qslab.analysis import data_leakage, mnist, verification
+from qslab.analysis.client_measurement import snr_factor
+from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
+from qslab.analysis.network import PaperEngine, accuracy, load_weights, predict_secure
+from qslab.instruments.sim.physics import LinkEngine, LinkParameters
 
 MODES = ("physics", "paper")
 BATCH_IMAGES = 1000  # part of the random-stream layout: a seed reproduces a run only at the same batch size

@@ -28,11 +28,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from instruments.optical import (AttenuatorChannel, AwgAmplitudeModulator, AwgChannels, AwgIQModulator,
+from qslab.instruments.optical import (AttenuatorChannel, AwgAmplitudeModulator, AwgChannels, AwgIQModulator,
                                  AwgTimeBinProcessor, DetectorSpec, DigitizerHomodyneReceiver, LaserPort, Limit,
                                  LoLimit, ModulatorCalibration, N774xPowerMeter, PM100DPowerMeter,
                                  ProcessorCalibration, ReceiverCalibration, ScpiAmplifier)
-from sequences.config import BENCH_ADDRESS, UNCABLED_BENCH_ADDRESS, InstrumentConfig, LabConfig, load_config
+from qslab.sequences.config import BENCH_ADDRESS, UNCABLED_BENCH_ADDRESS, InstrumentConfig, LabConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class LabStation:
     def _start_benches(self) -> None:
         if not self.config.uses_bench:
             return
-        from instruments.sim.server import Bench
+        from qslab.instruments.sim.server import Bench
 
         bench = Bench.from_table(self.config.bench_table)
         uncabled = {i.name: i.spec.bench_kind for i in self.config.instruments.values()

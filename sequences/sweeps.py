@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import data_leakage, weight_leakage
-from analysis.client_measurement import client_snr
-from analysis.network import accuracy, load_weights, predict_secure
-from instruments.sim.physics import LinkEngine, LinkParameters
-from sequences.simulation import BATCH_IMAGES, load_test_set
+from qslab.analysis import data_leakage, weight_leakage
+from qslab.analysis.client_measurement import client_snr
+from qslab.analysis.network import accuracy, load_weights, predict_secure
+from qslab.instruments.sim.physics import LinkEngine, LinkParameters
+from qslab.sequences.simulation import BATCH_IMAGES, load_test_set
 
 
 @dataclass(frozen=True)

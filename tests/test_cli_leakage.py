@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from analysis.weight_leakage import holevo_verified_bits
-from sequences.cli import main
+from qslab.analysis.weight_leakage import holevo_verified_bits
+from qslab.sequences.cli import main
 
 REQUIRED_KEYS = {"weight_leakage_bits_per_mode", "weight_leakage_bits_per_real_weight", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "excess_noise_snu", "client_snr", "inputs"}
@@ -71,13 +71,13 @@ def test_map_writes_a_png(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    result = subprocess.run([sys.executable, "-m", "sequences.cli", "leakage", "--mu", "6", "--gain", "1.3", "--json"],
+    result = subprocess.run([sys.executable, "-m", "qslab.sequences.cli", "leakage", "--mu", "6", "--gain", "1.3", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert json.loads(result.stdout.strip().splitlines()[-1])["weight_leakage_bits_per_mode"] > 0
 
 
 def test_help_names_every_unit():
-    result = subprocess.run([sys.executable, "-m", "sequences.cli", "leakage", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "qslab.sequences.cli", "leakage", "--help"], capture_output=True, text=True, timeout=120)
     for phrase in ("photons", "linear", "SNU", "(0, 1]"):
         assert phrase in result.stdout

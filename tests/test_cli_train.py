@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from analysis.network import load_weights
-from sequences.cli import main
+from qslab.analysis.network import load_weights
+from qslab.sequences.cli import main
 
 
 def test_short_training_run_writes_loadable_weights(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_short_training_run_writes_loadable_weights(tmp_path, capsys):
 
 
 def test_defaults_repeat_the_shipped_recipe():
-    from sequences.commands.train import recipe
+    from qslab.sequences.commands.train import recipe
 
     class Args:
         json = True

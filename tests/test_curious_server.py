@@ -9,7 +9,7 @@ it verifies) for MNIST images through the bench's link, and
   estimator of a Gaussian variance), which the Cramer-Rao bound says it cannot beat: its error is
   checked against 2 sigma_i^4 / (M c^2), and the information it carries, 1/2 log2(1 + Var(x^2)/MSE)
   (the Gaussian-channel capacity at the estimator's SNR), against the session's reported figures
-  (analysis.session_results: the Cramer-Rao form and the exact photon-counting mutual information);
+  (qslab.analysis.session_results: the Cramer-Rao form and the exact photon-counting mutual information);
 * compares the optimal per-mode (photon-counting) server at the link's true returned noise with
   the reported exact figure, which assumes a quantum-limited amplifier (k = 2 - 2/G);
 * looks at what the per-symbol model leaves out: the returned noise of one row is one complex number
@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from analysis import data_leakage, mnist, session_results
-from analysis.leakage_report import OperatingPoint, leakage_summary
-from analysis.network import load_weights
-from instruments.sim.bench import BenchState
-from instruments.sim.physics import LinkParameters, SecureLayer, pack_data
+from qslab.analysis import data_leakage, mnist, session_results
+from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
+from qslab.analysis.network import load_weights
+from qslab.instruments.sim.bench import BenchState
+from qslab.instruments.sim.physics import LinkParameters, SecureLayer, pack_data
 
 MU, GAIN, IMAGES, MODES = 6.0, 1.3, 8, 392
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import integrate, stats
 
-from analysis import data_leakage as dl
-from analysis.gaussian import entropy_photons_bits
+from qslab.analysis import data_leakage as dl
+from qslab.analysis.gaussian import entropy_photons_bits
 
 N_MODES = 392
 K_13 = 2 - 2 / 1.3

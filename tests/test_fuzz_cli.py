@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from analysis.recording import LayerBatch, LayerShape, SessionWriter
-from calibration.records import RecordStore
-from calibration.result import CalibrationResult, Estimate
-from sequences.cli import main
-from sequences.config import ConfigError, loads_config
+from qslab.analysis.recording import LayerBatch, LayerShape, SessionWriter
+from qslab.calibration.records import RecordStore
+from qslab.calibration.result import CalibrationResult, Estimate
+from qslab.sequences.cli import main
+from qslab.sequences.config import ConfigError, loads_config
 from byte_damage import damaged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ MEASURED = {"mu_photons": {"value": 6.0, "uncertainty": 0.05}, "gain": {"value":
 
 
 def write_session(path: Path, settings_json=None, calibrations_json=None, batches: int = 2) -> Path:
-    """A small session file written with analysis.recording directly (2 batches of 2 images), as a session would."""
+    """A small session file written with qslab.analysis.recording directly (2 batches of 2 images), as a session would."""
     meta = {"config_toml": CONFIG_TEXT, "station_snapshot_json": {}, "provenance_json": {},
             "settings_json": SETTINGS if settings_json is None else settings_json, "seeds_json": {"session": 0},
             "calibrations_json": ({"records": {}, "measured": MEASURED} if calibrations_json is None
@@ -230,7 +230,7 @@ def test_session_with_a_mutated_config_is_one_line_and_never_starts_the_bench(tm
     directory = tmp_path_factory.mktemp("config")
     path = directory / "lab_config.toml"
     path.write_bytes(data)
-    with mock.patch("sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
+    with mock.patch("qslab.sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
         code, _, err = cli("session", "--config", str(path), "--calibration-dir", str(directory / "cal"),
                            "--out", str(directory / "out"))
     assert code == 2
@@ -243,7 +243,7 @@ def test_session_with_an_unreadable_config_is_one_line(tmp_path):
     (tmp_path / "dir.toml").mkdir()
     (tmp_path / "latin1.toml").write_bytes(b"[station]\nname = \"caf\xe9\"\n")
     (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
-    with mock.patch("sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
+    with mock.patch("qslab.sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
         for name in ("missing.toml", "dir.toml", "latin1.toml", "binary.toml"):
             code, _, err = cli("session", "--config", str(tmp_path / name))
             refused_in_one_line(code, err, "session", name)
@@ -255,7 +255,7 @@ def test_session_options_with_bad_numbers_are_one_line(tmp_path, option, value):
     """Numbers out of range or not numbers: argparse's one line (exit 2) naming the option (a value the option
     accepts meets the missing config instead, also one line)."""
     config = str(tmp_path / "missing.toml")
-    with mock.patch("sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
+    with mock.patch("qslab.sequences.station.LabStation.connect", side_effect=AssertionError("the bench was started")):
         code, _, err = cli("session", "--config", config, option, value)
     if option in err:
         refused_in_one_line(code, err, "session", option, "expected")

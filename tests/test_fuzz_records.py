@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibration.records import (CalibrationRecord, CorruptRecord, MissingCalibration, RecordError, RecordStore,
+from qslab.calibration.records import (CalibrationRecord, CorruptRecord, MissingCalibration, RecordError, RecordStore,
                                  read_record)
-from calibration.result import CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationResult, Estimate
 from byte_damage import damaged
 
 NOW = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from analysis.gaussian import (binary_entropy_bits, entropy_photons_bits, entropy_snu_bits, is_physical,
+from qslab.analysis.gaussian import (binary_entropy_bits, entropy_photons_bits, entropy_snu_bits, is_physical,
                                symplectic_eigenvalues, symplectic_form, von_neumann_entropy_bits)
 
 

@@ -1,11 +1,11 @@
-"""analysis.givens: the Givens chain's angles and their inverse (the vector the chain projects onto)."""
+"""qslab.analysis.givens: the Givens chain's angles and their inverse (the vector the chain projects onto)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.givens import complex_unit_vector, givens_angles, givens_unitary, unit_vector_from_angles
+from qslab.analysis.givens import complex_unit_vector, givens_angles, givens_unitary, unit_vector_from_angles
 
 RNG = np.random.default_rng(1729)
 

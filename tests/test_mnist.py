@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from analysis import mnist
+from qslab.analysis import mnist
 
 
 @pytest.fixture

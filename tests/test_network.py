@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis import mnist
-from analysis.client_measurement import client_snr, product_noise_std
-from analysis.network import (ClosedFormPhysicsEngine, DigitalEngine, PaperEngine, digital_forward, init_weights,
+from qslab.analysis import mnist
+from qslab.analysis.client_measurement import client_snr, product_noise_std
+from qslab.analysis.network import (ClosedFormPhysicsEngine, DigitalEngine, PaperEngine, digital_forward, init_weights,
                               load_weights, noise_per_rms_weight, normalize_rows, photons_for_snr, physical_scale,
                               predict_digital, predict_secure, save_weights, secure_forward)
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from analysis import client_measurement as cm
-from analysis.network import DigitalEngine, secure_forward
-from instruments.sim import physics as ph
+from qslab.analysis import client_measurement as cm
+from qslab.analysis.network import DigitalEngine, secure_forward
+from qslab.instruments.sim import physics as ph
 
 Z = 5.0  # tolerance in standard errors
 
@@ -398,7 +398,7 @@ def test_link_engine_shares_its_stream_and_reproduces_a_seed(monkeypatch):
 
 
 def test_pooled_samples_match_the_records():
-    from sequences.simulation import pooled_samples
+    from qslab.sequences.simulation import pooled_samples
     x = ph.pack_data(np.random.default_rng(25).standard_normal((30, 12)))
     records = [ph.secure_products(_symbols(5, 6), x, REALISTIC, np.random.default_rng(s), 0.6)[1] for s in (26, 27)]
     sent, returned = pooled_samples(records)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byte_damage import damaged
-from analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
+from qslab.analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
                                 SessionFile, SessionWriter, validate)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
 
 READER = """
 import sys
-from analysis.recording import SessionFile
+from qslab.analysis.recording import SessionFile
 with SessionFile.open(sys.argv[1]) as session:
     print(session.swmr, session.status, session.batches_written, session.images_written, flush=True)
     for line in sys.stdin:
@@ -196,7 +196,7 @@ CRASHER = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
 from test_recording import LAYERS, META, append
-from analysis.recording import SessionWriter
+from qslab.analysis.recording import SessionWriter
 writer = SessionWriter.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123")
 append(writer, 0)
 append(writer, 1)
@@ -413,8 +413,8 @@ def _foreign(path: Path, tmp_path: Path) -> None:
 
 
 def _calibration_record(path: Path, tmp_path: Path) -> Path:
-    from calibration.records import CodeVersion, RecordStore
-    from calibration.result import CalibrationResult, Estimate
+    from qslab.calibration.records import CodeVersion, RecordStore
+    from qslab.calibration.result import CalibrationResult, Estimate
 
     record = RecordStore(tmp_path / "store").write(
         CalibrationResult("photons", "server_output", {"server.photons_per_symbol": Estimate(3.0, 0.02, "")}),

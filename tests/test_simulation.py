@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from analysis import data_leakage, weight_leakage
-from analysis.client_measurement import client_snr, snr_factor
-from analysis.network import ClosedFormPhysicsEngine, load_weights, secure_accuracies
-from sequences import operating_point as op
-from sequences.cli import main
-from sequences.simulation import SimulationSettings, load_test_set, simulate
+from qslab.analysis import data_leakage, weight_leakage
+from qslab.analysis.client_measurement import client_snr, snr_factor
+from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights, secure_accuracies
+from qslab.sequences import operating_point as op
+from qslab.sequences.cli import main
+from qslab.sequences.simulation import SimulationSettings, load_test_set, simulate
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "data_leakage_bits_exact", "mu", "gain", "verified"}

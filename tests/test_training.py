@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis import mnist, training
-from analysis.network import ClosedFormPhysicsEngine, load_weights
-from analysis.training import (Adam, TrainingConfig, loss_and_gradients, paper_recipe, secure_layer_forward, train,
+from qslab.analysis import mnist, training
+from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights
+from qslab.analysis.training import (Adam, TrainingConfig, loss_and_gradients, paper_recipe, secure_layer_forward, train,
                                train_and_save, training_noise_scales)
 
 

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from analysis.units import (dbm_to_w, ideal_responsivity_a_per_w, photon_energy_j, photons_per_symbol,
+from qslab.analysis.units import (dbm_to_w, ideal_responsivity_a_per_w, photon_energy_j, photons_per_symbol,
                             power_for_photons_w, w_to_dbm)
 
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from analysis.verification import (
+from qslab.analysis.verification import (
     ChannelHypothesis,
     ServerDetector,
     acceptance_test,
@@ -30,7 +30,7 @@ from analysis.verification import (
     verify,
     z_from_failure,
 )
-from analysis.weight_leakage import holevo_verified_bits, modulation_variance_snu
+from qslab.analysis.weight_leakage import holevo_verified_bits, modulation_variance_snu
 
 MU = 6.0  # PRX operating point, V = 13
 GAIN, N_MODES = 1.3, 392

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis import dsp
-from instruments.sim import physics as ph
-from instruments.sim import waveform as wf
+from qslab.analysis import dsp
+from qslab.instruments.sim import physics as ph
+from qslab.instruments.sim import waveform as wf
 
 Z = 5.0
 

@@ -19,7 +19,7 @@ import numpy as np
 from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Enum, Ints, Numbers
 
-from instruments.drivers._scpi import (InstrumentError, ScpiErrorCheckingInstrument, block_unit, parse_bool,
+from qslab.instruments.drivers._scpi import (InstrumentError, ScpiErrorCheckingInstrument, block_unit, parse_bool,
                                       parse_int)
 
 __all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]

@@ -22,8 +22,8 @@ from typing import Any
 from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Multiples, Numbers
 
-from analysis.units import dbm_to_w, w_to_dbm
-from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
+from qslab.analysis.units import dbm_to_w, w_to_dbm
+from qslab.instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
 
 __all__ = [
     "InstrumentError",

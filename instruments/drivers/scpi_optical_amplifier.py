@@ -31,8 +31,8 @@ from typing import Any
 
 from qcodes.validators import Bool, Numbers
 
-from analysis.units import dbm_to_w
-from instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool
+from qslab.analysis.units import dbm_to_w
+from qslab.instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool
 
 __all__ = ["InstrumentError", "ScpiOpticalAmplifier"]
 

@@ -30,7 +30,7 @@ import serial
 from qcodes.instrument import Instrument, InstrumentChannel
 from qcodes.validators import Bool, Numbers
 
-from instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, _Retryable, parse_bool,
+from qslab.instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, _Retryable, parse_bool,
                                        parse_int, socket_closed)
 
 __all__ = ["InstrumentError", "InstrumentFault", "ThorlabsMBX"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis.units import linear_to_db
-from instruments.optical.limits import Limit, LimitError, check_settable
+from qslab.analysis.units import linear_to_db
+from qslab.instruments.optical.limits import Limit, LimitError, check_settable
 
 
 class ScpiAmplifier:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from instruments.optical.limits import Limit, LimitError, check_settable
+from qslab.instruments.optical.limits import Limit, LimitError, check_settable
 
 
 class AttenuatorChannel:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, as_int8_samples
-from instruments.optical.limits import Limit, LimitError
+from qslab.instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, as_int8_samples
+from qslab.instruments.optical.limits import Limit, LimitError
 
 CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
 

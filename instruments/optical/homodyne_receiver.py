@@ -3,7 +3,7 @@
 The detector's specs are configuration (gain V/W, bandwidth, noise-equivalent power); its
 calibration (1 SNU at the matched-filter output, electronic noise in SNU, pulse template, symbol
 timing) comes from a calibration record. Samples in volts become quadratures in shot-noise units
-through analysis.dsp, the same code a replay runs. The declared LO power limit is what the
+through qslab.analysis.dsp, the same code a replay runs. The declared LO power limit is what the
 station turns into a bound on the laser (the LO is a fixed share of it).
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis import dsp
-from analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
-from instruments.drivers.upstream_fixes import digitize_and_read, infiniium_trace_fix, read_trace_block
-from instruments.optical.limits import Limit
+from qslab.analysis import dsp
+from qslab.analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
+from qslab.instruments.drivers.upstream_fixes import digitize_and_read, infiniium_trace_fix, read_trace_block
+from qslab.instruments.optical.limits import Limit
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class ReceiverCalibration:
     @classmethod
     def from_records(cls, vacuum_samples_v, dark_samples_v, template, samples_per_symbol: int,
                      offset_samples: int = 0, record_id: str | None = None) -> ReceiverCalibration:
-        """From an LO-only record and a dark record (analysis.dsp.calibrate_shot_noise)."""
+        """From an LO-only record and a dark record (qslab.analysis.dsp.calibrate_shot_noise)."""
         fit = dsp.calibrate_shot_noise(vacuum_samples_v, dark_samples_v, template, samples_per_symbol, offset_samples)
         return cls(fit.shot_noise_variance_v2, fit.electronic_noise_snu, tuple(float(t) for t in template),
                    samples_per_symbol, offset_samples, record_id)

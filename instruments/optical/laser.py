@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.units import w_to_dbm
-from instruments.optical.limits import Limit, LimitError, check_settable
+from qslab.analysis.units import w_to_dbm
+from qslab.instruments.optical.limits import Limit, LimitError, check_settable
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
-from instruments.optical.limits import Limit, LimitError
+from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
+from qslab.instruments.optical.limits import Limit, LimitError
 
 BIAS_MODE = "null"
 

@@ -4,7 +4,7 @@ One time bin per symbol (DECISIONS M). The variable beam splitter (an MZM-type c
 cos(theta) of the loop for theta = pi u / (2 Vpi) + theta_offset, so u = 2 Vpi (theta - offset)/pi
 with theta in [0, pi/2]; the phase modulator gives phi = pi u / Vpi, so u = Vpi phi / pi with phi
 wrapped into [-pi, pi). Both are linear in the angle (the angle is what the data set), and the
-AWG plays u / driver_gain. The angle math is analysis.givens, shared with the bench's link model.
+AWG plays u / driver_gain. The angle math is qslab.analysis.givens, shared with the bench's link model.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.givens import complex_unit_vector, givens_angles
-from instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
+from qslab.analysis.givens import complex_unit_vector, givens_angles
+from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from analysis.gaussian import von_neumann_entropy_bits
-from analysis.givens import givens_angles, givens_unitary
-from analysis.verification import ChannelHypothesis
-from instruments.sim.physics import (LinkParameters, amplify, homodyne, quadrature_snu, split_coupler, thermal_noise,
+from qslab.analysis.gaussian import von_neumann_entropy_bits
+from qslab.analysis.givens import givens_angles, givens_unitary
+from qslab.analysis.verification import ChannelHypothesis
+from qslab.instruments.sim.physics import (LinkParameters, amplify, homodyne, quadrature_snu, split_coupler, thermal_noise,
                                      vacuum_noise)
 
 HETERODYNE_RESEND_NOISE_SNU = 2.0  # heterodyne (1 vacuum unit) + coherent re-preparation (1 more)

@@ -12,7 +12,7 @@ The AWG's int8 samples scaled by each channel's amplitude and offset (V = offset
 by sample; averaging the output field over each symbol slot gives the complex symbol amplitude
 alpha_k in sqrt(photons) at the server output (what a homodyne matched to a rect slot sees), and
 averaging |field|^2 gives the average power the meters read. So photons per symbol = mean
-|field|^2 slot energy / (h nu) = P_out lambda / (h c R_sym) (analysis.units), and mean |alpha|^2
+|field|^2 slot energy / (h nu) = P_out lambda / (h c R_sym) (qslab.analysis.units), and mean |alpha|^2
 is at most that (the difference is the light outside the symbol's temporal mode).
 
 The client's time-bin processor is driven by its own AWG (``client_awg``, the M8195A named by
@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.givens import unit_vector_from_angles
-from analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
-from instruments.sim import modulators as mod
-from instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
-from instruments.sim.physics import LinkParameters
+from qslab.analysis.givens import unit_vector_from_angles
+from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
+from qslab.instruments.sim import modulators as mod
+from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
+from qslab.instruments.sim.physics import LinkParameters
 
 LASER_PORTS = 4
 AWG_CHANNELS = 4
@@ -215,7 +215,7 @@ class BenchState:
         self.amplifier = AmplifierState()
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
         self.session_repeats: dict[bytes, int] = {}  # session-mode acquisitions per played state (receivers)
-        self.attack: Any = None        # a cheating client (instruments.sim.attacks.Attack), armed by set_attack
+        self.attack: Any = None        # a cheating client (qslab.instruments.sim.attacks.Attack), armed by set_attack
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
         self._symbols: tuple[Modulation, float, np.ndarray] | None = None
@@ -241,7 +241,7 @@ class BenchState:
             port = self.server_laser
             if not port.enabled:
                 return 0.0
-            from instruments.sim import faults  # the power-drop fault hook (here to keep the change to this method)
+            from qslab.instruments.sim import faults  # the power-drop fault hook (here to keep the change to this method)
             offset_db = self.params.server_laser.power_offset_db - faults.power_drop_db(self)
             return port.power_w * float(db_to_linear(offset_db))
 
@@ -423,7 +423,7 @@ class BenchState:
         (instruments/sim/attacks.py). Arm it after the calibrations and the channel record to model a
         client that cheats during inference only; armed before, the server calibrates the cheat in.
         """
-        from instruments.sim.attacks import parse_attack  # bench.py stays importable without the attack module
+        from qslab.instruments.sim.attacks import parse_attack  # bench.py stays importable without the attack module
 
         attack = parse_attack(attack) if isinstance(attack, str) else attack
         with self.lock:

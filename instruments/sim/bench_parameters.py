@@ -174,7 +174,7 @@ class ProcessorTruth:
     Per time bin, at the centre sample of the bin, the beam splitter's angle is theta = pi
     beam_splitter_driver_gain u_bs / (2 beam_splitter_vpi_v) + beam_splitter_theta_offset_rad and the
     phase modulator's phase is phi = pi phase_driver_gain u_ph / phase_vpi_v, u the AWG volts (the
-    inverse of instruments.optical.time_bin_processor's drive). A row is bins_per_row bins: how the
+    inverse of qslab.instruments.optical.time_bin_processor's drive). A row is bins_per_row bins: how the
     bench splits the client's segment into images. Without a playing segment on both channels the
     processor passes every bin straight to the amplifier (x_hat = 1), as calibrations assume.
     """
@@ -323,7 +323,7 @@ def from_mapping(table: dict[str, Any], base: BenchParameters | None = None) -> 
 
 def defaults_table() -> dict[str, Any]:
     """The ``[bench]`` table of the packaged ``bench_defaults.toml``."""
-    text = resources.files("instruments.sim").joinpath(DEFAULTS_RESOURCE).read_text()
+    text = resources.files("qslab.instruments.sim").joinpath(DEFAULTS_RESOURCE).read_text()
     return tomllib.loads(text)["bench"]
 
 

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from instruments.sim.scpi import STANDARD_ERRORS
+from qslab.instruments.sim.scpi import STANDARD_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ DEFAULT_TARGETS = {
     "timeout": "laser", "disconnect": "power_meter", "garbled": "power_meter", "scpi-error": "attenuator",
     "reset": "laser", "overrange": "digitizer", "power-drop": "laser", "bias-drift": "bias_iq",
 }
-# Condition faults need an instrument of the right kind (emulator kinds of instruments.sim.emulators).
+# Condition faults need an instrument of the right kind (emulator kinds of qslab.instruments.sim.emulators).
 REQUIRED_KIND = {"overrange": "keysight_infiniium", "power-drop": "keysight_n7714a", "bias-drift": "thorlabs_mbx"}
 # Counted from injection: inject after the station has connected and the fault lands mid-session.
 DEFAULT_AFTER_MESSAGES = 10

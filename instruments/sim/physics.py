@@ -9,7 +9,7 @@ Two paths compute the same physics:
 * fast path (rows the server does not verify): the client's processor output mode 1 is exactly the
   coherent state sqrt(T_f t) beta, beta = sum_i conj(x_hat_i) alpha_i, so Re beta for the whole batch
   is one real matmul and the client's homodyne outcome is one Gaussian draw with the closed-form
-  mean and variance of analysis.client_measurement (the idler, coupler, detector-loss and electronic
+  mean and variance of qslab.analysis.client_measurement (the idler, coupler, detector-loss and electronic
   noises are combined; the returned state is not needed);
 * joint path (rows the server verifies): the client's measurement and the returned modes are drawn
   from the same noise realisations (processor-output vacuum, amplifier idler, coupler vacuum), so
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis import client_measurement as cm
-from analysis.givens import givens_angles, givens_unitary
-from analysis.units import db_to_linear, linear_to_db
+from qslab.analysis import client_measurement as cm
+from qslab.analysis.givens import givens_angles, givens_unitary
+from qslab.analysis.units import db_to_linear, linear_to_db
 
 VACUUM_COMPONENT_VARIANCE = 0.25  # per real component of a complex amplitude (X = 2 Re a has variance 1)
 DEFAULT_CHUNK_IMAGES = 16384      # fast-path images per chunk (temporaries ~ chunk x rows x 8 B)
@@ -215,7 +215,7 @@ def pack_data(data) -> np.ndarray:
 def givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
     """The forward chain as a matrix A = sqrt(t) U [..., N, N], output 0 = the loop mode (first row conj(x_hat)).
 
-    U is analysis.givens.givens_unitary (the convention is documented there). Loss per pass is mode
+    U is qslab.analysis.givens.givens_unitary (the convention is documented there). Loss per pass is mode
     independent (insertion loss of one traversal of the processor), so A A^dagger = t I; apply it
     with `apply_passive_map`.
     """
@@ -410,7 +410,7 @@ class VerificationRecord:
     measure_p: np.ndarray
     sent_symbols: np.ndarray
     returned_quadratures_snu: np.ndarray
-    attacker: object = None  # what a cheating client held (instruments.sim.attacks.AttackerRecord), else None
+    attacker: object = None  # what a cheating client held (qslab.instruments.sim.attacks.AttackerRecord), else None
 
     @property
     def sent_quadratures_snu(self) -> np.ndarray:
@@ -664,7 +664,7 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     standard_normal_f32 (Box-Muller), the others from numpy's own samplers. Worker threads draw the
     stream's blocks ahead (VERIFY_THREADS), but every block's values depend only on the seed, so a
     seed reproduces the outputs bit for bit whatever the thread count or timing. ``attack`` (an
-    instruments.sim.attacks.Attack acting on the returned light, or None) runs the verified rows
+    qslab.instruments.sim.attacks.Attack acting on the returned light, or None) runs the verified rows
     through that module's complex-amplitude joint path instead, drawn from `rng` alone (no
     NormalStream); with None the layout above is untouched. LinkEngine shares
     one stream across its calls with the same rng (its entropy is drawn from rng at the stream's
@@ -851,7 +851,7 @@ class SecureLayer:
 
 
 class LinkEngine:
-    """analysis.network layer engine driven by this model: estimates of x_hat . W^T in weight units.
+    """qslab.analysis.network layer engine driven by this model: estimates of x_hat . W^T in weight units.
 
     Keeps the last LayerOutput of every layer index in `outputs` (for the server's verification).
     Each layer's weights are packed once and reused while the same array object is passed for that

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.units import photon_energy_j
-from instruments.sim import faults
-from instruments.sim import waveform as wf
-from instruments.sim.physics import LinkParameters, SecureLayer, VerificationRecord, secure_products
+from qslab.analysis.units import photon_energy_j
+from qslab.instruments.sim import faults
+from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.physics import LinkParameters, SecureLayer, VerificationRecord, secure_products
 
 RECEIVERS = ("client_receiver", "server_receiver")
 WORD_BITS = 16

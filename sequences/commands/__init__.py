@@ -1,6 +1,6 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
+from qslab.sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
                                sweep, train)
 
 COMMANDS = {

@@ -18,7 +18,7 @@ HELP = "serve the virtual bench's emulated instruments on 127.0.0.1 until interr
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("action", choices=["serve"], help="serve: start every emulator and wait for Ctrl-C or SIGTERM")
     parser.add_argument("--config", metavar="FILE",
@@ -30,9 +30,9 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from instruments.sim.bench_parameters import defaults_table, load_bench_table
-    from instruments.sim.server import Bench
-    from sequences.cli import UsageError, print_json_last
+    from qslab.instruments.sim.bench_parameters import defaults_table, load_bench_table
+    from qslab.instruments.sim.server import Bench
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
 
     try:
         table = defaults_table() if args.config is None else load_bench_table(args.config)

@@ -42,7 +42,7 @@ BENCH_KEYS = {
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("kind", choices=KINDS + ("all",), help="which calibration to run")
     parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
@@ -65,7 +65,7 @@ def register(parser) -> None:
 
 
 class InfiniiumDigitizer:
-    """calibration.homodyne.Digitizer over the Infiniium driver and the receivers' channels."""
+    """qslab.calibration.homodyne.Digitizer over the Infiniium driver and the receivers' channels."""
 
     def __init__(self, driver, receivers):
         self.driver, self.receivers = driver, list(receivers)
@@ -90,7 +90,7 @@ class InfiniiumDigitizer:
 
 def _modulators_entry():
     try:
-        from calibration import modulators
+        from qslab.calibration import modulators
     except Exception:  # noqa: BLE001 - absent or broken: the kind is not available
         return None
     return getattr(modulators, "calibrate_station", None)
@@ -106,9 +106,9 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
     config = station.config
     protocol = config.protocol
     if kind == "photons":
-        from calibration.photons import PhotonSettings, calibrate_photons
-        from calibration.result import Estimate
-        from instruments.optical import N774xPowerMeter
+        from qslab.calibration.photons import PhotonSettings, calibrate_photons
+        from qslab.calibration.result import Estimate
+        from qslab.instruments.optical import N774xPowerMeter
 
         role = config.roles.server_power_meter
         if config.instruments[role.instrument].driver == "thorlabs_pm100d":
@@ -123,8 +123,8 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
         used = [config.roles.server_laser.instrument, config.roles.server_attenuator.instrument, role.instrument]
         return [result], used
     if kind == "homodyne":
-        from calibration.homodyne import HomodyneSettings, calibrate_homodyne
-        from sequences.station import RECEIVERS
+        from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
+        from qslab.sequences.station import RECEIVERS
 
         receivers = [station.receiver(name) for name in RECEIVERS]
         digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), receivers)
@@ -135,8 +135,8 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
                 config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
         return results, used
     if kind == "amplifier":
-        from calibration.amplifier import AmplifierSettings, calibrate_amplifier
-        from calibration.records import RecordError, RecordStore
+        from qslab.calibration.amplifier import AmplifierSettings, calibrate_amplifier
+        from qslab.calibration.records import RecordError, RecordStore
 
         try:  # the noise figure needs the client receiver's efficiency: a valid homodyne record
             homodyne = RecordStore(args.calibration_dir).require("homodyne", "client_receiver")
@@ -154,8 +154,8 @@ def run_kind(kind: str, station, args, figure_dir: Path) -> tuple[list, list[str
                 config.roles.client_amplifier.instrument, config.roles.client_receiver.digitizer]
         return [result], used
     if kind == "modulators":
-        from calibration.homodyne import receiver_calibration
-        from calibration.records import RecordError, RecordStore
+        from qslab.calibration.homodyne import receiver_calibration
+        from qslab.calibration.records import RecordError, RecordStore
 
         try:  # the client receiver's DC level (a homodyne record) centres the RF captures; without one they centre
             record = RecordStore(args.calibration_dir).require("homodyne", "client_receiver")  # on their own means
@@ -178,9 +178,9 @@ class _Refused(Exception):
 def _lit_pilots(station, args, kind: str, *, processor: bool):
     """(calibration, link, pilots): the session's own pilot step on the records it needs (homodyne, photons,
     amplifier, modulators, and the processor's unless ``processor`` is False), or one line naming the missing one."""
-    from calibration.modulators import DRIVER_GAINS
-    from calibration.records import RecordError, RecordStore
-    from sequences.protocol import SecureLink, load_station_calibration
+    from qslab.calibration.modulators import DRIVER_GAINS
+    from qslab.calibration.records import RecordError, RecordStore
+    from qslab.sequences.protocol import SecureLink, load_station_calibration
 
     protocol = station.config.protocol
     try:
@@ -195,7 +195,7 @@ def _lit_pilots(station, args, kind: str, *, processor: bool):
 
 def _channel(station, args, figure_dir: Path):
     """T and eps of the honest round trip from public pilot symbols (calibration/channel.py)."""
-    from calibration.channel import channel_result
+    from qslab.calibration.channel import channel_result
 
     protocol = station.config.protocol
     calibration, link, pilot = _lit_pilots(station, args, "channel", processor=True)
@@ -215,11 +215,11 @@ PROCESSOR_SEED = 20240806  # the designed vectors (the client's own choice; reco
 def _processor(station, args, figure_dir: Path):
     """The client processor's V_pi, offset and loss per pass, and the photon cross-check (calibration/processor.py):
     the session's pilots on the server's side, designed vectors on the client's, one acquisition."""
-    from analysis.dsp import temporal_mode_efficiency
-    from calibration.channel import channel_result
-    from calibration.processor import (BANDWIDTH_TOLERANCE, CrossCheckInputs, design_vectors, fit_processor,
+    from qslab.analysis.dsp import temporal_mode_efficiency
+    from qslab.calibration.channel import channel_result
+    from qslab.calibration.processor import (BANDWIDTH_TOLERANCE, CrossCheckInputs, design_vectors, fit_processor,
                                       processor_result)
-    from calibration.result import Estimate
+    from qslab.calibration.result import Estimate
 
     config, protocol = station.config, station.config.protocol
     calibration, link, pilot = _lit_pilots(station, args, "processor", processor=False)
@@ -271,11 +271,11 @@ def _with_condition(result, key: str, value):
 
 
 def run(args) -> int:
-    from calibration.records import RecordStore
-    from calibration.result import CalibrationError
-    from sequences.cli import UsageError, print_json_last
-    from sequences.config import ConfigError, load_config
-    from sequences.station import LabStation, StationError
+    from qslab.calibration.records import RecordStore
+    from qslab.calibration.result import CalibrationError
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.station import LabStation, StationError
 
     kinds = list(ALL_ORDER) if args.kind == "all" else [args.kind]
     missing = [k for k in kinds if not implemented(k)]
@@ -323,7 +323,7 @@ def _defaults_from_config(args, config) -> None:
     """Options not given on the command line come from the config's [calibration] table."""
     import os
 
-    from calibration.records import DIRECTORY_ENV
+    from qslab.calibration.records import DIRECTORY_ENV
 
     c = config.calibration
     if args.calibration_dir is None:

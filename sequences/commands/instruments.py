@@ -22,9 +22,9 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from sequences.cli import UsageError, print_json_last
-    from sequences.config import ConfigError, load_config
-    from sequences.station import LabStation, StationError
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.station import LabStation, StationError
 
     try:
         config = load_config(args.config)

@@ -15,13 +15,13 @@ the honest client's SNR. A missing or expired record stops with its name and the
 
 from __future__ import annotations
 
-from analysis.leakage_report import OperatingPoint, leakage_summary
+from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 
 HELP = "weight and data leakage bounds of one operating point"
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("--mu", default=None, type=number("mu", 0.0, unit="mean photons per complex mode at the server's output"),
                         help="mean photons per complex mode at the server's output (photons, >= 0; required without --from-calibration)")
@@ -53,7 +53,7 @@ CONFIDENCE_K = 3.0  # conservative limits: value +- 3 sigma
 def run(args) -> int:
     import numpy as np
 
-    from sequences.cli import UsageError, print_json_last, require_finite
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last, require_finite
 
     mu, transmittance, technical_noise, calibration = args.mu, args.transmittance, args.technical_noise, None
     if args.from_calibration is not None:
@@ -76,13 +76,13 @@ def run(args) -> int:
                             f"xi = {technical_noise:g}")
     if calibration is not None:
         if "client_efficiency" in calibration:
-            from analysis.client_measurement import client_snr
+            from qslab.analysis.client_measurement import client_snr
 
             calibration["client_snr_measured_receiver"] = float(client_snr(
                 calibration["mu"], gain, calibration["client_efficiency"], calibration["client_electronic_noise_snu"]))
         summary["calibration"] = calibration
     if args.map:
-        from analysis.leakage_maps import plot_leakage_maps
+        from qslab.analysis.leakage_maps import plot_leakage_maps
 
         try:
             plot_leakage_maps(point, args.map)
@@ -122,8 +122,8 @@ def format_table(summary: dict) -> str:
 
 def inputs_from_records(which: str, directory: str | None) -> dict:
     """The leakage inputs at their conservative limits, and the ids of the records they come from."""
-    from calibration.records import RecordError, RecordStore
-    from sequences.cli import UsageError
+    from qslab.calibration.records import RecordError, RecordStore
+    from qslab.sequences.commands.cli_io import UsageError
 
     store = RecordStore(directory)
     try:

@@ -14,8 +14,8 @@ MAX_TARGET_STEPS = 20
 
 
 def register(parser) -> None:
-    from sequences.cli import number
-    from sequences.commands.simulate import add_evaluation_options
+    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.simulate import add_evaluation_options
 
     parser.add_argument("--target-accuracy", type=number("target-accuracy", 0.0, 1.0, min_open=True, unit="fraction"),
                         help="test accuracy to reach, as a fraction in (0, 1] (e.g. 0.96)")
@@ -27,10 +27,10 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from sequences import operating_point as op
-    from sequences.cli import UsageError, print_json_last
-    from sequences.commands.simulate import format_result
-    from sequences.simulation import SimulationSettings, simulate
+    from qslab.sequences import operating_point as op
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.commands.simulate import format_result
+    from qslab.sequences.simulation import SimulationSettings, simulate
 
     caps = (args.max_weight_leakage, args.max_data_leakage)
     if (args.target_accuracy is None) == (caps == (None, None)):

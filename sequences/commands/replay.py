@@ -14,7 +14,7 @@ HELP = "recompute a session's results from its file (optionally with another cal
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("file", metavar="FILE", help="a session file written by `qslab session`")
     parser.add_argument("--calibration", metavar="ID", action="append", default=[],
@@ -49,10 +49,10 @@ def override_from_record(record) -> dict:
 
 
 def run(args) -> int:
-    from analysis.recording import RecordingError
-    from analysis.replay import replay
-    from calibration.records import RecordError, RecordStore
-    from sequences.cli import UsageError, print_json_last
+    from qslab.analysis.recording import RecordingError
+    from qslab.analysis.replay import replay
+    from qslab.calibration.records import RecordError, RecordStore
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
 
     override = {}
     store = RecordStore(args.calibration_dir)
@@ -62,7 +62,7 @@ def run(args) -> int:
         result = replay(args.file, override, args.failure_probability, trusted=not args.untrusted_detector)
     except (RecordingError, RecordError, ValueError) as error:
         raise UsageError(str(error)) from None
-    from sequences.commands.session import format_result
+    from qslab.sequences.commands.session import format_result
 
     print(format_result(result))
     for key, change in result["changes"].items():

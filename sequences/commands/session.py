@@ -28,7 +28,7 @@ HELP = "run a lab session: secure inference through the instruments, recorded to
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
                         help="station config (default: lab_config.toml in the current directory)")
@@ -63,7 +63,7 @@ def register(parser) -> None:
 
 
 def settings_from(args, config):
-    from sequences.session import SessionSettings
+    from qslab.sequences.session import SessionSettings
 
     s, p = config.session, config.protocol
     return SessionSettings(
@@ -79,7 +79,7 @@ def settings_from(args, config):
 def calibration_store(args, config):
     import os
 
-    from calibration.records import DIRECTORY_ENV, RecordStore
+    from qslab.calibration.records import DIRECTORY_ENV, RecordStore
 
     return RecordStore(args.calibration_dir or os.environ.get(DIRECTORY_ENV) or config.calibration.directory)
 
@@ -87,17 +87,17 @@ def calibration_store(args, config):
 def run(args) -> int:
     import json
 
-    from analysis.recording import RecordingError, SessionFile
-    from calibration.records import RecordError
-    from calibration.result import CalibrationError
-    from instruments.optical import LimitError
-    from sequences.cli import UsageError, print_json_last
-    from sequences.config import ConfigError, load_config
-    from sequences.protocol import ProtocolError
-    from instruments.drivers._scpi import InstrumentError, InstrumentFault
-    from sequences.session import SessionAborted, SessionSettings, run_session
-    from sequences.session_guard import SessionStopped, parse_faults
-    from sequences.station import StationError
+    from qslab.analysis.recording import RecordingError, SessionFile
+    from qslab.calibration.records import RecordError
+    from qslab.calibration.result import CalibrationError
+    from qslab.instruments.optical import LimitError
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.protocol import ProtocolError
+    from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+    from qslab.sequences.session import SessionAborted, SessionSettings, run_session
+    from qslab.sequences.session_guard import SessionStopped, parse_faults
+    from qslab.sequences.station import StationError
 
     try:
         config = load_config(args.config)
@@ -145,13 +145,13 @@ def run(args) -> int:
 
 
 def parse_attack_option(config, spec: str | None):
-    """--attack KIND=SIZE as an instruments.sim.attacks.Attack; refused on a station not on the bench."""
+    """--attack KIND=SIZE as an qslab.instruments.sim.attacks.Attack; refused on a station not on the bench."""
     if spec is None:
         return None
     if not config.uses_bench or any(i.address not in ("bench", "bench-uncabled") for i in config.instruments.values()):
         raise ValueError(f"--attack {spec}: attacks are simulated by the virtual bench; {config.source} has "
                          "instruments on real addresses")
-    from instruments.sim.attacks import parse_attack
+    from qslab.instruments.sim.attacks import parse_attack
 
     return parse_attack(spec)
 

@@ -13,7 +13,7 @@ HELP = "accuracy and leakage of secure inference on the simulated link"
 
 
 def add_point_options(parser, required: bool = True) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("--mu", required=required, type=number("mu", 0.0, min_open=True, unit="photons per complex mode"),
                         help="mean photons per complex mode at the server's output (photons, > 0)")
@@ -22,7 +22,7 @@ def add_point_options(parser, required: bool = True) -> None:
 
 
 def add_evaluation_options(parser, images: int = 10_000, seeds: int = 3) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     parser.add_argument("--images", type=number("images", 1, 10_000, integer=True, unit="test images"), default=images,
                         help=f"images of the official 10k MNIST test set to classify (1..10000; default {images})")
@@ -33,7 +33,7 @@ def add_evaluation_options(parser, images: int = 10_000, seeds: int = 3) -> None
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     add_point_options(parser)
     add_evaluation_options(parser)
@@ -48,8 +48,8 @@ def register(parser) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from sequences.cli import UsageError, print_json_last, require_finite
-    from sequences.simulation import SimulationSettings, simulate
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last, require_finite
+    from qslab.sequences.simulation import SimulationSettings, simulate
 
     settings = SimulationSettings(mu=args.mu, gain=args.gain, images=args.images, seeds=args.seeds, mode=args.mode,
                                   weights=args.weights, verify_fraction=args.verify_fraction, seed=args.seed)

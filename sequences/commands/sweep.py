@@ -11,8 +11,8 @@ HELP = "accuracy vs photons and the (weight, data) leakage accuracy map, distrib
 
 
 def register(parser) -> None:
-    from sequences.cli import number
-    from sequences.commands.simulate import add_evaluation_options
+    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.simulate import add_evaluation_options
 
     parser.add_argument("--mu-min", type=number("mu-min", 0.0, min_open=True, unit="photons per mode"), default=0.05,
                         help="smallest mu, photons per complex mode at the server's output (default 0.05)")
@@ -33,8 +33,8 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from sequences import sweeps
-    from sequences.cli import UsageError, print_json_last
+    from qslab.sequences import sweeps
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
 
     if args.mu_min >= args.mu_max:
         raise UsageError(f"--mu-min ({args.mu_min:g}) must be below --mu-max ({args.mu_max:g})")

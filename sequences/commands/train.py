@@ -26,7 +26,7 @@ OVERRIDES = {  # option -> (TrainingConfig field, argparse type arguments, help)
 
 
 def register(parser) -> None:
-    from sequences.cli import number
+    from qslab.sequences.commands.cli_io import number
 
     for option, (field, kwargs, text) in OVERRIDES.items():
         unit = kwargs.get("unit", "")
@@ -47,9 +47,9 @@ def recipe(args):
     """The shipped recipe with the options given on the command line applied."""
     from dataclasses import fields, replace
 
-    from analysis.network import load_weights
-    from analysis.training import TrainingConfig
-    from sequences.cli import UsageError
+    from qslab.analysis.network import load_weights
+    from qslab.analysis.training import TrainingConfig
+    from qslab.sequences.commands.cli_io import UsageError
 
     shipped = load_weights()[1].get("config", {})
     known = {f.name for f in fields(TrainingConfig)}
@@ -66,8 +66,8 @@ def run(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from analysis.training import train_and_save
-    from sequences.cli import print_json_last
+    from qslab.analysis.training import train_and_save
+    from qslab.sequences.commands.cli_io import print_json_last
 
     config = recipe(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from instruments.drivers import upstream_fixes
+from qslab.instruments.drivers import upstream_fixes
 from qcodes.instrument import Instrument
 
-from instruments.sim.server import Bench
+from qslab.instruments.sim.server import Bench
 
 
 @pytest.fixture(autouse=True)

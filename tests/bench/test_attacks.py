@@ -27,13 +27,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import mnist
-from analysis.gaussian import entropy_photons_bits
-from analysis.network import load_weights
-from analysis.verification import ServerDetector, samples_for_power, verify
-from instruments.sim import attacks as at
-from instruments.sim.bench import BenchState
-from instruments.sim.physics import LinkParameters, pack_data, pack_weights, secure_products
+from qslab.analysis import mnist
+from qslab.analysis.gaussian import entropy_photons_bits
+from qslab.analysis.network import load_weights
+from qslab.analysis.verification import ServerDetector, samples_for_power, verify
+from qslab.instruments.sim import attacks as at
+from qslab.instruments.sim.bench import BenchState
+from qslab.instruments.sim.physics import LinkParameters, pack_data, pack_weights, secure_products
 
 MU = 6.0
 FALSE_ALARM = 1e-3
@@ -300,7 +300,7 @@ SESSION = dict(images=2, mu=MU, gain=1.3, seed=4, batch_images=2, verify_fractio
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Calibration records, written by the first session that needs them (it runs the missing ones)."""
-    from calibration.records import RecordStore
+    from qslab.calibration.records import RecordStore
 
     return RecordStore(tmp_path_factory.mktemp("records"))
 
@@ -308,9 +308,9 @@ def store(tmp_path_factory):
 def cheating_session(spec: str, store, out_dir, monkeypatch):
     """A session whose client cheats from the channel record on (it behaves during the calibrations):
     the bench state it cheated on, and the results (or the SessionAborted raised)."""
-    from sequences import session as session_module
-    from sequences.config import load_config
-    from sequences.session import SessionAborted, SessionSettings, run_session
+    from qslab.sequences import session as session_module
+    from qslab.sequences.config import load_config
+    from qslab.sequences.session import SessionAborted, SessionSettings, run_session
 
     armed = {}
     original = session_module.record_channel

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.units import dbm_to_w, photons_per_symbol
-from instruments.sim import modulators as mod
-from instruments.sim.bench import BenchState
-from instruments.sim.bench_parameters import BenchParameters, defaults_table, from_mapping
+from qslab.analysis.units import dbm_to_w, photons_per_symbol
+from qslab.instruments.sim import modulators as mod
+from qslab.instruments.sim.bench import BenchState
+from qslab.instruments.sim.bench_parameters import BenchParameters, defaults_table, from_mapping
 
 
 def test_defaults_toml_documents_exactly_the_dataclass_defaults():

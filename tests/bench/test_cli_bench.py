@@ -12,9 +12,9 @@ import pyvisa
 import pytest
 
 # Runs the command module directly, so the test does not depend on its registration in COMMANDS.
-RUN = ("import sys; from sequences.cli import OneLineParser; from sequences.commands import bench; "
+RUN = ("import sys; from qslab.sequences.commands.cli_io import OneLineParser; from qslab.sequences.commands import bench; "
        "p = OneLineParser(prog='qslab bench'); bench.register(p); "
-       "from sequences.cli import UsageError\n"
+       "from qslab.sequences.commands.cli_io import UsageError\n"
        "try:\n    sys.exit(bench.run(p.parse_args(sys.argv[1:])))\n"
        "except UsageError as e:\n    print(f'qslab bench: error: {e}', file=sys.stderr); sys.exit(2)")
 
@@ -43,7 +43,7 @@ def test_serve_prints_the_instruments_then_serves_until_signalled(tmp_path, stop
         instruments = payload["instruments"]
         assert set(payload) == {"instruments"}
         assert instruments["laser"] == {"address": f"TCPIP::127.0.0.1::{port}::SOCKET",
-                                        "driver": "instruments.drivers.keysight_n77xx.KeysightN7714A"}
+                                        "driver": "qslab.instruments.drivers.keysight_n77xx.KeysightN7714A"}
         assert instruments["bias_iq"]["address"].startswith("socket://127.0.0.1:")
         assert instruments["digitizer"]["driver"] == "qcodes.instrument_drivers.Keysight.KeysightInfiniium"
         manager = pyvisa.ResourceManager("@py")

@@ -9,13 +9,13 @@ import pytest
 import pyvisa
 import serial
 
-from analysis import dsp
-from analysis.units import dbm_to_w, photons_per_symbol
-from instruments.drivers._scpi import InstrumentError
-from instruments.sim import modulators as mod
-from instruments.sim import receivers
-from instruments.sim import waveform as wf
-from instruments.sim.server import Bench
+from qslab.analysis import dsp
+from qslab.analysis.units import dbm_to_w, photons_per_symbol
+from qslab.instruments.drivers._scpi import InstrumentError
+from qslab.instruments.sim import modulators as mod
+from qslab.instruments.sim import receivers
+from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.server import Bench
 
 Z = 5.0  # tolerance in standard errors for statistical checks
 

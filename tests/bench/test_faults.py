@@ -14,11 +14,11 @@ import re
 import numpy as np
 import pytest
 
-from instruments.drivers._scpi import InstrumentError, InstrumentFault, detect_reset
-from instruments.sim import faults
-from instruments.sim.emulators.keysight_infiniium import RANGE_LIMITS_V
-from instruments.sim.faults import DEFAULT_AFTER_MESSAGES, Fault
-from instruments.sim.server import Bench
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault, detect_reset
+from qslab.instruments.sim import faults
+from qslab.instruments.sim.emulators.keysight_infiniium import RANGE_LIMITS_V
+from qslab.instruments.sim.faults import DEFAULT_AFTER_MESSAGES, Fault
+from qslab.instruments.sim.server import Bench
 
 TIMEOUT_S = 0.3
 

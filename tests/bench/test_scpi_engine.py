@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instruments.sim.scpi import (CommandTree, MessageFramer, ScpiEngine, ScpiError, compile_pattern,
+from qslab.instruments.sim.scpi import (CommandTree, MessageFramer, ScpiEngine, ScpiError, compile_pattern,
                                   definite_block, nr3, parse_bool, parse_choice, parse_number)
 
 

@@ -9,17 +9,17 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from analysis import dsp
-from analysis.givens import complex_unit_vector, givens_angles, unit_vector_from_angles
-from instruments.optical import (AwgChannels, AwgIQModulator, AwgTimeBinProcessor, Limit, ModulatorCalibration,
+from qslab.analysis import dsp
+from qslab.analysis.givens import complex_unit_vector, givens_angles, unit_vector_from_angles
+from qslab.instruments.optical import (AwgChannels, AwgIQModulator, AwgTimeBinProcessor, Limit, ModulatorCalibration,
                                  ProcessorCalibration)
-from instruments.optical.awg_channels import amplitude_for_volts_vpp, volts_to_codes
-from instruments.sim import bench as bench_module
-from instruments.sim import receivers
-from instruments.sim import waveform as wf
-from instruments.sim.bench_parameters import defaults_table
-from instruments.sim.receivers import session_points
-from instruments.sim.server import Bench
+from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp, volts_to_codes
+from qslab.instruments.sim import bench as bench_module
+from qslab.instruments.sim import receivers
+from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.bench_parameters import defaults_table
+from qslab.instruments.sim.receivers import session_points
+from qslab.instruments.sim.server import Bench
 
 ROWS, BINS, IMAGES = 6, 8, 3           # R rows of N bins (bench.client_processor.bins_per_row = N), B images
 GATE = {1: +100, 3: -100, 4: +100}     # row -> channel-4 code: + X, - P; the other rows are not verified
@@ -130,7 +130,7 @@ def _predicted_mf(quadratures: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def _dsp_residual(trace: np.ndarray, channel, truth: np.ndarray, dc_v: float) -> tuple[np.ndarray, float]:
-    """analysis.dsp on a channel's trace (less the receiver's true DC level) minus what the known slot
+    """qslab.analysis.dsp on a channel's trace (less the receiver's true DC level) minus what the known slot
     quadratures predict, and its std bound."""
     response = wf.matched_filter_response(channel.config)
     y = dsp.quadratures_snu(trace - dc_v, response.template, SCOPE_SPS, response.offset_samples,
@@ -164,7 +164,7 @@ def test_one_acquisition_is_the_layer_for_every_image(lab, infiniium_trace_fix):
     theta, phi = _played_angles(lab, played, IMAGES)
     np.testing.assert_allclose(session.x_hat, unit_vector_from_angles(theta, phi), rtol=0, atol=1e-12)
     # ... and the data's unit vector within the AWG's 8-bit steps: half a code step in each angle, first order
-    # ||dx|| <= sum_k |d theta_k| + sum_k |x_k| |d phi_k| <= N d_theta + sqrt(N) d_phi (PHYSICS.md, analysis.givens)
+    # ||dx|| <= sum_k |d theta_k| + sum_k |x_k| |d phi_k| <= N d_theta + sqrt(N) d_phi (PHYSICS.md, qslab.analysis.givens)
     d_theta = 0.5 * np.pi * c.beam_splitter_driver_gain * (bs_vpp / 254) / (2 * c.beam_splitter_vpi_v)
     d_phi = 0.5 * np.pi * c.phase_driver_gain * (ph_vpp / 254) / c.phase_vpi_v
     wanted = np.stack([complex_unit_vector(row) for row in data])

@@ -7,7 +7,7 @@ import copy
 import tomllib
 from pathlib import Path
 
-from sequences.config import LabConfig, parse_config
+from qslab.sequences.config import LabConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 _DATA = tomllib.loads((ROOT / "lab_config.toml").read_text())

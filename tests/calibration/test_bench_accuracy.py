@@ -15,12 +15,12 @@ import pytest
 from cal_bench_helpers import DeadLaser, bench_config
 from qcodes.instrument import Instrument
 
-from calibration.homodyne import HomodyneSettings, calibrate_homodyne
-from calibration.photons import PhotonSettings, calibrate_photons
-from calibration.result import CalibrationError, Estimate
-from instruments.optical import N774xPowerMeter
-from sequences.commands.calibrate import InfiniiumDigitizer
-from sequences.station import RECEIVERS, LabStation
+from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
+from qslab.calibration.photons import PhotonSettings, calibrate_photons
+from qslab.calibration.result import CalibrationError, Estimate
+from qslab.instruments.optical import N774xPowerMeter
+from qslab.sequences.commands.calibrate import InfiniiumDigitizer
+from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0
 TRUTH = {  # non-default true parameters of the bench
@@ -126,8 +126,8 @@ def test_homodyne_efficiency_and_electronic_noise_within_3_sigma(tmp_path):
         assert clearance == pytest.approx(10 * math.log10(1 + 1 / expected_op), abs=0.1)
         assert (tmp_path / f"homodyne-{name}.png").is_file()
     # the stored record gives the receiver role its SNU calibration
-    from calibration.homodyne import receiver_calibration
-    from calibration.records import RecordStore
+    from qslab.calibration.homodyne import receiver_calibration
+    from qslab.calibration.records import RecordStore
 
     record = RecordStore(tmp_path / "records").write(results[0])
     loaded = receiver_calibration(record)
@@ -179,7 +179,7 @@ def test_a_clipped_capture_is_refused(tmp_path):
 
 
 def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path):
-    from calibration.amplifier import AmplifierSettings, calibrate_amplifier
+    from qslab.calibration.amplifier import AmplifierSettings, calibrate_amplifier
 
     changes = {"bench.client_amplifier.gain_offset_db": 0.25, "bench.client_amplifier.noise_figure_db": 5.0}
     with _station(**changes) as station:
@@ -206,7 +206,7 @@ def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path):
 
 
 def test_amplifier_without_a_carrier_fails_clearly(tmp_path):
-    from calibration.amplifier import AmplifierSettings, calibrate_amplifier
+    from qslab.calibration.amplifier import AmplifierSettings, calibrate_amplifier
 
     with _station() as station:
         receiver = station.receiver("client_receiver")

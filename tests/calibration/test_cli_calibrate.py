@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from qcodes.instrument import Instrument
 
-from calibration.records import RecordStore
-from calibration.result import CalibrationError
-from sequences import cli
+from qslab.calibration.records import RecordStore
+from qslab.calibration.result import CalibrationError
+from qslab.sequences import cli
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "lab_config.toml")
 
@@ -50,12 +50,12 @@ def test_channel_without_its_prerequisite_records_is_refused_naming_the_missing_
 
 
 def test_a_failed_calibration_writes_no_record_and_the_station_closes_safe(tmp_path, capsys, monkeypatch):
-    import calibration.photons
+    import qslab.calibration.photons
 
     def broken(*args, **kwargs):
         raise CalibrationError("photons", "no light on the monitor tap")
 
-    monkeypatch.setattr(calibration.photons, "calibrate_photons", broken)
+    monkeypatch.setattr(qslab.calibration.photons, "calibrate_photons", broken)
     code = cli.main(["calibrate", "photons", "--config", CONFIG, "--calibration-dir", str(tmp_path), "--json"])
     captured = capsys.readouterr()
     assert code == 1
@@ -66,7 +66,7 @@ def test_a_failed_calibration_writes_no_record_and_the_station_closes_safe(tmp_p
 
 
 def _photons_record(store: RecordStore, value=6.0, sigma=0.05, **kwargs):
-    from calibration.result import CalibrationResult, Estimate
+    from qslab.calibration.result import CalibrationResult, Estimate
 
     return store.write(CalibrationResult("photons", "server_output",
                                          {"server.photons_per_symbol": Estimate(value, sigma, "photons")}), **kwargs)
@@ -87,7 +87,7 @@ def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
 
 
 def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, capsys):
-    from calibration.result import CalibrationResult, Estimate
+    from qslab.calibration.result import CalibrationResult, Estimate
 
     store = RecordStore(tmp_path)
     _photons_record(store, 6.0, 0.05)

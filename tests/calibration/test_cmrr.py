@@ -13,9 +13,9 @@ import pytest
 from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
-from calibration.homodyne import HomodyneSettings, calibrate_homodyne
-from sequences.commands.calibrate import InfiniiumDigitizer
-from sequences.station import RECEIVERS, LabStation
+from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
+from qslab.sequences.commands.calibrate import InfiniiumDigitizer
+from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0
 POINTS = 2**20

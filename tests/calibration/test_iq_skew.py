@@ -7,13 +7,13 @@ import pytest
 from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
-import sequences.protocol as protocol
-from calibration.records import RecordStore
-from calibration.result import Estimate
-from instruments.optical.modulators import deskewed, skewed
-from instruments.sim.bench import Drive
-from sequences.session import ensure_calibrations
-from sequences.station import LabStation
+import qslab.sequences.protocol as protocol
+from qslab.calibration.records import RecordStore
+from qslab.calibration.result import Estimate
+from qslab.instruments.optical.modulators import deskewed, skewed
+from qslab.instruments.sim.bench import Drive
+from qslab.sequences.session import ensure_calibrations
+from qslab.sequences.station import LabStation
 
 SKEW_S = -60e-12  # Q early, five times the default's size and of the other sign
 

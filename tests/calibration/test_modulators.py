@@ -19,10 +19,10 @@ import pytest
 from qcodes.instrument import Instrument
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from calibration import modulators as m
-from calibration.result import CalibrationError, CalibrationResult, Estimate
-from instruments.optical import ModulatorCalibration
-from sequences.station import LabStation
+from qslab.calibration import modulators as m
+from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.instruments.optical import ModulatorCalibration
+from qslab.sequences.station import LabStation
 
 ROOT = Path(__file__).resolve().parents[2]
 Z = 3.0  # estimates must lie within Z of their stated uncertainties
@@ -272,7 +272,7 @@ def messages(monkeypatch):
     """Every message the procedures send, per instrument address or MBX name (as the benchmark counts them)."""
     import pyvisa.resources
 
-    from instruments.drivers.thorlabs_mbx import ThorlabsMBX
+    from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
 
     sent: list[tuple[str, bytes | str]] = []
     visa_write, mbx_exchange = pyvisa.resources.MessageBasedResource.write_raw, ThorlabsMBX._exchange

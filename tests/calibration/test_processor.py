@@ -12,15 +12,15 @@ import pytest
 from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
-from analysis.dsp import matched_filter, temporal_mode_efficiency
-from calibration.processor import design_vectors, fit_processor
-from calibration.records import RecordError, RecordStore
-from calibration.result import CalibrationError
-from instruments.sim import waveform as wf
-from sequences.commands.calibrate import _processor
-from sequences.protocol import SecureLink, load_station_calibration, unit_vectors
-from sequences.session import ensure_calibrations
-from sequences.station import LabStation
+from qslab.analysis.dsp import matched_filter, temporal_mode_efficiency
+from qslab.calibration.processor import design_vectors, fit_processor
+from qslab.calibration.records import RecordError, RecordStore
+from qslab.calibration.result import CalibrationError
+from qslab.instruments.sim import waveform as wf
+from qslab.sequences.commands.calibrate import _processor
+from qslab.sequences.protocol import SecureLink, load_station_calibration, unit_vectors
+from qslab.sequences.session import ensure_calibrations
+from qslab.sequences.station import LabStation
 
 Z = 3.0
 TRUTH = {  # the processor's true modulators and loss, away from the config's datasheet values (3.2 V, 3.6 V, 0, 0.3 dB)
@@ -130,9 +130,9 @@ def test_temporal_mode_efficiency_matches_a_monte_carlo_through_the_bench_render
 
 
 def _synthetic(rng, s_bs=3.3, theta_0=0.02, s_ph=6.5, gain=0.43 * np.exp(0.7j), images=64, rows=64, modes=40):
-    """Outcomes from known slopes through the chain's unitary (analysis.givens.givens_unitary: its first row is
+    """Outcomes from known slopes through the chain's unitary (qslab.analysis.givens.givens_unitary: its first row is
     conj(x)), an independent route to the fit's unit_vector_from_angles."""
-    from analysis.givens import givens_unitary
+    from qslab.analysis.givens import givens_unitary
 
     volts_bs = rng.uniform(0.0, 0.45, (images, modes))
     volts_bs[:, 0] = (0.5 * np.pi - theta_0) / s_bs          # bin 0 loads the empty loop: theta_0 = pi/2 exactly

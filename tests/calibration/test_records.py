@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from calibration.records import (SCHEMA, CorruptRecord, MissingCalibration, RecordStore, StaleCalibration,
+from qslab.calibration.records import (SCHEMA, CorruptRecord, MissingCalibration, RecordStore, StaleCalibration,
                                  default_directory)
-from calibration.result import CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationResult, Estimate
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

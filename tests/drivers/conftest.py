@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from qcodes.instrument import Instrument
 
-SIMS = "instruments.drivers.sims"
+SIMS = "qslab.instruments.drivers.sims"
 
 
 @pytest.fixture(autouse=True)

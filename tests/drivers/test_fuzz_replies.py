@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from qcodes.instrument import ChannelTuple
 from qcodes.validators import Enum
 
-from instruments.drivers import _scpi
-from instruments.drivers._scpi import InstrumentError, InstrumentFault
-from instruments.drivers.keysight_m8195a import KeysightM8195A
-from instruments.drivers.keysight_n77xx import KeysightN7714A, KeysightN7744A, KeysightN7762A
-from instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
-from instruments.drivers.thorlabs_mbx import ThorlabsMBX
-from instruments.sim.server import Bench
+from qslab.instruments.drivers import _scpi
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+from qslab.instruments.drivers.keysight_m8195a import KeysightM8195A
+from qslab.instruments.drivers.keysight_n77xx import KeysightN7714A, KeysightN7744A, KeysightN7762A
+from qslab.instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
+from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
+from qslab.instruments.sim.server import Bench
 
 TIMEOUT_S = 0.2
 VISA = {"visalib": "@py", "timeout": TIMEOUT_S, "device_clear": False}

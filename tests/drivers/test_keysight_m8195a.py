@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instruments.drivers.keysight_m8195a import InstrumentError, KeysightM8195A, as_int8_samples
+from qslab.instruments.drivers.keysight_m8195a import InstrumentError, KeysightM8195A, as_int8_samples
 
-SIM = "instruments.drivers.sims:keysight_m8195a.yaml"
+SIM = "qslab.instruments.drivers.sims:keysight_m8195a.yaml"
 NO_ERROR = '0,"No error"'
 
 

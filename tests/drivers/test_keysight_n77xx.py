@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from instruments.drivers.keysight_n77xx import (
+from qslab.instruments.drivers.keysight_n77xx import (
     InstrumentError,
     KeysightN7711A,
     KeysightN7714A,
@@ -17,7 +17,7 @@ from instruments.drivers.keysight_n77xx import (
     KeysightN7764A,
 )
 
-SIM = "instruments.drivers.sims:keysight_n77xx.yaml"
+SIM = "qslab.instruments.drivers.sims:keysight_n77xx.yaml"
 
 
 def _open(cls, address):

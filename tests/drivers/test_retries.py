@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instruments.drivers import _scpi
-from instruments.drivers._scpi import InstrumentError, InstrumentFault
-from instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
-from instruments.drivers.thorlabs_mbx import ThorlabsMBX
+from qslab.instruments.drivers import _scpi
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+from qslab.instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
+from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
 
 TIMEOUT_S = 0.3
 SILENT = None  # no reply at all

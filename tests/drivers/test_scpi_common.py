@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instruments.drivers._scpi import InstrumentError, parse_bool, parse_error_reply, parse_int
-from instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
+from qslab.instruments.drivers._scpi import InstrumentError, parse_bool, parse_error_reply, parse_int
+from qslab.instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
 
 
 @pytest.mark.parametrize(("reply", "expected"), [

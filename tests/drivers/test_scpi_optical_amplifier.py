@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from instruments.drivers.scpi_optical_amplifier import InstrumentError, ScpiOpticalAmplifier
+from qslab.instruments.drivers.scpi_optical_amplifier import InstrumentError, ScpiOpticalAmplifier
 
-SIM = "instruments.drivers.sims:scpi_optical_amplifier.yaml"
+SIM = "qslab.instruments.drivers.sims:scpi_optical_amplifier.yaml"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from instruments.drivers.thorlabs_mbx import InstrumentError, InstrumentFault, ThorlabsMBX
+from qslab.instruments.drivers.thorlabs_mbx import InstrumentError, InstrumentFault, ThorlabsMBX
 
 IDN = (b"*IDN?\n", b"THORLABS,MBX,M00000001,1.9.4\n")
 

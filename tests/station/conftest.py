@@ -11,7 +11,7 @@ import pytest
 from qcodes.instrument import Instrument
 from station_fixtures import bench_config
 
-from sequences.station import LabStation
+from qslab.sequences.station import LabStation
 
 
 @pytest.fixture(autouse=True)

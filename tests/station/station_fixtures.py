@@ -6,7 +6,7 @@ import copy
 import tomllib
 from pathlib import Path
 
-from sequences.config import LabConfig, parse_config
+from qslab.sequences.config import LabConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_CONFIG = ROOT / "lab_config.toml"

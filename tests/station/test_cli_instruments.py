@@ -8,7 +8,7 @@ import json
 import pytest
 from station_fixtures import BENCH_CONFIG, bench_data
 
-from sequences import cli
+from qslab.sequences import cli
 
 
 def _write(tmp_path, data) -> str:

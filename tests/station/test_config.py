@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sequences.config import (DRIVERS, ConfigError, Number, ProtocolConfig, Roles, StationSettings, load_config,
+from qslab.sequences.config import (DRIVERS, ConfigError, Number, ProtocolConfig, Roles, StationSettings, load_config,
                               loads_config, parse_config)
 from station_fixtures import BENCH_CONFIG, HARDWARE_CONFIG, bench_config, bench_data
 
@@ -35,8 +35,8 @@ def test_both_example_files_load_the_same_station():
 
 
 def test_the_bench_table_is_the_bench_loaders(tmp_path):
-    """[bench] is validated by instruments.sim (Bench.from_table), and its copy builds the same bench."""
-    from instruments.sim.bench_parameters import defaults_table, from_mapping
+    """[bench] is validated by qslab.instruments.sim (Bench.from_table), and its copy builds the same bench."""
+    from qslab.instruments.sim.bench_parameters import defaults_table, from_mapping
 
     config = load_config(BENCH_CONFIG)
     assert from_mapping(config.bench_table) == from_mapping(defaults_table())

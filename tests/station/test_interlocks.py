@@ -25,17 +25,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from station_fixtures import bench_config
 
-from analysis import mnist
-from analysis.network import load_weights
-from analysis.session_results import hidden_vectors
-from calibration.modulators import DRIVER_GAINS
-from calibration.records import RecordStore
-from instruments.optical import LimitError
-from instruments.sim.server import InstrumentServer
-from sequences.protocol import (GATE_AMPLITUDE_VPP, ProtocolError, SecureLink, load_station_calibration,
+from qslab.analysis import mnist
+from qslab.analysis.network import load_weights
+from qslab.analysis.session_results import hidden_vectors
+from qslab.calibration.modulators import DRIVER_GAINS
+from qslab.calibration.records import RecordStore
+from qslab.instruments.optical import LimitError
+from qslab.instruments.sim.server import InstrumentServer
+from qslab.sequences.protocol import (GATE_AMPLITUDE_VPP, ProtocolError, SecureLink, load_station_calibration,
                                 weight_symbols)
-from sequences.session import ensure_calibrations
-from sequences.station import LabStation
+from qslab.sequences.session import ensure_calibrations
+from qslab.sequences.station import LabStation
 
 # what the drivers' set formats can round a requested value up by (the roles re-check read-backs exactly)
 TOLERANCE = {"laser_dbm": 1e-6, "amplitude_vpp": 1e-6, "attenuation_db": 1e-9, "gain_db": 1e-4}
@@ -260,7 +260,7 @@ def test_no_sequence_drives_an_instrument_beyond_its_declared_limit(store, mater
 def test_a_gain_limit_of_zero_db_is_a_config_error():
     """gain_max_db = 0 leaves the amplifier driver an empty validator range (0..0 dB): the config refuses it, naming
     the key, instead of the station failing to connect with a TypeError from qcodes."""
-    from sequences.config import ConfigError
+    from qslab.sequences.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"instruments.amplifier.limits.gain_max_db = 0.0: expected a number > 0"):
         bench_config(**{"instruments.amplifier.limits.gain_max_db": 0.0})

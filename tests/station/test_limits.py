@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from station_fixtures import bench_config
 
-from instruments.optical import LimitError, ModulatorCalibration, ProcessorCalibration
-from sequences.station import LabStation
+from qslab.instruments.optical import LimitError, ModulatorCalibration, ProcessorCalibration
+from qslab.sequences.station import LabStation
 
 
 def test_laser_power_above_its_limit_is_never_sent(station, record_writes):

@@ -7,18 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import dsp
-from analysis.givens import complex_unit_vector, givens_angles, givens_unitary
-from instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator, AwgChannels, AwgIQModulator,
+from qslab.analysis import dsp
+from qslab.analysis.givens import complex_unit_vector, givens_angles, givens_unitary
+from qslab.instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator, AwgChannels, AwgIQModulator,
                                  AwgTimeBinProcessor, DetectorSpec, DigitizerHomodyneReceiver, HomodyneReceiver,
                                  IQModulator, Laser, Limit, ModulatorCalibration, OpticalAmplifier, PowerMeter,
                                  ProcessorCalibration, ReceiverCalibration, TimeBinProcessor)
-from instruments.optical import Attenuator as AttenuatorRole
-from instruments.optical.awg_channels import codes_to_volts, volts_to_codes
-from instruments.optical.modulators import arcsine_drive_v, null_biased_field
-from instruments.sim import modulators as mzm
-from instruments.sim import physics
-from instruments.sim.receivers import electronic_noise_rms_v, shot_noise_rms_v
+from qslab.instruments.optical import Attenuator as AttenuatorRole
+from qslab.instruments.optical.awg_channels import codes_to_volts, volts_to_codes
+from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
+from qslab.instruments.sim import modulators as mzm
+from qslab.instruments.sim import physics
+from qslab.instruments.sim.receivers import electronic_noise_rms_v, shot_noise_rms_v
 
 RNG = np.random.default_rng(20240805)
 LIMIT = Limit(1.0, "Vpp", "instruments.awg.limits.amplitude_max_vpp")

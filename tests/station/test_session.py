@@ -10,13 +10,13 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis import recording
-from analysis.replay import replay
-from calibration.records import RecordStore
-from sequences import session as session_module
-from sequences.cli import main
-from sequences.config import load_config
-from sequences.session import SessionSettings, run_session
+from qslab.analysis import recording
+from qslab.analysis.replay import replay
+from qslab.calibration.records import RecordStore
+from qslab.sequences import session as session_module
+from qslab.sequences.cli import main
+from qslab.sequences.config import load_config
+from qslab.sequences.session import SessionSettings, run_session
 
 CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
@@ -134,7 +134,7 @@ def test_cli_attack_is_caught_and_reported_with_the_safe_state(store, tmp_path, 
 def test_the_receivers_dc_levels_are_taken_out_of_every_record(store, tmp_path, monkeypatch):
     """The DC-coupled receivers sit tens of SNU off zero (their LO's unbalanced share, CMRR 27-30 dB); each
     record's own vacuum tail takes it out, so the tail reads ~0 SNU (its halves agree) and verification holds."""
-    from instruments.sim.receivers import RECEIVERS, dc_level_v
+    from qslab.instruments.sim.receivers import RECEIVERS, dc_level_v
 
     seen = []
     original = session_module.run_batch

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import recording
-from calibration.records import RecordStore
-from sequences import station as station_module
-from sequences.cli import main
-from sequences.config import load_config
-from sequences.session import SessionSettings, run_session
-from sequences.session_guard import SessionStopped
+from qslab.analysis import recording
+from qslab.calibration.records import RecordStore
+from qslab.sequences import station as station_module
+from qslab.sequences.cli import main
+from qslab.sequences.config import load_config
+from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session_guard import SessionStopped
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,

@@ -11,8 +11,8 @@ import pytest
 from qcodes.instrument import Instrument
 from station_fixtures import bench_config
 
-from instruments.optical import ModulatorCalibration
-from sequences.station import Identity, LabStation, StationError
+from qslab.instruments.optical import ModulatorCalibration
+from qslab.sequences.station import Identity, LabStation, StationError
 
 MODELS = {"laser": "N7714A", "awg": "M8195A", "client_awg": "M8195A", "bias_carver": "MBX", "bias_iq": "MBX",
           "attenuator": "N7762A", "power_meter": "N7744A", "amplifier": "SCPI optical amplifier (simulated)",

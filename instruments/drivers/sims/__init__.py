@@ -1,1 +1,1 @@
-"""pyvisa-sim protocol files for the drivers beside this package (loaded as "instruments.drivers.sims:<file>.yaml")."""
+"""pyvisa-sim protocol files for the drivers beside this package (loaded as "qslab.instruments.drivers.sims:<file>.yaml")."""

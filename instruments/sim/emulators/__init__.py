@@ -7,13 +7,13 @@ hardware) and its kind; ``KINDS`` maps a kind to its emulator class. Each class 
 
 from __future__ import annotations
 
-from instruments.sim.emulators.keysight_infiniium import KeysightInfiniiumEmulator
-from instruments.sim.emulators.keysight_m8195a import KeysightM8195AEmulator
-from instruments.sim.emulators.keysight_n77xx import (KeysightN7714AEmulator, KeysightN7744AEmulator,
+from qslab.instruments.sim.emulators.keysight_infiniium import KeysightInfiniiumEmulator
+from qslab.instruments.sim.emulators.keysight_m8195a import KeysightM8195AEmulator
+from qslab.instruments.sim.emulators.keysight_n77xx import (KeysightN7714AEmulator, KeysightN7744AEmulator,
                                                       KeysightN7762AEmulator)
-from instruments.sim.emulators.scpi_amplifier import ScpiAmplifierEmulator
-from instruments.sim.emulators.thorlabs_mbx import ThorlabsMBXEmulator
-from instruments.sim.emulators.thorlabs_pm100d import ThorlabsPM100DEmulator
+from qslab.instruments.sim.emulators.scpi_amplifier import ScpiAmplifierEmulator
+from qslab.instruments.sim.emulators.thorlabs_mbx import ThorlabsMBXEmulator
+from qslab.instruments.sim.emulators.thorlabs_pm100d import ThorlabsPM100DEmulator
 
 KINDS = {
     "keysight_n7714a": KeysightN7714AEmulator,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from analysis.units import dbm_to_w, w_to_dbm
-from instruments.sim.scpi import Call, CommandTree, ScpiEngine, ScpiError, number_keyword, parse_number
+from qslab.analysis.units import dbm_to_w, w_to_dbm
+from qslab.instruments.sim.scpi import Call, CommandTree, ScpiEngine, ScpiError, number_keyword, parse_number
 
 if TYPE_CHECKING:
-    from instruments.sim.bench import BenchState
+    from qslab.instruments.sim.bench import BenchState
 
 # How the server frames the byte stream for an emulator.
 SCPI_FRAMING = "scpi"      # LF-terminated messages with definite-length blocks (raw socket, port 5025 style)

@@ -24,9 +24,9 @@ import datetime
 
 import numpy as np
 
-from instruments.sim.emulators.base import ScpiEmulator, check_suffix
-from instruments.sim.receivers import WORD_BITS, CaptureRecord, ChannelSetup, SessionError, acquire, failed_capture
-from instruments.sim.scpi import Call, CommandTree, Raw, ScpiError, mnemonic_forms, nr3
+from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
+from qslab.instruments.sim.receivers import WORD_BITS, CaptureRecord, ChannelSetup, SessionError, acquire, failed_capture
+from qslab.instruments.sim.scpi import Call, CommandTree, Raw, ScpiError, mnemonic_forms, nr3
 
 CHANNELS = 4
 FUNCTIONS = 16

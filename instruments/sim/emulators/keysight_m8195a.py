@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from instruments.sim.bench import AWG_CHANNELS, AwgChannelState
-from instruments.sim.emulators.base import ScpiEmulator, check_suffix
-from instruments.sim.scpi import Call, CommandTree, ScpiError, number_keyword, unquote
+from qslab.instruments.sim.bench import AWG_CHANNELS, AwgChannelState
+from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
+from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, number_keyword, unquote
 
 SAMPLE_RATE_LIMITS_HZ = (53.76e9, 65e9)
 DEFAULT_SAMPLE_RATE_HZ = 64e9
@@ -33,7 +33,7 @@ def _short(choice: str) -> str:
 
 
 class KeysightM8195AEmulator(ScpiEmulator):
-    driver = "instruments.drivers.keysight_m8195a.KeysightM8195A"
+    driver = "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A"
     idn = "Keysight Technologies,M8195A,MY00000001,4.1.0.0"
 
     def __init__(self, bench, name: str):

@@ -6,9 +6,9 @@ model's gain G (and the client coupler's (1 - 1/G) split); output off means G = 
 
 from __future__ import annotations
 
-from analysis.units import w_to_dbm
-from instruments.sim.emulators.base import ScpiEmulator
-from instruments.sim.scpi import Call, CommandTree
+from qslab.analysis.units import w_to_dbm
+from qslab.instruments.sim.emulators.base import ScpiEmulator
+from qslab.instruments.sim.scpi import Call, CommandTree
 
 GAIN_LIMITS_DB = (0.0, 30.0)
 POWER_LIMITS_DBM = (-10.0, 20.0)
@@ -18,7 +18,7 @@ FLOOR_DBM = -100.0  # the monitor photodiodes' floor
 
 
 class ScpiAmplifierEmulator(ScpiEmulator):
-    driver = "instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier"
+    driver = "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier"
     idn = "qslab,SCPI optical amplifier (simulated),0001,1.0"
 
     def reset(self) -> None:

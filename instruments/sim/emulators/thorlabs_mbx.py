@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from instruments.sim import modulators as mod
-from instruments.sim.bench import BiasState
-from instruments.sim.bench_parameters import ModulatorTruth
-from instruments.sim.emulators.base import SERIAL_FRAMING, Emulator
-from instruments.sim.scpi import Call, CommandTree, ScpiError, tokenize_header
+from qslab.instruments.sim import modulators as mod
+from qslab.instruments.sim.bench import BiasState
+from qslab.instruments.sim.bench_parameters import ModulatorTruth
+from qslab.instruments.sim.emulators.base import SERIAL_FRAMING, Emulator
+from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, tokenize_header
 
 MODES = range(0, 10)
 OFF, PEAK, NULL, QUAD_PLUS, QUAD_MINUS, HOLD_PLUS, HOLD_MINUS, MANUAL, POWER_PLUS, POWER_MINUS = MODES
@@ -47,7 +47,7 @@ class ThorlabsMBXEmulator(Emulator):
     """One MBX: ``mzm`` bias loop (wired to the modulator whose ``bias_controller`` names it) and ``voa``."""
 
     framing = SERIAL_FRAMING
-    driver = "instruments.drivers.thorlabs_mbx.ThorlabsMBX"
+    driver = "qslab.instruments.drivers.thorlabs_mbx.ThorlabsMBX"
     idn = "THORLABS,MBX,M00000001,1.9.4"
 
     def __init__(self, bench, name: str):
