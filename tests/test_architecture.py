@@ -49,6 +49,23 @@ def test_no_module_imports_a_room_by_its_bare_name(path):
     assert not bare, f"{path.relative_to(ROOT)} imports {bare}: use qslab.<room>"
 
 
+MODULE_NAME_CALLS = {"files", "import_module", "find_spec", "getLogger", "import_string"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_path_in_a_string_names_a_bare_room(path):
+    """Module paths held in strings (importlib.resources anchors, loggers, driver registries) move with the code."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bare = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            text = node.args[0].value
+            if name in MODULE_NAME_CALLS and isinstance(text, str) and text.split(".")[0] in ROOMS:
+                bare.append(text)
+    assert not bare, f"{path.relative_to(ROOT)} names modules {bare}: use qslab.<room>"
+
+
 def test_no_bare_room_is_installed(tmp_path):
     """Outside the source tree (as a user's script runs), only the qslab.<room> names resolve."""
     probe = ("import importlib.util as u; "
