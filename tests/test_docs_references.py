@@ -8,6 +8,7 @@ of the repository (this file excepted: it has to spell the patterns it looks for
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -30,13 +31,10 @@ DECISION_CITE = re.compile(r"\bDECISIONS?(?:\.md)?(?:,? items?)? ([A-Z](?:(?:, |
 
 def _files() -> list[Path]:
     found = []
-    for path in ROOT.rglob("*"):
-        relative = path.relative_to(ROOT)
-        if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in relative.parts[:-1]):
-            continue
-        if path.is_file() and path.suffix in SUFFIXES and path != Path(__file__).resolve():
-            found.append(path)
-    return sorted(found)
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        found += [Path(folder) / name for name in names if Path(name).suffix in SUFFIXES]
+    return sorted(path for path in found if path != Path(__file__).resolve())
 
 
 FILES = _files()
