@@ -1,4 +1,4 @@
-"""Closed forms of the client's measurement of one product (paper.md 2.1-2.3).
+"""Closed forms of the client's measurement of one product (docs/PHYSICS.md 4).
 
 Mode 1 after the client's unitary carries beta = x^dagger alpha. A phase-insensitive amplifier
 (gain G, inversion factor n_sp >= 1; n_sp = 1 is the quantum limit) is followed by a
@@ -66,7 +66,7 @@ def client_snr(mu_photons, gain, efficiency=1.0, electronic_noise_snu=0.0, inver
     """Mean SNR of one product for a unit-norm data vector and Gaussian weights of mu photons per mode.
 
     E[(Re beta)^2] = mu/2 when both quadratures carry weights, so SNR = (mu/2)/sigma^2 = 2 mu g(G)
-    for an ideal client: the paper's F = 2 mu g (paper.md 2.1, DECISIONS A).
+    for an ideal client: the paper's F = 2 mu g (docs/PHYSICS.md 10.3, DECISIONS A).
     """
     sigma = product_noise_std(gain, efficiency, electronic_noise_snu, inversion_factor)
     return 0.5 * np.asarray(mu_photons, dtype=float) / sigma**2

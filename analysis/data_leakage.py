@@ -1,4 +1,4 @@
-"""What the server can learn about the client's data (paper.md 2.5-2.6, leakage_math.md 2.4).
+"""What the server can learn about the client's data (docs/PHYSICS.md 12).
 
 The data enter the returned light only as excess noise: returned mode i has variance 1 + k|x_i|^2
 (SNU) with k = 2 - 2/G, and the same x is reused by every row of a layer and by every query
@@ -62,7 +62,7 @@ def exact_mutual_information_bits(gain, data, reuses, inversion_factor=1.0):
     of N_i photons; thermal states commute, so photon counting is optimal and Holevo's chi equals the
     classical mutual information. Over M reuses the count is negative binomial, K ~ NB(M, 1/(1+N_i)).
     The prior on x_i is the empirical distribution over the modes of this data vector (uniform over
-    modes). Exact zeros (ReLU outputs) leak far more than Cramer-Rao forms suggest (pitfall 12b).
+    modes). Exact zeros (ReLU outputs) leak far more than Cramer-Rao forms suggest (docs/PHYSICS.md 12).
     """
     photons = np.ravel(thermal_photons(gain, data, inversion_factor))
     return mutual_information_counts_bits(photons, reuses)

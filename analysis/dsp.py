@@ -89,7 +89,7 @@ def find_symbol_offset(samples_v, template, samples_per_symbol: int, n_symbols: 
 
 @dataclass(frozen=True)
 class ShotNoiseCalibration:
-    """1 SNU at the matched-filter output and the electronic noise in SNU (leakage_math.md 4.3 item 2)."""
+    """1 SNU at the matched-filter output and the electronic noise in SNU (docs/PHYSICS.md 14)."""
 
     shot_noise_variance_v2: float
     electronic_noise_snu: float

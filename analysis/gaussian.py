@@ -1,7 +1,7 @@
 """Gaussian-state tools in shot-noise units: entropy functions and symplectic spectra.
 
 g(N) takes a mean photon number, G(nu) a symplectic eigenvalue (vacuum nu = 1); mixing them is
-the classic bug (leakage_math.md pitfall 1), so both are named for their argument.
+the classic bug (docs/PHYSICS.md 11.1), so both are named for their argument.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def symplectic_eigenvalues(cov: np.ndarray) -> np.ndarray:
     """Symplectic eigenvalues (ascending) of a 2n x 2n covariance matrix in xpxp order.
 
     Eigenvalues of the Hermitian matrix i Omega sigma come in +/- pairs; take the moduli, sort,
-    and keep every second one (never index an unsorted spectrum: pitfall 6).
+    and keep every second one (never index an unsorted spectrum).
     """
     cov = np.asarray(cov, dtype=float)
     if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] % 2:

@@ -1,4 +1,4 @@
-"""MNIST as the paper uses it (paper.md 3.1): IDX files, Normalize(0.5, 0.5), a seeded 50k/10k split.
+"""MNIST as the paper uses it (docs/PHYSICS.md 10.2): IDX files, Normalize(0.5, 0.5), a seeded 50k/10k split.
 
 The four IDX files ship with the package (analysis/data/mnist, provenance in SOURCE.md) so that
 training and evaluation work offline. The loader reads gzip or raw IDX, detected by the gzip magic

@@ -1,4 +1,4 @@
-"""The paper's network (784-784-10, ReLU, no biases) and its secure forward pass (paper.md 1.2, 1.3, 3.1).
+"""The paper's network (784-784-10, ReLU, no biases) and its secure forward pass (docs/PHYSICS.md 10).
 
 Weights are a list of float arrays W_l of shape [out, in]; layer l computes z_l = W_l a_l.
 
@@ -138,7 +138,7 @@ def secure_accuracies(weights, x, labels, engine: LayerEngine, seeds: Sequence[i
 # --- engines ---------------------------------------------------------------------------------------
 
 def mean_square_weight(w: np.ndarray) -> float:
-    """mean(W^2) over the whole layer: the server scales a layer with one global factor (paper.md 1.2)."""
+    """mean(W^2) over the whole layer: the server scales a layer with one global factor (docs/PHYSICS.md 10.1)."""
     return float(np.mean(np.square(w, dtype=np.float64)))
 
 
@@ -182,7 +182,7 @@ def physical_scale(weights, photons_per_mode: float) -> float:
 
 @dataclass(frozen=True)
 class ClosedFormPhysicsEngine:
-    """The client's homodyne estimate from the closed forms (paper.md 2.1): y = x_hat . W^T + N(0, sigma^2).
+    """The client's homodyne estimate from the closed forms (docs/PHYSICS.md 10.3): y = x_hat . W^T + N(0, sigma^2).
 
     sigma = product_noise_std(G, eta, v_el, n_sp)/s_phys in weight units, i.e. the paper's model at
     F = client_snr(mu, G, ...) = 2 mu g(G) for an ideal client.

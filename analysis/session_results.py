@@ -6,7 +6,7 @@ used (mu, G and the server detector, each with its uncertainty). So a replay of 
 gives the live numbers bit for bit, and a replay with another calibration changes only what
 depends on it.
 
-Conservative choices (leakage_math.md 5, DECISIONS J): the weight-leakage bound is evaluated at
+Conservative choices (docs/PHYSICS.md 13, DECISIONS J): the weight-leakage bound is evaluated at
 mu + 3 sigma and at the verification's finite-size limits (T_min, eps_max); the nominal Eq. 2
 figure at (mu + 3 sigma, G + 3 sigma); data leakage at whichever end of G's 3-sigma interval leaks
 more.

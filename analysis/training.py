@@ -1,4 +1,4 @@
-"""Numpy training of the paper's network, plain (paper.md 3.1) or noise-aware.
+"""Numpy training of the paper's network, plain (docs/PHYSICS.md 10.2) or noise-aware.
 
 Plain training is the authors' recipe (`paper_recipe()`): Adam, cross-entropy, minibatches of 64,
 the unnormalised digital network. Noise-aware training (the default) runs the *secure* forward
@@ -80,7 +80,7 @@ class TrainingConfig:
 
 
 def paper_recipe(epochs: int = 100, **overrides) -> TrainingConfig:
-    """The authors' plain training (paper.md 3.1): Adam 1e-3 constant, batch 64, no noise, no augmentation."""
+    """The authors' plain training (docs/PHYSICS.md 10.2): Adam 1e-3 constant, batch 64, no noise, no augmentation."""
     return TrainingConfig(**{"epochs": epochs, "lr_schedule": "constant", "shift_px": 0, "noise_aware": False, **overrides})
 
 

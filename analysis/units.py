@@ -1,4 +1,4 @@
-"""SI constants and the photon-number <-> optical-power conversion (leakage_math.md 5.1)."""
+"""SI constants and the photon-number <-> optical-power conversion (docs/PHYSICS.md 16)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Server-side verification of the client's round trip (paper.md 1.2 step 7, DECISIONS G and J).
+"""Server-side verification of the client's round trip (docs/PHYSICS.md 10.1, DECISIONS G and J).
 
 Why this module exists: the weight-leakage bound chi_E(V, T, eps) is only as good as the (T, eps)
 put into it. The server therefore (1) estimates T and eps from the modes it homodynes on its secret
@@ -6,7 +6,7 @@ random rows and quadratures, (2) certifies a lower limit T_min and an upper limi
 probability eps_PE, (3) evaluates the bound at those limits, and (4) decides accept/abort with a
 hypothesis test whose false-alarm probability and power are computed, not guessed.
 
-Measurement model (homodyne, SNU, leakage_math.md 0)
+Measurement model (homodyne, SNU, docs/PHYSICS.md 0)
 ----------------------------------------------------
 Row r is verified in quadrature X or P (secret). Mode i carried alpha_i, so the sent quadrature is
 q = 2 Re alpha (X) or q = 2 Im alpha (P); with a symmetric Gaussian modulation of mu photons per
@@ -17,7 +17,7 @@ noise v_el, both in SNU after its own shot-noise calibration) records
     y = sqrt(eta_s T) q + N(0, 1 + v_el + eta_s eps_i).
 
 Homodyne, not heterodyne: no 1/sqrt(2) on the signal and shot noise 1, not 2 (QOSST's estimator
-carries both; leakage_math.md 3.3). Estimators, pooled over all verified rows and modes (m samples):
+carries both; docs/PHYSICS.md 13). Estimators, pooled over all verified rows and modes (m samples):
 
     t_hat   = sum(q y) / sum(q^2)                        (estimates sqrt(eta_s T))
     s^2     = sum((y - t_hat q)^2) / (m - 1)             (estimates 1 + v_el + eta_s <eps>)
@@ -28,13 +28,13 @@ s^2 divides by m - 1 because one parameter (t_hat) was fitted: E[s^2] = 1 + v_el
 exactly, also when eps_i differs between samples. T_hat = t_hat^2 has an O(1/m) bias
 +s^2/(eta_s sum q^2), a factor ~1/(2 sqrt(m V_A)) of its own standard deviation (negligible).
 
-Trusted vs untrusted detector (leakage_math.md 3.4): `ServerDetector.trusted=True` (default) refers
+Trusted vs untrusted detector (docs/PHYSICS.md 13): `ServerDetector.trusted=True` (default) refers
 the estimates back through eta_s and v_el from calibration. `trusted=False` charges the detector to
 the client: T is then eta_s T and eps is eta_s eps + v_el (the same formulas with eta_s = 1, v_el = 0).
 
 Finite-size limits (DECISIONS J)
 --------------------------------
-Convention (pitfall 18): the total failure probability eps_PE (default 1e-10) is split by a union
+Convention (docs/PHYSICS.md 13): the total failure probability eps_PE (default 1e-10) is split by a union
 bound into eps_PE/2 for T_min and eps_PE/2 for eps_max, so the normal-approximation factor is
 z = Phi^-1(1 - eps_PE/2) = sqrt(2) erfinv(1 - eps_PE) (the homCVQKD convention; 6.466951 at 1e-10).
 The default method "exact" replaces z by the exact sampling distributions, valid at any m >= 2:
@@ -75,7 +75,7 @@ passed instead. No data-driven interval survives noise concentrated in a handful
 +40 SNU on 5 samples still misses ~4.7 %). That limitation is stated, not solved: such a client is
 far from honest (honest kappa <= 5e-4) and a dispersion test could flag it (not implemented).
 
-Calibration uncertainties feed the limits worst-case (leakage_math.md 3.4, pitfall 14): eta_s +/- d_eta,
+Calibration uncertainties feed the limits worst-case (docs/PHYSICS.md 13): eta_s +/- d_eta,
 v_el +/- d_v, and a relative shot-noise (SNU) error d_sn (y_true = y / sqrt(1 + d), |d| <= d_sn).
 Their own failure probabilities add to eps_PE.
 
@@ -116,7 +116,7 @@ Loss is cheap to detect (the signal V_A = 12 beats the noise); noise is not: m ~
 (eta_s d_eps)^2 with a' = 1 - sqrt(1 - a). Certifying eps_max - eps_hat <= d at eps_PE = 1e-10 needs
 8.5e5 / 8.3e7 / 7.9e9 samples for d = 1e-2 / 1e-3 / 1e-4 SNU (`samples_for_excess_noise_precision`);
 the honest eps ~ 1.2e-3 is therefore only resolved with ~1e8 verified samples, and the SNU must be
-calibrated to ~1e-4 relative or d_sn dominates eps_max (pitfall 14).
+calibrated to ~1e-4 relative or d_sn dominates eps_max (docs/PHYSICS.md 13).
 
 Assumptions: collective Gaussian attacks (noise Gaussian and independent between samples, possibly
 heterogeneous); phase-insensitive returned noise (the quadrature choice is secret, so one pooled

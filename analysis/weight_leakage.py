@@ -1,4 +1,4 @@
-"""What the client can learn about the weights: Holevo bounds (paper.md 2.4, leakage_math.md 1).
+"""What the client can learn about the weights: Holevo bounds (docs/PHYSICS.md 11).
 
 All quantities in SNU. `mu` is the mean photon number per complex mode at the server's output
 (DECISIONS G); a complex mode carries two real weights, so bits per real weight are half the bits
@@ -62,7 +62,7 @@ def per_mode_excess_noise_snu(gain, data):
 def weight_leakage_bits_per_mode(mu_photons, gain, n_modes=392, transmittance=1.0, technical_noise_snu=0.0):
     """Eq. 2 at the honest client's average excess noise plus untrusted technical noise xi.
 
-    Loss (T < 1) and technical noise are both attributed to the client (paper.md 2.7).
+    Loss (T < 1) and technical noise are both attributed to the client (docs/PHYSICS.md 11.3).
     """
     eps = honest_excess_noise_snu(gain, n_modes) + np.asarray(technical_noise_snu, dtype=float)
     return holevo_verified_bits(modulation_variance_snu(mu_photons), transmittance, eps)
@@ -87,7 +87,7 @@ def one_quadrature_bound_bits(real_amplitude_variance):
     return entropy_photons_bits((np.sqrt(1.0 + 4.0 * s) - 1.0) / 2.0)
 
 
-# --- trusted-detector CV-QKD forms (leakage_math.md 1.7a and 1.7c) --------------------------------
+# --- trusted-detector CV-QKD forms (docs/PHYSICS.md 11.4) --------------------------------
 
 def holevo_lossy_channel_bits(modulation_variance_snu, transmittance, input_excess_noise_snu=0.0):
     """chi(A;B) = G(eta (V_A + xi) + 1) - G(1 + eta xi): information at the output of a Gaussian channel."""
@@ -172,7 +172,7 @@ def coherent_overlap(alpha, beta):
 
 
 def holevo_alphabet_bits(amplitudes, probabilities=None):
-    """Exact chi of a pure coherent-state alphabet from its Gram matrix (leakage_math.md 1.4)."""
+    """Exact chi of a pure coherent-state alphabet from its Gram matrix (docs/PHYSICS.md 11.5)."""
     amps = np.asarray(amplitudes, dtype=complex).ravel()
     probs = _probabilities(probabilities, amps.size)
     root = np.sqrt(probs)

@@ -1,4 +1,4 @@
-"""Channel calibration (leakage_math.md 3.3): round-trip transmittance T and excess noise eps from known symbols.
+"""Channel calibration (docs/PHYSICS.md 13): round-trip transmittance T and excess noise eps from known symbols.
 
 The server sends symbols it knows, gates every row of one acquisition to its verification
 receiver with a random X/P choice, and regresses what returns on what it sent, with the same

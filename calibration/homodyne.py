@@ -1,4 +1,4 @@
-"""Homodyne receiver calibration (leakage_math.md 3.1-3.2): electronic noise, shot-noise linearity, SNU, efficiency,
+"""Homodyne receiver calibration (docs/PHYSICS.md 14): electronic noise, shot-noise linearity, SNU, efficiency,
 common-mode rejection.
 
 Procedure, for both receivers at once (one digitizer acquisition reads both channels):
@@ -328,7 +328,7 @@ class CommonModeFit:
 
 
 def _common_mode_rejection(rx, lo_w, mean_v, mean_u, lo_rel: float, s: HomodyneSettings) -> CommonModeFit:
-    """CMRR from the DC level against the LO power (leakage_math.md 3.1, the Koheron comparison with the
+    """CMRR from the DC level against the LO power (docs/PHYSICS.md 14, the Koheron comparison with the
     LO's power steps as the tone): one diode alone would give G (P/2), the balanced pair gives slope x P,
     so CMRR = 20 log10(G / (2 |slope|)). The budget: the slope's statistics, the declared G_det and the
     declared LO power scale (the slope is per W of the assumed LO power). A slope within cmrr_limit_sigma

@@ -19,9 +19,9 @@ each drawing a PNG of data and fit:
   ``benchmarks/bench_modulator_calibration.py`` counts them.
 
 Then ``modulator_calibration`` builds the ``ModulatorCalibration`` the roles take and
-``predistortion_table`` the arcsine table (leakage_math.md 4.4).
+``predistortion_table`` the arcsine table (docs/PHYSICS.md 15).
 
-Fits are robust (leakage_math.md 4.1, pitfall 21): a grid of trial V_pi, each solved as a *linear*
+Fits are robust (docs/PHYSICS.md 15): a grid of trial V_pi, each solved as a *linear*
 least-squares problem a + b cos(kV) + c sin(kV); the best seeds ``curve_fit``, with ER in dB so it stays
 bounded and weights from a noise model (relative + absolute) fitted to the residuals, so the covariance is
 honest. Bad data (no light, a clipped capture, noise where a signal should be, a fit that does not
@@ -47,7 +47,7 @@ from qslab.instruments.optical.awg_channels import AwgChannels
 from qslab.instruments.optical.modulators import ModulatorCalibration, arcsine_drive_v, null_biased_field
 
 KIND = "modulators"
-# MBX lock modes and the arm phase theta = pi V/V_pi + phi each one seeks (leakage_math.md 4.1)
+# MBX lock modes and the arm phase theta = pi V/V_pi + phi each one seeks (docs/PHYSICS.md 15)
 TARGET_PHASE_RAD = {"peak": 0.0, "null": math.pi, "quadrature+": -0.5 * math.pi, "quadrature-": 0.5 * math.pi}
 MIN_POINTS = 20
 DEFAULT_SWEEP_V = (-8.0, 8.0)
@@ -63,7 +63,7 @@ MIN_MODULATION_SNR = 20.0   # fitted cosine amplitude over residual rms: below i
 # --- the transfer function and its fit -----------------------------------------------------------
 
 def mzm_power_w(volts, power_scale_w: float, vpi_v: float, phase_rad: float, extinction_ratio_db: float):
-    """P(V) = (P0/2)[1 + M cos(pi V/V_pi + phi)], M = (ER - 1)/(ER + 1) (leakage_math.md 4.1)."""
+    """P(V) = (P0/2)[1 + M cos(pi V/V_pi + phi)], M = (ER - 1)/(ER + 1) (docs/PHYSICS.md 15)."""
     er = 10.0 ** (extinction_ratio_db / 10.0)
     depth = (er - 1.0) / (er + 1.0)
     return 0.5 * power_scale_w * (1.0 + depth * np.cos(np.pi * np.asarray(volts) / vpi_v + phase_rad))

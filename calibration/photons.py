@@ -1,4 +1,4 @@
-"""Photons per symbol at the server's output (leakage_math.md 5): monitor tap + VOA-output meter + declared losses.
+"""Photons per symbol at the server's output (docs/PHYSICS.md 16): monitor tap + VOA-output meter + declared losses.
 
 Why this way: the weight-leakage bound needs mu at the server's output, the reference plane of
 DECISIONS G, with a conservative upper limit. No meter sits at that plane (the light there is
@@ -8,7 +8,7 @@ nW), so mu is carried from bright, measurable powers:
 
 - r(A), the monitor-to-VOA-output ratio at attenuator setting A, is fitted over a sweep of A at
   bright levels as 10 log10 r = c0 - s A (s = 1 for an exact attenuator scale); it absorbs the tap
-  ratio and the attenuator's insertion loss and offset (leakage_math.md 5.2);
+  ratio and the attenuator's insertion loss and offset (docs/PHYSICS.md 16);
 - F, the fixed attenuation between the VOA-output meter and the server output, is a declared,
   separately characterised value with its uncertainty (nothing on the station can measure it);
 - every reading is an average of several, minus the dark level measured with the laser off.

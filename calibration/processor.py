@@ -25,7 +25,7 @@ ratio of the two removes r, the fibres' product and the mode efficiencies' commo
     r^2 = |A|^4 eta_s m_s T_r / (A_s^2 eta_c^2 m_c^2 (G - 1)^2 T_f)  (the photon cross-check)
 
 with eta and G from their records and the fibres' T_f, T_r declared (characterised separately, like the
-fixed attenuation). The cross-check is the "Gaussian test modulation" check of leakage_math.md 5.3
+fixed attenuation). The cross-check is the "Gaussian test modulation" check of docs/PHYSICS.md 16
 in its regression form (the test symbols are known, so no noise floor is subtracted); it is as good
 as eta_c T is known, about 7 % here, and a disagreement beyond 3 sigma fails the calibration: a
 wrong declared attenuation would otherwise put more photons on the line than the bound assumes.

@@ -2,7 +2,7 @@
 
 In physics mode with fixed detector efficiency and electronic noise the client's estimate of each
 product is its true value plus Gaussian noise whose size depends on (mu, G) only through the client
-SNR F = client_snr(mu, G) (paper.md 2.1). Accuracy is therefore a function of F alone: one
+SNR F = client_snr(mu, G) (docs/PHYSICS.md 10.3). Accuracy is therefore a function of F alone: one
 bisection in F, measured with the full physics model at common noise seeds, followed by a 1-D
 optimisation over G of closed-form leakages, replaces a 2-D search. The chosen point is then
 simulated in full (verification included) and reported with its measured accuracy.

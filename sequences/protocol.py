@@ -1,4 +1,4 @@
-"""The server's and the client's steps of secure layers on the station (ARCHITECTURE.md, "one secure layer").
+"""The server's and the client's steps of secure layers on the station (docs/ARCHITECTURE.md, "One secure layer").
 
 Server: weight rows -> complex symbols (two weights per mode, per-layer scale for mu) -> IQ drive
 codes (arcsine predistortion from the modulator records) -> one AWG segment per layer, played row

@@ -1,4 +1,4 @@
-"""A curious server (paper.md 1.2 step 8): what it learns about the client's data from the light it gets back.
+"""A curious server (docs/PHYSICS.md 10.1): what it learns about the client's data from the light it gets back.
 
 An honest client's amplifier noise returns along its data vector: returned mode i carries excess
 noise eps_i = t T_r k |x_i|^2 (k = 2 n_sp (1 - 1/G)), reused by all M rows of a layer. The server

@@ -99,7 +99,7 @@ def test_arxiv_cramer_rao_against_textbook_fisher(gain):
 
 
 def test_prx_form_is_the_returned_mode_snr():
-    """PRX form = 1/2 log2(1 + (M/n) k^2 / sigma_r^2) with sigma_r^2 = (3G - 2)/G (paper.md 2.6)."""
+    """PRX form = 1/2 log2(1 + (M/n) k^2 / sigma_r^2) with sigma_r^2 = (3G - 2)/G (docs/PHYSICS.md 12)."""
     for gain in (1.1, 1.3, 3.0):
         k = 2 - 2 / gain
         expected = 0.5 * np.log2(1 + (794 / N_MODES) * k**2 / ((3 * gain - 2) / gain))

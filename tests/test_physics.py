@@ -1,4 +1,4 @@
-"""The virtual bench's optical model against the paper's closed forms (paper.md 2.1-2.3, docs/PHYSICS.md).
+"""The virtual bench's optical model against the paper's closed forms (docs/PHYSICS.md 4).
 
 Statistical tests use fixed seeds and tolerances of 5 standard errors; sample sizes are chosen so
 that a factor-of-2 or sign error in any term is many tens of standard errors away.

@@ -42,7 +42,7 @@ def test_simulate_paper_mode_uses_the_authors_mapping(capsys):
 
 
 def test_physics_model_accuracy_agrees_with_closed_form_noise():
-    """Two routes to the same accuracy: the optical model and the closed-form noise of paper.md 2.1."""
+    """Two routes to the same accuracy: the optical model and the closed-form noise of docs/PHYSICS.md 10.3."""
     mu, gain, images = 0.15, 1.3, 2000  # low SNR, where accuracy is far from saturation and sensitive to the noise
     physics = simulate(SimulationSettings(mu=mu, gain=gain, images=images, seeds=3, verify_fraction=0.0), progress=False)
     weights, _ = load_weights()

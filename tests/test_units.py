@@ -1,4 +1,4 @@
-"""Photon number per symbol from power, wavelength and symbol rate (leakage_math.md 5.1)."""
+"""Photon number per symbol from power, wavelength and symbol rate (docs/PHYSICS.md 16)."""
 
 import pytest
 from hypothesis import given, strategies as st

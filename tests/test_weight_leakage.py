@@ -167,7 +167,7 @@ def test_fock_cutoff_too_small_fails_loudly():
 # --- trusted-detector forms against the generic covariance-matrix algorithm ----------------------
 
 def generic_trusted_chi(va, t, xi, eta, v_el, heterodyne):
-    """leakage_math.md 1.7c generic route: (A, B, F0, G), detector beam splitter, conditioning."""
+    """docs/PHYSICS.md 11.4 generic route: (A, B, F0, G), detector beam splitter, conditioning."""
     v = va + 1.0
     b = t * (v - 1.0 + xi) + 1.0
     c = np.sqrt(t * (v * v - 1.0))

@@ -34,9 +34,9 @@ from qcodes.instrument import ChannelTuple, VisaInstrument
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# SCPI error-queue reply: <int>,"<text>" (instruments.md 1.2); some firmware omits the quotes.
+# SCPI error-queue reply: <int>,"<text>" (docs/INSTRUMENTS.md 1.2); some firmware omits the quotes.
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
-# The N77xx queue is 30 deep (instruments.md 1.2); never loop forever on a broken reply.
+# The N77xx queue is 30 deep (docs/INSTRUMENTS.md 1.2); never loop forever on a broken reply.
 _MAX_ERRORS_READ = 32
 # Retries of idempotent queries: attempts in all, and the pause before retry 1, 2, ... (the last repeats).
 QUERY_ATTEMPTS = 3

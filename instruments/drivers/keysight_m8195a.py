@@ -1,11 +1,11 @@
 """Keysight M8195A arbitrary waveform generator (65 GSa/s, 8-bit), through its Soft Front Panel's SCPI.
 
-Command set and limits: instruments.md 6.1 (M8195A/M8190A user's guides, and the qudi driver for
+Command set and limits: docs/INSTRUMENTS.md 6.1 (M8195A/M8190A user's guides, and the qudi driver for
 the numbers the guides do not give). Samples are signed 8-bit (-128..127) sent as IEEE 488.2
 definite-length blocks with pyvisa's ``write_binary_values(datatype='b')``; a segment longer
 than one block is sent in ascending-offset chunks (``:TRAC<ch>:DATA <id>,<offset>,<block>``), as
 the guide requires. Every command is followed by ``SYST:ERR?``; a non-zero entry raises
-:class:`InstrumentError` with the code and text. Booleans are sent as 1/0 (SCPI, instruments.md 1.2).
+:class:`InstrumentError` with the code and text. Booleans are sent as 1/0 (SCPI, docs/INSTRUMENTS.md 1.2).
 
 Address: the Soft Front Panel offers HiSLIP (``TCPIP0::localhost::hislip0::INSTR``) and a raw
 socket (``TCPIP::<host>::5025::SOCKET``); terminations are LF both ways.
@@ -24,9 +24,9 @@ from qslab.instruments.drivers._scpi import (InstrumentError, ScpiErrorCheckingI
 
 __all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]
 
-# Sample clock 53.76-65 GSa/s (guide, instruments.md 6.1).
+# Sample clock 53.76-65 GSa/s (guide, docs/INSTRUMENTS.md 6.1).
 SAMPLE_RATE_LIMITS_HZ = (53.76e9, 65e9)
-# qudi's constraints (instruments.md 6.1): amplitude 0.075-2 Vpp, offset 0-1 V, segments at least
+# qudi's constraints (docs/INSTRUMENTS.md 6.1): amplitude 0.075-2 Vpp, offset 0-1 V, segments at least
 # 1280 samples long in steps of 256 / (sample-rate divider).
 AMPLITUDE_LIMITS_VPP = (0.075, 2.0)
 OFFSET_LIMITS_V = (0.0, 1.0)
@@ -38,7 +38,7 @@ DEFAULT_CHUNK_SAMPLES = 1 << 20
 
 _DIVIDERS = {1: "DIV1", 2: "DIV2", 4: "DIV4"}
 DAC_MODES = ("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD")
-_TRIGGER_MODES = {  # (INIT:CONT:STAT, INIT:GATE:STAT) per instruments.md 6.1
+_TRIGGER_MODES = {  # (INIT:CONT:STAT, INIT:GATE:STAT) per docs/INSTRUMENTS.md 6.1
     "continuous": (1, 0),
     "triggered": (0, 0),
     "gated": (0, 1),
@@ -174,7 +174,7 @@ class M8195AChannel(InstrumentChannel):
         self._segment_lengths.clear()
 
     def check_segment_length(self, length_samples: int) -> None:
-        """At least 1280 samples, in steps of the granularity (instruments.md 6.1)."""
+        """At least 1280 samples, in steps of the granularity (docs/INSTRUMENTS.md 6.1)."""
         granularity = self.parent.granularity_samples()
         if length_samples < MIN_SEGMENT_SAMPLES or length_samples % granularity:
             raise ValueError(f"segment length must be >= {MIN_SEGMENT_SAMPLES} samples and a multiple "

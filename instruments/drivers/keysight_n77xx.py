@@ -1,16 +1,16 @@
 """Keysight N77xx lightwave family: N7711A/N7714A lasers, N7762A/N7764A attenuators, N7744A/N7745A meters.
 
-Command set: Keysight N77xx Series Programming Guide, as summarised in instruments.md 2.2 (SOURce
+Command set: Keysight N77xx Series Programming Guide, as summarised in docs/INSTRUMENTS.md 2.2 (SOURce
 subtree, lasers), 4.1 (INPut/OUTput subtrees, attenuators) and 3.2 (SENSe/READ/FETCh, meters);
 conventions in 1.2. Every set is followed by ``SYST:ERR?`` and a non-zero entry raises
 :class:`InstrumentError` with the code and text. Terminations are LF both ways, which is what
-the LAN socket (port 5025) speaks; GPIB/USB replies end in CR LF (instruments.md 1.2), and the
+the LAN socket (port 5025) speaks; GPIB/USB replies end in CR LF (docs/INSTRUMENTS.md 1.2), and the
 CR left on those replies is stripped by the parsers.
 
 Limits: laser wavelength and power, attenuator attenuation and wavelength are read from the
-instrument at connect with the ``<query> MIN|MAX`` form (instruments.md 1.2; 4.1 recommends
+instrument at connect with the ``<query> MIN|MAX`` form (docs/INSTRUMENTS.md 1.2; 4.1 recommends
 ``INP1:ATT? MAX``), because they depend on the model option (C or L band) and on the attenuation
-offset; instruments.md gives no numbers for them. The meter's limits are
+offset; docs/INSTRUMENTS.md gives no numbers for them. The meter's limits are
 fixed class attributes (see :class:`N774xAPowerMeterChannel`).
 """
 
@@ -35,7 +35,7 @@ __all__ = [
     "KeysightN7764A",
 ]
 
-# 0 = dBm, 1 = W for SOUR:POW:UNIT, OUTP:POW:UN and SENS:POW:UNIT (instruments.md 2.2, 3.2, 4.1).
+# 0 = dBm, 1 = W for SOUR:POW:UNIT, OUTP:POW:UN and SENS:POW:UNIT (docs/INSTRUMENTS.md 2.2, 3.2, 4.1).
 _POWER_UNITS = {"dBm": 0, "W": 1}
 
 
@@ -123,7 +123,7 @@ class _PowerInUnit:
             self.dbm.cache.set(value_dbm)
 
 
-# --- lasers (instruments.md 2.2) ------------------------------------------------------------
+# --- lasers (docs/INSTRUMENTS.md 2.2) ------------------------------------------------------------
 
 
 class N771xALaserPort(InstrumentChannel):
@@ -140,7 +140,7 @@ class N771xALaserPort(InstrumentChannel):
         self.wavelength_m = self.add_parameter(
             "wavelength_m", label="wavelength", unit="m", get_cmd=f"{src}:WAV?",
             set_cmd=f"{src}:WAV {{:.8E}}", get_parser=float, vals=Numbers(wl_min_m, wl_max_m),
-            docstring="Settable in Auto mode only; Grid mode answers -221 (instruments.md 2.2).")
+            docstring="Settable in Auto mode only; Grid mode answers -221 (docs/INSTRUMENTS.md 2.2).")
         self.power_unit = self.add_parameter(
             "power_unit", label="power unit", get_cmd=f"{src}:POW:UNIT?",
             set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
@@ -181,11 +181,11 @@ class KeysightN7714A(_N771xA):
     num_ports = 4
 
 
-# --- attenuators (instruments.md 4.1) --------------------------------------------------------
+# --- attenuators (docs/INSTRUMENTS.md 4.1) --------------------------------------------------------
 
 
 class N776xAAttenuatorChannel(InstrumentChannel):
-    """One attenuator, addressed by the first slot of its slot pair (instruments.md 4.1)."""
+    """One attenuator, addressed by the first slot of its slot pair (docs/INSTRUMENTS.md 4.1)."""
 
     # Power-control setpoint: no MIN/MAX form is documented. The loop regulates on the built-in
     # monitor, whose range is -80..+10 dBm (N7764A data, a secondary source), so that bounds it.
@@ -251,14 +251,14 @@ class KeysightN7764A(_N776xA):
     num_attenuators = 4
 
 
-# --- power meters (instruments.md 3.2) -------------------------------------------------------
+# --- power meters (docs/INSTRUMENTS.md 3.2) -------------------------------------------------------
 
 
 class N774xAPowerMeterChannel(InstrumentChannel):
     """One meter channel ``SENS<n>``; readings are returned in W whatever the display unit."""
 
     # Wavelength 1250-1625 nm and averaging time 1 us - 10 s: N7744A data (secondary source,
-    # instruments.md gives none); range -110..+30 dBm in 10 dB steps: instruments.md 3.2.
+    # docs/INSTRUMENTS.md gives none); range -110..+30 dBm in 10 dB steps: docs/INSTRUMENTS.md 3.2.
     wavelength_limits_m = (1250e-9, 1625e-9)
     averaging_time_limits_s = (1e-6, 10.0)
     range_limits_dbm = (-110, 30)

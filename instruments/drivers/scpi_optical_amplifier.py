@@ -1,12 +1,12 @@
 """A generic SCPI optical amplifier (EDFA/SOA class) for the client's phase-insensitive amplifier.
 
 No public remote-control protocol was found for a specific amplifier model that fits the
-experiment (the paper names no apparatus; instruments.md lists none). The only published,
+experiment (the paper names no apparatus; docs/INSTRUMENTS.md lists none). The only published,
 vendor-neutral amplifier command set found is IEC 61291-6-1 (the "optical amplifier command
 set", OACS), which is not SCPI and whose text is not public, so it is not followed here either.
 This driver therefore speaks a small SCPI-99 tree laid out like the Keysight lightwave trees the
 rest of the bench uses (SOURce for what the box emits, OUTPut for the on/off switch,
-MEASure for readings; instruments.md 1.1, 1.2, 2.2). An amplifier with a different syntax needs
+MEASure for readings; docs/INSTRUMENTS.md 1.1, 1.2, 2.2). An amplifier with a different syntax needs
 a subclass that changes only the command strings. The tree:
 
 ======================================  =================================================

@@ -1,7 +1,7 @@
 """Thorlabs MBX modulator bias controller (MZM bias loop + VOA) over a serial port, not VISA.
 
 Protocol: Thorlabs *Remote Control User Guide for the MX / MBX / TLX1 / TLX2 Series* (firmware
->= V1.9.4) as summarised in instruments.md 5.1, with the MZM command names of PyMeasure's driver:
+>= V1.9.4) as summarised in docs/INSTRUMENTS.md 5.1, with the MZM command names of PyMeasure's driver:
 
 * ASCII lines. The device accepts LF, CR LF, CR or LF CR after a command; we send LF. Replies end
   in LF per the manual (PyMeasure reads up to CR), so a reply line ends at CR *or* LF and empty
@@ -35,7 +35,7 @@ from qslab.instruments.drivers._scpi import (InstrumentError, InstrumentFault, Q
 
 __all__ = ["InstrumentError", "InstrumentFault", "ThorlabsMBX"]
 
-# MZM:MODE codes (instruments.md 5.1).
+# MZM:MODE codes (docs/INSTRUMENTS.md 5.1).
 BIAS_MODES = {
     "off": 0,
     "peak": 1,
@@ -49,7 +49,7 @@ BIAS_MODES = {
     "power-": 9,
 }
 VOA_MODES = {"attenuation": 0, "power": 1}
-# Limits (instruments.md 5.1): manual bias -10..+10 V in integer mV; ratio set-point 2.5..100
+# Limits (docs/INSTRUMENTS.md 5.1): manual bias -10..+10 V in integer mV; ratio set-point 2.5..100
 # sent as ratio x 100; VOA attenuation 1.0..20.0 dB (manual; PyMeasure allows 0.5); VOA output
 # power 0.01..100 mW.
 MANUAL_BIAS_LIMITS_V = (-10.0, 10.0)

@@ -1,6 +1,6 @@
 """AWG channels lent to one role (modulator or time-bin processor), with the declared drive limit.
 
-Volts to int8 codes: the M8195A plays V = offset + (Vpp/2) code/127 (instruments.md 6.1), so with
+Volts to int8 codes: the M8195A plays V = offset + (Vpp/2) code/127 (docs/INSTRUMENTS.md 6.1), so with
 the offset at 0 V a peak of |V| needs Vpp = 2 |V|. ``load`` checks the amplitude against the
 declared ``amplitude_max_vpp``, the segment lengths and the AWG's run state before the first
 command; what it cannot send, it does not start sending.

@@ -1,10 +1,10 @@
 """Pulse carver (AmplitudeModulator) and IQ modulator roles: target field in, AWG volts and int8 codes out.
 
 Both bias their Mach-Zehnder children at null (the MBX's ``null`` mode), where the field
-transmission of a drive u at the modulator is sin(pi u / (2 Vpi)) (leakage_math.md 4.1; the
+transmission of a drive u at the modulator is sin(pi u / (2 Vpi)) (docs/PHYSICS.md 15; the
 carrier leakage of a finite extinction ratio lies in the other quadrature). Arcsine predistortion
 inverts it: u = (2 Vpi / pi) arcsin(a), and the AWG plays u / driver_gain. The IQ modulator's
-output is E = (1/2)[(1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q] (leakage_math.md 4.2); a
+output is E = (1/2)[(1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q] (docs/PHYSICS.md 15); a
 calibrated gain imbalance g and parent phase error delta are undone before the arcsine, so the
 field asked for is (1/2)(Re + i Im) of the target.
 """

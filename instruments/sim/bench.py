@@ -375,7 +375,7 @@ class BenchState:
             return self.modulator_output_power_w() * self.output_transmission()
 
     def photons_per_symbol(self) -> float:
-        """<n> = P_out lambda / (h c R_sym) (leakage_math.md 5.1)."""
+        """<n> = P_out lambda / (h c R_sym) (docs/PHYSICS.md 16)."""
         with self.lock:
             return float(photons_per_symbol(self.output_power_w(), self.params.server.symbol_rate_hz,
                                             self.wavelength_m()))

@@ -32,7 +32,7 @@ class LaserTruth:
 
 @dataclass(frozen=True)
 class ModulatorTruth:
-    """One Mach-Zehnder modulator (leakage_math.md 4.1): field transfer with finite extinction ratio.
+    """One Mach-Zehnder modulator (docs/PHYSICS.md 15): field transfer with finite extinction ratio.
 
     The phase difference of the arms is theta = pi u/vpi_v + pi V_b/bias_vpi_v + bias_phase_rad,
     u the RF drive at the modulator (AWG volts x driver_gain), V_b the bias controller's voltage.
@@ -51,7 +51,7 @@ class ModulatorTruth:
 
 @dataclass(frozen=True)
 class IQModulatorTruth:
-    """Nested IQ modulator (leakage_math.md 4.2): two child MZMs at null, parent near pi/2.
+    """Nested IQ modulator (docs/PHYSICS.md 15): two child MZMs at null, parent near pi/2.
 
     One MBX biases both children (same bias voltage, same bias phase); the parent phase is held at
     pi/2 + iq_phase_error_rad; the I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2)
@@ -114,12 +114,12 @@ class PowerMeterTruth:
 
 @dataclass(frozen=True)
 class ReceiverTruth:
-    """A balanced homodyne receiver (PDB48x class, instruments.md 7.7, DC-coupled) and its digitizer channel.
+    """A balanced homodyne receiver (PDB48x class, docs/INSTRUMENTS.md 7.7, DC-coupled) and its digitizer channel.
 
     Shot noise per sample (before the low-pass) is gain_v_per_w sqrt(P_LO h nu f_s / efficiency);
     the electronic noise is a fixed voltage, given in SNU at reference_lo_power_w (so it falls as
     1/P_LO in SNU). The LO is the server laser's light: P_LO = lo_transmittance x laser power.
-    The photodiodes are not perfectly balanced (leakage_math.md 3.1, CMRR): the difference output
+    The photodiodes are not perfectly balanced (docs/PHYSICS.md 14, CMRR): the difference output
     carries output_offset_v + imbalance_sign gain_v_per_w (P_LO/2) 10^(-common_mode_rejection_db/20)
     of DC, and the laser's intensity noise through the same imbalance (the k2 term of the LO sweep).
     """

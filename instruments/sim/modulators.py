@@ -1,4 +1,4 @@
-"""Electro-optic modulator transfer functions (leakage_math.md 4.1, 4.2), as complex field factors.
+"""Electro-optic modulator transfer functions (docs/PHYSICS.md 15), as complex field factors.
 
 An MZM with arm phase difference theta transmits the field
     t(theta) = -(exp(i theta/2) + gamma exp(-i theta/2)) / (1 + gamma),   ER = ((1 + gamma)/(1 - gamma))^2,
@@ -39,7 +39,7 @@ def mzm_power(theta_rad, extinction_ratio_db: float):
 
 def iq_field(theta_i_rad, theta_q_rad, extinction_ratio_db: float, gain_imbalance: float = 0.0,
              parent_phase_error_rad: float = 0.0):
-    """Nested IQ modulator: (1/2)[(1 + g/2) t_I + exp(i(pi/2 + delta)) (1 - g/2) t_Q] (leakage_math.md 4.2)."""
+    """Nested IQ modulator: (1/2)[(1 + g/2) t_I + exp(i(pi/2 + delta)) (1 - g/2) t_Q] (docs/PHYSICS.md 15)."""
     t_i = mzm_field(theta_i_rad, extinction_ratio_db)
     t_q = mzm_field(theta_q_rad, extinction_ratio_db)
     parent = np.exp(1j * (0.5 * np.pi + parent_phase_error_rad))

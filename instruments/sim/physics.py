@@ -175,7 +175,7 @@ def _real_2d(name: str, array) -> np.ndarray:
 def pack_weights(weights, mu_photons: float) -> tuple[np.ndarray, float]:
     """Complex symbols [rows, ceil(features/2)] alpha_i = s (w_2i + i w_2i+1) and the layer scale s.
 
-    One scale per layer (paper.md 1.2) so that mean |alpha|^2 over every mode of the layer is mu.
+    One scale per layer (docs/PHYSICS.md 10.1) so that mean |alpha|^2 over every mode of the layer is mu.
     """
     weights = _real_2d("weights", weights)
     mu_photons = _at_least("mu_photons", mu_photons, 0.0)

@@ -1,6 +1,6 @@
 """A small SCPI emulator engine: command trees, parameters, IEEE 488.2 common commands, error queue, blocks.
 
-Conventions reproduced (instruments.md 1.1-1.3):
+Conventions reproduced (docs/INSTRUMENTS.md 1.1-1.3):
 
 * headers are case-insensitive; each node is accepted in its short form (the upper-case letters of
   the pattern) or its full long form, nothing in between; ``[...]`` nodes are optional and ``#``
@@ -236,7 +236,7 @@ def _match(nodes, i, tokens, j, suffixes) -> bool:
 
 # --- parameters --------------------------------------------------------------------------------
 
-# Unit suffixes by dimension (instruments.md 1.2), as multipliers to the base unit.
+# Unit suffixes by dimension (docs/INSTRUMENTS.md 1.2), as multipliers to the base unit.
 UNITS: dict[str, dict[str, float]] = {
     "M": {"PM": 1e-12, "NM": 1e-9, "UM": 1e-6, "MM": 1e-3, "M": 1.0},
     "DB": {"MDB": 1e-3, "DB": 1.0},
@@ -348,7 +348,7 @@ def unquote(text: str | bytes) -> str:
 # --- reply formatting --------------------------------------------------------------------------
 
 def nr3(value: float, digits: int = 8, exponent_digits: int = 3) -> str:
-    """Keysight lightwave NR3: ``+1.55000000E-006`` (instruments.md 1.2)."""
+    """Keysight lightwave NR3: ``+1.55000000E-006`` (docs/INSTRUMENTS.md 1.2)."""
     if not math.isfinite(value):
         return "+9.91000000E+037" if value != value or value > 0 else "-9.91000000E+037"
     mantissa, exponent = f"{value:+.{digits}E}".split("E")
@@ -741,7 +741,7 @@ class ScpiEngine:
 
     ``idn``: the ``*IDN?`` reply. ``error_zero``: how the empty queue is reported (``+0`` on the
     N77xx, ``0`` elsewhere). ``on_reset``: called by ``*RST``. ``rst_clears_errors``: the N77xx
-    empties the queue on ``*RST`` (instruments.md 1.1). Thread-safe: one lock per instrument, so
+    empties the queue on ``*RST`` (docs/INSTRUMENTS.md 1.1). Thread-safe: one lock per instrument, so
     several connections to the same instrument are served one message at a time.
     """
 

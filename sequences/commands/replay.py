@@ -25,7 +25,7 @@ def register(parser) -> None:
                                                              max_open=True, unit="probability"), default=None,
                         help="failure probability of the verification's finite-size limits (default: the session's)")
     parser.add_argument("--untrusted-detector", action="store_true",
-                        help="charge the server detector's loss and electronic noise to the client (leakage_math 3.4)")
+                        help="charge the server detector's loss and electronic noise to the client (docs/PHYSICS.md 13)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
 
 

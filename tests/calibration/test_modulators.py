@@ -41,7 +41,7 @@ def within(estimate, truth: float, k: float = Z) -> bool:
     return abs(estimate.value - truth) <= k * estimate.uncertainty
 
 
-# --- the fit on synthetic data (leakage_math.md 4.1 self-test) ----------------------------------------
+# --- the fit on synthetic data (docs/PHYSICS.md 15 self-test) ----------------------------------------
 
 SELF_TEST = {"power_scale_w": 1e-3, "vpi_v": 3.5, "phase_rad": 0.7, "extinction_ratio_db": 25.0}
 
@@ -110,7 +110,7 @@ def test_the_field_fit_recovers_vpi_from_half_a_period():
 def test_arcsine_predistortion_table_inverts_the_null_biased_field():
     table = m.predistortion_table(ModulatorCalibration(vpi_v=3.5, driver_gain=7.0), levels=5)
     np.testing.assert_allclose(table["field"], [-1, -0.5, 0, 0.5, 1])
-    np.testing.assert_allclose(table["modulator_v"][3], 1.166667, atol=1e-6)  # leakage_math.md 4.4
+    np.testing.assert_allclose(table["modulator_v"][3], 1.166667, atol=1e-6)  # docs/PHYSICS.md 15
     np.testing.assert_allclose(table["modulator_v"][4], 3.5)
     np.testing.assert_allclose(table["field_check"], table["field"], atol=1e-12)
 

@@ -122,7 +122,7 @@ POWER_UNIT_CHOICES = ("DBM", "Watt", "0", "1")
 
 
 def power_unit_argument(call: Call) -> str:
-    """``DBM|0`` -> "dBm", ``W|Watt|1`` -> "W" (instruments.md 2.2, 3.2, 4.1)."""
+    """``DBM|0`` -> "dBm", ``W|Watt|1`` -> "W" (docs/INSTRUMENTS.md 2.2, 3.2, 4.1)."""
     word = call.text().strip().upper()
     if word in ("DBM", "0", "+0"):
         return "dBm"

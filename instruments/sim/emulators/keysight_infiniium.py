@@ -1,6 +1,6 @@
 """Keysight Infiniium oscilloscope/digitizer emulator, enough for the unchanged qcodes ``KeysightInfiniium``.
 
-What that driver sends (qcodes/instrument_drivers/Keysight/Infiniium.py, instruments.md 7.1):
+What that driver sends (qcodes/instrument_drivers/Keysight/Infiniium.py, docs/INSTRUMENTS.md 7.1):
 ``*IDN?``; ``:SYSTem:HEADer OFF``; ``:WAVEFORM:FORMAT WORD``, ``:BYTEORDER LSBFirst``,
 ``:STREAMING ON``; ``:ACQ:BAND:TESTLIMITS?``, ``:ACQ:POIN:TESTLIMITS?``, ``:ACQ:SRAT:TESTLIMITS?``
 (``1,<numeric>min:max``), ``:ACQ:BAND?``/``AUTO``; per trace ``:WAV:SOUR CHAN<n>``, ``:WAV:PRE?``

@@ -1,4 +1,4 @@
-"""Keysight M8195A AWG emulator (its Soft Front Panel's SCPI, instruments.md 6.1).
+"""Keysight M8195A AWG emulator (its Soft Front Panel's SCPI, docs/INSTRUMENTS.md 6.1).
 
 Segments are int8 arrays per channel, defined with ``:TRAC<ch>:DEF`` and filled by
 ``:TRAC<ch>:DATA <id>,<offset>,<block>|<csv>`` in granularity-aligned pieces (-223 past the

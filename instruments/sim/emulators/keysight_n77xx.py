@@ -1,6 +1,6 @@
 """Keysight N77xx lightwave emulators: N7714A laser, N7762A attenuator, N7744A power meter.
 
-Command set: instruments.md 2.2 (SOURce), 4.1 (INPut/OUTPut), 3.2 (SENSe/READ/FETCh), conventions
+Command set: docs/INSTRUMENTS.md 2.2 (SOURce), 4.1 (INPut/OUTPut), 3.2 (SENSe/READ/FETCh), conventions
 1.2: replies in Keysight NR3 (``+1.55000000E-006``), booleans ``0|1``, units ``+0|+1``, the
 empty error queue ``+0,"No error"``, a 30-deep queue that ``*RST`` also empties. Each is wired to
 the bench: the laser port ``server_laser.port`` feeds the modulators, attenuator slot
@@ -49,10 +49,10 @@ def _limit_query(call: Call, value: float, low: float, high: float, default: flo
     return nr3(value)
 
 
-# --- N7714A laser (instruments.md 2.2) ----------------------------------------------------------
+# --- N7714A laser (docs/INSTRUMENTS.md 2.2) ----------------------------------------------------------
 
 class KeysightN7714AEmulator(_N77xx):
-    """Four tunable-laser ports ``SOUR<n>``; ``[:CHANnel1]`` may follow the port (instruments.md 2.2)."""
+    """Four tunable-laser ports ``SOUR<n>``; ``[:CHANnel1]`` may follow the port (docs/INSTRUMENTS.md 2.2)."""
 
     driver = f"{N77XX_DRIVERS}.KeysightN7714A"
     model = "N7714A"
@@ -164,7 +164,7 @@ class KeysightN7714AEmulator(_N77xx):
         tree.add(f"{src}:FREQuency[:CW][:FIXed]", set=set_frequency, query=get_frequency)
 
 
-# --- N7762A attenuator (instruments.md 4.1) -----------------------------------------------------
+# --- N7762A attenuator (docs/INSTRUMENTS.md 4.1) -----------------------------------------------------
 
 class KeysightN7762AEmulator(_N77xx):
     """Two attenuators addressed by either slot of their pair (1-2, 3-4)."""
@@ -319,7 +319,7 @@ class KeysightN7762AEmulator(_N77xx):
         tree.add("READ#[:CHANnel#][:SCALar]:POWer[:DC]", query=monitor)
 
 
-# --- N7744A power meter (instruments.md 3.2) ----------------------------------------------------
+# --- N7744A power meter (docs/INSTRUMENTS.md 3.2) ----------------------------------------------------
 
 class KeysightN7744AEmulator(_N77xx):
     """Four meter channels; readings in the display unit (dBm or W) with dark offset and noise."""

@@ -1,4 +1,4 @@
-"""Thorlabs MBX bias controller emulator: the serial protocol of instruments.md 5.1, line by line.
+"""Thorlabs MBX bias controller emulator: the serial protocol of docs/INSTRUMENTS.md 5.1, line by line.
 
 Setters are ``NODE:LEAF: <value>`` and answer ``1``; queries end in ``?``; refusals answer
 ``Err: <text>`` with the manual's texts; replies end in LF; only the exact short or long form of
@@ -31,7 +31,7 @@ VOA_ATTENUATION_LIMITS_DB = (1.0, 20.0)
 VOA_OUTPUT_LIMITS_MW = (0.01, 100.0)
 BIAS_OUTPUT_LIMIT_V = 10.0
 
-# ScpiError codes -> the MBX's "Err: <text>" replies (instruments.md 5.1)
+# ScpiError codes -> the MBX's "Err: <text>" replies (docs/INSTRUMENTS.md 5.1)
 ERROR_TEXTS = {
     -113: "Undefined header", -110: "Undefined header", -222: "Data out of range",
     -224: "Illegal parameter value", -104: "Data type error", -120: "Numeric data error",

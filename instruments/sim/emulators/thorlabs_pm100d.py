@@ -4,7 +4,7 @@ That driver (qcodes_contrib_drivers/drivers/Thorlabs/PM100D.py) sends, at connec
 ``STAT:OPER:PTR 512``, ``STAT:OPER:NTR 0``, ``STAT:OPER?``, ``AVER`` (its set_cmd has no value
 field: a bare header, answered -109 into a queue it never reads), ``CONF:POW``,
 ``ABOR;:STAT:OPER?``, ``INIT``, ``*IDN?``; and per power reading ``CONF:POW``,
-``ABOR;:STAT:OPER?``, ``INIT``, ``MEAS:POW`` then ``FETC?``. The tree follows instruments.md 3.1
+``ABOR;:STAT:OPER?``, ``INIT``, ``MEAS:POW`` then ``FETC?``. The tree follows docs/INSTRUMENTS.md 3.1
 (``[SENSe:]`` optional, ``SYST:ERR?`` -> ``+0,"No error"``). The head sits on the server's
 monitor tap, like the N7744A channel it replaces; readings are W (or dBm), with the head's dark
 offset and noise, scaled by the attenuation correction ``CORR``.
