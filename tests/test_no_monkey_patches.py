@@ -116,7 +116,8 @@ def test_the_check_flags_each_kind_of_patch(source):
 
 @pytest.mark.parametrize("source", [
     "class A:\n    def f(self):\n        self._x = 1\n",
-    "class A:\n    @classmethod\n    def make(cls):\n        a = cls.__new__(cls)\n        a._x = 1\n        return a\n",
+    "class A:\n    @classmethod\n    def make(cls):\n        a = cls.__new__(cls)\n        a._x = 1\n"
+    "        return a\n",
     "def f(parse):\n    parse.__name__ = 'number'\n",
     "from qcodes.station import Station\nStation.default = None\n",  # a class's public attribute, not a module
     "import pyvisa\ndef f(handle):\n    handle.timeout = 5\n",
