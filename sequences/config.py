@@ -218,7 +218,7 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
                r"MBX.*", "thorlabs_mbx"),
     DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
                "amplifier", "visa", 1, r".+", "scpi_amplifier"),
-    DriverSpec("keysight_infiniium", "qcodes.instrument_drivers.Keysight.KeysightInfiniium", "digitizer", "visa", 4,
+    DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
                r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium"),
 )}
 

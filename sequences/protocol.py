@@ -36,7 +36,6 @@ from qslab.analysis.verification import ServerDetector
 from qslab.calibration.homodyne import receiver_calibration
 from qslab.calibration.records import RecordStore
 from qslab.calibration.result import Estimate
-from qslab.instruments.drivers.upstream_fixes import widen_socket_reads
 from qslab.instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
 
 GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
@@ -357,7 +356,6 @@ class SecureLink:
         self.client_rx = station.receiver("client_receiver", calibration.client_receiver)
         self.server_rx = station.receiver("server_receiver", calibration.server_receiver)
         self.digitizer = station.driver(config.roles.client_receiver.digitizer)
-        widen_socket_reads(self.digitizer)  # traces of megabytes
         self.awg = self.iq.awg.awg
         self.client_awg = self.processor.awg.awg
         self.layers: list[Layer] = []

@@ -17,19 +17,20 @@ an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
 against the modulated light, or the monitor moved alone -> the bias loops re-locked and the leakage
 re-nulled (mu re-measured with it); the monitor and the LO moved alike -> the laser set back within its
 declared limit and mu re-measured. Clipping is cured inside the link (a wider digitizer range). Driver
-retries of queries (qslab.instruments.drivers._scpi) are watched through their log and reported. Everything
+retries of queries are reported through the drivers' retry observers (qslab.instruments.drivers.retry_events),
+not their log. Everything
 else (a refused command, an instrument that no longer answers, a receiver offset, a cure that does not
 cure, a batch failing BATCH_ATTEMPTS times) raises SessionStopped: what happened and what was tried.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from qslab.instruments.drivers import retry_events
 from qslab.instruments.drivers._scpi import ESR_POWER_ON, InstrumentError, InstrumentFault, QueryRetries, changed_settings
 from qslab.instruments.optical import LimitError
 from qslab.sequences.protocol import ProtocolError
@@ -43,7 +44,6 @@ LIMIT_SLACK_DB = 0.05           # a laser set-point this close above its limit i
 CURE_ROUNDS = 3                 # check-and-cure rounds after one batch before the session stops
 BATCH_ATTEMPTS = 3              # takes of one batch before the session stops
 READBACK_TOLERANCE = 1e-3       # relative: a read-back this close to what was set is the instrument's rounding
-SCPI_LOGGER = "qslab.instruments.drivers._scpi"
 
 
 class SessionStopped(RuntimeError):
@@ -147,31 +147,26 @@ class FaultReport:
         return [f"{instrument}: {action} x{count}" for (instrument, action), count in counts.items()] + lines
 
 
-class RetryWatch(logging.Handler):
-    """The drivers' retry warnings as report actions: the stack's own account of a transient fault.
-
-    Why the log: the retries happen inside the drivers (qslab.instruments.drivers._scpi), which report them
-    there and nowhere else. While installed, those warnings go to the report instead of stderr.
-    """
+class RetryWatch:
+    """The drivers' retries and reopened connections as report actions: the stack's own account of a
+    transient fault. Subscribed to the drivers' retry observers (retry_events) while installed."""
 
     def __init__(self, report: FaultReport):
-        super().__init__(logging.WARNING)
         self.report = report
 
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        if "retrying" in str(record.msg) and len(args) == 6:
-            name, command, what, number, attempts, _ = args
-            self.report.act("retried", str(name), f"{command!r}: {what} (attempt {number} of {attempts})")
-        elif "reopening" in str(record.msg) and len(args) == 2:
-            self.report.act("reconnected", str(args[0]), f"the connection to {args[1]} was closed: reopened")
+    def __call__(self, event: retry_events.RetryEvent) -> None:
+        if isinstance(event, retry_events.QueryRetried):
+            self.report.act("retried", event.instrument,
+                            f"{event.command!r}: {event.what} (attempt {event.attempt} of {event.attempts})")
+        elif isinstance(event, retry_events.ConnectionReopened):
+            self.report.act("reconnected", event.instrument, f"the connection to {event.address} was closed: reopened")
 
     def install(self) -> RetryWatch:
-        logging.getLogger(SCPI_LOGGER).addHandler(self)
+        retry_events.add_retry_observer(self)
         return self
 
     def remove(self) -> None:
-        logging.getLogger(SCPI_LOGGER).removeHandler(self)
+        retry_events.remove_retry_observer(self)
 
 
 def reset_evidence(driver) -> list[str]:
@@ -197,23 +192,15 @@ def power_on_bit(driver) -> bool:
     return False
 
 
-def reopen_visa(driver) -> None:
-    """Close and reopen a qcodes VisaInstrument's resource with the same settings (drops whatever is on the line)."""
-    import pyvisa
+def reconnect(driver) -> None:
+    """A fresh connection (drops whatever is on the line): the driver's own ``reconnect()``, or, for a qcodes
+    VisaInstrument without one (qcodes_contrib's PM100D), its resource reopened through qcodes' set_address."""
+    if hasattr(driver, "reconnect"):
+        driver.reconnect()
+    else:
+        from qslab.instruments.drivers.visa_connection import reopen
 
-    from qslab.instruments.drivers.upstream_fixes import widen_socket_reads
-
-    old = driver.visa_handle
-    settings = {"read_termination": old.read_termination, "write_termination": old.write_termination,
-                "timeout": old.timeout}
-    manager = old.visalib.resource_manager or pyvisa.ResourceManager(old.visalib)
-    name = old.resource_name
-    try:
-        old.close()
-    except Exception:  # noqa: BLE001 - a broken line may not close cleanly; it is replaced either way
-        pass
-    driver._visa_handle = manager.open_resource(name, **settings)
-    widen_socket_reads(driver)
+        reopen(driver)
 
 
 def _rounded(cached: Any, now: Any) -> bool:
@@ -319,7 +306,7 @@ class BatchGuard:
         for name, connection in self.station.connections.items():
             driver = connection.driver
             if name in str(error) and hasattr(driver, "visa_handle") and not isinstance(driver, QueryRetries):
-                reopen_visa(driver)
+                reconnect(driver)
                 self.report.act("reconnected", name, "connection reopened after the failure (its driver does not "
                                                      "retry)")
 

@@ -8,28 +8,33 @@ all commands, including the ones a user sends by hand.
 Retry policy (README "Retries"): a query (``ask``, a Parameter get, ``SYST:ERR?``) that gets no
 reply, loses its connection, or comes back unreadable is asked again, ``QUERY_ATTEMPTS`` times in
 all, pausing ``RETRY_BACKOFF_S`` and reopening the connection before each retry (which also drops
-any late or partial reply); every retry is logged at WARNING. After the last attempt one
+any late or partial reply); every retry is logged at WARNING and told to the retry observers
+(``retry_events``). After the last attempt one
 :class:`InstrumentFault` names the instrument, its address, the command and what happened, and
 nothing more is sent. Writes are never repeated: they change state, and a write that may or may
 not have arrived raises InstrumentFault at once. Why a whole Parameter get is retried, not just
 its ``ask``: qcodes applies the parser after ``ask_raw`` returns, so only the get can tell that
-a reply was garbled; asks and gets nested in a retried get run once and let it retry.
+a reply was garbled. ``RetriedGets`` therefore builds each Parameter with a callable ``get_cmd``
+(qcodes' own extension point) that asks and reads the reply inside the retries; asks and gets
+nested in a retried get run once and let it retry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
-import select
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pyvisa
 from qcodes.instrument import ChannelTuple, VisaInstrument
+from qcodes.parameters import Parameter, invert_val_mapping
+
+from qslab.instruments.drivers import visa_connection
+from qslab.instruments.drivers.retry_events import ConnectionReopened, QueryRetried, notify
+from qslab.instruments.drivers.visa_connection import socket_closed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,10 +52,11 @@ _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError)
 ESR_POWER_ON = 128
 
 
-def _with_context(args: tuple[Any, ...]) -> str:
+def _with_context(args: tuple[Any, ...], *, skip: str | None = None) -> str:
     # qcodes appends its context ("writing ... to ...", "getting ...") to an exception's args
     message, *context = args
-    return f"{message} ({'; '.join(map(str, context))})" if context else str(message)
+    context = [c for c in map(str, context) if skip is None or not c.startswith(skip)]
+    return f"{message} ({'; '.join(context)})" if context else str(message)
 
 
 class InstrumentError(RuntimeError):
@@ -88,7 +94,9 @@ class InstrumentFault(RuntimeError):
         super().__init__(f"{text} The instrument was left as is.")
 
     def __str__(self) -> str:
-        return _with_context(self.args)
+        # qcodes adds "getting <parameter>" when the retries of a get give up inside it: the fault names the
+        # command already (sets keep their "setting ..." context)
+        return _with_context(self.args, skip="getting ")
 
 
 class _Retryable(Exception):
@@ -144,15 +152,6 @@ def describe_unreadable(reply: str, error: BaseException) -> str:
     return f"reply {reply!r} cannot be read ({type(error).__name__}: {detail})"
 
 
-def socket_closed(sock: socket.socket) -> bool:
-    """True when the peer has closed the connection (a zero-byte peek); never blocks."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
-
-
 # --- retries -----------------------------------------------------------------------------------
 
 class QueryRetries:
@@ -160,8 +159,8 @@ class QueryRetries:
 
     The subclass implements ``_ask_once(cmd) -> str`` (raising ``_Retryable`` on a timeout or a lost
     connection, and setting ``_last_reply``), ``_recover(failure)`` (reconnect before a retry) and
-    ``fault_address``. Parameter gets of the instrument and of its submodules (channels) are wrapped
-    as they are added, so a reply their parser refuses is retried too.
+    ``fault_address``. Its Parameters and its channels' are built by ``RetriedGets`` (a reply their
+    parser refuses is retried too). Each retry is logged and told to ``retry_events`` observers.
     """
 
     _in_retry = False                               # a retry loop is running: nested calls run once
@@ -185,6 +184,10 @@ class QueryRetries:
         """``parser(ask(cmd))`` with the retries; a reply the parser refuses counts as garbled."""
         return self._with_retries(lambda: self._readable(lambda: parser(self._ask_once(cmd))))
 
+    def get_with_retries(self, get: Callable[[], T]) -> T:
+        """``get()`` (asks and reads their replies) with the retries; a reply it cannot read counts as garbled."""
+        return self._with_retries(lambda: self._readable(get))
+
     def _with_retries(self, attempt: Callable[[], T]) -> T:
         if self._in_retry:
             return attempt()
@@ -203,6 +206,8 @@ class QueryRetries:
                     pause_s = RETRY_BACKOFF_S[min(number, len(RETRY_BACKOFF_S)) - 1]
                     log.warning("%s: %r: %s (attempt %d of %d); retrying in %g s", self.name, failure.command,
                                 failure.what, number, QUERY_ATTEMPTS, pause_s)
+                    notify(QueryRetried(self.name, self.fault_address, failure.command, failure.what, number,
+                                        QUERY_ATTEMPTS, pause_s))
                     time.sleep(pause_s)
             raise InstrumentFault(self.name, self.fault_address, failure.command, failure.what,
                                   QUERY_ATTEMPTS) from failure
@@ -222,43 +227,55 @@ class QueryRetries:
             command, reply = self._last_reply
             raise _Retryable(command, describe_unreadable(reply, error)) from error
 
-    # -- wrapping the gets --------------------------------------------------------------------------
+
+class RetriedGets:
+    """Mix into a qcodes instrument or channel (before its qcodes base) whose root is a ``QueryRetries``:
+    every gettable Parameter it adds gets a callable ``get_cmd`` that asks (a ``str`` get_cmd) or runs the
+    given callable and reads the reply with the Parameter's ``get_parser`` and ``val_mapping`` inside the
+    root's retries. qcodes then converts the same reply again as usual (cheap, and it cannot fail twice).
+
+    Why not wrap ``parameter.get``: that rebinds a qcodes method on every instance; ``get_cmd`` is the
+    constructor argument qcodes offers for a custom get. Parameters built directly (not via
+    ``add_parameter``) and the ``timeout`` parameter (no instrument I/O) are left as qcodes builds them.
+    """
+
     def add_parameter(self, name: str, parameter_class: Any = None, **kwargs: Any) -> Any:
-        parameter = super().add_parameter(name, parameter_class, **kwargs)
-        self._retry_gets_of_parameter(parameter)
-        return parameter
+        get_cmd = kwargs.get("get_cmd")
+        if get_cmd is not None and get_cmd is not False and name != "timeout" and parameter_class in (None, Parameter):
+            kwargs["get_cmd"] = self._retried_get(get_cmd, kwargs.get("get_parser"), kwargs.get("val_mapping"))
+        return super().add_parameter(name, parameter_class, **kwargs)
 
-    def add_submodule(self, name: str, submodule: Any) -> Any:
-        added = super().add_submodule(name, submodule)
-        self._retry_gets_of_module(submodule)
-        return added
+    def _retried_get(self, get_cmd: str | Callable[[], Any], get_parser: Callable[[Any], Any] | None,
+                     val_mapping: Any) -> Callable[[], Any]:
+        read = (lambda: self.ask(get_cmd)) if isinstance(get_cmd, str) else get_cmd
+        check = _reply_check(get_parser, val_mapping)
 
-    def _retry_gets_of_module(self, module: Any) -> None:
-        if isinstance(module, ChannelTuple):
-            for channel in module:
-                self._retry_gets_of_module(channel)
-            return
-        for parameter in getattr(module, "parameters", {}).values():
-            self._retry_gets_of_parameter(parameter)
-        for submodule in getattr(module, "submodules", {}).values():
-            self._retry_gets_of_module(submodule)
+        def get() -> Any:
+            return self.root_instrument.get_with_retries(lambda: check(read()))
 
-    def _retry_gets_of_parameter(self, parameter: Any) -> None:
-        get = getattr(parameter, "get", None)
-        if (not getattr(parameter, "gettable", False) or get is None or parameter.name == "timeout"
-                or getattr(get, "retries_queries", False)):
-            return
+        return get
 
-        def get_with_retries(*args: Any, **kwargs: Any) -> Any:
-            return self._with_retries(lambda: self._readable(lambda: get(*args, **kwargs)))
 
-        get_with_retries.retries_queries = True
-        parameter.get = get_with_retries
+def _reply_check(get_parser: Callable[[Any], Any] | None, val_mapping: Any) -> Callable[[Any], Any]:
+    """The reply unchanged if qcodes can convert it as it will (``get_parser``, then the inverted
+    ``val_mapping``, a miss raising KeyError as qcodes does); scale and offset cannot refuse a number."""
+    inverse = invert_val_mapping(val_mapping) if val_mapping is not None else None
+
+    def check(reply: Any) -> Any:
+        value = get_parser(reply) if get_parser is not None else reply
+        if inverse is not None and value not in inverse:
+            try:
+                inverse[int(value)]
+            except (ValueError, KeyError):
+                raise KeyError(f"'{value}' not in val_mapping") from None
+        return reply
+
+    return check
 
 
 # --- VISA SCPI instruments ---------------------------------------------------------------------
 
-class ScpiErrorCheckingInstrument(QueryRetries, VisaInstrument):
+class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
     """A VisaInstrument that reads the error queue after every write and raises on an error, and
     retries idempotent queries (module docstring).
 
@@ -439,39 +456,26 @@ class ScpiErrorCheckingInstrument(QueryRetries, VisaInstrument):
                                   "effect", 1, repeatable=False)
 
     def _dropped(self) -> bool:
-        sock = _visa_socket(self.visa_handle)
+        sock = visa_connection.visa_socket(self.visa_handle)
         return sock is not None and socket_closed(sock)
 
     def _reconnect_if_dropped(self) -> None:
         if self._dropped():
             self._connection_lost()
             log.warning("%s: the connection to %s was closed; reopening it", self.name, self.fault_address)
+            notify(ConnectionReopened(self.name, self.fault_address))
             self._reconnect()
 
+    def reconnect(self) -> None:
+        """Close and reopen the VISA resource (same address, terminations and timeout): also drops any late,
+        partial or junk reply still on its way. Settings on the instrument are untouched."""
+        visa_connection.reopen(self)
+
     def _reconnect(self) -> None:
-        """Close and reopen the VISA resource (same address, terminations and timeout): also drops
-        any late, partial or junk reply still on its way."""
-        old = self.visa_handle
-        settings = {"read_termination": old.read_termination, "write_termination": old.write_termination,
-                    "timeout": old.timeout}
-        manager = old.visalib.resource_manager or pyvisa.ResourceManager(old.visalib)
-        name = old.resource_name
-        with contextlib.suppress(Exception):
-            old.close()
         try:
-            self._visa_handle = manager.open_resource(name, **settings)
+            self.reconnect()
         except Exception as error:  # noqa: BLE001 - the next attempt reports it
             raise _Retryable("", f"cannot reopen the connection ({_describe(error)})", reconnect=True) from error
-
-
-def _visa_socket(handle: Any) -> socket.socket | None:
-    """The TCP socket under a pyvisa-py resource (None for other backends and interfaces)."""
-    try:
-        session = handle.visalib.sessions[handle.session]
-    except Exception:  # noqa: BLE001 - not pyvisa-py, or closed
-        return None
-    sock = getattr(session, "interface", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def _describe(error: BaseException) -> str:

@@ -19,8 +19,8 @@ import numpy as np
 from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Enum, Ints, Numbers
 
-from qslab.instruments.drivers._scpi import (InstrumentError, ScpiErrorCheckingInstrument, block_unit, parse_bool,
-                                      parse_int)
+from qslab.instruments.drivers._scpi import (InstrumentError, RetriedGets, ScpiErrorCheckingInstrument, block_unit,
+                                             parse_bool, parse_int)
 
 __all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]
 
@@ -74,7 +74,7 @@ def as_int8_samples(samples: Any) -> np.ndarray:
     return array.astype(np.int8)
 
 
-class M8195AChannel(InstrumentChannel):
+class M8195AChannel(RetriedGets, InstrumentChannel):
     """One output channel: amplitude, offset, output, function mode and its waveform segments."""
 
     def __init__(self, parent: KeysightM8195A, name: str, channel: int):

@@ -23,7 +23,8 @@ from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Multiples, Numbers
 
 from qslab.analysis.units import dbm_to_w, w_to_dbm
-from qslab.instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_int
+from qslab.instruments.drivers._scpi import (InstrumentError, RetriedGets, ScpiErrorCheckingInstrument, parse_bool,
+                                             parse_int)
 
 __all__ = [
     "InstrumentError",
@@ -126,7 +127,7 @@ class _PowerInUnit:
 # --- lasers (docs/INSTRUMENTS.md 2.2) ------------------------------------------------------------
 
 
-class N771xALaserPort(InstrumentChannel):
+class N771xALaserPort(RetriedGets, InstrumentChannel):
     """One laser port ``SOUR<n>``: output, wavelength (Auto mode), power in dBm or W."""
 
     def __init__(self, parent: _N77xxBase, name: str, port: int):
@@ -144,7 +145,6 @@ class N771xALaserPort(InstrumentChannel):
         self.power_unit = self.add_parameter(
             "power_unit", label="power unit", get_cmd=f"{src}:POW:UNIT?",
             set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
-        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         unit = self.power_unit.get()
         low, high = parent.query_limits(f"{src}:POW?")  # in the instrument's current unit
         power = _PowerInUnit(self, "power", f"{src}:POW", self.power_unit,
@@ -184,7 +184,7 @@ class KeysightN7714A(_N771xA):
 # --- attenuators (docs/INSTRUMENTS.md 4.1) --------------------------------------------------------
 
 
-class N776xAAttenuatorChannel(InstrumentChannel):
+class N776xAAttenuatorChannel(RetriedGets, InstrumentChannel):
     """One attenuator, addressed by the first slot of its slot pair (docs/INSTRUMENTS.md 4.1)."""
 
     # Power-control setpoint: no MIN/MAX form is documented. The loop regulates on the built-in
@@ -215,7 +215,6 @@ class N776xAAttenuatorChannel(InstrumentChannel):
         self.power_unit = self.add_parameter(
             "power_unit", label="power unit", get_cmd=f"{outp}:POW:UN?",
             set_cmd=f"{outp}:POW:UN {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
-        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         self.power_unit.get()
         setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit,
                                 self.power_setpoint_limits_dbm, "output power setpoint")
@@ -254,7 +253,7 @@ class KeysightN7764A(_N776xA):
 # --- power meters (docs/INSTRUMENTS.md 3.2) -------------------------------------------------------
 
 
-class N774xAPowerMeterChannel(InstrumentChannel):
+class N774xAPowerMeterChannel(RetriedGets, InstrumentChannel):
     """One meter channel ``SENS<n>``; readings are returned in W whatever the display unit."""
 
     # Wavelength 1250-1625 nm and averaging time 1 us - 10 s: N7744A data (secondary source,
@@ -296,7 +295,6 @@ class N774xAPowerMeterChannel(InstrumentChannel):
         self.fetch_power_w = self.add_parameter(
             "fetch_power_w", label="power (last reading)", unit="W",
             get_cmd=lambda: self._power_w(f"FETC{slot}:POW?"), set_cmd=False)
-        parent._retry_gets_of_parameter(self.power_unit)  # queried before add_submodule wraps the channel's gets
         self.power_unit.get()
 
     def read_powers_w(self, count: int) -> list[float]:

@@ -24,14 +24,16 @@ repeated. Stale bytes need no reconnect: every exchange starts by emptying the i
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import serial
+from serial.urlhandler import protocol_socket
 from qcodes.instrument import Instrument, InstrumentChannel
 from qcodes.validators import Bool, Numbers
 
-from qslab.instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, _Retryable, parse_bool,
-                                       parse_int, socket_closed)
+from qslab.instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, RetriedGets, _Retryable,
+                                             parse_bool, parse_int, socket_closed)
 
 __all__ = ["InstrumentError", "InstrumentFault", "ThorlabsMBX"]
 
@@ -62,7 +64,7 @@ def _mw_to_w(reply: str) -> float:
     return float(reply) * 1e-3
 
 
-class MBXModulatorBias(InstrumentChannel):
+class MBXModulatorBias(RetriedGets, InstrumentChannel):
     """The MZM bias loop: mode, set-points, lock state and the measured bias."""
 
     def __init__(self, parent: ThorlabsMBX, name: str):
@@ -100,7 +102,7 @@ class MBXModulatorBias(InstrumentChannel):
         self.write("MZM:RESET")
 
 
-class MBXAttenuator(InstrumentChannel):
+class MBXAttenuator(RetriedGets, InstrumentChannel):
     """The built-in VOA: on/off, constant-attenuation or constant-power mode, set-points, readings."""
 
     def __init__(self, parent: ThorlabsMBX, name: str):
@@ -132,7 +134,7 @@ class MBXAttenuator(InstrumentChannel):
             get_parser=_mw_to_w, set_cmd=False)
 
 
-class ThorlabsMBX(QueryRetries, Instrument):
+class ThorlabsMBX(RetriedGets, QueryRetries, Instrument):
     """Thorlabs MBX: ``mbx.mzm`` (bias loop) and ``mbx.voa`` (attenuator)."""
 
     default_baudrate = 115200
@@ -180,19 +182,21 @@ class ThorlabsMBX(QueryRetries, Instrument):
         if failure.reconnect:
             self._reconnect()
 
-    def _reconnect(self) -> None:
+    def reconnect(self) -> None:
         """Close and reopen the port (pyserial keeps its URL and settings)."""
         self.log.warning(f"reopening {self.address}")
+        self._port.close()
+        self._port.open()
+
+    def _reconnect(self) -> None:
         try:
-            self._port.close()
-            self._port.open()
+            self.reconnect()
         except (serial.SerialException, OSError, AttributeError) as error:
             raise _Retryable("", f"cannot reopen the port ({_describe(error)})", reconnect=True) from error
 
     def _reconnect_if_dropped(self) -> None:
         """A socket:// port whose peer closed it is reopened before anything is sent."""
-        sock = getattr(self._port, "_socket", None)
-        if sock is not None and socket_closed(sock):
+        if _socket_port_closed(self._port):
             self._reconnect()
 
     def close(self) -> None:
@@ -228,6 +232,19 @@ class ThorlabsMBX(QueryRetries, Instrument):
                     return line.decode("ascii", errors="replace").strip()
                 continue
             line += byte
+
+
+def _socket_port_closed(port: Any) -> bool:
+    """True when ``port`` is pyserial's ``socket://`` port and its peer closed the connection. Read on a
+    duplicate of the port's descriptor (``fileno()``): pyserial keeps its socket private."""
+    if not isinstance(port, protocol_socket.Serial) or not port.is_open:
+        return False
+    try:
+        sock = socket.fromfd(port.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, serial.SerialException):
+        return True
+    with sock:
+        return socket_closed(sock)
 
 
 def _describe(error: BaseException) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from qslab.analysis import dsp
 from qslab.analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
-from qslab.instruments.drivers.upstream_fixes import digitize_and_read, infiniium_trace_fix, read_trace_block
+from qslab.instruments.drivers.keysight_infiniium import digitize_and_read, read_trace_block
 from qslab.instruments.optical.limits import Limit
 
 
@@ -109,8 +109,7 @@ class DigitizerHomodyneReceiver:
             raise RuntimeError(f"{self.name}: no digitizer channel")
         samples = read_trace_block(self.channel)
         if samples is None:  # not the Infiniium driver's channel: read as it reads
-            with infiniium_trace_fix():
-                samples = self.channel.trace()
+            samples = self.channel.trace()
         return np.asarray(samples, dtype=float)
 
     def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float, offset_v: float = 0.0) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_serve_prints_the_instruments_then_serves_until_signalled(tmp_path, stop
         assert instruments["laser"] == {"address": f"TCPIP::127.0.0.1::{port}::SOCKET",
                                         "driver": "qslab.instruments.drivers.keysight_n77xx.KeysightN7714A"}
         assert instruments["bias_iq"]["address"].startswith("socket://127.0.0.1:")
-        assert instruments["digitizer"]["driver"] == "qcodes.instrument_drivers.Keysight.KeysightInfiniium"
+        assert instruments["digitizer"]["driver"] == "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium"
         manager = pyvisa.ResourceManager("@py")
         laser = manager.open_resource(instruments["laser"]["address"], read_termination="\n", write_termination="\n")
         assert laser.query("*IDN?").startswith("Keysight Technologies,N7714A,")

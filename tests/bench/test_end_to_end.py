@@ -210,7 +210,7 @@ def _random_drive(bench: Bench, n_symbols: int, rng: np.random.Generator, vpp: f
     return np.repeat(codes, sps, axis=1)
 
 
-def test_waveform_upload_capture_and_symbol_recovery(bench, connect, infiniium_trace_fix):
+def test_waveform_upload_capture_and_symbol_recovery(bench, connect):
     laser, attenuator, _ = _light_on(connect, attenuation_db=15.0, iq_mode="null")
     awg, amplifier, scope = connect("awg"), connect("amplifier"), connect("digitizer", silence_pyvisapy_warning=True)
     amplifier.gain_db(10 * np.log10(1.3))
@@ -281,7 +281,7 @@ def test_waveform_upload_capture_and_symbol_recovery(bench, connect, infiniium_t
     assert np.corrcoef(y, chosen)[0, 1] > 0.95
 
 
-def test_laser_off_gives_electronic_noise_only(bench, connect, infiniium_trace_fix):
+def test_laser_off_gives_electronic_noise_only(bench, connect):
     scope = connect("digitizer", silence_pyvisapy_warning=True)
     scope.ch1.range(0.05)
     trace = scope.ch1.trace()

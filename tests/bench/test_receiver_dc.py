@@ -19,7 +19,7 @@ def _dc_closed_form(params, name: str, laser_dbm: float) -> float:
 
 
 @pytest.mark.parametrize("laser_dbm", [None, 6.0, 12.0])
-def test_the_rendered_dc_level_is_the_closed_form(bench, connect, infiniium_trace_fix, laser_dbm):
+def test_the_rendered_dc_level_is_the_closed_form(bench, connect, laser_dbm):
     laser, scope = connect("laser"), connect("digitizer", silence_pyvisapy_warning=True)
     if laser_dbm is not None:
         laser.port1.power_dbm(laser_dbm)

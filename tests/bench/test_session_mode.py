@@ -149,7 +149,7 @@ def _played_angles(lab: Lab, played, images: int) -> tuple[np.ndarray, np.ndarra
     return theta.reshape(images, BINS), phi.reshape(images, BINS)
 
 
-def test_one_acquisition_is_the_layer_for_every_image(lab, infiniium_trace_fix):
+def test_one_acquisition_is_the_layer_for_every_image(lab):
     data, played = _run(lab)
     (_, _, (bs_vpp, ph_vpp)), c = played, lab.params.client_processor
     server_rows = sum(1 for code in GATE.values() if abs(code) > 32)

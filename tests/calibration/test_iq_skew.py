@@ -62,12 +62,9 @@ def links(tmp_path_factory):
 
         link = pilots()
         skew, errors = link.iq_skew_s(), {"on": _played_error(station, link)}
-        measure = protocol.iq_skew
-        protocol.iq_skew = lambda *a: Estimate(0.0, 0.0)  # the server neither measures nor compensates it
-        try:
+        with pytest.MonkeyPatch.context() as patch:  # the server neither measures nor compensates it
+            patch.setattr(protocol, "iq_skew", lambda *a: Estimate(0.0, 0.0))
             errors["off"] = _played_error(station, pilots())
-        finally:
-            protocol.iq_skew = measure
     Instrument.close_all()
     return skew, errors
 

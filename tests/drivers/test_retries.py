@@ -41,10 +41,13 @@ class FlakyInstrument:
 
     ``script[message]``: behaviours used once each, in order (a reply string, SILENT, or Drop);
     then ``defaults[message]`` (a reply, or SILENT when missing). ``sent`` lists (connection, message).
+    ``answer(message, behaviour)``, when given, may replace each behaviour before it is played.
     """
 
-    def __init__(self, defaults: dict[str, str], script: dict[str, list] | None = None):
+    def __init__(self, defaults: dict[str, str], script: dict[str, list] | None = None,
+                 answer: Callable[[str, object], object] | None = None):
         self.defaults = defaults
+        self.answer = answer
         self.script = {key: list(value) for key, value in (script or {}).items()}
         self.sent: list[tuple[int, str]] = []
         self.connections = 0
@@ -62,9 +65,8 @@ class FlakyInstrument:
     def _behaviour(self, message: str):
         with self._lock:
             queued = self.script.get(message)
-            if queued:
-                return queued.pop(0)
-            return self.defaults.get(message, SILENT)
+            behaviour = queued.pop(0) if queued else self.defaults.get(message, SILENT)
+        return behaviour if self.answer is None else self.answer(message, behaviour)
 
     def _accept(self) -> None:
         while True:
@@ -338,15 +340,12 @@ def test_mbx_set_without_a_reply_is_not_repeated(flaky):
 
 def _junk_server(defaults: dict[str, str]) -> tuple[FlakyInstrument, Callable[[bytes], None]]:
     """A server whose every reply is the current junk, once the driver has connected."""
-    server = FlakyInstrument(defaults)
     junk = {"reply": None}
-    behaviour = server._behaviour
 
-    def answer(message: str):
-        normal = behaviour(message)
+    def answer(message: str, normal):
         return normal if junk["reply"] is None or normal is SILENT else junk["reply"]
 
-    server._behaviour = answer
+    server = FlakyInstrument(defaults, answer=answer)
 
     def set_junk(reply: bytes) -> None:
         junk["reply"] = reply + b"\n"

@@ -44,7 +44,7 @@ def _short(choice: str) -> str:
 
 
 class KeysightInfiniiumEmulator(ScpiEmulator):
-    driver = "qcodes.instrument_drivers.Keysight.KeysightInfiniium"
+    driver = "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium"
     idn = "KEYSIGHT TECHNOLOGIES,DSOS804A,MY00000001,11.50.00000"
 
     def reset(self) -> None:

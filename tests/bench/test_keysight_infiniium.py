@@ -1,0 +1,70 @@
+"""Our KeysightInfiniium subclass on the bench's Infiniium: traces, the two-message capture, reconnect, and the
+gate of the upstream trace workaround (qcodes_trace_needs_fix: below QCODES_TRACE_FIXED_IN, the first release
+after microsoft/Qcodes#8206)."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from qcodes.instrument_drivers.Keysight import KeysightInfiniium as UpstreamInfiniium
+from qcodes.instrument_drivers.Keysight.Infiniium import DSOTraceParam
+
+from qslab.instruments.drivers.keysight_infiniium import (BlockTrace, KeysightInfiniium, qcodes_trace_needs_fix,
+                                                        read_trace_block)
+
+
+@pytest.mark.parametrize(("version", "needs_fix"), [("0.53.0", True), ("0.58.0", True), ("0.58.3", True),
+                                                    ("0.59.0.dev12", True), ("0.59.0", False), ("1.0.0", False)])
+def test_the_workaround_applies_below_the_fixed_release_only(version, needs_fix):
+    assert qcodes_trace_needs_fix(version) is needs_fix
+
+
+def test_the_gate_matches_the_installed_qcodes_source():
+    """The gate says what the installed qcodes does: its trace passes the broken container exactly when the gate
+    says it needs the fix (fails if qcodes released a version still broken, or the gate outlives the bug)."""
+    broken = "container=npt.NDArray" in inspect.getsource(DSOTraceParam.get_raw)
+    assert broken is qcodes_trace_needs_fix()
+
+
+def test_our_trace_reads_on_the_installed_qcodes(connect):
+    ours = connect("digitizer")
+    assert isinstance(ours.ch1.trace, BlockTrace) is qcodes_trace_needs_fix()
+    ours.auto_digitize(False)
+    ours.digitize()
+    trace_v = ours.ch1.trace()
+    assert trace_v.shape == (ours.acquire_points(),) and np.all(np.isfinite(trace_v))
+    np.testing.assert_array_equal(read_trace_block(ours.ch1), trace_v)
+
+
+def test_upstream_trace_fails_exactly_where_the_gate_applies(bench):
+    address = bench.instruments["digitizer"].address
+    upstream = UpstreamInfiniium("upstream_scope", address, visalib="@py", silence_pyvisapy_warning=True)
+    upstream.auto_digitize(False)
+    upstream.digitize()
+    if qcodes_trace_needs_fix():
+        with pytest.raises(Exception):  # noqa: B017 - whatever pyvisa raises building npt.NDArray(<samples>)
+            upstream.ch1.trace()
+    else:
+        assert upstream.ch1.trace().size == upstream.acquire_points()
+    assert read_trace_block(upstream.ch1) is None  # not our driver: the receiver takes qcodes' own path
+
+
+def test_capture_in_two_messages_updates_the_caches(connect):
+    scope: KeysightInfiniium = connect("digitizer")
+    samples_v = scope.digitize_and_read_v(scope.ch2, 4096, 2e9, 0.4, 0.01)
+    assert samples_v.shape == (4096,)
+    assert scope.acquire_points.cache.get(get_if_invalid=False) == 4096
+    assert scope.ch2.range.cache.get(get_if_invalid=False) == 0.4
+    assert scope.ch2.offset.cache.get(get_if_invalid=False) == 0.01
+    np.testing.assert_array_equal(scope.read_trace_v(scope.ch2), samples_v)
+
+
+def test_reconnect_is_public_and_the_scope_answers_after_it(connect):
+    scope: KeysightInfiniium = connect("digitizer")
+    before, timeout_ms = scope.visa_handle, scope.visa_handle.timeout
+    scope.reconnect()
+    assert scope.visa_handle is not before
+    assert scope.visa_handle.timeout == timeout_ms
+    assert scope.acquire_points() > 0
