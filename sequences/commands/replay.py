@@ -1,9 +1,11 @@
 """Recompute a lab session's results from its HDF5 file alone, through the same analysis code as the live session.
 
 Without options the numbers equal the live session's exactly (same JSON keys). --calibration ID
-takes mu, G, the server detector or the honest transmittance from another calibration record (by
-its kind: photons, amplifier, homodyne of the server receiver, channel) and --failure-probability
-or --untrusted-detector change the bound; the result then says what changed ("changes").
+takes what another calibration record measured (by its kind: photons -> mu; amplifier -> G and its
+noise figure; homodyne of the server receiver -> the server detector; channel -> the honest link,
+T with the pilots' sqrt(eta_s T) and eps) in place of the session's values (MeasuredValues), and
+--failure-probability or --untrusted-detector change the bound; the result then says what changed
+("changes").
 """
 
 from __future__ import annotations
