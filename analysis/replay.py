@@ -8,12 +8,13 @@ probability, trusted or untrusted detector) the new results are reported with wh
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from qslab.analysis import mnist, recording
+from qslab.analysis.estimate import Estimate
+from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import session_results
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
@@ -53,30 +54,33 @@ class Recorded:
                 for layer in self.samples if layer]
 
 
-def results_from_recorded(recorded: Recorded, settings: dict, measured: dict, shapes, *,
+def results_from_recorded(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, *,
                           failure_probability: float | None = None, trusted: bool = True) -> dict:
     """qslab.analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here)."""
     return session_results(
         labels=np.concatenate(recorded.labels), layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
         last_quadratures_snu=np.concatenate(recorded.quadratures[-1]),
         layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
-        verification_samples=recorded.pooled_samples(), calibration=measured, modes=shapes[0].modes,
+        verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
         rows=[shape.rows for shape in shapes],
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted)
 
 
-def replay(path, measured_override: dict | None = None, failure_probability: float | None = None,
+def replay(path, measured_override: dict[str, Estimate | None] | None = None, failure_probability: float | None = None,
            trusted: bool = True) -> dict:
-    """The results of a session file; `changes` lists what differs from the results the session recorded."""
+    """The results of a session file; `changes` lists what differs from the results the session recorded.
+
+    ``measured_override``: MeasuredValues field -> Estimate (None: not measured) replacing the recorded one.
+    """
     with recording.SessionFile.open(path) as session:
         settings, recorded_measured = replay_inputs(session)
         recorded = Recorded.from_file(session)
         shapes = session.layers
-        measured = {**recorded_measured, **(measured_override or {})}
         live = session.results or {}
         status = session.status
     try:
+        measured = replace(recorded_measured, **(measured_override or {}))
         results = results_from_recorded(recorded, settings, measured, shapes,
                                         failure_probability=failure_probability, trusted=trusted)
     except ValueError as error:  # a value the analysis refuses (mu < 0, efficiency > 1, ...): name the file
@@ -87,12 +91,11 @@ def replay(path, measured_override: dict | None = None, failure_probability: flo
     return results
 
 
-# what the analysis reads from /meta (sequences/session.py writes it): settings key -> integer?, measured keys
+# what the analysis reads from /meta (sequences/session.py writes it): settings key -> integer?
 _SETTINGS = {"failure_probability": False, "false_alarm": False, "exact_leakage_images": True}
-_MEASURED = ("mu_photons", "gain", "server_efficiency", "server_electronic_noise_snu")
 
 
-def replay_inputs(session: recording.SessionFile) -> tuple[dict, dict]:
+def replay_inputs(session: recording.SessionFile) -> tuple[dict, MeasuredValues]:
     """The settings and calibrated values a replay needs, checked: RecordingError naming the file and the entry."""
     path = session.path
     if session.images_written == 0:
@@ -110,15 +113,7 @@ def replay_inputs(session: recording.SessionFile) -> tuple[dict, dict]:
     if not isinstance(measured, dict):
         raise recording.RecordingError(f"{path}: /meta/calibrations_json has no object 'measured' (the calibrated "
                                        "values the session used)")
-    needed = list(_MEASURED) + ([] if "amplitude_transmittance" in measured else ["transmittance"])
-    for key in needed + [k for k in ("amplitude_transmittance", "excess_noise_snu") if k in measured]:
-        entry = measured.get(key)
-        numbers = [entry.get(name, 0.0) for name in ("value", "uncertainty")] if isinstance(entry, dict) else []
-        if (not numbers or "value" not in entry
-                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)
-                           for n in numbers)
-                or numbers[1] < 0 or (key == "gain" and numbers[0] < 1.0)):
-            raise recording.RecordingError(
-                f"{path}: /meta/calibrations_json measured.{key} is {entry!r}, expected {{\"value\": a finite number"
-                f"{' >= 1' if key == 'gain' else ''}, \"uncertainty\": a finite number >= 0}}")
-    return settings, measured
+    try:
+        return settings, MeasuredValues.from_json(measured)
+    except ValueError as error:
+        raise recording.RecordingError(f"{path}: /meta/calibrations_json {error}") from None

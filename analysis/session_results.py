@@ -2,7 +2,8 @@
 
 Inputs are exactly what the session file holds (analysis/recording.py): the client's quadratures
 per layer, the server's verification samples, the images, and the calibrated values the session
-used (mu, G and the server detector, each with its uncertainty). So a replay of an unchanged file
+used (qslab.analysis.measured_values.MeasuredValues: mu, G, the server detector and the honest link,
+each with its one-sigma uncertainty). So a replay of an unchanged file
 gives the live numbers bit for bit, and a replay with another calibration changes only what
 depends on it.
 
@@ -19,8 +20,9 @@ import numpy as np
 from qslab.analysis import data_leakage, verification
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
+from qslab.analysis.measured_values import MeasuredValues
 
-CONFIDENCE_SIGMAS = 3.0
+CONFIDENCE_SIGMAS = 3.0  # coverage factor k of every conservative limit value +- k sigma
 
 
 def hidden_vectors(layer1_quadratures_snu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,45 +39,29 @@ def predictions(last_layer_quadratures_snu: np.ndarray, unusable: np.ndarray) ->
     return guess
 
 
-def _estimate(calibration: dict, key: str) -> tuple[float, float]:
-    entry = calibration[key]
-    return float(entry["value"]), float(entry.get("uncertainty", 0.0))
-
-
-def server_detector(calibration: dict, trusted: bool = True) -> verification.ServerDetector:
-    eta, eta_u = _estimate(calibration, "server_efficiency")
-    v_el, v_el_u = _estimate(calibration, "server_electronic_noise_snu")
-    return verification.ServerDetector(efficiency=eta, electronic_noise_snu=v_el, trusted=trusted,
-                                       efficiency_uncertainty=min(CONFIDENCE_SIGMAS * eta_u, 0.99 * eta),
-                                       electronic_noise_uncertainty_snu=CONFIDENCE_SIGMAS * v_el_u)
-
-
-def honest_hypothesis(calibration: dict, gain: float, modes: int, detector: verification.ServerDetector):
-    """What an honest client returns, and the detector the accept/abort test assumes.
+def honest_hypothesis(measured: MeasuredValues, modes: int, detector: verification.ServerDetector, k: float):
+    """What an honest client returns, and the detector the accept/abort test assumes; k: the coverage factor.
 
     With the pilots' amplitude sqrt(eta_s T) (channel record, measured on this very detector) the test
     compares detector-scale amplitudes, so the detector's calibration uncertainty must not widen it a
-    second time: the tester has none, and T_honest = (a - 3 sigma)^2 / eta_s. Without it (older
-    files), T at its lower 3-sigma limit and the detector with its uncertainties.
+    second time: the tester has none, and T_honest = (a - k sigma)^2 / eta_s. Without it (older
+    files), T at its lower k-sigma limit and the detector with its uncertainties.
     """
-    if "amplitude_transmittance" in calibration:
-        amplitude, amplitude_u = _estimate(calibration, "amplitude_transmittance")
+    if measured.amplitude_transmittance is not None:
         tester = verification.ServerDetector(detector.efficiency, detector.electronic_noise_snu, detector.trusted)
         eta = detector.efficiency if detector.trusted else 1.0
-        transmittance = max(amplitude - CONFIDENCE_SIGMAS * amplitude_u, 0.0) ** 2 / eta
+        transmittance = max(measured.amplitude_transmittance.lower(k), 0.0) ** 2 / eta
     else:
-        value, uncertainty = _estimate(calibration, "transmittance")
-        tester, transmittance = detector, value - CONFIDENCE_SIGMAS * uncertainty
-    honest = verification.ChannelHypothesis.honest(gain, modes, transmittance)
-    if "excess_noise_snu" in calibration:  # the honest link's technical noise, measured on the pilots
-        eps, eps_u = _estimate(calibration, "excess_noise_snu")
-        honest = verification.ChannelHypothesis(honest.transmittance, max(eps + CONFIDENCE_SIGMAS * eps_u,
+        tester, transmittance = detector, measured.transmittance.lower(k)
+    honest = verification.ChannelHypothesis.honest(measured.gain.value, modes, transmittance)
+    if measured.excess_noise_snu is not None:  # the honest link's technical noise, measured on the pilots
+        honest = verification.ChannelHypothesis(honest.transmittance, max(measured.excess_noise_snu.upper(k),
                                                                           honest.excess_noise_snu),
                                                 honest.excess_noise_spread_snu2)
     return honest, tester
 
 
-def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dict, modes: int, *,
+def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues, modes: int, *,
                   failure_probability: float, false_alarm: float, trusted: bool = True) -> dict | None:
     """The server's decision and bound on all verified samples pooled (None when no row was verified)."""
     sent = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s, _ in samples]) if samples else np.empty(0)
@@ -83,13 +69,11 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], calibration: dic
                 if samples else np.empty(0))
     if sent.size < 2:
         return None
-    mu, mu_u = _estimate(calibration, "mu_photons")
-    gain, _ = _estimate(calibration, "gain")
-    detector = server_detector(calibration, trusted)
-    honest, tester = honest_hypothesis(calibration, gain, modes, detector)
-    result = verification.verify(sent, returned, mu, honest, detector, failure_probability=failure_probability,
-                                 false_alarm=false_alarm, mu_upper_photons=mu + CONFIDENCE_SIGMAS * mu_u,
-                                 test_detector=tester)
+    detector = measured.server_detector(CONFIDENCE_SIGMAS, trusted)
+    honest, tester = honest_hypothesis(measured, modes, detector, CONFIDENCE_SIGMAS)
+    result = verification.verify(sent, returned, measured.mu_photons.value, honest, detector,
+                                 failure_probability=failure_probability, false_alarm=false_alarm,
+                                 mu_upper_photons=measured.mu_photons.upper(CONFIDENCE_SIGMAS), test_detector=tester)
     return result.to_dict()
 
 
@@ -117,26 +101,24 @@ def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.n
 
 
 def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
-                    verification_samples: list[tuple[np.ndarray, np.ndarray]], calibration: dict,
+                    verification_samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues,
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                     exact_leakage_images: int, trusted: bool = True) -> dict:
     """Accuracy, verification and every leakage figure of one session (see the module docstring)."""
     labels = np.asarray(labels)
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
-    mu, mu_u = _estimate(calibration, "mu_photons")
-    gain, gain_u = _estimate(calibration, "gain")
-    mu_upper, gain_upper = mu + CONFIDENCE_SIGMAS * mu_u, gain + CONFIDENCE_SIGMAS * gain_u
-    gain_limits = (max(gain - CONFIDENCE_SIGMAS * gain_u, 1.0), gain_upper)
+    mu, gain = measured.mu_photons.value, measured.gain.value
+    mu_upper, gain_upper = measured.mu_photons.upper(CONFIDENCE_SIGMAS), measured.gain.upper(CONFIDENCE_SIGMAS)
+    gain_limits = (max(measured.gain.lower(CONFIDENCE_SIGMAS), 1.0), gain_upper)
     nominal = leakage_summary(OperatingPoint(mu=mu_upper, gain=gain_upper, modes=modes, rows=sum(rows)))
     cramer_rao = max(leakage_summary(OperatingPoint(mu=mu_upper, gain=g, modes=modes, rows=sum(rows)))
                      ["data_leakage_bits_cramer_rao"] for g in gain_limits)
-    checked = verify_layers(verification_samples, calibration, modes, failure_probability=failure_probability,
+    checked = verify_layers(verification_samples, measured, modes, failure_probability=failure_probability,
                             false_alarm=false_alarm, trusted=trusted)
-    noise_figure_db = None
-    if "amplifier_noise_figure_db" in calibration:  # its upper limit: more returned noise tells the server more
-        nf, nf_u = _estimate(calibration, "amplifier_noise_figure_db")
-        noise_figure_db = nf + CONFIDENCE_SIGMAS * nf_u
+    noise_figure_db = None  # its upper limit: more returned noise tells the server more
+    if measured.amplifier_noise_figure_db is not None:
+        noise_figure_db = measured.amplifier_noise_figure_db.upper(CONFIDENCE_SIGMAS)
     exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images,
                                noise_figure_db)
     correct = int(np.sum(guess == labels))

@@ -98,21 +98,21 @@ PART_OF_ABOVE = "its own part"  # a row that details the row above it (not added
 def _processor_rows(station, counter: RoundTripCounter) -> list:
     """The client processor's modulators (beam splitter and phase modulator, one fit): the whole procedure, and
     its own part (the total less the pilots' set-up it shares with the session, counted on its own)."""
-    import argparse
     import tempfile
     from pathlib import Path
 
     from qslab.calibration.records import RecordStore
-    from qslab.sequences.commands.calibrate import _lit_pilots, _processor
-    from qslab.sequences.session import ensure_calibrations
+    from qslab.sequences import calibrations
 
     with tempfile.TemporaryDirectory() as directory:
         store = RecordStore(directory)
-        ensure_calibrations(station, store, Path(directory))  # the records it needs (not counted)
-        args = argparse.Namespace(calibration_dir=directory)
-        _, total, seconds = counter.measure("processor", lambda: _processor(station, args, Path(directory)))
-        _, pilots, pilot_seconds = counter.measure("pilots", lambda: _lit_pilots(station, args, "processor",
-                                                                                 processor=False))
+        options = calibrations.CalibrationOptions.from_config(station.config)
+        calibrations.ensure(station, store, options, Path(directory),  # the records it needs (not counted)
+                            calibrations.kind("processor").requires)
+        _, total, seconds = counter.measure("processor", lambda: calibrations._processor(station, store,
+                                                                                          Path(directory)))
+        _, pilots, pilot_seconds = counter.measure("pilots", lambda: calibrations._lit_pilots(
+            station, store, "processor", processor=False))
     own = {name: total.get(name, 0) - pilots.get(name, 0) for name in total}
     return [("client_processor", "whole procedure (pilots + 1 acq.)", total, seconds, None),
             ("client_processor", f"{PART_OF_ABOVE} (designed acquisition)", own, seconds - pilot_seconds, None)]

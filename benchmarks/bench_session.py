@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 from qslab.analysis.network import load_weights  # noqa: E402
 from qslab.analysis.replay import replay  # noqa: E402
 from qslab.calibration.records import RecordStore  # noqa: E402
-from qslab.sequences.commands.calibrate import ALL_ORDER  # noqa: E402
+from qslab.sequences.calibrations import KIND_NAMES  # noqa: E402
 from qslab.sequences.config import load_config  # noqa: E402
 from qslab.sequences.session import SessionSettings, run_session  # noqa: E402
 from qslab.sequences.simulation import SimulationSettings, load_test_set, run_seed  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     warm = SessionSettings(**{**settings.__dict__, "images": 2, "batch_images": 2})
     start = time.perf_counter()
     run_session(config, warm, out_dir=work, store=store, progress=False)  # runs the calibrations once
-    print(f"calibrations + warm-up session: {time.perf_counter() - start:.1f} s ({', '.join(ALL_ORDER)})")
+    print(f"calibrations + warm-up session: {time.perf_counter() - start:.1f} s ({', '.join(KIND_NAMES)})")
 
     weights, _ = load_weights()
     x, labels = load_test_set(args.images)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis import dsp
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
 from qslab.calibration.homodyne import long_run_variance
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "amplifier"
 

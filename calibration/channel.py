@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from qslab.analysis import verification
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis.estimate import Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "channel"
 INSTRUMENT = "link"

@@ -47,8 +47,9 @@ from typing import Protocol
 import numpy as np
 
 from qslab.analysis import dsp
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, photon_energy_j
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "homodyne"
 LN10_OVER_10 = math.log(10.0) / 10.0

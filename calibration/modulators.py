@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import curve_fit
 
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.analysis.estimate import Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 from qslab.instruments.optical.awg_channels import AwgChannels
 from qslab.instruments.optical.modulators import ModulatorCalibration, arcsine_drive_v, null_biased_field
 

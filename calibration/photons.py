@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import photons_per_symbol
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "photons"
 KEY = "server.photons_per_symbol"

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import unit_vector_from_angles
-from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
+from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "processor"
 INSTRUMENT = "client_processor"

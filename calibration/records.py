@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qslab.calibration.result import CalibrationResult, Estimate
+from qslab.analysis.estimate import Estimate
+from qslab.calibration.result import CalibrationResult
 
 SCHEMA = "qslab.calibration/1"
 DEFAULT_DIRECTORY = Path("qslab-output") / "calibration"

@@ -3,7 +3,7 @@
 Parameter keys are the dotted paths the same quantities have under the config's `[bench]` table
 (`server_iq.vpi_v`, `client_receiver.efficiency`, `server.photons_per_symbol`, ...), so estimates
 and the bench's hidden truths can be compared by name. The record store turns a result into an
-immutable, versioned record.
+immutable, versioned record. Estimate is qslab.analysis.estimate.Estimate.
 """
 
 from __future__ import annotations
@@ -12,26 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A fitted value, its one-sigma standard uncertainty, and its unit ('' if dimensionless)."""
-
-    value: float
-    uncertainty: float
-    unit: str = ""
-
-    def __post_init__(self):
-        if not (np.isfinite(self.value) and np.isfinite(self.uncertainty) and self.uncertainty >= 0):
-            raise ValueError(f"estimate {self.value!r} +- {self.uncertainty!r}: expected finite values and uncertainty >= 0")
-
-    def upper(self, k: float = 3.0) -> float:
-        """The conservative upper limit value + k sigma (photon numbers, excess noise)."""
-        return self.value + k * self.uncertainty
-
-    def lower(self, k: float = 3.0) -> float:
-        """The conservative lower limit value - k sigma (transmittance, efficiency)."""
-        return self.value - k * self.uncertainty
+from qslab.analysis.estimate import Estimate  # the one value-with-uncertainty type (re-exported here)
 
 
 @dataclass(frozen=True)

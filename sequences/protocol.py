@@ -26,17 +26,16 @@ set_laser_power_dbm + remeasure_mu, reapply_instrument after a reset.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import complex_unit_vector
+from qslab.analysis.session_results import CONFIDENCE_SIGMAS
 from qslab.analysis.units import dbm_to_w
-from qslab.analysis.verification import ServerDetector
-from qslab.calibration.homodyne import receiver_calibration
-from qslab.calibration.records import RecordStore
-from qslab.calibration.result import Estimate
 from qslab.instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
+from qslab.sequences.station_calibration import StationCalibration
 
 GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
 GATE_AMPLITUDE_VPP = 0.5
@@ -62,106 +61,6 @@ class ReceiverError(ProtocolError):
     def __init__(self, message: str, reading):
         super().__init__(message)
         self.reading = reading
-
-
-# --- what the protocol takes from the calibration records ------------------------------------------
-
-@dataclass(frozen=True)
-class StationCalibration:
-    """Everything the protocol reads from records, and the records' ids and values (for the recording)."""
-
-    client_receiver: object          # ReceiverCalibration
-    server_receiver: object
-    server_detector: ServerDetector
-    client_efficiency: Estimate
-    server_efficiency: Estimate
-    iq: ModulatorCalibration
-    photons_per_monitor_w: Estimate  # at the photons record's attenuation
-    attenuator_scale: Estimate       # dB of output per dB of set attenuation
-    photons_attenuation_db: float
-    gain: Estimate                   # true G at the protocol's set gain
-    gain_offset_db: float            # true minus set gain
-    transmittance: Estimate | None   # the honest round trip, from a channel record (None before it exists)
-    excess_noise: Estimate | None = None  # the honest link's excess noise (pilots), SNU
-    amplitude_transmittance: Estimate | None = None  # sqrt(eta_s T) on the server detector's scale (pilots)
-    noise_figure_db: Estimate | None = None  # the client amplifier's (amplifier record)
-    processor: ProcessorCalibration | None = None  # the client processor's record (None: the config's datasheet values)
-    records: dict = field(default_factory=dict)   # "kind/instrument" -> {"id", "parameters"}
-
-
-NEEDED = (("homodyne", "client_receiver", "client_receiver.shot_noise_variance_v2"),
-          ("homodyne", "server_receiver", "server_receiver.shot_noise_variance_v2"),
-          ("photons", "server_output", "server.photons_per_monitor_w"),
-          ("amplifier", "client_amplifier", "client_amplifier.gain"),
-          ("modulators", "server_iq", "server_iq.vpi_v"),
-          ("modulators", "server_iq", "server_iq.iq_gain_imbalance"),
-          ("processor", "client_processor", "client_processor.beam_splitter_vpi_v"))
-PROCESSOR_KIND = "processor"
-
-
-def record_summary(record) -> dict:
-    return {"id": record.id, "kind": record.kind, "instrument": record.instrument,
-            "created_utc": record.created.isoformat(),
-            "parameters": {k: {"value": e.value, "uncertainty": e.uncertainty, "unit": e.unit}
-                           for k, e in record.parameters.items()}}
-
-
-def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel: bool = True,
-                             processor: bool = True) -> StationCalibration:
-    """The latest valid records the protocol needs (RecordError naming the first missing or stale one).
-
-    ``processor=False``: without the processor record (its own calibration runs on the datasheet values).
-    """
-    found = {}
-    for kind, instrument, key in NEEDED:
-        if kind == PROCESSOR_KIND and not processor:
-            continue
-        found[(instrument, key)] = store.require_parameter(kind, instrument, key)
-    client_rec = found[("client_receiver", "client_receiver.shot_noise_variance_v2")]
-    server_rec = found[("server_receiver", "server_receiver.shot_noise_variance_v2")]
-    photons = found[("server_output", "server.photons_per_monitor_w")]
-    amplifier = found[("client_amplifier", "client_amplifier.gain")]
-    vpi_rec = found[("server_iq", "server_iq.vpi_v")]
-    imbalance = found[("server_iq", "server_iq.iq_gain_imbalance")]
-    channel_rec = store.require_parameter("channel", "link", "channel.transmittance") if channel else None
-    eta = server_rec.estimate("server_receiver.efficiency")
-    v_el = server_rec.estimate("server_receiver.electronic_noise_snu_at_operating_lo")
-    detector = ServerDetector(efficiency=eta.value, electronic_noise_snu=v_el.value,
-                              efficiency_uncertainty=min(3.0 * eta.uncertainty, 0.99 * eta.value),
-                              electronic_noise_uncertainty_snu=3.0 * v_el.uncertainty)
-    extinction = store.require_parameter("modulators", "server_iq", "server_iq.extinction_ratio_db")
-    iq = ModulatorCalibration(vpi_v=vpi_rec.estimate("server_iq.vpi_v").value, driver_gain=iq_driver_gain,
-                              iq_gain_imbalance=imbalance.estimate("server_iq.iq_gain_imbalance").value,
-                              iq_phase_error_rad=imbalance.estimate("server_iq.iq_phase_error_rad").value,
-                              extinction_ratio_db=extinction.estimate("server_iq.extinction_ratio_db").value,
-                              record_id=vpi_rec.id)
-    processor_rec = found.get(("client_processor", "client_processor.beam_splitter_vpi_v"))
-    used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance, extinction] + [
-        r for r in (channel_rec, processor_rec) if r is not None]
-    return StationCalibration(
-        client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),
-        server_detector=detector, client_efficiency=client_rec.estimate("client_receiver.efficiency"),
-        server_efficiency=eta, iq=iq,
-        photons_per_monitor_w=photons.estimate("server.photons_per_monitor_w"),
-        attenuator_scale=photons.estimate("server.attenuator_scale"),
-        photons_attenuation_db=float(photons.conditions["attenuation_db"]),
-        gain=amplifier.estimate("client_amplifier.gain"),
-        gain_offset_db=amplifier.estimate("client_amplifier.gain_offset_db").value,
-        noise_figure_db=amplifier.estimate("client_amplifier.noise_figure_db"),
-        transmittance=channel_rec.estimate("channel.transmittance") if channel_rec else None,
-        processor=processor_calibration(processor_rec) if processor_rec else None,
-        records={f"{r.kind}/{r.instrument}/{r.id}": record_summary(r) for r in used})
-
-
-def processor_calibration(record) -> ProcessorCalibration:
-    """The processor's modulators from its record: V_pi at the AWG, i.e. per unit driver gain (the datasheet
-    gains only convert it to volts at the modulators)."""
-    value = record.estimate
-    return ProcessorCalibration(
-        beam_splitter_vpi_v=value("client_processor.beam_splitter_vpi_at_awg_v").value,
-        phase_vpi_v=value("client_processor.phase_vpi_at_awg_v").value,
-        beam_splitter_theta_offset_rad=value("client_processor.beam_splitter_theta_offset_rad").value,
-        record_id=record.id)
 
 
 # --- the server's symbols ---------------------------------------------------------------------------
@@ -219,13 +118,6 @@ def pilot_symbol_table(rows: int, modes: int, mu_photons: float) -> np.ndarray:
     rng = np.random.default_rng(PILOT_SEED)
     symbols = rng.standard_normal((rows, modes)) + 1j * rng.standard_normal((rows, modes))
     return symbols * math.sqrt(mu_photons / float(np.mean(np.abs(symbols) ** 2)))
-
-
-def fit_phase(measured: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(phi, k) of measured = k Re(reference e^{i phi}) + noise, by linear least squares on Re and Im."""
-    design = np.stack([reference.real, -reference.imag], axis=1).astype(np.float64)
-    (a, b), *_ = np.linalg.lstsq(design, np.asarray(measured, dtype=np.float64), rcond=None)
-    return float(math.atan2(b, a)), float(math.hypot(a, b))
 
 
 def _quadrature_pair(capture, alpha: np.ndarray):
@@ -720,7 +612,7 @@ class SecureLink:
 
     def mu_photons(self) -> Estimate:
         """The largest measured mu over the layers (what the weight-leakage bound takes)."""
-        return max((layer.mu_photons for layer in self.layers), key=lambda e: e.upper())
+        return max((layer.mu_photons for layer in self.layers), key=lambda e: e.upper(CONFIDENCE_SIGMAS))
 
     # -- health between batches, and the cures (sequences/session_guard.py decides) --------------------
     def read_light(self) -> LightReading:

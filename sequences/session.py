@@ -23,26 +23,31 @@ a resumed session ends exactly where a clean one does.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import platform
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from qslab.analysis import mnist, recording
+from qslab.analysis.estimate import Estimate
+from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
 from qslab.analysis.replay import Recorded, results_from_recorded
 from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
-from qslab.calibration.records import CodeVersion, CorruptRecord, RecordError, RecordStore
-from qslab.sequences.protocol import SecureLink, load_station_calibration, record_summary, weight_symbols
+from qslab.calibration.records import CodeVersion, RecordStore
+from qslab.sequences import calibrations
+from qslab.sequences.protocol import SecureLink, weight_symbols
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
+from qslab.sequences.station_calibration import load_station_calibration
 
-CALIBRATION_ORDER = ("homodyne", "photons", "amplifier", "modulators", "processor")
+# the kinds whose records a session needs: a channel calibration's prerequisites (the session measures the
+# channel itself, on its own pilots, and records it)
+CALIBRATIONS = calibrations.kind("channel").requires
 FALSE_ALARM = 1e-3
 
 
@@ -73,36 +78,12 @@ def say(message: str) -> None:
 
 # --- calibrations ------------------------------------------------------------------------------------
 
-def _calibration_args(config, directory: Path) -> argparse.Namespace:
-    c = config.calibration
-    return argparse.Namespace(calibration_dir=directory, output_meter_channel=c.output_meter_channel,
-                              fixed_attenuation_db=c.fixed_attenuation_db,
-                              fixed_attenuation_uncertainty_db=c.fixed_attenuation_uncertainty_db, points=2**21)
-
-
 def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[str]:
     """Run every calibration whose record is missing or stale (saying so); returns the ids written."""
-    from qslab.sequences.commands.calibrate import run_kind
-    from qslab.sequences.protocol import NEEDED
-
-    stale = []
-    for kind, instrument, key in NEEDED:
-        try:
-            store.require_parameter(kind, instrument, key)
-        except CorruptRecord:
-            raise  # a damaged file in the store: re-running a calibration would not repair it (one line names it)
-        except RecordError as error:
-            if kind not in stale:
-                say(f"{error} -> running it now")
-                stale.append(kind)
-    written = []
-    identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
-    args = _calibration_args(station.config, store.directory)
-    for kind in (k for k in CALIBRATION_ORDER if k in stale):
-        results, used = run_kind(kind, station, args, figure_dir)
-        for result in results:
-            written.append(store.write(result, instruments={n: identities[n] for n in used if n in identities}).id)
-    return written
+    options = calibrations.CalibrationOptions.from_config(station.config)
+    written = calibrations.ensure(station, store, options, figure_dir, CALIBRATIONS,
+                                  report=lambda error: say(f"{error} -> running it now"))
+    return [record.id for record in written]
 
 
 def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
@@ -122,7 +103,7 @@ def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
 
 # --- the recording ----------------------------------------------------------------------------------
 
-def _meta(config, station, settings: SessionSettings, calibration, measured: dict) -> dict:
+def _meta(config, station, settings: SessionSettings, calibration, measured: MeasuredValues) -> dict:
     version = CodeVersion.current()
     import importlib.metadata as md
 
@@ -141,32 +122,24 @@ def _meta(config, station, settings: SessionSettings, calibration, measured: dic
                                        "host": platform.node(), "git_revision": version.git_revision}),
         "seeds_json": json.dumps({"session": settings.seed, "batches": "SeedSequence([session, batch])",
                                   "bench": (config.bench_table or {}).get("seed")}),
-        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured}),
+        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured.to_json()}),
     }
 
 
-def measured_values(link, calibration) -> dict:
-    """The calibrated numbers the results use, each with its one-sigma uncertainty (stored in the file)."""
-    mu = link.mu_photons()
-    detector = calibration.server_detector
-    t, eps, amplitude = calibration.transmittance, calibration.excess_noise, calibration.amplitude_transmittance
-    return {
-        "mu_photons": {"value": mu.value, "uncertainty": mu.uncertainty},
-        "mu_per_layer": [{"value": layer.mu_photons.value, "uncertainty": layer.mu_photons.uncertainty}
-                         for layer in link.layers],
-        "gain": {"value": link.gain, "uncertainty": calibration.gain.uncertainty * link.gain / calibration.gain.value},
-        "transmittance": {"value": t.value, "uncertainty": t.uncertainty},
-        "excess_noise_snu": {"value": eps.value, "uncertainty": eps.uncertainty},
-        "amplitude_transmittance": {"value": amplitude.value, "uncertainty": amplitude.uncertainty},
-        "amplifier_noise_figure_db": {"value": calibration.noise_figure_db.value,
-                                      "uncertainty": calibration.noise_figure_db.uncertainty},
-        "server_efficiency": {"value": detector.efficiency, "uncertainty": detector.efficiency_uncertainty / 3},
-        "server_electronic_noise_snu": {"value": detector.electronic_noise_snu,
-                                        "uncertainty": detector.electronic_noise_uncertainty_snu / 3},
-        "attenuation_db_per_layer": [layer.attenuation_db for layer in link.layers],
-        "pilot": {"client_lo_phase_rad": link.pilot.client_phase_rad, "server_lo_phase_rad": link.pilot.server_phase_rad,
-                  "leakage_field": [link.leakage_field.real, link.leakage_field.imag]},
-    }
+def measured_values(link) -> MeasuredValues:
+    """The calibrated values the results use, each with its one-sigma uncertainty (recorded in the file once)."""
+    calibration = link.calibration
+    gain = calibration.gain
+    return MeasuredValues(
+        mu_photons=link.mu_photons(), mu_per_layer=tuple(layer.mu_photons for layer in link.layers),
+        gain=Estimate(link.gain, gain.uncertainty * link.gain / gain.value),  # relative uncertainty at the set gain
+        transmittance=calibration.transmittance, excess_noise_snu=calibration.excess_noise,
+        amplitude_transmittance=calibration.amplitude_transmittance,
+        amplifier_noise_figure_db=calibration.noise_figure_db, server_efficiency=calibration.server_efficiency,
+        server_electronic_noise_snu=calibration.server_electronic_noise_snu,
+        attenuation_db_per_layer=tuple(layer.attenuation_db for layer in link.layers),
+        pilot={"client_lo_phase_rad": link.pilot.client_phase_rad, "server_lo_phase_rad": link.pilot.server_phase_rad,
+               "leakage_field": [link.leakage_field.real, link.leakage_field.imag]})
 
 
 # --- the session ------------------------------------------------------------------------------------
@@ -191,7 +164,7 @@ def is_checkpoint(batches_done: int) -> bool:
     return batches_done > 0 and batches_done & (batches_done - 1) == 0
 
 
-def check_verification(recorded: Recorded, settings: dict, measured: dict, modes: int, images: int) -> None:
+def check_verification(recorded: Recorded, settings: dict, measured: MeasuredValues, modes: int, images: int) -> None:
     """The server's test on everything verified so far; a failure aborts the session.
 
     Each checkpoint tests at false_alarm / checkpoints, so an honest client is stopped early with at most
@@ -229,7 +202,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     if resume:
         path = Path(resume)
         with recording.SessionFile.open(path) as previous:
-            recorded, measured = Recorded.from_file(previous), previous.calibrations["measured"]
+            recorded, measured = Recorded.from_file(previous), MeasuredValues.from_json(previous.calibrations["measured"])
     else:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         path, recorded, measured = Path(out_dir) / f"session-{stamp}.h5", Recorded.empty(len(weights)), None
@@ -250,18 +223,14 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                               verify_fraction=settings.verify_fraction)
             link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
             channel_id = record_channel(link, store, station, figure_dir)
-            channel = store.get(channel_id)
-            link.calibration = replace(calibration, transmittance=channel.estimate("channel.transmittance"),
-                                       excess_noise=channel.estimate("channel.excess_noise_snu"),
-                                       amplitude_transmittance=channel.estimate("channel.amplitude_transmittance"),
-                                       records={**calibration.records, **_summary(channel)})
+            link.calibration = calibration.with_channel(store.get(channel_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
             if resume:
                 writer = recording.SessionWriter.resume(path)
                 say(f"resuming {path} after {writer.images_written} images")
             else:
-                measured = measured_values(link, link.calibration)
+                measured = measured_values(link)
                 shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
                 version = CodeVersion.current()
                 writer = recording.SessionWriter.create(
@@ -332,10 +301,6 @@ def _stopped_report(error: BaseException, path: Path | None, writer, station, re
     return {"error": str(error), "error_type": type(error).__name__, "file": str(path) if path else None,
             "images_written": kept, "resume": f"qslab session --resume {path}" if path else None,
             "safe_state": _safe_state(station), "faults": report.as_dict("stopped")}
-
-
-def _summary(record) -> dict:
-    return {f"{record.kind}/{record.instrument}/{record.id}": record_summary(record)}
 
 
 def _iq_driver_gain() -> float:

@@ -1,9 +1,11 @@
 """Recompute a lab session's results from its HDF5 file alone, through the same analysis code as the live session.
 
 Without options the numbers equal the live session's exactly (same JSON keys). --calibration ID
-takes mu, G, the server detector or the honest transmittance from another calibration record (by
-its kind: photons, amplifier, homodyne of the server receiver, channel) and --failure-probability
-or --untrusted-detector change the bound; the result then says what changed ("changes").
+takes what another calibration record measured (by its kind: photons -> mu; amplifier -> G and its
+noise figure; homodyne of the server receiver -> the server detector; channel -> the honest link,
+T with the pilots' sqrt(eta_s T) and eps) in place of the session's values (MeasuredValues), and
+--failure-probability or --untrusted-detector change the bound; the result then says what changed
+("changes").
 """
 
 from __future__ import annotations
@@ -30,20 +32,23 @@ def register(parser) -> None:
 
 
 def override_from_record(record) -> dict:
-    """The session's calibrated values that this record replaces, each {"value", "uncertainty"}."""
-    def entry(key):
-        e = record.estimate(key)
-        return {"value": e.value, "uncertainty": e.uncertainty}
+    """The session's calibrated values this record replaces: MeasuredValues field -> Estimate (None: the record
+    does not measure it, so the session's value is dropped rather than mixed with the record's)."""
+    def optional(key):
+        return record.estimate(key) if key in record.parameters else None
 
     if record.kind == "photons":
-        return {"mu_photons": entry("server.photons_per_symbol")}
+        return {"mu_photons": record.estimate("server.photons_per_symbol")}
     if record.kind == "amplifier":
-        return {"gain": entry("client_amplifier.gain")}
-    if record.kind == "channel":
-        return {"transmittance": entry("channel.transmittance")}
+        return {"gain": record.estimate("client_amplifier.gain"),
+                "amplifier_noise_figure_db": optional("client_amplifier.noise_figure_db")}
+    if record.kind == "channel":  # the honest link: T, and the pilots' amplitude and excess noise it came with
+        return {"transmittance": record.estimate("channel.transmittance"),
+                "amplitude_transmittance": optional("channel.amplitude_transmittance"),
+                "excess_noise_snu": optional("channel.excess_noise_snu")}
     if record.kind == "homodyne" and record.instrument == "server_receiver":
-        return {"server_efficiency": entry("server_receiver.efficiency"),
-                "server_electronic_noise_snu": entry("server_receiver.electronic_noise_snu_at_operating_lo")}
+        return {"server_efficiency": record.estimate("server_receiver.efficiency"),
+                "server_electronic_noise_snu": record.estimate("server_receiver.electronic_noise_snu_at_operating_lo")}
     raise ValueError(f"calibration record {record.id} ({record.kind} of {record.instrument}) holds nothing the "
                      "session's results use; expected photons, amplifier, channel or homodyne of server_receiver")
 

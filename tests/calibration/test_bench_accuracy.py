@@ -19,7 +19,7 @@ from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
 from qslab.calibration.photons import PhotonSettings, calibrate_photons
 from qslab.calibration.result import CalibrationError, Estimate
 from qslab.instruments.optical import N774xPowerMeter
-from qslab.sequences.commands.calibrate import InfiniiumDigitizer
+from qslab.sequences.calibrations import InfiniiumDigitizer
 from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0

@@ -1,5 +1,5 @@
-"""`qslab calibrate` on the virtual bench: records and figures written, JSON on the last line, unimplemented
-kinds refused (exit 2), a failed calibration writes no record and leaves the station safe.
+"""`qslab calibrate` on the virtual bench: records and figures written, JSON on the last line, a kind without its
+prerequisite records refused in one line, a failed calibration writes no record and leaves the station safe.
 
 sequences/commands/__init__.py does not list the command yet (the lead adds it), so the tests register it."""
 
@@ -123,5 +123,5 @@ def test_amplifier_needs_a_valid_homodyne_record_and_says_how_to_get_one(tmp_pat
     code = cli.main(["calibrate", "amplifier", "--config", CONFIG, "--calibration-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "calibration 'amplifier' cannot run: no 'homodyne' calibration of client_receiver record" in err
+    assert "calibration 'amplifier' cannot run: no 'homodyne' calibration of client_receiver with " in err
     assert "`qslab calibrate homodyne`" in err and not list(tmp_path.glob("*.h5"))

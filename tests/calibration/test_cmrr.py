@@ -14,7 +14,7 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
-from qslab.sequences.commands.calibrate import InfiniiumDigitizer
+from qslab.sequences.calibrations import InfiniiumDigitizer
 from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0

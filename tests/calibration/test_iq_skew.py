@@ -8,6 +8,7 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 import qslab.sequences.protocol as protocol
+from qslab.sequences.station_calibration import load_station_calibration
 from qslab.calibration.records import RecordStore
 from qslab.calibration.result import Estimate
 from qslab.instruments.optical.modulators import deskewed, skewed
@@ -53,7 +54,7 @@ def links(tmp_path_factory):
     station = LabStation(bench_config(**{"bench.server_iq.iq_skew_s": SKEW_S}))
     with station:
         ensure_calibrations(station, store, directory)
-        calibration = protocol.load_station_calibration(store, 7.0, channel=False)
+        calibration = load_station_calibration(store, 7.0, channel=False)
 
         def pilots() -> protocol.SecureLink:
             link = protocol.SecureLink(station, calibration, gain=1.3, laser_power_dbm=10.0, verify_fraction=0.01)

@@ -17,8 +17,9 @@ from qslab.calibration.processor import design_vectors, fit_processor
 from qslab.calibration.records import RecordError, RecordStore
 from qslab.calibration.result import CalibrationError
 from qslab.instruments.sim import waveform as wf
-from qslab.sequences.commands.calibrate import _processor
-from qslab.sequences.protocol import SecureLink, load_station_calibration, unit_vectors
+from qslab.sequences.calibrations import CalibrationOptions, run_kind
+from qslab.sequences.protocol import SecureLink, unit_vectors
+from qslab.sequences.station_calibration import load_station_calibration
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
 
@@ -97,11 +98,12 @@ def test_a_wrongly_declared_fixed_attenuation_fails_the_photon_cross_check(tmp_p
 
 
 def test_the_processor_calibration_refuses_to_run_without_its_prerequisites(tmp_path):
-    import argparse
+    from qslab.sequences.calibrations import CalibrationRefused
 
     with LabStation(bench_config()) as station:
-        with pytest.raises(Exception, match="calibration 'processor' cannot run: no 'homodyne' calibration"):
-            _processor(station, argparse.Namespace(calibration_dir=str(tmp_path)), tmp_path)
+        with pytest.raises(CalibrationRefused, match="calibration 'processor' cannot run: no 'homodyne' calibration"):
+            run_kind("processor", station, RecordStore(tmp_path), CalibrationOptions.from_config(station.config),
+                     tmp_path)
     Instrument.close_all()
 
 

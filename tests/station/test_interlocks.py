@@ -32,10 +32,10 @@ from qslab.calibration.modulators import DRIVER_GAINS
 from qslab.calibration.records import RecordStore
 from qslab.instruments.optical import LimitError
 from qslab.instruments.sim.server import InstrumentServer
-from qslab.sequences.protocol import (GATE_AMPLITUDE_VPP, ProtocolError, SecureLink, load_station_calibration,
-                                weight_symbols)
+from qslab.sequences.protocol import GATE_AMPLITUDE_VPP, ProtocolError, SecureLink, weight_symbols
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
+from qslab.sequences.station_calibration import load_station_calibration
 
 # what the drivers' set formats can round a requested value up by (the roles re-check read-backs exactly)
 TOLERANCE = {"laser_dbm": 1e-6, "amplitude_vpp": 1e-6, "attenuation_db": 1e-9, "gain_db": 1e-4}

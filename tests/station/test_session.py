@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qslab.analysis import recording
+from qslab.analysis.estimate import Estimate
 from qslab.analysis.replay import replay
 from qslab.calibration.records import RecordStore
 from qslab.sequences import session as session_module
@@ -78,10 +79,43 @@ def test_replay_reproduces_the_live_numbers_exactly(clean):
 
 
 def test_replay_with_another_mu_reports_what_changed(clean):
-    replayed = replay(clean["file"], {"mu_photons": {"value": 8.0, "uncertainty": 0.1}})
+    replayed = replay(clean["file"], {"mu_photons": Estimate(8.0, 0.1)})
     assert replayed["accuracy"] == clean["accuracy"]  # the measurements do not change
     assert set(replayed["changes"]) >= {"mu_photons_upper", "weight_leakage_bits_per_mode_nominal"}
     assert replayed["weight_leakage_bits_per_mode_nominal"] > clean["weight_leakage_bits_per_mode_nominal"]
+
+
+def test_replay_with_a_channel_record_changes_what_depends_on_t_and_nothing_else(clean, store, tmp_path, capsys):
+    """`qslab replay --calibration <channel record>` (the honest link: T, sqrt(eta_s T), eps): the session's own
+    record reproduces the results exactly; a record of T = 0.3 moves the acceptance threshold on the amplitude
+    to sqrt(eta_s 0.3) less its 3-sigma margin, and nothing that does not depend on the honest link moves."""
+    import math
+
+    from qslab.calibration.result import CalibrationResult
+
+    def replayed(*options) -> dict:
+        assert main(["replay", clean["file"], "--json", *options]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    with recording.SessionFile.open(clean["file"]) as session:
+        own = next(v["id"] for k, v in session.calibrations["records"].items() if k.startswith("channel/link/"))
+        eta = session.calibrations["measured"]["server_efficiency"]["value"]
+    base = replayed()
+    same = replayed("--calibration", own, "--calibration-dir", str(store.directory))
+    assert same["changes"] == {} and same["verification"] == base["verification"]
+    other_store = RecordStore(tmp_path)
+    amplitude = Estimate(math.sqrt(eta * 0.3), 0.001)
+    record = other_store.write(CalibrationResult("channel", "link", {
+        "channel.transmittance": Estimate(0.3, 0.01), "channel.amplitude_transmittance": amplitude,
+        "channel.excess_noise_snu": Estimate(0.02, 0.002, "SNU")}))
+    other = replayed("--calibration", record.id, "--calibration-dir", str(tmp_path))
+    depends_on_t = {"amplitude_threshold", "variance_threshold_snu", "false_alarm_probability", "accepted",
+                    "detection_power", "alternative"}  # the honest hypothesis's test; the estimates are the data's
+    moved = {k for k in base["verification"] if other["verification"][k] != base["verification"][k]}
+    assert {"amplitude_threshold", "variance_threshold_snu"} <= moved <= depends_on_t, moved
+    assert other["verification"]["amplitude_threshold"] == pytest.approx(amplitude.lower(3.0), abs=2e-3)
+    assert other["verification"]["amplitude_threshold"] < base["verification"]["amplitude_threshold"] - 0.1
+    assert {k for k in base if k not in ("verification", "changes") and other[k] != base[k]} == set()
 
 
 def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(clean, store, tmp_path, monkeypatch):
