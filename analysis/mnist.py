@@ -88,7 +88,7 @@ def load_idx_labels(path) -> np.ndarray:
 
 def default_data_dir() -> Path:
     """The MNIST files shipped as package data (analysis/data/mnist)."""
-    return Path(str(resources.files("analysis") / "data" / "mnist"))
+    return Path(str(resources.files("qslab.analysis") / "data" / "mnist"))
 
 
 def load_mnist(split: str = "train", data_dir=None) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 
 def default_weights_path() -> Path:
     """The shipped weights (analysis/data/weights.npz)."""
-    return Path(str(resources.files("analysis") / "data" / "weights.npz"))
+    return Path(str(resources.files("qslab.analysis") / "data" / "weights.npz"))
 
 
 def save_weights(path, weights: Sequence[np.ndarray], metadata: dict | None = None) -> Path:
