@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qslab.instruments.sim.scpi import (CommandTree, MessageFramer, ScpiEngine, ScpiError, compile_pattern,
-                                  definite_block, nr3, parse_bool, parse_choice, parse_number)
+from qslab.instruments.sim.scpi.engine import CommandTree, ScpiEngine
+from qslab.instruments.sim.scpi.parsing import (MessageFramer, ScpiError, compile_pattern, definite_block, nr3,
+                                                parse_bool, parse_choice, parse_number)
 
 
 class Recorder:

@@ -13,12 +13,13 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 from qslab.analysis.dsp import matched_filter, temporal_mode_efficiency
+from qslab.analysis.encoding import unit_vectors
 from qslab.calibration.processor import design_vectors, fit_processor
 from qslab.calibration.records import RecordError, RecordStore
 from qslab.calibration.result import CalibrationError
-from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.link import waveform as wf
 from qslab.sequences.commands.calibrate import _processor
-from qslab.sequences.protocol import SecureLink, load_station_calibration, unit_vectors
+from qslab.sequences.protocol import SecureLink, load_station_calibration
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
 
