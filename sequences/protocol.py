@@ -200,13 +200,6 @@ NULLING_SAMPLES = 200_000  # returned samples per layer-nulling acquisition
 PILOT_IMAGES = 8
 
 
-def fit_phase(measured: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(phi, k) of measured = k Re(reference e^{i phi}) + noise, by linear least squares on Re and Im."""
-    design = np.stack([reference.real, -reference.imag], axis=1).astype(np.float64)
-    (a, b), *_ = np.linalg.lstsq(design, np.asarray(measured, dtype=np.float64), rcond=None)
-    return float(math.atan2(b, a)), float(math.hypot(a, b))
-
-
 def _quadrature_pair(capture, alpha: np.ndarray):
     """The sent quadrature the server measured (own) and the other one, signed so that a returned phase phi
     gives y = t (own cos phi + other sin phi); and the P flags, broadcast like the returned samples."""

@@ -448,8 +448,3 @@ def _driver_options(instrument: InstrumentConfig, visa_library: str) -> dict[str
     if instrument.driver == "keysight_infiniium" and visa_library == "@py":
         return {"silence_pyvisapy_warning": True}
     return {}
-
-
-def open_station(config: LabConfig | str | Path = "lab_config.toml") -> LabStation:
-    """A LabStation (not yet connected): use it in a ``with`` block."""
-    return LabStation(config)
