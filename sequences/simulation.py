@@ -1,7 +1,7 @@
 """Secure inference of the MNIST test set on the simulated link: accuracy, verification, leakage.
 
-`physics` mode runs every product through the optical model of instruments/sim/link/model.py and lets
-the server verify a random fraction of rows; `paper` mode runs the authors' abstract model
+`physics` mode runs every product through the optical model of instruments/sim/link/model.py and
+lets the server verify a random fraction of rows; `paper` mode runs the authors' abstract model
 y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for comparison only.
 """
 
