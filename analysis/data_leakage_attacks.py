@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp, xlogy
+from scipy.special import logsumexp
 
 from qslab.analysis.data_leakage_bound import pack_unit_vectors, second_moments
 from qslab.analysis.gaussian import binary_entropy_bits

@@ -2,7 +2,7 @@
 
 Pure math shared by the instrument role that drives the time-bin processor
 (instruments/optical/time_bin_processor.py) and the virtual bench's link model; neither may import
-the other, so it lives here. Convention (the same as instruments/sim/physics.py): the loop holds
+the other, so it lives here. Convention (the same as instruments/sim/link/model.py): the loop holds
 the running mode; in bin k the phase modulator gives the incoming pulse the phase phi_k = -arg(x_k)
 and the variable beam splitter keeps cos(theta_k) of the loop and takes sin(theta_k) of the pulse,
 theta_k = atan2(|x_k|, ||x_0..k-1||); bin 0 loads the empty loop (theta_0 = pi/2). After the last

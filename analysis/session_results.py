@@ -1,6 +1,6 @@
 """A lab session's results from what it recorded: the live session and `qslab replay` both call `session_results`.
 
-Inputs are exactly what the session file holds (analysis/recording.py): the client's quadratures
+Inputs are exactly what the session file holds (analysis/recording/): the client's quadratures
 per layer, the server's verification samples, the images, and the calibrated values the session
 used (qslab.analysis.measured_values.MeasuredValues: mu, G, the server detector and the honest link,
 each with its one-sigma uncertainty). So a replay of an unchanged file

@@ -1,4 +1,4 @@
-"""Secure forward pass of a 784-784-10 network: physics mode (qslab.instruments.sim.physics) vs paper mode.
+"""Secure forward pass of a 784-784-10 network: physics mode (qslab.instruments.sim.link.model) vs paper mode.
 
 Paper mode is the authors' abstract model, y = x_hat . (s W)^T + N(0, 1): one matmul and one Gaussian
 draw per product. Physics mode is the mode-level link model with the server verifying a random
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from qslab.instruments.sim.physics import LinkParameters, SecureLayer
+from qslab.instruments.sim.link.model import LinkParameters, SecureLayer
 
 LAYERS = (784, 784, 10)
 

@@ -4,7 +4,7 @@
                 of its own, armed after set-up (before batch 2): survived = it completed, or stopped with
                 one message; the file readable and holding whole batches only; the safe state the station
                 read back agreeing with the bench's own state;
-    attacks     when instruments/sim/attacks.py has parse_attack: tap=0.05, measure=0.05, gain=1.6 and
+    attacks     when instruments/sim/faults_attacks/attacks.py has parse_attack: tap=0.05, measure=0.05, gain=1.6 and
                 intercept armed after set-up (detected = the server's verification aborted or rejected the
                 session), and honest sessions (false alarms);
     bad input   mutated configs, truncated recordings and corrupt calibration records through the CLI:
@@ -294,15 +294,15 @@ def main() -> None:
 
     faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
     attacks = []
-    if importlib.util.find_spec("qslab.instruments.sim.attacks") is not None:
-        from qslab.instruments.sim import attacks as attack_module
+    if importlib.util.find_spec("qslab.instruments.sim.faults_attacks.attacks") is not None:
+        from qslab.instruments.sim.faults_attacks import attacks as attack_module
 
         if hasattr(attack_module, "parse_attack"):
             attacks = attack_matrix(config, store, work, benches,
                                     replace(settings, images=args.attack_images,
                                             batch_images=max(1, args.attack_images // 4)), args.honest)
     else:
-        print("\nattacks: instruments/sim/attacks.py is not there yet: skipped")
+        print("\nattacks: instruments/sim/faults_attacks/attacks.py is not there yet: skipped")
     bad = bad_inputs(config_path, store, clean["file"], work)
 
     print("\nsummary")

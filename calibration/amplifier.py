@@ -27,6 +27,7 @@ from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
 from qslab.calibration.homodyne import long_run_variance
 from qslab.calibration.result import CalibrationError, CalibrationResult
+from qslab.calibration.safety import guarded
 
 KIND = "amplifier"
 
@@ -47,29 +48,14 @@ class AmplifierSettings:
     gain_repeatability_db: float = 0.01          # declared: how well the amplifier reproduces a set gain
 
 
-def _safe(laser, attenuator, amplifier) -> None:
-    for action in (amplifier.off, laser.off, attenuator.close_shutter):
-        try:
-            action()
-        except Exception:  # noqa: BLE001 - the station's close makes everything safe again
-            pass
-
-
 def calibrate_amplifier(laser, attenuator, amplifier, digitizer, receiver, settings: AmplifierSettings,
                         figure_path: str | None = None) -> CalibrationResult:
     """Gain (at the operating set gain), true/set gain offset and noise figure; everything off afterwards."""
-    try:
-        return _measure(laser, attenuator, amplifier, digitizer, receiver, settings, figure_path)
-    except CalibrationError:
-        raise
-    except Exception as error:  # noqa: BLE001 - one line naming the calibration
-        raise CalibrationError(KIND, f"{type(error).__name__}: {error}") from None
-    finally:
-        _safe(laser, attenuator, amplifier)
-        try:  # the channel centred at 0 V again, as the other procedures and the session expect it
-            digitizer.set_offsets({receiver.name: 0.0})
-        except Exception:  # noqa: BLE001 - a digitizer that fails here has failed the calibration already
-            pass
+    steps = [(amplifier.off, "amplifier off"), (laser.off, "laser off"), (attenuator.close_shutter, "shutter closed"),
+             # the channel centred at 0 V again, as the other procedures and the session expect it
+             (lambda: digitizer.set_offsets({receiver.name: 0.0}), "digitizer offset 0 V")]
+    return guarded(KIND, lambda: _measure(laser, attenuator, amplifier, digitizer, receiver, settings, figure_path),
+                   steps)
 
 
 CENTRING_ATTEMPTS = 4  # acquisitions at most per record: a clipped one moves the channel's offset to its mean

@@ -50,6 +50,7 @@ from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, photon_energy_j
 from qslab.calibration.result import CalibrationError, CalibrationResult
+from qslab.calibration.safety import guarded
 
 KIND = "homodyne"
 LN10_OVER_10 = math.log(10.0) / 10.0
@@ -90,31 +91,20 @@ class HomodyneSettings:
     centring_attempts: int = 4                  # acquisitions per LO power at most, re-centring a clipped channel
 
 
-def _safe(laser, attenuator, amplifier) -> None:
-    for action in (laser.off, attenuator.close_shutter, *( [amplifier.off] if amplifier is not None else [])):
-        try:
-            action()
-        except Exception:  # noqa: BLE001 - the station's close makes everything safe again
-            pass
-
-
 def calibrate_homodyne(laser, attenuator, amplifier, digitizer: Digitizer, receivers, settings: HomodyneSettings,
                        figure_dir: str | None = None) -> list[CalibrationResult]:
     """One CalibrationResult per receiver; the laser is off, shutter closed, amplifier off afterwards."""
-    try:
+    def run() -> list[CalibrationResult]:
         records, rate, lo_w, ranges, offsets = _acquire(laser, attenuator, amplifier, digitizer, receivers, settings)
         return [_analyse(rx, records[rx.name], rate, lo_w, ranges[rx.name], offsets[rx.name], settings, figure_dir)
                 for rx in receivers]
-    except CalibrationError:
-        raise
-    except Exception as error:  # noqa: BLE001 - one line naming the calibration
-        raise CalibrationError(KIND, f"{type(error).__name__}: {error}") from None
-    finally:
-        _safe(laser, attenuator, amplifier)
-        try:  # the channels centred again at 0 V, as the other procedures and the session expect them
-            digitizer.set_offsets({rx.name: 0.0 for rx in receivers})
-        except Exception:  # noqa: BLE001 - a digitizer that fails here has failed the calibration already
-            pass
+
+    steps = [(laser.off, "laser off"), (attenuator.close_shutter, "shutter closed")]
+    if amplifier is not None:
+        steps.append((amplifier.off, "amplifier off"))
+    # the channels centred again at 0 V, as the other procedures and the session expect them
+    steps.append((lambda: digitizer.set_offsets({rx.name: 0.0 for rx in receivers}), "digitizer offsets 0 V"))
+    return guarded(KIND, run, steps)
 
 
 def _acquire(laser, attenuator, amplifier, digitizer, receivers, s: HomodyneSettings):

@@ -27,6 +27,7 @@ import numpy as np
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import photons_per_symbol
 from qslab.calibration.result import CalibrationError, CalibrationResult
+from qslab.calibration.safety import guarded
 
 KIND = "photons"
 KEY = "server.photons_per_symbol"
@@ -59,23 +60,8 @@ def _average(meter, n: int) -> tuple[float, float]:
 def calibrate_photons(laser, attenuator, monitor_meter, output_meter, settings: PhotonSettings,
                       figure_path: str | None = None) -> CalibrationResult:
     """Measure mu at the server's output; the laser is off and the shutter closed afterwards, also on error."""
-    s = settings
-    try:
-        return _measure(laser, attenuator, monitor_meter, output_meter, s, figure_path)
-    except CalibrationError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a refused limit, an instrument error: one line naming the calibration
-        raise CalibrationError(KIND, f"{type(error).__name__}: {error}") from None
-    finally:
-        _make_safe(laser, attenuator)
-
-
-def _make_safe(laser, attenuator) -> None:
-    for action in (laser.off, attenuator.close_shutter):
-        try:
-            action()
-        except Exception:  # noqa: BLE001 - the station's close makes safe again
-            pass
+    return guarded(KIND, lambda: _measure(laser, attenuator, monitor_meter, output_meter, settings, figure_path),
+                   [(laser.off, "laser off"), (attenuator.close_shutter, "shutter closed")])
 
 
 def _measure(laser, attenuator, monitor_meter, output_meter, s: PhotonSettings, figure_path):

@@ -7,7 +7,7 @@ import os
 import sys
 
 # OpenBLAS worker threads otherwise spin ~0.1 s after every matmul and starve the thread that draws
-# the verification noise (instruments/sim/physics.NormalStream) on a 2-core machine. Must be set
+# the verification noise (instruments/sim/link/random_streams.NormalStream) on a 2-core machine. Must be set
 # before numpy loads; a value in the environment wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qslab.analysis.encoding import PILOT_SEED, pilot_symbol_table, unit_vectors
 from qslab.analysis.estimate import Estimate
-from qslab.analysis.givens import complex_unit_vector
 from qslab.analysis.session_results import CONFIDENCE_SIGMAS
 from qslab.analysis.units import dbm_to_w
 from qslab.instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
@@ -65,20 +65,6 @@ class ReceiverError(ProtocolError):
 
 # --- the server's symbols ---------------------------------------------------------------------------
 
-def weight_symbols(weights: np.ndarray, mu_photons: float) -> np.ndarray:
-    """Two real weights per complex mode, scaled so that the layer's mean |alpha|^2 is mu (DECISIONS G, K)."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape[1] % 2:
-        w = np.concatenate([w, np.zeros((w.shape[0], 1))], axis=1)
-    symbols = w[:, 0::2] + 1j * w[:, 1::2]
-    return symbols * math.sqrt(mu_photons / float(np.mean(np.abs(symbols) ** 2)))
-
-
-def unit_vectors(data: np.ndarray) -> np.ndarray:
-    """The client's x_hat per image [B, N] (ValueError for a vector that cannot be normalised)."""
-    return np.stack([complex_unit_vector(row) for row in np.asarray(data, dtype=np.float64)])
-
-
 @dataclass
 class Layer:
     """One layer as uploaded: rows x modes, the AWG segment, and the reference symbols the server verifies against."""
@@ -110,14 +96,6 @@ PILOT_PASSES = 2        # leakage-nulling passes before the measuring one
 LAYER_NULLING_PASSES = 2  # per layer, with the server's receiver on all its rows
 NULLING_SAMPLES = 200_000  # returned samples per layer-nulling acquisition
 PILOT_IMAGES = 8
-PILOT_SEED = 20240805   # public: the pilots and the client's pilot vectors are known to both parties
-
-
-def pilot_symbol_table(rows: int, modes: int, mu_photons: float) -> np.ndarray:
-    """Public test symbols: circular Gaussian of mean |alpha|^2 = mu (the modulation the weights look like)."""
-    rng = np.random.default_rng(PILOT_SEED)
-    symbols = rng.standard_normal((rows, modes)) + 1j * rng.standard_normal((rows, modes))
-    return symbols * math.sqrt(mu_photons / float(np.mean(np.abs(symbols) ** 2)))
 
 
 def _quadrature_pair(capture, alpha: np.ndarray):

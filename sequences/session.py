@@ -6,7 +6,7 @@
     inference    per batch of images: layer 1 through the station, the client's ReLU, layer 2; the
                  server verifies its gated rows on everything received so far and aborts the session
                  when the test fails;
-    recording    one HDF5 file (analysis/recording.py, docs/RECORDING.md), flushed per batch;
+    recording    one HDF5 file (analysis/recording/, docs/RECORDING.md), flushed per batch;
     results      qslab.analysis.session_results on exactly what was recorded (what `qslab replay` runs).
 
 Faults (sequences/session_guard.py): a batch is recorded only after the station read back healthy
@@ -36,12 +36,13 @@ from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
+from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.replay import Recorded, results_from_recorded
 from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations
-from qslab.sequences.protocol import SecureLink, weight_symbols
+from qslab.sequences.protocol import SecureLink
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 from qslab.sequences.station_calibration import load_station_calibration
 
@@ -186,7 +187,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                 resume: Path | None = None, progress: bool = True, faults=(), attack=None) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
-    ``faults``: bench fault specs or Faults (instruments/sim/faults.py), armed after set-up before the
+    ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
     second batch this run takes (the first when it takes one). Faults are cured or stop the session
     (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
     file, the images it keeps, how to resume, the safe state read back and the faults.

@@ -76,7 +76,7 @@ def _db(ratio: float) -> float:
 def parse_faults(config, specs: Iterable[str]) -> list:
     """``--inject-fault`` specs as Faults whose targets are bench instruments of the right kind (ValueError:
     one line naming the spec and what was expected)."""
-    from qslab.instruments.sim.faults import REQUIRED_KIND, Fault
+    from qslab.instruments.sim.faults_attacks.faults import REQUIRED_KIND, Fault
     from qslab.instruments.sim.server import DEFAULT_INSTRUMENTS
 
     specs = list(specs)

@@ -1,7 +1,7 @@
 """Secure inference of the MNIST test set on the simulated link: accuracy, verification, leakage.
 
-`physics` mode runs every product through the optical model of instruments/sim/physics.py and lets
-the server verify a random fraction of rows; `paper` mode runs the authors' abstract model
+`physics` mode runs every product through the optical model of instruments/sim/link/model.py and
+lets the server verify a random fraction of rows; `paper` mode runs the authors' abstract model
 y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for comparison only.
 """
 
@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from qslab.analysis import data_leakage, mnist, verification
 from qslab.analysis.client_measurement import snr_factor
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
-from qslab.analysis.network import PaperEngine, accuracy, load_weights, predict_secure
-from qslab.instruments.sim.physics import LinkEngine, LinkParameters
+from qslab.analysis.network import PaperEngine, load_weights, predict_secure
+from qslab.instruments.sim.link.model import LinkEngine, LinkParameters
 
 MODES = ("physics", "paper")
 BATCH_IMAGES = 1000  # part of the random-stream layout: a seed reproduces a run only at the same batch size

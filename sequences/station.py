@@ -32,7 +32,7 @@ from qslab.instruments.optical import (AttenuatorChannel, AwgAmplitudeModulator,
                                  AwgTimeBinProcessor, DetectorSpec, DigitizerHomodyneReceiver, LaserPort, Limit,
                                  LoLimit, ModulatorCalibration, N774xPowerMeter, PM100DPowerMeter,
                                  ProcessorCalibration, ReceiverCalibration, ScpiAmplifier)
-from qslab.sequences.config import BENCH_ADDRESS, UNCABLED_BENCH_ADDRESS, InstrumentConfig, LabConfig, load_config
+from qslab.sequences.config import UNCABLED_BENCH_ADDRESS, InstrumentConfig, LabConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -448,8 +448,3 @@ def _driver_options(instrument: InstrumentConfig, visa_library: str) -> dict[str
     if instrument.driver == "keysight_infiniium" and visa_library == "@py":
         return {"silence_pyvisapy_warning": True}
     return {}
-
-
-def open_station(config: LabConfig | str | Path = "lab_config.toml") -> LabStation:
-    """A LabStation (not yet connected): use it in a ``with`` block."""
-    return LabStation(config)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from qslab.analysis import data_leakage, weight_leakage
 from qslab.analysis.client_measurement import client_snr
 from qslab.analysis.network import accuracy, load_weights, predict_secure
-from qslab.instruments.sim.physics import LinkEngine, LinkParameters
+from qslab.instruments.sim.link.model import LinkEngine, LinkParameters
 from qslab.sequences.simulation import BATCH_IMAGES, load_test_set
 
 

@@ -26,10 +26,11 @@ import pytest
 import scipy.linalg
 
 from qslab.analysis import data_leakage, mnist, session_results
+from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.network import load_weights
 from qslab.instruments.sim.bench import BenchState
-from qslab.instruments.sim.physics import LinkParameters, SecureLayer, pack_data
+from qslab.instruments.sim.link.model import LinkParameters, SecureLayer
 
 MU, GAIN, IMAGES, MODES = 6.0, 1.3, 8, 392
 
@@ -52,7 +53,7 @@ def images():
 def server_view(link: LinkParameters, images, seed=7):
     """(x_hat [B, N], residuals y - sqrt(eta_s T) q [B, M, N]) with every row of layer 1 homodyned."""
     weights, _ = load_weights()
-    x_hat = pack_data(images)
+    x_hat = unit_vectors(images)
     _, record = SecureLayer(weights[0], link).products(x_hat, np.random.default_rng(seed), 1.0)
     amplitude = np.sqrt(link.server_efficiency * link.round_trip_transmittance)
     residuals = record.returned_quadratures_snu.astype(np.float64) - amplitude * record.sent_quadratures_snu
@@ -103,15 +104,15 @@ def _optimal_per_mode_bits(link: LinkParameters, x_hat) -> float:
 
 
 def test_the_reported_exact_figure_covers_the_optimal_per_mode_server_with_a_quantum_limited_amplifier(images):
-    assert _optimal_per_mode_bits(bench_link(False), pack_data(images)) <= reported_bits(images)["exact"]
+    assert _optimal_per_mode_bits(bench_link(False), unit_vectors(images)) <= reported_bits(images)["exact"]
 
 
 def test_the_reported_exact_figure_covers_the_optimal_per_mode_server_with_the_benchs_amplifier(images):
     """The session reports the exact figure with the amplifier record's noise figure (n_sp > 1)."""
     link = bench_link(True)
-    assert _optimal_per_mode_bits(link, pack_data(images)) <= reported_bits(
+    assert _optimal_per_mode_bits(link, unit_vectors(images)) <= reported_bits(
         images, link.amplifier_noise_figure_db)["exact"]
-    assert _optimal_per_mode_bits(link, pack_data(images)) > reported_bits(images)["exact"]  # n_sp = 1 would not
+    assert _optimal_per_mode_bits(link, unit_vectors(images)) > reported_bits(images)["exact"]  # n_sp = 1 would not
 
 
 def test_correlations_between_modes_reveal_the_datas_direction(images):

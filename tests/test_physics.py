@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from qslab.analysis import client_measurement as cm
+from qslab.analysis import encoding
 from qslab.analysis.network import DigitalEngine, secure_forward
-from qslab.instruments.sim import physics as ph
+from qslab.instruments.sim.link import model as ph
+from qslab.instruments.sim.link import random_streams as streams
 
 Z = 5.0  # tolerance in standard errors
 
@@ -82,17 +84,17 @@ def check_joint_moments(params, alpha, x, x_meas, returned, measure_p, what):
 def test_pack_weights_sets_mu_and_packs_two_reals_per_mode():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((5, 9))  # odd length: zero padded to 10 reals = 5 modes
-    symbols, scale = ph.pack_weights(w, 3.7)
+    symbols, scale = encoding.pack_weights(w, 3.7)
     assert symbols.shape == (5, 5)
     assert np.mean(np.abs(symbols) ** 2) == pytest.approx(3.7, rel=1e-12)
     np.testing.assert_allclose(symbols[:, :4], scale * (w[:, 0:8:2] + 1j * w[:, 1:8:2]), rtol=1e-13)
     np.testing.assert_allclose(symbols[:, 4], scale * w[:, 8], rtol=1e-13)
     x = rng.standard_normal((4, 9))
-    x_hat = ph.pack_data(x)
+    x_hat = encoding.unit_vectors(x)
     np.testing.assert_allclose(np.linalg.norm(x_hat, axis=1), 1.0, rtol=1e-13)
     re_beta = np.real(x_hat.conj() @ symbols.T)
     np.testing.assert_allclose(re_beta, scale * (x @ w.T) / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-12)
-    np.testing.assert_allclose(ph.pack_data(x[0]), x_hat[0], rtol=1e-15)
+    np.testing.assert_allclose(encoding.unit_vectors(x[0]), x_hat[0], rtol=1e-15)
 
 
 # --- the client's processor ------------------------------------------------------------------------
@@ -101,7 +103,7 @@ GIVENS_CASES = {
     "random complex": _x_hat(7),
     "zeros leading, inside, trailing": np.array([0, 0, 1.0, 0, 2j, -0.5, 0, 0]) / np.sqrt(5.25),
     "one mode": np.array([1j]),
-    "MNIST-like": ph.pack_data(np.where(np.random.default_rng(3).random(784) < 0.8, 0.0,
+    "MNIST-like": encoding.unit_vectors(np.where(np.random.default_rng(3).random(784) < 0.8, 0.0,
                                         np.random.default_rng(4).random(784))),
 }
 
@@ -300,7 +302,7 @@ def test_excess_noise_on_392_modes_projects_onto_the_data():
 # --- plumbing -----------------------------------------------------------------------------------------
 
 def test_seed_reproduces_bit_for_bit_and_chunking_is_bounded():
-    x = ph.pack_data(np.random.default_rng(17).standard_normal((10, 9)))
+    x = encoding.unit_vectors(np.random.default_rng(17).standard_normal((10, 9)))
     symbols = _symbols(7, 5)
     run = [ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(99), 0.5, chunk_images=3) for _ in range(2)]
     other = ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(100), 0.5, chunk_images=3)
@@ -326,7 +328,7 @@ def test_link_engine_runs_the_network():
 
 def test_box_muller_normals_are_standard_normal():
     out = np.empty(2_000_001, dtype=np.float32)  # odd: the last sine is dropped
-    ph.standard_normal_f32(np.random.default_rng(20), out)
+    streams.standard_normal_f32(np.random.default_rng(20), out)
     x = out.astype(np.float64)
     m = x.size
     _close(x.mean(), 0.0, np.sqrt(1 / m), "mean")
@@ -337,33 +339,33 @@ def test_box_muller_normals_are_standard_normal():
     # cosine half and sine half are independent
     half = (m + 1) // 2
     _close(np.corrcoef(x[:half - 1], x[half:])[0, 1], 0.0, np.sqrt(1 / half), "cos-sin correlation")
-    again = ph.standard_normal_f32(np.random.default_rng(20), np.empty_like(out))
+    again = streams.standard_normal_f32(np.random.default_rng(20), np.empty_like(out))
     assert np.array_equal(out, again)
     with pytest.raises(ValueError, match="float32"):
-        ph.standard_normal_f32(np.random.default_rng(0), np.empty(4))
+        streams.standard_normal_f32(np.random.default_rng(0), np.empty(4))
 
 
 def test_normal_stream_is_independent_of_threads_and_request_sizes():
-    total = 3 * ph.NORMAL_STREAM_BLOCK + 12345
-    reference = ph.NormalStream([1, 2, 3, 4], threads=0).fill(np.empty(total, dtype=np.float32))
-    threaded = ph.NormalStream([1, 2, 3, 4], threads=2, prefetch=3)
+    total = 3 * streams.NORMAL_STREAM_BLOCK + 12345
+    reference = streams.NormalStream([1, 2, 3, 4], threads=0).fill(np.empty(total, dtype=np.float32))
+    threaded = streams.NormalStream([1, 2, 3, 4], threads=2, prefetch=3)
     pieces, rng = [], np.random.default_rng(0)
     while sum(p.size for p in pieces) < total:  # odd-sized requests that straddle blocks
-        size = min(int(rng.integers(1, ph.NORMAL_STREAM_BLOCK // 3)), total - sum(p.size for p in pieces))
+        size = min(int(rng.integers(1, streams.NORMAL_STREAM_BLOCK // 3)), total - sum(p.size for p in pieces))
         pieces.append(threaded.fill(np.empty(size, dtype=np.float32)))
     threaded.close()
     assert np.array_equal(np.concatenate(pieces), reference)
-    assert not np.array_equal(reference, ph.NormalStream([1, 2, 3, 5], threads=0).fill(np.empty(total, np.float32)))
+    assert not np.array_equal(reference, streams.NormalStream([1, 2, 3, 5], threads=0).fill(np.empty(total, np.float32)))
 
 
 def test_threaded_verification_reproduces_bit_for_bit(monkeypatch):
-    x = ph.pack_data(np.random.default_rng(21).standard_normal((700, 784)))
+    x = encoding.unit_vectors(np.random.default_rng(21).standard_normal((700, 784)))
     symbols = _symbols(40, 392)
     monkeypatch.setattr(ph, "VERIFY_BLOCK_SAMPLES", 2**14)  # many blocks, many stream blocks
-    monkeypatch.setattr(ph, "NORMAL_STREAM_BLOCK", 2**15)
+    monkeypatch.setattr(streams, "NORMAL_STREAM_BLOCK", 2**15)
     runs = {}
     for threads in (2, 2, 0):
-        monkeypatch.setattr(ph, "VERIFY_THREADS", threads)
+        monkeypatch.setattr(streams, "VERIFY_THREADS", threads)
         runs.setdefault(threads, []).append(
             ph.secure_products(symbols, x, REALISTIC, np.random.default_rng(22), 0.2, chunk_images=300))
     (a, rec_a), (b, rec_b), (c, rec_c) = runs[2][0], runs[2][1], runs[0][0]
@@ -381,7 +383,7 @@ def test_link_engine_shares_its_stream_and_reproduces_a_seed(monkeypatch):
     params = ph.LinkParameters(mu_photons=5.0, gain=1.3)
 
     def run(threads, seed):
-        monkeypatch.setattr(ph, "VERIFY_THREADS", threads)
+        monkeypatch.setattr(streams, "VERIFY_THREADS", threads)
         engine = ph.LinkEngine(params, verify_fraction=0.3)
         generator = np.random.default_rng(seed)
         outs = [secure_forward(weights, x[k:k + 100], engine, generator) for k in (0, 100, 200)]
@@ -399,7 +401,7 @@ def test_link_engine_shares_its_stream_and_reproduces_a_seed(monkeypatch):
 
 def test_pooled_samples_match_the_records():
     from qslab.sequences.simulation import pooled_samples
-    x = ph.pack_data(np.random.default_rng(25).standard_normal((30, 12)))
+    x = encoding.unit_vectors(np.random.default_rng(25).standard_normal((30, 12)))
     records = [ph.secure_products(_symbols(5, 6), x, REALISTIC, np.random.default_rng(s), 0.6)[1] for s in (26, 27)]
     sent, returned = pooled_samples(records)
     assert sent.dtype == returned.dtype == np.float64
@@ -435,9 +437,9 @@ def test_bad_arrays_are_refused():
     with pytest.raises(ValueError, match="symbols"):
         ph.secure_products(symbols[0], x, IDEAL, rng)
     with pytest.raises(ValueError, match="weights"):
-        ph.pack_weights(np.ones(4), 1.0)
+        encoding.pack_weights(np.ones(4), 1.0)
     with pytest.raises(ValueError, match="zero norm"):
-        ph.pack_data(np.zeros((2, 4)))
+        encoding.unit_vectors(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="transmittance"):
         ph.attenuate(np.zeros(3), 1.5, rng)
     with pytest.raises(ValueError, match="theta_rad"):
@@ -509,9 +511,9 @@ def test_a_layer_prepared_from_symbols_draws_what_secure_products_draws():
 
 def test_a_stream_told_its_total_draws_no_block_beyond_it():
     """`total` only stops the prefetch: the same values, and nothing queued once the last block is taken."""
-    n = ph.NORMAL_STREAM_BLOCK + 1000
-    limited = ph.NormalStream([1, 2, 3, 4], threads=1, prefetch=4, total=n)
-    free = ph.NormalStream([1, 2, 3, 4], threads=1, prefetch=4)
+    n = streams.NORMAL_STREAM_BLOCK + 1000
+    limited = streams.NormalStream([1, 2, 3, 4], threads=1, prefetch=4, total=n)
+    free = streams.NormalStream([1, 2, 3, 4], threads=1, prefetch=4)
     a, b = limited.fill(np.empty(n, dtype=np.float32)), free.fill(np.empty(n, dtype=np.float32))
     np.testing.assert_array_equal(a, b)
     assert len(limited._pending) == 0 and len(free._pending) == 4

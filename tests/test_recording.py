@@ -1,4 +1,4 @@
-"""The session recording (analysis/recording.py, docs/RECORDING.md): schema, SWMR, crashes, bad files."""
+"""The session recording (analysis/recording/, docs/RECORDING.md): schema, SWMR, crashes, bad files."""
 
 import json
 import subprocess

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from qslab.analysis import dsp
-from qslab.instruments.sim import physics as ph
-from qslab.instruments.sim import waveform as wf
+from qslab.analysis.encoding import unit_vectors
+from qslab.instruments.sim.link import model as ph
+from qslab.instruments.sim.link import waveform as wf
 
 Z = 5.0
 
@@ -25,7 +26,7 @@ def _close(measured, expected, standard_error, what):
 def _symbol_level_outcomes(n, seed):
     """The client's homodyne outcomes from the physics model: one row, one image repeated n times."""
     params = ph.LinkParameters(mu_photons=4.0, gain=2.0)
-    x = ph.pack_data(np.arange(1.0, 9.0))
+    x = unit_vectors(np.arange(1.0, 9.0))
     symbols = np.array([[1.0 + 0.5j, -0.3 + 1j, 0.8, 0.2j]])
     x_meas, _ = ph.secure_products(symbols, np.broadcast_to(x, (n, 4)), params, np.random.default_rng(seed), 0.0)
     return x_meas[:, 0]

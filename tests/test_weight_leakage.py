@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.stats import unitary_group
 
 from qslab.analysis.client_measurement import returned_excess_noise_total_snu
-from qslab.analysis.gaussian import binary_entropy_bits, entropy_photons_bits, symplectic_eigenvalues, von_neumann_entropy_bits
+from qslab.analysis.gaussian import binary_entropy_bits, entropy_photons_bits, von_neumann_entropy_bits
 from qslab.analysis import weight_leakage as wl
 
 Z = np.diag([1.0, -1.0])

@@ -86,11 +86,6 @@ class DigitizerHomodyneReceiver:
         self.detector, self.lo_power_max, self.lo_fraction = detector, lo_power_max, lo_fraction
         self.channel, self.calibration, self.adc_bits, self.name = channel, calibration, adc_bits, name
 
-    def with_calibration(self, calibration: ReceiverCalibration) -> DigitizerHomodyneReceiver:
-        return DigitizerHomodyneReceiver(self.detector, lo_power_max=self.lo_power_max, lo_fraction=self.lo_fraction,
-                                         channel=self.channel, calibration=calibration, adc_bits=self.adc_bits,
-                                         name=self.name)
-
     def check_lo_power_w(self, lo_power_w: float) -> None:
         self.lo_power_max.check_at_most(self.name, "LO power", lo_power_w)
 
@@ -129,8 +124,3 @@ class DigitizerHomodyneReceiver:
             scope.digitize()
             samples = self.read_samples_v()
         return np.asarray(samples, dtype=float)
-
-    def measure_snu(self, n_symbols: int | None = None) -> np.ndarray:
-        """Read the channel's last acquisition and convert it (with the clipping check at the channel's range)."""
-        samples = self.read_samples_v()
-        return self.quadratures_snu(samples, n_symbols, full_scale_v=0.5 * float(self.channel.range()))

@@ -40,9 +40,9 @@ import numpy as np
 
 from qslab.analysis.givens import unit_vector_from_angles
 from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
-from qslab.instruments.sim import modulators as mod
 from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
-from qslab.instruments.sim.physics import LinkParameters
+from qslab.instruments.sim.link import modulators as mod
+from qslab.instruments.sim.link.model import LinkParameters
 
 LASER_PORTS = 4
 AWG_CHANNELS = 4
@@ -215,7 +215,7 @@ class BenchState:
         self.amplifier = AmplifierState()
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
         self.session_repeats: dict[bytes, int] = {}  # session-mode acquisitions per played state (receivers)
-        self.attack: Any = None        # a cheating client (qslab.instruments.sim.attacks.Attack), armed by set_attack
+        self.attack: Any = None        # a cheating client (qslab.instruments.sim.faults_attacks.attacks.Attack), armed by set_attack
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
         self._symbols: tuple[Modulation, float, np.ndarray] | None = None
@@ -241,7 +241,7 @@ class BenchState:
             port = self.server_laser
             if not port.enabled:
                 return 0.0
-            from qslab.instruments.sim import faults  # the power-drop fault hook (here to keep the change to this method)
+            from qslab.instruments.sim.faults_attacks import faults  # the power-drop fault hook (here to keep the change to this method)
             offset_db = self.params.server_laser.power_offset_db - faults.power_drop_db(self)
             return port.power_w * float(db_to_linear(offset_db))
 
@@ -420,10 +420,10 @@ class BenchState:
         """Arm a cheating client (an attacks.Attack or a spec such as "tap=0.05"); None disarms it.
 
         Every later acquisition returns attacked light and a gain attack sets the amplifier's true gain
-        (instruments/sim/attacks.py). Arm it after the calibrations and the channel record to model a
+        (instruments/sim/faults_attacks/attacks.py). Arm it after the calibrations and the channel record to model a
         client that cheats during inference only; armed before, the server calibrates the cheat in.
         """
-        from qslab.instruments.sim.attacks import parse_attack  # bench.py stays importable without the attack module
+        from qslab.instruments.sim.faults_attacks.attacks import parse_attack  # bench.py stays importable without the attack module
 
         attack = parse_attack(attack) if isinstance(attack, str) else attack
         with self.lock:

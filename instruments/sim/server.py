@@ -10,7 +10,7 @@ streams by CR and/or LF. One thread per connection, TCP_NODELAY, no sleeps anywh
     with Bench() as bench:                      # or Bench.from_config("lab_config.toml")
         laser = KeysightN7714A("laser", bench.address("laser"), visalib="@py")
 
-Faults (``qslab.instruments.sim.faults``): ``Bench(faults=[...])`` or ``bench.inject("timeout@laser")``; every
+Faults (``qslab.instruments.sim.faults_attacks.faults``): ``Bench(faults=[...])`` or ``bench.inject("timeout@laser")``; every
 message then passes through the bench's ``FaultPlan``, which may swallow it, garble or cut its reply,
 queue an error, power-cycle the emulator or change the optics.
 """
@@ -31,8 +31,8 @@ from qslab.instruments.sim.bench_parameters import (BenchParameters, defaults_ta
                                               load_bench_table)
 from qslab.instruments.sim.emulators import DEFAULT_INSTRUMENTS, KINDS
 from qslab.instruments.sim.emulators.base import SCPI_FRAMING, Emulator
-from qslab.instruments.sim.faults import Disconnect, Fault, FaultPlan
-from qslab.instruments.sim.scpi import MessageFramer
+from qslab.instruments.sim.faults_attacks.faults import Disconnect, Fault, FaultPlan
+from qslab.instruments.sim.scpi.parsing import MessageFramer
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ T with the pilots' sqrt(eta_s T) and eps) in place of the session's values (Meas
 
 from __future__ import annotations
 
-import sys
 
 HELP = "recompute a session's results from its file (optionally with another calibration or bound)"
 

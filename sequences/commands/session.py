@@ -13,7 +13,7 @@ data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images, safe_st
 when the session stops, it holds error, file, images_written, resume, safe_state and faults.
 
 Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
-of instruments/sim/faults.py after set-up, before the second batch: timeout, disconnect, garbled,
+of instruments/sim/faults_attacks/faults.py after set-up, before the second batch: timeout, disconnect, garbled,
 scpi-error, reset, overrange, power-drop, bias-drift; options after=N, count=N, persistent, db=,
 rad=, v=, gain=, ch=, code=. The session detects each, retries or cures what it can (a re-lock,
 the laser set back, the set-up applied again) and takes the batch again, or stops with one message.
@@ -85,7 +85,6 @@ def calibration_store(args, config):
 
 
 def run(args) -> int:
-    import json
 
     from qslab.analysis.recording import RecordingError, SessionFile
     from qslab.calibration.records import RecordError
@@ -145,13 +144,13 @@ def run(args) -> int:
 
 
 def parse_attack_option(config, spec: str | None):
-    """--attack KIND=SIZE as an qslab.instruments.sim.attacks.Attack; refused on a station not on the bench."""
+    """--attack KIND=SIZE as an qslab.instruments.sim.faults_attacks.attacks.Attack; refused on a station not on the bench."""
     if spec is None:
         return None
     if not config.uses_bench or any(i.address not in ("bench", "bench-uncabled") for i in config.instruments.values()):
         raise ValueError(f"--attack {spec}: attacks are simulated by the virtual bench; {config.source} has "
                          "instruments on real addresses")
-    from qslab.instruments.sim.attacks import parse_attack
+    from qslab.instruments.sim.faults_attacks.attacks import parse_attack
 
     return parse_attack(spec)
 

@@ -1,4 +1,4 @@
-"""A cheating client on the bench (instruments/sim/attacks.py): the physics of each attack, whether the
+"""A cheating client on the bench (instruments/sim/faults_attacks/attacks.py): the physics of each attack, whether the
 server's verification catches it, and whether the weight-leakage bound covers what the cheater holds.
 
 Most tests run the link model at the bench's own parameters (BenchState.link_parameters: fibres,
@@ -28,12 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qslab.analysis import mnist
+from qslab.analysis.encoding import pack_weights, unit_vectors
 from qslab.analysis.gaussian import entropy_photons_bits
 from qslab.analysis.network import load_weights
 from qslab.analysis.verification import ServerDetector, samples_for_power, verify
-from qslab.instruments.sim import attacks as at
 from qslab.instruments.sim.bench import BenchState
-from qslab.instruments.sim.physics import LinkParameters, pack_data, pack_weights, secure_products
+from qslab.instruments.sim.faults_attacks import attacks as at
+from qslab.instruments.sim.link.model import LinkParameters, secure_products
 
 MU = 6.0
 FALSE_ALARM = 1e-3
@@ -63,7 +64,7 @@ def layer():
     weights, _ = load_weights()
     symbols, _ = pack_weights(weights[0], MU)
     images, _ = mnist.load_mnist("test")
-    return symbols, pack_data(mnist.preprocess(images[:IMAGES].reshape(IMAGES, -1)))
+    return symbols, unit_vectors(mnist.preprocess(images[:IMAGES].reshape(IMAGES, -1)))
 
 
 def detector(link: LinkParameters) -> ServerDetector:
@@ -257,7 +258,7 @@ def test_verification_flags_a_gain_attack_where_its_noise_is_resolvable():
     assert planned[n_modes] < 1.2e5 and planned[392] > 3e7  # m grows as N^2: the reason for a 16-mode layer
     rng = np.random.default_rng(5)
     symbols, _ = pack_weights(rng.standard_normal((rows, 2 * n_modes)), MU)
-    x_hat = pack_data(np.abs(rng.standard_normal((images, 2 * n_modes))))
+    x_hat = unit_vectors(np.abs(rng.standard_normal((images, 2 * n_modes))))
     result, _ = run_and_verify(symbols, x_hat, cheat.link_parameters(declared), seed=6, declared=declared, rows=rows)
     assert result.n_samples >= planned[n_modes]
     assert not result.accepted

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qslab.analysis.units import dbm_to_w, photons_per_symbol
-from qslab.instruments.sim import modulators as mod
+from qslab.instruments.sim.link import modulators as mod
 from qslab.instruments.sim.bench import BenchState
 from qslab.instruments.sim.bench_parameters import BenchParameters, defaults_table, from_mapping
 

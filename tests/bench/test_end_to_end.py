@@ -12,9 +12,9 @@ import serial
 from qslab.analysis import dsp
 from qslab.analysis.units import dbm_to_w, photons_per_symbol
 from qslab.instruments.drivers._scpi import InstrumentError
-from qslab.instruments.sim import modulators as mod
-from qslab.instruments.sim import receivers
-from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.link import modulators as mod
+from qslab.instruments.sim.link import receivers
+from qslab.instruments.sim.link import waveform as wf
 from qslab.instruments.sim.server import Bench
 
 Z = 5.0  # tolerance in standard errors for statistical checks

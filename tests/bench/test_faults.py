@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault, detect_reset
-from qslab.instruments.sim import faults
+from qslab.instruments.sim.faults_attacks import faults
 from qslab.instruments.sim.emulators.keysight_infiniium import RANGE_LIMITS_V
-from qslab.instruments.sim.faults import DEFAULT_AFTER_MESSAGES, Fault
+from qslab.instruments.sim.faults_attacks.faults import DEFAULT_AFTER_MESSAGES, Fault
 from qslab.instruments.sim.server import Bench
 
 TIMEOUT_S = 0.3

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qslab.instruments.sim.scpi import (CommandTree, MessageFramer, ScpiEngine, ScpiError, compile_pattern,
-                                  definite_block, nr3, parse_bool, parse_choice, parse_number)
+from qslab.instruments.sim.scpi.engine import CommandTree, ScpiEngine
+from qslab.instruments.sim.scpi.parsing import (MessageFramer, ScpiError, compile_pattern, definite_block, nr3,
+                                                parse_bool, parse_choice, parse_number)
 
 
 class Recorder:
@@ -235,3 +236,19 @@ def test_large_blocks_are_received_in_place(box, tail, units):
     reply = box.engine.exchange(message)
     assert box.trace[9] == payload and reply.count(b"\n") == units - 1
     assert framer.next_message() == b"SOUR1:POW 1MW" and box.errors() == []
+
+
+def test_bind_is_the_one_dispatch_and_refuses_what_a_header_does_not_do():
+    """The engine and the MBX's line protocol both dispatch through CommandTree.bind."""
+    tree = CommandTree()
+    seen = []
+    tree.add("MZM:MODE", set=lambda call: seen.append((call.header, call.args)), query=lambda call: "3")
+    tree.add("MZM:RESET", set=lambda call: "reset")
+    found = tree.lookup((("MZM", None), ("MODE", None)))
+    tree.bind(found, "mzm:mode", False)(["2"])
+    assert seen == [("mzm:mode", ["2"])]
+    assert tree.bind(found, "MZM:MODE?", True)([]) == "3"
+    for found, query in ((tree.lookup((("MZM", None), ("RESET", None))), True), (None, False)):
+        with pytest.raises(ScpiError) as error:
+            tree.bind(found, "MZM:RESET?", query)
+        assert error.value.code == -113

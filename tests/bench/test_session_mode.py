@@ -15,10 +15,10 @@ from qslab.instruments.optical import (AwgChannels, AwgIQModulator, AwgTimeBinPr
                                  ProcessorCalibration)
 from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp, volts_to_codes
 from qslab.instruments.sim import bench as bench_module
-from qslab.instruments.sim import receivers
-from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.link import receivers
+from qslab.instruments.sim.link import waveform as wf
 from qslab.instruments.sim.bench_parameters import defaults_table
-from qslab.instruments.sim.receivers import session_points
+from qslab.instruments.sim.link.receivers import session_points
 from qslab.instruments.sim.server import Bench
 
 ROWS, BINS, IMAGES = 6, 8, 3           # R rows of N bins (bench.client_processor.bins_per_row = N), B images

@@ -5,7 +5,6 @@ cross-check catching a wrongly declared attenuation."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +12,13 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 from qslab.analysis.dsp import matched_filter, temporal_mode_efficiency
+from qslab.analysis.encoding import unit_vectors
 from qslab.calibration.processor import design_vectors, fit_processor
 from qslab.calibration.records import RecordError, RecordStore
 from qslab.calibration.result import CalibrationError
-from qslab.instruments.sim import waveform as wf
+from qslab.instruments.sim.link import waveform as wf
 from qslab.sequences.calibrations import CalibrationOptions, run_kind
-from qslab.sequences.protocol import SecureLink, unit_vectors
+from qslab.sequences.protocol import SecureLink
 from qslab.sequences.station_calibration import load_station_calibration
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation

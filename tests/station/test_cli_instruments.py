@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from station_fixtures import BENCH_CONFIG, bench_data
 
 from qslab.sequences import cli

@@ -27,12 +27,13 @@ from station_fixtures import bench_config
 
 from qslab.analysis import mnist
 from qslab.analysis.network import load_weights
+from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.session_results import hidden_vectors
 from qslab.calibration.modulators import DRIVER_GAINS
 from qslab.calibration.records import RecordStore
 from qslab.instruments.optical import LimitError
 from qslab.instruments.sim.server import InstrumentServer
-from qslab.sequences.protocol import GATE_AMPLITUDE_VPP, ProtocolError, SecureLink, weight_symbols
+from qslab.sequences.protocol import GATE_AMPLITUDE_VPP, ProtocolError, SecureLink
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
 from qslab.sequences.station_calibration import load_station_calibration

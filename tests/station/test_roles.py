@@ -16,9 +16,9 @@ from qslab.instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator
 from qslab.instruments.optical import Attenuator as AttenuatorRole
 from qslab.instruments.optical.awg_channels import codes_to_volts, volts_to_codes
 from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
-from qslab.instruments.sim import modulators as mzm
-from qslab.instruments.sim import physics
-from qslab.instruments.sim.receivers import electronic_noise_rms_v, shot_noise_rms_v
+from qslab.instruments.sim.link import modulators as mzm
+from qslab.instruments.sim.link import model as physics
+from qslab.instruments.sim.link.receivers import electronic_noise_rms_v, shot_noise_rms_v
 
 RNG = np.random.default_rng(20240805)
 LIMIT = Limit(1.0, "Vpp", "instruments.awg.limits.amplitude_max_vpp")

@@ -168,7 +168,7 @@ def test_cli_attack_is_caught_and_reported_with_the_safe_state(store, tmp_path, 
 def test_the_receivers_dc_levels_are_taken_out_of_every_record(store, tmp_path, monkeypatch):
     """The DC-coupled receivers sit tens of SNU off zero (their LO's unbalanced share, CMRR 27-30 dB); each
     record's own vacuum tail takes it out, so the tail reads ~0 SNU (its halves agree) and verification holds."""
-    from qslab.instruments.sim.receivers import RECEIVERS, dc_level_v
+    from qslab.instruments.sim.link.receivers import RECEIVERS, dc_level_v
 
     seen = []
     original = session_module.run_batch

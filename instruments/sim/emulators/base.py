@@ -6,7 +6,8 @@ import math
 from typing import TYPE_CHECKING
 
 from qslab.analysis.units import dbm_to_w, w_to_dbm
-from qslab.instruments.sim.scpi import Call, CommandTree, ScpiEngine, ScpiError, number_keyword, parse_number
+from qslab.instruments.sim.scpi.engine import Call, CommandTree, ScpiEngine
+from qslab.instruments.sim.scpi.parsing import ScpiError, number_keyword, parse_number
 
 if TYPE_CHECKING:
     from qslab.instruments.sim.bench import BenchState

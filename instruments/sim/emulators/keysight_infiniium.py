@@ -25,8 +25,10 @@ import datetime
 import numpy as np
 
 from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
-from qslab.instruments.sim.receivers import WORD_BITS, CaptureRecord, ChannelSetup, SessionError, acquire, failed_capture
-from qslab.instruments.sim.scpi import Call, CommandTree, Raw, ScpiError, mnemonic_forms, nr3
+from qslab.instruments.sim.link.receivers import (WORD_BITS, CaptureRecord, ChannelSetup, SessionError, acquire,
+                                                  failed_capture)
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
+from qslab.instruments.sim.scpi.parsing import Raw, ScpiError, mnemonic_forms, nr3
 
 CHANNELS = 4
 FUNCTIONS = 16

@@ -14,7 +14,8 @@ import numpy as np
 
 from qslab.instruments.sim.bench import AWG_CHANNELS, AwgChannelState
 from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
-from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, number_keyword, unquote
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
+from qslab.instruments.sim.scpi.parsing import ScpiError, number_keyword, unquote
 
 SAMPLE_RATE_LIMITS_HZ = (53.76e9, 65e9)
 DEFAULT_SAMPLE_RATE_HZ = 64e9

@@ -17,7 +17,8 @@ from qslab.analysis.units import SPEED_OF_LIGHT_M_S, dbm_to_w
 from qslab.instruments.sim.bench import ATTENUATION_RANGE_DB, AttenuatorState, LaserPortState
 from qslab.instruments.sim.emulators.base import (ScpiEmulator, check_suffix, in_unit, power_argument,
                                             power_unit_argument, power_unit_reply)
-from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, nr3, number_keyword
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
+from qslab.instruments.sim.scpi.parsing import ScpiError, nr3, number_keyword
 
 N77XX_DRIVERS = "qslab.instruments.drivers.keysight_n77xx"
 

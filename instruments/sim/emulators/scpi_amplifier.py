@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from qslab.analysis.units import w_to_dbm
 from qslab.instruments.sim.emulators.base import ScpiEmulator
-from qslab.instruments.sim.scpi import Call, CommandTree
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
 
 GAIN_LIMITS_DB = (0.0, 30.0)
 POWER_LIMITS_DBM = (-10.0, 20.0)

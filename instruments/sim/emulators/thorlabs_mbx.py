@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
-from qslab.instruments.sim import modulators as mod
 from qslab.instruments.sim.bench import BiasState
 from qslab.instruments.sim.bench_parameters import ModulatorTruth
 from qslab.instruments.sim.emulators.base import SERIAL_FRAMING, Emulator
-from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, tokenize_header
+from qslab.instruments.sim.link import modulators as mod
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
+from qslab.instruments.sim.scpi.parsing import ScpiError, tokenize_header
 
 MODES = range(0, 10)
 OFF, PEAK, NULL, QUAD_PLUS, QUAD_MINUS, HOLD_PLUS, HOLD_MINUS, MANUAL, POWER_PLUS, POWER_MINUS = MODES
@@ -146,15 +147,9 @@ class ThorlabsMBXEmulator(Emulator):
         else:
             return "Err: Undefined header"
         try:
-            found = self.tree.lookup(tokenize_header(header))
-            if found is None:
-                raise ScpiError(-113)
-            command, suffixes = found
-            handler = command.query if query else command.set
-            if handler is None:
-                raise ScpiError(-113)
+            run = self.tree.bind(self.tree.lookup(tokenize_header(header)), header, query)
             with self.bench.lock:
-                reply = handler(Call(header, suffixes, args, query))
+                reply = run(args)
         except ScpiError as error:
             return f"Err: {ERROR_TEXTS.get(error.code, 'Execution error')}"
         return "1" if reply is None else str(reply)

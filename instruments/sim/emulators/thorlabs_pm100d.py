@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 
 from qslab.instruments.sim.emulators.base import ScpiEmulator, in_unit
-from qslab.instruments.sim.scpi import Call, CommandTree, ScpiError, nr3, number_keyword
+from qslab.instruments.sim.scpi.engine import Call, CommandTree
+from qslab.instruments.sim.scpi.parsing import ScpiError, nr3, number_keyword
 
 WAVELENGTH_LIMITS_NM = (800.0, 1700.0)   # an InGaAs photodiode head (S155C class)
 CORRECTION_LIMITS_DB = (-60.0, 60.0)

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis.units import photon_energy_j
-from qslab.instruments.sim import faults
-from qslab.instruments.sim import waveform as wf
-from qslab.instruments.sim.physics import LinkParameters, SecureLayer, VerificationRecord, secure_products
+from qslab.instruments.sim.faults_attacks import faults
+from qslab.instruments.sim.link import waveform as wf
+from qslab.instruments.sim.link.model import LinkParameters, SecureLayer, VerificationRecord, secure_products
 
 RECEIVERS = ("client_receiver", "server_receiver")
 WORD_BITS = 16

@@ -17,34 +17,29 @@ Two paths compute the same physics:
   which holds for any unitary with first row conj(x_hat), to avoid an N x N unitary per image.
 
 `simulate_rows_reference` runs the same chain with explicit Givens matrices and mode-by-mode noise;
-it is slow (O(N^2) per image) and exists to check the two fast paths.
+it is slow (O(N^2) per image) and exists to check the two fast paths. Weights and data are encoded
+by qslab.analysis.encoding (the lab's protocol uses the same); the fast normals and the server's
+per-sample normal stream live in random_streams.py.
 """
 
 from __future__ import annotations
 
-import collections
-import os
-import threading
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from qslab.analysis import client_measurement as cm
+from qslab.analysis.encoding import pack_weights, unit_vectors
 from qslab.analysis.givens import givens_angles, givens_unitary
 from qslab.analysis.units import db_to_linear, linear_to_db
+from qslab.instruments.sim.link import random_streams as streams
+from qslab.instruments.sim.link.random_streams import NormalStream, standard_normal_f32
 
 VACUUM_COMPONENT_VARIANCE = 0.25  # per real component of a complex amplitude (X = 2 Re a has variance 1)
 DEFAULT_CHUNK_IMAGES = 16384      # fast-path images per chunk (temporaries ~ chunk x rows x 8 B)
 VERIFY_BLOCK_SAMPLES = 2**19      # returned samples per verification block (2 MB per float32 array: stays in cache)
-# Both sizes are part of the random-stream layout: keep them fixed for bit-for-bit replays.
-# Worker threads drawing the per-sample normals ahead (0: drawn inline). Not part of the layout. One
-# worker is enough on 2 cores (the main thread and OpenBLAS use the rest); more oversubscribe.
-VERIFY_THREADS = 1 if (os.cpu_count() or 1) > 1 else 0
-NORMAL_WORK_MAX_PAIRS = 2**20     # largest per-thread work buffers kept by standard_normal_f32 (16 MB)
-NORMAL_STREAM_BLOCK = 2**19       # normals per NormalStream block (part of the random-stream layout)
-VERIFY_PREFETCH_BLOCKS = 8        # NormalStream blocks drawn ahead (16 MB; not part of the layout)
+# Both sizes (and random_streams.NORMAL_STREAM_BLOCK) are part of the random-stream layout: keep
+# them fixed for bit-for-bit replays.
 UNIT_NORM_TOLERANCE = 1e-9
 
 
@@ -154,62 +149,6 @@ class LinkParameters:
         return self.processor_transmittance_per_pass * self.return_transmittance * k
 
 
-# --- server and client encodings -------------------------------------------------------------------
-
-def _pack_complex(values: np.ndarray) -> np.ndarray:
-    """(v_0 + i v_1, v_2 + i v_3, ...) along the last axis; an odd length gets one zero appended."""
-    if values.shape[-1] % 2:
-        values = np.concatenate([values, np.zeros(values.shape[:-1] + (1,))], axis=-1)
-    return np.ascontiguousarray(values, dtype=np.float64).view(np.complex128)
-
-
-def _real_2d(name: str, array) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array [rows, features], got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite")
-    return array
-
-
-def pack_weights(weights, mu_photons: float) -> tuple[np.ndarray, float]:
-    """Complex symbols [rows, ceil(features/2)] alpha_i = s (w_2i + i w_2i+1) and the layer scale s.
-
-    One scale per layer (docs/PHYSICS.md 10.1) so that mean |alpha|^2 over every mode of the layer is mu.
-    """
-    weights = _real_2d("weights", weights)
-    mu_photons = _at_least("mu_photons", mu_photons, 0.0)
-    packed = _pack_complex(weights)
-    power = np.mean(np.abs(packed) ** 2)
-    if power == 0.0:
-        raise ValueError("weights must not be all zero (the layer scale would be undefined)")
-    scale = float(np.sqrt(mu_photons / power))
-    return scale * packed, scale
-
-
-def pack_data(data) -> np.ndarray:
-    """Unit-norm complex data x_hat [batch, ceil(features/2)], x_hat_i = (x_2i + i x_2i+1)/||x||.
-
-    Then Re(sum_i conj(x_hat_i) alpha_i) = s (w . x)/||x||. A 1-D vector gives a 1-D result.
-    """
-    data = np.asarray(data)
-    single = data.ndim == 1
-    data = np.array(data[None] if single else data, dtype=np.float64)  # our own float64 copy: normalised in place
-    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
-        raise ValueError(f"data must be a non-empty 2-D array [rows, features], got shape {data.shape}")
-    square_norms = np.einsum("ij,ij->i", data, data)
-    if not np.all(np.isfinite(square_norms)):  # a NaN or inf entry (or an overflow): the full check says which
-        _real_2d("data", data)
-        square_norms = np.linalg.norm(data, axis=1) ** 2
-    norms = np.sqrt(square_norms)[:, None]
-    zero = np.flatnonzero(norms[:, 0] == 0.0)
-    if zero.size:
-        raise ValueError(f"data rows {zero[:10].tolist()} have zero norm: the client cannot normalise them")
-    data /= norms
-    x_hat = _pack_complex(data)
-    return x_hat[0] if single else x_hat
-
-
 # --- the client's time-bin processor (DECISIONS M) ------------------------------------------------
 
 def givens_matrix(theta_rad, phi_rad, loss_per_pass_db: float = 0.0) -> np.ndarray:
@@ -310,53 +249,6 @@ def homodyne(modes, measure_p, rng: np.random.Generator, efficiency: float = 1.0
         signal.shape)
 
 
-_NORMAL_WORK = threading.local()
-
-
-def _normal_work_buffers(pairs: int):
-    """Per-thread work arrays for standard_normal_f32, kept between calls: fresh large allocations
-    page-fault on every call, and page faults of concurrent threads serialise in the kernel."""
-    buffers = getattr(_NORMAL_WORK, "buffers", None)
-    if buffers is None or buffers[0].size < pairs:
-        buffers = (np.empty(pairs), np.empty(pairs, dtype=np.float32), np.empty(pairs, dtype=np.float32))
-        if pairs <= NORMAL_WORK_MAX_PAIRS:
-            _NORMAL_WORK.buffers = buffers
-    return tuple(b[:pairs] for b in buffers)
-
-
-def standard_normal_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
-    """Fill the float32 C-contiguous array `out` with independent N(0, 1) samples (Box-Muller); returns out.
-
-    Exact transform (not an approximation): with u uniform on (0, 1] (float64, 53-bit) and v uniform
-    on [0, 1), sqrt(-2 ln u) (cos 2 pi v, sin 2 pi v) are two independent standard normals; the
-    first half of `out` gets the cosines, the second half the sines. The float64 radius bounds
-    |z| <= 8.6 (probability beyond it ~1e-17); the angle is drawn in float32 (resolution 4e-7 rad,
-    below float32's own output resolution). It needs about 4 ns per sample against 8.5 ns for
-    numpy's float32 ziggurat here, which matters for the ~3e7 returned samples of a verified run.
-    """
-    if out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError("out must be a C-contiguous float32 array")
-    flat = out.reshape(-1)
-    n = flat.size
-    pairs = (n + 1) // 2
-    radius, radius32, angle = _normal_work_buffers(pairs)
-    rng.random(out=radius)                  # [0, 1)
-    np.subtract(1.0, radius, out=radius)    # (0, 1]: ln never sees 0
-    np.log(radius, out=radius)
-    radius *= -2.0
-    np.sqrt(radius, out=radius)
-    radius32[...] = radius
-    rng.random(dtype=np.float32, out=angle)
-    angle *= np.float32(2.0 * np.pi)
-    head = flat[:pairs]
-    np.cos(angle, out=head)
-    head *= radius32
-    np.sin(angle, out=angle)
-    angle *= radius32
-    flat[pairs:] = angle[:n - pairs]
-    return out
-
-
 # --- reference model: explicit matrices, one image -------------------------------------------------
 
 def simulate_rows_reference(symbols, x_hat, params: LinkParameters, rng: np.random.Generator, measure_p):
@@ -410,7 +302,7 @@ class VerificationRecord:
     measure_p: np.ndarray
     sent_symbols: np.ndarray
     returned_quadratures_snu: np.ndarray
-    attacker: object = None  # what a cheating client held (qslab.instruments.sim.attacks.AttackerRecord), else None
+    attacker: object = None  # what a cheating client held (qslab.instruments.sim.faults_attacks.attacks.AttackerRecord), else None
 
     @property
     def sent_quadratures_snu(self) -> np.ndarray:
@@ -441,7 +333,7 @@ def _check_symbols_and_data(symbols, x_hat) -> tuple[np.ndarray, np.ndarray]:
     flat = x_hat.view(np.float64)
     bad = np.flatnonzero(np.abs(np.einsum("ij,ij->i", flat, flat) - 1.0) > 2.0 * UNIT_NORM_TOLERANCE)
     if bad.size:
-        raise ValueError(f"x_hat rows must have unit norm (pack_data); rows {bad[:10].tolist()} do not")
+        raise ValueError(f"x_hat rows must have unit norm (unit_vectors); rows {bad[:10].tolist()} do not")
     return symbols, x_hat
 
 
@@ -515,115 +407,6 @@ def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: n
     return x_meas, measure_p
 
 
-class NormalStream:
-    """The server's per-sample standard normals (float32), drawn ahead by worker threads.
-
-    Stream layout: SeedSequence(entropy).spawn(1), called once per block in order, gives block k
-    its own PCG64 Generator, which draws NORMAL_STREAM_BLOCK normals with standard_normal_f32;
-    `fill` hands out the concatenation of the blocks in order, whatever the sizes asked for. The
-    values therefore depend only on the entropy (drawn from the caller's Generator), never on the
-    thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
-    drawn inline when needed; numpy releases the GIL in its fills and ufuncs), also between calls,
-    so that the generation overlaps the rest of the inference. close() (or garbage collection)
-    stops the workers. `total` (normals the owner will take, or None) stops the prefetch at the
-    last block needed, so that no worker draws a block nobody reads (the values are unchanged).
-    """
-
-    def __init__(self, entropy, threads: int = None, prefetch: int = None, total: int = None):
-        threads = VERIFY_THREADS if threads is None else int(threads)
-        self._sequence = np.random.SeedSequence(entropy)
-        self._prefetch = VERIFY_PREFETCH_BLOCKS if prefetch is None else int(prefetch)
-        self._unsubmitted = None if total is None else -(-int(total) // NORMAL_STREAM_BLOCK)  # blocks left to queue
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qslab-normals") if threads > 0 else None
-        self._finalizer = None if self._pool is None else weakref.finalize(
-            self, self._pool.shutdown, wait=False, cancel_futures=True)
-        self._pending = collections.deque()  # futures (threaded) or child seeds (inline), in block order
-        self._spare = []                      # consumed block arrays, reused
-        self._block = None
-        self._offset = NORMAL_STREAM_BLOCK
-
-    @staticmethod
-    def _draw(child, buffer):
-        return standard_normal_f32(np.random.Generator(np.random.PCG64(child)), buffer)
-
-    def _submit(self):
-        if self._unsubmitted is not None:
-            self._unsubmitted -= 1
-        child = self._sequence.spawn(1)[0]
-        if self._pool is None:
-            self._pending.append(child)
-        else:
-            buffer = self._spare.pop() if self._spare else np.empty(NORMAL_STREAM_BLOCK, dtype=np.float32)
-            self._pending.append(self._pool.submit(self._draw, child, buffer))
-
-    def _next_block(self):
-        if self._block is not None:
-            self._spare.append(self._block)
-        if not self._pending:
-            self._submit()
-        item = self._pending.popleft()
-        if self._pool is None:
-            buffer = self._spare.pop() if self._spare else np.empty(NORMAL_STREAM_BLOCK, dtype=np.float32)
-            self._block = self._draw(item, buffer)
-        else:
-            self._block = item.result()
-        self._offset = 0
-
-    def fill(self, out: np.ndarray) -> np.ndarray:
-        """Write the next out.size normals of the stream into the float32 C-contiguous `out`."""
-        if out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError("out must be a C-contiguous float32 array")
-        flat = out.reshape(-1)
-        position = 0
-        while position < flat.size:
-            if self._offset == NORMAL_STREAM_BLOCK:
-                self._next_block()
-            take = min(NORMAL_STREAM_BLOCK - self._offset, flat.size - position)
-            flat[position:position + take] = self._block[self._offset:self._offset + take]
-            position += take
-            self._offset += take
-        self.prefetch()
-        return out
-
-    def prefetch(self):
-        """Queue blocks up to the prefetch depth (no-op without worker threads)."""
-        if self._pool is not None:
-            while len(self._pending) < self._prefetch and (self._unsubmitted is None or self._unsubmitted > 0):
-                self._submit()
-
-    def close(self):
-        if self._finalizer is not None:
-            self._finalizer()
-
-
-def new_normal_stream(rng: np.random.Generator, threads: int = None, prefetch: int = None,
-                      total: int = None) -> NormalStream:
-    """A NormalStream seeded by one 256-bit entropy (4 uint64) drawn from rng."""
-    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch, total)
-
-
-class _LazyNormalStream:
-    """A NormalStream whose entropy is drawn from rng when it is first used (LinkEngine's shared stream)."""
-
-    def __init__(self, rng: np.random.Generator):
-        self._rng, self._stream = rng, None
-
-    def _get(self) -> NormalStream:
-        if self._stream is None:
-            self._stream = new_normal_stream(self._rng)
-        return self._stream
-
-    def fill(self, out):
-        return self._get().fill(out)
-
-    def prefetch(self):
-        self._get().prefetch()
-
-    def close(self):
-        if self._stream is not None:
-            self._stream.close()
-
-
 def _verification_spans(batch: int, chunk_images: int, block: int) -> list[tuple[int, int]]:
     """Image ranges of the verification blocks: cache-sized blocks inside each fast-path chunk."""
     spans = []
@@ -643,7 +426,7 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
                     rows=None, measure_p=None, attack=None):
     """The client's homodyne outcomes X_meas [batch, rows] (SNU) and the server's VerificationRecord.
 
-    symbols [rows, N] from pack_weights; x_hat [batch, N] unit-norm rows from pack_data. Each row
+    symbols [rows, N] from pack_weights; x_hat [batch, N] unit-norm rows from unit_vectors. Each row
     is verified with probability verify_fraction (the same rows for the whole batch); the server's
     quadrature is drawn per (image, verified row). Memory is bounded by processing chunk_images
     images at a time (beyond the outputs themselves); verified rows run in cache-sized blocks of
@@ -657,14 +440,14 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
 
     Random-stream layout: from `rng`, in order: the verified rows; if any, one 256-bit entropy
     (4 x uint64) that seeds the NormalStream of the per-sample normals (blocks of
-    NORMAL_STREAM_BLOCK float32 normals, block k from its own spawned PCG64 Generator; the returned
+    random_streams.NORMAL_STREAM_BLOCK float32 normals, block k from its own spawned PCG64 Generator; the returned
     samples take them in order, [image, row, mode] C order); then per chunk the fast-path noise,
     and per verification block (cache-sized, in image order) the per-(image, row) draws of
     _verified_rows. The float32 normals (per-sample and fast-path noise) come from
     standard_normal_f32 (Box-Muller), the others from numpy's own samplers. Worker threads draw the
-    stream's blocks ahead (VERIFY_THREADS), but every block's values depend only on the seed, so a
+    stream's blocks ahead (random_streams.VERIFY_THREADS), but every block's values depend only on the seed, so a
     seed reproduces the outputs bit for bit whatever the thread count or timing. ``attack`` (an
-    qslab.instruments.sim.attacks.Attack acting on the returned light, or None) runs the verified rows
+    qslab.instruments.sim.faults_attacks.attacks.Attack acting on the returned light, or None) runs the verified rows
     through that module's complex-amplitude joint path instead, drawn from `rng` alone (no
     NormalStream); with None the layout above is untouched. LinkEngine shares
     one stream across its calls with the same rng (its entropy is drawn from rng at the stream's
@@ -730,8 +513,9 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
         if attacked:
             normals = None  # the attacked joint path draws from rng alone
         elif normals is None:
-            blocks = -(-returned.size // NORMAL_STREAM_BLOCK)
-            normals = new_normal_stream(rng, prefetch=min(VERIFY_PREFETCH_BLOCKS, blocks), total=returned.size)
+            blocks = -(-returned.size // streams.NORMAL_STREAM_BLOCK)
+            normals = streams.new_normal_stream(rng, prefetch=min(streams.VERIFY_PREFETCH_BLOCKS, blocks),
+                                                 total=returned.size)
             own_stream = True
         if normals is not None:
             normals.prefetch()  # the workers draw while this thread runs the fast path
@@ -826,7 +610,7 @@ class SecureLayer:
         data = np.asarray(data)
         if data.ndim != 2 or data.shape[1] != self.n_features:
             raise ValueError(f"data must be [batch, features={self.n_features}], got shape {data.shape}")
-        symbols, x_hat = _check_symbols_and_data(self.symbols, pack_data(data))
+        symbols, x_hat = _check_symbols_and_data(self.symbols, unit_vectors(data))
         x_flat32 = x_hat.view(np.float64).astype(np.float32)  # the float32 packing, converted once
         x_meas, record = _secure_products(symbols, x_hat, x_flat32, self._mean_symbols_t, self.params, rng,
                                           verify_fraction, DEFAULT_CHUNK_IMAGES, normals)
@@ -876,7 +660,7 @@ class LinkEngine:
                 self._normals.close()
             self._normals_rng, self._normals = rng, None
         if self._normals is None and self.verify_fraction > 0.0:
-            self._normals = _LazyNormalStream(rng)
+            self._normals = streams.LazyNormalStream(rng)
         output = cached[1](x_hat, rng, self.verify_fraction, self._normals)
         self.outputs[layer_index] = output
         return output.dot_product_estimate()

@@ -55,8 +55,8 @@ import numpy as np
 from qslab.analysis.gaussian import von_neumann_entropy_bits
 from qslab.analysis.givens import givens_angles, givens_unitary
 from qslab.analysis.verification import ChannelHypothesis
-from qslab.instruments.sim.physics import (LinkParameters, amplify, homodyne, quadrature_snu, split_coupler, thermal_noise,
-                                     vacuum_noise)
+from qslab.instruments.sim.link.model import (LinkParameters, amplify, homodyne, quadrature_snu, split_coupler,
+                                              thermal_noise, vacuum_noise)
 
 HETERODYNE_RESEND_NOISE_SNU = 2.0  # heterodyne (1 vacuum unit) + coherent re-preparation (1 more)
 HOMODYNE_RESEND_NOISE_SNU = 1.0    # the re-prepared coherent state's own vacuum, in the measured quadrature

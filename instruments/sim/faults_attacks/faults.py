@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qslab.instruments.sim.scpi import STANDARD_ERRORS
+from qslab.instruments.sim.scpi.parsing import STANDARD_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -1,38 +1,29 @@
-"""A small SCPI emulator engine: command trees, parameters, IEEE 488.2 common commands, error queue, blocks.
+"""SCPI parsing for the bench's emulators: headers, parameters, replies, message framing, errors.
 
 Conventions reproduced (docs/INSTRUMENTS.md 1.1-1.3):
 
 * headers are case-insensitive; each node is accepted in its short form (the upper-case letters of
   the pattern) or its full long form, nothing in between; ``[...]`` nodes are optional and ``#``
   marks a numeric suffix (``SOURce#`` matches ``SOUR``, ``SOUR1``, ``source4``; default 1);
-* several program units per message, separated by ``;``; a unit that does not start with ``:``
-  or ``*`` continues the path of the previous one (SCPI-99 6.2.4), ``:`` returns to the root;
+* several program units per message, separated by ``;`` (``split_units``; the path rules of
+  relative headers are the engine's);
 * numbers take unit suffixes (``1500NM``, ``19MW``, ``3GHZ``) and ``MIN|MAX|DEF``; booleans
   ``ON|OFF|1|0``; character data by short or long form;
 * definite-length blocks ``#<n><len><bytes>`` in parameters (their bytes may hold LF, ``;``,
   ``,`` or ``"``: framing and splitting go by length), and as query replies;
-* one error queue per instrument with the standard codes and texts, ``-350,"Queue overflow"``
-  when it is full, the Standard Event Status Register bits the errors set, and ``*STB?``.
+* the standard error codes and texts, raised as ``ScpiError`` (the engine queues them).
 
-Why a write/read pair as well as ``exchange``: a raw-socket transport pushes each reply as soon as
-it exists (as LAN instruments' port 5025 does), so it calls ``exchange``; ``write``/``read`` model
-an IEEE 488.2 output queue, where a new message over an unread reply is ``-410 Query
-INTERRUPTED`` and a read with nothing to read is ``-420 Query UNTERMINATED``.
+Nothing here holds instrument state: the engine (engine.py) executes what this module parses.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -77,19 +68,6 @@ STANDARD_ERRORS: dict[int, str] = {
     -430: "Query DEADLOCKED",
 }
 
-# Standard Event Status Register bits (IEEE 488.2 11.5.1)
-ESR_OPERATION_COMPLETE = 1
-ESR_QUERY_ERROR = 4
-ESR_DEVICE_ERROR = 8
-ESR_EXECUTION_ERROR = 16
-ESR_COMMAND_ERROR = 32
-ESR_POWER_ON = 128
-# Status Byte bits (IEEE 488.2 11.2; SCPI puts the error/event queue summary in bit 2)
-STB_ERROR_QUEUE = 4
-STB_MESSAGE_AVAILABLE = 16
-STB_EVENT_SUMMARY = 32
-STB_MASTER_SUMMARY = 64
-
 
 class ScpiError(Exception):
     """Raised by a handler (or the parser): the instrument queues ``code,"text"`` and goes on."""
@@ -100,51 +78,11 @@ class ScpiError(Exception):
         super().__init__(f'{code},"{self.text}"')
 
 
-def esr_bit_for(code: int) -> int:
-    """The ESR bit an error class sets: -1xx command, -2xx execution, -3xx device, -4xx query."""
-    if -199 <= code <= -100:
-        return ESR_COMMAND_ERROR
-    if -299 <= code <= -200:
-        return ESR_EXECUTION_ERROR
-    if -399 <= code <= -300 or code > 0:
-        return ESR_DEVICE_ERROR
-    if -499 <= code <= -400:
-        return ESR_QUERY_ERROR
-    return 0
-
-
-class ErrorQueue:
-    """FIFO of (code, text); when full the newest entry becomes -350 (SCPI-99 21.8, N77xx: 30 deep)."""
-
-    def __init__(self, depth: int = 30):
-        if depth < 2:
-            raise ValueError(f"error queue depth must be >= 2, got {depth}")
-        self.depth = depth
-        self._entries: list[tuple[int, str]] = []
-
-    def push(self, code: int, text: str) -> None:
-        if len(self._entries) < self.depth:
-            self._entries.append((code, text))
-        else:
-            self._entries[-1] = (-350, STANDARD_ERRORS[-350])
-
-    def pop(self) -> tuple[int, str]:
-        return self._entries.pop(0) if self._entries else (0, STANDARD_ERRORS[0])
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def entries(self) -> list[tuple[int, str]]:
-        return list(self._entries)
-
 
 # --- headers -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Node:
+class HeaderNode:
     short: str
     long: str
     has_suffix: bool
@@ -159,9 +97,9 @@ class _Node:
 _TOKEN = re.compile(r"^([A-Z_*][A-Z_]*?)(\d*)$")
 
 
-def compile_pattern(pattern: str) -> tuple[_Node, ...]:
+def compile_pattern(pattern: str) -> tuple[HeaderNode, ...]:
     """``"[:SOURce#]:POWer[:LEVel]"`` -> nodes; every node inside brackets is optional."""
-    nodes: list[_Node] = []
+    nodes: list[HeaderNode] = []
     depth = 0
     word = ""
 
@@ -174,7 +112,7 @@ def compile_pattern(pattern: str) -> tuple[_Node, ...]:
         if not re.fullmatch(r"\*?[A-Za-z_]+", mnemonic):
             raise ValueError(f"bad mnemonic {word!r} in pattern {pattern!r}")
         short = "".join(c for c in mnemonic if c.isupper() or c in "*_")
-        nodes.append(_Node(short or mnemonic.upper(), mnemonic.upper(), has_suffix, optional))
+        nodes.append(HeaderNode(short or mnemonic.upper(), mnemonic.upper(), has_suffix, optional))
         word = ""
 
     for char in pattern:
@@ -232,6 +170,12 @@ def _match(nodes, i, tokens, j, suffixes) -> bool:
         if node.has_suffix:
             suffixes.pop()
     return False
+
+
+def match_header(nodes: tuple[HeaderNode, ...], tokens: tuple) -> tuple[int, ...] | None:
+    """The numeric suffixes when the typed header tokens match the pattern's nodes, else None."""
+    suffixes: list[int] = []
+    return tuple(suffixes) if _match(nodes, 0, tokens, 0, suffixes) else None
 
 
 # --- parameters --------------------------------------------------------------------------------
@@ -639,331 +583,3 @@ def split_parameters(data: memoryview) -> list[Arg]:
             if end is None:
                 raise ScpiError(-151)
             pos = end
-
-
-# --- commands ----------------------------------------------------------------------------------
-
-@dataclass
-class Call:
-    """One program unit as a handler sees it: numeric suffixes, parameters, and parsing helpers."""
-
-    header: str
-    suffixes: tuple[int, ...]
-    args: list[Arg]
-    query: bool
-
-    @property
-    def suffix(self) -> int:
-        """The first (usually only) numeric suffix."""
-        return self.suffixes[0]
-
-    def count(self, low: int, high: int | None = None) -> None:
-        """-109 Missing parameter / -108 Parameter not allowed unless low <= len(args) <= high."""
-        high = low if high is None else high
-        if len(self.args) < low:
-            raise ScpiError(-109)
-        if len(self.args) > high:
-            raise ScpiError(-108)
-
-    def text(self, index: int = 0) -> str:
-        arg = self.args[index]
-        if not isinstance(arg, str):
-            raise ScpiError(-168)
-        return arg
-
-    def number(self, index: int = 0, **kwargs: Any) -> float:
-        return parse_number(self.text(index), **kwargs)[0]
-
-    def quantity(self, index: int = 0, **kwargs: Any) -> tuple[float, str | None]:
-        return parse_number(self.text(index), **kwargs)
-
-    def integer(self, index: int = 0, **kwargs: Any) -> int:
-        value = self.number(index, **kwargs)
-        return int(round(value))
-
-    def boolean(self, index: int = 0) -> bool:
-        return parse_bool(self.text(index))
-
-    def choice(self, choices: Sequence[str], index: int = 0) -> str:
-        return parse_choice(self.text(index), choices)
-
-    def block(self, index: int = 0) -> memoryview:
-        arg = self.args[index]
-        if isinstance(arg, str):
-            raise ScpiError(-104)
-        return arg
-
-
-Handler = Callable[[Call], Any]
-
-
-@dataclass
-class Command:
-    pattern: str
-    nodes: tuple[_Node, ...]
-    set: Handler | None = None
-    query: Handler | None = None
-
-
-@dataclass
-class CommandTree:
-    """Registered headers; lookups are cached by the typed tokens (the hot path is one dict hit)."""
-
-    commands: list[Command] = field(default_factory=list)
-    _cache: dict[tuple, tuple[Command, tuple[int, ...]] | None] = field(default_factory=dict)
-
-    def add(self, pattern: str, *, set: Handler | None = None, query: Handler | None = None) -> Command:
-        if set is None and query is None:
-            raise ValueError(f"{pattern!r}: give a set handler, a query handler, or both")
-        command = Command(pattern, compile_pattern(pattern), set, query)
-        self.commands.append(command)
-        self._cache.clear()
-        return command
-
-    def lookup(self, tokens: tuple) -> tuple[Command, tuple[int, ...]] | None:
-        try:
-            return self._cache[tokens]
-        except KeyError:
-            pass
-        found = None
-        for command in self.commands:
-            suffixes: list[int] = []
-            if _match(command.nodes, 0, tokens, 0, suffixes):
-                found = (command, tuple(suffixes))
-                break
-        if len(self._cache) < 4096:
-            self._cache[tokens] = found
-        return found
-
-
-class ScpiEngine:
-    """Executes program messages against a command tree; owns the error queue and status registers.
-
-    ``idn``: the ``*IDN?`` reply. ``error_zero``: how the empty queue is reported (``+0`` on the
-    N77xx, ``0`` elsewhere). ``on_reset``: called by ``*RST``. ``rst_clears_errors``: the N77xx
-    empties the queue on ``*RST`` (docs/INSTRUMENTS.md 1.1). Thread-safe: one lock per instrument, so
-    several connections to the same instrument are served one message at a time.
-    """
-
-    def __init__(self, tree: CommandTree, idn: str, *, error_zero: str = "0", queue_depth: int = 30,
-                 on_reset: Callable[[], None] | None = None, rst_clears_errors: bool = False,
-                 self_test_reply: str = "0", options_reply: str = "0", terminator: bytes = b"\n"):
-        self.tree = tree
-        self.idn = idn
-        self.error_zero = error_zero
-        self.errors = ErrorQueue(queue_depth)
-        self.on_reset = on_reset
-        self.rst_clears_errors = rst_clears_errors
-        self.self_test_reply = self_test_reply
-        self.options_reply = options_reply
-        self.terminator = terminator
-        self.esr = ESR_POWER_ON
-        self.ese = 0
-        self.sre = 0
-        self.lock = threading.RLock()
-        self._output: list[bytes] = []
-        self._add_common_commands()
-
-    # -- status --------------------------------------------------------------------------------
-    def push_error(self, code: int, text: str | None = None) -> None:
-        self.errors.push(code, text if text is not None else STANDARD_ERRORS.get(code, "Unknown error"))
-        self.esr |= esr_bit_for(code)
-
-    def power_on(self) -> None:
-        """Status after power-on: error and output queues empty, ESE/SRE zero, ESR = power-on bit."""
-        with self.lock:
-            self.errors.clear()
-            self._output.clear()
-            self.esr, self.ese, self.sre = ESR_POWER_ON, 0, 0
-
-    def status_byte(self) -> int:
-        stb = 0
-        if len(self.errors):
-            stb |= STB_ERROR_QUEUE
-        if self._output:
-            stb |= STB_MESSAGE_AVAILABLE
-        if self.esr & self.ese:
-            stb |= STB_EVENT_SUMMARY
-        if stb & self.sre & ~STB_MASTER_SUMMARY:
-            stb |= STB_MASTER_SUMMARY
-        return stb
-
-    def format_error(self, code: int, text: str) -> str:
-        number = self.error_zero if code == 0 else f"{code:+d}" if self.error_zero.startswith("+") else str(code)
-        return f'{number},"{text}"'
-
-    # -- execution -----------------------------------------------------------------------------
-    def exchange(self, message: bytes) -> bytes:
-        """Execute one message; return its reply with the terminator (b'' when it holds no query)."""
-        with self.lock:
-            replies = self._execute(message)
-        if not replies:
-            return b""
-        return b";".join(replies) + self.terminator
-
-    def write(self, message: bytes) -> None:
-        """IEEE 488.2 output-queue model: an unread reply is discarded with -410."""
-        with self.lock:
-            if self._output:
-                self._output.clear()
-                self.push_error(-410)
-            replies = self._execute(message)
-            if replies:
-                self._output.append(b";".join(replies) + self.terminator)
-
-    def read(self) -> bytes | None:
-        """The pending reply, or None after queueing -420 when nothing was asked."""
-        with self.lock:
-            if not self._output:
-                self.push_error(-420)
-                return None
-            return self._output.pop(0)
-
-    def _execute(self, message: bytes) -> list[bytes]:
-        replies: list[bytes] = []
-        try:
-            units = split_units(message)
-        except ScpiError as error:
-            self.push_error(error.code, error.text)
-            return replies
-        path: tuple = ()
-        for unit in units:
-            try:
-                reply, path = self._execute_unit(unit, path)
-            except ScpiError as error:
-                self.push_error(error.code, error.text)
-                if error.code <= -100 and error.code > -200:
-                    break  # a command (parser) error discards the rest of the message
-                continue
-            except Exception as error:  # an emulator bug: report it like a device fault, keep serving
-                log.exception("SCPI unit %r failed", bytes(unit[:80]))
-                self.push_error(-300, f"Device-specific error;{type(error).__name__}: {error}"[:200])
-                continue
-            if reply is not None:
-                replies.append(reply)
-        return replies
-
-    def _execute_unit(self, unit: memoryview, path: tuple) -> tuple[bytes | None, tuple]:
-        raw = unit.tobytes() if len(unit) < 256 else bytes(unit[:256])
-        stripped = raw.lstrip()
-        if not stripped:
-            return None, path
-        skip = len(raw) - len(stripped)
-        head_end = len(stripped)
-        for index, byte in enumerate(stripped):
-            if byte in (0x20, 0x09):
-                head_end = index
-                break
-        header = stripped[:head_end].decode("ascii", errors="replace")
-        query = header.endswith("?")
-        bare = header[:-1] if query else header
-        if not bare or "?" in bare:
-            raise ScpiError(-113)
-        tokens = tokenize_header(bare)
-        if bare.startswith("*") or bare.startswith(":"):
-            new_path = tokens[:-1] if not bare.startswith("*") else path
-            full = tokens
-        else:
-            full = path + tokens
-            new_path = full[:-1]
-        found = self.tree.lookup(full)
-        if found is None and path and not bare.startswith(("*", ":")):
-            found = self.tree.lookup(tokens)  # lenient: an absolute header without its leading ':'
-            new_path = tokens[:-1]
-        if found is None:
-            raise ScpiError(-113)
-        command, suffixes = found
-        handler = command.query if query else command.set
-        if handler is None:
-            raise ScpiError(-113)
-        data = unit[skip + head_end:]
-        args = split_parameters(data) if len(data) else []
-        result = handler(Call(header, suffixes, args, query))
-        if not query:
-            return None, new_path
-        return self._format_reply(result), new_path
-
-    @staticmethod
-    def _format_reply(result: Any) -> bytes:
-        if isinstance(result, Raw):
-            return result.data
-        if isinstance(result, (bytes, bytearray, memoryview)):
-            return definite_block(result)
-        if isinstance(result, bool):
-            return b"1" if result else b"0"
-        return str(result).encode("ascii")
-
-    # -- IEEE 488.2 common commands and the error queue -----------------------------------------
-    def _add_common_commands(self) -> None:
-        tree = self.tree
-
-        def no_args(call: Call) -> None:
-            call.count(0)
-
-        def idn(call: Call) -> str:
-            no_args(call)
-            return self.idn
-
-        def rst(call: Call) -> None:
-            no_args(call)
-            if self.on_reset is not None:
-                self.on_reset()
-            if self.rst_clears_errors:
-                self.errors.clear()
-
-        def cls(call: Call) -> None:
-            no_args(call)
-            self.errors.clear()
-            self.esr = 0
-            self._output.clear()
-
-        def opc(call: Call) -> None:
-            no_args(call)
-            self.esr |= ESR_OPERATION_COMPLETE
-
-        def esr(call: Call) -> str:
-            no_args(call)
-            value, self.esr = self.esr, 0
-            return str(value)
-
-        def set_ese(call: Call) -> None:
-            call.count(1)
-            self.ese = call.integer(minimum=0, maximum=255)
-
-        def set_sre(call: Call) -> None:
-            call.count(1)
-            self.sre = call.integer(minimum=0, maximum=255)
-
-        def error_next(call: Call) -> str:
-            no_args(call)
-            return self.format_error(*self.errors.pop())
-
-        def error_count(call: Call) -> str:
-            no_args(call)
-            return str(len(self.errors))
-
-        def error_all(call: Call) -> str:
-            no_args(call)
-            entries = [self.errors.pop() for _ in range(len(self.errors))] or [self.errors.pop()]
-            return ",".join(self.format_error(code, text) for code, text in entries)
-
-        def reply(value: Callable[[], str]) -> Handler:
-            def handler(call: Call) -> str:
-                no_args(call)
-                return value()
-            return handler
-
-        tree.add("*IDN", query=idn)
-        tree.add("*RST", set=rst)
-        tree.add("*CLS", set=cls)
-        tree.add("*OPC", set=opc, query=reply(lambda: "1"))
-        tree.add("*WAI", set=no_args)
-        tree.add("*ESR", query=esr)
-        tree.add("*ESE", set=set_ese, query=reply(lambda: str(self.ese)))
-        tree.add("*SRE", set=set_sre, query=reply(lambda: str(self.sre)))
-        tree.add("*STB", query=reply(lambda: str(self.status_byte())))
-        tree.add("*TST", query=reply(lambda: self.self_test_reply))
-        tree.add("*OPT", query=reply(lambda: self.options_reply))
-        tree.add("SYSTem:ERRor:COUNt", query=error_count)
-        tree.add("SYSTem:ERRor:ALL", query=error_all)
-        tree.add("SYSTem:ERRor[:NEXT]", query=error_next)

@@ -1,0 +1,442 @@
+"""Reading a session file: SessionFile (live while a session writes it) and validate."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, SCHEMA, SCHEMA_VERSION, STATUSES,
+                                             STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
+                                             Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
+                                             _dataset_paths, _first_line)
+
+
+def validate(path: str | Path) -> None:
+    """Check ``path`` against schema qslab.session/1, reading every committed value; RecordingError if it fails."""
+    SessionFile.open(path).close()
+
+
+class SessionFile:
+    """A validated, read-only view of a session file (complete, aborted, crashed, or still being written).
+
+    Only committed batches are visible. A file still being written is opened in SWMR mode;
+    ``refresh()`` then picks up the batches committed since.
+    """
+
+    def __init__(self, path: Path, file: h5py.File, swmr: bool):
+        self.path = path
+        self.swmr = swmr
+        self._file = file
+        self.layers: tuple[LayerShape, ...] = ()
+        self._table = np.zeros(0)
+        self._meta: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> SessionFile:
+        """Open and validate; a missing, foreign, truncated or corrupt file is one RecordingError naming it."""
+        path = Path(path)
+        file, swmr = _open_readable(path)
+        session = cls(path, file, swmr)
+        try:
+            session._load()
+        except BaseException:
+            file.close()
+            raise
+        return session
+
+    def _load(self) -> None:
+        with self._translated("is not a readable qslab session recording"):
+            _check_schema(self._file, self.path)
+            self.layers = _check_structure(self._file, self.path)
+            self._meta = _read_meta(self._file, self.path)
+            self._table = _committed_table(self._file, self.layers, self.path)
+            _check_values(self)
+            self.results  # noqa: B018 - parses the results of a complete session
+
+    def refresh(self) -> int:
+        """Re-read a file that is being written (SWMR); returns the number of committed batches."""
+        if self.swmr:
+            with self._translated("could not be refreshed"):
+                for dataset in self._datasets():
+                    dataset.refresh()
+                self._table = _committed_table(self._file, self.layers, self.path)
+        return self.batches_written
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SessionFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- identity and meta ------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        return int(self._file.attrs["schema_version"])
+
+    @property
+    def created_utc(self) -> str:
+        return _attribute_text(self._file.attrs["created_utc"])
+
+    @property
+    def qslab_version(self) -> str:
+        return _attribute_text(self._file.attrs["qslab_version"])
+
+    @property
+    def git_revision(self) -> str:
+        return _attribute_text(self._file.attrs["git_revision"])
+
+    @property
+    def config_toml(self) -> str:
+        return self._meta["config_toml"]
+
+    def meta_json(self, name: str):
+        """One /meta JSON text, parsed (``settings_json``, ``seeds_json``, ...)."""
+        return json.loads(self._meta[name])
+
+    @property
+    def settings(self) -> dict:
+        return self.meta_json("settings_json")
+
+    @property
+    def seeds(self) -> dict:
+        return self.meta_json("seeds_json")
+
+    @property
+    def calibrations(self) -> dict:
+        return self.meta_json("calibrations_json")
+
+    @property
+    def provenance(self) -> dict:
+        return self.meta_json("provenance_json")
+
+    @property
+    def station_snapshot(self) -> dict:
+        return self.meta_json("station_snapshot_json")
+
+    # -- status and results -----------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        with self._translated("has an unreadable /status"):
+            return _status_text(self._file["status"], self.path)
+
+    @property
+    def detail(self) -> str:
+        with self._translated("has an unreadable /status_detail"):
+            return bytes(self._file["status_detail"][()]).decode("utf-8", errors="replace")
+
+    @property
+    def results(self) -> dict | None:
+        """The results of a complete session; None while it is running or after an abort."""
+        if self.status != COMPLETE:
+            return None
+        with self._translated("has unreadable results"):
+            data = self._file["results/results_json"][()]
+            if len(data) == 0:
+                raise RecordingError(f"{self.path} says it is complete but /results/results_json is empty")
+            return json.loads(data.tobytes().decode("utf-8"))
+
+    # -- batches and data -------------------------------------------------------------------------
+    @property
+    def batch_table(self) -> np.ndarray:
+        """The committed rows of /batches (structured array, see ``batches_dtype``)."""
+        return self._table.copy()
+
+    @property
+    def batches_written(self) -> int:
+        return len(self._table)
+
+    @property
+    def images_written(self) -> int:
+        return _images_in(self._table)
+
+    @property
+    def images(self) -> Images:
+        n = self.images_written
+        return Images(**{name: self._read(f"images/{name}", slice(0, n)) for name in _IMAGE_COLUMNS})
+
+    def client_quadratures_snu(self, layer: int) -> np.ndarray:
+        """[images, rows] float32: the client's homodyne outcome per committed image and row, SNU."""
+        return self._read(f"layers/{self._layer(layer)}/client_quadratures_snu", slice(0, self.images_written))
+
+    def verification(self, layer: int) -> LayerVerification:
+        k = self._layer(layer)
+        stops = {kind: int(self._table[f"{kind}_stop"][-1, k]) if len(self._table) else 0 for kind in _OFFSET_KINDS}
+        flat = {name: self._read(f"layers/{k}/verification/{name}", slice(0, stops[kind]))
+                for name, (_, kind) in _VERIFICATION_COLUMNS.items()}
+        rows, measure_p = [], []
+        for row in self._table:
+            r = flat["rows"][row["row_start"][k]:row["row_stop"][k]]
+            p = flat["measure_p"][row["measure_p_start"][k]:row["measure_p_stop"][k]]
+            rows.append(r)
+            measure_p.append(p.reshape(int(row["image_count"]), len(r)).astype(bool))
+        return LayerVerification(flat["sent_snu"], flat["returned_snu"], rows, measure_p)
+
+    def layer_batch(self, batch: int, layer: int) -> LayerBatch:
+        """Exactly what ``append_batch`` stored for ``layer`` of ``batch`` (quadratures as float32)."""
+        k = self._layer(layer)
+        if not 0 <= batch < self.batches_written:
+            raise RecordingError(f"{self.path} has {self.batches_written} committed batches, no batch {batch}")
+        row = self._table[batch]
+        count, modes = int(row["image_count"]), self.layers[k].modes
+        first = int(row["first_image"])
+
+        def part(name: str, kind: str) -> np.ndarray:
+            return self._read(f"layers/{k}/verification/{name}", slice(int(row[f"{kind}_start"][k]),
+                                                                       int(row[f"{kind}_stop"][k])))
+
+        rows = part("rows", "row")
+        return LayerBatch(
+            client_quadratures_snu=self._read(f"layers/{k}/client_quadratures_snu", slice(first, first + count)),
+            verified_rows=rows,
+            measure_p=part("measure_p", "measure_p").reshape(count, len(rows)).astype(bool),
+            sent_snu=part("sent_snu", "sample").reshape(count, len(rows), modes),
+            returned_snu=part("returned_snu", "sample").reshape(count, len(rows), modes))
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _layer(self, layer: int) -> int:
+        if not 0 <= layer < len(self.layers):
+            raise RecordingError(f"{self.path} has {len(self.layers)} layers, no layer {layer}")
+        return layer
+
+    def _read(self, name: str, rows: slice) -> np.ndarray:
+        with self._translated(f"has unreadable data in /{name}"):
+            return self._file[name][rows]
+
+    def _datasets(self) -> list[h5py.Dataset]:
+        names = ["status", "status_detail", *_dataset_paths(self.layers)]
+        return [self._file[name] for name in names]
+
+    def _translated(self, what: str):
+        return _Translated(self.path, what)
+
+
+class _Translated:
+    """Context manager: any non-RecordingError becomes one RecordingError naming the file."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, RecordingError) or not isinstance(exc, Exception):
+            return False
+        raise RecordingError(f"{self.path} {self.what} ({_first_line(exc)})") from None
+
+
+def _open_readable(path: Path) -> tuple[h5py.File, bool]:
+    """Open read-only; SWMR mode only when HDF5 says a writer has it open (live, or crashed).
+
+    A plain open first, because it checks the file against its recorded size (truncation) and
+    fails fast on bad metadata, whereas a SWMR reader retries bad metadata for minutes.
+    """
+    expected = f"expected a qslab session recording (schema {SCHEMA!r} version {SCHEMA_VERSION})"
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file ({expected})")
+    if not path.is_file():
+        raise RecordingError(f"{path} is not a regular file ({expected})")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except Exception as error:  # noqa: BLE001
+        raise RecordingError(f"{path} cannot be read ({_first_line(error)})") from None
+    if not is_hdf5:
+        raise RecordingError(f"{path} is not an HDF5 file ({expected})")
+    try:
+        return h5py.File(path, "r"), False
+    except Exception as error:  # noqa: BLE001
+        reason = _first_line(error)
+    if "already open for write" not in reason:
+        problem = "is truncated" if "truncated file" in reason else "is a corrupt or unreadable HDF5 file"
+        raise RecordingError(f"{path} {problem} ({reason}; {expected})")
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True), True
+    except Exception as error:  # noqa: BLE001
+        raise RecordingError(f"{path} is open for writing and cannot be read in SWMR mode "
+                             f"({_first_line(error)}; {expected})") from None
+
+
+def _attribute_text(value) -> str | None:
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else None
+
+
+def _check_schema(file: h5py.File, path: Path) -> None:
+    schema = file.attrs.get("schema")
+    if schema is None:
+        raise RecordingError(f"{path} is not a qslab session recording: it has no 'schema' attribute "
+                             f"(expected {SCHEMA!r}); it is an HDF5 file written by something else")
+    if _attribute_text(schema) != SCHEMA:
+        shown = _attribute_text(schema) if _attribute_text(schema) is not None else schema
+        raise RecordingError(f"{path} is not a qslab session recording: its schema attribute is {shown!r} "
+                             f"(expected {SCHEMA!r})")
+    version = file.attrs.get("schema_version")
+    if not isinstance(version, np.integer | int) or isinstance(version, bool):
+        raise RecordingError(f"{path}: the schema_version attribute is {version!r}, expected the integer "
+                             f"{SCHEMA_VERSION}")
+    if int(version) != SCHEMA_VERSION:
+        advice = "update qslab to read it" if int(version) > SCHEMA_VERSION else "it predates this format"
+        raise RecordingError(f"{path} is a {SCHEMA!r} recording of schema_version {int(version)}; this qslab "
+                             f"reads schema_version {SCHEMA_VERSION} ({advice})")
+    for name in ("created_utc", "qslab_version", "git_revision"):
+        if _attribute_text(file.attrs.get(name)) is None:
+            raise RecordingError(f"{path} has no text attribute {name!r} at the root (schema {SCHEMA} "
+                                 f"version {SCHEMA_VERSION})")
+
+
+def _node(file: h5py.File, name: str, path: Path) -> h5py.HLObject | None:
+    """The object at ``name``, None if absent; a damaged one is an error (h5py reports both as KeyError)."""
+    try:
+        return file[name]
+    except KeyError as error:
+        if "doesn't exist" in str(error) or "component not found" in str(error):
+            return None
+        raise RecordingError(f"{path} has a damaged /{name} ({_first_line(error)})") from None
+
+
+def _dataset(file: h5py.File, name: str, path: Path) -> h5py.Dataset:
+    node = _node(file, name, path)
+    if not isinstance(node, h5py.Dataset):
+        found = "is missing" if node is None else f"has a {type(node).__name__} where a dataset belongs"
+        raise RecordingError(f"{path} {found}: /{name} (schema {SCHEMA} version {SCHEMA_VERSION}, docs/RECORDING.md)")
+    return node
+
+
+def _check_structure(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
+    """Layers from /layers, then every dataset present with the schema's dtype and row shape."""
+    layers = _layer_shapes(file, path)
+    for name, (dtype, row_shape) in _dataset_paths(layers).items():
+        dataset = _dataset(file, name, path)
+        if dataset.dtype != dtype:
+            raise RecordingError(f"{path}: /{name} has dtype {dataset.dtype}, expected {dtype}")
+        if dataset.ndim != 1 + len(row_shape) or dataset.shape[1:] != row_shape:
+            expected = "(n,)" if not row_shape else f"(n, {', '.join(map(str, row_shape))})"
+            raise RecordingError(f"{path}: /{name} has shape {dataset.shape}, expected {expected}")
+        if dataset.maxshape[0] is not None:
+            raise RecordingError(f"{path}: /{name} is not extendable along axis 0 (maxshape {dataset.maxshape})")
+    for name, kind, size in (("status", "ascii", STATUS_BYTES), ("status_detail", "utf-8", DETAIL_BYTES)):
+        dataset = _dataset(file, name, path)
+        info = h5py.check_string_dtype(dataset.dtype)
+        if dataset.shape != () or info is None or info.length != size:
+            raise RecordingError(f"{path}: /{name} must be a scalar fixed-length string of {size} bytes, "
+                                 f"got shape {dataset.shape} dtype {dataset.dtype}")
+    for name in META_NAMES:
+        dataset = _dataset(file, f"meta/{name}", path)
+        if dataset.shape != () or h5py.check_string_dtype(dataset.dtype) is None:
+            raise RecordingError(f"{path}: /meta/{name} must be a scalar UTF-8 string, got shape {dataset.shape} "
+                                 f"dtype {dataset.dtype}")
+    return layers
+
+
+def _layer_shapes(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
+    group = _node(file, "layers", path)
+    if not isinstance(group, h5py.Group) or len(group) == 0:
+        raise RecordingError(f"{path} has no layers: /layers must hold groups 0 .. L-1 (schema {SCHEMA})")
+    names = sorted(group, key=lambda name: (len(name), name))
+    if names != [str(k) for k in range(len(names))]:
+        raise RecordingError(f"{path}: /layers holds {names}, expected groups named 0 .. {len(names) - 1}")
+    shapes = []
+    for name in names:
+        attrs = group[name].attrs
+        try:
+            shapes.append(LayerShape(int(attrs["rows"]), int(attrs["modes"])))
+        except (KeyError, TypeError, ValueError) as error:
+            raise RecordingError(f"{path}: /layers/{name} needs integer attributes rows >= 1 and modes >= 1 "
+                                 f"({_first_line(error)})") from None
+    return tuple(shapes)
+
+
+def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
+    texts = {}
+    for name in META_NAMES:
+        data = bytes(file[f"meta/{name}"][()])
+        try:
+            texts[name] = data.decode("utf-8")
+            if name.endswith("_json"):
+                json.loads(texts[name])
+            else:
+                tomllib.loads(texts[name])
+        except (UnicodeDecodeError, ValueError) as error:
+            kind = "JSON" if name.endswith("_json") else "TOML"
+            raise RecordingError(f"{path}: /meta/{name} is not valid UTF-8 {kind} ({_first_line(error)})") from None
+    return texts
+
+
+def _images_in(table: np.ndarray) -> int:
+    return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
+
+
+def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path) -> np.ndarray:
+    """The leading /batches rows whose batch number equals their position, checked for consistency."""
+    table = file["batches"][()]
+    committed = table["batch"] == np.arange(len(table))
+    table = table[:len(table) if committed.all() else int(np.argmin(committed))]
+    if not len(table):
+        return table
+    counts = table["image_count"]
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if np.any(counts < 1) or np.any(table["first_image"] != firsts):
+        raise RecordingError(f"{path}: /batches first_image/image_count are inconsistent (each batch must start "
+                             f"where the previous ended, with >= 1 image)")
+    if not np.all(np.isfinite(table["time_unix_s"])):
+        raise RecordingError(f"{path}: /batches time_unix_s holds non-finite time stamps")
+    for kind in _OFFSET_KINDS:
+        starts, stops = table[f"{kind}_start"], table[f"{kind}_stop"]
+        expected_starts = np.vstack([np.zeros((1, len(layers)), np.int64), stops[:-1]])
+        if np.any(starts != expected_starts) or np.any(stops < starts):
+            raise RecordingError(f"{path}: /batches {kind}_start/{kind}_stop are not contiguous per layer")
+    verified = table["row_stop"] - table["row_start"]
+    modes = np.array([layer.modes for layer in layers])
+    expected = {"measure_p": counts[:, None] * verified, "sample": counts[:, None] * verified * modes}
+    for kind, sizes in expected.items():
+        if np.any(table[f"{kind}_stop"] - table[f"{kind}_start"] != sizes):
+            raise RecordingError(f"{path}: /batches {kind} offsets disagree with image_count x verified rows"
+                                 f"{' x modes' if kind == 'sample' else ''}")
+    _check_lengths(file, layers, table, path)
+    return table
+
+
+def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path) -> None:
+    """Every array at least as long as the committed batches need (longer tails are an interrupted batch)."""
+    images = _images_in(table)
+    needed = {f"images/{name}": images for name in _IMAGE_COLUMNS}
+    for k in range(len(layers)):
+        needed[f"layers/{k}/client_quadratures_snu"] = images
+        for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+            needed[f"layers/{k}/verification/{name}"] = int(table[f"{kind}_stop"][-1, k])
+    for name, length in needed.items():
+        if file[name].shape[0] < length:
+            raise RecordingError(f"{path}: /{name} has {file[name].shape[0]} rows but the batches table commits "
+                                 f"{length}")
+
+
+def _status_text(dataset: h5py.Dataset, path: Path) -> str:
+    status = bytes(dataset[()]).decode("ascii", errors="replace")
+    if status not in STATUSES:
+        raise RecordingError(f"{path}: /status is {status!r}, expected one of {list(STATUSES)}")
+    return status
+
+
+def _check_values(session: SessionFile) -> None:
+    """Read every committed value once (a corrupt chunk fails its checksum here) and check the index ranges."""
+    session.status  # noqa: B018
+    session.detail  # noqa: B018
+    session.images  # noqa: B018
+    for k, layer in enumerate(session.layers):
+        session.client_quadratures_snu(k)
+        verification = session.verification(k)
+        for batch, rows in enumerate(verification.rows):
+            if len(rows) and (rows.min() < 0 or rows.max() >= layer.rows or len(np.unique(rows)) != len(rows)):
+                raise RecordingError(f"{session.path}: /layers/{k}/verification/rows of batch {batch} are not "
+                                     f"distinct rows in [0, {layer.rows})")
+        stop = int(session.batch_table["measure_p_stop"][-1, k]) if session.batches_written else 0
+        if np.any(session._read(f"layers/{k}/verification/measure_p", slice(0, stop)) > 1):
+            raise RecordingError(f"{session.path}: /layers/{k}/verification/measure_p holds values other than 0/1")

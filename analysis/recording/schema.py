@@ -1,0 +1,166 @@
+"""The ``qslab.session`` schema (version 1): names, dtypes, layout and the checks shared by writer and reader.
+
+The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "qslab.session"
+SCHEMA_VERSION = 1
+PIXELS_PER_IMAGE = 784
+RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
+STATUSES = (RUNNING, COMPLETE, ABORTED)
+META_NAMES = ("config_toml", "station_snapshot_json", "settings_json", "provenance_json", "seeds_json",
+              "calibrations_json")
+STATUS_BYTES = 16
+DETAIL_BYTES = 512
+
+# dataset name -> (dtype, shape of one row); every one is extendable along axis 0
+_IMAGE_COLUMNS = {"index": (np.dtype("<i4"), ()), "label": (np.dtype("u1"), ()),
+                  "pixels": (np.dtype("u1"), (PIXELS_PER_IMAGE,)), "prediction": (np.dtype("<i2"), ())}
+# verification dataset -> (dtype, name of its start/stop fields in /batches)
+_VERIFICATION_COLUMNS = {"sent_snu": (np.dtype("<f4"), "sample"), "returned_snu": (np.dtype("<f4"), "sample"),
+                         "rows": (np.dtype("<i4"), "row"), "measure_p": (np.dtype("u1"), "measure_p")}
+_OFFSET_KINDS = ("sample", "row", "measure_p")
+_QUADRATURE_DTYPE = np.dtype("<f4")
+_RESULTS_DTYPE = np.dtype("u1")
+_CHUNK_BYTES = 1 << 16
+_FILTERS = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
+
+
+class RecordingError(ValueError):
+    """A session file that is missing, foreign, corrupt or misused: the message names the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One secure layer: ``rows`` outputs (client quadratures per image), ``modes`` complex modes per row."""
+
+    rows: int
+    modes: int
+
+    def __post_init__(self):
+        for name in ("rows", "modes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise RecordingError(f"LayerShape.{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class LayerBatch:
+    """What one layer produced for one batch of b images, v verified rows (the same rows for every image)."""
+
+    client_quadratures_snu: np.ndarray  # [b, rows] client homodyne outcome per (image, row), SNU
+    verified_rows: np.ndarray           # [v] row indices the server verified
+    measure_p: np.ndarray               # [b, v] True: the server measured P, False: X
+    sent_snu: np.ndarray                # [b, v, modes] the server's sent quadrature, SNU
+    returned_snu: np.ndarray            # [b, v, modes] the returned quadrature it measured, SNU
+
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    index: np.ndarray       # [n] int32, index into the MNIST test set
+    label: np.ndarray       # [n] uint8
+    pixels: np.ndarray      # [n, 784] uint8, the client's private input
+    prediction: np.ndarray  # [n] int16
+
+
+@dataclass(frozen=True, eq=False)
+class LayerVerification:
+    """One layer's verification data over all committed batches; ``rows``/``measure_p`` are per batch."""
+
+    sent_snu: np.ndarray            # [m] float32, pooled in write order (batch, image, row, mode)
+    returned_snu: np.ndarray        # [m] float32
+    rows: list[np.ndarray]          # per batch: [v] int32
+    measure_p: list[np.ndarray]     # per batch: [b, v] bool
+
+
+def batches_dtype(layer_count: int) -> np.dtype:
+    """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields."""
+    per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
+    return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
+                     *per_layer])
+
+
+def _unfilled_row(layer_count: int) -> np.ndarray:
+    """The fill value of ``/batches``: batch -1 marks a row that was allocated but never committed."""
+    row = np.zeros((), batches_dtype(layer_count))
+    for name in row.dtype.names:
+        row[name] = np.nan if name == "time_unix_s" else -1
+    return row
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (dt.datetime, dt.date, Path)):
+        return str(value)
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON serialisable")
+
+
+def _json_text(value, what: str) -> str:
+    """A dict (dumped, keys sorted) or a string that must already be JSON."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError as error:
+            raise RecordingError(f"{what} is not valid JSON ({_first_line(error)})") from None
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=_jsonable)
+    except (TypeError, ValueError) as error:
+        raise RecordingError(f"{what} cannot be written as JSON ({_first_line(error)})") from None
+
+
+def _meta_texts(meta: dict) -> dict[str, str]:
+    """The six /meta texts, checked: all present, nothing unknown, JSON parses, the config is TOML."""
+    missing = [name for name in META_NAMES if name not in meta]
+    unknown = sorted(set(meta) - set(META_NAMES))
+    if missing or unknown:
+        raise RecordingError(f"session meta must have exactly the keys {list(META_NAMES)}; "
+                             f"missing {missing}, unknown {unknown}")
+    if not isinstance(meta["config_toml"], str):
+        raise RecordingError(f"meta['config_toml'] must be the lab_config text (str), "
+                             f"got {type(meta['config_toml']).__name__}")
+    try:
+        tomllib.loads(meta["config_toml"])
+    except tomllib.TOMLDecodeError as error:
+        raise RecordingError(f"meta['config_toml'] is not valid TOML ({error})") from None
+    texts = {"config_toml": meta["config_toml"]}
+    texts.update({name: _json_text(meta[name], f"meta[{name!r}]") for name in META_NAMES[1:]})
+    for name, text in texts.items():
+        if "\x00" in text:
+            raise RecordingError(f"meta[{name!r}] contains a NUL character; fixed-length HDF5 text cannot hold it")
+    return texts
+
+
+def _truncate_utf8(text: str, size_bytes: int) -> bytes:
+    data = text.encode("utf-8")[:size_bytes]
+    return data.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def _dataset_paths(layers: list[LayerShape] | tuple[LayerShape, ...]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Every extendable dataset of the schema: path -> (dtype, shape of one row)."""
+    paths = {f"images/{name}": spec for name, spec in _IMAGE_COLUMNS.items()}
+    for k, layer in enumerate(layers):
+        paths[f"layers/{k}/client_quadratures_snu"] = (_QUADRATURE_DTYPE, (layer.rows,))
+        for name, (dtype, _) in _VERIFICATION_COLUMNS.items():
+            paths[f"layers/{k}/verification/{name}"] = (dtype, ())
+    paths["batches"] = (batches_dtype(len(layers)), ())
+    paths["results/results_json"] = (_RESULTS_DTYPE, ())
+    return paths

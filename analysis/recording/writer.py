@@ -1,0 +1,363 @@
+"""Writing a session file: created once, extended and flushed per batch in SWMR mode, resumed after a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from qslab.analysis.recording.reader import SessionFile, _images_in
+from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, PIXELS_PER_IMAGE, RUNNING, SCHEMA,
+                                             SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES, _FILTERS, _IMAGE_COLUMNS,
+                                             _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
+                                             LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
+                                             _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype)
+
+
+class SessionWriter:
+    """Appends batches to one session file in SWMR mode; use ``create`` or ``resume``, then as a context manager.
+
+    Leaving the ``with`` block by an exception marks the session aborted with the exception as the
+    reason; leaving it normally without ``finish`` leaves it "running" (resumable).
+    """
+
+    def __init__(self, path: Path, file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray):
+        self.path = path
+        self.layers = layers
+        self._file: h5py.File | None = file
+        self._batches = len(table)
+        self._images = _images_in(table)
+        self._stops = {kind: (table[f"{kind}_stop"][-1].copy() if len(table) else np.zeros(len(layers), np.int64))
+                       for kind in _OFFSET_KINDS}
+
+    # -- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, layers: list[LayerShape], meta: dict[str, str | dict], *,
+               qslab_version: str, git_revision: str, created: dt.datetime | None = None) -> SessionWriter:
+        """A new session file (never overwrites one), every dataset created empty, SWMR writing started."""
+        path = Path(path)
+        layers = tuple(layers)
+        if not layers or not all(isinstance(layer, LayerShape) for layer in layers):
+            raise RecordingError(f"{path}: layers must be a non-empty list of LayerShape, got {layers!r}")
+        texts = _meta_texts(meta)
+        if path.exists():
+            raise RecordingError(f"{path} already exists: a recording is never overwritten; choose a new path, "
+                                 f"or continue it with SessionWriter.resume")
+        created = (created or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+        try:
+            file = h5py.File(path, "x", libver="latest")
+        except Exception as error:  # noqa: BLE001 - h5py/OS errors: one line naming the file
+            raise RecordingError(f"{path}: cannot create the session file ({_first_line(error)})") from None
+        try:
+            _write_skeleton(file, layers, texts, created, str(qslab_version), str(git_revision))
+            file.swmr_mode = True
+            file.flush()
+        except Exception as error:  # noqa: BLE001 - remove the half-made file: it holds no data yet
+            file.close()
+            path.unlink(missing_ok=True)
+            raise RecordingError(f"{path}: cannot create the session file ({_first_line(error)})") from None
+        return cls(path, file, layers, np.zeros(0, batches_dtype(len(layers))))
+
+    @classmethod
+    def resume(cls, path: str | Path, *, after_crash: bool = False) -> SessionWriter:
+        """Reopen an incomplete ("running" or "aborted") session to append batches after its last committed one.
+
+        Array tails beyond the batches table (a batch cut short) are removed first. A file whose writer
+        did not close it (crash, kill, power cut) is still marked open-for-writing by HDF5; since a
+        live writer looks the same, that needs ``after_crash=True``, which first rewrites the file
+        from a SWMR read (what ``h5clear -s`` would do). Never pass it while a writer may be running.
+        """
+        path = Path(path)
+        with SessionFile.open(path) as session:
+            if session.status == COMPLETE:
+                raise RecordingError(f"{path} is a complete session: a finished recording is never appended to; "
+                                     f"record the rest in a new session file")
+            layers, table = session.layers, session.batch_table
+        file = _open_for_append(path, after_crash)
+        try:
+            _truncate_to(file, layers, table)
+            file.swmr_mode = True
+            file.flush()
+        except Exception as error:  # noqa: BLE001
+            file.close()
+            raise RecordingError(f"{path}: cannot prepare the session for appending ({_first_line(error)})") from None
+        return cls(path, file, layers, table)
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._file is None:
+            return
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.abort(f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__)
+        except Exception:  # noqa: BLE001 - never hide the original exception behind a failed abort
+            self._close_quietly()
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def images_written(self) -> int:
+        return self._images
+
+    @property
+    def batches_written(self) -> int:
+        return self._batches
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    # -- appending --------------------------------------------------------------------------------
+    def append_batch(self, image_index, label, pixels, prediction, layers: list[LayerBatch]) -> None:
+        """Validate one batch, write all its arrays, flush, then commit its /batches row and flush again."""
+        file = self._require_open("append_batch")
+        images, batches = self._checked_batch(image_index, label, pixels, prediction, layers)
+        count = len(images["index"])
+        try:
+            for name, values in images.items():
+                _write_at(file[f"images/{name}"], self._images, values)
+            new_stops = {kind: self._stops[kind].copy() for kind in _OFFSET_KINDS}
+            for k, batch in enumerate(batches):
+                _write_at(file[f"layers/{k}/client_quadratures_snu"], self._images, batch["client_quadratures_snu"])
+                for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+                    values = batch[name]
+                    _write_at(file[f"layers/{k}/verification/{name}"], int(self._stops[kind][k]), values)
+                    new_stops[kind][k] = self._stops[kind][k] + len(values)
+            file.flush()
+            self._commit(file, count, new_stops)
+        except RecordingError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the committed batches are untouched
+            raise RecordingError(f"{self.path}: writing batch {self._batches} failed ({_first_line(error)}); "
+                                 f"the {self._batches} committed batches are intact") from None
+        self._batches += 1
+        self._images += count
+        self._stops = new_stops
+
+    def _commit(self, file: h5py.File, image_count: int, new_stops: dict[str, np.ndarray]) -> None:
+        """The batch's /batches row, written last: from here on readers count the batch."""
+        row = np.zeros((), file["batches"].dtype)
+        row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
+        row["time_unix_s"] = time.time()
+        for kind in _OFFSET_KINDS:
+            row[f"{kind}_start"], row[f"{kind}_stop"] = self._stops[kind], new_stops[kind]
+        _write_at(file["batches"], self._batches, row[np.newaxis])
+        file.flush()
+
+    def _checked_batch(self, image_index, label, pixels, prediction, layers) -> tuple[dict, list[dict]]:
+        """The batch as the exact arrays to store; RecordingError naming the field if anything is off."""
+        where = f"{self.path}: append_batch"
+        index = _integers(image_index, f"{where}: image_index", 0, np.iinfo(np.int32).max, "<i4", ndim=1)
+        count = len(index)
+        if count == 0:
+            raise RecordingError(f"{where}: a batch needs at least one image")
+        images = {
+            "index": index,
+            "label": _integers(label, f"{where}: label", 0, 255, "u1", shape=(count,)),
+            "pixels": _integers(pixels, f"{where}: pixels", 0, 255, "u1", shape=(count, PIXELS_PER_IMAGE)),
+            "prediction": _integers(prediction, f"{where}: prediction", -(1 << 15), (1 << 15) - 1, "<i2",
+                                    shape=(count,)),
+        }
+        if len(layers) != len(self.layers):
+            raise RecordingError(f"{where}: {len(layers)} LayerBatch given, the session has {len(self.layers)} layers")
+        return images, [_checked_layer(batch, shape, count, f"{where}: layer {k}")
+                        for k, (batch, shape) in enumerate(zip(layers, self.layers))]
+
+    # -- ending -----------------------------------------------------------------------------------
+    def finish(self, results: dict) -> None:
+        """Write the results, then mark the session complete, then close (results first: "complete" implies them)."""
+        file = self._require_open("finish")
+        data = np.frombuffer(_json_text(results, f"{self.path}: results").encode("utf-8"), dtype=_RESULTS_DTYPE)
+        try:
+            _write_at(file["results/results_json"], 0, data)
+            file.flush()
+            _set_status(file, COMPLETE, "")
+        except Exception as error:  # noqa: BLE001
+            raise RecordingError(f"{self.path}: cannot write the results ({_first_line(error)}); "
+                                 f"the {self._batches} committed batches are intact") from None
+        self.close()
+
+    def abort(self, reason: str) -> None:
+        """Mark the session aborted with ``reason`` (UTF-8, cut to 512 bytes) and close; every committed batch stays."""
+        file = self._require_open("abort")
+        try:
+            _set_status(file, ABORTED, str(reason))
+        except Exception as error:  # noqa: BLE001
+            raise RecordingError(f"{self.path}: cannot mark the session aborted ({_first_line(error)})") from None
+        finally:
+            self._close_quietly()
+
+    def close(self) -> None:
+        """Flush and close; the status is left as it is ("running" if neither finish nor abort was called)."""
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        try:
+            file.flush()
+        finally:
+            file.close()
+
+    def _close_quietly(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _require_open(self, what: str) -> h5py.File:
+        if self._file is None:
+            raise RecordingError(f"{self.path}: {what} on a closed SessionWriter (the session was finished, "
+                                 f"aborted or closed; SessionWriter.resume reopens an incomplete one)")
+        return self._file
+
+
+def _write_skeleton(file: h5py.File, layers: tuple[LayerShape, ...], texts: dict[str, str], created: dt.datetime,
+                    qslab_version: str, git_revision: str) -> None:
+    """Every group, dataset and attribute of the schema, empty: SWMR allows no new objects later."""
+    file.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+    for name, text in {"schema": SCHEMA, "created_utc": created.isoformat(), "qslab_version": qslab_version,
+                       "git_revision": git_revision}.items():
+        _text_attribute(file, name, text)
+    meta = file.create_group("meta")
+    for name, text in texts.items():
+        data = text.encode("utf-8")
+        meta.create_dataset(name, shape=(), dtype=h5py.string_dtype("utf-8", max(1, len(data))))[()] = data
+    for k, layer in enumerate(layers):
+        group = file.create_group(f"layers/{k}")
+        group.attrs.update({"rows": np.int64(layer.rows), "modes": np.int64(layer.modes)})
+    for path, (dtype, row_shape) in _dataset_paths(layers).items():
+        _create_extendable(file, path, dtype, row_shape)
+    file.create_dataset("status", shape=(), dtype=h5py.string_dtype("ascii", STATUS_BYTES))[()] = RUNNING.encode()
+    file.create_dataset("status_detail", shape=(), dtype=h5py.string_dtype("utf-8", DETAIL_BYTES))[()] = b""
+
+
+def _text_attribute(node: h5py.HLObject, name: str, text: str) -> None:
+    """Fixed-length UTF-8: kept in the checksummed object header, unlike variable-length strings (global heap)."""
+    data = text.encode("utf-8")
+    size = max(1, len(data))
+    node.attrs.create(name, np.array(data, dtype=f"S{size}"), dtype=h5py.string_dtype("utf-8", size))
+
+
+def _create_extendable(file: h5py.File, path: str, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
+    """Empty along axis 0, unlimited, chunked to about 64 KiB, gzip + shuffle + fletcher32 (corruption is detected)."""
+    row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+    chunk_rows = max(1, _CHUNK_BYTES // row_bytes)
+    extra = {"fillvalue": _unfilled_row(int(dtype["sample_start"].shape[0]))} if path == "batches" else {}
+    file.create_dataset(path, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+                        chunks=(chunk_rows, *row_shape), **_FILTERS, **extra)
+
+
+def _write_at(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """Resize to exactly ``start + len(values)`` rows (dropping any uncommitted tail) and write them there."""
+    dataset.resize(start + len(values), axis=0)
+    if len(values):
+        dataset[start:start + len(values)] = values
+
+
+def _set_status(file: h5py.File, status: str, detail: str) -> None:
+    file["status_detail"][()] = _truncate_utf8(detail, DETAIL_BYTES)
+    file["status"][()] = status.encode("ascii")
+    file.flush()
+
+
+def _integers(values, what: str, low: int, high: int, dtype: str, *, ndim: int | None = None,
+              shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``values`` as ``dtype`` if it is an integer array of the right shape within [low, high]."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iub":
+        raise RecordingError(f"{what} must be integers, got dtype {array.dtype}")
+    if shape is not None and array.shape != shape:
+        raise RecordingError(f"{what} has shape {array.shape}, expected {shape}")
+    if ndim is not None and array.ndim != ndim:
+        raise RecordingError(f"{what} must be {ndim}-D, got shape {array.shape}")
+    if array.size and (array.min() < low or array.max() > high):
+        raise RecordingError(f"{what} must lie in [{low}, {high}], got [{array.min()}, {array.max()}]")
+    return array.astype(dtype)
+
+
+def _finite_floats(values, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise RecordingError(f"{what} must be real numbers, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise RecordingError(f"{what} has shape {array.shape}, expected {shape}")
+    if not np.all(np.isfinite(array)):
+        raise RecordingError(f"{what} holds {int(np.size(array) - np.isfinite(array).sum())} non-finite values")
+    return array.astype(_QUADRATURE_DTYPE)
+
+
+def _checked_layer(batch: LayerBatch, shape: LayerShape, count: int, where: str) -> dict[str, np.ndarray]:
+    """One LayerBatch as the flat arrays to store (C order: image, verified row, mode)."""
+    if not isinstance(batch, LayerBatch):
+        raise RecordingError(f"{where} must be a LayerBatch, got {type(batch).__name__}")
+    quadratures = _finite_floats(batch.client_quadratures_snu, f"{where} client_quadratures_snu", (count, shape.rows))
+    rows = _integers(batch.verified_rows, f"{where} verified_rows", 0, shape.rows - 1, "<i4", ndim=1)
+    if len(np.unique(rows)) != len(rows):
+        raise RecordingError(f"{where} verified_rows repeats a row: {rows.tolist()}")
+    verified = len(rows)
+    measure_p = _integers(batch.measure_p, f"{where} measure_p", 0, 1, "u1", shape=(count, verified))
+    sample_shape = (count, verified, shape.modes)
+    return {"client_quadratures_snu": quadratures,
+            "sent_snu": _finite_floats(batch.sent_snu, f"{where} sent_snu", sample_shape).ravel(),
+            "returned_snu": _finite_floats(batch.returned_snu, f"{where} returned_snu", sample_shape).ravel(),
+            "rows": rows, "measure_p": measure_p.ravel()}
+
+
+def _open_for_append(path: Path, after_crash: bool) -> h5py.File:
+    try:
+        return h5py.File(path, "r+", libver="latest")
+    except Exception as error:  # noqa: BLE001
+        reason = _first_line(error)
+    if "unable to lock file" in reason:
+        raise RecordingError(f"{path} is open in another process ({reason}): close its readers, then resume")
+    if "already open for write" not in reason:
+        raise RecordingError(f"{path} cannot be reopened for writing ({reason})")
+    if not after_crash:
+        raise RecordingError(f"{path} cannot be reopened for writing ({reason}): HDF5 still marks it open by a "
+                             f"writer, which is either running or crashed. If no process writes it any more, "
+                             f"resume with SessionWriter.resume(path, after_crash=True)")
+    _rewrite_from_swmr_read(path)
+    try:
+        return h5py.File(path, "r+", libver="latest")
+    except Exception as error:  # noqa: BLE001
+        raise RecordingError(f"{path} cannot be reopened for writing even after rewriting it "
+                             f"({_first_line(error)})") from None
+
+
+def _rewrite_from_swmr_read(path: Path) -> None:
+    """Copy every object of a crashed writer's file into a fresh file and put it in place (clears HDF5's open flags)."""
+    temporary = path.with_name(f".{path.name}.recovering")
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as source, \
+                h5py.File(temporary, "w", libver="latest") as target:
+            target.attrs.update(dict(source.attrs))
+            for name in source:
+                source.copy(source[name], target, name)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except Exception as error:  # noqa: BLE001
+        temporary.unlink(missing_ok=True)
+        raise RecordingError(f"{path}: cannot recover the crashed session file ({_first_line(error)}); "
+                             f"it is unchanged") from None
+
+
+def _truncate_to(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray) -> None:
+    """Cut every array back to what ``table`` commits, empty the results, status back to running."""
+    images = _images_in(table)
+    for name in _IMAGE_COLUMNS:
+        file[f"images/{name}"].resize(images, axis=0)
+    for k in range(len(layers)):
+        file[f"layers/{k}/client_quadratures_snu"].resize(images, axis=0)
+        for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+            stop = int(table[f"{kind}_stop"][-1, k]) if len(table) else 0
+            file[f"layers/{k}/verification/{name}"].resize(stop, axis=0)
+    file["batches"].resize(len(table), axis=0)
+    file["results/results_json"].resize(0, axis=0)
+    _set_status(file, RUNNING, "")
