@@ -82,7 +82,7 @@ class Lab:
         volts = [np.concatenate(v) for v in zip(*(self.processor.drive_v(row) for row in data))]
         amplitudes = tuple(amplitude_for_volts_vpp(v) for v in volts)
         codes = [volts_to_codes(v, a) for v, a in zip(volts, amplitudes)]
-        self.processor.awg.load([np.repeat(c, self.sps) for c in codes], list(amplitudes), 1)
+        self.processor.awg.load([(1, [np.repeat(c, self.sps) for c in codes])], list(amplitudes))
         played = tuple(self.processor.awg.channel(n).amplitude_vpp() for n in self.processor.awg.channels)
         return codes[0], codes[1], played  # the amplitudes as set (6 decimals)
 
@@ -255,7 +255,7 @@ def test_statistics_of_many_acquisitions_match_the_closed_forms(lab):
 def test_settings_the_session_cannot_use_are_reported_by_the_digitizer(lab):
     _run(lab)
     lab.client_awg.stop()
-    lab.processor.awg.load([np.zeros(20 * lab.sps, dtype=np.int8)] * 2, [0.5, 0.5], 1)  # 20 bins: not 8-bin rows
+    lab.processor.awg.load([(1, [np.zeros(20 * lab.sps, dtype=np.int8)] * 2)], [0.5, 0.5])  # 20 bins: not 8-bin rows
     lab.client_awg.run()
     record = lab.digitize(256)
     assert record.session is None and "20 time bins" in record.error
