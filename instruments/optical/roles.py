@@ -43,6 +43,8 @@ class Attenuator(Protocol):
 @runtime_checkable
 class PowerMeter(Protocol):
     def read_power_w(self) -> float: ...
+    def read_powers_w(self, count: int) -> list[float]:
+        """``count`` readings, in one message where the meter takes compound reads."""
     def set_wavelength_m(self, wavelength_m: float) -> None: ...
 
 
@@ -191,3 +193,10 @@ class SettingsWatch(Protocol):
         """IEEE 488.2 *ESR? power-on bit (reading clears it); False for an instrument without the register."""
     def changed_settings(self) -> Mapping[str, tuple[Any, Any]]:
         """{setting: (last set or read, read now)} for every setting whose read-back differs."""
+
+
+# What each DriverSpec category's adapter builds (tests/station/test_role_contracts.py checks every adapter).
+ROLE_OF_CATEGORY: dict[str, type] = {
+    "laser": Laser, "attenuator": Attenuator, "power_meter": PowerMeter, "amplifier": OpticalAmplifier,
+    "awg": Awg, "bias_controller": BiasController, "digitizer": Digitizer,
+}
