@@ -210,7 +210,7 @@ class AwgIQModulator(_Biased):
 
     def _leak(self, child) -> np.ndarray:
         """A child's leak in quadrature to its own field at drive giving field ``child``: -i cos(x/2)/sqrt(ER)
-        (instruments/sim/modulators.py: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
+        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
         return -1j * self.calibration.leak_ratio * np.sqrt(np.clip(1.0 - np.square(child), 0.0, None))
 
     def leak_compensated_children(self, fields, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:

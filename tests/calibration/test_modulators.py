@@ -87,7 +87,7 @@ def test_a_fit_that_does_not_converge_is_one_clear_error(monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found: Number of calls to function has reached maxfev")
 
-    monkeypatch.setattr(m, "curve_fit", fail)
+    monkeypatch.setattr(fits, "curve_fit", fail)
     with pytest.raises(CalibrationError, match="did not converge") as error:
         fits.fit_mzm_transfer(*_self_test_curve(), "server_carver bias transfer")
     assert error.value.calibration == "server_carver bias transfer"
