@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             _, counts, seconds = counter.measure("lock", lambda: m.lock_and_verify(
                 modulator, meter, laser, transfer, key=key, point="null"))
             rows.append((key, "lock null + verify", counts, seconds, 3))
-            other.bias_controller.mzm.bias_mode("peak")
+            other.lock_bias("peak")
             if key == "server_iq":
                 iq.lock_bias()
             rf, counts, seconds = counter.measure("rf", lambda: m.calibrate_rf_transfer(

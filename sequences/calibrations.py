@@ -146,13 +146,12 @@ def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir:
     if name == "photons":
         from qslab.analysis.estimate import Estimate
         from qslab.calibration.photons import PhotonSettings, calibrate_photons
-        from qslab.instruments.optical import N774xPowerMeter
 
         role = config.roles.server_power_meter
-        if config.instruments[role.instrument].driver == "thorlabs_pm100d":
-            raise CalibrationRefused("photons needs an N774x monitor meter with a channel on the VOA output")
-        output_meter = N774xPowerMeter(getattr(station.driver(role.instrument), f"ch{options.output_meter_channel}"),
-                                       name="voa_output_meter")
+        if config.instruments[role.instrument].spec.units < options.output_meter_channel:
+            raise CalibrationRefused(f"photons needs a meter channel {options.output_meter_channel} on the VOA output; "
+                                     f"{role.instrument} has {config.instruments[role.instrument].spec.units}")
+        output_meter = station.power_meter_channel(role.instrument, options.output_meter_channel, "voa_output_meter")
         settings = PhotonSettings(protocol.symbol_rate_hz, protocol.wavelength_m,
                                   Estimate(options.fixed_attenuation_db, options.fixed_attenuation_uncertainty_db, "dB"),
                                   target_photons=protocol.mu_photons)
@@ -162,10 +161,11 @@ def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir:
         return [result], used
     if name == "homodyne":
         from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
+        from qslab.instruments.optical.homodyne_receiver import ReceiverDigitizer
         from qslab.sequences.station import RECEIVERS
 
         receivers = [station.receiver(rx) for rx in RECEIVERS]
-        digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), receivers)
+        digitizer = ReceiverDigitizer(station.digitizer(config.roles.client_receiver.digitizer), receivers)
         settings = HomodyneSettings(protocol.symbol_rate_hz, protocol.wavelength_m, points=int(options.homodyne_points))
         results = calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
                                      receivers, settings, str(figure_dir))
@@ -174,10 +174,11 @@ def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir:
         return results, used
     if name == "amplifier":
         from qslab.calibration.amplifier import AmplifierSettings, calibrate_amplifier
+        from qslab.instruments.optical.homodyne_receiver import ReceiverDigitizer
 
         homodyne = store.require("homodyne", "client_receiver")  # the noise figure needs its efficiency
         receiver = station.receiver("client_receiver")
-        digitizer = InfiniiumDigitizer(station.driver(config.roles.client_receiver.digitizer), [receiver])
+        digitizer = ReceiverDigitizer(station.digitizer(config.roles.client_receiver.digitizer), [receiver])
         settings = AmplifierSettings(protocol.symbol_rate_hz, protocol.gain,
                                      homodyne.estimate("client_receiver.efficiency"),
                                      wavelength_m=protocol.wavelength_m)
@@ -203,30 +204,6 @@ def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir:
     if name == "processor":
         return [_processor(station, store, figure_dir)], sorted(station.connections)
     raise ValueError(f"no calibration kind {name!r}; expected one of {', '.join(KIND_NAMES)}")
-
-
-class InfiniiumDigitizer:
-    """qslab.calibration.homodyne.Digitizer over the Infiniium driver and the receivers' channels."""
-
-    def __init__(self, driver, receivers):
-        self.driver, self.receivers = driver, list(receivers)
-
-    def configure(self, *, points: int, sample_rate_hz: float, ranges_v: dict[str, float]) -> float:
-        self.driver.acquire_points(int(points))
-        self.driver.sample_rate(sample_rate_hz)
-        for rx in self.receivers:
-            rx.channel.range(ranges_v[rx.name])
-        self.driver.auto_digitize(False)
-        return float(self.driver.sample_rate())
-
-    def acquire(self) -> dict[str, np.ndarray]:
-        self.driver.digitize()
-        return {rx.name: rx.read_samples_v() for rx in self.receivers}
-
-    def set_offsets(self, offsets_v: dict[str, float]) -> None:
-        for rx in self.receivers:
-            if rx.name in offsets_v:
-                rx.channel.offset(float(offsets_v[rx.name]))
 
 
 def _lit_pilots(station, store, name: str, *, processor: bool):

@@ -183,7 +183,13 @@ INIT_BY_TRANSPORT: dict[str, dict[str, Number]] = {
 
 @dataclass(frozen=True)
 class DriverSpec:
-    """One driver short name: its class, what it is, how it is reached, which models answer for it."""
+    """One driver short name: its class, what it is, how it is reached, which models answer for it, and the
+    adapter that turns a connected driver into its role (qslab.instruments.optical).
+
+    The adapter class offers ``from_driver(driver, unit, **options)`` (the role), and where its family needs
+    them ``safe_state(driver)`` (make safe, return the read-back) and ``driver_options(limits, visa_library)``
+    (constructor arguments): a new instrument family is one driver, one adapter and one line here.
+    """
 
     name: str
     import_path: str
@@ -192,6 +198,7 @@ class DriverSpec:
     units: int                # laser ports, attenuators, meter/AWG/digitizer channels
     model_pattern: str        # regex the *IDN? model must match
     bench_kind: str | None    # the bench emulator kind that speaks its protocol
+    adapter: str              # import path of the role adapter (qslab.instruments.optical...)
 
     @property
     def limits(self) -> dict[str, tuple[Number, bool]]:
@@ -203,23 +210,28 @@ class DriverSpec:
 
 
 _N77 = "qslab.instruments.drivers.keysight_n77xx"
+_OPTICAL = "qslab.instruments.optical"
+_LASER, _VOA = f"{_OPTICAL}.laser.LaserPort", f"{_OPTICAL}.attenuator.AttenuatorChannel"
+_N774X = f"{_OPTICAL}.power_meter.N774xPowerMeter"
 DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
-    DriverSpec("keysight_n7711a", f"{_N77}.KeysightN7711A", "laser", "visa", 1, r"N7711A", None),
-    DriverSpec("keysight_n7714a", f"{_N77}.KeysightN7714A", "laser", "visa", 4, r"N7714A", "keysight_n7714a"),
-    DriverSpec("keysight_n7762a", f"{_N77}.KeysightN7762A", "attenuator", "visa", 2, r"N7762A", "keysight_n7762a"),
-    DriverSpec("keysight_n7764a", f"{_N77}.KeysightN7764A", "attenuator", "visa", 4, r"N7764A", None),
-    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744A", "keysight_n7744a"),
-    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745A", None),
+    DriverSpec("keysight_n7711a", f"{_N77}.KeysightN7711A", "laser", "visa", 1, r"N7711A", None, _LASER),
+    DriverSpec("keysight_n7714a", f"{_N77}.KeysightN7714A", "laser", "visa", 4, r"N7714A", "keysight_n7714a", _LASER),
+    DriverSpec("keysight_n7762a", f"{_N77}.KeysightN7762A", "attenuator", "visa", 2, r"N7762A", "keysight_n7762a",
+               _VOA),
+    DriverSpec("keysight_n7764a", f"{_N77}.KeysightN7764A", "attenuator", "visa", 4, r"N7764A", None, _VOA),
+    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744A", "keysight_n7744a",
+               _N774X),
+    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745A", None, _N774X),
     DriverSpec("thorlabs_pm100d", "qcodes_contrib_drivers.drivers.Thorlabs.PM100D.Thorlab_PM100D", "power_meter",
-               "visa", 1, r"PM1\d\d.*", "thorlabs_pm100d"),
+               "visa", 1, r"PM1\d\d.*", "thorlabs_pm100d", f"{_OPTICAL}.power_meter.PM100DPowerMeter"),
     DriverSpec("keysight_m8195a", "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A", "awg", "visa", 4, r"M8195A",
-               "keysight_m8195a"),
+               "keysight_m8195a", f"{_OPTICAL}.awg_channels.AwgChannels"),
     DriverSpec("thorlabs_mbx", "qslab.instruments.drivers.thorlabs_mbx.ThorlabsMBX", "bias_controller", "serial", 1,
-               r"MBX.*", "thorlabs_mbx"),
+               r"MBX.*", "thorlabs_mbx", f"{_OPTICAL}.bias_controller.MbxBiasController"),
     DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
-               "amplifier", "visa", 1, r".+", "scpi_amplifier"),
+               "amplifier", "visa", 1, r".+", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
     DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
-               r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium"),
+               r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
 )}
 
 

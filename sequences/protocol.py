@@ -34,7 +34,7 @@ from qslab.analysis.encoding import PILOT_SEED, pilot_symbol_table, unit_vectors
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.session_results import CONFIDENCE_SIGMAS
 from qslab.analysis.units import dbm_to_w
-from qslab.instruments.optical import AwgChannels, ModulatorCalibration, ProcessorCalibration
+from qslab.instruments.optical import ModulatorCalibration, ProcessorCalibration
 from qslab.sequences.station_calibration import StationCalibration
 
 GATE_CODE = 100              # |code| > 32 gates a row (bench convention, instruments/sim/README.md): + X, - P
@@ -216,18 +216,15 @@ class SecureLink:
         self.amplifier = station.amplifier()
         self.iq = station.iq_modulator(calibration.iq)
         self.carver = station.pulse_carver(ModulatorCalibration(1.0))
-        role = config.roles.server_receiver
-        self.gate = AwgChannels(station.driver(role.lo_phase_awg), [role.lo_phase_awg_channel],
-                                amplitude_max=station.limit(role.lo_phase_awg, "amplitude_max_vpp"),
-                                name="server_lo_phase")
+        self.gate = station.lo_phase_gate()
         p = config.roles.client_processor
         self.processor = station.time_bin_processor(calibration.processor or ProcessorCalibration(
             p.beam_splitter_vpi_v, p.phase_vpi_v, p.beam_splitter_driver_gain, p.phase_driver_gain))
         self.client_rx = station.receiver("client_receiver", calibration.client_receiver)
         self.server_rx = station.receiver("server_receiver", calibration.server_receiver)
-        self.digitizer = station.driver(config.roles.client_receiver.digitizer)
-        self.awg = self.iq.awg.awg
-        self.client_awg = self.processor.awg.awg
+        self.digitizer = station.digitizer(config.roles.client_receiver.digitizer)  # reads both receivers
+        self.awg = self.iq.awg                 # run/stop act on the AWG that plays these channels
+        self.client_awg = self.processor.awg
         self.layers: list[Layer] = []
         self.samples_per_symbol = 0
         self.digitizer_sps = calibration.client_receiver.samples_per_symbol
@@ -303,11 +300,11 @@ class SecureLink:
         self.check_limits()
         for awg in (self.awg, self.client_awg):
             awg.stop()
-            awg.memory_divider(AWG_MEMORY_DIVIDER)
+            awg.configure(rate_divider=AWG_MEMORY_DIVIDER)
         self.samples_per_symbol = self.iq.awg.samples_per_symbol(self.symbol_rate_hz)
         pilot = self._upload(segment, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
         self.carver.awg.outputs_off()
-        self.carver.bias_controller.mzm.bias_mode("peak")  # rect symbols back to back: the carver passes CW
+        self.carver.lock_bias("peak")  # rect symbols back to back: the carver passes CW
         self.iq.lock_bias()
         self.attenuator.close_shutter()
         self.laser.set_wavelength_m(self.config.protocol.wavelength_m)
@@ -316,8 +313,8 @@ class SecureLink:
         self.amplifier.set_gain_db(self.set_gain_db())
         self.amplifier.on()
         self._attenuation_for(pilot, mu_photons)
-        self.digitizer.sample_rate(self.digitizer_sps * self.symbol_rate_hz)
-        self.digitizer.auto_digitize(False)
+        self.digitizer.configure(sample_rate_hz=self.digitizer_sps * self.symbol_rate_hz)
+        self.digitizer.arm()
         self._set_attenuation(pilot)
         self.attenuator.open_shutter()
         self.layers = [pilot]
@@ -366,8 +363,7 @@ class SecureLink:
         codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude, self.skew_symbols)  # checks the AWG limit
         sps = self.samples_per_symbol
         self.awg.stop()
-        self.iq.awg.load_and_run([(segment, [np.repeat(codes_i, sps), np.repeat(codes_q, sps)])], [amplitude, amplitude],
-                                 run=False)  # one message
+        self.iq.awg.load([(segment, [np.repeat(codes_i, sps), np.repeat(codes_q, sps)])], [amplitude, amplitude])
         self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])
         played = self.iq.played_fields(codes_i, codes_q, amplitude, self.skew_symbols) + leakage_field
         return Layer(segment, symbols.shape[0], symbols.shape[1], played, photons_per_field=photons_per_field,
@@ -433,9 +429,8 @@ class SecureLink:
         return reading
 
     def _select(self, layer: Layer) -> None:
-        for channels in (self.iq.awg, self.gate):
-            for number in channels.channels:
-                channels.channel(number).select_segment(layer.segment_id)
+        self.iq.awg.select(layer.segment_id)
+        self.gate.select(layer.segment_id)
 
     def _monitor_w(self) -> tuple[float, float]:
         readings = np.array([self.meter.read_power_w() for _ in range(MONITOR_READINGS)])
@@ -452,8 +447,7 @@ class SecureLink:
         codes = np.zeros((n_rows, modes), dtype=np.int8)
         if rows.size and measure_p.size:
             codes[rows] = np.where(measure_p, -GATE_CODE, GATE_CODE)[:, None]
-        self.gate.load_and_run([(segment, [np.repeat(codes.ravel(), self.samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP],
-                               run=False)  # one message
+        self.gate.load([(segment, [np.repeat(codes.ravel(), self.samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP])
 
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                   verify_fraction: float | None = None) -> LayerCapture:
@@ -493,11 +487,12 @@ class SecureLink:
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
         if points != self._points:
-            self.digitizer.acquire_points(points)
+            self.digitizer.configure(points=points)
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
-            self._digitize()
+            self.digitizer.trigger()
+            self.digitizer.wait()
             records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
             if not clipped:
@@ -507,42 +502,27 @@ class SecureLink:
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
             if not widened:
                 break
-        detail = "; ".join(f"{rx.name} at {float(rx.channel.range()):.3g} V range: "
-                           f"{_clip_detail(records[rx.name], 0.5 * float(rx.channel.range()), rx.adc_bits)}"
+        detail = "; ".join(f"{rx.name} at {rx.range_v():.3g} V range: "
+                           f"{_clip_detail(records[rx.name], 0.5 * rx.range_v(), rx.adc_bits)}"
                            for rx in clipped)
         raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
 
     def widen_range(self, rx) -> bool:
         """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""
-        before_v = float(rx.channel.range())
-        rx.channel.range(2.0 * before_v)
-        after_v = float(rx.channel.range())
+        before_v = rx.range_v()
+        rx.set_range_v(2.0 * before_v)
+        after_v = rx.range_v()
         self.ranges_v[rx.name] = after_v
         if after_v > before_v:
             self.events.append(f"{rx.name}: digitizer range widened {before_v:.3g} -> {after_v:.3g} V (clipping)")
         return after_v > before_v
 
-    def _digitize(self) -> None:
-        """One acquisition, waiting for its *OPC? (qcodes' digitize() also sends a device clear afterwards,
-        which costs pyvisa-py 0.1 s on a socket: a tenth of a second per batch and layer)."""
-        reply = self.digitizer.ask(":DIGitize;*OPC?").strip()
-        if reply != "1":  # an unreadable reply, as the retrying drivers report one: the batch may be taken again
-            from qslab.instruments.drivers._scpi import InstrumentFault
-
-            raise InstrumentFault(self.digitizer.name, str(getattr(self.digitizer, "address", "?")),
-                                  ":DIGitize;*OPC?", f"answered {reply!r} (expected 1)", 1)
-
-    def _read_trace(self, rx) -> np.ndarray:
-        """A receiver's record; a reply that cannot be read is an InstrumentFault of the digitizer (as the
-        retrying drivers report one), not a bare ValueError: the session may take the batch again."""
-        from qslab.instruments.drivers._scpi import InstrumentFault
-
-        try:  # volts about the channel's centre (its offset: the receiver's DC level), as the clipping checks take them
-            return rx.read_samples_v() - float(rx.channel.offset())
-        except ValueError as error:
-            driver = self.digitizer
-            raise InstrumentFault(driver.name, str(getattr(driver, "address", "?")), f"{rx.name} trace",
-                                  f"unreadable reply ({error})", 1) from error
+    @staticmethod
+    def _read_trace(rx) -> np.ndarray:
+        """A receiver's record in volts about the channel's centre (its offset: the receiver's DC level), as the
+        clipping checks take them. An unreadable reply is the digitizer's InstrumentFault (the batch may be
+        taken again)."""
+        return rx.read_samples_v() - rx.offset_v()
 
     def _check_tails(self, records: dict[str, np.ndarray], start: int) -> None:
         """The vacuum after the data (its DC taken off) must look like the calibration's: variance 1 + v_el, else
@@ -570,7 +550,7 @@ class SecureLink:
     def _clipped(rx, samples_v: np.ndarray) -> bool:
         from qslab.analysis.dsp import count_clipped
 
-        return count_clipped(samples_v, 0.5 * float(rx.channel.range()), rx.adc_bits) > 0
+        return count_clipped(samples_v, 0.5 * rx.range_v(), rx.adc_bits) > 0
 
     def _set_ranges(self, layer: Layer, initial: bool) -> None:
         """Half range = shot-noise rms per sample x (SIGMA_RANGE + the largest expected signal per sample)."""
@@ -584,9 +564,9 @@ class SecureLink:
             rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
             half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
             lo_w = rx.lo_fraction * float(dbm_to_w(self.laser_power_dbm))  # centred on the DC-coupled output's
-            rx.channel.offset(rx.calibration.dc_level_v(lo_w))             # level (_read_trace takes it off)
+            rx.set_offset_v(rx.calibration.dc_level_v(lo_w))              # level (_read_trace takes it off)
             self.ranges_v[rx.name] = 2.0 * half
-            rx.channel.range(2.0 * half)
+            rx.set_range_v(2.0 * half)
 
     def mu_photons(self) -> Estimate:
         """The largest measured mu over the layers (what the weight-leakage bound takes)."""
@@ -607,9 +587,10 @@ class SecureLink:
         self.attenuator.close_shutter()
         points = (symbols + 1) * self.digitizer_sps
         if points != self._points:
-            self.digitizer.acquire_points(points)
+            self.digitizer.configure(points=points)
             self._points = points
-        self.digitizer.digitize()
+        self.digitizer.trigger()
+        self.digitizer.wait()
         readings = {rx.name: self._vacuum(rx, _minus_tail_dc(self._read_trace(rx), 0), symbols)
                     for rx in (self.client_rx, self.server_rx)}
         self.attenuator.open_shutter()
@@ -619,15 +600,15 @@ class SecureLink:
     def _vacuum(rx, samples_v: np.ndarray, symbols: int) -> VacuumReading:
         from qslab.analysis.dsp import count_clipped
 
-        range_v = float(rx.channel.range())
+        range_v = rx.range_v()
         quadratures = rx.quadratures_snu(samples_v, symbols).astype(np.float64)
         return VacuumReading(rx.name, float(quadratures.mean()), float(quadratures.var()),
                              rx.calibration.electronic_noise_snu, count_clipped(samples_v, 0.5 * range_v, rx.adc_bits),
                              range_v)
 
     def relock_biases(self) -> None:
-        """Both bias loops locked afresh (setting the mode re-locks an MBX): the cure of a drifted bias point."""
-        self.carver.bias_controller.mzm.bias_mode("peak")
+        """Both bias loops locked afresh (a new lock at the same point): the cure of a drifted bias point."""
+        self.carver.lock_bias("peak")
         self.iq.lock_bias()
 
     def renull(self, passes: int = 1) -> None:
@@ -666,15 +647,9 @@ class SecureLink:
         if name == roles.server_power_meter.instrument:
             return "nothing to set again (the session only reads the monitor)"
         if name == roles.client_receiver.digitizer:
-            self._trace_format()
+            self.digitizer.restore()
         self.reapply()
         return "the whole set-up applied again (pilots, leakage nulling, mu)"
-
-    def _trace_format(self) -> None:
-        """What qcodes' Infiniium driver sends only in its constructor (the trace reader relies on it)."""
-        for command in (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
-                        ":WAVEFORM:STREAMING ON"):
-            self.digitizer.write(command)
 
     def set_laser_power_dbm(self, power_dbm: float) -> None:
         """A new laser set-point (checked against the declared limits first, LimitError otherwise)."""

@@ -4,7 +4,7 @@ be cured is cured and the batch taken again; anything else stops the session wit
 Why a check after every batch, before it is recorded: a fault can land anywhere in a batch (an instrument
 reset, a drifted bias, less laser light) and leave numbers that look like data. The check:
 
-    resets      detect_reset on every instrument: the *ESR? power-on bit, read-backs that differ from what
+    resets      every instrument's SettingsWatch role (LabStation.settings): the *ESR? power-on bit, read-backs that differ from what
                 the drivers last set or read;
     light       the monitor tap with layer 1 playing and with the modulators at their bias points, against
                 the same readings right after set-up (SecureLink.read_light);
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from qslab.instruments.drivers import retry_events
-from qslab.instruments.drivers._scpi import ESR_POWER_ON, InstrumentError, InstrumentFault, QueryRetries, changed_settings
+from qslab.instruments.optical.faults import (ConnectionReopened, InstrumentError, InstrumentFault, QueryRetried,
+                                             RetryEvent, add_retry_observer, remove_retry_observer)
 from qslab.instruments.optical import LimitError
 from qslab.sequences.protocol import ProtocolError
 
@@ -154,53 +154,34 @@ class RetryWatch:
     def __init__(self, report: FaultReport):
         self.report = report
 
-    def __call__(self, event: retry_events.RetryEvent) -> None:
-        if isinstance(event, retry_events.QueryRetried):
+    def __call__(self, event: RetryEvent) -> None:
+        if isinstance(event, QueryRetried):
             self.report.act("retried", event.instrument,
                             f"{event.command!r}: {event.what} (attempt {event.attempt} of {event.attempts})")
-        elif isinstance(event, retry_events.ConnectionReopened):
+        elif isinstance(event, ConnectionReopened):
             self.report.act("reconnected", event.instrument, f"the connection to {event.address} was closed: reopened")
 
     def install(self) -> RetryWatch:
-        retry_events.add_retry_observer(self)
+        add_retry_observer(self)
         return self
 
     def remove(self) -> None:
-        retry_events.remove_retry_observer(self)
+        remove_retry_observer(self)
 
 
-def reset_evidence(driver) -> list[str]:
-    """qslab.instruments.drivers._scpi.detect_reset without the instruments' rounding: the *ESR? power-on bit, and
-    settings whose read-back differs from what was set by more than READBACK_TOLERANCE (an attenuation set
-    to 24.235031 dB reads 24.235: that is no reset)."""
+def reset_evidence(watch) -> list[str]:
+    """Reset evidence from a SettingsWatch role (LabStation.settings) without the instruments' rounding: the *ESR?
+    power-on bit, and settings whose read-back differs from what was set by more than READBACK_TOLERANCE (an
+    attenuation set to 24.235031 dB reads 24.235: that is no reset)."""
     evidence = []
-    if power_on_bit(driver):
+    if watch.power_cycled():
         evidence.append("*ESR? power-on bit set: it was switched off and on")
-    for name, (cached, now) in changed_settings(driver).items():
+    for name, (cached, now) in watch.changed_settings().items():
         if not _rounded(cached, now):
             evidence.append(f"{name} reads {now!r}, was set to {cached!r}")
     return evidence
 
 
-def power_on_bit(driver) -> bool:
-    """IEEE 488.2 *ESR? bit 7 (reading clears it): our drivers' power_cycled(), a plain *ESR? for a VISA driver
-    without it (qcodes' Infiniium), False for an instrument without the register (the MBX)."""
-    if hasattr(driver, "power_cycled"):
-        return bool(driver.power_cycled())
-    if hasattr(driver, "visa_handle"):
-        return bool(int(float(driver.ask("*ESR?"))) & ESR_POWER_ON)
-    return False
-
-
-def reconnect(driver) -> None:
-    """A fresh connection (drops whatever is on the line): the driver's own ``reconnect()``, or, for a qcodes
-    VisaInstrument without one (qcodes_contrib's PM100D), its resource reopened through qcodes' set_address."""
-    if hasattr(driver, "reconnect"):
-        driver.reconnect()
-    else:
-        from qslab.instruments.drivers.visa_connection import reopen
-
-        reopen(driver)
 
 
 def _rounded(cached: Any, now: Any) -> bool:
@@ -301,18 +282,18 @@ class BatchGuard:
         return what
 
     def _resync(self, error: BaseException) -> None:
-        """A fresh connection to a VISA instrument the error names whose driver does not reconnect by itself
-        (qcodes' Infiniium): a fault can leave a partial or late reply on the line, read as the next answer."""
-        for name, connection in self.station.connections.items():
-            driver = connection.driver
-            if name in str(error) and hasattr(driver, "visa_handle") and not isinstance(driver, QueryRetries):
-                reconnect(driver)
+        """A fresh connection to an instrument the error names whose driver does not reconnect by itself
+        (qcodes' PM100D): a fault can leave a partial or late reply on the line, read as the next answer."""
+        for name in self.station.connections:
+            watch = self.station.settings(name)
+            if name in str(error) and not watch.reconnects_by_itself():
+                watch.reconnect()
                 self.report.act("reconnected", name, "connection reopened after the failure (its driver does not "
                                                      "retry)")
 
     def _power_cycled(self) -> bool:
         """Whether an instrument was switched off and on (what would explain a refused command)."""
-        return any([power_on_bit(c.driver) for c in self.station.connections.values()])
+        return any([self.station.settings(name).power_cycled() for name in self.station.connections])
 
     def _link_events(self) -> None:
         for event in self.link.events:
@@ -351,8 +332,8 @@ class BatchGuard:
 
     def _resets(self) -> dict[str, list[str]]:
         found = {}
-        for name, connection in self.station.connections.items():
-            evidence = reset_evidence(connection.driver)
+        for name in self.station.connections:
+            evidence = reset_evidence(self.station.settings(name))
             if evidence:
                 found[name] = evidence
         return found

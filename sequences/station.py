@@ -28,11 +28,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from qslab.instruments.optical import (AttenuatorChannel, AwgAmplitudeModulator, AwgChannels, AwgIQModulator,
-                                 AwgTimeBinProcessor, DetectorSpec, DigitizerHomodyneReceiver, LaserPort, Limit,
-                                 LoLimit, ModulatorCalibration, N774xPowerMeter, PM100DPowerMeter,
-                                 ProcessorCalibration, ReceiverCalibration, ScpiAmplifier)
-from qslab.sequences.config import UNCABLED_BENCH_ADDRESS, InstrumentConfig, LabConfig, load_config
+from qslab.instruments.optical import (AwgAmplitudeModulator, AwgIQModulator, AwgTimeBinProcessor, DetectorSpec,
+                                       DigitizerHomodyneReceiver, Limit, LoLimit, ModulatorCalibration,
+                                       ProcessorCalibration, ReceiverCalibration)
+from qslab.instruments.optical.faults import DriverSettings
+from qslab.instruments.optical.roles import (Attenuator, Awg, BiasController, Digitizer, Laser, OpticalAmplifier,
+                                             PowerMeter, SettingsWatch)
+from qslab.sequences.config import UNCABLED_BENCH_ADDRESS, DriverSpec, InstrumentConfig, LabConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -176,33 +178,12 @@ def identify(name: str, address: str, transport: str, model_pattern: str, driver
     return identity
 
 
-# --- safe state ---------------------------------------------------------------------------------
+# --- adapters (sequences/config.py DriverSpec.adapter) -------------------------------------------------
 
-def _laser_safe(driver: Any) -> dict[str, Any]:
-    for port in driver.ports:
-        port.output_enabled(False)
-    return {f"{port.short_name}.output_enabled": bool(port.output_enabled()) for port in driver.ports}
-
-
-def _amplifier_safe(driver: Any) -> dict[str, Any]:
-    driver.safe_state()
-    return {"output_enabled": bool(driver.output_enabled())}
-
-
-def _awg_safe(driver: Any) -> dict[str, Any]:
-    driver.safe_state()  # stop, then every output off: the modulators see 0 V
-    readback = {"is_running": bool(driver.is_running())}
-    readback.update({f"{ch.short_name}.output_enabled": bool(ch.output_enabled()) for ch in driver.channels})
-    return readback
-
-
-def _attenuator_safe(driver: Any) -> dict[str, Any]:
-    for attenuator in driver.attenuators:
-        attenuator.shutter_open(False)
-    return {f"{a.short_name}.shutter_open": bool(a.shutter_open()) for a in driver.attenuators}
-
-
-SAFE_ACTIONS = {"laser": _laser_safe, "amplifier": _amplifier_safe, "awg": _awg_safe, "attenuator": _attenuator_safe}
+def adapter_class(spec: DriverSpec) -> Any:
+    """The class that turns a connected driver of ``spec`` into its role (and makes it safe)."""
+    module, _, name = spec.adapter.rpartition(".")
+    return getattr(import_module(module), name)
 
 
 # --- the station ----------------------------------------------------------------------------------
@@ -217,6 +198,7 @@ class LabStation:
         self.qcodes: Any = None
         self.safe_state: SafeState | None = None
         self._bench_addresses: dict[str, str] = {}
+        self._digitizers: dict[str, Digitizer] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LabStation:
@@ -247,8 +229,8 @@ class LabStation:
         report, interrupt = SafeState(), None
         by_category = sorted(self.connections.values(), key=lambda c: _safe_rank(c.config.spec.category))
         for connection in by_category:
-            action = SAFE_ACTIONS.get(connection.config.spec.category)
-            if action is None:
+            action = getattr(adapter_class(connection.config.spec), "safe_state", None)
+            if action is None:  # nothing it emits (a meter, a digitizer, a bias controller)
                 continue
             try:
                 report.readback[connection.config.name] = action(connection.driver)
@@ -264,6 +246,7 @@ class LabStation:
                 report.errors.setdefault(connection.config.name, f"close failed: {_first_line(error)}")
                 interrupt = interrupt or (error if not isinstance(error, Exception) else None)
         self.connections.clear()
+        self._digitizers.clear()
         for bench in self.benches:
             bench.stop()
         self.benches.clear()
@@ -358,37 +341,55 @@ class LabStation:
         config = self.config.instruments[instrument]
         return Limit(config.limits[key], _LIMIT_UNITS[key.rpartition("_")[2]], config.limit_key(key))
 
-    def laser(self) -> LaserPort:
+    def _role(self, instrument: str, unit: Any = None, **options: Any) -> Any:
+        """The role over instrument ``instrument`` (its unit: port, slot, channel(s)), built by its driver's adapter."""
+        spec = self.config.instruments[instrument].spec
+        return adapter_class(spec).from_driver(self.driver(instrument), unit, **options)
+
+    def laser(self) -> Laser:
         role = self.config.roles.server_laser
         lo_limits = [LoLimit(name, getattr(self.config.roles, name).lo_fraction,
                              Limit(getattr(self.config.roles, name).limits.lo_power_max_w, "W",
                                    f"roles.{name}.limits.lo_power_max_w")) for name in RECEIVERS]
-        return LaserPort(getattr(self.driver(role.instrument), f"port{role.port}"),
-                         power_max=self.limit(role.instrument, "power_max_dbm"), lo_limits=lo_limits,
-                         name="server_laser")
+        return self._role(role.instrument, role.port, power_max=self.limit(role.instrument, "power_max_dbm"),
+                          lo_limits=lo_limits, name="server_laser")
 
-    def attenuator(self) -> AttenuatorChannel:
+    def attenuator(self) -> Attenuator:
         role = self.config.roles.server_attenuator
-        channel = getattr(self.driver(role.instrument), f"att{(role.slot + 1) // 2}")
-        return AttenuatorChannel(channel, attenuation_min=self.limit(role.instrument, "attenuation_min_db"),
-                                 name="server_attenuator")
+        return self._role(role.instrument, role.slot, attenuation_min=self.limit(role.instrument, "attenuation_min_db"),
+                          name="server_attenuator")
 
-    def power_meter(self) -> N774xPowerMeter | PM100DPowerMeter:
+    def power_meter(self) -> PowerMeter:
         role = self.config.roles.server_power_meter
-        driver = self.driver(role.instrument)
-        if self.config.instruments[role.instrument].driver == "thorlabs_pm100d":
-            return PM100DPowerMeter(driver, name="server_power_meter")
-        return N774xPowerMeter(getattr(driver, f"ch{role.channel}"), name="server_power_meter")
+        return self._role(role.instrument, role.channel, name="server_power_meter")
 
-    def amplifier(self) -> ScpiAmplifier:
+    def power_meter_channel(self, instrument: str, channel: int, name: str) -> PowerMeter:
+        """Another channel of a meter (the photon calibration's meter on the VOA output)."""
+        return self._role(instrument, channel, name=name)
+
+    def amplifier(self) -> OpticalAmplifier:
         role = self.config.roles.client_amplifier
         limits = self.config.instruments[role.instrument].limits
         power_max = self.limit(role.instrument, "output_power_max_dbm") if "output_power_max_dbm" in limits else None
-        return ScpiAmplifier(self.driver(role.instrument), gain_max=self.limit(role.instrument, "gain_max_db"),
-                             output_power_max=power_max, name="client_amplifier")
+        return self._role(role.instrument, gain_max=self.limit(role.instrument, "gain_max_db"),
+                          output_power_max=power_max, name="client_amplifier")
 
-    def _awg_channels(self, awg: str, channels: list[int], role: str) -> AwgChannels:
-        return AwgChannels(self.driver(awg), channels, amplitude_max=self.limit(awg, "amplitude_max_vpp"), name=role)
+    def awg(self, instrument: str, channels: list[int], role: str) -> Awg:
+        """Channels ``channels`` of AWG ``instrument`` lent to role ``role``, with the AWG's declared limit."""
+        return self._role(instrument, channels, amplitude_max=self.limit(instrument, "amplitude_max_vpp"), name=role)
+
+    def bias_controller(self, instrument: str) -> BiasController:
+        return self._role(instrument)
+
+    def digitizer(self, instrument: str) -> Digitizer:
+        """The digitizer role of ``instrument`` (one per instrument: its receivers and the sequences share it)."""
+        if instrument not in self._digitizers:
+            self._digitizers[instrument] = self._role(instrument)
+        return self._digitizers[instrument]
+
+    def settings(self, instrument: str) -> SettingsWatch:
+        """What ``instrument`` reads back against what the stack last set (reset evidence)."""
+        return DriverSettings(self.driver(instrument), name=instrument)
 
     def _bias_limit(self, controller: str) -> Limit | None:
         limits = self.config.instruments[controller].limits
@@ -396,20 +397,24 @@ class LabStation:
 
     def pulse_carver(self, calibration: ModulatorCalibration) -> AwgAmplitudeModulator:
         role = self.config.roles.pulse_carver
-        return AwgAmplitudeModulator(self._awg_channels(role.awg, [role.awg_channel], "pulse_carver"), calibration,
-                                     self.driver(role.bias_controller), bias_max=self._bias_limit(role.bias_controller),
-                                     name="pulse_carver")
+        return AwgAmplitudeModulator(self.awg(role.awg, [role.awg_channel], "pulse_carver"), calibration,
+                                     self.bias_controller(role.bias_controller),
+                                     bias_max=self._bias_limit(role.bias_controller), name="pulse_carver")
 
     def iq_modulator(self, calibration: ModulatorCalibration) -> AwgIQModulator:
         role = self.config.roles.server_iq_modulator
-        channels = self._awg_channels(role.awg, [role.awg_channel_i, role.awg_channel_q], "server_iq_modulator")
-        return AwgIQModulator(channels, calibration, self.driver(role.bias_controller),
+        channels = self.awg(role.awg, [role.awg_channel_i, role.awg_channel_q], "server_iq_modulator")
+        return AwgIQModulator(channels, calibration, self.bias_controller(role.bias_controller),
                               bias_max=self._bias_limit(role.bias_controller), name="server_iq_modulator")
+
+    def lo_phase_gate(self) -> Awg:
+        """The server receiver's LO phase modulator channel: it gates the rows the server verifies (X or P)."""
+        role = self.config.roles.server_receiver
+        return self.awg(role.lo_phase_awg, [role.lo_phase_awg_channel], "server_lo_phase")
 
     def time_bin_processor(self, calibration: ProcessorCalibration) -> AwgTimeBinProcessor:
         role = self.config.roles.client_processor
-        channels = self._awg_channels(role.awg, [role.awg_channel_beam_splitter, role.awg_channel_phase],
-                                      "client_processor")
+        channels = self.awg(role.awg, [role.awg_channel_beam_splitter, role.awg_channel_phase], "client_processor")
         return AwgTimeBinProcessor(channels, calibration, name="client_processor")
 
     def receiver(self, name: str, calibration: ReceiverCalibration | None = None) -> DigitizerHomodyneReceiver:
@@ -420,7 +425,7 @@ class LabStation:
         return DigitizerHomodyneReceiver(
             DetectorSpec(d.model, d.gain_v_per_w, d.bandwidth_hz, d.nep_w_per_rthz),
             lo_power_max=Limit(role.limits.lo_power_max_w, "W", f"roles.{name}.limits.lo_power_max_w"),
-            lo_fraction=role.lo_fraction, channel=getattr(self.driver(role.digitizer), f"ch{role.channel}"),
+            lo_fraction=role.lo_fraction, digitizer=self.digitizer(role.digitizer), channel=role.channel,
             calibration=calibration, adc_bits=role.adc_bits, name=name)
 
 
@@ -438,13 +443,7 @@ def _safe_rank(category: str) -> int:
 
 
 def _driver_options(instrument: InstrumentConfig, visa_library: str) -> dict[str, Any]:
-    """Constructor arguments some drivers take from the config (the amplifier's validators from its limits)."""
-    limits = instrument.limits
-    if instrument.driver == "scpi_optical_amplifier":
-        options: dict[str, Any] = {"gain_limits_db": (0.0, limits["gain_max_db"])}
-        if "output_power_max_dbm" in limits:
-            options["output_power_limits_dbm"] = (-10.0, limits["output_power_max_dbm"])
-        return options
-    if instrument.driver == "keysight_infiniium" and visa_library == "@py":
-        return {"silence_pyvisapy_warning": True}
-    return {}
+    """Constructor arguments some drivers take from the config (the amplifier's validators from its limits),
+    as the driver's adapter says."""
+    options = getattr(adapter_class(instrument.spec), "driver_options", None)
+    return {} if options is None else options(instrument.limits, visa_library)

@@ -93,3 +93,35 @@ def test_version_is_exposed_and_printed():
     assert qslab.__version__[0].isdigit()
     result = subprocess.run([sys.executable, "-m", "qslab", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == f"qslab {qslab.__version__}"
+
+
+# --- roles are the contract (issue 12, section 4) ----------------------------------------------------------
+
+def _reaches_past_the_roles(module: str) -> bool:
+    """A driver module, or a private module of instruments (qslab.instruments.x._y)."""
+    parts = module.split(".")
+    if parts[:3] == ["qslab", "instruments", "drivers"]:
+        return True
+    return parts[:2] == ["qslab", "instruments"] and any(part.startswith("_") for part in parts[2:-1])
+
+
+@pytest.mark.parametrize("room", ["sequences", "calibration"])
+def test_sequences_and_calibration_talk_to_roles_not_drivers(room):
+    offenders = [f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / room).rglob("*.py")
+                 for module in imported_modules(path) if _reaches_past_the_roles(module)]
+    assert not offenders, offenders
+
+
+def test_the_driver_rule_sees_private_and_driver_modules():
+    assert _reaches_past_the_roles("qslab.instruments.drivers.keysight_m8195a")
+    assert _reaches_past_the_roles("qslab.instruments.sim._private.thing")
+    assert not _reaches_past_the_roles("qslab.instruments.optical.faults.InstrumentFault")
+
+
+def test_the_station_has_no_branch_per_driver():
+    """Adding an instrument family is one driver, one adapter and one registry line (DriverSpec.adapter)."""
+    tree = ast.parse((ROOT / "sequences" / "station.py").read_text())
+    from qslab.sequences.config import DRIVERS
+
+    literals = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert not literals & set(DRIVERS), literals & set(DRIVERS)

@@ -8,6 +8,7 @@ declared limit bounds the gain it gives.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from qslab.analysis.units import linear_to_db
@@ -21,6 +22,24 @@ class ScpiAmplifier:
                  name: str = "amplifier"):
         self.amplifier, self.name = amplifier, name
         self.gain_max, self.output_power_max = gain_max, output_power_max
+
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int | None = None, **options: Any) -> ScpiAmplifier:
+        return cls(driver, **options)
+
+    @staticmethod
+    def driver_options(limits: Mapping[str, float], visa_library: str) -> dict[str, Any]:
+        """The driver's validators from the declared limits (from the fixed lower ends up to them)."""
+        options: dict[str, Any] = {"gain_limits_db": (0.0, limits["gain_max_db"])}
+        if "output_power_max_dbm" in limits:
+            options["output_power_limits_dbm"] = (-10.0, limits["output_power_max_dbm"])
+        return options
+
+    @staticmethod
+    def safe_state(driver: Any) -> dict[str, Any]:
+        """Output off; what reads back."""
+        driver.safe_state()
+        return {"output_enabled": bool(driver.output_enabled())}
 
     def check_gain_db(self, gain_db: float) -> None:
         if not math.isfinite(gain_db):

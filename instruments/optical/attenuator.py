@@ -19,6 +19,18 @@ class AttenuatorChannel:
     def __init__(self, channel: Any, *, attenuation_min: Limit, name: str = "attenuator"):
         self.channel, self.name, self.attenuation_min = channel, name, attenuation_min
 
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int, **options: Any) -> AttenuatorChannel:
+        """The attenuator of slot ``unit`` of an N776xA (two slots per attenuator: att1 holds slots 1 and 2)."""
+        return cls(getattr(driver, f"att{(unit + 1) // 2}"), **options)
+
+    @staticmethod
+    def safe_state(driver: Any) -> dict[str, Any]:
+        """Every shutter closed; what reads back."""
+        for attenuator in driver.attenuators:
+            attenuator.shutter_open(False)
+        return {f"{a.short_name}.shutter_open": bool(a.shutter_open()) for a in driver.attenuators}
+
     def check_attenuation_db(self, attenuation_db: float) -> None:
         if not math.isfinite(attenuation_db):
             raise LimitError(self.name, f"attenuation {attenuation_db!r} dB is not a finite number")

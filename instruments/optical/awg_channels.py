@@ -40,11 +40,51 @@ def codes_to_volts(codes, amplitude_vpp: float) -> np.ndarray:
 
 
 class AwgChannels:
-    """``awg``: a KeysightM8195A; ``channels``: its channel numbers this role drives, in the role's order."""
+    """The Awg role (roles.Awg) over a KeysightM8195A: ``channels``, its channel numbers this role drives, in
+    the role's order. ``run`` and ``stop`` act on the whole instrument (its channels share one sequencer)."""
 
     def __init__(self, awg: Any, channels: Sequence[int], *, amplitude_max: Limit, name: str):
         self.awg, self.channels, self.name = awg, tuple(channels), name
         self.amplitude_max = amplitude_max
+
+    # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
+    @classmethod
+    def from_driver(cls, driver: Any, unit: Sequence[int], *, amplitude_max: Limit, name: str) -> AwgChannels:
+        return cls(driver, unit, amplitude_max=amplitude_max, name=name)
+
+    @staticmethod
+    def safe_state(driver: Any) -> dict[str, Any]:
+        """Stopped, every output off (the modulators see 0 V); what reads back."""
+        driver.safe_state()
+        readback = {"is_running": bool(driver.is_running())}
+        readback.update({f"{ch.short_name}.output_enabled": bool(ch.output_enabled()) for ch in driver.channels})
+        return readback
+
+    def subset(self, channels: Sequence[int]) -> AwgChannels:
+        if not set(channels) <= set(self.channels):
+            raise ValueError(f"{self.name}: channels {tuple(channels)} are not all among {self.channels}")
+        return AwgChannels(self.awg, channels, amplitude_max=self.amplitude_max, name=self.name)
+
+    # -- the verbs -------------------------------------------------------------------------------------
+    def configure(self, *, rate_divider: int | None = None) -> None:
+        """The extended-memory sample-rate divider (1, 2 or 4): it sets the samples per symbol and the
+        segment granularity of every channel."""
+        if rate_divider is not None:
+            self.awg.memory_divider(rate_divider)
+
+    def run(self) -> None:
+        self.awg.run()
+
+    def stop(self) -> None:
+        self.awg.stop()
+
+    def is_running(self) -> bool:
+        return bool(self.awg.is_running())
+
+    def select(self, segment_id: int) -> None:
+        """Play ``segment_id`` on every channel of the role (one message per channel)."""
+        for number in self.channels:
+            self.channel(number).select_segment(segment_id)
 
     def channel(self, number: int) -> Any:
         return getattr(self.awg, f"ch{number}")
@@ -63,28 +103,6 @@ class AwgChannels:
             raise ValueError(f"{self.name}: {rate_hz:g} Sa/s is not a whole number of samples per symbol at "
                              f"{symbol_rate_hz:g} Bd")
         return int(round(ratio))
-
-    def load(self, codes: Sequence[np.ndarray], amplitudes_vpp: Sequence[float], segment_id: int = 1) -> None:
-        """Upload one segment per channel, set amplitudes (offset 0 V), select it and switch the outputs on."""
-        if len(codes) != len(self.channels) or len(amplitudes_vpp) != len(self.channels):
-            raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes, "
-                             f"got {len(codes)} and {len(amplitudes_vpp)}")
-        for amplitude in amplitudes_vpp:
-            self.check_amplitude_vpp(amplitude)
-            if amplitude < AMPLITUDE_LIMITS_VPP[0]:
-                raise LimitError(self.name, f"drive amplitude {amplitude:g} Vpp is below the AWG's "
-                                            f"{AMPLITUDE_LIMITS_VPP[0]:g} Vpp minimum")
-        samples = [as_int8_samples(c) for c in codes]
-        for number, data in zip(self.channels, samples):
-            self.channel(number).check_segment_length(data.size)
-        if self.awg.is_running():
-            raise RuntimeError(f"{self.name}: stop the AWG before loading waveforms (segments cannot change while it runs)")
-        for number, data, amplitude in zip(self.channels, samples, amplitudes_vpp):
-            channel = self.channel(number)
-            channel.amplitude_vpp(amplitude)
-            channel.offset_v(0.0)
-            channel.load_waveform(segment_id, data)
-            channel.output_enabled(True)
 
     def outputs_off(self) -> None:
         for number in self.channels:
@@ -106,12 +124,12 @@ class AwgChannels:
             self.channel(number).output_enabled.cache.set(False)
         return self._samples_per_symbol(rate_hz, divider, symbol_rate_hz)
 
-    def load_and_run(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float],
-                     select: int | None = None, run: bool = True) -> None:
+    def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
+             select: int | None = None, run: bool = False) -> None:
         """Upload ``segments`` ((segment id, one code array per channel), ...) at ``amplitudes_vpp`` (offset 0 V),
-        select segment ``select`` (default: the last), switch the outputs on and start the AWG: ONE message.
-        The AWG must be stopped (``stop_and_rate``): a running M8195A refuses segment changes, and the refusal
-        comes back from the error check, naming the batch."""
+        select segment ``select`` (default: the last), switch the outputs on and, with ``run``, start the AWG:
+        ONE message. The AWG must be stopped (``stop_and_rate``): a running M8195A refuses segment changes, and
+        the refusal comes back from the error check, naming the batch."""
         if len(amplitudes_vpp) != len(self.channels) or any(len(c) != len(self.channels) for _, c in segments):
             raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes per segment")
         for amplitude in amplitudes_vpp:

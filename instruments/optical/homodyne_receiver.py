@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from qslab.analysis import dsp
 from qslab.analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
-from qslab.instruments.drivers.keysight_infiniium import digitize_and_read, read_trace_block
 from qslab.instruments.optical.limits import Limit
+from qslab.instruments.optical.roles import CapturingDigitizer, Digitizer
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,14 @@ class ReceiverCalibration:
 
 
 class DigitizerHomodyneReceiver:
-    """``channel``: a digitizer channel with ``trace()`` (volts) and ``range()`` (full range, 8 divisions), or None."""
+    """The receiver read by channel ``channel`` of ``digitizer`` (a roles.Digitizer), or by no digitizer (None)."""
 
     def __init__(self, detector: DetectorSpec, *, lo_power_max: Limit, lo_fraction: float,
-                 channel: Any | None = None, calibration: ReceiverCalibration | None = None,
-                 adc_bits: int | None = None, name: str = "receiver"):
+                 digitizer: Digitizer | None = None, channel: int | None = None,
+                 calibration: ReceiverCalibration | None = None, adc_bits: int | None = None, name: str = "receiver"):
         self.detector, self.lo_power_max, self.lo_fraction = detector, lo_power_max, lo_fraction
-        self.channel, self.calibration, self.adc_bits, self.name = channel, calibration, adc_bits, name
+        self.digitizer, self.digitizer_channel = digitizer, channel
+        self.calibration, self.adc_bits, self.name = calibration, adc_bits, name
 
     def check_lo_power_w(self, lo_power_w: float) -> None:
         self.lo_power_max.check_at_most(self.name, "LO power", lo_power_w)
@@ -99,28 +99,67 @@ class DigitizerHomodyneReceiver:
                                    c.shot_noise_variance_v2, n_symbols=n_symbols,
                                    full_scale_v=full_scale_v if clip else None, adc_bits=self.adc_bits if clip else None)
 
-    def read_samples_v(self) -> np.ndarray:
-        if self.channel is None:
+    # -- the digitizer channel ----------------------------------------------------------------------
+    def _digitizer(self) -> Digitizer:
+        if self.digitizer is None or self.digitizer_channel is None:
             raise RuntimeError(f"{self.name}: no digitizer channel")
-        samples = read_trace_block(self.channel)
-        if samples is None:  # not the Infiniium driver's channel: read as it reads
-            samples = self.channel.trace()
-        return np.asarray(samples, dtype=float)
+        return self.digitizer
+
+    def range_v(self) -> float:
+        """The channel's full-scale range (8 divisions), as the digitizer took it."""
+        return self._digitizer().range_v(self.digitizer_channel)
+
+    def offset_v(self) -> float:
+        """The centre of the channel's range."""
+        return self._digitizer().offset_v(self.digitizer_channel)
+
+    def set_range_v(self, range_v: float) -> None:
+        """Ask for ``range_v`` full scale (the digitizer may round or clamp it: ``range_v()`` tells)."""
+        self._digitizer().configure_channel(self.digitizer_channel, range_v=range_v)
+
+    def set_offset_v(self, offset_v: float) -> None:
+        self._digitizer().configure_channel(self.digitizer_channel, offset_v=offset_v)
+
+    def read_samples_v(self) -> np.ndarray:
+        """The channel's last record, in volts."""
+        return np.asarray(self._digitizer().read(self.digitizer_channel), dtype=float)
 
     def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float, offset_v: float = 0.0) -> np.ndarray:
         """One new acquisition of ``points`` at ``sample_rate_hz`` on this channel's ``range_v`` centred on
-        ``offset_v``, in volts: two messages on an Infiniium (``digitize_and_read``), else the driver's sets,
-        digitize and trace."""
-        if self.channel is None:
-            raise RuntimeError(f"{self.name}: no digitizer channel")
-        samples = digitize_and_read(self.channel, points, sample_rate_hz, range_v, offset_v)
-        if samples is None:
-            scope = self.channel.root_instrument
-            scope.acquire_points(points)
-            scope.sample_rate(sample_rate_hz)
-            self.channel.range(range_v)
-            self.channel.offset(offset_v)
-            scope.auto_digitize(False)
-            scope.digitize()
-            samples = self.read_samples_v()
-        return np.asarray(samples, dtype=float)
+        ``offset_v``, in volts: the digitizer's one-call capture where it has one, else its five verbs."""
+        digitizer = self._digitizer()
+        if isinstance(digitizer, CapturingDigitizer):
+            return np.asarray(digitizer.capture(self.digitizer_channel, points=points, sample_rate_hz=sample_rate_hz,
+                                                range_v=range_v, offset_v=offset_v), dtype=float)
+        digitizer.configure(points=points, sample_rate_hz=sample_rate_hz)
+        digitizer.configure_channel(self.digitizer_channel, range_v=range_v, offset_v=offset_v)
+        digitizer.arm()
+        digitizer.trigger()
+        digitizer.wait()
+        return self.read_samples_v()
+
+
+class ReceiverDigitizer:
+    """The receivers' side of one digitizer, as the homodyne and amplifier calibrations take it
+    (qslab.calibration.homodyne.Digitizer): settings and samples per receiver name."""
+
+    def __init__(self, digitizer: Digitizer, receivers):
+        self.digitizer, self.receivers = digitizer, list(receivers)
+
+    def configure(self, *, points: int, sample_rate_hz: float, ranges_v: dict[str, float]) -> float:
+        """Points, rate and each receiver's range, single acquisitions armed; returns the rate taken."""
+        self.digitizer.configure(points=int(points), sample_rate_hz=sample_rate_hz)
+        for rx in self.receivers:
+            self.digitizer.configure_channel(rx.digitizer_channel, range_v=ranges_v[rx.name])
+        self.digitizer.arm()
+        return self.digitizer.sample_rate_hz()
+
+    def acquire(self) -> dict[str, np.ndarray]:
+        self.digitizer.trigger()
+        self.digitizer.wait()
+        return {rx.name: rx.read_samples_v() for rx in self.receivers}
+
+    def set_offsets(self, offsets_v: dict[str, float]) -> None:
+        for rx in self.receivers:
+            if rx.name in offsets_v:
+                rx.set_offset_v(float(offsets_v[rx.name]))

@@ -37,6 +37,18 @@ class LaserPort:
         self.port, self.name = port, name
         self.power_max, self.lo_limits = power_max, tuple(lo_limits)
 
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int, **options: Any) -> LaserPort:
+        """Port ``unit`` of an N771xA (sequences/config.py DriverSpec.adapter)."""
+        return cls(getattr(driver, f"port{unit}"), **options)
+
+    @staticmethod
+    def safe_state(driver: Any) -> dict[str, Any]:
+        """Every port's output off; what reads back."""
+        for port in driver.ports:
+            port.output_enabled(False)
+        return {f"{port.short_name}.output_enabled": bool(port.output_enabled()) for port in driver.ports}
+
     @property
     def power_max_dbm(self) -> float:
         """The binding limit: the laser's own or the tightest LO limit."""

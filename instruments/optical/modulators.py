@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
 from qslab.instruments.optical.limits import Limit, LimitError
+from qslab.instruments.optical.roles import BiasController
 
 BIAS_MODE = "null"
 
@@ -74,21 +74,23 @@ def null_biased_field(drive_v, vpi_v: float) -> np.ndarray:
 
 
 class _Biased:
-    """The MBX side of a modulator: lock at null, or hold a manual bias within the declared ``bias_max_v``."""
+    """The bias side of a modulator (a roles.BiasController): lock at null (or another point), or hold a
+    manual bias within the declared ``bias_max_v``."""
 
     name: str
 
-    def __init__(self, bias_controller: Any | None, bias_max: Limit | None):
+    def __init__(self, bias_controller: BiasController | None, bias_max: Limit | None):
         self.bias_controller, self.bias_max = bias_controller, bias_max
 
-    def _controller(self) -> Any:
+    def _controller(self) -> BiasController:
         if self.bias_controller is None:
             raise RuntimeError(f"{self.name}: no bias controller is configured")
         return self.bias_controller
 
-    def lock_bias(self) -> None:
-        """Ask the bias controller to lock the children at null."""
-        self._controller().mzm.bias_mode(BIAS_MODE)
+    def lock_bias(self, point: str = BIAS_MODE) -> None:
+        """Ask the bias controller to lock at ``point`` (the modulation's null by default; ``peak`` passes
+        the most light, as a pulse carver playing rect symbols back to back must)."""
+        self._controller().lock(point)
 
     def set_manual_bias_v(self, bias_v: float, *, already_manual: bool = False) -> None:
         """Hold ``bias_v`` (manual mode); |bias_v| is checked against the declared limit first.
@@ -100,15 +102,15 @@ class _Biased:
             if not math.isfinite(bias_v):
                 raise LimitError(self.name, f"bias {bias_v!r} V is not a finite number")
             self.bias_max.check_at_most(self.name, "|manual bias|", abs(bias_v))
-        controller.mzm.manual_bias_v(bias_v)
+        controller.set_point_v(bias_v)
         if not already_manual:
-            controller.mzm.bias_mode("manual")
+            controller.hold()
 
 
 class AwgAmplitudeModulator(_Biased):
     """The pulse carver: amplitudes a in [0, 1] (fraction of the peak field) per symbol -> one AWG channel."""
 
-    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: Any | None = None,
+    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: BiasController | None = None,
                  *, bias_max: Limit | None = None, name: str = "pulse_carver"):
         super().__init__(bias_controller, bias_max)
         if len(awg.channels) != 1:
@@ -130,7 +132,7 @@ class AwgAmplitudeModulator(_Biased):
 
     def load(self, amplitudes, samples_per_symbol: int, segment_id: int = 1) -> None:
         codes, amplitude = self.drive_codes(amplitudes)
-        self.awg.load([np.repeat(codes, samples_per_symbol)], [amplitude], segment_id)
+        self.awg.load([(segment_id, [np.repeat(codes, samples_per_symbol)])], [amplitude])
 
 
 def skewed(child_field, delay_symbols: float) -> np.ndarray:
@@ -158,7 +160,7 @@ def deskewed(child_field, delay_symbols: float) -> np.ndarray:
 class AwgIQModulator(_Biased):
     """The server's IQ modulator: complex fields (|Re|, |Im| <= 1 per child) per symbol -> AWG channels I and Q."""
 
-    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: Any | None = None,
+    def __init__(self, awg: AwgChannels, calibration: ModulatorCalibration, bias_controller: BiasController | None = None,
                  *, bias_max: Limit | None = None, name: str = "server_iq_modulator"):
         super().__init__(bias_controller, bias_max)
         if len(awg.channels) != 2:
@@ -208,7 +210,7 @@ class AwgIQModulator(_Biased):
 
     def _leak(self, child) -> np.ndarray:
         """A child's leak in quadrature to its own field at drive giving field ``child``: -i cos(x/2)/sqrt(ER)
-        (instruments/sim/link/modulators.py: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
+        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
         return -1j * self.calibration.leak_ratio * np.sqrt(np.clip(1.0 - np.square(child), 0.0, None))
 
     def leak_compensated_children(self, fields, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -254,5 +256,5 @@ class AwgIQModulator(_Biased):
 
     def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None:
         codes_i, codes_q, amplitude = self.drive_codes(fields)
-        self.awg.load([np.repeat(codes_i, samples_per_symbol), np.repeat(codes_q, samples_per_symbol)],
-                      [amplitude, amplitude], segment_id)
+        self.awg.load([(segment_id, [np.repeat(codes_i, samples_per_symbol), np.repeat(codes_q, samples_per_symbol)])],
+                      [amplitude, amplitude])

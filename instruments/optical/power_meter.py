@@ -11,6 +11,11 @@ class N774xPowerMeter:
     def __init__(self, channel: Any, *, name: str = "power_meter"):
         self.channel, self.name = channel, name
 
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int, **options: Any) -> N774xPowerMeter:
+        """Channel ``unit`` of an N774xA (sequences/config.py DriverSpec.adapter)."""
+        return cls(getattr(driver, f"ch{unit}"), **options)
+
     def read_power_w(self) -> float:
         return float(self.channel.read_power_w())
 
@@ -30,6 +35,11 @@ class PM100DPowerMeter:
 
     def __init__(self, meter: Any, *, name: str = "power_meter"):
         self.meter, self.name = meter, name
+
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int | None = None, **options: Any) -> PM100DPowerMeter:
+        """The PM100D has one sensor: ``unit`` is not used."""
+        return cls(driver, **options)
 
     def read_power_w(self) -> float:
         return float(self.meter.power())

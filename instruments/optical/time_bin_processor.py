@@ -97,10 +97,9 @@ class AwgTimeBinProcessor:
         """One segment holding the bins of several images, one block of N bins per image, in order: one message
         (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload)."""
         codes, amplitudes = self._batch_codes(x_hat)
-        self.awg.load_and_run([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes,
-                              run=False)
+        self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)
-        self.awg.load([np.repeat(beam_splitter, samples_per_symbol), np.repeat(phase, samples_per_symbol)],
-                      list(amplitudes), segment_id)
+        self.awg.load([(segment_id, [np.repeat(beam_splitter, samples_per_symbol), np.repeat(phase, samples_per_symbol)])],
+                      list(amplitudes))

@@ -93,7 +93,7 @@ def run(args) -> int:
     from qslab.sequences.commands.cli_io import UsageError, print_json_last
     from qslab.sequences.config import ConfigError, load_config
     from qslab.sequences.protocol import ProtocolError
-    from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+    from qslab.instruments.optical.faults import InstrumentError, InstrumentFault
     from qslab.sequences.session import SessionAborted, SessionSettings, run_session
     from qslab.sequences.session_guard import SessionStopped, parse_faults
     from qslab.sequences.station import StationError

@@ -75,14 +75,14 @@ class Lab:
         codes = np.zeros(fields.shape, dtype=np.int8)
         for row, code in (GATE if gate is None else gate).items():
             codes[row] = code
-        self.gate.load([np.repeat(codes.ravel(), self.sps)], [0.5], segment)
+        self.gate.load([(segment, [np.repeat(codes.ravel(), self.sps)])], [0.5])
 
     def images(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """Load one block of N bins per image (a common amplitude per channel); returns the codes played."""
         volts = [np.concatenate(v) for v in zip(*(self.processor.drive_v(row) for row in data))]
         amplitudes = tuple(amplitude_for_volts_vpp(v) for v in volts)
         codes = [volts_to_codes(v, a) for v, a in zip(volts, amplitudes)]
-        self.processor.awg.load([np.repeat(c, self.sps) for c in codes], list(amplitudes), 1)
+        self.processor.awg.load([(1, [np.repeat(c, self.sps) for c in codes])], list(amplitudes))
         played = tuple(self.processor.awg.channel(n).amplitude_vpp() for n in self.processor.awg.channels)
         return codes[0], codes[1], played  # the amplitudes as set (6 decimals)
 
@@ -255,7 +255,7 @@ def test_statistics_of_many_acquisitions_match_the_closed_forms(lab):
 def test_settings_the_session_cannot_use_are_reported_by_the_digitizer(lab):
     _run(lab)
     lab.client_awg.stop()
-    lab.processor.awg.load([np.zeros(20 * lab.sps, dtype=np.int8)] * 2, [0.5, 0.5], 1)  # 20 bins: not 8-bin rows
+    lab.processor.awg.load([(1, [np.zeros(20 * lab.sps, dtype=np.int8)] * 2)], [0.5, 0.5])  # 20 bins: not 8-bin rows
     lab.client_awg.run()
     record = lab.digitize(256)
     assert record.session is None and "20 time bins" in record.error
@@ -286,7 +286,7 @@ def test_without_the_client_awg_or_with_a_partial_row_it_is_a_single_symbol_acqu
     lab.awg.stop()
     codes = np.zeros((ROWS, BINS), dtype=np.int8)
     codes.ravel()[[r * BINS for r in GATE]] = list(GATE.values())
-    lab.gate.load([np.repeat(codes.ravel(), lab.sps)], [0.5], 1)
+    lab.gate.load([(1, [np.repeat(codes.ravel(), lab.sps)])], [0.5])
     lab.awg.run()
     record = lab.digitize(64 * SCOPE_SPS)
     np.testing.assert_array_equal(record.server_measure_p[0], gated[index] < 0)
@@ -322,7 +322,7 @@ def test_switching_layers_reuses_each_layers_modulation(lab, monkeypatch):
     lab.awg.run()
     assert state.modulation() is not modulations[1] and len(calls) == 3
     lab.awg.stop()
-    lab.gate.load([np.full(ROWS * BINS * lab.sps, 100, dtype=np.int8)], [0.5], 2)  # only the gate changes
+    lab.gate.load([(2, [np.full(ROWS * BINS * lab.sps, 100, dtype=np.int8)])], [0.5])  # only the gate changes
     lab.awg.run()
     state.modulation()
     assert len(calls) == 3

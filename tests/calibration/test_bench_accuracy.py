@@ -19,7 +19,7 @@ from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
 from qslab.calibration.photons import PhotonSettings, calibrate_photons
 from qslab.calibration.result import CalibrationError, Estimate
 from qslab.instruments.optical import N774xPowerMeter
-from qslab.sequences.calibrations import InfiniiumDigitizer
+from qslab.instruments.optical.homodyne_receiver import ReceiverDigitizer
 from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0
@@ -83,7 +83,7 @@ def test_photons_per_symbol_within_3_sigma_at_about_1_percent(tmp_path):
 
 def _homodyne(station, tmp_path, **changes):
     receivers = [station.receiver(name) for name in RECEIVERS]
-    digitizer = InfiniiumDigitizer(station.driver("digitizer"), receivers)
+    digitizer = ReceiverDigitizer(station.digitizer("digitizer"), receivers)
     settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=POINTS, **changes)
     return settings, calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
                                         receivers, settings, str(tmp_path))
@@ -161,7 +161,7 @@ def test_a_dark_laser_fails_both_calibrations_with_one_clear_error_and_leaves_th
         settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=2**16)
         with pytest.raises(CalibrationError) as homodyne:
             calibrate_homodyne(dead, station.attenuator(), station.amplifier(),
-                               InfiniiumDigitizer(station.driver("digitizer"), receivers), receivers, settings)
+                               ReceiverDigitizer(station.digitizer("digitizer"), receivers), receivers, settings)
         assert homodyne.value.calibration == "homodyne" and "the LO is missing" in str(homodyne.value)
         assert str(homodyne.value).count("\n") == 0
         _assert_safe(station)
@@ -174,7 +174,7 @@ def test_a_clipped_capture_is_refused(tmp_path):
         settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=2**16, lowest_efficiency=200.0)
         with pytest.raises(CalibrationError, match=r"'homodyne' failed: client_receiver: .*clipped"):
             calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(),
-                               InfiniiumDigitizer(station.driver("digitizer"), receivers), receivers, settings)
+                               ReceiverDigitizer(station.digitizer("digitizer"), receivers), receivers, settings)
         _assert_safe(station)
 
 
@@ -187,7 +187,7 @@ def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path):
         eta = station.bench.params.client_receiver.efficiency  # as a homodyne record would give it (2 %)
         settings = AmplifierSettings(station.config.protocol.symbol_rate_hz, 1.3, Estimate(eta, 0.02 * eta))
         result = calibrate_amplifier(station.laser(), station.attenuator(), station.amplifier(),
-                                     InfiniiumDigitizer(station.driver("digitizer"), [receiver]), receiver,
+                                     ReceiverDigitizer(station.digitizer("digitizer"), [receiver]), receiver,
                                      settings, str(tmp_path / "amplifier.png"))
         _assert_safe(station)
         amplifier = station.amplifier()
@@ -213,5 +213,5 @@ def test_amplifier_without_a_carrier_fails_clearly(tmp_path):
         settings = AmplifierSettings(station.config.protocol.symbol_rate_hz, 1.3, Estimate(0.72, 0.01), points=2**16)
         with pytest.raises(CalibrationError, match=r"'amplifier' failed: no shot noise"):
             calibrate_amplifier(DeadLaser(station.laser()), station.attenuator(), station.amplifier(),
-                                InfiniiumDigitizer(station.driver("digitizer"), [receiver]), receiver, settings)
+                                ReceiverDigitizer(station.digitizer("digitizer"), [receiver]), receiver, settings)
         _assert_safe(station)

@@ -19,6 +19,7 @@ import pytest
 from qcodes.instrument import Instrument
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from qslab.calibration import modulator_fits as fits
 from qslab.calibration import modulators as m
 from qslab.calibration.result import CalibrationError, CalibrationResult, Estimate
 from qslab.instruments.optical import ModulatorCalibration
@@ -48,13 +49,13 @@ SELF_TEST = {"power_scale_w": 1e-3, "vpi_v": 3.5, "phase_rad": 0.7, "extinction_
 
 def _self_test_curve(seed: int = 1):
     volts = np.linspace(-8.0, 8.0, 401)
-    clean = m.mzm_power_w(volts, *SELF_TEST.values())
+    clean = fits.mzm_power_w(volts, *SELF_TEST.values())
     return volts, clean * (1.0 + 0.002 * np.random.default_rng(seed).standard_normal(volts.size))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_self_test_values_are_recovered_within_three_sigma(seed):
-    fit = m.fit_mzm_transfer(*_self_test_curve(seed))
+    fit = fits.fit_mzm_transfer(*_self_test_curve(seed))
     values = [fit.power_scale_w, fit.vpi_v, fit.phase_rad, fit.extinction_ratio_db]
     for value, sigma, (name, truth) in zip(values, fit.sigmas, SELF_TEST.items()):
         assert abs(value - truth) <= Z * sigma, (name, value, sigma)
@@ -68,9 +69,9 @@ def test_the_vpi_grid_avoids_the_local_minimum_a_naive_fit_falls_into():
     volts, power = _self_test_curve()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
-        naive, _ = curve_fit(m.mzm_power_w, volts, power, p0=[1e-3, 2.0, 0.0, 20.0], maxfev=20000)
+        naive, _ = curve_fit(fits.mzm_power_w, volts, power, p0=[1e-3, 2.0, 0.0, 20.0], maxfev=20000)
     assert abs(naive[1] - 3.5) > 0.3  # the trap is real: a default start lands in a wrong valley
-    fit = m.fit_mzm_transfer(volts, power)
+    fit = fits.fit_mzm_transfer(volts, power)
     assert abs(fit.vpi_v - 3.5) <= Z * fit.sigmas[1]
 
 
@@ -78,7 +79,7 @@ def test_noise_where_a_signal_should_be_is_one_clear_error():
     volts = np.linspace(-8, 8, 201)
     noise = 1e-6 * (1 + 0.01 * np.random.default_rng(4).standard_normal(volts.size))
     with pytest.raises(CalibrationError, match="noise where a signal should be") as error:
-        m.fit_mzm_transfer(volts, noise, "server_iq bias transfer")
+        fits.fit_mzm_transfer(volts, noise, "server_iq bias transfer")
     assert error.value.calibration == "server_iq bias transfer"
 
 
@@ -86,29 +87,29 @@ def test_a_fit_that_does_not_converge_is_one_clear_error(monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found: Number of calls to function has reached maxfev")
 
-    monkeypatch.setattr(m, "curve_fit", fail)
+    monkeypatch.setattr(fits, "curve_fit", fail)
     with pytest.raises(CalibrationError, match="did not converge") as error:
-        m.fit_mzm_transfer(*_self_test_curve(), "server_carver bias transfer")
+        fits.fit_mzm_transfer(*_self_test_curve(), "server_carver bias transfer")
     assert error.value.calibration == "server_carver bias transfer"
 
 
 def test_a_sweep_shorter_than_two_vpi_is_refused():
     volts = np.linspace(-2, 2, 201)
     with pytest.raises(CalibrationError, match="widen"):
-        m.fit_mzm_transfer(volts, m.mzm_power_w(volts, 1e-3, 3.5, 0.7, 25.0))
+        fits.fit_mzm_transfer(volts, fits.mzm_power_w(volts, 1e-3, 3.5, 0.7, 25.0))
 
 
 def test_the_field_fit_recovers_vpi_from_half_a_period():
     rng = np.random.default_rng(5)
     volts = np.linspace(-0.5, 0.5, 128)
     sigma = np.full(volts.size, 2e-4)
-    y = m.field_quadrature_v(volts, 1e-3, 0.02, 0.54, 0.1) + sigma * rng.standard_normal(volts.size)
-    fit = m.fit_field_transfer(volts, y, sigma)
+    y = fits.field_quadrature_v(volts, 1e-3, 0.02, 0.54, 0.1) + sigma * rng.standard_normal(volts.size)
+    fit = fits.fit_field_transfer(volts, y, sigma)
     assert abs(fit.vpi_v - 0.54) <= Z * fit.sigmas[2] and fit.sigmas[2] / fit.vpi_v < 0.01
 
 
 def test_arcsine_predistortion_table_inverts_the_null_biased_field():
-    table = m.predistortion_table(ModulatorCalibration(vpi_v=3.5, driver_gain=7.0), levels=5)
+    table = fits.predistortion_table(ModulatorCalibration(vpi_v=3.5, driver_gain=7.0), levels=5)
     np.testing.assert_allclose(table["field"], [-1, -0.5, 0, 0.5, 1])
     np.testing.assert_allclose(table["modulator_v"][3], 1.166667, atol=1e-6)  # docs/PHYSICS.md 15
     np.testing.assert_allclose(table["modulator_v"][4], 3.5)
@@ -159,7 +160,7 @@ class Roles:
             self.amplifier.on()
 
     def is_safe(self) -> bool:
-        awg = self.iq.awg.awg
+        awg = self.station.driver("awg")  # the test reads the instrument itself
         return (not self.laser.is_on() and not awg.is_running()
                 and not any(getattr(awg, f"ch{n}").output_enabled() for n in (1, 2, 3)))
 
@@ -215,29 +216,29 @@ def test_the_lock_lands_on_the_fitted_bias_point(bench_roles, point):
 def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key):
     r = bench_roles
     r.light_on(homodyne=True)
-    r.carver.bias_controller.mzm.bias_mode("peak")
+    r.carver.lock_bias("peak")
     if key == "server_iq":
         r.iq.lock_bias()   # children at null: the I child's field is real, in the X quadrature
         result = m.calibrate_rf_transfer(r.iq, r.receiver, r.laser, key=key, driver_gain=IQ_DRIVER_GAIN,
                                          figure_dir=figures)
     else:
-        r.iq.bias_controller.mzm.bias_mode("peak")
+        r.iq.lock_bias("peak")
         result = m.calibrate_rf_transfer(r.carver, r.receiver, r.laser, key=key, driver_gain=CARVER_DRIVER_GAIN,
                                          figure_dir=figures)
     vpi = result.parameters[f"{key}.vpi_v"]
     assert within(vpi, r.state.truth(f"{key}.vpi_v")), (vpi, r.state.truth(f"{key}.vpi_v"))
     assert vpi.uncertainty / vpi.value <= 0.012
     assert 0.5 < result.conditions["reduced_chi2"] < 2.0
-    assert not r.iq.awg.awg.is_running()  # left stopped, outputs off
-    calibration = m.modulator_calibration(vpi, IQ_DRIVER_GAIN if key == "server_iq" else CARVER_DRIVER_GAIN)
-    table = m.predistortion_table(calibration)
+    assert not r.iq.awg.is_running()  # left stopped, outputs off
+    calibration = fits.modulator_calibration(vpi, IQ_DRIVER_GAIN if key == "server_iq" else CARVER_DRIVER_GAIN)
+    table = fits.predistortion_table(calibration)
     assert table["modulator_v"][-1] == pytest.approx(vpi.value)
 
 
 def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures):
     r = bench_roles
     r.light_on(homodyne=True)
-    r.carver.bias_controller.mzm.bias_mode("peak")
+    r.carver.lock_bias("peak")
     dc = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
     r.iq.lock_bias()
     rf = m.calibrate_rf_transfer(r.iq, r.receiver, r.laser, key="server_iq", driver_gain=IQ_DRIVER_GAIN)
@@ -247,8 +248,8 @@ def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures):
     _check_truths(result, r.state, ["server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad"])
     g = result.parameters["server_iq.iq_gain_imbalance"]
     assert g.uncertainty < 0.005  # useful: g = 0.05 is resolved to better than 10 %
-    assert not r.iq.awg.awg.is_running() and Path(result.figure_png).exists()
-    calibration = m.modulator_calibration(rf.parameters["server_iq.vpi_v"], IQ_DRIVER_GAIN, iq_gain_imbalance=g.value,
+    assert not r.iq.awg.is_running() and Path(result.figure_png).exists()
+    calibration = fits.modulator_calibration(rf.parameters["server_iq.vpi_v"], IQ_DRIVER_GAIN, iq_gain_imbalance=g.value,
                                           iq_phase_error_rad=result.parameters["server_iq.iq_phase_error_rad"].value)
     assert calibration.iq_gain_imbalance == pytest.approx(0.05, abs=3 * g.uncertainty)
 
@@ -298,7 +299,7 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     # 31 points: one MBX exchange + one meter message of 4 readings each, + mode, AWG off, other at peak, null
     assert len(messages) == transfer.round_trips == 2 * m.DEFAULT_POINTS + 4
     assert sum(1 for _, text in messages if isinstance(text, bytes) and text.count(b"READ1:POW?") == 4) == 31
-    r.carver.bias_controller.mzm.bias_mode("peak")
+    r.carver.lock_bias("peak")
     r.iq.lock_bias()
     messages.clear()
     m.calibrate_rf_transfer(r.iq, r.receiver, r.laser, key="server_iq", driver_gain=IQ_DRIVER_GAIN)
@@ -306,7 +307,7 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     messages.clear()
     m.calibrate_iq_imbalance(r.iq, r.power_meter, r.laser, vpi_at_awg=Estimate(0.54, 0.005, "V"),
                              extinction_ratio_db=transfer.parameters["server_iq.extinction_ratio_db"])
-    assert len(messages) <= 4 + 2 * len(m.IQ_CONFIGS)
+    assert len(messages) <= 4 + 2 * len(fits.IQ_CONFIGS)
 
 
 def test_the_short_sweep_is_honest_over_repeats(bench_roles):

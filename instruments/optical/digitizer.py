@@ -1,0 +1,116 @@
+"""The Digitizer role over the Keysight Infiniium driver (qcodes' driver, subclassed in instruments/drivers).
+
+Why an adapter and not the driver: the sequences need five verbs (configure, arm, trigger, wait, read);
+the Infiniium does trigger and wait in ONE message (``:DIGitize;*OPC?``: the scope answers when the
+record is complete) and reads a channel by its known block length (drivers/keysight_infiniium.py). Another
+digitizer family (issue 15: QCoDeS's AlazarTech driver) is another adapter with the same verbs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qslab.instruments.drivers._scpi import InstrumentFault
+from qslab.instruments.drivers.keysight_infiniium import digitize_and_read, read_trace_block
+
+DIGITIZE = ":DIGitize;*OPC?"
+# what qcodes' Infiniium sends only in its constructor; the trace reads rely on it (sent again after a reset)
+TRACE_FORMAT = (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
+                ":WAVEFORM:STREAMING ON")
+
+
+class InfiniiumDigitizer:
+    """``driver``: a qcodes KeysightInfiniium (channels ``ch1``..``ch4``)."""
+
+    def __init__(self, driver: Any, *, name: str | None = None):
+        self.driver, self.name = driver, name or driver.name
+        self._reply: str | None = None
+
+    # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
+    @classmethod
+    def from_driver(cls, driver: Any, unit: int | None = None, **_: Any) -> InfiniiumDigitizer:
+        return cls(driver)
+
+    @staticmethod
+    def driver_options(limits: Any, visa_library: str) -> dict[str, Any]:
+        """Constructor options: pyvisa-py works for this driver, whose warning about it would only be noise."""
+        return {"silence_pyvisapy_warning": True} if visa_library == "@py" else {}
+
+    # -- Digitizer ----------------------------------------------------------------------------------------
+    def _channel(self, channel: int) -> Any:
+        return getattr(self.driver, f"ch{int(channel)}")
+
+    def configure(self, *, points: int | None = None, sample_rate_hz: float | None = None) -> None:
+        if points is not None:
+            self.driver.acquire_points(int(points))
+        if sample_rate_hz is not None:
+            self.driver.sample_rate(sample_rate_hz)
+
+    def sample_rate_hz(self) -> float:
+        return float(self.driver.sample_rate())
+
+    def configure_channel(self, channel: int, *, range_v: float | None = None, offset_v: float | None = None) -> None:
+        if offset_v is not None:
+            self._channel(channel).offset(offset_v)
+        if range_v is not None:
+            self._channel(channel).range(range_v)
+
+    def range_v(self, channel: int) -> float:
+        return float(self._channel(channel).range())
+
+    def offset_v(self, channel: int) -> float:
+        return float(self._channel(channel).offset())
+
+    def arm(self) -> None:
+        """Reading a trace must not start an acquisition of its own (qcodes' auto_digitize off)."""
+        self.driver.auto_digitize(False)
+
+    def trigger(self) -> None:
+        """``:DIGitize`` with its ``*OPC?`` in the same message: the reply comes when the record is complete.
+
+        Why not qcodes' digitize(): it also sends a device clear afterwards, which costs pyvisa-py 0.1 s on a
+        socket (a tenth of a second per batch and layer)."""
+        self._reply = self.driver.ask(DIGITIZE).strip()
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """The acquisition's ``*OPC?`` reply (read by ``trigger``): anything but 1 is an InstrumentFault, as the
+        retrying drivers report an unreadable reply (the session may take the batch again)."""
+        reply, self._reply = self._reply, None
+        if reply is None:
+            raise RuntimeError(f"{self.name}: wait() without a trigger()")
+        if reply != "1":
+            raise InstrumentFault(self.name, self.address, DIGITIZE, f"answered {reply!r} (expected 1)", 1)
+
+    def read(self, channel: int) -> np.ndarray:
+        """The channel's last record in volts; a reply that cannot be read is an InstrumentFault."""
+        try:
+            samples = read_trace_block(self._channel(channel))
+            if samples is None:  # not the Infiniium driver's channel: read as it reads
+                samples = self._channel(channel).trace()
+        except ValueError as error:
+            raise InstrumentFault(self.name, self.address, f"ch{channel} trace", f"unreadable reply ({error})",
+                                  1) from error
+        return np.asarray(samples, dtype=float)
+
+    def capture(self, channel: int, *, points: int, sample_rate_hz: float, range_v: float,
+                offset_v: float = 0.0) -> np.ndarray:
+        """Configure, acquire and read one channel in TWO messages (the driver's digitize_and_read_v)."""
+        samples = digitize_and_read(self._channel(channel), points, sample_rate_hz, range_v, offset_v)
+        if samples is None:
+            self.configure(points=points, sample_rate_hz=sample_rate_hz)
+            self._channel(channel).range(range_v)
+            self._channel(channel).offset(offset_v)
+            self.arm()
+            self.driver.digitize()
+            samples = self.read(channel)
+        return np.asarray(samples, dtype=float)
+
+    def restore(self) -> None:
+        for command in TRACE_FORMAT:
+            self.driver.write(command)
+
+    @property
+    def address(self) -> str:
+        return str(getattr(self.driver, "address", "?"))
