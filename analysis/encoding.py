@@ -26,7 +26,7 @@ def _complex_pairs(rows: np.ndarray) -> np.ndarray:
 def pack_weights(weights, mu_photons: float) -> tuple[np.ndarray, float]:
     """Complex symbols [rows, ceil(features/2)] alpha_i = s (w_2i + i w_2i+1) and the layer scale s.
 
-    One scale per layer (paper.md 1.2) so that mean |alpha|^2 over every mode of the layer is mu.
+    One scale per layer (docs/PHYSICS.md 10.1) so that mean |alpha|^2 over every mode of the layer is mu.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[0] == 0 or weights.shape[1] == 0:

@@ -1,5 +1,5 @@
 """The one MZM/IQ field-transfer model (qslab.analysis.modulator_transfer) against closed forms derived
-independently of it (leakage_math.md 4.1, 4.2), and the calibration fit's IQ model built on it."""
+independently of it (docs/PHYSICS.md 15), and the calibration fit's IQ model built on it."""
 
 from __future__ import annotations
 

@@ -196,7 +196,7 @@ class ScpiEngine:
 
     ``idn``: the ``*IDN?`` reply. ``error_zero``: how the empty queue is reported (``+0`` on the
     N77xx, ``0`` elsewhere). ``on_reset``: called by ``*RST``. ``rst_clears_errors``: the N77xx
-    empties the queue on ``*RST`` (instruments.md 1.1). Thread-safe: one lock per instrument, so
+    empties the queue on ``*RST`` (docs/INSTRUMENTS.md 1.1). Thread-safe: one lock per instrument, so
     several connections to the same instrument are served one message at a time.
     """
 
