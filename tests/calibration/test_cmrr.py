@@ -14,7 +14,7 @@ from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
 from qslab.calibration.homodyne import HomodyneSettings, calibrate_homodyne
-from qslab.sequences.calibrations import InfiniiumDigitizer
+from qslab.instruments.optical.homodyne_receiver import ReceiverDigitizer
 from qslab.sequences.station import RECEIVERS, LabStation
 
 Z = 3.0
@@ -34,11 +34,11 @@ def _close_all_instruments() -> Iterator[None]:
 def _calibrate(tmp_path, truth: dict, **changes):
     with LabStation(bench_config(**truth)) as station:
         receivers = [station.receiver(name) for name in RECEIVERS]
-        digitizer = InfiniiumDigitizer(station.driver("digitizer"), receivers)
+        digitizer = ReceiverDigitizer(station.digitizer("digitizer"), receivers)
         settings = HomodyneSettings(station.config.protocol.symbol_rate_hz, points=POINTS, **changes)
         results = calibrate_homodyne(station.laser(), station.attenuator(), station.amplifier(), digitizer,
                                      receivers, settings, str(tmp_path))
-        offsets = [float(rx.channel.offset()) for rx in receivers]
+        offsets = [rx.offset_v() for rx in receivers]
         return station.bench.params, {r.instrument: r for r in results}, offsets
 
 
