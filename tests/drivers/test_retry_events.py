@@ -75,6 +75,7 @@ def test_reconnect_is_public_and_keeps_the_connection_settings(flaky):
     settings = (before.read_termination, before.write_termination, before.timeout)
     amplifier.reconnect()
     after = amplifier.visa_handle
-    assert after is not before and server.connections == 2
+    assert after is not before
     assert (after.read_termination, after.write_termination, after.timeout) == settings
-    assert amplifier.gain_db() == 1.5
+    assert amplifier.gain_db() == 1.5  # answered on the new line, so the server has accepted it by now
+    assert server.connections == 2
