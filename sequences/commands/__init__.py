@@ -1,9 +1,10 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
-                               sweep, train)
+from qslab.sequences.commands import (bench, calibrate, init, instruments, leakage, operating_point, replay, session,
+                                      simulate, sweep, train)
 
 COMMANDS = {
+    "init": init,
     "leakage": leakage,
     "simulate": simulate,
     "operating-point": operating_point,

@@ -24,13 +24,12 @@ HELP = f"calibrate the station ({', '.join(KIND_NAMES)}, all): records + figures
 
 
 def register(parser) -> None:
-    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.cli_io import add_config_option, number
 
     parser.add_argument("kind", choices=KIND_NAMES + ("all",),
                         help="which calibration to run: " + "; ".join(f"{k.name}: {k.measures}" for k in KINDS)
                              + "; all: every kind in this order")
-    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
-                        help="station config (default: lab_config.toml in the current directory)")
+    add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="record directory (default: $QSLAB_CALIBRATION_DIR, else the config's "
@@ -52,15 +51,11 @@ def run(args) -> int:
     from qslab.calibration.records import RecordStore
     from qslab.calibration.result import CalibrationError
     from qslab.sequences.calibrations import CalibrationRefused, record_kind
-    from qslab.sequences.commands.cli_io import UsageError, print_json_last
-    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.commands.cli_io import print_json_last, station_config
     from qslab.sequences.station import LabStation, StationError
 
     kinds = list(KIND_NAMES) if args.kind == "all" else [args.kind]
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = station_config(args, "calibrate")
     store, options = RecordStore(_directory(args, config)), options_from_args(args, config)
     figure_dir = store.directory / "figures" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     figure_dir.mkdir(parents=True, exist_ok=True)
