@@ -1,7 +1,7 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, init, instruments, leakage, operating_point, replay, session,
-                                      simulate, sweep, train)
+from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, operating_point, replay,
+                                      session, sessions, simulate, sweep, train)
 
 COMMANDS = {
     "init": init,
@@ -15,4 +15,6 @@ COMMANDS = {
     "calibrate": calibrate,
     "session": session,
     "replay": replay,
+    "sessions": sessions,
+    "calibrations": calibrations,
 }
