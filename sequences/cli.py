@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = {}
     for name, module in COMMANDS.items():
         parser.commands[name] = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                                               formatter_class=argparse.RawDescriptionHelpFormatter)
+                                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                                               conflict_handler="resolve")  # a command may give its own --help
         module.register(parser.commands[name])
     return parser
 

@@ -99,7 +99,7 @@ def test_a_bare_qslab_prints_help():
 
 
 @pytest.mark.parametrize(("argv", "hint"), [
-    (["sesion"], "(did you mean session?)"),
+    (["sesion"], "(did you mean session or sessions?)"),
     (["calibrate", "modulator"], "(did you mean modulators?)"),
     (["session", "--imgaes", "20"], "(did you mean --images"),
     (["session", "--seeed=3"], "(did you mean --seed?)"),

@@ -26,7 +26,9 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("qslab.session")
+from qslab.sequences.commands.session_log import COMMAND_LOGGER
+
+log = logging.getLogger(COMMAND_LOGGER)
 HELP = "run a lab session: secure inference through the instruments, recorded to HDF5"
 
 

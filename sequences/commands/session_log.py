@@ -13,6 +13,7 @@ from pathlib import Path
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+COMMAND_LOGGER = "qslab.session"  # the command's own records: already said on the terminal, so file only
 
 
 class SessionLog:
@@ -30,6 +31,7 @@ class SessionLog:
         if not self._root.handlers:  # keep what lastResort showed: warnings on stderr
             self._handlers.append(logging.StreamHandler(sys.stderr))
             self._handlers[1].setLevel(logging.WARNING)
+            self._handlers[1].addFilter(lambda record: record.name != COMMAND_LOGGER)
         self._previous_level = self._root.level
         self._root.setLevel(min(self._previous_level or logging.WARNING, logging.getLevelName(level)))
         for handler in self._handlers:
