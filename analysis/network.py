@@ -20,6 +20,7 @@ the per-layer scale (set by mean(W^2)) matters.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,9 @@ def load_weights(path=None) -> tuple[list[np.ndarray], dict]:
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
         raise ValueError(f"{path}: no such weights file; expected an .npz from training.train_and_save")
+    if not zipfile.is_zipfile(path):  # else numpy tries it as a pickle and says so, which helps nobody
+        raise ValueError(f"{path}: not an .npz archive; expected the weights file `qslab train` writes (W0, W1, ... "
+                         "and metadata)")
     try:
         with np.load(path, allow_pickle=False) as data:
             n_layers = sum(1 for key in data.files if key.startswith("W"))

@@ -78,14 +78,14 @@ def replay(path, measured_override: dict[str, Estimate | None] | None = None, fa
         recorded = Recorded.from_file(session)
         shapes = session.layers
         live = session.results or {}
-        status = session.status
+        status, run_id = session.status, session.run_id
     try:
         measured = replace(recorded_measured, **(measured_override or {}))
         results = results_from_recorded(recorded, settings, measured, shapes,
                                         failure_probability=failure_probability, trusted=trusted)
     except ValueError as error:  # a value the analysis refuses (mu < 0, efficiency > 1, ...): name the file
         raise recording.RecordingError(f"{path}: its recorded values cannot be analysed ({error})") from None
-    results = {"file": str(path), **results, "safe_state": live.get("safe_state"), "status": status}
+    results = {"file": str(path), "run_id": run_id, **results, "safe_state": live.get("safe_state"), "status": status}
     results["changes"] = {key: {"recorded": live.get(key), "replayed": results[key]}
                           for key in COMPARED if key in live and live[key] != results[key]}
     return results

@@ -47,6 +47,8 @@ def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels
     right.set_xlabel("predicted digit")
     right.set_ylabel("true digit")
     right.set_title(f"secure inference: {100 * results.get('accuracy', 0.0):.2f} % of {labels.size} images", fontsize=9)
+    if results.get("run_id"):
+        figure.suptitle(f"session {results['run_id']}", fontsize=10)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)

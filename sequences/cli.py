@@ -20,14 +20,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="qslab", description="Lab automation for quantum-secure multiparty deep learning (arXiv:2408.05629).")
     parser.add_argument("--version", action="version", version=f"qslab {qslab.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    parser.commands = {}
     for name, module in COMMANDS.items():
-        module.register(sub.add_parser(name, help=module.HELP, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+        parser.commands[name] = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                                               conflict_handler="resolve")  # a command may give its own --help
+        module.register(parser.commands[name])
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        return 0
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, which knows its options (and suggests the closest)
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except UsageError as exc:

@@ -23,8 +23,8 @@ a resumed session ends exactly where a clean one does.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import logging
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ from qslab.sequences.station_calibration import load_station_calibration
 # channel itself, on its own pilots, and records it)
 CALIBRATIONS = calibrations.kind("channel").requires
 FALSE_ALARM = 1e-3
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class SessionAborted(RuntimeError):
 
 def say(message: str) -> None:
     print(f"qslab session: {message}", flush=True)
+    log.info(message)
 
 
 # --- calibrations ------------------------------------------------------------------------------------
@@ -184,13 +186,15 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
 
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
-                resume: Path | None = None, progress: bool = True, faults=(), attack=None) -> dict:
+                resume: Path | None = None, progress: bool = True, faults=(), attack=None,
+                run_id: str | None = None) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
     second batch this run takes (the first when it takes one). Faults are cured or stop the session
     (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
-    file, the images it keeps, how to resume, the safe state read back and the faults.
+    file, the images it keeps, how to resume, the safe state read back and the faults. ``run_id`` names a
+    new session (``session-<run_id>.h5``; a fresh one by default); a resumed one keeps its file's.
     """
     from qslab.sequences.station import LabStation
 
@@ -204,10 +208,12 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
         path = Path(resume)
         with recording.SessionFile.open(path) as previous:
             recorded, measured = Recorded.from_file(previous), MeasuredValues.from_json(previous.calibrations["measured"])
+            run_id = previous.run_id
     else:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        path, recorded, measured = Path(out_dir) / f"session-{stamp}.h5", Recorded.empty(len(weights)), None
+        run_id = run_id or recording.new_run_id()
+        path, recorded, measured = Path(out_dir) / f"session-{run_id}.h5", Recorded.empty(len(weights)), None
     figure_dir = path.with_suffix("")
+    figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, station = None, LabStation(config)
@@ -236,7 +242,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                 version = CodeVersion.current()
                 writer = recording.SessionWriter.create(
                     path, shapes, _meta(config, station, settings, link.calibration, measured),
-                    qslab_version=version.qslab_version, git_revision=version.git_revision)
+                    qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id)
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
             done = writer.images_written
             guard = BatchGuard(link, station, report, faults)
@@ -262,6 +268,8 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
     except BaseException as error:
         watch.remove()
+        if not figure_dir_existed and not any(figure_dir.iterdir()):
+            figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
         if writer is not None:
             writer.abort(f"{type(error).__name__}: {error}".strip())
             writer.close()
@@ -275,7 +283,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
         say("warning: the session completed through faults (its results list every action under 'faults'):")
         for line in warnings:
             say(f"  {line}")
-    results = {"file": str(path), **results_from_recorded(recorded, settings_dict, measured, shapes),
+    results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec}
     writer.finish(results)

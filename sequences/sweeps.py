@@ -62,12 +62,24 @@ def evaluate_point(point: Point, images: int, seeds: tuple, weights_path) -> dic
     }
 
 
-def open_client(scheduler: str | None = None, workers: int = 2):
-    """A Dask client: to `scheduler` if given, else to a new local cluster of `workers` processes."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+class SchedulerUnreachable(ConnectionError):
+    """The --scheduler address did not answer within CONNECT_TIMEOUT_S."""
+
+
+def open_client(scheduler: str | None = None, workers: int = 2, timeout_s: float = CONNECT_TIMEOUT_S):
+    """A Dask client: to `scheduler` if given (SchedulerUnreachable after ``timeout_s``), else to a new local
+    cluster of `workers` processes."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler)
+        try:
+            return Client(scheduler, timeout=f"{timeout_s}s")
+        except (OSError, TimeoutError) as error:  # dask raises OSError("Timed out trying to connect ...")
+            raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
+                                       f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
     return Client(cluster)
 
@@ -84,6 +96,31 @@ def run_points(points, client, images: int = 2000, seeds=(0,), weights_path=None
             results[index[future.key]] = future.result()
             bar.update(1)
     return results
+
+
+def sweep_record(points: list[dict], settings: dict, weights_path=None) -> dict:
+    """sweep.json: the points with what a replay needs (settings, the weights' hash) and where they came from."""
+    import datetime as dt
+    import hashlib
+    import platform
+    from pathlib import Path
+
+    import dask
+
+    from qslab.analysis.network import default_weights_path
+    from qslab.calibration.records import CodeVersion
+
+    weights = Path(weights_path) if weights_path is not None else default_weights_path()
+    version = CodeVersion.current()
+    return {"schema": "qslab.sweep", "schema_version": 1, "settings": settings,
+            "weights": {"path": str(weights), "shipped": weights_path is None,
+                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
+            "provenance": {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
+                           "qslab_version": version.qslab_version, "git_revision": version.git_revision,
+                           "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
+                           "host": platform.node(),
+                           "model": "qslab.instruments.sim.link.model.LinkEngine, verify_fraction 0 (physics mode)"},
+            "points": points}
 
 
 def grid(mu_min: float, mu_max: float, mu_points: int, gains) -> list[Point]:

@@ -9,7 +9,7 @@ tails it does not cover (a batch interrupted half-way); ``SessionWriter.resume``
 off and continues. The full layout, dtypes, units and status rules are in docs/RECORDING.md.
 
 Layout in short: root attributes ``schema, schema_version, created_utc, qslab_version,
-git_revision``; ``/meta/<name>`` fixed-length UTF-8 text (config TOML, station snapshot, settings,
+git_revision`` and (since run ids, run_id.py) ``run_id``; ``/meta/<name>`` fixed-length UTF-8 text (config TOML, station snapshot, settings,
 provenance, seeds, calibration records); ``/images/{index,label,pixels,prediction}``;
 ``/layers/<k>/client_quadratures_snu`` and ``/layers/<k>/verification/{sent_snu,returned_snu,
 rows,measure_p}``; the compound ``/batches`` table (per batch: images and per-layer start/stop
@@ -24,8 +24,9 @@ from qslab.analysis.recording.reader import SessionFile, validate
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
                                              SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
                                              LayerShape, LayerVerification, RecordingError, batches_dtype)
+from qslab.analysis.recording.run_id import is_run_id, new_run_id, run_id_time
 from qslab.analysis.recording.writer import SessionWriter
 
 __all__ = ["ABORTED", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
-           "SessionFile", "SessionWriter", "batches_dtype", "validate"]
+           "SessionFile", "SessionWriter", "batches_dtype", "is_run_id", "new_run_id", "run_id_time", "validate"]

@@ -85,6 +85,12 @@ class SessionFile:
         return _attribute_text(self._file.attrs["created_utc"])
 
     @property
+    def run_id(self) -> str | None:
+        """The session's run id (root attribute ``run_id``); None in files written before run ids existed."""
+        value = self._file.attrs.get("run_id")
+        return None if value is None else _attribute_text(value)
+
+    @property
     def qslab_version(self) -> str:
         return _attribute_text(self._file.attrs["qslab_version"])
 

@@ -37,8 +37,12 @@ class SessionWriter:
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, layers: list[LayerShape], meta: dict[str, str | dict], *,
-               qslab_version: str, git_revision: str, created: dt.datetime | None = None) -> SessionWriter:
-        """A new session file (never overwrites one), every dataset created empty, SWMR writing started."""
+               qslab_version: str, git_revision: str, created: dt.datetime | None = None,
+               run_id: str | None = None) -> SessionWriter:
+        """A new session file (never overwrites one), every dataset created empty, SWMR writing started.
+
+        ``run_id`` (run_id.py) names the session in listings, figures and logs; a root attribute when given.
+        """
         path = Path(path)
         layers = tuple(layers)
         if not layers or not all(isinstance(layer, LayerShape) for layer in layers):
@@ -54,6 +58,8 @@ class SessionWriter:
             raise RecordingError(f"{path}: cannot create the session file ({_first_line(error)})") from None
         try:
             _write_skeleton(file, layers, texts, created, str(qslab_version), str(git_revision))
+            if run_id is not None:
+                _text_attribute(file, "run_id", str(run_id))
             file.swmr_mode = True
             file.flush()
         except Exception as error:  # noqa: BLE001 - remove the half-made file: it holds no data yet

@@ -1,9 +1,10 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
-                               sweep, train)
+from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, operating_point, replay,
+                                      session, sessions, simulate, sweep, train)
 
 COMMANDS = {
+    "init": init,
     "leakage": leakage,
     "simulate": simulate,
     "operating-point": operating_point,
@@ -14,4 +15,6 @@ COMMANDS = {
     "calibrate": calibrate,
     "session": session,
     "replay": replay,
+    "sessions": sessions,
+    "calibrations": calibrations,
 }

@@ -15,6 +15,7 @@ where KEY is the dotted path of the same quantity under the config's [bench] tab
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import sys
 
@@ -24,13 +25,14 @@ HELP = f"calibrate the station ({', '.join(KIND_NAMES)}, all): records + figures
 
 
 def register(parser) -> None:
-    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.cli_io import add_config_option, number
 
+    parser.add_argument("-h", "--help", action=KindHelp,
+                        help="show this help; after a kind (`calibrate photons --help`), that kind's help")
     parser.add_argument("kind", choices=KIND_NAMES + ("all",),
                         help="which calibration to run: " + "; ".join(f"{k.name}: {k.measures}" for k in KINDS)
                              + "; all: every kind in this order")
-    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
-                        help="station config (default: lab_config.toml in the current directory)")
+    add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="record directory (default: $QSLAB_CALIBRATION_DIR, else the config's "
@@ -52,15 +54,11 @@ def run(args) -> int:
     from qslab.calibration.records import RecordStore
     from qslab.calibration.result import CalibrationError
     from qslab.sequences.calibrations import CalibrationRefused, record_kind
-    from qslab.sequences.commands.cli_io import UsageError, print_json_last
-    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.commands.cli_io import print_json_last, station_config
     from qslab.sequences.station import LabStation, StationError
 
     kinds = list(KIND_NAMES) if args.kind == "all" else [args.kind]
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = station_config(args, "calibrate")
     store, options = RecordStore(_directory(args, config)), options_from_args(args, config)
     figure_dir = store.directory / "figures" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +75,9 @@ def run(args) -> int:
     except StationError as error:
         print(f"qslab calibrate: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        if not any(figure_dir.iterdir()):  # nothing was drawn (the station failed): no empty directory left
+            figure_dir.rmdir()
     safe = station.safe_state.as_dict() if station.safe_state else {"safe": False}
     print(format_table(records))
     if failure:
@@ -86,6 +87,40 @@ def run(args) -> int:
     if args.json:
         print_json_last(json_payload(records))
     return 1 if failure or not safe["safe"] else 0
+
+
+class KindHelp(argparse.Action):
+    """--help that describes the kind given before it (what it measures, needs and writes), else the command."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = getattr(namespace, "kind", None)
+        if name is None:
+            parser.print_help()
+        else:
+            options = parser.format_help().partition("\noptions:\n")[2]
+            print(f"usage: {parser.prog} {name} [options]\n\n{kind_help(name)}\n\noptions:\n{options}", end="")
+        parser.exit()
+
+
+def kind_help(name: str) -> str:
+    """What `qslab calibrate NAME` does, from the KINDS table."""
+    from qslab.calibration.records import DEFAULT_VALIDITY_S
+    from qslab.sequences.calibrations import kind
+
+    if name == "all":
+        return ("Runs every kind in this order, stopping at the first failure:\n"
+                + "\n".join(f"  {k.name:<11} {k.measures}" for k in KINDS))
+    k = kind(name)
+    validity = DEFAULT_VALIDITY_S.get(name)
+    return "\n".join([
+        f"Measures {k.measures}.",
+        f"Needs valid records of: {', '.join(k.requires) or 'nothing (it runs first)'}.",
+        "Writes records of: " + ", ".join(sorted({instrument for instrument, _ in k.records})) + ".",
+        f"Reports (by their [bench] key): {', '.join(k.bench_keys)}.",
+        *([f"Records stay valid {validity / 60:g} min; a session refreshes a stale one itself."] if validity else [])])
 
 
 def _directory(args, config):

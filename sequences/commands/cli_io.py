@@ -7,17 +7,71 @@ imports the entry point that imports it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import re
+import sys
 
 from qslab.sequences.config import Number
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<given>[^']*?)'? \(choose from (?P<choices>.*)\)$")
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as a single line naming the option, without usage or traceback."""
+    """argparse that reports bad input as a single line naming the option, without usage or traceback.
+
+    A mistyped choice, command or option gets "(did you mean ...?)" on that same line (difflib).
+    """
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.__dict__.setdefault("option_names", []).extend(action.option_strings)
+        return action
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}{self.suggestion(message)}\n")
+
+    def suggestion(self, message: str) -> str:
+        """' (did you mean X?)' for an invalid choice or an unrecognized option close to a known one, else ''."""
+        invalid = _INVALID_CHOICE.search(message)
+        if invalid:
+            choices = [choice.strip().strip("'\"") for choice in invalid["choices"].split(",")]
+            return did_you_mean(invalid["given"], choices)
+        if message.startswith("unrecognized arguments: "):
+            for word in message.removeprefix("unrecognized arguments: ").split():
+                if word.startswith("-"):
+                    hint = did_you_mean(word.split("=", 1)[0], getattr(self, "option_names", []))
+                    if hint:
+                        return hint
+        return ""
+
+
+def did_you_mean(given: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(given, known, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def add_config_option(parser) -> None:
+    """--config FILE, shared by the commands that connect a station."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="station config (default: lab_config.toml in the current directory, else qslab's "
+                             "packaged virtual-bench config; `qslab init` writes one to edit)")
+
+
+def station_config(args, command: str):
+    """The LabConfig of ``args.config`` (sequences/starter_config.py); a bad file is a UsageError naming the key."""
+    from qslab.sequences.config import ConfigError
+    from qslab.sequences.starter_config import load_station_config
+
+    try:
+        config, packaged = load_station_config(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if packaged:
+        print(f"qslab {command}: no lab_config.toml here: using qslab's packaged virtual-bench config "
+              "(`qslab init` writes it here to edit)", file=sys.stderr)
+    return config
 
 
 class UsageError(Exception):

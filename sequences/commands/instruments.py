@@ -16,20 +16,17 @@ HELP = "connect, identify and list the station's instruments (roles, driver, add
 
 
 def register(parser) -> None:
-    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
-                        help="station config (default: lab_config.toml in the current directory)")
+    from qslab.sequences.commands.cli_io import add_config_option
+
+    add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
 
 
 def run(args) -> int:
-    from qslab.sequences.commands.cli_io import UsageError, print_json_last
-    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.commands.cli_io import print_json_last, station_config
     from qslab.sequences.station import LabStation, StationError
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = station_config(args, "instruments")
     station = LabStation(config)
     try:
         with station:

@@ -21,17 +21,22 @@ the laser set back, the set-up applied again) and takes the batch again, or stop
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from pathlib import Path
 
+from qslab.sequences.commands.session_log import COMMAND_LOGGER
+
+log = logging.getLogger(COMMAND_LOGGER)
 HELP = "run a lab session: secure inference through the instruments, recorded to HDF5"
 
 
 def register(parser) -> None:
-    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.cli_io import add_config_option, number
+    from qslab.sequences.commands.session_log import LEVELS
 
-    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
-                        help="station config (default: lab_config.toml in the current directory)")
+    add_config_option(parser)
     parser.add_argument("--images", type=number("images", 1, 10_000, integer=True, unit="test images"), default=None,
                         help="MNIST test images to classify, the first N of the official test set (1..10000; "
                              "default [session] images, 200)")
@@ -51,6 +56,9 @@ def register(parser) -> None:
     parser.add_argument("--resume", metavar="FILE", default=None,
                         help="continue an interrupted session file (its settings are used)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+    parser.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper,
+                        help="what the session's log file (session-<run id>.log beside the session file) keeps: "
+                             "DEBUG adds every instrument command (default INFO)")
     parser.add_argument("--attack", metavar="KIND=SIZE", default=None,
                         help="virtual bench only: a cheating client, armed after the channel calibration: tap=F "
                              "(keeps a fraction F of the returned light), measure=F (measures a fraction F of the "
@@ -86,22 +94,15 @@ def calibration_store(args, config):
 
 def run(args) -> int:
 
-    from qslab.analysis.recording import RecordingError, SessionFile
-    from qslab.calibration.records import RecordError
-    from qslab.calibration.result import CalibrationError
-    from qslab.instruments.optical import LimitError
-    from qslab.sequences.commands.cli_io import UsageError, print_json_last
-    from qslab.sequences.config import ConfigError, load_config
-    from qslab.sequences.protocol import ProtocolError
-    from qslab.instruments.optical.faults import InstrumentError, InstrumentFault
-    from qslab.sequences.session import SessionAborted, SessionSettings, run_session
-    from qslab.sequences.session_guard import SessionStopped, parse_faults
-    from qslab.sequences.station import StationError
+    from dataclasses import asdict
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    from qslab.analysis.recording import RecordingError, SessionFile, new_run_id
+    from qslab.sequences.commands.cli_io import UsageError, station_config
+    from qslab.sequences.commands.session_log import SessionLog
+    from qslab.sequences.session import SessionSettings
+    from qslab.sequences.session_guard import parse_faults
+
+    config = station_config(args, "session")
     settings = settings_from(args, config)
     if args.resume:
         try:
@@ -117,13 +118,40 @@ def run(args) -> int:
         attack = parse_attack_option(config, args.attack)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    out_dir = Path(args.out or config.session.output_dir)
+    run_id = None if args.resume else new_run_id()
+    log_path = Path(args.resume).with_suffix(".log") if args.resume else out_dir / f"session-{run_id}.log"
     try:
-        result = run_session(config, settings, out_dir=Path(args.out or config.session.output_dir),
-                             store=calibration_store(args, config), resume=args.resume, progress=not args.json,
-                             faults=faults, attack=attack)
+        session_log = SessionLog(log_path, args.log_level)
+    except OSError as error:  # before anything was switched on
+        raise UsageError(f"cannot write the session log {log_path} ({error.strerror or error})") from None
+    with session_log:
+        log.info("qslab session %s %s: config %s, settings %s, calibration records in %s", run_id or "",
+                 f"resuming {args.resume}" if args.resume else "starting", config.source, asdict(settings),
+                 calibration_store(args, config).directory)
+        return _run_logged(args, config, settings, out_dir, run_id, faults, attack)
+
+
+def _run_logged(args, config, settings, out_dir: Path, run_id: str | None, faults, attack) -> int:
+    """The session itself, under its log: the results, or the stop with the safe state read back."""
+    from qslab.analysis.recording import RecordingError
+    from qslab.calibration.records import RecordError
+    from qslab.calibration.result import CalibrationError
+    from qslab.instruments.optical.faults import InstrumentError, InstrumentFault
+    from qslab.instruments.optical import LimitError
+    from qslab.sequences.commands.cli_io import print_json_last
+    from qslab.sequences.protocol import ProtocolError
+    from qslab.sequences.session import SessionAborted, run_session
+    from qslab.sequences.session_guard import SessionStopped
+    from qslab.sequences.station import StationError
+
+    try:
+        result = run_session(config, settings, out_dir=out_dir, store=calibration_store(args, config),
+                             resume=args.resume, progress=not args.json, faults=faults, attack=attack, run_id=run_id)
     except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
             RecordingError, InstrumentError, InstrumentFault) as error:
         report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}
+        log.error("stopped: %s", json.dumps(report, default=str))
         print(f"qslab session: error: {error}", file=sys.stderr)
         for note in [describe_safe_state(report.get("safe_state")), *getattr(error, "__notes__", [])]:
             print(f"qslab session: {note}", file=sys.stderr)
@@ -132,11 +160,13 @@ def run(args) -> int:
         return 1
     except KeyboardInterrupt as interrupt:  # the CLI says "interrupted"; the safe state and the file are said here
         report = getattr(interrupt, "session_report", None) or {}
+        log.error("interrupted (Ctrl-C): %s", json.dumps(report, default=str))
         for note in [describe_safe_state(report.get("safe_state")), *getattr(interrupt, "__notes__", [])]:
             print(f"qslab session: {note}", file=sys.stderr)
         if args.json and report:
             print_json_last({**report, "error": "interrupted (Ctrl-C)"})
         raise
+    log.info("complete: %s", json.dumps(result, default=str))
     print(format_result(result))
     if args.json:
         print_json_last(result)
@@ -185,6 +215,7 @@ def format_result(result: dict) -> str:
     chi = result["weight_leakage_bits_per_mode"]
     safe = result.get("safe_state") or {}
     rows = [
+        ("run id", result.get("run_id") or "-"),
         ("session file", result["file"]),
         ("figures", result.get("figures", "-")),
         ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),

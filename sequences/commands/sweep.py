@@ -1,8 +1,10 @@
 """Accuracy-vs-photons curves and the accuracy map over (weight leakage, data leakage), on Dask.
 
 Each (mu, G) point classifies test images through the physics model at common noise seeds; points
-run as Dask tasks on a local cluster, or on an existing cluster given by --scheduler. Writes
-sweep.png and sweep.json to --out.
+run as Dask tasks on a local cluster, or on an existing cluster given by --scheduler (one line when it does
+not answer within 5 s). Writes sweep.png and sweep.json to --out: {"schema": "qslab.sweep", "settings",
+"weights": {path, shipped, sha256}, "provenance", "points": [{mu, gain, accuracy, leakage figures}]}, what
+a rerun needs to reproduce it.
 """
 
 from __future__ import annotations
@@ -33,23 +35,35 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from qslab.analysis.network import load_weights
     from qslab.sequences import sweeps
     from qslab.sequences.commands.cli_io import UsageError, print_json_last
 
     if args.mu_min >= args.mu_max:
         raise UsageError(f"--mu-min ({args.mu_min:g}) must be below --mu-max ({args.mu_max:g})")
+    try:
+        load_weights(args.weights)  # before a cluster starts: a bad file is one line, not a worker's traceback
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     points = sweeps.grid(args.mu_min, args.mu_max, args.mu_points, args.gains)
-    client = sweeps.open_client(args.scheduler, args.workers)
+    seeds = tuple(range(args.seeds))
     try:
-        results = sweeps.run_points(points, client, args.images, tuple(range(args.seeds)), args.weights, progress=not args.json)
+        client = sweeps.open_client(args.scheduler, args.workers)
+    except sweeps.SchedulerUnreachable as error:
+        raise UsageError(str(error)) from None
+    try:
+        results = sweeps.run_points(points, client, args.images, seeds, args.weights, progress=not args.json)
     finally:
         client.close()
         if not args.scheduler and client.cluster is not None:
             client.cluster.close()
     sweeps.plot_sweep(results, out / "sweep.png")
-    (out / "sweep.json").write_text(json.dumps(results, indent=1))
+    settings = {"mu_min": args.mu_min, "mu_max": args.mu_max, "mu_points": args.mu_points, "gains": list(args.gains),
+                "images": args.images, "seeds": list(seeds), "modes": 392,
+                "scheduler": args.scheduler or f"local cluster, {args.workers} workers"}
+    (out / "sweep.json").write_text(json.dumps(sweeps.sweep_record(results, settings, args.weights), indent=1))
     print(f"{len(results)} points; figure {out / 'sweep.png'}; data {out / 'sweep.json'}")
     if args.json:
         print_json_last({"points": results, "figure": str(out / "sweep.png"), "data": str(out / "sweep.json")})

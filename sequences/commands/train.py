@@ -33,7 +33,8 @@ def register(parser) -> None:
         parser.add_argument(f"--{option}", dest=field, type=number(option, kwargs.get("minimum"), kwargs.get("maximum"),
                                                                    min_open=kwargs.get("min_open", False),
                                                                    integer=kwargs.get("integer", False), unit=unit),
-                            metavar=option.upper(), help=f"{text} ({unit}; default: the shipped recipe)")
+                            metavar=option.upper(),
+                            help=f"{text} ({unit + '; ' if unit and unit not in text else ''}default: the shipped recipe)")
     parser.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), help="learning-rate schedule")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--noise-aware", dest="noise_aware", action="store_const", const=True, help="train through the secure pass")
