@@ -7,10 +7,12 @@ each with its one-sigma uncertainty). So a replay of an unchanged file
 gives the live numbers bit for bit, and a replay with another calibration changes only what
 depends on it.
 
-Conservative choices (docs/PHYSICS.md 13, DECISIONS J): the weight-leakage bound is evaluated at
-mu + 3 sigma and at the verification's finite-size limits (T_min, eps_max); the nominal Eq. 2
-figure at (mu + 3 sigma, G + 3 sigma); data leakage at whichever end of G's 3-sigma interval leaks
-more.
+Conservative choices (docs/PHYSICS.md 13, DECISIONS J): one failure probability for the whole report
+(qslab.analysis.failure_budget: the session's `failure_probability` split by a union bound over every
+estimated quantity, each limit at its share). The weight-leakage bound is evaluated at mu's upper limit
+and at the verification's finite-size limits (T_min, eps_max), with the server detector's efficiency,
+electronic noise and shot-noise unit at their limits; the nominal Eq. 2 figure at (mu, G) upper limits;
+data leakage at whichever end of G's interval leaks more.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import numpy as np
 
 from qslab.analysis import data_leakage, verification
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
+from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.measured_values import MeasuredValues
 
-CONFIDENCE_SIGMAS = 3.0  # coverage factor k of every conservative limit value +- k sigma
+# coverage factor of what the accept/abort test assumes about the honest link (it sets the false-alarm
+# probability, not the security claim: the bound's limits come from the FailureBudget)
+CONFIDENCE_SIGMAS = 3.0
+POOLED = "verification"  # the budget's name for the verified rows of every layer pooled
 
 
 def hidden_vectors(layer1_quadratures_snu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,18 +68,25 @@ def honest_hypothesis(measured: MeasuredValues, modes: int, detector: verificati
 
 
 def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues, modes: int, *,
-                  failure_probability: float, false_alarm: float, trusted: bool = True) -> dict | None:
-    """The server's decision and bound on all verified samples pooled (None when no row was verified)."""
+                  failure_probability: float, false_alarm: float, trusted: bool = True,
+                  budget: FailureBudget | None = None) -> dict | None:
+    """The server's decision and bound on all verified samples pooled (None when no row was verified).
+
+    failure_probability: the whole report's; its split is `budget` (default: report_budget over `measured`
+    and the pooled verification)."""
     sent = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s, _ in samples]) if samples else np.empty(0)
     returned = (np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in samples])
                 if samples else np.empty(0))
     if sent.size < 2:
         return None
-    detector = measured.server_detector(CONFIDENCE_SIGMAS, trusted)
-    honest, tester = honest_hypothesis(measured, modes, detector, CONFIDENCE_SIGMAS)
+    budget = budget or report_budget(failure_probability, measured, [POOLED])
+    detector = measured.server_detector(budget, trusted)
+    honest, tester = honest_hypothesis(measured, modes, measured.server_detector(CONFIDENCE_SIGMAS, trusted),
+                                       CONFIDENCE_SIGMAS)
     result = verification.verify(sent, returned, measured.mu_photons.value, honest, detector,
-                                 failure_probability=failure_probability, false_alarm=false_alarm,
-                                 mu_upper_photons=measured.mu_photons.upper(CONFIDENCE_SIGMAS), test_detector=tester)
+                                 failure_probability=verification_probability(budget, POOLED), false_alarm=false_alarm,
+                                 mu_upper_photons=measured.mu_photons.upper(budget.sigmas("mu_photons")),
+                                 test_detector=tester)
     return result.to_dict()
 
 
@@ -108,17 +121,19 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     labels = np.asarray(labels)
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
+    budget = report_budget(failure_probability, measured, [POOLED] if _has_samples(verification_samples) else [])
     mu, gain = measured.mu_photons.value, measured.gain.value
-    mu_upper, gain_upper = measured.mu_photons.upper(CONFIDENCE_SIGMAS), measured.gain.upper(CONFIDENCE_SIGMAS)
-    gain_limits = (max(measured.gain.lower(CONFIDENCE_SIGMAS), 1.0), gain_upper)
+    k_gain = budget.sigmas("gain")
+    mu_upper, gain_upper = measured.mu_photons.upper(budget.sigmas("mu_photons")), measured.gain.upper(k_gain)
+    gain_limits = (max(measured.gain.lower(k_gain), 1.0), gain_upper)
     nominal = leakage_summary(OperatingPoint(mu=mu_upper, gain=gain_upper, modes=modes, rows=sum(rows)))
     cramer_rao = max(leakage_summary(OperatingPoint(mu=mu_upper, gain=g, modes=modes, rows=sum(rows)))
                      ["data_leakage_bits_cramer_rao"] for g in gain_limits)
     checked = verify_layers(verification_samples, measured, modes, failure_probability=failure_probability,
-                            false_alarm=false_alarm, trusted=trusted)
+                            false_alarm=false_alarm, trusted=trusted, budget=budget)
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
-        noise_figure_db = measured.amplifier_noise_figure_db.upper(CONFIDENCE_SIGMAS)
+        noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
     exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images,
                                noise_figure_db)
     correct = int(np.sum(guess == labels))
@@ -136,4 +151,10 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "data_leakage_bits_exact": exact["bits"],
         "data_leakage_exact": exact,
         "verification": checked,
+        "failure_probability": budget.combined,
+        "failure_budget": budget.to_json(),
     }
+
+
+def _has_samples(samples) -> bool:
+    return sum(np.asarray(s).size for s, _ in samples) >= 2

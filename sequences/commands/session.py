@@ -184,12 +184,15 @@ def format_result(result: dict) -> str:
     verified = {True: "accepted", False: "ABORTED (verification failed)", None: "no row verified"}[result["verified"]]
     chi = result["weight_leakage_bits_per_mode"]
     safe = result.get("safe_state") or {}
+    budget = result.get("failure_budget") or {"terms": []}
+    k = {term["name"]: term["sigmas"] for term in budget["terms"]}
     rows = [
         ("session file", result["file"]),
         ("figures", result.get("figures", "-")),
         ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),
-        ("mu (measured, +3 sigma)", f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
-        ("G (calibrated, +3 sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
+        (f"mu (measured, +{k.get('mu_photons', 0.0):.2f} sigma)",
+         f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
+        (f"G (calibrated, +{k.get('gain', 0.0):.2f} sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
         ("verification", verified),
         ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits (T_min "
                             f"{result['verification']['transmittance_min']:.3f}: lost light counts as the client's); "
@@ -197,8 +200,19 @@ def format_result(result: dict) -> str:
          + f"Eq. 2 at the calibration limits {result['weight_leakage_bits_per_mode_nominal']:.4g} bit/mode"),
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
+        ("failure probability", format_budget(result.get("failure_budget"))),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
         ("faults", format_faults(result.get("faults"))),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def format_budget(budget: dict | None) -> str:
+    """The whole report's failure probability and how it is split (union bound over the estimated quantities)."""
+    if not budget:
+        return "not recorded"
+    terms = budget["terms"]
+    share = ", ".join(sorted({f"{t['probability']:.2g}" for t in terms}))
+    return (f"{budget['combined']:.3g} for the whole report (union bound over {len(terms)} estimated quantities, "
+            f"{share} each: {', '.join(t['name'] for t in terms)})")
