@@ -22,6 +22,9 @@ import numpy as np
 from qslab.analysis import data_leakage, verification
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
+from qslab.analysis.security_report import (LayerBound, ReferenceFigure, SecurityReport, WeightLeakage,
+                                            has_enough_verification, largest_mode_share, layer_bound)
+from qslab.analysis.client_measurement import returned_excess_noise_total_snu
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.measured_values import MeasuredValues
 
@@ -116,12 +119,23 @@ def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.n
 def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
                     verification_samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues,
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
-                    exact_leakage_images: int, trusted: bool = True) -> dict:
-    """Accuracy, verification and every leakage figure of one session (see the module docstring)."""
+                    exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None) -> dict:
+    """Accuracy, verification and every leakage figure of one session (see the module docstring).
+
+    verification_samples: per layer, (sent, returned) of its verified rows; verified_rows: per layer, how many
+    rows were verified (None: from the sample count, for callers that only have samples)."""
     labels = np.asarray(labels)
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
-    budget = report_budget(failure_probability, measured, [POOLED] if _has_samples(verification_samples) else [])
+    layer_data = [np.asarray(layer1_inputs), hidden]
+    sizes = [np.asarray(s).size for s, _ in verification_samples]
+    if verified_rows is None:
+        verified_rows = [size // max(modes * labels.size, 1) for size in sizes]
+    names = [f"layer{i + 1}" for i in range(len(verification_samples))]
+    enough = [has_enough_verification(r, n) for r, n in zip(verified_rows, sizes)]
+    budget = report_budget(failure_probability, measured,
+                           ([POOLED] if _has_samples(verification_samples) else [])
+                           + [name for name, ok in zip(names, enough) if ok])
     mu, gain = measured.mu_photons.value, measured.gain.value
     k_gain = budget.sigmas("gain")
     mu_upper, gain_upper = measured.mu_photons.upper(budget.sigmas("mu_photons")), measured.gain.upper(k_gain)
@@ -134,8 +148,11 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
-    exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images,
-                               noise_figure_db)
+    exact = exact_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
+    weight = weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows, layer_data,
+                                   budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
+                                   noise_figure_db=noise_figure_db)
+    report = SecurityReport(budget, weight)
     correct = int(np.sum(guess == labels))
     return {
         "images": int(labels.size),
@@ -144,7 +161,9 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "unnormalisable_hidden_vectors": int(unusable.sum()),
         "mu_photons": mu, "mu_photons_upper": mu_upper, "gain": gain, "gain_upper": gain_upper,
         "verified": None if checked is None else bool(checked["accepted"]),
-        "weight_leakage_bits_per_mode": None if checked is None else checked["chi_bits_per_mode"],
+        "weight_leakage_bits_per_mode": weight.per_query_bits_per_mode,
+        "weight_leakage_bits_per_mode_cumulative": weight.cumulative_bits_per_mode,
+        "weight_leakage_bits_per_client": weight.per_client_bits,
         "weight_leakage_bits_per_mode_nominal": nominal["weight_leakage_bits_per_mode"],
         "data_leakage_bits_cramer_rao": cramer_rao,
         "data_leakage_bits_prx": nominal["data_leakage_bits_prx"],
@@ -152,8 +171,51 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "data_leakage_exact": exact,
         "verification": checked,
         "failure_probability": budget.combined,
-        "failure_budget": budget.to_json(),
+        "security_report": report.to_json(),
     }
+
+
+def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: float, modes: int) -> tuple:
+    """The figures that are not this session's bound, each labelled with what it assumes (T = 1 in both)."""
+    paper = verification.leakage_bound_bits(mu_upper, 1.0, (2.0 * gain_upper - 2.0) / (gain_upper * modes))[0]
+    figures = [ReferenceFigure("paper_eq2", float(paper),
+                               f"T = 1 (no loss) and a quantum-limited amplifier, eps = (2G - 2)/(G n), averaged over "
+                               f"modes, at mu {mu_upper:.4g} and G {gain_upper:.4g} (the paper's assumptions, not "
+                               "this station's)")]
+    if measured.amplifier_noise_figure_db is not None:
+        nf = measured.amplifier_noise_figure_db.value
+        n_sp = max(float(inversion_factor_from_noise_figure(gain_upper, nf)), 1.0)
+        eps = float(returned_excess_noise_total_snu(gain_upper, n_sp)) / modes
+        figures.append(ReferenceFigure("lossless_measured_noise_figure", float(
+            verification.leakage_bound_bits(mu_upper, 1.0, eps)[0]),
+            f"T = 1 (no loss) with the amplifier's measured noise figure {nf:.3g} dB (eps = {eps:.3g} SNU), averaged "
+            f"over modes, at mu {mu_upper:.4g} and G {gain_upper:.4g}: this station without its loss"))
+    return tuple(figures)
+
+
+def weight_leakage_report(samples, verified_rows, names, measured: MeasuredValues, modes: int, rows: list[int],
+                          layer_data, *, budget: FailureBudget, queries: int, false_alarm: float, trusted: bool,
+                          noise_figure_db: float | None) -> WeightLeakage:
+    """Each layer's verified worst-mode bound (or g(mu)), per query and over the session's queries."""
+    mu_upper = measured.mu_photons.upper(budget.sigmas("mu_photons"))
+    gain_upper = measured.gain.upper(budget.sigmas("gain"))
+    n_sp = 1.0 if noise_figure_db is None else max(float(inversion_factor_from_noise_figure(gain_upper,
+                                                                                         noise_figure_db)), 1.0)
+    detector = measured.server_detector(budget, trusted)
+    honest, tester = honest_hypothesis(measured, modes, measured.server_detector(CONFIDENCE_SIGMAS, trusted),
+                                       CONFIDENCE_SIGMAS)
+    layers: list[LayerBound] = []
+    for index, name in enumerate(names):
+        sent, returned = samples[index]
+        data = layer_data[index] if index < len(layer_data) else np.empty((0, 0))
+        layers.append(layer_bound(name, sent, returned, verified_rows[index], mu_upper_photons=mu_upper,
+                                  mu_photons=measured.mu_photons.value, modes=modes,
+                                  mode_share=largest_mode_share(data),
+                                  honest_noise_per_share_snu=2.0 * n_sp * (1.0 - 1.0 / gain_upper), budget=budget,
+                                  detector=detector, honest=honest, tester=tester,
+                                  false_alarm=false_alarm / max(len(names), 1)))
+    return WeightLeakage(tuple(layers), queries, tuple(2 * modes * r for r in rows[:len(layers)]),
+                         reference_figures(measured, mu_upper, gain_upper, modes))
 
 
 def _has_samples(samples) -> bool:

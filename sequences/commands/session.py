@@ -182,9 +182,9 @@ def format_faults(faults: dict | None) -> str:
 
 def format_result(result: dict) -> str:
     verified = {True: "accepted", False: "ABORTED (verification failed)", None: "no row verified"}[result["verified"]]
-    chi = result["weight_leakage_bits_per_mode"]
     safe = result.get("safe_state") or {}
-    budget = result.get("failure_budget") or {"terms": []}
+    report = result.get("security_report") or {}
+    budget = report.get("failure_budget") or {"terms": []}
     k = {term["name"]: term["sigmas"] for term in budget["terms"]}
     rows = [
         ("session file", result["file"]),
@@ -194,18 +194,40 @@ def format_result(result: dict) -> str:
          f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
         (f"G (calibrated, +{k.get('gain', 0.0):.2f} sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
         ("verification", verified),
-        ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits (T_min "
-                            f"{result['verification']['transmittance_min']:.3f}: lost light counts as the client's); "
-                            if chi is not None else "")
-         + f"Eq. 2 at the calibration limits {result['weight_leakage_bits_per_mode_nominal']:.4g} bit/mode"),
+        *weight_leakage_rows(result),
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
-        ("failure probability", format_budget(result.get("failure_budget"))),
+        ("failure probability", format_budget(report.get("failure_budget"))),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
         ("faults", format_faults(result.get("faults"))),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:
+    """The weight-leakage lines: the bound per query (worst layer) and cumulative, each layer, the labelled
+    reference figures."""
+    weight = (result.get("security_report") or {}).get("weight_leakage")
+    if not weight:
+        return [("weight leakage", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode")]
+    rows = [("weight leakage", f"{weight['per_query_bits_per_mode']:.4g} bit/mode per query (worst layer, worst mode); "
+                               f"{weight['cumulative_bits_per_mode']:.4g} bit/mode over the session's "
+                               f"{weight['queries']} queries ({weight['cumulative_bits_per_weight']:.4g} bit per real "
+                               f"weight; {weight['per_client_bits']:.4g} bit about all weights for this client)")]
+    for layer in weight["layers"]:
+        if layer["verified"]:
+            text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']} (T_min {layer['transmittance_min']:.3f}, "
+                    f"eps_max {layer['excess_noise_max_snu']:.3g} SNU, worst mode {layer['excess_noise_worst_mode_snu']:.3g}"
+                    f" SNU; average mode {layer['average_mode_bits_per_mode']:.4g}); {layer['verified_rows']} rows, "
+                    f"{layer['samples']} samples verified")
+        else:
+            text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']}: {layer['verified_rows']} rows, "
+                    f"{layer['samples']} samples verified (too few for finite-size limits)")
+        rows.append((f"  {layer['layer']}", text))
+    for figure in weight["references"]:
+        rows.append(("  not a bound", f"{figure['bits_per_mode']:.4g} bit/mode assuming {figure['assumes']}"))
+    return rows
 
 
 def format_budget(budget: dict | None) -> str:
