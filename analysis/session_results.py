@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from qslab.analysis import data_leakage, verification
+from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
 from qslab.analysis.security_report import (LayerBound, ReferenceFigure, SecurityReport, WeightLeakage,
@@ -158,6 +159,7 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "images": int(labels.size),
         "accuracy": correct / labels.size if labels.size else 0.0,
         "correct": correct,
+        "accuracy_ci95": list(clopper_pearson(correct, labels.size)) if labels.size else None,
         "unnormalisable_hidden_vectors": int(unusable.sum()),
         "mu_photons": mu, "mu_photons_upper": mu_upper, "gain": gain, "gain_upper": gain_upper,
         "verified": None if checked is None else bool(checked["accepted"]),

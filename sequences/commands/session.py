@@ -189,7 +189,9 @@ def format_result(result: dict) -> str:
     rows = [
         ("session file", result["file"]),
         ("figures", result.get("figures", "-")),
-        ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),
+        ("test accuracy", f"{100 * result['accuracy']:.1f} % of {result['images']} images ({result['correct']} correct"
+                          + (f"; 95 % CI {100 * result['accuracy_ci95'][0]:.1f}-{100 * result['accuracy_ci95'][1]:.1f} %)"
+                             if result.get("accuracy_ci95") else ")")),
         (f"mu (measured, +{k.get('mu_photons', 0.0):.2f} sigma)",
          f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
         (f"G (calibrated, +{k.get('gain', 0.0):.2f} sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
