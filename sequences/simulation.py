@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qslab.analysis import data_leakage, mnist, verification
+from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import snr_factor
 from qslab.analysis.failure_budget import report_budget
 from qslab.analysis.security_report import WeightLeakage, has_enough_verification, largest_mode_share, layer_bound
@@ -201,6 +202,8 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
         "accuracy": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
         "accuracies": accuracies,
+        # the test images are a sample: an exact binomial interval on the seed-averaged count (DECISIONS H)
+        "accuracy_ci95": list(clopper_pearson(int(round(float(np.mean(accuracies)) * len(x))), len(x))),
         "weight_leakage_bits_per_mode": leakage["weight_leakage_bits_per_mode"],
         "weight_leakage_bits_per_mode_worst_mode_lossless": worst_mode_lossless_bits(settings, weights, x),
         "weight_leakage_bits_per_real_weight": leakage["weight_leakage_bits_per_real_weight"],

@@ -69,8 +69,10 @@ def format_result(result: dict) -> str:
     verified = {True: "accepted", False: "ABORTED (verification failed)", None: "not applicable"}[result["verified"]]
     rows = [
         ("mode", f"{result['mode']}, mu = {result['mu']:g} photons/mode, G = {result['gain']:g}"),
-        ("test accuracy", f"{100 * result['accuracy']:.2f} % +- {100 * result['accuracy_std']:.2f} % "
-                          f"({result['images']} images, {len(result['seeds'])} seeds)"),
+        ("test accuracy", f"{100 * result['accuracy']:.2f} % +- {100 * result['accuracy_std']:.2f} % over seeds "
+                          f"({result['images']} images, {len(result['seeds'])} seeds"
+                          + (f"; 95 % CI over images {100 * result['accuracy_ci95'][0]:.1f}-"
+                             f"{100 * result['accuracy_ci95'][1]:.1f} %)" if result.get("accuracy_ci95") else ")")),
         ("client SNR per product", f"{result['client_snr']:.4g}"),
         ("weight leakage (Eq. 2)", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode, "
                                    f"{result['weight_leakage_bits_per_real_weight']:.4g} bit/real weight, not a bound: "
