@@ -15,7 +15,7 @@ import numpy as np
 from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
-from qslab.analysis.session_results import session_results
+from qslab.analysis.session_results import session_results, session_weight_leakage
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons_upper", "gain_upper")
@@ -68,6 +68,18 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         rows=[shape.rows for shape in shapes],
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
+        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
+
+
+def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):
+    """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
+    session's cap is checked on it before each batch)."""
+    return session_weight_leakage(
+        layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
+        layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
+        verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
+        rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
+        false_alarm=settings["false_alarm"], queries=queries,
         verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
 
 

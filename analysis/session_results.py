@@ -129,14 +129,8 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
     layer_data = [np.asarray(layer1_inputs), hidden]
-    sizes = [np.asarray(s).size for s, _ in verification_samples]
-    if verified_rows is None:
-        verified_rows = [size // max(modes * labels.size, 1) for size in sizes]
-    names = [f"layer{i + 1}" for i in range(len(verification_samples))]
-    enough = [has_enough_verification(r, n) for r, n in zip(verified_rows, sizes)]
-    budget = report_budget(failure_probability, measured,
-                           ([POOLED] if _has_samples(verification_samples) else [])
-                           + [name for name, ok in zip(names, enough) if ok])
+    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes,
+                                                      labels.size, failure_probability)
     mu, gain = measured.mu_photons.value, measured.gain.value
     k_gain = budget.sigmas("gain")
     mu_upper, gain_upper = measured.mu_photons.upper(budget.sigmas("mu_photons")), measured.gain.upper(k_gain)
@@ -175,6 +169,37 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "failure_probability": budget.combined,
         "security_report": report.to_json(),
     }
+
+
+def _layers_and_budget(samples, verified_rows, measured: MeasuredValues, modes: int, images: int,
+                       failure_probability: float):
+    """Per-layer verified row counts, layer names and the report's failure budget (pooled test + each layer with
+    enough verification)."""
+    sizes = [np.asarray(s).size for s, _ in samples]
+    if verified_rows is None:
+        verified_rows = [size // max(modes * images, 1) for size in sizes]
+    names = [f"layer{i + 1}" for i in range(len(samples))]
+    enough = [has_enough_verification(r, n) for r, n in zip(verified_rows, sizes)]
+    budget = report_budget(failure_probability, measured, ([POOLED] if _has_samples(samples) else [])
+                           + [name for name, ok in zip(names, enough) if ok])
+    return verified_rows, names, budget
+
+
+def session_weight_leakage(*, layer1_quadratures_snu, layer1_inputs, verification_samples, measured: MeasuredValues,
+                           modes: int, rows: list[int], failure_probability: float, false_alarm: float, queries: int,
+                           verified_rows: list[int] | None = None, trusted: bool = True) -> WeightLeakage:
+    """The weight-leakage part of session_results alone (what the session checks against its cap before a batch);
+    queries: the number of queries to total over."""
+    hidden, _ = hidden_vectors(layer1_quadratures_snu)
+    images = len(hidden)
+    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes, images,
+                                                      failure_probability)
+    noise_figure_db = None
+    if measured.amplifier_noise_figure_db is not None:
+        noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
+    return weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows,
+                                 [np.asarray(layer1_inputs), hidden], budget=budget, queries=queries,
+                                 false_alarm=false_alarm, trusted=trusted, noise_figure_db=noise_figure_db)
 
 
 def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: float, modes: int) -> tuple:

@@ -73,7 +73,7 @@ def settings_from(args, config):
         seed=args.seed if args.seed is not None else s.seed,
         batch_images=args.batch_images if args.batch_images is not None else s.batch_images,
         verify_fraction=p.verify_fraction, failure_probability=p.failure_probability,
-        laser_power_dbm=s.laser_power_dbm)
+        laser_power_dbm=s.laser_power_dbm, max_weight_leakage_bits_per_mode=s.max_weight_leakage_bits_per_mode)
 
 
 def calibration_store(args, config):
@@ -200,6 +200,10 @@ def format_result(result: dict) -> str:
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
         ("failure probability", format_budget(report.get("failure_budget"))),
+        *([("stopped at leakage cap", f"after {result['stopped_at_leakage_cap']['images']} images: the next batch "
+                                       f"would take the total to {result['stopped_at_leakage_cap']['projected_bits_per_mode']:.4g}"
+                                       f" bit/mode, above the cap of {result['stopped_at_leakage_cap']['cap_bits_per_mode']:g}")]
+          if result.get("stopped_at_leakage_cap") else []),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
         ("faults", format_faults(result.get("faults"))),
     ]

@@ -191,3 +191,22 @@ def test_the_receivers_dc_levels_are_taken_out_of_every_record(store, tmp_path, 
         assert set(tails) == set(RECEIVERS)
         assert all(abs(raw_dc_snu[name]) > 20.0 for name in RECEIVERS)  # what the DSP had to take out
         assert all(abs(tails[name]) < 0.05 for name in RECEIVERS), tails  # 0.011 SNU rms
+
+
+def test_the_session_stops_cleanly_before_the_batch_that_would_exceed_its_leakage_cap(store, tmp_path):
+    """DECISIONS O: 10 images spend about 42 bit/mode at g(mu) per query (the 10-row layer is unverified), 20 would
+    spend 84; a 60 bit/mode cap keeps the first batch and stops before the second, with a complete file."""
+    result = run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=60.0),
+                         out_dir=tmp_path, store=store, progress=False)
+    weight = result["security_report"]["weight_leakage"]
+    assert result["images"] == 10 and result["stopped_at_leakage_cap"]["images"] == 10
+    assert result["stopped_at_leakage_cap"]["projected_bits_per_mode"] > 60.0
+    assert weight["cumulative_bits_per_mode"] == pytest.approx(10 * weight["per_query_bits_per_mode"])
+    assert weight["cumulative_bits_per_mode"] <= 60.0
+    assert result["safe_state"]["safe"] is True
+    replayed = replay(result["file"])
+    assert replayed["status"] == "complete" and replayed["weight_leakage_bits_per_mode_cumulative"] == pytest.approx(
+        weight["cumulative_bits_per_mode"])
+    with pytest.raises(session_module.SessionAborted, match="allows no batch"):
+        run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=1.0), out_dir=tmp_path,
+                    store=store, progress=False)
