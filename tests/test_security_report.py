@@ -104,3 +104,23 @@ def test_cumulative_figures_are_queries_times_the_per_query_bound():
     assert report.cumulative_bits_per_mode == pytest.approx(200 * unverified.bits_per_mode)
     assert report.per_client_bits == pytest.approx(200 * (784 * 784 / 2 * verified.bits_per_mode
                                                           + 7840 / 2 * unverified.bits_per_mode))
+
+
+def test_lab_guidance_solves_for_the_target_and_splits_loss_from_noise():
+    """The T, eps and mu it returns put the planned bound exactly at the target; loss alone is the pure-loss
+    identity chi_E(2 mu + 1, T, 0) = g((1 - T) mu), an independent closed form."""
+    from qslab.analysis.security_budget import layer_guidance
+    from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
+
+    conditions = BoundConditions(transmittance=0.58, mode_share=0.01, inversion_factor=2.0)
+    guide = layer_guidance("layer1", 0.5, 1.3, 0.1, conditions)
+    assert guide.loss_only_bits_per_mode == pytest.approx(float(entropy_photons_bits(0.42 * 0.5)), rel=1e-9)
+    assert guide.dominant == "loss"
+    assert float(expected_verified_bound_bits(guide.largest_mu, 1.3, conditions)) == pytest.approx(0.1, rel=1e-6)
+    small = layer_guidance("layer1", 0.03, 1.3, 0.1, conditions)
+    assert 0.0 < small.transmittance_needed < 1.0
+    from dataclasses import replace
+    assert float(expected_verified_bound_bits(0.03, 1.3, replace(conditions, transmittance=small.transmittance_needed))
+                 ) == pytest.approx(0.1, rel=1e-6)
+    assert layer_guidance("layer1", 0.01, 1.3, 0.1, conditions).transmittance_needed == 0.0  # g(0.01) < 0.1
+    assert guide.transmittance_needed is None or guide.transmittance_needed > 0.58

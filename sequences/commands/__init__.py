@@ -1,7 +1,7 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, session, simulate,
-                               sweep, train)
+from qslab.sequences.commands import (bench, calibrate, instruments, leakage, operating_point, replay, security_budget,
+                                     session, simulate, sweep, train)
 
 COMMANDS = {
     "leakage": leakage,
@@ -14,4 +14,5 @@ COMMANDS = {
     "calibrate": calibrate,
     "session": session,
     "replay": replay,
+    "security-budget": security_budget,
 }

@@ -210,3 +210,18 @@ def test_the_session_stops_cleanly_before_the_batch_that_would_exceed_its_leakag
     with pytest.raises(session_module.SessionAborted, match="allows no batch"):
         run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=1.0), out_dir=tmp_path,
                     store=store, progress=False)
+
+
+def test_security_budget_tells_the_lab_what_a_target_needs(store, capsys):
+    """`qslab security-budget` from the records: the largest mu it names meets the target at the stated conditions."""
+    from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
+
+    assert main(["security-budget", "--config", str(CONFIG), "--calibration-dir", str(store.directory),
+                 "--images", "200", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert any("largest mu meeting 0.1 bit/mode" in line for line in out[:-1])
+    conditions = BoundConditions(**{**result["conditions"], "mode_share": max(l["mode_share"] for l in result["layers"])})
+    assert {layer["dominant"] for layer in result["layers"]} <= {"loss", "excess noise"}
+    assert result["largest_mu_photons"] < 0.1  # at the bench's T ~ 0.55 a verified 0.1 bit/mode needs tiny mu
+    assert float(expected_verified_bound_bits(result["largest_mu_photons"], 1.3, conditions)) <= 0.1 * 1.01
