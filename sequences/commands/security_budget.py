@@ -28,7 +28,40 @@ def register(parser) -> None:
                                               "session)")
     parser.add_argument("--images", type=number("images", 1, 10_000, integer=True, unit="validation images"),
                         default=1000, help="validation images for the data's worst mode and the accuracy (default 1000)")
+    parser.add_argument("--figure", metavar="FILE.png", default=None,
+                        help="write the verified frontier: accuracy vs the verified bound at the measured T, next to "
+                             "the paper's Eq. 2 at T = 1 (accuracy on the validation images, 12 photon numbers)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+
+
+def plot_frontier(path, gain: float, conditions, images: int) -> dict:
+    """Accuracy vs weight leakage per query over mu: the verified bound at the measured T (worst layer's worst
+    mode, finite size) and the paper's Eq. 2 at T = 1 (quantum-limited amplifier, average mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from qslab.analysis.verified_planning import expected_verified_bound_bits
+    from qslab.analysis.weight_leakage import weight_leakage_bits_per_mode
+    from qslab.sequences.sweeps import physics_accuracy
+
+    mus = np.geomspace(1e-3, 20.0, 12)
+    accuracy = [physics_accuracy(float(mu), gain, images, (0,), None, data="validation") for mu in mus]
+    verified = [float(expected_verified_bound_bits(mu, gain, conditions)) for mu in mus]
+    paper = [float(weight_leakage_bits_per_mode(mu, gain, conditions.modes)) for mu in mus]
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    ax.semilogx(verified, 100 * np.array(accuracy), "o-", label=f"verified bound at T = {conditions.transmittance:.3g} "
+                                                                "(worst mode, finite size)")
+    ax.semilogx(paper, 100 * np.array(accuracy), "s--", label="paper's Eq. 2 at T = 1 (not a bound for this station)")
+    ax.set(xlabel="weight leakage per query (bit per complex mode)", ylabel="accuracy (%, validation images)",
+           title=f"Verified frontier, G = {gain:.3g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"mu": mus.tolist(), "accuracy": accuracy, "verified_bits_per_mode": verified, "paper_bits_per_mode": paper}
 
 
 def run(args) -> int:
@@ -114,6 +147,10 @@ def run(args) -> int:
     if largest is not None:
         lines.append(f"all layers: the largest mu meeting {args.target:g} bit/mode at the measured T is {largest:.3g} "
                      f"photons/mode (about {100 * accuracy:.0f} % accuracy on {args.images} validation images).")
+    frontier = None
+    if args.figure:
+        frontier = plot_frontier(args.figure, gain_e.value, replace_share(conditions, guidance), args.images)
+        lines.append(f"figure: {args.figure}")
     print("\n".join(lines))
     if args.json:
         print_json_last({"target_bits_per_mode": args.target, "conditions": conditions.to_json(),
@@ -122,5 +159,12 @@ def run(args) -> int:
                          "largest_mu_photons": largest, "accuracy_at_largest_mu": accuracy,
                          "records": {"photons": store.require("photons").id, "amplifier": amplifier.id,
                                      "channel": channel.id, "processor": processor.id if processor else None},
-                         "summary": lines})
+                         "frontier": frontier, "summary": lines})
     return 0
+
+
+def replace_share(conditions, guidance):
+    """The conditions at the worst layer's data share (the frontier is the worst layer's)."""
+    from dataclasses import replace
+
+    return replace(conditions, mode_share=max(g.mode_share for g in guidance))
