@@ -18,7 +18,7 @@ from qslab.analysis.verification import ServerDetector
 
 UNITS = {"mu_photons": "photons", "gain": "", "server_efficiency": "", "server_electronic_noise_snu": "SNU",
          "transmittance": "", "amplitude_transmittance": "", "excess_noise_snu": "SNU",
-         "amplifier_noise_figure_db": "dB"}
+         "amplifier_noise_figure_db": "dB", "server_shot_noise_variance_v2": "V^2"}
 EFFICIENCY_CAP = 0.99  # a widened efficiency uncertainty stays below the efficiency itself (ServerDetector's rule)
 
 
@@ -28,7 +28,8 @@ class MeasuredValues:
 
     transmittance / amplitude_transmittance / excess_noise_snu: the honest round trip from a channel record
     (older files hold only transmittance); amplifier_noise_figure_db: None in files without an amplifier
-    record. The per-layer values, VOA settings and pilot phases are what the session set (recorded context,
+    record; server_shot_noise_variance_v2: the server detector's shot-noise unit, whose relative uncertainty
+    scales every verified quadrature (None in files written before it was recorded). The per-layer values, VOA settings and pilot phases are what the session set (recorded context,
     not read by the results).
     """
 
@@ -40,6 +41,7 @@ class MeasuredValues:
     amplitude_transmittance: Estimate | None = None
     excess_noise_snu: Estimate | None = None
     amplifier_noise_figure_db: Estimate | None = None
+    server_shot_noise_variance_v2: Estimate | None = None  # the server detector's SNU (None in older files)
     mu_per_layer: tuple[Estimate, ...] = ()
     attenuation_db_per_layer: tuple[float, ...] = ()
     pilot: dict | None = None  # {"client_lo_phase_rad", "server_lo_phase_rad", "leakage_field": [re, im]}
@@ -55,9 +57,16 @@ class MeasuredValues:
                                                        for e in self.mu_per_layer))
         object.__setattr__(self, "attenuation_db_per_layer", tuple(self.attenuation_db_per_layer))
 
-    def server_detector(self, k: float, trusted: bool = True) -> ServerDetector:
-        """The server's detector with its uncertainties widened to k sigma (the worst case the bound takes)."""
-        return server_detector(self.server_efficiency, self.server_electronic_noise_snu, k, trusted)
+    def server_detector(self, k, trusted: bool = True) -> ServerDetector:
+        """The server's detector with its uncertainties widened to k sigma (the worst case the bound takes).
+
+        k: one coverage factor for all three, or a FailureBudget (qslab.analysis.failure_budget) giving each its
+        own (efficiency, electronic noise, shot-noise unit)."""
+        if hasattr(k, "sigmas"):
+            k = {name: k.sigmas(name) for name in ("server_efficiency", "server_electronic_noise_snu",
+                                                   "server_shot_noise_variance_v2")}
+        return server_detector(self.server_efficiency, self.server_electronic_noise_snu, k, trusted,
+                               self.server_shot_noise_variance_v2)
 
     def to_json(self) -> dict:
         """The schema-1 JSON object ({"value", "uncertainty"} per estimate; absent: left out)."""
@@ -101,14 +110,26 @@ class MeasuredValues:
                                       for i, e in enumerate(layers)))
 
 
-def server_detector(efficiency: Estimate, electronic_noise_snu: Estimate, k: float,
-                    trusted: bool = True) -> ServerDetector:
+def server_detector(efficiency: Estimate, electronic_noise_snu: Estimate, k,
+                    trusted: bool = True, shot_noise_variance_v2: Estimate | None = None) -> ServerDetector:
     """A ServerDetector whose uncertainties are the k-sigma half-widths of the one-sigma estimates given (the
-    efficiency's capped below the efficiency)."""
+    efficiency's capped below the efficiency; the shot-noise unit's relative, capped below 1).
+
+    k: a number for all, or {"server_efficiency", "server_electronic_noise_snu", "server_shot_noise_variance_v2"}
+    -> coverage factor (a FailureBudget's sigmas)."""
+    if not isinstance(k, dict):
+        k = dict.fromkeys(("server_efficiency", "server_electronic_noise_snu", "server_shot_noise_variance_v2"), k)
+    shot = 0.0
+    if shot_noise_variance_v2 is not None and shot_noise_variance_v2.value > 0.0:
+        shot = min(k["server_shot_noise_variance_v2"] * shot_noise_variance_v2.uncertainty
+                   / shot_noise_variance_v2.value, EFFICIENCY_CAP)
     return ServerDetector(efficiency=efficiency.value, electronic_noise_snu=electronic_noise_snu.value,
                           trusted=trusted,
-                          efficiency_uncertainty=min(k * efficiency.uncertainty, EFFICIENCY_CAP * efficiency.value),
-                          electronic_noise_uncertainty_snu=k * electronic_noise_snu.uncertainty)
+                          efficiency_uncertainty=min(k["server_efficiency"] * efficiency.uncertainty,
+                                                     EFFICIENCY_CAP * efficiency.value),
+                          electronic_noise_uncertainty_snu=k["server_electronic_noise_snu"]
+                          * electronic_noise_snu.uncertainty,
+                          shot_noise_rel_uncertainty=shot)
 
 
 def _entry(estimate: Estimate) -> dict:

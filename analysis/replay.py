@@ -15,7 +15,7 @@ import numpy as np
 from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
-from qslab.analysis.session_results import session_results
+from qslab.analysis.session_results import session_results, session_weight_leakage
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons_upper", "gain_upper")
@@ -29,10 +29,11 @@ class Recorded:
     pixels: list
     quadratures: list        # per layer: list of [B, rows] arrays
     samples: list            # per layer: list of (sent, returned) arrays
+    verified_rows: list | None = None  # per layer: list of the rows verified per batch (counts)
 
     @classmethod
     def empty(cls, layers: int) -> Recorded:
-        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)])
+        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)], [[] for _ in range(layers)])
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
@@ -40,7 +41,8 @@ class Recorded:
         images = session.images
         verification = [session.verification(i) for i in range(layers)]
         return cls([images.label], [images.pixels], [[session.client_quadratures_snu(i)] for i in range(layers)],
-                   [[(v.sent_snu, v.returned_snu)] for v in verification])
+                   [[(v.sent_snu, v.returned_snu)] for v in verification],
+                   [[int(np.size(rows)) for rows in v.rows] for v in verification])
 
     def add(self, labels, pixels, captures) -> None:
         self.labels.append(np.asarray(labels))
@@ -48,6 +50,7 @@ class Recorded:
         for index, capture in enumerate(captures):
             self.quadratures[index].append(capture.client_quadratures_snu)
             self.samples[index].append((capture.sent_snu, capture.returned_snu))
+            self.verified_rows[index].append(int(np.size(capture.verified_rows)))
 
     def pooled_samples(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(np.concatenate([s.ravel() for s, _ in layer]), np.concatenate([r.ravel() for _, r in layer]))
@@ -64,7 +67,20 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
         rows=[shape.rows for shape in shapes],
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
-        false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted)
+        false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
+        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
+
+
+def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):
+    """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
+    session's cap is checked on it before each batch)."""
+    return session_weight_leakage(
+        layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
+        layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
+        verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
+        rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
+        false_alarm=settings["false_alarm"], queries=queries,
+        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
 
 
 def replay(path, measured_override: dict[str, Estimate | None] | None = None, failure_probability: float | None = None,

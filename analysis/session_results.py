@@ -7,10 +7,12 @@ each with its one-sigma uncertainty). So a replay of an unchanged file
 gives the live numbers bit for bit, and a replay with another calibration changes only what
 depends on it.
 
-Conservative choices (docs/PHYSICS.md 13, DECISIONS J): the weight-leakage bound is evaluated at
-mu + 3 sigma and at the verification's finite-size limits (T_min, eps_max); the nominal Eq. 2
-figure at (mu + 3 sigma, G + 3 sigma); data leakage at whichever end of G's 3-sigma interval leaks
-more.
+Conservative choices (docs/PHYSICS.md 13, DECISIONS J): one failure probability for the whole report
+(qslab.analysis.failure_budget: the session's `failure_probability` split by a union bound over every
+estimated quantity, each limit at its share). The weight-leakage bound is evaluated at mu's upper limit
+and at the verification's finite-size limits (T_min, eps_max), with the server detector's efficiency,
+electronic noise and shot-noise unit at their limits; the nominal Eq. 2 figure at (mu, G) upper limits;
+data leakage at whichever end of G's interval leaks more.
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ from __future__ import annotations
 import numpy as np
 
 from qslab.analysis import data_leakage, verification
+from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
+from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
+from qslab.analysis.security_report import (LayerBound, ReferenceFigure, SecurityReport, WeightLeakage,
+                                            has_enough_verification, largest_mode_share, layer_bound)
+from qslab.analysis.client_measurement import returned_excess_noise_total_snu
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.measured_values import MeasuredValues
 
-CONFIDENCE_SIGMAS = 3.0  # coverage factor k of every conservative limit value +- k sigma
+# coverage factor of what the accept/abort test assumes about the honest link (it sets the false-alarm
+# probability, not the security claim: the bound's limits come from the FailureBudget)
+CONFIDENCE_SIGMAS = 3.0
+POOLED = "verification"  # the budget's name for the verified rows of every layer pooled
 
 
 def hidden_vectors(layer1_quadratures_snu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,18 +72,25 @@ def honest_hypothesis(measured: MeasuredValues, modes: int, detector: verificati
 
 
 def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues, modes: int, *,
-                  failure_probability: float, false_alarm: float, trusted: bool = True) -> dict | None:
-    """The server's decision and bound on all verified samples pooled (None when no row was verified)."""
+                  failure_probability: float, false_alarm: float, trusted: bool = True,
+                  budget: FailureBudget | None = None) -> dict | None:
+    """The server's decision and bound on all verified samples pooled (None when no row was verified).
+
+    failure_probability: the whole report's; its split is `budget` (default: report_budget over `measured`
+    and the pooled verification)."""
     sent = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s, _ in samples]) if samples else np.empty(0)
     returned = (np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in samples])
                 if samples else np.empty(0))
     if sent.size < 2:
         return None
-    detector = measured.server_detector(CONFIDENCE_SIGMAS, trusted)
-    honest, tester = honest_hypothesis(measured, modes, detector, CONFIDENCE_SIGMAS)
+    budget = budget or report_budget(failure_probability, measured, [POOLED])
+    detector = measured.server_detector(budget, trusted)
+    honest, tester = honest_hypothesis(measured, modes, measured.server_detector(CONFIDENCE_SIGMAS, trusted),
+                                       CONFIDENCE_SIGMAS)
     result = verification.verify(sent, returned, measured.mu_photons.value, honest, detector,
-                                 failure_probability=failure_probability, false_alarm=false_alarm,
-                                 mu_upper_photons=measured.mu_photons.upper(CONFIDENCE_SIGMAS), test_detector=tester)
+                                 failure_probability=verification_probability(budget, POOLED), false_alarm=false_alarm,
+                                 mu_upper_photons=measured.mu_photons.upper(budget.sigmas("mu_photons")),
+                                 test_detector=tester)
     return result.to_dict()
 
 
@@ -103,37 +120,130 @@ def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.n
 def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
                     verification_samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues,
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
-                    exact_leakage_images: int, trusted: bool = True) -> dict:
-    """Accuracy, verification and every leakage figure of one session (see the module docstring)."""
+                    exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None) -> dict:
+    """Accuracy, verification and every leakage figure of one session (see the module docstring).
+
+    verification_samples: per layer, (sent, returned) of its verified rows; verified_rows: per layer, how many
+    rows were verified (None: from the sample count, for callers that only have samples)."""
     labels = np.asarray(labels)
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
+    layer_data = [np.asarray(layer1_inputs), hidden]
+    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes,
+                                                      labels.size, failure_probability)
     mu, gain = measured.mu_photons.value, measured.gain.value
-    mu_upper, gain_upper = measured.mu_photons.upper(CONFIDENCE_SIGMAS), measured.gain.upper(CONFIDENCE_SIGMAS)
-    gain_limits = (max(measured.gain.lower(CONFIDENCE_SIGMAS), 1.0), gain_upper)
+    k_gain = budget.sigmas("gain")
+    mu_upper, gain_upper = measured.mu_photons.upper(budget.sigmas("mu_photons")), measured.gain.upper(k_gain)
+    gain_limits = (max(measured.gain.lower(k_gain), 1.0), gain_upper)
     nominal = leakage_summary(OperatingPoint(mu=mu_upper, gain=gain_upper, modes=modes, rows=sum(rows)))
     cramer_rao = max(leakage_summary(OperatingPoint(mu=mu_upper, gain=g, modes=modes, rows=sum(rows)))
                      ["data_leakage_bits_cramer_rao"] for g in gain_limits)
     checked = verify_layers(verification_samples, measured, modes, failure_probability=failure_probability,
-                            false_alarm=false_alarm, trusted=trusted)
+                            false_alarm=false_alarm, trusted=trusted, budget=budget)
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
-        noise_figure_db = measured.amplifier_noise_figure_db.upper(CONFIDENCE_SIGMAS)
-    exact = exact_data_leakage(gain_limits, [np.asarray(layer1_inputs), hidden], rows, exact_leakage_images,
-                               noise_figure_db)
+        noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
+    exact = exact_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
+    weight = weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows, layer_data,
+                                   budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
+                                   noise_figure_db=noise_figure_db)
+    report = SecurityReport(budget, weight)
     correct = int(np.sum(guess == labels))
     return {
         "images": int(labels.size),
         "accuracy": correct / labels.size if labels.size else 0.0,
         "correct": correct,
+        "accuracy_ci95": list(clopper_pearson(correct, labels.size)) if labels.size else None,
         "unnormalisable_hidden_vectors": int(unusable.sum()),
         "mu_photons": mu, "mu_photons_upper": mu_upper, "gain": gain, "gain_upper": gain_upper,
         "verified": None if checked is None else bool(checked["accepted"]),
-        "weight_leakage_bits_per_mode": None if checked is None else checked["chi_bits_per_mode"],
+        "weight_leakage_bits_per_mode": weight.per_query_bits_per_mode,
+        "weight_leakage_bits_per_mode_cumulative": weight.cumulative_bits_per_mode,
+        "weight_leakage_bits_per_client": weight.per_client_bits,
         "weight_leakage_bits_per_mode_nominal": nominal["weight_leakage_bits_per_mode"],
         "data_leakage_bits_cramer_rao": cramer_rao,
         "data_leakage_bits_prx": nominal["data_leakage_bits_prx"],
         "data_leakage_bits_exact": exact["bits"],
         "data_leakage_exact": exact,
         "verification": checked,
+        "failure_probability": budget.combined,
+        "security_report": report.to_json(),
     }
+
+
+def _layers_and_budget(samples, verified_rows, measured: MeasuredValues, modes: int, images: int,
+                       failure_probability: float):
+    """Per-layer verified row counts, layer names and the report's failure budget (pooled test + each layer with
+    enough verification)."""
+    sizes = [np.asarray(s).size for s, _ in samples]
+    if verified_rows is None:
+        verified_rows = [size // max(modes * images, 1) for size in sizes]
+    names = [f"layer{i + 1}" for i in range(len(samples))]
+    enough = [has_enough_verification(r, n) for r, n in zip(verified_rows, sizes)]
+    budget = report_budget(failure_probability, measured, ([POOLED] if _has_samples(samples) else [])
+                           + [name for name, ok in zip(names, enough) if ok])
+    return verified_rows, names, budget
+
+
+def session_weight_leakage(*, layer1_quadratures_snu, layer1_inputs, verification_samples, measured: MeasuredValues,
+                           modes: int, rows: list[int], failure_probability: float, false_alarm: float, queries: int,
+                           verified_rows: list[int] | None = None, trusted: bool = True) -> WeightLeakage:
+    """The weight-leakage part of session_results alone (what the session checks against its cap before a batch);
+    queries: the number of queries to total over."""
+    hidden, _ = hidden_vectors(layer1_quadratures_snu)
+    images = len(hidden)
+    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes, images,
+                                                      failure_probability)
+    noise_figure_db = None
+    if measured.amplifier_noise_figure_db is not None:
+        noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
+    return weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows,
+                                 [np.asarray(layer1_inputs), hidden], budget=budget, queries=queries,
+                                 false_alarm=false_alarm, trusted=trusted, noise_figure_db=noise_figure_db)
+
+
+def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: float, modes: int) -> tuple:
+    """The figures that are not this session's bound, each labelled with what it assumes (T = 1 in both)."""
+    paper = verification.leakage_bound_bits(mu_upper, 1.0, (2.0 * gain_upper - 2.0) / (gain_upper * modes))[0]
+    figures = [ReferenceFigure("paper_eq2", float(paper),
+                               f"T = 1 (no loss) and a quantum-limited amplifier, eps = (2G - 2)/(G n), averaged over "
+                               f"modes, at mu {mu_upper:.4g} and G {gain_upper:.4g} (the paper's assumptions, not "
+                               "this station's)")]
+    if measured.amplifier_noise_figure_db is not None:
+        nf = measured.amplifier_noise_figure_db.value
+        n_sp = max(float(inversion_factor_from_noise_figure(gain_upper, nf)), 1.0)
+        eps = float(returned_excess_noise_total_snu(gain_upper, n_sp)) / modes
+        figures.append(ReferenceFigure("lossless_measured_noise_figure", float(
+            verification.leakage_bound_bits(mu_upper, 1.0, eps)[0]),
+            f"T = 1 (no loss) with the amplifier's measured noise figure {nf:.3g} dB (eps = {eps:.3g} SNU), averaged "
+            f"over modes, at mu {mu_upper:.4g} and G {gain_upper:.4g}: this station without its loss"))
+    return tuple(figures)
+
+
+def weight_leakage_report(samples, verified_rows, names, measured: MeasuredValues, modes: int, rows: list[int],
+                          layer_data, *, budget: FailureBudget, queries: int, false_alarm: float, trusted: bool,
+                          noise_figure_db: float | None) -> WeightLeakage:
+    """Each layer's verified worst-mode bound (or g(mu)), per query and over the session's queries."""
+    mu_upper = measured.mu_photons.upper(budget.sigmas("mu_photons"))
+    gain_upper = measured.gain.upper(budget.sigmas("gain"))
+    n_sp = 1.0 if noise_figure_db is None else max(float(inversion_factor_from_noise_figure(gain_upper,
+                                                                                         noise_figure_db)), 1.0)
+    detector = measured.server_detector(budget, trusted)
+    honest, tester = honest_hypothesis(measured, modes, measured.server_detector(CONFIDENCE_SIGMAS, trusted),
+                                       CONFIDENCE_SIGMAS)
+    layers: list[LayerBound] = []
+    for index, name in enumerate(names):
+        sent, returned = samples[index]
+        data = layer_data[index] if index < len(layer_data) else np.empty((0, 0))
+        layers.append(layer_bound(name, sent, returned, verified_rows[index], mu_upper_photons=mu_upper,
+                                  mu_photons=measured.mu_photons.value, modes=modes,
+                                  mode_share=largest_mode_share(data),
+                                  honest_noise_per_share_snu=2.0 * n_sp * (1.0 - 1.0 / gain_upper), budget=budget,
+                                  detector=detector, honest=honest, tester=tester,
+                                  false_alarm=false_alarm / max(len(names), 1)))
+    return WeightLeakage(tuple(layers), queries, tuple(2 * modes * r for r in rows[:len(layers)]),
+                         reference_figures(measured, mu_upper, gain_upper, modes))
+
+
+def _has_samples(samples) -> bool:
+    return sum(np.asarray(s).size for s, _ in samples) >= 2

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qslab.analysis import mnist
+from qslab.analysis.provenance import training_provenance
 from qslab.analysis.network import (ClosedFormPhysicsEngine, accuracy, init_weights, noise_per_rms_weight, predict_digital,
                               predict_secure, save_weights)
 
@@ -308,5 +309,6 @@ def train_and_save(path, config: TrainingConfig = TrainingConfig()) -> TrainingR
     test_images, y_test = mnist.load_mnist("test")
     result.metadata["test_accuracy_digital"] = accuracy(predict_digital(result.weights, mnist.preprocess(test_images)), y_test)
     result.metadata["history"] = result.history
+    result.metadata["provenance"] = training_provenance(config.seed)
     save_weights(Path(path), result.weights, result.metadata)
     return result

@@ -335,6 +335,7 @@ class SessionConfig:
     output_dir: str = setting(Text("a directory path"), "qslab-output/sessions")
     laser_power_dbm: float = setting(Number("dBm", -30.0, 20.0), 10.0)
     seed: int = setting(Number("", 0, integer=True), 0)
+    max_weight_leakage_bits_per_mode: float = setting(Number("bit per complex mode, cumulative; 0: no cap", 0.0), 0.0)
 
 
 @dataclass(frozen=True)

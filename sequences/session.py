@@ -37,7 +37,7 @@ from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
 from qslab.analysis.encoding import weight_symbols
-from qslab.analysis.replay import Recorded, results_from_recorded
+from qslab.analysis.replay import Recorded, projected_weight_leakage, results_from_recorded
 from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
@@ -68,10 +68,32 @@ class SessionSettings:
     weights: str | None = None
     false_alarm: float = FALSE_ALARM
     exact_leakage_images: int = 200
+    max_weight_leakage_bits_per_mode: float = 0.0  # cap on the session's cumulative weight leakage; 0: none
 
 
 class SessionAborted(RuntimeError):
     """The server's verification failed: the session stopped (the file holds what was done)."""
+
+
+def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, images_after: int,
+                       ) -> tuple[bool, float]:
+    """(whether the next batch keeps the cumulative weight leakage within the cap, the projected total).
+
+    The projection is images_after x the per-query bound on what was verified so far (before any batch: g(mu)
+    at mu's upper limit, the bound without verification), DECISIONS O."""
+    cap = settings.get("max_weight_leakage_bits_per_mode") or 0.0
+    if cap <= 0.0:
+        return True, float("nan")
+    if recorded.labels:
+        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1).per_query_bits_per_mode
+    else:
+        from qslab.analysis.failure_budget import report_budget
+        from qslab.analysis.weight_leakage import unverified_bound_bits
+
+        budget = report_budget(settings["failure_probability"], measured, [])
+        per_query = float(unverified_bound_bits(measured.mu_photons.upper(budget.sigmas("mu_photons"))))
+    projected = images_after * per_query
+    return projected <= cap, projected
 
 
 def say(message: str) -> None:
@@ -140,6 +162,7 @@ def measured_values(link) -> MeasuredValues:
         amplitude_transmittance=calibration.amplitude_transmittance,
         amplifier_noise_figure_db=calibration.noise_figure_db, server_efficiency=calibration.server_efficiency,
         server_electronic_noise_snu=calibration.server_electronic_noise_snu,
+        server_shot_noise_variance_v2=calibration.server_shot_noise_v2,
         attenuation_db_per_layer=tuple(layer.attenuation_db for layer in link.layers),
         pilot={"client_lo_phase_rad": link.pilot.client_phase_rad, "server_lo_phase_rad": link.pilot.server_phase_rad,
                "leakage_field": [link.leakage_field.real, link.leakage_field.imag]})
@@ -216,7 +239,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
-    writer, station = None, LabStation(config)
+    writer, station, cap_stop = None, LabStation(config), None
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
     try:
@@ -245,6 +268,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                     qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id)
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
             done = writer.images_written
+            cap_stop = None
             guard = BatchGuard(link, station, report, faults)
             guard.start()
             batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
@@ -256,6 +280,17 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                         guard.arm(batch)
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
+                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1)
+                    if not allowed:
+                        cap_stop = {"images": int(first), "projected_bits_per_mode": projected,
+                                    "cap_bits_per_mode": settings.max_weight_leakage_bits_per_mode}
+                        say(f"stopping before images {first + 1}-{index[-1] + 1}: the cumulative weight leakage would "
+                            f"reach {projected:.4g} bit/mode, above the cap of "
+                            f"{settings.max_weight_leakage_bits_per_mode:g} ([session] max_weight_leakage_bits_per_mode)")
+                        if first == 0:
+                            raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
+                                                 "max_weight_leakage_bits_per_mode or lower mu")
+                        break
                     pixels = test_images[index].reshape(len(index), -1)
                     captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
                                                                           batch))
@@ -285,7 +320,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
             say(f"  {line}")
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
-               "attack": None if attack is None else attack.spec}
+               "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop}
     writer.finish(results)
     writer.close()
     sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))

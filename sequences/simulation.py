@@ -13,7 +13,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qslab.analysis import data_leakage, mnist, verification
+from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import snr_factor
+from qslab.analysis.failure_budget import report_budget
+from qslab.analysis.security_report import WeightLeakage, has_enough_verification, largest_mode_share, layer_bound
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.network import PaperEngine, load_weights, predict_secure
 from qslab.instruments.sim.link.model import LinkEngine, LinkParameters
@@ -63,6 +66,12 @@ def run_seed(settings: SimulationSettings, weights, x, labels, seed: int, progre
     server pools their samples only when it runs the verification (verify_samples). None when no
     row was verified (paper mode, or verify_fraction = 0).
     """
+    acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, progress_bar)
+    return acc, (None if pairs is None else [record for _, record in pairs])
+
+
+def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: int, progress_bar=None):
+    """run_seed with each record's layer index: (accuracy, [(layer, VerificationRecord)] or None)."""
     rng = np.random.default_rng(seed)
     params = LinkParameters(mu_photons=settings.mu, gain=settings.gain)
     correct = 0
@@ -75,10 +84,10 @@ def run_seed(settings: SimulationSettings, weights, x, labels, seed: int, progre
         batch = slice(start, start + BATCH_IMAGES)
         predictions = predict_secure(weights, x[batch], engine, rng)
         correct += int(np.sum(predictions == labels[batch]))
-        for output in getattr(engine, "outputs", {}).values():
+        for layer, output in getattr(engine, "outputs", {}).items():
             record = output.verification
             if record.row_indices.size:
-                records.append(record)
+                records.append((layer, record))
         if progress_bar is not None:
             progress_bar.update(len(predictions))
     return correct / len(x), (records or None)
@@ -111,6 +120,44 @@ def verify_samples(settings: SimulationSettings, records, n_modes: int) -> dict 
     return result.to_dict()
 
 
+def layer_inputs(weights, x) -> list[np.ndarray]:
+    """What the client sends into each layer: the images, then the noiseless ReLU activations."""
+    return [x, np.maximum(x @ weights[0].T, 0.0)][:len(weights)]
+
+
+def weight_leakage_bound(settings: SimulationSettings, pairs, weights, x, queries: int) -> WeightLeakage:
+    """Each layer's verified worst-mode bound, or g(mu) with too little verification (DECISIONS F, P); the
+    simulated station has no calibration uncertainty, so the failure probability is split over T and eps of
+    the verified layers only."""
+    n_modes = (weights[0].shape[1] + 1) // 2
+    by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(len(weights))}
+    samples = {index: pooled_samples(records) if records else (np.empty(0), np.empty(0))
+               for index, records in by_layer.items()}
+    rows = {index: sum(r.row_indices.size for r in records) for index, records in by_layer.items()}
+    names = {index: f"layer{index + 1}" for index in by_layer}
+    budget = report_budget(settings.failure_probability, None,
+                           [names[i] for i in by_layer if has_enough_verification(rows[i], samples[i][0].size)])
+    detector = verification.ServerDetector()
+    honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
+    inputs = layer_inputs(weights, x)
+    layers = tuple(layer_bound(names[i], *samples[i], rows[i], mu_upper_photons=settings.mu, mu_photons=settings.mu,
+                               modes=n_modes, mode_share=largest_mode_share(inputs[i]),
+                               honest_noise_per_share_snu=2.0 * (1.0 - 1.0 / settings.gain), budget=budget,
+                               detector=detector, honest=honest, tester=detector,
+                               false_alarm=settings.false_alarm / len(weights)) for i in by_layer)
+    return WeightLeakage(layers, queries, tuple(w.size for w in weights))
+
+
+def worst_mode_lossless_bits(settings: SimulationSettings, weights, x) -> float:
+    """Eq. 2 at T = 1 at the worst mode of the data actually sent (DECISIONS F): a reference, not a bound."""
+    worst = 0.0
+    for inputs in layer_inputs(weights, x):
+        share = largest_mode_share(inputs)
+        eps = 2.0 * (1.0 - 1.0 / settings.gain) * share
+        worst = max(worst, float(verification.leakage_bound_bits(settings.mu, 1.0, eps)[0]))
+    return worst
+
+
 def exact_data_leakage(settings: SimulationSettings, weights, x) -> dict:
     """Exact per-symbol information of the server about the data actually sent (DECISIONS C, E, F).
 
@@ -132,12 +179,15 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     weights, metadata = load_weights(settings.weights)
     x, labels = load_test_set(settings.images)
     seeds = [settings.seed + k for k in range(settings.seeds)]
-    accuracies, verifications = [], []
+    accuracies, verifications, bounds = [], [], []
     with tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
         for seed in seeds:
-            acc, samples = run_seed(settings, weights, x, labels, seed, bar)
+            acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar)
             accuracies.append(acc)
+            samples = None if pairs is None else [record for _, record in pairs]
             verifications.append(verify_samples(settings, samples, n_modes=(weights[0].shape[1] + 1) // 2))
+            if settings.mode == "physics":
+                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1))
     n_modes = (weights[0].shape[1] + 1) // 2
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)
@@ -152,7 +202,10 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
         "accuracy": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
         "accuracies": accuracies,
+        # the test images are a sample: an exact binomial interval on the seed-averaged count (DECISIONS H)
+        "accuracy_ci95": list(clopper_pearson(int(round(float(np.mean(accuracies)) * len(x))), len(x))),
         "weight_leakage_bits_per_mode": leakage["weight_leakage_bits_per_mode"],
+        "weight_leakage_bits_per_mode_worst_mode_lossless": worst_mode_lossless_bits(settings, weights, x),
         "weight_leakage_bits_per_real_weight": leakage["weight_leakage_bits_per_real_weight"],
         "data_leakage_bits_cramer_rao": leakage["data_leakage_bits_cramer_rao"],
         "data_leakage_bits_prx": leakage["data_leakage_bits_prx"],
@@ -161,7 +214,8 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
         "client_snr": leakage["client_snr"],
         "verified": all(v["accepted"] for v in checked) if checked else None,
         "verification": checked,
-        "weight_leakage_bits_per_mode_at_limits": max(v["chi_bits_per_mode"] for v in checked) if checked else None,
+        "weight_leakage_bits_per_mode_at_limits": max(b.per_query_bits_per_mode for b in bounds) if bounds else None,
+        "weight_leakage_verified": max(bounds, key=lambda b: b.per_query_bits_per_mode).to_json() if bounds else None,
         "weights": metadata.get("name", settings.weights or "shipped"),
         "settings": asdict(settings),
     }

@@ -1,8 +1,8 @@
 """The station configs shipped inside the package: what `qslab init` writes and what a command uses with no file.
 
-The repository's ``lab_config.toml`` and ``lab_config.hardware.toml`` are the documented examples;
-the copies next to this module are what an installed qslab carries (tests/test_starter_config.py
-keeps them identical), so ``qslab session`` works in any directory, not only in a clone.
+The documented examples live next to this module, so an installed qslab carries them and ``qslab
+session`` works in any directory; the repository's top-level ``lab_config.toml`` and
+``lab_config.hardware.toml`` are links to them (one source).
 """
 
 from __future__ import annotations

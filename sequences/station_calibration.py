@@ -41,6 +41,7 @@ class StationCalibration:
     noise_figure_db: Estimate | None = None  # the client amplifier's (amplifier record)
     processor: ProcessorCalibration | None = None  # the client processor's record (None: the config's datasheet values)
     records: dict = field(default_factory=dict)   # "kind/instrument/id" -> record_summary
+    server_shot_noise_v2: Estimate | None = None  # the server detector's shot-noise unit (its uncertainty scales T, eps)
 
     def with_channel(self, record) -> StationCalibration:
         """This calibration with the honest link of a channel record (T, eps, sqrt(eta_s T)) and its summary."""
@@ -91,6 +92,7 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
         server_detector=server_detector(eta, v_el, CONFIDENCE_SIGMAS),
         client_efficiency=client_rec.estimate("client_receiver.efficiency"),
         server_efficiency=eta, server_electronic_noise_snu=v_el, iq=iq,
+        server_shot_noise_v2=server_rec.estimate("server_receiver.shot_noise_variance_v2"),
         photons_per_monitor_w=photons.estimate("server.photons_per_monitor_w"),
         attenuator_scale=photons.estimate("server.attenuator_scale"),
         photons_attenuation_db=float(photons.conditions["attenuation_db"]),

@@ -85,6 +85,15 @@ def test_train_and_save_writes_metadata(tmp_path):
     assert meta["config"]["hidden_units"] == 32 and meta["seed"] == 0
     assert 0.5 < meta["test_accuracy_digital"] <= 1.0
     assert weights[0].shape == (32, 784)
+    # everything needed to reproduce it (issue 13, defect 7), and a second run with the seed gives the same weights
+    provenance = meta["provenance"]
+    assert provenance["seed"] == 0 and provenance["numpy"] == np.__version__ and provenance["git_revision"]
+    assert set(provenance["mnist_sha256"]) >= {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"}
+    assert all(len(h) == 64 for h in provenance["mnist_sha256"].values()) and "blas" in provenance
+    train_and_save(tmp_path / "again.npz", config)
+    again, _ = load_weights(tmp_path / "again.npz")
+    for first, second in zip(weights, again):
+        np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
 
 
 def test_config_rejects_bad_values():

@@ -1,7 +1,7 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
 from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, operating_point, replay,
-                                      session, sessions, simulate, sweep, train)
+                                      security_budget, session, sessions, simulate, sweep, train)
 
 COMMANDS = {
     "init": init,
@@ -17,4 +17,5 @@ COMMANDS = {
     "replay": replay,
     "sessions": sessions,
     "calibrations": calibrations,
+    "security-budget": security_budget,
 }

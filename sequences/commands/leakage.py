@@ -5,12 +5,19 @@ average excess noise (2G - 2)/(G n) plus the technical noise; data leakage is gi
 arXiv Cramer-Rao form (x = 1/sqrt(n), n_m = n) and the PRX form (M rows), per data symbol per
 query and cumulated over rows x queries.
 
+The Eq. 2 figure here is not a verified bound: it assumes the honest client's average excess noise and
+the T and xi given (T = 1, xi = 0 by default: the paper's assumptions). What a session reports, at the
+verification's finite-size limits and each layer's worst mode, is planned by `qslab operating-point` and
+explained by `qslab security-budget` (docs/PHYSICS.md 13).
+
 With --from-calibration [ID|latest] the inputs come from the calibration records actually measured
-(calibration/records.py), at their conservative confidence limits: the upper limit (value + 3 sigma)
+(calibration/records.py), at their conservative confidence limits, all at one failure probability
+(--failure-probability, split by a union bound over the limits used, DECISIONS J): the upper limit
 of mu from the photons record (ID, or the latest valid one), the lower limit of T and the upper
 limit of the technical noise from a channel record when one exists (else --transmittance and
---technical-noise), and the client's efficiency and electronic noise from the homodyne record for
-the honest client's SNR. A missing or expired record stops with its name and the refresh command.
+--technical-noise), G's upper limit from the amplifier record, and the client's efficiency and
+electronic noise from the homodyne record for the honest client's SNR. A missing or expired record
+stops with its name and the refresh command.
 """
 
 from __future__ import annotations
@@ -42,12 +49,16 @@ def register(parser) -> None:
     parser.add_argument("--from-calibration", nargs="?", const="latest", metavar="ID|latest", default=None,
                         help="take mu (upper limit), T (lower limit), xi (upper limit) and the client's efficiency and "
                              "electronic noise from the calibration records: a photons record ID, or the latest valid")
+    parser.add_argument("--failure-probability", type=number("failure-probability", 0.0, 0.5, min_open=True,
+                                                             max_open=True, unit="probability"), default=1e-10,
+                        help="with --from-calibration: the failure probability of all the limits together (default "
+                             "1e-10, split by a union bound)")
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="record directory (default: $QSLAB_CALIBRATION_DIR or qslab-output/calibration)")
     parser.add_argument("--map", metavar="FILE.png", help="write the Fig. 5-style figures and the 512 x 512 (mu, G - 1) leakage maps to this PNG")
 
 
-CONFIDENCE_K = 3.0  # conservative limits: value +- 3 sigma
+LIMITS = (("mu_photons", 1), ("transmittance", 1), ("technical_noise", 1), ("gain", 1))  # the limits it takes
 
 
 def run(args) -> int:
@@ -59,7 +70,7 @@ def run(args) -> int:
     if args.from_calibration is not None:
         if args.mu is not None:
             raise UsageError("give --mu or --from-calibration, not both")
-        calibration = inputs_from_records(args.from_calibration, args.calibration_dir)
+        calibration = inputs_from_records(args.from_calibration, args.calibration_dir, args.failure_probability)
         mu = calibration["mu_upper"]
         transmittance = calibration.get("transmittance_lower", transmittance)
         technical_noise = calibration.get("technical_noise_upper", technical_noise)
@@ -103,7 +114,8 @@ def format_table(summary: dict) -> str:
         ("excess noise eps", f"{summary['excess_noise_snu']:.4e} SNU"),
         ("client SNR per product", f"{summary['client_snr']:.4g}"),
         ("weight leakage (Eq. 2)", f"{summary['weight_leakage_bits_per_mode']:.4g} bit/mode, "
-                                   f"{summary['weight_leakage_bits_per_real_weight']:.4g} bit/real weight"),
+                                   f"{summary['weight_leakage_bits_per_real_weight']:.4g} bit/real weight; not a "
+                                   f"verified bound: assumes T = {p['transmittance']:g}, the average mode, no finite size"),
         ("  without verification g(mu)", f"{summary['weight_leakage_bits_unverified']:.4g} bit/mode"),
         ("data leakage, arXiv Cramer-Rao", f"{summary['data_leakage_bits_cramer_rao']:.4g} bit/symbol/query, "
                                            f"{summary['data_leakage_bits_cramer_rao_cumulative']:.4g} cumulative"),
@@ -115,16 +127,22 @@ def format_table(summary: dict) -> str:
     if "calibration" in summary:
         c = summary["calibration"]
         rows.append(("from calibration", f"mu = {c['mu']:.5g} +- {c['mu_uncertainty']:.2g} (upper limit {c['mu_upper']:.5g} "
-                                         f"used), records {', '.join(c['records'].values())}"))
+                                         f"used, {c['confidence_k']['mu_photons']:.2f} sigma), records "
+                                         f"{', '.join(c['records'].values())}"))
+        rows.append(("failure probability", f"{c['failure_budget']['combined']:.3g} for all the limits (union bound, "
+                                            f"{len(c['failure_budget']['terms'])} limits)"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def inputs_from_records(which: str, directory: str | None) -> dict:
-    """The leakage inputs at their conservative limits, and the ids of the records they come from."""
+def inputs_from_records(which: str, directory: str | None, failure_probability: float = 1e-10) -> dict:
+    """The leakage inputs at their conservative limits (one failure probability for all), and the records' ids."""
+    from qslab.analysis.failure_budget import FailureBudget
     from qslab.calibration.records import RecordError, RecordStore
     from qslab.sequences.commands.cli_io import UsageError
 
+    budget = FailureBudget.split(failure_probability, [(name, sides, "") for name, sides in LIMITS])
+    k = {name: budget.sigmas(name) for name, _ in LIMITS}
     store = RecordStore(directory)
     try:
         photons = store.require("photons") if which == "latest" else store.get(which)
@@ -134,20 +152,21 @@ def inputs_from_records(which: str, directory: str | None) -> dict:
             raise RecordError(f"photons record {photons.id} expired at {photons.expires.isoformat()}: refresh it with "
                               "`qslab calibrate photons`")
         mu = photons.estimate("server.photons_per_symbol")
-        inputs = {"mu": mu.value, "mu_uncertainty": mu.uncertainty, "mu_upper": mu.upper(CONFIDENCE_K),
-                  "confidence_k": CONFIDENCE_K, "records": {"photons": photons.id}}
+        inputs = {"mu": mu.value, "mu_uncertainty": mu.uncertainty, "mu_upper": mu.upper(k["mu_photons"]),
+                  "confidence_k": k, "failure_budget": budget.to_json(), "records": {"photons": photons.id}}
         channel = store.latest_valid("channel")
         if channel is not None:
             if "channel.transmittance" in channel.parameters:
                 t = channel.estimate("channel.transmittance")
-                inputs["transmittance_lower"] = min(max(t.lower(CONFIDENCE_K), 1e-12), 1.0)
+                inputs["transmittance_lower"] = min(max(t.lower(k["transmittance"]), 1e-12), 1.0)
             if "channel.technical_noise_snu" in channel.parameters:
-                inputs["technical_noise_upper"] = max(channel.estimate("channel.technical_noise_snu").upper(CONFIDENCE_K), 0.0)
+                inputs["technical_noise_upper"] = max(channel.estimate("channel.technical_noise_snu").upper(
+                    k["technical_noise"]), 0.0)
             inputs["records"]["channel"] = channel.id
         amplifier = store.latest_valid("amplifier")
         if amplifier is not None and "client_amplifier.gain" in amplifier.parameters:
             # More gain means more excess noise on the returned light: the upper limit is conservative.
-            inputs["gain_upper"] = max(amplifier.estimate("client_amplifier.gain").upper(CONFIDENCE_K), 1.0)
+            inputs["gain_upper"] = max(amplifier.estimate("client_amplifier.gain").upper(k["gain"]), 1.0)
             inputs["records"]["amplifier"] = amplifier.id
         homodyne = store.latest_valid("homodyne", "client_receiver")
         if homodyne is not None:

@@ -81,7 +81,7 @@ def settings_from(args, config):
         seed=args.seed if args.seed is not None else s.seed,
         batch_images=args.batch_images if args.batch_images is not None else s.batch_images,
         verify_fraction=p.verify_fraction, failure_probability=p.failure_probability,
-        laser_power_dbm=s.laser_power_dbm)
+        laser_power_dbm=s.laser_power_dbm, max_weight_leakage_bits_per_mode=s.max_weight_leakage_bits_per_mode)
 
 
 def calibration_store(args, config):
@@ -212,24 +212,66 @@ def format_faults(faults: dict | None) -> str:
 
 def format_result(result: dict) -> str:
     verified = {True: "accepted", False: "ABORTED (verification failed)", None: "no row verified"}[result["verified"]]
-    chi = result["weight_leakage_bits_per_mode"]
     safe = result.get("safe_state") or {}
+    report = result.get("security_report") or {}
+    budget = report.get("failure_budget") or {"terms": []}
+    k = {term["name"]: term["sigmas"] for term in budget["terms"]}
     rows = [
         ("run id", result.get("run_id") or "-"),
         ("session file", result["file"]),
         ("figures", result.get("figures", "-")),
-        ("test accuracy", f"{100 * result['accuracy']:.2f} % ({result['correct']} of {result['images']} images)"),
-        ("mu (measured, +3 sigma)", f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
-        ("G (calibrated, +3 sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
+        ("test accuracy", f"{100 * result['accuracy']:.1f} % of {result['images']} images ({result['correct']} correct"
+                          + (f"; 95 % CI {100 * result['accuracy_ci95'][0]:.1f}-{100 * result['accuracy_ci95'][1]:.1f} %)"
+                             if result.get("accuracy_ci95") else ")")),
+        (f"mu (measured, +{k.get('mu_photons', 0.0):.2f} sigma)",
+         f"{result['mu_photons']:.4g} ({result['mu_photons_upper']:.4g}) photons/mode"),
+        (f"G (calibrated, +{k.get('gain', 0.0):.2f} sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
         ("verification", verified),
-        ("weight leakage", (f"{chi:.4g} bit/mode at the verified limits (T_min "
-                            f"{result['verification']['transmittance_min']:.3f}: lost light counts as the client's); "
-                            if chi is not None else "")
-         + f"Eq. 2 at the calibration limits {result['weight_leakage_bits_per_mode_nominal']:.4g} bit/mode"),
+        *weight_leakage_rows(result),
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
+        ("failure probability", format_budget(report.get("failure_budget"))),
+        *([("stopped at leakage cap", f"after {result['stopped_at_leakage_cap']['images']} images: the next batch "
+                                       f"would take the total to {result['stopped_at_leakage_cap']['projected_bits_per_mode']:.4g}"
+                                       f" bit/mode, above the cap of {result['stopped_at_leakage_cap']['cap_bits_per_mode']:g}")]
+          if result.get("stopped_at_leakage_cap") else []),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
         ("faults", format_faults(result.get("faults"))),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:
+    """The weight-leakage lines: the bound per query (worst layer) and cumulative, each layer, the labelled
+    reference figures."""
+    weight = (result.get("security_report") or {}).get("weight_leakage")
+    if not weight:
+        return [("weight leakage", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode")]
+    rows = [("weight leakage", f"{weight['per_query_bits_per_mode']:.4g} bit/mode per query (worst layer, worst mode); "
+                               f"{weight['cumulative_bits_per_mode']:.4g} bit/mode over the session's "
+                               f"{weight['queries']} queries ({weight['cumulative_bits_per_weight']:.4g} bit per real "
+                               f"weight; {weight['per_client_bits']:.4g} bit about all weights for this client)")]
+    for layer in weight["layers"]:
+        if layer["verified"]:
+            text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']} (T_min {layer['transmittance_min']:.3f}, "
+                    f"eps_max {layer['excess_noise_max_snu']:.3g} SNU, worst mode {layer['excess_noise_worst_mode_snu']:.3g}"
+                    f" SNU; average mode {layer['average_mode_bits_per_mode']:.4g}); {layer['verified_rows']} rows, "
+                    f"{layer['samples']} samples verified")
+        else:
+            text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']}: {layer['verified_rows']} rows, "
+                    f"{layer['samples']} samples verified (too few for finite-size limits)")
+        rows.append((f"  {layer['layer']}", text))
+    for figure in weight["references"]:
+        rows.append(("  not a bound", f"{figure['bits_per_mode']:.4g} bit/mode assuming {figure['assumes']}"))
+    return rows
+
+
+def format_budget(budget: dict | None) -> str:
+    """The whole report's failure probability and how it is split (union bound over the estimated quantities)."""
+    if not budget:
+        return "not recorded"
+    terms = budget["terms"]
+    share = ", ".join(sorted({f"{t['probability']:.2g}" for t in terms}))
+    return (f"{budget['combined']:.3g} for the whole report (union bound over {len(terms)} estimated quantities, "
+            f"{share} each: {', '.join(t['name'] for t in terms)})")

@@ -69,16 +69,27 @@ def format_result(result: dict) -> str:
     verified = {True: "accepted", False: "ABORTED (verification failed)", None: "not applicable"}[result["verified"]]
     rows = [
         ("mode", f"{result['mode']}, mu = {result['mu']:g} photons/mode, G = {result['gain']:g}"),
-        ("test accuracy", f"{100 * result['accuracy']:.2f} % +- {100 * result['accuracy_std']:.2f} % "
-                          f"({result['images']} images, {len(result['seeds'])} seeds)"),
+        ("test accuracy", f"{100 * result['accuracy']:.2f} % +- {100 * result['accuracy_std']:.2f} % over seeds "
+                          f"({result['images']} images, {len(result['seeds'])} seeds"
+                          + (f"; 95 % CI over images {100 * result['accuracy_ci95'][0]:.1f}-"
+                             f"{100 * result['accuracy_ci95'][1]:.1f} %)" if result.get("accuracy_ci95") else ")")),
         ("client SNR per product", f"{result['client_snr']:.4g}"),
         ("weight leakage (Eq. 2)", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode, "
-                                   f"{result['weight_leakage_bits_per_real_weight']:.4g} bit/real weight"),
+                                   f"{result['weight_leakage_bits_per_real_weight']:.4g} bit/real weight, not a bound: "
+                                   "assumes T = 1, a quantum-limited amplifier, the average mode"),
+        ("  at the worst mode", f"{result['weight_leakage_bits_per_mode_worst_mode_lossless']:.4g} bit/mode, not a bound: "
+                                "T = 1, the mode carrying the largest share of the data sent"),
         ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, PRX {result['data_leakage_bits_prx']:.3g}, "
                          f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
         ("verification", verified),
     ]
-    if result.get("weight_leakage_bits_per_mode_at_limits") is not None:
-        rows.append(("  bound at finite-size limits", f"{result['weight_leakage_bits_per_mode_at_limits']:.4g} bit/mode"))
+    verified_bound = result.get("weight_leakage_verified")
+    if verified_bound is not None:
+        rows.append(("  verified bound", f"{verified_bound['per_query_bits_per_mode']:.4g} bit/mode per query (worst "
+                                         f"layer, worst mode, worst seed; failure probability "
+                                         f"{result['settings']['failure_probability']:.3g})"))
+        for layer in verified_bound["layers"]:
+            rows.append((f"    {layer['layer']}", f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']} "
+                                                   f"({layer['verified_rows']} rows, {layer['samples']} samples)"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

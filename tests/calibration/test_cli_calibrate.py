@@ -72,6 +72,11 @@ def _photons_record(store: RecordStore, value=6.0, sigma=0.05, **kwargs):
                                          {"server.photons_per_symbol": Estimate(value, sigma, "photons")}), **kwargs)
 
 
+# the limits of `qslab leakage --from-calibration` share its failure probability 1e-10 by a union bound over four
+# one-sided limits (mu, T, technical noise, G): each at Phi^-1(1 - 2.5e-11) sigma
+K_LIMIT = float(__import__("scipy.stats", fromlist=["norm"]).norm.isf(1e-10 / 4))
+
+
 def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
     store = RecordStore(tmp_path)
     old = _photons_record(store, 5.0, 0.1)
@@ -79,11 +84,12 @@ def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
     code = cli.main(["leakage", "--from-calibration", "--gain", "1.3", "--calibration-dir", str(tmp_path), "--json"])
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0
-    assert payload["inputs"]["mu"] == pytest.approx(6.15)
+    assert K_LIMIT == pytest.approx(6.58, abs=0.01)
+    assert payload["inputs"]["mu"] == pytest.approx(6.0 + K_LIMIT * 0.05)
     assert payload["calibration"]["records"] == {"photons": latest.id}
     code = cli.main(["leakage", "--from-calibration", old.id, "--gain", "1.3", "--calibration-dir", str(tmp_path),
                      "--json"])
-    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["mu"] == pytest.approx(5.3)
+    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["mu"] == pytest.approx(5.0 + K_LIMIT * 0.1)
 
 
 def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, capsys):
@@ -97,7 +103,7 @@ def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, ca
                                               {"client_amplifier.gain": Estimate(1.30, 0.01)}))
     code = cli.main(["leakage", "--from-calibration", "--calibration-dir", str(tmp_path), "--json"])
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 0 and payload["inputs"]["gain"] == pytest.approx(1.33)
+    assert code == 0 and payload["inputs"]["gain"] == pytest.approx(1.30 + K_LIMIT * 0.01)
     assert payload["calibration"]["records"]["amplifier"] == amplifier.id
     # A gain given on the command line wins over the record.
     cli.main(["leakage", "--from-calibration", "--gain", "1.2", "--calibration-dir", str(tmp_path), "--json"])

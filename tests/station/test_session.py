@@ -191,3 +191,37 @@ def test_the_receivers_dc_levels_are_taken_out_of_every_record(store, tmp_path, 
         assert set(tails) == set(RECEIVERS)
         assert all(abs(raw_dc_snu[name]) > 20.0 for name in RECEIVERS)  # what the DSP had to take out
         assert all(abs(tails[name]) < 0.05 for name in RECEIVERS), tails  # 0.011 SNU rms
+
+
+def test_the_session_stops_cleanly_before_the_batch_that_would_exceed_its_leakage_cap(store, tmp_path):
+    """DECISIONS O: 10 images spend about 42 bit/mode at g(mu) per query (the 10-row layer is unverified), 20 would
+    spend 84; a 60 bit/mode cap keeps the first batch and stops before the second, with a complete file."""
+    result = run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=60.0),
+                         out_dir=tmp_path, store=store, progress=False)
+    weight = result["security_report"]["weight_leakage"]
+    assert result["images"] == 10 and result["stopped_at_leakage_cap"]["images"] == 10
+    assert result["stopped_at_leakage_cap"]["projected_bits_per_mode"] > 60.0
+    assert weight["cumulative_bits_per_mode"] == pytest.approx(10 * weight["per_query_bits_per_mode"])
+    assert weight["cumulative_bits_per_mode"] <= 60.0
+    assert result["safe_state"]["safe"] is True
+    replayed = replay(result["file"])
+    assert replayed["status"] == "complete" and replayed["weight_leakage_bits_per_mode_cumulative"] == pytest.approx(
+        weight["cumulative_bits_per_mode"])
+    with pytest.raises(session_module.SessionAborted, match="allows no batch"):
+        run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=1.0), out_dir=tmp_path,
+                    store=store, progress=False)
+
+
+def test_security_budget_tells_the_lab_what_a_target_needs(store, capsys):
+    """`qslab security-budget` from the records: the largest mu it names meets the target at the stated conditions."""
+    from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
+
+    assert main(["security-budget", "--config", str(CONFIG), "--calibration-dir", str(store.directory),
+                 "--images", "200", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert any("largest mu meeting 0.1 bit/mode" in line for line in out[:-1])
+    conditions = BoundConditions(**{**result["conditions"], "mode_share": max(l["mode_share"] for l in result["layers"])})
+    assert {layer["dominant"] for layer in result["layers"]} <= {"loss", "excess noise"}
+    assert result["largest_mu_photons"] < 0.1  # at the bench's T ~ 0.55 a verified 0.1 bit/mode needs tiny mu
+    assert float(expected_verified_bound_bits(result["largest_mu_photons"], 1.3, conditions)) <= 0.1 * 1.01

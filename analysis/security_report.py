@@ -1,0 +1,160 @@
+"""The security report of a session: one typed object, one failure probability (docs/PHYSICS.md 13.4).
+
+`SecurityReport` holds the failure budget every limit in it was taken at, the weight-leakage part (a
+verified worst-mode bound per layer, per query and cumulative over the session's queries, with the
+reference figures labelled for what they assume) and a slot for the data-leakage part (the server's
+view of the client's data; filled by its own typed object with a `to_json()`).
+
+Per-layer bounds (DECISIONS F, J). Each layer's weights are a different secret, verified on that
+layer's rows only: a layer bound uses its own T_min and eps_max, and only when the layer has at least
+MIN_VERIFIED_ROWS verified rows and MIN_VERIFIED_SAMPLES samples (docs/DECISIONS.md P). Otherwise the
+layer is reported with the bound that needs no verification, g(mu), from the photon number alone. The
+verified limit bounds the mean excess noise over the layer's samples; the honest client's noise is
+2 n_sp (1 - 1/G)|x_i|^2 per mode, so the mode carrying the largest share of the data sees
+eps_max + 2 n_sp (1 - 1/G)(max_i w_i - 1/n) (w_i = |x_i|^2/|x|^2, maximised over the session's data), and
+the layer's figure is chi_E at that noise, capped by g(mu) which holds whatever the client does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from qslab.analysis import verification
+from qslab.analysis.failure_budget import FailureBudget, verification_probability
+from qslab.analysis.weight_leakage import holevo_verified_bits, modulation_variance_snu, unverified_bound_bits
+
+# below these a layer's finite-size limits say nothing useful (docs/DECISIONS.md P): the layer gets g(mu)
+MIN_VERIFIED_ROWS = 3
+MIN_VERIFIED_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class LayerBound:
+    """One layer's weight-leakage bound per complex mode and per query, and what it rests on."""
+
+    layer: str
+    verified_rows: int
+    samples: int
+    bits_per_mode: float                 # the bound this layer reports (verified worst mode, or g(mu))
+    method: str                          # "verified, worst mode" | "no verification: g(mu)" | ...
+    unverified_bits_per_mode: float      # g(mu) at mu's upper limit
+    transmittance_min: float | None = None
+    excess_noise_max_snu: float | None = None
+    excess_noise_worst_mode_snu: float | None = None
+    largest_mode_share: float | None = None  # max_i |x_i|^2/|x|^2 over the session's data
+    average_mode_bits_per_mode: float | None = None  # chi_E at the verified mean noise (DECISIONS F: alongside)
+    accepted: bool | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.transmittance_min is not None
+
+
+@dataclass(frozen=True)
+class ReferenceFigure:
+    """A figure that is not a bound for this session: its value and, in plain words, what it assumes."""
+
+    name: str
+    bits_per_mode: float
+    assumes: str
+
+
+@dataclass(frozen=True)
+class WeightLeakage:
+    """Per-layer bounds, per query and cumulative over `queries` (DECISIONS O), and labelled reference figures."""
+
+    layers: tuple[LayerBound, ...]
+    queries: int
+    weights_per_layer: tuple[int, ...]   # real weights per layer (two per complex mode)
+    references: tuple[ReferenceFigure, ...] = ()
+
+    @property
+    def per_query_bits_per_mode(self) -> float:
+        """The worst layer's bound: what one query can reveal about one complex mode (two real weights)."""
+        return max(layer.bits_per_mode for layer in self.layers)
+
+    @property
+    def cumulative_bits_per_mode(self) -> float:
+        """Every query re-sends every weight: Q x the per-query bound (DECISIONS O)."""
+        return self.queries * self.per_query_bits_per_mode
+
+    @property
+    def cumulative_bits_per_weight(self) -> float:
+        return 0.5 * self.cumulative_bits_per_mode
+
+    @property
+    def per_client_bits(self) -> float:
+        """Everything one client can hold about all the weights after the session: Q x sum over layers."""
+        return float(self.queries * sum(0.5 * n * layer.bits_per_mode
+                                        for n, layer in zip(self.weights_per_layer, self.layers)))
+
+    def to_json(self) -> dict:
+        return {"per_query_bits_per_mode": self.per_query_bits_per_mode,
+                "per_query_bits_per_weight": 0.5 * self.per_query_bits_per_mode,
+                "queries": self.queries, "cumulative_bits_per_mode": self.cumulative_bits_per_mode,
+                "cumulative_bits_per_weight": self.cumulative_bits_per_weight,
+                "per_client_bits": self.per_client_bits,
+                "layers": [{**asdict(layer), "verified": layer.verified} for layer in self.layers],
+                "weights_per_layer": list(self.weights_per_layer),
+                "references": [asdict(r) for r in self.references]}
+
+
+@dataclass(frozen=True)
+class SecurityReport:
+    """The whole report: the failure budget it holds at, weight leakage, and data leakage (issue 14's part)."""
+
+    failure_budget: FailureBudget
+    weight_leakage: WeightLeakage
+    data_leakage: object | None = None  # a typed data-leakage report with to_json(); None until one is computed
+
+    @property
+    def failure_probability(self) -> float:
+        return self.failure_budget.combined
+
+    def to_json(self) -> dict:
+        return {"failure_probability": self.failure_probability, "failure_budget": self.failure_budget.to_json(),
+                "weight_leakage": self.weight_leakage.to_json(),
+                "data_leakage": None if self.data_leakage is None else self.data_leakage.to_json()}
+
+
+def largest_mode_share(vectors) -> float:
+    """max over vectors and modes of |x_i|^2/|x|^2 for the complex-packed (two reals per mode) data; 0 if none."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        return 0.0
+    if x.shape[1] % 2:
+        x = np.pad(x, ((0, 0), (0, 1)))
+    power = x[:, 0::2] ** 2 + x[:, 1::2] ** 2
+    total = power.sum(axis=1)
+    usable = total > 0
+    return float(np.max(power[usable] / total[usable, None])) if usable.any() else 0.0
+
+
+def has_enough_verification(verified_rows: int, samples: int) -> bool:
+    return verified_rows >= MIN_VERIFIED_ROWS and samples >= MIN_VERIFIED_SAMPLES
+
+
+def layer_bound(layer: str, sent_snu, returned_snu, verified_rows: int, *, mu_upper_photons: float, mu_photons: float,
+                modes: int, mode_share: float, honest_noise_per_share_snu: float, budget: FailureBudget,
+                detector: verification.ServerDetector, honest: verification.ChannelHypothesis,
+                tester: verification.ServerDetector, false_alarm: float) -> LayerBound:
+    """One layer's bound (module docstring). honest_noise_per_share_snu: 2 n_sp (1 - 1/G) at the leakier limits."""
+    sent = np.asarray(sent_snu, dtype=np.float64).ravel()
+    unverified = float(unverified_bound_bits(mu_upper_photons))
+    if not has_enough_verification(verified_rows, sent.size):
+        return LayerBound(layer, int(verified_rows), int(sent.size), unverified, "no verification: g(mu)", unverified,
+                          largest_mode_share=mode_share)
+    returned = verification.remove_previous_symbol(sent, returned_snu)[0]
+    result = verification.verify(sent, returned, mu_photons, honest, detector,
+                                 failure_probability=verification_probability(budget, layer), false_alarm=false_alarm,
+                                 mu_upper_photons=mu_upper_photons, test_detector=tester)
+    t_min, eps_max = float(result.transmittance_min), float(result.excess_noise_max_snu)
+    worst_eps = max(eps_max, 0.0) + honest_noise_per_share_snu * max(mode_share - 1.0 / modes, 0.0)
+    v = modulation_variance_snu(mu_upper_photons)
+    worst = float(holevo_verified_bits(v, min(max(t_min, 0.0), 1.0), worst_eps))
+    average = float(result.chi_bits_per_mode)
+    bits, method = (worst, "verified, worst mode") if worst <= unverified else (unverified, "g(mu) (below the verified)")
+    return LayerBound(layer, int(verified_rows), int(sent.size), bits, method, unverified, t_min, eps_max, worst_eps,
+                      mode_share, average, bool(result.accepted))
