@@ -1,9 +1,9 @@
 """Instrument round trips and wall time of each modulator calibration on the virtual bench.
 
-A round trip here is one message sent to an instrument: every VISA message (``write_raw`` of the pyvisa
-resource, which ``write``, ``query`` and the binary transfers all go through; a compound SCPI message
-``a;b;c?;:SYST:ERR?`` is one) and every MBX serial exchange (each MBX command is answered). Setup commands
-of the benchmark itself (laser on, attenuator, amplifier) are not counted; everything a procedure sends is.
+A round trip here is one message sent to an instrument, as the bench's instrument servers count them
+(``Bench.message_counts``): every VISA message (``write``, ``query`` and the binary transfers; a compound SCPI
+message ``a;b;c?;:SYST:ERR?`` is one) and every MBX serial exchange (each MBX command is answered). Setup
+commands of the benchmark itself (laser on, attenuator, amplifier) are not counted; everything a procedure sends is.
 Goal (the issue): <= 10 per procedure.
 
 - RF transfer: 6 (was 36/32 at 7ac3bd1): laser state, AWG stop+rate, AWG load+run (one message with the
@@ -38,12 +38,8 @@ import argparse
 import collections
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
-
-import pyvisa.resources
 
 from qslab.calibration import modulators as m
-from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
 from qslab.instruments.optical import ModulatorCalibration
 from qslab.sequences.station import LabStation
 
@@ -51,41 +47,28 @@ GOAL_ROUND_TRIPS = 10
 
 
 class RoundTripCounter:
-    """Counts commands per instrument by wrapping the pyvisa resource's write_raw and the MBX's exchange."""
+    """Messages per instrument a procedure sends: the difference of the station's benches' counts around it.
+
+    Exact because every procedure ends answered (the drivers follow each set by its error query), so the
+    servers have framed every message by the time the procedure returns.
+    """
 
     def __init__(self, station: LabStation):
-        # the station records "TCPIP::host::port::SOCKET", pyvisa names it "TCPIP0::...": key by the tail
-        self.by_address = {c.address.split("::", 1)[-1]: name for name, c in station.connections.items()}
-        self.counts: collections.Counter[str] = collections.Counter()
+        self.benches = list(station.benches)
 
-    @contextmanager
-    def installed(self):
-        visa_write, mbx_exchange = pyvisa.resources.MessageBasedResource.write_raw, ThorlabsMBX._exchange
-        counter = self
-
-        def write_raw(resource, message):
-            name = resource.resource_name
-            counter.counts[counter.by_address.get(name.split("::", 1)[-1], name)] += 1
-            return visa_write(resource, message)
-
-        def exchange(driver, cmd):
-            counter.counts[driver.name] += 1
-            return mbx_exchange(driver, cmd)
-
-        pyvisa.resources.MessageBasedResource.write_raw = write_raw
-        ThorlabsMBX._exchange = exchange
-        try:
-            yield self
-        finally:
-            pyvisa.resources.MessageBasedResource.write_raw = visa_write
-            ThorlabsMBX._exchange = mbx_exchange
+    def counts(self) -> collections.Counter[str]:
+        total: collections.Counter[str] = collections.Counter()
+        for bench in self.benches:
+            total.update(bench.message_counts())
+        return total
 
     def measure(self, label: str, procedure: Callable[[], object]) -> tuple[object, dict[str, int], float]:
-        self.counts.clear()
+        before = self.counts()
         start = time.perf_counter()
-        with self.installed():
-            result = procedure()
-        return result, dict(self.counts), time.perf_counter() - start
+        result = procedure()
+        seconds = time.perf_counter() - start
+        sent = self.counts() - before  # instruments that received nothing drop out
+        return result, dict(sent), seconds
 
 
 # round trips measured at 7ac3bd1 (the per-command driver path), for the procedures whose old path is gone

@@ -29,12 +29,11 @@ from pathlib import Path
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
-from qslab.sequences import session_guard
-from qslab.sequences import station as station_module
+from qslab.instruments.sim.server import observing_bench_starts
 from qslab.sequences.cli import main as cli
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionAborted, SessionSettings, run_session
-from qslab.sequences.session_guard import SessionStopped
+from qslab.sequences.session_guard import SessionStopped, observing_arms
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
@@ -79,25 +78,24 @@ class Outcome:
 
 
 class Benches:
-    """The benches the sessions start (their state outlives the session); the attack to arm with the faults."""
+    """The benches the sessions start (their state outlives the session); the attack to arm with the faults.
+
+    Told of both through public observers while ``observing()``: each bench start (the station starts its
+    own), and each session arming its faults (the attack is armed then, after set-up, before batch 2).
+    """
 
     def __init__(self):
         self.started: list = []
         self.attack: str | None = None
-        start, arm = station_module.LabStation._start_benches, session_guard.BatchGuard.arm
-        benches = self
 
-        def recording_benches(station):
-            start(station)
-            benches.started.extend(station.benches)
+    def _armed(self, station, batch: int) -> None:
+        if self.attack is not None:
+            station.bench.state.set_attack(self.attack)
 
-        def arm_with_attack(guard, batch):
-            arm(guard, batch)
-            if benches.attack is not None:
-                guard.station.bench.state.set_attack(benches.attack)
-
-        station_module.LabStation._start_benches = recording_benches
-        session_guard.BatchGuard.arm = arm_with_attack
+    @contextlib.contextmanager
+    def observing(self):
+        with observing_bench_starts(self.started.append), observing_arms(self._armed):
+            yield self
 
 
 def bench_safe(bench) -> bool:
@@ -286,23 +284,23 @@ def main() -> None:
                                   count=1, flags=re.MULTILINE))
     config = load_config(config_path)
     store = RecordStore(work / "calibration")
-    benches = Benches()
     settings = replace(SETTINGS, images=args.images, batch_images=max(1, args.images // 2))
     print(f"work directory {work}; calibrations first (a one-image session)", flush=True)
     clean = run_session(config, replace(settings, images=1, batch_images=1), out_dir=work / "warm", store=store,
                         progress=False)
 
-    faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
-    attacks = []
-    if importlib.util.find_spec("qslab.instruments.sim.faults_attacks.attacks") is not None:
-        from qslab.instruments.sim.faults_attacks import attacks as attack_module
+    with Benches().observing() as benches:
+        faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
+        attacks = []
+        if importlib.util.find_spec("qslab.instruments.sim.faults_attacks.attacks") is not None:
+            from qslab.instruments.sim.faults_attacks import attacks as attack_module
 
-        if hasattr(attack_module, "parse_attack"):
-            attacks = attack_matrix(config, store, work, benches,
-                                    replace(settings, images=args.attack_images,
-                                            batch_images=max(1, args.attack_images // 4)), args.honest)
-    else:
-        print("\nattacks: instruments/sim/faults_attacks/attacks.py is not there yet: skipped")
+            if hasattr(attack_module, "parse_attack"):
+                attacks = attack_matrix(config, store, work, benches,
+                                        replace(settings, images=args.attack_images,
+                                                batch_images=max(1, args.attack_images // 4)), args.honest)
+        else:
+            print("\nattacks: instruments/sim/faults_attacks/attacks.py is not there yet: skipped")
     bad = bad_inputs(config_path, store, clean["file"], work)
 
     print("\nsummary")

@@ -26,7 +26,8 @@ cure, a batch failing BATCH_ATTEMPTS times) raises SessionStopped: what happened
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -205,6 +206,21 @@ class Finding:
     change_db: float = 0.0
 
 
+ArmObserver = Callable[[Any, int], None]  # (station, batch about to be taken)
+_arm_observers: list[ArmObserver] = []
+
+
+@contextmanager
+def observing_arms(observer: ArmObserver) -> Iterator[ArmObserver]:
+    """Call ``observer(station, batch)`` each time a session arms its faults (after set-up, before ``batch``; also
+    when it has none), for the ``with`` block: e.g. a benchmark arming a cheating client at the same moment."""
+    _arm_observers.append(observer)
+    try:
+        yield observer
+    finally:
+        _arm_observers.remove(observer)
+
+
 class BatchGuard:
     """Checks the station after every batch and cures what it can (module docstring)."""
 
@@ -223,16 +239,17 @@ class BatchGuard:
         self.link.events.clear()
 
     def arm(self, batch: int) -> None:
-        """Inject the faults now (after set-up: their ``after`` counts messages from here)."""
-        if not self.faults:
-            return
-        bench = self.station.bench
-        if bench is None:
-            raise SessionStopped("faults can only be injected on the virtual bench")
-        for fault in self.faults:
-            bench.inject(fault)
-        self.report.plan = bench.faults
-        self.report.armed_before_batch = batch + 1
+        """Inject the faults now (after set-up: their ``after`` counts messages from here); tell the arm observers."""
+        if self.faults:
+            bench = self.station.bench
+            if bench is None:
+                raise SessionStopped("faults can only be injected on the virtual bench")
+            for fault in self.faults:
+                bench.inject(fault)
+            self.report.plan = bench.faults
+            self.report.armed_before_batch = batch + 1
+        for observer in list(_arm_observers):
+            observer(self.station, batch)
 
     # -- one batch -------------------------------------------------------------------------------------
     def take(self, batch: int, run: Callable[[], T]) -> T:

@@ -1,6 +1,7 @@
 """No module patches another library or reaches into another object's private state (issue 12, section 5).
 
-Flagged, by reading every module's syntax tree (product code in the four rooms, and the tests):
+Flagged, by reading every module's syntax tree (product code in the four rooms, the tests and the benchmarks, which
+count and observe through public hooks: Bench.message_counts, observing_bench_starts, observing_arms):
   * ``<imported module>.<name> = ...`` at any depth (``pyvisa.util._f = ...``, ``pyvisa.resources.X.m = ...``),
     and ``setattr``/``delattr`` on an imported module;
   * ``x._private = ...`` where ``x`` is not ``self``/``cls`` (nor an object a classmethod is building with
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ["analysis", "instruments", "calibration", "sequences", "tests"]
+SCANNED = ["analysis", "instruments", "calibration", "sequences", "tests", "benchmarks"]
 
 
 def _is_module(dotted: str) -> bool:

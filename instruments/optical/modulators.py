@@ -204,7 +204,12 @@ class AwgIQModulator(_Biased):
                                                        self.calibration.vpi_at_awg_v))
 
     def _combine(self, t_i, t_q) -> np.ndarray:
-        """The output field of the children's (complex) fields: (1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q."""
+        """The output field of the children's (complex) fields: (1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q.
+
+        The math of analysis.modulator_transfer.iq_children_field (tests/station/test_iq_predistortion_model.py),
+        written with the phasor (-sin delta, cos delta) instead of exp(i(pi/2 + delta)): that one leaves cos(pi/2)
+        = 6e-17 at delta = 0, and switching would move the pilots' recorded leakage and LO phase in their last bits.
+        """
         g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
         return (1.0 + 0.5 * g) * t_i + complex(-math.sin(delta), math.cos(delta)) * (1.0 - 0.5 * g) * t_q
 

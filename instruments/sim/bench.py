@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from qslab.analysis.givens import unit_vector_from_angles
+from qslab.analysis.modulator_transfer import iq_field, mzm_field
 from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
 from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
-from qslab.instruments.sim.link import modulators as mod
+from qslab.instruments.sim.link.modulators import arm_phase_rad
 from qslab.instruments.sim.link.model import LinkParameters
 
 LASER_PORTS = 4
@@ -563,12 +564,12 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
     iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
 
     def fields(carver_v, i_v, q_v):
-        carver = carver_il * mod.mzm_field(mod.arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
-                                                             c.bias_phase_rad), c.extinction_ratio_db)
-        theta_i = mod.arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
-        theta_q = mod.arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
-        out = carver * iq_il * mod.iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
-                                            q.iq_phase_error_rad)
+        carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
+                                                     c.bias_phase_rad), c.extinction_ratio_db)
+        theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
+        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
+        out = carver * iq_il * iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
+                                        q.iq_phase_error_rad)
         return carver, out
 
     if static:

@@ -13,6 +13,11 @@ streams by CR and/or LF. One thread per connection, TCP_NODELAY, no sleeps anywh
 Faults (``qslab.instruments.sim.faults_attacks.faults``): ``Bench(faults=[...])`` or ``bench.inject("timeout@laser")``; every
 message then passes through the bench's ``FaultPlan``, which may swallow it, garble or cut its reply,
 queue an error, power-cycle the emulator or change the optics.
+
+Counting (``bench.message_counts()``): every server counts the messages it frames, so a benchmark or a
+test sees the round trips a procedure costs per instrument without wrapping the drivers or pyvisa.
+Starts (``observing_bench_starts``): whoever needs the benches a station starts on its own (a benchmark
+reading the bench's state after the session closed) is told of each start.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -91,6 +97,17 @@ class InstrumentServer:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._messages = 0
+
+    @property
+    def messages_received(self) -> int:
+        """Messages framed so far, over every connection (a compound SCPI message ``a;b;c?`` is one).
+
+        Counted as a message is framed, before it is handled: once a query's reply has arrived, every
+        message sent before it on that connection is counted.
+        """
+        with self._lock:
+            return self._messages
 
     @property
     def port(self) -> int:
@@ -176,6 +193,8 @@ class InstrumentServer:
                     _quick_ack(connection)
                     framer.feed(data)
                 while (message := framer.next_message()) is not None:
+                    with self._lock:
+                        self._messages += 1
                     try:
                         reply = self._exchange(message)
                     except Disconnect as drop:  # an injected fault: the line drops mid-reply
@@ -201,6 +220,24 @@ class InstrumentServer:
         except Exception:  # an emulator bug must not take the instrument off the bench
             log.exception("%s: error handling %r", self.emulator.name, message[:80])
             return b""
+
+
+BenchObserver = Callable[["Bench"], None]
+_start_observers: list[BenchObserver] = []
+_start_observers_lock = threading.Lock()
+
+
+@contextmanager
+def observing_bench_starts(observer: BenchObserver) -> Iterator[BenchObserver]:
+    """Call ``observer(bench)`` whenever a Bench starts serving, for the ``with`` block (process-wide: a
+    LabStation starts its benches itself, so this is how a caller outside it learns which they are)."""
+    with _start_observers_lock:
+        _start_observers.append(observer)
+    try:
+        yield observer
+    finally:
+        with _start_observers_lock:
+            _start_observers.remove(observer)
 
 
 @dataclass
@@ -288,6 +325,10 @@ class Bench:
             self.stop()
             raise
         self._started = True
+        with _start_observers_lock:
+            observers = list(_start_observers)
+        for observer in observers:
+            observer(self)
         return self
 
     def stop(self) -> None:
@@ -300,6 +341,12 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def message_counts(self) -> dict[str, int]:
+        """{instrument: messages it received so far} (``InstrumentServer.messages_received``); the difference of
+        two calls is what was sent in between. Why on the bench: it sees every message of every path (VISA
+        writes and queries, binary blocks, serial exchanges) as the instrument would, with no driver wrapped."""
+        return {name: instrument.server.messages_received for name, instrument in self.instruments.items()}
 
     def address(self, name: str) -> str:
         try:

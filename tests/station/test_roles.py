@@ -16,7 +16,8 @@ from qslab.instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator
 from qslab.instruments.optical import Attenuator as AttenuatorRole
 from qslab.instruments.optical.awg_channels import codes_to_volts, volts_to_codes
 from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
-from qslab.instruments.sim.link import modulators as mzm
+from qslab.analysis import modulator_transfer as mt
+from qslab.instruments.sim.link.modulators import arm_phase_rad
 from qslab.instruments.sim.link import model as physics
 from qslab.instruments.sim.link.receivers import electronic_noise_rms_v, shot_noise_rms_v
 
@@ -30,7 +31,7 @@ def _awg(*channels: int) -> AwgChannels:
 
 def _null_biased_mzm_field(drive_at_modulator_v, vpi_v, extinction_ratio_db):
     """The bench's MZM biased exactly at null (theta = pi + pi u / Vpi)."""
-    return mzm.mzm_field(mzm.arm_phase_rad(drive_at_modulator_v, 0.0, vpi_v, 1.0, np.pi), extinction_ratio_db)
+    return mt.mzm_field(arm_phase_rad(drive_at_modulator_v, 0.0, vpi_v, 1.0, np.pi), extinction_ratio_db)
 
 
 def test_arcsine_predistortion_round_trips_through_the_mz_transfer():
@@ -52,16 +53,16 @@ def test_iq_predistortion_undoes_imbalance_and_phase_error():
     iq = AwgIQModulator(_awg(1, 2), calibration)
     fields = RNG.uniform(-0.9, 0.9, 400) + 1j * RNG.uniform(-0.9, 0.9, 400)
     v_i, v_q = iq.drive_v(fields)
-    theta_i, theta_q = (mzm.arm_phase_rad(v * calibration.driver_gain, 0.0, calibration.vpi_v, 1.0, np.pi)
+    theta_i, theta_q = (arm_phase_rad(v * calibration.driver_gain, 0.0, calibration.vpi_v, 1.0, np.pi)
                         for v in (v_i, v_q))
-    output = mzm.iq_field(theta_i, theta_q, 300.0, calibration.iq_gain_imbalance, calibration.iq_phase_error_rad)
+    output = mt.iq_field(theta_i, theta_q, 300.0, calibration.iq_gain_imbalance, calibration.iq_phase_error_rad)
     np.testing.assert_allclose(2 * output, fields, atol=1e-9)
 
     codes_i, codes_q, amplitude = iq.drive_codes(fields)  # int8 at one common amplitude
     assert codes_i.dtype == np.int8 and amplitude <= 1.0 and max(np.abs(codes_i).max(), np.abs(codes_q).max()) == 127
-    quantised = [mzm.arm_phase_rad(codes_to_volts(c, amplitude) * calibration.driver_gain, 0.0, calibration.vpi_v, 1.0,
+    quantised = [arm_phase_rad(codes_to_volts(c, amplitude) * calibration.driver_gain, 0.0, calibration.vpi_v, 1.0,
                                    np.pi) for c in (codes_i, codes_q)]
-    output = mzm.iq_field(*quantised, 300.0, calibration.iq_gain_imbalance, calibration.iq_phase_error_rad)
+    output = mt.iq_field(*quantised, 300.0, calibration.iq_gain_imbalance, calibration.iq_phase_error_rad)
     assert np.max(np.abs(2 * output - fields)) < np.pi / 2 * 1 / 127  # half a code of drive, through the slope
     with pytest.raises(ValueError, match="child field"):
         iq.drive_v([0.99 + 0.99j])  # beyond reach once the imbalance is undone

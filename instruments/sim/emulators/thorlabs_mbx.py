@@ -19,7 +19,7 @@ import numpy as np
 from qslab.instruments.sim.bench import BiasState
 from qslab.instruments.sim.bench_parameters import ModulatorTruth
 from qslab.instruments.sim.emulators.base import SERIAL_FRAMING, Emulator
-from qslab.instruments.sim.link import modulators as mod
+from qslab.instruments.sim.link.modulators import bias_for_phase_v, theta_for_power_fraction
 from qslab.instruments.sim.scpi.engine import Call, CommandTree
 from qslab.instruments.sim.scpi.parsing import ScpiError, tokenize_header
 
@@ -95,7 +95,7 @@ class ThorlabsMBXEmulator(Emulator):
         truth = self._modulator()
         residual = self.bench.params.bias_lock.residual_rad * self.rng.standard_normal()
         self.lock_started_s = time.monotonic()
-        return mod.bias_for_phase_v(theta_rad + residual, truth.bias_vpi_v, truth.bias_phase_rad, BIAS_OUTPUT_LIMIT_V)
+        return bias_for_phase_v(theta_rad + residual, truth.bias_vpi_v, truth.bias_phase_rad, BIAS_OUTPUT_LIMIT_V)
 
     def _target_rad(self, mode: int) -> float:
         if mode == PEAK:
@@ -106,8 +106,8 @@ class ThorlabsMBXEmulator(Emulator):
             return -0.5 * np.pi
         if mode in (QUAD_MINUS, HOLD_MINUS):
             return 0.5 * np.pi
-        return mod.theta_for_power_fraction(100.0 / self.ratio_x100, self._modulator().extinction_ratio_db,
-                                            positive_slope=(mode == POWER_PLUS))
+        return theta_for_power_fraction(100.0 / self.ratio_x100, self._modulator().extinction_ratio_db,
+                                        positive_slope=(mode == POWER_PLUS))
 
     def _apply(self, relock: bool = True) -> None:
         """Put the voltage of the current mode on the modulator (caller holds the bench lock)."""
