@@ -34,7 +34,7 @@ PILOT_IMAGES = 8
 
 
 class LinkSetup:
-    """Limits, uploads, attenuation, pilots and leakage nulling: the set-up half of SecureLink."""
+    """Limits, uploads, attenuation, pilots and leakage nulling: the set-up part of SecureLink."""
 
     def check_limits(self) -> None:
         """The laser power, the gain, the gate and the processor's widest drives, before anything is sent.
