@@ -49,6 +49,29 @@ def check_clipping(samples_v, full_scale_v: float, adc_bits: int, max_fraction: 
     return clipped
 
 
+def clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None) -> str:
+    """How a record clips: on one rail only (a constant offset beyond the range) or on both (too much signal)."""
+    bits = adc_bits or 16
+    low_v, high_v = adc_rails_v(full_scale_v, bits)
+    half_lsb_v = 0.5 * full_scale_v / 2 ** (bits - 1)  # as count_clipped counts them
+    high = int(np.count_nonzero(samples_v >= high_v - half_lsb_v))
+    low = int(np.count_nonzero(samples_v <= low_v + half_lsb_v))
+    share = (high + low) / max(samples_v.size, 1)
+    if low == 0 or high == 0:
+        rail = "upper" if high else "lower"
+        return (f"{100 * share:.3g} % of the samples on the {rail} rail, a constant input beyond its "
+                f"+-{full_scale_v:.3g} V full scale (an unbalanced or saturated receiver)")
+    return f"{100 * share:.3g} % of the samples on the rails (more signal or noise than the range holds)"
+
+
+def minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
+    """The record less the mean of its vacuum tail (from sample ``start``): a DC-coupled receiver sits on its LO's
+    unbalanced share (its CMRR), which follows the LO power, so each record's own vacuum gives its DC level
+    (the digitizer is centred on the level the homodyne record predicts; this takes off what the LO's drift
+    moved since). The whole tail: its mean's noise adds 1/tail symbols of a SNU^2 to every quadrature."""
+    return samples_v - float(np.mean(samples_v[start:]))
+
+
 def _unit_template(template) -> np.ndarray:
     template = np.asarray(template, dtype=float)
     norm = np.linalg.norm(template)

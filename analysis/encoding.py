@@ -3,7 +3,7 @@
 Two real values per complex mode: the server's row w becomes alpha_i = s (w_2i + i w_2i+1), one
 scale s per layer so that the layer's mean |alpha|^2 is mu; the client's vector x becomes the unit
 vector x_hat_i = (x_2i + i x_2i+1)/||x||. Then Re(sum_i conj(x_hat_i) alpha_i) = s (w . x)/||x||.
-An odd length is zero-padded. The lab's protocol (sequences/protocol.py) and the bench's link
+An odd length is zero-padded. The lab's protocol (sequences/protocol/) and the bench's link
 model (instruments/sim/link/model.py) both encode through this module, so they cannot drift apart.
 """
 

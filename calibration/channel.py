@@ -6,7 +6,7 @@ estimators as the verification (qslab.analysis.verification). The client behaves
 at the protocol's gain, its processor loaded with a unit vector), so the record is the honest
 baseline the session's acceptance test compares with: T is what an honest round trip transmits.
 The one-sigma uncertainties are the half-widths of the exact one-sided limits at 1 sigma. The same pilots
-give the IQ skew (qslab.sequences.protocol.iq_skew), recorded here as server_iq.iq_skew_s.
+give the IQ skew (qslab.analysis.pilots.iq_skew), recorded here as server_iq.iq_skew_s.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MIN_SAMPLES = 1000
 def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector, *, conditions: dict,
                    figure_path: str | None = None, iq_skew_s: Estimate | None = None) -> CalibrationResult:
     """T and eps (referred through the server detector's calibration) with one-sigma uncertainties; with the
-    IQ skew the same pilots measured (qslab.sequences.protocol.iq_skew) when given."""
+    IQ skew the same pilots measured (qslab.analysis.pilots.iq_skew) when given."""
     sent = np.asarray(sent_snu, dtype=np.float64).ravel()
     returned = np.asarray(returned_snu, dtype=np.float64).ravel()
     if sent.size < MIN_SAMPLES or sent.size != returned.size:

@@ -456,7 +456,7 @@ def test_first_two_thousand_test_images_gram_and_second_moment_routes():
 
 
 def test_packing_matches_the_protocols_unit_vectors():
-    from qslab.sequences.protocol import unit_vectors
+    from qslab.analysis.encoding import unit_vectors
     rng = np.random.default_rng(4)
     data = rng.normal(size=(7, 785))
     assert np.array_equal(dlb.pack_unit_vectors(data), unit_vectors(data))

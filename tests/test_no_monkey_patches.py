@@ -105,7 +105,7 @@ def test_no_module_patches_another_library_or_private_state():
 @pytest.mark.parametrize("source", [
     "import pyvisa.util\npyvisa.util._use_numpy_routines = len\n",
     "import pyvisa.resources\npyvisa.resources.MessageBasedResource.write_raw = print\n",
-    "from qslab.sequences import protocol\nprotocol.iq_skew = None\n",
+    "from qslab.sequences.protocol import setup\nsetup.iq_skew = None\n",
     "import qcodes\nsetattr(qcodes, 'x', 1)\n",
     "def f(driver, h):\n    driver._visa_handle = h\n",
     "class A:\n    def f(self):\n        self.port._socket = None\n",

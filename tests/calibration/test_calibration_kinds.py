@@ -75,7 +75,8 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["session.py", "calibrations.py", "station_calibration.py", "protocol.py"])
+@pytest.mark.parametrize("module", ["session.py", "calibrations.py", "station_calibration.py",
+                                    *sorted(f"protocol/{path.name}" for path in (ROOT / "sequences" / "protocol").glob("*.py"))])
 def test_the_library_imports_nothing_from_the_command_layer(module):
     imported = _imported_modules(ROOT / "sequences" / module)
     assert not {name for name in imported if name.startswith("qslab.sequences.commands")}, module

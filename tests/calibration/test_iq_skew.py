@@ -7,7 +7,8 @@ import pytest
 from cal_bench_helpers import bench_config
 from qcodes.instrument import Instrument
 
-import qslab.sequences.protocol as protocol
+import qslab.sequences.protocol.setup as link_setup
+from qslab.sequences.protocol import SecureLink
 from qslab.sequences.station_calibration import load_station_calibration
 from qslab.calibration.records import RecordStore
 from qslab.calibration.result import Estimate
@@ -56,15 +57,15 @@ def links(tmp_path_factory):
         ensure_calibrations(station, store, directory)
         calibration = load_station_calibration(store, 7.0, channel=False)
 
-        def pilots() -> protocol.SecureLink:
-            link = protocol.SecureLink(station, calibration, gain=1.3, laser_power_dbm=10.0, verify_fraction=0.01)
+        def pilots() -> SecureLink:
+            link = SecureLink(station, calibration, gain=1.3, laser_power_dbm=10.0, verify_fraction=0.01)
             link.prepare_pilots(6.0, 392)
             return link
 
         link = pilots()
         skew, errors = link.iq_skew_s(), {"on": _played_error(station, link)}
         with pytest.MonkeyPatch.context() as patch:  # the server neither measures nor compensates it
-            patch.setattr(protocol, "iq_skew", lambda *a: Estimate(0.0, 0.0))
+            patch.setattr(link_setup, "iq_skew", lambda *a: Estimate(0.0, 0.0))
             errors["off"] = _played_error(station, pilots())
     Instrument.close_all()
     return skew, errors

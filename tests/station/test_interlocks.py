@@ -33,7 +33,8 @@ from qslab.calibration.modulators import DRIVER_GAINS
 from qslab.calibration.records import RecordStore
 from qslab.instruments.optical import LimitError
 from qslab.instruments.sim.server import InstrumentServer
-from qslab.sequences.protocol import GATE_AMPLITUDE_VPP, ProtocolError, SecureLink
+from qslab.sequences.protocol import ProtocolError, SecureLink
+from qslab.sequences.protocol.setup import GATE_AMPLITUDE_VPP
 from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
 from qslab.sequences.station_calibration import load_station_calibration

@@ -1,0 +1,179 @@
+"""One (batch, layer) acquisition: the gate and the drives played, both receivers digitized and read.
+
+The digitizer's ranges are set for the expected signal, a clipped record is taken again with a
+doubled range (CLIP_RETRIES), and every record ends with VACUUM_TAIL_SYMBOLS slots of vacuum: their
+mean is each DC-coupled receiver's DC level (taken off), and they must otherwise look like the
+receiver's calibration, else ReceiverError. A part of SecureLink (secure_link.py): it reads and writes
+the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qslab.analysis.dsp import clip_detail, count_clipped, minus_tail_dc
+from qslab.analysis.encoding import unit_vectors
+from qslab.analysis.units import dbm_to_w
+from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
+from qslab.sequences.protocol.layers import Layer, LayerCapture
+
+CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
+VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
+TAIL_DRIFT_MAX_SNU = 0.1     # the DC level's change between the tail's halves beyond this: a drifting receiver (4.5 sigma)
+TAIL_NOISE_MAX_DB = 0.5      # tail variance off 1 + v_el by more: the LO power or the receiver's gain moved (7 sigma)
+SIGMA_RANGE = 7.0            # half the digitizer range covers this many noise sigmas plus the largest signal
+
+
+@dataclass(frozen=True)
+class VacuumReading:
+    """One receiver's record with the shutter closed: no signal, so mean 0, and a variance (shot noise, the
+    amplifier's own noise, v_el) that stays what it was at set-up while its LO power and its gain do."""
+
+    receiver: str
+    mean_snu: float
+    variance_snu: float
+    electronic_noise_snu: float
+    clipped: int
+    range_v: float
+
+    @property
+    def optical_noise_snu(self) -> float:
+        """The variance above the electronic noise: proportional to the LO power (a share of the laser)."""
+        return self.variance_snu - self.electronic_noise_snu
+
+
+class LinkAcquisition:
+    """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
+
+    def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
+                  verify_fraction: float | None = None) -> LayerCapture:
+        """Secure products of one layer for a batch: data [B, features] real, any norm."""
+        layer = self.layers[index]
+        if layer.reference is None:
+            raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
+        x_hat = unit_vectors(data)
+        if x_hat.shape[1] != layer.modes:
+            raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
+        batch = x_hat.shape[0]
+        fraction = self.verify_fraction if verify_fraction is None else verify_fraction
+        rows = np.flatnonzero(rng.random(layer.rows) < fraction)
+        measure_p = rng.random(rows.size) < 0.5
+        self.awg.stop()
+        self.client_awg.stop()
+        self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
+        self._select(layer)
+        self._set_attenuation(layer)
+        self.processor.load_batch(x_hat, self.samples_per_symbol, 1)
+        self.client_awg.run()
+        self.awg.run()
+        n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
+        client_v, server_v = self._acquire(n_client, n_server, layer)
+        client = self.client_rx.quadratures_snu(client_v, n_client).reshape(batch, layer.rows)
+        returned = (self.server_rx.quadratures_snu(server_v, n_server).reshape(batch, rows.size, layer.modes)
+                    if rows.size else np.zeros((batch, 0, layer.modes)))
+        chosen = np.broadcast_to(measure_p, (batch, rows.size))
+        reference = layer.reference[rows]
+        sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
+        return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
+                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
+
+    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+        """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range."""
+        sps = self.digitizer_sps
+        data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
+        points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
+        if points != self._points:
+            self.digitizer.configure(points=points)
+            self._points = points
+        self._set_ranges(layer, initial=not all(self.ranges_v.values()))
+        for attempt in range(CLIP_RETRIES + 1):
+            self.digitizer.trigger()
+            self.digitizer.wait()
+            records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
+            clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
+            if not clipped:
+                records = {name: minus_tail_dc(v, data_symbols * sps) for name, v in records.items()}
+                self._check_tails(records, data_symbols * sps)
+                return records["client_receiver"], records["server_receiver"]
+            widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
+            if not widened:
+                break
+        detail = "; ".join(f"{rx.name} at {rx.range_v():.3g} V range: "
+                           f"{clip_detail(records[rx.name], 0.5 * rx.range_v(), rx.adc_bits)}"
+                           for rx in clipped)
+        raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
+
+    def widen_range(self, rx) -> bool:
+        """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""
+        before_v = rx.range_v()
+        rx.set_range_v(2.0 * before_v)
+        after_v = rx.range_v()
+        self.ranges_v[rx.name] = after_v
+        if after_v > before_v:
+            self.events.append(f"{rx.name}: digitizer range widened {before_v:.3g} -> {after_v:.3g} V (clipping)")
+        return after_v > before_v
+
+    def reset_ranges(self) -> None:
+        """The next acquisition sets the digitizer ranges for the signal again (wider ones were for a fault)."""
+        self.ranges_v = dict.fromkeys(self.ranges_v, 0.0)
+
+    def _set_ranges(self, layer: Layer, initial: bool) -> None:
+        """Half range = shot-noise rms per sample x (SIGMA_RANGE + the largest expected signal per sample)."""
+        if not initial:
+            return
+        mu = layer.mu_photons.value
+        sps = self.digitizer_sps
+        signal_snu = {"client_receiver": 2.0 * math.sqrt(self.gain) * math.sqrt(mu) * 4.0,
+                      "server_receiver": 2.0 * math.sqrt(mu) * 4.0}
+        for rx in (self.client_rx, self.server_rx):
+            rms_v = math.sqrt(rx.calibration.shot_noise_variance_v2)
+            half = rms_v * (SIGMA_RANGE + signal_snu[rx.name] / math.sqrt(sps))
+            lo_w = rx.lo_fraction * float(dbm_to_w(self.laser_power_dbm))  # centred on the DC-coupled output's
+            rx.set_offset_v(rx.calibration.dc_level_v(lo_w))              # level (_read_trace takes it off)
+            self.ranges_v[rx.name] = 2.0 * half
+            rx.set_range_v(2.0 * half)
+
+    @staticmethod
+    def _read_trace(rx) -> np.ndarray:
+        """A receiver's record in volts about the channel's centre (its offset: the receiver's DC level), as the
+        clipping checks take them. An unreadable reply is the digitizer's InstrumentFault (the batch may be
+        taken again)."""
+        return rx.read_samples_v() - rx.offset_v()
+
+    @staticmethod
+    def _clipped(rx, samples_v: np.ndarray) -> bool:
+        return count_clipped(samples_v, 0.5 * rx.range_v(), rx.adc_bits) > 0
+
+    def _check_tails(self, records: dict[str, np.ndarray], start: int) -> None:
+        """The vacuum after the data (its DC taken off) must look like the calibration's: variance 1 + v_el, else
+        the data are scaled by a changed LO or gain; and one DC level over the tail, else the receiver drifts
+        within a record. ReceiverError names the first receiver."""
+        for rx in (self.client_rx, self.server_rx):
+            reading = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS)
+            self.tails[rx.name] = reading
+            expected_snu = 1.0 + reading.electronic_noise_snu
+            noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
+            if abs(noise_db) > TAIL_NOISE_MAX_DB:
+                raise ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise against "
+                                    f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
+                                    f"power or its gain changed", reading)
+            half = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
+            if abs(2.0 * half.mean_snu) > TAIL_DRIFT_MAX_SNU:  # first half minus second = twice the first's mean
+                template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
+                offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
+                    np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
+                raise ReceiverError(f"{rx.name}: the DC level moves within a record ({2 * half.mean_snu:+.3g} SNU, about "
+                                    f"{2 * offset_v:+.3g} V, between the halves of its vacuum tail): a drifting "
+                                    f"receiver biases every quadrature", half)
+
+    @staticmethod
+    def _vacuum(rx, samples_v: np.ndarray, symbols: int) -> VacuumReading:
+        range_v = rx.range_v()
+        quadratures = rx.quadratures_snu(samples_v, symbols).astype(np.float64)
+        return VacuumReading(rx.name, float(quadratures.mean()), float(quadratures.var()),
+                             rx.calibration.electronic_noise_snu, count_clipped(samples_v, 0.5 * range_v, rx.adc_bits),
+                             range_v)
+

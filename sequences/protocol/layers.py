@@ -1,0 +1,50 @@
+"""What the set-up uploads and the acquisitions return: a layer as played, one (batch, layer) capture, the pilots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qslab.analysis.estimate import Estimate
+
+
+@dataclass
+class Layer:
+    """One layer as uploaded: rows x modes, the AWG segment, and the reference symbols the server verifies against."""
+
+    segment_id: int
+    rows: int
+    modes: int
+    played: np.ndarray               # fields the calibrated model predicts for the codes played [rows, modes]
+    photons_per_field: float = 1.0   # sqrt(photons) at the server's output per unit modulator field
+    mu_photons: Estimate | None = None
+    attenuation_db: float = float("nan")  # the VOA setting that gives this layer mu
+    reference: np.ndarray | None = None   # played scaled to the measured mu: alpha in sqrt(photons)
+    leakage_field: complex = 0j           # the carrier leakage its codes compensate (modulator field units)
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """One (batch, layer) acquisition, as the parties hold it."""
+
+    client_quadratures_snu: np.ndarray   # [B, rows] float32
+    verified_rows: np.ndarray            # [v]
+    measure_p: np.ndarray                # [B, v] bool
+    sent_snu: np.ndarray                 # [B, v, modes] float32: the server's reference quadratures
+    returned_snu: np.ndarray             # [B, v, modes] float32
+
+
+@dataclass(frozen=True)
+class PilotResult:
+    """What the pilot acquisition measured: both LO phases, the client's gain per SNU, the channel samples."""
+
+    client_phase_rad: float      # the client LO's phase relative to the signal: the server pre-rotates by -phi
+    server_phase_rad: float      # the returned light's phase relative to the server's reference
+    client_gain_snu: float       # <X>/(2 Re beta) at the client: sqrt(T_f t eta_c) (G - 1)/sqrt(G) if honest
+    leakage_photons_sqrt: complex  # the carrier leakage at the server's output (server's estimate), sqrt(photons)
+    leakage_client_photons_sqrt: complex  # the same seen by the client (a cross-check)
+    sent_snu: np.ndarray         # the server's phase-corrected reference quadratures of the gated pilot rows
+    returned_snu: np.ndarray
+    rows: int
+    skew_symbols: Estimate = Estimate(0.0, 0.0)  # the IQ skew left after the drives' compensation, symbol periods
