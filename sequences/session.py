@@ -15,8 +15,10 @@ retried by the drivers, or cured (a re-lock, the laser set back, the set-up appl
 batch taken again, or it stops the session with one message (SessionStopped). `faults` injects bench
 faults after set-up; the results and the JSON report what fired and what the stack did.
 
-Any exception or Ctrl-C closes the station (lasers off, drives at zero, read back) and marks the
-file aborted with every completed batch in it; `resume` continues such a file. Every random draw of
+Any exception closes the station (lasers off, drives at zero, read back) and marks the file aborted
+with every completed batch in it; `resume` continues such a file. SIGINT, SIGTERM and SIGHUP alike
+only set a flag (sequences/interrupts.py) that the session checks between calibrations and between
+batches: it stops there the same way (SessionInterrupted), and nothing interrupts closing the station. Every random draw of
 a batch comes from SeedSequence([seed, batch]) and the bench's noise from the state it is given, so
 a resumed session ends exactly where a clean one does.
 """
@@ -42,6 +44,7 @@ from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations
+from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 from qslab.sequences.station_calibration import load_station_calibration
@@ -79,11 +82,12 @@ def say(message: str) -> None:
 
 # --- calibrations ------------------------------------------------------------------------------------
 
-def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[str]:
-    """Run every calibration whose record is missing or stale (saying so); returns the ids written."""
+def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=None) -> list[str]:
+    """Run every calibration whose record is missing or stale (saying so); returns the ids written.
+    ``before(kind)`` runs before each calibration (the session's interrupt check)."""
     options = calibrations.CalibrationOptions.from_config(station.config)
     written = calibrations.ensure(station, store, options, figure_dir, CALIBRATIONS,
-                                  report=lambda error: say(f"{error} -> running it now"))
+                                  report=lambda error: say(f"{error} -> running it now"), before=before)
     return [record.id for record in written]
 
 
@@ -190,8 +194,17 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
     second batch this run takes (the first when it takes one). Faults are cured or stop the session
     (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
-    file, the images it keeps, how to resume, the safe state read back and the faults.
+    file, the images it keeps, how to resume, the safe state read back and the faults. SIGINT, SIGTERM
+    and SIGHUP stop it at the next safe point with SessionInterrupted (a KeyboardInterrupt naming the
+    signal), the station closed and read back and the file marked aborted.
     """
+    with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked at the safe points below
+        return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
+                            faults=faults, attack=attack, interrupts=interrupts)
+
+
+def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore, resume: Path | None,
+                 progress: bool, faults, attack, interrupts) -> dict:
     from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
@@ -214,19 +227,24 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
     try:
-        with station:
+        try:
+            station.connect()
+            interrupts.check("while connecting the station")
             if not resume:
-                written = ensure_calibrations(station, store, figure_dir)
+                written = ensure_calibrations(station, store, figure_dir,
+                                              before=lambda kind: interrupts.check(f"before the {kind} calibration"))
                 if written:
                     say(f"wrote {len(written)} calibration record(s) to {store.directory}")
             calibration = load_station_calibration(store, _iq_driver_gain(), channel=False)
             link = SecureLink(station, calibration, gain=settings.gain, laser_power_dbm=settings.laser_power_dbm,
                               verify_fraction=settings.verify_fraction)
+            interrupts.check("after the calibrations")
             link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
             channel_id = record_channel(link, store, station, figure_dir)
             link.calibration = calibration.with_channel(store.get(channel_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
+            interrupts.check("after setting up the link")
             if resume:
                 writer = recording.SessionWriter.resume(path)
                 say(f"resuming {path} after {writer.images_written} images")
@@ -246,6 +264,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
                 for batch in batches:
+                    interrupts.check(f"before batch {batch + 1} ({writer.images_written} images recorded)")
                     if batch == arm_at:
                         guard.arm(batch)
                     first = batch * settings.batch_images
@@ -260,14 +279,20 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                     bar.update(len(index))
                     if is_checkpoint(batch + 1):
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+        finally:
+            with interrupts.protected():
+                station.close()
+        interrupts.check("after the last batch, before the results were written")
     except BaseException as error:
-        watch.remove()
-        if writer is not None:
-            writer.abort(f"{type(error).__name__}: {error}".strip())
-            writer.close()
-            error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
-                           f"aborted: continue it with `qslab session --resume {path}`")
-        error.session_report = _stopped_report(error, path if writer is not None else None, writer, station, report)
+        with interrupts.protected():
+            watch.remove()
+            if writer is not None:
+                writer.abort(f"{type(error).__name__}: {error}".strip())
+                writer.close()
+                error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
+                               f"aborted: continue it with `qslab session --resume {path}`")
+            error.session_report = _stopped_report(error, path if writer is not None else None, writer, station,
+                                                   report)
         raise
     watch.remove()
     warnings = report.warnings()
@@ -278,8 +303,9 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     results = {"file": str(path), **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec}
-    writer.finish(results)
-    writer.close()
+    with interrupts.protected():
+        writer.finish(results)
+        writer.close()
     sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))
     plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
                  labels=np.concatenate(recorded.labels), predictions=_predictions(recorded), results=results)

@@ -94,6 +94,7 @@ def run(args) -> int:
     from qslab.sequences.config import ConfigError, load_config
     from qslab.sequences.protocol import ProtocolError
     from qslab.instruments.optical.faults import InstrumentError, InstrumentFault
+    from qslab.sequences.interrupts import SessionInterrupted
     from qslab.sequences.session import SessionAborted, SessionSettings, run_session
     from qslab.sequences.session_guard import SessionStopped, parse_faults
     from qslab.sequences.station import StationError
@@ -130,6 +131,8 @@ def run(args) -> int:
         if args.json:
             print_json_last(report)
         return 1
+    except SessionInterrupted as stop:  # SIGINT, SIGTERM or SIGHUP: one line, the JSON, exit 128 + signal
+        return report_interrupted(stop, args.json)
     except KeyboardInterrupt as interrupt:  # the CLI says "interrupted"; the safe state and the file are said here
         report = getattr(interrupt, "session_report", None) or {}
         for note in [describe_safe_state(report.get("safe_state")), *getattr(interrupt, "__notes__", [])]:
@@ -141,6 +144,21 @@ def run(args) -> int:
     if args.json:
         print_json_last(result)
     return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
+
+
+def report_interrupted(stop, as_json: bool) -> int:
+    """A session a signal stopped: one stderr line naming the signal, the safe state read back and the file kept;
+    with --json the stopped report (``signal`` added) on the last stdout line. Returns 128 + the signal number."""
+    from qslab.sequences.commands.cli_io import print_json_last
+    from qslab.sequences.interrupts import signal_name
+
+    report = getattr(stop, "session_report", None) or {}
+    kept = (f"; {report['file']} keeps {report['images_written']} images, marked aborted: resume with "
+            f"`{report['resume']}`" if report.get("file") else "")
+    print(f"qslab session: {stop}: {describe_safe_state(report.get('safe_state'))}{kept}", file=sys.stderr, flush=True)
+    if as_json:
+        print_json_last({**report, "error": str(stop), "signal": signal_name(stop.signum)})
+    return 128 + stop.signum
 
 
 def parse_attack_option(config, spec: str | None):
@@ -161,12 +179,20 @@ def describe_safe_state(safe: dict | None) -> str:
         return "the station was not connected: nothing was switched on"
     if safe.get("safe"):
         return "the station was closed: lasers off, drives at zero, shutters closed (read back)"
-    problems = [f"{name}: {what}" for name, what in (safe.get("errors") or {}).items()]
+    readback = safe.get("instruments") or {}
+    problems = [f"{name}: {what}; " + (f"its outputs read back {_states(readback[name])}" if readback.get(name)
+                                       else "its outputs could not be read back")
+                for name, what in (safe.get("errors") or {}).items()]
     still_on = [f"{name}.{key}" for name, values in (safe.get("instruments") or {}).items()
                 for key, value in values.items() if value is not False]
     if still_on:
         problems.append(f"still on: {', '.join(still_on)}")
     return f"NOT SAFE after closing the station ({'; '.join(problems)}): make these safe at the instruments"
+
+
+def _states(values: dict) -> str:
+    return ", ".join(f"{key} {'on' if value else 'off'}" if isinstance(value, bool) else f"{key} {value!r}"
+                     for key, value in values.items())
 
 
 def format_faults(faults: dict | None) -> str:
