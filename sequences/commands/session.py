@@ -141,6 +141,8 @@ def run(args) -> int:
             print_json_last({**report, "error": "interrupted (Ctrl-C)"})
         raise
     print(format_result(result))
+    if not result["safe_state"].get("safe"):
+        print(f"qslab session: {describe_safe_state(result['safe_state'])}", file=sys.stderr)
     if args.json:
         print_json_last(result)
     return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
