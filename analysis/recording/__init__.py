@@ -14,7 +14,9 @@ provenance, seeds, calibration records); ``/images/{index,label,pixels,predictio
 ``/layers/<k>/client_quadratures_snu`` and ``/layers/<k>/verification/{sent_snu,returned_snu,
 rows,measure_p}``; the compound ``/batches`` table (per batch: images and per-layer start/stop
 offsets into the flat verification arrays); ``/status`` and ``/status_detail`` (updated in place);
-``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes).
+``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes); the root
+attribute ``resumes_json`` once the session was resumed (one JSON object per resume). While a
+process writes the file, ``.NAME.writer`` next to it holds its pid and host (lock.py).
 
 Values are stored as written (quadratures as float32): a live analysis that must agree bit for bit
 with its replay should compute from the recorded (float32-rounded) values.

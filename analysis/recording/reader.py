@@ -14,6 +14,8 @@ from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
 
+RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
+
 
 def validate(path: str | Path) -> None:
     """Check ``path`` against schema qslab.session/1, reading every committed value; RecordingError if it fails."""
@@ -103,6 +105,21 @@ class SessionFile:
     @property
     def settings(self) -> dict:
         return self.meta_json("settings_json")
+
+    @property
+    def resumes(self) -> list[dict]:
+        """Every resume of this session, in order (time, code version, config, station, records used); [] if none."""
+        text = _attribute_text(self._file.attrs.get(RESUMES_ATTRIBUTE))
+        if text is None:
+            return []
+        try:
+            resumes = json.loads(text)
+        except ValueError as error:
+            raise RecordingError(f"{self.path}: its {RESUMES_ATTRIBUTE} attribute is not valid JSON "
+                                 f"({_first_line(error)})") from None
+        if not isinstance(resumes, list):
+            raise RecordingError(f"{self.path}: its {RESUMES_ATTRIBUTE} attribute is not a JSON list")
+        return resumes
 
     @property
     def seeds(self) -> dict:
