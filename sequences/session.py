@@ -43,7 +43,7 @@ from qslab.analysis.replay import Recorded, results_from_recorded
 from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
-from qslab.sequences import calibrations
+from qslab.sequences import calibrations, resume_check
 from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
@@ -188,7 +188,8 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
 
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
-                resume: Path | None = None, progress: bool = True, faults=(), attack=None) -> dict:
+                resume: Path | None = None, progress: bool = True, faults=(), attack=None,
+                allow_different_station: bool = False) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
@@ -197,14 +198,20 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     file, the images it keeps, how to resume, the safe state read back and the faults. SIGINT, SIGTERM
     and SIGHUP stop it at the next safe point with SessionInterrupted (a KeyboardInterrupt naming the
     signal), the station closed and read back and the file marked aborted.
+
+    ``resume``: checked before anything is switched on: the file is resumable (not complete, no live writer:
+    its writer lock is taken now), the config is the recorded one, and after connecting, the instruments'
+    identities are the recorded ones (sequences/resume_check.py; ``allow_different_station`` lets a
+    difference through, recorded). Each resume is recorded in the file (SessionFile.resumes).
     """
     with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked at the safe points below
         return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
-                            faults=faults, attack=attack, interrupts=interrupts)
+                            faults=faults, attack=attack, interrupts=interrupts,
+                            allow_different_station=allow_different_station)
 
 
 def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore, resume: Path | None,
-                 progress: bool, faults, attack, interrupts) -> dict:
+                 progress: bool, faults, attack, interrupts, allow_different_station: bool) -> dict:
     from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
@@ -213,10 +220,19 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     test_images, test_labels = mnist.load_mnist("test")
     if not 1 <= settings.images <= len(test_images):
         raise ValueError(f"images={settings.images}; expected 1..{len(test_images)}")
+    lock, differences = None, []
     if resume:
         path = Path(resume)
         with recording.SessionFile.open(path) as previous:
             recorded, measured = Recorded.from_file(previous), MeasuredValues.from_json(previous.calibrations["measured"])
+            if previous.status == recording.COMPLETE:
+                raise recording.RecordingError(f"{path} is a complete session: a finished recording is never "
+                                               f"appended to; record the rest in a new session file")
+            recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
+            images_before = previous.images_written
+        differences = resume_check.config_differences(recorded_config, config.text)
+        resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
+        lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
     else:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         path, recorded, measured = Path(out_dir) / f"session-{stamp}.h5", Recorded.empty(len(weights)), None
@@ -230,6 +246,11 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         try:
             station.connect()
             interrupts.check("while connecting the station")
+            if resume:  # identified, nothing switched on yet
+                identities = {name: c.identity.as_dict() for name, c in station.connections.items()}
+                found = resume_check.identity_differences(recorded_station, identities)
+                resume_check.refuse_unless_allowed(path, found, allow_different_station, "instruments")
+                differences += found
             if not resume:
                 written = ensure_calibrations(station, store, figure_dir,
                                               before=lambda kind: interrupts.check(f"before the {kind} calibration"))
@@ -246,8 +267,10 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 station.bench.state.set_attack(attack)
             interrupts.check("after setting up the link")
             if resume:
-                writer = recording.SessionWriter.resume(path)
-                say(f"resuming {path} after {writer.images_written} images")
+                writer = recording.SessionWriter.resume(path, lock=lock, record=resume_check.resume_record(
+                    config, identities, link.calibration.records, images_before, differences, lock.crashed))
+                say(f"resuming {path} after {writer.images_written} images"
+                    + (f" (its writer, pid {lock.crashed.pid}, had crashed)" if lock.crashed else ""))
             else:
                 measured = measured_values(link)
                 shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
@@ -286,6 +309,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
+            if writer is None and lock is not None:
+                lock.release()
             if writer is not None:
                 writer.abort(f"{type(error).__name__}: {error}".strip())
                 writer.close()

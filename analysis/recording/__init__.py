@@ -22,6 +22,7 @@ Values are stored as written (quadratures as float32): a live analysis that must
 with its replay should compute from the recorded (float32-rounded) values.
 """
 
+from qslab.analysis.recording.lock import WriterLock, WriterRecord
 from qslab.analysis.recording.reader import SessionFile, validate
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
                                              SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
@@ -30,4 +31,4 @@ from qslab.analysis.recording.writer import SessionWriter
 
 __all__ = ["ABORTED", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
-           "SessionFile", "SessionWriter", "batches_dtype", "validate"]
+           "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "validate"]

@@ -77,7 +77,8 @@ class SessionWriter:
         return cls(path, file, layers, np.zeros(0, batches_dtype(len(layers))), lock)
 
     @classmethod
-    def resume(cls, path: str | Path, *, after_crash: bool = False, record: dict | None = None) -> SessionWriter:
+    def resume(cls, path: str | Path, *, after_crash: bool = False, record: dict | None = None,
+               lock: WriterLock | None = None) -> SessionWriter:
         """Reopen an incomplete ("running" or "aborted") session to append batches after its last committed one.
 
         The writer lock refuses a live writer and tells a crashed one (its lock left behind, its flock gone
@@ -85,10 +86,11 @@ class SessionWriter:
         lock (written by a qslab before the lock) needs ``after_crash=True``: never pass it while a writer
         may be running. Array tails beyond the batches table (a batch cut short) are removed; ``record``
         (JSON-able: who resumed, with what) is appended to the file's resumes (SessionFile.resumes). The
-        file at ``path`` is replaced only once all of this is done (module docstring).
+        file at ``path`` is replaced only once all of this is done (module docstring). ``lock``: the file's
+        writer lock, when the caller took it already (a session takes it before connecting its station).
         """
         path = Path(path)
-        lock = WriterLock.acquire(path)
+        lock = lock or WriterLock.acquire(path)
         try:
             with SessionFile.open(path) as session:
                 if session.status == COMPLETE:

@@ -49,7 +49,11 @@ def register(parser) -> None:
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="calibration records (default: $QSLAB_CALIBRATION_DIR or [calibration] directory)")
     parser.add_argument("--resume", metavar="FILE", default=None,
-                        help="continue an interrupted session file (its settings are used)")
+                        help="continue an interrupted or crashed session file (its settings are used; a live "
+                             "writer is refused; the config and the instruments must be the recorded ones)")
+    parser.add_argument("--allow-different-station", action="store_true",
+                        help="with --resume: continue even though the config or an instrument's identity differs "
+                             "from the recorded one (the resume records what differed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--attack", metavar="KIND=SIZE", default=None,
                         help="virtual bench only: a cheating client, armed after the channel calibration: tap=F "
@@ -95,6 +99,7 @@ def run(args) -> int:
     from qslab.sequences.protocol import ProtocolError
     from qslab.instruments.optical.faults import InstrumentError, InstrumentFault
     from qslab.sequences.interrupts import SessionInterrupted
+    from qslab.sequences.resume_check import StationDiffers
     from qslab.sequences.session import SessionAborted, SessionSettings, run_session
     from qslab.sequences.session_guard import SessionStopped, parse_faults
     from qslab.sequences.station import StationError
@@ -104,7 +109,9 @@ def run(args) -> int:
     except ConfigError as error:
         raise UsageError(str(error)) from None
     settings = settings_from(args, config)
-    if args.resume:
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise UsageError("--resume: expected the path of a session file, got an empty string")
         try:
             with SessionFile.open(args.resume) as previous:
                 settings = SessionSettings(**previous.settings)
@@ -121,8 +128,8 @@ def run(args) -> int:
     try:
         result = run_session(config, settings, out_dir=Path(args.out or config.session.output_dir),
                              store=calibration_store(args, config), resume=args.resume, progress=not args.json,
-                             faults=faults, attack=attack)
-    except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
+                             faults=faults, attack=attack, allow_different_station=args.allow_different_station)
+    except (StationDiffers, StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
             RecordingError, InstrumentError, InstrumentFault) as error:
         report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}
         print(f"qslab session: error: {error}", file=sys.stderr)

@@ -259,3 +259,47 @@ def test_a_persistent_refusal_while_closing_says_which_output_is_in_what_state(s
     assert safe["instruments"]["attenuator"] == {"att1.shutter_open": False, "att2.shutter_open": False}
     line = next(line for line in captured.err.splitlines() if "NOT SAFE" in line)
     assert "attenuator: InstrumentError" in line and "att1.shutter_open off, att2.shutter_open off" in line
+
+
+COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+
+
+def test_kill_9_mid_session_then_resume_from_the_command_line_ends_where_a_clean_run_does(store, tmp_path, capsys):
+    from qslab.sequences.cli import main
+
+    common = ["--images", "30", "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]
+    assert main(["session", "--config", str(CONFIG), "--out", str(tmp_path / "clean"), *common]) == 0
+    clean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    session = Session(CONFIG, tmp_path / "crashed", store, 30, 10)
+    session.wait_images(10)
+    session.process.kill()
+    assert session.process.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
+    path = next((tmp_path / "crashed").glob("session-*.h5"))
+    with recording.SessionFile.open(path) as crashed:
+        assert crashed.status == "running" and crashed.swmr and 10 <= crashed.images_written < 30
+    assert json.loads((path.parent / f".{path.name}.writer").read_text())["pid"] == session.process.pid
+
+    other = tmp_path / "other-seed.toml"
+    other.write_text(re.sub(r"(?m)^(\[bench\]\n(?:#.*\n)*)seed = \d+", r"\g<1>seed = 77", CONFIG.read_text()))
+    assert "seed = 77" in other.read_text()
+    assert main(["session", "--config", str(other), "--resume", str(path), "--json",
+                 "--calibration-dir", str(store)]) == 1
+    refused = capsys.readouterr()
+    assert "recorded on another station (config: bench.seed: " in refused.err and "--allow-different-station" \
+        in refused.err
+    assert "the station was not connected" in refused.err  # refused before anything was switched on
+
+    assert main(["session", "--config", str(CONFIG), "--resume", str(path), "--json",
+                 "--calibration-dir", str(store)]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in COMPARED:
+        assert resumed[key] == clean[key], key
+    with recording.SessionFile.open(path) as done:
+        assert done.status == "complete" and done.images_written == 30
+        (record,) = done.resumes
+    assert record["after_crash_of"]["pid"] == session.process.pid and record["station_differences"] == []
+    assert set(record["station"]) == set(load_config(CONFIG).instruments)
+    assert record["images_before"] in (10, 20) and record["calibration_records"]
+    assert not (path.parent / f".{path.name}.writer").exists()
