@@ -597,3 +597,17 @@ def test_a_resume_killed_before_its_copy_was_moved_leaves_the_file_as_it_was(tmp
         writer.finish(RESULTS)
     with SessionFile.open(path) as session:
         assert session.batches_written == 3 and session.resumes == [{"resumed": 1}]
+
+
+@pytest.mark.parametrize("name", sorted(META))
+def test_a_metadata_text_changed_after_writing_is_refused_naming_it(tmp_path, name):
+    """Each /meta text has its SHA-256 in /meta's sha256_json: an edit that keeps the text valid (one character of
+    the same width) is refused, not read."""
+    path = write_session(tmp_path / "session.h5", batches=1)
+    with h5py.File(path, "r+") as f:
+        data = bytearray(bytes(f[f"meta/{name}"][()]))
+        at = next(i for i, byte in enumerate(data) if chr(byte).isalnum())
+        data[at] = ord("x") if chr(data[at]) != "x" else ord("y")
+        f[f"meta/{name}"][()] = bytes(data)
+    with pytest.raises(RecordingError, match=f"/meta/{name} does not match its SHA-256"):
+        SessionFile.open(path)

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from qslab.analysis.recording.lock import WriterLock
-from qslab.analysis.recording.reader import RESUMES_ATTRIBUTE, SessionFile, _images_in
+from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, PIXELS_PER_IMAGE, RUNNING, SCHEMA,
                                              SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES, _FILTERS, _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
@@ -253,6 +253,7 @@ def _write_skeleton(file: h5py.File, layers: tuple[LayerShape, ...], texts: dict
     for name, text in texts.items():
         data = text.encode("utf-8")
         meta.create_dataset(name, shape=(), dtype=h5py.string_dtype("utf-8", max(1, len(data))))[()] = data
+    _text_attribute(meta, META_CHECKSUMS, json.dumps(meta_checksums(texts), sort_keys=True))
     for k, layer in enumerate(layers):
         group = file.create_group(f"layers/{k}")
         group.attrs.update({"rows": np.int64(layer.rows), "modes": np.int64(layer.modes)})

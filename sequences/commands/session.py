@@ -6,8 +6,11 @@ declared limits before anything is sent, and the calibration records are valid (
 ones are run, and the session says so). Then per batch of images: layer 1 through the instruments,
 the client's ReLU, layer 2; the server verifies a random fraction of rows on everything received so
 far and aborts when the test fails. The file (docs/RECORDING.md) is flushed per batch and readable
-while the session runs; an error or Ctrl-C leaves lasers off, drives at zero and the file marked
-aborted with every completed batch: `--resume FILE` continues it to the result a clean run gives.
+while the session runs; an error leaves lasers off, drives at zero and the file marked aborted with
+every completed batch: `--resume FILE` continues it (or a file whose session crashed) to the result a
+clean run gives. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the session at the next safe point (between
+calibrations or batches) the same way, with one stderr line naming the signal and the safe state read
+back, and exit status 128 + the signal's number.
 With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode,
 data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images, safe_state and faults;
 when the session stops, it holds error, file, images_written, resume, safe_state and faults.
