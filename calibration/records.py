@@ -4,7 +4,9 @@ Why this shape: a session must be able to say exactly which measurement its mu, 
 and noise came from, years later, with plain h5py. So each run is one file, written atomically
 (temporary file, then a hard link that refuses to overwrite) and left read-only; nothing ever
 rewrites a record, a new run makes a new id. An id is ``<kind>-<instrument>-<UTC time>-<hash>``,
-the hash over the file's content, so two runs never collide.
+the hash over the file's content, so two runs never collide. Every read recomputes that hash from what it
+read and compares it with the one the record was written with (attribute ``content_sha256``): a record
+edited after it was written (chmod, edit, chmod back) is refused as CorruptRecord, loudly.
 
 Layout (schema ``qslab.calibration/1``): root attributes ``schema, id, kind, instrument,
 created_utc, created_unix_s, validity_s, qslab_version, git_revision, figure_png``, JSON
@@ -155,7 +157,7 @@ class RecordStore:
         try:
             digest = _content_hash(result, created, validity_s, instruments or {}, code_version)
             record_id = f"{prefix}-{digest[:10]}"
-            _write_h5(temp, record_id, result, created, validity_s, instruments or {}, code_version)
+            _write_h5(temp, record_id, result, created, validity_s, instruments or {}, code_version, digest)
             os.chmod(temp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             final = self.directory / f"{record_id}.h5"
             os.link(temp, final)  # refuses to replace an existing record
@@ -265,7 +267,7 @@ def _jsonable(value):
 
 
 def _write_h5(path: Path, record_id: str, result: CalibrationResult, created: dt.datetime, validity_s: float,
-              instruments: dict[str, str], code_version: CodeVersion) -> None:
+              instruments: dict[str, str], code_version: CodeVersion, digest: str) -> None:
     import h5py
 
     # Damage must fail a checksum, never loop: libver="latest" checksums the superblock, the object headers and the
@@ -279,7 +281,7 @@ def _write_h5(path: Path, record_id: str, result: CalibrationResult, created: dt
             "qslab_version": code_version.qslab_version, "git_revision": code_version.git_revision,
             "figure_png": result.figure_png or "",
             "conditions_json": json.dumps(result.conditions, sort_keys=True, default=_jsonable),
-            "instruments_json": json.dumps(instruments, sort_keys=True)})
+            "instruments_json": json.dumps(instruments, sort_keys=True), "content_sha256": digest})
         parameters = f.create_group("parameters")
         for key, estimate in result.parameters.items():
             group = parameters.create_group(key)
@@ -328,6 +330,7 @@ def read_record(path: str | Path) -> CalibrationRecord:
                 created=dt.datetime.fromisoformat(_text(a, "created_utc")), validity_s=float(a["validity_s"]),
                 code_version=CodeVersion(_text(a, "qslab_version"), _text(a, "git_revision")),
                 instruments=_json_object(a, "instruments_json"), figure_png=_text(a, "figure_png") or None, path=path)
+            stored_digest = _text(a, "content_sha256") if "content_sha256" in a else None
             if record.created.utcoffset() is None:
                 raise ValueError(f"created_utc {record.created.isoformat()!r} has no time zone")
             if not (math.isfinite(record.validity_s) and record.validity_s >= 1e-6):  # below 1 us: an empty window
@@ -345,7 +348,19 @@ def read_record(path: str | Path) -> CalibrationRecord:
                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     if record.id != path.stem:
         raise CorruptRecord(f"{path} holds record {record.id!r}, not {path.stem!r} (renamed or copied over)")
+    _verify_content(path, record, stored_digest)
     return record
+
+
+def _verify_content(path: Path, record: CalibrationRecord, stored_digest: str | None) -> None:
+    """The content hash recomputed from what was read must be the one the record was written with (its full
+    ``content_sha256``, and the id's last part for records written before it): an edited value fails loudly."""
+    digest = _content_hash(record, record.created, record.validity_s, record.instruments, record.code_version)
+    written = stored_digest or record.id.rpartition("-")[2]
+    if not digest.startswith(written) or len(written) < 10:
+        raise CorruptRecord(f"{path}: its content does not match the hash it was written with ({written[:16]}..., "
+                            f"now {digest[:16]}...): the record was edited or damaged after it was written; do not "
+                            f"use it (run the calibration again)")
 
 
 def _text(attrs, name: str, where: str = "") -> str:

@@ -127,15 +127,21 @@ def record_kind(name: str, station, store, options: CalibrationOptions, figure_d
             for result in results]
 
 
-def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None) -> list:
+def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None, before=None) -> list:
     """Run (in table order) each of ``kinds`` whose record is missing or stale; report(error) says which first.
-    Returns the records written."""
+    ``before(kind)`` is called before each kind runs (a session stops there on a signal). Returns the records
+    written."""
     missing = missing_records(store, kinds)
     for error in missing.values():
         if report is not None:
             report(error)
-    return [record for k in KIND_NAMES if k in missing for record in record_kind(k, station, store, options,
-                                                                                     figure_dir)]
+    written = []
+    for k in KIND_NAMES:
+        if k in missing:
+            if before is not None:
+                before(k)
+            written.extend(record_kind(k, station, store, options, figure_dir))
+    return written
 
 
 def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:

@@ -15,8 +15,10 @@ retried by the drivers, or cured (a re-lock, the laser set back, the set-up appl
 batch taken again, or it stops the session with one message (SessionStopped). `faults` injects bench
 faults after set-up; the results and the JSON report what fired and what the stack did.
 
-Any exception or Ctrl-C closes the station (lasers off, drives at zero, read back) and marks the
-file aborted with every completed batch in it; `resume` continues such a file. Every random draw of
+Any exception closes the station (lasers off, drives at zero, read back) and marks the file aborted
+with every completed batch in it; `resume` continues such a file. SIGINT, SIGTERM and SIGHUP alike
+only set a flag (sequences/interrupts.py) that the session checks between calibrations and between
+batches: it stops there the same way (SessionInterrupted), and nothing interrupts closing the station. Every random draw of
 a batch comes from SeedSequence([seed, batch]) and the bench's noise from the state it is given, so
 a resumed session ends exactly where a clean one does.
 """
@@ -41,7 +43,8 @@ from qslab.analysis.replay import Recorded, projected_weight_leakage, results_fr
 from qslab.analysis.session_figures import plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
-from qslab.sequences import calibrations
+from qslab.sequences import calibrations, resume_check
+from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 from qslab.sequences.station_calibration import load_station_calibration
@@ -103,11 +106,12 @@ def say(message: str) -> None:
 
 # --- calibrations ------------------------------------------------------------------------------------
 
-def ensure_calibrations(station, store: RecordStore, figure_dir: Path) -> list[str]:
-    """Run every calibration whose record is missing or stale (saying so); returns the ids written."""
+def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=None) -> list[str]:
+    """Run every calibration whose record is missing or stale (saying so); returns the ids written.
+    ``before(kind)`` runs before each calibration (the session's interrupt check)."""
     options = calibrations.CalibrationOptions.from_config(station.config)
     written = calibrations.ensure(station, store, options, figure_dir, CALIBRATIONS,
-                                  report=lambda error: say(f"{error} -> running it now"))
+                                  report=lambda error: say(f"{error} -> running it now"), before=before)
     return [record.id for record in written]
 
 
@@ -210,15 +214,30 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
                 resume: Path | None = None, progress: bool = True, faults=(), attack=None,
-                run_id: str | None = None) -> dict:
+                run_id: str | None = None, allow_different_station: bool = False) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
     second batch this run takes (the first when it takes one). Faults are cured or stop the session
     (sequences/session_guard.py). An exception leaving here carries ``session_report``: the error, the
     file, the images it keeps, how to resume, the safe state read back and the faults. ``run_id`` names a
-    new session (``session-<run_id>.h5``; a fresh one by default); a resumed one keeps its file's.
+    new session (``session-<run_id>.h5``; a fresh one by default); a resumed one keeps its file's. SIGINT,
+    SIGTERM and SIGHUP stop it at the next safe point with SessionInterrupted (a KeyboardInterrupt naming
+    the signal), the station closed and read back and the file marked aborted.
+
+    ``resume``: checked before anything is switched on: the file is resumable (not complete, no live writer:
+    its writer lock is taken now), the config is the recorded one, and after connecting, the instruments'
+    identities are the recorded ones (sequences/resume_check.py; ``allow_different_station`` lets a
+    difference through, recorded). Each resume is recorded in the file (SessionFile.resumes).
     """
+    with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked at the safe points below
+        return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
+                            faults=faults, attack=attack, interrupts=interrupts, run_id=run_id,
+                            allow_different_station=allow_different_station)
+
+
+def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore, resume: Path | None,
+                 progress: bool, faults, attack, interrupts, run_id: str | None, allow_different_station: bool) -> dict:
     from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
@@ -227,11 +246,20 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     test_images, test_labels = mnist.load_mnist("test")
     if not 1 <= settings.images <= len(test_images):
         raise ValueError(f"images={settings.images}; expected 1..{len(test_images)}")
+    lock, differences = None, []
     if resume:
         path = Path(resume)
         with recording.SessionFile.open(path) as previous:
             recorded, measured = Recorded.from_file(previous), MeasuredValues.from_json(previous.calibrations["measured"])
             run_id = previous.run_id
+            if previous.status == recording.COMPLETE:
+                raise recording.RecordingError(f"{path} is a complete session: a finished recording is never "
+                                               f"appended to; record the rest in a new session file")
+            recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
+            images_before = previous.images_written
+        differences = resume_check.config_differences(recorded_config, config.text)
+        resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
+        lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
     else:
         run_id = run_id or recording.new_run_id()
         path, recorded, measured = Path(out_dir) / f"session-{run_id}.h5", Recorded.empty(len(weights)), None
@@ -243,22 +271,34 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
     try:
-        with station:
+        try:
+            station.connect()
+            interrupts.check("while connecting the station")
+            if resume:  # identified, nothing switched on yet
+                identities = {name: c.identity.as_dict() for name, c in station.connections.items()}
+                found = resume_check.identity_differences(recorded_station, identities)
+                resume_check.refuse_unless_allowed(path, found, allow_different_station, "instruments")
+                differences += found
             if not resume:
-                written = ensure_calibrations(station, store, figure_dir)
+                written = ensure_calibrations(station, store, figure_dir,
+                                              before=lambda kind: interrupts.check(f"before the {kind} calibration"))
                 if written:
                     say(f"wrote {len(written)} calibration record(s) to {store.directory}")
             calibration = load_station_calibration(store, _iq_driver_gain(), channel=False)
             link = SecureLink(station, calibration, gain=settings.gain, laser_power_dbm=settings.laser_power_dbm,
                               verify_fraction=settings.verify_fraction)
+            interrupts.check("after the calibrations")
             link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
             channel_id = record_channel(link, store, station, figure_dir)
             link.calibration = calibration.with_channel(store.get(channel_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
+            interrupts.check("after setting up the link")
             if resume:
-                writer = recording.SessionWriter.resume(path)
-                say(f"resuming {path} after {writer.images_written} images")
+                writer = recording.SessionWriter.resume(path, lock=lock, record=resume_check.resume_record(
+                    config, identities, link.calibration.records, images_before, differences, lock.crashed))
+                say(f"resuming {path} after {writer.images_written} images"
+                    + (f" (its writer, pid {lock.crashed.pid}, had crashed)" if lock.crashed else ""))
             else:
                 measured = measured_values(link)
                 shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
@@ -276,6 +316,7 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
                 for batch in batches:
+                    interrupts.check(f"before batch {batch + 1} ({writer.images_written} images recorded)")
                     if batch == arm_at:
                         guard.arm(batch)
                     first = batch * settings.batch_images
@@ -301,16 +342,24 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
                     bar.update(len(index))
                     if is_checkpoint(batch + 1):
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+        finally:
+            with interrupts.protected():
+                station.close()
+        interrupts.check("after the last batch, before the results were written")
     except BaseException as error:
-        watch.remove()
-        if not figure_dir_existed and not any(figure_dir.iterdir()):
-            figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
-        if writer is not None:
-            writer.abort(f"{type(error).__name__}: {error}".strip())
-            writer.close()
-            error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
-                           f"aborted: continue it with `qslab session --resume {path}`")
-        error.session_report = _stopped_report(error, path if writer is not None else None, writer, station, report)
+        with interrupts.protected():
+            watch.remove()
+            if not figure_dir_existed and not any(figure_dir.iterdir()):
+                figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
+            if writer is None and lock is not None:
+                lock.release()
+            if writer is not None:
+                writer.abort(f"{type(error).__name__}: {error}".strip())
+                writer.close()
+                error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
+                               f"aborted: continue it with `qslab session --resume {path}`")
+            error.session_report = _stopped_report(error, path if writer is not None else None, writer, station,
+                                                   report)
         raise
     watch.remove()
     warnings = report.warnings()
@@ -321,8 +370,9 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop}
-    writer.finish(results)
-    writer.close()
+    with interrupts.protected():
+        writer.finish(results)
+        writer.close()
     sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))
     plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
                  labels=np.concatenate(recorded.labels), predictions=_predictions(recorded), results=results)

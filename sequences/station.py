@@ -13,8 +13,9 @@ message goes to the log, not stdout) and the identity is read again through it.
 
 Closing (also after an exception, a failed connect, or Ctrl-C): lasers off, amplifier output off,
 AWGs stopped with every output off, attenuator shutters closed; then everything is read back
-(``safe_state``), every instrument closed and the bench stopped. A failure in one step is recorded
-and the other steps still run.
+(``safe_state``), every instrument closed and the bench stopped. A refused or lost command is sent
+again (SAFE_ATTEMPTS in all, each retry recorded under ``retried``); an instrument that still fails
+is recorded with its outputs as they read back, and the other steps still run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RECEIVERS = ("client_receiver", "server_receiver")
 SAFE_ORDER = ("laser", "amplifier", "awg", "attenuator")  # light sources first
+SAFE_ATTEMPTS = 3  # making one instrument safe: a refused or lost command is sent again this often in all
 _IDN = re.compile(r"^([^,]+),([^,]+),([^,]*),([^,]*)$")
 _LIMIT_UNITS = {"dbm": "dBm", "db": "dB", "vpp": "Vpp", "v": "V", "w": "W"}
 
@@ -97,13 +99,16 @@ class SafeState:
 
     readback: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    retried: dict[str, list[str]] = field(default_factory=dict)  # the failed attempts before one that succeeded
 
     @property
     def safe(self) -> bool:
         return not self.errors and all(value is False for values in self.readback.values() for value in values.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"safe": self.safe, "instruments": self.readback, "errors": self.errors}
+        """``retried`` only when something was retried (a clean close reads as before)."""
+        state = {"safe": self.safe, "instruments": self.readback, "errors": self.errors}
+        return {**state, "retried": self.retried} if self.retried else state
 
 
 # --- probing --------------------------------------------------------------------------------------
@@ -233,9 +238,12 @@ class LabStation:
             if action is None:  # nothing it emits (a meter, a digitizer, a bias controller)
                 continue
             try:
-                report.readback[connection.config.name] = action(connection.driver)
+                report.readback[connection.config.name] = _made_safe(connection, action, report)
             except BaseException as error:  # noqa: BLE001 - every other instrument must still be made safe
                 report.errors[connection.config.name] = _first_line(error)
+                readback = _read_back_only(connection)
+                if readback:
+                    report.readback[connection.config.name] = readback
                 interrupt = interrupt or (error if not isinstance(error, Exception) else None)
         for connection in self.connections.values():
             try:
@@ -436,6 +444,34 @@ def _open_serial(name: str, address: str, baudrate: int, timeout_s: float) -> An
         return serial.serial_for_url(address, baudrate=baudrate, timeout=timeout_s)
     except (serial.SerialException, OSError, ValueError) as error:
         raise StationError(name, address, f"cannot be opened ({_first_line(error)})") from None
+
+
+def _made_safe(connection: Connection, action: Any, report: SafeState) -> dict[str, Any]:
+    """The adapter's safe_state, tried SAFE_ATTEMPTS times: a command refused once (a transient error) is sent
+    again and read back; each retry is recorded in ``report.retried``. Raises the last error if all fail."""
+    name = connection.config.name
+    for attempt in range(1, SAFE_ATTEMPTS + 1):
+        try:
+            return action(connection.driver)
+        except Exception as error:  # noqa: BLE001 - tried again; the last one is raised
+            if attempt == SAFE_ATTEMPTS:
+                raise
+            report.retried.setdefault(name, []).append(f"attempt {attempt} of {SAFE_ATTEMPTS}: {_first_line(error)}")
+            log.warning("%s: making it safe failed (%s); trying again", name, _first_line(error))
+    raise AssertionError("unreachable")
+
+
+def _read_back_only(connection: Connection) -> dict[str, Any]:
+    """After making an instrument safe failed for good: each output's state as it reads back now (None where it
+    cannot be read), so the report says which output is in what state."""
+    reader = getattr(adapter_class(connection.config.spec), "read_safe_state", None)
+    if reader is None:
+        return {}
+    try:
+        return reader(connection.driver)
+    except Exception as error:  # noqa: BLE001 - nothing more can be said than that it is unknown
+        log.error("%s: cannot read back its outputs (%s)", connection.config.name, _first_line(error))
+        return {}
 
 
 def _safe_rank(category: str) -> int:

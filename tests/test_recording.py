@@ -1,6 +1,7 @@
 """The session recording (analysis/recording/, docs/RECORDING.md): schema, SWMR, crashes, bad files."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -204,7 +205,10 @@ os._exit(3)
 """
 
 
-def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path):
+@pytest.mark.parametrize("lock", ["left by the crashed writer", "missing"])
+def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, lock):
+    """The writer lock the crashed process left (its flock gone with it) says it crashed; without a lock (a
+    writer before locks) HDF5's open flag cannot tell a crash from a live writer: after_crash=True is needed."""
     path = tmp_path / "crashed.h5"
     done = subprocess.run([sys.executable, "-c", CRASHER, str(path), str(ROOT / "tests")], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -212,10 +216,16 @@ def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path):
     with SessionFile.open(path) as session:
         assert session.swmr and session.status == "running"
         assert_batches_equal(session, 2)
-    with pytest.raises(RecordingError, match="after_crash=True") as error:
-        SessionWriter.resume(path)
-    assert str(path) in str(error.value)
-    with SessionWriter.resume(path, after_crash=True) as writer:
+    left = tmp_path / ".crashed.h5.writer"
+    assert json.loads(left.read_text())["host"] == platform.node()
+    after_crash = lock == "missing"
+    if after_crash:
+        left.unlink()
+        with pytest.raises(RecordingError, match="after_crash=True") as error:
+            SessionWriter.resume(path)
+        assert str(path) in str(error.value)
+    with SessionWriter.resume(path, after_crash=after_crash) as writer:
+        assert (writer.lock.crashed is None) == after_crash
         assert (writer.batches_written, writer.images_written) == (2, 7)
         append(writer, 2)
         writer.finish(RESULTS)
@@ -539,3 +549,65 @@ def test_mutated_files_only_ever_raise_recording_error(valid_file, position, kin
                     session.layer_batch(batch, k)
     except RecordingError as error:
         assert str(path) in str(error)
+
+
+LIVE_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_recording import LAYERS, META, append
+from qslab.analysis.recording import SessionWriter
+with SessionWriter.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+    append(writer, 0)
+    print("written", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_resume_refuses_a_live_writer_naming_its_pid_and_host(tmp_path):
+    path = tmp_path / "live.h5"
+    writer = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(path), str(ROOT / "tests")], cwd=ROOT,
+                              text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline().strip() == "written"
+        with pytest.raises(RecordingError, match=f"being written by pid {writer.pid} on {platform.node()}"):
+            SessionWriter.resume(path)
+        with pytest.raises(RecordingError, match=f"being written by pid {writer.pid}"):
+            SessionWriter.resume(path, after_crash=True)  # even when told it crashed: the lock says it runs
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=60)
+    assert not (tmp_path / ".live.h5.writer").exists()  # released on close
+    with SessionWriter.resume(path) as resumed:
+        assert resumed.lock.crashed is None and resumed.batches_written == 1
+
+
+def test_a_resume_killed_before_its_copy_was_moved_leaves_the_file_as_it_was(tmp_path):
+    """A resume only reads the file and prepares a copy (.NAME.recovering) that it moves in place at the end: a kill
+    at any point before the move leaves the file untouched, readable by plain h5py, and a stale copy, which the
+    next resume removes (under the writer lock: it is nobody else's)."""
+    path = write_session(tmp_path / "resumed.h5", batches=2, finish=False)
+    before = path.read_bytes()
+    stale = tmp_path / ".resumed.h5.recovering"
+    stale.write_bytes(before[: len(before) // 2])  # what a kill during the copy leaves
+    with h5py.File(path, "r") as plain:
+        assert plain["batches"].shape == (2,)
+    with SessionWriter.resume(path, record={"resumed": 1}) as writer:
+        assert not stale.exists()
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert session.batches_written == 3 and session.resumes == [{"resumed": 1}]
+
+
+@pytest.mark.parametrize("name", sorted(META))
+def test_a_metadata_text_changed_after_writing_is_refused_naming_it(tmp_path, name):
+    """Each /meta text has its SHA-256 in /meta's sha256_json: an edit that keeps the text valid (one character of
+    the same width) is refused, not read."""
+    path = write_session(tmp_path / "session.h5", batches=1)
+    with h5py.File(path, "r+") as f:
+        data = bytearray(bytes(f[f"meta/{name}"][()]))
+        at = next(i for i, byte in enumerate(data) if chr(byte).isalnum())
+        data[at] = ord("x") if chr(data[at]) != "x" else ord("y")
+        f[f"meta/{name}"][()] = bytes(data)
+    with pytest.raises(RecordingError, match=f"/meta/{name} does not match its SHA-256"):
+        SessionFile.open(path)

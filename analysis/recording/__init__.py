@@ -14,12 +14,15 @@ provenance, seeds, calibration records); ``/images/{index,label,pixels,predictio
 ``/layers/<k>/client_quadratures_snu`` and ``/layers/<k>/verification/{sent_snu,returned_snu,
 rows,measure_p}``; the compound ``/batches`` table (per batch: images and per-layer start/stop
 offsets into the flat verification arrays); ``/status`` and ``/status_detail`` (updated in place);
-``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes).
+``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes); the root
+attribute ``resumes_json`` once the session was resumed (one JSON object per resume). While a
+process writes the file, ``.NAME.writer`` next to it holds its pid and host (lock.py).
 
 Values are stored as written (quadratures as float32): a live analysis that must agree bit for bit
 with its replay should compute from the recorded (float32-rounded) values.
 """
 
+from qslab.analysis.recording.lock import WriterLock, WriterRecord
 from qslab.analysis.recording.reader import SessionFile, validate
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
                                              SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
@@ -29,4 +32,5 @@ from qslab.analysis.recording.writer import SessionWriter
 
 __all__ = ["ABORTED", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
-           "SessionFile", "SessionWriter", "batches_dtype", "is_run_id", "new_run_id", "run_id_time", "validate"]
+           "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "is_run_id", "new_run_id", "run_id_time",
+           "validate"]

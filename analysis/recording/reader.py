@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -13,6 +14,9 @@ from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES,
                                              STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
+
+META_CHECKSUMS = "sha256_json"  # /meta attribute: {name: SHA-256 of the UTF-8 text}; a text that differs is refused
+RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
 
 
 def validate(path: str | Path) -> None:
@@ -109,6 +113,21 @@ class SessionFile:
     @property
     def settings(self) -> dict:
         return self.meta_json("settings_json")
+
+    @property
+    def resumes(self) -> list[dict]:
+        """Every resume of this session, in order (time, code version, config, station, records used); [] if none."""
+        text = _attribute_text(self._file.attrs.get(RESUMES_ATTRIBUTE))
+        if text is None:
+            return []
+        try:
+            resumes = json.loads(text)
+        except ValueError as error:
+            raise RecordingError(f"{self.path}: its {RESUMES_ATTRIBUTE} attribute is not valid JSON "
+                                 f"({_first_line(error)})") from None
+        if not isinstance(resumes, list):
+            raise RecordingError(f"{self.path}: its {RESUMES_ATTRIBUTE} attribute is not a JSON list")
+        return resumes
 
     @property
     def seeds(self) -> dict:
@@ -360,7 +379,18 @@ def _layer_shapes(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
     return tuple(shapes)
 
 
+def meta_checksums(texts: dict[str, str]) -> dict[str, str]:
+    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()}
+
+
 def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
+    """The /meta texts, each checked against its SHA-256 in /meta's sha256_json (files written before it: none)."""
+    stored = _attribute_text(file["meta"].attrs.get(META_CHECKSUMS))
+    try:
+        checksums = json.loads(stored) if stored is not None else {}
+    except ValueError as error:
+        raise RecordingError(f"{path}: /meta's {META_CHECKSUMS} attribute is not valid JSON ({_first_line(error)})") \
+            from None
     texts = {}
     for name in META_NAMES:
         data = bytes(file[f"meta/{name}"][()])
@@ -373,6 +403,9 @@ def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
         except (UnicodeDecodeError, ValueError) as error:
             kind = "JSON" if name.endswith("_json") else "TOML"
             raise RecordingError(f"{path}: /meta/{name} is not valid UTF-8 {kind} ({_first_line(error)})") from None
+        if stored is not None and checksums.get(name) != hashlib.sha256(data).hexdigest():
+            raise RecordingError(f"{path}: /meta/{name} does not match its SHA-256 recorded when the file was written "
+                                 f"(changed or damaged since): the recording cannot be trusted")
     return texts
 
 

@@ -1,8 +1,16 @@
-"""Writing a session file: created once, extended and flushed per batch in SWMR mode, resumed after a crash."""
+"""Writing a session file: created once, extended and flushed per batch in SWMR mode, resumed after a crash.
+
+One writer per file, held by a writer lock (lock.py) that tells a crashed writer from a live one. A resume
+never opens the file itself for writing: it copies what is committed into ``.NAME.recovering``, prepares
+that copy (tails cut, the resume recorded, SWMR writing started) and only then puts it in place, so a kill
+at any moment of a resume leaves the original file as it was (and a stale copy the next resume removes).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from qslab.analysis.recording.reader import SessionFile, _images_in
+from qslab.analysis.recording.lock import WriterLock
+from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, PIXELS_PER_IMAGE, RUNNING, SCHEMA,
                                              SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES, _FILTERS, _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
@@ -25,9 +34,11 @@ class SessionWriter:
     reason; leaving it normally without ``finish`` leaves it "running" (resumable).
     """
 
-    def __init__(self, path: Path, file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray):
+    def __init__(self, path: Path, file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray,
+                 lock: WriterLock | None = None):
         self.path = path
         self.layers = layers
+        self.lock = lock  # released when the writer closes; ``lock.crashed``: the crashed writer a resume replaced
         self._file: h5py.File | None = file
         self._batches = len(table)
         self._images = _images_in(table)
@@ -52,9 +63,11 @@ class SessionWriter:
             raise RecordingError(f"{path} already exists: a recording is never overwritten; choose a new path, "
                                  f"or continue it with SessionWriter.resume")
         created = (created or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+        lock = WriterLock.acquire(path)
         try:
             file = h5py.File(path, "x", libver="latest")
         except Exception as error:  # noqa: BLE001 - h5py/OS errors: one line naming the file
+            lock.release()
             raise RecordingError(f"{path}: cannot create the session file ({_first_line(error)})") from None
         try:
             _write_skeleton(file, layers, texts, created, str(qslab_version), str(git_revision))
@@ -65,33 +78,43 @@ class SessionWriter:
         except Exception as error:  # noqa: BLE001 - remove the half-made file: it holds no data yet
             file.close()
             path.unlink(missing_ok=True)
+            lock.release()
             raise RecordingError(f"{path}: cannot create the session file ({_first_line(error)})") from None
-        return cls(path, file, layers, np.zeros(0, batches_dtype(len(layers))))
+        return cls(path, file, layers, np.zeros(0, batches_dtype(len(layers))), lock)
 
     @classmethod
-    def resume(cls, path: str | Path, *, after_crash: bool = False) -> SessionWriter:
+    def resume(cls, path: str | Path, *, after_crash: bool = False, record: dict | None = None,
+               lock: WriterLock | None = None) -> SessionWriter:
         """Reopen an incomplete ("running" or "aborted") session to append batches after its last committed one.
 
-        Array tails beyond the batches table (a batch cut short) are removed first. A file whose writer
-        did not close it (crash, kill, power cut) is still marked open-for-writing by HDF5; since a
-        live writer looks the same, that needs ``after_crash=True``, which first rewrites the file
-        from a SWMR read (what ``h5clear -s`` would do). Never pass it while a writer may be running.
+        The writer lock refuses a live writer and tells a crashed one (its lock left behind, its flock gone
+        with it): such a file is recovered as it is. A file HDF5 marks open-for-writing whose writer left no
+        lock (written by a qslab before the lock) needs ``after_crash=True``: never pass it while a writer
+        may be running. Array tails beyond the batches table (a batch cut short) are removed; ``record``
+        (JSON-able: who resumed, with what) is appended to the file's resumes (SessionFile.resumes). The
+        file at ``path`` is replaced only once all of this is done (module docstring). ``lock``: the file's
+        writer lock, when the caller took it already (a session takes it before connecting its station).
         """
         path = Path(path)
-        with SessionFile.open(path) as session:
-            if session.status == COMPLETE:
-                raise RecordingError(f"{path} is a complete session: a finished recording is never appended to; "
-                                     f"record the rest in a new session file")
-            layers, table = session.layers, session.batch_table
-        file = _open_for_append(path, after_crash)
+        lock = lock or WriterLock.acquire(path)
         try:
-            _truncate_to(file, layers, table)
-            file.swmr_mode = True
-            file.flush()
-        except Exception as error:  # noqa: BLE001
-            file.close()
-            raise RecordingError(f"{path}: cannot prepare the session for appending ({_first_line(error)})") from None
-        return cls(path, file, layers, table)
+            with SessionFile.open(path) as session:
+                if session.status == COMPLETE:
+                    raise RecordingError(f"{path} is a complete session: a finished recording is never appended "
+                                         f"to; record the rest in a new session file")
+                layers, table, marked_open, resumes = session.layers, session.batch_table, session.swmr, \
+                    session.resumes
+            if marked_open and lock.crashed is None and not after_crash:
+                raise RecordingError(f"{path} cannot be reopened for writing: HDF5 still marks it open by a writer "
+                                     f"that left no writer lock, which is either running or crashed. If no process "
+                                     f"writes it any more, resume with SessionWriter.resume(path, after_crash=True)")
+            _refuse_readers(path)
+            resumes = resumes + [record] if record is not None else None
+            file = _prepared_copy(path, marked_open, layers, table, resumes)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, file, layers, table, lock)
 
     def __enter__(self) -> SessionWriter:
         return self
@@ -209,6 +232,8 @@ class SessionWriter:
             file.flush()
         finally:
             file.close()
+            if self.lock is not None:
+                self.lock.release()
 
     def _close_quietly(self) -> None:
         try:
@@ -234,6 +259,7 @@ def _write_skeleton(file: h5py.File, layers: tuple[LayerShape, ...], texts: dict
     for name, text in texts.items():
         data = text.encode("utf-8")
         meta.create_dataset(name, shape=(), dtype=h5py.string_dtype("utf-8", max(1, len(data))))[()] = data
+    _text_attribute(meta, META_CHECKSUMS, json.dumps(meta_checksums(texts), sort_keys=True))
     for k, layer in enumerate(layers):
         group = file.create_group(f"layers/{k}")
         group.attrs.update({"rows": np.int64(layer.rows), "modes": np.int64(layer.modes)})
@@ -315,43 +341,47 @@ def _checked_layer(batch: LayerBatch, shape: LayerShape, count: int, where: str)
             "rows": rows, "measure_p": measure_p.ravel()}
 
 
-def _open_for_append(path: Path, after_crash: bool) -> h5py.File:
+def _refuse_readers(path: Path) -> None:
+    """RecordingError if another process holds the file open (HDF5 readers hold a shared flock on it): replacing
+    it would leave them reading the old copy."""
     try:
-        return h5py.File(path, "r+", libver="latest")
-    except Exception as error:  # noqa: BLE001
-        reason = _first_line(error)
-    if "unable to lock file" in reason:
-        raise RecordingError(f"{path} is open in another process ({reason}): close its readers, then resume")
-    if "already open for write" not in reason:
-        raise RecordingError(f"{path} cannot be reopened for writing ({reason})")
-    if not after_crash:
-        raise RecordingError(f"{path} cannot be reopened for writing ({reason}): HDF5 still marks it open by a "
-                             f"writer, which is either running or crashed. If no process writes it any more, "
-                             f"resume with SessionWriter.resume(path, after_crash=True)")
-    _rewrite_from_swmr_read(path)
-    try:
-        return h5py.File(path, "r+", libver="latest")
-    except Exception as error:  # noqa: BLE001
-        raise RecordingError(f"{path} cannot be reopened for writing even after rewriting it "
-                             f"({_first_line(error)})") from None
+        with open(path, "rb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped when the handle closes
+    except BlockingIOError:
+        raise RecordingError(f"{path} is open in another process (unable to lock file): close its readers, "
+                             f"then resume") from None
+    except OSError as error:
+        raise RecordingError(f"{path} cannot be reopened for writing ({error.strerror})") from None
 
 
-def _rewrite_from_swmr_read(path: Path) -> None:
-    """Copy every object of a crashed writer's file into a fresh file and put it in place (clears HDF5's open flags)."""
+def _prepared_copy(path: Path, marked_open: bool, layers: tuple[LayerShape, ...], table: np.ndarray,
+                   resumes: list | None) -> h5py.File:
+    """The committed content of ``path`` copied to ``.NAME.recovering``, tails cut, status running, ``resumes``
+    recorded, SWMR writing started, then moved onto ``path``: open for appending. ``path`` is unchanged until
+    the move; a stale copy (a resume killed before its move) is removed first (the writer lock is held)."""
     temporary = path.with_name(f".{path.name}.recovering")
+    temporary.unlink(missing_ok=True)
+    target = None
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as source, \
-                h5py.File(temporary, "w", libver="latest") as target:
+        with h5py.File(path, "r", libver="latest", swmr=marked_open) as source:
+            target = h5py.File(temporary, "w", libver="latest")
             target.attrs.update(dict(source.attrs))
             for name in source:
                 source.copy(source[name], target, name)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+        _truncate_to(target, layers, table)
+        if resumes is not None:
+            _text_attribute(target, RESUMES_ATTRIBUTE, json.dumps(resumes, separators=(",", ":")))
+        target.swmr_mode = True
+        target.flush()
+        os.fsync(target.id.get_vfd_handle())
         os.replace(temporary, path)
     except Exception as error:  # noqa: BLE001
+        if target is not None:
+            target.close()
         temporary.unlink(missing_ok=True)
-        raise RecordingError(f"{path}: cannot recover the crashed session file ({_first_line(error)}); "
-                             f"it is unchanged") from None
+        raise RecordingError(f"{path}: cannot prepare the session for appending ({_first_line(error)}); it is "
+                             f"unchanged") from None
+    return target
 
 
 def _truncate_to(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray) -> None:

@@ -39,6 +39,11 @@ class ScpiAmplifier:
     def safe_state(driver: Any) -> dict[str, Any]:
         """Output off; what reads back."""
         driver.safe_state()
+        return ScpiAmplifier.read_safe_state(driver)
+
+    @staticmethod
+    def read_safe_state(driver: Any) -> dict[str, Any]:
+        """The output as it reads back (nothing is sent but queries)."""
         return {"output_enabled": bool(driver.output_enabled())}
 
     def check_gain_db(self, gain_db: float) -> None:

@@ -29,6 +29,11 @@ class AttenuatorChannel:
         """Every shutter closed; what reads back."""
         for attenuator in driver.attenuators:
             attenuator.shutter_open(False)
+        return AttenuatorChannel.read_safe_state(driver)
+
+    @staticmethod
+    def read_safe_state(driver: Any) -> dict[str, Any]:
+        """Every shutter as it reads back (nothing is sent but queries)."""
         return {f"{a.short_name}.shutter_open": bool(a.shutter_open()) for a in driver.attenuators}
 
     def check_attenuation_db(self, attenuation_db: float) -> None:

@@ -56,6 +56,11 @@ class AwgChannels:
     def safe_state(driver: Any) -> dict[str, Any]:
         """Stopped, every output off (the modulators see 0 V); what reads back."""
         driver.safe_state()
+        return AwgChannels.read_safe_state(driver)
+
+    @staticmethod
+    def read_safe_state(driver: Any) -> dict[str, Any]:
+        """The sequencer and every output as they read back (nothing is sent but queries)."""
         readback = {"is_running": bool(driver.is_running())}
         readback.update({f"{ch.short_name}.output_enabled": bool(ch.output_enabled()) for ch in driver.channels})
         return readback

@@ -47,6 +47,11 @@ class LaserPort:
         """Every port's output off; what reads back."""
         for port in driver.ports:
             port.output_enabled(False)
+        return LaserPort.read_safe_state(driver)
+
+    @staticmethod
+    def read_safe_state(driver: Any) -> dict[str, Any]:
+        """Every port's output as it reads back (nothing is sent but queries)."""
         return {f"{port.short_name}.output_enabled": bool(port.output_enabled()) for port in driver.ports}
 
     @property

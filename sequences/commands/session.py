@@ -6,8 +6,11 @@ declared limits before anything is sent, and the calibration records are valid (
 ones are run, and the session says so). Then per batch of images: layer 1 through the instruments,
 the client's ReLU, layer 2; the server verifies a random fraction of rows on everything received so
 far and aborts when the test fails. The file (docs/RECORDING.md) is flushed per batch and readable
-while the session runs; an error or Ctrl-C leaves lasers off, drives at zero and the file marked
-aborted with every completed batch: `--resume FILE` continues it to the result a clean run gives.
+while the session runs; an error leaves lasers off, drives at zero and the file marked aborted with
+every completed batch: `--resume FILE` continues it (or a file whose session crashed) to the result a
+clean run gives. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the session at the next safe point (between
+calibrations or batches) the same way, with one stderr line naming the signal and the safe state read
+back, and exit status 128 + the signal's number.
 With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode,
 data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images, safe_state and faults;
 when the session stops, it holds error, file, images_written, resume, safe_state and faults.
@@ -54,7 +57,11 @@ def register(parser) -> None:
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="calibration records (default: $QSLAB_CALIBRATION_DIR or [calibration] directory)")
     parser.add_argument("--resume", metavar="FILE", default=None,
-                        help="continue an interrupted session file (its settings are used)")
+                        help="continue an interrupted or crashed session file (its settings are used; a live "
+                             "writer is refused; the config and the instruments must be the recorded ones)")
+    parser.add_argument("--allow-different-station", action="store_true",
+                        help="with --resume: continue even though the config or an instrument's identity differs "
+                             "from the recorded one (the resume records what differed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper,
                         help="what the session's log file (session-<run id>.log beside the session file) keeps: "
@@ -104,7 +111,9 @@ def run(args) -> int:
 
     config = station_config(args, "session")
     settings = settings_from(args, config)
-    if args.resume:
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise UsageError("--resume: expected the path of a session file, got an empty string")
         try:
             with SessionFile.open(args.resume) as previous:
                 settings = SessionSettings(**previous.settings)
@@ -141,14 +150,17 @@ def _run_logged(args, config, settings, out_dir: Path, run_id: str | None, fault
     from qslab.instruments.optical import LimitError
     from qslab.sequences.commands.cli_io import print_json_last
     from qslab.sequences.protocol import ProtocolError
+    from qslab.sequences.interrupts import SessionInterrupted
+    from qslab.sequences.resume_check import StationDiffers
     from qslab.sequences.session import SessionAborted, run_session
     from qslab.sequences.session_guard import SessionStopped
     from qslab.sequences.station import StationError
 
     try:
         result = run_session(config, settings, out_dir=out_dir, store=calibration_store(args, config),
-                             resume=args.resume, progress=not args.json, faults=faults, attack=attack, run_id=run_id)
-    except (StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
+                             resume=args.resume, progress=not args.json, faults=faults, attack=attack, run_id=run_id,
+                             allow_different_station=args.allow_different_station)
+    except (StationDiffers, StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
             RecordingError, InstrumentError, InstrumentFault) as error:
         report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}
         log.error("stopped: %s", json.dumps(report, default=str))
@@ -158,6 +170,8 @@ def _run_logged(args, config, settings, out_dir: Path, run_id: str | None, fault
         if args.json:
             print_json_last(report)
         return 1
+    except SessionInterrupted as stop:  # SIGINT, SIGTERM or SIGHUP: one line, the JSON, exit 128 + signal
+        return report_interrupted(stop, args.json)
     except KeyboardInterrupt as interrupt:  # the CLI says "interrupted"; the safe state and the file are said here
         report = getattr(interrupt, "session_report", None) or {}
         log.error("interrupted (Ctrl-C): %s", json.dumps(report, default=str))
@@ -168,9 +182,26 @@ def _run_logged(args, config, settings, out_dir: Path, run_id: str | None, fault
         raise
     log.info("complete: %s", json.dumps(result, default=str))
     print(format_result(result))
+    if not result["safe_state"].get("safe"):
+        print(f"qslab session: {describe_safe_state(result['safe_state'])}", file=sys.stderr)
     if args.json:
         print_json_last(result)
     return 0 if result["verified"] is not False and result["safe_state"].get("safe") else 1
+
+
+def report_interrupted(stop, as_json: bool) -> int:
+    """A session a signal stopped: one stderr line naming the signal, the safe state read back and the file kept;
+    with --json the stopped report (``signal`` added) on the last stdout line. Returns 128 + the signal number."""
+    from qslab.sequences.commands.cli_io import print_json_last
+    from qslab.sequences.interrupts import signal_name
+
+    report = getattr(stop, "session_report", None) or {}
+    kept = (f"; {report['file']} keeps {report['images_written']} images, marked aborted: resume with "
+            f"`{report['resume']}`" if report.get("file") else "")
+    print(f"qslab session: {stop}: {describe_safe_state(report.get('safe_state'))}{kept}", file=sys.stderr, flush=True)
+    if as_json:
+        print_json_last({**report, "error": str(stop), "signal": signal_name(stop.signum)})
+    return 128 + stop.signum
 
 
 def parse_attack_option(config, spec: str | None):
@@ -191,12 +222,20 @@ def describe_safe_state(safe: dict | None) -> str:
         return "the station was not connected: nothing was switched on"
     if safe.get("safe"):
         return "the station was closed: lasers off, drives at zero, shutters closed (read back)"
-    problems = [f"{name}: {what}" for name, what in (safe.get("errors") or {}).items()]
+    readback = safe.get("instruments") or {}
+    problems = [f"{name}: {what}; " + (f"its outputs read back {_states(readback[name])}" if readback.get(name)
+                                       else "its outputs could not be read back")
+                for name, what in (safe.get("errors") or {}).items()]
     still_on = [f"{name}.{key}" for name, values in (safe.get("instruments") or {}).items()
                 for key, value in values.items() if value is not False]
     if still_on:
         problems.append(f"still on: {', '.join(still_on)}")
     return f"NOT SAFE after closing the station ({'; '.join(problems)}): make these safe at the instruments"
+
+
+def _states(values: dict) -> str:
+    return ", ".join(f"{key} {'on' if value else 'off'}" if isinstance(value, bool) else f"{key} {value!r}"
+                     for key, value in values.items())
 
 
 def format_faults(faults: dict | None) -> str:

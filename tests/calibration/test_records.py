@@ -118,3 +118,25 @@ def test_a_result_without_parameters_or_with_bad_validity_is_refused(tmp_path):
     with pytest.raises(ValueError, match="validity_s"):
         store.write(result(), validity_s=0)
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("where", ["parameter", "raw", "conditions"])
+def test_a_record_edited_after_writing_fails_its_content_hash_loudly(tmp_path, where):
+    """Records are 0444, but chmod, edit, chmod back works: every read recomputes the content hash and refuses."""
+    store = RecordStore(tmp_path)
+    record = store.write(result(trace=np.arange(2000.0)))
+    assert store.get(record.id).parameters == record.parameters  # unedited: read as written
+    os.chmod(record.path, stat.S_IRUSR | stat.S_IWUSR)
+    with h5py.File(record.path, "r+") as f:
+        if where == "parameter":
+            f["parameters/client_receiver.efficiency"].attrs["value"] = 0.4
+        elif where == "raw":
+            f["raw/trace"][7] = 8.0
+        else:
+            f.attrs["conditions_json"] = np.bytes_(f.attrs["conditions_json"]).replace(b"}", b', "x": 1}')
+    os.chmod(record.path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    fresh = RecordStore(tmp_path)
+    with pytest.raises(CorruptRecord, match="does not match the hash it was written with"):
+        fresh.get(record.id)
+    with pytest.raises(CorruptRecord, match=record.id):
+        fresh.records()

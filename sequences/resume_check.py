@@ -1,0 +1,80 @@
+"""Before a session file is continued: is it the same station? And what a resume records about itself.
+
+Why: a resumed session pools its batches with the ones already in the file; batches taken on another station
+(another bench seed, 1 dB more loss, a swapped instrument) would be mixed into one result silently. The
+config is compared before anything is connected, the instruments' identities (*IDN?) right after connecting,
+before anything is switched on; a difference is refused unless the operator says it is intended
+(``--allow-different-station``), and then the resume record keeps what differed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import tomllib
+from typing import Any
+
+# tables and keys of a config that do not describe the station (where files go, the session's own defaults)
+NOT_THE_STATION = ("session", "calibration.directory")
+
+
+class StationDiffers(RuntimeError):
+    """The station now is not the one that recorded the file (one line listing what differs)."""
+
+
+def config_differences(recorded_toml: str, current_toml: str) -> list[str]:
+    """Dotted keys whose values differ between the recorded config and the current one (station keys only)."""
+    recorded, current = _flat(tomllib.loads(recorded_toml)), _flat(tomllib.loads(current_toml))
+    keys = sorted(key for key in set(recorded) | set(current)
+                  if not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_THE_STATION))
+    return [f"{key}: {recorded.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
+            for key in keys if recorded.get(key) != current.get(key)]
+
+
+def identity_differences(snapshot: dict, identities: dict[str, dict[str, str]]) -> list[str]:
+    """Instruments whose *IDN? differs from the one the file's station snapshot recorded."""
+    recorded = {name: ((entry.get("parameters") or {}).get("IDN") or {}).get("value")
+                for name, entry in (snapshot.get("instruments") or {}).items()}
+    differences = []
+    for name in sorted(set(recorded) | set(identities)):
+        before, now = recorded.get(name), identities.get(name)
+        if before != now:
+            differences.append(f"{name}: {_identity(before)} -> {_identity(now)}")
+    return differences
+
+
+def refuse_unless_allowed(path, differences: list[str], allowed: bool, what: str) -> None:
+    if differences and not allowed:
+        raise StationDiffers(f"{path} was recorded on another station ({what}: {'; '.join(differences)}): resuming "
+                             f"would mix two stations in one result; pass --allow-different-station if that is "
+                             f"intended (the resume records what differed)")
+
+
+def resume_record(config, identities: dict[str, dict[str, str]], records: dict, images: int,
+                  differences: list[str], crashed) -> dict[str, Any]:
+    """One entry of the file's resumes: when, which code, which config, which station, which records."""
+    from qslab.calibration.records import CodeVersion
+
+    version = CodeVersion.current()
+    return {"time_utc": dt.datetime.now(dt.timezone.utc).isoformat(), "qslab_version": version.qslab_version,
+            "git_revision": version.git_revision, "host": platform.node(),
+            "config_sha256": hashlib.sha256(config.text.encode()).hexdigest(), "config_toml": config.text,
+            "station": identities, "calibration_records": records, "images_before": images,
+            "station_differences": differences,
+            "after_crash_of": None if crashed is None else {"pid": crashed.pid, "host": crashed.host,
+                                                           "started_utc": crashed.started_utc}}
+
+
+def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _identity(idn: dict | None) -> str:
+    return "absent" if not idn else " ".join(str(idn.get(k, "")) for k in ("vendor", "model", "serial", "firmware"))

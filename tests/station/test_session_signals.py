@@ -1,0 +1,305 @@
+"""Real signals sent to `qslab session` at chosen moments; the bench is read back over its own sockets afterwards.
+
+The bench runs in its own process (gated_bench.py) so it outlives the session and can hold one message: the
+test waits for an event (a line the session prints, a batch committed to the file, a command of the close),
+holds the next message, sends the signal, waits until the kernel has delivered it, and releases. Nothing
+depends on how fast anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import pyvisa
+
+from qslab.analysis import recording
+from qslab.calibration.records import RecordStore
+from qslab.sequences.config import load_config
+from qslab.sequences.session import SessionSettings, run_session
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "lab_config.toml"
+GATED_BENCH = Path(__file__).resolve().parent / "gated_bench.py"
+HANG_GUARD_S = 600  # only against a hung test, never a timing assumption
+SETTINGS = SessionSettings(images=1, mu=6.0, gain=1.3, seed=3, batch_images=1, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+
+
+class Lines:
+    """A child's stdout or stderr read line by line in a thread, so a test can wait for one."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str) -> str:
+        while True:
+            line = self._queue.get(timeout=HANG_GUARD_S)
+            if line is None:
+                raise AssertionError(f"the stream ended before a line matching {pattern!r}: {''.join(self.lines)}")
+            if re.search(pattern, line):
+                return line
+
+    def text(self) -> str:
+        self._thread.join(timeout=HANG_GUARD_S)
+        return "".join(self.lines)
+
+
+class GatedBench:
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.out = Lines(self.process.stdout)
+        self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
+
+    def hold(self, pattern: str) -> None:
+        self.process.stdin.write(f"hold {pattern}\n")
+        self.process.stdin.flush()
+
+    def wait_held(self) -> str:
+        return self.out.wait_for(r"^held ")
+
+    def release(self) -> None:
+        self.process.stdin.write("release\n")
+        self.process.stdin.flush()
+
+    def config(self, directory: Path) -> Path:
+        """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
+        lines, table = [], None
+        for line in CONFIG.read_text().splitlines():
+            header = re.match(r"^\[instruments\.(\w+)\]", line)
+            if header:
+                table = header.group(1)
+            elif line.startswith("["):
+                table = None
+            if table and line.strip() == 'address = "bench"':
+                line = f'address = "{self.instruments[table]["address"]}"'
+            lines.append(line)
+        path = directory / "served.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def read_back(self) -> dict[str, bool]:
+        """Every output the close must have switched off, as the instruments answer now (raw SCPI)."""
+        manager = pyvisa.ResourceManager("@py")
+        queries = {"laser": [f"SOUR{port}:POW:STAT?" for port in range(1, 5)], "amplifier": ["OUTP:STAT?"],
+                   "attenuator": ["OUTP1:STAT?", "OUTP3:STAT?"],
+                   **{awg: [":STAT:OPER:RUN:COND?"] + [f":OUTP{ch}?" for ch in range(1, 5)]
+                      for awg in ("awg", "client_awg")}}
+        state = {}
+        for name, commands in queries.items():
+            resource = manager.open_resource(self.instruments[name]["address"], read_termination="\n",
+                                             write_termination="\n", timeout=20_000)
+            try:
+                for command in commands:
+                    state[f"{name} {command}"] = float(resource.query(command)) != 0
+            finally:
+                resource.close()
+        return state
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=HANG_GUARD_S)
+
+
+class Session:
+    """`qslab session --json` in a child process."""
+
+    def __init__(self, config: Path, out: Path, calibration_dir: Path, images: int, batch_images: int):
+        self.out_dir = out
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "qslab.sequences.cli", "session", "--config", str(config), "--json",
+             "--images", str(images), "--batch-images", str(batch_images), "--seed", "3", "--out", str(out),
+             "--calibration-dir", str(calibration_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stdout, self.stderr = Lines(self.process.stdout), Lines(self.process.stderr)
+
+    def send(self, signum: int) -> None:
+        """Send ``signum`` and wait until the kernel has delivered it (no longer pending for the process)."""
+        self.process.send_signal(signum)
+        bit = 1 << (signum - 1)
+        status = Path(f"/proc/{self.process.pid}/status")
+        while self.process.poll() is None:
+            pending = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if not (int(pending["SigPnd"], 16) | int(pending["ShdPnd"], 16)) & bit:
+                return
+
+    def wait_images(self, images: int) -> None:
+        """Until the session file commits at least ``images`` images (read as any SWMR reader would)."""
+        while self.process.poll() is None:
+            files = list(self.out_dir.glob("session-*.h5"))
+            if files:
+                try:
+                    with recording.SessionFile.open(files[0]) as session:
+                        if session.images_written >= images:
+                            return
+                except recording.RecordingError:
+                    pass  # being created
+        raise AssertionError(f"the session ended first: {self.stderr.text()}")
+
+    def finish(self) -> tuple[int, dict, str]:
+        code = self.process.wait(timeout=HANG_GUARD_S)
+        out, err = self.stdout.text(), self.stderr.text()
+        return code, json.loads(out.strip().splitlines()[-1]), err
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("calibration")
+    run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "warm", store=RecordStore(directory),
+                progress=False)
+    return directory
+
+
+@pytest.fixture
+def bench():
+    served = GatedBench()
+    yield served
+    served.stop()
+
+
+def _assert_read_back_safe(bench: GatedBench, report: dict) -> None:
+    assert report["safe_state"]["safe"] is True, report["safe_state"]
+    state = bench.read_back()
+    assert not any(state.values()), {name: on for name, on in state.items() if on}
+
+
+def test_sighup_during_a_calibration_stops_before_the_next_one_with_the_station_read_back_off(bench, tmp_path):
+    session = Session(bench.config(tmp_path), tmp_path / "out", tmp_path / "fresh-calibrations", 20, 10)
+    session.stdout.wait_for(r"running it now")
+    bench.hold(".")
+    bench.wait_held()  # the first calibration is talking to the instruments
+    session.send(signal.SIGHUP)
+    bench.release()
+    code, report, err = session.finish()
+    assert code == 128 + signal.SIGHUP, err
+    assert report["signal"] == "SIGHUP" and report["file"] is None and report["images_written"] == 0
+    stopped = [line for line in err.splitlines() if "stopped by SIGHUP before the" in line]
+    assert len(stopped) == 1 and "calibration: the station was closed" in stopped[0] and "(read back)" in stopped[0]
+    assert "Exception ignored" not in err
+    _assert_read_back_safe(bench, report)
+
+
+def _stop_mid_batch(bench: GatedBench, session: Session, signum: int, after_images: int) -> None:
+    session.wait_images(after_images)
+    bench.hold(".")
+    bench.wait_held()  # a batch after those is talking to the instruments
+    session.send(signum)
+    bench.release()
+
+
+def test_sigterm_mid_batch_keeps_every_batch_marks_the_file_aborted_and_leaves_the_station_off(bench, store, tmp_path):
+    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
+    _stop_mid_batch(bench, session, signal.SIGTERM, 20)
+    code, report, err = session.finish()
+    assert code == 128 + signal.SIGTERM, err
+    kept = report["images_written"]
+    assert 30 <= kept < 60 and kept % 10 == 0  # the batch under way was finished and recorded, no more
+    with recording.SessionFile.open(report["file"]) as partial:
+        assert partial.status == "aborted" and partial.images_written == kept
+        assert "SIGTERM" in partial.detail
+    assert report["signal"] == "SIGTERM" and report["resume"] == f"qslab session --resume {report['file']}"
+    line = next(line for line in err.splitlines() if "stopped by SIGTERM" in line)
+    assert "lasers off" in line and f"keeps {kept} images" in line
+    _assert_read_back_safe(bench, report)
+
+
+def test_a_second_signal_while_closing_does_not_cut_the_close_short(bench, store, tmp_path):
+    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
+    _stop_mid_batch(bench, session, signal.SIGINT, 10)
+    bench.hold(r"SOUR1:POW:STAT 0")  # the close's first command: the laser off
+    bench.wait_held()
+    session.send(signal.SIGTERM)
+    bench.release()
+    code, report, err = session.finish()
+    assert code == 128 + signal.SIGINT, err
+    assert report["signal"] == "SIGINT" and "Traceback" not in err
+    _assert_read_back_safe(bench, report)
+
+
+def test_a_command_refused_once_while_closing_is_sent_again_and_read_back(store, tmp_path):
+    """scpi-error armed before batch 2 of a 20-image session lands on the close's shutter command: retried."""
+    results = run_session(load_config(CONFIG), replace(SETTINGS, images=20, batch_images=10), out_dir=tmp_path,
+                          store=RecordStore(store), progress=False, faults=["scpi-error"])
+    fired = results["faults"]["fired"]
+    assert [f["message"] for f in fired] == ["OUTP1:STAT 0"]  # the attenuator's shutter, while closing
+    assert results["safe_state"]["safe"] is True
+    assert list(results["safe_state"]["retried"]) == ["attenuator"]
+    assert "-222" in results["safe_state"]["retried"]["attenuator"][0]
+
+
+def test_a_persistent_refusal_while_closing_says_which_output_is_in_what_state(store, tmp_path, capsys):
+    from qslab.sequences.cli import main
+
+    code = main(["session", "--config", str(CONFIG), "--images", "20", "--batch-images", "10", "--json",
+                 "--calibration-dir", str(store), "--out", str(tmp_path), "--inject-fault", "scpi-error:persistent"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert code == 1
+    safe = report["safe_state"]
+    assert safe["safe"] is False and list(safe["errors"]) == ["attenuator"]
+    assert safe["instruments"]["attenuator"] == {"att1.shutter_open": False, "att2.shutter_open": False}
+    line = next(line for line in captured.err.splitlines() if "NOT SAFE" in line)
+    assert "attenuator: InstrumentError" in line and "att1.shutter_open off, att2.shutter_open off" in line
+
+
+COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+
+
+def test_kill_9_mid_session_then_resume_from_the_command_line_ends_where_a_clean_run_does(store, tmp_path, capsys):
+    from qslab.sequences.cli import main
+
+    common = ["--images", "30", "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]
+    assert main(["session", "--config", str(CONFIG), "--out", str(tmp_path / "clean"), *common]) == 0
+    clean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    session = Session(CONFIG, tmp_path / "crashed", store, 30, 10)
+    session.wait_images(10)
+    session.process.kill()
+    assert session.process.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
+    path = next((tmp_path / "crashed").glob("session-*.h5"))
+    with recording.SessionFile.open(path) as crashed:
+        assert crashed.status == "running" and crashed.swmr and 10 <= crashed.images_written < 30
+    assert json.loads((path.parent / f".{path.name}.writer").read_text())["pid"] == session.process.pid
+
+    other = tmp_path / "other-seed.toml"
+    other.write_text(re.sub(r"(?m)^(\[bench\]\n(?:#.*\n)*)seed = \d+", r"\g<1>seed = 77", CONFIG.read_text()))
+    assert "seed = 77" in other.read_text()
+    assert main(["session", "--config", str(other), "--resume", str(path), "--json",
+                 "--calibration-dir", str(store)]) == 1
+    refused = capsys.readouterr()
+    assert "recorded on another station (config: bench.seed: " in refused.err and "--allow-different-station" \
+        in refused.err
+    assert "the station was not connected" in refused.err  # refused before anything was switched on
+
+    assert main(["session", "--config", str(CONFIG), "--resume", str(path), "--json",
+                 "--calibration-dir", str(store)]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in COMPARED:
+        assert resumed[key] == clean[key], key
+    with recording.SessionFile.open(path) as done:
+        assert done.status == "complete" and done.images_written == 30
+        (record,) = done.resumes
+    assert record["after_crash_of"]["pid"] == session.process.pid and record["station_differences"] == []
+    assert set(record["station"]) == set(load_config(CONFIG).instruments)
+    assert record["images_before"] in (10, 20) and record["calibration_records"]
+    assert not (path.parent / f".{path.name}.writer").exists()
