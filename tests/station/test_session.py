@@ -78,6 +78,39 @@ def test_replay_reproduces_the_live_numbers_exactly(clean):
         assert replayed[key] == clean[key], key
 
 
+def test_the_data_leakage_bound_is_gaussian_bound_on_the_recorded_calibration(clean):
+    """The session's data-leakage upper bound, recomputed by hand from the file's calibrated values: N at the
+    budget's limits of G, the noise figure and the processor loss (each at the normal quantile of its share),
+    then data_leakage_bound.gaussian_bound on the shipped MNIST spectrum, plus C's sampling error at its share."""
+    from scipy.stats import norm
+
+    from qslab.analysis.data_leakage_bound import gaussian_bound
+    from qslab.analysis.data_leakage_report import declared_moments
+
+    with recording.SessionFile.open(clean["file"]) as session:
+        m = session.calibrations["measured"]
+    terms = clean["security_report"]["failure_budget"]["terms"]
+    share = clean["failure_probability"] / len(terms)
+    assert {"processor_loss_per_pass_db", "data_second_moments"} <= {t["name"] for t in terms}
+    gain = m["gain"]["value"] + norm.isf(share / 2) * m["gain"]["uncertainty"]
+    nf = 10 ** ((m["amplifier_noise_figure_db"]["value"] + norm.isf(share) * m["amplifier_noise_figure_db"]
+                 ["uncertainty"]) / 10)
+    loss = max(m["processor_loss_per_pass_db"]["value"] - norm.isf(share) * m["processor_loss_per_pass_db"]
+               ["uncertainty"], 0.0)                      # a loss is never below 0 dB
+    photons = 0.5 * (nf - 1 / gain) * 10 ** (-loss / 10)
+    report = clean["security_report"]["data_leakage"]
+    assert report["photons_upper"] == pytest.approx(photons, rel=1e-9)
+    moments, _ = declared_moments()
+    for layer, mom, rows in zip(report["layers"], moments, (784, 10)):
+        bound = gaussian_bound(photons, mom.eigenvalues, rows, modes=392)
+        sigma = mom.per_row_bound_uncertainty_bits(photons)
+        assert layer["per_query_bits"] == pytest.approx(rows * (bound.per_row_bits + norm.isf(share) * sigma), rel=1e-9)
+        assert layer["per_symbol_bits"] * 392 == pytest.approx(layer["per_query_bits"], rel=1e-12)
+    assert clean["data_leakage_bound_bits_per_query"] == report["layers"][0]["per_query_bits"]
+    assert clean["data_leakage_bound_bits_cumulative"] == pytest.approx(20 * report["layers"][0]["per_query_bits"])
+    assert replay(clean["file"])["security_report"]["data_leakage"] == report
+
+
 def test_replay_with_another_mu_reports_what_changed(clean):
     replayed = replay(clean["file"], {"mu_photons": Estimate(8.0, 0.1)})
     assert replayed["accuracy"] == clean["accuracy"]  # the measurements do not change
