@@ -248,6 +248,41 @@ def paper_figures(cramer_rao_bits: float, prx_bits: float, per_bin_bits: float |
     return tuple(out)
 
 
+def _queries_text(inputs: int, repeats: int) -> str:
+    if repeats == 1:
+        return f"{inputs} different inputs, each sent once" if inputs > 1 else "one query"
+    return f"{repeats} queries of the same input" + (f", for each of {inputs} inputs" if inputs > 1 else "")
+
+
+def report_rows(data: dict) -> list[tuple[str, str]]:
+    """The report's text lines from DataLeakage.to_json(): the bound per query, per symbol and in total, each layer
+    with what it was taken at, and the figures that are not bounds with what they are."""
+    nf = data["noise_figure_db_upper"]
+    cap = data["candidate_entropy_bits"]
+    rows = [("data leakage (upper bound)",
+             f"{data['per_query_bits']:.4g} bit per query about the image ({data['per_symbol_bits']:.3g} bit per complex "
+             f"data symbol); {data['cumulative_bits']:.4g} bit in total over " + _queries_text(data["inputs"], data["repeats"])
+             + (f", each capped by H(X) = {cap:.4g} bit of the declared candidate set" if cap is not None else "")),
+            ("  taken at", f"N = {data['photons_upper']:.4g} returned photons per row (central {data['photons']:.4g}): "
+                           f"G {data['gain_upper']:.4g}, noise figure "
+                           + ("quantum limited" if nf is None else f"{nf:.3g} dB")
+                           + f" (n_sp {data['inversion_factor']:.3g}), processor loss {data['loss_per_pass_db_lower']:.3g} "
+                           "dB per pass, at their limits; T_r and the server's detector efficiency taken as 1; C from "
+                           f"{data['distribution']}")]
+    for layer in data["layers"]:
+        rows.append((f"  {layer['layer']}", f"{layer['per_query_bits']:.4g} bit/query, {layer['per_symbol_bits']:.3g} "
+                                            f"bit/symbol about {layer['input']}: M = {layer['rows']} rows x "
+                                            f"{layer['per_row_upper_bits']:.4g} bit/row, n = {layer['modes']} modes, "
+                                            f"H(lambda) = {layer['eigenvalue_entropy_bits']:.3g}"
+                                            + (" (capped)" if layer["capped"] else "")))
+    for figure in data["not_bounds"]:
+        name = {"paper_eq3_cramer_rao": "the paper's Eq. 3 (Cramer-Rao)", "paper_prx_form": "the paper's PRX form",
+                "per_bin_photon_counting": PER_BIN_LABEL}.get(figure["name"], figure["name"])
+        what = "" if figure["what"] == PER_BIN_LABEL else f": {figure['what']}"
+        rows.append(("  not a bound", f"{figure['bits_per_symbol']:.3g} bit/symbol, {name}{what}"))
+    return rows
+
+
 if __name__ == "__main__":   # regenerate the shipped file: python -m qslab.analysis.data_leakage_report
     moments, provenance = compute_mnist_moments()
     print(save_moments(shipped_moments_path(), moments, provenance))

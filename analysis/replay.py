@@ -18,7 +18,7 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import session_results, session_weight_leakage
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
-            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "data_leakage_bound_bits_per_query",
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query",
             "mu_photons_upper", "gain_upper")
 
 

@@ -97,10 +97,12 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: Measur
     return result.to_dict()
 
 
-def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
+def per_bin_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
                        images: int, noise_figure_db: float | None = None) -> dict:
-    """Exact information per data symbol for the vectors the client actually sent, at the leakier G limit and
-    with the amplifier's measured noise figure (None: quantum limited, the paper's assumption)."""
+    """Per-bin photon counting's information per data symbol (an achievable value for that measurement, not a
+    bound: it keeps each bin's marginal and drops the relative phases, docs/PHYSICS.md 17.1) for the vectors the
+    client actually sent, at the leakier G limit and with the amplifier's measured noise figure (None: quantum
+    limited, the paper's assumption)."""
     per_layer = {}
     for index, (inputs, rows) in enumerate(zip(layer_inputs, reuses)):
         vectors = np.asarray(inputs[:images], dtype=np.float64)
@@ -149,12 +151,12 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
-    exact = exact_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
+    per_bin = per_bin_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
     weight = weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows, layer_data,
                                    budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
                                    noise_figure_db=noise_figure_db)
     data = session_data_leakage(measured, budget, rows, int(labels.size), weights_path, candidate_entropy_bits,
-                                paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], exact["bits"]))
+                                paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], per_bin["bits"]))
     report = SecurityReport(budget, weight, data)
     correct = int(np.sum(guess == labels))
     return {
@@ -174,8 +176,8 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "data_leakage_bound_bits_per_query": data.per_query_bits,
         "data_leakage_bound_bits_per_symbol": data.per_symbol_bits,
         "data_leakage_bound_bits_cumulative": data.cumulative_bits,
-        "data_leakage_bits_exact": exact["bits"],
-        "data_leakage_exact": exact,
+        "data_leakage_bits_per_bin": per_bin["bits"],
+        "data_leakage_per_bin": per_bin,
         "verification": checked,
         "failure_probability": budget.combined,
         "security_report": report.to_json(),

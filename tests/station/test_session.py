@@ -23,7 +23,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
-            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_session_classifies_verifies_and_closes_safe(clean):
     assert 0.5 < v["transmittance_hat"] < 0.8 and v["transmittance_min"] < v["transmittance_hat"]
     assert v["excess_noise_hat_snu"] < 0.01
     assert clean["weight_leakage_bits_per_mode_nominal"] < clean["weight_leakage_bits_per_mode"]
-    assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_exact"] < 0.1
+    assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_per_bin"] < 0.1
 
 
 def test_the_file_follows_the_schema_and_plain_h5py_reads_it(clean):
