@@ -111,6 +111,25 @@ def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, ca
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["gain"] == 1.2
 
 
+def test_leakage_from_calibration_takes_the_data_leakage_bound_at_the_records_limits(tmp_path, capsys):
+    """G and the noise figure at their upper limits, the processor's loss per pass at its lower limit, each at
+    K_LIMIT sigma: N = (NF - 1/G)/2 t, computed here by hand."""
+    from qslab.calibration.result import CalibrationResult, Estimate
+
+    store = RecordStore(tmp_path)
+    _photons_record(store, 6.0, 0.05)
+    store.write(CalibrationResult("amplifier", "client_amplifier", {
+        "client_amplifier.gain": Estimate(1.30, 0.01), "client_amplifier.noise_figure_db": Estimate(3.8, 0.05, "dB")}))
+    store.write(CalibrationResult("processor", "client_processor", {
+        "client_processor.loss_per_pass_db": Estimate(0.5, 0.02, "dB")}))
+    code = cli.main(["leakage", "--from-calibration", "--calibration-dir", str(tmp_path), "--json"])
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and set(payload["calibration"]["records"]) >= {"amplifier", "processor"}
+    gain, nf_db, loss_db = 1.30 + K_LIMIT * 0.01, 3.8 + K_LIMIT * 0.05, 0.5 - K_LIMIT * 0.02
+    photons = 0.5 * (10 ** (nf_db / 10) - 1 / gain) * 10 ** (-loss_db / 10)
+    assert payload["data_leakage_bound"]["photons_upper"] == pytest.approx(photons, rel=1e-12)
+
+
 def test_leakage_from_calibration_refuses_missing_and_stale_records(tmp_path, capsys):
     import datetime as dt
 

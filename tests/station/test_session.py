@@ -111,6 +111,22 @@ def test_the_data_leakage_bound_is_gaussian_bound_on_the_recorded_calibration(cl
     assert replay(clean["file"])["security_report"]["data_leakage"] == report
 
 
+def test_replay_with_a_lossier_processor_record_lowers_only_the_data_leakage_bound(clean, tmp_path):
+    """`qslab replay --calibration <processor record>`: its loss per pass replaces the session's, and only the
+    data-leakage bound moves (down: the processor's second pass attenuates the returned noise)."""
+    from qslab.calibration.result import CalibrationResult
+    from qslab.sequences.commands.replay import override_from_record
+
+    record = RecordStore(tmp_path).write(CalibrationResult("processor", "client_processor", {
+        "client_processor.loss_per_pass_db": Estimate(3.0, 0.01, "dB")}))
+    replayed = replay(clean["file"], override_from_record(record))
+    assert set(replayed["changes"]) == {"data_leakage_bound_bits_per_query"}
+    assert replayed["security_report"]["data_leakage"]["loss_per_pass_db_lower"] == pytest.approx(
+        3.0 - 0.01 * {t["name"]: t["sigmas"] for t in clean["security_report"]["failure_budget"]["terms"]}[
+            "processor_loss_per_pass_db"])
+    assert replayed["data_leakage_bound_bits_per_query"] < clean["data_leakage_bound_bits_per_query"]
+
+
 def test_replay_with_another_mu_reports_what_changed(clean):
     replayed = replay(clean["file"], {"mu_photons": Estimate(8.0, 0.1)})
     assert replayed["accuracy"] == clean["accuracy"]  # the measurements do not change
