@@ -112,6 +112,8 @@ def declared_moments(weights_path=None) -> tuple[list[SecondMoments], str]:
     from qslab.analysis.network import default_weights_path
 
     path = default_weights_path() if weights_path is None else Path(weights_path)
+    if not path.is_file():
+        raise ValueError(f"{path}: the session's weights file is not there; layer 2's declared second moments need it")
     moments, label = _moments_for(file_sha256(path), None if weights_path is None else str(weights_path))
     return list(moments), label
 
