@@ -1,10 +1,12 @@
-"""What the server can learn about the client's data (docs/PHYSICS.md 12).
+"""The paper's data-leakage estimates and the per-bin photon-counting figure (docs/PHYSICS.md 12). None is a bound.
 
 The data enter the returned light only as excess noise: returned mode i has variance 1 + k|x_i|^2
 (SNU) with k = 2 - 2/G, and the same x is reused by every row of a layer and by every query
-(DECISIONS E). Three numbers are reported: the two published Cramer-Rao forms, for comparability,
-and the exact mutual information of the server's best (photon-counting) observation, which is the
-security claim.
+(DECISIONS E). Here: the two published Cramer-Rao forms (the paper's Eq. 3 and its PRX form), which are
+estimates, not bounds (a Cramer-Rao variance limit is not an information bound, and both treat the bins
+as independent), and the information of per-bin photon counting, an achievable value for that one
+measurement: it keeps each bin's marginal and drops the relative phases in which the data are written.
+The upper bound on the joint returned state is analysis/data_leakage_bound.py (docs/PHYSICS.md 17).
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ def thermal_photons(gain, data, inversion_factor=1.0):
 
 
 def exact_mutual_information_bits(gain, data, reuses, inversion_factor=1.0):
-    """I(x_i; K): exact information per data symbol of the server's optimal observation.
+    """I(x_i; K): per-bin photon counting's information per data symbol (an achievable value for that measurement).
 
-    After removing its known displacement the server holds, per mode and per reuse, a thermal state
-    of N_i photons; thermal states commute, so photon counting is optimal and Holevo's chi equals the
-    classical mutual information. Over M reuses the count is negative binomial, K ~ NB(M, 1/(1+N_i)).
+    Modelling each bin as an independent thermal state of N_i photons, per-bin photon counting gives,
+    over M reuses, a negative-binomial count K ~ NB(M, 1/(1+N_i)). The true returned state is thermal in the
+    single mode x_hat, with coherences between bins that this model drops, so a server measuring across bins
+    learns more: this is not a bound (docs/PHYSICS.md 17.1, 17.6).
     The prior on x_i is the empirical distribution over the modes of this data vector (uniform over
     modes). Exact zeros (ReLU outputs) leak far more than Cramer-Rao forms suggest (docs/PHYSICS.md 12).
     """

@@ -2,7 +2,8 @@
 
 Every number the report's bounds rest on is an estimate: the verification's T and eps (finite-size
 statistics), mu, G, the server detector's efficiency, electronic noise and shot-noise unit, the
-amplifier's noise figure (calibrations). Each limit the report uses fails with some probability; the
+amplifier's noise figure, the processor's loss per pass (calibrations), and the second moments of the declared
+data distribution the data-leakage bound uses (a sampling estimate). Each limit the report uses fails with some probability; the
 report is wrong only if at least one does, so by the union bound the probability that the report is
 wrong is at most the sum of the shares. `FailureBudget` splits one total epsilon equally over the
 quantities the report estimates, and says at how many sigma each calibrated limit sits.
@@ -28,7 +29,11 @@ CALIBRATED = {
     "server_electronic_noise_snu": (1, "the server detector's electronic noise, lower limit"),
     "server_shot_noise_variance_v2": (2, "the server detector's shot-noise unit, both ends"),
     "amplifier_noise_figure_db": (1, "the client amplifier's noise figure, upper limit"),
+    "processor_loss_per_pass_db": (1, "the client processor's loss per pass, lower limit (data leakage)"),
 }
+# the data-leakage bound's own estimated quantity (analysis/data_leakage_report.py)
+DATA_MOMENTS = ("data_second_moments", 1, "the data-leakage bound's sampling error from the declared data's C, "
+                "upper limit")
 VERIFIED = {
     "transmittance": "T_min of the verified rows (Student t quantile)",
     "excess_noise": "eps_max of the verified rows (chi-square quantile)",
@@ -95,12 +100,14 @@ class FailureBudget:
                            "what": t.what} for t in self.terms]}
 
 
-def report_budget(total: float, measured, verified_layers: list[str]) -> FailureBudget:
+def report_budget(total: float, measured, verified_layers: list[str], data_leakage: bool = True) -> FailureBudget:
     """The budget of one session report: every calibrated value with an uncertainty in `measured`
-    (qslab.analysis.measured_values.MeasuredValues) and T_min, eps_max of each layer in `verified_layers`."""
+    (qslab.analysis.measured_values.MeasuredValues), T_min, eps_max of each layer in `verified_layers`, and the
+    data-leakage bound's C (unless `data_leakage` is False: a report without its data part)."""
     quantities = [(name, sides, what) for name, (sides, what) in CALIBRATED.items()
                   if getattr(measured, name, None) is not None and getattr(measured, name).uncertainty > 0.0]
     quantities += [(f"{layer}.{name}", 1, what) for layer in verified_layers for name, what in VERIFIED.items()]
+    quantities += [DATA_MOMENTS] if data_leakage else []
     return FailureBudget.split(total, quantities)
 
 

@@ -18,7 +18,8 @@ from qslab.analysis.verification import ServerDetector
 
 UNITS = {"mu_photons": "photons", "gain": "", "server_efficiency": "", "server_electronic_noise_snu": "SNU",
          "transmittance": "", "amplitude_transmittance": "", "excess_noise_snu": "SNU",
-         "amplifier_noise_figure_db": "dB", "server_shot_noise_variance_v2": "V^2"}
+         "amplifier_noise_figure_db": "dB", "server_shot_noise_variance_v2": "V^2",
+         "processor_loss_per_pass_db": "dB"}
 EFFICIENCY_CAP = 0.99  # a widened efficiency uncertainty stays below the efficiency itself (ServerDetector's rule)
 
 
@@ -29,7 +30,9 @@ class MeasuredValues:
     transmittance / amplitude_transmittance / excess_noise_snu: the honest round trip from a channel record
     (older files hold only transmittance); amplifier_noise_figure_db: None in files without an amplifier
     record; server_shot_noise_variance_v2: the server detector's shot-noise unit, whose relative uncertainty
-    scales every verified quadrature (None in files written before it was recorded). The per-layer values, VOA settings and pilot phases are what the session set (recorded context,
+    scales every verified quadrature (None in files written before it was recorded); processor_loss_per_pass_db: the
+    client processor's loss per pass, which scales the noise returned to the server (None in older files: taken as
+    lossless, the conservative end). The per-layer values, VOA settings and pilot phases are what the session set (recorded context,
     not read by the results).
     """
 
@@ -42,6 +45,7 @@ class MeasuredValues:
     excess_noise_snu: Estimate | None = None
     amplifier_noise_figure_db: Estimate | None = None
     server_shot_noise_variance_v2: Estimate | None = None  # the server detector's SNU (None in older files)
+    processor_loss_per_pass_db: Estimate | None = None  # the client processor's (processor record; None: lossless)
     mu_per_layer: tuple[Estimate, ...] = ()
     attenuation_db_per_layer: tuple[float, ...] = ()
     pilot: dict | None = None  # {"client_lo_phase_rad", "server_lo_phase_rad", "leakage_field": [re, im]}

@@ -18,7 +18,8 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import session_results, session_weight_leakage
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
-            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons_upper", "gain_upper")
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query",
+            "mu_photons_upper", "gain_upper")
 
 
 @dataclass
@@ -68,7 +69,8 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         rows=[shape.rows for shape in shapes],
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
-        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
+        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows],
+        weights_path=settings.get("weights"))
 
 
 def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):

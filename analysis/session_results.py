@@ -11,8 +11,10 @@ Conservative choices (docs/PHYSICS.md 13, DECISIONS J): one failure probability 
 (qslab.analysis.failure_budget: the session's `failure_probability` split by a union bound over every
 estimated quantity, each limit at its share). The weight-leakage bound is evaluated at mu's upper limit
 and at the verification's finite-size limits (T_min, eps_max), with the server detector's efficiency,
-electronic noise and shot-noise unit at their limits; the nominal Eq. 2 figure at (mu, G) upper limits;
-data leakage at whichever end of G's interval leaks more.
+electronic noise and shot-noise unit at their limits; the nominal Eq. 2 figure at (mu, G) upper limits. The
+data-leakage upper bound (analysis/data_leakage_report.py, docs/PHYSICS.md 17) at G's and the noise figure's
+upper limits, the processor loss's lower limit and C's upper limit; the paper's Eq. 3 and PRX estimates and
+the per-bin photon-counting figure (not bounds, labelled so) at whichever end of G's interval leaks more.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from qslab.analysis import data_leakage, verification
+from qslab.analysis.data_leakage_report import DataLeakage, data_leakage_report, declared_moments, paper_figures
 from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
@@ -94,10 +97,12 @@ def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: Measur
     return result.to_dict()
 
 
-def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
+def per_bin_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
                        images: int, noise_figure_db: float | None = None) -> dict:
-    """Exact information per data symbol for the vectors the client actually sent, at the leakier G limit and
-    with the amplifier's measured noise figure (None: quantum limited, the paper's assumption)."""
+    """Per-bin photon counting's information per data symbol (an achievable value for that measurement, not a
+    bound: it keeps each bin's marginal and drops the relative phases, docs/PHYSICS.md 17.1) for the vectors the
+    client actually sent, at the leakier G limit and with the amplifier's measured noise figure (None: quantum
+    limited, the paper's assumption)."""
     per_layer = {}
     for index, (inputs, rows) in enumerate(zip(layer_inputs, reuses)):
         vectors = np.asarray(inputs[:images], dtype=np.float64)
@@ -120,11 +125,14 @@ def exact_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.n
 def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
                     verification_samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues,
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
-                    exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None) -> dict:
+                    exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
+                    weights_path: str | None = None, candidate_entropy_bits: float | None = None) -> dict:
     """Accuracy, verification and every leakage figure of one session (see the module docstring).
 
     verification_samples: per layer, (sent, returned) of its verified rows; verified_rows: per layer, how many
-    rows were verified (None: from the sample count, for callers that only have samples)."""
+    rows were verified (None: from the sample count, for callers that only have samples); weights_path: the
+    session's weights (None: the shipped ones), whose hidden layer sets layer 2's declared second moments;
+    candidate_entropy_bits: H(X) of a declared finite candidate set, which caps the data-leakage bound."""
     labels = np.asarray(labels)
     hidden, unusable = hidden_vectors(layer1_quadratures_snu)
     guess = predictions(last_quadratures_snu, unusable)
@@ -143,11 +151,13 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
-    exact = exact_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
+    per_bin = per_bin_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
     weight = weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows, layer_data,
                                    budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
                                    noise_figure_db=noise_figure_db)
-    report = SecurityReport(budget, weight)
+    data = session_data_leakage(measured, budget, rows, int(labels.size), weights_path, candidate_entropy_bits,
+                                paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], per_bin["bits"]))
+    report = SecurityReport(budget, weight, data)
     correct = int(np.sum(guess == labels))
     return {
         "images": int(labels.size),
@@ -163,12 +173,26 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "weight_leakage_bits_per_mode_nominal": nominal["weight_leakage_bits_per_mode"],
         "data_leakage_bits_cramer_rao": cramer_rao,
         "data_leakage_bits_prx": nominal["data_leakage_bits_prx"],
-        "data_leakage_bits_exact": exact["bits"],
-        "data_leakage_exact": exact,
+        "data_leakage_bound_bits_per_query": data.per_query_bits,
+        "data_leakage_bound_bits_per_symbol": data.per_symbol_bits,
+        "data_leakage_bound_bits_cumulative": data.cumulative_bits,
+        "data_leakage_bits_per_bin": per_bin["bits"],
+        "data_leakage_per_bin": per_bin,
         "verification": checked,
         "failure_probability": budget.combined,
         "security_report": report.to_json(),
     }
+
+
+def session_data_leakage(measured: MeasuredValues, budget: FailureBudget, rows: list[int], images: int,
+                         weights_path: str | None, candidate_entropy_bits: float | None, figures=()) -> DataLeakage:
+    """The data-leakage upper bound of the session (analysis/data_leakage_report.py): each of its `images` test
+    images sent once, every layer's M rows reusing its input (over as many complex modes as its C has)."""
+    moments, distribution = declared_moments(weights_path)
+    shapes = [(r, 2 * m.eigenvalues.size) for r, m in zip(rows, moments)]
+    return data_leakage_report(measured, budget, shapes, moments[:len(shapes)], distribution=distribution,
+                               inputs=images, repeats=1, candidate_entropy_bits=candidate_entropy_bits,
+                               figures=figures)
 
 
 def _layers_and_budget(samples, verified_rows, measured: MeasuredValues, modes: int, images: int,

@@ -167,6 +167,7 @@ def measured_values(link) -> MeasuredValues:
         amplifier_noise_figure_db=calibration.noise_figure_db, server_efficiency=calibration.server_efficiency,
         server_electronic_noise_snu=calibration.server_electronic_noise_snu,
         server_shot_noise_variance_v2=calibration.server_shot_noise_v2,
+        processor_loss_per_pass_db=calibration.processor_loss_per_pass_db,
         attenuation_db_per_layer=tuple(layer.attenuation_db for layer in link.layers),
         pilot={"client_lo_phase_rad": link.pilot.client_phase_rad, "server_lo_phase_rad": link.pilot.server_phase_rad,
                "leakage_field": [link.leakage_field.real, link.leakage_field.imag]})

@@ -158,8 +158,9 @@ def worst_mode_lossless_bits(settings: SimulationSettings, weights, x) -> float:
     return worst
 
 
-def exact_data_leakage(settings: SimulationSettings, weights, x) -> dict:
-    """Exact per-symbol information of the server about the data actually sent (DECISIONS C, E, F).
+def per_bin_data_leakage(settings: SimulationSettings, weights, x) -> dict:
+    """Per-bin photon counting's per-symbol information about the data actually sent (DECISIONS C, E, F): an
+    achievable value for that measurement, not a bound (docs/PHYSICS.md 17.1).
 
     Layer 1 reuses the image for every one of its rows; the hidden layer reuses the (digital)
     hidden activation for every output row. Reported per layer as the mean and worst image.
@@ -191,7 +192,7 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     n_modes = (weights[0].shape[1] + 1) // 2
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)
-    exact = exact_data_leakage(settings, weights, x)
+    per_bin = per_bin_data_leakage(settings, weights, x)
     checked = [v for v in verifications if v is not None]
     result = {
         "mode": settings.mode,
@@ -209,8 +210,8 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
         "weight_leakage_bits_per_real_weight": leakage["weight_leakage_bits_per_real_weight"],
         "data_leakage_bits_cramer_rao": leakage["data_leakage_bits_cramer_rao"],
         "data_leakage_bits_prx": leakage["data_leakage_bits_prx"],
-        "data_leakage_bits_exact": exact["bits"],
-        "data_leakage_exact": exact,
+        "data_leakage_bits_per_bin": per_bin["bits"],
+        "data_leakage_per_bin": per_bin,
         "client_snr": leakage["client_snr"],
         "verified": all(v["accepted"] for v in checked) if checked else None,
         "verification": checked,

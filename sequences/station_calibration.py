@@ -42,6 +42,7 @@ class StationCalibration:
     processor: ProcessorCalibration | None = None  # the client processor's record (None: the config's datasheet values)
     records: dict = field(default_factory=dict)   # "kind/instrument/id" -> record_summary
     server_shot_noise_v2: Estimate | None = None  # the server detector's shot-noise unit (its uncertainty scales T, eps)
+    processor_loss_per_pass_db: Estimate | None = None  # the client processor's (processor record; data leakage)
 
     def with_channel(self, record) -> StationCalibration:
         """This calibration with the honest link of a channel record (T, eps, sqrt(eta_s T)) and its summary."""
@@ -101,6 +102,9 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
         noise_figure_db=amplifier.estimate("client_amplifier.noise_figure_db"),
         transmittance=channel_rec.estimate("channel.transmittance") if channel_rec else None,
         processor=processor_calibration(processor_rec) if processor_rec else None,
+        processor_loss_per_pass_db=(processor_rec.estimate("client_processor.loss_per_pass_db")
+                                    if processor_rec and "client_processor.loss_per_pass_db" in processor_rec.parameters
+                                    else None),
         records={f"{r.kind}/{r.instrument}/{r.id}": record_summary(r) for r in used})
 
 

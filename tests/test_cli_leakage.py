@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from qslab.analysis.weight_leakage import holevo_verified_bits
@@ -81,3 +82,33 @@ def test_help_names_every_unit():
     result = subprocess.run([sys.executable, "-m", "qslab.sequences.cli", "leakage", "--help"], capture_output=True, text=True, timeout=120)
     for phrase in ("photons", "linear", "SNU", "(0, 1]"):
         assert phrase in result.stdout
+
+
+def _bound(capsys, *argv) -> dict:
+    code, out, _ = run(capsys, "--mu", "6", "--gain", "1.3", "--json", *argv)
+    assert code == 0
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_data_leakage_upper_bound_per_query_per_symbol_and_over_queries(capsys):
+    """At G = 1.3, a quantum-limited amplifier and no loss: docs/PHYSICS.md 17.5's 445.46 bits per layer-1 query
+    at C's central value; the reported figure adds C's sampling error at its share, so it lies just above."""
+    one = _bound(capsys)
+    layer = one["data_leakage_bound"]["layers"][0]
+    assert one["data_leakage_bound"]["photons_upper"] == pytest.approx(3 / 13, rel=1e-12)
+    assert 784 * layer["per_row_bits"] == pytest.approx(445.46, abs=0.01)
+    assert 445.46 < one["data_leakage_bound_bits_per_query"] < 445.46 * 1.05
+    assert one["data_leakage_bound_bits_per_symbol"] * 392 == pytest.approx(one["data_leakage_bound_bits_per_query"])
+    three = _bound(capsys, "--queries", "3")
+    assert three["data_leakage_bound_bits_cumulative"] == pytest.approx(3 * one["data_leakage_bound_bits_per_query"])
+    capped = _bound(capsys, "--queries", "3", "--candidates", "2000")
+    assert capped["data_leakage_bound_bits_cumulative"] == pytest.approx(np.log2(2000))
+    noisy = _bound(capsys, "--noise-figure", "3.8", "--loss-per-pass", "0.5")
+    nf = 10 ** 0.38
+    assert noisy["data_leakage_bound"]["photons_upper"] == pytest.approx(0.5 * (nf - 1 / 1.3) * 10 ** -0.05, rel=1e-12)
+
+
+def test_the_table_labels_the_paper_s_forms_as_estimates_not_bounds(capsys):
+    code, out, _ = run(capsys, "--mu", "6", "--gain", "1.3")
+    assert code == 0 and "data leakage (upper bound)" in out
+    assert "the arXiv Cramer-Rao estimate, not a bound" in out and "exact" not in out

@@ -74,7 +74,7 @@ def reported_bits(images, noise_figure_db: float | None = None) -> dict:
     """The data-leakage figures a session reports for these images (session_results, G without uncertainty;
     the amplifier's noise figure as its record gives it, None for a quantum-limited one)."""
     summary = leakage_summary(OperatingPoint(mu=MU, gain=GAIN, modes=MODES, rows=784))
-    exact = session_results.exact_data_leakage((GAIN, GAIN), [images], [784], len(images), noise_figure_db)
+    exact = session_results.per_bin_data_leakage((GAIN, GAIN), [images], [784], len(images), noise_figure_db)
     return {"cramer_rao": summary["data_leakage_bits_cramer_rao"], "exact": exact["per_layer"]["layer1"]["mean"]}
 
 

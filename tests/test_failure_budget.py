@@ -25,9 +25,11 @@ def test_the_shares_add_up_to_the_total_and_exact_values_spend_nothing():
     budget = report_budget(1e-10, _measured(gain=0.0), ["layer1", "layer2"])
     names = [t.name for t in budget.terms]
     assert "gain" not in names and budget.sigmas("gain") == 0.0  # known exactly: its limit is its value
-    assert names.count("layer2.excess_noise") == 1 and len(names) == 5 + 4
+    # five calibrations, T and eps of two layers, and the data-leakage bound's second moments
+    assert names.count("layer2.excess_noise") == 1 and names[-1] == "data_second_moments" and len(names) == 5 + 4 + 1
     assert budget.combined == pytest.approx(1e-10, rel=1e-12)
-    assert verification_probability(budget, "layer1") == pytest.approx(2e-10 / 9)
+    assert verification_probability(budget, "layer1") == pytest.approx(2e-10 / 10)
+    assert len(report_budget(1e-10, _measured(gain=0.0), ["layer1", "layer2"], data_leakage=False).terms) == 9
     with pytest.raises(ValueError, match="exceed"):
         FailureBudget(1e-3, tuple(budget.terms) * 10**8)
 
@@ -90,7 +92,7 @@ def _tolerance(p):
 def test_the_report_s_limits_hold_together_at_the_stated_failure_probability():
     rates = _report_misses(TOTAL, TRIALS, SHOT_NOISE_REL)
     assert rates["any"] <= TOTAL + _tolerance(TOTAL)
-    share = TOTAL / 6  # mu, eta, v_el, SNU, T, eps (G known exactly)
+    share = TOTAL / 7  # mu, eta, v_el, SNU, T, eps, the data's C (G known exactly)
     assert rates["eps"] <= 4 * share + _tolerance(4 * share)  # eps_max rests on eps, eta, v_el and the SNU
     assert rates["mu"] <= share + _tolerance(share)
 

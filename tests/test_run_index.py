@@ -79,7 +79,7 @@ def test_sessions_lists_complete_aborted_old_and_unreadable_files(tmp_path):
     first, second = new_run_id(T0), new_run_id(T0 + dt.timedelta(hours=1))
     write_session(tmp_path / f"session-{second}.h5", second, {}, images=6, abort="SessionStopped: laser")
     write_session(tmp_path / f"session-{first}.h5", first, {}, finish={
-        "accuracy": 0.75, "verified": True, "weight_leakage_bits_per_mode": 0.25, "data_leakage_bits_exact": 0.01})
+        "accuracy": 0.75, "verified": True, "weight_leakage_bits_per_mode": 0.25, "data_leakage_bits_exact": 0.01})  # an older file's key
     (tmp_path / "old").mkdir()
     write_session(tmp_path / "old" / "session-20250101T000000.000000Z.h5", None, {}, finish={"accuracy": 0.5})
     (tmp_path / "session-broken.h5").write_bytes(b"not hdf5")
@@ -87,7 +87,8 @@ def test_sessions_lists_complete_aborted_old_and_unreadable_files(tmp_path):
     by_file = {Path(row.file).name: row for row in rows}
     done = by_file[f"session-{first}.h5"]
     assert (done.run_id, done.status, done.images, done.images_planned, done.accuracy, done.verified,
-            done.weight_leakage_bits_per_mode) == (first, "complete", 4, 4, 0.75, True, 0.25)
+            done.weight_leakage_bits_per_mode, done.data_leakage_bits_per_bin) == (first, "complete", 4, 4, 0.75, True,
+                                                                                   0.25, 0.01)
     stopped = by_file[f"session-{second}.h5"]
     assert (stopped.status, stopped.images, stopped.images_planned, stopped.accuracy) == ("aborted", 3, 6, None)
     assert "SessionStopped" in stopped.detail

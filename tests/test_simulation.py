@@ -14,7 +14,7 @@ from qslab.sequences.cli import main
 from qslab.sequences.simulation import SimulationSettings, load_test_set, simulate
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
-                 "data_leakage_bits_prx", "data_leakage_bits_exact", "mu", "gain", "verified"}
+                 "data_leakage_bits_prx", "data_leakage_bits_per_bin", "mu", "gain", "verified"}
 
 
 def last_json(capsys):
@@ -54,12 +54,12 @@ def test_physics_model_accuracy_agrees_with_closed_form_noise():
     assert physics["accuracy"] == pytest.approx(closed.mean(), abs=5 * stderr)
 
 
-def test_exact_data_leakage_is_reported_per_layer():
+def test_per_bin_data_leakage_is_reported_per_layer():
     result = simulate(SimulationSettings(mu=3, gain=1.3, images=50, seeds=1), progress=False)
-    exact = result["data_leakage_exact"]
+    exact = result["data_leakage_per_bin"]
     assert set(exact["per_layer"]) == {"layer1", "layer2"}
     assert exact["per_layer"]["layer1"]["reuses"] == 784 and exact["per_layer"]["layer2"]["reuses"] == 10
-    assert result["data_leakage_bits_exact"] == max(v["mean"] for v in exact["per_layer"].values()) > 0
+    assert result["data_leakage_bits_per_bin"] == max(v["mean"] for v in exact["per_layer"].values()) > 0
 
 
 def test_least_leakage_point_beats_a_brute_force_grid():

@@ -33,7 +33,7 @@ class SessionSummary:
     accuracy: float | None                      # complete sessions only
     verified: bool | None
     weight_leakage_bits_per_mode: float | None
-    data_leakage_bits_exact: float | None
+    data_leakage_bits_per_bin: float | None     # per-bin photon counting, not a bound (older files: "_exact")
     detail: str = ""
 
     def as_dict(self) -> dict:
@@ -59,7 +59,9 @@ def summarize(path: str | Path) -> SessionSummary:
                 images=session.images_written, images_planned=session.settings.get("images"),
                 accuracy=results.get("accuracy"), verified=results.get("verified"),
                 weight_leakage_bits_per_mode=results.get("weight_leakage_bits_per_mode"),
-                data_leakage_bits_exact=results.get("data_leakage_bits_exact"), detail=session.detail)
+                data_leakage_bits_per_bin=results.get("data_leakage_bits_per_bin",
+                                                      results.get("data_leakage_bits_exact")),  # before the rename
+                detail=session.detail)
     except RecordingError as error:
         stem = path.stem.removeprefix("session-")
         return SessionSummary(str(path), stem if is_run_id(stem) else None,

@@ -1,9 +1,14 @@
 """Weight and data leakage of one operating point (paper Eq. 2 and Eq. 3, DECISIONS B-F).
 
 Weight leakage is the Holevo bound chi(V = 2 mu + 1, T, eps) with eps the honest client's
-average excess noise (2G - 2)/(G n) plus the technical noise; data leakage is given in the
-arXiv Cramer-Rao form (x = 1/sqrt(n), n_m = n) and the PRX form (M rows), per data symbol per
-query and cumulated over rows x queries.
+average excess noise (2G - 2)/(G n) plus the technical noise. Data leakage: the upper bound on the
+joint returned state (docs/PHYSICS.md 17.2; analysis/data_leakage_report.py) for the shipped
+network's layers and the MNIST training images' second moments, from the gain, the amplifier's noise
+figure (--noise-figure; default quantum limited) and the processor's loss per pass (--loss-per-pass;
+default 0 dB, the conservative end), per query, per complex data symbol and over --queries queries of
+the same data, capped by log2 --candidates when a finite candidate set is declared; alongside, the
+paper's estimates, not bounds: the arXiv Cramer-Rao form (Eq. 3; x = 1/sqrt(n), n_m = n) and the PRX
+form (M rows), per data symbol per query and cumulated over rows x queries.
 
 The Eq. 2 figure here is not a verified bound: it assumes the honest client's average excess noise and
 the T and xi given (T = 1, xi = 0 by default: the paper's assumptions). What a session reports, at the
@@ -15,8 +20,9 @@ With --from-calibration [ID|latest] the inputs come from the calibration records
 (--failure-probability, split by a union bound over the limits used, DECISIONS J): the upper limit
 of mu from the photons record (ID, or the latest valid one), the lower limit of T and the upper
 limit of the technical noise from a channel record when one exists (else --transmittance and
---technical-noise), G's upper limit from the amplifier record, and the client's efficiency and
-electronic noise from the homodyne record for the honest client's SNR. A missing or expired record
+--technical-noise), G's and the noise figure's upper limits from the amplifier record, the
+processor loss's lower limit from the processor record (for the data-leakage bound), and the client's
+efficiency and electronic noise from the homodyne record for the honest client's SNR. A missing or expired record
 stops with its name and the refresh command.
 """
 
@@ -45,6 +51,15 @@ def register(parser) -> None:
                         help="untrusted technical excess noise xi added to eps, in shot-noise units (SNU, >= 0; default 0)")
     parser.add_argument("--queries", type=number("queries", 1, integer=True, unit="queries"), default=1,
                         help="queries Q that reuse the same data, for the cumulative figures (default 1)")
+    parser.add_argument("--noise-figure", type=number("noise-figure", unit="dB"), default=None,
+                        help="the client amplifier's noise figure in dB for the data-leakage bound (default: quantum "
+                             "limited, n_sp = 1; with --from-calibration: the amplifier record's upper limit)")
+    parser.add_argument("--loss-per-pass", type=number("loss-per-pass", 0.0, unit="dB"), default=None,
+                        help="the client processor's loss per pass in dB for the data-leakage bound (>= 0; default 0, "
+                             "the conservative end; with --from-calibration: the processor record's lower limit)")
+    parser.add_argument("--candidates", type=number("candidates", 2, integer=True, unit="candidate inputs"),
+                        default=None, help="size L of a declared finite candidate set (uniform prior): the data-leakage "
+                                           "bound is capped at log2 L bits (default: no cap)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--from-calibration", nargs="?", const="latest", metavar="ID|latest", default=None,
                         help="take mu (upper limit), T (lower limit), xi (upper limit) and the client's efficiency and "
@@ -58,7 +73,8 @@ def register(parser) -> None:
     parser.add_argument("--map", metavar="FILE.png", help="write the Fig. 5-style figures and the 512 x 512 (mu, G - 1) leakage maps to this PNG")
 
 
-LIMITS = (("mu_photons", 1), ("transmittance", 1), ("technical_noise", 1), ("gain", 1))  # the limits it takes
+LIMITS = (("mu_photons", 1), ("transmittance", 1), ("technical_noise", 1), ("gain", 1),  # the limits it takes
+          ("amplifier_noise_figure_db", 1), ("processor_loss_per_pass_db", 1), ("data_second_moments", 1))
 
 
 def run(args) -> int:
@@ -85,6 +101,10 @@ def run(args) -> int:
         summary = leakage_summary(point)
     require_finite(summary, f"mu = {mu:g}, G = {gain:g}, n = {args.modes}, M = {args.rows}, T = {transmittance:g}, "
                             f"xi = {technical_noise:g}")
+    bound = data_leakage_bound(args, gain, calibration)
+    summary.update({"data_leakage_bound_bits_per_query": bound.per_query_bits,
+                    "data_leakage_bound_bits_per_symbol": bound.per_symbol_bits,
+                    "data_leakage_bound_bits_cumulative": bound.cumulative_bits, "data_leakage_bound": bound.to_json()})
     if calibration is not None:
         if "client_efficiency" in calibration:
             from qslab.analysis.client_measurement import client_snr
@@ -107,6 +127,8 @@ def run(args) -> int:
 
 
 def format_table(summary: dict) -> str:
+    from qslab.analysis.data_leakage_report import report_rows
+
     p = summary["inputs"]
     rows = [
         ("operating point", f"mu = {p['mu']:g} photons/mode, G = {p['gain']:g}, n = {p['modes']} modes, M = {p['rows']} rows, "
@@ -117,10 +139,18 @@ def format_table(summary: dict) -> str:
                                    f"{summary['weight_leakage_bits_per_real_weight']:.4g} bit/real weight; not a "
                                    f"verified bound: assumes T = {p['transmittance']:g}, the average mode, no finite size"),
         ("  without verification g(mu)", f"{summary['weight_leakage_bits_unverified']:.4g} bit/mode"),
-        ("data leakage, arXiv Cramer-Rao", f"{summary['data_leakage_bits_cramer_rao']:.4g} bit/symbol/query, "
-                                           f"{summary['data_leakage_bits_cramer_rao_cumulative']:.4g} cumulative"),
-        ("data leakage, PRX form", f"{summary['data_leakage_bits_prx']:.4g} bit/symbol/query, "
-                                   f"{summary['data_leakage_bits_prx_cumulative']:.4g} cumulative"),
+    ]
+    if "data_leakage_bound" in summary:
+        rows += report_rows(summary["data_leakage_bound"])
+    rows += [
+        ("data leakage, paper's Eq. 3", f"{summary['data_leakage_bits_cramer_rao']:.4g} bit/symbol/query, "
+                                        f"{summary['data_leakage_bits_cramer_rao_cumulative']:.4g} cumulative; "
+                                        "the arXiv Cramer-Rao estimate, not a bound"),
+        ("data leakage, paper's PRX form", f"{summary['data_leakage_bits_prx']:.4g} bit/symbol/query, "
+                                           f"{summary['data_leakage_bits_prx_cumulative']:.4g} cumulative; an estimate, "
+                                           "not a bound"),
+        ("  why not bounds", "a Cramer-Rao variance limit is not an information bound, and both treat the returned "
+                             "bins as independent while the data sit in the relative phases (docs/PHYSICS.md 17)"),
     ]
     if "map" in summary:
         rows.append(("figure", summary["map"]))
@@ -133,6 +163,38 @@ def format_table(summary: dict) -> str:
                                             f"{len(c['failure_budget']['terms'])} limits)"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def data_leakage_bound(args, gain: float, calibration: dict | None):
+    """The data-leakage upper bound of the shipped network at this point (analysis/data_leakage_report.py).
+
+    From records: G, the noise figure and the processor loss as Estimates at the budget's shares (an explicit
+    --gain, --noise-figure or --loss-per-pass replaces the record's value, without uncertainty)."""
+    import math
+    from types import SimpleNamespace
+
+    from qslab.analysis.data_leakage_report import data_leakage_report, declared_moments
+    from qslab.analysis.estimate import Estimate
+    from qslab.analysis.failure_budget import DATA_MOMENTS, FailureBudget
+    from qslab.analysis.network import load_weights
+
+    c = calibration or {}
+
+    def estimate(option, key):
+        if option is not None:
+            return Estimate(float(option), 0.0)
+        return Estimate(c[key], c[f"{key}_uncertainty"]) if key in c else None
+
+    measured = SimpleNamespace(gain=estimate(args.gain, "gain") or Estimate(gain, 0.0),
+                               amplifier_noise_figure_db=estimate(args.noise_figure, "noise_figure_db"),
+                               processor_loss_per_pass_db=estimate(args.loss_per_pass, "loss_per_pass_db"))
+    budget = (FailureBudget.split(args.failure_probability, [(name, sides, "") for name, sides in LIMITS])
+              if calibration is not None else FailureBudget.split(args.failure_probability, [DATA_MOMENTS]))
+    moments, distribution = declared_moments()
+    weights, _ = load_weights()
+    return data_leakage_report(measured, budget, [w.shape for w in weights], moments, distribution=distribution,
+                               repeats=args.queries,
+                               candidate_entropy_bits=None if args.candidates is None else math.log2(args.candidates))
 
 
 def inputs_from_records(which: str, directory: str | None, failure_probability: float = 1e-10) -> dict:
@@ -166,8 +228,18 @@ def inputs_from_records(which: str, directory: str | None, failure_probability: 
         amplifier = store.latest_valid("amplifier")
         if amplifier is not None and "client_amplifier.gain" in amplifier.parameters:
             # More gain means more excess noise on the returned light: the upper limit is conservative.
-            inputs["gain_upper"] = max(amplifier.estimate("client_amplifier.gain").upper(k["gain"]), 1.0)
+            gain = amplifier.estimate("client_amplifier.gain")
+            inputs["gain_upper"] = max(gain.upper(k["gain"]), 1.0)
+            inputs["gain"], inputs["gain_uncertainty"] = gain.value, gain.uncertainty
+            if "client_amplifier.noise_figure_db" in amplifier.parameters:
+                nf = amplifier.estimate("client_amplifier.noise_figure_db")
+                inputs["noise_figure_db"], inputs["noise_figure_db_uncertainty"] = nf.value, nf.uncertainty
             inputs["records"]["amplifier"] = amplifier.id
+        processor = store.latest_valid("processor")
+        if processor is not None and "client_processor.loss_per_pass_db" in processor.parameters:
+            loss = processor.estimate("client_processor.loss_per_pass_db")
+            inputs["loss_per_pass_db"], inputs["loss_per_pass_db_uncertainty"] = loss.value, loss.uncertainty
+            inputs["records"]["processor"] = processor.id
         homodyne = store.latest_valid("homodyne", "client_receiver")
         if homodyne is not None:
             inputs["client_efficiency"] = homodyne.estimate("client_receiver.efficiency").value

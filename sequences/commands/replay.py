@@ -3,7 +3,7 @@
 Without options the numbers equal the live session's exactly (same JSON keys). --calibration ID
 takes what another calibration record measured (by its kind: photons -> mu; amplifier -> G and its
 noise figure; homodyne of the server receiver -> the server detector; channel -> the honest link,
-T with the pilots' sqrt(eta_s T) and eps) in place of the session's values (MeasuredValues), and
+T with the pilots' sqrt(eta_s T) and eps; processor -> its loss per pass, for the data-leakage bound) in place of the session's values (MeasuredValues), and
 --failure-probability or --untrusted-detector change the bound; the result then says what changed
 ("changes").
 """
@@ -45,11 +45,13 @@ def override_from_record(record) -> dict:
         return {"transmittance": record.estimate("channel.transmittance"),
                 "amplitude_transmittance": optional("channel.amplitude_transmittance"),
                 "excess_noise_snu": optional("channel.excess_noise_snu")}
+    if record.kind == "processor":  # its loss per pass scales the noise returned to the server (data leakage)
+        return {"processor_loss_per_pass_db": optional("client_processor.loss_per_pass_db")}
     if record.kind == "homodyne" and record.instrument == "server_receiver":
         return {"server_efficiency": record.estimate("server_receiver.efficiency"),
                 "server_electronic_noise_snu": record.estimate("server_receiver.electronic_noise_snu_at_operating_lo")}
     raise ValueError(f"calibration record {record.id} ({record.kind} of {record.instrument}) holds nothing the "
-                     "session's results use; expected photons, amplifier, channel or homodyne of server_receiver")
+                     "session's results use; expected photons, amplifier, channel, processor or homodyne of server_receiver")
 
 
 def run(args) -> int:

@@ -11,8 +11,10 @@ every completed batch: `--resume FILE` continues it (or a file whose session cra
 clean run gives. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the session at the next safe point (between
 calibrations or batches) the same way, with one stderr line naming the signal and the safe state read
 back, and exit status 128 + the signal's number.
-With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode,
-data_leakage_bits_cramer_rao, data_leakage_bits_exact, verified, images, safe_state and faults;
+With --json the last stdout line holds file, accuracy, weight_leakage_bits_per_mode, the data-leakage upper bound
+(data_leakage_bound_bits_per_query, _per_symbol, _cumulative; security_report.data_leakage has every layer), the
+paper's estimates data_leakage_bits_cramer_rao and data_leakage_bits_prx, per-bin photon counting's
+data_leakage_bits_per_bin (formerly data_leakage_bits_exact), verified, images, safe_state and faults;
 when the session stops, it holds error, file, images_written, resume, safe_state and faults.
 
 Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
@@ -267,8 +269,7 @@ def format_result(result: dict) -> str:
         (f"G (calibrated, +{k.get('gain', 0.0):.2f} sigma)", f"{result['gain']:.4g} ({result['gain_upper']:.4g})"),
         ("verification", verified),
         *weight_leakage_rows(result),
-        ("data leakage", f"Cramer-Rao {result['data_leakage_bits_cramer_rao']:.3g}, "
-                         f"exact {result['data_leakage_bits_exact']:.3g} bit/symbol"),
+        *data_leakage_rows(result),
         ("failure probability", format_budget(report.get("failure_budget"))),
         *([("stopped at leakage cap", f"after {result['stopped_at_leakage_cap']['images']} images: the next batch "
                                        f"would take the total to {result['stopped_at_leakage_cap']['projected_bits_per_mode']:.4g}"
@@ -279,6 +280,17 @@ def format_result(result: dict) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def data_leakage_rows(result: dict) -> list[tuple[str, str]]:
+    """The data-leakage upper bound and the labelled figures that are not bounds (older results: their estimates)."""
+    from qslab.analysis.data_leakage_report import report_rows
+
+    data = (result.get("security_report") or {}).get("data_leakage")
+    if data:
+        return report_rows(data)
+    return [("data leakage, not bounds", f"the paper's Eq. 3 (Cramer-Rao) {result['data_leakage_bits_cramer_rao']:.3g} "
+                                         "bit/symbol (no upper bound recorded)")]
 
 
 def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:

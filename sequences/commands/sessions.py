@@ -3,7 +3,7 @@
 Read from the session files themselves (qslab.analysis.recording.index): complete, aborted, running (read
 while written) and unreadable files all appear. With --json the last stdout line holds
 {"directory", "sessions": [{file, run_id, started_utc, status, images, images_planned, accuracy, verified,
-weight_leakage_bits_per_mode, data_leakage_bits_exact, detail}]}.
+weight_leakage_bits_per_mode, data_leakage_bits_per_bin, detail}]}.
 """
 
 from __future__ import annotations

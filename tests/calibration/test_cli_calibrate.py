@@ -72,9 +72,10 @@ def _photons_record(store: RecordStore, value=6.0, sigma=0.05, **kwargs):
                                          {"server.photons_per_symbol": Estimate(value, sigma, "photons")}), **kwargs)
 
 
-# the limits of `qslab leakage --from-calibration` share its failure probability 1e-10 by a union bound over four
-# one-sided limits (mu, T, technical noise, G): each at Phi^-1(1 - 2.5e-11) sigma
-K_LIMIT = float(__import__("scipy.stats", fromlist=["norm"]).norm.isf(1e-10 / 4))
+# the limits of `qslab leakage --from-calibration` share its failure probability 1e-10 by a union bound over seven
+# one-sided limits (mu, T, technical noise, G, and for the data-leakage bound the noise figure, the processor loss
+# and the data's second moments): each at Phi^-1(1 - 1e-10/7) sigma
+K_LIMIT = float(__import__("scipy.stats", fromlist=["norm"]).norm.isf(1e-10 / 7))
 
 
 def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
@@ -84,7 +85,7 @@ def test_leakage_from_calibration_uses_the_upper_limit_of_mu(tmp_path, capsys):
     code = cli.main(["leakage", "--from-calibration", "--gain", "1.3", "--calibration-dir", str(tmp_path), "--json"])
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0
-    assert K_LIMIT == pytest.approx(6.58, abs=0.01)
+    assert K_LIMIT == pytest.approx(6.65, abs=0.01)
     assert payload["inputs"]["mu"] == pytest.approx(6.0 + K_LIMIT * 0.05)
     assert payload["calibration"]["records"] == {"photons": latest.id}
     code = cli.main(["leakage", "--from-calibration", old.id, "--gain", "1.3", "--calibration-dir", str(tmp_path),
@@ -108,6 +109,25 @@ def test_leakage_from_calibration_takes_the_upper_limit_of_the_gain(tmp_path, ca
     # A gain given on the command line wins over the record.
     cli.main(["leakage", "--from-calibration", "--gain", "1.2", "--calibration-dir", str(tmp_path), "--json"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["gain"] == 1.2
+
+
+def test_leakage_from_calibration_takes_the_data_leakage_bound_at_the_records_limits(tmp_path, capsys):
+    """G and the noise figure at their upper limits, the processor's loss per pass at its lower limit, each at
+    K_LIMIT sigma: N = (NF - 1/G)/2 t, computed here by hand."""
+    from qslab.calibration.result import CalibrationResult, Estimate
+
+    store = RecordStore(tmp_path)
+    _photons_record(store, 6.0, 0.05)
+    store.write(CalibrationResult("amplifier", "client_amplifier", {
+        "client_amplifier.gain": Estimate(1.30, 0.01), "client_amplifier.noise_figure_db": Estimate(3.8, 0.05, "dB")}))
+    store.write(CalibrationResult("processor", "client_processor", {
+        "client_processor.loss_per_pass_db": Estimate(0.5, 0.02, "dB")}))
+    code = cli.main(["leakage", "--from-calibration", "--calibration-dir", str(tmp_path), "--json"])
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and set(payload["calibration"]["records"]) >= {"amplifier", "processor"}
+    gain, nf_db, loss_db = 1.30 + K_LIMIT * 0.01, 3.8 + K_LIMIT * 0.05, 0.5 - K_LIMIT * 0.02
+    photons = 0.5 * (10 ** (nf_db / 10) - 1 / gain) * 10 ** (-loss_db / 10)
+    assert payload["data_leakage_bound"]["photons_upper"] == pytest.approx(photons, rel=1e-12)
 
 
 def test_leakage_from_calibration_refuses_missing_and_stale_records(tmp_path, capsys):

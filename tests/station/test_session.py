@@ -23,7 +23,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
-            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_session_classifies_verifies_and_closes_safe(clean):
     assert 0.5 < v["transmittance_hat"] < 0.8 and v["transmittance_min"] < v["transmittance_hat"]
     assert v["excess_noise_hat_snu"] < 0.01
     assert clean["weight_leakage_bits_per_mode_nominal"] < clean["weight_leakage_bits_per_mode"]
-    assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_exact"] < 0.1
+    assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_per_bin"] < 0.1
 
 
 def test_the_file_follows_the_schema_and_plain_h5py_reads_it(clean):
@@ -76,6 +76,55 @@ def test_replay_reproduces_the_live_numbers_exactly(clean):
     assert replayed["changes"] == {}
     for key in COMPARED:
         assert replayed[key] == clean[key], key
+
+
+def test_the_data_leakage_bound_is_gaussian_bound_on_the_recorded_calibration(clean):
+    """The session's data-leakage upper bound, recomputed by hand from the file's calibrated values: N at the
+    budget's limits of G, the noise figure and the processor loss (each at the normal quantile of its share),
+    then data_leakage_bound.gaussian_bound on the shipped MNIST spectrum, plus C's sampling error at its share."""
+    from scipy.stats import norm
+
+    from qslab.analysis.data_leakage_bound import gaussian_bound
+    from qslab.analysis.data_leakage_report import declared_moments
+
+    with recording.SessionFile.open(clean["file"]) as session:
+        m = session.calibrations["measured"]
+    terms = clean["security_report"]["failure_budget"]["terms"]
+    share = clean["failure_probability"] / len(terms)
+    assert {"processor_loss_per_pass_db", "data_second_moments"} <= {t["name"] for t in terms}
+    gain = m["gain"]["value"] + norm.isf(share / 2) * m["gain"]["uncertainty"]
+    nf = 10 ** ((m["amplifier_noise_figure_db"]["value"] + norm.isf(share) * m["amplifier_noise_figure_db"]
+                 ["uncertainty"]) / 10)
+    loss = max(m["processor_loss_per_pass_db"]["value"] - norm.isf(share) * m["processor_loss_per_pass_db"]
+               ["uncertainty"], 0.0)                      # a loss is never below 0 dB
+    photons = 0.5 * (nf - 1 / gain) * 10 ** (-loss / 10)
+    report = clean["security_report"]["data_leakage"]
+    assert report["photons_upper"] == pytest.approx(photons, rel=1e-9)
+    moments, _ = declared_moments()
+    for layer, mom, rows in zip(report["layers"], moments, (784, 10)):
+        bound = gaussian_bound(photons, mom.eigenvalues, rows, modes=392)
+        sigma = mom.per_row_bound_uncertainty_bits(photons)
+        assert layer["per_query_bits"] == pytest.approx(rows * (bound.per_row_bits + norm.isf(share) * sigma), rel=1e-9)
+        assert layer["per_symbol_bits"] * 392 == pytest.approx(layer["per_query_bits"], rel=1e-12)
+    assert clean["data_leakage_bound_bits_per_query"] == report["layers"][0]["per_query_bits"]
+    assert clean["data_leakage_bound_bits_cumulative"] == pytest.approx(20 * report["layers"][0]["per_query_bits"])
+    assert replay(clean["file"])["security_report"]["data_leakage"] == report
+
+
+def test_replay_with_a_lossier_processor_record_lowers_only_the_data_leakage_bound(clean, tmp_path):
+    """`qslab replay --calibration <processor record>`: its loss per pass replaces the session's, and only the
+    data-leakage bound moves (down: the processor's second pass attenuates the returned noise)."""
+    from qslab.calibration.result import CalibrationResult
+    from qslab.sequences.commands.replay import override_from_record
+
+    record = RecordStore(tmp_path).write(CalibrationResult("processor", "client_processor", {
+        "client_processor.loss_per_pass_db": Estimate(3.0, 0.01, "dB")}))
+    replayed = replay(clean["file"], override_from_record(record))
+    assert set(replayed["changes"]) == {"data_leakage_bound_bits_per_query"}
+    assert replayed["security_report"]["data_leakage"]["loss_per_pass_db_lower"] == pytest.approx(
+        3.0 - 0.01 * {t["name"]: t["sigmas"] for t in clean["security_report"]["failure_budget"]["terms"]}[
+            "processor_loss_per_pass_db"])
+    assert replayed["data_leakage_bound_bits_per_query"] < clean["data_leakage_bound_bits_per_query"]
 
 
 def test_replay_with_another_mu_reports_what_changed(clean):
