@@ -247,8 +247,9 @@ def _content_hash(result, created, validity_s, instruments, code_version) -> str
     h = hashlib.sha256()
     meta = {"kind": result.kind, "instrument": result.instrument, "created": created.isoformat(),
             "validity_s": validity_s, "instruments": instruments, "code": code_version.__dict__,
-            "conditions": result.conditions, "figure": result.figure_png,
-            "parameters": {k: [e.value, e.uncertainty, e.unit] for k, e in sorted(result.parameters.items())}}
+            "conditions": result.conditions, "figure": result.figure_png or None,
+            # as stored (floats; no figure reads back as None), so a read record hashes as it was written
+            "parameters": {k: [float(e.value), float(e.uncertainty), e.unit] for k, e in sorted(result.parameters.items())}}
     h.update(json.dumps(meta, sort_keys=True, default=_jsonable).encode())
     for name in sorted(result.raw):
         array = np.ascontiguousarray(result.raw[name])
