@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import re
 import time
@@ -13,19 +11,10 @@ from pathlib import Path
 import pytest
 
 from qslab.analysis.network import default_weights_path
-from qslab.sequences.cli import main
+
+from cli_capture import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path):

@@ -13,21 +13,12 @@ from pathlib import Path
 import pytest
 
 from qslab.analysis.recording import SessionFile, is_run_id
-from qslab.sequences.cli import main
 from qslab.sequences.config import loads_config
 from qslab.sequences.starter_config import TEMPLATES, template_text
 
+from cli_capture import cli
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))

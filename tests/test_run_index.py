@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 from pathlib import Path
 
@@ -19,20 +17,11 @@ from qslab.analysis.recording.index import referenced_records, session_index
 from qslab.calibration.housekeeping import list_records, prunable
 from qslab.calibration.records import RecordStore
 from qslab.calibration.result import CalibrationResult
-from qslab.sequences.cli import main
+
+from cli_capture import cli
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 LAYERS = [LayerShape(rows=3, modes=2)]
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 # --- run ids ---------------------------------------------------------------------------------------
