@@ -262,7 +262,7 @@ def test_a_persistent_refusal_while_closing_says_which_output_is_in_what_state(s
 
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
-            "data_leakage_bits_cramer_rao", "data_leakage_bits_exact", "mu_photons", "gain", "verification")
+            "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
 def test_kill_9_mid_session_then_resume_from_the_command_line_ends_where_a_clean_run_does(store, tmp_path, capsys):
