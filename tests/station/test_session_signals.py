@@ -9,7 +9,6 @@ depends on how fast anything runs.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import signal
