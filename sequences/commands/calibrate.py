@@ -8,7 +8,8 @@ immutable record in the calibration directory (--calibration-dir, else $QSLAB_CA
 qslab-output/calibration) with its PNG beside it under figures/. A failed calibration, or one whose
 prerequisite records are missing, prints one line naming it and why (exit 1) and writes no record;
 `all` runs every kind in order and stops at the first failure; the station always closes with lasers
-off, shutters closed, amplifier off. With --json the last stdout line is
+off, shutters closed, amplifier off, read back. SIGINT, SIGTERM and SIGHUP stop it before the next kind
+the same way (the records already written are kept; exit status 128 + the signal's number). With --json the last stdout line is
 {"parameters": {KEY: {"value", "uncertainty", "record"}}, "derived": {...same...}, "records": [ids]}
 where KEY is the dotted path of the same quantity under the config's [bench] table.
 """
@@ -55,6 +56,7 @@ def run(args) -> int:
     from qslab.calibration.result import CalibrationError
     from qslab.sequences.calibrations import CalibrationRefused, record_kind
     from qslab.sequences.commands.cli_io import print_json_last, station_config
+    from qslab.sequences.interrupts import Interrupts, SessionInterrupted, signal_name
     from qslab.sequences.station import LabStation, StationError
 
     kinds = list(KIND_NAMES) if args.kind == "all" else [args.kind]
@@ -62,23 +64,36 @@ def run(args) -> int:
     store, options = RecordStore(_directory(args, config)), options_from_args(args, config)
     figure_dir = store.directory / "figures" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     figure_dir.mkdir(parents=True, exist_ok=True)
-    records, failure = [], None
+    records, failure, stopped = [], None, None
     station = LabStation(config)
-    try:
-        with station:
+    with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked before each kind
+        try:
+            station.connect()
             for kind in kinds:
+                interrupts.check(f"before the {kind} calibration")
                 try:
                     records += record_kind(kind, station, store, options, figure_dir)
                 except (CalibrationError, CalibrationRefused) as error:
                     failure = str(error)
                     break
-    except StationError as error:
-        print(f"qslab calibrate: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if not any(figure_dir.iterdir()):  # nothing was drawn (the station failed): no empty directory left
-            figure_dir.rmdir()
+        except StationError as error:
+            print(f"qslab calibrate: error: {error}", file=sys.stderr)
+            return 1
+        except SessionInterrupted as interrupted:
+            stopped = interrupted
+        finally:
+            with interrupts.protected():
+                station.close()
+            if not any(figure_dir.iterdir()):  # nothing was drawn (the station failed): no empty directory left
+                figure_dir.rmdir()
     safe = station.safe_state.as_dict() if station.safe_state else {"safe": False}
+    if stopped is not None:
+        print(format_table(records))
+        print(f"qslab calibrate: {stopped}; the records already written are kept; station "
+              f"{'read back safe' if safe['safe'] else f'NOT read back safe: {safe}'}", file=sys.stderr)
+        if args.json:
+            print_json_last({**json_payload(records), "signal": signal_name(stopped.signum), "safe_state": safe})
+        return 128 + stopped.signum
     print(format_table(records))
     if failure:
         print(f"qslab calibrate: error: {failure} (no record written for it)", file=sys.stderr)

@@ -1,11 +1,13 @@
 """`qslab calibrate` on the virtual bench: records and figures written, JSON on the last line, a kind without its
 prerequisite records refused in one line, a failed calibration writes no record and leaves the station safe.
 
-sequences/commands/__init__.py does not list the command yet (the lead adds it), so the tests register it."""
+A signal (SIGINT, SIGTERM, SIGHUP) stops `all` before the next kind with the station read back safe."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +153,31 @@ def test_amplifier_needs_a_valid_homodyne_record_and_says_how_to_get_one(tmp_pat
     assert code == 1
     assert "calibration 'amplifier' cannot run: no 'homodyne' calibration of client_receiver with " in err
     assert "`qslab calibrate homodyne`" in err and not list(tmp_path.glob("*.h5"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_all_before_the_next_kind_with_the_station_read_back_safe(tmp_path, capsys, monkeypatch, signum):
+    """The signal arrives while the first kind runs: that kind's records are kept, no later kind starts, the
+    lasers and drives are read back off, the previous handler is restored, and the exit status is 128 + signal."""
+    from qslab.sequences import calibrations
+
+    ran, record_kind, handler_before = [], calibrations.record_kind, signal.getsignal(signum)
+
+    def first_then_signal(kind, *args, **kwargs):
+        ran.append(kind)
+        records = record_kind(kind, *args, **kwargs)
+        os.kill(os.getpid(), signum)  # delivered to this (main) thread before the call returns
+        return records
+
+    monkeypatch.setattr(calibrations, "record_kind", first_then_signal)  # the command imports it when it runs
+    code = cli.main(["calibrate", "all", "--config", CONFIG, "--calibration-dir", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 128 + signum and ran == ["homodyne"]
+    assert signal.Signals(signum).name in captured.err and "read back safe" in captured.err
+    payload = json.loads(captured.out.strip().splitlines()[-1])
+    assert payload["signal"] == signal.Signals(signum).name and payload["safe_state"]["safe"] is True
+    laser = payload["safe_state"]["instruments"]["laser"]
+    assert laser and not any(laser.values())
+    kinds = {record.kind for record in RecordStore(tmp_path).records()}
+    assert kinds == {"homodyne"}
+    assert signal.getsignal(signum) == handler_before
