@@ -42,6 +42,7 @@ from qslab.analysis.givens import unit_vector_from_angles
 from qslab.analysis.modulator_transfer import iq_field, mzm_field
 from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
 from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
+from qslab.instruments.sim.clock import BenchClock
 from qslab.instruments.sim.link.modulators import arm_phase_rad
 from qslab.instruments.sim.link.model import LinkParameters
 
@@ -207,6 +208,7 @@ class BenchState:
     def __init__(self, params: BenchParameters | None = None):
         self.params = params if params is not None else BenchParameters()
         self.lock = threading.RLock()
+        self.clock = BenchClock(self.params.time_scale)
         self.laser_ports = {n: LaserPortState() for n in range(1, LASER_PORTS + 1)}
         self.attenuators = {k: AttenuatorState() for k in range(1, ATTENUATORS + 1)}
         self.awg = AwgState()          # the server's AWG (modulators, verification gate)

@@ -217,6 +217,7 @@ class BenchParameters:
     """The whole bench. ``seed`` seeds every random draw (one Generator per consumer)."""
 
     seed: int = 20240805
+    time_scale: float = 1.0    # real seconds per instrument second (instruments/sim/clock.py)
     server_laser: LaserTruth = field(default_factory=LaserTruth)
     server_carver: ModulatorTruth = field(default_factory=ModulatorTruth)
     server_iq: IQModulatorTruth = field(default_factory=IQModulatorTruth)
@@ -375,6 +376,7 @@ def _validate(params: BenchParameters) -> None:
           "|skew| < half a symbol period (s)")
     check("server_iq.awg_channel_q", params.server_iq.awg_channel_q != params.server_iq.awg_channel_i,
           "a channel other than awg_channel_i")
+    positive("time_scale")
     non_negative("bias_lock.residual_rad")
     non_negative("bias_lock.calibration_time_s")
     check("server.tap_ratio", 0.0 < params.server.tap_ratio < 1.0, "a fraction in (0, 1)")
