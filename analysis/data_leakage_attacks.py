@@ -43,6 +43,25 @@ def mode_sorter_basis(training_x_hat, sorted_modes: int = SORTED_MODES) -> np.nd
     return np.vstack([dft @ analysis[:k], analysis[k:]])
 
 
+def delay_line_basis(modes: int) -> np.ndarray:
+    """V [2(n + 1), n] of the one-bin delay interferometer: (x_j + x_{j-1})/2 then (x_j - x_{j-1})/2, zero-padded."""
+    stay, shift = np.eye(modes + 1, modes), np.eye(modes + 1, modes, k=-1)
+    return np.vstack([(stay + shift) / 2.0, (stay - shift) / 2.0]).astype(complex)
+
+
+def measurement_basis(measurement: str, modes: int, training_x_hat=None, sorted_modes: int = SORTED_MODES) -> np.ndarray:
+    """The explicit passive interferometer V [outputs, n] of a named measurement (V^H V = I): what a bench renders."""
+    if measurement == "per_bin":
+        return np.eye(int(modes), dtype=complex)
+    if measurement == "delay":
+        return delay_line_basis(int(modes))
+    if measurement == "mode_sorter":
+        if training_x_hat is None:
+            raise ValueError("the mode sorter needs training images to find the principal modes")
+        return mode_sorter_basis(training_x_hat, sorted_modes)
+    raise ValueError(f"measurement {measurement!r}; expected one of {MEASUREMENTS}")
+
+
 def output_probabilities(x_hat, measurement: str, basis=None) -> np.ndarray:
     """|V x_hat|^2 per output [B, outputs] for the named measurement (each row sums to 1)."""
     x = np.asarray(x_hat, dtype=complex)

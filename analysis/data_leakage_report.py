@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qslab.analysis.data_leakage_bound import (SecondMoments, gaussian_bound, mnist_second_moments,
-                                               returned_photons)
+from qslab.analysis.data_leakage_bound import (SecondMoments, finite_set_holevo_bits, gaussian_bound,
+                                               mnist_second_moments, returned_photons)
 from qslab.analysis.failure_budget import FailureBudget
 
 DISTRIBUTION = "MNIST training images (60,000; Normalize(0.5, 0.5), two values per complex mode)"
@@ -250,6 +250,37 @@ def paper_figures(cramer_rao_bits: float, prx_bits: float, per_bin_bits: float |
     return tuple(out)
 
 
+EXACT_CANDIDATES_MAX = 2000   # the exact figure needs an L x L Gram matrix: 2000 takes seconds, 10,000 a gigabyte
+
+
+def finite_set_figures(candidate_x_hat, photons: float, rows: int) -> dict:
+    """The declared finite candidate set's figures for layer 1: H(X) = log2 L (the cap) and the exact Holevo
+    information per query, sum_K NB_M(K) S_K (data_leakage_bound.finite_set_holevo_bits), at the bound's N.
+
+    Above EXACT_CANDIDATES_MAX candidates only the cap is given (the exact value is at most the cap).
+    """
+    x = np.asarray(candidate_x_hat)
+    size = int(x.shape[0])
+    figures = {"candidates": size, "entropy_bits": math.log2(size) if size else 0.0, "photons": float(photons),
+               "rows": int(rows), "exact_holevo_bits_per_query": None,
+               "what": "the first L MNIST test images, uniform (the session's images are among them)"}
+    if size > EXACT_CANDIDATES_MAX:
+        figures["exact_not_computed"] = f"L > {EXACT_CANDIDATES_MAX}: the L x L Gram matrix is too large; the cap holds"
+    elif size > 1:
+        figures["exact_holevo_bits_per_query"] = finite_set_holevo_bits(x, photons, rows)
+    return figures
+
+
+def finite_set_rows(figures: dict) -> list[tuple[str, str]]:
+    exact = figures.get("exact_holevo_bits_per_query")
+    text = (f"H(X) = {figures['entropy_bits']:.4g} bit caps every figure above; exact Holevo information "
+            + (f"{exact:.4g} bit per query" if exact is not None else f"not computed ({figures['exact_not_computed']})")
+            + f" (M = {figures['rows']} rows at N = {figures['photons']:.4g}): the server learns "
+            + (f"{100 * exact / figures['entropy_bits']:.3g} % of which candidate it is" if exact is not None
+               and figures["entropy_bits"] > 0 else "at most all of which candidate it is"))
+    return [(f"  candidate set of {figures['candidates']}", text)]
+
+
 def _queries_text(inputs: int, repeats: int) -> str:
     if repeats == 1:
         return f"{inputs} different inputs, each sent once" if inputs > 1 else "one query"
@@ -277,6 +308,8 @@ def report_rows(data: dict) -> list[tuple[str, str]]:
                                             f"{layer['per_row_upper_bits']:.4g} bit/row, n = {layer['modes']} modes, "
                                             f"H(lambda) = {layer['eigenvalue_entropy_bits']:.3g}"
                                             + (" (capped)" if layer["capped"] else "")))
+    if data.get("finite_set"):
+        rows.extend(finite_set_rows(data["finite_set"]))
     for figure in data["not_bounds"]:
         name = {"paper_eq3_cramer_rao": "the paper's Eq. 3 (Cramer-Rao)", "paper_prx_form": "the paper's PRX form",
                 "per_bin_photon_counting": PER_BIN_LABEL}.get(figure["name"], figure["name"])

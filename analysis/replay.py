@@ -8,6 +8,7 @@ probability, trusted or untrusted detector) the new results are reported with wh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,9 +18,12 @@ from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import session_results, session_weight_leakage
 
+CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
+CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
+
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query",
-            "mu_photons_upper", "gain_upper")
+            "mu_photons_upper", "gain_upper", "curious_server")
 
 
 @dataclass
@@ -31,23 +35,29 @@ class Recorded:
     quadratures: list        # per layer: list of [B, rows] arrays
     samples: list            # per layer: list of (sent, returned) arrays
     verified_rows: list | None = None  # per layer: list of the rows verified per batch (counts)
+    curious: list | None = None  # per batch: (image index, counts, counted rows) of a curious server, else None
 
     @classmethod
     def empty(cls, layers: int) -> Recorded:
-        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)], [[] for _ in range(layers)])
+        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)], [[] for _ in range(layers)], [])
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
         layers = len(session.layers)
         images = session.images
         verification = [session.verification(i) for i in range(layers)]
+        curious = session.curious_server
         return cls([images.label], [images.pixels], [[session.client_quadratures_snu(i)] for i in range(layers)],
                    [[(v.sent_snu, v.returned_snu)] for v in verification],
-                   [[int(np.size(rows)) for rows in v.rows] for v in verification])
+                   [[int(np.size(rows)) for rows in v.rows] for v in verification],
+                   [] if curious is None else [(images.index, curious[1], curious[2])])
 
-    def add(self, labels, pixels, captures) -> None:
+    def add(self, labels, pixels, captures, curious=None) -> None:
+        """One batch; `curious`: (image index, counts, counted rows) of a curious server."""
         self.labels.append(np.asarray(labels))
         self.pixels.append(np.asarray(pixels))
+        if curious is not None:
+            self.curious.append(tuple(np.asarray(part) for part in curious))
         for index, capture in enumerate(captures):
             self.quadratures[index].append(capture.client_quadratures_snu)
             self.samples[index].append((capture.sent_snu, capture.returned_snu))
@@ -60,8 +70,10 @@ class Recorded:
 
 def results_from_recorded(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, *,
                           failure_probability: float | None = None, trusted: bool = True) -> dict:
-    """qslab.analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here)."""
-    return session_results(
+    """qslab.analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here),
+    with a declared candidate set's figures and a curious server's outcome when the settings hold them."""
+    candidates = int(settings.get(CANDIDATE_SET_KEY) or 0)
+    results = session_results(
         labels=np.concatenate(recorded.labels), layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
         last_quadratures_snu=np.concatenate(recorded.quadratures[-1]),
         layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
@@ -70,7 +82,25 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
         verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows],
-        weights_path=settings.get("weights"))
+        weights_path=settings.get("weights"), candidate_entropy_bits=math.log2(candidates) if candidates else None)
+    if candidates:
+        from qslab.analysis.data_leakage_curious import candidate_x_hat
+        from qslab.analysis.data_leakage_report import finite_set_figures
+
+        data = results["security_report"]["data_leakage"]
+        data["finite_set"] = finite_set_figures(candidate_x_hat(candidates), data["photons_upper"], shapes[0].rows)
+    if settings.get(CURIOUS_KEY) and recorded.curious:
+        results["curious_server"] = curious_outcome(recorded, settings)
+    return results
+
+
+def curious_outcome(recorded: Recorded, settings: dict) -> dict:
+    """The curious server's conclusions from its recorded counts (analysis/data_leakage_curious.py)."""
+    from qslab.analysis.data_leakage_curious import CuriousSpec, attack_outcome
+
+    index, counts, rows = (np.concatenate(part) for part in zip(*recorded.curious))
+    return attack_outcome(CuriousSpec.from_json(settings[CURIOUS_KEY]), counts, rows,
+                          np.concatenate(recorded.labels), index)
 
 
 def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):

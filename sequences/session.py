@@ -72,6 +72,8 @@ class SessionSettings:
     false_alarm: float = FALSE_ALARM
     exact_leakage_images: int = 200
     max_weight_leakage_bits_per_mode: float = 0.0  # cap on the session's cumulative weight leakage; 0: none
+    candidate_set: int = 0          # L: a declared finite candidate set (the first L test images); 0: none
+    curious_server: dict | None = None  # bench only: a photon-counting server (analysis/data_leakage_curious.CuriousSpec)
 
 
 class SessionAborted(RuntimeError):
@@ -294,6 +296,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             link.calibration = calibration.with_channel(store.get(channel_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
+            curious = arm_curious_server(station, settings, link)
             interrupts.check("after setting up the link")
             if resume:
                 writer = recording.SessionWriter.resume(path, lock=lock, record=resume_check.resume_record(
@@ -306,7 +309,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 version = CodeVersion.current()
                 writer = recording.SessionWriter.create(
                     path, shapes, _meta(config, station, settings, link.calibration, measured),
-                    qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id)
+                    qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id,
+                    curious_server=None if curious is None else (curious.basis.shape[0], settings.curious_server))
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
             done = writer.images_written
             cap_stop = None
@@ -336,10 +340,12 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     pixels = test_images[index].reshape(len(index), -1)
                     captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
                                                                           batch))
+                    counted = curious_counts(curious, len(index))
                     writer.append_batch(index, test_labels[index], pixels, guess,
                                         [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
-                                                              c.sent_snu, c.returned_snu) for c in captures])
-                    recorded.add(test_labels[index], pixels, captures)
+                                                              c.sent_snu, c.returned_snu) for c in captures],
+                                        curious_counts=counted)
+                    recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
                     bar.update(len(index))
                     if is_checkpoint(batch + 1):
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
@@ -378,6 +384,32 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
                  labels=np.concatenate(recorded.labels), predictions=_predictions(recorded), results=results)
     return {**results, "figures": str(figure_dir)}
+
+
+def arm_curious_server(station, settings: SessionSettings, link):
+    """Bench only: the curious server of `settings` armed on layer 1 (its measurement's V from public training
+    images), or None. Armed after the channel record; it only counts light the server does not verify."""
+    if not settings.curious_server:
+        return None
+    from qslab.analysis.data_leakage_curious import CuriousSpec, server_basis
+    from qslab.instruments.sim.faults_attacks.curious_server import CuriousServer
+
+    spec = CuriousSpec.from_json(settings.curious_server)
+    layer = link.layers[0]
+    server = CuriousServer(spec.kind, server_basis(spec, layer.modes), spec.residual_amplitude,
+                           spec.residual_phase_rad, rows=layer.rows)
+    station.bench.state.set_curious_server(server)
+    return server
+
+
+def curious_counts(curious, images: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The curious server's counts of the batch just taken (its last layer-1 acquisition: a retried batch's last)."""
+    if curious is None:
+        return None
+    record = curious.take()
+    if record is None or record.counts.shape[0] != images:
+        raise RuntimeError(f"the curious server counted no layer-1 acquisition of these {images} images")
+    return record.counts, np.full(images, record.counted_rows)
 
 
 def _predictions(recorded) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The ``qslab.session`` schema (version 1): names, dtypes, layout and the checks shared by writer and reader.
+"""The ``qslab.session`` schema (version 2; version 1 files are read too): names, dtypes, layout and the checks shared by writer and reader.
 
 The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "qslab.session"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added the optional /curious_server group (curious_group.py); 1 is 2 without it
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)

@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
 from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, PIXELS_PER_IMAGE, RUNNING, SCHEMA,
@@ -49,10 +50,11 @@ class SessionWriter:
     @classmethod
     def create(cls, path: str | Path, layers: list[LayerShape], meta: dict[str, str | dict], *,
                qslab_version: str, git_revision: str, created: dt.datetime | None = None,
-               run_id: str | None = None) -> SessionWriter:
+               run_id: str | None = None, curious_server: tuple[int, dict] | None = None) -> SessionWriter:
         """A new session file (never overwrites one), every dataset created empty, SWMR writing started.
 
         ``run_id`` (run_id.py) names the session in listings, figures and logs; a root attribute when given.
+        ``curious_server``: (outputs, spec) creates the optional /curious_server group (curious_group.py).
         """
         path = Path(path)
         layers = tuple(layers)
@@ -73,6 +75,8 @@ class SessionWriter:
             _write_skeleton(file, layers, texts, created, str(qslab_version), str(git_revision))
             if run_id is not None:
                 _text_attribute(file, "run_id", str(run_id))
+            if curious_server is not None:
+                curious_group.create(file, *curious_server)
             file.swmr_mode = True
             file.flush()
         except Exception as error:  # noqa: BLE001 - remove the half-made file: it holds no data yet
@@ -144,12 +148,24 @@ class SessionWriter:
         return self._file is None
 
     # -- appending --------------------------------------------------------------------------------
-    def append_batch(self, image_index, label, pixels, prediction, layers: list[LayerBatch]) -> None:
-        """Validate one batch, write all its arrays, flush, then commit its /batches row and flush again."""
+    def append_batch(self, image_index, label, pixels, prediction, layers: list[LayerBatch],
+                     curious_counts=None) -> None:
+        """Validate one batch, write all its arrays, flush, then commit its /batches row and flush again.
+
+        ``curious_counts``: (counts [b, outputs], counted rows [b]) when the file has a /curious_server group."""
         file = self._require_open("append_batch")
         images, batches = self._checked_batch(image_index, label, pixels, prediction, layers)
         count = len(images["index"])
+        curious = None
+        if curious_group.present(file) != (curious_counts is not None):
+            raise RecordingError(f"{self.path}: append_batch: curious-server counts "
+                                 + ("missing: the file has a /curious_server group" if curious_counts is None
+                                    else "given, but the file has no /curious_server group"))
+        if curious_counts is not None:
+            curious = curious_group.checked(file, *curious_counts, count, f"{self.path}: append_batch")
         try:
+            if curious is not None:
+                curious_group.write(file, self._images, *curious)
             for name, values in images.items():
                 _write_at(file[f"images/{name}"], self._images, values)
             new_stops = {kind: self._stops[kind].copy() for kind in _OFFSET_KINDS}
@@ -394,6 +410,7 @@ def _truncate_to(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndar
         for name, (_, kind) in _VERIFICATION_COLUMNS.items():
             stop = int(table[f"{kind}_stop"][-1, k]) if len(table) else 0
             file[f"layers/{k}/verification/{name}"].resize(stop, axis=0)
+    curious_group.truncate(file, images)
     file["batches"].resize(len(table), axis=0)
     file["results/results_json"].resize(0, axis=0)
     _set_status(file, RUNNING, "")

@@ -219,6 +219,7 @@ class BenchState:
         self.last_capture: Any = None  # the digitizer's last CaptureRecord (ground truth for tests)
         self.session_repeats: dict[bytes, int] = {}  # session-mode acquisitions per played state (receivers)
         self.attack: Any = None        # a cheating client (qslab.instruments.sim.faults_attacks.attacks.Attack), armed by set_attack
+        self.curious_server: Any = None  # a photon-counting server (faults_attacks/curious_server.py), armed by set_curious_server
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
         self._symbols: tuple[Modulation, float, np.ndarray] | None = None
@@ -431,6 +432,12 @@ class BenchState:
         attack = parse_attack(attack) if isinstance(attack, str) else attack
         with self.lock:
             self.attack = attack
+
+    def set_curious_server(self, server) -> None:
+        """Arm a curious server (faults_attacks.curious_server.CuriousServer) that counts the returned light of every
+        later session acquisition of its layer; None disarms it. Nothing else the bench draws changes."""
+        with self.lock:
+            self.curious_server = server
 
     def processor_load(self) -> ProcessorLoad | None:
         """The client's programmed chain, or None while its AWG does not play both processor channels.

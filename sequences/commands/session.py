@@ -17,6 +17,14 @@ paper's estimates data_leakage_bits_cramer_rao and data_leakage_bits_prx, per-bi
 data_leakage_bits_per_bin (formerly data_leakage_bits_exact), verified, images, safe_state and faults;
 when the session stops, it holds error, file, images_written, resume, safe_state and faults.
 
+A curious server (virtual bench only): --curious-server per-bin|delay|mode-sorter has the bench count the photons
+of the light returned on layer 1's unverified rows through that measurement, the server's displacement removed
+(off by --curious-residual-amplitude and --curious-residual-phase); the server trains a softmax classifier on
+MNIST training images only and reports digit accuracy, I(label; guess) and identification among its candidate
+set next to the upper bound (JSON: curious_server; recorded under /curious_server, recomputed by replay).
+--candidate-set L declares a finite candidate set, the first L test images: the bound is capped at log2 L and
+the exact finite-set Holevo information is reported.
+
 Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
 of instruments/sim/faults_attacks/faults.py after set-up, before the second batch: timeout, disconnect, garbled,
 scpi-error, reset, overrange, power-drop, bias-drift; options after=N, count=N, persistent, db=,
@@ -73,6 +81,26 @@ def register(parser) -> None:
                              "(keeps a fraction F of the returned light), measure=F (measures a fraction F of the "
                              "returned modes and resends them), gain=G (amplifier at linear gain G instead of the "
                              "declared one), intercept (intercept-resend of every returned mode)")
+    parser.add_argument("--curious-server", metavar="KIND", choices=("per-bin", "delay", "mode-sorter"), default=None,
+                        help="virtual bench only: a server that counts photons of the light returned on layer 1's "
+                             "unverified rows: per-bin (each time bin), delay (one-bin delay interferometer, both "
+                             "ports), mode-sorter (DFT over the 64 leading principal modes of MNIST training images); "
+                             "it reports digit accuracy, I(label; guess) in bits and identification among the "
+                             "candidate set next to the data-leakage upper bound")
+    parser.add_argument("--curious-residual-amplitude", type=number("curious-residual-amplitude", -1.0, min_open=True,
+                                                                    unit="relative amplitude"), default=0.0,
+                        help="the curious server's displacement removal takes off (1 + a) x the returned mean: "
+                             "a, relative (dimensionless, > -1; default 0, a perfect removal)")
+    parser.add_argument("--curious-residual-phase", type=number("curious-residual-phase", -3.15, 3.15, unit="rad"),
+                        default=0.0, help="phase error of the curious server's displacement removal (rad; default 0)")
+    parser.add_argument("--curious-train-images", type=number("curious-train-images", 10, 60_000, integer=True,
+                                                              unit="MNIST training images"), default=None,
+                        help="MNIST training images the curious server simulates and trains its classifier on "
+                             "(10..60000; default 2000)")
+    parser.add_argument("--candidate-set", type=number("candidate-set", 1, 10_000, integer=True, unit="test images"),
+                        default=None, help="declare a finite candidate set: the first L MNIST test images, uniform "
+                                           "(L >= --images, <= 10000); the data-leakage bound is capped at log2 L "
+                                           "bits and the exact finite-set Holevo information is reported (L <= 2000)")
     parser.add_argument("--inject-fault", metavar="KIND[@INSTRUMENT][:OPTIONS]", action="append", default=[],
                         help="virtual bench only, repeatable: inject a fault after set-up (timeout, disconnect, "
                              "garbled, scpi-error, reset, overrange, power-drop, bias-drift; options after=N, "
@@ -90,7 +118,35 @@ def settings_from(args, config):
         seed=args.seed if args.seed is not None else s.seed,
         batch_images=args.batch_images if args.batch_images is not None else s.batch_images,
         verify_fraction=p.verify_fraction, failure_probability=p.failure_probability,
-        laser_power_dbm=s.laser_power_dbm, max_weight_leakage_bits_per_mode=s.max_weight_leakage_bits_per_mode)
+        laser_power_dbm=s.laser_power_dbm, max_weight_leakage_bits_per_mode=s.max_weight_leakage_bits_per_mode,
+        **data_leakage_settings(args, config, args.images if args.images is not None else s.images,
+                                args.seed if args.seed is not None else s.seed))
+
+
+def data_leakage_settings(args, config, images: int, seed: int) -> dict:
+    """--candidate-set and --curious-server as settings: candidate_set (L or 0) and curious_server (a CuriousSpec's
+    JSON or None); a usage error names the option."""
+    from qslab.sequences.commands.cli_io import UsageError
+
+    candidates = getattr(args, "candidate_set", None) or 0
+    if candidates and candidates < images:
+        raise UsageError(f"--candidate-set {candidates}: the candidate set (the first L test images) must hold the "
+                         f"session's {images} images; expected L >= {images}")
+    kind = getattr(args, "curious_server", None)
+    if kind is None:
+        for option in ("curious_residual_amplitude", "curious_residual_phase", "curious_train_images"):
+            if getattr(args, option, None):
+                raise UsageError(f"--{option.replace('_', '-')} needs --curious-server KIND")
+        return {"candidate_set": candidates, "curious_server": None}
+    if not config.uses_bench or any(i.address not in ("bench", "bench-uncabled") for i in config.instruments.values()):
+        raise UsageError(f"--curious-server {kind}: the curious server's counts are rendered by the virtual bench; "
+                         f"{config.source} has instruments on real addresses")
+    from qslab.analysis.data_leakage_curious import DEFAULT_TRAIN_IMAGES, KIND_NAMES, CuriousSpec
+
+    spec = CuriousSpec(KIND_NAMES[kind], seed=seed, train_images=args.curious_train_images or DEFAULT_TRAIN_IMAGES,
+                       residual_amplitude=args.curious_residual_amplitude, residual_phase_rad=args.curious_residual_phase,
+                       candidates=candidates)
+    return {"candidate_set": candidates, "curious_server": spec.to_json()}
 
 
 def calibration_store(args, config):
@@ -270,6 +326,7 @@ def format_result(result: dict) -> str:
         ("verification", verified),
         *weight_leakage_rows(result),
         *data_leakage_rows(result),
+        *curious_server_rows(result),
         ("failure probability", format_budget(report.get("failure_budget"))),
         *([("stopped at leakage cap", f"after {result['stopped_at_leakage_cap']['images']} images: the next batch "
                                        f"would take the total to {result['stopped_at_leakage_cap']['projected_bits_per_mode']:.4g}"
@@ -291,6 +348,15 @@ def data_leakage_rows(result: dict) -> list[tuple[str, str]]:
         return report_rows(data)
     return [("data leakage, not bounds", f"the paper's Eq. 3 (Cramer-Rao) {result['data_leakage_bits_cramer_rao']:.3g} "
                                          "bit/symbol (no upper bound recorded)")]
+
+
+def curious_server_rows(result: dict) -> list[tuple[str, str]]:
+    """A curious server's outcome next to the upper bound, when one ran."""
+    if not result.get("curious_server"):
+        return []
+    from qslab.analysis.data_leakage_curious import report_rows
+
+    return report_rows(result["curious_server"], result.get("data_leakage_bound_bits_per_query"))
 
 
 def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:

@@ -358,6 +358,9 @@ def _acquire_session(bench, inputs: _SessionInputs, link, configs, dc_v, *, poin
         client, verification = _prepared_layer(inputs.period, symbols, link).products(
             x_hat, rng, rows=inputs.rows, measure_p=inputs.measure_p, attack=attack)
         returned = verification.returned_quadratures_snu
+        curious = bench.curious_server  # a photon-counting server (faults_attacks/curious_server.py): its own stream
+        if curious is not None and curious.listens_to(rows):
+            curious.observe(x_hat, symbols, inputs.rows, link, params.seed)
     truth = SessionTruth(images, rows, n, x_hat, symbols, inputs.rows, inputs.measure_p, client, returned,
                          verification, link, sps)
     streams = {"client_receiver": client, "server_receiver": returned}
