@@ -1,7 +1,8 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, operating_point, replay,
-                                      security_budget, session, sessions, simulate, sweep, train)
+from qslab.sequences.commands import (bench, calibrate, calibrations, data_privacy, init, instruments, leakage,
+                                      operating_point, replay, security_budget, session, sessions, simulate, sweep,
+                                      train)
 
 COMMANDS = {
     "init": init,
@@ -18,4 +19,5 @@ COMMANDS = {
     "sessions": sessions,
     "calibrations": calibrations,
     "security-budget": security_budget,
+    "data-privacy": data_privacy,
 }
