@@ -213,11 +213,11 @@ def plot_study(path, result: dict):
               ("noise", "added_photons", "added noise N_add (photons per returned mode)", "bound_bits_per_symbol"),
               ("queries", "queries", "queries Q of the same image", "bound_bits_per_symbol"))
     names = {"per_bin": "per-bin counting", "delay": "delay interferometer", "mode_sorter": "mode sorter"}
+    colours = {"per_bin": "tab:blue", "delay": "tab:orange", "mode_sorter": "tab:green"}
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.5), constrained_layout=True)
     for ax, (table, knob, label, bound_key) in zip(axes, panels):
         rows = result[table]
         x = np.array([r[knob] for r in rows], dtype=float)
-        shown = np.where(x > 0, x, np.nan) if table == "noise" else x
         ax.plot(x if table != "noise" else np.arange(len(x)), [r[bound_key] for r in rows], "ko-",
                 label="upper bound (bit/symbol per query; per image for Q)")
         ax.axhline(PAPER_DATA_BITS_PER_SYMBOL, color="grey", ls=":", label="paper's headline, 0.01 bit/symbol")
@@ -233,13 +233,12 @@ def plot_study(path, result: dict):
             right = ax.twinx()
             for m in rows[0]["attack_accuracy"]:
                 right.plot(x if table != "noise" else np.arange(len(x)),
-                           [100 * r["attack_accuracy"][m] for r in rows], "s--", label=f"{names[m]} (accuracy, %)")
+                           [100 * r["attack_accuracy"][m] for r in rows], "s--", color=colours[m],
+                           label=f"{names[m]} (accuracy, %)")
             right.axhline(10.0, color="r", ls=":", lw=0.8, label="chance, 10 %")
             right.set_ylim(0, 100)
             right.set_ylabel("curious server's digit accuracy (%)")
-            if table == "gain":
-                right.legend(loc="center right", fontsize=8)
-        del shown
+            right.legend(loc="center right", fontsize=8)
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_title("lower gain")
     axes[1].set_title(f"added isotropic noise (G = {result['settings']['gain_ref']:g})")
