@@ -46,6 +46,7 @@ from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
 from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.protocol import SecureLink
+from qslab.sequences.protocol.errors import ProtocolError
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 from qslab.sequences.station_calibration import load_station_calibration
 
@@ -408,7 +409,7 @@ def curious_counts(curious, images: int) -> tuple[np.ndarray, np.ndarray] | None
         return None
     record = curious.take()
     if record is None or record.counts.shape[0] != images:
-        raise RuntimeError(f"the curious server counted no layer-1 acquisition of these {images} images")
+        raise ProtocolError(f"curious server: no layer-1 acquisition of these {images} images was counted")
     return record.counts, np.full(images, record.counted_rows)
 
 
