@@ -15,12 +15,16 @@ from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
 
+# every version this reader reads: 1 (sha256_json and resumes_json optional: files written before them, and
+# the version-1 files that carry them) and 2 (sha256_json required, so stripping the checksums is refused)
+READABLE_VERSIONS = (1, 2)
 META_CHECKSUMS = "sha256_json"  # /meta attribute: {name: SHA-256 of the UTF-8 text}; a text that differs is refused
 RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
 
 
 def validate(path: str | Path) -> None:
-    """Check ``path`` against schema qslab.session/1, reading every committed value; RecordingError if it fails."""
+    """Check ``path`` against schema qslab.session (every READABLE_VERSIONS), reading every committed value;
+    RecordingError if it fails."""
     SessionFile.open(path).close()
 
 
@@ -320,10 +324,10 @@ def _check_schema(file: h5py.File, path: Path) -> None:
     if not isinstance(version, np.integer | int) or isinstance(version, bool):
         raise RecordingError(f"{path}: the schema_version attribute is {version!r}, expected the integer "
                              f"{SCHEMA_VERSION}")
-    if int(version) != SCHEMA_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         advice = "update qslab to read it" if int(version) > SCHEMA_VERSION else "it predates this format"
         raise RecordingError(f"{path} is a {SCHEMA!r} recording of schema_version {int(version)}; this qslab "
-                             f"reads schema_version {SCHEMA_VERSION} ({advice})")
+                             f"reads schema_version {' and '.join(map(str, READABLE_VERSIONS))} ({advice})")
     for name in ("created_utc", "qslab_version", "git_revision"):
         if _attribute_text(file.attrs.get(name)) is None:
             raise RecordingError(f"{path} has no text attribute {name!r} at the root (schema {SCHEMA} "
@@ -399,6 +403,9 @@ def meta_checksums(texts: dict[str, str]) -> dict[str, str]:
 def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
     """The /meta texts, each checked against its SHA-256 in /meta's sha256_json (files written before it: none)."""
     stored = _attribute_text(file["meta"].attrs.get(META_CHECKSUMS))
+    if stored is None and int(file.attrs["schema_version"]) >= 2:
+        raise RecordingError(f"{path}: /meta has no {META_CHECKSUMS} attribute, which schema_version 2 requires "
+                             "(removed or damaged since): the recording cannot be trusted")
     try:
         checksums = json.loads(stored) if stored is not None else {}
     except ValueError as error:

@@ -1,4 +1,4 @@
-"""The ``qslab.session`` schema (version 1): names, dtypes, layout and the checks shared by writer and reader.
+"""The ``qslab.session`` schema (version 2): names, dtypes, layout and the checks shared by writer and reader.
 
 The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "qslab.session"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: /meta sha256_json required (1: optional); docs/RECORDING.md, Versioning
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)
