@@ -467,26 +467,31 @@ def hostile_inputs(config_path: Path, store: RecordStore, work: Path) -> list[tu
     return results
 
 
-def peak_memory(config_path: Path, store: RecordStore, work: Path, counts=(200, 2000)) -> dict[int, float]:
-    """Peak RSS (MB) of a whole `qslab session` and of its `qslab replay`, per image count (os.wait4's ru_maxrss)."""
-    import os
+def _peak_rss_mb(argv: list[str]) -> float:
+    """Peak RSS of ``argv`` measured by /usr/bin/time (a small parent: ru_maxrss of a child forked from this
+    process would start at this process's own size, which Linux carries across exec)."""
     import subprocess
+
+    done = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], capture_output=True, text=True)
+    found = re.findall(r"maxrss_kb (\d+)", done.stderr)
+    return int(found[-1]) / 1024 if found else float("nan")
+
+
+def peak_memory(config_path: Path, store: RecordStore, work: Path, counts=(200, 2000)) -> dict[int, float]:
+    """Peak RSS (MB) of a whole `qslab session` and of its `qslab replay`, per image count."""
     import sys
 
-    print("\npeak memory (whole process, ru_maxrss):")
+    print("\npeak memory (whole process, /usr/bin/time):")
     peaks = {}
     for images in counts:
         out = work / f"memory-{images}"
-        process = _session_process(config_path, store, out, images, 50)
-        process.stdout.close(), process.stderr.close()
-        _, status, usage = os.wait4(process.pid, 0)
-        session_mb = usage.ru_maxrss / 1024
+        session_mb = _peak_rss_mb([sys.executable, "-m", "qslab", "session", "--config", str(config_path),
+                                   "--calibration-dir", str(store.directory), "--out", str(out), "--images",
+                                   str(images), "--batch-images", "50", "--json"])
         path = next(out.glob("session-*.h5"), None)
-        replay = subprocess.Popen([sys.executable, "-m", "qslab", "replay", str(path)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        _, _, usage = os.wait4(replay.pid, 0)
+        replay_mb = _peak_rss_mb([sys.executable, "-m", "qslab", "replay", str(path)])
         peaks[images] = session_mb
-        print(f"  {images:>6} images: session {session_mb:.0f} MB, replay {usage.ru_maxrss / 1024:.0f} MB", flush=True)
+        print(f"  {images:>6} images: session {session_mb:.0f} MB, replay {replay_mb:.0f} MB", flush=True)
     return peaks
 
 
