@@ -10,9 +10,19 @@
     bad input   mutated configs, truncated recordings and corrupt calibration records through the CLI:
                 handled = an exit status and one error line, no traceback.
 
-Prints the matrix and the figures; asserts nothing, times nothing.
+    signals     SIGINT, SIGTERM, SIGHUP to a session process after its first batch: survived = exit 128 +
+                signal, the station read back safe, the file kept with whole batches;
+    kill -9     a session process killed after 1, 2 and 3 batches, then `qslab session --resume`: resumed =
+                the uninterrupted run's results;
+    tampering   edited /meta digits, stripped checksums, NaN quadratures, label 200, a halved or zero
+                calibration value: detected = refused in one line;
+    hostile     issue 17's list of hostile paths and configs: handled = one line, no traceback;
+    memory      peak RSS of a whole session and its replay at --memory image counts.
+
+Prints the matrix, the counts and PASS (nothing lost) or FAIL; times nothing.
 
     python benchmarks/bench_reliability.py [--quick] [--images 20] [--attack-images 200] [--honest 3]
+                                           [--only-issue17] [--memory 200 2000]
 """
 
 from __future__ import annotations
@@ -269,6 +279,222 @@ def bad_inputs(config_path: Path, store: RecordStore, recording_path: str, work:
     return results
 
 
+# --- signals, kill -9, tampering, hostile input, memory (issue 17) ------------------------------------------------
+
+def _session_process(config_path: Path, store: RecordStore, out: Path, images: int, batch: int, *extra: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "qslab", "session", "--config", str(config_path),
+                             "--calibration-dir", str(store.directory), "--out", str(out), "--images", str(images),
+                             "--batch-images", str(batch), "--json", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_batches(out: Path, batches: int, process, timeout_s: float = 600.0) -> Path | None:
+    """The session file once it has committed ``batches`` batches (None if the process ended first)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        for path in out.glob("session-*.h5"):
+            try:
+                with recording.SessionFile.open(path) as session:
+                    if session.batches_written >= batches:
+                        return path
+            except recording.RecordingError:
+                pass
+        time.sleep(0.2)
+    return None
+
+
+def _last_json(text: str) -> dict:
+    import json
+
+    lines = [line for line in text.strip().splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def signal_matrix(config_path: Path, store: RecordStore, work: Path) -> list[tuple[str, bool, str]]:
+    """SIGINT, SIGTERM and SIGHUP after the first batch: survived = exit 128 + signal, the station read back safe,
+    the file aborted with whole batches."""
+    import signal
+
+    print("\nsignals (a session process, signalled after its first batch):")
+    results = []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        out = work / f"signal-{signum}"
+        process = _session_process(config_path, store, out, 40, 10)
+        path = _wait_for_batches(out, 1, process)
+        if path is not None:
+            process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=600)
+        report = _last_json(stdout)
+        safe = (report.get("safe_state") or {}).get("safe") is True
+        kept = path is not None and file_ok(str(path), 10, report.get("images_written", 0))
+        ok = process.returncode == 128 + signum and safe and kept
+        detail = f"exit {process.returncode}, safe read back {safe}, file kept {kept}"
+        results.append((signal.Signals(signum).name, ok, detail))
+        print(f"  {signal.Signals(signum).name:<8} {'survived' if ok else 'NOT SURVIVED':<13} {detail}", flush=True)
+    return results
+
+
+def kill_matrix(config_path: Path, store: RecordStore, work: Path, points=(1, 2, 3)) -> list[tuple[str, bool, str]]:
+    """kill -9 after k batches, then `qslab session --resume`: resumed = the same results as an uninterrupted run."""
+    import signal
+
+    print("\nkill -9 (then `qslab session --resume`), against an uninterrupted run:")
+    clean = _session_process(config_path, store, work / "kill-clean", 40, 10)
+    reference = _last_json(clean.communicate(timeout=900)[0])
+    keys = ("accuracy", "correct", "weight_leakage_bits_per_mode", "verified", "data_leakage_bound_bits_per_query")
+    results = []
+    for point in points:
+        out = work / f"kill-{point}"
+        process = _session_process(config_path, store, out, 40, 10)
+        path = _wait_for_batches(out, point, process)
+        if path is not None:
+            process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=600)
+        resumed = {}
+        if path is not None:
+            import subprocess
+            import sys
+
+            done = subprocess.run([sys.executable, "-m", "qslab", "session", "--config", str(config_path),
+                                   "--calibration-dir", str(store.directory), "--resume", str(path), "--json"],
+                                  capture_output=True, text=True, timeout=900)
+            resumed = _last_json(done.stdout)
+        same = bool(resumed) and all(resumed.get(key) == reference.get(key) for key in keys)
+        detail = (f"killed after {point} batch(es); " + ("resumed to the uninterrupted result" if same else
+                  f"resumed {[(k, resumed.get(k), reference.get(k)) for k in keys]}"))
+        results.append((f"after batch {point}", same, detail))
+        print(f"  {'after batch ' + str(point):<16} {'resumed' if same else 'LOST':<8} {detail}", flush=True)
+    return results
+
+
+def tampering(store: RecordStore, recording_path: str, work: Path) -> list[tuple[str, bool, str]]:
+    """Edits an attacker or a damaged disk makes: detected = `qslab replay` refuses in one line."""
+    import h5py
+    import numpy as np
+
+    from qslab.calibration.result import CalibrationResult
+
+    print("\ntampering (detected = refused in one line):")
+    cases = []
+
+    def copy(name: str) -> Path:
+        target = work / f"tamper-{name}.h5"
+        shutil.copy(recording_path, target)
+        return target
+
+    def flip_text(path: Path, name: str) -> None:
+        with h5py.File(path, "r+") as f:
+            data = bytearray(bytes(f[f"meta/{name}"][()]))
+            at = next(i for i, byte in enumerate(data) if chr(byte).isdigit())
+            data[at] = ord("7") if chr(data[at]) != "7" else ord("8")
+            f[f"meta/{name}"][()] = bytes(data)
+
+    for name in ("config_toml", "settings_json", "calibrations_json", "station_snapshot_json"):
+        path = copy(name)
+        flip_text(path, name)
+        cases.append((f"a digit of /meta/{name}", ["replay", str(path)]))
+    path = copy("stripped")
+    with h5py.File(path, "r+") as f:
+        del f["meta"].attrs["sha256_json"]
+    cases.append(("checksums stripped", ["replay", str(path)]))
+    for label, dataset, value in (("NaN quadrature", "layers/0/client_quadratures_snu", np.nan),
+                                  ("label 200", "images/label", 200), ("negative index", "images/index", -5)):
+        path = copy(re.sub(r"[^a-z0-9]+", "-", label.lower()))
+        with h5py.File(path, "r+") as f:
+            data = f[dataset][()]
+            data.flat[0] = value
+            f[dataset][...] = data
+        cases.append((label, ["replay", str(path)]))
+    edited = work / "tamper-store"
+    shutil.copytree(store.directory, edited)
+    victim = next(p for p in sorted(edited.glob("photons-*.h5")))
+    victim.chmod(0o644)
+    with h5py.File(victim, "r+") as f:
+        group = f["parameters/server.photons_per_monitor_w"]
+        group.attrs["value"] = float(group.attrs["value"]) * 0.5
+    cases.append(("a calibration record's value halved", ["replay", recording_path, "--calibration-dir", str(edited),
+                                                          "--calibration", victim.stem]))
+    zero = RecordStore(work / "tamper-zero").write(CalibrationResult(
+        "photons", "server_output", {"server.photons_per_symbol": __import__(
+            "qslab.analysis.estimate", fromlist=["Estimate"]).Estimate(0.0, 0.1, "photons")}))
+    cases.append(("a record of zero photons", ["replay", recording_path, "--calibration-dir",
+                                              str(work / "tamper-zero"), "--calibration", zero.id]))
+    results = []
+    for label, argv in cases:
+        handled, line = run_cli(argv)
+        results.append((label, handled, line))
+        print(f"  {label:<40} {'detected' if handled else 'NOT DETECTED':<13} {line[:140]}", flush=True)
+    return results
+
+
+def hostile_inputs(config_path: Path, store: RecordStore, work: Path) -> list[tuple[str, bool, str]]:
+    """Issue 17's hostile list through the CLI: handled = an exit status and one error line, no traceback."""
+    import os
+
+    print("\nhostile input (through the CLI):")
+    a_file = work / "a-file"
+    a_file.write_text("")
+    long_path = str(work / ("a" * 5000))
+    text = config_path.read_text()
+    configs = {"5000-deep nested array": text.replace("[station]", "[station]\nx = " + "[" * 5000 + "]" * 5000, 1),
+               "bench host 0.0.0.0": text.replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1),
+               "reference LO 1e308 W": re.sub(r"^reference_lo_power_w = .*$", "reference_lo_power_w = 1e308", text,
+                                              count=1, flags=re.MULTILINE)}
+    base = ["session", "--config", str(config_path), "--images", "1", "--batch-images", "1"]
+    checks = [("--out inside a file", [*base, "--out", str(a_file / "x")]),
+              ("--out /proc", [*base, "--out", "/proc"]),
+              ("--out 5000 characters", [*base, "--out", long_path]),
+              ("--calibration-dir a file", [*base, "--calibration-dir", str(a_file)]),
+              ("--calibration-dir into /proc/self", [*base, "--calibration-dir", os.path.relpath("/proc/self")]),
+              ("--resume 5000 characters", [*base, "--resume", long_path]),
+              ("--resume empty", [*base, "--resume", ""]),
+              ("replay 5000 characters", ["replay", long_path]),
+              ("replay --failure-probability 5e-324", ["replay", long_path, "--failure-probability", "5e-324"])]
+    for name, mutated in configs.items():
+        path = work / f"hostile-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.toml"
+        path.write_text(mutated)
+        checks.append((f"config: {name}", ["session", "--config", str(path), "--out", str(work / "hostile")]))
+    results = []
+    for label, argv in checks:
+        handled, line = run_cli(argv)
+        results.append((label, handled, line))
+        print(f"  {label:<40} {'handled' if handled else 'NOT HANDLED':<11} {line[:140]}", flush=True)
+    return results
+
+
+def _peak_rss_mb(argv: list[str]) -> float:
+    """Peak RSS of ``argv`` measured by /usr/bin/time (a small parent: ru_maxrss of a child forked from this
+    process would start at this process's own size, which Linux carries across exec)."""
+    import subprocess
+
+    done = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], capture_output=True, text=True)
+    found = re.findall(r"maxrss_kb (\d+)", done.stderr)
+    return int(found[-1]) / 1024 if found else float("nan")
+
+
+def peak_memory(config_path: Path, store: RecordStore, work: Path, counts=(200, 2000)) -> dict[int, float]:
+    """Peak RSS (MB) of a whole `qslab session` and of its `qslab replay`, per image count."""
+    import sys
+
+    print("\npeak memory (whole process, /usr/bin/time):")
+    peaks = {}
+    for images in counts:
+        out = work / f"memory-{images}"
+        session_mb = _peak_rss_mb([sys.executable, "-m", "qslab", "session", "--config", str(config_path),
+                                   "--calibration-dir", str(store.directory), "--out", str(out), "--images",
+                                   str(images), "--batch-images", "50", "--json"])
+        path = next(out.glob("session-*.h5"), None)
+        replay_mb = _peak_rss_mb([sys.executable, "-m", "qslab", "replay", str(path)])
+        peaks[images] = session_mb
+        print(f"  {images:>6} images: session {session_mb:.0f} MB, replay {replay_mb:.0f} MB", flush=True)
+    return peaks
+
+
 # --- main -----------------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -277,6 +503,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20, help="images per fault session (default 20)")
     parser.add_argument("--attack-images", type=int, default=200, help="images per attack session (default 200)")
     parser.add_argument("--honest", type=int, default=3, help="honest sessions for false alarms (default 3)")
+    parser.add_argument("--memory", type=int, nargs="*", default=[200, 2000], metavar="IMAGES",
+                        help="image counts whose peak memory is measured (default 200 2000; none: skip)")
+    parser.add_argument("--only-issue17", action="store_true",
+                        help="only signals, kill -9, tampering, hostile input and memory (no fault or attack matrix)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qslab_bench_reliability_"))
     config_path = work / "lab_config.toml"
@@ -290,9 +520,12 @@ def main() -> None:
                         progress=False)
 
     with Benches().observing() as benches:
-        faults = fault_matrix(config, store, work, benches, settings, QUICK_FAULTS if args.quick else FAULTS)
+        faults = [] if args.only_issue17 else fault_matrix(config, store, work, benches, settings,
+                                                           QUICK_FAULTS if args.quick else FAULTS)
         attacks = []
-        if importlib.util.find_spec("qslab.instruments.sim.faults_attacks.attacks") is not None:
+        if args.only_issue17:
+            pass
+        elif importlib.util.find_spec("qslab.instruments.sim.faults_attacks.attacks") is not None:
             from qslab.instruments.sim.faults_attacks import attacks as attack_module
 
             if hasattr(attack_module, "parse_attack"):
@@ -302,6 +535,11 @@ def main() -> None:
         else:
             print("\nattacks: instruments/sim/faults_attacks/attacks.py is not there yet: skipped")
     bad = bad_inputs(config_path, store, clean["file"], work)
+    signals = signal_matrix(config_path, store, work)
+    kills = kill_matrix(config_path, store, work)
+    tampered = tampering(store, clean["file"], work)
+    hostile = hostile_inputs(config_path, store, work)
+    peaks = peak_memory(config_path, store, work, args.memory) if args.memory else {}
 
     print("\nsummary")
     survived = sum(o.survived for o in faults)
@@ -316,6 +554,17 @@ def main() -> None:
         print(f"  attacks {len(cheats)}: detected {sum(cheats)}, missed {len(cheats) - sum(cheats)}; "
               f"honest sessions {len(honest)}: false alarms {sum(honest)}")
     print(f"  bad inputs tried {len(bad)}, handled cleanly {sum(handled for _, handled, _ in bad)}")
+    counts = {"signals survived with the station read back safe": signals, "kill -9 points resumed to the "
+              "uninterrupted result": kills, "fuzz and hostile inputs handled": bad + hostile,
+              "tampering detected": tampered}
+    for label, rows in counts.items():
+        print(f"  {label}: {sum(ok for _, ok, _ in rows)} of {len(rows)}")
+    if peaks:
+        low, high = min(peaks), max(peaks)
+        print(f"  peak memory: {peaks[low]:.0f} MB at {low} images, {peaks[high]:.0f} MB at {high} images "
+              f"({100 * (peaks[high] / peaks[low] - 1):+.0f} %; the goal is within 20 %)")
+    lost = [label for rows in counts.values() for label, ok, _ in rows if not ok]
+    print(f"  {'PASS' if not lost else 'FAIL'}: " + ("nothing lost" if not lost else f"lost: {', '.join(lost)}"))
     print(f"  (files under {work})")
 
 

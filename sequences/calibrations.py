@@ -130,7 +130,8 @@ def record_kind(name: str, station, store, options: CalibrationOptions, figure_d
 def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None, before=None) -> list:
     """Run (in table order) each of ``kinds`` whose record is missing or stale; report(error) says which first.
     ``before(kind)`` is called before each kind runs (a session stops there on a signal). Returns the records
-    written."""
+    written. Orphaned ``.writing-*`` files of a write that was killed are removed first."""
+    remove_orphans(store)
     missing = missing_records(store, kinds)
     for error in missing.values():
         if report is not None:
@@ -303,3 +304,69 @@ def _processor(station, store, figure_dir: Path):
 
 def _with_condition(result, key: str, value):
     return dataclasses.replace(result, conditions={**result.conditions, key: value})
+
+
+# --- housekeeping of the record directory --------------------------------------------------------------
+
+ORPHAN_AGE_S = 600.0           # a record is written in well under a second: a .writing-* file this old is orphaned
+SUPERSEDED_AGE_S = 3600.0      # a superseded channel record younger than this may still be about to be read
+
+
+def remove_orphans(store, now_s: float | None = None) -> list[Path]:
+    """Delete the ``.writing-*`` temporaries a killed ``RecordStore.write`` left (older than ORPHAN_AGE_S, so a
+    write under way in another process is never touched); returns what was removed."""
+    import time
+
+    now_s = time.time() if now_s is None else now_s
+    removed = []
+    for temp in sorted(Path(store.directory).glob(".writing-*")) if Path(store.directory).is_dir() else []:
+        try:
+            if temp.is_file() and now_s - temp.stat().st_mtime > ORPHAN_AGE_S:
+                temp.unlink()
+                removed.append(temp)
+        except OSError:  # gone meanwhile, or not ours to remove: left alone
+            continue
+    return removed
+
+
+def referenced_records(session_dir: Path) -> set[str] | None:
+    """Record ids the session files in ``session_dir`` name in /meta/calibrations_json (None when one cannot be
+    read: then nothing may be pruned). Only the one text is read, not the whole file."""
+    import json
+
+    import h5py
+
+    ids: set[str] = set()
+    for path in sorted(Path(session_dir).glob("*.h5")) if Path(session_dir).is_dir() else []:
+        try:
+            with h5py.File(path, "r", locking=False) as file:
+                records = json.loads(bytes(file["meta/calibrations_json"][()]).decode("utf-8")).get("records", {})
+            ids.update(str(summary.get("id")) for summary in records.values() if isinstance(summary, dict))
+        except Exception:  # noqa: BLE001 - an unreadable or live file: keep every record
+            return None
+    return ids
+
+
+def prune_channel_records(store, session_dir: Path, now_s: float | None = None) -> list[str]:
+    """Delete channel records (1.5 MB each, one per session) that a newer one supersedes, that are older than
+    SUPERSEDED_AGE_S and that no session file in ``session_dir`` references; returns the ids removed."""
+    import time
+
+    now_s = time.time() if now_s is None else now_s
+    channel = kind("channel")
+    records = store.records("channel", channel.records[0][0])
+    if len(records) < 2:
+        return []
+    referenced = referenced_records(session_dir)
+    if referenced is None:
+        return []
+    removed = []
+    for record in records[:-1]:  # the newest is never superseded
+        if record.id in referenced or now_s - record.created.timestamp() < SUPERSEDED_AGE_S:
+            continue
+        try:
+            record.path.unlink()
+            removed.append(record.id)
+        except OSError:
+            continue
+    return removed

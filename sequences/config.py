@@ -313,6 +313,10 @@ class StationSettings:
     timeout_s: float = setting(Number("s", 0.0, 600.0, min_open=True), 5.0)
 
 
+# below 1e-100 the union bound's shares underflow towards 0 and the limits stop being numbers (a NaN bound)
+FAILURE_PROBABILITY = Number("probability", 1e-100, 0.5, max_open=True)
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     """``[protocol]``: the operating point of one secure layer."""
@@ -322,7 +326,7 @@ class ProtocolConfig:
     modes: int = setting(Number("complex modes per row", 1, integer=True))
     symbol_rate_hz: float = setting(Number("Hz", 0.0, min_open=True))
     verify_fraction: float = setting(Number("fraction of rows", 0.0, 1.0, min_open=True), 0.01)
-    failure_probability: float = setting(Number("probability", 0.0, 0.5, min_open=True, max_open=True), 1e-10)
+    failure_probability: float = setting(FAILURE_PROBABILITY, 1e-10)
     wavelength_m: float = setting(Number("m", 1.25e-6, 1.65e-6), 1550e-9)
 
 
@@ -509,6 +513,9 @@ def loads_config(text: str, source: str = "<config>") -> LabConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("", f"not valid TOML ({error})", source) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError("", "not a usable TOML file: arrays or tables nested too deep (expected the flat tables "
+                              "of lab_config.toml)", source) from None
     return parse_config(data, source, text)
 
 

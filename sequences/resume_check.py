@@ -66,6 +66,60 @@ def resume_record(config, identities: dict[str, dict[str, str]], records: dict, 
                                                            "started_utc": crashed.started_utc}}
 
 
+def resumable_settings(path, recorded: dict):
+    """The SessionSettings a file recorded, each checked by the rule the config applies to it: a resume
+    continues with the file's settings, so an edited or damaged settings_json (images = 0, batch_images = -10,
+    verify_fraction = 2, a weights path outside the package) is refused here, before anything is switched on,
+    as a RecordingError naming the file, the key and what was expected."""
+    from pathlib import PurePath
+
+    from qslab.analysis.recording import RecordingError
+    from qslab.sequences.config import ConfigError
+    from qslab.sequences.session import SessionSettings
+
+    if not isinstance(recorded, dict):
+        raise RecordingError(f"{path}: its settings_json is {type(recorded).__name__}, expected a JSON object")
+    specs = _settings_specs()
+    unknown = sorted(set(recorded) - set(specs) - {"weights"})
+    missing = sorted(name for name in ("images", "mu", "gain", "seed", "batch_images", "verify_fraction",
+                                       "failure_probability", "laser_power_dbm") if name not in recorded)
+    if unknown or missing:
+        raise RecordingError(f"{path}: its settings_json does not describe a session of this qslab ("
+                             + "; ".join(([f"unknown {', '.join(unknown)}"] if unknown else [])
+                                         + ([f"missing {', '.join(missing)}"] if missing else [])) + ")")
+    values = {}
+    for name, spec in specs.items():
+        if name in recorded:
+            try:
+                values[name] = spec.parse(f"settings_json {name}", recorded[name])
+            except ConfigError as error:
+                raise RecordingError(f"{path}: {error}") from None
+    weights = recorded.get("weights")
+    if weights is not None:
+        parts = PurePath(weights).parts if isinstance(weights, str) and "\x00" not in weights else ("..",)
+        if ".." in parts or not str(weights).endswith(".npz"):
+            raise RecordingError(f"{path}: settings_json weights = {str(weights)[:60]!r}: expected null (the packaged "
+                                 "network) or the path of an .npz weights file without '..'")
+        values["weights"] = weights
+    return SessionSettings(**values)
+
+
+def _settings_specs() -> dict:
+    """settings_json key -> the config's Number rule for it ([session] and [protocol] keys, same ranges)."""
+    from dataclasses import fields
+
+    from qslab.sequences.config import Number, ProtocolConfig, SessionConfig
+
+    rule = {f.name: f.metadata["spec"] for cls in (SessionConfig, ProtocolConfig) for f in fields(cls)
+            if "spec" in f.metadata}
+    return {"images": rule["images"], "mu": rule["mu_photons"], "gain": rule["gain"], "seed": rule["seed"],
+            "batch_images": rule["batch_images"], "verify_fraction": rule["verify_fraction"],
+            "failure_probability": rule["failure_probability"], "laser_power_dbm": rule["laser_power_dbm"],
+            "false_alarm": Number("probability", 0.0, 0.5, min_open=True, max_open=True),
+            "exact_leakage_images": Number("images", 0, integer=True),
+            "max_weight_leakage_bits_per_mode": rule["max_weight_leakage_bits_per_mode"]}
+
+
 def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in table.items():

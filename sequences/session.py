@@ -119,7 +119,8 @@ def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=No
 
 
 def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
-    """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record."""
+    """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record; older
+    channel records that no session file beside this one references are pruned (calibrations.prune_channel_records)."""
     from qslab.calibration.channel import channel_result
 
     pilot = link.pilot
@@ -130,7 +131,12 @@ def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
                                         "client_gain_snu": pilot.client_gain_snu},
                             figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
     identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
-    return store.write(result, instruments=identities).id
+    record_id = store.write(result, instruments=identities).id
+    pruned = calibrations.prune_channel_records(store, figure_dir.parent)  # superseded, referenced by no session
+    if pruned:
+        log.info("removed %d superseded channel record(s) no session in %s references: %s", len(pruned),
+                 figure_dir.parent, ", ".join(pruned))
+    return record_id
 
 
 # --- the recording ----------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class FaultReport:
             if action["action"] in counted:
                 key = (action["instrument"], action["action"])
                 counts[key] = counts.get(key, 0) + 1
-            elif action["action"] in ("re-applied", "re-calibrated", "repeated"):
+            elif action["action"] in ("foreign-write", "re-applied", "re-calibrated", "repeated"):
                 where = f"batch {action['batch']}" if action["batch"] else "set-up"
                 who = f"{action['instrument']} " if action["instrument"] else ""
                 lines.append(f"{where}: {who}{action['action']}: {action['detail']}")
@@ -174,13 +174,18 @@ def reset_evidence(watch) -> list[str]:
     """Reset evidence from a SettingsWatch role (LabStation.settings) without the instruments' rounding: the *ESR?
     power-on bit, and settings whose read-back differs from what was set by more than READBACK_TOLERANCE (an
     attenuation set to 24.235031 dB reads 24.235: that is no reset)."""
-    evidence = []
-    if watch.power_cycled():
-        evidence.append("*ESR? power-on bit set: it was switched off and on")
-    for name, (cached, now) in watch.changed_settings().items():
-        if not _rounded(cached, now):
-            evidence.append(f"{name} reads {now!r}, was set to {cached!r}")
-    return evidence
+    power_cycled, changes = settings_evidence(watch)
+    return (["*ESR? power-on bit set: it was switched off and on"] if power_cycled else []) + changes
+
+
+def settings_evidence(watch) -> tuple[bool, list[str]]:
+    """(the *ESR? power-on bit was set, settings that read back other than this session set them). Without the
+    power-on bit a changed setting is a foreign write: another client on the instrument's port (SCPI has no
+    credentials, docs/INSTRUMENTS.md) or someone at its front panel changed what the session set."""
+    power_cycled = watch.power_cycled()
+    changes = [f"{name} reads {now!r}, was set to {cached!r}"
+               for name, (cached, now) in watch.changed_settings().items() if not _rounded(cached, now)]
+    return bool(power_cycled), changes
 
 
 
@@ -342,18 +347,31 @@ class BatchGuard:
                              f"({'; '.join(cured)})")
 
     def _examine(self) -> list[Finding]:
-        resets = self._resets()
-        if resets:  # a reset explains whatever else looks wrong: cure it first
-            return [Finding("reapply", name, f"{name} was reset ({evidence[0]})") for name, evidence in resets.items()]
-        return self._light_findings(self.link.read_light())
+        changed = self._settings_changes()
+        findings = []
+        for name, (power_cycled, changes) in changed.items():  # a reset or a foreign write explains the rest: first
+            if power_cycled:
+                findings.append(Finding("reapply", name, f"{name} was reset (*ESR? power-on bit set: it was "
+                                                         f"switched off and on)"))
+            else:
+                detail = (f"foreign write to {name}: {'; '.join(changes)} (a change this session did not make: "
+                          f"another client on its port or its front panel)")
+                self.report.act("foreign-write", name, detail)
+                findings.append(Finding("reapply", name, detail))
+        return findings or self._light_findings(self.link.read_light())
 
-    def _resets(self) -> dict[str, list[str]]:
+    def _settings_changes(self) -> dict[str, tuple[bool, list[str]]]:
         found = {}
         for name in self.station.connections:
-            evidence = reset_evidence(self.station.settings(name))
-            if evidence:
-                found[name] = evidence
+            power_cycled, changes = settings_evidence(self.station.settings(name))
+            if power_cycled or changes:
+                found[name] = (power_cycled, changes)
         return found
+
+    def _resets(self) -> dict[str, tuple[bool, list[str]]]:
+        """Every driver's cache and *ESR? bit read (and so cleared) once: the evidence now, for callers that only
+        need the slate clean."""
+        return self._settings_changes()
 
     def _light_findings(self, light) -> list[Finding]:
         config = self.station.config

@@ -14,7 +14,7 @@ from qslab.analysis.measured_values import server_detector
 from qslab.analysis.session_results import CONFIDENCE_SIGMAS
 from qslab.analysis.verification import ServerDetector
 from qslab.calibration.homodyne import receiver_calibration
-from qslab.calibration.records import RecordStore
+from qslab.calibration.records import CorruptRecord, RecordStore
 from qslab.instruments.optical import ModulatorCalibration, ProcessorCalibration
 from qslab.sequences.calibrations import KINDS, kind
 
@@ -48,6 +48,8 @@ class StationCalibration:
         """This calibration with the honest link of a channel record (T, eps, sqrt(eta_s T)) and its summary."""
         from dataclasses import replace
 
+        check_plausible(record)
+
         return replace(self, transmittance=record.estimate("channel.transmittance"),
                        excess_noise=record.estimate("channel.excess_noise_snu"),
                        amplitude_transmittance=record.estimate("channel.amplitude_transmittance"),
@@ -59,6 +61,41 @@ def record_summary(record) -> dict:
             "created_utc": record.created.isoformat(),
             "parameters": {k: {"value": e.value, "uncertainty": e.uncertainty, "unit": e.unit}
                            for k, e in record.parameters.items()}}
+
+
+class ImplausibleRecord(CorruptRecord):
+    """A record whose value no working station measures (zero or negative where the physics needs > 0): used, it
+    would end in a math domain error or a wrong operating point, so the session refuses it by name."""
+
+
+# parameter-key suffix -> (lowest, highest or None, whether the lowest is excluded, what is expected)
+PLAUSIBLE = {
+    "shot_noise_variance_v2": (0.0, None, True, "> 0 V^2"),
+    "photons_per_monitor_w": (0.0, None, True, "> 0 photons per W at the monitor"),
+    "photons_per_symbol": (0.0, None, True, "> 0 photons per mode"),
+    "attenuator_scale": (0.0, None, True, "> 0 dB per set dB"),
+    "vpi_v": (0.0, None, True, "> 0 V"),
+    "vpi_at_awg_v": (0.0, None, True, "> 0 V"),
+    "extinction_ratio_db": (0.0, None, True, "> 0 dB"),
+    "efficiency": (0.0, 1.0, True, "in (0, 1]"),
+    "client_amplifier.gain": (1.0, None, False, ">= 1 (linear power gain)"),
+    "electronic_noise_snu_at_operating_lo": (0.0, None, False, ">= 0 SNU"),
+    "channel.transmittance": (0.0, None, True, "> 0"),
+}
+
+
+def check_plausible(record) -> None:
+    """ImplausibleRecord naming the record, key and value when a value it holds is outside PLAUSIBLE."""
+    for key, estimate in record.parameters.items():
+        rule = next((rule for suffix, rule in PLAUSIBLE.items() if key == suffix or key.endswith(f".{suffix}")
+                     or key.endswith(f"_{suffix}")), None)
+        if rule is None:
+            continue
+        low, high, open_low, expected = rule
+        value = estimate.value
+        if (value <= low if open_low else value < low) or (high is not None and value > high):
+            raise ImplausibleRecord(f"calibration record {record.id}: {key} = {value:g}, expected {expected}: no "
+                                    f"working station measures this; run `qslab calibrate {record.kind}` again")
 
 
 def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel: bool = True,
@@ -88,6 +125,8 @@ def load_station_calibration(store: RecordStore, iq_driver_gain: float, channel:
     processor_rec = found.get(("client_processor", "client_processor.beam_splitter_vpi_v"))
     used = [client_rec, server_rec, photons, amplifier, vpi_rec, imbalance, extinction] + [
         r for r in (channel_rec, processor_rec) if r is not None]
+    for record in used:
+        check_plausible(record)
     return StationCalibration(
         client_receiver=receiver_calibration(client_rec), server_receiver=receiver_calibration(server_rec),
         server_detector=server_detector(eta, v_el, CONFIDENCE_SIGMAS),

@@ -461,9 +461,13 @@ BAD_FILES = {
     "empty hdf5": (lambda p, t: h5py.File(p, "w").close(), "has no 'schema' attribute"),
     "other schema": (_foreign, "its schema attribute is 'qslab.calibration/1'"),
     "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 3)),
-                      r"schema_version 3; this qslab reads schema_version 1, 2 \(update qslab"),
+                      r"schema_version 3; this qslab reads schema_version 1 and 2 \(update qslab"),
+    "older version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 0)),
+                      r"schema_version 0; this qslab reads schema_version 1 and 2 \(it predates"),
     "text version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", "1")),
                      "schema_version attribute is '1', expected the integer 2"),
+    "version 2 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
+                                    "no sha256_json attribute, which schema_version 2 requires"),
     "truncated": (lambda p, t: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) * 2 // 3]), "is truncated"),
     "cut to the superblock": (lambda p, t: p.write_bytes(p.read_bytes()[:200]), "is truncated"),
     "missing dataset": (lambda p, t: _edit(p, lambda f: f.__delitem__("layers/1/verification/rows")),
@@ -611,3 +615,30 @@ def test_a_metadata_text_changed_after_writing_is_refused_naming_it(tmp_path, na
         f[f"meta/{name}"][()] = bytes(data)
     with pytest.raises(RecordingError, match=f"/meta/{name} does not match its SHA-256"):
         SessionFile.open(path)
+
+
+@pytest.mark.parametrize("checksums", [True, False], ids=["version 1 with sha256_json", "version 1 before it"])
+def test_every_version_the_reader_claims_is_read(tmp_path, checksums):
+    """schema_version 1 files (written before the checksums, and after them with sha256_json and resumes_json as
+    optional attributes) read as they always did; an edited text in one that carries checksums is still refused."""
+    from qslab.analysis.recording.reader import READABLE_VERSIONS
+
+    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION == 2
+    path = write_session(tmp_path / "v1.h5", batches=1)
+
+    def as_version_1(f):
+        f.attrs["schema_version"] = np.int64(1)
+        if not checksums:
+            del f["meta"].attrs["sha256_json"]
+    _edit(path, as_version_1)
+    with SessionFile.open(path) as session:
+        assert session.schema_version == 1 and session.batches_written == 1 and session.resumes == []
+    if checksums:
+        def edit_seed(f):
+            data = bytearray(bytes(f["meta/seeds_json"][()]))
+            at = next(i for i, byte in enumerate(data) if chr(byte).isdigit())
+            data[at] = ord("7") if chr(data[at]) != "7" else ord("8")
+            f["meta/seeds_json"][()] = bytes(data)
+        _edit(path, edit_seed)
+        with pytest.raises(RecordingError, match="does not match its SHA-256"):
+            SessionFile.open(path)

@@ -11,18 +11,21 @@ import h5py
 import numpy as np
 
 from qslab.analysis.recording import curious_group
-from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, READABLE_VERSIONS, SCHEMA,
+from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA,
                                              SCHEMA_VERSION, STATUSES,
                                              STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
 
+# READABLE_VERSIONS: 1 (sha256_json and resumes_json optional: files written before them, and the version-1
+# files that carry them) and 2 (sha256_json required, so stripping the checksums is refused)
 META_CHECKSUMS = "sha256_json"  # /meta attribute: {name: SHA-256 of the UTF-8 text}; a text that differs is refused
 RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
 
 
 def validate(path: str | Path) -> None:
-    """Check ``path`` against schema qslab.session/1, reading every committed value; RecordingError if it fails."""
+    """Check ``path`` against schema qslab.session (every READABLE_VERSIONS), reading every committed value;
+    RecordingError if it fails."""
     SessionFile.open(path).close()
 
 
@@ -192,10 +195,13 @@ class SessionFile:
         """[images, rows] float32: the client's homodyne outcome per committed image and row, SNU."""
         return self._read(f"layers/{self._layer(layer)}/client_quadratures_snu", slice(0, self.images_written))
 
-    def verification(self, layer: int) -> LayerVerification:
+    def verification(self, layer: int, samples: bool = True) -> LayerVerification:
+        """One layer's verification data; ``samples=False`` leaves sent_snu/returned_snu empty (rows and
+        bases only, without reading the largest arrays)."""
         k = self._layer(layer)
         stops = {kind: int(self._table[f"{kind}_stop"][-1, k]) if len(self._table) else 0 for kind in _OFFSET_KINDS}
-        flat = {name: self._read(f"layers/{k}/verification/{name}", slice(0, stops[kind]))
+        flat = {name: self._read(f"layers/{k}/verification/{name}", slice(0, stops[kind] if samples or kind != "sample"
+                                                                           else 0))
                 for name, (_, kind) in _VERIFICATION_COLUMNS.items()}
         rows, measure_p = [], []
         for row in self._table:
@@ -274,9 +280,14 @@ def _open_readable(path: Path) -> tuple[h5py.File, bool]:
     fails fast on bad metadata, whereas a SWMR reader retries bad metadata for minutes.
     """
     expected = f"expected a qslab session recording (schema {SCHEMA!r} version {SCHEMA_VERSION})"
-    if not path.exists():
+    try:
+        exists, regular = path.exists(), path.is_file()
+    except (OSError, ValueError) as error:  # a name too long for the file system, an embedded NUL
+        raise RecordingError(f"{_shown(path)} cannot be opened ({getattr(error, 'strerror', None) or error}; "
+                             f"{expected})") from None
+    if not exists:
         raise RecordingError(f"{path}: no such file ({expected})")
-    if not path.is_file():
+    if not regular:
         raise RecordingError(f"{path} is not a regular file ({expected})")
     try:
         is_hdf5 = h5py.is_hdf5(path)
@@ -296,6 +307,11 @@ def _open_readable(path: Path) -> tuple[h5py.File, bool]:
     except Exception as error:  # noqa: BLE001
         raise RecordingError(f"{path} is open for writing and cannot be read in SWMR mode "
                              f"({_first_line(error)}; {expected})") from None
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
 
 
 def _attribute_text(value) -> str | None:
@@ -320,7 +336,7 @@ def _check_schema(file: h5py.File, path: Path) -> None:
     if int(version) not in READABLE_VERSIONS:
         advice = "update qslab to read it" if int(version) > SCHEMA_VERSION else "it predates this format"
         raise RecordingError(f"{path} is a {SCHEMA!r} recording of schema_version {int(version)}; this qslab "
-                             f"reads schema_version {', '.join(map(str, READABLE_VERSIONS))} ({advice})")
+                             f"reads schema_version {' and '.join(map(str, READABLE_VERSIONS))} ({advice})")
     for name in ("created_utc", "qslab_version", "git_revision"):
         if _attribute_text(file.attrs.get(name)) is None:
             raise RecordingError(f"{path} has no text attribute {name!r} at the root (schema {SCHEMA} "
@@ -396,6 +412,9 @@ def meta_checksums(texts: dict[str, str]) -> dict[str, str]:
 def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
     """The /meta texts, each checked against its SHA-256 in /meta's sha256_json (files written before it: none)."""
     stored = _attribute_text(file["meta"].attrs.get(META_CHECKSUMS))
+    if stored is None and int(file.attrs["schema_version"]) >= 2:
+        raise RecordingError(f"{path}: /meta has no {META_CHECKSUMS} attribute, which schema_version 2 requires "
+                             "(removed or damaged since): the recording cannot be trusted")
     try:
         checksums = json.loads(stored) if stored is not None else {}
     except ValueError as error:
@@ -410,7 +429,7 @@ def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
                 json.loads(texts[name])
             else:
                 tomllib.loads(texts[name])
-        except (UnicodeDecodeError, ValueError) as error:
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
             kind = "JSON" if name.endswith("_json") else "TOML"
             raise RecordingError(f"{path}: /meta/{name} is not valid UTF-8 {kind} ({_first_line(error)})") from None
         if stored is not None and checksums.get(name) != hashlib.sha256(data).hexdigest():
@@ -475,13 +494,29 @@ def _status_text(dataset: h5py.Dataset, path: Path) -> str:
 
 
 def _check_values(session: SessionFile) -> None:
-    """Read every committed value once (a corrupt chunk fails its checksum here) and check the index ranges."""
+    """Read every committed value once (a corrupt chunk fails its checksum here) and check what it may hold:
+    MNIST test indices and labels, predictions (-1: void), finite quadratures. Read in slices of
+    VALUES_PER_READ, so checking a 10k-image file needs no more memory than a small one."""
     session.status  # noqa: B018
     session.detail  # noqa: B018
-    session.images  # noqa: B018
+    n = session.images_written
+    for name, low, high, what in (("index", 0, MNIST_TEST_IMAGES - 1, "MNIST test-set indices"),
+                                  ("label", 0, 9, "digit labels"), ("prediction", -1, 9, "predicted digits or -1")):
+        for part in _slices(n, 1):
+            values = session._read(f"images/{name}", part)
+            if len(values) and (values.min() < low or values.max() > high):
+                raise RecordingError(f"{session.path}: /images/{name} holds {_outside(values, low, high)}, "
+                                     f"expected {what} in [{low}, {high}]")
+    for part in _slices(n, PIXELS_PER_IMAGE):
+        session._read("images/pixels", part)
     for k, layer in enumerate(session.layers):
-        session.client_quadratures_snu(k)
-        verification = session.verification(k)
+        for part in _slices(n, layer.rows):
+            _require_finite(session, f"layers/{k}/client_quadratures_snu", part)
+        stop = int(session.batch_table["sample_stop"][-1, k]) if session.batches_written else 0
+        for name in ("sent_snu", "returned_snu"):
+            for part in _slices(stop, 1):
+                _require_finite(session, f"layers/{k}/verification/{name}", part)
+        verification = session.verification(k, samples=False)
         for batch, rows in enumerate(verification.rows):
             if len(rows) and (rows.min() < 0 or rows.max() >= layer.rows or len(np.unique(rows)) != len(rows)):
                 raise RecordingError(f"{session.path}: /layers/{k}/verification/rows of batch {batch} are not "
@@ -489,3 +524,25 @@ def _check_values(session: SessionFile) -> None:
         stop = int(session.batch_table["measure_p_stop"][-1, k]) if session.batches_written else 0
         if np.any(session._read(f"layers/{k}/verification/measure_p", slice(0, stop)) > 1):
             raise RecordingError(f"{session.path}: /layers/{k}/verification/measure_p holds values other than 0/1")
+
+
+VALUES_PER_READ = 1 << 22  # numbers read at once when a whole dataset is checked or pooled (16 MB of float32)
+MNIST_TEST_IMAGES = 10_000
+
+
+def _slices(length: int, per_row: int):
+    step = max(1, VALUES_PER_READ // max(1, per_row))
+    return [slice(start, min(start + step, length)) for start in range(0, length, step)]
+
+
+def _require_finite(session: SessionFile, name: str, rows: slice) -> None:
+    values = session._read(name, rows)
+    if not np.all(np.isfinite(values)):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        raise RecordingError(f"{session.path}: /{name} holds {bad} non-finite value(s) (NaN or inf), expected finite "
+                             "quadratures in SNU")
+
+
+def _outside(values: np.ndarray, low: int, high: int) -> str:
+    bad = values[(values < low) | (values > high)]
+    return f"{int(bad[0])}" + (f" and {len(bad) - 1} more value(s) out of range" if len(bad) > 1 else "")

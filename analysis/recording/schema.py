@@ -15,7 +15,9 @@ import numpy as np
 
 SCHEMA = "qslab.session"
 SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 2 added the optional /curious_server group (curious_group.py); 1 is 2 without it
+# 2: /meta sha256_json required (optional in 1) and the optional /curious_server group (curious_group.py);
+# docs/RECORDING.md, Versioning
+READABLE_VERSIONS = (1, 2)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)

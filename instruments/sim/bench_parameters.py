@@ -313,7 +313,7 @@ def _build(cls_or_obj: Any, table: dict[str, Any], prefix: str) -> Any:
 
 
 # Keys of [bench] that are not hardware truth (read by the server / station, not by the physics).
-NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded")
+NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded", "allow_non_loopback")
 
 
 def from_mapping(table: dict[str, Any], base: BenchParameters | None = None) -> BenchParameters:
@@ -342,6 +342,11 @@ def load_bench_table(path: str | Path) -> dict[str, Any]:
     if not isinstance(data["bench"], dict):
         raise ValueError(f"{path}: [bench] must be a table")
     return data["bench"]
+
+
+# (key, largest value, unit) of a receiver's datasheet figures: larger ones describe no balanced detector and
+# surface much later as digitizer overrange or VISA timeouts
+RECEIVER_MAXIMA = (("reference_lo_power_w", 0.1, "W"), ("gain_v_per_w", 1e7, "V/W"), ("bandwidth_hz", 1e11, "Hz"))
 
 
 def _validate(params: BenchParameters) -> None:
@@ -394,8 +399,8 @@ def _validate(params: BenchParameters) -> None:
         fraction(f"{name}.efficiency")
         fraction(f"{name}.lo_transmittance")
         non_negative(f"{name}.electronic_noise_snu")
-        for key in ("reference_lo_power_w", "gain_v_per_w", "bandwidth_hz"):
-            positive(f"{name}.{key}")
+        for key, most, unit in RECEIVER_MAXIMA:  # beyond these no detector of this class exists (PDB48x: mW LO)
+            check(f"{name}.{key}", 0.0 < params.get(f"{name}.{key}") <= most, f"> 0 and <= {most:g} {unit}")
         check(f"{name}.filter_order", 1 <= params.get(f"{name}.filter_order") <= 8, "an integer 1..8")
         check(f"{name}.digitizer_channel", 1 <= params.get(f"{name}.digitizer_channel") <= 4, "a channel 1..4")
         positive(f"{name}.common_mode_rejection_db")

@@ -43,6 +43,27 @@ from qslab.instruments.sim.scpi.parsing import MessageFramer
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+
+
+def check_loopback(host: Any, allow_non_loopback: bool = False) -> str:
+    """``host`` when it is a loopback address (127.0.0.0/8, ::1, localhost): the emulators speak SCPI without
+    credentials, as real instruments do, so by default only this machine may reach them. Any other address is
+    a ValueError naming [bench] host, unless ``allow_non_loopback`` (the operator's explicit choice)."""
+    import ipaddress
+
+    if not isinstance(host, str):
+        raise ValueError(f"[bench] host = {host!r}: expected a loopback address such as '127.0.0.1'")
+    if allow_non_loopback or host == "localhost":
+        return host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"[bench] host = {host!r}: expected a loopback address such as '127.0.0.1' (the bench "
+                         "speaks SCPI without credentials, so any host that can reach it could drive the lasers; "
+                         "set [bench] allow_non_loopback = true or pass --allow-non-loopback to mean it)")
+    return host
 _RECV_BYTES = 1 << 16
 
 
@@ -271,9 +292,9 @@ class Bench:
 
     def __init__(self, params: BenchParameters | None = None, *, instruments: dict[str, str] | None = None,
                  host: str = DEFAULT_HOST, ports: dict[str, int] | None = None,
-                 faults: Iterable[Fault | str] = ()):
+                 faults: Iterable[Fault | str] = (), allow_non_loopback: bool = False):
+        self.host = check_loopback(host, allow_non_loopback)
         self.state = BenchState(params)
-        self.host = host
         lineup = dict(DEFAULT_INSTRUMENTS if instruments is None else instruments)
         ports = dict(ports or {})
         unknown = sorted(set(ports) - set(lineup))
@@ -300,11 +321,16 @@ class Bench:
         return self.faults.add(fault)
 
     @classmethod
-    def from_table(cls, table: dict[str, Any], *, faults: Iterable[Fault | str] = ()) -> Bench:
-        """From a ``[bench]`` table: hardware truth, plus ``host``, ``ports`` and ``instruments``."""
+    def from_table(cls, table: dict[str, Any], *, faults: Iterable[Fault | str] = (),
+                   allow_non_loopback: bool = False) -> Bench:
+        """From a ``[bench]`` table: hardware truth, plus ``host``, ``ports``, ``instruments`` and
+        ``allow_non_loopback`` (true: serve ``host`` even when other machines can reach it)."""
         params = from_mapping(table)
+        allowed = table.get("allow_non_loopback", False)
+        if not isinstance(allowed, bool):
+            raise ValueError(f"[bench] allow_non_loopback = {allowed!r}: expected true or false")
         return cls(params, instruments=table.get("instruments"), host=table.get("host", DEFAULT_HOST),
-                   ports=table.get("ports"), faults=faults)
+                   ports=table.get("ports"), faults=faults, allow_non_loopback=allowed or allow_non_loopback)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, faults: Iterable[Fault | str] = ()) -> Bench:

@@ -25,6 +25,9 @@ def register(parser) -> None:
                         help="TOML file with a [bench] table (default: instruments/sim/bench_defaults.toml)")
     parser.add_argument("--seed", type=number("seed", 0, integer=True, unit="random seed"),
                         help="override [bench] seed (an integer >= 0)")
+    parser.add_argument("--allow-non-loopback", action="store_true",
+                        help="serve on a [bench] host other machines can reach (the emulators, like real "
+                             "instruments, accept SCPI from anyone who connects; default: loopback only)")
     parser.add_argument("--json", action="store_true",
                         help="print only the JSON line (otherwise a table of the instruments follows it)")
 
@@ -38,7 +41,7 @@ def run(args) -> int:
         table = defaults_table() if args.config is None else load_bench_table(args.config)
         if args.seed is not None:
             table = {**table, "seed": args.seed}
-        bench = Bench.from_table(table)
+        bench = Bench.from_table(table, allow_non_loopback=args.allow_non_loopback)
         bench.start()
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
@@ -49,7 +52,7 @@ def run(args) -> int:
         description = bench.describe()
         print_json_last(description)  # one JSON object: here it is the first line
         if not args.json:
-            print(format_table(description, bench.params.seed))
+            print(format_table(description, bench.params.seed, bench.host))
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
@@ -61,8 +64,8 @@ def run(args) -> int:
     return 0
 
 
-def format_table(description: dict, seed: int) -> str:
+def format_table(description: dict, seed: int, host: str = "127.0.0.1") -> str:
     rows = [(name, entry["address"], entry["driver"]) for name, entry in description["instruments"].items()]
     width = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [f"{name:<{width[0]}}  {address:<{width[1]}}  {driver}" for name, address, driver in rows]
-    return "\n".join(lines + [f"virtual bench (seed {seed}) serving on 127.0.0.1; Ctrl-C to stop"])
+    return "\n".join(lines + [f"virtual bench (seed {seed}) serving on {host}; Ctrl-C to stop"])

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+from pathlib import Path
 
 from qslab.sequences.config import Number
 
@@ -76,6 +77,50 @@ def station_config(args, command: str):
 
 class UsageError(Exception):
     """A user mistake that the CLI reports as one line with exit status 2."""
+
+
+def shown_path(path) -> str:
+    """A path as one readable line: a 5000-character one is cut to its start and end."""
+    text = str(path).replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
+def writable_directory(path, option: str) -> Path:
+    """``path`` as a directory this process can create files in (made if absent), checked before anything is
+    switched on; else a UsageError naming the option and what was expected. Tried by creating and removing a
+    file in it, because only that answers for /proc, read-only mounts and names too long for the file system."""
+    import os
+    import tempfile
+
+    directory = Path(path)
+    expected = "a directory qslab can create files in"
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"{option} {shown_path(directory)} is not a directory; expected {expected}")
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".qslab-probe-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise UsageError(f"{option} {shown_path(directory)}: {error.strerror or type(error).__name__}; expected "
+                         f"{expected}") from None
+    return directory
+
+
+def existing_file(path: str, option: str) -> Path:
+    """``path`` as an existing regular file (or a UsageError naming the option): an empty, over-long or
+    unreadable path is said in one line before anything else happens."""
+    if not path.strip():
+        raise UsageError(f"{option}: expected the path of a session file, got an empty string")
+    try:
+        found = Path(path).is_file()
+    except OSError as error:  # a name too long for the file system
+        raise UsageError(f"{option} {shown_path(path)}: {error.strerror or error}; expected a session file") from None
+    except ValueError as error:  # an embedded NUL
+        raise UsageError(f"{option} {shown_path(path)}: {error}; expected a session file") from None
+    if not found:
+        raise UsageError(f"{option} {shown_path(path)}: no such file; expected a session file")
+    return Path(path)
 
 
 def number(name: str, minimum=None, maximum=None, *, min_open=False, max_open=False, integer=False, unit=""):

@@ -16,14 +16,15 @@ HELP = "recompute a session's results from its file (optionally with another cal
 
 def register(parser) -> None:
     from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.config import FAILURE_PROBABILITY
 
     parser.add_argument("file", metavar="FILE", help="a session file written by `qslab session`")
     parser.add_argument("--calibration", metavar="ID", action="append", default=[],
                         help="a calibration record id to use instead of the recorded one (repeatable)")
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="where the records are (default: $QSLAB_CALIBRATION_DIR or qslab-output/calibration)")
-    parser.add_argument("--failure-probability", type=number("failure-probability", 0.0, 0.5, min_open=True,
-                                                             max_open=True, unit="probability"), default=None,
+    parser.add_argument("--failure-probability", type=number("failure-probability", FAILURE_PROBABILITY.minimum,
+                                                             0.5, max_open=True, unit="probability"), default=None,
                         help="failure probability of the verification's finite-size limits (default: the session's)")
     parser.add_argument("--untrusted-detector", action="store_true",
                         help="charge the server detector's loss and electronic noise to the client (docs/PHYSICS.md 13)")
@@ -59,12 +60,15 @@ def run(args) -> int:
     from qslab.analysis.replay import replay
     from qslab.calibration.records import RecordError, RecordStore
     from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.station_calibration import check_plausible
 
     override = {}
     store = RecordStore(args.calibration_dir)
     try:
         for record_id in args.calibration:
-            override.update(override_from_record(store.get(record_id)))
+            record = store.get(record_id)
+            check_plausible(record)
+            override.update(override_from_record(record))
         result = replay(args.file, override, args.failure_probability, trusted=not args.untrusted_detector)
     except (RecordingError, RecordError, ValueError) as error:
         raise UsageError(str(error)) from None

@@ -157,29 +157,39 @@ def calibration_store(args, config):
     return RecordStore(args.calibration_dir or os.environ.get(DIRECTORY_ENV) or config.calibration.directory)
 
 
+def calibration_dir_option(args) -> str:
+    """Which setting chose the calibration directory (named when it is refused)."""
+    import os
+
+    from qslab.calibration.records import DIRECTORY_ENV
+
+    return ("--calibration-dir" if args.calibration_dir else f"${DIRECTORY_ENV}" if os.environ.get(DIRECTORY_ENV)
+            else "[calibration] directory")
+
+
 def run(args) -> int:
 
     from dataclasses import asdict
 
     from qslab.analysis.recording import RecordingError, SessionFile, new_run_id
-    from qslab.sequences.commands.cli_io import UsageError, station_config
+    from qslab.sequences.commands.cli_io import (UsageError, existing_file, shown_path, station_config,
+                                                     writable_directory)
     from qslab.sequences.commands.session_log import SessionLog
-    from qslab.sequences.session import SessionSettings
+    from qslab.sequences.resume_check import resumable_settings
     from qslab.sequences.session_guard import parse_faults
 
     config = station_config(args, "session")
     settings = settings_from(args, config)
     if args.resume is not None:
-        if not args.resume.strip():
-            raise UsageError("--resume: expected the path of a session file, got an empty string")
+        existing_file(args.resume, "--resume")
         try:
             with SessionFile.open(args.resume) as previous:
-                settings = SessionSettings(**previous.settings)
+                settings = resumable_settings(args.resume, previous.settings)
         except RecordingError as error:
             raise UsageError(str(error)) from None
-        except TypeError as error:  # settings written by another version, or edited
-            raise UsageError(f"{args.resume}: its settings_json does not describe a session of this qslab "
-                             f"({error})") from None
+    else:
+        writable_directory(args.out or config.session.output_dir, "--out" if args.out else "[session] output_dir")
+    writable_directory(calibration_store(args, config).directory, calibration_dir_option(args))
     try:
         faults = parse_faults(config, args.inject_fault)
         attack = parse_attack_option(config, args.attack)
@@ -191,7 +201,7 @@ def run(args) -> int:
     try:
         session_log = SessionLog(log_path, args.log_level)
     except OSError as error:  # before anything was switched on
-        raise UsageError(f"cannot write the session log {log_path} ({error.strerror or error})") from None
+        raise UsageError(f"cannot write the session log {shown_path(log_path)} ({error.strerror or error})") from None
     with session_log:
         log.info("qslab session %s %s: config %s, settings %s, calibration records in %s", run_id or "",
                  f"resuming {args.resume}" if args.resume else "starting", config.source, asdict(settings),
