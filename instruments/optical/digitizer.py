@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from qslab.instruments.drivers._scpi import InstrumentFault
-from qslab.instruments.drivers.keysight_infiniium import digitize_and_read, read_trace_block
-
-DIGITIZE = ":DIGitize;*OPC?"
+from qslab.instruments.drivers.keysight_infiniium import (ACQUIRE, ACQUISITION_TIMEOUT_S, digitize_and_read,
+                                                        read_trace_block)
 # what qcodes' Infiniium sends only in its constructor; the trace reads rely on it (sent again after a reset)
 TRACE_FORMAT = (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
                 ":WAVEFORM:STREAMING ON")
@@ -26,7 +25,7 @@ class InfiniiumDigitizer:
 
     def __init__(self, driver: Any, *, name: str | None = None):
         self.driver, self.name = driver, name or driver.name
-        self._reply: str | None = None
+        self._armed = False
 
     # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
     @classmethod
@@ -68,20 +67,25 @@ class InfiniiumDigitizer:
         self.driver.auto_digitize(False)
 
     def trigger(self) -> None:
-        """``:DIGitize`` with its ``*OPC?`` in the same message: the reply comes when the record is complete.
+        """``:DIGitize;*OPC?;:SYST:ERR? STR``: the reply comes when the record is complete (``wait`` reads it).
 
         Why not qcodes' digitize(): it also sends a device clear afterwards, which costs pyvisa-py 0.1 s on a
-        socket (a tenth of a second per batch and layer)."""
-        self._reply = self.driver.ask(DIGITIZE).strip()
+        socket (a tenth of a second per batch and layer), and it reads no error."""
+        self.driver.start_acquisition()
+        self._armed = True
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """The acquisition's ``*OPC?`` reply (read by ``trigger``): anything but 1 is an InstrumentFault, as the
-        retrying drivers report an unreadable reply (the session may take the batch again)."""
-        reply, self._reply = self._reply, None
-        if reply is None:
+        """The acquisition's reply, read through VISA timeouts (a triggered acquisition waits for its trigger) up
+        to ``timeout_s`` (default ACQUISITION_TIMEOUT_S); a refusal in the error entry is an InstrumentError, an
+        unreadable reply an InstrumentFault, as the retrying drivers report one (the session may take the batch
+        again)."""
+        if not self._armed:
             raise RuntimeError(f"{self.name}: wait() without a trigger()")
-        if reply != "1":
-            raise InstrumentFault(self.name, self.address, DIGITIZE, f"answered {reply!r} (expected 1)", 1)
+        self._armed = False
+        try:
+            self.driver.finish_acquisition(ACQUISITION_TIMEOUT_S if timeout_s is None else timeout_s)
+        except ValueError as error:
+            raise InstrumentFault(self.name, self.address, ACQUIRE, f"unreadable reply ({error})", 1) from error
 
     def read(self, channel: int) -> np.ndarray:
         """The channel's last record in volts; a reply that cannot be read is an InstrumentFault."""

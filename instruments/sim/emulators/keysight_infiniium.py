@@ -63,7 +63,7 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
         self.timebase_range_s: float | None = None
         self.timebase_position_s = 0.0
         self.roll = False
-        self.trigger_sweep, self.edge_source, self.edge_slope = "TRIG", "CHAN1", "POS"
+        self.trigger_mode, self.trigger_sweep, self.edge_source, self.edge_slope = "EDGE", "AUTO", "CHAN1", "POS"
         self.trigger_levels: dict[str, float] = {}
         self.display = {n: n <= 2 for n in range(1, CHANNELS + 1)}
         self.range_v = dict.fromkeys(range(1, CHANNELS + 1), 0.16)
@@ -346,7 +346,10 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
                  query=reply(lambda: f"{self.timebase_position_s:.10E}"))
         put, get = flag("roll")
         tree.add(":TIMebase:ROLL:ENABle", set=put, query=get)
-        tree.add(":TRIGger:MODE", query=reply(lambda: "EDGE"))
+        put, get = choice("trigger_mode", ("EDGE", "GLITch", "PATTern", "STATe", "DELay", "TIMeout", "TV", "COMM",
+                                           "RUNT", "SEQuence", "SHOLd", "TRANsition", "WINDow", "PWIDth", "ADVanced",
+                                           "SBUS1", "SBUS2", "SBUS3", "SBUS4"))
+        tree.add(":TRIGger:MODE", set=put, query=get)
         put, get = choice("trigger_sweep", ("AUTO", "TRIGgered", "SINGle"))
         tree.add(":TRIGger:SWEep", set=put, query=get)
         tree.add(":TRIGger:EDGE:SOURce", set=set_edge_source, query=reply(lambda: self.edge_source))
