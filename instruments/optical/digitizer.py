@@ -8,6 +8,7 @@ digitizer family (issue 15: QCoDeS's AlazarTech driver) is another adapter with 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ class InfiniiumDigitizer:
     def __init__(self, driver: Any, *, name: str | None = None):
         self.driver, self.name = driver, name or driver.name
         self._armed = False
+        self._trigger: tuple[str, float, str] | None = None  # what configure_trigger set (restore sends it again)
 
     # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
     @classmethod
@@ -61,6 +63,17 @@ class InfiniiumDigitizer:
 
     def offset_v(self, channel: int) -> float:
         return float(self._channel(channel).offset())
+
+    def configure_trigger(self, source: str, level_v: float, slope: str = "POS") -> None:
+        """Edge trigger on ``source`` at ``level_v``, triggered sweep, set and read back in ONE message (the
+        driver's set_edge_trigger); a read-back other than what was asked is an InstrumentFault."""
+        trigger = self.driver.set_edge_trigger(source, level_v, slope)
+        wanted = (source.strip().upper(), float(level_v), slope.strip().upper())
+        if (trigger.source, trigger.slope, trigger.sweep) != (wanted[0], wanted[2], "TRIG") or not math.isclose(
+                trigger.level_v, wanted[1], rel_tol=1e-6, abs_tol=1e-9):
+            raise InstrumentFault(self.name, self.address, "edge trigger", f"reads back {trigger} (expected source "
+                                  f"{wanted[0]}, level {wanted[1]:g} V, slope {wanted[2]}, sweep TRIG)", 1)
+        self._trigger = wanted
 
     def arm(self) -> None:
         """Reading a trace must not start an acquisition of its own (qcodes' auto_digitize off)."""
@@ -114,6 +127,8 @@ class InfiniiumDigitizer:
     def restore(self) -> None:
         for command in TRACE_FORMAT:
             self.driver.write(command)
+        if self._trigger is not None:
+            self.configure_trigger(*self._trigger)
 
     @property
     def address(self) -> str:
