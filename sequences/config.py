@@ -610,8 +610,9 @@ def _check_trigger(trigger: TriggerConfig, roles: Roles, instruments: Mapping[st
         target = getattr(trigger, name)
         if target not in instruments or instruments[target].spec.category != category:
             matching = sorted(n for n, i in instruments.items() if i.spec.category == category)
-            raise ConfigError.invalid(f"trigger.{name}", target, f"the name of an [instruments] table with a {category} "
-                                                                 f"driver ({', '.join(matching) or 'none is configured'})")
+            article = "an" if category[0] in "aeiou" else "a"
+            raise ConfigError.invalid(f"trigger.{name}", target, f"the name of an [instruments] table with {article} "
+                                                                 f"{category} driver ({', '.join(matching) or 'none'})")
     for role in ("client_receiver", "server_receiver"):
         config = getattr(roles, role)
         if config.digitizer == trigger.digitizer and trigger.digitizer_input == f"CHAN{config.channel}":
