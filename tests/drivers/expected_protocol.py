@@ -22,6 +22,9 @@ Usage, any driver whose constructor takes an address::
                            PAIRS) as awg:
         awg.ch1.amplitude_vpp(0.5)
 
+A reply may also be ``Later(reply, after_s)``: sent ``after_s`` seconds after its ``sent`` arrived (an instrument
+that answers when an acquisition completes; for a driver that must wait through its own timeouts).
+
 For a pyserial driver pass ``transport="serial"`` (the factory then gets ``socket://127.0.0.1:<port>``).
 The instrument is closed when the block ends (``close()`` is called if it has one). Give the driver a short
 timeout: a driver that sends too few bytes waits for a reply that never comes, and fails after it.
@@ -38,12 +41,23 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Pair", "ProtocolServer", "expected_protocol"]
+__all__ = ["Later", "Pair", "ProtocolServer", "expected_protocol"]
 
-Pair = tuple[bytes, "bytes | None"]
+
+@dataclass(frozen=True)
+class Later:
+    """A reply sent ``after_s`` seconds after its command arrived."""
+
+    reply: bytes
+    after_s: float
+
+
+Pair = tuple[bytes, "bytes | Later | None"]
 T = TypeVar("T")
 _SHOWN_BYTES = 60
 _POLL_S = 0.05
@@ -69,8 +83,8 @@ class ProtocolServer:
     def __init__(self, pairs: Sequence[Pair]):
         for number, pair in enumerate(pairs):
             sent, reply = pair
-            if not isinstance(sent, bytes) or not sent or not (reply is None or isinstance(reply, bytes)):
-                raise TypeError(f"pair {number}: expected (non-empty bytes, bytes or None), got {pair!r}")
+            if not isinstance(sent, bytes) or not sent or not (reply is None or isinstance(reply, (bytes, Later))):
+                raise TypeError(f"pair {number}: expected (non-empty bytes, bytes, Later or None), got {pair!r}")
         self.pairs = list(pairs)
         self.played = 0                       # pairs matched so far
         self.received: list[bytes] = []       # the bytes matched, one entry per played pair
@@ -139,6 +153,9 @@ class ProtocolServer:
                 del buffer[:len(expected)]
                 self.received.append(head)
                 self.played += 1
+                if isinstance(reply, Later):
+                    time.sleep(reply.after_s)
+                    reply = reply.reply
                 if reply:
                     connection.sendall(reply)
 
