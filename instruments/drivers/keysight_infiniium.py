@@ -158,6 +158,41 @@ class KeysightInfiniium(_UpstreamInfiniium):
         self.write(":WAV:DATA?")
         return self.read_word_block(TraceBlock.from_preamble(preamble))
 
+    def configure_acquisition(self, points: int | None = None, sample_rate_hz: float | None = None) -> tuple[int, float]:
+        """Record length and sample rate (None: unchanged) set, read back and error-checked in ONE message:
+        ``[:ACQ:POIN n;][:ACQ:SRAT r;]:ACQ:POIN?;:ACQ:SRAT?;:SYST:ERR? STR``. The caches take the read-back (the
+        scope rounds the rate to one it has); an error entry raises :class:`InstrumentError`."""
+        sets = ([f":ACQ:POIN {int(points)}"] if points is not None else []) + (
+            [f":ACQ:SRAT {float(sample_rate_hz)}"] if sample_rate_hz is not None else [])
+        command = ";".join(sets + [":ACQ:POIN?", ":ACQ:SRAT?", ERROR_QUERY])
+        points_text, rate_text, error_text = self._ask_fields(command, 3)
+        self.acquire_points.cache.set(int(float(points_text)))
+        self.sample_rate.cache.set(float(rate_text))
+        self._raise_on_errors(command, parse_error_reply(error_text))
+        return int(float(points_text)), float(rate_text)
+
+    def configure_channel_v(self, channel: KeysightInfiniiumChannel, range_v: float | None = None,
+                            offset_v: float | None = None) -> tuple[float, float]:
+        """``channel``'s offset and range (None: unchanged) set, read back and error-checked in ONE message:
+        ``[:CHAN<n>:OFFS o;][:CHAN<n>:RANG r;]:CHAN<n>:RANG?;:CHAN<n>:OFFS?;:SYST:ERR? STR``. The caches take
+        the read-back; a refused value (-222 for a range the scope does not have) raises InstrumentError."""
+        number = channel.channel
+        sets = ([f":CHAN{number}:OFFS {float(offset_v)}"] if offset_v is not None else []) + (
+            [f":CHAN{number}:RANG {float(range_v)}"] if range_v is not None else [])
+        command = ";".join(sets + [f":CHAN{number}:RANG?", f":CHAN{number}:OFFS?", ERROR_QUERY])
+        range_text, offset_text, error_text = self._ask_fields(command, 3)
+        channel.range.cache.set(float(range_text))
+        channel.offset.cache.set(float(offset_text))
+        self._raise_on_errors(command, parse_error_reply(error_text))
+        return float(range_text), float(offset_text)
+
+    def _ask_fields(self, command: str, count: int) -> list[str]:
+        """The ``count`` ;-separated fields of a compound reply (the last, an error entry, may hold ';')."""
+        fields = self.ask(command).strip().split(";", count - 1)
+        if len(fields) != count:
+            raise ValueError(f"{self.name}: {command!r} answered {';'.join(fields)[:120]!r} ({count} fields expected)")
+        return [field.strip() for field in fields]
+
     # -- acquisitions and the error queue ------------------------------------------------------------------
     def ask_waiting(self, command: str, wait_s: float = ACQUISITION_TIMEOUT_S) -> str:
         """Send ``command`` and read its reply through VISA timeouts (``read_waiting``)."""

@@ -44,19 +44,18 @@ class InfiniiumDigitizer:
         return getattr(self.driver, f"ch{int(channel)}")
 
     def configure(self, *, points: int | None = None, sample_rate_hz: float | None = None) -> None:
-        if points is not None:
-            self.driver.acquire_points(int(points))
-        if sample_rate_hz is not None:
-            self.driver.sample_rate(sample_rate_hz)
+        """Set, read back and error-check in one message (the scope rounds the rate: ``sample_rate_hz`` tells)."""
+        if points is not None or sample_rate_hz is not None:
+            self.driver.configure_acquisition(points, sample_rate_hz)
 
     def sample_rate_hz(self) -> float:
         return float(self.driver.sample_rate())
 
     def configure_channel(self, channel: int, *, range_v: float | None = None, offset_v: float | None = None) -> None:
-        if offset_v is not None:
-            self._channel(channel).offset(offset_v)
-        if range_v is not None:
-            self._channel(channel).range(range_v)
+        """Set, read back and error-check in one message; a range the scope does not have is an InstrumentError
+        (the caches then hold what the scope kept, which ``range_v`` tells)."""
+        if range_v is not None or offset_v is not None:
+            self.driver.configure_channel_v(self._channel(channel), range_v, offset_v)
 
     def range_v(self, channel: int) -> float:
         return float(self._channel(channel).range())

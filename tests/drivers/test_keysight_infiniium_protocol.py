@@ -16,6 +16,7 @@ import pytest
 from qslab.instruments.drivers import visa_connection
 from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
 from qslab.instruments.drivers.keysight_infiniium import EdgeTrigger, KeysightInfiniium, digitize_and_read, read_trace_block
+from qslab.instruments.optical.digitizer import InfiniiumDigitizer
 from tests.drivers.expected_protocol import Later, expected_protocol
 
 IDN = b"KEYSIGHT TECHNOLOGIES,DSOS804A,MY00000001,11.50.00000\n"
@@ -196,3 +197,18 @@ def test_the_edge_trigger_is_one_message_with_its_read_back():
         assert driver.trigger_level_aux.cache.get(get_if_invalid=False) == 0.25
         with pytest.raises(ValueError, match="trigger source"):
             driver.set_edge_trigger("EXT", 0.25)   # refused before sending
+
+
+def test_the_roles_settings_are_set_read_back_and_error_checked_in_one_message_each():
+    pairs = [(b":ACQ:POIN 4096;:ACQ:SRAT 3300000000.0;:ACQ:POIN?;:ACQ:SRAT?;:SYST:ERR? STR\n",
+              b"4096;3.0000000000E+09;" + NO_ERROR + b"\n"),
+             (b":CHAN1:OFFS 0.01;:CHAN1:RANG 100.0;:CHAN1:RANG?;:CHAN1:OFFS?;:SYST:ERR? STR\n",
+              b'1.600000E-01;1.000000E-02;-222,"Data out of range"\n'),
+             (b":SYST:ERR? STR\n", NO_ERROR + b"\n")]
+    with expected_protocol(scope, CONNECT + pairs) as driver:
+        digitizer = InfiniiumDigitizer(driver)
+        digitizer.configure(points=4096, sample_rate_hz=3.3e9)
+        assert driver.sample_rate.cache.get(get_if_invalid=False) == 3.0e9   # what the scope took
+        with pytest.raises(InstrumentError, match="-222"):
+            digitizer.configure_channel(1, range_v=100.0, offset_v=0.01)
+        assert driver.ch1.range.cache.get(get_if_invalid=False) == 0.16
