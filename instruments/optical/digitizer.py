@@ -8,14 +8,17 @@ digitizer family (issue 15: QCoDeS's AlazarTech driver) is another adapter with 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import numpy as np
 
-from qslab.instruments.drivers._scpi import InstrumentFault
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
 from qslab.instruments.drivers.keysight_infiniium import (ACQUIRE, ACQUISITION_TIMEOUT_S, digitize_and_read,
                                                         read_trace_block)
+log = logging.getLogger(__name__)
+DATA_OUT_OF_RANGE = -222  # SCPI: the value is outside what the instrument has; it keeps its setting
 # what qcodes' Infiniium sends only in its constructor; the trace reads rely on it (sent again after a reset)
 TRACE_FORMAT = (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
                 ":WAVEFORM:STREAMING ON")
@@ -52,10 +55,20 @@ class InfiniiumDigitizer:
         return float(self.driver.sample_rate())
 
     def configure_channel(self, channel: int, *, range_v: float | None = None, offset_v: float | None = None) -> None:
-        """Set, read back and error-check in one message; a range the scope does not have is an InstrumentError
-        (the caches then hold what the scope kept, which ``range_v`` tells)."""
-        if range_v is not None or offset_v is not None:
+        """Set, read back and error-check in one message. A value the scope does not have (-222 "Data out of
+        range") leaves the channel as the scope kept it, which ``range_v``/``offset_v`` tell (the role's contract:
+        the instrument may round or clamp) and is logged; any other error is an InstrumentError. Either way the
+        error queue is empty afterwards: no refusal is blamed on a later acquisition."""
+        if range_v is None and offset_v is None:
+            return
+        try:
             self.driver.configure_channel_v(self._channel(channel), range_v, offset_v)
+        except InstrumentError as refused:
+            if any(code != DATA_OUT_OF_RANGE for code, _ in refused.errors):
+                raise
+            kept = self._channel(channel)
+            log.warning("%s: channel %d kept range %s V, offset %s V (%s)", self.name, channel,
+                        kept.range.cache.get(get_if_invalid=False), kept.offset.cache.get(get_if_invalid=False), refused)
 
     def range_v(self, channel: int) -> float:
         return float(self._channel(channel).range())
