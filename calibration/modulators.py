@@ -322,20 +322,29 @@ def calibrate_iq_imbalance(iq: Any, power_meter: Any, laser: Any, *, vpi_at_awg:
         sps_awg = awg.stop_and_rate(symbol_rate_hz)
         amplitude_vpp = float(awg.amplitude_max.value)
         constant = np.full(128 * sps_awg, 127, dtype=np.int8)
-        # segment 1 plays +U, segment 2 -U, on both channels; one message loads both, selects 2 and runs
-        awg.load([(1, [constant, constant]), (2, [-constant, -constant])], [amplitude_vpp] * 2, select=2, run=True)
+        # one segment per sign pair (the M8195A's extended-memory channels play one segment at a time, user's guide
+        # p. 110): 1 (+U, +U), 2 (+U, -U), 3 (-U, +U), 4 (-U, -U); a 0 drive is that channel's output off.
+        # One message loads the four, selects the first configuration's and runs
+        def segment_of(config: tuple[int, int]) -> int:
+            return 1 + 2 * (config[0] < 0) + (config[1] < 0)
+
+        signs = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+        awg.load([(segment_of(pair), [pair[0] * constant, pair[1] * constant]) for pair in signs],
+                 [amplitude_vpp] * 2, select=segment_of(IQ_CONFIGS[0]), run=True)
         drive_v = 0.5 * amplitude_vpp
         means, spreads = [], []
-        state = {number: (True, 2) for number in awg.channels}   # (output on, segment) after the load
+        segment = segment_of(IQ_CONFIGS[0])
+        enabled = {number: True for number in awg.channels}   # outputs on after the load
         for config in IQ_CONFIGS:
+            wanted = segment_of(config)
             changes = []
             for level, number in zip(config, awg.channels):
-                wanted = (bool(level), 1 if level >= 0 else 2)
-                segment = wanted[1] if level and wanted[1] != state[number][1] else None
-                enabled = wanted[0] if wanted[0] != state[number][0] else None
-                if segment is not None or enabled is not None:
-                    changes.append((number, segment, enabled))
-                state[number] = (wanted[0], wanted[1] if level else state[number][1])
+                select = wanted if wanted != segment else None
+                switch_output = bool(level) if bool(level) != enabled[number] else None
+                if select is not None or switch_output is not None:
+                    changes.append((number, select, switch_output))
+                enabled[number] = bool(level)
+            segment = wanted
             awg.switch(changes)   # one message for both channels' changes
             readings = np.array(_readings_w(power_meter, repeats))
             means.append(readings.mean())

@@ -469,6 +469,23 @@ class Roles:
             yield f.name, getattr(self, f.name)
 
 
+TRIGGER_INPUTS = ("AUX", "CHAN1", "CHAN2", "CHAN3", "CHAN4")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerConfig:
+    """``[trigger]``: the cable that starts every digitizer record at the AWG's segment start (the AWG's marker
+    into a digitizer input), and the edge trigger the digitizer role sets on it."""
+
+    awg: str = _ref("awg")
+    digitizer: str = _ref("digitizer")
+    digitizer_input: str = setting(Text("AUX or CHAN1..CHAN4", r"^(AUX|CHAN[1-4])$"), "AUX")
+    marker_low_v: float = setting(Number("V", -8.0, 8.0), 0.0)
+    marker_high_v: float = setting(Number("V", -8.0, 8.0))
+    level_v: float = setting(Number("V", -8.0, 8.0))
+    slope: str = setting(Text("POS (the marker rises at the segment start)", r"^POS$"), "POS")
+
+
 @dataclass(frozen=True)
 class LabConfig:
     """The whole station. ``bench_table`` returns a fresh copy of ``[bench]`` (the bench's loader wants plain dicts)."""
@@ -482,6 +499,7 @@ class LabConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     _bench_table: dict | None = field(default=None, repr=False)
     text: str = field(default="", repr=False)
+    trigger: TriggerConfig | None = None
 
     @property
     def bench_table(self) -> dict | None:
@@ -497,7 +515,7 @@ class LabConfig:
                 if any(getattr(config, f.name) == instrument for f in fields(config) if "refers" in f.metadata)]
 
 
-TOP_LEVEL = ("station", "protocol", "session", "calibration", "instruments", "roles", "bench")
+TOP_LEVEL = ("station", "protocol", "session", "calibration", "instruments", "roles", "trigger", "bench")
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>", text: str = "") -> LabConfig:
@@ -547,11 +565,16 @@ def _parse(data: Mapping[str, Any], source: str, text: str) -> LabConfig:
         raise ConfigError.missing("roles", "a [roles.<role>] table per role: " + ", ".join(f.name for f in fields(Roles)))
     roles = build(Roles, data["roles"], "roles")
     _check_role_references(roles, instruments)
-    bench_table = _check_bench(data, instruments, roles, protocol)
+    if "trigger" not in data:
+        raise ConfigError.missing("trigger", "a [trigger] table: the AWG whose marker starts the digitizer's records "
+                                             "(awg, digitizer, digitizer_input, marker_high_v, level_v)")
+    trigger = build(TriggerConfig, data["trigger"], "trigger")
+    _check_trigger(trigger, roles, instruments)
+    bench_table = _check_bench(data, instruments, roles, protocol, trigger)
     session = build(SessionConfig, data.get("session", {}), "session")
     calibration = build(CalibrationConfig, data.get("calibration", {}), "calibration")
     return LabConfig(source, station, protocol, MappingProxyType(instruments), roles, session, calibration,
-                     bench_table, text)
+                     bench_table, text, trigger)
 
 
 # --- cross-checks ---------------------------------------------------------------------------
@@ -588,6 +611,29 @@ def _check_role_references(roles: Roles, instruments: Mapping[str, InstrumentCon
             taken[used] = key
 
 
+def _check_trigger(trigger: TriggerConfig, roles: Roles, instruments: Mapping[str, InstrumentConfig]) -> None:
+    """The trigger names an AWG and a digitizer, an input no receiver uses, and a level inside the marker's swing."""
+    for name, category in (("awg", "awg"), ("digitizer", "digitizer")):
+        target = getattr(trigger, name)
+        if target not in instruments or instruments[target].spec.category != category:
+            matching = sorted(n for n, i in instruments.items() if i.spec.category == category)
+            article = "an" if category[0] in "aeiou" else "a"
+            raise ConfigError.invalid(f"trigger.{name}", target, f"the name of an [instruments] table with {article} "
+                                                                 f"{category} driver ({', '.join(matching) or 'none'})")
+    for role in ("client_receiver", "server_receiver"):
+        config = getattr(roles, role)
+        if config.digitizer == trigger.digitizer and trigger.digitizer_input == f"CHAN{config.channel}":
+            raise ConfigError.invalid("trigger.digitizer_input", trigger.digitizer_input,
+                                      f"AUX or a channel no receiver uses (roles.{role}.channel = {config.channel})")
+    if not trigger.marker_low_v < trigger.marker_high_v:
+        raise ConfigError.invalid("trigger.marker_high_v", trigger.marker_high_v,
+                                  f"above trigger.marker_low_v ({trigger.marker_low_v:g} V)")
+    if not trigger.marker_low_v < trigger.level_v < trigger.marker_high_v:
+        raise ConfigError.invalid("trigger.level_v", trigger.level_v, f"a level between the marker's levels "
+                                                                      f"({trigger.marker_low_v:g} V and "
+                                                                      f"{trigger.marker_high_v:g} V)")
+
+
 # role key -> (the role's instrument field, the bench parameter saying how the bench is cabled, and the bench
 # kind it applies to or None for any); checked when that instrument is the bench's (address "bench")
 BENCH_CABLING = {
@@ -619,7 +665,7 @@ def bench_error(error: Exception) -> ConfigError:
 
 
 def _check_bench(data: Mapping[str, Any], instruments: Mapping[str, InstrumentConfig], roles: Roles,
-                 protocol: ProtocolConfig) -> dict | None:
+                 protocol: ProtocolConfig, trigger: TriggerConfig | None = None) -> dict | None:
     """Validate ``[bench]`` with the bench's own loader, then check the station against its cabling."""
     on_bench = {name: i for name, i in instruments.items() if i.on_bench}
     if "bench" not in data:
@@ -663,6 +709,11 @@ def _check_bench(data: Mapping[str, Any], instruments: Mapping[str, InstrumentCo
         wanted, value = bench.params.get(bench_path), getattr(config, entry)
         if value != wanted:
             raise ConfigError.invalid(role_key, value, f"{wanted!r}, as the bench is cabled (bench.{bench_path})")
+    if trigger is not None and instruments[trigger.digitizer].address == BENCH_ADDRESS:
+        for key in ("awg", "digitizer_input"):
+            wanted, value = bench.params.get(f"trigger.{key}"), getattr(trigger, key)
+            if value != wanted:
+                raise ConfigError.invalid(f"trigger.{key}", value, f"{wanted!r}, as the bench is cabled (bench.trigger.{key})")
     if on_bench and protocol.symbol_rate_hz != bench.params.server.symbol_rate_hz:
         raise ConfigError.invalid("protocol.symbol_rate_hz", protocol.symbol_rate_hz,
                                   f"{bench.params.server.symbol_rate_hz:g}, the bench's clock (bench.server.symbol_rate_hz)")

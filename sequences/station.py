@@ -392,7 +392,11 @@ class LabStation:
     def digitizer(self, instrument: str) -> Digitizer:
         """The digitizer role of ``instrument`` (one per instrument: its receivers and the sequences share it)."""
         if instrument not in self._digitizers:
-            self._digitizers[instrument] = self._role(instrument)
+            role = self._role(instrument)
+            trigger = self.config.trigger
+            if trigger is not None and trigger.digitizer == instrument:  # [trigger]: records start at the marker
+                role.configure_trigger(trigger.digitizer_input, trigger.level_v, trigger.slope)
+            self._digitizers[instrument] = role
         return self._digitizers[instrument]
 
     def settings(self, instrument: str) -> SettingsWatch:

@@ -1,5 +1,7 @@
 """qcodes' Keysight Infiniium driver, subclassed: traces read by their known length, capture in two
-messages, reconnect, and the upstream trace regression worked around only while the installed qcodes has it.
+messages with its settings read back and the error queue read in the same message, the edge trigger set up
+and read back in one message, acquisitions waited for through VISA timeouts, reconnect, and the upstream
+trace regression worked around only while the installed qcodes has it.
 
 Why a subclass: the upstream driver is reused unchanged (every parameter, the constructor's set-up),
 and what we add goes through its public surface (``ask``/``write``, ``visa_handle``, parameter caches,
@@ -15,6 +17,7 @@ qcodes' trace is left as it is.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,15 +25,28 @@ import numpy as np
 import qcodes
 from packaging.version import Version
 from pyvisa import constants
+from pyvisa.errors import VisaIOError
 from qcodes.instrument_drivers.Keysight import KeysightInfiniium as _UpstreamInfiniium
 from qcodes.instrument_drivers.Keysight import KeysightInfiniiumChannel
 from qcodes.instrument_drivers.Keysight.Infiniium import DSOTraceParam
 from qcodes.validators import Arrays
 
 from qslab.instruments.drivers import visa_connection
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault, parse_error_reply
 
-__all__ = ["QCODES_TRACE_FIXED_IN", "BlockTrace", "KeysightInfiniium", "TraceBlock", "digitize_and_read",
-           "qcodes_trace_needs_fix", "read_trace_block"]
+__all__ = ["ACQUIRE", "ERROR_QUERY", "QCODES_TRACE_FIXED_IN", "BlockTrace", "EdgeTrigger", "KeysightInfiniium", "TraceBlock",
+           "digitize_and_read", "qcodes_trace_needs_fix", "read_trace_block"]
+
+# The Infiniium answers :SYSTem:ERRor? with the number only unless asked for the STRing (programmer's guide,
+# :SYSTem:ERRor); the string form is <code>,"<text>".
+ERROR_QUERY = ":SYST:ERR? STR"
+_MAX_ERRORS_READ = 32
+# An acquisition waits for its trigger: *OPC? answers when the record is complete, which may take longer than
+# one VISA timeout (a slow trigger, a long record). Read again until this long has passed (s), as qcodes'
+# digitize() reads through timeouts (it waits without bound; a session needs a bound).
+ACQUISITION_TIMEOUT_S = 60.0
+EDGE_SLOPES = ("POS", "NEG", "EITH")
+ACQUIRE = f":DIGitize;*OPC?;{ERROR_QUERY}"
 
 QCODES_TRACE_FIXED_IN = Version("0.59.0")
 # :WAV:PRE? fields (Infiniium programmer's guide, as qcodes reads them): points, y increment, y origin
@@ -53,6 +69,16 @@ class TraceBlock:
     @classmethod
     def from_preamble(cls, preamble: list[str]) -> TraceBlock:
         return cls(int(preamble[_POINTS]), float(preamble[_Y_INCREMENT]), float(preamble[_Y_ORIGIN]))
+
+
+@dataclass(frozen=True)
+class EdgeTrigger:
+    """An edge trigger as the scope reads it back: source (CHAN<n> or AUX), level (V), slope, sweep."""
+
+    source: str
+    level_v: float
+    slope: str
+    sweep: str
 
 
 class KeysightInfiniium(_UpstreamInfiniium):
@@ -98,32 +124,161 @@ class KeysightInfiniium(_UpstreamInfiniium):
         return self.read_word_block(TraceBlock.from_preamble(preamble))
 
     def digitize_and_read_v(self, channel: KeysightInfiniiumChannel, points: int, sample_rate_hz: float,
-                            range_v: float, offset_v: float = 0.0) -> np.ndarray:
+                            range_v: float, offset_v: float = 0.0,
+                            acquisition_timeout_s: float = ACQUISITION_TIMEOUT_S) -> np.ndarray:
         """Set the record length, sample rate and ``channel``'s range and offset, acquire, and read the trace
         in volts, in TWO messages.
 
-        Why: through the driver's parameters and ``trace`` the same capture costs eight messages. Message 1 is
-        ``:ACQ:POIN;:ACQ:SRAT;:CHAN<n>:RANG;:CHAN<n>:OFFS;:DIGitize;*OPC?;:WAV:SOUR;:WAV:PRE?``: the ``*OPC?``
-        before the preamble makes the instrument finish the acquisition first (its ``1`` is checked, and the
-        preamble describes the new record). Message 2 is ``:WAV:DATA?``, read by its known length. The
-        parameter caches and the trace's set-up are updated as the driver's own sets and ``update_setpoints``
-        would.
+        Message 1 is ``:ACQ:POIN;:ACQ:SRAT;:CHAN<n>:RANG;:CHAN<n>:OFFS;:DIGitize;*OPC?`` followed by the
+        read-back of the four settings, ``:SYST:ERR? STR``, ``:WAV:SOUR`` and ``:WAV:PRE?``: the ``*OPC?``
+        makes the instrument finish the acquisition first (its reply is waited for through VISA timeouts, up
+        to ``acquisition_timeout_s``), the read-back says what the scope took (it rounds the rate and refuses
+        a range it does not have), and the error entry says whether it refused anything: an entry other than
+        0 raises :class:`InstrumentError` with every queued entry, the parameter caches then holding what
+        the scope reads back, not what was asked. Message 2 is ``:WAV:DATA?``, read by its known length.
         """
         number, source = channel.channel, channel.channel_name
-        reply = self.ask(f":ACQ:POIN {int(points)};:ACQ:SRAT {float(sample_rate_hz)};:CHAN{number}:RANG "
-                         f"{float(range_v)};:CHAN{number}:OFFS {float(offset_v)};:DIGitize;*OPC?;:WAV:SOUR {source};"
-                         f":WAV:PRE?").strip()
-        done, _, preamble_text = reply.partition(";")
-        if done != "1" or not preamble_text:
-            raise ValueError(f"{self.name}: the acquisition answered {reply[:80]!r} (expected 1;<preamble>)")
-        self.acquire_points.cache.set(int(points))
-        self.sample_rate.cache.set(float(sample_rate_hz))
-        channel.range.cache.set(float(range_v))
-        channel.offset.cache.set(float(offset_v))
+        reads = f":ACQ:POIN?;:ACQ:SRAT?;:CHAN{number}:RANG?;:CHAN{number}:OFFS?"
+        command = (f":ACQ:POIN {int(points)};:ACQ:SRAT {float(sample_rate_hz)};:CHAN{number}:RANG "
+                   f"{float(range_v)};:CHAN{number}:OFFS {float(offset_v)};:DIGitize;*OPC?;{reads};{ERROR_QUERY};"
+                   f":WAV:SOUR {source};:WAV:PRE?")
+        reply = self.ask_waiting(command, acquisition_timeout_s).strip()
+        fields = reply.split(";", 5)
+        error_text, _, preamble_text = fields[-1].rpartition(";") if len(fields) == 6 else ("", "", "")
+        if len(fields) != 6 or fields[0] != "1" or not preamble_text or not error_text:
+            raise ValueError(f"{self.name}: the acquisition answered {reply[:120]!r} "
+                             "(expected 1;<points>;<rate>;<range>;<offset>;<error>;<preamble>)")
+        self.acquire_points.cache.set(int(float(fields[1])))
+        self.sample_rate.cache.set(float(fields[2]))
+        channel.range.cache.set(float(fields[3]))
+        channel.offset.cache.set(float(fields[4]))
+        self._raise_on_errors(command, parse_error_reply(error_text))
         preamble = preamble_text.split(",")
         channel.trace.update_setpoints(preamble)
         self.write(":WAV:DATA?")
         return self.read_word_block(TraceBlock.from_preamble(preamble))
+
+    def configure_acquisition(self, points: int | None = None, sample_rate_hz: float | None = None) -> tuple[int, float]:
+        """Record length and sample rate (None: unchanged) set, read back and error-checked in ONE message:
+        ``[:ACQ:POIN n;][:ACQ:SRAT r;]:ACQ:POIN?;:ACQ:SRAT?;:SYST:ERR? STR``. The caches take the read-back (the
+        scope rounds the rate to one it has); an error entry raises :class:`InstrumentError`."""
+        sets = ([f":ACQ:POIN {int(points)}"] if points is not None else []) + (
+            [f":ACQ:SRAT {float(sample_rate_hz)}"] if sample_rate_hz is not None else [])
+        command = ";".join(sets + [":ACQ:POIN?", ":ACQ:SRAT?", ERROR_QUERY])
+        points_text, rate_text, error_text = self._ask_fields(command, 3)
+        self.acquire_points.cache.set(int(float(points_text)))
+        self.sample_rate.cache.set(float(rate_text))
+        self._raise_on_errors(command, parse_error_reply(error_text))
+        return int(float(points_text)), float(rate_text)
+
+    def configure_channel_v(self, channel: KeysightInfiniiumChannel, range_v: float | None = None,
+                            offset_v: float | None = None) -> tuple[float, float]:
+        """``channel``'s offset and range (None: unchanged) set, read back and error-checked in ONE message:
+        ``[:CHAN<n>:OFFS o;][:CHAN<n>:RANG r;]:CHAN<n>:RANG?;:CHAN<n>:OFFS?;:SYST:ERR? STR``. The caches take
+        the read-back; a refused value (-222 for a range the scope does not have) raises InstrumentError."""
+        number = channel.channel
+        sets = ([f":CHAN{number}:OFFS {float(offset_v)}"] if offset_v is not None else []) + (
+            [f":CHAN{number}:RANG {float(range_v)}"] if range_v is not None else [])
+        command = ";".join(sets + [f":CHAN{number}:RANG?", f":CHAN{number}:OFFS?", ERROR_QUERY])
+        range_text, offset_text, error_text = self._ask_fields(command, 3)
+        channel.range.cache.set(float(range_text))
+        channel.offset.cache.set(float(offset_text))
+        self._raise_on_errors(command, parse_error_reply(error_text))
+        return float(range_text), float(offset_text)
+
+    def _ask_fields(self, command: str, count: int) -> list[str]:
+        """The ``count`` ;-separated fields of a compound reply (the last, an error entry, may hold ';')."""
+        fields = self.ask(command).strip().split(";", count - 1)
+        if len(fields) != count:
+            raise ValueError(f"{self.name}: {command!r} answered {';'.join(fields)[:120]!r} ({count} fields expected)")
+        return [field.strip() for field in fields]
+
+    # -- acquisitions and the error queue ------------------------------------------------------------------
+    def ask_waiting(self, command: str, wait_s: float = ACQUISITION_TIMEOUT_S) -> str:
+        """Send ``command`` and read its reply through VISA timeouts (``read_waiting``)."""
+        self.visa_handle.write(command)
+        return self.read_waiting(command, wait_s)
+
+    def read_waiting(self, command: str, wait_s: float = ACQUISITION_TIMEOUT_S) -> str:
+        """The reply to ``command`` (already sent), reading again after each VISA timeout until ``wait_s`` has
+        passed (an acquisition waiting for its trigger). Then a device clear drops the pending acquisition and
+        :class:`InstrumentFault` says so."""
+        deadline = time.monotonic() + float(wait_s)
+        while True:
+            try:
+                return self.visa_handle.read()
+            except VisaIOError as error:
+                if error.error_code != constants.StatusCode.error_timeout:
+                    raise
+                if time.monotonic() >= deadline:
+                    self.device_clear()
+                    raise InstrumentFault(self.name, str(self.address), command.split(";*OPC?")[0],
+                                          f"the acquisition did not complete within {float(wait_s):g} s (no trigger?)",
+                                          1, repeatable=False) from error
+
+    def read_errors(self) -> list[tuple[int, str]]:
+        """Pop every entry of the error queue (``:SYST:ERR? STR`` until 0)."""
+        errors = []
+        for _ in range(_MAX_ERRORS_READ):
+            code, text = parse_error_reply(self.ask(ERROR_QUERY))
+            if code == 0:
+                break
+            errors.append((code, text))
+        return errors
+
+    def _raise_on_errors(self, command: str, first: tuple[int, str]) -> None:
+        """InstrumentError with ``first`` and the rest of the queue, unless ``first`` is 0 (no error)."""
+        if first[0] != 0:
+            raise InstrumentError(self.name, command, [first, *self.read_errors()])
+
+    def start_acquisition(self) -> None:
+        """Send ``:DIGitize;*OPC?;:SYST:ERR? STR``: one acquisition; its reply comes when the record is complete."""
+        self.visa_handle.write(ACQUIRE)
+
+    def finish_acquisition(self, acquisition_timeout_s: float = ACQUISITION_TIMEOUT_S) -> None:
+        """The reply of ``start_acquisition``, waited for through timeouts: ``1`` and the error entry (an error
+        raises :class:`InstrumentError`)."""
+        reply = self.read_waiting(ACQUIRE, acquisition_timeout_s).strip()
+        done, _, error_text = reply.partition(";")
+        if done != "1" or not error_text:
+            raise ValueError(f"{self.name}: the acquisition answered {reply[:80]!r} (expected 1;<error>)")
+        self._raise_on_errors(ACQUIRE, parse_error_reply(error_text))
+
+    def acquire(self, acquisition_timeout_s: float = ACQUISITION_TIMEOUT_S) -> None:
+        """One acquisition and its error check (``start_acquisition`` then ``finish_acquisition``)."""
+        self.start_acquisition()
+        self.finish_acquisition(acquisition_timeout_s)
+
+    # -- the trigger -------------------------------------------------------------------------------------------
+    def set_edge_trigger(self, source: str, level_v: float, slope: str = "POS") -> EdgeTrigger:
+        """Edge trigger on ``source`` (``CHAN<n>`` or ``AUX``) at ``level_v``, triggered sweep (no auto trigger),
+        in ONE message with its read-back and the error entry: ``:TRIG:MODE EDGE;:TRIG:EDGE:SOUR;:TRIG:LEV
+        <source>,<V>;:TRIG:EDGE:SLOP;:TRIG:SWE TRIG`` (programmer's guide, :TRIGger subsystem). Refusals raise
+        :class:`InstrumentError`; the trigger parameters' caches hold what the scope reads back."""
+        source, slope = source.strip().upper(), slope.strip().upper()
+        channels = [f"CHAN{i}" for i in range(1, self.no_channels + 1)]
+        if source not in channels + ["AUX"]:
+            raise ValueError(f"{self.name}: trigger source must be one of {', '.join(channels)}, AUX; got {source!r}")
+        if slope not in EDGE_SLOPES:
+            raise ValueError(f"{self.name}: trigger slope must be one of {', '.join(EDGE_SLOPES)}; got {slope!r}")
+        command = (f":TRIG:MODE EDGE;:TRIG:EDGE:SOUR {source};:TRIG:LEV {source},{float(level_v)};"
+                   f":TRIG:EDGE:SLOP {slope};:TRIG:SWE TRIG;:TRIG:MODE?;:TRIG:EDGE:SOUR?;:TRIG:LEV? {source};"
+                   f":TRIG:EDGE:SLOP?;:TRIG:SWE?;{ERROR_QUERY}")
+        fields = self.ask(command).strip().split(";", 5)
+        if len(fields) != 6:
+            raise ValueError(f"{self.name}: the trigger set-up answered {';'.join(fields)[:120]!r} (expected 6 fields)")
+        mode, read_source, level, read_slope, sweep, error_text = (f.strip() for f in fields)
+        self._raise_on_errors(command, parse_error_reply(error_text))
+        trigger = EdgeTrigger(read_source, float(level), read_slope, sweep)
+        self.trigger_mode.cache.set(mode)
+        self.trigger_edge_source.cache.set(trigger.source)
+        self.trigger_edge_slope.cache.set(trigger.slope)
+        self.trigger_sweep.cache.set(trigger.sweep)
+        if trigger.source == "AUX":
+            self.trigger_level_aux.cache.set(trigger.level_v)
+        elif trigger.source in channels:
+            getattr(self, f"ch{trigger.source[4:]}").trigger_level.cache.set(trigger.level_v)
+        return trigger
 
     def read_word_block(self, block: TraceBlock) -> np.ndarray:
         """The ``#0`` block of int16 words a ``:WAV:DATA?`` just asked for, read by its known length, in volts."""
@@ -180,10 +335,11 @@ def read_trace_block(channel: Any) -> np.ndarray | None:
 
 
 def digitize_and_read(channel: Any, points: int, sample_rate_hz: float, range_v: float,
-                      offset_v: float = 0.0) -> np.ndarray | None:
+                      offset_v: float = 0.0, acquisition_timeout_s: float = ACQUISITION_TIMEOUT_S
+                      ) -> np.ndarray | None:
     """``KeysightInfiniium.digitize_and_read_v`` for ``channel``; None when it is not a channel of that driver
     (the caller takes the per-setting path)."""
     scope = getattr(channel, "root_instrument", None)
     if not isinstance(scope, KeysightInfiniium):
         return None
-    return scope.digitize_and_read_v(channel, points, sample_rate_hz, range_v, offset_v)
+    return scope.digitize_and_read_v(channel, points, sample_rate_hz, range_v, offset_v, acquisition_timeout_s)

@@ -7,6 +7,13 @@ than one block is sent in ascending-offset chunks (``:TRAC<ch>:DATA <id>,<offset
 the guide requires. Every command is followed by ``SYST:ERR?``; a non-zero entry raises
 :class:`InstrumentError` with the code and text. Booleans are sent as 1/0 (SCPI, docs/INSTRUMENTS.md 1.2).
 
+Memory model (M8195A user's guide, Revision 2): the memory mode is per channel (p. 26; ``:TRAC<ch>:MMOD
+EXT|INT``, ``memory_mode``); internal memory holds one waveform per channel and no sequencing, extended
+memory without option -SEQ one segment (p. 110), so a segment id other than 1 is refused before anything is
+sent unless the channel is on extended memory and ``*OPT?`` (read at connect, ``options``) lists SEQ; the
+extended-memory channels share one sequence table (p. 110): they play one selected segment, and deleting a
+segment on one deletes it on all (p. 254), which the driver's own segment table follows.
+
 Address: the Soft Front Panel offers HiSLIP (``TCPIP0::localhost::hislip0::INSTR``) and a raw
 socket (``TCPIP::<host>::5025::SOCKET``); terminations are LF both ways.
 """
@@ -38,6 +45,8 @@ DEFAULT_CHUNK_SAMPLES = 1 << 20
 
 _DIVIDERS = {1: "DIV1", 2: "DIV2", 4: "DIV4"}
 DAC_MODES = ("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD")
+MEMORY_MODES = ("EXT", "INT")
+SEQUENCING_OPTION = "SEQ"
 _TRIGGER_MODES = {  # (INIT:CONT:STAT, INIT:GATE:STAT) per docs/INSTRUMENTS.md 6.1
     "continuous": (1, 0),
     "triggered": (0, 0),
@@ -95,10 +104,42 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
             set_cmd=f":FUNC{channel}:MODE {{}}", get_parser=one_of("ARB", "STS", "STSC"),
             vals=Enum("ARB", "STS", "STSC"),
             docstring="ARB plays the selected segment; STS/STSC run the sequence table.")
+        self.memory_mode = self.add_parameter(
+            "memory_mode", label="memory mode", get_cmd=f":TRAC{channel}:MMOD?",
+            set_cmd=f":TRAC{channel}:MMOD {{}}", get_parser=one_of(*MEMORY_MODES), vals=Enum(*MEMORY_MODES),
+            docstring="EXT: extended memory (segments, the shared sequence table, the rate divider); INT: internal "
+                      "memory, one waveform (user's guide p. 26, p. 110). A change empties the channel's segments.")
+
+    def check_segment_id(self, segment_id: int, memory_mode: str | None = None) -> None:
+        """Segment 1 only, unless the channel is on extended memory and the AWG has option SEQ (guide p. 110).
+        ``memory_mode``: the mode the channel will have (default: the one it has)."""
+        Ints(1).validate(segment_id, "segment_id")
+        if segment_id == 1:
+            return
+        mode = memory_mode or self.memory_mode.get_latest()
+        if mode != "EXT":
+            raise ValueError(f"{self.full_name}: segment {segment_id} refused: a channel on internal memory plays one "
+                             "waveform, segment 1 (M8195A user's guide p. 110); set memory_mode to EXT")
+        if not self.parent.has_sequencing:
+            raise ValueError(f"{self.full_name}: segment {segment_id} refused: without option SEQ (*OPT? "
+                             f"{','.join(self.parent.options) or 'none'}) extended memory holds one segment, 1 "
+                             "(M8195A user's guide p. 110)")
+
+    def sharing_channels(self) -> list[M8195AChannel]:
+        """The channels a segment deletion on this one applies to: all extended-memory channels if this is one."""
+        if self.memory_mode.get_latest() != "EXT":
+            return [self]
+        return [c for c in self.parent.channels if c.memory_mode.get_latest() == "EXT"]
+
+    def note_memory_mode(self, mode: str) -> None:
+        """What the driver knows after ``:TRAC<ch>:MMOD`` was sent in a batch: the mode, and no segments."""
+        if self.memory_mode.cache.get(get_if_invalid=False) != mode:
+            self._segment_lengths.clear()
+        self.memory_mode.cache.set(mode)
 
     def define_segment(self, segment_id: int, length_samples: int, init_value: int | None = None) -> None:
-        """``:TRAC<ch>:DEF``: reserve a segment, checked against the length rules first."""
-        Ints(1).validate(segment_id, "segment_id")
+        """``:TRAC<ch>:DEF``: reserve a segment, checked against the length and memory rules first."""
+        self.check_segment_id(segment_id)
         self.check_segment_length(length_samples)
         command = f":TRAC{self.channel}:DEF {segment_id},{length_samples}"
         if init_value is not None:
@@ -139,13 +180,14 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         self.upload_segment(segment_id, data, chunk_samples=chunk_samples)
         self.select_segment(segment_id)
 
-    def segment_units(self, segment_id: int, samples: Any, chunk_samples: int = DEFAULT_CHUNK_SAMPLES
-                      ) -> list[bytes]:
+    def segment_units(self, segment_id: int, samples: Any, chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+                      memory_mode: str | None = None) -> list[bytes]:
         """The ``:TRAC<ch>:DEF`` and ``:TRAC<ch>:DATA`` units of ``define_segment`` + ``upload_segment`` for
         ``write_batch``, validated as those are (why: one round trip for a whole load instead of two per
-        command). Call ``note_batch_settings`` once the batch was accepted."""
+        command); ``memory_mode``: the mode the batch sets first. Call ``note_batch_settings`` once the batch
+        was accepted."""
         data = as_int8_samples(samples)
-        Ints(1).validate(segment_id, "segment_id")
+        self.check_segment_id(segment_id, memory_mode)
         self.check_segment_length(data.size)
         granularity = self.parent.granularity_samples()
         if chunk_samples <= 0 or chunk_samples % granularity:
@@ -168,10 +210,18 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         Ints(1).validate(segment_id, "segment_id")
         self.write(f":TRAC{self.channel}:SEL {segment_id}")
 
+    def delete_segment(self, segment_id: int) -> None:
+        """``:TRAC<ch>:DEL <id>``: on an extended-memory channel, gone from every extended-memory channel (p. 254)."""
+        Ints(1).validate(segment_id, "segment_id")
+        self.write(f":TRAC{self.channel}:DEL {segment_id}")
+        for channel in self.sharing_channels():
+            channel._segment_lengths.pop(segment_id, None)
+
     def delete_all_segments(self) -> None:
-        """``:TRAC<ch>:DEL:ALL``."""
+        """``:TRAC<ch>:DEL:ALL`` (on every extended-memory channel if this is one)."""
         self.write(f":TRAC{self.channel}:DEL:ALL")
-        self._segment_lengths.clear()
+        for channel in self.sharing_channels():
+            channel._segment_lengths.clear()
 
     def check_segment_length(self, length_samples: int) -> None:
         """At least 1280 samples, in steps of the granularity (docs/INSTRUMENTS.md 6.1)."""
@@ -190,6 +240,7 @@ class KeysightM8195A(ScpiErrorCheckingInstrument):
     def __init__(self, name: str, address: str | None = None, **kwargs: Any):
         super().__init__(name, address, **kwargs)
         self.clear_errors()
+        self.options = self.read_options()
         self.sample_rate_hz = self.add_parameter(
             "sample_rate_hz", label="DAC sample rate", unit="Hz", get_cmd=":FREQ:RAST?",
             set_cmd=":FREQ:RAST {:.8E}", get_parser=float, vals=Numbers(*SAMPLE_RATE_LIMITS_HZ))
@@ -216,7 +267,19 @@ class KeysightM8195A(ScpiErrorCheckingInstrument):
         self.channels = self.add_submodule(
             "channels", ChannelTuple(self, "channels", M8195AChannel, channels, snapshotable=False))
         self.memory_divider.get()
+        for channel in channels:
+            channel.memory_mode.get()
         self.connect_message()
+
+    def read_options(self) -> tuple[str, ...]:
+        """``*OPT?``: the installed options (``004``, ``16G``, ``SEQ``, ...); ``0`` or empty means none."""
+        reply = self.ask("*OPT?").strip().strip('"')
+        return tuple(word.strip().upper() for word in reply.split(",") if word.strip() not in ("", "0"))
+
+    @property
+    def has_sequencing(self) -> bool:
+        """Option -SEQ: many segments in extended memory (without it, one; user's guide p. 110)."""
+        return SEQUENCING_OPTION in self.options
 
     def granularity_samples(self) -> int:
         """Segment length step: 256 samples divided by the extended-memory rate divider."""

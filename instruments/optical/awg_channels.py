@@ -4,6 +4,12 @@ Volts to int8 codes: the M8195A plays V = offset + (Vpp/2) code/127 (docs/INSTRU
 the offset at 0 V a peak of |V| needs Vpp = 2 |V|. ``load`` checks the amplitude against the
 declared ``amplitude_max_vpp``, the segment lengths and the AWG's run state before the first
 command; what it cannot send, it does not start sending.
+
+Memory (M8195A user's guide, Revision 2): ``load`` puts its channels on extended memory (``:TRAC<n>:MMOD EXT``
+in the same message, where the driver does not know them there already: p. 26) and checks every segment id
+against what that memory holds (segment 1 only without option -SEQ, p. 110). The extended-memory channels
+share one sequence table (p. 110): one segment plays on all of them, so ``switch`` refuses to select different
+segments on two channels at once (the instrument answers -221), before anything is sent.
 """
 
 from __future__ import annotations
@@ -148,21 +154,31 @@ class AwgChannels:
         for index, (number, amplitude) in enumerate(zip(self.channels, amplitudes_vpp)):
             channel = self.channel(number)
             channel.amplitude_vpp.validate(amplitude)
+            if channel.memory_mode.get_latest() != "EXT":
+                units.append(f":TRAC{number}:MMOD EXT")
             units += [f":VOLT{number} {amplitude:.6f}", f":VOLT{number}:OFFS {0.0:.6f}"]
             for segment_id, codes in segments:
                 data = as_int8_samples(codes[index])
-                units += channel.segment_units(segment_id, data)
+                units += channel.segment_units(segment_id, data, memory_mode="EXT")
                 loaded.append((number, segment_id, data.size, amplitude))
             units += [f":TRAC{number}:SEL {select}", f":OUTP{number} 1"]
         if run:
             units.append(":INIT:IMM")
         self.awg.write_batch(units)
+        for number in self.channels:
+            self.channel(number).note_memory_mode("EXT")
         for number, segment_id, size, amplitude in loaded:
             self.channel(number).note_batch_settings(segment_id, size, amplitude, 0.0)
 
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """(channel number, segment to select or None, output on/off or None) for each change: ONE message
-        (nothing is sent when there is no change)."""
+        (nothing is sent when there is no change). Every segment selected must be the same one: the channels share
+        one sequence table (module docstring)."""
+        selected = {segment_id for _, segment_id, _ in changes if segment_id is not None}
+        if len(selected) > 1:
+            raise ValueError(f"{self.name}: segments {sorted(selected)} selected at once: the M8195A's extended-memory "
+                             "channels play one segment of one sequence table (user's guide p. 110); load the "
+                             "combinations as segments of their own")
         units = []
         for number, segment_id, enabled in changes:
             if number not in self.channels:

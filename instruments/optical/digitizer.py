@@ -8,14 +8,17 @@ digitizer family (issue 15: QCoDeS's AlazarTech driver) is another adapter with 
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import numpy as np
 
-from qslab.instruments.drivers._scpi import InstrumentFault
-from qslab.instruments.drivers.keysight_infiniium import digitize_and_read, read_trace_block
-
-DIGITIZE = ":DIGitize;*OPC?"
+from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+from qslab.instruments.drivers.keysight_infiniium import (ACQUIRE, ACQUISITION_TIMEOUT_S, digitize_and_read,
+                                                        read_trace_block)
+log = logging.getLogger(__name__)
+DATA_OUT_OF_RANGE = -222  # SCPI: the value is outside what the instrument has; it keeps its setting
 # what qcodes' Infiniium sends only in its constructor; the trace reads rely on it (sent again after a reset)
 TRACE_FORMAT = (":SYSTem:HEADer OFF", ":WAVEFORM:FORMAT WORD", ":WAVEFORM:BYTEORDER LSBFirst",
                 ":WAVEFORM:STREAMING ON")
@@ -26,7 +29,8 @@ class InfiniiumDigitizer:
 
     def __init__(self, driver: Any, *, name: str | None = None):
         self.driver, self.name = driver, name or driver.name
-        self._reply: str | None = None
+        self._armed = False
+        self._trigger: tuple[str, float, str] | None = None  # what configure_trigger set (restore sends it again)
 
     # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
     @classmethod
@@ -43,19 +47,28 @@ class InfiniiumDigitizer:
         return getattr(self.driver, f"ch{int(channel)}")
 
     def configure(self, *, points: int | None = None, sample_rate_hz: float | None = None) -> None:
-        if points is not None:
-            self.driver.acquire_points(int(points))
-        if sample_rate_hz is not None:
-            self.driver.sample_rate(sample_rate_hz)
+        """Set, read back and error-check in one message (the scope rounds the rate: ``sample_rate_hz`` tells)."""
+        if points is not None or sample_rate_hz is not None:
+            self.driver.configure_acquisition(points, sample_rate_hz)
 
     def sample_rate_hz(self) -> float:
         return float(self.driver.sample_rate())
 
     def configure_channel(self, channel: int, *, range_v: float | None = None, offset_v: float | None = None) -> None:
-        if offset_v is not None:
-            self._channel(channel).offset(offset_v)
-        if range_v is not None:
-            self._channel(channel).range(range_v)
+        """Set, read back and error-check in one message. A value the scope does not have (-222 "Data out of
+        range") leaves the channel as the scope kept it, which ``range_v``/``offset_v`` tell (the role's contract:
+        the instrument may round or clamp) and is logged; any other error is an InstrumentError. Either way the
+        error queue is empty afterwards: no refusal is blamed on a later acquisition."""
+        if range_v is None and offset_v is None:
+            return
+        try:
+            self.driver.configure_channel_v(self._channel(channel), range_v, offset_v)
+        except InstrumentError as refused:
+            if any(code != DATA_OUT_OF_RANGE for code, _ in refused.errors):
+                raise
+            kept = self._channel(channel)
+            log.warning("%s: channel %d kept range %s V, offset %s V (%s)", self.name, channel,
+                        kept.range.cache.get(get_if_invalid=False), kept.offset.cache.get(get_if_invalid=False), refused)
 
     def range_v(self, channel: int) -> float:
         return float(self._channel(channel).range())
@@ -63,25 +76,41 @@ class InfiniiumDigitizer:
     def offset_v(self, channel: int) -> float:
         return float(self._channel(channel).offset())
 
+    def configure_trigger(self, source: str, level_v: float, slope: str = "POS") -> None:
+        """Edge trigger on ``source`` at ``level_v``, triggered sweep, set and read back in ONE message (the
+        driver's set_edge_trigger); a read-back other than what was asked is an InstrumentFault."""
+        trigger = self.driver.set_edge_trigger(source, level_v, slope)
+        wanted = (source.strip().upper(), float(level_v), slope.strip().upper())
+        if (trigger.source, trigger.slope, trigger.sweep) != (wanted[0], wanted[2], "TRIG") or not math.isclose(
+                trigger.level_v, wanted[1], rel_tol=1e-6, abs_tol=1e-9):
+            raise InstrumentFault(self.name, self.address, "edge trigger", f"reads back {trigger} (expected source "
+                                  f"{wanted[0]}, level {wanted[1]:g} V, slope {wanted[2]}, sweep TRIG)", 1)
+        self._trigger = wanted
+
     def arm(self) -> None:
         """Reading a trace must not start an acquisition of its own (qcodes' auto_digitize off)."""
         self.driver.auto_digitize(False)
 
     def trigger(self) -> None:
-        """``:DIGitize`` with its ``*OPC?`` in the same message: the reply comes when the record is complete.
+        """``:DIGitize;*OPC?;:SYST:ERR? STR``: the reply comes when the record is complete (``wait`` reads it).
 
         Why not qcodes' digitize(): it also sends a device clear afterwards, which costs pyvisa-py 0.1 s on a
-        socket (a tenth of a second per batch and layer)."""
-        self._reply = self.driver.ask(DIGITIZE).strip()
+        socket (a tenth of a second per batch and layer), and it reads no error."""
+        self.driver.start_acquisition()
+        self._armed = True
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """The acquisition's ``*OPC?`` reply (read by ``trigger``): anything but 1 is an InstrumentFault, as the
-        retrying drivers report an unreadable reply (the session may take the batch again)."""
-        reply, self._reply = self._reply, None
-        if reply is None:
+        """The acquisition's reply, read through VISA timeouts (a triggered acquisition waits for its trigger) up
+        to ``timeout_s`` (default ACQUISITION_TIMEOUT_S); a refusal in the error entry is an InstrumentError, an
+        unreadable reply an InstrumentFault, as the retrying drivers report one (the session may take the batch
+        again)."""
+        if not self._armed:
             raise RuntimeError(f"{self.name}: wait() without a trigger()")
-        if reply != "1":
-            raise InstrumentFault(self.name, self.address, DIGITIZE, f"answered {reply!r} (expected 1)", 1)
+        self._armed = False
+        try:
+            self.driver.finish_acquisition(ACQUISITION_TIMEOUT_S if timeout_s is None else timeout_s)
+        except ValueError as error:
+            raise InstrumentFault(self.name, self.address, ACQUIRE, f"unreadable reply ({error})", 1) from error
 
     def read(self, channel: int) -> np.ndarray:
         """The channel's last record in volts; a reply that cannot be read is an InstrumentFault."""
@@ -110,6 +139,8 @@ class InfiniiumDigitizer:
     def restore(self) -> None:
         for command in TRACE_FORMAT:
             self.driver.write(command)
+        if self._trigger is not None:
+            self.configure_trigger(*self._trigger)
 
     @property
     def address(self) -> str:

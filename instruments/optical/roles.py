@@ -106,6 +106,9 @@ class Digitizer(Protocol):
         """The full-scale range the channel actually has."""
     def offset_v(self, channel: int) -> float:
         """The centre of the channel's range."""
+    def configure_trigger(self, source: str, level_v: float, slope: str = "POS") -> None:
+        """Records start at an edge on input ``source`` (e.g. ``AUX``, ``CHAN3``: where the AWG's marker is cabled)
+        crossing ``level_v`` (V) with ``slope``, and only there (no auto trigger). Sent again by ``restore``."""
     def arm(self) -> None:
         """Single acquisitions from now on: nothing free-running overwrites a record before it is read."""
     def trigger(self) -> None:

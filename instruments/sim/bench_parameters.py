@@ -213,6 +213,19 @@ class DigitizerTruth:
 
 
 @dataclass(frozen=True)
+class TriggerTruth:
+    """The digitizer's trigger cable: the marker of an AWG, high from every start of the segment it plays,
+    into one digitizer input. A record starts at the marker's rising edge only when the digitizer is set to
+    an edge trigger on that input, rising, at a level inside the marker's swing, in triggered sweep, and the
+    AWG runs; otherwise it starts at a random point of the stream (instruments/sim/emulators/keysight_infiniium)."""
+
+    awg: str = "awg"                      # the [bench.instruments] M8195A whose marker is cabled
+    digitizer_input: str = "AUX"          # the Infiniium input it is cabled to: AUX or CHAN1..CHAN4
+    marker_low_v: float = 0.0             # the marker's levels into the digitizer's input, V
+    marker_high_v: float = 0.5
+
+
+@dataclass(frozen=True)
 class BenchParameters:
     """The whole bench. ``seed`` seeds every random draw (one Generator per consumer)."""
 
@@ -231,6 +244,7 @@ class BenchParameters:
     client_processor: ProcessorTruth = field(default_factory=ProcessorTruth)
     channel: ChannelTruth = field(default_factory=ChannelTruth)
     digitizer: DigitizerTruth = field(default_factory=DigitizerTruth)
+    trigger: TriggerTruth = field(default_factory=TriggerTruth)
 
     def __post_init__(self):
         _validate(self)
@@ -366,6 +380,10 @@ def _validate(params: BenchParameters) -> None:
         check(path, params.get(path) >= 0.0, ">= 0")
 
     check("server_laser.port", 1 <= params.server_laser.port <= 4, "an N7714A port 1..4")
+    receiver_inputs = {f"CHAN{params.get(f'{name}.digitizer_channel')}" for name in ("client_receiver", "server_receiver")}
+    check("trigger.digitizer_input", params.trigger.digitizer_input in {"AUX", "CHAN1", "CHAN2", "CHAN3", "CHAN4"}
+          - receiver_inputs, "AUX or a CHAN1..CHAN4 no receiver is cabled to")
+    check("trigger.marker_high_v", params.trigger.marker_high_v > params.trigger.marker_low_v, "> marker_low_v")
     check("server_laser.relative_intensity_noise_db_per_hz", params.server_laser.relative_intensity_noise_db_per_hz < 0,
           "< 0 dB/Hz (a laser's RIN, e.g. -165)")
     for name in ("server_carver", "server_iq"):

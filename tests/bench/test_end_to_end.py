@@ -125,6 +125,7 @@ def test_drivers_see_the_real_error_codes(bench, connect):
 def test_awg_blocks_with_lf_bytes_round_trip_and_overflow_is_refused(bench, connect):
     awg = connect("awg")
     samples = np.tile(np.array([10, 13, 59, 35, -128, 127, 0, 10], dtype=np.int8), 640)  # LF, CR, ';', '#'
+    awg.ch1.memory_mode("EXT")  # segment 3: extended memory with option SEQ (M8195A user's guide p. 110)
     awg.ch1.load_waveform(3, samples, chunk_samples=1024)
     echoed = awg.visa_handle.query_binary_values(f":TRAC1:DATA? 3,0,{samples.size}", datatype="b",
                                                  container=np.ndarray)
@@ -225,6 +226,8 @@ def test_waveform_upload_capture_and_symbol_recovery(bench, connect):
     assert 50 < bench.state.truth("server.photons_per_symbol") < 1000
 
     sps = 8
+    cable = bench.params.trigger   # records start at the server AWG's marker (docs/INSTRUMENTS.md 6.2)
+    scope.set_edge_trigger(cable.digitizer_input, 0.5 * (cable.marker_low_v + cable.marker_high_v))
     scope.acquire_points(sps * n_symbols)
     scope.sample_rate(sps * bench.params.server.symbol_rate_hz)
     # the DC-coupled receivers sit on their LO's unbalanced share: centre the channels there, subtract it below

@@ -11,8 +11,10 @@ import pytest
 from qcodes.instrument_drivers.Keysight import KeysightInfiniium as UpstreamInfiniium
 from qcodes.instrument_drivers.Keysight.Infiniium import DSOTraceParam
 
-from qslab.instruments.drivers.keysight_infiniium import (BlockTrace, KeysightInfiniium, qcodes_trace_needs_fix,
-                                                        read_trace_block)
+from qslab.instruments.drivers._scpi import InstrumentError
+from qslab.instruments.drivers.keysight_infiniium import (BlockTrace, EdgeTrigger, KeysightInfiniium,
+                                                        qcodes_trace_needs_fix, read_trace_block)
+from qslab.instruments.optical.digitizer import InfiniiumDigitizer
 
 
 @pytest.mark.parametrize(("version", "needs_fix"), [("0.53.0", True), ("0.58.0", True), ("0.58.3", True),
@@ -68,3 +70,36 @@ def test_reconnect_is_public_and_the_scope_answers_after_it(connect):
     assert scope.visa_handle is not before
     assert scope.visa_handle.timeout == timeout_ms
     assert scope.acquire_points() > 0
+
+
+def test_a_refused_capture_raises_and_the_caches_hold_what_the_scope_took(connect):
+    """Issue 15 item 4: 3.3 GSa/s and a 100 V range used to leave the scope at 3.0 GSa/s and its old range with
+    -222 queued, no exception, and the caches holding 3.3e9 and 100."""
+    scope: KeysightInfiniium = connect("digitizer")
+    range_before_v = scope.ch1.range()
+    with pytest.raises(InstrumentError, match=r"-222") as refused:
+        scope.digitize_and_read_v(scope.ch1, 4096, 3.3e9, 100.0)
+    assert refused.value.code == -222
+    assert scope.sample_rate.cache.get(get_if_invalid=False) == pytest.approx(3.0e9)   # the rate it took
+    assert scope.ch1.range.cache.get(get_if_invalid=False) == pytest.approx(range_before_v)
+    assert scope.read_errors() == []                                                   # the queue was emptied
+    assert scope.sample_rate() == pytest.approx(3.0e9)                                 # cache = instrument
+
+
+def test_an_acquisition_error_is_raised_by_the_role(connect):
+    scope: KeysightInfiniium = connect("digitizer", silence_pyvisapy_warning=True)
+    digitizer = InfiniiumDigitizer(scope)
+    scope.write(":CHAN1:RANG 100")     # refused: -222 waits in the queue, as it would after any stray command
+    digitizer.trigger()
+    with pytest.raises(InstrumentError, match="-222"):
+        digitizer.wait()
+
+
+def test_the_edge_trigger_is_set_and_read_back_in_one_message(connect):
+    scope: KeysightInfiniium = connect("digitizer")
+    trigger = scope.set_edge_trigger("AUX", 0.2, "POS")
+    assert trigger == EdgeTrigger("AUX", 0.2, "POS", "TRIG")
+    assert scope.trigger_sweep.cache.get(get_if_invalid=False) == "TRIG"
+    assert scope.trigger_level_aux() == pytest.approx(0.2)
+    with pytest.raises(InstrumentError, match="-222"):
+        scope.set_edge_trigger("AUX", 50.0)          # beyond the scope's trigger level range

@@ -46,6 +46,8 @@ class Lab:
         self.laser, self.attenuator = connect("laser"), connect("attenuator")
         self.awg, self.client_awg, self.amplifier = connect("awg"), connect("client_awg"), connect("amplifier")
         self.scope = connect("digitizer", silence_pyvisapy_warning=True)
+        cable = self.params.trigger  # records start at the server AWG's marker, as the station sets it up
+        self.scope.set_edge_trigger(cable.digitizer_input, 0.5 * (cable.marker_low_v + cable.marker_high_v))
         connect("bias_carver").mzm.bias_mode("peak")  # carver drive off: 0 V at peak passes the light
         connect("bias_iq").mzm.bias_mode("null")
         truth = self.params.server_iq
@@ -199,6 +201,37 @@ def test_one_acquisition_is_the_layer_for_every_image(lab):
     tail = dsp.quadratures_snu(client_v - dc_v["client_receiver"], wf.matched_filter_response(record.channels[1].config).template, SCOPE_SPS,
                                0, 1.0)[IMAGES * ROWS + 2:]
     assert tail.size > 20 and np.std(tail) < 0.2 * np.std(session.client_quadratures_snu)
+
+
+@pytest.mark.parametrize("untriggered", ["sweep AUTO", "source CHAN3", "level above the marker", "slope NEG",
+                                         "AWG stopped"])
+def test_without_the_trigger_on_the_awg_marker_the_outcomes_are_not_found(lab, untriggered):
+    """Issue 15 item 1: a record starts at the marker of the server AWG only with the trigger set up for it;
+    otherwise at a random point of the stream, and the client's outcomes are nowhere the DSP looks."""
+    _run(lab)
+    points = session_points(IMAGES * ROWS, IMAGES * 3 * BINS, SCOPE_SPS)
+    dc_v = receivers.dc_level_v(lab.params.client_receiver, lab.bench.state.lo_power_w("client_receiver"))
+
+    def worst_residual() -> float:
+        record = lab.digitize(points)
+        truth = record.session.client_quadratures_snu.ravel().astype(np.float64)
+        residual, std = _dsp_residual(lab.scope.ch1.trace(), record.channels[1], truth, dc_v)
+        return float(np.max(np.abs(residual)) / std)
+
+    assert worst_residual() < Z    # triggered: every outcome where it belongs
+    emulator = lab.bench.instruments["digitizer"].emulator
+    assert emulator.triggered_by_marker()
+    spoil = {"sweep AUTO": ":TRIG:SWE AUTO", "source CHAN3": ":TRIG:EDGE:SOUR CHAN3",
+             "level above the marker": f":TRIG:LEV AUX,{lab.params.trigger.marker_high_v + 0.1}",
+             "slope NEG": ":TRIG:EDGE:SLOP NEG"}
+    if untriggered == "AWG stopped":
+        lab.awg.stop()   # no marker edge
+    else:
+        assert lab.scope.ask(f"{spoil[untriggered]};*OPC?") == "1"  # (the answer: the emulator has taken it)
+    assert not emulator.triggered_by_marker()
+    if untriggered == "AWG stopped":
+        return  # a stopped server AWG plays no layer: there is no session record to misplace
+    assert worst_residual() > 10 * Z   # the record started elsewhere in the stream
 
 
 def test_statistics_of_many_acquisitions_match_the_closed_forms(lab):

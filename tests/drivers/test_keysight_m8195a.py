@@ -85,6 +85,7 @@ def test_divider_sets_the_granularity(awg):
 
 
 def test_define_select_delete_segment(awg, record_writes):
+    awg.ch1.memory_mode("EXT")
     sent = record_writes(awg)
     awg.ch1.define_segment(3, 2560)
     awg.ch1.define_segment(4, 1280, init_value=-5)
@@ -134,6 +135,10 @@ def _awg_answers(refuse_data_at_offset: int | None = None):
             return "Keysight Technologies,M8195A,MY00000002,4.1.0.0"
         if message == b":INST:MEM:EXT:RDIV?":
             return "DIV1"
+        if message == b"*OPT?":
+            return "004,16G,SEQ"
+        if message.startswith(b":TRAC") and message.endswith(b":MMOD?"):
+            return "EXT"
         if message == b"SYST:ERR?":
             return pending.pop(0) if pending else NO_ERROR
         if refuse_data_at_offset is not None and message.startswith(

@@ -220,6 +220,7 @@ class FakeDigitizer:
             self.offsets[channel] = offset_v
     def range_v(self, channel): return self.ranges[channel]
     def offset_v(self, channel): return self.offsets.get(channel, 0.0)
+    def configure_trigger(self, source, level_v, slope="POS"): self.calls.append(("configure_trigger", source))
     def arm(self): self.calls.append(("arm",))
     def trigger(self): self.calls.append(("trigger",))
     def wait(self, timeout_s=None): self.calls.append(("wait",))

@@ -13,6 +13,16 @@ The waveforms are the bench's: channel 1 the client receiver, channel 2 the serv
 receiver (``<receiver>.digitizer_channel``), rendered by ``receivers.acquire``; 10-bit ADC codes
 sent left-aligned in 16-bit words (volts = word x y-increment + y-origin). The sample rate snaps
 to a whole number of samples per symbol (a real scope also offers a discrete set of rates).
+The trigger (docs/INSTRUMENTS.md 7.1): a record starts at the rising edge of the AWG marker cabled to the
+input ``[bench.trigger]`` names, which rises at every start of the segment that AWG plays. Only an edge
+trigger (``:TRIG:MODE EDGE``) on that input (``:TRIG:EDGE:SOUR``), rising (``:TRIG:EDGE:SLOP POS``), at a level
+(``:TRIG:LEV <input>,<V>``) strictly between the marker's levels, in triggered sweep (``:TRIG:SWE TRIG``),
+with that AWG running, finds that edge. Otherwise the record starts at a random point of the stream: every
+channel's samples are rotated by the same number of samples, drawn from the emulator's own seeded Generator
+(``<name>.trigger``, so a triggered bench draws exactly what it drew before); what an auto-triggered or
+mis-triggered scope shows of a periodic stream. (A real scope in triggered sweep without trigger waits; the
+bench starts at a random point instead, so a stopped AWG costs nothing but the alignment.)
+
 A session acquisition the settings make impossible (receivers.SessionError: averaging on, a
 client segment that is not a whole number of rows) records nothing: every channel reads 0 V and
 ``:SYST:ERR?`` reports -221 "Settings conflict;<why>".
@@ -20,6 +30,7 @@ client segment that is not a whole number of rows) records nothing: every channe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import numpy as np
@@ -49,6 +60,10 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
     driver = "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium"
     idn = "KEYSIGHT TECHNOLOGIES,DSOS804A,MY00000001,11.50.00000"
 
+    def __init__(self, bench, name: str):
+        super().__init__(bench, name)
+        self.trigger_rng = bench.rng(f"{name}.trigger")
+
     def reset(self) -> None:
         d = self.bench.params.digitizer
         self.headers = False
@@ -63,7 +78,7 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
         self.timebase_range_s: float | None = None
         self.timebase_position_s = 0.0
         self.roll = False
-        self.trigger_sweep, self.edge_source, self.edge_slope = "TRIG", "CHAN1", "POS"
+        self.trigger_mode, self.trigger_sweep, self.edge_source, self.edge_slope = "EDGE", "AUTO", "CHAN1", "POS"
         self.trigger_levels: dict[str, float] = {}
         self.display = {n: n <= 2 for n in range(1, CHANNELS + 1)}
         self.range_v = dict.fromkeys(range(1, CHANNELS + 1), 0.16)
@@ -96,10 +111,28 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
             record = failed_capture(self.points, self.sample_rate_hz, self.bench.params.server.symbol_rate_hz, setups,
                                     self.bench.params.digitizer.adc_bits, str(error))
             self.engine.push_error(-221, f"Settings conflict;{error}"[:255])
+        if not self.triggered_by_marker():
+            record = self._started_at_random(record)
         self.record, self._record_key = record, self._settings_key()
         with self.bench.lock:
             self.bench.last_capture = record
         return record
+
+    def triggered_by_marker(self) -> bool:
+        """Whether the trigger set-up finds the rising edge of the cabled AWG marker (module docstring)."""
+        cable = self.bench.params.trigger
+        level = self.trigger_levels.get(cable.digitizer_input)
+        with self.bench.lock:
+            running = self.bench.awg_state(cable.awg).running
+        return (self.trigger_mode == "EDGE" and self.trigger_sweep == "TRIG" and self.edge_slope == "POS"
+                and self.edge_source == cable.digitizer_input and level is not None
+                and cable.marker_low_v < level < cable.marker_high_v and running)
+
+    def _started_at_random(self, record: CaptureRecord) -> CaptureRecord:
+        """The record as if it had started ``shift`` samples into the stream (every channel alike)."""
+        shift = int(self.trigger_rng.integers(0, max(1, record.points)))
+        channels = {n: dataclasses.replace(c, words=np.roll(c.words, -shift)) for n, c in record.channels.items()}
+        return dataclasses.replace(record, channels=channels)
 
     def _current_record(self) -> CaptureRecord:
         if self.record is None or self._record_key != self._settings_key():
@@ -346,7 +379,10 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
                  query=reply(lambda: f"{self.timebase_position_s:.10E}"))
         put, get = flag("roll")
         tree.add(":TIMebase:ROLL:ENABle", set=put, query=get)
-        tree.add(":TRIGger:MODE", query=reply(lambda: "EDGE"))
+        put, get = choice("trigger_mode", ("EDGE", "GLITch", "PATTern", "STATe", "DELay", "TIMeout", "TV", "COMM",
+                                           "RUNT", "SEQuence", "SHOLd", "TRANsition", "WINDow", "PWIDth", "ADVanced",
+                                           "SBUS1", "SBUS2", "SBUS3", "SBUS4"))
+        tree.add(":TRIGger:MODE", set=put, query=get)
         put, get = choice("trigger_sweep", ("AUTO", "TRIGgered", "SINGle"))
         tree.add(":TRIGger:SWEep", set=put, query=get)
         tree.add(":TRIGger:EDGE:SOURce", set=set_edge_source, query=reply(lambda: self.edge_source))

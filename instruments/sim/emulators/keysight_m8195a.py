@@ -3,7 +3,18 @@
 Segments are int8 arrays per channel, defined with ``:TRAC<ch>:DEF`` and filled by
 ``:TRAC<ch>:DATA <id>,<offset>,<block>|<csv>`` in granularity-aligned pieces (-223 past the
 segment end); ``:INIT:IMM``/``:ABOR`` run and stop; defining or deleting segments while running is
-a settings conflict (-221). What plays (selected segment, amplitude, offset, output relay, ARB
+a settings conflict (-221).
+
+The memory model of the M8195A user's guide (Revision 2): the memory mode is per channel (p. 26;
+``:TRAC<ch>:MMOD EXT|INT``, the bench powers on with every channel on INTernal and a mode change empties
+the channel's segments); internal memory holds one waveform per channel, segment 1 (p. 110: no sequencing
+from internal memory); without option -SEQ (``*OPT?``) extended memory holds one segment too (p. 110);
+the channels sourced from extended memory share ONE sequence table (p. 110), so ``:TRAC<ch>:SEL`` selects the
+segment for all of them, and one program message selecting two different segments on them is refused
+with -221 "Settings conflict"; deleting a segment on one extended-memory channel deletes it on all
+(p. 254), likewise ``:DEL:ALL``. A segment id outside what the memory holds is -222 "Data out of range".
+
+What plays (selected segment, amplitude, offset, output relay, ARB
 mode) is the bench's AWG state, which the modulators read: the client's AWG state for the
 instrument named ``client_processor.awg`` (its time-bin processor), the server's for any other.
 """
@@ -25,6 +36,10 @@ MIN_SEGMENT_SAMPLES = 1280
 GRANULARITY_AT_DIV1 = 256
 MAX_SEGMENT_SAMPLES = 1 << 29   # the emulator's memory per segment (the instrument has up to 16 GSa)
 DIVIDERS = {"DIV1": 1, "DIV2": 2, "DIV4": 4}
+MEMORY_MODES = ("EXTended", "INTernal")
+# *OPT? of the bench's M8195A: four channels, 16 GSa extended memory, sequencing (a test may set the engine's
+# options_reply to another list, e.g. without SEQ)
+OPTIONS = "004,16G,SEQ"
 DAC_MODES = ("SINGle", "DUAL", "FOUR", "MARKer", "DCMarker", "DCDuplicate")
 FUNCTION_MODES = {"ARBitrary": "ARB", "STSequence": "STS", "STSCenario": "STSC"}
 
@@ -40,6 +55,12 @@ class KeysightM8195AEmulator(ScpiEmulator):
     def __init__(self, bench, name: str):
         self.awg = bench.awg_state(name)  # the AWG state this instrument plays into
         super().__init__(bench, name)
+        self.engine.options_reply = OPTIONS
+        self._selected_in_message: tuple[int, int] | None = None  # (channel, segment) of this message's first SEL
+
+    def handle(self, message: bytes) -> bytes:
+        self._selected_in_message = None  # "at once" = within one program message
+        return super().handle(message)
 
     def reset(self) -> None:
         awg = self.awg
@@ -54,6 +75,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 channel.selected_segment = 1
             awg.version += 1
         self.dac_mode = "FOUR"
+        self.memory_mode = dict.fromkeys(self.awg.channels, "INT")
         self.continuous = True
         self.gated = False
         self.names: dict[tuple[int, int], str] = {}
@@ -75,6 +97,21 @@ class KeysightM8195AEmulator(ScpiEmulator):
         if data is None:
             raise ScpiError(-224, "Illegal parameter value;segment not defined")
         return segment_id, data
+
+    def _has_sequencing(self) -> bool:
+        return "SEQ" in [option.strip().upper() for option in self.engine.options_reply.split(",")]
+
+    def _extended_channels(self) -> list[int]:
+        return [n for n, mode in self.memory_mode.items() if mode == "EXT"]
+
+    def _check_segment_id(self, n: int, segment_id: int) -> None:
+        """Internal memory, and extended memory without -SEQ, hold segment 1 only (guide p. 110)."""
+        if segment_id == 1:
+            return
+        if self.memory_mode[n] == "INT":
+            raise ScpiError(-222, f"Data out of range;channel {n} is sourced from internal memory: segment 1 only")
+        if not self._has_sequencing():
+            raise ScpiError(-222, "Data out of range;without option SEQ extended memory holds segment 1 only")
 
     def _not_running(self) -> None:
         if self.awg.running:
@@ -226,6 +263,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
         # segments
         def define(call: Call, new: bool = False) -> int:
             _, state = self._channel(call)
+            n = self._channel(call)[0]
             if new:
                 call.count(1, 2)
                 segment_id = max(state.segments, default=0) + 1
@@ -234,6 +272,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 call.count(2, 3)
                 segment_id = call.integer(0, minimum=1)
                 length_index = 1
+            self._check_segment_id(n, segment_id)
             length = call.integer(length_index, minimum=1)
             granularity = self._granularity()
             if length < MIN_SEGMENT_SAMPLES or length % granularity:
@@ -287,15 +326,29 @@ class KeysightM8195AEmulator(ScpiEmulator):
 
         def select(call: Call) -> None:
             call.count(1)
-            _, state = self._channel(call)
+            n, state = self._channel(call)
             segment_id, _ = self._segment(state, call)
+            extended = self._extended_channels()
+            if n in extended:
+                first = self._selected_in_message
+                if first is not None and first[0] in extended and first[1] != segment_id:
+                    raise ScpiError(-221, f"Settings conflict;extended-memory channels share one sequence table: "
+                                          f"segment {first[1]} was selected on channel {first[0]}")
             with bench.lock:
-                state.selected_segment = segment_id
+                for number in (extended if n in extended else [n]):
+                    self.awg.channels[number].selected_segment = segment_id
                 self._changed()
+            if self._selected_in_message is None:
+                self._selected_in_message = (n, segment_id)
 
         def selected(call: Call) -> str:
             call.count(0)
             return str(self._channel(call)[1].selected_segment)
+
+        def sharing(n: int) -> list[int]:
+            """The channels a deletion on channel n applies to: every extended-memory channel (guide p. 254)."""
+            extended = self._extended_channels()
+            return extended if n in extended else [n]
 
         def delete(call: Call) -> None:
             call.count(1)
@@ -303,19 +356,42 @@ class KeysightM8195AEmulator(ScpiEmulator):
             segment_id, _ = self._segment(state, call)
             with bench.lock:
                 self._not_running()
-                del state.segments[segment_id]
-                self.names.pop((n, segment_id), None)
-                awg.segment_written(state, segment_id)
+                for number in sharing(n):
+                    channel_state = awg.channels[number]
+                    if segment_id in channel_state.segments:
+                        del channel_state.segments[segment_id]
+                        awg.segment_written(channel_state, segment_id)
+                    self.names.pop((number, segment_id), None)
 
         def delete_all(call: Call) -> None:
             call.count(0)
-            n, state = self._channel(call)
+            n, _ = self._channel(call)
             with bench.lock:
                 self._not_running()
-                for segment_id in list(state.segments):
+                for number in sharing(n):
+                    channel_state = awg.channels[number]
+                    for segment_id in list(channel_state.segments):
+                        awg.segment_written(channel_state, segment_id)
+                    channel_state.segments.clear()
+                    self.names = {key: value for key, value in self.names.items() if key[0] != number}
+
+        def set_memory_mode(call: Call) -> None:
+            call.count(1)
+            n, state = self._channel(call)
+            mode = _short(call.choice(MEMORY_MODES))
+            with bench.lock:
+                if mode == self.memory_mode[n]:
+                    return
+                self._not_running()
+                for segment_id in list(state.segments):  # the waveforms live in the other memory
                     awg.segment_written(state, segment_id)
                 state.segments.clear()
-                self.names = {key: value for key, value in self.names.items() if key[0] != n}
+                self.memory_mode[n] = mode
+                self._changed()
+
+        def get_memory_mode(call: Call) -> str:
+            call.count(0)
+            return self.memory_mode[self._channel(call)[0]]
 
         def catalog(call: Call) -> str:
             call.count(0)
@@ -342,6 +418,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
         tree.add(":TRACe#:DELete:ALL", set=delete_all)
         tree.add(":TRACe#:DELete", set=delete)
         tree.add(":TRACe#:CATalog", query=catalog)
+        tree.add(":TRACe#:MMODe", set=set_memory_mode, query=get_memory_mode)
         tree.add(":TRACe#:NAME", set=set_name, query=get_name)
         tree.add(":TRACe#[:DATA]", set=write_data, query=read_data)
 
