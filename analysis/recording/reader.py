@@ -10,7 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, SCHEMA, SCHEMA_VERSION, STATUSES,
+from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, READABLE_VERSIONS, SCHEMA,
+                                             SCHEMA_VERSION, STATUSES,
                                              STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
@@ -307,10 +308,10 @@ def _check_schema(file: h5py.File, path: Path) -> None:
     if not isinstance(version, np.integer | int) or isinstance(version, bool):
         raise RecordingError(f"{path}: the schema_version attribute is {version!r}, expected the integer "
                              f"{SCHEMA_VERSION}")
-    if int(version) != SCHEMA_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         advice = "update qslab to read it" if int(version) > SCHEMA_VERSION else "it predates this format"
         raise RecordingError(f"{path} is a {SCHEMA!r} recording of schema_version {int(version)}; this qslab "
-                             f"reads schema_version {SCHEMA_VERSION} ({advice})")
+                             f"reads schema_version {', '.join(map(str, READABLE_VERSIONS))} ({advice})")
     for name in ("created_utc", "qslab_version", "git_revision"):
         if _attribute_text(file.attrs.get(name)) is None:
             raise RecordingError(f"{path} has no text attribute {name!r} at the root (schema {SCHEMA} "
