@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-
 from qslab.analysis.recording.xarray_view import flattened_attributes
 from qslab.calibration.records import read_record
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-
 from qslab.analysis.recording.reader import SessionFile
 from qslab.analysis.recording.schema import RecordingError
 
