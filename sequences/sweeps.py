@@ -134,6 +134,17 @@ def run_points(points, client, images: int = 2000, seeds=(0,), weights_path=None
     return results
 
 
+def rerun_command(settings: dict, weights_path=None) -> str:
+    """The `qslab sweep` command line that evaluates the same points (the scheduler aside: results do not depend
+    on it)."""
+    options = [f"--mu-min {settings['mu_min']!r}", f"--mu-max {settings['mu_max']!r}",
+               f"--mu-points {settings['mu_points']}", "--gains " + " ".join(repr(g) for g in settings["gains"]),
+               f"--images {settings['images']}", f"--seeds {len(settings['seeds'])}"]
+    if weights_path is not None:
+        options.append(f"--weights {weights_path}")
+    return "qslab sweep " + " ".join(options)
+
+
 def sweep_record(points: list[dict], settings: dict, weights_path=None) -> dict:
     """sweep.json: the points with what a replay needs (settings, the weights' hash) and where they came from."""
     import datetime as dt
@@ -149,6 +160,9 @@ def sweep_record(points: list[dict], settings: dict, weights_path=None) -> dict:
     weights = Path(weights_path) if weights_path is not None else default_weights_path()
     version = CodeVersion.current()
     return {"schema": "qslab.sweep", "schema_version": 1, "settings": settings,
+            "data": f"the first {settings['images']} images of the official MNIST test set, noise seeds "
+                    f"{settings['seeds']}",
+            "rerun": rerun_command(settings, weights_path),
             "weights": {"path": str(weights), "shipped": weights_path is None,
                         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
             "provenance": {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -81,6 +81,13 @@ def test_sweep_json_holds_the_settings_and_provenance_of_a_rerun(tmp_path):
     assert record["weights"]["sha256"] == hashlib.sha256(default_weights_path().read_bytes()).hexdigest()
     assert {"qslab_version", "git_revision", "python", "numpy", "dask", "created_utc"} <= set(record["provenance"])
     assert record["points"] == json.loads(out.splitlines()[-1])["points"] and len(record["points"]) == 2
+    assert record["data"] == "the first 50 images of the official MNIST test set, noise seeds [0]"
+    rerun = record["rerun"].split()  # the command it records evaluates the very same points
+    assert rerun[:2] == ["qslab", "sweep"]
+    code, out, err = cli(*rerun[1:], "--workers", "1", "--out", str(tmp_path / "again"), "--json")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "sweep.json").read_text())
+    assert again["points"] == record["points"] and again["settings"] == record["settings"]
 
 
 def _bars(err: str, description: str) -> list[str]:
