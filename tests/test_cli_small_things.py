@@ -108,15 +108,20 @@ def test_the_operating_point_search_shows_its_progress(tmp_path):
     assert code == 0 and not _bars(err, "operating point")  # --json: a script reads the output, no bars
 
 
-def test_calibrations_show_a_bar_per_kind_in_calibrate_and_in_the_session(tmp_path):
+def test_calibrations_show_a_bar_per_kind_in_calibrate_all_and_in_the_session(tmp_path, monkeypatch):
+    from qslab.sequences import calibrations
+
     store = tmp_path / "cal"
-    code, out, err = cli("calibrate", "homodyne", "--calibration-dir", str(store))
-    assert code == 0, err
-    bars = _bars(err, "calibrations")
-    assert "1/1" in bars[-1] and any("0/1" in bar and "homodyne" in bar for bar in bars)  # named while it runs
     code, out, err = cli("session", "--images", "2", "--batch-images", "1", "--calibration-dir", str(store),
                          "--out", str(tmp_path / "out"))
     assert code == 0, err
-    bars = _bars(err, "calibrations")  # the session runs the four kinds still missing, naming each
-    assert "4/4" in bars[-1] and all(any(kind in bar for bar in bars)
-                                     for kind in ("photons", "amplifier", "modulators", "processor"))
+    bars = _bars(err, "calibrations")  # the session's pre-flight runs the five missing kinds, naming each
+    assert "5/5" in bars[-1] and all(any(kind in bar for bar in bars) for kind in calibrations.KIND_NAMES[:5])
+    code, out, err = cli("calibrate", "channel", "--calibration-dir", str(tmp_path / "empty"))
+    assert code == 1 and not _bars(err, "calibrations") and len(err.splitlines()) == 1  # one kind: its error alone
+    ran = []
+    monkeypatch.setattr(calibrations, "record_kind", lambda kind, *args: ran.append(kind) or [])
+    code, out, err = cli("calibrate", "all", "--calibration-dir", str(store))
+    assert code == 0 and ran == list(calibrations.KIND_NAMES), err
+    bars = _bars(err, "calibrations")
+    assert f"{len(ran)}/{len(ran)}" in bars[-1] and all(any(kind in bar for bar in bars) for kind in ran)

@@ -69,7 +69,7 @@ def run(args) -> int:
     with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked before each kind
         try:
             station.connect()
-            for kind in kinds_progress(kinds, progress=not args.json):
+            for kind in kinds_progress(kinds, progress=len(kinds) > 1 and not args.json):  # `all`: a bar per kind
                 interrupts.check(f"before the {kind} calibration")
                 try:
                     records += record_kind(kind, station, store, options, figure_dir)
