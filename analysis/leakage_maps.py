@@ -67,6 +67,7 @@ def plot_leakage_maps(point: OperatingPoint, path, n_points: int = 512) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5), constrained_layout=True)
     label = f"mu = {point.mu:g}, G = {point.gain:g}"
@@ -82,32 +83,38 @@ def plot_leakage_maps(point: OperatingPoint, path, n_points: int = 512) -> None:
 
     loss = leakage_vs_loss(point)
     ax = axes[0, 1]
-    ax.semilogy(loss["loss_db"], loss["weight_leakage_bits_per_mode"])
-    for x_db, name in ((3.0, "LAN"), (6.0, "MAN")):
-        ax.axvline(x_db, color="grey", ls="--")
-        ax.text(x_db, ax.get_ylim()[0], f" {name}", rotation=90, va="bottom", fontsize=8)
+    ax.semilogy(loss["loss_db"], loss["weight_leakage_bits_per_mode"], label=f"Eq. 2 at {label}")
+    for (x_db, name), style in zip(((3.0, "LAN"), (6.0, "MAN")), ("--", "-.")):
+        ax.axvline(x_db, color="grey", ls=style, label=f"{name}: {x_db:g} dB round trip")
     ax.set(xlabel="round-trip loss (dB)", ylabel="weight leakage (bits per mode)", title="Weight leakage vs loss (mu fixed at server output)")
+    ax.legend(fontsize=8, loc="lower right")
 
     noise = leakage_vs_loss_and_noise(point)
     ax = axes[0, 2]
     mesh = ax.pcolormesh(noise["loss_db"], noise["technical_noise_snu"], noise["weight_leakage_bits_per_mode"], shading="auto", cmap="viridis")
-    ax.axhline(0.02, color="w", ls="--", lw=1)
-    ax.text(0.05, 0.021, "realistic noise 0.02 SNU", color="w", fontsize=8)
+    ax.axhline(0.02, color="w", ls="--", lw=1, label="realistic technical noise 0.02 SNU")
+    ax.legend(fontsize=8, loc="upper right")
     fig.colorbar(mesh, ax=ax, label="bits per mode")
     ax.set(xlabel="round-trip loss (dB)", ylabel="technical noise xi (SNU)", title="Weight leakage vs loss and noise")
 
     grid = leakage_grid(point, n_points)
-    for ax, key, title in (
-        (axes[1, 0], "weight_leakage_bits_per_mode", "Weight leakage (bits per mode)"),
-        (axes[1, 1], "data_leakage_bits_prx", f"Data leakage, PRX form (M = {point.rows})"),
-        (axes[1, 2], "client_snr", "Client SNR per product (2 mu g(G))"),
+    levels, styles = [0.025, 0.1, 1.0], [":", "--", "-"]
+    for ax, key, title, unit in (
+        (axes[1, 0], "weight_leakage_bits_per_mode", "Weight leakage (bits per mode)", "bits per mode"),
+        (axes[1, 1], "data_leakage_bits_prx", f"Data leakage, PRX form (M = {point.rows})", "bits per data symbol"),
+        (axes[1, 2], "client_snr", "Client SNR per product (2 mu g(G))", "client SNR F"),
     ):
         values = np.clip(grid[key], 1e-12, None)
         mesh = ax.pcolormesh(grid["mu"], grid["gain"] - 1.0, values, norm=LogNorm(vmin=max(values.min(), 1e-6), vmax=values.max()), shading="auto", cmap="magma")
-        fig.colorbar(mesh, ax=ax)
-        contours = ax.contour(grid["mu"], grid["gain"] - 1.0, grid["weight_leakage_bits_per_mode"], levels=[0.025, 0.1, 1.0], colors="c", linewidths=0.8)
-        ax.clabel(contours, fmt="%g bit", fontsize=7)
-        ax.plot(point.mu, point.gain - 1.0, "w*", ms=10, mec="k")
+        fig.colorbar(mesh, ax=ax, label=unit)
+        # the weight-leakage levels on every map, named in the legend (inline labels get cut at the edges)
+        ax.contour(grid["mu"], grid["gain"] - 1.0, grid["weight_leakage_bits_per_mode"], levels=levels, colors="c",
+                   linewidths=1.0, linestyles=styles)
+        handles = [Line2D([], [], color="c", lw=1.0, ls=style, label=f"weight leakage {level:g} bit/mode")
+                   for level, style in zip(levels, styles)]
+        handles += ax.plot(point.mu, point.gain - 1.0, "w*", ms=10, mec="k", ls="none",
+                           label=f"operating point ({label})")
+        ax.legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
         ax.set(xscale="log", yscale="log", xlabel="mu (photons per mode at server output)", ylabel="G - 1", title=title)
     fig.suptitle(f"qslab leakage: n = {point.modes} modes, M = {point.rows} rows, T = {point.transmittance:g}, xi = {point.technical_noise:g} SNU")
     fig.savefig(path, dpi=110)

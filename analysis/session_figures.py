@@ -22,7 +22,7 @@ def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels
     sent, returned = np.asarray(sent_snu, dtype=np.float64).ravel(), np.asarray(returned_snu, dtype=np.float64).ravel()
     if sent.size:
         pick = np.random.default_rng(0).choice(sent.size, size=min(sent.size, MAX_POINTS), replace=False)
-        left.plot(sent[pick], returned[pick], ",", alpha=0.4)
+        left.plot(sent[pick], returned[pick], ",", alpha=0.4, label=f"verification samples ({pick.size} shown)")
         slope = float(sent @ returned / (sent @ sent))
         line = np.array([sent.min(), sent.max()])
         left.plot(line, slope * line, "r-", lw=1, label=f"slope {slope:.3f}")

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from qslab.analysis import mnist
 from qslab.analysis.provenance import training_provenance
+from qslab.analysis.training_checkpoint import Checkpoint, checkpoint_path, config_differences, load_checkpoint, save_checkpoint
 from qslab.analysis.network import (ClosedFormPhysicsEngine, accuracy, init_weights, noise_per_rms_weight, predict_digital,
                               predict_secure, save_weights)
 
@@ -267,10 +268,14 @@ def load_training_data(config: TrainingConfig):
     return (x_train, y_train), validation
 
 
-def train(config: TrainingConfig = TrainingConfig(), data=None) -> TrainingResult:
+def train(config: TrainingConfig = TrainingConfig(), data=None, checkpoint: str | Path | None = None,
+          resume: bool = False) -> TrainingResult:
     """Train from scratch; returns float32 weights, per-epoch history and a metadata record.
 
     data: ((x_train, y_train), (x_val, y_val)) preprocessed; loaded from the package files if None.
+    checkpoint: a file written after every epoch (training_checkpoint.py); with ``resume`` training continues
+    from it and ends with the weights the uninterrupted run would have (ValueError if it was made with
+    another config).
     """
     (x_train, y_train), (x_val, y_val) = data if data is not None else load_training_data(config)
     rng = np.random.default_rng(config.seed)
@@ -278,10 +283,13 @@ def train(config: TrainingConfig = TrainingConfig(), data=None) -> TrainingResul
     optimiser = Adam(weights)
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
-    history, start = [], time.perf_counter()
-    with tqdm(total=total_steps, disable=not config.progress, desc="noise-aware" if config.noise_aware else "plain",
-              unit="batch") as bar:
-        for epoch in range(config.epochs):
+    history, first_epoch, elapsed_before = [], 0, 0.0
+    if resume:
+        first_epoch, history, elapsed_before = _restore(checkpoint, config, weights, optimiser, rng)
+    start = time.perf_counter() - elapsed_before
+    with tqdm(total=total_steps, initial=first_epoch * steps_per_epoch, disable=not config.progress,
+              desc="noise-aware" if config.noise_aware else "plain", unit="batch") as bar:
+        for epoch in range(first_epoch, config.epochs):
             order, losses = rng.permutation(len(x_train)), []
             for first in range(0, len(x_train), config.batch_size):
                 batch = order[first:first + config.batch_size]
@@ -294,21 +302,54 @@ def train(config: TrainingConfig = TrainingConfig(), data=None) -> TrainingResul
                       "seconds": time.perf_counter() - start, **_validate(config, weights, x_val, y_val)}
             history.append(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.startswith("val")})
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, Checkpoint(asdict(config), epoch + 1, weights, optimiser.m, optimiser.v,
+                                                       optimiser.steps, rng.bit_generator.state, history,
+                                                       time.perf_counter() - start))
     metadata = {"config": asdict(config), "seed": config.seed, "training_seconds": time.perf_counter() - start,
                 "mode": "noise_aware" if config.noise_aware else "plain", **_final_validation(history)}
+    if resume:
+        metadata["resumed_after_epochs"] = first_epoch
     return TrainingResult(weights, history, metadata)
+
+
+def _restore(path, config: TrainingConfig, weights, optimiser: Adam, rng: np.random.Generator):
+    """Weights, Adam's moments and steps and the generator from the checkpoint, in place; (epochs done, history,
+    seconds spent)."""
+    if path is None:
+        raise ValueError("resume needs the checkpoint to continue from")
+    saved = load_checkpoint(path)
+    differences = config_differences(config, saved)
+    if differences:
+        raise ValueError(f"{path} was written by another training run ({'; '.join(differences)}): resume with "
+                         "the options it was started with")
+    if [w.shape for w in saved.weights] != [w.shape for w in weights]:
+        raise ValueError(f"{path}: its weights have shapes {[w.shape for w in saved.weights]}, this run "
+                         f"{[w.shape for w in weights]}")
+    for target, source in ((weights, saved.weights), (optimiser.m, saved.adam_m), (optimiser.v, saved.adam_v)):
+        for array, stored in zip(target, source):
+            array[...] = stored
+    optimiser.steps = saved.adam_steps
+    rng.bit_generator.state = saved.rng_state
+    return saved.epochs_done, list(saved.history), saved.elapsed_s
 
 
 def _final_validation(history) -> dict:
     return {k: v for k, v in history[-1].items() if k.startswith("val")} if history else {}
 
 
-def train_and_save(path, config: TrainingConfig = TrainingConfig()) -> TrainingResult:
-    """Train, measure the digital accuracy on the official 10k test set, and write weights + metadata to `path`."""
-    result = train(config)
+def train_and_save(path, config: TrainingConfig = TrainingConfig(), resume: bool = False) -> TrainingResult:
+    """Train, measure the digital accuracy on the official 10k test set, and write weights + metadata to `path`.
+
+    A checkpoint beside `path` (training_checkpoint.checkpoint_path) is written after every epoch and removed
+    once the weights are written; ``resume`` continues from it.
+    """
+    checkpoint = checkpoint_path(path)
+    result = train(config, checkpoint=checkpoint, resume=resume)
     test_images, y_test = mnist.load_mnist("test")
     result.metadata["test_accuracy_digital"] = accuracy(predict_digital(result.weights, mnist.preprocess(test_images)), y_test)
     result.metadata["history"] = result.history
     result.metadata["provenance"] = training_provenance(config.seed)
     save_weights(Path(path), result.weights, result.metadata)
+    checkpoint.unlink(missing_ok=True)
     return result

@@ -66,17 +66,19 @@ def _plot(path, sent, returned, slope, t_hat, eps_hat) -> None:
 
     pick = np.random.default_rng(0).choice(sent.size, size=min(sent.size, 20000), replace=False)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(sent[pick], returned[pick], ",", alpha=0.5)
+    left.plot(sent[pick], returned[pick], ",", alpha=0.5, label=f"pilot samples ({pick.size} of {sent.size} shown)")
     line = np.array([sent.min(), sent.max()])
     left.plot(line, slope * line, "r-", lw=1, label=f"slope {slope:.4f} -> T = {t_hat:.4f}")
     left.set_xlabel("sent quadrature (SNU)")
     left.set_ylabel("returned quadrature (SNU)")
     left.legend(fontsize=8)
     residual = returned - slope * sent
-    right.hist(residual, bins=200, density=True, alpha=0.7)
+    right.hist(residual, bins=200, density=True, alpha=0.7, label="residuals")
     grid = np.linspace(residual.min(), residual.max(), 400)
     variance = residual.var()
-    right.plot(grid, np.exp(-grid**2 / (2 * variance)) / np.sqrt(2 * np.pi * variance), "r-", lw=1)
+    right.plot(grid, np.exp(-grid**2 / (2 * variance)) / np.sqrt(2 * np.pi * variance), "r-", lw=1,
+               label=f"Gaussian of the same variance ({variance:.4f} SNU)")
+    right.legend(fontsize=8)
     right.set_xlabel("residual (SNU)")
     right.set_title(f"eps = {eps_hat:.2e} SNU (referred)", fontsize=10)
     figure.tight_layout()

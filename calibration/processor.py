@@ -242,9 +242,10 @@ def _plot(path, raw, fit: ProcessorFit, vpi_bs: Estimate, vpi_ph: Estimate, cond
 
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4))
     measured = raw["outcomes_snu"].ravel()
-    left.plot(fit.predicted_snu.ravel(), measured, ",", alpha=0.6)
+    left.plot(fit.predicted_snu.ravel(), measured, ",", alpha=0.6, label="designed vectors' outcomes")
     line = np.array([measured.min(), measured.max()])
-    left.plot(line, line, "r-", lw=1)
+    left.plot(line, line, "r-", lw=1, label="outcome = model")
+    left.legend(fontsize=8)
     left.set_xlabel("model (SNU)")
     left.set_ylabel("client outcome (SNU)")
     left.set_title(f"residual rms {fit.residual_rms_snu:.3f} SNU", fontsize=10)

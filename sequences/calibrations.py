@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 HOMODYNE_POINTS = 2**21   # digitizer points per homodyne record
 
@@ -127,7 +128,8 @@ def record_kind(name: str, station, store, options: CalibrationOptions, figure_d
             for result in results]
 
 
-def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None, before=None) -> list:
+def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None, before=None,
+           progress: bool = False) -> list:
     """Run (in table order) each of ``kinds`` whose record is missing or stale; report(error) says which first.
     ``before(kind)`` is called before each kind runs (a session stops there on a signal). Returns the records
     written. Orphaned ``.writing-*`` files of a write that was killed are removed first."""
@@ -137,12 +139,20 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
         if report is not None:
             report(error)
     written = []
-    for k in KIND_NAMES:
-        if k in missing:
-            if before is not None:
-                before(k)
-            written.extend(record_kind(k, station, store, options, figure_dir))
+    for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
+        if before is not None:
+            before(k)
+        written.extend(record_kind(k, station, store, options, figure_dir))
     return written
+
+
+def kinds_progress(kinds: list[str], progress: bool):
+    """The kinds, one by one, behind a progress bar (stderr) that names the kind running: each takes seconds."""
+    with tqdm(total=len(kinds), desc="calibrations", unit="kind", disable=not progress or not kinds) as bar:
+        for k in kinds:
+            bar.set_postfix_str(k)
+            yield k
+            bar.update(1)
 
 
 def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import brentq
+from tqdm.auto import tqdm
 
 from qslab.analysis import data_leakage
 from qslab.analysis.client_measurement import client_snr
@@ -37,23 +38,31 @@ class Unreachable(ValueError):
     """No operating point satisfies the request."""
 
 
-def snr_for_accuracy(target: float, images: int, seeds, weights_path=None, snr_range=(1e-2, 1e3), iterations: int = 14) -> float:
-    """Smallest client SNR F whose physics-mode accuracy reaches `target`, by bisection in log F."""
-    def acc(snr):
-        mu = float(photons_for_snr(snr, REFERENCE_GAIN))
-        return physics_accuracy(mu, REFERENCE_GAIN, images, tuple(seeds), weights_path, data="validation")
+def snr_for_accuracy(target: float, images: int, seeds, weights_path=None, snr_range=(1e-2, 1e3), iterations: int = 14,
+                     progress: bool = False) -> float:
+    """Smallest client SNR F whose physics-mode accuracy reaches `target`, by bisection in log F.
 
-    lo, hi = np.log(snr_range[0]), np.log(snr_range[1])
-    best = acc(np.exp(hi))
-    if best < target:
-        raise Unreachable(f"target accuracy {target:.4f} is not reached even at client SNR {snr_range[1]:g} "
-                          f"(accuracy {best:.4f}); lower the target or retrain the network")
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        if acc(np.exp(mid)) >= target:
-            hi = mid
-        else:
-            lo = mid
+    ``progress``: a bar over the 1 + ``iterations`` accuracy runs (each a physics pass over the validation images).
+    """
+    with tqdm(total=1 + iterations, desc="operating point: accuracy search", unit="run", disable=not progress) as bar:
+        def acc(snr):
+            mu = float(photons_for_snr(snr, REFERENCE_GAIN))
+            accuracy = physics_accuracy(mu, REFERENCE_GAIN, images, tuple(seeds), weights_path, data="validation")
+            bar.update(1)
+            bar.set_postfix(snr=f"{snr:.3g}", accuracy=f"{accuracy:.4f}")
+            return accuracy
+
+        lo, hi = np.log(snr_range[0]), np.log(snr_range[1])
+        best = acc(np.exp(hi))
+        if best < target:
+            raise Unreachable(f"target accuracy {target:.4f} is not reached even at client SNR {snr_range[1]:g} "
+                              f"(accuracy {best:.4f}); lower the target or retrain the network")
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            if acc(np.exp(mid)) >= target:
+                hi = mid
+            else:
+                lo = mid
     return float(np.exp(hi))
 
 
@@ -72,14 +81,14 @@ def least_leakage_at_snr(snr: float, conditions: BoundConditions = BoundConditio
 
 
 def best_snr_under_caps(max_weight_bits: float, max_data_bits: float,
-                        conditions: BoundConditions = BoundConditions()) -> tuple[float, float]:
+                        conditions: BoundConditions = BoundConditions(), progress: bool = False) -> tuple[float, float]:
     """(mu, G) with the highest client SNR whose verified weight-leakage bound (at `conditions`) and largest
-    data-leakage form stay under the caps."""
+    data-leakage form stay under the caps; ``progress``: a bar over the gains tried."""
     allowed = GAIN_GRID[data_leakage_bits(GAIN_GRID) <= max_data_bits]
     if allowed.size == 0:
         raise Unreachable(f"no gain keeps the data leakage under {max_data_bits:g} bit")
     best = (-np.inf, None, None)
-    for gain in allowed[::4]:
+    for gain in tqdm(allowed[::4], desc="operating point: gains under the caps", unit="gain", disable=not progress):
         mu = _largest_mu_under(max_weight_bits, gain, conditions)
         if mu is None:
             continue

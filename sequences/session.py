@@ -109,12 +109,13 @@ def say(message: str) -> None:
 
 # --- calibrations ------------------------------------------------------------------------------------
 
-def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=None) -> list[str]:
+def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=None, progress: bool = False) -> list[str]:
     """Run every calibration whose record is missing or stale (saying so); returns the ids written.
     ``before(kind)`` runs before each calibration (the session's interrupt check)."""
     options = calibrations.CalibrationOptions.from_config(station.config)
     written = calibrations.ensure(station, store, options, figure_dir, CALIBRATIONS,
-                                  report=lambda error: say(f"{error} -> running it now"), before=before)
+                                  report=lambda error: say(f"{error} -> running it now"), before=before,
+                                  progress=progress)
     return [record.id for record in written]
 
 
@@ -290,7 +291,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 resume_check.refuse_unless_allowed(path, found, allow_different_station, "instruments")
                 differences += found
             if not resume:
-                written = ensure_calibrations(station, store, figure_dir,
+                written = ensure_calibrations(station, store, figure_dir, progress=progress,
                                               before=lambda kind: interrupts.check(f"before the {kind} calibration"))
                 if written:
                     say(f"wrote {len(written)} calibration record(s) to {store.directory}")

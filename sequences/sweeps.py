@@ -134,6 +134,17 @@ def run_points(points, client, images: int = 2000, seeds=(0,), weights_path=None
     return results
 
 
+def rerun_command(settings: dict, weights_path=None) -> str:
+    """The `qslab sweep` command line that evaluates the same points (the scheduler aside: results do not depend
+    on it)."""
+    options = [f"--mu-min {settings['mu_min']!r}", f"--mu-max {settings['mu_max']!r}",
+               f"--mu-points {settings['mu_points']}", "--gains " + " ".join(repr(g) for g in settings["gains"]),
+               f"--images {settings['images']}", f"--seeds {len(settings['seeds'])}"]
+    if weights_path is not None:
+        options.append(f"--weights {weights_path}")
+    return "qslab sweep " + " ".join(options)
+
+
 def sweep_record(points: list[dict], settings: dict, weights_path=None) -> dict:
     """sweep.json: the points with what a replay needs (settings, the weights' hash) and where they came from."""
     import datetime as dt
@@ -149,6 +160,9 @@ def sweep_record(points: list[dict], settings: dict, weights_path=None) -> dict:
     weights = Path(weights_path) if weights_path is not None else default_weights_path()
     version = CodeVersion.current()
     return {"schema": "qslab.sweep", "schema_version": 1, "settings": settings,
+            "data": f"the first {settings['images']} images of the official MNIST test set, noise seeds "
+                    f"{settings['seeds']}",
+            "rerun": rerun_command(settings, weights_path),
             "weights": {"path": str(weights), "shipped": weights_path is None,
                         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
             "provenance": {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -170,8 +184,9 @@ def plot_sweep(results: list[dict], path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), constrained_layout=True)
     gains = sorted({r["gain"] for r in results})
     for g in gains:
         rows = sorted((r for r in results if r["gain"] == g), key=lambda r: r["mu"])
@@ -183,15 +198,20 @@ def plot_sweep(results: list[dict], path) -> None:
     w = np.log10([r["weight_leakage_bits_per_mode_verified"] for r in results])
     d = np.log10([max(r["data_leakage_bits_cramer_rao"], r["data_leakage_bits_prx"]) for r in results])
     acc = 100 * np.array([r["accuracy"] for r in results])
+    handles = []
     if len(set(gains)) >= 2 and len(results) >= 6:
         levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 96, 97, 98, 100]
         filled = right.tricontourf(w, d, acc, levels=levels, cmap="viridis")
-        lines = right.tricontour(w, d, acc, levels=[90, 95, 96, 97], colors="w", linewidths=0.8)
-        right.clabel(lines, fmt="%g %%", fontsize=7)
+        lined, styles = [90, 95, 96, 97], [":", "-.", "--", "-"]
+        right.tricontour(w, d, acc, levels=lined, colors="w", linewidths=1.0, linestyles=styles)
+        handles += [Line2D([], [], color="w", lw=1.0, ls=style, label=f"{level:g} % accuracy")
+                    for level, style in zip(lined, styles)]  # a legend, not inline labels cut at the edges
         fig.colorbar(filled, ax=right, label="test accuracy (%)")
-    right.scatter(w, d, c="k", s=4)
-    right.axvline(-1, color="r", ls="--", lw=0.8)
-    right.axhline(-2, color="r", ls="--", lw=0.8)
+    handles.append(right.scatter(w, d, c="k", s=4, label="simulated (mu, G) points"))
+    handles.append(right.axvline(-1, color="r", ls="--", lw=0.8, label="0.1 bit/mode (the paper's weight-leakage figure)"))
+    handles.append(right.axhline(-2, color="r", ls=":", lw=0.8, label="0.01 bit/symbol (the paper's data-leakage figure)"))
+    right.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3,
+                 facecolor="0.6")  # below the map: nothing on it is hidden
     right.set(xlabel="log10 verified weight-leakage bound (bit/mode; T = 1, worst mode, finite size, 1e-10)",
               ylabel="log10 data leakage (bit/symbol, largest of Cramer-Rao and PRX)",
               title="Accuracy over (verified weight leakage, data leakage)")

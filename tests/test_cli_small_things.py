@@ -27,7 +27,8 @@ def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["simulate", "--mu", "6", "--gain", "1.3", "--images", "1", "--seeds", "1"],
-                                     ["sweep", "--mu-points", "2", "--gains", "1.3"]])
+                                     ["sweep", "--mu-points", "2", "--gains", "1.3"],
+                                     ["operating-point", "--target-accuracy", "0.9", "--images", "10", "--seeds", "1"]])
 def test_a_weights_file_that_is_not_an_npz_is_one_clear_line(tmp_path, command):
     weights = tmp_path / "weights.npz"
     weights.write_text("W0 = [[1, 2], [3, 4]]\n")
@@ -80,3 +81,47 @@ def test_sweep_json_holds_the_settings_and_provenance_of_a_rerun(tmp_path):
     assert record["weights"]["sha256"] == hashlib.sha256(default_weights_path().read_bytes()).hexdigest()
     assert {"qslab_version", "git_revision", "python", "numpy", "dask", "created_utc"} <= set(record["provenance"])
     assert record["points"] == json.loads(out.splitlines()[-1])["points"] and len(record["points"]) == 2
+    assert record["data"] == "the first 50 images of the official MNIST test set, noise seeds [0]"
+    rerun = record["rerun"].split()  # the command it records evaluates the very same points
+    assert rerun[:2] == ["qslab", "sweep"]
+    code, out, err = cli(*rerun[1:], "--workers", "1", "--out", str(tmp_path / "again"), "--json")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "sweep.json").read_text())
+    assert again["points"] == record["points"] and again["settings"] == record["settings"]
+
+
+def _bars(err: str, description: str) -> list[str]:
+    """The last state of each tqdm bar named ``description`` in captured stderr (tqdm redraws with \\r)."""
+    return [line for line in err.replace("\r", "\n").splitlines() if line.startswith(description)]
+
+
+def test_the_operating_point_search_shows_its_progress(tmp_path):
+    code, out, err = cli("operating-point", "--target-accuracy", "0.8", "--images", "100", "--seeds", "1")
+    assert code == 0, err
+    assert "15/15" in _bars(err, "operating point: accuracy search")[-1]  # the first run, then 14 bisection steps
+    code, out, err = cli("operating-point", "--max-weight-leakage", "3", "--max-data-leakage", "0.01", "--images", "100",
+                         "--seeds", "1")
+    assert code == 0, err
+    done = _bars(err, "operating point: gains under the caps")[-1]
+    assert "100%" in done and re.search(r"(\d+)/\1", done)
+    code, out, err = cli("operating-point", "--target-accuracy", "0.8", "--images", "100", "--seeds", "1", "--json")
+    assert code == 0 and not _bars(err, "operating point")  # --json: a script reads the output, no bars
+
+
+def test_calibrations_show_a_bar_per_kind_in_calibrate_all_and_in_the_session(tmp_path, monkeypatch):
+    from qslab.sequences import calibrations
+
+    store = tmp_path / "cal"
+    code, out, err = cli("session", "--images", "2", "--batch-images", "1", "--calibration-dir", str(store),
+                         "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    bars = _bars(err, "calibrations")  # the session's pre-flight runs the five missing kinds, naming each
+    assert "5/5" in bars[-1] and all(any(kind in bar for bar in bars) for kind in calibrations.KIND_NAMES[:5])
+    code, out, err = cli("calibrate", "channel", "--calibration-dir", str(tmp_path / "empty"))
+    assert code == 1 and not _bars(err, "calibrations") and len(err.splitlines()) == 1  # one kind: its error alone
+    ran = []
+    monkeypatch.setattr(calibrations, "record_kind", lambda kind, *args: ran.append(kind) or [])
+    code, out, err = cli("calibrate", "all", "--calibration-dir", str(store))
+    assert code == 0 and ran == list(calibrations.KIND_NAMES), err
+    bars = _bars(err, "calibrations")
+    assert f"{len(ran)}/{len(ran)}" in bars[-1] and all(any(kind in bar for bar in bars) for kind in ran)

@@ -1,4 +1,4 @@
-"""The HDF5 recording of one lab session (schema ``qslab.session``, version 1).
+"""The HDF5 recording of one lab session (schema ``qslab.session``, version 2; version 1 is read too).
 
 Why this shape: ``qslab replay`` must recompute every result of a session from its file alone, years
 later, with plain h5py if need be, and a crash must never cost a completed batch. So the session
@@ -17,6 +17,10 @@ offsets into the flat verification arrays); ``/status`` and ``/status_detail`` (
 ``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes); the root
 attribute ``resumes_json`` once the session was resumed (one JSON object per resume). While a
 process writes the file, ``.NAME.writer`` next to it holds its pid and host (lock.py).
+
+Version 2 attaches HDF5 dimension scales (``/image``, ``/batch``, ``/layers/<k>/row``, ...) to every axis
+and gives each dataset ``long_name`` and ``units``, so that xarray opens the file with named dimensions;
+xarray_view.py builds the analyst's Datasets (qslab.open_session) through SessionFile, the same for both.
 
 Values are stored as written (quadratures as float32): a live analysis that must agree bit for bit
 with its replay should compute from the recorded (float32-rounded) values.

@@ -1,6 +1,9 @@
-"""The ``qslab.session`` schema (version 2; version 1 files are read too): names, dtypes, layout and the checks shared by writer and reader.
+"""The ``qslab.session`` schema (version 2): names, dtypes, layout and the checks shared by writer and reader.
 
-The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it.
+The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it. Version 2
+adds what lets netCDF tools read the file as it is: HDF5 dimension scales naming every axis (image, row,
+sample, ...) and ``units``/``long_name`` attributes, requires the metadata checksums and may carry a
+curious server's counts; version 1 files (without them) read the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import numpy as np
 
 SCHEMA = "qslab.session"
 SCHEMA_VERSION = 2
-# 2: /meta sha256_json required (optional in 1) and the optional /curious_server group (curious_group.py);
-# docs/RECORDING.md, Versioning
+# 2: dimension scales and units, /meta sha256_json required (optional in 1) and the optional /curious_server
+# group (curious_group.py); docs/RECORDING.md, Versioning
 READABLE_VERSIONS = (1, 2)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
@@ -91,6 +94,52 @@ def batches_dtype(layer_count: int) -> np.dtype:
     per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
     return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
                      *per_layer])
+
+
+# The names and units of version 2. Each axis of each dataset is attached to an HDF5 dimension scale written as
+# netCDF-4 writes a "dimension but not a variable", so that xarray (engine h5netcdf) names the axes instead of
+# inventing phony_dim_*. netCDF finds a dimension in a variable's group or an ancestor: the scale shared by
+# /images and /layers/<k> (image) sits at the root, each layer's row count in its own group.
+DIMENSION_SCALE_NAME = "This is a netCDF dimension but not a netCDF variable."
+# dataset -> (long_name, units or None for labels and indices)
+_IMAGE_DESCRIPTIONS = {"index": ("index of the image in the MNIST test set", None),
+                       "label": ("true label of the image", None),
+                       "pixels": ("raw 28 x 28 pixels, row-major (the client's private input), 0-255", "1"),
+                       "prediction": ("label the secure inference predicted", None)}
+_VERIFICATION_DESCRIPTIONS = {
+    "sent_snu": ("the server's sent quadrature (in the quadrature it measured), per (image, verified row, mode), "
+                 "flattened in that order", "SNU"),
+    "returned_snu": ("the returned quadrature the server measured, per (image, verified row, mode), flattened in "
+                     "that order", "SNU"),
+    "rows": ("row indices the server verified, per batch, concatenated", None),
+    "measure_p": ("1: the server measured P, 0: X; per (image, verified row)", None)}
+_VERIFICATION_DIMENSION = {"sent_snu": "sample_mode", "returned_snu": "sample_mode", "rows": "verified_row",
+                           "measure_p": "sample"}
+
+
+def dimension_scales(layers) -> dict[str, int | None]:
+    """Every dimension scale of version 2: path -> fixed length, or None for a dimension that grows per batch."""
+    scales = {"image": None, "batch": None, "images/pixel": PIXELS_PER_IMAGE, "results/byte": None}
+    for k, layer in enumerate(layers):
+        scales[f"layers/{k}/row"] = layer.rows
+        scales.update({f"layers/{k}/verification/{name}": None for name in ("sample", "sample_mode", "verified_row")})
+    return scales
+
+
+def dataset_dimensions(layers) -> dict[str, tuple[tuple[str, ...], str, str | None]]:
+    """Version 2's names of every extendable dataset: path -> (paths of its axes' scales, long_name, units)."""
+    names = {f"images/{name}": (("image", "images/pixel") if name == "pixels" else ("image",), *description)
+             for name, description in _IMAGE_DESCRIPTIONS.items()}
+    for k in range(len(layers)):
+        names[f"layers/{k}/client_quadratures_snu"] = (
+            ("image", f"layers/{k}/row"), "the client's homodyne outcome per (image, row)", "SNU")
+        for name, description in _VERIFICATION_DESCRIPTIONS.items():
+            names[f"layers/{k}/verification/{name}"] = (
+                (f"layers/{k}/verification/{_VERIFICATION_DIMENSION[name]}",), *description)
+    names["batches"] = (("batch",), "one row per committed batch: images and per-layer offsets (docs/RECORDING.md)",
+                        None)
+    names["results/results_json"] = (("results/byte",), "UTF-8 JSON of the results, empty until complete", None)
+    return names
 
 
 def _unfilled_row(layer_count: int) -> np.ndarray:

@@ -21,11 +21,13 @@ import numpy as np
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
 from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
-from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, PIXELS_PER_IMAGE, RUNNING, SCHEMA,
-                                             SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES, _FILTERS, _IMAGE_COLUMNS,
+from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, PIXELS_PER_IMAGE,
+                                             RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES, _FILTERS,
+                                             _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
                                              LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
-                                             _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype)
+                                             _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype,
+                                             dataset_dimensions, dimension_scales)
 
 
 class SessionWriter:
@@ -281,8 +283,32 @@ def _write_skeleton(file: h5py.File, layers: tuple[LayerShape, ...], texts: dict
         group.attrs.update({"rows": np.int64(layer.rows), "modes": np.int64(layer.modes)})
     for path, (dtype, row_shape) in _dataset_paths(layers).items():
         _create_extendable(file, path, dtype, row_shape)
+    name_dimensions(file, layers)
     file.create_dataset("status", shape=(), dtype=h5py.string_dtype("ascii", STATUS_BYTES))[()] = RUNNING.encode()
     file.create_dataset("status_detail", shape=(), dtype=h5py.string_dtype("utf-8", DETAIL_BYTES))[()] = b""
+
+
+def name_dimensions(file: h5py.File, layers: tuple[LayerShape, ...]) -> None:
+    """Version 2's dimension scales, attached to every axis, and each dataset's ``long_name`` and ``units``.
+
+    Before SWMR writing starts (it allows no new objects or attributes). A growing dimension's scale stays
+    empty: netCDF readers take its length from the longest dataset attached to it. Idempotent, so a resumed
+    copy can be named again whatever its copy did to the object references.
+    """
+    for path, length in dimension_scales(layers).items():
+        if path not in file:
+            shape, extra = ((0,), {"maxshape": (None,), "chunks": (1024,)}) if length is None else ((length,), {})
+            file.create_dataset(path, shape=shape, dtype=">f4", **extra)
+        if not h5py.h5ds.is_scale(file[path].id):
+            file[path].make_scale(DIMENSION_SCALE_NAME if length is None else f"{DIMENSION_SCALE_NAME}{length:>10}")
+    for path, (axes, long_name, units) in dataset_dimensions(layers).items():
+        dataset = file[path]
+        for axis, scale in enumerate(axes):
+            if not h5py.h5ds.is_attached(dataset.id, file[scale].id, axis):
+                dataset.dims[axis].attach_scale(file[scale])
+        _text_attribute(dataset, "long_name", long_name)
+        if units is not None:
+            _text_attribute(dataset, "units", units)
 
 
 def _text_attribute(node: h5py.HLObject, name: str, text: str) -> None:
@@ -382,9 +408,10 @@ def _prepared_copy(path: Path, marked_open: bool, layers: tuple[LayerShape, ...]
         with h5py.File(path, "r", libver="latest", swmr=marked_open) as source:
             target = h5py.File(temporary, "w", libver="latest")
             target.attrs.update(dict(source.attrs))
-            for name in source:
-                source.copy(source[name], target, name)
+            _copy_objects(source, target)
         _truncate_to(target, layers, table)
+        if int(target.attrs["schema_version"]) >= 2:
+            name_dimensions(target, layers)
         if resumes is not None:
             _text_attribute(target, RESUMES_ATTRIBUTE, json.dumps(resumes, separators=(",", ":")))
         target.swmr_mode = True
@@ -398,6 +425,29 @@ def _prepared_copy(path: Path, marked_open: bool, layers: tuple[LayerShape, ...]
         raise RecordingError(f"{path}: cannot prepare the session for appending ({_first_line(error)}); it is "
                              f"unchanged") from None
     return target
+
+
+# HDF5's dimension-scale bookkeeping: object references, which a copy into another file cannot carry over
+_SCALE_ATTRIBUTES = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
+
+
+def _copy_objects(source: h5py.File, target: h5py.File) -> None:
+    """Every object under the root of ``source`` into ``target``. The dimension scales' references would point
+    into ``source``, so a version-2 file is copied without them (every other attribute with its stored type) and
+    named again (name_dimensions)."""
+    if int(source.attrs["schema_version"]) < 2:
+        for name in source:
+            source.copy(source[name], target, name)
+        return
+    for name in source:
+        source.copy(source[name], target, name, without_attrs=True)
+
+    def copy_attributes(name: str, node: h5py.HLObject) -> None:
+        for key in node.attrs:
+            if key not in _SCALE_ATTRIBUTES:
+                target[name].attrs.create(key, node.attrs[key], dtype=node.attrs.get_id(key).dtype)
+
+    source.visititems(copy_attributes)
 
 
 def _truncate_to(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray) -> None:

@@ -54,7 +54,7 @@ def register(parser) -> None:
 def run(args) -> int:
     from qslab.calibration.records import RecordStore
     from qslab.calibration.result import CalibrationError
-    from qslab.sequences.calibrations import CalibrationRefused, record_kind
+    from qslab.sequences.calibrations import CalibrationRefused, kinds_progress, record_kind
     from qslab.sequences.commands.cli_io import print_json_last, station_config
     from qslab.sequences.interrupts import Interrupts, SessionInterrupted, signal_name
     from qslab.sequences.station import LabStation, StationError
@@ -69,7 +69,7 @@ def run(args) -> int:
     with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked before each kind
         try:
             station.connect()
-            for kind in kinds:
+            for kind in kinds_progress(kinds, progress=len(kinds) > 1 and not args.json):  # `all`: a bar per kind
                 interrupts.check(f"before the {kind} calibration")
                 try:
                     records += record_kind(kind, station, store, options, figure_dir)

@@ -42,6 +42,7 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
+    from qslab.analysis.network import load_weights
     from qslab.sequences import operating_point as op
     from qslab.sequences.commands.cli_io import UsageError, print_json_last
     from qslab.sequences.commands.simulate import format_result
@@ -54,15 +55,19 @@ def run(args) -> int:
         raise UsageError("--max-weight-leakage and --max-data-leakage go together")
     seeds = tuple(range(args.seeds))
     images = min(args.images, 10_000)
+    try:
+        load_weights(args.weights)  # a file that is not a weights archive: one line, before any search
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     conditions = bound_conditions(args, images)
     try:
         if args.target_accuracy is not None:
-            snr = op.snr_for_accuracy(args.target_accuracy, images, seeds, args.weights)
+            snr = op.snr_for_accuracy(args.target_accuracy, images, seeds, args.weights, progress=not args.json)
             mu, gain = op.least_leakage_at_snr(snr, conditions)
             search = {"goal": "target_accuracy", "target_accuracy": args.target_accuracy, "client_snr_needed": snr,
                       "accuracy_data": "validation split of the training set"}
         else:
-            mu, gain = op.best_snr_under_caps(*caps, conditions)
+            mu, gain = op.best_snr_under_caps(*caps, conditions, progress=not args.json)
             search = {"goal": "caps", "max_weight_leakage": caps[0], "max_data_leakage": caps[1]}
     except op.Unreachable as exc:
         raise UsageError(str(exc)) from None
@@ -81,7 +86,7 @@ def run(args) -> int:
             if result["accuracy"] >= args.target_accuracy:
                 break
             snr *= TARGET_STEP
-            result = full(*op.least_leakage_at_snr(snr))
+            result = full(*op.least_leakage_at_snr(snr, conditions))  # the bound at the options' conditions
         else:
             raise UsageError(f"the full simulation stays below {args.target_accuracy} near client SNR {snr:.3g}")
         search["client_snr_used"] = snr

@@ -32,27 +32,10 @@ def register(parser) -> None:
 
 
 def override_from_record(record) -> dict:
-    """The session's calibrated values this record replaces: MeasuredValues field -> Estimate (None: the record
-    does not measure it, so the session's value is dropped rather than mixed with the record's)."""
-    def optional(key):
-        return record.estimate(key) if key in record.parameters else None
+    """The session's calibrated values this record replaces (analysis.replay_result.measured_from_record)."""
+    from qslab.analysis.replay_result import measured_from_record
 
-    if record.kind == "photons":
-        return {"mu_photons": record.estimate("server.photons_per_symbol")}
-    if record.kind == "amplifier":
-        return {"gain": record.estimate("client_amplifier.gain"),
-                "amplifier_noise_figure_db": optional("client_amplifier.noise_figure_db")}
-    if record.kind == "channel":  # the honest link: T, and the pilots' amplitude and excess noise it came with
-        return {"transmittance": record.estimate("channel.transmittance"),
-                "amplitude_transmittance": optional("channel.amplitude_transmittance"),
-                "excess_noise_snu": optional("channel.excess_noise_snu")}
-    if record.kind == "processor":  # its loss per pass scales the noise returned to the server (data leakage)
-        return {"processor_loss_per_pass_db": optional("client_processor.loss_per_pass_db")}
-    if record.kind == "homodyne" and record.instrument == "server_receiver":
-        return {"server_efficiency": record.estimate("server_receiver.efficiency"),
-                "server_electronic_noise_snu": record.estimate("server_receiver.electronic_noise_snu_at_operating_lo")}
-    raise ValueError(f"calibration record {record.id} ({record.kind} of {record.instrument}) holds nothing the "
-                     "session's results use; expected photons, amplifier, channel, processor or homodyne of server_receiver")
+    return measured_from_record(record)
 
 
 def run(args) -> int:
