@@ -45,6 +45,7 @@ from qslab.analysis.session_results import hidden_vectors, predictions, verify_l
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
 from qslab.sequences.interrupts import Interrupts
+from qslab.sequences.monitor.status import StatusPublisher
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
 from qslab.sequences.station_calibration import load_station_calibration
@@ -269,6 +270,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, station, cap_stop = None, LabStation(config), None
+    status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
     try:
@@ -308,6 +310,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     path, shapes, _meta(config, station, settings, link.calibration, measured),
                     qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id)
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
+            status = StatusPublisher.beside(path, station, link, report, store.directory)
             done = writer.images_written
             cap_stop = None
             guard = BatchGuard(link, station, report, faults)
@@ -341,6 +344,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                               c.sent_snu, c.returned_snu) for c in captures])
                     recorded.add(test_labels[index], pixels, captures)
                     bar.update(len(index))
+                    status.batch(writer.batches_written)
                     if is_checkpoint(batch + 1):
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
         finally:
@@ -350,6 +354,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
+            if status is not None:
+                status.stopped(error)
             if not figure_dir_existed and not any(figure_dir.iterdir()):
                 figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
             if writer is None and lock is not None:
