@@ -1,7 +1,7 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
-from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, operating_point, replay,
-                                      security_budget, session, sessions, simulate, sweep, train)
+from qslab.sequences.commands import (bench, calibrate, calibrations, init, instruments, leakage, monitor, operating_point,
+                                      replay, security_budget, session, sessions, simulate, sweep, train)
 
 COMMANDS = {
     "init": init,
@@ -16,6 +16,7 @@ COMMANDS = {
     "session": session,
     "replay": replay,
     "sessions": sessions,
+    "monitor": monitor,
     "calibrations": calibrations,
     "security-budget": security_budget,
 }
