@@ -61,6 +61,7 @@ class SessionFollower:
         self._analysed_batches = -1
         self._analysed_at = -float("inf")
         self._analysis_s = 0.0
+        self._analysis_error: str | None = None
 
     def _choose(self) -> Path | None:
         return newest_session(self.target) if self.target.is_dir() else self.target
@@ -74,6 +75,7 @@ class SessionFollower:
         if self.session is None or self.session.path != path:
             self.session, self.station = LiveSession(path), StationStatus.beside(path)
             self.history, self.expiries, self._analysed_batches = History(), {}, -1
+            self._numbers, self._analysis_error = {"accuracy": None, "security": {}}, None
         error = None
         try:
             self.session.poll()
@@ -86,7 +88,7 @@ class SessionFollower:
         read_s = time.perf_counter() - started
         if self.session.recorded is not None:
             self._analyse()
-        view = self._view(error)
+        view = self._view(error or self._analysis_error)
         view["refresh"] = {"read_s": read_s, "analysis_s": self._analysis_s,
                            "total_s": time.perf_counter() - started, "time_unix_s": time.time()}
         return view
@@ -98,10 +100,16 @@ class SessionFollower:
         if session.batches_written == self._analysed_batches or not due:
             return
         started = time.perf_counter()
-        accuracy, security = live_numbers.accuracy(session), live_numbers.security(session)
+        self._analysed_batches, self._analysed_at = session.batches_written, time.monotonic()
+        try:
+            accuracy, security = live_numbers.accuracy(session), live_numbers.security(session)
+        except Exception as error:  # noqa: BLE001 - values the analysis refuses: said on the page, looked at again
+            self._analysis_error = f"the analysis of {session.images_written} images failed ({type(error).__name__}: " \
+                                   f"{error})"
+            return
+        self._analysis_error = None
         self._numbers = {"accuracy": accuracy, "security": security}
         self.history.add(session.images_written, accuracy, security)
-        self._analysed_batches, self._analysed_at = session.batches_written, time.monotonic()
         self._analysis_s = time.perf_counter() - started
 
     def _view(self, error: str | None) -> dict:

@@ -23,7 +23,7 @@ STYLE = """<style>
 .qs h3 {font: bold 14px sans-serif; margin: 6px 0 2px 0;}
 .qs .bad {color: #b00020; font-weight: bold;} .qs .ok {color: #1b5e20; font-weight: bold;}
 .qs pre {font: 12px monospace; white-space: pre-wrap; margin: 0;}
-.qs .bar {background: #eee; width: 320px; height: 12px;} .qs .fill {background: #1f77b4; height: 12px;}
+.qs .bar {background: #eee; width: 320px; height: 12px;} .qs .fill {background: #607d8b; height: 12px;}
 </style>"""
 
 
