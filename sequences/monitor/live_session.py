@@ -28,18 +28,21 @@ class SessionUnreadable(RuntimeError):
 
 
 def open_lock_free(path: Path) -> h5py.File:
-    """Read-only, no file lock; SWMR mode only when HDF5 says a writer has the file open (as reader.py does)."""
-    try:
-        return h5py.File(path, "r", locking=False)
-    except Exception as error:  # noqa: BLE001 - h5py raises OSError with HDF5's message
-        if "already open for write" not in str(error):
-            raise SessionUnreadable(f"{path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") \
-                from None
-    try:
-        return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
-    except Exception as error:  # noqa: BLE001
-        raise SessionUnreadable(f"{path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") \
-            from None
+    """Read-only, no file lock; SWMR mode only when HDF5 says a writer has the file open (as reader.py does).
+
+    Within a process that has the file open already (a test writing it, a notebook), HDF5 shares that handle and
+    refuses other locking flags: there the file is opened with the handle's own (it adds no lock)."""
+    for options in ({}, {"libver": "latest", "swmr": True}):
+        for locking in ({"locking": False}, {}):
+            try:
+                return h5py.File(path, "r", **options, **locking)
+            except Exception as error:  # noqa: BLE001 - h5py raises OSError with HDF5's message
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if "file locking flag values don't match" not in reason:
+                break
+        if "already open for write" not in reason:
+            break
+    raise SessionUnreadable(f"{path}: {reason}")
 
 
 def _text(value) -> str | None:
