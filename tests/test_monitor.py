@@ -7,7 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from qcodes.instrument import Instrument
@@ -17,7 +16,7 @@ from qslab.analysis.recording import PIXELS_PER_IMAGE, LayerBatch, LayerShape, S
 from qslab.analysis.recording.writer import _refuse_readers
 from qslab.sequences.monitor import page
 from qslab.sequences.monitor.follower import SessionFollower
-from qslab.sequences.monitor.live_session import LiveSession, open_lock_free
+from qslab.sequences.monitor.live_session import LiveSession
 from qslab.sequences.monitor.status import StatusPublisher, cached_readings, stream_path
 from qslab.sequences.monitor.stream_reader import StationStatus
 from qslab.sequences.session_guard import FaultReport
@@ -107,6 +106,8 @@ def test_batches_are_read_as_they_are_committed_and_only_once(tmp_path):
 def test_the_follower_computes_the_numbers_and_moves_to_a_newer_session(tmp_path):
     follower = SessionFollower(tmp_path, analysis_interval_s=0.0)
     assert "no session-*.h5" in follower.refresh()["waiting"]
+    assert "no session-*.h5" in SessionFollower(tmp_path / "not yet made").refresh()["waiting"]
+    assert "to be created" in SessionFollower(tmp_path / "session-X.h5").refresh()["waiting"]
     with new_session(tmp_path) as first:
         append(first)
         view = follower.refresh()

@@ -207,6 +207,8 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
                     assert float(value(page, "attenuator.att1.attenuation_db")) > 0
                     assert value(page, "digitizer.ch1.range") not in (None, "")
                     assert page.locator('[data-key^="expiry."]').count() >= 6  # the records in use, with expiry
+                else:
+                    page.screenshot(full_page=True, path=str(tmp_path / "monitor-running.png"))
                 bench.release()
             assert seen[1] > seen[0]
             assert numbers(page, ["leakage_spent"])["leakage_spent"] > first["leakage_spent"]  # it grew while running
@@ -249,5 +251,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(timeout=HANG_GUARD_S)
-    if os.environ.get("QSLAB_MONITOR_SCREENSHOTS"):  # keep the screenshot for a person to look at
-        Path(os.environ["QSLAB_MONITOR_SCREENSHOTS"]).write_bytes((tmp_path / "monitor-final.png").read_bytes())
+    keep = os.environ.get("QSLAB_MONITOR_SCREENSHOTS")  # a directory: keep the screenshots for a person to look at
+    if keep:
+        for name in ("monitor-running.png", "monitor-final.png"):
+            (Path(keep) / name).write_bytes((tmp_path / name).read_bytes())

@@ -64,14 +64,19 @@ class SessionFollower:
         self._analysis_error: str | None = None
 
     def _choose(self) -> Path | None:
-        return newest_session(self.target) if self.target.is_dir() else self.target
+        """The target file (once it exists), else the newest session of the target directory (once there is one)."""
+        if self.target.suffix == ".h5" and not self.target.is_dir():
+            return self.target if self.target.exists() else None
+        return newest_session(self.target)
 
     def refresh(self) -> dict:
         """One look (module docstring): the view, with how long reading and analysing took."""
         started = time.perf_counter()
         path = self._choose()
         if path is None:
-            return {"target": str(self.target), "waiting": f"no session-*.h5 in {self.target} yet"}
+            waiting = (f"waiting for {self.target} to be created" if self.target.suffix == ".h5"
+                       else f"no session-*.h5 in {self.target} yet")
+            return {"target": str(self.target), "waiting": waiting}
         if self.session is None or self.session.path != path:
             self.session, self.station = LiveSession(path), StationStatus.beside(path)
             self.history, self.expiries, self._analysed_batches = History(), {}, -1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-import time
 import traceback
 
 LOOPBACK = "127.0.0.1"
@@ -87,15 +86,3 @@ def make_server(poller, host: str = LOOPBACK, port: int = DEFAULT_PORT, refresh_
     application = Application(FunctionHandler(lambda doc: MonitorPage(doc, poller, refresh_ms)))
     return Server({"/": application}, address=host, port=port, allow_websocket_origin=origins, num_procs=1)
 
-
-def wait_until_answering(host: str, port: int, timeout_s: float = 30.0) -> None:
-    """Until ``host:port`` accepts a connection (the server's loop runs in another thread)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
