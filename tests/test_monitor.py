@@ -210,6 +210,9 @@ def test_the_stream_is_whole_lines_and_a_failure_never_reaches_the_session(laser
     with open(stream_path(session), "ab") as stream:
         stream.write(b"}\n")
     assert status.poll() and status.batches_done == 3
+    publisher.stopped(RuntimeError("batch 4: the laser no longer answers\ntraceback lines"))
+    assert status.poll() and status.stopped == {"error": "batch 4: the laser no longer answers",
+                                                "error_type": "RuntimeError"}
 
     gone = StatusPublisher(tmp_path / "missing" / "session-Y.h5", Station(laser), Link(), report)
     with caplog.at_level(logging.WARNING):
