@@ -246,3 +246,10 @@ def test_the_command_line(tmp_path):
     assert code == 0 and "batches 1 of 3, images 10 of 30" in out and "of a 500 cap" in out
     code, out, _ = cli("monitor", "--help")
     assert code == 0 and "(0.05..60, default 1)" in out and "no credentials" in out
+
+
+def test_only_loopback_counts_as_loopback():
+    from qslab.sequences.monitor.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20") and not is_loopback("no such host.invalid")
