@@ -45,6 +45,7 @@ from qslab.analysis.session_results import hidden_vectors, predictions, verify_l
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
 from qslab.sequences.interrupts import Interrupts
+from qslab.sequences.monitor.status import StatusPublisher
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.protocol.errors import ProtocolError
 from qslab.sequences.session_guard import BatchGuard, FaultReport, RetryWatch, parse_faults
@@ -279,6 +280,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, station, cap_stop = None, LabStation(config), None
+    status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
     try:
@@ -320,6 +322,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id,
                     curious_server=None if curious is None else (curious.basis.shape[0], settings.curious_server))
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
+            status = StatusPublisher.beside(path, station, link, report, store.directory)
             done = writer.images_written
             cap_stop = None
             guard = BatchGuard(link, station, report, faults)
@@ -355,6 +358,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                         curious_counts=counted)
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
                     bar.update(len(index))
+                    status.batch(writer.batches_written)
                     if is_checkpoint(batch + 1):
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
         finally:
@@ -364,6 +368,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
+            if status is not None:
+                status.stopped(error)
             if not figure_dir_existed and not any(figure_dir.iterdir()):
                 figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
             if writer is None and lock is not None:

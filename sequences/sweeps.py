@@ -105,9 +105,11 @@ class SchedulerUnreachable(ConnectionError):
     """The --scheduler address did not answer within CONNECT_TIMEOUT_S."""
 
 
-def open_client(scheduler: str | None = None, workers: int = 2, timeout_s: float = CONNECT_TIMEOUT_S):
+def open_client(scheduler: str | None = None, workers: int = 2, timeout_s: float = CONNECT_TIMEOUT_S,
+                dashboard_address: str | None = None):
     """A Dask client: to `scheduler` if given (SchedulerUnreachable after ``timeout_s``), else to a new local
-    cluster of `workers` processes."""
+    cluster of `workers` processes whose dashboard serves on ``dashboard_address`` (None: none; a port in use:
+    Dask takes a free one, see ``dashboard_link``)."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
@@ -116,8 +118,17 @@ def open_client(scheduler: str | None = None, workers: int = 2, timeout_s: float
         except (OSError, TimeoutError) as error:  # dask raises OSError("Timed out trying to connect ...")
             raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
                                        f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=dashboard_address)
     return Client(cluster)
+
+
+def dashboard_link(client) -> str | None:
+    """The address of the Dask dashboard of ``client``'s scheduler (None when it serves none)."""
+    try:
+        services = client.scheduler_info().get("services") or {}
+        return client.dashboard_link if "dashboard" in services else None
+    except (KeyError, AttributeError, OSError):
+        return None
 
 
 def run_points(points, client, images: int = 2000, seeds=(0,), weights_path=None, progress: bool = True) -> list[dict]:

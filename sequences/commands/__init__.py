@@ -1,8 +1,8 @@
 """The `qslab` subcommands: each module has HELP, register(parser) and run(args)."""
 
 from qslab.sequences.commands import (bench, calibrate, calibrations, data_privacy, init, instruments, leakage,
-                                      operating_point, replay, security_budget, session, sessions, simulate, sweep,
-                                      train)
+                                      monitor, operating_point, replay, security_budget, session, sessions,
+                                      simulate, sweep, train)
 
 COMMANDS = {
     "init": init,
@@ -17,6 +17,7 @@ COMMANDS = {
     "session": session,
     "replay": replay,
     "sessions": sessions,
+    "monitor": monitor,
     "calibrations": calibrations,
     "security-budget": security_budget,
     "data-privacy": data_privacy,
