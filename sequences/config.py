@@ -219,9 +219,9 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("keysight_n7762a", f"{_N77}.KeysightN7762A", "attenuator", "visa", 2, r"N7762A", "keysight_n7762a",
                _VOA),
     DriverSpec("keysight_n7764a", f"{_N77}.KeysightN7764A", "attenuator", "visa", 4, r"N7764A", None, _VOA),
-    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744A", "keysight_n7744a",
+    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744[AC]", "keysight_n7744a",
                _N774X),
-    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745A", None, _N774X),
+    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745[AC]", None, _N774X),
     DriverSpec("thorlabs_pm100d", "qcodes_contrib_drivers.drivers.Thorlabs.PM100D.Thorlab_PM100D", "power_meter",
                "visa", 1, r"PM1\d\d.*", "thorlabs_pm100d", f"{_OPTICAL}.power_meter.PM100DPowerMeter"),
     DriverSpec("keysight_m8195a", "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A", "awg", "visa", 4, r"M8195A",
@@ -229,9 +229,9 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("thorlabs_mbx", "qslab.instruments.drivers.thorlabs_mbx.ThorlabsMBX", "bias_controller", "serial", 1,
                r"MBX.*", "thorlabs_mbx", f"{_OPTICAL}.bias_controller.MbxBiasController"),
     DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
-               "amplifier", "visa", 1, r".+", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
+               "amplifier", "visa", 1, r"SCPI optical amplifier\b.*", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
     DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
-               r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
+               r"(DSO|MSO|DSA|UXR|MXR|EXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
 )}
 
 
