@@ -247,15 +247,14 @@ class N776xAAttenuatorChannel(RetriedGets, InstrumentChannel):
         setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit, f"{outp}:POW:UN",
                                 self.power_setpoint_limits_dbm, "output power setpoint")
         self.power_setpoint_dbm, self.power_setpoint_w = setpoint.dbm, setpoint.w
+        # where the filter is and how fast it moves: an attenuation set waits |change| / speed (module docstring)
+        self.attenuation_speed_db_s.get()
+        self.attenuation_db.get()
 
     def _set_attenuation_db(self, value_db: float) -> None:
         """``INP<s>:ATT <dB>DB``, its error check waiting out the filter's move (|change| / speed)."""
-        previous_db = self.attenuation_db.cache.get(get_if_invalid=False)
-        speed_db_s = self.attenuation_speed_db_s.get_latest()
-        if previous_db is None:
-            previous_db = self.attenuation_db.get()
-        travel_db = abs(value_db - previous_db)
-        with self.root_instrument.timeout_for_work(travel_db / speed_db_s):
+        travel_db = abs(value_db - self.attenuation_db.get_latest())
+        with self.root_instrument.timeout_for_work(travel_db / self.attenuation_speed_db_s.get_latest()):
             self.write(f"INP{self.slot}:ATT {value_db:.4f}")
 
     def refresh_limits(self) -> None:
