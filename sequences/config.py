@@ -543,6 +543,7 @@ def _parse(data: Mapping[str, Any], source: str, text: str) -> LabConfig:
     bench_table = _check_bench(data, instruments, roles, protocol)
     session = build(SessionConfig, data.get("session", {}), "session")
     calibration = build(CalibrationConfig, data.get("calibration", {}), "calibration")
+    _check_declared_calibration(data.get("calibration", {}), instruments)
     return LabConfig(source, station, protocol, MappingProxyType(instruments), roles, session, calibration,
                      bench_table, text)
 
@@ -660,3 +661,24 @@ def _check_bench(data: Mapping[str, Any], instruments: Mapping[str, InstrumentCo
         raise ConfigError.invalid("protocol.symbol_rate_hz", protocol.symbol_rate_hz,
                                   f"{bench.params.server.symbol_rate_hz:g}, the bench's clock (bench.server.symbol_rate_hz)")
     return copy.deepcopy(table)
+
+
+# --- a real station declares what mu rests on ----------------------------------------------------------
+
+# [calibration] keys a station with real instruments must declare: the fixed attenuation and the fibre
+# transmittances are not measured by any procedure, and mu (hence the security claim) rests on them.
+DECLARED_FOR_HARDWARE = ("fixed_attenuation_db", "fixed_attenuation_uncertainty_db", "forward_transmittance",
+                         "forward_transmittance_uncertainty", "return_transmittance", "return_transmittance_uncertainty")
+
+
+def _check_declared_calibration(table: Mapping[str, Any], instruments: Mapping[str, InstrumentConfig]) -> None:
+    """A station with any non-bench address must state every DECLARED_FOR_HARDWARE key: the code's defaults
+    describe the virtual bench, not a lab's fibres and attenuators."""
+    real = [i for i in instruments.values() if not i.on_bench]
+    if not real:
+        return
+    for key in DECLARED_FOR_HARDWARE:
+        if key not in table:
+            raise ConfigError.missing(f"calibration.{key}", f"a declared value measured on this station "
+                                      f"(instruments.{real[0].name}.address is {real[0].address!r}, not the bench): "
+                                      "mu and the security bound rest on it; the default describes the virtual bench")
