@@ -219,9 +219,9 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("keysight_n7762a", f"{_N77}.KeysightN7762A", "attenuator", "visa", 2, r"N7762A", "keysight_n7762a",
                _VOA),
     DriverSpec("keysight_n7764a", f"{_N77}.KeysightN7764A", "attenuator", "visa", 4, r"N7764A", None, _VOA),
-    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744A", "keysight_n7744a",
+    DriverSpec("keysight_n7744a", f"{_N77}.KeysightN7744A", "power_meter", "visa", 4, r"N7744[AC]", "keysight_n7744a",
                _N774X),
-    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745A", None, _N774X),
+    DriverSpec("keysight_n7745a", f"{_N77}.KeysightN7745A", "power_meter", "visa", 8, r"N7745[AC]", None, _N774X),
     DriverSpec("thorlabs_pm100d", "qcodes_contrib_drivers.drivers.Thorlabs.PM100D.Thorlab_PM100D", "power_meter",
                "visa", 1, r"PM1\d\d.*", "thorlabs_pm100d", f"{_OPTICAL}.power_meter.PM100DPowerMeter"),
     DriverSpec("keysight_m8195a", "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A", "awg", "visa", 4, r"M8195A",
@@ -229,9 +229,9 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
     DriverSpec("thorlabs_mbx", "qslab.instruments.drivers.thorlabs_mbx.ThorlabsMBX", "bias_controller", "serial", 1,
                r"MBX.*", "thorlabs_mbx", f"{_OPTICAL}.bias_controller.MbxBiasController"),
     DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
-               "amplifier", "visa", 1, r".+", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
+               "amplifier", "visa", 1, r"SCPI optical amplifier\b.*", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
     DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
-               r"(DSO|MSO|DSA|UXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
+               r"(DSO|MSO|DSA|UXR|MXR|EXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
 )}
 
 
@@ -573,6 +573,7 @@ def _parse(data: Mapping[str, Any], source: str, text: str) -> LabConfig:
     bench_table = _check_bench(data, instruments, roles, protocol, trigger)
     session = build(SessionConfig, data.get("session", {}), "session")
     calibration = build(CalibrationConfig, data.get("calibration", {}), "calibration")
+    _check_declared_calibration(data.get("calibration", {}), instruments)
     return LabConfig(source, station, protocol, MappingProxyType(instruments), roles, session, calibration,
                      bench_table, text, trigger)
 
@@ -718,3 +719,24 @@ def _check_bench(data: Mapping[str, Any], instruments: Mapping[str, InstrumentCo
         raise ConfigError.invalid("protocol.symbol_rate_hz", protocol.symbol_rate_hz,
                                   f"{bench.params.server.symbol_rate_hz:g}, the bench's clock (bench.server.symbol_rate_hz)")
     return copy.deepcopy(table)
+
+
+# --- a real station declares what mu rests on ----------------------------------------------------------
+
+# [calibration] keys a station with real instruments must declare: the fixed attenuation and the fibre
+# transmittances are not measured by any procedure, and mu (hence the security claim) rests on them.
+DECLARED_FOR_HARDWARE = ("fixed_attenuation_db", "fixed_attenuation_uncertainty_db", "forward_transmittance",
+                         "forward_transmittance_uncertainty", "return_transmittance", "return_transmittance_uncertainty")
+
+
+def _check_declared_calibration(table: Mapping[str, Any], instruments: Mapping[str, InstrumentConfig]) -> None:
+    """A station with any non-bench address must state every DECLARED_FOR_HARDWARE key: the code's defaults
+    describe the virtual bench, not a lab's fibres and attenuators."""
+    real = [i for i in instruments.values() if not i.on_bench]
+    if not real:
+        return
+    for key in DECLARED_FOR_HARDWARE:
+        if key not in table:
+            raise ConfigError.missing(f"calibration.{key}", f"a declared value measured on this station "
+                                      f"(instruments.{real[0].name}.address is {real[0].address!r}, not the bench): "
+                                      "mu and the security bound rest on it; the default describes the virtual bench")

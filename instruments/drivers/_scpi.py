@@ -7,8 +7,11 @@ all commands, including the ones a user sends by hand.
 
 Retry policy (README "Retries"): a query (``ask``, a Parameter get, ``SYST:ERR?``) that gets no
 reply, loses its connection, or comes back unreadable is asked again, ``QUERY_ATTEMPTS`` times in
-all, pausing ``RETRY_BACKOFF_S`` and reopening the connection before each retry (which also drops
-any late or partial reply); every retry is logged at WARNING and told to the retry observers
+all, pausing ``RETRY_BACKOFF_S`` and clearing the line before each retry: a raw socket is reopened
+(a late or partial reply goes with the old connection), any other session (GPIB, USBTMC, HiSLIP,
+VXI-11, serial) gets a device clear, because there a late reply waits in the instrument's output
+queue and would be read as the next answer. The error queue is never probed while a query may
+still be answered: the line is cleared first. Every retry is logged at WARNING and told to the retry observers
 (``retry_events``). After the last attempt one
 :class:`InstrumentFault` names the instrument, its address, the command and what happened, and
 nothing more is sent. Writes are never repeated: they change state, and a write that may or may
@@ -25,7 +28,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pyvisa
@@ -48,6 +52,9 @@ QUERY_ATTEMPTS = 3
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2)
 # What a get parser raises on a reply it cannot read (float("x#"), a val_mapping miss, ...).
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError)
+# What a query that makes the instrument work (averaging, settling) may take beyond that work: the work
+# times this factor, plus the connection's ordinary timeout (docs/HARDWARE.md "Time").
+WORK_TIMEOUT_FACTOR = 1.25
 # IEEE 488.2 Standard Event Status Register bit 7: the instrument was switched on since *ESR? was read.
 ESR_POWER_ON = 128
 
@@ -102,9 +109,10 @@ class InstrumentFault(RuntimeError):
 class _Retryable(Exception):
     """One failed attempt of a query: ``what`` happened to ``command``; ``reconnect``: the line is down."""
 
-    def __init__(self, command: str, what: str, *, reconnect: bool = False):
+    def __init__(self, command: str, what: str, *, reconnect: bool = False, cleared: bool = False):
         super().__init__(f"{command!r}: {what}")
         self.command, self.what, self.reconnect = command, what, reconnect
+        self.cleared = cleared  # the line was cleared after the failure and a query answered since
 
 
 def parse_error_reply(reply: str) -> tuple[int, str]:
@@ -415,13 +423,20 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         return reply
 
     def _timed_out(self, cmd: str, error: pyvisa.VisaIOError) -> _Retryable:
-        """A retryable failure, or InstrumentError when the error queue explains the silence."""
+        """A retryable failure, or InstrumentError when the error queue explains the silence. The query may
+        still be answered late, so the line is cleared before the queue is asked (never read a late reply as
+        the error entry)."""
         if self._dropped():
             return _Retryable(cmd, "connection closed", reconnect=True)
         if cmd != self.error_query and self._queue_answers:
+            try:
+                self._clear_line()
+            except _Retryable as failed:
+                return _Retryable(cmd, failed.what, reconnect=True)
             errors = self._probe_error_queue()
             if errors:
                 raise InstrumentError(self.name, cmd, errors) from error
+            return _Retryable(cmd, f"no reply within {self._timeout_s():g} s", cleared=self._queue_answers)
         return _Retryable(cmd, f"no reply within {self._timeout_s():g} s")
 
     def _probe_error_queue(self) -> list[tuple[int, str]]:
@@ -437,6 +452,24 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
             self._queue_answers = False
         return errors
 
+    @contextmanager
+    def timeout_for_work(self, work_s: float) -> Iterator[None]:
+        """The VISA timeout lengthened, for the block, by what the instrument was asked to do (``work_s``: an
+        averaging time times the readings, a settling time) times ``WORK_TIMEOUT_FACTOR``; restored after.
+
+        Why: the ordinary timeout bounds how long an idle instrument takes to answer. A reading averaged for 10 s
+        answers after 10 s, and 100 readings of 0.1 s in one message after 10 s: that is not a fault."""
+        handle = self.visa_handle
+        base_ms = handle.timeout
+        if base_ms is None or not work_s > 0.0 or math.isinf(base_ms):
+            yield
+            return
+        handle.timeout = base_ms + 1000.0 * WORK_TIMEOUT_FACTOR * work_s
+        try:
+            yield
+        finally:
+            self.visa_handle.timeout = base_ms  # the handle may have been reopened meanwhile
+
     def _timeout_s(self) -> float:
         timeout_ms = self.visa_handle.timeout
         return math.inf if timeout_ms is None else timeout_ms / 1000
@@ -445,7 +478,20 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
     def _recover(self, failure: _Retryable) -> None:
         if failure.reconnect:
             self._connection_lost()
-        self._reconnect()
+            if not visa_connection.is_raw_socket(self.visa_handle):
+                self._reconnect()  # a broken GPIB/USB session is reopened, then cleared below
+        if not failure.cleared:
+            self._clear_line()
+
+    def _clear_line(self) -> None:
+        """Drop any reply still on its way: reopen a raw socket, device-clear any other session."""
+        if visa_connection.is_raw_socket(self.visa_handle):
+            self._reconnect()
+        else:
+            try:
+                self.device_clear()  # qcodes: viClear (serial: discard its buffers; pyvisa-sim: nothing)
+            except Exception as error:  # noqa: BLE001 - the next attempt reports it
+                raise _Retryable("", f"device clear failed ({_describe(error)})", reconnect=True) from error
 
     def _connection_lost(self) -> None:
         """Why not just reconnect: a write awaiting its error check may not have arrived, and the

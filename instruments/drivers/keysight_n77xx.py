@@ -7,6 +7,22 @@ conventions in 1.2. Every set is followed by ``SYST:ERR?`` and a non-zero entry 
 the LAN socket (port 5025) speaks; GPIB/USB replies end in CR LF (docs/INSTRUMENTS.md 1.2), and the
 CR left on those replies is stripped by the parsers.
 
+Units (issue 15, item 7): an N77xx reads an unsuffixed power in its CURRENT unit, which the front panel can
+change between two of our commands, turning 0.01 W into 0.01 dBm. So every power is sent with the ``DBM`` suffix
+(the N77xx guides' unit table: ``DBM``/``MDBM`` for dBm, e.g. N774xC Programming Guide p. 13, Table 2; the Watt
+mnemonic is spelt ``Watt`` there, ``W`` elsewhere, so we avoid it), and every power is read with its unit set
+in the same message as the query (``SOUR1:POW:UNIT 0;:SOUR1:POW?``, ``SENS1:POW:UNIT 1;:READ1:POW?``): the
+reply is in the unit we asked for whatever the display showed (READ<n>:POW? answers "in dBm, W or dB" per the
+current unit, N774xC Programming Guide p. 69). The display unit follows our last read.
+
+Time (item 5): a meter reading takes its averaging time, ``count`` readings in one message ``count`` times it,
+an attenuation change ``|change| / speed``; the VISA timeout is lengthened by that work for the exchange
+(``timeout_for_work``), so a 10 s averaging meets no 5 s timeout.
+
+Identification (item 8): the station matches the *IDN? model against the registry's pattern
+(sequences/config.py DRIVERS): the meters accept the current N7744C/N7745C with the A models (same SENSe,
+READ and FETCh commands, N774xC Programming Guide chapter 4).
+
 Limits: laser wavelength and power, attenuator attenuation and wavelength are read from the
 instrument at connect with the ``<query> MIN|MAX`` form (docs/INSTRUMENTS.md 1.2; 4.1 recommends
 ``INP1:ATT? MAX``), because they depend on the model option (C or L band) and on the attenuation
@@ -83,16 +99,15 @@ class _N77xxBase(ScpiErrorCheckingInstrument):
 
 
 class _PowerInUnit:
-    """A power whose instrument unit is switchable (dBm or W), exposed as power_dbm and power_w.
+    """A power exposed as power_dbm and power_w, sent and read in an explicit unit (module docstring, Units).
 
-    Why two parameters: names carry their unit (house rule), and the instrument answers in
-    whatever unit it is set to, so each get converts from the cached unit parameter. Writes go
-    without a unit suffix, in the instrument's current unit.
-    """
+    Sets carry the ``DBM`` suffix; reads send ``<unit command> 0;:<query>`` so the reply is in dBm whatever
+    the instrument's unit was (the unit parameter's cache follows). Why two parameters: names carry their
+    unit (house rule)."""
 
-    def __init__(self, channel: InstrumentChannel, name: str, command: str, unit_param: Any,
+    def __init__(self, channel: InstrumentChannel, name: str, command: str, unit_param: Any, unit_header: str,
                  limits_dbm: tuple[float, float], label: str):
-        self._channel, self._command, self._unit = channel, command, unit_param
+        self._channel, self._command, self._unit, self._unit_header = channel, command, unit_param, unit_header
         lo_dbm, hi_dbm = limits_dbm
         self.dbm = channel.add_parameter(
             f"{name}_dbm", label=label, unit="dBm",
@@ -103,17 +118,15 @@ class _PowerInUnit:
             get_cmd=lambda: self._get("W"), set_cmd=lambda v: self._set(v, "W"),
             vals=Numbers(_to_w(lo_dbm, "dBm"), _to_w(hi_dbm, "dBm")))
 
-    def _current_unit(self) -> str:
-        return self._unit.get_latest() or self._unit.get()
-
     def _get(self, unit: str) -> float:
-        value_dbm = _to_dbm(float(self._channel.ask(f"{self._command}?")), self._current_unit())
+        value_dbm = float(self._channel.ask(in_dbm(self._unit_header, f"{self._command}?")))
+        self._unit.cache.set("dBm")
         self._update_twin_cache(unit, value_dbm)
         return _from_dbm(value_dbm, unit)
 
     def _set(self, value: float, unit: str) -> None:
         value_dbm = _to_dbm(value, unit)
-        self._channel.write(f"{self._command} {_from_dbm(value_dbm, self._current_unit()):.8E}")
+        self._channel.write(f"{self._command} {value_dbm:.8E}DBM")
         self._update_twin_cache(unit, value_dbm)
 
     def _update_twin_cache(self, unit: str, value_dbm: float) -> None:
@@ -122,6 +135,16 @@ class _PowerInUnit:
             self.w.cache.set(_from_dbm(value_dbm, "W"))
         else:
             self.dbm.cache.set(value_dbm)
+
+
+def in_dbm(unit_header: str, query: str) -> str:
+    """``query`` with the power unit forced to dBm in the same message (``<unit header> 0;:<query>``)."""
+    return f"{unit_header} {_POWER_UNITS['dBm']};:{query}"
+
+
+def in_w(unit_header: str, query: str) -> str:
+    """``query`` with the power unit forced to W in the same message."""
+    return f"{unit_header} {_POWER_UNITS['W']};:{query}"
 
 
 # --- lasers (docs/INSTRUMENTS.md 2.2) ------------------------------------------------------------
@@ -143,12 +166,12 @@ class N771xALaserPort(RetriedGets, InstrumentChannel):
             set_cmd=f"{src}:WAV {{:.8E}}", get_parser=float, vals=Numbers(wl_min_m, wl_max_m),
             docstring="Settable in Auto mode only; Grid mode answers -221 (docs/INSTRUMENTS.md 2.2).")
         self.power_unit = self.add_parameter(
-            "power_unit", label="power unit", get_cmd=f"{src}:POW:UNIT?",
-            set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
-        unit = self.power_unit.get()
-        low, high = parent.query_limits(f"{src}:POW?")  # in the instrument's current unit
-        power = _PowerInUnit(self, "power", f"{src}:POW", self.power_unit,
-                             (_to_dbm(low, unit), _to_dbm(high, unit)), "output power")
+            "power_unit", label="display power unit", get_cmd=f"{src}:POW:UNIT?",
+            set_cmd=f"{src}:POW:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS,
+            docstring="What the display shows; powers are sent and read in explicit units whatever it is.")
+        low, high = parent.query_limits(in_dbm(f"{src}:POW:UNIT", f"{src}:POW?"))
+        power = _PowerInUnit(self, "power", f"{src}:POW", self.power_unit, f"{src}:POW:UNIT", (low, high),
+                             "output power")
         self.power_dbm, self.power_w = power.dbm, power.w
 
 
@@ -195,9 +218,14 @@ class N776xAAttenuatorChannel(RetriedGets, InstrumentChannel):
         super().__init__(parent, name)
         self.slot = slot
         inp, outp = f"INP{slot}", f"OUTP{slot}"
+        self.attenuation_speed_db_s = self.add_parameter(
+            "attenuation_speed_db_s", label="attenuation transition speed", unit="dB/s",
+            get_cmd=f"{inp}:ATT:SPE?", set_cmd=f"{inp}:ATT:SPE {{:.4f}}", get_parser=float,
+            vals=Numbers(*parent.query_limits(f"{inp}:ATT:SPE?")),
+            docstring="How fast the filter moves: an attenuation change takes |change| / speed.")
         self.attenuation_db = self.add_parameter(
             "attenuation_db", label="attenuation", unit="dB", get_cmd=f"{inp}:ATT?",
-            set_cmd=f"{inp}:ATT {{:.4f}}", get_parser=float,
+            set_cmd=self._set_attenuation_db, get_parser=float,
             vals=Numbers(*parent.query_limits(f"{inp}:ATT?")),
             docstring="Includes the attenuation offset; limits are read at connect "
                       "(call refresh_limits() after changing the offset).")
@@ -213,12 +241,21 @@ class N776xAAttenuatorChannel(RetriedGets, InstrumentChannel):
             set_cmd=f"{outp}:POW:CONTR {{}}", get_parser=parse_bool, set_parser=int, vals=Bool(),
             docstring="True: hold the output power at the setpoint; False: hold the attenuation.")
         self.power_unit = self.add_parameter(
-            "power_unit", label="power unit", get_cmd=f"{outp}:POW:UN?",
-            set_cmd=f"{outp}:POW:UN {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
-        self.power_unit.get()
-        setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit,
+            "power_unit", label="display power unit", get_cmd=f"{outp}:POW:UN?",
+            set_cmd=f"{outp}:POW:UN {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS,
+            docstring="What the display shows; powers are sent and read in explicit units whatever it is.")
+        setpoint = _PowerInUnit(self, "power_setpoint", f"{outp}:POW", self.power_unit, f"{outp}:POW:UN",
                                 self.power_setpoint_limits_dbm, "output power setpoint")
         self.power_setpoint_dbm, self.power_setpoint_w = setpoint.dbm, setpoint.w
+        # where the filter is and how fast it moves: an attenuation set waits |change| / speed (module docstring)
+        self.attenuation_speed_db_s.get()
+        self.attenuation_db.get()
+
+    def _set_attenuation_db(self, value_db: float) -> None:
+        """``INP<s>:ATT <dB>DB``, its error check waiting out the filter's move (|change| / speed)."""
+        travel_db = abs(value_db - self.attenuation_db.get_latest())
+        with self.root_instrument.timeout_for_work(travel_db / self.attenuation_speed_db_s.get_latest()):
+            self.write(f"INP{self.slot}:ATT {value_db:.4f}")
 
     def refresh_limits(self) -> None:
         """Re-read the attenuation range (it moves with the attenuation offset)."""
@@ -271,7 +308,8 @@ class N774xAPowerMeterChannel(RetriedGets, InstrumentChannel):
             set_cmd=f"{sens}:WAV {{:.8E}}", get_parser=float, vals=Numbers(*self.wavelength_limits_m))
         self.power_unit = self.add_parameter(
             "power_unit", label="display power unit", get_cmd=f"{sens}:UNIT?",
-            set_cmd=f"{sens}:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS)
+            set_cmd=f"{sens}:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS,
+            docstring="What the display shows; readings are taken in W whatever it is (set in the read's message).")
         self.auto_range = self.add_parameter(
             "auto_range", label="auto range", get_cmd=f"{sens}:RANG:AUTO?",
             set_cmd=f"{sens}:RANG:AUTO {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
@@ -295,29 +333,38 @@ class N774xAPowerMeterChannel(RetriedGets, InstrumentChannel):
         self.fetch_power_w = self.add_parameter(
             "fetch_power_w", label="power (last reading)", unit="W",
             get_cmd=lambda: self._power_w(f"FETC{slot}:POW?"), set_cmd=False)
-        self.power_unit.get()
+        self.averaging_time_s.get()
 
     def read_powers_w(self, count: int) -> list[float]:
-        """``count`` new readings in ONE message (``READ<n>:POW?`` repeated, replies joined by ``;``).
+        """``count`` new readings in ONE message (``READ<n>:POW?`` repeated, replies joined by ``;``), in W.
 
         Why: each reading is a round trip of its own otherwise; the meter takes the readings one after
-        the other either way (each one averaging time long), so they are the same readings."""
+        the other either way (each one averaging time long), so they are the same readings. The timeout is
+        lengthened by ``count`` averaging times."""
         if not (isinstance(count, int) and 1 <= count <= 100):
             raise ValueError(f"count must be an integer 1..100, got {count!r}")
-        unit = self.power_unit.get_latest()
+        query = f"READ{self.slot}:POW?"
 
         def parse(reply: str) -> list[float]:
-            values = [_reading_w(part, unit, self.full_name, f"READ{self.slot}:POW?") for part in reply.split(";")]
+            values = [_reading_w(part, "W", self.full_name, query) for part in reply.split(";")]
             if len(values) != count:
                 raise ValueError(f"expected {count} readings, got {len(values)}")
             return values
 
-        return self.root_instrument.ask_parsed(";".join([f"READ{self.slot}:POW?"] * count), parse)
+        message = in_w(f"SENS{self.slot}:POW:UNIT", ";:".join([query] * count))
+        with self.root_instrument.timeout_for_work(count * self.averaging_time_s.get_latest()):
+            values = self.root_instrument.ask_parsed(message, parse)
+        self.power_unit.cache.set("W")
+        return values
 
     def _power_w(self, query: str) -> float:
-        """Readings come in the display unit; convert with the cached unit (read at connect)."""
-        unit = self.power_unit.get_latest()
-        return self.root_instrument.ask_parsed(query, lambda reply: _reading_w(reply, unit, self.full_name, query))
+        """One reading in W (the unit set in the same message); a READ waits one averaging time."""
+        work_s = self.averaging_time_s.get_latest() if query.startswith("READ") else 0.0
+        with self.root_instrument.timeout_for_work(work_s):
+            value = self.root_instrument.ask_parsed(
+                in_w(f"SENS{self.slot}:POW:UNIT", query), lambda reply: _reading_w(reply, "W", self.full_name, query))
+        self.power_unit.cache.set("W")
+        return value
 
 
 class _N774xA(_N77xxBase):

@@ -1,13 +1,14 @@
-"""A generic SCPI optical amplifier (EDFA/SOA class) for the client's phase-insensitive amplifier.
+"""A GENERIC PROFILE of a SCPI optical amplifier (EDFA/SOA class) for the client's phase-insensitive amplifier.
 
-No public remote-control protocol was found for a specific amplifier model that fits the
-experiment (the paper names no apparatus; docs/INSTRUMENTS.md lists none). The only published,
-vendor-neutral amplifier command set found is IEC 61291-6-1 (the "optical amplifier command
-set", OACS), which is not SCPI and whose text is not public, so it is not followed here either.
-This driver therefore speaks a small SCPI-99 tree laid out like the Keysight lightwave trees the
-rest of the bench uses (SOURce for what the box emits, OUTPut for the on/off switch,
-MEASure for readings; docs/INSTRUMENTS.md 1.1, 1.2, 2.2). An amplifier with a different syntax needs
-a subclass that changes only the command strings. The tree:
+Generic profile, not a vendor's command set: no public remote-control protocol was found for a specific
+benchtop amplifier that fits the experiment (the paper names no apparatus). The only vendor-neutral amplifier
+command set, IEC 61291-6-1 (the "optical amplifier command set", OACS), is not SCPI and its text is not public;
+the benchtop EDFAs whose manuals are public (e.g. the JDSU MAP-200 mOAB) address a chassis, slot and device per
+command and do not fit one SCPI tree. This driver therefore speaks a small SCPI-99 tree laid out like the
+Keysight lightwave trees the rest of the bench uses (SOURce for what the box emits, OUTPut for the on/off
+switch, MEASure for readings; docs/INSTRUMENTS.md 1.1, 1.2, 2.2), which only the virtual bench's emulator
+answers. A real amplifier needs a subclass that sets ``idn_pattern``, ``switch_on_s`` and the command strings
+from its manual. The tree:
 
 ======================================  =================================================
 ``*IDN?``, ``*CLS``, ``SYST:ERR?``      IEEE 488.2 / SCPI-99 common and error queue
@@ -20,6 +21,11 @@ a subclass that changes only the command strings. The tree:
 ``MEAS:POW:INP?``, ``MEAS:POW:OUTP?``   measured input / output power, dBm
 ======================================  =================================================
 
+Identification (issue 15, item 8): the constructor reads ``*IDN?`` FIRST and refuses, before sending anything
+else, an instrument whose identity does not match ``idn_pattern``: a wrong address must not receive
+``OUTP:STAT 0`` or a gain. Time (item 5): switching the output on takes ``switch_on_s`` (the pump ramps and the
+loop settles); the error check after ``OUTP:STAT 1`` waits for it, with the VISA timeout lengthened by it.
+
 Limits are not a datasheet's (there is no model): they are constructor arguments, to be filled
 from the station configuration for the amplifier actually used. The defaults cover a C-band
 EDFA/SOA and the paper's low gains (G = 1.3 is 1.1 dB). Every set is followed by ``SYST:ERR?``.
@@ -27,6 +33,7 @@ EDFA/SOA and the paper's low gains (G = 1.3 is 1.1 dB). Every set is followed by
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from qcodes.validators import Bool, Numbers
@@ -49,7 +56,12 @@ def _mode_reply(reply: str) -> str:
 
 
 class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
-    """Gain or output-power controlled optical amplifier with a SCPI-99 command tree."""
+    """Gain or output-power controlled optical amplifier: the generic SCPI-99 profile (module docstring)."""
+
+    #: ``*IDN?`` (manufacturer,model,...) this profile speaks for: only the bench's emulator answers it
+    idn_pattern = r"qslab,SCPI optical amplifier\b[^,]*,.*"
+    #: output off -> on until the gain has settled, s (the profile's figure; a subclass gives its manual's)
+    switch_on_s = 1.0
 
     def __init__(self, name: str, address: str | None = None, *,
                  gain_limits_db: tuple[float, float] = (0.0, 30.0),
@@ -57,10 +69,11 @@ class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
                  pump_current_limits_a: tuple[float, float] = (0.0, 1.0),
                  **kwargs: Any):
         super().__init__(name, address, **kwargs)
+        self._refuse_other_instruments()
         self.clear_errors()
         self.output_enabled = self.add_parameter(
-            "output_enabled", label="output (pump) on", get_cmd="OUTP:STAT?", set_cmd="OUTP:STAT {}",
-            get_parser=parse_bool, set_parser=int, vals=Bool())
+            "output_enabled", label="output (pump) on", get_cmd="OUTP:STAT?", set_cmd=self._set_output,
+            get_parser=parse_bool, vals=Bool())
         self.mode = self.add_parameter(
             "mode", label="control mode", get_cmd="SOUR:MODE?", set_cmd="SOUR:MODE {}",
             get_parser=_mode_reply, val_mapping=_MODES,
@@ -82,6 +95,22 @@ class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
             "output_power_w", label="measured output power", unit="W", get_cmd="MEAS:POW:OUTP?",
             get_parser=lambda dbm: float(dbm_to_w(float(dbm))), set_cmd=False)
         self.connect_message()
+
+    def _refuse_other_instruments(self) -> None:
+        """``*IDN?`` before any other command: another instrument at this address is closed and refused."""
+        reply = self.ask("*IDN?").strip()
+        if re.fullmatch(self.idn_pattern, reply) is None:
+            name, address = self.name, self.fault_address
+            self.close()
+            raise InstrumentError(name, "*IDN?", [(None, (
+                f"{address} identifies as {reply!r}, not as the generic SCPI optical amplifier profile "
+                f"(expected *IDN? matching {self.idn_pattern!r}); a wrong address, or an amplifier that needs "
+                "its own subclass. Nothing else was sent"))])
+
+    def _set_output(self, on: bool) -> None:
+        """``OUTP:STAT 0|1``; switching on, the error check waits ``switch_on_s`` for the pump and gain loop."""
+        with self.timeout_for_work(self.switch_on_s if on else 0.0):
+            self.write(f"OUTP:STAT {int(on)}")
 
     def safe_state(self) -> None:
         """Output off (house rule: a failure leaves light sources off)."""

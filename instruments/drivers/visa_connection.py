@@ -69,3 +69,15 @@ def widen_socket_reads(handle: Any, recv_bytes: int = PYVISA_PY_RECV_BYTES) -> b
         return False
     session.max_recv_size = max(int(recv_bytes), session.max_recv_size)
     return True
+
+
+def is_raw_socket(handle: Any) -> bool:
+    """True for a ``TCPIP::<host>::<port>::SOCKET`` resource: a new connection starts with an empty output queue.
+
+    Why it matters: on a raw socket, reopening the connection drops a late reply with the old connection. On
+    GPIB, USBTMC, HiSLIP, VXI-11 and serial the reply waits in the INSTRUMENT's output queue, which outlives
+    the session: only a device clear (IEEE 488.2 DCL/SDC, USBTMC INITIATE_CLEAR, HiSLIP/VXI-11 device clear)
+    empties it.
+    """
+    name = str(getattr(handle, "resource_name", "") or "")
+    return name.upper().endswith("::SOCKET")

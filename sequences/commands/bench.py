@@ -5,7 +5,8 @@ controllers as serial-over-TCP for pyserial's socket:// URLs), prints on its fir
 one JSON object {"instruments": {NAME: {"address": ..., "driver": ...}}}, and serves until
 interrupted (Ctrl-C or SIGTERM), then closes every port. The bench's true hardware parameters
 come from the [bench] table of --config (lab_config.toml or any TOML file), or from the packaged
-instruments/sim/bench_defaults.toml.
+instruments/sim/bench_defaults.toml. The bench clock runs at --time-scale (default 1: the instruments take
+real time, as hardware does), whatever the config's time_scale (that one is for the embedded bench).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def register(parser) -> None:
     parser.add_argument("--allow-non-loopback", action="store_true",
                         help="serve on a [bench] host other machines can reach (the emulators, like real "
                              "instruments, accept SCPI from anyone who connects; default: loopback only)")
+    parser.add_argument("--time-scale", type=number("time scale", 0.0, unit="real s per instrument s", min_open=True),
+                        default=1.0, metavar="S",
+                        help="real seconds per instrument second of the bench clock (default 1: real time, what a "
+                             "rehearsal for hardware needs; the config's [bench] time_scale is for the embedded bench)")
     parser.add_argument("--json", action="store_true",
                         help="print only the JSON line (otherwise a table of the instruments follows it)")
 
@@ -41,6 +46,7 @@ def run(args) -> int:
         table = defaults_table() if args.config is None else load_bench_table(args.config)
         if args.seed is not None:
             table = {**table, "seed": args.seed}
+        table = {**table, "time_scale": args.time_scale}
         bench = Bench.from_table(table, allow_non_loopback=args.allow_non_loopback)
         bench.start()
     except (OSError, ValueError) as error:

@@ -1,6 +1,6 @@
 """Write a commented lab_config.toml to start from (the virtual bench's, or --hardware for real addresses).
 
-Every key is documented where it stands; edit it, then `qslab instruments` connects and lists the station.
+Every key is documented where it stands; edit it, then `qslab instruments` identifies and lists the station.
 An existing lab_config.toml is never overwritten.
 """
 

@@ -1,18 +1,20 @@
-"""List the station's instruments: connect each (starting the embedded bench if the config asks for it),
-identify it with *IDN?, print its roles, driver, address and identity, then leave everything safe and close.
+"""List the station's instruments: ask each for *IDN? (and nothing else) and print one row per instrument, its
+identity or why it has none: no VISA library or GPIB/USB backend, no answer, a model its driver does not speak.
 
-The config is validated first: a bad key gets one line naming its path. An instrument that does not
-answer, answers nonsense, or is another model than its driver expects gets one line naming it and its
-address (exit status 1). With --json, one JSON object on the last stdout line:
-{"config": ..., "station": ..., "instruments": [{"name", "roles", "driver", "configured_address",
-"address", "identity": {"vendor", "model", "serial", "firmware"}}], "safe_state": {"safe", "instruments", "errors"}}.
+Read-only: no driver is connected, nothing is set, no light is switched on, so it is the first thing to run on
+a new bench. A station without [roles] (the instruments on the table so far) is enough; the embedded bench is
+served when instruments say "bench". Exit status 0 when every instrument identified, 1 otherwise (the table is
+printed either way, and one stderr line names each problem); a bad config is one line (exit 2). With --json,
+one JSON object on the last stdout line: {"config", "station", "partial", "instruments": [{"name", "roles",
+"driver", "configured_address", "address", "reachable", "identity": {"vendor", "model", "serial", "firmware"}
+or null, "problem": text or null}], "identified", "total"}.
 """
 
 from __future__ import annotations
 
 import sys
 
-HELP = "connect, identify and list the station's instruments (roles, driver, address, *IDN?)"
+HELP = "identify every instrument of the station (*IDN? only): a table of each, reachable or not and why"
 
 
 def register(parser) -> None:
@@ -23,31 +25,41 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from qslab.sequences.commands.cli_io import print_json_last, station_config
-    from qslab.sequences.station import LabStation, StationError
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.config import ConfigError
+    from qslab.sequences.instrument_probe import from_config, load_station, probe_station
 
-    config = station_config(args, "instruments")
-    station = LabStation(config)
     try:
-        with station:
-            listing = station.describe()
-    except StationError as error:
-        print(f"qslab instruments: error: {error}", file=sys.stderr)
-        return 1
-    safe = station.safe_state.as_dict()
-    print(format_table(listing, config.station.name, safe))
+        if args.config is None:
+            from qslab.sequences.commands.cli_io import station_config
+
+            station = from_config(station_config(args, "instruments"))
+        else:
+            station = load_station(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    rows = probe_station(station)
+    print(format_table(rows, station.settings.name, station.partial))
+    for row in rows:
+        if row.problem is not None:
+            print(f"qslab instruments: {row.name} at {row.address}: {row.problem}", file=sys.stderr)
+    identified = sum(row.identity is not None for row in rows)
     if args.json:
-        print_json_last({"config": config.source, "station": config.station.name, "instruments": listing,
-                         "safe_state": safe})
-    return 0 if safe["safe"] else 1
+        print_json_last({"config": station.source, "station": station.settings.name, "partial": station.partial,
+                         "instruments": [row.as_dict() for row in rows], "identified": identified,
+                         "total": len(rows)})
+    return 0 if identified == len(rows) else 1
 
 
-def format_table(listing: list[dict], station: str, safe: dict) -> str:
-    rows = [(i["name"], ", ".join(i["roles"]) or "-", i["driver"],
-             i["address"] if i["address"] == i["configured_address"] else f"{i['address']} ({i['configured_address']})",
-             ",".join(i["identity"].values())) for i in listing]
-    header = ("instrument", "roles", "driver", "address", "identity (*IDN?)")
-    width = [max(len(row[k]) for row in [header, *rows]) for k in range(4)]
-    lines = ["  ".join(f"{cell:<{width[k]}}" if k < 4 else cell for k, cell in enumerate(row)) for row in [header, *rows]]
-    state = "safe" if safe["safe"] else f"NOT SAFE: {safe['errors'] or safe['instruments']}"
-    return "\n".join(lines + [f"{station}: {len(rows)} instruments identified; closed {state}"])
+def format_table(rows: list, station: str, partial: bool) -> str:
+    header = ("instrument", "roles", "driver", "address", "identity (*IDN?) or why not")
+    cells = [(row.name, ", ".join(row.roles) or "-", row.driver,
+              row.address if row.address == row.configured_address else f"{row.address} ({row.configured_address})",
+              ",".join(row.identity.values()) if row.identity is not None else f"NOT REACHED: {row.problem}")
+             for row in rows]
+    width = [max(len(line[k]) for line in [header, *cells]) for k in range(4)]
+    lines = ["  ".join(f"{cell:<{width[k]}}" if k < 4 else cell for k, cell in enumerate(line))
+             for line in [header, *cells]]
+    identified = sum(row.identity is not None for row in rows)
+    kind = " (partial station: no [roles], identification only)" if partial else ""
+    return "\n".join(lines + [f"{station}: {identified} of {len(rows)} instruments identified{kind}; nothing else sent"])

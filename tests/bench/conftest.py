@@ -11,6 +11,7 @@ import pytest
 
 from qcodes.instrument import Instrument
 
+from qslab.instruments.sim.bench_parameters import defaults_table
 from qslab.instruments.sim.server import Bench
 
 
@@ -20,9 +21,13 @@ def _close_all_instruments() -> Iterator[None]:
     Instrument.close_all()
 
 
+# The bench clock's scale in these tests (real s per instrument s), as lab_config.toml's embedded bench.
+TEST_TIME_SCALE = 0.01
+
+
 @pytest.fixture
 def bench() -> Iterator[Bench]:
-    with Bench.from_config() as served:
+    with Bench.from_table({**defaults_table(), "time_scale": TEST_TIME_SCALE}) as served:
         yield served
 
 

@@ -25,6 +25,7 @@ from qslab.instruments.drivers.keysight_m8195a import KeysightM8195A
 from qslab.instruments.drivers.keysight_n77xx import KeysightN7714A, KeysightN7744A, KeysightN7762A
 from qslab.instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
 from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
+from qslab.instruments.sim.bench_parameters import from_mapping
 from qslab.instruments.sim.server import Bench
 
 TIMEOUT_S = 0.2
@@ -91,7 +92,7 @@ def benches() -> Iterator[dict]:
     """One uncabled bench instrument per driver, its junk switch and its connected driver."""
     started = {}
     for name, (kind, _) in DRIVERS.items():
-        bench = Bench(instruments={name: kind}).start()
+        bench = Bench(from_mapping({"time_scale": 0.01}), instruments={name: kind}).start()  # fast bench clock
         started[name] = (bench, JunkReplies(bench.instruments[name].emulator))
     yield started
     for bench, _ in started.values():

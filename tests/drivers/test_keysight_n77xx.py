@@ -99,14 +99,16 @@ def test_laser_power_in_dbm_and_watt(laser):
     assert laser.port1.power_w() == pytest.approx(10 ** 1.2 * 1e-3)
 
 
-def test_laser_power_unit_switch(laser, record_writes):
+def test_laser_power_is_sent_with_its_unit_whatever_the_display_unit(laser, record_writes):
     sent = record_writes(laser)
     laser.port1.power_unit("W")
     assert laser.port1.power_unit() == "W"
     laser.port1.power_w(0.01)
     assert sent[0] == b"SOUR1:POW:UNIT 1\n"
-    assert b"SOUR1:POW 1.00000000E-02\n" in sent  # written in the instrument's unit, W
+    assert b"SOUR1:POW 1.00000000E+01DBM\n" in sent  # an explicit unit, never the display's
     assert laser.port1.power_dbm() == pytest.approx(10.0)
+    assert sent[-1] == b"SOUR1:POW:UNIT 0;:SOUR1:POW?\n"  # read with the unit set in the same message
+    assert laser.port1.power_unit.cache.get() == "dBm"
 
 
 def test_laser_rejected_values_are_not_sent(laser, record_writes):
@@ -126,7 +128,7 @@ def test_laser_refusal_raises_with_code_and_text(laser):
         laser.port2.power_dbm(14.0)
     error = refused.value
     assert (error.code, error.text) == (-113, "Undefined header")
-    assert error.command == "SOUR2:POW 1.40000000E+01"
+    assert error.command == "SOUR2:POW 1.40000000E+01DBM"
     assert error.instrument == "keysightn7714a"
     assert "-113" in str(error) and "SOUR2:POW" in str(error)
     assert laser.port2.power_dbm() == pytest.approx(10.0)  # old value kept
@@ -221,8 +223,9 @@ def test_meter_readings_are_in_watt_whatever_the_unit(meter):
     assert meter.ch1.read_power_w() == pytest.approx(1e-6, rel=0.02)
     assert meter.ch3.fetch_power_w() == pytest.approx(1e-6)
     meter.ch3.power_unit("dBm")
-    # the sim's reply does not change with the unit, so "+1E-006" is now read as dBm
-    assert meter.ch3.fetch_power_w() == pytest.approx(1e-3 * 10 ** (1e-7), rel=1e-9)
+    # the reading sets the unit to W in its own message ("SENS3:POW:UNIT 1;:FETC3:POW?"), so it is W again
+    assert meter.ch3.fetch_power_w() == pytest.approx(1e-6)
+    assert meter.ch3.power_unit() == "W"
 
 
 def test_meter_continuous_trigger(meter):
@@ -230,62 +233,4 @@ def test_meter_continuous_trigger(meter):
     assert meter.ch4.continuous() is True
 
 
-# --- the same driver over a raw socket (the virtual bench's transport) ------------------------
-
-
-def test_laser_over_a_raw_socket_with_cr_lf_replies(scpi_socket):
-    replies = {
-        b"*IDN?": "Keysight Technologies,N7711A,DE00000009,V1.0",
-        b"SYST:ERR?": '+0,"No error"',
-        b"SOUR1:WAV? MIN": "+1.52760000E-006",
-        b"SOUR1:WAV? MAX": "+1.56550000E-006",
-        b"SOUR1:POW:UNIT?": "+0",
-        b"SOUR1:POW? MIN": "+6.00000000E+000",
-        b"SOUR1:POW? MAX": "+1.50000000E+001",
-        b"SOUR1:WAV?": "+1.55012000E-006",
-    }
-    fake = scpi_socket(replies.get, terminator="\r\n")  # N77xx replies end in CR LF
-    laser = KeysightN7711A("socket_laser", fake.address, visalib="@py")
-    assert laser.get_idn()["model"] == "N7711A"
-    assert laser.port1.power_unit() == "dBm"
-    laser.port1.wavelength_m(1550.12e-9)
-    assert laser.port1.wavelength_m() == pytest.approx(1550.12e-9)
-    assert fake.messages[:2] == [b"*CLS", b"SOUR1:WAV? MIN"]  # stale errors cleared first
-    assert fake.messages[-3:] == [b"SOUR1:WAV 1.55012000E-06", b"SYST:ERR?", b"SOUR1:WAV?"]
-    assert laser.port1.power_dbm.vals.max_value == 15.0
-
-
-def test_laser_connected_in_watt_converts_limits_and_readings(scpi_socket):
-    replies = {
-        b"*IDN?": "Keysight Technologies,N7711A,DE00000010,V1.0",
-        b"SYST:ERR?": '+0,"No error"',
-        b"SOUR1:WAV? MIN": "+1.57000000E-006",  # an L-band unit
-        b"SOUR1:WAV? MAX": "+1.60880000E-006",
-        b"SOUR1:POW:UNIT?": "+1",
-        b"SOUR1:POW? MIN": "+3.98107171E-003",
-        b"SOUR1:POW? MAX": "+3.16227766E-002",
-        b"SOUR1:POW?": "+1.00000000E-002",
-    }
-    fake = scpi_socket(replies.get)
-    laser = KeysightN7711A("socket_laser_w", fake.address, visalib="@py")
-    power_dbm = laser.port1.power_dbm.vals
-    assert (power_dbm.min_value, power_dbm.max_value) == (pytest.approx(6.0), pytest.approx(15.0))
-    assert laser.port1.wavelength_m.vals.min_value == pytest.approx(1570e-9)
-    assert laser.port1.power_dbm() == pytest.approx(10.0)
-    laser.port1.power_dbm(7.0)
-    assert fake.messages[-2:] == [b"SOUR1:POW 5.01187234E-03", b"SYST:ERR?"]  # sent in W
-
-
-def test_meter_reading_of_scpi_not_a_number_is_one_clear_error(scpi_socket):
-    """+9.91E37 is SCPI's 'no valid reading' (over range): refused naming it, never returned as 1e37 W."""
-    replies = {
-        b"*IDN?": "Keysight Technologies,N7744A,DE00000012,V1.0",
-        b"SYST:ERR?": '+0,"No error"',
-        b"SENS1:POW:UNIT?": "+1", b"SENS2:POW:UNIT?": "+1", b"SENS3:POW:UNIT?": "+1", b"SENS4:POW:UNIT?": "+1",
-        b"READ1:POW?": "+9.91000000E+037", b"READ1:POW?;READ1:POW?": "+1.0E-006;+9.91E+037",
-    }
-    meter = KeysightN7744A("socket_meter_nan", scpi_socket(replies.get).address, visalib="@py")
-    with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading.*not-a-number"):
-        meter.ch1.read_power_w()
-    with pytest.raises(InstrumentError, match="no valid reading"):
-        meter.ch1.read_powers_w(2)
+# The same drivers over a raw socket, byte for byte: tests/drivers/test_n77xx_protocol.py.

@@ -35,7 +35,7 @@ def test_parse_int_accepts_nr3():
 
 def test_every_queued_error_is_reported_and_drained(scpi_socket):
     queue = ['-222,"Data out of range"', '-350,"Queue overflow"']
-    answers = {b"*IDN?": "qslab,amp,1,1"}
+    answers = {b"*IDN?": "qslab,SCPI optical amplifier,1,1"}
 
     def answer(message: bytes) -> str | None:
         if message == b"SYST:ERR?":

@@ -80,3 +80,53 @@ def test_long_form_mode_reply_is_understood(amplifier, monkeypatch):
     monkeypatch.setattr(amplifier, "ask_raw", lambda cmd: "BOOST")
     with pytest.raises(ValueError, match="GAIN, POW or CURR"):
         amplifier.mode()
+
+
+# --- byte-exact protocol and identification (issue 15, item 8) ------------------------------------------
+
+PROFILE_IDN = b"qslab,SCPI optical amplifier (simulated),0001,1.0\n"
+NO_ERROR = b'0,"No error"\n'
+
+
+def _amplifier(address):
+    return ScpiOpticalAmplifier("amp_protocol", address, visalib="@py", timeout=2, device_clear=False,
+                                gain_limits_db=(0.0, 3.0))
+
+
+def test_protocol_identifies_first_then_sets_with_error_checks():
+    from tests.drivers.expected_protocol import expected_protocol
+
+    pairs = [
+        (b"*IDN?\n", PROFILE_IDN),                      # before anything else: is this the profile's instrument?
+        (b"*CLS\n", None),
+        (b"*IDN?\n", PROFILE_IDN),                      # qcodes' greeting
+        (b"SOUR:MODE GAIN\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SOUR:GAIN 1.1394\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"OUTP:STAT 1\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"MEAS:POW:INP?\n", b"-2.00000000E+01\n"),
+        (b"OUTP:STAT?\n", b"1\n"),
+        (b"OUTP:STAT 0\n", None), (b"SYST:ERR?\n", NO_ERROR),
+    ]
+    with expected_protocol(_amplifier, pairs) as amplifier:
+        amplifier.mode("gain")
+        amplifier.gain_db(1.1394)
+        amplifier.output_enabled(True)
+        assert amplifier.input_power_w() == pytest.approx(1e-5)
+        assert amplifier.output_enabled() is True
+        amplifier.safe_state()
+
+
+@pytest.mark.parametrize("identity", [
+    b"Keysight Technologies,N7744A,DE00000005,V1.0\n",     # a meter at the amplifier's address
+    b"ACME,EDFA-100,123,2.0\n",                            # a real amplifier: needs its own subclass
+])
+def test_a_foreign_idn_is_refused_and_nothing_else_is_sent(identity):
+    from tests.drivers.expected_protocol import ProtocolServer
+
+    server = ProtocolServer([(b"*IDN?\n", identity)])
+    try:
+        with pytest.raises(InstrumentError, match=r"not as the generic SCPI optical amplifier profile.*Nothing else"):
+            _amplifier(server.address_visa)
+    finally:
+        server.close()
+    server.check()  # exactly *IDN? was sent: no *CLS, no OUTP:STAT 0

@@ -7,6 +7,12 @@ the bench: the laser port ``server_laser.port`` feeds the modulators, attenuator
 ``server_attenuator.slot`` sits in the server path, meter channel ``server_power_meter.channel`` is
 on the monitor tap and ``server_power_meter.output_channel`` on the VOA output (before the fixed
 attenuators); the other ports and channels exist but see no light.
+
+Units as the instruments read them (N774xC Programming Guide p. 13, Table 2: DBM/MDBM, PW/NW/UW/MW/Watt): a
+suffixed power is taken in its suffix's unit, an unsuffixed one in the current power unit, and every power
+reply is in the current unit; ``front_panel_power_unit`` is someone changing that unit at the front panel.
+Time: switching a laser on, a power change, an attenuation change (at its transition speed) and a meter
+reading (its averaging time) take the instrument time the constants below say, on the bench clock.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from qslab.instruments.sim.scpi.parsing import ScpiError, nr3, number_keyword
 
 N77XX_DRIVERS = "qslab.instruments.drivers.keysight_n77xx"
 
+# Time the instruments take (bench clock, instruments/sim/clock.py), spent before the command's reply or the
+# next message is processed. The laser's figures are the bench's assumptions, not datasheet values (the
+# N7711A/N7714A data sheets give stability, not a settling time); the attenuator moves its filter at its
+# transition speed (INP:ATT:SPE, dB/s) and a meter reading lasts its averaging time (SENS:POW:ATIM).
+LASER_SWITCH_ON_S = 0.5        # output off -> on, until the power is within its stability
+LASER_POWER_SETTLING_S = 0.1   # after a power change
+
 
 class _N77xx(ScpiEmulator):
     error_zero = "+0"
@@ -33,6 +46,16 @@ class _N77xx(ScpiEmulator):
     @property
     def idn(self) -> str:  # type: ignore[override]
         return f"Keysight Technologies,{self.model},{self.serial},V1.0"
+
+    def front_panel_power_unit(self, index: int, unit: str) -> None:
+        """Someone at the front panel sets port/slot/channel ``index``'s power unit to ``"dBm"`` or ``"W"``."""
+        if unit not in ("dBm", "W"):
+            raise ValueError(f"unit: expected 'dBm' or 'W', got {unit!r}")
+        with self.engine.lock:
+            self.power_units[self._unit_key(index)] = unit
+
+    def _unit_key(self, index: int) -> int:
+        return index
 
 
 def _bool_reply(value: bool) -> str:
@@ -84,8 +107,11 @@ class KeysightN7714AEmulator(_N77xx):
         def set_state(call: Call) -> None:
             call.count(1)
             _, port = self._port(call)
+            on = call.boolean()
             with self.bench.lock:
-                port.enabled = call.boolean()
+                switching_on, port.enabled = on and not port.enabled, on
+            if switching_on:
+                self.bench.clock.spend(LASER_SWITCH_ON_S)
 
         def get_state(call: Call) -> str:
             call.count(0)
@@ -105,7 +131,9 @@ class KeysightN7714AEmulator(_N77xx):
             n, port = self._port(call)
             value_w = power_argument(call, self.power_units[n], self.power_limits_dbm, self.default_power_dbm)
             with self.bench.lock:
-                port.power_w = value_w
+                changed, port.power_w = value_w != port.power_w, value_w
+            if changed and port.enabled:
+                self.bench.clock.spend(LASER_POWER_SETTLING_S)
 
         def get_power(call: Call) -> str:
             n, port = self._port(call)
@@ -193,6 +221,9 @@ class KeysightN7762AEmulator(_N77xx):
         k = (slot + 1) // 2
         return k, self.bench.attenuators[k]
 
+    def _unit_key(self, index: int) -> int:
+        return (index + 1) // 2  # a slot of the pair -> its attenuator
+
     def _is_server_path(self, k: int) -> bool:
         return k == (self.bench.params.server_attenuator.slot + 1) // 2
 
@@ -216,11 +247,12 @@ class KeysightN7762AEmulator(_N77xx):
 
         def set_att(call: Call) -> None:
             call.count(1)
-            _, state = self._attenuator(call)
+            k, state = self._attenuator(call)
             low, high = att_range(state)
             value = call.number(units=("DB",), minimum=low, maximum=high, default=low)
             with self.bench.lock:
-                state.attenuation_db = value
+                travel_db, state.attenuation_db = abs(value - state.attenuation_db), value
+            self.bench.clock.spend(travel_db / self.speeds[k])  # the filter moves at its transition speed
 
         def get_att(call: Call) -> str:
             k, state = self._attenuator(call)
@@ -334,7 +366,7 @@ class KeysightN7744AEmulator(_N77xx):
 
     def reset(self) -> None:
         n = range(1, self.channels + 1)
-        self.units = dict.fromkeys(n, "W")
+        self.power_units = dict.fromkeys(n, "W")
         self.wavelengths_m = dict.fromkeys(n, 1550e-9)
         self.auto_range = dict.fromkeys(n, True)
         self.range_dbm = dict.fromkeys(n, 0.0)
@@ -373,11 +405,12 @@ class KeysightN7744AEmulator(_N77xx):
         sens = "SENSe#[:CHANnel#]:POWer"
 
         def reply(n: int, power_w: float) -> str:
-            return nr3(in_unit(power_w, self.units[n]))
+            return nr3(in_unit(power_w, self.power_units[n]))
 
         def read(call: Call) -> str:
             call.count(0)
             n = self._channel(call)
+            self.bench.clock.spend(self.averaging_s[n])  # a new reading: one averaging time
             return reply(n, self.measure_w(n))
 
         def fetch(call: Call) -> str:
@@ -389,7 +422,9 @@ class KeysightN7744AEmulator(_N77xx):
 
         def initiate(call: Call) -> None:
             call.count(0)
-            self.measure_w(self._channel(call))
+            n = self._channel(call)
+            self.bench.clock.spend(self.averaging_s[n])
+            self.measure_w(n)
 
         def set_continuous(call: Call) -> None:
             call.count(1)
@@ -409,11 +444,11 @@ class KeysightN7744AEmulator(_N77xx):
 
         def set_unit(call: Call) -> None:
             call.count(1)
-            self.units[self._channel(call)] = power_unit_argument(call)
+            self.power_units[self._channel(call)] = power_unit_argument(call)
 
         def get_unit(call: Call) -> str:
             call.count(0)
-            return power_unit_reply(self.units[self._channel(call)])
+            return power_unit_reply(self.power_units[self._channel(call)])
 
         def set_auto(call: Call) -> None:
             call.count(1)

@@ -1,7 +1,9 @@
-"""The client's optical amplifier, speaking the generic SCPI-99 tree of
+"""The client's optical amplifier, speaking the GENERIC PROFILE of
 ``instruments/drivers/scpi_optical_amplifier.py`` (OUTPut, SOURce:MODE|GAIN|POWer|CURRent,
-MEASure:POWer:INPut|OUTPut). Its settings are the bench's amplifier state, so they set the link
-model's gain G (and the client coupler's (1 - 1/G) split); output off means G = 1.
+MEASure:POWer:INPut|OUTPut): no vendor's amplifier speaks this tree; it is the profile the driver documents.
+Its settings are the bench's amplifier state, so they set the link model's gain G (and the client coupler's
+(1 - 1/G) split); output off means G = 1. Switching the output on takes ``SWITCH_ON_S`` of bench-clock time
+(the pump ramps and the gain loop settles) before the next message is answered.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ POWER_LIMITS_DBM = (-10.0, 20.0)
 CURRENT_LIMITS_A = (0.0, 1.0)
 MODES = {"GAIN": "GAIN", "POWer": "POW", "CURRent": "CURR"}
 FLOOR_DBM = -100.0  # the monitor photodiodes' floor
+SWITCH_ON_S = 1.0   # output off -> on until the gain has settled (the profile's figure: ScpiOpticalAmplifier.switch_on_s)
 
 
 class ScpiAmplifierEmulator(ScpiEmulator):
@@ -32,8 +35,11 @@ class ScpiAmplifierEmulator(ScpiEmulator):
 
         def set_output(call: Call) -> None:
             call.count(1)
+            on = call.boolean()
             with bench.lock:
-                amp.enabled = call.boolean()
+                switching_on, amp.enabled = on and not amp.enabled, on
+            if switching_on:
+                bench.clock.spend(SWITCH_ON_S)
 
         def set_mode(call: Call) -> None:
             call.count(1)

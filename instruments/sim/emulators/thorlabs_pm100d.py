@@ -7,7 +7,8 @@ field: a bare header, answered -109 into a queue it never reads), ``CONF:POW``,
 ``ABOR;:STAT:OPER?``, ``INIT``, ``MEAS:POW`` then ``FETC?``. The tree follows docs/INSTRUMENTS.md 3.1
 (``[SENSe:]`` optional, ``SYST:ERR?`` -> ``+0,"No error"``). The head sits on the server's
 monitor tap, like the N7744A channel it replaces; readings are W (or dBm), with the head's dark
-offset and noise, scaled by the attenuation correction ``CORR``.
+offset and noise, scaled by the attenuation correction ``CORR``. A measurement takes its averaging time
+(``SAMPLE_TIME_S`` per averaged sample) on the bench clock.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ RANGE_LIMITS_W = (1e-9, 20e-3)
 RESPONSIVITY_A_PER_W = 1.0
 REFERENCE_AVERAGES = 300                 # pm100d_noise_w is the rms at this averaging count
 OPERATION_MEASURING = 512                # STAT:OPER bit the driver's transition filter watches
+# A measurement lasts SENS:AVER:COUN samples of about 3 ms each (Thorlabs' PM100 SCPI reference, "1 sample
+# takes approx. 3 ms"): the upstream driver's 300 averages are a reading of ~0.9 s, inside its 20 s timeout.
+SAMPLE_TIME_S = 3e-3
 
 
 class ThorlabsPM100DEmulator(ScpiEmulator):
@@ -46,6 +50,8 @@ class ThorlabsPM100DEmulator(ScpiEmulator):
         self.operation_event = 0
 
     def measure_w(self) -> float:
+        """One measurement: takes ``averages`` samples of the bench clock's time, then reads the tap."""
+        self.bench.clock.spend(self.averages * SAMPLE_TIME_S)
         truth = self.bench.params.server_power_meter
         with self.bench.lock:
             power = self.bench.tap_power_w()
