@@ -230,6 +230,8 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
                r"MBX.*", "thorlabs_mbx", f"{_OPTICAL}.bias_controller.MbxBiasController"),
     DriverSpec("scpi_optical_amplifier", "qslab.instruments.drivers.scpi_optical_amplifier.ScpiOpticalAmplifier",
                "amplifier", "visa", 1, r"SCPI optical amplifier\b.*", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
+    DriverSpec("tektronix_awg70002a", "qcodes.instrument_drivers.tektronix.TektronixAWG70002A", "awg", "visa", 2,
+               r"AWG70002[AB]", "tektronix_awg70002a", f"{_OPTICAL}.awg70000.Awg70000Channels"),
     DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
                r"(DSO|MSO|DSA|UXR|MXR|EXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
 )}

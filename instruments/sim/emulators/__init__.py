@@ -12,6 +12,7 @@ from qslab.instruments.sim.emulators.keysight_m8195a import KeysightM8195AEmulat
 from qslab.instruments.sim.emulators.keysight_n77xx import (KeysightN7714AEmulator, KeysightN7744AEmulator,
                                                       KeysightN7762AEmulator)
 from qslab.instruments.sim.emulators.scpi_amplifier import ScpiAmplifierEmulator
+from qslab.instruments.sim.emulators.tektronix_awg70000 import TektronixAWG70000Emulator
 from qslab.instruments.sim.emulators.thorlabs_mbx import ThorlabsMBXEmulator
 from qslab.instruments.sim.emulators.thorlabs_pm100d import ThorlabsPM100DEmulator
 
@@ -24,6 +25,7 @@ KINDS = {
     "scpi_amplifier": ScpiAmplifierEmulator,
     "thorlabs_mbx": ThorlabsMBXEmulator,
     "keysight_infiniium": KeysightInfiniiumEmulator,
+    "tektronix_awg70002a": TektronixAWG70000Emulator,  # an alternative AWG family (client AWG: two channels)
 }
 
 DEFAULT_INSTRUMENTS = {
