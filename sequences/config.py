@@ -29,6 +29,7 @@ BENCH_ADDRESS = "bench"                    # served by the embedded bench, cable
 UNCABLED_BENCH_ADDRESS = "bench-uncabled"  # served by the bench on its own, cabled to nothing
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VISA_ADDRESS = re.compile(r"^(TCPIP|GPIB|USB|ASRL|VXI|PXI)\d*::.+::(INSTR|SOCKET)$", re.IGNORECASE)
+_PCIE_ADDRESS = re.compile(r"^ATS::\d+::\d+$")  # an AlazarTech card: ATS::<system id>::<board id>
 _SERIAL_ADDRESS = re.compile(r"^(COM\d+|/dev/\S+|(socket|rfc2217)://[^\s:]+:\d+|loop://.*)$")
 
 
@@ -176,6 +177,7 @@ LIMITS_BY_CATEGORY: dict[str, dict[str, tuple[Number, bool]]] = {
 }
 INIT_BY_TRANSPORT: dict[str, dict[str, Number]] = {
     "visa": {"timeout_s": Number("s", 0.0, 600.0, min_open=True)},
+    "pcie": {"timeout_s": Number("s", 0.0, 600.0, min_open=True)},  # a card in this computer (its vendor's API)
     "serial": {"timeout_s": Number("s", 0.0, 600.0, min_open=True),
                "baudrate": Number("Bd", 1200, 921600, integer=True)},
 }
@@ -194,7 +196,7 @@ class DriverSpec:
     name: str
     import_path: str
     category: str
-    transport: str            # "visa" or "serial"
+    transport: str            # "visa", "serial" or "pcie" (a card its vendor's API reaches: the adapter's connect_driver)
     units: int                # laser ports, attenuators, meter/AWG/digitizer channels
     model_pattern: str        # regex the *IDN? model must match
     bench_kind: str | None    # the bench emulator kind that speaks its protocol
@@ -232,6 +234,8 @@ DRIVERS: dict[str, DriverSpec] = {spec.name: spec for spec in (
                "amplifier", "visa", 1, r"SCPI optical amplifier\b.*", "scpi_amplifier", f"{_OPTICAL}.amplifier.ScpiAmplifier"),
     DriverSpec("tektronix_awg70002a", "qcodes.instrument_drivers.tektronix.TektronixAWG70002A", "awg", "visa", 2,
                r"AWG70002[AB]", "tektronix_awg70002a", f"{_OPTICAL}.awg70000.Awg70000Channels"),
+    DriverSpec("alazar_ats9373", "qslab.instruments.drivers.alazar_ats9373.AlazarATS9373", "digitizer", "pcie", 2,
+               r"ATS9373", "alazar_ats9373", f"{_OPTICAL}.alazar_digitizer.AlazarDigitizer"),
     DriverSpec("keysight_infiniium", "qslab.instruments.drivers.keysight_infiniium.KeysightInfiniium", "digitizer", "visa", 4,
                r"(DSO|MSO|DSA|UXR|MXR|EXR).*", "keysight_infiniium", f"{_OPTICAL}.digitizer.InfiniiumDigitizer"),
 )}
@@ -276,7 +280,7 @@ def _instrument(name: str, table: Any) -> InstrumentConfig:
     if "address" not in table:
         raise ConfigError.missing(f"{key}.address", _address_expected(spec))
     address = table["address"]
-    pattern = _VISA_ADDRESS if spec.transport == "visa" else _SERIAL_ADDRESS
+    pattern = {"visa": _VISA_ADDRESS, "pcie": _PCIE_ADDRESS}.get(spec.transport, _SERIAL_ADDRESS)
     if not isinstance(address, str) or not (address in (BENCH_ADDRESS, UNCABLED_BENCH_ADDRESS) or pattern.match(address)):
         raise ConfigError.invalid(f"{key}.address", address, _address_expected(spec))
     init = _options(f"{key}.init", table.get("init", {}), {k: (s, False) for k, s in spec.init.items()})
@@ -285,8 +289,9 @@ def _instrument(name: str, table: Any) -> InstrumentConfig:
 
 
 def _address_expected(spec: DriverSpec) -> str:
-    form = ("a VISA resource such as 'TCPIP::10.0.0.5::5025::SOCKET' or 'TCPIP0::host::hislip0::INSTR'"
-            if spec.transport == "visa" else "a serial port or pyserial URL such as '/dev/ttyUSB0', 'COM3' or 'socket://host:port'")
+    form = {"visa": "a VISA resource such as 'TCPIP::10.0.0.5::5025::SOCKET' or 'TCPIP0::host::hislip0::INSTR'",
+            "pcie": "a card as 'ATS::<system id>::<board id>' such as 'ATS::1::1'"}.get(
+        spec.transport, "a serial port or pyserial URL such as '/dev/ttyUSB0', 'COM3' or 'socket://host:port'")
     return f"{form}, '{BENCH_ADDRESS}' or '{UNCABLED_BENCH_ADDRESS}' (driver {spec.name})"
 
 

@@ -297,6 +297,9 @@ class LabStation:
         address = self._bench_addresses[name] if instrument.on_bench else instrument.address
         visa_library = "@py" if instrument.on_bench else self.config.station.visa_library
         timeout_s = instrument.init.get("timeout_s", self.config.station.timeout_s)
+        connect = getattr(adapter_class(spec), "connect_driver", None)
+        if connect is not None:  # a card its vendor's API reaches, not VISA or serial: the adapter opens it
+            return self._connect_through_adapter(instrument, address, connect, timeout_s)
         options = {"visa_library": visa_library, "timeout_s": timeout_s}
         kwargs: dict[str, Any] = {}
         if spec.transport == "serial":
@@ -332,6 +335,22 @@ class LabStation:
             driver.close()
             detail = _timeout_detail(error, timeout_s) or str(error)
             raise StationError(name, address, f"{detail} (*IDN? through its driver)") from None
+        return Connection(instrument, address, driver, identity, self.config.roles_of(name))
+
+    def _connect_through_adapter(self, instrument: InstrumentConfig, address: str, connect: Any,
+                                 timeout_s: float) -> Connection:
+        """Open the driver with its adapter's ``connect_driver`` and check the identity it reads against the model."""
+        spec, name = instrument.spec, instrument.name
+        module, _, class_name = spec.import_path.rpartition(".")
+        try:
+            driver, idn = connect(getattr(import_module(module), class_name), name, address, timeout_s=timeout_s)
+        except Exception as error:  # noqa: BLE001 - one line naming the instrument
+            raise StationError(name, address, f"driver {class_name} failed to connect: {_first_line(error)}") from None
+        identity = Identity(idn["vendor"], idn["model"], idn["serial"], idn["firmware"])
+        if not re.fullmatch(spec.model_pattern, identity.model):
+            driver.close()
+            raise StationError(name, address, f"identifies as {identity}: expected a model matching "
+                                              f"{spec.model_pattern!r} for driver {instrument.driver}")
         return Connection(instrument, address, driver, identity, self.config.roles_of(name))
 
     # -- what the CLI and the session record ---------------------------------------------------

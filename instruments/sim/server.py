@@ -36,6 +36,7 @@ from qslab.instruments.sim.bench import BenchState
 from qslab.instruments.sim.bench_parameters import (BenchParameters, defaults_table, from_mapping,
                                               load_bench_table)
 from qslab.instruments.sim.emulators import DEFAULT_INSTRUMENTS, KINDS
+from qslab.instruments.sim.emulators.alazar_ats import IN_PROCESS_FRAMING
 from qslab.instruments.sim.emulators.base import SCPI_FRAMING, Emulator
 from qslab.instruments.sim.faults_attacks.faults import Disconnect, Fault, FaultPlan
 from qslab.instruments.sim.scpi.parsing import MessageFramer
@@ -243,6 +244,28 @@ class InstrumentServer:
             return b""
 
 
+class InProcessEndpoint:
+    """Where an emulator without a transport is reached (a PCIe card's vendor API, called in this process): the
+    address its simulated API resolves, and the calls it answered. Nothing listens; start and stop do nothing."""
+
+    def __init__(self, emulator: Emulator):
+        self.emulator = emulator
+
+    @property
+    def address(self) -> str:
+        return self.emulator.address
+
+    @property
+    def messages_received(self) -> int:
+        return self.emulator.calls
+
+    def start(self) -> InProcessEndpoint:
+        return self
+
+    def stop(self) -> None:
+        return None
+
+
 BenchObserver = Callable[["Bench"], None]
 _start_observers: list[BenchObserver] = []
 _start_observers_lock = threading.Lock()
@@ -266,7 +289,7 @@ class BenchInstrument:
     name: str
     kind: str
     emulator: Emulator
-    server: InstrumentServer
+    server: InstrumentServer | InProcessEndpoint
 
     @property
     def address(self) -> str:
@@ -309,7 +332,8 @@ class Bench:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"[bench] ports.{name} = {port!r}: expected an integer port 0..65535 (0 = free)")
             emulator = KINDS[kind](self.state, name)
-            server = InstrumentServer(emulator, host, port, faults=self.faults)
+            server = (InProcessEndpoint(emulator) if emulator.framing == IN_PROCESS_FRAMING
+                      else InstrumentServer(emulator, host, port, faults=self.faults))
             self.instruments[name] = BenchInstrument(name, kind, emulator, server)
         self.faults.bind(self.state, lineup)
         for fault in faults:

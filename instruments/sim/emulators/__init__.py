@@ -7,6 +7,7 @@ hardware) and its kind; ``KINDS`` maps a kind to its emulator class. Each class 
 
 from __future__ import annotations
 
+from qslab.instruments.sim.emulators.alazar_ats import AlazarBoardEmulator
 from qslab.instruments.sim.emulators.keysight_infiniium import KeysightInfiniiumEmulator
 from qslab.instruments.sim.emulators.keysight_m8195a import KeysightM8195AEmulator
 from qslab.instruments.sim.emulators.keysight_n77xx import (KeysightN7714AEmulator, KeysightN7744AEmulator,
@@ -25,7 +26,8 @@ KINDS = {
     "scpi_amplifier": ScpiAmplifierEmulator,
     "thorlabs_mbx": ThorlabsMBXEmulator,
     "keysight_infiniium": KeysightInfiniiumEmulator,
-    "tektronix_awg70002a": TektronixAWG70000Emulator,  # an alternative AWG family (client AWG: two channels)
+    "tektronix_awg70002a": TektronixAWG70000Emulator,
+    "alazar_ats9373": AlazarBoardEmulator,  # an alternative digitizer family (a PCIe card, in process only)  # an alternative AWG family (client AWG: two channels)
 }
 
 DEFAULT_INSTRUMENTS = {
