@@ -2,7 +2,7 @@
 
 Why an adapter of its own: the role speaks in segment ids and int8 codes (roles.Awg); the AWG70000 keeps named
 waveforms in a waveform list, normalised to -1..+1 of the channel's amplitude, and a channel plays the one asset
-assigned to it (AWG70000 Series Programmer Manual, WLISt and SOURce:CASSet groups; docs/INSTRUMENTS.md 6.2). So
+assigned to it (AWG70000 Series Programmer Manual, WLISt and SOURce:CASSet groups; docs/INSTRUMENTS.md 6.3). So
 segment ``s`` of channel ``n`` is the waveform ``qslab_ch<n>_seg<s>``, its values ``code / 127`` (what the
 M8195A plays for the same code at the same amplitude: V = Vpp/2 x code/127), selecting a segment assigns that
 waveform. Every waveform carries marker 1 high over its first half on the role's first channel: the AWG's marker

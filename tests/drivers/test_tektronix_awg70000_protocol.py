@@ -4,7 +4,7 @@ the exact bytes sent, terminations included, and the replies parsed.
 Commands as the AWG70000 Series Programmer Manual names them (WLISt:WAVeform:NEW/DATA/MARKer:DATA/DELete,
 WLISt:LIST?, SOURce<n>:CASSet:WAVeform, SOURce<n>:VOLTage, SOURce<n>:DAC:RESolution, OUTPut<n>:STATe,
 AWGControl:RUN/STOP/RSTate?, CLOCk:SRATe, SYSTem:ERRor:ALL?); waveform data as little-endian IEEE 754 singles in a
-definite block, marker data one byte per sample with marker 1 in bit 6 (docs/INSTRUMENTS.md 6.2).
+definite block, marker data one byte per sample with marker 1 in bit 6 (docs/INSTRUMENTS.md 6.3).
 """
 
 from __future__ import annotations

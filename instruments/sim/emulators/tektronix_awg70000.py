@@ -1,4 +1,4 @@
-"""Tektronix AWG70000-series AWG emulator (an AWG70002A: two channels, two markers each), docs/INSTRUMENTS.md 6.2.
+"""Tektronix AWG70000-series AWG emulator (an AWG70002A: two channels, two markers each), docs/INSTRUMENTS.md 6.3.
 
 Enough for qcodes' unchanged ``TektronixAWG70002A`` and the Awg role over it (instruments/optical/awg70000.py). The
 command set is the AWG70000 Series Programmer Manual's (Tektronix 077-1334-xx), as qcodes' driver and the
