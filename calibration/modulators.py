@@ -179,9 +179,8 @@ def lock_and_verify(modulator: Any, power_meter: Any, laser: Any, transfer: Cali
             raise CalibrationError(calibration, f"unknown bias point {point!r}; expected one of "
                                                 f"{sorted(TARGET_PHASE_RAD)}")
         fit = mzm_fit_from_result(transfer, key)
-        controller = modulator.bias_controller
-        controller.lock(point)
-        locked_v = controller.bias_v()
+        modulator.lock_bias(point)  # waits until the loop reports its point (BiasLockError otherwise)
+        locked_v = modulator.bias_controller.bias_v()
         power_w = power_meter.read_power_w()
         expected = fit.bias_point_v(point, near_v=locked_v)
         error_rad = math.pi * (locked_v - expected.value) / fit.vpi_v

@@ -53,15 +53,20 @@ class ModulatorTruth:
 class IQModulatorTruth:
     """Nested IQ modulator (docs/PHYSICS.md 15): two child MZMs at null, parent near pi/2.
 
-    One MBX biases both children (same bias voltage, same bias phase); the parent phase is held at
-    pi/2 + iq_phase_error_rad; the I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2)
-    with g = iq_gain_imbalance. The Q child's drive arrives iq_skew_s later than the I child's (cables,
-    drivers): its AWG samples are delayed by that time, interpolated linearly between samples.
+    Three bias electrodes, two bias voltages (DECISIONS.md, "IQ bias loops"): one MBX loop drives both
+    children's DC electrodes in parallel (same bias voltage; the Q child's arm phase at 0 V is
+    bias_phase_rad + q_bias_phase_offset_rad, so with an offset one loop, which locks the pair's mean,
+    leaves each child off its null by half of it); the parent's electrode is set by hand (no loop) and
+    holds the parent phase at pi/2 + iq_phase_error_rad, which the IQ-imbalance calibration measures.
+    The I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2) with g = iq_gain_imbalance.
+    The Q child's drive arrives iq_skew_s later than the I child's (cables, drivers): its AWG samples
+    are delayed by that time, interpolated linearly between samples.
     """
 
     vpi_v: float = 3.5
     bias_vpi_v: float = 6.0
     bias_phase_rad: float = 1.1
+    q_bias_phase_offset_rad: float = 0.0  # Q child's arm phase at 0 V minus the I child's
     extinction_ratio_db: float = 25.0
     insertion_loss_db: float = 5.0
     iq_gain_imbalance: float = 0.03
@@ -76,10 +81,18 @@ class IQModulatorTruth:
 
 @dataclass(frozen=True)
 class BiasLockTruth:
-    """How well the MBX loops find their bias points."""
+    """How the MBX loops find their bias points: a sweep and dither lock that takes time and needs light.
+
+    A lock (``MZM:MODE`` to an automatic mode, or ``MZM:RESET``) sweeps the bias for
+    ``acquisition_time_s`` of instrument time (``MZM:CALIBRATING?`` reads 1, ``MZM:SETPOINT?`` 0) and then
+    holds the point, off by a residual drawn per lock. The sweep needs light on the loop's photodiode:
+    at least ``min_tap_power_w`` at the modulator's peak, from the start of the sweep to its end; without
+    it the sweep finds no transfer curve and the loop stays unlocked until it is asked to lock again.
+    """
 
     residual_rad: float = 0.005           # rms bias-phase error left after each lock (drawn per lock)
-    calibration_time_s: float = 0.0       # MZM:CALIBRATING? reads 1 for this long after a (re)lock
+    acquisition_time_s: float = 0.5       # sweep + lock, instrument seconds (bench clock)
+    min_tap_power_w: float = 1e-6         # light the loop's photodiode needs (at the modulator's peak), W
 
 
 @dataclass(frozen=True)
@@ -372,13 +385,16 @@ def _validate(params: BenchParameters) -> None:
     for key in ("awg_channel_i", "awg_channel_q"):
         check(f"server_iq.{key}", 1 <= params.get(f"server_iq.{key}") <= 4, "an AWG channel 1..4")
     check("server_iq.iq_gain_imbalance", abs(params.server_iq.iq_gain_imbalance) < 2.0, "|g| < 2")
+    check("server_iq.q_bias_phase_offset_rad", abs(params.server_iq.q_bias_phase_offset_rad) < 0.5 * math.pi,
+          "|offset| < pi/2 rad (one loop on both children must still find a common null)")
     check("server_iq.iq_skew_s", abs(params.server_iq.iq_skew_s) < 0.5 / params.server.symbol_rate_hz,
           "|skew| < half a symbol period (s)")
     check("server_iq.awg_channel_q", params.server_iq.awg_channel_q != params.server_iq.awg_channel_i,
           "a channel other than awg_channel_i")
     positive("time_scale")
     non_negative("bias_lock.residual_rad")
-    non_negative("bias_lock.calibration_time_s")
+    non_negative("bias_lock.acquisition_time_s")
+    positive("bias_lock.min_tap_power_w")
     check("server.tap_ratio", 0.0 < params.server.tap_ratio < 1.0, "a fraction in (0, 1)")
     non_negative("server.fixed_attenuation_db")
     positive("server.symbol_rate_hz")

@@ -65,6 +65,12 @@ class LinkHealth:
 
     def relock_biases(self) -> None:
         """Both bias loops locked afresh (a new lock at the same point): the cure of a drifted bias point."""
+        self.lock_biases()
+
+    def lock_biases(self) -> None:
+        """The carver at peak (rect symbols back to back: it passes CW), then the IQ children at null, each waited
+        for: the IQ's loop sees the light the carver passes, so the carver must hold its point first. The IQ's
+        parent phase has no loop (DECISIONS.md, "IQ bias loops"): the pilots measure its effect."""
         self.carver.lock_bias("peak")
         self.iq.lock_bias()
 

@@ -96,12 +96,11 @@ class LinkSetup:
         self.samples_per_symbol = self.iq.awg.samples_per_symbol(self.symbol_rate_hz)
         pilot = self._upload(segment, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
         self.carver.awg.outputs_off()
-        self.carver.lock_bias("peak")  # rect symbols back to back: the carver passes CW
-        self.iq.lock_bias()
         self.attenuator.close_shutter()
         self.laser.set_wavelength_m(self.config.protocol.wavelength_m)
         self.laser.set_power_dbm(self.laser_power_dbm)
         self.laser.on()
+        self.lock_biases()  # dither locks need the light: after laser.on, each waited for
         self.amplifier.set_gain_db(self.set_gain_db())
         self.amplifier.on()
         self._attenuation_for(pilot, mu_photons)
