@@ -241,7 +241,8 @@ def _channel(station, store, figure_dir: Path):
                                       "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                       "server_lo_phase_rad": pilot.server_phase_rad,
                                       "client_gain_snu": pilot.client_gain_snu,
-                                      "records": sorted(calibration.records)},
+                                      "records": sorted(calibration.records),
+                                      "station_notes": list(link.station_notes)},
                           figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
 
 
@@ -295,7 +296,7 @@ def _processor(station, store, figure_dir: Path):
     conditions = {"gain": protocol.gain, "images": PROCESSOR_IMAGES, "pilot_rows": int(pilots.shape[0]),
                   "seed": PROCESSOR_SEED, "datasheet_rad_per_v": list(slopes),
                   "mode_efficiency_model": "first-order (RC) detector at the datasheet bandwidth, +-10 %",
-                  "records": sorted(calibration.records)}
+                  "records": sorted(calibration.records), "station_notes": list(link.station_notes)}
     return processor_result(fit, inputs, driver_gains=(datasheet.beam_splitter_driver_gain,
                                                        datasheet.phase_driver_gain),
                             raw=raw, conditions=conditions, figure_path=str(figure_dir / "processor-client_processor.png"))

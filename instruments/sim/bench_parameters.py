@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DEFAULTS_RESOURCE = "bench_defaults.toml"
 
 
@@ -449,3 +451,50 @@ def _validate_processor(params: BenchParameters, check, positive) -> None:
         positive(f"client_processor.{key}")
     check("client_processor.bins_per_row", c.bins_per_row >= 1, "an integer >= 1")
     check("client_processor.loss_per_pass_db", c.loss_per_pass_db >= 0.0, ">= 0")
+
+
+# What "hardware spread" perturbs (issue 15), each by a relative +-fraction: modulator V_pi and extinction ratios,
+# detector efficiencies and electronic noise, the photon calibration's path (insertion losses, the monitor tap),
+# the RF drivers' gains (datasheet values to the stack), the IQ imbalance, the amplifier's noise figure, the
+# processor's V_pi and loss. Not perturbed: positions (ports, channels), seeds, the clock plan, the digitizer's
+# limits, and the fibres, fixed attenuators and detector gains the station declares ([calibration], [roles]; a lab
+# measures them apart: a truth 10 % off its declaration is a wrong declaration, which the photon cross-check and
+# the homodyne's efficiency check refuse, and a detector shows its gain and efficiency only as gain^2 x efficiency).
+SPREAD_PATHS = (
+    "server_laser.insertion_loss_db",
+    "server_carver.vpi_v", "server_carver.bias_vpi_v", "server_carver.extinction_ratio_db",
+    "server_carver.insertion_loss_db", "server_carver.driver_gain",
+    "server_iq.vpi_v", "server_iq.bias_vpi_v", "server_iq.extinction_ratio_db", "server_iq.insertion_loss_db",
+    "server_iq.driver_gain", "server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad",
+    "server.tap_ratio", "server_attenuator.insertion_loss_db",
+    "client_receiver.efficiency", "client_receiver.electronic_noise_snu",
+    "server_receiver.efficiency", "server_receiver.electronic_noise_snu",
+    "client_amplifier.noise_figure_db",
+    "client_processor.beam_splitter_vpi_v", "client_processor.phase_vpi_v",
+    "client_processor.beam_splitter_driver_gain", "client_processor.phase_driver_gain",
+    "client_processor.loss_per_pass_db",
+)
+
+
+def perturbed(params: BenchParameters, fraction: float, seed: int,
+              paths: tuple[str, ...] = SPREAD_PATHS) -> BenchParameters:
+    """A bench like ``params`` with each of ``paths`` scaled by 1 + u, u uniform in [-fraction, fraction], drawn from
+    ``seed`` (the same seed, the same bench); fractions (efficiencies, transmittances, taps) stay below 1 and a
+    perturbed value that breaks a rule of the bench is one ValueError naming it. Why relative and uniform: real
+    parts differ from their datasheets by a tolerance, not by a distribution anyone publishes."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction: expected a relative spread in [0, 1), got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    changes = {}
+    for path in paths:
+        value = params.get(path)
+        new = float(value) * (1.0 + fraction * float(rng.uniform(-1.0, 1.0)))
+        if path.endswith(("efficiency", "transmittance")) or path == "server.tap_ratio":
+            new = min(new, 0.999)
+        changes[path] = new
+    return params.replace(**changes)
+
+
+def as_table(params: BenchParameters) -> dict[str, Any]:
+    """``params`` as a nested ``[bench]`` table (what from_mapping reads back to the same parameters)."""
+    return _nest(params.paths())
