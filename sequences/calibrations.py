@@ -145,7 +145,20 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
 
 
 def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:
-    """(results, instrument names used) of one kind on a connected station; nothing is written."""
+    """(results, instrument names used) of one kind on a connected station; nothing is written. What the station
+    cannot do (a declared limit, a bias loop that does not lock) is one CalibrationError naming the kind."""
+    from qslab.calibration.result import CalibrationError
+    from qslab.instruments.optical import LimitError
+    from qslab.instruments.optical.bias_controller import BiasLockError
+    from qslab.sequences.protocol.errors import ProtocolError
+
+    try:
+        return _run_kind(name, station, store, options, figure_dir)
+    except (LimitError, BiasLockError, ProtocolError) as error:
+        raise CalibrationError(name, str(error)) from error
+
+
+def _run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:
     check_prerequisites(store, name)
     config = station.config
     protocol = config.protocol

@@ -170,7 +170,7 @@ class BiasController(Protocol):
     takes time and needs light at the loop's photodiode: ``lock`` starts it with the light on, ``wait_locked``
     waits for it. One loop per controller: an IQ modulator has three bias electrodes (two children, the
     parent phase); this station drives both children from one loop and sets the parent by hand
-    (docs/DECISIONS.md, "IQ bias loops").
+    (docs/DECISIONS.md R).
     """
 
     name: str

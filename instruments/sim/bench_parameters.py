@@ -55,7 +55,7 @@ class ModulatorTruth:
 class IQModulatorTruth:
     """Nested IQ modulator (docs/PHYSICS.md 15): two child MZMs at null, parent near pi/2.
 
-    Three bias electrodes, two bias voltages (DECISIONS.md, "IQ bias loops"): one MBX loop drives both
+    Three bias electrodes, two bias voltages (docs/DECISIONS.md R): one MBX loop drives both
     children's DC electrodes in parallel (same bias voltage; the Q child's arm phase at 0 V is
     bias_phase_rad + q_bias_phase_offset_rad, so with an offset one loop, which locks the pair's mean,
     leaves each child off its null by half of it); the parent's electrode is set by hand (no loop) and
