@@ -7,6 +7,7 @@ reply read before that time must be "not locked".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -117,3 +118,27 @@ def test_a_locked_loop_reads_unlocked_while_its_light_is_gone(slow_bench):
     assert not mbx.mzm.is_locked() and mbx.mzm.bias_v() == held_v
     laser.port1.output_enabled(True)
     assert mbx.mzm.is_locked()
+
+
+def test_one_loop_on_two_children_locks_their_mean():
+    """The IQ's children share one MBX loop (DECISIONS R): with bias phases Delta apart, the loop puts their mean at
+    null, so the I child sits Delta/2 below it and the Q child Delta/2 above."""
+    table = defaults_table()
+    table["time_scale"] = TIME_SCALE
+    table["bias_lock"] = {**table["bias_lock"], "residual_rad": 0.0}
+    offset = 0.2
+    table["server_iq"] = {**table["server_iq"], "q_bias_phase_offset_rad": offset}
+    with Bench.from_table(table) as bench:
+        try:
+            _laser_on(bench)
+            for name, point in (("bias_carver", "peak"), ("bias_iq", "null")):
+                loop = MbxBiasController(_driver(bench, name))
+                loop.lock(point)
+                loop.wait_locked(20.0)
+            q = bench.params.server_iq
+            theta_i = math.pi * bench.state.truth("bias_iq.bias_v") / q.bias_vpi_v + q.bias_phase_rad
+            for theta, expected in ((theta_i, -0.5 * offset), (theta_i + offset, 0.5 * offset)):
+                off_null = (theta - math.pi + math.pi) % (2 * math.pi) - math.pi
+                assert off_null == pytest.approx(expected, abs=1e-3 * math.pi / q.bias_vpi_v * 2)  # 1 mV steps
+        finally:
+            Instrument.close_all()
