@@ -160,7 +160,7 @@ class ThorlabsMBXEmulator(Emulator):
         return theta_for_power_fraction(100.0 / self.ratio_x100, self._modulator().extinction_ratio_db,
                                         positive_slope=(mode == POWER_PLUS))
 
-    def _apply(self, relock: bool = True) -> None:
+    def _apply(self) -> None:
         """Put the voltage of the current mode on the modulator, or start its lock (caller holds the bench lock)."""
         state = self.bench.bias[self.name]
         self.sweep = None
@@ -170,7 +170,7 @@ class ThorlabsMBXEmulator(Emulator):
             self.locked, state.applied_v = False, self.manual_mv / 1000.0
         elif self.mode in (HOLD_PLUS, HOLD_MINUS) and self.hold_v[self.mode] is not None:
             self.locked, state.applied_v = True, self.hold_v[self.mode]
-        elif relock:
+        else:
             self._start_lock(self._target_rad(self.mode))
 
     def calibrating(self) -> bool:
