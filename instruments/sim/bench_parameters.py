@@ -327,14 +327,30 @@ def _build(cls_or_obj: Any, table: dict[str, Any], prefix: str) -> Any:
     return dataclasses.replace(cls_or_obj, **changes)
 
 
-# Keys of [bench] that are not hardware truth (read by the server / station, not by the physics).
-NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded")
+# Keys of [bench] that are not hardware truth (read by the server / station, not by the physics; ``spread`` is
+# read here, after the truths: it perturbs them).
+NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded", "spread")
 
 
 def from_mapping(table: dict[str, Any], base: BenchParameters | None = None) -> BenchParameters:
-    """Parameters from a ``[bench]`` table (unknown keys are errors); missing keys keep ``base``."""
-    table = {k: v for k, v in table.items() if k not in NON_PARAMETER_KEYS}
-    return _build(base if base is not None else BenchParameters(), table, "")
+    """Parameters from a ``[bench]`` table (unknown keys are errors); missing keys keep ``base``. An optional
+    ``[bench.spread]`` table (``fraction``, ``seed``) then perturbs them (``perturbed``): a bench whose parts
+    differ from the configured values, the same for the same seed."""
+    spread = table.get("spread")
+    params = _build(base if base is not None else BenchParameters(),
+                    {k: v for k, v in table.items() if k not in NON_PARAMETER_KEYS}, "")
+    return params if spread is None else _spread(params, spread)
+
+
+def _spread(params: BenchParameters, spread: Any) -> BenchParameters:
+    if not isinstance(spread, dict) or set(spread) != {"fraction", "seed"}:
+        raise ValueError(f"[bench] spread: expected a table with fraction and seed, got {spread!r}")
+    fraction, seed = spread["fraction"], spread["seed"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"[bench] spread.fraction: expected a relative spread in [0, 1), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"[bench] spread.seed: expected an integer >= 0, got {seed!r}")
+    return perturbed(params, float(fraction), seed)
 
 
 def defaults_table() -> dict[str, Any]:

@@ -13,7 +13,6 @@ The truths are read from the bench parameters in this test only; the procedures 
 
 from __future__ import annotations
 
-import copy
 import tomllib
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from qslab.calibration.records import RecordStore
 from qslab.instruments.optical.awg_channels import AwgChannels
 from qslab.instruments.optical.limits import Limit, LimitError
 from qslab.instruments.optical.time_bin_processor import AwgTimeBinProcessor, ProcessorCalibration
-from qslab.instruments.sim.bench_parameters import (NON_PARAMETER_KEYS, SPREAD_PATHS, BenchParameters, as_table,
-                                                    from_mapping, perturbed)
+from qslab.instruments.sim.bench_parameters import SPREAD_PATHS, BenchParameters, as_table, from_mapping, perturbed
 from qslab.sequences.calibrations import KIND_NAMES, CalibrationOptions, record_kind
 from qslab.sequences.config import parse_config
 from qslab.sequences.station import LabStation
@@ -40,14 +38,13 @@ HOMODYNE_POINTS = 2**19
 
 
 def _perturbed_config(seed: int):
+    """lab_config.toml with ``[bench.spread]`` (the config's way to a perturbed bench) and a fast clock."""
     data = tomllib.loads((ROOT / "lab_config.toml").read_text())
-    bench = data["bench"]
-    params = perturbed(from_mapping(bench), FRACTION, seed)
-    table = as_table(params)
-    table["time_scale"] = TIME_SCALE
-    table.update({key: copy.deepcopy(bench[key]) for key in NON_PARAMETER_KEYS if key in bench})
-    data["bench"] = table
-    return parse_config(data, f"lab_config.toml perturbed by +-{FRACTION:g} (seed {seed})"), params
+    data["bench"]["time_scale"] = TIME_SCALE
+    data["bench"]["spread"] = {"fraction": FRACTION, "seed": seed}
+    params = perturbed(from_mapping({k: v for k, v in data["bench"].items() if k != "spread"}), FRACTION, seed)
+    config = parse_config(data, f"lab_config.toml perturbed by +-{FRACTION:g} (seed {seed})")
+    return config, params
 
 
 def _truth(params: BenchParameters, key: str) -> float | None:
@@ -102,6 +99,12 @@ def test_perturbed_is_reproducible_bounded_and_refuses_a_bad_fraction():
     assert one.server_iq.vpi_v != base.server_iq.vpi_v and one.seed == base.seed
     with pytest.raises(ValueError, match="fraction"):
         perturbed(base, 1.5, 1)
+    assert from_mapping({"spread": {"fraction": 0.1, "seed": 7}}) == one   # the config's [bench.spread]
+    for bad, message in (({"fraction": 0.1}, r"^\[bench\] spread: expected a table with fraction and seed"),
+                         ({"fraction": -0.1, "seed": 1}, r"^\[bench\] spread\.fraction: expected"),
+                         ({"fraction": 0.1, "seed": "x"}, r"^\[bench\] spread\.seed: expected")):
+        with pytest.raises(ValueError, match=message):
+            from_mapping({"spread": bad})
 
 
 def _processor(phase_vpi_v: float) -> AwgTimeBinProcessor:

@@ -4,8 +4,8 @@ Every exchange runs over the driver's real transport, pyserial's ``socket://`` U
 transcript server (tests/drivers/expected_protocol.py): each pair is the exact bytes the driver must write
 and the exact bytes the instrument answers. Command strings, value formats and ranges are those of the
 Thorlabs *Remote Control User Guide for the MX / MBX / TLX1 / TLX2 Series* (TTN116413-D04, Rev. E):
-terminators and replies p. 4 (section 2), the MZM commands section 2.4, the VOA commands pp. 15-16
-(section 2.6); the MZM command names as PyMeasure's ``ThorlabsMBXSeries``. A last test checks that every
+terminators and replies p. 4 (section 2), the VOA commands pp. 15-16 (section 2.6); the MZM commands
+(section 2.4) as PyMeasure's ``ThorlabsMBXSeries`` and its tests send them. A last test checks that every
 parameter of the driver appears in a transcript here.
 """
 

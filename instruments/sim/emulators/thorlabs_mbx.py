@@ -14,10 +14,11 @@ or ``MZM:RESET`` starts a sweep of ``acquisition_time_s`` instrument seconds (be
 ``min_tap_power_w`` on the loop's photodiode (at the modulator's peak) from its start to its end,
 checked whenever the MBX is asked anything; without it the sweep ends unlocked (``CALIBRATING?`` 0,
 ``SETPOINT?`` 0) and stays so until a new mode or ``MZM:RESET``. A locked loop reads ``SETPOINT?`` 0
-while its light is gone (it cannot confirm the point) and 1 again when it returns. The manual
-(Remote Control User Guide TTN116413-D04 Rev. E, section 2.4) documents ``MZM:SETpoint?`` and
-``MZM:CALIBRATING?`` as 0|1 and no error reply for a dark loop, so the bench reports a dark lock the
-way the instrument does: not locked, never an ``Err:``.
+while its light is gone (it cannot confirm the point) and 1 again when it returns. ``MZM:SETpoint?``
+and ``MZM:CALIBRATING?`` are 0|1 flags (PyMeasure's driver and tests); the Remote Control User Guide
+(TTN116413-D04 Rev. E) documents no error reply for a loop without light (its VOA section, p. 15, says
+only that holding a power "requires adequate optical power input"), so the bench reports a dark lock as
+the flags would: not locked, never an ``Err:``.
 """
 
 from __future__ import annotations
