@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from qslab.calibration.datasheet import through_driver_gain
 from qslab.calibration.modulator_figures import figure_path, plot_field, plot_iq, plot_transfer
 from qslab.calibration.modulator_fits import (IQ_CONFIGS, TARGET_PHASE_RAD, bias_parameters, check_light,
                                               check_not_saturated, clipped_fraction, fit_field_transfer,
@@ -179,9 +180,8 @@ def lock_and_verify(modulator: Any, power_meter: Any, laser: Any, transfer: Cali
             raise CalibrationError(calibration, f"unknown bias point {point!r}; expected one of "
                                                 f"{sorted(TARGET_PHASE_RAD)}")
         fit = mzm_fit_from_result(transfer, key)
-        controller = modulator.bias_controller
-        controller.lock(point)
-        locked_v = controller.bias_v()
+        modulator.lock_bias(point)  # waits until the loop reports its point (BiasLockError otherwise)
+        locked_v = modulator.bias_controller.bias_v()
         power_w = power_meter.read_power_w()
         expected = fit.bias_point_v(point, near_v=locked_v)
         error_rad = math.pi * (locked_v - expected.value) / fit.vpi_v
@@ -252,12 +252,13 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
         mean_v, sigma_v = level_means(samples_v, capture_samples_per_symbol, levels, symbols_per_level)
         fit = fit_field_transfer(volts, mean_v, sigma_v, calibration)
         s = fit.sigmas
-        vpi_v = Estimate(fit.vpi_v * driver_gain, float(s[2]) * driver_gain, "V")
+        vpi_at_awg = Estimate(fit.vpi_v, float(s[2]), "V")
+        vpi_v = through_driver_gain(vpi_at_awg, driver_gain)  # the datasheet gain's tolerance included
         number = awg.channels[channel_index]
         figure = plot_field(volts, mean_v, sigma_v, fit, f"{key}: RF transfer (AWG channel {number})",
                             figure_path(figure_dir, f"{key}_rf_transfer_ch{number}"))
         return CalibrationResult(
-            KIND, key, {f"{key}.vpi_v": vpi_v, f"{key}.vpi_at_awg_v": Estimate(fit.vpi_v, float(s[2]), "V")},
+            KIND, key, {f"{key}.vpi_v": vpi_v, f"{key}.vpi_at_awg_v": vpi_at_awg},
             raw={"awg_v": volts, "quadrature_v": mean_v, "quadrature_sigma_v": sigma_v},
             conditions={"driver_gain": driver_gain, "awg_channel": awg.channels[channel_index],
                         "amplitude_vpp": amplitude_vpp, "levels": levels, "symbols_per_level": symbols_per_level,

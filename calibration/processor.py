@@ -41,6 +41,7 @@ from scipy import optimize
 
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import unit_vector_from_angles
+from qslab.calibration.datasheet import through_driver_gain
 from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "processor"
@@ -210,8 +211,8 @@ def processor_result(fit: ProcessorFit, inputs: CrossCheckInputs, *, driver_gain
     mu_meter = inputs.photons_per_symbol
     z = (mu_homodyne.value - mu_meter.value) / math.hypot(mu_homodyne.uncertainty, mu_meter.uncertainty)
     parameters = {
-        "client_processor.beam_splitter_vpi_v": Estimate(vpi_bs_awg.value * gain_bs, vpi_bs_awg.uncertainty * gain_bs, "V"),
-        "client_processor.phase_vpi_v": Estimate(vpi_ph_awg.value * gain_ph, vpi_ph_awg.uncertainty * gain_ph, "V"),
+        "client_processor.beam_splitter_vpi_v": through_driver_gain(vpi_bs_awg, gain_bs),  # datasheet gains, their
+        "client_processor.phase_vpi_v": through_driver_gain(vpi_ph_awg, gain_ph),           # tolerance included
         "client_processor.beam_splitter_theta_offset_rad": Estimate(fit.theta_offset_rad, float(s[1]), "rad"),
         "client_processor.loss_per_pass_db": loss,
         "client_processor.beam_splitter_vpi_at_awg_v": vpi_bs_awg,

@@ -156,7 +156,20 @@ def kinds_progress(kinds: list[str], progress: bool):
 
 
 def run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:
-    """(results, instrument names used) of one kind on a connected station; nothing is written."""
+    """(results, instrument names used) of one kind on a connected station; nothing is written. What the station
+    cannot do (a declared limit, a bias loop that does not lock) is one CalibrationError naming the kind."""
+    from qslab.calibration.result import CalibrationError
+    from qslab.instruments.optical import LimitError
+    from qslab.instruments.optical.bias_controller import BiasLockError
+    from qslab.sequences.protocol.errors import ProtocolError
+
+    try:
+        return _run_kind(name, station, store, options, figure_dir)
+    except (LimitError, BiasLockError, ProtocolError) as error:
+        raise CalibrationError(name, str(error)) from error
+
+
+def _run_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> tuple[list, list[str]]:
     check_prerequisites(store, name)
     config = station.config
     protocol = config.protocol
@@ -252,7 +265,8 @@ def _channel(station, store, figure_dir: Path):
                                       "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                       "server_lo_phase_rad": pilot.server_phase_rad,
                                       "client_gain_snu": pilot.client_gain_snu,
-                                      "records": sorted(calibration.records)},
+                                      "records": sorted(calibration.records),
+                                      "station_notes": list(link.station_notes)},
                           figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
 
 
@@ -306,7 +320,7 @@ def _processor(station, store, figure_dir: Path):
     conditions = {"gain": protocol.gain, "images": PROCESSOR_IMAGES, "pilot_rows": int(pilots.shape[0]),
                   "seed": PROCESSOR_SEED, "datasheet_rad_per_v": list(slopes),
                   "mode_efficiency_model": "first-order (RC) detector at the datasheet bandwidth, +-10 %",
-                  "records": sorted(calibration.records)}
+                  "records": sorted(calibration.records), "station_notes": list(link.station_notes)}
     return processor_result(fit, inputs, driver_gains=(datasheet.beam_splitter_driver_gain,
                                                        datasheet.phase_driver_gain),
                             raw=raw, conditions=conditions, figure_path=str(figure_dir / "processor-client_processor.png"))

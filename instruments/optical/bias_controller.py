@@ -2,7 +2,8 @@
 
 Why an adapter: the MBX starts a lock when its mode is set (``MZM:MODE: null``) and reports the lock on
 ``MZM:SETPOINT?``; the sequences say ``lock("null")`` and ``wait_locked(timeout_s)`` instead, so a controller
-with another command set, or a three-loop IQ controller (issue 15), is another adapter.
+with another command set is another adapter. A dither lock takes time and needs light on the loop's
+photodiode, so ``lock`` only starts it and ``wait_locked`` polls until the loop reports its point.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import time
 from typing import Any
 
 LOCK_POLL_S = 0.05
+SWEEP_START_S = 1.0  # a loop neither sweeping (MZM:CALIBRATING? 0) nor locked this long after lock() has given up
+
+
+class BiasLockError(TimeoutError):
+    """A bias loop that did not report its point in time (a TimeoutError: callers that wait may catch either)."""
 
 
 class MbxBiasController:
@@ -28,12 +34,20 @@ class MbxBiasController:
         self.driver.mzm.bias_mode(point)
 
     def wait_locked(self, timeout_s: float) -> None:
-        """Poll the loop's lock flag every LOCK_POLL_S until it is set; TimeoutError after ``timeout_s``."""
-        deadline = self._clock() + timeout_s
-        while not self.driver.mzm.is_locked():
-            if self._clock() >= deadline:
-                mode = self.driver.mzm.bias_mode()
-                raise TimeoutError(f"{self.name}: the bias loop did not lock within {timeout_s:g} s (mode {mode!r})")
+        """Poll the loop's lock flag every LOCK_POLL_S until it is set. BiasLockError, naming the controller, its mode
+        and the light its photodiode reads (a dark tap is the usual cause), after ``timeout_s``, or sooner when the
+        loop has stopped sweeping without a lock (SWEEP_START_S after the wait began: the sweep found no curve)."""
+        started = self._clock()
+        mzm = self.driver.mzm
+        while not mzm.is_locked():
+            now = self._clock()
+            gave_up = now - started >= SWEEP_START_S and not mzm.is_calibrating()
+            if gave_up or now - started >= timeout_s:
+                mode, tap_w = mzm.bias_mode(), mzm.tap_power_w()
+                when = ": its sweep ended without one" if gave_up else f" within {timeout_s:g} s"
+                why = ("still sweeping" if not gave_up and mzm.is_calibrating() else
+                       f"its tap reads {tap_w:.3g} W: is the light on and the modulator before it passing light?")
+                raise BiasLockError(f"{self.name}: the bias loop did not lock at {mode}{when} (MZM:SETPOINT? 0; {why})")
             self._sleep(LOCK_POLL_S)
 
     def set_point_v(self, bias_v: float) -> None:

@@ -15,12 +15,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
+from qslab.instruments.optical.awg_channels import (
+    AwgChannels,
+    amplitude_for_volts_vpp,
+    codes_to_volts,
+    volts_to_codes,
+)
+from qslab.instruments.optical.bias_controller import BiasLockError
 from qslab.instruments.optical.limits import Limit, LimitError
 from qslab.instruments.optical.roles import BiasController
 
 BIAS_MODE = "null"
+BIAS_LOCK_TIMEOUT_S = 30.0  # real seconds: an MBX sweeps and locks in seconds; a bench in less (its time_scale)
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,19 @@ class _Biased:
             raise RuntimeError(f"{self.name}: no bias controller is configured")
         return self.bias_controller
 
-    def lock_bias(self, point: str = BIAS_MODE) -> None:
-        """Ask the bias controller to lock at ``point`` (the modulation's null by default; ``peak`` passes
-        the most light, as a pulse carver playing rect symbols back to back must)."""
-        self._controller().lock(point)
+    def lock_bias(self, point: str = BIAS_MODE, timeout_s: float = BIAS_LOCK_TIMEOUT_S) -> None:
+        """Lock the bias loop at ``point`` (the modulation's null by default; ``peak`` passes the most light, as a
+        pulse carver playing rect symbols back to back must) and wait until the controller reports it.
+
+        Needs light on the loop's photodiode (the laser on, the modulators before this one passing light): a
+        dither lock sweeps and locks on the light. BiasLockError (a TimeoutError) naming the modulator and its
+        controller when the loop has not locked within ``timeout_s`` real seconds."""
+        controller = self._controller()
+        controller.lock(point)
+        try:
+            controller.wait_locked(timeout_s)
+        except TimeoutError as error:
+            raise BiasLockError(f"{self.name}: {error}") from error
 
     def set_manual_bias_v(self, bias_v: float, *, already_manual: bool = False) -> None:
         """Hold ``bias_v`` (manual mode); |bias_v| is checked against the declared limit first.

@@ -60,14 +60,16 @@ class OpticalAmplifier(Protocol):
 class AmplitudeModulator(Protocol):
     def drive_v(self, amplitudes) -> np.ndarray: ...
     def load(self, amplitudes, samples_per_symbol: int, segment_id: int = 1) -> None: ...
-    def lock_bias(self) -> None: ...
+    def lock_bias(self, point: str = "null", timeout_s: float = 30.0) -> None:
+        """Lock and wait until locked (needs the light on); a TimeoutError naming the controller otherwise."""
 
 
 @runtime_checkable
 class IQModulator(Protocol):
     def drive_v(self, fields) -> tuple[np.ndarray, np.ndarray]: ...
     def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None: ...
-    def lock_bias(self) -> None: ...
+    def lock_bias(self, point: str = "null", timeout_s: float = 30.0) -> None:
+        """Lock the children's loop and wait until locked (the parent's bias is manual: DECISIONS.md)."""
 
 
 @runtime_checkable
@@ -167,8 +169,11 @@ class Awg(Protocol):
 class BiasController(Protocol):
     """One modulator bias loop: a set point (locked by the loop or held manually) and its lock state.
 
-    Points: "null", "peak", "quadrature+", "quadrature-" (a dither lock) or a manual voltage.
-    One loop per controller: an IQ modulator with three loops (two children, the parent phase) takes three.
+    Points: "null", "peak", "quadrature+", "quadrature-" (a dither lock) or a manual voltage. A dither lock
+    takes time and needs light at the loop's photodiode: ``lock`` starts it with the light on, ``wait_locked``
+    waits for it. One loop per controller: an IQ modulator has three bias electrodes (two children, the
+    parent phase); this station drives both children from one loop and sets the parent by hand
+    (docs/DECISIONS.md R).
     """
 
     name: str

@@ -16,6 +16,7 @@ import numpy as np
 
 from qslab.analysis.givens import complex_unit_vector, givens_angles
 from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
+from qslab.instruments.optical.limits import LimitError
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ProcessorCalibration:
             raise ValueError("beam_splitter_theta_offset_rad must be finite")
 
 
+MIN_REACH = 0.95  # the least share of each angle's full range the declared amplitude must reach (below: refused)
+
+
 def wrap_phase_rad(phi) -> np.ndarray:
     """Phases into [-pi, pi)."""
     return (np.asarray(phi, dtype=float) + np.pi) % (2.0 * np.pi) - np.pi
@@ -50,6 +54,35 @@ class AwgTimeBinProcessor:
         if len(awg.channels) != 2:
             raise ValueError(f"{name}: the processor drives two AWG channels (beam splitter, phase), got {awg.channels}")
         self.awg, self.calibration, self.name = awg, calibration, name
+
+    def full_range_peaks_v(self) -> tuple[float, float]:
+        """The largest |AWG volts| of each channel over the whole angle range (theta in [0, pi/2], phi in [-pi, pi))."""
+        c = self.calibration
+        thetas = np.array([0.0, 0.5 * np.pi]) - c.beam_splitter_theta_offset_rad
+        beam_splitter = float(np.max(np.abs(2.0 * c.beam_splitter_vpi_v * thetas / np.pi))) / c.beam_splitter_driver_gain
+        return beam_splitter, c.phase_vpi_v / c.phase_driver_gain
+
+    def reach(self) -> list[str]:
+        """What the declared amplitude limit leaves out of each angle's range: one line per channel that cannot reach
+        all of it (its angles beyond are played at the nearest reachable one); [] when both reach everything.
+        LimitError when a channel reaches less than MIN_REACH of its range (its angles would be too wrong).
+
+        Why not refuse at the first volt over: a modulator 1 % harder to drive than the datasheet says misses the
+        last 1 % of its range, which few bins use and then by a fraction of a degree; refusing would stop the whole
+        station at a limit edge."""
+        limit = self.awg.amplitude_max
+        notes = []
+        for (label, angle), peak_v in zip((("beam splitter", "theta in [0, pi/2]"), ("phase modulator", "phi in [-pi, pi)")),
+                                          self.full_range_peaks_v()):
+            share = 0.5 * limit.value / peak_v
+            if share >= 1.0:
+                continue
+            line = (f"its {label} reaches {100 * share:.1f} % of {angle} at the declared "
+                    f"{limit.describe()} (the full range needs {2 * peak_v:.4g} Vpp)")
+            if share < MIN_REACH:
+                raise LimitError(self.name, f"{line}; at least {100 * MIN_REACH:g} % is needed")
+            notes.append(f"{self.name}: {line}; angles beyond are played at the nearest reachable one")
+        return notes
 
     def angles(self, data) -> tuple[np.ndarray, np.ndarray]:
         """(theta_k, phi_k) per time bin for a real data vector (two values per complex mode)."""
@@ -65,7 +98,10 @@ class AwgTimeBinProcessor:
         c = self.calibration
         beam_splitter_v = 2.0 * c.beam_splitter_vpi_v * (theta - c.beam_splitter_theta_offset_rad) / np.pi
         phase_v = c.phase_vpi_v * wrap_phase_rad(phi) / np.pi
-        return beam_splitter_v / c.beam_splitter_driver_gain, phase_v / c.phase_driver_gain
+        # within the declared amplitude: angles out of reach (reach()) at the nearest reachable one
+        half = 0.5 * self.awg.amplitude_max.value
+        return (np.clip(beam_splitter_v / c.beam_splitter_driver_gain, -half, half),
+                np.clip(phase_v / c.phase_driver_gain, -half, half))
 
     def angles_from_drive_v(self, beam_splitter_v, phase_v) -> tuple[np.ndarray, np.ndarray]:
         """What the modulators do with AWG volts (the inverse of drive_v, for checks)."""

@@ -331,6 +331,11 @@ class BenchState:
                 self._modulations.popitem(last=False)
             return result
 
+    def carver_input_power_w(self) -> float:
+        """Light into the pulse carver (the laser through its fibre)."""
+        with self.lock:
+            return self._input_to_carver_w()
+
     def carver_output_power_w(self) -> float:
         with self.lock:
             return self._input_to_carver_w() * self.modulation().carver_power
@@ -576,7 +581,7 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
         carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
                                                      c.bias_phase_rad), c.extinction_ratio_db)
         theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
-        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
+        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad + q.q_bias_phase_offset_rad)
         out = carver * iq_il * iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
                                         q.iq_phase_error_rad)
         return carver, out

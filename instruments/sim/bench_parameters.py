@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DEFAULTS_RESOURCE = "bench_defaults.toml"
 
 
@@ -53,15 +55,20 @@ class ModulatorTruth:
 class IQModulatorTruth:
     """Nested IQ modulator (docs/PHYSICS.md 15): two child MZMs at null, parent near pi/2.
 
-    One MBX biases both children (same bias voltage, same bias phase); the parent phase is held at
-    pi/2 + iq_phase_error_rad; the I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2)
-    with g = iq_gain_imbalance. The Q child's drive arrives iq_skew_s later than the I child's (cables,
-    drivers): its AWG samples are delayed by that time, interpolated linearly between samples.
+    Three bias electrodes, two bias voltages (docs/DECISIONS.md R): one MBX loop drives both
+    children's DC electrodes in parallel (same bias voltage; the Q child's arm phase at 0 V is
+    bias_phase_rad + q_bias_phase_offset_rad, so with an offset one loop, which locks the pair's mean,
+    leaves each child off its null by half of it); the parent's electrode is set by hand (no loop) and
+    holds the parent phase at pi/2 + iq_phase_error_rad, which the IQ-imbalance calibration measures.
+    The I child's field is scaled by (1 + g/2), the Q child's by (1 - g/2) with g = iq_gain_imbalance.
+    The Q child's drive arrives iq_skew_s later than the I child's (cables, drivers): its AWG samples
+    are delayed by that time, interpolated linearly between samples.
     """
 
     vpi_v: float = 3.5
     bias_vpi_v: float = 6.0
     bias_phase_rad: float = 1.1
+    q_bias_phase_offset_rad: float = 0.0  # Q child's arm phase at 0 V minus the I child's
     extinction_ratio_db: float = 25.0
     insertion_loss_db: float = 5.0
     iq_gain_imbalance: float = 0.03
@@ -76,10 +83,18 @@ class IQModulatorTruth:
 
 @dataclass(frozen=True)
 class BiasLockTruth:
-    """How well the MBX loops find their bias points."""
+    """How the MBX loops find their bias points: a sweep and dither lock that takes time and needs light.
+
+    A lock (``MZM:MODE`` to an automatic mode, or ``MZM:RESET``) sweeps the bias for
+    ``acquisition_time_s`` of instrument time (``MZM:CALIBRATING?`` reads 1, ``MZM:SETPOINT?`` 0) and then
+    holds the point, off by a residual drawn per lock. The sweep needs light on the loop's photodiode:
+    at least ``min_tap_power_w`` at the modulator's peak, from the start of the sweep to its end; without
+    it the sweep finds no transfer curve and the loop stays unlocked until it is asked to lock again.
+    """
 
     residual_rad: float = 0.005           # rms bias-phase error left after each lock (drawn per lock)
-    calibration_time_s: float = 0.0       # MZM:CALIBRATING? reads 1 for this long after a (re)lock
+    acquisition_time_s: float = 0.5       # sweep + lock, instrument seconds (bench clock)
+    min_tap_power_w: float = 1e-6         # light the loop's photodiode needs (at the modulator's peak), W
 
 
 @dataclass(frozen=True)
@@ -326,14 +341,30 @@ def _build(cls_or_obj: Any, table: dict[str, Any], prefix: str) -> Any:
     return dataclasses.replace(cls_or_obj, **changes)
 
 
-# Keys of [bench] that are not hardware truth (read by the server / station, not by the physics).
-NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded", "allow_non_loopback")
+# Keys of [bench] that are not hardware truth (read by the server / station, not by the physics; ``spread`` is
+# read here, after the truths: it perturbs them).
+NON_PARAMETER_KEYS = ("host", "ports", "instruments", "embedded", "allow_non_loopback", "spread")
 
 
 def from_mapping(table: dict[str, Any], base: BenchParameters | None = None) -> BenchParameters:
-    """Parameters from a ``[bench]`` table (unknown keys are errors); missing keys keep ``base``."""
-    table = {k: v for k, v in table.items() if k not in NON_PARAMETER_KEYS}
-    return _build(base if base is not None else BenchParameters(), table, "")
+    """Parameters from a ``[bench]`` table (unknown keys are errors); missing keys keep ``base``. An optional
+    ``[bench.spread]`` table (``fraction``, ``seed``) then perturbs them (``perturbed``): a bench whose parts
+    differ from the configured values, the same for the same seed."""
+    spread = table.get("spread")
+    params = _build(base if base is not None else BenchParameters(),
+                    {k: v for k, v in table.items() if k not in NON_PARAMETER_KEYS}, "")
+    return params if spread is None else _spread(params, spread)
+
+
+def _spread(params: BenchParameters, spread: Any) -> BenchParameters:
+    if not isinstance(spread, dict) or set(spread) != {"fraction", "seed"}:
+        raise ValueError(f"[bench] spread: expected a table with fraction and seed, got {spread!r}")
+    fraction, seed = spread["fraction"], spread["seed"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"[bench] spread.fraction: expected a relative spread in [0, 1), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"[bench] spread.seed: expected an integer >= 0, got {seed!r}")
+    return perturbed(params, float(fraction), seed)
 
 
 def defaults_table() -> dict[str, Any]:
@@ -395,13 +426,16 @@ def _validate(params: BenchParameters) -> None:
     for key in ("awg_channel_i", "awg_channel_q"):
         check(f"server_iq.{key}", 1 <= params.get(f"server_iq.{key}") <= 4, "an AWG channel 1..4")
     check("server_iq.iq_gain_imbalance", abs(params.server_iq.iq_gain_imbalance) < 2.0, "|g| < 2")
+    check("server_iq.q_bias_phase_offset_rad", abs(params.server_iq.q_bias_phase_offset_rad) < 0.5 * math.pi,
+          "|offset| < pi/2 rad (one loop on both children must still find a common null)")
     check("server_iq.iq_skew_s", abs(params.server_iq.iq_skew_s) < 0.5 / params.server.symbol_rate_hz,
           "|skew| < half a symbol period (s)")
     check("server_iq.awg_channel_q", params.server_iq.awg_channel_q != params.server_iq.awg_channel_i,
           "a channel other than awg_channel_i")
     positive("time_scale")
     non_negative("bias_lock.residual_rad")
-    non_negative("bias_lock.calibration_time_s")
+    non_negative("bias_lock.acquisition_time_s")
+    positive("bias_lock.min_tap_power_w")
     check("server.tap_ratio", 0.0 < params.server.tap_ratio < 1.0, "a fraction in (0, 1)")
     non_negative("server.fixed_attenuation_db")
     positive("server.symbol_rate_hz")
@@ -456,3 +490,50 @@ def _validate_processor(params: BenchParameters, check, positive) -> None:
         positive(f"client_processor.{key}")
     check("client_processor.bins_per_row", c.bins_per_row >= 1, "an integer >= 1")
     check("client_processor.loss_per_pass_db", c.loss_per_pass_db >= 0.0, ">= 0")
+
+
+# What "hardware spread" perturbs (issue 15), each by a relative +-fraction: modulator V_pi and extinction ratios,
+# detector efficiencies and electronic noise, the photon calibration's path (insertion losses, the monitor tap),
+# the RF drivers' gains (datasheet values to the stack), the IQ imbalance, the amplifier's noise figure, the
+# processor's V_pi and loss. Not perturbed: positions (ports, channels), seeds, the clock plan, the digitizer's
+# limits, and the fibres, fixed attenuators and detector gains the station declares ([calibration], [roles]; a lab
+# measures them apart: a truth 10 % off its declaration is a wrong declaration, which the photon cross-check and
+# the homodyne's efficiency check refuse, and a detector shows its gain and efficiency only as gain^2 x efficiency).
+SPREAD_PATHS = (
+    "server_laser.insertion_loss_db",
+    "server_carver.vpi_v", "server_carver.bias_vpi_v", "server_carver.extinction_ratio_db",
+    "server_carver.insertion_loss_db", "server_carver.driver_gain",
+    "server_iq.vpi_v", "server_iq.bias_vpi_v", "server_iq.extinction_ratio_db", "server_iq.insertion_loss_db",
+    "server_iq.driver_gain", "server_iq.iq_gain_imbalance", "server_iq.iq_phase_error_rad",
+    "server.tap_ratio", "server_attenuator.insertion_loss_db",
+    "client_receiver.efficiency", "client_receiver.electronic_noise_snu",
+    "server_receiver.efficiency", "server_receiver.electronic_noise_snu",
+    "client_amplifier.noise_figure_db",
+    "client_processor.beam_splitter_vpi_v", "client_processor.phase_vpi_v",
+    "client_processor.beam_splitter_driver_gain", "client_processor.phase_driver_gain",
+    "client_processor.loss_per_pass_db",
+)
+
+
+def perturbed(params: BenchParameters, fraction: float, seed: int,
+              paths: tuple[str, ...] = SPREAD_PATHS) -> BenchParameters:
+    """A bench like ``params`` with each of ``paths`` scaled by 1 + u, u uniform in [-fraction, fraction], drawn from
+    ``seed`` (the same seed, the same bench); fractions (efficiencies, transmittances, taps) stay below 1 and a
+    perturbed value that breaks a rule of the bench is one ValueError naming it. Why relative and uniform: real
+    parts differ from their datasheets by a tolerance, not by a distribution anyone publishes."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction: expected a relative spread in [0, 1), got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    changes = {}
+    for path in paths:
+        value = params.get(path)
+        new = float(value) * (1.0 + fraction * float(rng.uniform(-1.0, 1.0)))
+        if path.endswith(("efficiency", "transmittance")) or path == "server.tap_ratio":
+            new = min(new, 0.999)
+        changes[path] = new
+    return params.replace(**changes)
+
+
+def as_table(params: BenchParameters) -> dict[str, Any]:
+    """``params`` as a nested ``[bench]`` table (what from_mapping reads back to the same parameters)."""
+    return _nest(params.paths())

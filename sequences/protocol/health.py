@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis.dsp import minus_tail_dc
+from qslab.instruments.optical.bias_controller import BiasLockError
 from qslab.sequences.protocol.acquisition import VacuumReading
+from qslab.sequences.protocol.errors import ProtocolError
 
 VACUUM_SYMBOLS = 16_384      # per receiver in a vacuum check: its variance to ~1 %, its mean to ~0.01 SNU
 
@@ -65,8 +67,18 @@ class LinkHealth:
 
     def relock_biases(self) -> None:
         """Both bias loops locked afresh (a new lock at the same point): the cure of a drifted bias point."""
-        self.carver.lock_bias("peak")
-        self.iq.lock_bias()
+        self.lock_biases()
+
+    def lock_biases(self) -> None:
+        """The carver at peak (rect symbols back to back: it passes CW), then the IQ children at null, each waited
+        for: the IQ's loop sees the light the carver passes, so the carver must hold its point first. The IQ's
+        parent phase has no loop (DECISIONS T): the pilots measure its effect. ProtocolError naming the loop that did
+        not lock."""
+        try:
+            self.carver.lock_bias("peak")
+            self.iq.lock_bias()
+        except BiasLockError as error:
+            raise ProtocolError(f"locking the bias loops: {error}") from error
 
     def renull(self, passes: int = 1) -> None:
         """Every layer's carrier leakage nulled again from its last estimate, and its mu measured (after a

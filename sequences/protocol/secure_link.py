@@ -51,6 +51,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self._attenuation_db = float("nan")
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
+        self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)
         self.events: list[str] = []      # what the link cured on its own (a wider range), for the session's report
         self.tails: dict[str, VacuumReading] = {}  # each receiver's vacuum after the latest acquisition's data
 

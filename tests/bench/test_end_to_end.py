@@ -12,21 +12,26 @@ import serial
 from qslab.analysis import dsp
 from qslab.analysis.units import dbm_to_w, photons_per_symbol
 from qslab.instruments.drivers._scpi import InstrumentError
+from qslab.instruments.optical.bias_controller import MbxBiasController
 from qslab.instruments.sim.link import modulators as mod
 from qslab.instruments.sim.link import receivers
 from qslab.instruments.sim.link import waveform as wf
 from qslab.instruments.sim.server import Bench
 
 Z = 5.0  # tolerance in standard errors for statistical checks
+LOCK_TIMEOUT_S = 20.0  # real seconds for a bench lock (0.5 instrument s at the config's time_scale)
 
 
 def _light_on(connect, power_dbm=12.0, attenuation_db=10.0, iq_mode="peak"):
+    """Laser on, then the carver's loop locked at peak and the IQ's at ``iq_mode`` (dither locks need light)."""
     laser, attenuator = connect("laser"), connect("attenuator")
     bias_carver, bias_iq = connect("bias_carver"), connect("bias_iq")
-    bias_carver.mzm.bias_mode("peak")
-    bias_iq.mzm.bias_mode(iq_mode)
     laser.port1.power_dbm(power_dbm)
     laser.port1.output_enabled(True)
+    for driver, mode in ((bias_carver, "peak"), (bias_iq, iq_mode)):
+        loop = MbxBiasController(driver)
+        loop.lock(mode)
+        loop.wait_locked(LOCK_TIMEOUT_S)
     attenuator.att1.attenuation_db(attenuation_db)
     attenuator.att1.shutter_open(True)
     return laser, attenuator, bias_iq
@@ -92,7 +97,8 @@ def test_mbx_over_socket_url_locks_to_the_true_transfer_function(bench, connect)
     assert bias_iq.mzm.is_locked() and not bias_iq.mzm.is_calibrating()
     null_tap_w = bias_iq.mzm.tap_power_w()
 
-    bias_iq.mzm.bias_mode("peak")
+    MbxBiasController(bias_iq).lock("peak")
+    MbxBiasController(bias_iq).wait_locked(LOCK_TIMEOUT_S)
     peak_tap_w = bias_iq.mzm.tap_power_w()
     assert peak_tap_w / null_tap_w > 10 ** (0.9 * truth.extinction_ratio_db / 10)  # about the extinction ratio
     assert peak_tap_w == pytest.approx(bench.state.modulator_output_power_w() * truth.monitor_tap_ratio, rel=1e-5)

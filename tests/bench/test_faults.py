@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault, detect_reset
+from qslab.instruments.optical.bias_controller import MbxBiasController
 from qslab.instruments.sim.faults_attacks import faults
 from qslab.instruments.sim.emulators.keysight_infiniium import RANGE_LIMITS_V
 from qslab.instruments.sim.faults_attacks.faults import DEFAULT_AFTER_MESSAGES, Fault
@@ -32,6 +33,13 @@ def visa(connect):
 @pytest.fixture
 def mbx(connect):
     return lambda name="bias_iq": connect(name, timeout_s=TIMEOUT_S)
+
+
+def locked(controller, point: str) -> None:
+    """The MBX's loop locked at ``point`` and waited for (the light must be on)."""
+    loop = MbxBiasController(controller)
+    loop.lock(point)
+    loop.wait_locked(20.0)
 
 
 def laser_port(laser, bench):
@@ -190,9 +198,10 @@ def test_a_reply_garbled_every_time_names_the_junk(bench, visa):
         meter.ch1.wavelength_m()
 
 
-def test_the_mbx_retries_a_garbled_reply(bench, mbx):
+def test_the_mbx_retries_a_garbled_reply(bench, visa, mbx):
     controller = mbx()
-    controller.mzm.bias_mode("quadrature+")
+    laser_port(visa("laser"), bench).output_enabled(True)
+    locked(controller, "quadrature+")
     bench.inject("garbled@bias_iq:after=0")
     assert controller.mzm.bias_v() == pytest.approx(bench.state.truth("bias_iq.bias_v"), abs=1e-3)
 
@@ -298,7 +307,7 @@ def test_a_power_drop_reads_that_much_less_on_the_power_meter(bench, visa):
 def test_a_bias_drift_changes_the_modulator_output_and_a_relock_cures_it(bench, visa, mbx):
     laser, meter, controller = visa("laser"), visa("power_meter"), mbx()
     laser_port(laser, bench).output_enabled(True)
-    controller.mzm.bias_mode("quadrature+")
+    locked(controller, "quadrature+")
     tap = tap_channel(meter, bench)
     locked_w, monitor_w = tap.read_power_w(), controller.mzm.tap_power_w()
     bench.inject("bias-drift:after=0,rad=0.3")
@@ -306,4 +315,5 @@ def test_a_bias_drift_changes_the_modulator_output_and_a_relock_cures_it(bench, 
     assert abs(drifted_w / locked_w - 1) > 0.1  # at quadrature 0.3 rad moves the power by ~30 %
     assert abs(controller.mzm.tap_power_w() / monitor_w - 1) > 0.1  # the MBX's own monitor sees it
     controller.mzm.recalibrate()
+    MbxBiasController(controller).wait_locked(20.0)
     assert tap.read_power_w() == pytest.approx(locked_w, rel=0.05)

@@ -14,6 +14,7 @@ from qslab.analysis.givens import complex_unit_vector, givens_angles, unit_vecto
 from qslab.instruments.optical import (AwgChannels, AwgIQModulator, AwgTimeBinProcessor, Limit, ModulatorCalibration,
                                  ProcessorCalibration)
 from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp, volts_to_codes
+from qslab.instruments.optical.bias_controller import MbxBiasController
 from qslab.instruments.sim import bench as bench_module
 from qslab.instruments.sim.link import receivers
 from qslab.instruments.sim.link import waveform as wf
@@ -49,7 +50,8 @@ class Lab:
         cable = self.params.trigger  # records start at the server AWG's marker, as the station sets it up
         self.scope.set_edge_trigger(cable.digitizer_input, 0.5 * (cable.marker_low_v + cable.marker_high_v))
         connect("bias_carver").mzm.bias_mode("peak")  # carver drive off: 0 V at peak passes the light
-        connect("bias_iq").mzm.bias_mode("null")
+        self.bias_loops = [(MbxBiasController(connect("bias_carver")), "peak"),  # carver drive off: peak passes CW
+                           (MbxBiasController(connect("bias_iq")), "null")]
         truth = self.params.server_iq
         self.iq = AwgIQModulator(AwgChannels(self.awg, (1, 2), amplitude_max=LIMIT, name="iq"),
                                  ModulatorCalibration(truth.vpi_v, truth.driver_gain, truth.iq_gain_imbalance,
@@ -66,6 +68,9 @@ class Lab:
     def light(self, attenuation_db: float = 5.0, gain: float = 1.3) -> None:
         self.laser.port1.power_dbm(10.0)
         self.laser.port1.output_enabled(True)
+        for loop, point in self.bias_loops:  # dither locks need the light: after it is on, each waited for
+            loop.lock(point)
+            loop.wait_locked(20.0)
         self.attenuator.att1.attenuation_db(attenuation_db)
         self.attenuator.att1.shutter_open(True)
         self.amplifier.gain_db(10 * np.log10(gain))
@@ -338,6 +343,7 @@ def test_switching_layers_reuses_each_layers_modulation(lab, monkeypatch):
     original = bench_module._modulate
     monkeypatch.setattr(bench_module, "_modulate", lambda *args: calls.append(1) or original(*args))
     lab.light()
+    calls.clear()  # the bias locks evaluated the static light the loops see
     rng = np.random.default_rng(SEED)
     lab.layer(_layer_fields(rng), segment=1)
     lab.layer(_layer_fields(rng), segment=2)

@@ -227,7 +227,9 @@ def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key):
                                          figure_dir=figures)
     vpi = result.parameters[f"{key}.vpi_v"]
     assert within(vpi, r.state.truth(f"{key}.vpi_v")), (vpi, r.state.truth(f"{key}.vpi_v"))
-    assert vpi.uncertainty / vpi.value <= 0.012
+    at_awg = result.parameters[f"{key}.vpi_at_awg_v"]   # what is measured; vpi_v adds the datasheet gain's tolerance
+    assert within(at_awg, r.state.truth(f"{key}.vpi_v") / r.state.truth(f"{key}.driver_gain"))
+    assert at_awg.uncertainty / at_awg.value <= 0.012 < vpi.uncertainty / vpi.value
     assert 0.5 < result.conditions["reduced_chi2"] < 2.0
     assert not r.iq.awg.is_running()  # left stopped, outputs off
     calibration = fits.modulator_calibration(vpi, IQ_DRIVER_GAIN if key == "server_iq" else CARVER_DRIVER_GAIN)
@@ -296,8 +298,10 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     r.light_on(homodyne=True)
     messages.clear()
     transfer = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
-    # 31 points: one MBX exchange + one meter message of 4 readings each, + mode, AWG off, other at peak, null
-    assert len(messages) == transfer.round_trips == 2 * m.DEFAULT_POINTS + 4
+    # 31 points: one MBX exchange + one meter message of 4 readings each, + mode, AWG off, other at peak, null;
+    # the polls of a bias lock (as many as its acquisition takes) are not round trips of the procedure
+    waits = [message for message in messages if message[1] == "MZM:SETPOINT?"]
+    assert waits and len(messages) - len(waits) == transfer.round_trips == 2 * m.DEFAULT_POINTS + 4
     assert sum(1 for _, text in messages if isinstance(text, bytes) and text.count(b"READ1:POW?") == 4) == 31
     r.carver.lock_bias("peak")
     r.iq.lock_bias()
@@ -307,7 +311,7 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     messages.clear()
     m.calibrate_iq_imbalance(r.iq, r.power_meter, r.laser, vpi_at_awg=Estimate(0.54, 0.005, "V"),
                              extinction_ratio_db=transfer.parameters["server_iq.extinction_ratio_db"])
-    assert len(messages) <= 4 + 2 * len(fits.IQ_CONFIGS)
+    assert len([message for message in messages if message[1] != "MZM:SETPOINT?"]) <= 4 + 2 * len(fits.IQ_CONFIGS)
 
 
 def test_the_short_sweep_is_honest_over_repeats(bench_roles):
@@ -338,7 +342,9 @@ def test_the_meter_reads_several_readings_in_one_message(bench_roles, messages):
 def test_laser_off_fails_the_bias_transfer_and_leaves_things_safe(bench_roles):
     r = bench_roles
     r.laser.off()
-    with pytest.raises(CalibrationError, match="no light") as error:
+    # the other modulator's loop cannot lock at its peak in the dark: the first thing that fails, by name
+    with pytest.raises(CalibrationError, match=r"pulse_carver: bias_carver: the bias loop did not lock at peak.*"
+                                               r"tap reads 0 W: is the light on") as error:
         m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
     assert error.value.calibration == "server_iq bias transfer"
     assert r.is_safe()

@@ -1,62 +1,34 @@
 """Thorlabs MBX driver: byte-exact protocol tests in the PyMeasure ``expected_protocol`` style.
 
-A scripted in-memory port asserts every byte the driver writes and feeds back exact reply bytes;
-one test goes through pyserial's ``socket://`` URL, the virtual bench's transport.
+Every exchange runs over the driver's real transport, pyserial's ``socket://`` URL, against the shared
+transcript server (tests/drivers/expected_protocol.py): each pair is the exact bytes the driver must write
+and the exact bytes the instrument answers. Command strings, value formats and ranges are those of the
+Thorlabs *Remote Control User Guide for the MX / MBX / TLX1 / TLX2 Series* (TTN116413-D04, Rev. E):
+terminators and replies p. 4 (section 2), the VOA commands pp. 15-16 (section 2.6); the MZM commands
+(section 2.4) as PyMeasure's ``ThorlabsMBXSeries`` and its tests send them. A last test checks that every
+parameter of the driver appears in a transcript here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from expected_protocol import expected_protocol as _transcript
 
 from qslab.instruments.drivers.thorlabs_mbx import InstrumentError, InstrumentFault, ThorlabsMBX
 
 IDN = (b"*IDN?\n", b"THORLABS,MBX,M00000001,1.9.4\n")
 
 
-class ScriptedPort:
-    """Stands in for a pyserial port: each write must equal the next scripted command, and queues
-    that command's scripted reply for reading; nothing arrives unasked."""
-
-    def __init__(self, script: list[tuple[bytes, bytes]]):
-        self.script = list(script)
-        self.incoming = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        assert self.script, f"unexpected write {data!r}: the script is finished"
-        expected, reply = self.script.pop(0)
-        assert data == expected
-        self.incoming += reply
-        return len(data)
-
-    def read(self, size: int = 1) -> bytes:
-        data = bytes(self.incoming[:size])
-        del self.incoming[:size]
-        return data  # empty = pyserial's timeout
-
-    def reset_input_buffer(self) -> None:
-        self.incoming.clear()
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @contextlib.contextmanager
-def expected_protocol(script: list[tuple[bytes, bytes]]) -> Iterator[ThorlabsMBX]:
-    """The driver on a scripted port; fails if any scripted exchange is left unused."""
-    port = ScriptedPort([IDN, *script])
-    mbx = ThorlabsMBX("mbx", port=port)
-    try:
+def expected_protocol(script: list[tuple[bytes, bytes]], timeout_s: float = 1.0) -> Iterator[ThorlabsMBX]:
+    """The driver on a pyserial socket:// port to a server playing ``script`` after the connect's ``*IDN?``."""
+    with _transcript(lambda address: ThorlabsMBX("mbx", address, timeout_s=timeout_s), [IDN, *script],
+                     transport="serial") as mbx:
         yield mbx
-        assert port.script == [], f"exchanges never made: {port.script}"
-    finally:
-        mbx.close()
-    assert port.closed
 
 
 def test_idn():
@@ -175,7 +147,7 @@ def test_any_reply_terminator_reads_the_same(ending):
 
 def test_missing_reply_times_out_clearly():
     """A query is asked three times in all (retry policy), then one InstrumentFault says what came."""
-    with expected_protocol([(b"MZM:VOLTAGE?\n", b"1.5")] * 3) as mbx:  # no terminator ever arrives
+    with expected_protocol([(b"MZM:VOLTAGE?\n", b"1.5")] * 3, timeout_s=0.2) as mbx:  # no terminator ever arrives
         with pytest.raises(InstrumentFault, match=r"MZM:VOLTAGE\?.*after 3 attempts.*b'1.5'") as fault:
             mbx.mzm.bias_v()
     assert fault.value.attempts == 3 and "left as is" in str(fault.value)
@@ -185,35 +157,43 @@ def test_address_or_port_but_not_both():
     with pytest.raises(TypeError):
         ThorlabsMBX("mbx")
     with pytest.raises(TypeError):
-        ThorlabsMBX("mbx", "loop://", port=ScriptedPort([]))
+        ThorlabsMBX("mbx", "loop://", port=object())
 
 
-def test_over_pyserial_socket_url():
-    """``socket://127.0.0.1:<port>``: the serial-over-TCP form the virtual bench will use."""
-    server = socket.create_server(("127.0.0.1", 0))
-    received: list[bytes] = []
-    replies = {b"*IDN?": b"THORLABS,MBX,M00000002,1.9.4\n", b"VOA:ATTEN: 3": b"1\n", b"VOA:ATTEN?": b"3\n"}
+# Each parameter's get and set commands as the transcripts above send them (a new parameter without a
+# transcript fails the test below). None: the parameter has no such side (read-only).
+COMMANDS = {
+    "mzm.bias_mode": (b"MZM:MODE?\n", b"MZM:MODE: 2\n"),
+    "mzm.manual_bias_v": (b"MZM:HOLD:VOLTAGE?\n", b"MZM:HOLD:VOLTAGE: -2501\n"),
+    "mzm.ratio_setpoint": (b"MZM:HOLD:RATIO?\n", b"MZM:HOLD:RATIO: 500\n"),
+    "mzm.bias_v": (b"MZM:VOLTAGE?\n", None),
+    "mzm.tap_power_w": (b"MZM:TAP:MW?\n", None),
+    "mzm.is_locked": (b"MZM:SETPOINT?\n", None),
+    "mzm.is_calibrating": (b"MZM:CALIBRATING?\n", None),
+    "voa.enabled": (b"VOA:POWER?\n", b"VOA:POWER: 1\n"),
+    "voa.mode": (b"VOA:MODE?\n", b"VOA:MODE: 0\n"),
+    "voa.attenuation_db": (b"VOA:ATTEN?\n", b"VOA:ATTEN: 5.5\n"),
+    "voa.output_power_w": (b"VOA:OUTPUT:MW?\n", b"VOA:OUTPUT:MW: 0.01\n"),
+    "voa.measured_attenuation_db": (b"VOA:MEASURED?\n", None),
+    "voa.attenuation_error_db": (b"VOA:ERROR?\n", None),
+    "voa.is_settled": (b"VOA:SETPOINT?\n", None),
+    "voa.tap_power_w": (b"VOA:TAP:MW?\n", None),
+}
 
-    def serve() -> None:
-        connection, _ = server.accept()
-        with connection:
-            buffer = b""
-            while data := connection.recv(1024):
-                buffer += data
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    received.append(line)
-                    connection.sendall(replies[line])
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    mbx = ThorlabsMBX("mbx_socket", f"socket://127.0.0.1:{server.getsockname()[1]}", timeout_s=2.0)
-    try:
-        assert mbx.get_idn()["model"] == "MBX"
-        mbx.voa.attenuation_db(3)
-        assert mbx.voa.attenuation_db() == 3.0
-    finally:
-        mbx.close()
-        server.close()
-        thread.join(timeout=2)
-    assert received == [b"*IDN?", b"*IDN?", b"VOA:ATTEN: 3", b"VOA:ATTEN?"]
+def test_every_parameter_has_a_byte_exact_transcript():
+    """Every parameter of the driver is in COMMANDS, and each of its commands appears, as the exact bytes, in a
+    transcript of this module above COMMANDS."""
+    with expected_protocol([]) as mbx:
+        names = {f"{channel}.{name}" for channel in ("mzm", "voa")
+                 for name in getattr(mbx, channel).parameters}
+    assert names == set(COMMANDS), names ^ set(COMMANDS)
+    transcripts = Path(__file__).read_text().split("COMMANDS = {")[0]
+
+    def literal(command: bytes) -> str:   # how the transcripts spell it: b"MZM:MODE?\n"
+        return 'b"' + command.decode().replace("\n", "\\n") + '"'
+
+    missing = [(name, command) for name, pair in COMMANDS.items() for command in pair
+               if command is not None and literal(command) not in transcripts]
+    assert not missing, missing
+    assert literal(b"MZM:RESET\n") in transcripts   # the one method that is not a parameter

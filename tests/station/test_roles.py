@@ -164,11 +164,11 @@ def test_iq_modulator_on_the_bench_sends_the_asked_symbols(station):
     calibration = ModulatorCalibration(truth.server_iq.vpi_v, truth.server_iq.driver_gain,
                                        truth.server_iq.iq_gain_imbalance, truth.server_iq.iq_phase_error_rad)
     iq = station.iq_modulator(calibration)
-    station.driver("bias_carver").mzm.bias_mode("peak")
-    iq.lock_bias()
     laser = station.laser()
     laser.set_power_dbm(10.0)
     laser.on()
+    station.pulse_carver(calibration).lock_bias("peak")
+    iq.lock_bias()
     sps = iq.awg.samples_per_symbol(station.config.protocol.symbol_rate_hz)
     assert sps == 64
     fields = 0.8 * (RNG.uniform(-1, 1, 256) + 1j * RNG.uniform(-1, 1, 256)) / np.sqrt(2)

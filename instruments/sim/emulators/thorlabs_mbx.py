@@ -7,12 +7,23 @@ where the *true* transfer function (bench parameters) has its peak, null, quadra
 ratio, plus a small residual drawn at each lock; manual mode applies the held voltage; off
 applies 0 V. The MBX's own VOA is emulated as an instrument but is not in the optical path
 (nothing on the bench is cabled through it), so it sees no light.
+
+A lock takes its time and needs light (bench parameters ``bias_lock``): setting an automatic mode
+or ``MZM:RESET`` starts a sweep of ``acquisition_time_s`` instrument seconds (bench clock) during which
+``MZM:CALIBRATING?`` reads 1, ``MZM:SETPOINT?`` 0 and the previous voltage stays applied. The sweep needs
+``min_tap_power_w`` on the loop's photodiode (at the modulator's peak) from its start to its end,
+checked whenever the MBX is asked anything; without it the sweep ends unlocked (``CALIBRATING?`` 0,
+``SETPOINT?`` 0) and stays so until a new mode or ``MZM:RESET``. A locked loop reads ``SETPOINT?`` 0
+while its light is gone (it cannot confirm the point) and 1 again when it returns. ``MZM:SETpoint?``
+and ``MZM:CALIBRATING?`` are 0|1 flags (PyMeasure's driver and tests); the Remote Control User Guide
+(TTN116413-D04 Rev. E) documents no error reply for a loop without light (its VOA section, p. 15, says
+only that holding a power "requires adequate optical power input"), so the bench reports a dark lock as
+the flags would: not locked, never an ``Err:``.
 """
 
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 
@@ -67,7 +78,8 @@ class ThorlabsMBXEmulator(Emulator):
             self.manual_mv = 0
             self.ratio_x100 = 1000
             self.hold_v = {HOLD_PLUS: None, HOLD_MINUS: None}
-            self.lock_started_s = -float("inf")
+            self.sweep: tuple[float, float, int] | None = None  # (started at, target theta, mode) while acquiring
+            self.locked = False
             self.voa_enabled, self.voa_mode = False, 0
             self.voa_attenuation_db, self.voa_output_mw = 10.0, 1.0
             self.voa_error_db = 0.0
@@ -82,6 +94,21 @@ class ThorlabsMBXEmulator(Emulator):
             return p.server_iq  # its children are what the bias moves
         return ModulatorTruth(bias_controller=self.name)  # not cabled: any MZM will do
 
+    def _loop_light_w(self) -> float:
+        """What the loop's photodiode sees at the modulator's peak: the light into the modulator, through its
+        insertion loss, times the tap ratio (what a sweep has to work with, whatever the bias is now)."""
+        p = self.bench.params
+        if p.server_carver.bias_controller == self.name:
+            into_w, truth = self.bench.carver_input_power_w(), p.server_carver
+        elif p.server_iq.bias_controller == self.name:
+            into_w, truth = self.bench.carver_output_power_w(), p.server_iq
+        else:
+            return 0.0
+        return into_w * 10.0 ** (-truth.insertion_loss_db / 10.0) * truth.monitor_tap_ratio
+
+    def _has_light(self) -> bool:
+        return self._loop_light_w() >= self.bench.params.bias_lock.min_tap_power_w
+
     def _tap_power_w(self) -> float:
         p = self.bench.params
         if p.server_carver.bias_controller == self.name:
@@ -90,12 +117,37 @@ class ThorlabsMBXEmulator(Emulator):
             return self.bench.modulator_output_power_w() * p.server_iq.monitor_tap_ratio
         return 0.0
 
-    def _lock(self, theta_rad: float) -> float:
-        """Bias voltage of a fresh lock at ``theta_rad`` on the true curve, with a residual error."""
+    def _bias_phase_rad(self, truth) -> float:
+        """The arm phase at 0 V the loop compensates: for the IQ's children wired in parallel, their mean (the
+        one loop's dither sees the sum of both)."""
+        return truth.bias_phase_rad + 0.5 * getattr(truth, "q_bias_phase_offset_rad", 0.0)
+
+    def _start_lock(self, theta_rad: float) -> None:
+        """Start a sweep towards ``theta_rad`` (caller holds the bench lock); it fails at once in the dark."""
+        self.locked = False
+        self.sweep = (self.bench.clock.now_s(), theta_rad, self.mode) if self._has_light() else None
+
+    def _progress(self) -> None:
+        """Advance a running sweep to now (every message calls it): lost light ends it unlocked; a sweep that ran
+        its acquisition time with light locks, with a residual drawn per lock."""
+        if self.sweep is None:
+            return
+        started_s, theta_rad, mode = self.sweep
+        if not self._has_light():
+            self.sweep = None
+            return
+        if self.bench.clock.now_s() - started_s < self.bench.params.bias_lock.acquisition_time_s:
+            return
         truth = self._modulator()
         residual = self.bench.params.bias_lock.residual_rad * self.rng.standard_normal()
-        self.lock_started_s = time.monotonic()
-        return bias_for_phase_v(theta_rad + residual, truth.bias_vpi_v, truth.bias_phase_rad, BIAS_OUTPUT_LIMIT_V)
+        volts = bias_for_phase_v(theta_rad + residual, truth.bias_vpi_v, self._bias_phase_rad(truth),
+                                 BIAS_OUTPUT_LIMIT_V)
+        self.sweep, self.locked = None, True
+        self.bench.bias[self.name].applied_v = volts
+        if mode in (QUAD_PLUS, HOLD_PLUS):
+            self.hold_v[HOLD_PLUS] = volts
+        elif mode in (QUAD_MINUS, HOLD_MINUS):
+            self.hold_v[HOLD_MINUS] = volts
 
     def _target_rad(self, mode: int) -> float:
         if mode == PEAK:
@@ -109,26 +161,25 @@ class ThorlabsMBXEmulator(Emulator):
         return theta_for_power_fraction(100.0 / self.ratio_x100, self._modulator().extinction_ratio_db,
                                         positive_slope=(mode == POWER_PLUS))
 
-    def _apply(self, relock: bool = True) -> None:
-        """Put the voltage of the current mode on the modulator (caller holds the bench lock)."""
+    def _apply(self) -> None:
+        """Put the voltage of the current mode on the modulator, or start its lock (caller holds the bench lock)."""
         state = self.bench.bias[self.name]
+        self.sweep = None
         if self.mode == OFF:
-            state.applied_v = 0.0
+            self.locked, state.applied_v = False, 0.0
         elif self.mode == MANUAL:
-            state.applied_v = self.manual_mv / 1000.0
-        elif self.mode in (HOLD_PLUS, HOLD_MINUS):
-            if self.hold_v[self.mode] is None:
-                self.hold_v[self.mode] = self._lock(self._target_rad(self.mode))
-            state.applied_v = self.hold_v[self.mode]
-        elif relock:
-            state.applied_v = self._lock(self._target_rad(self.mode))
-            if self.mode == QUAD_PLUS:
-                self.hold_v[HOLD_PLUS] = state.applied_v
-            elif self.mode == QUAD_MINUS:
-                self.hold_v[HOLD_MINUS] = state.applied_v
+            self.locked, state.applied_v = False, self.manual_mv / 1000.0
+        elif self.mode in (HOLD_PLUS, HOLD_MINUS) and self.hold_v[self.mode] is not None:
+            self.locked, state.applied_v = True, self.hold_v[self.mode]
+        else:
+            self._start_lock(self._target_rad(self.mode))
 
     def calibrating(self) -> bool:
-        return time.monotonic() - self.lock_started_s < self.bench.params.bias_lock.calibration_time_s
+        return self.sweep is not None
+
+    def at_setpoint(self) -> bool:
+        """SETPOINT?: an automatic mode, its lock acquired, and light to hold it by."""
+        return self.mode in AUTO_MODES and self.locked and self._has_light()
 
     # -- protocol ----------------------------------------------------------------------------
     def handle(self, message: bytes) -> bytes:
@@ -149,6 +200,7 @@ class ThorlabsMBXEmulator(Emulator):
         try:
             run = self.tree.bind(self.tree.lookup(tokenize_header(header)), header, query)
             with self.bench.lock:
+                self._progress()
                 reply = run(args)
         except ScpiError as error:
             return f"Err: {ERROR_TEXTS.get(error.code, 'Execution error')}"
@@ -234,7 +286,7 @@ class ThorlabsMBXEmulator(Emulator):
         tree.add("MZM:MODE", set=set_mode, query=query(lambda: self.mode))
         tree.add("MZM:RESET", set=reset)
         tree.add("MZM:CALIBRATING", query=query(lambda: int(self.calibrating())))
-        tree.add("MZM:SETpoint", query=query(lambda: int(self.mode in AUTO_MODES and not self.calibrating())))
+        tree.add("MZM:SETpoint", query=query(lambda: int(self.at_setpoint())))
         tree.add("MZM:HOLD:VOLTage", set=set_manual, query=query(lambda: self.manual_mv))
         tree.add("MZM:HOLD:RATIO", set=set_ratio, query=query(lambda: self.ratio_x100))
         tree.add("MZM:VOLTage", query=query(lambda: f"{self.bench.bias[self.name].applied_v:.3f}"))
