@@ -64,12 +64,13 @@ def clip_detail(samples_v: np.ndarray, full_scale_v: float, adc_bits: int | None
     return f"{100 * share:.3g} % of the samples on the rails (more signal or noise than the range holds)"
 
 
-def minus_tail_dc(samples_v: np.ndarray, start: int) -> np.ndarray:
+def minus_tail_dc(samples_v: np.ndarray, start: int, out: np.ndarray | None = None) -> np.ndarray:
     """The record less the mean of its vacuum tail (from sample ``start``): a DC-coupled receiver sits on its LO's
     unbalanced share (its CMRR), which follows the LO power, so each record's own vacuum gives its DC level
     (the digitizer is centred on the level the homodyne record predicts; this takes off what the LO's drift
-    moved since). The whole tail: its mean's noise adds 1/tail symbols of a SNU^2 to every quadrature."""
-    return samples_v - float(np.mean(samples_v[start:]))
+    moved since). The whole tail: its mean's noise adds 1/tail symbols of a SNU^2 to every quadrature. ``out``
+    (e.g. ``samples_v`` itself, when the caller owns it) saves a copy of a record of millions of samples."""
+    return np.subtract(samples_v, float(np.mean(samples_v[start:])), out=out)
 
 
 def _unit_template(template) -> np.ndarray:

@@ -7,6 +7,7 @@ y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from qslab.analysis import data_leakage, mnist, verification
 from qslab.analysis.binomial import clopper_pearson
+from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.client_measurement import snr_factor
 from qslab.analysis.failure_budget import report_budget
 from qslab.analysis.security_report import WeightLeakage, has_enough_verification, largest_mode_share, layer_bound
@@ -77,19 +79,21 @@ def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: in
     correct = 0
     records = []
     if settings.mode == "paper":
-        engine = PaperEngine(paper_scaling_f(settings.mu, settings.gain))
+        engine, threads = PaperEngine(paper_scaling_f(settings.mu, settings.gain)), contextlib.nullcontext()
     else:
         engine = LinkEngine(params, settings.verify_fraction)  # packs each layer's weights once per seed
-    for start in range(0, len(x), BATCH_IMAGES):
-        batch = slice(start, start + BATCH_IMAGES)
-        predictions = predict_secure(weights, x[batch], engine, rng)
-        correct += int(np.sum(predictions == labels[batch]))
-        for layer, output in getattr(engine, "outputs", {}).items():
-            record = output.verification
-            if record.row_indices.size:
-                records.append((layer, record))
-        if progress_bar is not None:
-            progress_bar.update(len(predictions))
+        threads = one_blas_thread()  # the other core draws the verified samples' normals (NormalStream)
+    with threads:
+        for start in range(0, len(x), BATCH_IMAGES):
+            batch = slice(start, start + BATCH_IMAGES)
+            predictions = predict_secure(weights, x[batch], engine, rng)
+            correct += int(np.sum(predictions == labels[batch]))
+            for layer, output in getattr(engine, "outputs", {}).items():
+                record = output.verification
+                if record.row_indices.size:
+                    records.append((layer, record))
+            if progress_bar is not None:
+                progress_bar.update(len(predictions))
     return correct / len(x), (records or None)
 
 
@@ -106,14 +110,15 @@ def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
     return sent, returned
 
 
-def verify_samples(settings: SimulationSettings, records, n_modes: int) -> dict | None:
+def verify_samples(settings: SimulationSettings, records, n_modes: int, pooled=None) -> dict | None:
     """The server's accept/abort decision and the weight-leakage bound at the finite-size limits.
 
-    `records` are run_seed's verification records (None when no row was verified).
+    `records` are run_seed's verification records (None when no row was verified); `pooled`: their
+    pooled_samples when the caller has them already.
     """
     if records is None:
         return None
-    sent, returned = pooled_samples(records)
+    sent, returned = pooled if pooled is not None else pooled_samples(records)
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
     result = verification.verify(sent, returned, settings.mu, honest,
                                  failure_probability=settings.failure_probability, false_alarm=settings.false_alarm)
@@ -125,21 +130,30 @@ def layer_inputs(weights, x) -> list[np.ndarray]:
     return [x, np.maximum(x @ weights[0].T, 0.0)][:len(weights)]
 
 
-def weight_leakage_bound(settings: SimulationSettings, pairs, weights, x, queries: int) -> WeightLeakage:
+def samples_by_layer(pairs, layers: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """pooled_samples of each layer's records (empty arrays for a layer without verified rows)."""
+    by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(layers)}
+    return {index: pooled_samples(records) if records else (np.empty(0), np.empty(0))
+            for index, records in by_layer.items()}
+
+
+def weight_leakage_bound(settings: SimulationSettings, pairs, weights, x, queries: int, samples=None,
+                         inputs=None) -> WeightLeakage:
     """Each layer's verified worst-mode bound, or g(mu) with too little verification (DECISIONS F, P); the
     simulated station has no calibration uncertainty, so the failure probability is split over T and eps of
-    the verified layers only."""
+    the verified layers only. ``samples`` (samples_by_layer) and ``inputs`` (layer_inputs): when the caller
+    has them already (they are the same for every seed's records and images)."""
     n_modes = (weights[0].shape[1] + 1) // 2
     by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(len(weights))}
-    samples = {index: pooled_samples(records) if records else (np.empty(0), np.empty(0))
-               for index, records in by_layer.items()}
+    if samples is None:
+        samples = samples_by_layer(pairs, len(weights))
     rows = {index: sum(r.row_indices.size for r in records) for index, records in by_layer.items()}
     names = {index: f"layer{index + 1}" for index in by_layer}
     budget = report_budget(settings.failure_probability, None,
                            [names[i] for i in by_layer if has_enough_verification(rows[i], samples[i][0].size)])
     detector = verification.ServerDetector()
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
-    inputs = layer_inputs(weights, x)
+    inputs = layer_inputs(weights, x) if inputs is None else inputs
     layers = tuple(layer_bound(names[i], *samples[i], rows[i], mu_upper_photons=settings.mu, mu_photons=settings.mu,
                                modes=n_modes, mode_share=largest_mode_share(inputs[i]),
                                honest_noise_per_share_snu=2.0 * (1.0 - 1.0 / settings.gain), budget=budget,
@@ -181,14 +195,20 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     x, labels = load_test_set(settings.images)
     seeds = [settings.seed + k for k in range(settings.seeds)]
     accuracies, verifications, bounds = [], [], []
+    inputs = layer_inputs(weights, x) if settings.mode == "physics" else None  # the same for every seed
     with tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
         for seed in seeds:
             acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar)
             accuracies.append(acc)
-            samples = None if pairs is None else [record for _, record in pairs]
-            verifications.append(verify_samples(settings, samples, n_modes=(weights[0].shape[1] + 1) // 2))
+            records = None if pairs is None else [record for _, record in pairs]
+            by_layer = samples_by_layer(pairs, len(weights)) if settings.mode == "physics" else None
+            verified_layers = {layer for layer, _ in pairs or []}
+            pooled = by_layer[verified_layers.pop()] if by_layer and len(verified_layers) == 1 else None
+            verifications.append(verify_samples(settings, records, (weights[0].shape[1] + 1) // 2, pooled))
             if settings.mode == "physics":
-                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1))
+                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=by_layer,
+                                                   inputs=inputs))
+            del records, pairs, by_layer, pooled  # a seed's samples are gigabytes: gone before the next seed
     n_modes = (weights[0].shape[1] + 1) // 2
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)

@@ -294,7 +294,10 @@ class KeysightInfiniium(_UpstreamInfiniium):
         if header != b"#0" or data[-1:] != b"\n":
             raise ValueError(f"{self.name}: trace block of {block.points} points arrived malformed "
                              f"(header {header!r}, last byte {data[-1:]!r})")
-        return np.frombuffer(data[:-1], dtype="<i2").astype(np.float64) * block.volts_per_count + block.origin_v
+        volts = np.frombuffer(data, dtype="<i2", count=block.points).astype(np.float64)  # no copy of the bytes
+        volts *= block.volts_per_count  # in place: a record is tens of megabytes of float64
+        volts += block.origin_v
+        return volts
 
 
 class BlockTrace(DSOTraceParam):

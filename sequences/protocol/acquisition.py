@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
+from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.dsp import clip_detail, count_clipped, minus_tail_dc
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
@@ -50,7 +50,13 @@ class LinkAcquisition:
 
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                   verify_fraction: float | None = None) -> LayerCapture:
-        """Secure products of one layer for a batch: data [B, features] real, any norm."""
+        """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
+        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
+        with one_blas_thread():
+            return self._run_layer(index, data, rng, verify_fraction)
+
+    def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
+                   verify_fraction: float | None) -> LayerCapture:
         layer = self.layers[index]
         if layer.reference is None:
             raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
@@ -95,7 +101,7 @@ class LinkAcquisition:
             records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
             if not clipped:
-                records = {name: minus_tail_dc(v, data_symbols * sps) for name, v in records.items()}
+                records = {name: minus_tail_dc(v, data_symbols * sps, out=v) for name, v in records.items()}
                 self._check_tails(records, data_symbols * sps)
                 return records["client_receiver"], records["server_receiver"]
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []

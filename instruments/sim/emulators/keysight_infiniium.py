@@ -244,11 +244,7 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
             if self.format == "ASC":
                 volts = words * (self._y_increment(n) if n else 0.0) + (self.offset_v[n] if n else 0.0)
                 return ",".join(f"{v:.6E}" for v in volts)
-            if self.format == "BYTE":
-                payload = (words >> 8).astype(np.int8).tobytes()
-            else:
-                payload = words.astype("<i2" if self.lsb_first else ">i2").tobytes()
-            return Raw(b"#0" + payload) if self.streaming else payload
+            return _word_block(words, self.format == "BYTE", self.lsb_first, self.streaming)
 
         put, get = flag("streaming")
         tree.add(":WAVeform:STReaming", set=put, query=get)
@@ -477,3 +473,14 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
 
         tree.add(":MEASure:SOURce", set=set_measure_source, query=reply(lambda: self.measure_source))
 
+
+def _word_block(words: np.ndarray, high_bytes: bool, lsb_first: bool, streaming: bool):
+    """``:WAV:DATA?``'s reply for int16 ``words``: BYTE format sends their high bytes, WORD both in the set byte order;
+    streaming sends an indefinite ``#0`` block (Raw), otherwise the engine wraps a definite block around it. Written
+    once into the reply's buffer: a record is megabytes, and each copy of it costs the bench a millisecond."""
+    dtype = np.dtype(np.int8) if high_bytes else np.dtype("<i2" if lsb_first else ">i2")
+    header = b"#0" if streaming else b""
+    block = bytearray(len(header) + words.size * dtype.itemsize)
+    block[:len(header)] = header
+    np.frombuffer(block, dtype=dtype, offset=len(header))[...] = (words >> 8) if high_bytes else words
+    return Raw(block) if streaming else block

@@ -281,7 +281,7 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     for first in range(0, n_slots, RENDER_CHUNK_SLOTS):
         last = min(first + RENDER_CHUNK_SLOTS, n_slots)
         x = filt.input((last - first) * sps)
-        _box_muller_f32(rng.bit_generator, x, scale)  # white noise, already x scale
+        box_muller_f32(rng.bit_generator, x, scale)  # white noise, already x scale
         slots = x.reshape(-1, sps)
         q = quadratures[first:last]
         if q.size:  # the slot's mode: X_k plus its electronic noise, the white part along f taken out
@@ -296,7 +296,7 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     return words[:n_samples], clipped
 
 
-def _box_muller_f32(bit_generator: np.random.BitGenerator, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def box_muller_f32(bit_generator: np.random.BitGenerator, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Fill the float32 C-contiguous 1-D `out` with N(0, scale^2) normals: Box-Muller on 32-bit uniforms, float32.
 
     Each 64-bit raw word gives one pair: u = (high 32 bits + 1/2) 2^-32 in (0, 1] sets the radius

@@ -254,7 +254,7 @@ class ScpiEngine:
             replies = self._execute(message)
         if not replies:
             return b""
-        return b";".join(replies) + self.terminator
+        return _joined(replies, self.terminator)
 
     def write(self, message: bytes) -> None:
         """IEEE 488.2 output-queue model: an unread reply is discarded with -410."""
@@ -264,7 +264,7 @@ class ScpiEngine:
                 self.push_error(-410)
             replies = self._execute(message)
             if replies:
-                self._output.append(b";".join(replies) + self.terminator)
+                self._output.append(_joined(replies, self.terminator))
 
     def read(self) -> bytes | None:
         """The pending reply, or None after queueing -420 when nothing was asked."""
@@ -416,3 +416,10 @@ class ScpiEngine:
         tree.add("SYSTem:ERRor:COUNt", query=error_count)
         tree.add("SYSTem:ERRor:ALL", query=error_all)
         tree.add("SYSTem:ERRor[:NEXT]", query=error_next)
+
+
+def _joined(replies: list[bytes], terminator: bytes) -> bytes:
+    """The replies separated by ';' and terminated, in one copy (a waveform block is megabytes)."""
+    parts = [b";"] * (2 * len(replies) - 1) + [terminator]
+    parts[0:-1:2] = replies
+    return b"".join(parts)
