@@ -173,6 +173,13 @@ def test_replay_failure_probability_below_what_the_bounds_evaluate_is_one_line(t
     assert not re.search(r"\bnan\b|\binf\b", out, re.I), out
 
 
+@pytest.mark.parametrize("command", [["leakage", "--mu", "6", "--gain", "1.3", "--from-calibration"],
+                                     ["operating-point", "--target-accuracy", "0.9"]])
+def test_every_failure_probability_option_refuses_what_the_bounds_cannot_evaluate(command):
+    code, _, err = cli(*command, "--failure-probability", "5e-324")
+    refused_in_one_line(code, err, command[0], "--failure-probability", "1e-100")
+
+
 def _set(name: str, value):
     def edit(file: h5py.File) -> None:
         data = file[name][()]

@@ -35,6 +35,7 @@ HELP = "weight and data leakage bounds of one operating point"
 
 def register(parser) -> None:
     from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.config import FAILURE_PROBABILITY
 
     parser.add_argument("--mu", default=None, type=number("mu", 0.0, unit="mean photons per complex mode at the server's output"),
                         help="mean photons per complex mode at the server's output (photons, >= 0; required without --from-calibration)")
@@ -64,7 +65,7 @@ def register(parser) -> None:
     parser.add_argument("--from-calibration", nargs="?", const="latest", metavar="ID|latest", default=None,
                         help="take mu (upper limit), T (lower limit), xi (upper limit) and the client's efficiency and "
                              "electronic noise from the calibration records: a photons record ID, or the latest valid")
-    parser.add_argument("--failure-probability", type=number("failure-probability", 0.0, 0.5, min_open=True,
+    parser.add_argument("--failure-probability", type=number("failure-probability", FAILURE_PROBABILITY.minimum, 0.5,
                                                              max_open=True, unit="probability"), default=1e-10,
                         help="with --from-calibration: the failure probability of all the limits together (default "
                              "1e-10, split by a union bound)")

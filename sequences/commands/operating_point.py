@@ -20,6 +20,7 @@ REPORT_SEED = 1000  # first noise seed of the reported run: never one the search
 
 def register(parser) -> None:
     from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.config import FAILURE_PROBABILITY
     from qslab.sequences.commands.simulate import add_evaluation_options
 
     parser.add_argument("--target-accuracy", type=number("target-accuracy", 0.0, 1.0, min_open=True, unit="fraction"),
@@ -35,7 +36,7 @@ def register(parser) -> None:
     parser.add_argument("--verified-samples", type=number("verified-samples", 2, integer=True, unit="samples"),
                         default=842_800, help="verified samples per layer the bound assumes (default 842800: layer 1 "
                                               "of a default 200-image session)")
-    parser.add_argument("--failure-probability", type=number("failure-probability", 0.0, 0.5, min_open=True,
+    parser.add_argument("--failure-probability", type=number("failure-probability", FAILURE_PROBABILITY.minimum, 0.5,
                                                              max_open=True, unit="probability"),
                         default=1e-10, help="the report's failure probability (default 1e-10)")
     add_evaluation_options(parser, images=10_000, seeds=3)
