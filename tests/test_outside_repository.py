@@ -85,6 +85,13 @@ def test_session_without_a_config_here_uses_the_packaged_one_and_says_so(tmp_pat
         station_config(Args, "session")
 
 
+def test_security_budget_without_a_config_here_uses_the_packaged_one_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("security-budget")
+    assert code == 2 and "packaged virtual-bench config" in err and "cannot read" not in err, err
+    assert "no 'photons' calibration record" in err.splitlines()[-1]
+
+
 def test_a_bare_qslab_prints_help():
     code, out, err = cli()
     assert code == 0 and err == "" and out.startswith("usage: qslab") and "session" in out and "init" in out

@@ -15,10 +15,9 @@ HELP = "loss and noise budget of the verified weight-leakage bound, and what a t
 
 
 def register(parser) -> None:
-    from qslab.sequences.commands.cli_io import number
+    from qslab.sequences.commands.cli_io import add_config_option, number
 
-    parser.add_argument("--config", metavar="FILE", default="lab_config.toml",
-                        help="station config (default: lab_config.toml in the current directory)")
+    add_config_option(parser)
     parser.add_argument("--calibration-dir", metavar="DIR", default=None,
                         help="calibration records (default: $QSLAB_CALIBRATION_DIR or [calibration] directory)")
     parser.add_argument("--target", type=number("target", 0.0, min_open=True, unit="bit per complex mode"), default=0.1,
@@ -75,15 +74,11 @@ def run(args) -> int:
     from qslab.analysis.security_report import largest_mode_share
     from qslab.analysis.verified_planning import BoundConditions, expected_limits
     from qslab.calibration.records import DIRECTORY_ENV, RecordError, RecordStore
-    from qslab.sequences.commands.cli_io import UsageError, print_json_last
-    from qslab.sequences.config import ConfigError, load_config
+    from qslab.sequences.commands.cli_io import UsageError, print_json_last, station_config
     from qslab.sequences.simulation import layer_inputs
     from qslab.sequences.sweeps import _cached_inputs, physics_accuracy
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = station_config(args, "security-budget")
     store = RecordStore(args.calibration_dir or os.environ.get(DIRECTORY_ENV) or config.calibration.directory)
     try:
         photons = store.require("photons").estimate("server.photons_per_symbol")
