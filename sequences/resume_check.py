@@ -80,7 +80,7 @@ def resumable_settings(path, recorded: dict):
     if not isinstance(recorded, dict):
         raise RecordingError(f"{path}: its settings_json is {type(recorded).__name__}, expected a JSON object")
     specs = _settings_specs()
-    unknown = sorted(set(recorded) - set(specs) - {"weights"})
+    unknown = sorted(set(recorded) - set(specs) - {"weights", "curious_server"})
     missing = sorted(name for name in ("images", "mu", "gain", "seed", "batch_images", "verify_fraction",
                                        "failure_probability", "laser_power_dbm") if name not in recorded)
     if unknown or missing:
@@ -101,6 +101,15 @@ def resumable_settings(path, recorded: dict):
             raise RecordingError(f"{path}: settings_json weights = {str(weights)[:60]!r}: expected null (the packaged "
                                  "network) or the path of an .npz weights file without '..'")
         values["weights"] = weights
+    curious = recorded.get("curious_server")
+    if curious is not None:
+        from qslab.analysis.data_leakage_curious import CuriousSpec
+
+        try:
+            values["curious_server"] = CuriousSpec.from_json(curious).to_json()
+        except (TypeError, ValueError) as error:
+            raise RecordingError(f"{path}: settings_json curious_server is not a curious server's spec "
+                                 f"({str(error)[:120]})") from None
     return SessionSettings(**values)
 
 
@@ -117,7 +126,8 @@ def _settings_specs() -> dict:
             "failure_probability": rule["failure_probability"], "laser_power_dbm": rule["laser_power_dbm"],
             "false_alarm": Number("probability", 0.0, 0.5, min_open=True, max_open=True),
             "exact_leakage_images": Number("images", 0, integer=True),
-            "max_weight_leakage_bits_per_mode": rule["max_weight_leakage_bits_per_mode"]}
+            "max_weight_leakage_bits_per_mode": rule["max_weight_leakage_bits_per_mode"],
+            "candidate_set": Number("images", 0, integer=True)}
 
 
 def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
