@@ -52,8 +52,10 @@ def refuse_unless_allowed(path, differences: list[str], allowed: bool, what: str
 
 
 def resume_record(config, identities: dict[str, dict[str, str]], records: dict, images: int,
-                  differences: list[str], crashed) -> dict[str, Any]:
-    """One entry of the file's resumes: when, which code, which config, which station, which records."""
+                  differences: list[str], crashed, set_up: dict | None = None) -> dict[str, Any]:
+    """One entry of the file's resumes: when, which code, which config, which station, which records, and what the
+    resumed set-up measured (``set_up``: MeasuredValues JSON; mu and the VOA per layer): the operating point the
+    batches after the resume were taken at (docs/DECISIONS.md, what a resume reproduces)."""
     from qslab.calibration.records import CodeVersion
 
     version = CodeVersion.current()
@@ -61,7 +63,7 @@ def resume_record(config, identities: dict[str, dict[str, str]], records: dict, 
             "git_revision": version.git_revision, "host": platform.node(),
             "config_sha256": hashlib.sha256(config.text.encode()).hexdigest(), "config_toml": config.text,
             "station": identities, "calibration_records": records, "images_before": images,
-            "station_differences": differences,
+            "station_differences": differences, "set_up": set_up,
             "after_crash_of": None if crashed is None else {"pid": crashed.pid, "host": crashed.host,
                                                            "started_utc": crashed.started_utc}}
 
