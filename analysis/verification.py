@@ -309,8 +309,10 @@ def remove_previous_symbol(sent_snu, returned_snu) -> tuple[np.ndarray, float]:
     if q.size < 3:
         return y, 0.0
     previous = np.concatenate([[0.0], q[:-1]])
-    gram = np.array([[q @ q, q @ previous], [q @ previous, previous @ previous]])
-    _, b = np.linalg.solve(gram, np.array([q @ y, previous @ y]))
+    # pairwise sums (np.sum), not BLAS dots, whose error grows with the ~1e7 samples of a long session
+    qp = np.sum(q * previous)
+    gram = np.array([[np.sum(q * q), qp], [qp, np.sum(previous * previous)]])
+    _, b = np.linalg.solve(gram, np.array([np.sum(q * y), np.sum(previous * y)]))
     return y - b * previous, float(b)
 
 

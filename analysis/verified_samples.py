@@ -6,8 +6,9 @@ the samples in chunks (a session file's, analysis/recording/reader.py) and keeps
 does not grow with its length. The fit over the previous symbol (y - b q_prev, b fitted jointly with t) comes
 before the residuals' moments, so the streamed route takes two passes: the first sums the Gram matrix of
 (q, q_prev) and its right-hand sides, which give b and t in closed form; the second sums the residuals' powers
-(<r^4>'s spread merged chunk by chunk, Chan et al., so no large sums cancel). Every chunk is summed in float64:
-the two routes differ only in the order of the additions (tests/test_verified_samples.py: 1e-12 relative).
+(<r^4>'s spread merged chunk by chunk, Chan et al., so no large sums cancel). Every chunk is summed in float64,
+pairwise as np.sum does: the two routes differ only in the order of the additions (tests/test_verified_samples.py
+and the session tests: 1e-12 relative).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class PooledSamples:
         return verification.estimate_channel(sent, returned, detector)
 
 
+def _sum(values: np.ndarray) -> float:
+    """numpy's pairwise sum (error ~ log n eps, as the pooled code's np.sum), not a BLAS dot (~ n eps)."""
+    return float(np.sum(values))
+
+
 @dataclass
 class _FitSums:
     """Pass 1 of one layer: the Gram matrix of (q, q_prev) and its right-hand sides with y."""
@@ -63,11 +69,11 @@ class _FitSums:
         previous = np.empty_like(q)
         previous[0], previous[1:] = self.last, q[:-1]
         self.n += q.size
-        self.qq += float(q @ q)
-        self.qp += float(q @ previous)
-        self.pp += float(previous @ previous)
-        self.qy += float(q @ y)
-        self.py += float(previous @ y)
+        self.qq += _sum(q * q)
+        self.qp += _sum(q * previous)
+        self.pp += _sum(previous * previous)
+        self.qy += _sum(q * y)
+        self.py += _sum(previous * y)
         self.last = float(q[-1])
         self.low, self.high = min(self.low, float(q.min())), max(self.high, float(q.max()))
 
@@ -98,15 +104,16 @@ class _ResidualSums:
             return
         r2 = r * r
         r4 = r2 * r2
-        mean, deviations = float(r4.mean()), r4 - r4.mean()
-        m2 = float(deviations @ deviations)
+        mean = _sum(r4) / r.size
+        deviations = r4 - mean
+        m2 = _sum(deviations * deviations)
         total = self.n + r.size
         delta = mean - self.mean4
         self.m2_4 += m2 + delta * delta * self.n * r.size / total
         self.mean4 += delta * r.size / total
         self.n = total
-        self.r2 += float(r2.sum())
-        self.r4 += float(r4.sum())
+        self.r2 += _sum(r2)
+        self.r4 += _sum(r4)
 
 
 def _estimate(t_hat: float, sent: _FitSums | list[_FitSums], residuals: _ResidualSums,
