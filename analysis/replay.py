@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
-from qslab.analysis.session_results import session_results, session_weight_leakage
+from qslab.analysis.session_results import ImageTotals, results_from_totals, weight_leakage_from_totals
+from qslab.analysis.verified_samples import StreamedSamples
 
 CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
@@ -26,62 +28,100 @@ COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leak
             "mu_photons_upper", "gain_upper", "curious_server")
 
 
+CHUNK_VALUES = 1 << 18  # numbers per array read back at once (1 MB of float32): flat memory, whatever the length
+
+
 @dataclass
 class Recorded:
-    """What the session has recorded, kept in memory as stored (float32, uint8): results from it equal a replay's."""
+    """What the session has recorded, gathered batch by batch in flat memory (analysis/session_results.ImageTotals)
+    and its verified samples read back from the file it was recorded in (`path`) when the results need them: results
+    from it equal a replay's, and the pooled computation on the same arrays to the order of additions."""
 
-    labels: list
-    pixels: list
-    quadratures: list        # per layer: list of [B, rows] arrays
-    samples: list            # per layer: list of (sent, returned) arrays
-    verified_rows: list | None = None  # per layer: list of the rows verified per batch (counts)
-    curious: list | None = None  # per batch: (image index, counts, counted rows) of a curious server, else None
+    images: ImageTotals
+    verified_rows: list        # per layer: list of the rows verified per batch (counts)
+    curious: list              # per batch: (image index, counts, counted rows) of a curious server
+    path: Path | None = None   # the session file holding the batches added so far
+    batches: int = 0           # batches added so far
+    _samples: tuple[int, StreamedSamples] | None = None  # (batches, their estimates): read once per batch count
 
     @classmethod
-    def empty(cls, layers: int) -> Recorded:
-        return cls([], [], [[] for _ in range(layers)], [[] for _ in range(layers)], [[] for _ in range(layers)], [])
+    def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
+        """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images)."""
+        return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path))
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
+        """Every committed batch of `session`, read a slice at a time."""
         layers = len(session.layers)
-        images = session.images
-        verification = [session.verification(i) for i in range(layers)]
+        keep = session.settings.get("exact_leakage_images", 0) if isinstance(session.settings, dict) else 0
+        recorded = cls.empty(layers, int(keep) if isinstance(keep, int) and keep >= 0 else 0, session.path)
+        index = []
+        for images, quadratures in session.image_chunks(CHUNK_VALUES):
+            recorded.images.add(images.label, quadratures[0], quadratures[-1], mnist.preprocess(images.pixels))
+            index.append(images.index)
+        recorded.batches = session.batches_written
+        recorded.verified_rows = [[int(np.size(rows)) for rows in session.verification(k, samples=False).rows]
+                                  for k in range(layers)]
         curious = session.curious_server
-        return cls([images.label], [images.pixels], [[session.client_quadratures_snu(i)] for i in range(layers)],
-                   [[(v.sent_snu, v.returned_snu)] for v in verification],
-                   [[int(np.size(rows)) for rows in v.rows] for v in verification],
-                   [] if curious is None else [(images.index, curious[1], curious[2])])
+        if curious is not None:
+            recorded.curious = [(np.concatenate(index), curious[1], curious[2])]
+        return recorded
+
+    @property
+    def labels(self) -> list:
+        return self.images.labels
 
     def add(self, labels, pixels, captures, curious=None) -> None:
-        """One batch; `curious`: (image index, counts, counted rows) of a curious server."""
-        self.labels.append(np.asarray(labels))
-        self.pixels.append(np.asarray(pixels))
+        """One batch, after it was committed to `path`; `curious`: (image index, counts, counted rows)."""
+        self.images.add(labels, captures[0].client_quadratures_snu, captures[-1].client_quadratures_snu,
+                        mnist.preprocess(np.asarray(pixels)))
         if curious is not None:
             self.curious.append(tuple(np.asarray(part) for part in curious))
         for index, capture in enumerate(captures):
-            self.quadratures[index].append(capture.client_quadratures_snu)
-            self.samples[index].append((capture.sent_snu, capture.returned_snu))
             self.verified_rows[index].append(int(np.size(capture.verified_rows)))
+        self.batches += 1
 
-    def pooled_samples(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(np.concatenate([s.ravel() for s, _ in layer]), np.concatenate([r.ravel() for _, r in layer]))
-                for layer in self.samples if layer]
+    def samples(self) -> StreamedSamples:
+        """The verified samples' estimates over every batch added so far, read back from `path` in chunks."""
+        if self._samples is None or self._samples[0] != self.batches:
+            with recording.SessionFile.open(self.path, check_values=False) as session:
+                self.samples_from(session)
+        return self._samples[1]
+
+    def samples_from(self, session: recording.SessionFile) -> StreamedSamples:
+        """samples() from `session` (open, holding exactly the batches added)."""
+        if session.batches_written != self.batches:
+            raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
+                                           f"session recorded {self.batches}")
+        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers))
+        self._samples = (self.batches, streamed)
+        return streamed
+
+    def scatter(self, points: int, layer: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Up to `points` (sent, returned) samples of `layer` drawn uniformly without replacement (the figure's)."""
+        with recording.SessionFile.open(self.path, check_values=False) as session:
+            total = int(session.batch_table["sample_stop"][-1, layer]) if session.batches_written else 0
+            pick = np.sort(np.random.default_rng(seed).choice(total, size=min(total, points), replace=False))
+            sent, returned, start = [], [], 0
+            for chunk_sent, chunk_returned in session.verification_chunks(layer, CHUNK_VALUES):
+                inside = pick[(pick >= start) & (pick < start + chunk_sent.size)] - start
+                sent.append(chunk_sent[inside])
+                returned.append(chunk_returned[inside])
+                start += chunk_sent.size
+        return (np.concatenate(sent), np.concatenate(returned)) if sent else (np.empty(0), np.empty(0))
 
 
 def results_from_recorded(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, *,
                           failure_probability: float | None = None, trusted: bool = True) -> dict:
-    """qslab.analysis.session_results on the recorded arrays (the live session and `qslab replay` both end here),
+    """qslab.analysis.session_results on what was recorded (the live session and `qslab replay` both end here),
     with a declared candidate set's figures and a curious server's outcome when the settings hold them."""
     candidates = int(settings.get(CANDIDATE_SET_KEY) or 0)
-    results = session_results(
-        labels=np.concatenate(recorded.labels), layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
-        last_quadratures_snu=np.concatenate(recorded.quadratures[-1]),
-        layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
-        verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
+    results = results_from_totals(
+        recorded.images, recorded.samples(), measured=measured, modes=shapes[0].modes,
         rows=[shape.rows for shape in shapes],
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
-        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows],
+        verified_rows=[sum(layer) for layer in recorded.verified_rows],
         weights_path=settings.get("weights"), candidate_entropy_bits=math.log2(candidates) if candidates else None)
     if candidates:
         from qslab.analysis.data_leakage_curious import candidate_x_hat
@@ -106,13 +146,11 @@ def curious_outcome(recorded: Recorded, settings: dict) -> dict:
 def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):
     """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
     session's cap is checked on it before each batch)."""
-    return session_weight_leakage(
-        layer1_quadratures_snu=np.concatenate(recorded.quadratures[0]),
-        layer1_inputs=mnist.preprocess(np.concatenate(recorded.pixels)),
-        verification_samples=recorded.pooled_samples(), measured=measured, modes=shapes[0].modes,
-        rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
+    return weight_leakage_from_totals(
+        recorded.images.count, recorded.images.mode_shares, recorded.samples(), measured=measured,
+        modes=shapes[0].modes, rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
         false_alarm=settings["false_alarm"], queries=queries,
-        verified_rows=None if recorded.verified_rows is None else [sum(layer) for layer in recorded.verified_rows])
+        verified_rows=[sum(layer) for layer in recorded.verified_rows])
 
 
 def replay(path, measured_override: dict[str, Estimate | None] | None = None, failure_probability: float | None = None,
@@ -124,6 +162,12 @@ def replay(path, measured_override: dict[str, Estimate | None] | None = None, fa
     with recording.SessionFile.open(path) as session:
         settings, recorded_measured = replay_inputs(session)
         recorded = Recorded.from_file(session)
+        try:
+            recorded.samples_from(session)
+        except recording.RecordingError:
+            raise
+        except ValueError as error:  # no modulation, a singular fit: name the file
+            raise recording.RecordingError(f"{path}: its recorded values cannot be analysed ({error})") from None
         shapes = session.layers
         live = session.results or {}
         status, run_id = session.status, session.run_id
@@ -135,8 +179,26 @@ def replay(path, measured_override: dict[str, Estimate | None] | None = None, fa
         raise recording.RecordingError(f"{path}: its recorded values cannot be analysed ({error})") from None
     results = {"file": str(path), "run_id": run_id, **results, "safe_state": live.get("safe_state"), "status": status}
     results["changes"] = {key: {"recorded": live.get(key), "replayed": results[key]}
-                          for key in COMPARED if key in live and live[key] != results[key]}
+                          for key in COMPARED if key in live and differs(live[key], results[key])}
     return results
+
+
+# floats closer than this are the same figure summed in another order: a file recorded before the session streamed
+# its samples pooled them, its fit over the previous symbol in BLAS dots, whose error grows with the samples (5e-13
+# relative at 2000 images); a replay computes with pairwise sums in chunks (verified_samples.py)
+SAME_RELATIVE = 1e-10
+
+
+def differs(recorded, replayed) -> bool:
+    """Whether a replayed figure differs from the recorded one by more than the order of additions: floats beyond
+    SAME_RELATIVE, all else exactly."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        return recorded.keys() != replayed.keys() or any(differs(recorded[k], replayed[k]) for k in recorded)
+    if isinstance(recorded, list) and isinstance(replayed, list):
+        return len(recorded) != len(replayed) or any(differs(a, b) for a, b in zip(recorded, replayed))
+    if isinstance(recorded, float) and isinstance(replayed, float) and not isinstance(recorded, bool):
+        return not math.isclose(recorded, replayed, rel_tol=SAME_RELATIVE, abs_tol=0.0)
+    return recorded != replayed
 
 
 # what the analysis reads from /meta (sequences/session.py writes it): settings key -> integer?

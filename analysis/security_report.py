@@ -142,19 +142,37 @@ def layer_bound(layer: str, sent_snu, returned_snu, verified_rows: int, *, mu_up
                 tester: verification.ServerDetector, false_alarm: float) -> LayerBound:
     """One layer's bound (module docstring). honest_noise_per_share_snu: 2 n_sp (1 - 1/G) at the leakier limits."""
     sent = np.asarray(sent_snu, dtype=np.float64).ravel()
+
+    def estimate() -> verification.ChannelEstimate:
+        return verification.estimate_channel(sent, verification.remove_previous_symbol(sent, returned_snu)[0], detector)
+
+    return layer_bound_from_estimate(layer, sent.size, estimate, verified_rows, mu_upper_photons=mu_upper_photons,
+                                     mu_photons=mu_photons, modes=modes, mode_share=mode_share,
+                                     honest_noise_per_share_snu=honest_noise_per_share_snu, budget=budget,
+                                     detector=detector, honest=honest, tester=tester, false_alarm=false_alarm)
+
+
+def layer_bound_from_estimate(layer: str, samples: int, estimate, verified_rows: int, *, mu_upper_photons: float,
+                              mu_photons: float, modes: int, mode_share: float, honest_noise_per_share_snu: float,
+                              budget: FailureBudget, detector: verification.ServerDetector,
+                              honest: verification.ChannelHypothesis, tester: verification.ServerDetector,
+                              false_alarm: float) -> LayerBound:
+    """layer_bound from the layer's sample count and ``estimate()`` (its ChannelEstimate after the previous symbol is
+    removed, referred with `detector`; called only when the layer has enough verification): what a caller that sums
+    the samples in chunks passes (analysis/verified_samples.py)."""
     unverified = float(unverified_bound_bits(mu_upper_photons))
-    if not has_enough_verification(verified_rows, sent.size):
-        return LayerBound(layer, int(verified_rows), int(sent.size), unverified, "no verification: g(mu)", unverified,
+    if not has_enough_verification(verified_rows, samples):
+        return LayerBound(layer, int(verified_rows), int(samples), unverified, "no verification: g(mu)", unverified,
                           largest_mode_share=mode_share)
-    returned = verification.remove_previous_symbol(sent, returned_snu)[0]
-    result = verification.verify(sent, returned, mu_photons, honest, detector,
-                                 failure_probability=verification_probability(budget, layer), false_alarm=false_alarm,
-                                 mu_upper_photons=mu_upper_photons, test_detector=tester)
+    result = verification.verify_estimate(estimate(), mu_photons, honest, detector,
+                                          failure_probability=verification_probability(budget, layer),
+                                          false_alarm=false_alarm, mu_upper_photons=mu_upper_photons,
+                                          test_detector=tester)
     t_min, eps_max = float(result.transmittance_min), float(result.excess_noise_max_snu)
     worst_eps = max(eps_max, 0.0) + honest_noise_per_share_snu * max(mode_share - 1.0 / modes, 0.0)
     v = modulation_variance_snu(mu_upper_photons)
     worst = float(holevo_verified_bits(v, min(max(t_min, 0.0), 1.0), worst_eps))
     average = float(result.chi_bits_per_mode)
     bits, method = (worst, "verified, worst mode") if worst <= unverified else (unverified, "g(mu) (below the verified)")
-    return LayerBound(layer, int(verified_rows), int(sent.size), bits, method, unverified, t_min, eps_max, worst_eps,
+    return LayerBound(layer, int(verified_rows), int(samples), bits, method, unverified, t_min, eps_max, worst_eps,
                       mode_share, average, bool(result.accepted))

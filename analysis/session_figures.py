@@ -10,9 +10,14 @@ MAX_POINTS = 20_000
 
 
 def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels: np.ndarray,
-                 predictions: np.ndarray, results: dict) -> Path:
+                 predictions: np.ndarray, results: dict, line: tuple[float, float, float] | None = None,
+                 samples: int | None = None) -> Path:
     """Left: returned vs sent quadratures of the verified rows with the fitted slope sqrt(eta T); right: the
-    confusion matrix of the secure inference (rows: true digit, columns: predicted)."""
+    confusion matrix of the secure inference (rows: true digit, columns: predicted).
+
+    A streamed session passes a uniform draw of its samples (at most MAX_POINTS), the fitted ``line`` (slope, least
+    and largest sent quadrature) over all of them and their number ``samples``; otherwise all three come from the
+    arrays."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,12 +28,12 @@ def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels
     if sent.size:
         pick = np.random.default_rng(0).choice(sent.size, size=min(sent.size, MAX_POINTS), replace=False)
         left.plot(sent[pick], returned[pick], ",", alpha=0.4, label=f"verification samples ({pick.size} shown)")
-        slope = float(sent @ returned / (sent @ sent))
-        line = np.array([sent.min(), sent.max()])
-        left.plot(line, slope * line, "r-", lw=1, label=f"slope {slope:.3f}")
+        slope, low, high = line if line is not None else (float(sent @ returned / (sent @ sent)), sent.min(), sent.max())
+        ends = np.array([low, high])
+        left.plot(ends, slope * ends, "r-", lw=1, label=f"slope {slope:.3f}")
         left.legend(fontsize=8)
     verification = results.get("verification") or {}
-    left.set_title(f"server verification: {sent.size} samples, "
+    left.set_title(f"server verification: {sent.size if samples is None else samples} samples, "
                    f"{'accepted' if results.get('verified') else 'REJECTED' if results.get('verified') is False else 'none'}"
                    f"\nT_hat {verification.get('transmittance_hat', float('nan')):.3f}, eps_hat "
                    f"{verification.get('excess_noise_hat_snu', float('nan')):.2e} SNU", fontsize=9)

@@ -19,6 +19,8 @@ the per-bin photon-counting figure (not bounds, labelled so) at whichever end of
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from qslab.analysis import data_leakage, verification
@@ -27,7 +29,8 @@ from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
 from qslab.analysis.security_report import (LayerBound, ReferenceFigure, SecurityReport, WeightLeakage,
-                                            has_enough_verification, largest_mode_share, layer_bound)
+                                            has_enough_verification, largest_mode_share, layer_bound_from_estimate)
+from qslab.analysis.verified_samples import PooledSamples, StreamedSamples
 from qslab.analysis.client_measurement import returned_excess_noise_total_snu
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.measured_values import MeasuredValues
@@ -74,27 +77,77 @@ def honest_hypothesis(measured: MeasuredValues, modes: int, detector: verificati
     return honest, tester
 
 
-def verify_layers(samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues, modes: int, *,
-                  failure_probability: float, false_alarm: float, trusted: bool = True,
-                  budget: FailureBudget | None = None) -> dict | None:
-    """The server's decision and bound on all verified samples pooled (None when no row was verified).
+def verify_layers(samples, measured: MeasuredValues, modes: int, *, failure_probability: float, false_alarm: float,
+                  trusted: bool = True, budget: FailureBudget | None = None) -> dict | None:
+    """The server's decision and bound on all verified samples pooled (None when fewer than two were verified).
 
+    samples: per layer (sent, returned) arrays, or their estimates (analysis/verified_samples.py);
     failure_probability: the whole report's; its split is `budget` (default: report_budget over `measured`
     and the pooled verification)."""
-    sent = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s, _ in samples]) if samples else np.empty(0)
-    returned = (np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in samples])
-                if samples else np.empty(0))
-    if sent.size < 2:
+    samples = _as_samples(samples)
+    if sum(samples.sizes) < 2:
         return None
     budget = budget or report_budget(failure_probability, measured, [POOLED])
     detector = measured.server_detector(budget, trusted)
     honest, tester = honest_hypothesis(measured, modes, measured.server_detector(CONFIDENCE_SIGMAS, trusted),
                                        CONFIDENCE_SIGMAS)
-    result = verification.verify(sent, returned, measured.mu_photons.value, honest, detector,
-                                 failure_probability=verification_probability(budget, POOLED), false_alarm=false_alarm,
-                                 mu_upper_photons=measured.mu_photons.upper(budget.sigmas("mu_photons")),
-                                 test_detector=tester)
+    result = verification.verify_estimate(samples.pooled_estimate(detector), measured.mu_photons.value, honest,
+                                          detector, failure_probability=verification_probability(budget, POOLED),
+                                          false_alarm=false_alarm,
+                                          mu_upper_photons=measured.mu_photons.upper(budget.sigmas("mu_photons")),
+                                          test_detector=tester)
     return result.to_dict()
+
+
+def _as_samples(samples) -> PooledSamples | StreamedSamples:
+    return samples if isinstance(samples, (PooledSamples, StreamedSamples)) else PooledSamples(list(samples or []))
+
+
+@dataclass
+class ImageTotals:
+    """What the results need of the images and the client's outcomes, gathered batch by batch (`add`): the labels
+    and predictions (three bytes an image), the unusable hidden vectors, each layer's largest mode share
+    (security_report.largest_mode_share) and the first `keep` inputs of each layer (per-bin photon counting).
+    Memory: O(keep) plus three bytes an image, whatever the session's length."""
+
+    keep: int
+    labels: list = field(default_factory=list)
+    predictions: list = field(default_factory=list)
+    unusable: int = 0
+    mode_shares: list = field(default_factory=lambda: [0.0, 0.0])
+    first_inputs: list = field(default_factory=lambda: [[], []])
+
+    @property
+    def count(self) -> int:
+        return sum(len(labels) for labels in self.labels)
+
+    def add(self, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs) -> None:
+        """One batch (or any run of images, in order)."""
+        hidden, unusable = hidden_vectors(layer1_quadratures_snu)
+        self.labels.append(np.asarray(labels))
+        self.predictions.append(predictions(last_quadratures_snu, unusable))
+        self.unusable += int(unusable.sum())
+        for index, data in enumerate((np.asarray(layer1_inputs), hidden)):
+            self.mode_shares[index] = max(self.mode_shares[index], largest_mode_share(data))
+            room = self.keep - sum(len(kept) for kept in self.first_inputs[index])
+            if room > 0:
+                self.first_inputs[index].append(np.array(data[:room]))
+
+    @classmethod
+    def from_arrays(cls, labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs, keep: int) -> ImageTotals:
+        totals = cls(int(keep))
+        totals.add(labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs)
+        return totals
+
+    def all_labels(self) -> np.ndarray:
+        return np.concatenate(self.labels) if self.labels else np.empty(0, dtype=np.uint8)
+
+    def all_predictions(self) -> np.ndarray:
+        return np.concatenate(self.predictions) if self.predictions else np.empty(0, dtype=np.int16)
+
+    def kept_inputs(self) -> list[np.ndarray]:
+        """Per layer, its first `keep` inputs (the layer-1 data, the hidden vectors)."""
+        return [np.concatenate(kept) if kept else np.empty((0, 0)) for kept in self.first_inputs]
 
 
 def per_bin_data_leakage(gain_limits: tuple[float, float], layer_inputs: list[np.ndarray], reuses: list[int],
@@ -127,18 +180,30 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                     exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
                     weights_path: str | None = None, candidate_entropy_bits: float | None = None) -> dict:
-    """Accuracy, verification and every leakage figure of one session (see the module docstring).
+    """Accuracy, verification and every leakage figure of one session from its arrays (see the module docstring):
+    results_from_totals on the arrays, the reference a streamed session and replay are checked against.
 
     verification_samples: per layer, (sent, returned) of its verified rows; verified_rows: per layer, how many
     rows were verified (None: from the sample count, for callers that only have samples); weights_path: the
     session's weights (None: the shipped ones), whose hidden layer sets layer 2's declared second moments;
     candidate_entropy_bits: H(X) of a declared finite candidate set, which caps the data-leakage bound."""
-    labels = np.asarray(labels)
-    hidden, unusable = hidden_vectors(layer1_quadratures_snu)
-    guess = predictions(last_quadratures_snu, unusable)
-    layer_data = [np.asarray(layer1_inputs), hidden]
-    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes,
-                                                      labels.size, failure_probability)
+    images = ImageTotals.from_arrays(labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
+                                     exact_leakage_images)
+    return results_from_totals(images, PooledSamples(verification_samples), measured=measured, modes=modes, rows=rows,
+                               failure_probability=failure_probability, false_alarm=false_alarm,
+                               exact_leakage_images=exact_leakage_images, trusted=trusted, verified_rows=verified_rows,
+                               weights_path=weights_path, candidate_entropy_bits=candidate_entropy_bits)
+
+
+def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSamples, *, measured: MeasuredValues,
+                        modes: int, rows: list[int], failure_probability: float, false_alarm: float,
+                        exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
+                        weights_path: str | None = None, candidate_entropy_bits: float | None = None) -> dict:
+    """session_results from what a session gathers batch by batch (ImageTotals) and its verified samples' estimates."""
+    labels, guess = images.all_labels(), images.all_predictions()
+    layer_data = images.kept_inputs()
+    verified_rows, names, budget = _layers_and_budget(samples, verified_rows, measured, modes, labels.size,
+                                                      failure_probability)
     mu, gain = measured.mu_photons.value, measured.gain.value
     k_gain = budget.sigmas("gain")
     mu_upper, gain_upper = measured.mu_photons.upper(budget.sigmas("mu_photons")), measured.gain.upper(k_gain)
@@ -146,13 +211,13 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     nominal = leakage_summary(OperatingPoint(mu=mu_upper, gain=gain_upper, modes=modes, rows=sum(rows)))
     cramer_rao = max(leakage_summary(OperatingPoint(mu=mu_upper, gain=g, modes=modes, rows=sum(rows)))
                      ["data_leakage_bits_cramer_rao"] for g in gain_limits)
-    checked = verify_layers(verification_samples, measured, modes, failure_probability=failure_probability,
+    checked = verify_layers(samples, measured, modes, failure_probability=failure_probability,
                             false_alarm=false_alarm, trusted=trusted, budget=budget)
     noise_figure_db = None  # its upper limit: more returned noise tells the server more
     if measured.amplifier_noise_figure_db is not None:
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
     per_bin = per_bin_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
-    weight = weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows, layer_data,
+    weight = weight_leakage_report(samples, verified_rows, names, measured, modes, rows, images.mode_shares,
                                    budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
                                    noise_figure_db=noise_figure_db)
     data = session_data_leakage(measured, budget, rows, int(labels.size), weights_path, candidate_entropy_bits,
@@ -164,7 +229,7 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
         "accuracy": correct / labels.size if labels.size else 0.0,
         "correct": correct,
         "accuracy_ci95": list(clopper_pearson(correct, labels.size)) if labels.size else None,
-        "unnormalisable_hidden_vectors": int(unusable.sum()),
+        "unnormalisable_hidden_vectors": int(images.unusable),
         "mu_photons": mu, "mu_photons_upper": mu_upper, "gain": gain, "gain_upper": gain_upper,
         "verified": None if checked is None else bool(checked["accepted"]),
         "weight_leakage_bits_per_mode": weight.per_query_bits_per_mode,
@@ -195,16 +260,16 @@ def session_data_leakage(measured: MeasuredValues, budget: FailureBudget, rows: 
                                figures=figures)
 
 
-def _layers_and_budget(samples, verified_rows, measured: MeasuredValues, modes: int, images: int,
-                       failure_probability: float):
+def _layers_and_budget(samples: PooledSamples | StreamedSamples, verified_rows, measured: MeasuredValues, modes: int,
+                       images: int, failure_probability: float):
     """Per-layer verified row counts, layer names and the report's failure budget (pooled test + each layer with
     enough verification)."""
-    sizes = [np.asarray(s).size for s, _ in samples]
+    sizes = samples.sizes
     if verified_rows is None:
         verified_rows = [size // max(modes * images, 1) for size in sizes]
-    names = [f"layer{i + 1}" for i in range(len(samples))]
+    names = [f"layer{i + 1}" for i in range(len(sizes))]
     enough = [has_enough_verification(r, n) for r, n in zip(verified_rows, sizes)]
-    budget = report_budget(failure_probability, measured, ([POOLED] if _has_samples(samples) else [])
+    budget = report_budget(failure_probability, measured, ([POOLED] if sum(sizes) >= 2 else [])
                            + [name for name, ok in zip(names, enough) if ok])
     return verified_rows, names, budget
 
@@ -212,18 +277,30 @@ def _layers_and_budget(samples, verified_rows, measured: MeasuredValues, modes: 
 def session_weight_leakage(*, layer1_quadratures_snu, layer1_inputs, verification_samples, measured: MeasuredValues,
                            modes: int, rows: list[int], failure_probability: float, false_alarm: float, queries: int,
                            verified_rows: list[int] | None = None, trusted: bool = True) -> WeightLeakage:
-    """The weight-leakage part of session_results alone (what the session checks against its cap before a batch);
-    queries: the number of queries to total over."""
+    """The weight-leakage part of session_results alone, from arrays (weight_leakage_from_totals on them); queries:
+    the number of queries to total over."""
     hidden, _ = hidden_vectors(layer1_quadratures_snu)
-    images = len(hidden)
-    verified_rows, names, budget = _layers_and_budget(verification_samples, verified_rows, measured, modes, images,
+    shares = [largest_mode_share(np.asarray(layer1_inputs)), largest_mode_share(hidden)]
+    return weight_leakage_from_totals(len(hidden), shares, _as_samples(verification_samples), measured=measured,
+                                      modes=modes, rows=rows, failure_probability=failure_probability,
+                                      false_alarm=false_alarm, queries=queries, verified_rows=verified_rows,
+                                      trusted=trusted)
+
+
+def weight_leakage_from_totals(images: int, mode_shares: list[float], samples: PooledSamples | StreamedSamples, *,
+                               measured: MeasuredValues, modes: int, rows: list[int], failure_probability: float,
+                               false_alarm: float, queries: int, verified_rows: list[int] | None = None,
+                               trusted: bool = True) -> WeightLeakage:
+    """The weight-leakage part of results_from_totals alone (what the session checks against its cap before a
+    batch): `images` recorded so far, each layer's largest mode share, the verified samples' estimates."""
+    verified_rows, names, budget = _layers_and_budget(samples, verified_rows, measured, modes, images,
                                                       failure_probability)
     noise_figure_db = None
     if measured.amplifier_noise_figure_db is not None:
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
-    return weight_leakage_report(verification_samples, verified_rows, names, measured, modes, rows,
-                                 [np.asarray(layer1_inputs), hidden], budget=budget, queries=queries,
-                                 false_alarm=false_alarm, trusted=trusted, noise_figure_db=noise_figure_db)
+    return weight_leakage_report(samples, verified_rows, names, measured, modes, rows, mode_shares, budget=budget,
+                                 queries=queries, false_alarm=false_alarm, trusted=trusted,
+                                 noise_figure_db=noise_figure_db)
 
 
 def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: float, modes: int) -> tuple:
@@ -244,10 +321,11 @@ def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: flo
     return tuple(figures)
 
 
-def weight_leakage_report(samples, verified_rows, names, measured: MeasuredValues, modes: int, rows: list[int],
-                          layer_data, *, budget: FailureBudget, queries: int, false_alarm: float, trusted: bool,
-                          noise_figure_db: float | None) -> WeightLeakage:
-    """Each layer's verified worst-mode bound (or g(mu)), per query and over the session's queries."""
+def weight_leakage_report(samples: PooledSamples | StreamedSamples, verified_rows, names, measured: MeasuredValues,
+                          modes: int, rows: list[int], mode_shares, *, budget: FailureBudget, queries: int,
+                          false_alarm: float, trusted: bool, noise_figure_db: float | None) -> WeightLeakage:
+    """Each layer's verified worst-mode bound (or g(mu)), per query and over the session's queries; mode_shares: per
+    layer, the largest mode share of its inputs (security_report.largest_mode_share)."""
     mu_upper = measured.mu_photons.upper(budget.sigmas("mu_photons"))
     gain_upper = measured.gain.upper(budget.sigmas("gain"))
     n_sp = 1.0 if noise_figure_db is None else max(float(inversion_factor_from_noise_figure(gain_upper,
@@ -257,17 +335,11 @@ def weight_leakage_report(samples, verified_rows, names, measured: MeasuredValue
                                        CONFIDENCE_SIGMAS)
     layers: list[LayerBound] = []
     for index, name in enumerate(names):
-        sent, returned = samples[index]
-        data = layer_data[index] if index < len(layer_data) else np.empty((0, 0))
-        layers.append(layer_bound(name, sent, returned, verified_rows[index], mu_upper_photons=mu_upper,
-                                  mu_photons=measured.mu_photons.value, modes=modes,
-                                  mode_share=largest_mode_share(data),
-                                  honest_noise_per_share_snu=2.0 * n_sp * (1.0 - 1.0 / gain_upper), budget=budget,
-                                  detector=detector, honest=honest, tester=tester,
-                                  false_alarm=false_alarm / max(len(names), 1)))
+        layers.append(layer_bound_from_estimate(
+            name, samples.sizes[index], lambda index=index: samples.layer_estimate(index, detector),
+            verified_rows[index], mu_upper_photons=mu_upper, mu_photons=measured.mu_photons.value, modes=modes,
+            mode_share=float(mode_shares[index]) if index < len(mode_shares) else 0.0,
+            honest_noise_per_share_snu=2.0 * n_sp * (1.0 - 1.0 / gain_upper), budget=budget, detector=detector,
+            honest=honest, tester=tester, false_alarm=false_alarm / max(len(names), 1)))
     return WeightLeakage(tuple(layers), queries, tuple(2 * modes * r for r in rows[:len(layers)]),
                          reference_figures(measured, mu_upper, gain_upper, modes))
-
-
-def _has_samples(samples) -> bool:
-    return sum(np.asarray(s).size for s, _ in samples) >= 2

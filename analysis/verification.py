@@ -309,8 +309,10 @@ def remove_previous_symbol(sent_snu, returned_snu) -> tuple[np.ndarray, float]:
     if q.size < 3:
         return y, 0.0
     previous = np.concatenate([[0.0], q[:-1]])
-    gram = np.array([[q @ q, q @ previous], [q @ previous, previous @ previous]])
-    _, b = np.linalg.solve(gram, np.array([q @ y, previous @ y]))
+    # pairwise sums (np.sum), not BLAS dots, whose error grows with the ~1e7 samples of a long session
+    qp = np.sum(q * previous)
+    gram = np.array([[np.sum(q * q), qp], [qp, np.sum(previous * previous)]])
+    _, b = np.linalg.solve(gram, np.array([np.sum(q * y), np.sum(previous * y)]))
     return y - b * previous, float(b)
 
 
@@ -612,10 +614,23 @@ def verify(sent_quadratures_snu, returned_quadratures_snu, mu_photons, honest: C
     measured on the same detector (pilots) passes one without calibration uncertainty, since the test
     compares detector-scale amplitudes, while the limits keep the uncertainties (worst case).
     """
-    mu = mu_photons if mu_upper_photons is None else mu_upper_photons
     _require(np.all(np.asarray(mu_photons) >= 0.0), "mu_photons", "must be >= 0")
     _require(mu_upper_photons is None or mu_upper_photons >= mu_photons, "mu_upper_photons", "must be >= mu_photons")
     estimate = estimate_channel(sent_quadratures_snu, returned_quadratures_snu, detector, axis)
+    return verify_estimate(estimate, mu_photons, honest, detector, failure_probability, false_alarm, alternative,
+                           mu_upper_photons, method, dispersion, test_detector)
+
+
+def verify_estimate(estimate: ChannelEstimate, mu_photons, honest: ChannelHypothesis,
+                    detector: ServerDetector = ServerDetector(), failure_probability=DEFAULT_FAILURE_PROBABILITY,
+                    false_alarm=DEFAULT_FALSE_ALARM, alternative: ChannelHypothesis | None = None,
+                    mu_upper_photons=None, method="exact", dispersion="upper",
+                    test_detector: ServerDetector | None = None) -> VerificationResult:
+    """verify() from the estimate alone: what a caller that sums the samples in chunks (analysis/verified_samples.py)
+    passes instead of the samples; `estimate` must have been referred with `detector`."""
+    mu = mu_photons if mu_upper_photons is None else mu_upper_photons
+    _require(np.all(np.asarray(mu_photons) >= 0.0), "mu_photons", "must be >= 0")
+    _require(mu_upper_photons is None or mu_upper_photons >= mu_photons, "mu_upper_photons", "must be >= mu_photons")
     limits = confidence_limits(estimate, detector, failure_probability, method, dispersion)
     per_mode, per_weight = leakage_bound_bits(mu, limits.transmittance_min, limits.excess_noise_max_snu)
     tester = detector if test_detector is None else test_detector

@@ -52,8 +52,10 @@ def refuse_unless_allowed(path, differences: list[str], allowed: bool, what: str
 
 
 def resume_record(config, identities: dict[str, dict[str, str]], records: dict, images: int,
-                  differences: list[str], crashed) -> dict[str, Any]:
-    """One entry of the file's resumes: when, which code, which config, which station, which records."""
+                  differences: list[str], crashed, set_up: dict | None = None) -> dict[str, Any]:
+    """One entry of the file's resumes: when, which code, which config, which station, which records, and what the
+    resumed set-up measured (``set_up``: MeasuredValues JSON; mu and the VOA per layer): the operating point the
+    batches after the resume were taken at (docs/DECISIONS.md, what a resume reproduces)."""
     from qslab.calibration.records import CodeVersion
 
     version = CodeVersion.current()
@@ -61,7 +63,7 @@ def resume_record(config, identities: dict[str, dict[str, str]], records: dict, 
             "git_revision": version.git_revision, "host": platform.node(),
             "config_sha256": hashlib.sha256(config.text.encode()).hexdigest(), "config_toml": config.text,
             "station": identities, "calibration_records": records, "images_before": images,
-            "station_differences": differences,
+            "station_differences": differences, "set_up": set_up,
             "after_crash_of": None if crashed is None else {"pid": crashed.pid, "host": crashed.host,
                                                            "started_utc": crashed.started_utc}}
 
@@ -80,7 +82,7 @@ def resumable_settings(path, recorded: dict):
     if not isinstance(recorded, dict):
         raise RecordingError(f"{path}: its settings_json is {type(recorded).__name__}, expected a JSON object")
     specs = _settings_specs()
-    unknown = sorted(set(recorded) - set(specs) - {"weights"})
+    unknown = sorted(set(recorded) - set(specs) - {"weights", "curious_server"})
     missing = sorted(name for name in ("images", "mu", "gain", "seed", "batch_images", "verify_fraction",
                                        "failure_probability", "laser_power_dbm") if name not in recorded)
     if unknown or missing:
@@ -101,6 +103,15 @@ def resumable_settings(path, recorded: dict):
             raise RecordingError(f"{path}: settings_json weights = {str(weights)[:60]!r}: expected null (the packaged "
                                  "network) or the path of an .npz weights file without '..'")
         values["weights"] = weights
+    curious = recorded.get("curious_server")
+    if curious is not None:
+        from qslab.analysis.data_leakage_curious import CuriousSpec
+
+        try:
+            values["curious_server"] = CuriousSpec.from_json(curious).to_json()
+        except (TypeError, ValueError) as error:
+            raise RecordingError(f"{path}: settings_json curious_server is not a curious server's spec "
+                                 f"({str(error)[:120]})") from None
     return SessionSettings(**values)
 
 
@@ -117,7 +128,8 @@ def _settings_specs() -> dict:
             "failure_probability": rule["failure_probability"], "laser_power_dbm": rule["laser_power_dbm"],
             "false_alarm": Number("probability", 0.0, 0.5, min_open=True, max_open=True),
             "exact_leakage_images": Number("images", 0, integer=True),
-            "max_weight_leakage_bits_per_mode": rule["max_weight_leakage_bits_per_mode"]}
+            "max_weight_leakage_bits_per_mode": rule["max_weight_leakage_bits_per_mode"],
+            "candidate_set": Number("images", 0, integer=True)}
 
 
 def _flat(table: dict, prefix: str = "") -> dict[str, Any]:

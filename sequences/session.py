@@ -40,7 +40,7 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
 from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.replay import Recorded, projected_weight_leakage, results_from_recorded
-from qslab.analysis.session_figures import plot_session
+from qslab.analysis.session_figures import MAX_POINTS, plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
@@ -214,7 +214,7 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
     """
     batches = -(-settings["images"] // settings["batch_images"])
     checkpoints = int(np.log2(batches)) + 1
-    checked = verify_layers(recorded.pooled_samples(), measured, modes,
+    checked = verify_layers(recorded.samples(), measured, modes,
                             failure_probability=settings["failure_probability"],
                             false_alarm=settings["false_alarm"] / checkpoints)
     if checked is not None and not checked["accepted"]:
@@ -274,7 +274,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
     else:
         run_id = run_id or recording.new_run_id()
-        path, recorded, measured = Path(out_dir) / f"session-{run_id}.h5", Recorded.empty(len(weights)), None
+        path, measured = Path(out_dir) / f"session-{run_id}.h5", None
+        recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
     figure_dir = path.with_suffix("")
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +311,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             interrupts.check("after setting up the link")
             if resume:
                 writer = recording.SessionWriter.resume(path, lock=lock, record=resume_check.resume_record(
-                    config, identities, link.calibration.records, images_before, differences, lock.crashed))
+                    config, identities, link.calibration.records, images_before, differences, lock.crashed,
+                    measured_values(link).to_json()))
                 say(f"resuming {path} after {writer.images_written} images"
                     + (f" (its writer, pid {lock.crashed.pid}, had crashed)" if lock.crashed else ""))
             else:
@@ -394,9 +396,10 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     with interrupts.protected():
         writer.finish(results)
         writer.close()
-    sent, returned = recorded.pooled_samples()[0] if recorded.samples[0] else (np.empty(0), np.empty(0))
-    plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
-                 labels=np.concatenate(recorded.labels), predictions=_predictions(recorded), results=results)
+    sent, returned = recorded.scatter(MAX_POINTS)  # the verified samples, read back in chunks (flat memory)
+    plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned, line=recorded.samples().figure_line(),
+                 samples=recorded.samples().sizes[0], labels=recorded.images.all_labels(),
+                 predictions=recorded.images.all_predictions(), results=results)
     return {**results, "figures": str(figure_dir)}
 
 
@@ -424,11 +427,6 @@ def curious_counts(curious, images: int) -> tuple[np.ndarray, np.ndarray] | None
     if record is None or record.counts.shape[0] != images:
         raise ProtocolError(f"curious server: no layer-1 acquisition of these {images} images was counted")
     return record.counts, np.full(images, record.counted_rows)
-
-
-def _predictions(recorded) -> np.ndarray:
-    _, unusable = hidden_vectors(np.concatenate(recorded.quadratures[0]))
-    return predictions(np.concatenate(recorded.quadratures[-1]), unusable)
 
 
 def _safe_state(station) -> dict | None:

@@ -45,25 +45,28 @@ class SessionFile:
         self._meta: dict[str, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path) -> SessionFile:
-        """Open and validate; a missing, foreign, truncated or corrupt file is one RecordingError naming it."""
+    def open(cls, path: str | Path, *, check_values: bool = True) -> SessionFile:
+        """Open and validate; a missing, foreign, truncated or corrupt file is one RecordingError naming it.
+        ``check_values=False`` skips reading every value (the structure, /meta and /batches are still checked): for
+        the session that wrote them, reading its own batches back (analysis/replay.Recorded)."""
         path = Path(path)
         file, swmr = _open_readable(path)
         session = cls(path, file, swmr)
         try:
-            session._load()
+            session._load(check_values)
         except BaseException:
             file.close()
             raise
         return session
 
-    def _load(self) -> None:
+    def _load(self, check_values: bool = True) -> None:
         with self._translated("is not a readable qslab session recording"):
             _check_schema(self._file, self.path)
             self.layers = _check_structure(self._file, self.path)
             self._meta = _read_meta(self._file, self.path)
             self._table = _committed_table(self._file, self.layers, self.path)
-            _check_values(self)
+            if check_values:
+                _check_values(self)
             self.results  # noqa: B018 - parses the results of a complete session
 
     def refresh(self) -> int:
@@ -194,6 +197,23 @@ class SessionFile:
     def client_quadratures_snu(self, layer: int) -> np.ndarray:
         """[images, rows] float32: the client's homodyne outcome per committed image and row, SNU."""
         return self._read(f"layers/{self._layer(layer)}/client_quadratures_snu", slice(0, self.images_written))
+
+    def image_chunks(self, values: int | None = None):
+        """The committed images in order, a slice at a time: (Images, [client quadratures of each layer]) of about
+        ``values`` numbers per array (default VALUES_PER_READ), so reading a whole file needs flat memory."""
+        widest = max([PIXELS_PER_IMAGE, *(layer.rows for layer in self.layers)])
+        for rows in _slices(self.images_written, widest, values):
+            images = Images(**{name: self._read(f"images/{name}", rows) for name in _IMAGE_COLUMNS})
+            yield images, [self._read(f"layers/{k}/client_quadratures_snu", rows) for k in range(len(self.layers))]
+
+    def verification_chunks(self, layer: int, values: int | None = None):
+        """One layer's committed verification samples in write order, a slice at a time: (sent_snu, returned_snu)
+        float32 of at most ``values`` samples (default VALUES_PER_READ)."""
+        k = self._layer(layer)
+        stop = int(self._table["sample_stop"][-1, k]) if len(self._table) else 0
+        for part in _slices(stop, 1, values):
+            yield (self._read(f"layers/{k}/verification/sent_snu", part),
+                   self._read(f"layers/{k}/verification/returned_snu", part))
 
     def verification(self, layer: int, samples: bool = True) -> LayerVerification:
         """One layer's verification data; ``samples=False`` leaves sent_snu/returned_snu empty (rows and
@@ -530,8 +550,8 @@ VALUES_PER_READ = 1 << 22  # numbers read at once when a whole dataset is checke
 MNIST_TEST_IMAGES = 10_000
 
 
-def _slices(length: int, per_row: int):
-    step = max(1, VALUES_PER_READ // max(1, per_row))
+def _slices(length: int, per_row: int, values: int | None = None):
+    step = max(1, (VALUES_PER_READ if values is None else int(values)) // max(1, per_row))
     return [slice(start, min(start + step, length)) for start in range(0, length, step)]
 
 

@@ -280,3 +280,48 @@ def test_security_budget_tells_the_lab_what_a_target_needs(store, capsys):
     assert {layer["dominant"] for layer in result["layers"]} <= {"loss", "excess noise"}
     assert result["largest_mu_photons"] < 0.1  # at the bench's T ~ 0.55 a verified 0.1 bit/mode needs tiny mu
     assert float(expected_verified_bound_bits(result["largest_mu_photons"], 1.3, conditions)) <= 0.1 * 1.01
+
+
+def _assert_same_figures(streamed, pooled, where=""):
+    """Floats within 1e-12 relative (the same sums in another order), everything else exactly."""
+    if isinstance(pooled, dict):
+        assert streamed.keys() == pooled.keys(), where
+        for key in pooled:
+            _assert_same_figures(streamed[key], pooled[key], f"{where}.{key}")
+    elif isinstance(pooled, list):
+        assert len(streamed) == len(pooled), where
+        for index, (a, b) in enumerate(zip(streamed, pooled)):
+            _assert_same_figures(a, b, f"{where}[{index}]")
+    elif isinstance(pooled, float):
+        assert streamed == pytest.approx(pooled, rel=1e-12, abs=0.0), where
+    else:
+        assert streamed == pooled, where
+
+
+def test_the_streamed_results_equal_the_pooled_computation_on_the_whole_arrays(clean, monkeypatch):
+    """The session keeps sums, never its batches: its results against session_results on the file's arrays pooled
+    in memory (the computation before streaming), and a replay reading 1000 numbers at a time."""
+    from qslab.analysis import mnist
+    from qslab.analysis import replay as replay_module
+    from qslab.analysis.measured_values import MeasuredValues
+    from qslab.analysis.session_results import session_results
+
+    with recording.SessionFile.open(clean["file"]) as session:
+        settings, layers = session.settings, session.layers
+        verification = [session.verification(k) for k in range(len(layers))]
+        pooled = session_results(
+            labels=session.images.label, layer1_quadratures_snu=session.client_quadratures_snu(0),
+            last_quadratures_snu=session.client_quadratures_snu(len(layers) - 1),
+            layer1_inputs=mnist.preprocess(session.images.pixels),
+            verification_samples=[(v.sent_snu, v.returned_snu) for v in verification],
+            measured=MeasuredValues.from_json(session.calibrations["measured"]), modes=layers[0].modes,
+            rows=[layer.rows for layer in layers], failure_probability=settings["failure_probability"],
+            false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"],
+            verified_rows=[sum(np.size(r) for r in v.rows) for v in verification])
+    assert pooled["security_report"]["weight_leakage"]["layers"][0]["verified"]  # the estimates are exercised
+    live = {key: clean[key] for key in pooled}
+    _assert_same_figures(live, pooled)
+    monkeypatch.setattr(replay_module, "CHUNK_VALUES", 1000)
+    replayed = replay(clean["file"])
+    _assert_same_figures({key: replayed[key] for key in pooled}, pooled)
+    assert replayed["changes"] == {}

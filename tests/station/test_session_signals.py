@@ -18,6 +18,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyvisa
 
@@ -264,24 +265,61 @@ COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leak
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
-def test_kill_9_mid_session_then_resume_from_the_command_line_ends_where_a_clean_run_does(store, tmp_path, capsys):
-    from qslab.sequences.cli import main
+def _patient_config(directory: Path) -> Path:
+    """lab_config.toml with a 60 s I/O timeout: a read the host's load delays past 5 s would be sent again, and the
+    meter's fresh noise on the second reading moves the set-up (docs/DECISIONS.md T); a hang guard, not a timing."""
+    path = directory / "patient.toml"
+    path.write_text(re.sub(r"(?m)^timeout_s = 5\.0$", "timeout_s = 60.0", CONFIG.read_text(), count=1))
+    assert "timeout_s = 60.0" in path.read_text()
+    return path
 
-    common = ["--images", "30", "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]
-    assert main(["session", "--config", str(CONFIG), "--out", str(tmp_path / "clean"), *common]) == 0
-    clean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
-    session = Session(CONFIG, tmp_path / "crashed", store, 30, 10)
-    session.wait_images(10)
+def _kill_after(session: Session, batches: int) -> Path:
+    """SIGSTOP once the file holds ``batches`` committed batches, then SIGKILL: the file holds exactly what it held
+    while the process was stopped."""
+    session.wait_images(10 * batches)
+    session.process.send_signal(signal.SIGSTOP)
+    path = next(session.out_dir.glob("session-*.h5"))
     session.process.kill()
     assert session.process.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
-    path = next((tmp_path / "crashed").glob("session-*.h5"))
+    return path
+
+
+def _batches_equal(a_path, b_path) -> list[str]:
+    differences = []
+    with recording.SessionFile.open(a_path) as a, recording.SessionFile.open(b_path) as b:
+        assert a.batches_written == b.batches_written
+        for batch in range(a.batches_written):
+            for layer in range(len(a.layers)):
+                x, y = a.layer_batch(batch, layer), b.layer_batch(batch, layer)
+                differences += [f"batch {batch} layer {layer} {name}" for name in
+                                ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu")
+                                if not np.array_equal(getattr(x, name), getattr(y, name))]
+        differences += [f"images {name}" for name in ("index", "label", "pixels", "prediction")
+                        if not np.array_equal(getattr(a.images, name), getattr(b.images, name))]
+    return differences
+
+
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a_clean_run_does(
+        store, tmp_path, capsys, killed_after):
+    from qslab.sequences.cli import main
+
+    config = _patient_config(tmp_path)
+    common = ["--images", "30", "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]
+    assert main(["session", "--config", str(config), "--out", str(tmp_path / "clean"), *common]) == 0
+    clean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    session = Session(config, tmp_path / "crashed", store, 30, 10)
+    path = _kill_after(session, killed_after)
     with recording.SessionFile.open(path) as crashed:
-        assert crashed.status == "running" and crashed.swmr and 10 <= crashed.images_written < 30
+        assert crashed.status == "running" and crashed.swmr and crashed.images_written >= 10 * killed_after
+        kept = crashed.images_written
+        assert kept < 30
     assert json.loads((path.parent / f".{path.name}.writer").read_text())["pid"] == session.process.pid
 
     other = tmp_path / "other-seed.toml"
-    other.write_text(re.sub(r"(?m)^(\[bench\]\n(?:#.*\n)*)seed = \d+", r"\g<1>seed = 77", CONFIG.read_text()))
+    other.write_text(re.sub(r"(?m)^(\[bench\]\n(?:#.*\n)*)seed = \d+", r"\g<1>seed = 77", config.read_text()))
     assert "seed = 77" in other.read_text()
     assert main(["session", "--config", str(other), "--resume", str(path), "--json",
                  "--calibration-dir", str(store)]) == 1
@@ -290,15 +328,19 @@ def test_kill_9_mid_session_then_resume_from_the_command_line_ends_where_a_clean
         in refused.err
     assert "the station was not connected" in refused.err  # refused before anything was switched on
 
-    assert main(["session", "--config", str(CONFIG), "--resume", str(path), "--json",
+    assert main(["session", "--config", str(config), "--resume", str(path), "--json",
                  "--calibration-dir", str(store)]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in COMPARED:
+    assert _batches_equal(path, clean["file"]) == []  # every batch, before and after the kill, array by array
+    for key in (*COMPARED, "security_report"):
         assert resumed[key] == clean[key], key
-    with recording.SessionFile.open(path) as done:
+    with recording.SessionFile.open(path) as done, recording.SessionFile.open(clean["file"]) as reference:
         assert done.status == "complete" and done.images_written == 30
         (record,) = done.resumes
+        measured = reference.calibrations["measured"]
     assert record["after_crash_of"]["pid"] == session.process.pid and record["station_differences"] == []
-    assert set(record["station"]) == set(load_config(CONFIG).instruments)
-    assert record["images_before"] in (10, 20) and record["calibration_records"]
+    assert set(record["station"]) == set(load_config(config).instruments)
+    assert record["images_before"] == kept and record["calibration_records"]
+    for key in ("mu_per_layer", "attenuation_db_per_layer"):  # the resumed set-up is the uninterrupted one's
+        assert record["set_up"][key] == measured[key], key
     assert not (path.parent / f".{path.name}.writer").exists()

@@ -1,0 +1,181 @@
+"""The server's verified samples as the results use them: one ChannelEstimate per layer and one for every layer pooled.
+
+Two routes give the same estimates. `PooledSamples` holds the (sent, returned) arrays and runs the array code
+(verification.remove_previous_symbol, then verification.estimate_channel): the reference. `StreamedSamples` reads
+the samples in chunks (a session file's, analysis/recording/reader.py) and keeps sums only, so a session's memory
+does not grow with its length. The fit over the previous symbol (y - b q_prev, b fitted jointly with t) comes
+before the residuals' moments, so the streamed route takes two passes: the first sums the Gram matrix of
+(q, q_prev) and its right-hand sides, which give b and t in closed form; the second sums the residuals' powers
+(<r^4>'s spread merged chunk by chunk, Chan et al., so no large sums cancel). Every chunk is summed in float64,
+pairwise as np.sum does: the two routes differ only in the order of the additions (tests/test_verified_samples.py
+and the session tests: 1e-12 relative).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from qslab.analysis import verification
+
+Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
+
+
+class PooledSamples:
+    """The verified samples in memory, per layer (sent, returned) in capture order: the array route."""
+
+    def __init__(self, samples: list[tuple[np.ndarray, np.ndarray]]):
+        self._samples = [(np.asarray(s, dtype=np.float64).ravel(), np.asarray(r)) for s, r in samples]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [sent.size for sent, _ in self._samples]
+
+    def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        sent, returned = self._samples[layer]
+        return verification.estimate_channel(sent, verification.remove_previous_symbol(sent, returned)[0], detector)
+
+    def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        sent = np.concatenate([s for s, _ in self._samples])
+        returned = np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in self._samples])
+        return verification.estimate_channel(sent, returned, detector)
+
+
+def _sum(values: np.ndarray) -> float:
+    """numpy's pairwise sum (error ~ log n eps, as the pooled code's np.sum), not a BLAS dot (~ n eps)."""
+    return float(np.sum(values))
+
+
+@dataclass
+class _FitSums:
+    """Pass 1 of one layer: the Gram matrix of (q, q_prev) and its right-hand sides with y."""
+
+    n: int = 0
+    qq: float = 0.0
+    qp: float = 0.0
+    pp: float = 0.0
+    qy: float = 0.0
+    py: float = 0.0
+    last: float = 0.0    # the last sent sample so far: the next chunk's first q_prev (0 before the first)
+    low: float = math.inf
+    high: float = -math.inf
+
+    def add(self, q: np.ndarray, y: np.ndarray) -> None:
+        if not q.size:
+            return
+        previous = np.empty_like(q)
+        previous[0], previous[1:] = self.last, q[:-1]
+        self.n += q.size
+        self.qq += _sum(q * q)
+        self.qp += _sum(q * previous)
+        self.pp += _sum(previous * previous)
+        self.qy += _sum(q * y)
+        self.py += _sum(previous * y)
+        self.last = float(q[-1])
+        self.low, self.high = min(self.low, float(q.min())), max(self.high, float(q.max()))
+
+    def previous_symbol(self) -> float:
+        """b of verification.remove_previous_symbol (0 below three samples, as there)."""
+        if self.n < 3:
+            return 0.0
+        gram = np.array([[self.qq, self.qp], [self.qp, self.pp]])
+        return float(np.linalg.solve(gram, np.array([self.qy, self.py]))[1])
+
+    def qy_after(self, b: float) -> float:
+        """sum q (y - b q_prev)."""
+        return self.qy - b * self.qp
+
+
+@dataclass
+class _ResidualSums:
+    """Pass 2: sum r^2, sum r^4 and the spread of r^4 (count, mean, sum of squared deviations, merged per chunk)."""
+
+    n: int = 0
+    r2: float = 0.0
+    r4: float = 0.0
+    mean4: float = 0.0
+    m2_4: float = 0.0
+
+    def add(self, r: np.ndarray) -> None:
+        if not r.size:
+            return
+        r2 = r * r
+        r4 = r2 * r2
+        mean = _sum(r4) / r.size
+        deviations = r4 - mean
+        m2 = _sum(deviations * deviations)
+        total = self.n + r.size
+        delta = mean - self.mean4
+        self.m2_4 += m2 + delta * delta * self.n * r.size / total
+        self.mean4 += delta * r.size / total
+        self.n = total
+        self.r2 += _sum(r2)
+        self.r4 += _sum(r4)
+
+
+def _estimate(t_hat: float, sent: _FitSums | list[_FitSums], residuals: _ResidualSums,
+              detector: verification.ServerDetector) -> verification.ChannelEstimate:
+    """The ChannelEstimate verification.estimate_channel gives on the same samples (its validation included)."""
+    parts = sent if isinstance(sent, list) else [sent]
+    n, qq = sum(p.n for p in parts), sum(p.qq for p in parts)
+    if n < 2:
+        raise ValueError(f"sent_quadratures_snu needs at least 2 samples along axis -1, got {n}")
+    if not qq > 0.0:
+        raise ValueError("sent_quadratures_snu carries no modulation (sum q^2 = 0)")
+    t = np.float64(t_hat)
+    s2 = np.float64(residuals.r2 / (n - 1))
+    return verification.ChannelEstimate(
+        amplitude_transmittance=t, residual_variance_snu=s2, sum_sq_sent_snu2=np.float64(qq), n_samples=int(n),
+        mean_sq_residual_snu2=np.float64(residuals.r2 / n), mean_fourth_residual_snu4=np.float64(residuals.r4 / n),
+        se_fourth_residual_snu4=np.float64(math.sqrt(residuals.m2_4 / (n - 1)) / math.sqrt(n)),
+        transmittance=verification.referred_transmittance(t, detector),
+        excess_noise_snu=verification.referred_excess_noise_snu(s2, detector))
+
+
+class StreamedSamples:
+    """The verified samples of `layers` layers read through `chunks` (twice, both passes here); only sums are kept."""
+
+    def __init__(self, chunks: Chunks, layers: int):
+        fits = [_FitSums() for _ in range(layers)]
+        for layer, fit in enumerate(fits):
+            for sent, returned in chunks(layer):
+                fit.add(np.asarray(sent, dtype=np.float64).ravel(), np.asarray(returned, dtype=np.float64).ravel())
+        self._fits = fits
+        self._b = [fit.previous_symbol() for fit in fits]
+        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(fits, self._b)]
+        qq = sum(fit.qq for fit in fits)
+        self._t_pooled = sum(fit.qy_after(b) for fit, b in zip(fits, self._b)) / qq if qq > 0.0 else 0.0
+        self._own = [_ResidualSums() for _ in range(layers)]
+        self._pooled = _ResidualSums()
+        for layer in range(layers):
+            b, last = self._b[layer], 0.0
+            for sent, returned in chunks(layer):
+                q = np.asarray(sent, dtype=np.float64).ravel()
+                if not q.size:
+                    continue
+                previous = np.empty_like(q)
+                previous[0], previous[1:] = last, q[:-1]
+                last = float(q[-1])
+                y = np.asarray(returned, dtype=np.float64).ravel() - b * previous
+                self._own[layer].add(y - self._t[layer] * q)
+                self._pooled.add(y - self._t_pooled * q)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [fit.n for fit in self._fits]
+
+    def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
+
+    def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        return _estimate(self._t_pooled, list(self._fits), self._pooled, detector)
+
+    def figure_line(self, layer: int = 0) -> tuple[float, float, float] | None:
+        """(slope sum q y / sum q^2 before the previous symbol is removed, least and largest q) of `layer`, or None."""
+        fit = self._fits[layer] if layer < len(self._fits) else None
+        if fit is None or not fit.n or not fit.qq > 0.0:
+            return None
+        return fit.qy / fit.qq, fit.low, fit.high

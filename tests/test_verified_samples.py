@@ -1,0 +1,127 @@
+"""The streamed verification estimates against the pooled array code, and the image totals gathered batch by batch.
+
+The pooled route (verification.remove_previous_symbol then verification.estimate_channel on the concatenated arrays)
+is the independent reference: the streamed one keeps sums only and reads the samples twice, in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from qslab.analysis import verification
+from qslab.analysis.session_results import ImageTotals, hidden_vectors, predictions
+from qslab.analysis.security_report import largest_mode_share
+from qslab.analysis.verified_samples import PooledSamples, StreamedSamples
+
+DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
+SAME = 1e-12
+
+
+def _layer(rng, size: int, t: float, b: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 samples as recorded: y = t q + b q_prev + heavy-tailed noise."""
+    q = rng.normal(0.0, 3.4, size)
+    previous = np.concatenate([[0.0], q[:-1]])
+    y = t * q + b * previous + noise * rng.standard_t(6, size)
+    return q.astype(np.float32), y.astype(np.float32)
+
+
+def _chunked(samples, sizes):
+    """chunks(layer): the layer's samples cut at the given chunk sizes (cycled)."""
+    def chunks(layer):
+        sent, returned = samples[layer]
+        start, k = 0, 0
+        while start < sent.size:
+            stop = min(start + sizes[k % len(sizes)], sent.size)
+            yield sent[start:stop], returned[start:stop]
+            start, k = stop, k + 1
+    return chunks
+
+
+def _assert_same(streamed: verification.ChannelEstimate, pooled: verification.ChannelEstimate) -> None:
+    for field in dataclasses.fields(verification.ChannelEstimate):
+        a, b = getattr(streamed, field.name), getattr(pooled, field.name)
+        if field.name == "n_samples":
+            assert a == b
+        else:
+            assert float(a) == pytest.approx(float(b), rel=SAME, abs=0.0), field.name
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 7], [997], [10**6]])
+def test_streamed_estimates_equal_the_pooled_ones_whatever_the_chunks(sizes):
+    rng = np.random.default_rng(5)
+    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    pooled = PooledSamples(samples)
+    streamed = StreamedSamples(_chunked(samples, sizes), 2)
+    assert streamed.sizes == pooled.sizes == [30_011, 4_003]
+    for layer in range(2):
+        _assert_same(streamed.layer_estimate(layer, DETECTOR), pooled.layer_estimate(layer, DETECTOR))
+    _assert_same(streamed.pooled_estimate(DETECTOR), pooled.pooled_estimate(DETECTOR))
+
+
+def test_the_fit_over_the_previous_symbol_runs_across_chunk_boundaries():
+    """A chunk's first q_prev is the previous chunk's last q: cutting after every sample changes nothing."""
+    rng = np.random.default_rng(1)
+    samples = [_layer(rng, 5_000, 0.7, 0.3, 0.2)]
+    whole = StreamedSamples(_chunked(samples, [5_000]), 1).layer_estimate(0, DETECTOR)
+    single = StreamedSamples(_chunked(samples, [1]), 1).layer_estimate(0, DETECTOR)
+    _assert_same(single, whole)
+    b = verification.remove_previous_symbol(*samples[0])[1]
+    assert b == pytest.approx(0.3, abs=0.01)  # the data has a real previous-symbol term for the fit to find
+
+
+def test_two_samples_are_not_fitted_over_the_previous_symbol_and_no_modulation_is_refused_as_pooled():
+    few = [(np.array([1.0, -2.0], np.float32), np.array([0.8, -1.3], np.float32))]
+    _assert_same(StreamedSamples(_chunked(few, [1]), 1).layer_estimate(0, DETECTOR),
+                 PooledSamples(few).layer_estimate(0, DETECTOR))
+    flat = [(np.zeros(10, np.float32), np.ones(10, np.float32))]  # the fit has nothing to stand on: a ValueError
+    with pytest.raises(ValueError, match="Singular matrix"):
+        PooledSamples(flat).layer_estimate(0, DETECTOR)
+    with pytest.raises(ValueError, match="Singular matrix"):
+        StreamedSamples(_chunked(flat, [3]), 1)
+    unmodulated = [(np.zeros(2, np.float32), np.ones(2, np.float32))]  # no fit below three samples: t has no q
+    with pytest.raises(ValueError, match="carries no modulation"):
+        PooledSamples(unmodulated).layer_estimate(0, DETECTOR)
+    with pytest.raises(ValueError, match="carries no modulation"):
+        StreamedSamples(_chunked(unmodulated, [1]), 1).layer_estimate(0, DETECTOR)
+
+
+def test_verification_from_the_streamed_estimate_equals_verify_on_the_arrays():
+    rng = np.random.default_rng(2)
+    sent, returned = _layer(rng, 50_000, 0.74, 0.0, 1.0)
+    honest = verification.ChannelHypothesis.honest(1.3, 392, 0.5)
+    on_arrays = verification.verify(sent, verification.remove_previous_symbol(sent, returned)[0], 6.0, honest,
+                                    DETECTOR, mu_upper_photons=6.3).to_dict()
+    estimate = StreamedSamples(_chunked([(sent, returned)], [4096]), 1).layer_estimate(0, DETECTOR)
+    streamed = verification.verify_estimate(estimate, 6.0, honest, DETECTOR, mu_upper_photons=6.3).to_dict()
+    assert streamed.keys() == on_arrays.keys()
+    for key, value in on_arrays.items():
+        if isinstance(value, float):
+            assert streamed[key] == pytest.approx(value, rel=SAME, abs=0.0), key
+        else:
+            assert streamed[key] == value, key
+
+
+def test_image_totals_gathered_batch_by_batch_equal_the_whole_arrays():
+    rng = np.random.default_rng(3)
+    images = 57
+    labels = rng.integers(0, 10, images).astype(np.uint8)
+    layer1 = rng.normal(0.0, 1.0, (images, 784)).astype(np.float32)
+    layer1[4] = -1.0  # an all-negative layer-1 outcome: its hidden vector cannot be normalised
+    last = rng.normal(0.0, 1.0, (images, 10)).astype(np.float32)
+    inputs = rng.uniform(-1.0, 1.0, (images, 784)).astype(np.float32)
+    whole = ImageTotals.from_arrays(labels, layer1, last, inputs, keep=20)
+    batched = ImageTotals(20)
+    for start in range(0, images, 8):
+        part = slice(start, start + 8)
+        batched.add(labels[part], layer1[part], last[part], inputs[part])
+    hidden, unusable = hidden_vectors(layer1)
+    assert np.array_equal(batched.all_labels(), labels)
+    assert np.array_equal(batched.all_predictions(), predictions(last, unusable))
+    assert np.array_equal(batched.all_predictions(), whole.all_predictions())
+    assert batched.unusable == whole.unusable == 1
+    assert batched.mode_shares == whole.mode_shares == [largest_mode_share(inputs), largest_mode_share(hidden)]
+    for kept, full in zip(batched.kept_inputs(), (inputs, hidden)):
+        assert np.array_equal(kept, full[:20])
