@@ -132,17 +132,23 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
            progress: bool = False) -> list:
     """Run (in table order) each of ``kinds`` whose record is missing or stale; report(error) says which first.
     ``before(kind)`` is called before each kind runs (a session stops there on a signal). Returns the records
-    written. Orphaned ``.writing-*`` files of a write that was killed are removed first."""
+    written. Orphaned ``.writing-*`` files of a write that was killed are removed first. The figures are drawn in a
+    second process while the next kind measures (calibration/figures.py); all are on disk when this returns."""
+    from qslab.calibration import figures
+
     remove_orphans(store)
     missing = missing_records(store, kinds)
     for error in missing.values():
         if report is not None:
             report(error)
     written = []
-    for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
-        if before is not None:
-            before(k)
-        written.extend(record_kind(k, station, store, options, figure_dir))
+    if not missing:
+        return written
+    with figures.background():
+        for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
+            if before is not None:
+                before(k)
+            written.extend(record_kind(k, station, store, options, figure_dir))
     return written
 
 
