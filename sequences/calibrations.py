@@ -121,10 +121,17 @@ def check_prerequisites(store, name: str) -> None:
 
 
 def record_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> list:
-    """Run one kind and write its records (all of them, only after the whole kind succeeded)."""
+    """Run one kind and write its records (all of them, only after the whole kind succeeded). Each record's
+    conditions carry the kind's cost (calibration/instrument_cost.py): round trips and instrument seconds."""
+    from qslab.calibration.instrument_cost import COST_KEY, CostMeter
+
     identities = {n: ",".join(c.identity.as_dict().values()) for n, c in station.connections.items()}
-    results, used = run_kind(name, station, store, options, figure_dir)
-    return [store.write(result, instruments={n: identities[n] for n in used if n in identities})
+    meter = CostMeter(station)
+    with meter.measuring():
+        results, used = run_kind(name, station, store, options, figure_dir)
+    cost = {**meter.cost.as_dict(), "of": f"the whole {name!r} calibration ({len(results)} record(s))"}
+    return [store.write(_with_condition(result, COST_KEY, cost),
+                        instruments={n: identities[n] for n in used if n in identities})
             for result in results]
 
 
