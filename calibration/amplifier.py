@@ -26,6 +26,7 @@ from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
 from qslab.calibration.homodyne import long_run_variance
+from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 from qslab.calibration.safety import guarded
 
@@ -151,9 +152,7 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
                                      f"standard error of {np.max(means_u):.2g} V): is the shutter open, the IQ "
                                      "modulator passing light with a non-zero in-phase part?")
 
-    def model(g_set, amplitude, factor):
-        return amplitude * np.sqrt(np.maximum(factor * g_set - 1.0, 1e-12))
-
+    model = _carrier_amplitude
     try:
         (amplitude, factor), cov = curve_fit(model, set_g, means, p0=(means[-1] / math.sqrt(set_g[-1] - 1), 1.0),
                                              sigma=means_u, absolute_sigma=True)
@@ -197,8 +196,13 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
     raw = {"set_gain": set_g, "mean_v": means, "mean_u_v": means_u, "excess_snu": excess, "excess_u_snu": excess_u,
            "noise_figure_linear": nf_lin, "electronic_and_vacuum_v2": np.array([v_el, v_vac])}
     if figure_path:
-        _plot(figure_path, set_g, means, means_u, model, amplitude, factor, excess, excess_u, gain_op, gain_op_u, nf_db)
+        draw(_plot, figure_path, set_g, means, means_u, model, amplitude, factor, excess, excess_u, gain_op, gain_op_u, nf_db)
     return CalibrationResult(KIND, "client_amplifier", parameters, raw, conditions, figure_path)
+
+
+def _carrier_amplitude(g_set, amplitude, factor):
+    """The carrier's mean at set gain g_set: A sqrt(g G_set - 1) (module level: the figure worker gets it by name)."""
+    return amplitude * np.sqrt(np.maximum(factor * g_set - 1.0, 1e-12))
 
 
 def _plot(path, set_g, means, means_u, model, amplitude, factor, excess, excess_u, gain, gain_u, nf_db) -> None:

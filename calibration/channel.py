@@ -15,6 +15,7 @@ import numpy as np
 
 from qslab.analysis import verification
 from qslab.analysis.estimate import Estimate
+from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "channel"
@@ -54,7 +55,7 @@ def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector
     conditions = {**conditions, "samples": int(sent.size), "previous_symbol_fraction": previous_symbol, "residual_variance_snu": float(estimate.residual_variance_snu),
                   "server_efficiency": detector.efficiency, "server_electronic_noise_snu": detector.electronic_noise_snu}
     if figure_path:
-        _plot(figure_path, sent, returned, float(estimate.amplitude_transmittance), t_hat, eps_hat)
+        draw(_plot, figure_path, sent, returned, float(estimate.amplitude_transmittance), t_hat, eps_hat)
     return CalibrationResult(KIND, INSTRUMENT, parameters, raw, conditions, figure_path)
 
 

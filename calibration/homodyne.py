@@ -49,6 +49,7 @@ import numpy as np
 from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, photon_energy_j
+from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 from qslab.calibration.safety import guarded
 
@@ -291,7 +292,7 @@ def _analyse(rx, records, rate_hz, laser_w, range_v, offsets_v, s: HomodyneSetti
         from pathlib import Path
 
         figure = str(Path(figure_dir) / f"homodyne-{name}.png")
-        _plot(figure, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance, mean_v,
+        draw(_plot, figure, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, vel_op, clearance, mean_v,
               mean_u, cmrr)
     return CalibrationResult(KIND, name, parameters, raw, conditions, figure)
 

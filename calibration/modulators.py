@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from qslab.calibration.datasheet import through_driver_gain
+from qslab.calibration.figures import draw
 from qslab.calibration.modulator_figures import figure_path, plot_field, plot_iq, plot_transfer
 from qslab.calibration.modulator_fits import (IQ_CONFIGS, TARGET_PHASE_RAD, bias_parameters, check_light,
                                               check_not_saturated, clipped_fraction, fit_field_transfer,
@@ -148,8 +149,8 @@ def calibrate_bias_transfer(modulator: Any, power_meter: Any, laser: Any, *, key
         null = fit.bias_point_v("null")
         modulator.set_manual_bias_v(null.value, already_manual=True)
         params = bias_parameters(key, fit)
-        figure = plot_transfer(sent_v, power_w - dark_power_w, fit, f"{key}: bias-port transfer",
-                               "bias voltage (V)", figure_path(figure_dir, f"{key}_bias_transfer"))
+        figure = figure_path(figure_dir, f"{key}_bias_transfer")
+        draw(plot_transfer, sent_v, power_w - dark_power_w, fit, f"{key}: bias-port transfer", "bias voltage (V)", figure)
         return CalibrationResult(KIND, key, params, raw={"bias_v": sent_v, "power_w": power_w,
                                                          "fit_covariance": fit.covariance},
                                  conditions={"dark_power_w": dark_power_w, "points": points,
@@ -194,9 +195,10 @@ def lock_and_verify(modulator: Any, power_meter: Any, laser: Any, transfer: Cali
         phase_sigma_rad = math.pi * expected.uncertainty / fit.vpi_v
         params = {f"{name}.bias_v": Estimate(locked_v, 0.001, "V"),   # the MBX reports mV
                   f"{key}.locked_phase_error_rad": Estimate(error_rad, phase_sigma_rad, "rad")}
-        figure = plot_transfer(transfer.raw["bias_v"], transfer.raw["power_w"] - transfer.conditions["dark_power_w"],
-                               fit, f"{key}: locked at {point} ({locked_v:.3f} V)", "bias voltage (V)",
-                               figure_path(figure_dir, f"{key}_lock_{point}"), marks={"locked": (locked_v, power_w)})
+        figure = figure_path(figure_dir, f"{key}_lock_{point}")
+        draw(plot_transfer, transfer.raw["bias_v"], transfer.raw["power_w"] - transfer.conditions["dark_power_w"],
+             fit, f"{key}: locked at {point} ({locked_v:.3f} V)", "bias voltage (V)", figure,
+             marks={"locked": (locked_v, power_w)})
         return CalibrationResult(KIND, key, params,
                                  raw={"bias_v": np.array([locked_v]), "power_w": np.array([power_w])},
                                  conditions={"point": point, "expected_bias_v": expected.value,
@@ -255,8 +257,8 @@ def calibrate_rf_transfer(modulator: Any, receiver: Any, laser: Any, *, key: str
         vpi_at_awg = Estimate(fit.vpi_v, float(s[2]), "V")
         vpi_v = through_driver_gain(vpi_at_awg, driver_gain)  # the datasheet gain's tolerance included
         number = awg.channels[channel_index]
-        figure = plot_field(volts, mean_v, sigma_v, fit, f"{key}: RF transfer (AWG channel {number})",
-                            figure_path(figure_dir, f"{key}_rf_transfer_ch{number}"))
+        figure = figure_path(figure_dir, f"{key}_rf_transfer_ch{number}")
+        draw(plot_field, volts, mean_v, sigma_v, fit, f"{key}: RF transfer (AWG channel {number})", figure)
         return CalibrationResult(
             KIND, key, {f"{key}.vpi_v": vpi_v, f"{key}.vpi_at_awg_v": vpi_at_awg},
             raw={"awg_v": volts, "quadrature_v": mean_v, "quadrature_sigma_v": sigma_v},
@@ -364,8 +366,8 @@ def calibrate_iq_imbalance(iq: Any, power_meter: Any, laser: Any, *, vpi_at_awg:
         parameters = {f"{key}.iq_gain_imbalance": Estimate(float(params[1]), float(total[1])),
                       f"{key}.iq_phase_error_rad": Estimate(float(params[2]), float(total[2]), "rad"),
                       f"{key}.null_bias_error_rad": Estimate(float(params[3]), float(total[3]), "rad")}
-        figure = plot_iq(means, sigma, iq_power(drives, *params, **fit_args), parameters, key,
-                         figure_path(figure_dir, f"{key}_iq_imbalance"))
+        figure = figure_path(figure_dir, f"{key}_iq_imbalance")
+        draw(plot_iq, means, sigma, iq_power(drives, *params, **fit_args), parameters, key, figure)
         return CalibrationResult(KIND, key, parameters, raw={"drives_v": drives, "power_w": means, "spread_w": spreads},
                                  conditions={"repeats": repeats, "drive_v": drive_v, "reduced_chi2": chi2,
                                              "vpi_at_awg_v": vpi_at_awg.value,

@@ -26,6 +26,7 @@ import numpy as np
 
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import photons_per_symbol
+from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 from qslab.calibration.safety import guarded
 
@@ -155,7 +156,7 @@ def _measure(laser, attenuator, monitor_meter, output_meter, s: PhotonSettings, 
     raw = {"sweep_attenuation_db": np.asarray(sweep), "monitor_w": mon, "monitor_u_w": mon_u, "output_w": out,
            "output_u_w": out_u, "ratio_db": y, "ratio_u_db": y_u}
     if figure_path:
-        _plot(figure_path, np.asarray(sweep), y, y_u, coef, a_op, mu, mu * u_rel)
+        draw(_plot, figure_path, np.asarray(sweep), y, y_u, coef, a_op, mu, mu * u_rel)
     return CalibrationResult(KIND, "server_output", parameters, raw, conditions, figure_path)
 
 

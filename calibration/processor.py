@@ -42,6 +42,7 @@ from scipy import optimize
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import unit_vector_from_angles
 from qslab.calibration.datasheet import through_driver_gain
+from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 
 KIND = "processor"
@@ -226,7 +227,7 @@ def processor_result(fit: ProcessorFit, inputs: CrossCheckInputs, *, driver_gain
                   "photons_per_symbol_meter": mu_meter.value, "photons_cross_check_z": z,
                   "inputs": {k: [v.value, v.uncertainty] for k, v in vars(inputs).items()}, **budgets}
     if figure_path:
-        _plot(figure_path, raw, fit, vpi_bs_awg, vpi_ph_awg, conditions, mu_meter, mu_homodyne)
+        draw(_plot, figure_path, raw, fit, vpi_bs_awg, vpi_ph_awg, conditions, mu_meter, mu_homodyne)
     if abs(z) > CROSS_CHECK_SIGMAS:
         raise CalibrationError(KIND, f"photon cross-check: the homodynes give {mu_homodyne.value:.3g} +- "
                                      f"{mu_homodyne.uncertainty:.2g} photons per symbol where the meters give "

@@ -121,10 +121,17 @@ def check_prerequisites(store, name: str) -> None:
 
 
 def record_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> list:
-    """Run one kind and write its records (all of them, only after the whole kind succeeded)."""
+    """Run one kind and write its records (all of them, only after the whole kind succeeded). Each record's
+    conditions carry the kind's cost (calibration/instrument_cost.py): round trips and instrument seconds."""
+    from qslab.calibration.instrument_cost import COST_KEY, CostMeter
+
     identities = {n: ",".join(c.identity.as_dict().values()) for n, c in station.connections.items()}
-    results, used = run_kind(name, station, store, options, figure_dir)
-    return [store.write(result, instruments={n: identities[n] for n in used if n in identities})
+    meter = CostMeter(station)
+    with meter.measuring():
+        results, used = run_kind(name, station, store, options, figure_dir)
+    cost = {**meter.cost.as_dict(), "of": f"the whole {name!r} calibration ({len(results)} record(s))"}
+    return [store.write(_with_condition(result, COST_KEY, cost),
+                        instruments={n: identities[n] for n in used if n in identities})
             for result in results]
 
 
@@ -132,17 +139,23 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
            progress: bool = False) -> list:
     """Run (in table order) each of ``kinds`` whose record is missing or stale; report(error) says which first.
     ``before(kind)`` is called before each kind runs (a session stops there on a signal). Returns the records
-    written. Orphaned ``.writing-*`` files of a write that was killed are removed first."""
+    written. Orphaned ``.writing-*`` files of a write that was killed are removed first. The figures are drawn in a
+    second process while the next kind measures (calibration/figures.py); all are on disk when this returns."""
+    from qslab.calibration import figures
+
     remove_orphans(store)
     missing = missing_records(store, kinds)
     for error in missing.values():
         if report is not None:
             report(error)
     written = []
-    for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
-        if before is not None:
-            before(k)
-        written.extend(record_kind(k, station, store, options, figure_dir))
+    if not missing:
+        return written
+    with figures.background():
+        for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
+            if before is not None:
+                before(k)
+            written.extend(record_kind(k, station, store, options, figure_dir))
     return written
 
 

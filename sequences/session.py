@@ -42,6 +42,7 @@ from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.replay import Recorded, projected_weight_leakage, results_from_recorded
 from qslab.analysis.session_figures import MAX_POINTS, plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
+from qslab.calibration import figures
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
 from qslab.sequences.interrupts import Interrupts
@@ -242,7 +243,8 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     identities are the recorded ones (sequences/resume_check.py; ``allow_different_station`` lets a
     difference through, recorded). Each resume is recorded in the file (SessionFile.resumes).
     """
-    with Interrupts() as interrupts:  # SIGINT, SIGTERM, SIGHUP: a flag, checked at the safe points below
+    # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on return
+    with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
         return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
                             faults=faults, attack=attack, interrupts=interrupts, run_id=run_id,
                             allow_different_station=allow_different_station)
@@ -397,9 +399,9 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         writer.finish(results)
         writer.close()
     sent, returned = recorded.scatter(MAX_POINTS)  # the verified samples, read back in chunks (flat memory)
-    plot_session(figure_dir / "session.png", sent_snu=sent, returned_snu=returned, line=recorded.samples().figure_line(),
-                 samples=recorded.samples().sizes[0], labels=recorded.images.all_labels(),
-                 predictions=recorded.images.all_predictions(), results=results)
+    figures.draw(plot_session, figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
+                 line=recorded.samples().figure_line(), samples=recorded.samples().sizes[0],
+                 labels=recorded.images.all_labels(), predictions=recorded.images.all_predictions(), results=results)
     return {**results, "figures": str(figure_dir)}
 
 

@@ -11,6 +11,7 @@ instruments, and no outcome depends on how fast the host is.
 
 from __future__ import annotations
 
+import threading
 import time
 
 
@@ -22,6 +23,21 @@ class BenchClock:
             raise ValueError(f"time_scale: expected real seconds per instrument second > 0, got {time_scale!r}")
         self.time_scale = float(time_scale)
         self._start_real_s = time.monotonic()
+        self._charged_lock = threading.Lock()
+        self._charged_s = 0.0
+
+    def charged_s(self) -> float:
+        """Instrument seconds every operation so far took (``spend`` and ``charge``), whatever ran in parallel:
+        what the commands sent asked of the instruments (calibration cost, docs/DECISIONS.md)."""
+        with self._charged_lock:
+            return self._charged_s
+
+    def charge(self, instrument_s: float) -> None:
+        """Count ``instrument_s`` that an operation took without blocking its connection (a bias-lock sweep that
+        runs while the host polls)."""
+        if instrument_s > 0.0:
+            with self._charged_lock:
+                self._charged_s += instrument_s
 
     def now_s(self) -> float:
         """Instrument seconds elapsed since the bench started."""
@@ -30,6 +46,7 @@ class BenchClock:
     def spend(self, instrument_s: float) -> None:
         """Block the calling connection for ``instrument_s`` of instrument time (an averaging, a settling)."""
         if instrument_s > 0.0:
+            self.charge(instrument_s)
             time.sleep(instrument_s * self.time_scale)
 
     def until(self, instrument_s: float) -> float:

@@ -143,6 +143,7 @@ class ThorlabsMBXEmulator(Emulator):
         volts = bias_for_phase_v(theta_rad + residual, truth.bias_vpi_v, self._bias_phase_rad(truth),
                                  BIAS_OUTPUT_LIMIT_V)
         self.sweep, self.locked = None, True
+        self.bench.clock.charge(self.bench.params.bias_lock.acquisition_time_s)  # the sweep the lock asked for
         self.bench.bias[self.name].applied_v = volts
         if mode in (QUAD_PLUS, HOLD_PLUS):
             self.hold_v[HOLD_PLUS] = volts

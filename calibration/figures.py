@@ -1,0 +1,154 @@
+"""Calibration figures drawn beside the measurement, in a second process, instead of in its way.
+
+Why: drawing a PNG with matplotlib is pure Python (text layout, ticks, the Agg raster) and took about a
+third of the calibrations' time in `qslab session` (14 figures, several seconds), while the measurement
+itself runs in one process (the bench's emulators share its interpreter). Inside ``background()`` each
+``draw(plot, path, ...)`` hands the plotting function and its data to one spawned worker process and
+returns at once; leaving ``background()`` waits until every figure is written, so nobody reads a
+figure path before its file exists. Outside ``background()`` ``draw`` plots in place, as before:
+procedures and tests that call a calibration directly see no difference. The figures are the same
+files either way (same function, same data).
+
+A figure that fails to draw does not hide the measurement: its records are written, and leaving
+``background()`` raises FigureError naming every figure that failed and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_active: _Drawer | None = None
+
+
+class FigureError(RuntimeError):
+    """One or more calibration figures could not be drawn (their records are written; only the PNG is missing)."""
+
+
+class _Drawer:
+    """One worker process (``python -m qslab.calibration.figures``, so nothing of the caller's main module is
+    imported again) fed pickled ``(plot, args, kwargs)`` jobs through its stdin by a writer thread (a large job
+    never blocks the measurement); it answers each job with None or the error's text on its stdout."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "qslab.calibration.figures"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.names: list[str] = []
+        self.jobs: queue.Queue = queue.Queue()
+        self.writer = threading.Thread(target=self._write, name="calibration-figures", daemon=True)
+        self.writer.start()
+
+    def _write(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                self.process.stdin.write(job)
+                self.process.stdin.flush()
+        except (BrokenPipeError, OSError):  # the worker died: finish() reports every figure it did not answer
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+
+    def submit(self, plot: Callable, args, kwargs) -> bool:
+        """Queue one figure; False (nothing queued) when its function or data cannot be pickled."""
+        try:
+            job = pickle.dumps((plot, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return False
+        self.names.append(f"{plot.__module__}.{plot.__qualname__}")
+        self.jobs.put(job)
+        return True
+
+    def finish(self) -> list[str]:
+        """Wait for every figure; "plot: error" of each that failed."""
+        self.jobs.put(None)
+        self.writer.join()
+        answers = []
+        with contextlib.suppress(EOFError, pickle.UnpicklingError):
+            while len(answers) < len(self.names):
+                answers.append(pickle.load(self.process.stdout))
+        self.process.stdout.close()
+        self.process.wait()
+        answers += [f"the figure worker exited ({self.process.returncode})"] * (len(self.names) - len(answers))
+        return [f"{name}: {error}" for name, error in zip(self.names, answers) if error is not None]
+
+
+def draw(plot: Callable, *args, **kwargs) -> None:
+    """``plot(*args, **kwargs)`` (which writes one figure file): in the background worker inside ``background()``,
+    else here. In the background ``plot`` is a module-level function and its arguments picklable (arrays, numbers,
+    dataclasses); a figure whose data is not (a closure) is drawn here."""
+    with _lock:
+        drawer = _active
+    if drawer is None or not drawer.submit(plot, args, kwargs):  # (a closure among the data: drawn here)
+        plot(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def background() -> Iterator[None]:
+    """Figures drawn by ``draw`` inside go to one worker process; on leaving, wait for all of them (FigureError
+    naming the ones that failed). Nested uses share the outermost worker."""
+    global _active
+    with _lock:
+        if _active is not None:
+            outer = True
+        else:
+            outer, _active = False, _Drawer()
+    if outer:
+        yield
+        return
+    try:
+        yield
+    except BaseException:  # the error in flight wins; the figures of what was done are still finished
+        _finish()
+        raise
+    failed = _finish()
+    if failed:
+        raise FigureError(f"{len(failed)} calibration figure(s) could not be drawn (the records are written): "
+                          + "; ".join(failed))
+
+
+def _finish() -> list[str]:
+    global _active
+    with _lock:
+        drawer, _active = _active, None
+    failed = drawer.finish()
+    for line in failed:
+        log.error("figure not drawn: %s", line)
+    return failed
+
+
+def _serve() -> None:
+    """The worker: draw each job from stdin, answer None or the error's text on stdout, until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the session at its safe points; it then waits here
+    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing a figure prints may corrupt the answers
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 - loaded while the first measurement runs, not in the first figure
+
+    while True:
+        try:
+            plot, args, kwargs = pickle.load(jobs)
+        except EOFError:
+            return
+        try:
+            plot(*args, **kwargs)
+            answer = None
+        except Exception as error:  # noqa: BLE001 - the caller reports it, naming the figure
+            answer = f"{type(error).__name__}: {error}"
+        pickle.dump(answer, answers)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    _serve()
