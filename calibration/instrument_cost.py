@@ -2,7 +2,7 @@
 
 On hardware a calibration's cost is the instruments' time (averaging, acquiring, settling, switching on,
 locking), not the socket. Every procedure's record carries ``conditions["instrument_cost"]``
-(docs/DECISIONS.md V): ``round_trips``, the messages it sent, and ``instrument_s``, the instrument seconds
+(docs/DECISIONS.md X): ``round_trips``, the messages it sent, and ``instrument_s``, the instrument seconds
 those messages asked for, both counted by the bench that answered them (each emulator charges its
 instruments' clock for exactly the operations the commands asked for: ``BenchClock.charged_s``). A station
 of real instruments has no such ledger: there the two are recorded as None and ``counted_by`` says so.
