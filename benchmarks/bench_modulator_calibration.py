@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
             _, counts, seconds = counter.measure("lock", lambda: m.lock_and_verify(
                 modulator, meter, laser, transfer, key=key, point="null"))
             rows.append((key, f"lock+verify +polls, {counter.charged['lock']:.2f} instr.s", counts, seconds, None))
+            if key == "server_carver":  # the IQ's loop sees the light the carver passes: carver to peak first
+                modulator.lock_bias("peak")
             other.lock_bias("peak")
             if key == "server_iq":
                 iq.lock_bias()
