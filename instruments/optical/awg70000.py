@@ -86,6 +86,7 @@ class Awg70000Channels:
     def __init__(self, awg: Any, channels: Sequence[int], *, amplitude_max: Limit, name: str):
         self.awg, self.channels, self.name = awg, tuple(int(c) for c in channels), name
         self.amplitude_max = amplitude_max
+        self._min_segment_samples: int | None = None  # the instrument's, read once
 
     # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
     @classmethod
@@ -139,8 +140,10 @@ class Awg70000Channels:
             self._checked(f"CLOCk:SRATe {maximum_hz / int(rate_divider):g}")
 
     def min_segment_samples(self) -> int:
-        """The shortest waveform the instrument plays (``WLISt:WAVeform:LMINimum?``; 2400 samples on the bench's)."""
-        return int(float(self.awg.ask("WLISt:WAVeform:LMINimum?")))
+        """The shortest waveform the instrument plays (``WLISt:WAVeform:LMINimum?``, read once; 2400 on the bench's)."""
+        if self._min_segment_samples is None:
+            self._min_segment_samples = int(float(self.awg.ask("WLISt:WAVeform:LMINimum?")))
+        return self._min_segment_samples
 
     def samples_per_symbol(self, symbol_rate_hz: float) -> int:
         rate_hz = float(self.awg.sample_rate())
