@@ -3,13 +3,16 @@
 Why separate from ``station.py``: a station connects drivers and stops at the first instrument that fails,
 which is right for a session and wrong for bringing a bench up. Here each instrument is asked ``*IDN?`` and
 nothing else (read-only: no driver constructor, no set, no light), and each gets a row: its identity, or why
-it cannot be identified (no VISA library, no GPIB/USB backend, no answer, another model). A station without
+it cannot be identified (no VISA library, no GPIB/USB backend, no answer, another model). A card that is no
+message port (transport ``pcie``: an AlazarTech digitizer) is identified through its vendor library's board
+queries instead, and its row says so (on the bench: in process). A station without
 ``[roles]`` (a partial one, e.g. the instruments on the table so far) is enough.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,10 @@ from qslab.sequences.config import (BENCH_ADDRESS, UNCABLED_BENCH_ADDRESS, Calib
 
 # pip extras (pyproject.toml) that give pyvisa-py its GPIB and USB resource types
 BACKEND_EXTRAS = {"GPIB": "gpib", "USB": "usb"}
+# transports that are not a message port: the instrument is a card its vendor's library reaches, and the adapter
+# identifies it through that library's board queries (its ``identify_card``), not *IDN?
+CARD_TRANSPORTS = {"pcie": "PCIe card through its vendor's library"}
+IN_PROCESS = "in process on the bench"  # the bench's board has no socket: `qslab bench serve` cannot offer it
 
 
 @dataclass
@@ -48,10 +55,11 @@ class Probe:
     roles: list[str]
     identity: dict[str, str] | None = None
     problem: str | None = None
+    reached: str | None = None  # how, when it is not a message port (a PCIe card: its vendor's library)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "roles": self.roles, "driver": self.driver,
-                "configured_address": self.configured_address, "address": self.address,
+                "configured_address": self.configured_address, "address": self.address, "reached": self.reached,
                 "reachable": self.identity is not None, "identity": self.identity, "problem": self.problem}
 
 
@@ -156,6 +164,9 @@ def probe_station(station: Station) -> list[Probe]:
                 row.problem = (f"not served: address {instrument.address!r} needs [bench.instruments] {name} and a "
                                "[bench] table")
                 continue
+            if instrument.spec.transport in CARD_TRANSPORTS:
+                _identify_card(row, instrument, station.settings.timeout_s)
+                continue
             visa_library = "@py" if instrument.on_bench else station.settings.visa_library
             if instrument.spec.transport == "visa":
                 row.problem = visa_backend_problem(address, visa_library)
@@ -181,6 +192,29 @@ def probe_station(station: Station) -> list[Probe]:
     finally:
         for bench in benches:
             bench.stop()
+
+
+def _identify_card(row: Probe, instrument: InstrumentConfig, timeout_s: float) -> None:
+    """A card's row: how it is reached, and its identity from the adapter's ``identify_card`` (the vendor library's
+    read-only board queries) or why there is none."""
+    from qslab.sequences.station import adapter_class
+
+    transport = CARD_TRANSPORTS[instrument.spec.transport]
+    row.reached = f"{transport}, {IN_PROCESS}" if instrument.on_bench else transport
+    identify = getattr(adapter_class(instrument.spec), "identify_card", None)
+    if identify is None:
+        row.problem = f"{transport}: its adapter offers no identify_card"
+        return
+    try:
+        identity = identify(row.address, timeout_s=instrument.init.get("timeout_s", timeout_s))
+    except (OSError, ValueError, RuntimeError) as error:
+        row.problem = f"{transport}: cannot be opened ({_first_line(error)})"
+        return
+    if not re.fullmatch(instrument.spec.model_pattern, identity["model"]):
+        row.problem = (f"identifies as {','.join(identity.values())!r}: expected a model matching "
+                       f"{instrument.spec.model_pattern!r} for driver {instrument.driver}")
+        return
+    row.identity = identity
 
 
 def _serve_bench(station: Station) -> tuple[list[Any], dict[str, str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from qslab.instruments.drivers._scpi import InstrumentFault
 
 log = logging.getLogger(__name__)
 ADDRESS = re.compile(r"^ATS::(\d+)::(\d+)$")
+ATS_LIBRARY = r"C:\WINDOWS\System32\ATSApi.dll" if sys.platform == "win32" else "libATSApi.so"  # the ATS-SDK
 RANGE_V = 0.8                      # full scale (peak to peak) of the ATS9373's +-400 mV input
 BITS = 12
 CODE_MID = 0.5 * (2 ** BITS - 1)
@@ -99,9 +101,36 @@ class AlazarDigitizer:
             match = ADDRESS.match(address)
             if match is None:
                 raise ValueError(f"{address!r}: expected ATS::<system id>::<board id>")
-            driver = driver_class(name, system_id=int(match.group(1)), board_id=int(match.group(2)))
+            driver = driver_class(name, dll_path=ATS_LIBRARY, system_id=int(match.group(1)),
+                                  board_id=int(match.group(2)))
         idn = driver.get_idn()
         return driver, {key: str(idn[key]) for key in ("vendor", "model", "serial", "firmware")}
+
+    @staticmethod
+    def identify_card(address: str, *, timeout_s: float) -> dict[str, str]:
+        """Vendor, model, serial and firmware of the card at ``address``, read through the ATS-SDK's board queries
+        alone (AlazarGetBoardBySystemID, AlazarGetBoardKind, AlazarQueryCapability, the firmware register): no
+        driver is built and nothing is set, which is what ``qslab instruments`` may do. OSError when the library
+        cannot be loaded or the board is not there. (``timeout_s``: the probes' common signature; the queries do
+        not wait.)"""
+        from qcodes.instrument_drivers.AlazarTech.ats_api import AlazarATSAPI
+        from qcodes.instrument_drivers.AlazarTech.helpers import CapabilityHelper
+
+        from qslab.instruments.sim.emulators.alazar_ats import SimulatedAtsApi, board_at
+
+        if board_at(address) is not None:
+            api, system_id, board_id = SimulatedAtsApi(address), 1, 1
+        else:
+            match = ADDRESS.match(address)
+            if match is None:
+                raise OSError(f"{address!r}: expected ATS::<system id>::<board id>")
+            api, system_id, board_id = AlazarATSAPI(ATS_LIBRARY), int(match.group(1)), int(match.group(2))
+        handle = api.get_board_by_system_id(system_id, board_id)
+        if not handle:
+            raise OSError(f"no board {board_id} in system {system_id} (AlazarGetBoardBySystemID)")
+        capability = CapabilityHelper(api, handle)
+        return {"vendor": "AlazarTech", "model": api.get_board_model(handle), "serial": capability.query_serial(),
+                "firmware": capability.query_firmware_version()}
 
     # -- Digitizer ----------------------------------------------------------------------------------------
     def configure(self, *, points: int | None = None, sample_rate_hz: float | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from qslab.instruments.drivers._scpi import InstrumentError
+from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp
 from qslab.instruments.optical.limits import Limit, LimitError
 
 CODE_FULL_SCALE = 127                 # code that plays +Vpp/2 (as on the M8195A: awg_channels.py)
@@ -48,12 +49,13 @@ def marker_bytes(samples: int, with_marker: bool) -> np.ndarray:
 
 
 def parse_error_list(reply: str) -> list[tuple[int, str]]:
-    """``SYSTem:ERRor:ALL?`` (``code,"text"[,code,"text"...]``) as [(code, text)], the empty queue's entry left out."""
+    """``SYSTem:ERRor:ALL?`` (``code,"text"[,code,"text"...]``) as [(code, text)], the empty queue's entry left out.
+    A quote inside a text is doubled (IEEE 488.2 string response data)."""
     errors, rest = [], reply.strip()
     while rest:
         code_text, _, rest = rest.partition(",")
         if rest.startswith('"'):
-            text, _, rest = rest[1:].partition('"')
+            text, rest = _quoted(rest)
             rest = rest.lstrip(",")
         else:
             text, _, rest = rest.partition(",")
@@ -63,12 +65,28 @@ def parse_error_list(reply: str) -> list[tuple[int, str]]:
     return errors
 
 
+def _quoted(reply: str) -> tuple[str, str]:
+    """(the text of the string that opens ``reply``, what follows it); ``""`` inside it is one quote."""
+    index, text = 1, []
+    while index < len(reply):
+        if reply[index] == '"':
+            if reply[index + 1:index + 2] == '"':
+                text.append('"')
+                index += 2
+                continue
+            return "".join(text), reply[index + 1:]
+        text.append(reply[index])
+        index += 1
+    return "".join(text), ""
+
+
 class Awg70000Channels:
     """The Awg role (roles.Awg) over a TektronixAWG70002A: ``channels``, its channel numbers this role drives."""
 
     def __init__(self, awg: Any, channels: Sequence[int], *, amplitude_max: Limit, name: str):
         self.awg, self.channels, self.name = awg, tuple(int(c) for c in channels), name
         self.amplitude_max = amplitude_max
+        self._min_segment_samples: int | None = None  # the instrument's, read once
 
     # -- the registry's hooks (sequences/config.py DriverSpec.adapter) ----------------------------------
     @classmethod
@@ -121,6 +139,12 @@ class Awg70000Channels:
             self.awg.sample_rate(maximum_hz / int(rate_divider))
             self._checked(f"CLOCk:SRATe {maximum_hz / int(rate_divider):g}")
 
+    def min_segment_samples(self) -> int:
+        """The shortest waveform the instrument plays (``WLISt:WAVeform:LMINimum?``, read once; 2400 on the bench's)."""
+        if self._min_segment_samples is None:
+            self._min_segment_samples = int(float(self.awg.ask("WLISt:WAVeform:LMINimum?")))
+        return self._min_segment_samples
+
     def samples_per_symbol(self, symbol_rate_hz: float) -> int:
         rate_hz = float(self.awg.sample_rate())
         ratio = rate_hz / symbol_rate_hz
@@ -128,6 +152,11 @@ class Awg70000Channels:
             raise ValueError(f"{self.name}: {rate_hz:g} Sa/s is not a whole number of samples per symbol at "
                              f"{symbol_rate_hz:g} Bd")
         return int(round(ratio))
+
+    def amplitude_for_volts_vpp(self, volts) -> float:
+        """The smallest amplitude this AWG sets that plays ``volts``: at least the AWG70002A's 0.25 Vpp (smaller
+        drives play at 0.25 Vpp on fewer codes)."""
+        return amplitude_for_volts_vpp(volts, AMPLITUDE_LIMITS_VPP[0])
 
     def check_amplitude_vpp(self, amplitude_vpp: float) -> None:
         self.amplitude_max.check_at_most(self.name, "drive amplitude", amplitude_vpp)
@@ -199,6 +228,10 @@ class Awg70000Channels:
             if codes.ndim != 1 or codes.dtype.kind not in "iu" or (codes.size and np.max(np.abs(codes)) > CODE_FULL_SCALE):
                 raise ValueError(f"{self.name}: segment {segment_id} of channel {number}: expected 1-d integer codes "
                                  f"within +-{CODE_FULL_SCALE}")
+        shortest = min(codes.size for _, _, codes in uploads) if uploads else 0
+        if uploads and shortest < (minimum := self.min_segment_samples()):
+            raise LimitError(self.name, f"a segment of {shortest} samples is shorter than the {minimum} samples the AWG "
+                                        "plays at least (WLISt:WAVeform:LMINimum?)")
         select = segments[-1][0] if select is None else select
         self.stop()
         existing = set(self.awg.waveformList)

@@ -19,16 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from qslab.instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, as_int8_samples
+from qslab.instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, MIN_SEGMENT_SAMPLES, as_int8_samples
 from qslab.instruments.optical.limits import Limit, LimitError
 
 CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
 
 
-def amplitude_for_volts_vpp(volts) -> float:
-    """The smallest settable amplitude that plays ``volts`` (peak |V| = Vpp/2), at least the AWG minimum."""
+def amplitude_for_volts_vpp(volts, minimum_vpp: float = AMPLITUDE_LIMITS_VPP[0]) -> float:
+    """The smallest settable amplitude that plays ``volts`` (peak |V| = Vpp/2), at least the AWG's minimum
+    (``minimum_vpp``, the M8195A's unless given; the roles' ``amplitude_for_volts_vpp`` pass their family's)."""
     peak = float(np.max(np.abs(volts))) if np.size(volts) else 0.0
-    return max(2.0 * peak, AMPLITUDE_LIMITS_VPP[0])
+    return max(2.0 * peak, minimum_vpp)
 
 
 def volts_to_codes(volts, amplitude_vpp: float) -> np.ndarray:
@@ -107,6 +108,10 @@ class AwgChannels:
         """AWG samples per symbol at the current sample rate and divider (must be a whole number)."""
         return self._samples_per_symbol(float(self.awg.sample_rate_hz()), self.awg.memory_divider(), symbol_rate_hz)
 
+    def min_segment_samples(self) -> int:
+        """The shortest segment the M8195A takes (its user's guide: 1280 samples)."""
+        return MIN_SEGMENT_SAMPLES
+
     def _samples_per_symbol(self, sample_rate_hz: float, divider: int, symbol_rate_hz: float) -> int:
         rate_hz = sample_rate_hz / divider
         ratio = rate_hz / symbol_rate_hz
@@ -134,6 +139,10 @@ class AwgChannels:
         for number in outputs_off:
             self.channel(number).output_enabled.cache.set(False)
         return self._samples_per_symbol(rate_hz, divider, symbol_rate_hz)
+
+    def amplitude_for_volts_vpp(self, volts) -> float:
+        """The smallest amplitude this AWG sets that plays ``volts`` (the M8195A's minimum is 0.075 Vpp)."""
+        return amplitude_for_volts_vpp(volts, AMPLITUDE_LIMITS_VPP[0])
 
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
              select: int | None = None, run: bool = False) -> None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 from qslab.instruments.optical.awg_channels import (
     AwgChannels,
-    amplitude_for_volts_vpp,
     codes_to_volts,
     volts_to_codes,
 )
@@ -141,7 +140,7 @@ class AwgAmplitudeModulator(_Biased):
     def drive_codes(self, amplitudes) -> tuple[np.ndarray, float]:
         """(int8 codes per symbol, amplitude Vpp); refuses an amplitude beyond the declared limit."""
         volts = self.drive_v(amplitudes)
-        amplitude = amplitude_for_volts_vpp(volts)
+        amplitude = self.awg.amplitude_for_volts_vpp(volts)
         self.awg.check_amplitude_vpp(amplitude)
         return volts_to_codes(volts, amplitude), amplitude
 
@@ -206,7 +205,7 @@ class AwgIQModulator(_Biased):
         error scales the constellation instead of distorting it.
         """
         v_i, v_q = self.drive_v(fields)
-        amplitude = amplitude_for_volts_vpp(np.concatenate([v_i.ravel(), v_q.ravel()]))
+        amplitude = self.awg.amplitude_for_volts_vpp(np.concatenate([v_i.ravel(), v_q.ravel()]))
         self.awg.check_amplitude_vpp(amplitude)
         return volts_to_codes(v_i, amplitude), volts_to_codes(v_q, amplitude), amplitude
 
@@ -215,7 +214,7 @@ class AwgIQModulator(_Biased):
         segment (the M8195A's amplitude belongs to the channel, not to a segment). Below 1 because a child
         field of 1 needs exactly 2 V_pi at the AWG, which on a station sized for it (1 Vpp) would put the
         limit check at the mercy of the V_pi estimate's last digit."""
-        return amplitude_for_volts_vpp(arcsine_drive_v(np.array([FULL_SCALE_CHILD_FIELD]),
+        return self.awg.amplitude_for_volts_vpp(arcsine_drive_v(np.array([FULL_SCALE_CHILD_FIELD]),
                                                        self.calibration.vpi_at_awg_v))
 
     def _combine(self, t_i, t_q) -> np.ndarray:

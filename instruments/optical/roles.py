@@ -144,9 +144,13 @@ class Awg(Protocol):
     amplitude_max: Any  # the declared Limit on the amplitude (Vpp at the AWG output)
 
     def check_amplitude_vpp(self, amplitude_vpp: float) -> None: ...
+    def amplitude_for_volts_vpp(self, volts: np.ndarray) -> float:
+        """The smallest amplitude the instrument sets that plays ``volts`` (peak |V| = Vpp/2): its minimum at least."""
     def configure(self, *, rate_divider: int | None = None) -> None:
         """The sample clock's divider for the segments (the M8195A's extended-memory divider)."""
     def samples_per_symbol(self, symbol_rate_hz: float) -> int: ...
+    def min_segment_samples(self) -> int:
+        """The shortest segment (waveform) the instrument plays, in samples."""
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
              select: int | None = None, run: bool = False) -> None:
         """Upload ((segment id, one code array per channel), ...) at ``amplitudes_vpp``, select ``select`` (default:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis.givens import complex_unit_vector, givens_angles
-from qslab.instruments.optical.awg_channels import AwgChannels, amplitude_for_volts_vpp, codes_to_volts, volts_to_codes
+from qslab.instruments.optical.awg_channels import AwgChannels, codes_to_volts, volts_to_codes
 from qslab.instruments.optical.limits import LimitError
 
 
@@ -118,7 +118,7 @@ class AwgTimeBinProcessor:
     def _batch_codes(self, x_hat) -> tuple[list[np.ndarray], list[float]]:
         """Codes per bin of both channels (flattened over images) and their amplitudes; checks the limit."""
         volts = [v.ravel() for v in self.drive_v_for_unit_vectors(x_hat)]
-        amplitudes = [amplitude_for_volts_vpp(v) for v in volts]
+        amplitudes = [self.awg.amplitude_for_volts_vpp(v) for v in volts]  # the AWG family's least amplitude
         for amplitude in amplitudes:
             self.awg.check_amplitude_vpp(amplitude)
         return [volts_to_codes(v, a) for v, a in zip(volts, amplitudes)], amplitudes

@@ -6,8 +6,10 @@ a new bench. A station without [roles] (the instruments on the table so far) is 
 served when instruments say "bench". Exit status 0 when every instrument identified, 1 otherwise (the table is
 printed either way, and one stderr line names each problem); a bad config is one line (exit 2). With --json,
 one JSON object on the last stdout line: {"config", "station", "partial", "instruments": [{"name", "roles",
-"driver", "configured_address", "address", "reachable", "identity": {"vendor", "model", "serial", "firmware"}
-or null, "problem": text or null}], "identified", "total"}.
+"driver", "configured_address", "address", "reached" (for a card that is no message port: a PCIe card through its
+vendor's library, in process on the bench; else null), "reachable", "identity": {"vendor", "model", "serial",
+"firmware"} or null, "problem": text or null}], "identified", "total"}. A card is identified through its vendor
+library's board queries, not *IDN?.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def run(args) -> int:
 def format_table(rows: list, station: str, partial: bool) -> str:
     header = ("instrument", "roles", "driver", "address", "identity (*IDN?) or why not")
     cells = [(row.name, ", ".join(row.roles) or "-", row.driver,
-              row.address if row.address == row.configured_address else f"{row.address} ({row.configured_address})",
+              (row.address if row.address == row.configured_address else f"{row.address} ({row.configured_address})")
+              + (f" [{row.reached}]" if row.reached else ""),
               ",".join(row.identity.values()) if row.identity is not None else f"NOT REACHED: {row.problem}")
              for row in rows]
     width = [max(len(line[k]) for line in [header, *cells]) for k in range(4)]

@@ -72,7 +72,7 @@ class LinkAcquisition:
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
         self._select(layer)
         self._set_attenuation(layer)
-        self.processor.load_batch(x_hat, self.samples_per_symbol, 1)
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)
         self.client_awg.run()
         self.awg.run()
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes

@@ -42,7 +42,9 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.awg = self.iq.awg                 # run/stop act on the AWG that plays these channels
         self.client_awg = self.processor.awg
         self.layers: list[Layer] = []
-        self.samples_per_symbol = 0
+        self.samples_per_symbol = 0         # AWG samples per symbol of the server's IQ drives, the client's processor
+        self.client_samples_per_symbol = 0  # and the verification gate: each AWG's own (the families' clocks differ)
+        self.gate_samples_per_symbol = 0
         self.digitizer_sps = calibration.client_receiver.samples_per_symbol
         self.ranges_v = {"client_receiver": 0.0, "server_receiver": 0.0}
         self._points = 0

@@ -98,7 +98,10 @@ class LinkSetup:
         for awg in (self.awg, self.client_awg):
             awg.stop()
             awg.configure(rate_divider=AWG_MEMORY_DIVIDER)
+        # each AWG at its own clock: the client's may be of another family (its divider, its maximum rate)
         self.samples_per_symbol = self.iq.awg.samples_per_symbol(self.symbol_rate_hz)
+        self.client_samples_per_symbol = self.client_awg.samples_per_symbol(self.symbol_rate_hz)
+        self.gate_samples_per_symbol = self.gate.samples_per_symbol(self.symbol_rate_hz)
         pilot = self._upload(segment, pilot_symbol_table(PILOT_ROWS, modes, mu_photons))
         self.carver.awg.outputs_off()
         self.attenuator.close_shutter()
@@ -165,13 +168,17 @@ class LinkSetup:
                 return layer
             self._set_attenuation(layer)
             self.attenuator.open_shutter()
-            images = max(1, -(-NULLING_SAMPLES // (layer.rows * layer.modes)))
+            images = max(1, -(-NULLING_SAMPLES // (layer.rows * layer.modes)), self._least_client_images(layer.modes))
             capture = self.run_layer(index, np.ones((images, 2 * layer.modes)), np.random.default_rng(index),
                                      verify_fraction=1.0)
             offset, _, amplitude = server_offsets(capture, layer.reference[capture.verified_rows])
             leakage_field = leakage_field + offset / (2.0 * amplitude) / layer.photons_per_field * np.exp(
                 -1j * self.pilot.server_phase_rad)
         return layer
+
+    def _least_client_images(self, modes: int) -> int:
+        """Images whose processor segment (``modes`` bins each) the client's AWG plays at least (its shortest segment)."""
+        return -(-self.client_awg.min_segment_samples() // (modes * self.client_samples_per_symbol))
 
     def _upload(self, segment: int, symbols: np.ndarray, leakage_field: complex | None = None) -> Layer:
         """One segment (I, Q and an empty gate) at its own full drive, the carrier leakage pre-compensated."""
@@ -193,7 +200,7 @@ class LinkSetup:
         codes = np.zeros((n_rows, modes), dtype=np.int8)
         if rows.size and measure_p.size:
             codes[rows] = np.where(measure_p, -GATE_CODE, GATE_CODE)[:, None]
-        self.gate.load([(segment, [np.repeat(codes.ravel(), self.samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP])
+        self.gate.load([(segment, [np.repeat(codes.ravel(), self.gate_samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP])
 
     def _select(self, layer: Layer) -> None:
         self.iq.awg.select(layer.segment_id)

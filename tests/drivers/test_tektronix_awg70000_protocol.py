@@ -51,7 +51,8 @@ def upload(name: str, codes: np.ndarray, marker: bool) -> list:
 
 def test_load_sends_each_waveform_its_markers_and_the_channel_settings_byte_for_byte():
     codes = [(np.arange(SAMPLES) % 255 - 127).astype(np.int8), np.full(SAMPLES, -5, dtype=np.int8)]
-    pairs = CONNECT + [(b"AWGControl:STOP\n", None), (b"WLISt:LIST?\n", b'"qslab_ch2_seg3"\n')]
+    pairs = CONNECT + [(b"WLISt:WAVeform:LMINimum?\n", b"2400\n"),  # checked before anything is changed
+                       (b"AWGControl:STOP\n", None), (b"WLISt:LIST?\n", b'"qslab_ch2_seg3"\n')]
     pairs += upload("qslab_ch1_seg3", codes[0], marker=True)
     pairs += [(b'WLISt:WAVeform:DELete "qslab_ch2_seg3"\n', None)] + upload("qslab_ch2_seg3", codes[1], marker=False)
     pairs += [(b"SOURce1:DAC:RESolution 8\n", None), (b"SOURce1:VOLTage 0.500000\n", None),
@@ -70,6 +71,22 @@ def test_a_refusal_in_the_error_queue_is_an_instrument_error_naming_the_step():
     with expected_protocol(factory, pairs) as driver:
         with pytest.raises(InstrumentError, match="select segment 2.*-224"):
             role(driver, (1,)).select(2)
+
+
+def test_a_segment_shorter_than_the_awgs_shortest_waveform_is_refused_before_anything_changes():
+    codes = [np.zeros(2392, dtype=np.int8)] * 2
+    pairs = CONNECT + [(b"WLISt:WAVeform:LMINimum?\n", b"2400\n")]
+    with expected_protocol(factory, pairs) as driver:
+        with pytest.raises(LimitError, match="a segment of 2392 samples is shorter than the 2400 samples"):
+            role(driver).load([(1, codes)], [0.5, 0.5])
+
+
+def test_an_error_text_with_quotes_inside_is_parsed_whole():
+    """IEEE 488.2 string response data double an inner quote; the entries after it are still read."""
+    reply = '-224,"Illegal parameter value;no waveform ""qslab_ch1_seg1"" in the waveform list",-222,"Data out of range"'
+    assert parse_error_list(reply) == [
+        (-224, 'Illegal parameter value;no waveform "qslab_ch1_seg1" in the waveform list'), (-222, "Data out of range")]
+    assert parse_error_list('0,"No error"') == []
 
 
 def test_rate_divider_sets_the_clock_to_the_maximum_over_it_and_reads_samples_per_symbol():

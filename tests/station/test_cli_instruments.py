@@ -124,3 +124,27 @@ def test_a_missing_gpib_backend_names_the_extra(tmp_path, capsys):
         assert problem.startswith("no GPIB backend in pyvisa-py (") and "pip install 'qslab[gpib]'" in problem
     else:  # a GPIB library is installed: the instrument is looked for, and is not there
         assert "(*IDN?)" in problem
+
+
+def test_a_pcie_card_is_one_row_identified_through_its_vendor_library(tmp_path, capsys):
+    """The ATS9373 is no message port: its row says how it is reached (in process on the bench) and its identity
+    comes from the ATS-SDK's board queries; on a hardware address without the library, why it cannot be opened."""
+    example = BENCH_CONFIG.parent / "sequences" / "examples" / "lab_config.alazar.toml"
+    assert cli.main(["instruments", "--config", str(example), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    card = {entry["name"]: entry for entry in json.loads(out[-1])["instruments"]}["digitizer"]
+    assert card["reached"] == "PCIe card through its vendor's library, in process on the bench"
+    assert card["identity"]["vendor"] == "AlazarTech" and card["identity"]["model"] == "ATS9373"
+    assert card["address"].startswith("ATS::bench-") and card["problem"] is None
+    assert [line for line in out if line.startswith("digitizer")][0].count("[PCIe card through its vendor's library") == 1
+    assert all(entry["reached"] is None for name, entry in
+               {e["name"]: e for e in json.loads(out[-1])["instruments"]}.items() if name != "digitizer")
+
+    data = bench_data()
+    data["instruments"]["digitizer"].update(driver="alazar_ats9373", address="ATS::1::1")
+    assert cli.main(["instruments", "--config", _write(tmp_path, data), "--json"]) == 1
+    captured = capsys.readouterr()
+    card = {e["name"]: e for e in json.loads(captured.out.strip().splitlines()[-1])["instruments"]}["digitizer"]
+    assert card["reached"] == "PCIe card through its vendor's library" and card["identity"] is None
+    assert card["problem"].startswith("PCIe card through its vendor's library: cannot be opened (")
+    assert f"qslab instruments: digitizer at ATS::1::1: {card['problem']}" in captured.err.splitlines()

@@ -118,6 +118,8 @@ class FakeAwg:
     def check_amplitude_vpp(self, amplitude_vpp): LIMIT.check_at_most(self.name, "drive amplitude", amplitude_vpp)
     def configure(self, *, rate_divider=None): self.calls.append("configure")
     def samples_per_symbol(self, symbol_rate_hz): return 16
+    def min_segment_samples(self): return 1280
+    def amplitude_for_volts_vpp(self, volts): return max(2.0 * float(np.max(np.abs(volts))), 0.075)
     def load(self, segments, amplitudes_vpp, *, select=None, run=False): self.calls.append("load")
     def select(self, segment_id): self.calls.append("select")
     def switch(self, changes): self.calls.append("switch")

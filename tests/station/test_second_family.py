@@ -5,8 +5,10 @@ driver names alone, and what they deliver is the bench's truth (issue 15, "Prove
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from station_fixtures import bench_config
 
+from qslab.instruments.optical.faults import InstrumentError
 from qslab.instruments.optical.roles import Awg, Digitizer
 from qslab.sequences.station import LabStation
 
@@ -74,3 +76,11 @@ def test_the_awg70002a_plays_into_the_same_bench_state_and_is_left_safe():
     readback = station.safe_state.readback["client_awg"]
     assert readback == {"is_running": False, "ch1.output_enabled": False, "ch2.output_enabled": False}
     assert station.safe_state.safe
+
+
+def test_an_awg70000_refusal_names_the_waveform_it_lacks_quotes_and_all():
+    """The emulator doubles a quote inside an error text (IEEE 488.2 string data); the role reads the queue whole."""
+    with LabStation(bench_config(**ALTERNATIVE)) as station:
+        role = station.awg("client_awg", [1, 2], "client_processor")
+        with pytest.raises(InstrumentError, match='select segment 9.*no waveform "qslab_ch1_seg9" in the waveform list'):
+            role.select(9)

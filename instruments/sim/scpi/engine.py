@@ -245,7 +245,8 @@ class ScpiEngine:
 
     def format_error(self, code: int, text: str) -> str:
         number = self.error_zero if code == 0 else f"{code:+d}" if self.error_zero.startswith("+") else str(code)
-        return f'{number},"{text}"'
+        quoted = text.replace('"', '""')  # IEEE 488.2 string response data: an inner quote is doubled
+        return f'{number},"{quoted}"'
 
     # -- execution -----------------------------------------------------------------------------
     def exchange(self, message: bytes) -> bytes:
