@@ -99,9 +99,12 @@ def test_awg_drive_beyond_its_limit_is_never_sent(station, record_writes):
 def test_processor_drive_beyond_its_limit_is_never_sent(station, record_writes):
     sent = record_writes(station.driver("client_awg"))
     processor = station.time_bin_processor(ProcessorCalibration(beam_splitter_vpi_v=5.0, phase_vpi_v=5.0))
-    with pytest.raises(LimitError, match="client_processor: drive amplitude"):
-        processor.load(np.arange(1.0, 129.0), samples_per_symbol=64)
+    with pytest.raises(LimitError, match=r"client_processor: .*at least 95 % is needed"):
+        processor.reach()  # far beyond the limit: refused, naming it
     assert sent == []
+    half_v = 0.5 * processor.awg.amplitude_max.value  # what would be played is clipped to the limit, never over
+    for drive_v in processor.drive_v(np.arange(1.0, 129.0)):
+        assert np.abs(drive_v).max() <= half_v
 
 
 def test_manual_bias_beyond_its_limit_is_never_sent_on_the_serial_port(record_writes):
