@@ -95,10 +95,9 @@ def test_batches_are_read_as_they_are_committed_and_only_once(tmp_path):
             append(writer)
             assert live.poll() is True and live.batches_written == batch + 1
             assert live.poll() is False  # nothing new
-        labels = np.concatenate(live.recorded.labels)
+        labels = np.concatenate(live.labels)
         assert live.images_written == 30 and labels.size == 30 and live.run_id == writer.path.stem[8:]
-        sent = np.concatenate([s for s, _ in live.recorded.samples[0]])
-        assert sent.size == 3 * 10 * 2 * 8 and live.recorded.verified_rows == [[2, 2, 2]]
+        assert live.samples().sizes[0] == 3 * 10 * 2 * 8 and live.verified_rows == [[2, 2, 2]]
         writer.finish({"accuracy": 0.5})
     assert live.poll() is True and live.status == "complete" and live.results == {"accuracy": 0.5}
 
@@ -113,7 +112,7 @@ def test_the_follower_computes_the_numbers_and_moves_to_a_newer_session(tmp_path
         view = follower.refresh()
         assert view["file"] == str(first.path) and view["progress"]["images_done"] == 10
         assert view["progress"]["batches_total"] == 3 and view["error"] is None
-        correct = int(np.sum(np.concatenate(follower.session.predictions) == np.concatenate(follower.session.recorded.labels)))
+        correct = int(np.sum(np.concatenate(follower.session.predictions) == np.concatenate(follower.session.labels)))
         assert view["accuracy"]["correct"] == correct and 0 < correct < 10
         assert view["verification"]["transmittance_hat"] == pytest.approx(0.7 ** 2 / 0.8, rel=0.2)
         assert view["leakage"]["cap_bits_per_mode"] == 500.0 and view["leakage"]["spent_bits_per_mode"] > 0

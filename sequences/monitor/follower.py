@@ -91,7 +91,7 @@ class SessionFollower:
         except OSError as problem:
             error = error or f"{self.station.path}: {problem}"
         read_s = time.perf_counter() - started
-        if self.session.recorded is not None:
+        if self.session.images is not None:
             self._analyse()
         view = self._view(error or self._analysis_error)
         view["refresh"] = {"read_s": read_s, "analysis_s": self._analysis_s,

@@ -32,7 +32,7 @@ def accuracy(session: LiveSession) -> dict | None:
     """Correct predictions among the committed images, with the Clopper-Pearson 95 % interval."""
     if not session.images_written:
         return None
-    labels = np.concatenate(session.recorded.labels)
+    labels = np.concatenate(session.labels)
     guesses = np.concatenate(session.predictions)
     correct = int(np.sum(guesses.astype(np.int64) == labels.astype(np.int64)))
     low, high = clopper_pearson(correct, labels.size)
@@ -41,16 +41,15 @@ def accuracy(session: LiveSession) -> dict | None:
 
 def security(session: LiveSession) -> dict:
     """Verification (pooled, as the session's report) and the weight leakage spent so far against the cap."""
-    settings, measured, recorded = session.settings, session.measured, session.recorded
+    settings, measured = session.settings, session.measured
     cap = float(settings.get("max_weight_leakage_bits_per_mode") or 0.0)
     out = {"verification": None, "layers": [], "leakage": {"cap_bits_per_mode": cap if cap > 0 else None}}
     if not session.images_written:
         return out
-    samples = recorded.pooled_samples()
-    rows = [sum(layer) for layer in recorded.verified_rows]
-    enough = [f"layer{i + 1}" for i, ((sent, _), r) in enumerate(zip(samples, rows))
-              if has_enough_verification(r, np.asarray(sent).size)]
-    pooled = [POOLED] if sum(np.asarray(s).size for s, _ in samples) >= 2 else []
+    samples = session.samples()
+    rows = [sum(layer) for layer in session.verified_rows]
+    enough = [f"layer{i + 1}" for i, (size, r) in enumerate(zip(samples.sizes, rows)) if has_enough_verification(r, size)]
+    pooled = [POOLED] if sum(samples.sizes) >= 2 else []
     budget = report_budget(settings["failure_probability"], measured, pooled + enough)
     checked = verify_layers(samples, measured, session.shapes[0].modes, failure_probability=settings["failure_probability"],
                             false_alarm=settings["false_alarm"], budget=budget)
@@ -58,7 +57,7 @@ def security(session: LiveSession) -> dict:
         out["verification"] = {key: checked[key] for key in (
             "transmittance_hat", "transmittance_min", "excess_noise_hat_snu", "excess_noise_max_snu", "accepted",
             "n_samples", "amplitude_threshold", "variance_threshold_snu")}
-    weight = projected_weight_leakage(recorded, settings, measured, session.shapes, session.images_written)
+    weight = projected_weight_leakage(session, settings, measured, session.shapes, session.images_written)
     out["layers"] = [{"layer": layer["layer"], "verified": layer["verified"], "method": layer["method"],
                       "bits_per_mode": layer["bits_per_mode"], "transmittance_min": layer["transmittance_min"],
                       "excess_noise_max_snu": layer["excess_noise_max_snu"], "verified_rows": layer["verified_rows"]}

@@ -18,9 +18,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from qslab.analysis import mnist
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.recording import COMPLETE, LayerShape
-from qslab.analysis.replay import Recorded
+from qslab.analysis.replay import CHUNK_VALUES
+from qslab.analysis.session_results import ImageTotals
+from qslab.analysis.verified_samples import StreamedSamples
 
 
 class SessionUnreadable(RuntimeError):
@@ -53,7 +56,10 @@ def _text(value) -> str | None:
 
 @dataclass
 class LiveSession:
-    """What one session file has committed so far, kept in memory as stored (float32, uint8), like the session."""
+    """What one session file has committed so far, gathered as the session gathers it (replay.Recorded's duck: what
+    projected_weight_leakage reads): labels and predictions,
+    image totals (analysis/session_results.ImageTotals), and the verified samples' estimates streamed from the
+    file in chunks when asked (flat memory, whatever the session's length)."""
 
     path: Path
     run_id: str | None = None
@@ -66,8 +72,12 @@ class LiveSession:
     detail: str = ""
     results: dict | None = None
     batch_times_unix_s: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
     predictions: list = field(default_factory=list)
-    recorded: Recorded | None = None
+    images: ImageTotals | None = None
+    verified_rows: list = field(default_factory=list)   # per layer: rows verified per batch
+    sample_stops: list = field(default_factory=list)    # per layer: verified samples committed so far
+    _samples: tuple[int, StreamedSamples] | None = None
     _inode: int | None = None
 
     @property
@@ -76,7 +86,25 @@ class LiveSession:
 
     @property
     def images_written(self) -> int:
-        return int(sum(len(labels) for labels in self.recorded.labels)) if self.recorded else 0
+        return self.images.count if self.images is not None else 0
+
+    def samples(self) -> StreamedSamples:
+        """The verified samples' estimates over the committed batches (read once per batch count, lock-free)."""
+        if self._samples is None or self._samples[0] != self.batches_written:
+            self._samples = (self.batches_written, StreamedSamples(self._sample_chunks, len(self.shapes)))
+        return self._samples[1]
+
+    def _sample_chunks(self, layer: int):
+        file = open_lock_free(self.path)
+        try:
+            group = file[f"layers/{layer}/verification"]
+            sent, returned = group["sent_snu"], group["returned_snu"]
+            stop = self.sample_stops[layer]
+            for start in range(0, stop, CHUNK_VALUES):
+                end = min(stop, start + CHUNK_VALUES)
+                yield sent[start:end], returned[start:end]
+        finally:
+            file.close()
 
     def poll(self) -> bool:
         """Read what was committed since the last poll; True when anything (batches, status) changed."""
@@ -86,7 +114,7 @@ class LiveSession:
             self._inode = inode
         file = open_lock_free(self.path)
         try:
-            if self.recorded is None:
+            if self.images is None:
                 self._read_meta(file)
             before = (self.batches_written, self.status)
             self.status = (_text(file["status"][()]) or "unknown").strip("\x00")
@@ -117,7 +145,9 @@ class LiveSession:
         calibrations = json.loads(bytes(file["meta/calibrations_json"][()]).decode("utf-8"))
         self.records = calibrations.get("records") or {}
         self.measured = MeasuredValues.from_json(calibrations["measured"])
-        self.recorded = Recorded.empty(len(self.shapes))
+        self.images = ImageTotals(0)
+        self.verified_rows = [[] for _ in self.shapes]
+        self.sample_stops = [0 for _ in self.shapes]
 
     def _read_batches(self, file: h5py.File) -> None:
         """Append the batches committed since the last look (a row whose batch number is its position)."""
@@ -133,16 +163,14 @@ class LiveSession:
         def read(name: str, where: slice) -> np.ndarray:
             return file[name][where]
 
-        recorded = self.recorded
-        recorded.labels.append(read("images/label", images))
-        recorded.pixels.append(read("images/pixels", images))
+        labels = read("images/label", images)
+        quadratures = [read(f"layers/{k}/client_quadratures_snu", images) for k in (0, len(self.shapes) - 1)]
+        self.images.add(labels, quadratures[0], quadratures[-1], mnist.preprocess(read("images/pixels", images)))
+        self.labels.append(labels)
         self.predictions.append(read("images/prediction", images))
         for k in range(len(self.shapes)):
-            recorded.quadratures[k].append(read(f"layers/{k}/client_quadratures_snu", images))
-            samples = slice(int(row["sample_start"][k]), int(row["sample_stop"][k]))
-            recorded.samples[k].append((read(f"layers/{k}/verification/sent_snu", samples),
-                                        read(f"layers/{k}/verification/returned_snu", samples)))
-            recorded.verified_rows[k].append(int(row["row_stop"][k] - row["row_start"][k]))
+            self.sample_stops[k] = int(row["sample_stop"][k])
+            self.verified_rows[k].append(int(row["row_stop"][k] - row["row_start"][k]))
         self.batch_times_unix_s.append(float(row["time_unix_s"]))
 
 
