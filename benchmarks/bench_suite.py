@@ -12,7 +12,7 @@ teardown time is printed; -p no:cacheprovider, so that the run leaves nothing be
 ``--busy N`` starts N busy-looping processes for the run (issue 18: with two, the suite must pass as a clean
 run does; its time is then reported, not judged) and stops them after.
 
-    python benchmarks/bench_suite.py [--busy 2] [--top 20] [pytest arguments...]
+    python benchmarks/bench_suite.py [--busy 2] [--top 20] [--log FILE] [pytest arguments...]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=0, metavar="N",
                         help="busy-looping background processes during the run (default 0)")
     parser.add_argument("--top", type=int, default=20, metavar="N", help="slowest items to list (default 20)")
+    parser.add_argument("--log", type=Path, metavar="FILE", help="write pytest's whole output to FILE")
     args, extra = parser.parse_known_args(argv)
     if args.busy < 0 or args.top < 0:
         parser.error("--busy and --top: expected counts >= 0")
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.kill()
             loop.wait()
     after = load_average()
+    if args.log:
+        args.log.write_text(output)
 
     durations = [(float(s), phase, node) for s, phase, node in DURATION.findall(output)]
     total_s = sum(s for s, _, _ in durations)

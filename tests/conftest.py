@@ -33,8 +33,8 @@ def bench_calibration(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def calibrated_store_at(bench_calibration) -> Callable[[Path], Path]:
-    """``calibrated_store_at(directory)``: ``directory`` (made if missing) holding a writable copy of bench_calibration's
-    records and its warm/ session; returns ``directory``."""
+    """``calibrated_store_at(directory)``: ``directory`` (made if missing) holding a writable copy of
+    bench_calibration's records and its warm/ session; returns ``directory``."""
     return lambda directory: copy_of(bench_calibration, directory)
 
 
