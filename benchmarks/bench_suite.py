@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 300.0
 WORKERS = 2
 DURATION = re.compile(r"^\s*([0-9.]+)s (setup|call|teardown)\s+(\S+)", re.M)
-SUMMARY = re.compile(r"=+ (.*(?:passed|failed|error).*) in [0-9.]+s")
+SUMMARY = re.compile(r"^=* ?(\d+ (?:passed|failed|errors?)\b.*?) in [0-9.]+s", re.M)
 
 
 def load_average() -> str:

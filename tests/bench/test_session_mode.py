@@ -49,8 +49,9 @@ class Lab:
         self.scope = connect("digitizer", silence_pyvisapy_warning=True)
         cable = self.params.trigger  # records start at the server AWG's marker, as the station sets it up
         self.scope.set_edge_trigger(cable.digitizer_input, 0.5 * (cable.marker_low_v + cable.marker_high_v))
-        connect("bias_carver").mzm.bias_mode("peak")  # carver drive off: 0 V at peak passes the light
-        self.bias_loops = [(MbxBiasController(connect("bias_carver")), "peak"),  # carver drive off: peak passes CW
+        carver = connect("bias_carver")  # one driver: a second of the same name is refused by qcodes
+        carver.mzm.bias_mode("peak")  # carver drive off: 0 V at peak passes the light
+        self.bias_loops = [(MbxBiasController(carver), "peak"),  # carver drive off: peak passes CW
                            (MbxBiasController(connect("bias_iq")), "null")]
         truth = self.params.server_iq
         self.iq = AwgIQModulator(AwgChannels(self.awg, (1, 2), amplitude_max=LIMIT, name="iq"),
