@@ -33,10 +33,10 @@ SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=5, batch_images=5, 
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """A 20-image bench session in 4 batches, and its calibration records."""
+def bench(tmp_path_factory, calibrated_store_at):
+    """A 20-image bench session in 4 batches, and its calibration records (the bench's, tests/conftest.py)."""
     directory = tmp_path_factory.mktemp("api")
-    store = RecordStore(directory / "calibration")
+    store = RecordStore(calibrated_store_at(directory / "calibration"))
     results = run_session(load_config(ROOT / "lab_config.toml"), SETTINGS, out_dir=directory / "sessions",
                           store=store, progress=False)
     return Path(results["file"]), store, results

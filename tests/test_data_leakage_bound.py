@@ -396,12 +396,13 @@ def test_exact_value_below_bound_monotone_and_below_the_prior_entropy():
 # --- 4. MNIST ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mnist_train_moments():
-    return dlb.mnist_second_moments("train")
+def train_moments(mnist_train_moments):
+    """dlb.mnist_second_moments("train") with the shipped weights (tests/conftest.py: computed once per run)."""
+    return mnist_train_moments[0]
 
 
-def test_r6_mnist_training_set_layer_one(mnist_train_moments):
-    layer1 = mnist_train_moments[0]
+def test_r6_mnist_training_set_layer_one(train_moments):
+    layer1 = train_moments[0]
     assert layer1.samples == 60_000
     assert layer1.eigenvalues[:3] == pytest.approx([0.711555, 0.029175, 0.021968], abs=1e-6)
     assert layer1.eigenvalue_entropy_bits() == pytest.approx(2.536583, abs=1e-6)
@@ -433,12 +434,12 @@ def test_r6_leading_eigenvalue_by_power_iteration_without_forming_c():
     assert lam == pytest.approx(0.711555, abs=1e-6)
 
 
-def test_mnist_layer_two_from_the_shipped_network(mnist_train_moments):
-    layer2 = mnist_train_moments[1]
+def test_mnist_layer_two_from_the_shipped_network(train_moments):
+    layer2 = train_moments[1]
     assert layer2.eigenvalue_entropy_bits() == pytest.approx(6.195, abs=5e-4)
     assert dlb.gaussian_bound(N13, layer2.eigenvalues, rows=10).per_query_bits == pytest.approx(13.95, abs=5e-3)
     states = dlb.returned_states([(784, 784), (10, 784)], 1.3)
-    bounds = dlb.layer_bounds(states, mnist_train_moments, queries=2)
+    bounds = dlb.layer_bounds(states, train_moments, queries=2)
     assert [b.per_query_bits for b in bounds] == pytest.approx([445.46, 13.95], abs=5e-3)
     assert [b.cumulative_bits for b in bounds] == pytest.approx([890.92, 27.90], abs=1e-2)
     assert all(b.per_row_uncertainty_bits > 0 for b in bounds)

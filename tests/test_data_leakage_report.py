@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from qslab.analysis.data_leakage_report import (PER_BIN_LABEL, compute_mnist_moments, data_leakage_report,
+from qslab.analysis.data_leakage_report import (PER_BIN_LABEL, data_leakage_report,
                                                 declared_moments, file_sha256, load_moments, paper_figures)
 from qslab.analysis.data_leakage_bound import SecondMoments
 from qslab.analysis.estimate import Estimate
@@ -101,11 +101,13 @@ def test_the_reference_value_at_g_1_3_ideal_from_the_shipped_moments():
     assert float(np.sum(_g(n * lam)) - _g(n)) == pytest.approx(0.568186, abs=1e-6)
 
 
-def test_the_shipped_second_moments_are_what_the_training_images_give():
-    """Recomputed from MNIST and the shipped weights (about 20 s): the shipped file is reproducible."""
+def test_the_shipped_second_moments_are_what_the_training_images_give(mnist_train_moments):
+    """Recomputed from MNIST and the shipped weights by compute_mnist_moments (about 20 s, once per test run:
+    tests/conftest.py): the shipped file is reproducible."""
     shipped, provenance = load_moments()
     assert provenance["weights_sha256"] == file_sha256(default_weights_path())
-    again, _ = compute_mnist_moments()
+    again, recomputed = mnist_train_moments
+    assert recomputed["weights_sha256"] == provenance["weights_sha256"]
     for a, b in zip(shipped, again):
         assert a.samples == b.samples
         np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, atol=1e-12)

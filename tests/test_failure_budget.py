@@ -30,8 +30,10 @@ def test_the_shares_add_up_to_the_total_and_exact_values_spend_nothing():
     assert budget.combined == pytest.approx(1e-10, rel=1e-12)
     assert verification_probability(budget, "layer1") == pytest.approx(2e-10 / 10)
     assert len(report_budget(1e-10, _measured(gain=0.0), ["layer1", "layer2"], data_leakage=False).terms) == 9
+    twice = tuple(budget.terms) * 2  # shares adding up to 2e-10 (20 terms, not 10^9: the sum is what is checked)
     with pytest.raises(ValueError, match="exceed"):
-        FailureBudget(1e-3, tuple(budget.terms) * 10**8)
+        FailureBudget(1.5e-10, twice)
+    assert FailureBudget(2e-10, twice).combined == pytest.approx(2e-10, rel=1e-12)  # all of it may be spent
 
 
 @pytest.mark.parametrize("sides", [1, 2])

@@ -174,8 +174,9 @@ def bench():
     served.stop()
 
 
-def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, tmp_path):
+def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, tmp_path, calibrated_store_at):
     sync_playwright = require_browser()
+    calibrations = calibrated_store_at(tmp_path / "calibration")  # the bench's records (tests/conftest.py)
     out = tmp_path / "sessions"
     out.mkdir()
     monitor = qslab("monitor", str(out), "--port", "0", "--refresh", "0.2", "--analysis-interval", "0")
@@ -190,7 +191,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
 
             session = qslab("session", "--config", str(bench.config(tmp_path)), "--json", "--images", "40",
                             "--batch-images", "10", "--seed", "3", "--out", str(out), "--calibration-dir",
-                            str(tmp_path / "calibration"))
+                            str(calibrations))
             seen = []
             for at_least in (10, None):
                 images_committed(out, session, at_least or seen[-1] + 10)

@@ -17,6 +17,7 @@ from qslab.instruments.sim.server import Bench
 
 @pytest.fixture(autouse=True)
 def _close_all_instruments() -> Iterator[None]:
+    Instrument.close_all()  # what a test elsewhere left open (which ran before depends on xdist's scheduling)
     yield
     Instrument.close_all()
 

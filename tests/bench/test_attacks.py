@@ -299,11 +299,11 @@ SESSION = dict(images=2, mu=MU, gain=1.3, seed=4, batch_images=2, verify_fractio
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Calibration records, written by the first session that needs them (it runs the missing ones)."""
+def store(tmp_path_factory, calibrated_store_at):
+    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
     from qslab.calibration.records import RecordStore
 
-    return RecordStore(tmp_path_factory.mktemp("records"))
+    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("records")))
 
 
 def cheating_session(spec: str, store, out_dir, monkeypatch):

@@ -14,7 +14,9 @@ SIMS = "qslab.instruments.drivers.sims"
 
 @pytest.fixture(autouse=True)
 def _close_all_instruments() -> Iterator[None]:
-    """Safety net for qcodes' "Instrument with this name already exists" after a failed test."""
+    """Safety net for qcodes' "Instrument with this name already exists" after a failed test, or one elsewhere
+    that left an instrument open (which ran before depends on xdist's scheduling)."""
+    Instrument.close_all()
     yield
     Instrument.close_all()
 

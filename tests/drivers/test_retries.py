@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -159,15 +158,15 @@ def test_a_silent_query_is_retried_once_and_logged(flaky, caplog):
 def test_a_silent_instrument_fails_after_exactly_three_attempts(flaky, caplog):
     server = flaky(AMPLIFIER, **{"SOUR:GAIN?": [SILENT] * 10})
     amplifier = amplifier_on(server)
-    started = time.monotonic()
     with pytest.raises(InstrumentFault) as fault:
         amplifier.gain_db()
-    assert time.monotonic() - started < 3 * TIMEOUT_S + 1.0
     assert server.count("SOUR:GAIN?") == 3
     assert (fault.value.instrument, fault.value.command, fault.value.attempts) == ("amp", "SOUR:GAIN?", 3)
     assert str(fault.value) == (f"amp at {amplifier.address}: 'SOUR:GAIN?' failed after 3 attempts: no reply "
                                 f"within {TIMEOUT_S:g} s. The instrument was left as is.")
-    assert len(retry_warnings(caplog)) == 2
+    # what it took: three waits of TIMEOUT_S (the handle's timeout, named above) and pauses of 0.05 s and 0.1 s,
+    # read from what the driver reports rather than from a clock, so a loaded machine cannot change the outcome
+    assert [w.rsplit("; ", 1)[1] for w in retry_warnings(caplog)] == ["retrying in 0.05 s", "retrying in 0.1 s"]
 
 
 def test_the_back_off_is_bounded_and_growing(flaky, monkeypatch):

@@ -16,6 +16,7 @@ from qslab.sequences.station import LabStation
 
 @pytest.fixture(autouse=True)
 def _close_all_instruments() -> Iterator[None]:
+    Instrument.close_all()  # what a test elsewhere left open (which ran before depends on xdist's scheduling)
     yield
     Instrument.close_all()
 

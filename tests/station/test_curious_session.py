@@ -27,11 +27,9 @@ UNCHANGED = ("accuracy", "verified", "verification", "weight_leakage_bits_per_mo
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("calibration")
-    run_session(load_config(CONFIG), replace(SETTINGS, images=1, batch_images=1), out_dir=directory / "warm",
-                store=RecordStore(directory), progress=False)
-    return RecordStore(directory)
+def store(calibrated_store_at, tmp_path_factory):
+    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
+    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("calibration")))
 
 
 @pytest.fixture(scope="module")

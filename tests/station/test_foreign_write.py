@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,9 @@ SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10,
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("calibration")
-    run_session(load_config(CONFIG), replace(SETTINGS, images=1, batch_images=1), out_dir=directory / "warm",
-                store=RecordStore(directory), progress=False)
-    return RecordStore(directory)
+def store(calibrated_store_at, tmp_path_factory):
+    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
+    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("calibration")))
 
 
 def _second_client(address: str, *messages: str) -> list[str]:
@@ -51,7 +48,9 @@ def test_a_second_client_changing_the_live_laser_power_is_reported_as_a_foreign_
     def meddle(station, batch):  # just before batch 2, while the laser is on at the session's power
         address = station.bench.instruments[config.roles.server_laser.instrument].address
         seen["before"] = _second_client(address, f":SOUR{port}:POW:UNIT DBM", f":SOUR{port}:POW?")[0]
-        _second_client(address, f":SOUR{port}:POW 7")
+        # *OPC? on the same connection: the set is done (settled) before that client leaves, so the read below,
+        # on a connection of its own, cannot overtake it however the machine schedules the bench's threads
+        assert _second_client(address, f":SOUR{port}:POW 7", "*OPC?") == ["1"]
         seen["after"] = _second_client(address, f":SOUR{port}:POW?")[0]
 
     with observing_arms(meddle):

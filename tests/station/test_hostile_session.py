@@ -15,8 +15,7 @@ from qslab.calibration.records import RecordStore
 from qslab.calibration.result import CalibrationResult
 from qslab.analysis.estimate import Estimate
 from qslab.sequences.cli import main
-from qslab.sequences.config import load_config
-from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session import SessionSettings
 from qslab.sequences.station_calibration import ImplausibleRecord, check_plausible
 
 CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
@@ -25,11 +24,9 @@ SETTINGS = SessionSettings(images=1, mu=6.0, gain=1.3, seed=3, batch_images=1, v
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("calibration")
-    run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "warm", store=RecordStore(directory),
-                progress=False)
-    return directory
+def calibrated(calibrated_store_at, tmp_path_factory) -> Path:
+    """The records a one-image session's pre-flight wrote, its file in warm/ (tests/conftest.py, a copy)."""
+    return calibrated_store_at(tmp_path_factory.mktemp("calibration"))
 
 
 def test_every_record_a_session_writes_is_plausible(calibrated):

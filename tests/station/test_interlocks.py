@@ -35,7 +35,6 @@ from qslab.instruments.optical import LimitError
 from qslab.instruments.sim.server import InstrumentServer
 from qslab.sequences.protocol import ProtocolError, SecureLink
 from qslab.sequences.protocol.setup import GATE_AMPLITUDE_VPP
-from qslab.sequences.session import ensure_calibrations
 from qslab.sequences.station import LabStation
 from qslab.sequences.station_calibration import load_station_calibration
 
@@ -138,14 +137,10 @@ def usually(common: st.SearchStrategy[float], anywhere: st.SearchStrategy[float]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> RecordStore:
-    """The calibration records, made once on the default station (what a session's pre-flight would run)."""
-    directory = tmp_path_factory.mktemp("interlock-calibration")
-    store = RecordStore(directory)
-    with LabStation(bench_config()) as station:
-        (directory / "figures").mkdir()
-        ensure_calibrations(station, store, directory / "figures")
-    return store
+def store(bench_calibration) -> RecordStore:
+    """The calibration records of the default station, what a session's pre-flight runs (tests/conftest.py: made
+    once per run; only read here)."""
+    return RecordStore(bench_calibration)
 
 
 @pytest.fixture(scope="module")

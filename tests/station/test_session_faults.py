@@ -2,16 +2,14 @@
 message; either way the bench is left safe and the file keeps every completed batch (and only those).
 
 Every fault is armed after set-up, before batch 2 of 2 (after=0: on the target's next message), so batch 1
-is always recorded clean. The laser answers within 1 s or times out (a swallowed query costs 1 s, not
-lab_config's 5). The calibration records are made once for all xdist workers (a lock, then shared).
+is always recorded clean. The laser gets a 10 s timeout: a swallowed query costs 10 s, and a busy machine
+never makes an answered one look swallowed (issue 18: no outcome depends on the host's speed). The
+calibration records are made once for the whole test run (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,33 +31,20 @@ LASER = '[instruments.laser]\ndriver = "keysight_n7714a"\naddress = "bench"\n'
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
-    """lab_config.toml with a 1 s timeout for the laser (the target of the timeout faults)."""
+    """lab_config.toml with a generous 10 s timeout for the laser (the target of the timeout faults): a swallowed
+    query is waited for once, and no answered one, however loaded the machine, comes later than that."""
     text = (ROOT / "lab_config.toml").read_text()
     assert text.count(LASER) == 1
     path = tmp_path_factory.mktemp("config") / "lab_config.toml"
-    path.write_text(text.replace(LASER, LASER + "[instruments.laser.init]\ntimeout_s = 1.0\n"))
+    path.write_text(text.replace(LASER, LASER + "[instruments.laser.init]\ntimeout_s = 10.0\n"))
     return path
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, worker_id, config_path) -> RecordStore:
-    """Calibration records made once per test run (the first session runs the missing ones itself); the
-    xdist workers share them (records are written atomically, so sharing the directory is safe)."""
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    directory = shared / "session-faults-calibration"
-    with _locked(shared / "session-faults-calibration.lock"):
-        if not (directory / "ready").exists():
-            run_session(load_config(config_path), replace(SETTINGS, images=1, batch_images=1),
-                        out_dir=directory / "warm", store=RecordStore(directory), progress=False)
-            (directory / "ready").touch()
-    return RecordStore(directory)
+def store(calibrated_store_at, tmp_path_factory) -> RecordStore:
+    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy); the laser's
+    timeout plays no part in them."""
+    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("calibration")))
 
 
 @pytest.fixture

@@ -162,11 +162,9 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("calibration")
-    run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "warm", store=RecordStore(directory),
-                progress=False)
-    return directory
+def store(calibrated_store_at, tmp_path_factory):
+    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
+    return calibrated_store_at(tmp_path_factory.mktemp("calibration"))
 
 
 @pytest.fixture
