@@ -130,24 +130,24 @@ def _serve() -> None:
     """The worker: draw each job from stdin, answer None or the error's text on stdout, until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the session at its safe points; it then waits here
     jobs, answers = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing a figure prints may corrupt the answers
-    import matplotlib
+    with contextlib.redirect_stdout(sys.stderr):  # nothing a figure prints may corrupt the answers
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401 - loaded while the first measurement runs, not in the first figure
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401 - loaded while the first measurement runs, not in the first figure
 
-    while True:
-        try:
-            plot, args, kwargs = pickle.load(jobs)
-        except EOFError:
-            return
-        try:
-            plot(*args, **kwargs)
-            answer = None
-        except Exception as error:  # noqa: BLE001 - the caller reports it, naming the figure
-            answer = f"{type(error).__name__}: {error}"
-        pickle.dump(answer, answers)
-        answers.flush()
+        while True:
+            try:
+                plot, args, kwargs = pickle.load(jobs)
+            except EOFError:
+                return
+            try:
+                plot(*args, **kwargs)
+                answer = None
+            except Exception as error:  # noqa: BLE001 - the caller reports it, naming the figure
+                answer = f"{type(error).__name__}: {error}"
+            pickle.dump(answer, answers)
+            answers.flush()
 
 
 if __name__ == "__main__":
