@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _active: _Drawer | None = None
+_in_place = threading.Event()  # set inside in_place(): background() hands nothing to a worker
 
 
 class FigureError(RuntimeError):
@@ -93,12 +94,23 @@ def draw(plot: Callable, *args, **kwargs) -> None:
 
 
 @contextlib.contextmanager
+def in_place() -> Iterator[None]:
+    """Inside, every figure is drawn in this process even within ``background()``: for a caller that inspects the
+    figures as they are saved (the figure checks), or a host where spawning a process is not wanted."""
+    _in_place.set()
+    try:
+        yield
+    finally:
+        _in_place.clear()
+
+
+@contextlib.contextmanager
 def background() -> Iterator[None]:
     """Figures drawn by ``draw`` inside go to one worker process; on leaving, wait for all of them (FigureError
     naming the ones that failed). Nested uses share the outermost worker."""
     global _active
     with _lock:
-        if _active is not None:
+        if _active is not None or _in_place.is_set():
             outer = True
         else:
             outer, _active = False, _Drawer()

@@ -37,7 +37,9 @@ def test_the_check_finds_an_unlabelled_dashed_line_and_a_cut_contour_label():
 
 
 def test_the_session_and_its_calibrations_draw_named_lines_only(tmp_path, monkeypatch):
-    with record_figures(monkeypatch) as saved:
+    from qslab.calibration import figures
+
+    with record_figures(monkeypatch) as saved, figures.in_place():  # drawn here, where savefig is watched
         code, _, err = cli("session", "--config", CONFIG, "--images", "4", "--batch-images", "2", "--calibration-dir",
                            str(tmp_path / "cal"), "--out", str(tmp_path / "out"), "--json")
         assert code == 0, err
