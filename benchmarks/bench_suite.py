@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {before}   after: {after}   (1, 5, 15 min; {os.cpu_count()} CPUs)")
     if args.busy:
         print(f"busy background processes during the run: {args.busy}")
-    print(f"suite: {summary[-1] if summary else 'no summary line'} (pytest exit code {code})")
+    ended = f"pytest exit code {code}" if code >= 0 else f"pytest killed by signal {-code}: not a complete run"
+    print(f"suite: {summary[-1] if summary else 'no summary line'} ({ended})")
     print(f"slowest {min(args.top, len(durations))} items:")
     for seconds, phase, node in sorted(durations, reverse=True)[:args.top]:
         print(f"  {seconds:8.2f} s  {phase:8s} {node}")
