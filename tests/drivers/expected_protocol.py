@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Later", "Pair", "ProtocolServer", "expected_protocol"]
+__all__ = ["Later", "Pair", "ProtocolServer", "expected_protocol", "parameter"]
 
 
 @dataclass(frozen=True)
@@ -215,3 +215,11 @@ def expected_protocol(make_instrument: Callable[[str], T], pairs: Sequence[Pair]
                 close()
         server.close()
     server.check()
+
+
+def parameter(driver, path: str):
+    """The driver's parameter at a dotted path (``"ch2.range"``), for tables of (path, bytes) cases."""
+    node = driver
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node

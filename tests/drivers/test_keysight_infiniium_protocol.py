@@ -17,7 +17,7 @@ from qslab.instruments.drivers import visa_connection
 from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
 from qslab.instruments.drivers.keysight_infiniium import EdgeTrigger, KeysightInfiniium, digitize_and_read, read_trace_block
 from qslab.instruments.optical.digitizer import InfiniiumDigitizer
-from tests.drivers.expected_protocol import Later, expected_protocol
+from tests.drivers.expected_protocol import Later, expected_protocol, parameter
 
 IDN = b"KEYSIGHT TECHNOLOGIES,DSOS804A,MY00000001,11.50.00000\n"
 CONNECT = [
@@ -82,17 +82,10 @@ GETS = [  # (parameter path, sent, reply, parsed)
 ]
 
 
-def _parameter(driver, path: str):
-    node = driver
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
-
-
 @pytest.mark.parametrize(("path", "sent", "reply", "parsed"), GETS, ids=[g[0] for g in GETS])
 def test_every_get_sends_its_query_and_parses_the_reply(path, sent, reply, parsed):
     with expected_protocol(scope, CONNECT + [(sent, reply)]) as driver:
-        assert _parameter(driver, path)() == parsed
+        assert parameter(driver, path)() == parsed
 
 
 SETS = [  # (parameter path, value, sent)
@@ -119,7 +112,7 @@ SETS = [  # (parameter path, value, sent)
 @pytest.mark.parametrize(("path", "value", "sent"), SETS, ids=[s[0] for s in SETS])
 def test_every_set_sends_exactly_its_command(path, value, sent):
     with expected_protocol(scope, CONNECT + [(sent, None)]) as driver:
-        _parameter(driver, path)(value)
+        parameter(driver, path)(value)
 
 
 def test_averaging_is_two_commands_and_reads_back_in_two_queries():

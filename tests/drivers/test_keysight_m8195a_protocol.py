@@ -18,7 +18,7 @@ from qslab.instruments.drivers._scpi import InstrumentError
 from qslab.instruments.drivers.keysight_m8195a import KeysightM8195A
 from qslab.instruments.optical.awg_channels import AwgChannels
 from qslab.instruments.optical.limits import Limit
-from tests.drivers.expected_protocol import expected_protocol
+from tests.drivers.expected_protocol import expected_protocol, parameter
 
 NO_ERROR = b'0,"No error"\n'
 IDN = b"Keysight Technologies,M8195A,MY00000001,4.1.0.0\n"
@@ -62,17 +62,10 @@ GETS = [  # (parameter path, sent, reply, parsed)
 ]
 
 
-def _parameter(driver, path: str):
-    node = driver
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
-
-
 @pytest.mark.parametrize(("path", "sent", "reply", "parsed"), GETS, ids=[g[0] for g in GETS])
 def test_every_get_sends_its_query_and_parses_the_reply(path, sent, reply, parsed):
     with expected_protocol(awg, CONNECT + [(sent, reply)]) as driver:
-        assert _parameter(driver, path)() == parsed
+        assert parameter(driver, path)() == parsed
 
 
 SETS = [  # (parameter path, value, command)
@@ -90,7 +83,7 @@ SETS = [  # (parameter path, value, command)
 @pytest.mark.parametrize(("path", "value", "command"), SETS, ids=[s[0] for s in SETS])
 def test_every_set_sends_its_command_and_checks_the_error_queue(path, value, command):
     with expected_protocol(awg, CONNECT + written(command)) as driver:
-        _parameter(driver, path)(value)
+        parameter(driver, path)(value)
 
 
 def test_a_refusal_in_the_error_queue_raises_naming_the_command():
