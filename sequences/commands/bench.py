@@ -21,7 +21,7 @@ HELP = "serve the virtual bench's emulated instruments on 127.0.0.1 until interr
 def register(parser) -> None:
     from qslab.sequences.commands.cli_io import number
 
-    parser.add_argument("action", choices=["serve"], help="serve: start every emulator and wait for Ctrl-C or SIGTERM")
+    parser.add_argument("action", choices=["serve"], help="serve: start every emulator and wait for Ctrl-C, SIGTERM or SIGHUP")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML file with a [bench] table (default: instruments/sim/bench_defaults.toml)")
     parser.add_argument("--seed", type=number("seed", 0, integer=True, unit="random seed"),
@@ -41,6 +41,7 @@ def run(args) -> int:
     from qslab.instruments.sim.bench_parameters import defaults_table, load_bench_table
     from qslab.instruments.sim.server import Bench
     from qslab.sequences.commands.cli_io import UsageError, print_json_last
+    from qslab.sequences.interrupts import HANDLED
 
     try:
         table = defaults_table() if args.config is None else load_bench_table(args.config)
@@ -53,7 +54,7 @@ def run(args) -> int:
         raise UsageError(str(error)) from None
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in HANDLED}  # SIGINT, SIGTERM, SIGHUP
     try:
         description = bench.describe()
         print_json_last(description)  # one JSON object: here it is the first line
