@@ -8,6 +8,8 @@ y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for c
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,9 +20,11 @@ from qslab.analysis.binomial import clopper_pearson
 from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.client_measurement import snr_factor
 from qslab.analysis.failure_budget import report_budget
-from qslab.analysis.security_report import WeightLeakage, has_enough_verification, largest_mode_share, layer_bound
+from qslab.analysis.security_report import (WeightLeakage, has_enough_verification, largest_mode_share,
+                                            layer_bound_from_estimate)
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.network import PaperEngine, load_weights, predict_secure
+from qslab.analysis.verified_samples import FLOAT32_BLOCK_SAMPLES, Float32Samples
 from qslab.instruments.sim.link.model import LinkEngine, LinkParameters
 
 MODES = ("physics", "paper")
@@ -98,7 +102,9 @@ def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: in
 
 
 def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
-    """The verified samples of every record pooled into two flat float64 arrays (sent, returned), in order."""
+    """The verified samples of every record pooled into two flat float64 arrays (sent, returned), in order.
+
+    The array route, kept as the reference the summed route (verified_samples) is checked against."""
     total = sum(record.returned_quadratures_snu.size for record in records)
     sent, returned = np.empty(total), np.empty(total)
     offset = 0
@@ -110,18 +116,50 @@ def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
     return sent, returned
 
 
-def verify_samples(settings: SimulationSettings, records, n_modes: int, pooled=None) -> dict | None:
+def record_chunks(records) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(sent, returned) quadratures of the records in capture order, a few images at a time, both float32.
+
+    The sent ones are written into one reused buffer (2 Re alpha or 2 Im alpha per row, as the server chose), so
+    that a run's ~3e7 samples are never pooled: each piece is consumed before the next is written."""
+    for record in records:
+        returned = record.returned_quadratures_snu
+        images, rows, modes = returned.shape
+        if not returned.size:
+            continue
+        signals = np.concatenate([2.0 * record.sent_symbols.real, 2.0 * record.sent_symbols.imag]).astype(np.float32)
+        step = max(1, FLOAT32_BLOCK_SAMPLES // (rows * modes))
+        buffer = np.empty((step * rows, modes), dtype=np.float32)
+        row_index = np.arange(rows)
+        for first in range(0, images, step):
+            last = min(first + step, images)
+            sent = buffer[:(last - first) * rows]
+            np.take(signals, (row_index + rows * record.measure_p[first:last]).ravel(), axis=0, out=sent)
+            yield sent, returned[first:last]
+
+
+def verified_samples(pairs, layers: int) -> Float32Samples:
+    """The sums the server's verification needs from run_seed_by_layer's records: each layer's, after the fit over
+    the previous symbol (the weight-leakage bound), and every layer's pooled without it (verify_samples)."""
+    by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(layers)}
+    return Float32Samples(lambda layer: record_chunks(by_layer[layer]), layers, raw=True, pooled=False)
+
+
+def verify_samples(settings: SimulationSettings, records, n_modes: int, samples: Float32Samples | None = None
+                   ) -> dict | None:
     """The server's accept/abort decision and the weight-leakage bound at the finite-size limits.
 
-    `records` are run_seed's verification records (None when no row was verified); `pooled`: their
-    pooled_samples when the caller has them already.
+    `records` are run_seed's verification records (None when no row was verified); `samples`: their
+    verified_samples when the caller has them already. verification.verify's figures on the pooled arrays,
+    from sums (analysis/verified_samples.py, Float32Samples.raw_estimate).
     """
     if records is None:
         return None
-    sent, returned = pooled if pooled is not None else pooled_samples(records)
+    if samples is None:
+        samples = Float32Samples(lambda _: record_chunks(records), 1, raw=True, pooled=False)
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
-    result = verification.verify(sent, returned, settings.mu, honest,
-                                 failure_probability=settings.failure_probability, false_alarm=settings.false_alarm)
+    result = verification.verify_estimate(samples.raw_estimate(verification.ServerDetector()), settings.mu, honest,
+                                          failure_probability=settings.failure_probability,
+                                          false_alarm=settings.false_alarm)
     return result.to_dict()
 
 
@@ -130,43 +168,41 @@ def layer_inputs(weights, x) -> list[np.ndarray]:
     return [x, np.maximum(x @ weights[0].T, 0.0)][:len(weights)]
 
 
-def samples_by_layer(pairs, layers: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """pooled_samples of each layer's records (empty arrays for a layer without verified rows)."""
-    by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(layers)}
-    return {index: pooled_samples(records) if records else (np.empty(0), np.empty(0))
-            for index, records in by_layer.items()}
-
-
 def weight_leakage_bound(settings: SimulationSettings, pairs, weights, x, queries: int, samples=None,
-                         inputs=None) -> WeightLeakage:
+                         inputs=None, mode_shares=None) -> WeightLeakage:
     """Each layer's verified worst-mode bound, or g(mu) with too little verification (DECISIONS F, P); the
     simulated station has no calibration uncertainty, so the failure probability is split over T and eps of
-    the verified layers only. ``samples`` (samples_by_layer) and ``inputs`` (layer_inputs): when the caller
-    has them already (they are the same for every seed's records and images)."""
+    the verified layers only. ``samples`` (verified_samples), ``inputs`` (layer_inputs) or ``mode_shares``
+    (largest_mode_share of each layer's inputs): when the caller has them already (the inputs and their shares
+    are the same for every seed)."""
     n_modes = (weights[0].shape[1] + 1) // 2
     by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(len(weights))}
     if samples is None:
-        samples = samples_by_layer(pairs, len(weights))
+        samples = verified_samples(pairs, len(weights))
+    sizes = samples.sizes
     rows = {index: sum(r.row_indices.size for r in records) for index, records in by_layer.items()}
     names = {index: f"layer{index + 1}" for index in by_layer}
     budget = report_budget(settings.failure_probability, None,
-                           [names[i] for i in by_layer if has_enough_verification(rows[i], samples[i][0].size)])
+                           [names[i] for i in by_layer if has_enough_verification(rows[i], sizes[i])])
     detector = verification.ServerDetector()
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
-    inputs = layer_inputs(weights, x) if inputs is None else inputs
-    layers = tuple(layer_bound(names[i], *samples[i], rows[i], mu_upper_photons=settings.mu, mu_photons=settings.mu,
-                               modes=n_modes, mode_share=largest_mode_share(inputs[i]),
-                               honest_noise_per_share_snu=2.0 * (1.0 - 1.0 / settings.gain), budget=budget,
-                               detector=detector, honest=honest, tester=detector,
-                               false_alarm=settings.false_alarm / len(weights)) for i in by_layer)
+    if mode_shares is None:
+        mode_shares = [largest_mode_share(v) for v in (layer_inputs(weights, x) if inputs is None else inputs)]
+    layers = tuple(layer_bound_from_estimate(
+        names[i], sizes[i], functools.partial(samples.layer_estimate, i, detector), rows[i],
+        mu_upper_photons=settings.mu, mu_photons=settings.mu, modes=n_modes, mode_share=mode_shares[i],
+        honest_noise_per_share_snu=2.0 * (1.0 - 1.0 / settings.gain), budget=budget, detector=detector, honest=honest,
+        tester=detector, false_alarm=settings.false_alarm / len(weights)) for i in by_layer)
     return WeightLeakage(layers, queries, tuple(w.size for w in weights))
 
 
-def worst_mode_lossless_bits(settings: SimulationSettings, weights, x) -> float:
-    """Eq. 2 at T = 1 at the worst mode of the data actually sent (DECISIONS F): a reference, not a bound."""
+def worst_mode_lossless_bits(settings: SimulationSettings, weights, x, mode_shares=None) -> float:
+    """Eq. 2 at T = 1 at the worst mode of the data actually sent (DECISIONS F): a reference, not a bound.
+    ``mode_shares``: largest_mode_share of each layer's inputs, when the caller has them already."""
+    if mode_shares is None:
+        mode_shares = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]
     worst = 0.0
-    for inputs in layer_inputs(weights, x):
-        share = largest_mode_share(inputs)
+    for share in mode_shares:
         eps = 2.0 * (1.0 - 1.0 / settings.gain) * share
         worst = max(worst, float(verification.leakage_bound_bits(settings.mu, 1.0, eps)[0]))
     return worst
@@ -195,21 +231,20 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     x, labels = load_test_set(settings.images)
     seeds = [settings.seed + k for k in range(settings.seeds)]
     accuracies, verifications, bounds = [], [], []
-    inputs = layer_inputs(weights, x) if settings.mode == "physics" else None  # the same for every seed
+    shares = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]  # the same for every seed
+    n_modes = (weights[0].shape[1] + 1) // 2
     with tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
         for seed in seeds:
             acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar)
             accuracies.append(acc)
-            records = None if pairs is None else [record for _, record in pairs]
-            by_layer = samples_by_layer(pairs, len(weights)) if settings.mode == "physics" else None
-            verified_layers = {layer for layer, _ in pairs or []}
-            pooled = by_layer[verified_layers.pop()] if by_layer and len(verified_layers) == 1 else None
-            verifications.append(verify_samples(settings, records, (weights[0].shape[1] + 1) // 2, pooled))
             if settings.mode == "physics":
-                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=by_layer,
-                                                   inputs=inputs))
-            del records, pairs, by_layer, pooled  # a seed's samples are gigabytes: gone before the next seed
-    n_modes = (weights[0].shape[1] + 1) // 2
+                samples = verified_samples(pairs, len(weights))  # sums only: the records go with `pairs`
+                records = None if pairs is None else [record for _, record in pairs]
+                verifications.append(verify_samples(settings, records, n_modes, samples))
+                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=samples,
+                                                   mode_shares=shares))
+                del records, samples
+            del pairs  # a seed's records are a hundred megabytes: gone before the next seed
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)
     per_bin = per_bin_data_leakage(settings, weights, x)
@@ -226,7 +261,7 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
         # the test images are a sample: an exact binomial interval on the seed-averaged count (DECISIONS H)
         "accuracy_ci95": list(clopper_pearson(int(round(float(np.mean(accuracies)) * len(x))), len(x))),
         "weight_leakage_bits_per_mode": leakage["weight_leakage_bits_per_mode"],
-        "weight_leakage_bits_per_mode_worst_mode_lossless": worst_mode_lossless_bits(settings, weights, x),
+        "weight_leakage_bits_per_mode_worst_mode_lossless": worst_mode_lossless_bits(settings, weights, x, shares),
         "weight_leakage_bits_per_real_weight": leakage["weight_leakage_bits_per_real_weight"],
         "data_leakage_bits_cramer_rao": leakage["data_leakage_bits_cramer_rao"],
         "data_leakage_bits_prx": leakage["data_leakage_bits_prx"],
