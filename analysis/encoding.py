@@ -55,8 +55,9 @@ def weight_symbols(weights, mu_photons: float) -> np.ndarray:
 def unit_vectors(data) -> np.ndarray:
     """The client's x_hat: [batch, ceil(features/2)] for data [batch, features], [N] for one vector.
 
-    Refuses a zero or non-finite vector: the client cannot normalise it. Each norm is
-    np.linalg.norm of its row, so a row encodes bit for bit as qslab.analysis.givens.complex_unit_vector.
+    Refuses a zero or non-finite vector: the client cannot normalise it. Each norm is the square root of
+    the row's BLAS dot product with itself, as np.linalg.norm computes it (numpy's matmul of a vector by a
+    vector is that dot), so a row encodes bit for bit as qslab.analysis.givens.complex_unit_vector.
     """
     data = np.asarray(data, dtype=np.float64)
     single = data.ndim == 1
@@ -65,7 +66,7 @@ def unit_vectors(data) -> np.ndarray:
         raise ValueError(f"data must be a non-empty vector or 2-D array [rows, features], got shape {data.shape}")
     if not np.all(np.isfinite(rows)):
         raise ValueError("data must be finite")
-    norms = np.array([np.linalg.norm(row) for row in rows])
+    norms = np.sqrt(np.matmul(rows[:, None, :], rows[:, :, None])[:, 0, 0])  # a BLAS dot per row, as norm(row)
     zero = np.flatnonzero(norms == 0.0)
     if zero.size:
         raise ValueError(f"data rows {zero[:10].tolist()} have zero norm: the client cannot normalise them")
