@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis import verification
-from qslab.analysis.blas_threads import one_blas_thread
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
 
@@ -207,13 +206,12 @@ class Float32Samples:
     """The verified samples of `layers` layers as float32 chunks in memory, read through `chunks` twice; sums only kept.
 
     The estimates of StreamedSamples (two passes: the fit over the previous symbol, then the residuals' moments),
-    summed in blocks of FLOAT32_BLOCK_SAMPLES: products and block sums in float32, block totals merged in float64.
-    The sums of squares that set t and s^2 (q^2, r^2) are pairwise (np.sum: a float32 BLAS dot of positive terms
-    drifts, 3e-7 relative on a simulation's q^2); the cross terms (q q_prev, q y, q_prev y) and r^4, r^8 (the
-    dispersion and its standard error) are BLAS dots, on one thread so that the figures do not depend on OpenBLAS's
-    thread settings. The estimates agree with the pooled float64 route to ~1e-7 relative (tests allow 1e-6), far
-    below their statistical spread (sqrt(2/n): 2.5e-4 for the 3e7 samples of a 10k-image simulation). A block whose r^8 overflows float32 (a
-    residual beyond ~6e4 SNU: an attack, never the honest link) is summed in float64 instead.
+    summed in blocks of FLOAT32_BLOCK_SAMPLES: products and their pairwise sums (np.sum) in float32, block totals
+    merged in float64. No BLAS call: a float32 BLAS dot of positive terms drifts (3e-7 relative on a simulation's
+    q^2), and its result would depend on OpenBLAS's thread count; these sums are the same in any thread under any
+    setting. The estimates agree with the pooled float64 route to ~1e-8 relative (tests allow 1e-6), far below
+    their statistical spread (sqrt(2/n): 2.5e-4 for the 3e7 samples of a 10k-image simulation). A block whose r^8
+    overflows float32 (a residual beyond ~6e4 SNU: an attack, never the honest link) is summed in float64 instead.
 
     `raw=True` also sums the residuals of the fit without the previous symbol pooled over every layer
     (`raw_estimate`: what verification.verify computes on the pooled arrays); `pooled=False` skips the pooled fit
@@ -225,30 +223,34 @@ class Float32Samples:
         self._block = np.empty(FLOAT32_BLOCK_SAMPLES + 1, dtype=np.float32)  # [q_prev of the block, q ...]
         self._work = [np.empty(FLOAT32_BLOCK_SAMPLES, dtype=np.float32) for _ in range(4)]
         self._fits = [_FitSums() for _ in range(layers)]
-        with one_blas_thread():
-            for layer, fit in enumerate(self._fits):
-                for q, previous, y in self._blocks(chunks(layer)):
-                    product = self._work[0][:q.size]
-                    fit.n += q.size
-                    fit.qq += float(np.add.reduce(np.multiply(q, q, out=product)))
-                    fit.qp += float(np.add.reduce(np.multiply(q, previous, out=product)))
-                    fit.qy += float(np.add.reduce(np.multiply(q, y, out=product)))
-                    fit.py += float(np.add.reduce(np.multiply(previous, y, out=product)))
-                    fit.last = float(q[-1])
-            for fit in self._fits:
-                fit.pp = fit.qq - fit.last * fit.last  # q_prev is q shifted by one sample, behind a leading 0
-                _require_finite(fit)
-            self._b = [fit.previous_symbol() for fit in self._fits]
-            self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(self._fits, self._b)]
-            qq = sum(fit.qq for fit in self._fits)
-            self._t_pooled = (sum(f.qy_after(b) for f, b in zip(self._fits, self._b)) / qq if qq > 0.0 else 0.0) \
-                if pooled else None
-            self._t_raw = (sum(f.qy for f in self._fits) / qq if qq > 0.0 else 0.0) if raw else None
-            self._own = [_ResidualSums() for _ in range(layers)]
-            self._pooled = _ResidualSums() if pooled else None
-            self._raw = _ResidualSums() if raw else None
+        for layer, fit in enumerate(self._fits):
+            self._fit_pass(fit, chunks(layer))
+        self._b = [fit.previous_symbol() for fit in self._fits]
+        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(self._fits, self._b)]
+        qq = sum(fit.qq for fit in self._fits)
+        self._t_pooled = (sum(f.qy_after(b) for f, b in zip(self._fits, self._b)) / qq if qq > 0.0 else 0.0) \
+            if pooled else None
+        self._t_raw = (sum(f.qy for f in self._fits) / qq if qq > 0.0 else 0.0) if raw else None
+        self._own = [_ResidualSums() for _ in range(layers)]
+        self._pooled = _ResidualSums() if pooled else None
+        self._raw = _ResidualSums() if raw else None
+        with np.errstate(over="ignore"):  # a float32 r^8 that overflows is summed again in float64 (_add_moments)
             for layer in range(layers):
                 self._residual_pass(layer, chunks(layer))
+
+    def _fit_pass(self, fit: _FitSums, chunks) -> None:
+        """Pass 1 of one layer: the sums of _FitSums."""
+        for q, previous, y in self._blocks(chunks):
+            product = self._work[0][:q.size]
+            fit.n += q.size
+            fit.qq += float(np.add.reduce(np.multiply(q, q, out=product)))
+            fit.qp += float(np.add.reduce(np.multiply(q, previous, out=product)))
+            fit.qy += float(np.add.reduce(np.multiply(q, y, out=product)))
+            fit.py += float(np.add.reduce(np.multiply(previous, y, out=product)))
+            fit.last = float(q[-1])
+        fit.pp = fit.qq - fit.last * fit.last  # q_prev is q shifted by one sample behind a leading 0
+        if not all(math.isfinite(value) for value in (fit.qq, fit.qp, fit.qy, fit.py)):  # the pooled route refuses them
+            raise ValueError("sent_quadratures_snu or returned_quadratures_snu contains NaN or inf")
 
     def _blocks(self, chunks):
         """(q, q_prev, y) float32 views per block, in capture order (q_prev of the first sample: 0)."""
@@ -289,11 +291,9 @@ class Float32Samples:
 
     def _add_moments(self, r: np.ndarray, sums: _ResidualSums) -> None:
         powers = self._work[2][:r.size]
-        np.multiply(r, r, out=powers)
-        r2 = float(np.add.reduce(powers))
-        r4 = float(np.dot(powers, powers))
-        np.multiply(powers, powers, out=powers)
-        r8 = float(np.dot(powers, powers))
+        r2 = float(np.add.reduce(np.multiply(r, r, out=powers)))
+        r4 = float(np.add.reduce(np.multiply(powers, powers, out=powers)))
+        r8 = float(np.add.reduce(np.multiply(powers, powers, out=powers)))
         if not math.isfinite(r8):  # float32 overflow (or a NaN): this block in float64
             r64 = r.astype(np.float64)
             sums.add(r64)
@@ -320,8 +320,3 @@ class Float32Samples:
             raise ValueError("raw_estimate needs Float32Samples(..., raw=True)")
         return _estimate(self._t_raw, list(self._fits), self._raw, detector)
 
-
-def _require_finite(fit: _FitSums) -> None:
-    """The pooled route refuses NaN and inf samples; the sums carry any of them through."""
-    if not all(math.isfinite(value) for value in (fit.qq, fit.qp, fit.qy, fit.py)):
-        raise ValueError("sent_quadratures_snu or returned_quadratures_snu contains NaN or inf")

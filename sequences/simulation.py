@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -225,6 +226,18 @@ def per_bin_data_leakage(settings: SimulationSettings, weights, x) -> dict:
     return {"images": count, "per_layer": per_layer, "bits": max(v["mean"] for v in per_layer.values())}
 
 
+def seed_verification(settings: SimulationSettings, pairs, weights, x=None, mode_shares=None
+                      ) -> tuple[dict | None, WeightLeakage]:
+    """One seed's verification outcome (verify_samples) and weight-leakage bound (weight_leakage_bound) from its
+    run_seed_by_layer records, through one verified_samples (two passes of sums). ``x`` (the images) is needed
+    only without ``mode_shares``."""
+    samples = verified_samples(pairs, len(weights))
+    records = None if pairs is None else [record for _, record in pairs]
+    n_modes = (weights[0].shape[1] + 1) // 2
+    return (verify_samples(settings, records, n_modes, samples),
+            weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=samples, mode_shares=mode_shares))
+
+
 def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     """Accuracy over seeds (mean, std), verification outcome and every leakage figure at one point."""
     weights, metadata = load_weights(settings.weights)
@@ -233,21 +246,25 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     accuracies, verifications, bounds = [], [], []
     shares = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]  # the same for every seed
     n_modes = (weights[0].shape[1] + 1) // 2
-    with tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
+    checks = []
+    with ThreadPoolExecutor(1, thread_name_prefix="qslab-verification") as verifier, \
+            tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
         for seed in seeds:
             acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar)
             accuracies.append(acc)
             if settings.mode == "physics":
-                samples = verified_samples(pairs, len(weights))  # sums only: the records go with `pairs`
-                records = None if pairs is None else [record for _, record in pairs]
-                verifications.append(verify_samples(settings, records, n_modes, samples))
-                bounds.append(weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=samples,
-                                                   mode_shares=shares))
-                del records, samples
-            del pairs  # a seed's records are a hundred megabytes: gone before the next seed
+                if checks:  # done long since (~0.2 s of sums against ~1 s of inference): two seeds' records at most
+                    checks[-1].result()
+                # summed on the other core while the next seed runs (numpy releases the GIL in its loops)
+                checks.append(verifier.submit(seed_verification, settings, pairs, weights, mode_shares=shares))
+            del pairs
+        per_bin = per_bin_data_leakage(settings, weights, x)  # meanwhile the last seed's verification
+        for check in checks:
+            verification_result, bound = check.result()
+            verifications.append(verification_result)
+            bounds.append(bound)
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)
-    per_bin = per_bin_data_leakage(settings, weights, x)
     checked = [v for v in verifications if v is not None]
     result = {
         "mode": settings.mode,

@@ -11,7 +11,8 @@ from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights, secure
 from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
 from qslab.sequences import operating_point as op
 from qslab.sequences.cli import main
-from qslab.sequences.simulation import SimulationSettings, load_test_set, simulate
+from qslab.sequences.simulation import (SimulationSettings, layer_inputs, load_test_set, pooled_samples, record_chunks,
+                                       run_seed_by_layer, seed_verification, simulate)
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "data_leakage_bits_per_bin", "mu", "gain", "verified"}
@@ -52,6 +53,61 @@ def test_physics_model_accuracy_agrees_with_closed_form_noise():
     assert 0.3 < physics["accuracy"] < 0.97  # the comparison is only sensitive away from saturation
     stderr = np.sqrt(physics["accuracy"] * (1 - physics["accuracy"]) / images / 3) * np.sqrt(2)
     assert physics["accuracy"] == pytest.approx(closed.mean(), abs=5 * stderr)
+
+
+def test_the_verification_from_sums_is_the_pooled_arrays_verification():
+    """seed_verification (float32 block sums, analysis.verified_samples.Float32Samples) against the array route it
+    replaced: verification.verify on the pooled float64 samples, and each layer's bound from its pooled samples."""
+    from qslab.analysis import verification
+    from qslab.analysis.failure_budget import report_budget
+    from qslab.analysis.security_report import has_enough_verification, largest_mode_share, layer_bound
+
+    settings = SimulationSettings(mu=6, gain=1.3, images=600, seeds=1, verify_fraction=0.02)
+    weights, _ = load_weights()
+    x, labels = load_test_set(settings.images)
+    _, pairs = run_seed_by_layer(settings, weights, x, labels, seed=4)
+    records = [record for _, record in pairs]
+    sent, returned = pooled_samples(records)
+    offset = 0
+    for piece, piece_returned in record_chunks(records):  # the same samples in the same order, as float32 (pieces
+        # share one buffer: each is checked before the next is written)
+        assert np.array_equal(piece.ravel(), sent[offset:offset + piece.size].astype(np.float32))
+        assert np.array_equal(piece_returned.ravel(), returned[offset:offset + piece.size].astype(np.float32))
+        offset += piece.size
+    assert offset == sent.size > 100_000
+
+    summed, bound = seed_verification(settings, pairs, weights, x)
+    honest = verification.ChannelHypothesis.honest(settings.gain, 392)
+    arrays = verification.verify(sent, returned, settings.mu, honest, failure_probability=settings.failure_probability,
+                                 false_alarm=settings.false_alarm).to_dict()
+    assert summed.keys() == arrays.keys() and summed["accepted"] == arrays["accepted"]
+    # float32 sums round the estimates at ~1e-8 relative; the bits see T_min through 1 - T_min (~3e-3 here), which
+    # amplifies that ~1e2-fold: still 1e-4 of their statistical spread (T's is 1/sqrt(sum q^2) ~ 1e-4)
+    for key, value in arrays.items():
+        if isinstance(value, float):
+            rel = 1e-4 if key.startswith("chi_bits") else 1e-6
+            assert summed[key] == pytest.approx(value, rel=rel, abs=1e-12), key
+        else:
+            assert summed[key] == value, key
+
+    by_layer = [[r for layer, r in pairs if layer == index] for index in range(2)]
+    samples = [pooled_samples(records) if records else (np.empty(0), np.empty(0)) for records in by_layer]
+    rows = [sum(r.row_indices.size for r in records) for records in by_layer]
+    budget = report_budget(settings.failure_probability, None,
+                           [f"layer{i + 1}" for i in range(2) if has_enough_verification(rows[i], samples[i][0].size)])
+    detector = verification.ServerDetector()
+    for index, layer in enumerate(bound.layers):
+        expected = layer_bound(f"layer{index + 1}", *samples[index], rows[index], mu_upper_photons=6, mu_photons=6,
+                               modes=392, mode_share=largest_mode_share(layer_inputs(weights, x)[index]),
+                               honest_noise_per_share_snu=2 * (1 - 1 / 1.3), budget=budget, detector=detector,
+                               honest=honest, tester=detector, false_alarm=settings.false_alarm / 2)
+        assert (layer.method, layer.samples, layer.verified_rows, layer.accepted) == (
+            expected.method, expected.samples, expected.verified_rows, expected.accepted)
+        for name in ("bits_per_mode", "transmittance_min", "excess_noise_max_snu", "average_mode_bits_per_mode"):
+            if getattr(expected, name) is not None:
+                rel = 1e-4 if "bits" in name else 1e-6
+                assert getattr(layer, name) == pytest.approx(getattr(expected, name), rel=rel), name
+    assert bound.layers[0].verified  # the run verified enough of layer 1 for a verified bound
 
 
 def test_per_bin_data_leakage_is_reported_per_layer():
