@@ -45,6 +45,7 @@ from qslab.analysis.session_results import hidden_vectors, predictions, verify_l
 from qslab.calibration import figures
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
+from qslab.sequences.channel_reuse import ChannelChoice
 from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.monitor.status import StatusPublisher
 from qslab.sequences.protocol import SecureLink
@@ -121,30 +122,50 @@ def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=No
     return [record.id for record in written]
 
 
-def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
-    """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record; older
-    channel records that no session file beside this one references are pruned (calibrations.prune_channel_records)."""
+def record_channel(link, store: RecordStore, station, figure_dir: Path) -> ChannelChoice:
+    """The pilots' T and eps (the honest round trip the acceptance test expects): the channel record the session uses.
+
+    A valid channel record of the same station that today's pilots agree with is reused, else they are written as a
+    new record, and the log says why in one line (sequences/channel_reuse.py, docs/DECISIONS.md Y). After a write,
+    older channel records that no session file beside this one references are pruned
+    (calibrations.prune_channel_records)."""
     from qslab.calibration.channel import channel_result
+    from qslab.sequences import channel_reuse
 
     pilot = link.pilot
+    identity = channel_reuse.station_identity(station, link)
     result = channel_result(pilot.sent_snu, pilot.returned_snu, link.calibration.server_detector,
                             conditions={"gain": link.gain, "mu_photons": link.layers[0].mu_photons.value,
                                         "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                         "server_lo_phase_rad": pilot.server_phase_rad,
-                                        "client_gain_snu": pilot.client_gain_snu},
+                                        "client_gain_snu": pilot.client_gain_snu,
+                                        channel_reuse.IDENTITY_KEY: identity},
                             figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
+    fresh = channel_reuse.fresh_summary(result)
+    enabled, off_by = channel_reuse.reuse_enabled(station.config)
+    agreement = None
+    if enabled:
+        reused, agreement, why_not = channel_reuse.reusable(store, result, identity)
+        if reused is not None:
+            say(f"channel: reusing {reused.id} (valid until {reused.expires.isoformat(timespec='seconds')}; today's "
+                f"pilots agree: {agreement.describe()})")
+            return ChannelChoice(reused.id, True, "reused: today's pilots agree", fresh, agreement.as_json())
+    else:
+        why_not = f"reuse is off ({off_by})"
     identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
     record_id = store.write(result, instruments=identities).id
+    say(f"channel: wrote {record_id}: {why_not}")
     pruned = calibrations.prune_channel_records(store, figure_dir.parent)  # superseded, referenced by no session
     if pruned:
         log.info("removed %d superseded channel record(s) no session in %s references: %s", len(pruned),
                  figure_dir.parent, ", ".join(pruned))
-    return record_id
+    return ChannelChoice(record_id, False, why_not, fresh, None if agreement is None else agreement.as_json())
 
 
 # --- the recording ----------------------------------------------------------------------------------
 
-def _meta(config, station, settings: SessionSettings, calibration, measured: MeasuredValues) -> dict:
+def _meta(config, station, settings: SessionSettings, calibration, measured: MeasuredValues,
+          channel: ChannelChoice | None = None) -> dict:
     version = CodeVersion.current()
     import importlib.metadata as md
 
@@ -163,7 +184,8 @@ def _meta(config, station, settings: SessionSettings, calibration, measured: Mea
                                        "host": platform.node(), "git_revision": version.git_revision}),
         "seeds_json": json.dumps({"session": settings.seed, "batches": "SeedSequence([session, batch])",
                                   "bench": (config.bench_table or {}).get("seed")}),
-        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured.to_json()}),
+        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured.to_json(),
+                                         **({} if channel is None else {"channel": channel.as_json()})}),
     }
 
 
@@ -227,7 +249,7 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
                 resume: Path | None = None, progress: bool = True, faults=(), attack=None,
-                run_id: str | None = None, allow_different_station: bool = False) -> dict:
+                run_id: str | None = None, allow_different_station: bool = False, fresh_channel: bool = False) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
@@ -242,7 +264,14 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     its writer lock is taken now), the config is the recorded one, and after connecting, the instruments'
     identities are the recorded ones (sequences/resume_check.py; ``allow_different_station`` lets a
     difference through, recorded). Each resume is recorded in the file (SessionFile.resumes).
+
+    ``fresh_channel``: write the pilots as a new channel record even when a valid one of this station agrees with
+    them (as ``[session] reuse_channel_record = false``; sequences/channel_reuse.py).
     """
+    if fresh_channel:
+        from dataclasses import replace
+
+        config = replace(config, session=replace(config.session, reuse_channel_record=False))
     # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on return
     with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
         return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
@@ -305,8 +334,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                               verify_fraction=settings.verify_fraction)
             interrupts.check("after the calibrations")
             link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
-            channel_id = record_channel(link, store, station, figure_dir)
-            link.calibration = calibration.with_channel(store.get(channel_id))
+            channel = record_channel(link, store, station, figure_dir)  # reused while valid and agreeing (DECISIONS Y)
+            link.calibration = calibration.with_channel(store.get(channel.record_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
             curious = arm_curious_server(station, settings, link)
@@ -322,7 +351,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
                 version = CodeVersion.current()
                 writer = recording.SessionWriter.create(
-                    path, shapes, _meta(config, station, settings, link.calibration, measured),
+                    path, shapes, _meta(config, station, settings, link.calibration, measured, channel),
                     qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id,
                     curious_server=None if curious is None else (curious.basis.shape[0], settings.curious_server))
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
