@@ -139,6 +139,7 @@ def record_channel(link, store: RecordStore, station, figure_dir: Path) -> Chann
                                         "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                         "server_lo_phase_rad": pilot.server_phase_rad,
                                         "client_gain_snu": pilot.client_gain_snu,
+                                        "records": sorted(link.calibration.records),  # its parents (housekeeping)
                                         channel_reuse.IDENTITY_KEY: identity},
                             figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
     fresh = channel_reuse.fresh_summary(result)
