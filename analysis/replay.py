@@ -143,11 +143,13 @@ def curious_outcome(recorded: Recorded, settings: dict) -> dict:
                           np.concatenate(recorded.labels), index)
 
 
-def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):
+def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int,
+                             samples=None):
     """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
-    session's cap is checked on it before each batch)."""
+    session's cap is checked on it before each batch, on its running sums: `samples`; None: read from the file)."""
     return weight_leakage_from_totals(
-        recorded.images.count, recorded.images.mode_shares, recorded.samples(), measured=measured,
+        recorded.images.count, recorded.images.mode_shares, recorded.samples() if samples is None else samples,
+        measured=measured,
         modes=shapes[0].modes, rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
         false_alarm=settings["false_alarm"], queries=queries,
         verified_rows=[sum(layer) for layer in recorded.verified_rows])

@@ -40,6 +40,7 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
 from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.replay import Recorded, projected_weight_leakage, results_from_recorded
+from qslab.analysis.running_samples import RunningSamples
 from qslab.analysis.session_figures import MAX_POINTS, plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration import figures
@@ -85,16 +86,18 @@ class SessionAborted(RuntimeError):
 
 
 def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, images_after: int,
-                       ) -> tuple[bool, float]:
+                       running=None) -> tuple[bool, float]:
     """(whether the next batch keeps the cumulative weight leakage within the cap, the projected total).
 
     The projection is images_after x the per-query bound on what was verified so far (before any batch: g(mu)
-    at mu's upper limit, the bound without verification), DECISIONS O."""
+    at mu's upper limit, the bound without verification), DECISIONS O. ``running``: the verified samples' running
+    sums (analysis/running_samples.RunningSamples, O(batch) per batch); None: read back from the file."""
     cap = settings.get("max_weight_leakage_bits_per_mode") or 0.0
     if cap <= 0.0:
         return True, float("nan")
     if recorded.labels:
-        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1).per_query_bits_per_mode
+        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1,
+                                             samples=running).per_query_bits_per_mode
     else:
         from qslab.analysis.failure_budget import report_budget
         from qslab.analysis.weight_leakage import unverified_bound_bits
@@ -301,6 +304,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                f"appended to; record the rest in a new session file")
             recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
             images_before = previous.images_written
+            running = (RunningSamples.from_chunks(previous.verification_chunks, len(previous.layers))
+                       if settings.max_weight_leakage_bits_per_mode > 0 else None)  # the cap's sums so far
         differences = resume_check.config_differences(recorded_config, config.text)
         resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
         lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
@@ -308,6 +313,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         run_id = run_id or recording.new_run_id()
         path, measured = Path(out_dir) / f"session-{run_id}.h5", None
         recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
+        running = RunningSamples(len(weights)) if settings.max_weight_leakage_bits_per_mode > 0 else None
     figure_dir = path.with_suffix("")
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +377,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                         guard.arm(batch)
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
-                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1)
+                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1,
+                                                            running)
                     if not allowed:
                         cap_stop = {"images": int(first), "projected_bits_per_mode": projected,
                                     "cap_bits_per_mode": settings.max_weight_leakage_bits_per_mode}
@@ -391,6 +398,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                               c.sent_snu, c.returned_snu) for c in captures],
                                         curious_counts=counted)
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
+                    if running is not None:
+                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
                     bar.update(len(index))
                     status.batch(writer.batches_written)
                     if is_checkpoint(batch + 1):
