@@ -82,6 +82,9 @@ def reusable(store, fresh, identity: dict, now: dt.datetime | None = None):
     if not records:
         return None, None, "no channel record yet"
     same = [r for r in records if (r.conditions.get(IDENTITY_KEY) or {}).get("sha256") == identity["sha256"]]
+    if not same and IDENTITY_KEY not in records[-1].conditions:
+        return None, None, f"the latest channel record {records[-1].id} records no station identity (written by " \
+                           f"`qslab calibrate channel` or an older qslab)"
     if not same:
         return None, None, f"the latest channel record {records[-1].id} is of another station (" \
                            f"{identity_differences(records[-1].conditions.get(IDENTITY_KEY), identity)})"
@@ -98,7 +101,7 @@ def reusable(store, fresh, identity: dict, now: dt.datetime | None = None):
 def identity_differences(recorded: dict | None, identity: dict) -> str:
     """What differs between a record's station identity and this one, the first few keys named."""
     if not recorded:
-        return "it records no station identity"
+        return "it records no station identity"  # not reached from reusable(), which says so itself
     found = []
     for part in ("config", "instruments", "operating_point"):
         before, now = recorded.get(part) or {}, identity[part]
