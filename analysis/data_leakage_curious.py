@@ -109,36 +109,96 @@ def mutual_information_bias_bits(samples: int, classes: int = CLASSES) -> float:
 
 
 def attack_outcome(spec: CuriousSpec, counts, counted_rows, labels, image_index) -> dict:
-    """The server's conclusions from the recorded counts [images, outputs] (module docstring), as JSON."""
+    """The server's conclusions from the recorded counts [images, outputs] (module docstring), as JSON: the arrays
+    in memory (the reference of streamed_attack_outcome)."""
     counts = np.asarray(counts, dtype=np.int64)
     rows = np.asarray(counted_rows, dtype=np.int64)
     labels = np.asarray(labels, dtype=int)
     index = np.asarray(image_index, dtype=np.int64)
+    _check_counts(counts, rows, labels, index)
+    if counts.size == 0 or rows.min() < 1 or counts.min() < 0:
+        raise ValueError("curious-server counts: expected non-negative counts of at least one counted row per image")
+    photons, rows_mean = float(counts.sum() / rows.sum()), float(rows.mean())
+    model, basis = _server_model(spec, counts.shape[1], photons, rows_mean)
+    size = _candidates(spec, labels.size, int(index.max()))
+    guesses = att.predict_softmax(model, att.count_features(counts))
+    identified = att.identify(counts, np.abs(candidate_x_hat(size) @ basis.T) ** 2)
+    return _outcome(spec, labels, guesses, identified == index, photons, rows_mean, size)
+
+
+def streamed_attack_outcome(spec: CuriousSpec, chunks) -> dict:
+    """attack_outcome on counts read a slice at a time, so a session's memory does not grow with its length.
+
+    ``chunks()`` gives the committed images in order as (image index, labels, counts [b, outputs], counted rows [b])
+    slices (SessionFile.curious_chunks); it is called twice: the totals first (N and the counted rows, which the
+    server's classifier is trained at), then the classification and identification slice by slice. Only per-image
+    labels and outcomes are kept. The result equals attack_outcome's on the whole arrays."""
+    total_counts = total_rows = images = 0
+    outputs, least_rows, least_count, last_index = None, None, None, -1
+    for index, labels, counts, rows in chunks():
+        counts, rows = np.asarray(counts, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+        _check_counts(counts, rows, np.asarray(labels), np.asarray(index))
+        if outputs is not None and counts.shape[1] != outputs:
+            raise ValueError(f"curious-server counts over {counts.shape[1]} outputs after {outputs}")
+        if not counts.shape[0]:
+            continue
+        outputs = counts.shape[1]
+        total_counts += int(counts.sum())
+        total_rows += int(rows.sum())
+        images += rows.size
+        least_rows = int(rows.min()) if least_rows is None else min(least_rows, int(rows.min()))
+        least_count = int(counts.min()) if least_count is None else min(least_count, int(counts.min()))
+        last_index = max(last_index, int(np.max(index)))
+    if not images or not outputs or least_rows < 1 or least_count < 0:
+        raise ValueError("curious-server counts: expected non-negative counts of at least one counted row per image")
+    photons, rows_mean = float(np.int64(total_counts) / np.int64(total_rows)), float(total_rows / images)
+    model, basis = _server_model(spec, outputs, photons, rows_mean)
+    size = _candidates(spec, images, last_index)
+    candidate_p = np.abs(candidate_x_hat(size) @ basis.T) ** 2
+    labels_all, guesses, matches = [], [], []
+    for index, labels, counts, _ in chunks():
+        if not np.shape(counts)[0]:
+            continue
+        counts = np.asarray(counts, dtype=np.int64)
+        labels_all.append(np.asarray(labels, dtype=int))
+        guesses.append(att.predict_softmax(model, att.count_features(counts)))
+        matches.append(att.identify(counts, candidate_p) == np.asarray(index, dtype=np.int64))
+    return _outcome(spec, np.concatenate(labels_all), np.concatenate(guesses), np.concatenate(matches), photons,
+                    rows_mean, size)
+
+
+def _check_counts(counts, rows, labels, index) -> None:
     if counts.ndim != 2 or counts.shape[0] != rows.size or rows.size != labels.size or labels.size != index.size:
         raise ValueError(f"curious-server counts {counts.shape}, counted rows {rows.shape}, labels {labels.shape}, "
                          f"image indices {index.shape}: expected one row per image")
-    if counts.size == 0 or rows.min() < 1 or counts.min() < 0:
-        raise ValueError("curious-server counts: expected non-negative counts of at least one counted row per image")
-    train_data, train_labels = training_set(int(spec.train_images))
+
+
+def _server_model(spec: CuriousSpec, outputs: int, photons: float, rows_mean: float):
+    """(the softmax classifier the server trains on simulated counts of its training images at N = photons, its
+    measurement's V): the server knows only N, the rows it counted and public training images."""
     x_train = _training_x_hat(int(spec.train_images))
     basis = server_basis(spec, x_train.shape[1])
-    if basis.shape[0] != counts.shape[1]:
-        raise ValueError(f"curious-server counts over {counts.shape[1]} outputs; the {spec.kind} measurement has "
+    if basis.shape[0] != outputs:
+        raise ValueError(f"curious-server counts over {outputs} outputs; the {spec.kind} measurement has "
                          f"{basis.shape[0]}")
-    photons = float(counts.sum() / rows.sum())
-    copies = int(round(float(rows.mean())))
+    copies = int(round(rows_mean))
     rng = np.random.default_rng([int(spec.seed), 0x5EA])
     train_counts = att.simulate_counts(np.abs(x_train @ basis.T) ** 2, photons, copies, rng)
-    model = att.train_softmax(att.count_features(train_counts), train_labels)
-    guesses = att.predict_softmax(model, att.count_features(counts))
-    size = candidate_set(spec, labels.size)
-    if index.max() >= size:
+    return att.train_softmax(att.count_features(train_counts), training_set(int(spec.train_images))[1]), basis
+
+
+def _candidates(spec: CuriousSpec, images: int, last_index: int) -> int:
+    size = candidate_set(spec, images)
+    if last_index >= size:
         raise ValueError(f"candidate set of {size} images: it must hold the session's images (test images up to "
-                         f"{int(index.max()) + 1})")
-    identified = att.identify(counts, np.abs(candidate_x_hat(size) @ basis.T) ** 2)
-    rate = float(np.mean(identified == index))
+                         f"{last_index + 1})")
+    return size
+
+
+def _outcome(spec: CuriousSpec, labels, guesses, identified, photons: float, rows_mean: float, size: int) -> dict:
+    rate = float(np.mean(identified))
     return {"kind": spec.kind, "measurement": LABELS[spec.kind], "images": int(labels.size),
-            "photons_per_row_estimate": photons, "counted_rows_mean": float(rows.mean()),
+            "photons_per_row_estimate": photons, "counted_rows_mean": rows_mean,
             "train_images": int(spec.train_images), "accuracy": float(np.mean(guesses == labels)),
             "mutual_information_bits": att.plug_in_mutual_information_bits(labels, guesses),
             "mutual_information_bias_bits": mutual_information_bias_bits(labels.size),

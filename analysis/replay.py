@@ -39,7 +39,7 @@ class Recorded:
 
     images: ImageTotals
     verified_rows: list        # per layer: list of the rows verified per batch (counts)
-    curious: list              # per batch: (image index, counts, counted rows) of a curious server
+    curious: list              # per batch: images a curious server counted (its counts are read from `path`)
     path: Path | None = None   # the session file holding the batches added so far
     batches: int = 0           # batches added so far
     _samples: tuple[int, StreamedSamples] | None = None  # (batches, their estimates): read once per batch count
@@ -55,16 +55,13 @@ class Recorded:
         layers = len(session.layers)
         keep = session.settings.get("exact_leakage_images", 0) if isinstance(session.settings, dict) else 0
         recorded = cls.empty(layers, int(keep) if isinstance(keep, int) and keep >= 0 else 0, session.path)
-        index = []
         for images, quadratures in session.image_chunks(CHUNK_VALUES):
             recorded.images.add(images.label, quadratures[0], quadratures[-1], mnist.preprocess(images.pixels))
-            index.append(images.index)
         recorded.batches = session.batches_written
         recorded.verified_rows = [[int(np.size(rows)) for rows in session.verification(k, samples=False).rows]
                                   for k in range(layers)]
-        curious = session.curious_server
-        if curious is not None:
-            recorded.curious = [(np.concatenate(index), curious[1], curious[2])]
+        if session.curious_spec is not None:
+            recorded.curious = [session.images_written]
         return recorded
 
     @property
@@ -72,11 +69,12 @@ class Recorded:
         return self.images.labels
 
     def add(self, labels, pixels, captures, curious=None) -> None:
-        """One batch, after it was committed to `path`; `curious`: (image index, counts, counted rows)."""
+        """One batch, after it was committed to `path`; `curious`: (image index, counts, counted rows), as written
+        (only the number of images is kept: curious_outcome reads the counts back from the file)."""
         self.images.add(labels, captures[0].client_quadratures_snu, captures[-1].client_quadratures_snu,
                         mnist.preprocess(np.asarray(pixels)))
         if curious is not None:
-            self.curious.append(tuple(np.asarray(part) for part in curious))
+            self.curious.append(len(curious[0]))
         for index, capture in enumerate(captures):
             self.verified_rows[index].append(int(np.size(capture.verified_rows)))
         self.batches += 1
@@ -135,19 +133,25 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
 
 
 def curious_outcome(recorded: Recorded, settings: dict) -> dict:
-    """The curious server's conclusions from its recorded counts (analysis/data_leakage_curious.py)."""
-    from qslab.analysis.data_leakage_curious import CuriousSpec, attack_outcome
+    """The curious server's conclusions from its recorded counts (analysis/data_leakage_curious.py), read back from the
+    file in slices (flat memory, whatever the session's length)."""
+    from qslab.analysis.data_leakage_curious import CuriousSpec, streamed_attack_outcome
 
-    index, counts, rows = (np.concatenate(part) for part in zip(*recorded.curious))
-    return attack_outcome(CuriousSpec.from_json(settings[CURIOUS_KEY]), counts, rows,
-                          np.concatenate(recorded.labels), index)
+    with recording.SessionFile.open(recorded.path, check_values=False) as session:
+        if session.images_written != sum(recorded.curious):
+            raise recording.RecordingError(f"{session.path} holds {session.images_written} committed images, the "
+                                           f"curious server counted {sum(recorded.curious)}")
+        return streamed_attack_outcome(CuriousSpec.from_json(settings[CURIOUS_KEY]),
+                                       lambda: session.curious_chunks(CHUNK_VALUES))
 
 
-def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int):
+def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int,
+                             samples=None):
     """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
-    session's cap is checked on it before each batch)."""
+    session's cap is checked on it before each batch, on its running sums: `samples`; None: read from the file)."""
     return weight_leakage_from_totals(
-        recorded.images.count, recorded.images.mode_shares, recorded.samples(), measured=measured,
+        recorded.images.count, recorded.images.mode_shares, recorded.samples() if samples is None else samples,
+        measured=measured,
         modes=shapes[0].modes, rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
         false_alarm=settings["false_alarm"], queries=queries,
         verified_rows=[sum(layer) for layer in recorded.verified_rows])

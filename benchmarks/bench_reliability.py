@@ -420,14 +420,16 @@ def kill_matrix(config_path: Path, store: RecordStore, work: Path, points=(1, 2,
 
     print("\nkill -9 (then `qslab session --resume`), against an uninterrupted run, batch by batch:")
     config_path = _kill_config(config_path, work)
-    clean = _session_process(config_path, store, work / "kill-clean", 40, 10)
+    # each start measures and uses its own pilots (--fresh-channel): a start reusing a channel record and one after it
+    # expired would compare two honest references, not what a kill loses (docs/DECISIONS.md Z)
+    clean = _session_process(config_path, store, work / "kill-clean", 40, 10, "--fresh-channel")
     reference = _last_json(clean.communicate(timeout=900)[0])
     keys = ("accuracy", "correct", "weight_leakage_bits_per_mode", "verified", "data_leakage_bound_bits_per_query",
             "verification", "security_report")
     results = []
     for point in points:
         out = work / f"kill-{point}"
-        process = _session_process(config_path, store, out, 40, 10)
+        process = _session_process(config_path, store, out, 40, 10, "--fresh-channel")
         path, kept = _stopped_after_batches(out, point, process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=600)

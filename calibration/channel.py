@@ -11,6 +11,9 @@ give the IQ skew (qslab.analysis.pilots.iq_skew), recorded here as server_iq.iq_
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from qslab.analysis import verification
@@ -57,6 +60,64 @@ def channel_result(sent_snu, returned_snu, detector: verification.ServerDetector
     if figure_path:
         draw(_plot, figure_path, sent, returned, float(estimate.amplitude_transmittance), t_hat, eps_hat)
     return CalibrationResult(KIND, INSTRUMENT, parameters, raw, conditions, figure_path)
+
+
+# The probability that the pilots of an unchanged station are called inconsistent with its own record: the cost of
+# such a false alarm is one more record, so it is set small enough to be rare and large enough that a real change of
+# the channel is not missed (docs/DECISIONS.md Z)
+AGREEMENT_FALSE_ALARM = 1e-3
+_COMPARED = ("amplitude", "residual variance")
+
+
+@dataclass(frozen=True)
+class PilotAgreement:
+    """Whether two pilot measurements on the same server detector see the same channel: each of the amplitude
+    transmittance and the residual variance differs by z_* of its statistical sigma, accepted up to z_limit."""
+
+    z_amplitude: float
+    z_residual_variance: float
+    z_limit: float
+    false_alarm: float
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.z_amplitude) <= self.z_limit and abs(self.z_residual_variance) <= self.z_limit
+
+    def describe(self) -> str:
+        return (f"amplitude transmittance {self.z_amplitude:+.2f} sigma, residual variance "
+                f"{self.z_residual_variance:+.2f} sigma (agreement up to {self.z_limit:.2f} sigma: an unchanged "
+                f"channel is called changed with probability {self.false_alarm:g})")
+
+    def as_json(self) -> dict:
+        return {"z_amplitude": self.z_amplitude, "z_residual_variance": self.z_residual_variance,
+                "z_limit": self.z_limit, "false_alarm": self.false_alarm, "agrees": self.agrees}
+
+
+def pilot_statistics(parameters: dict, conditions: dict) -> tuple[Estimate, Estimate]:
+    """(amplitude transmittance, residual variance in SNU) of a channel result or record, each with its purely
+    statistical one-sigma uncertainty: sqrt(s^2 / sum q^2) for the slope, s^2 sqrt(2 / (n - 2)) for the variance of
+    n Gaussian residuals after two fitted coefficients (slope and previous symbol). Both are on the server
+    detector's own scale, so two measurements through the same detector calibration compare without its
+    (shared) uncertainty, which dominates T's."""
+    amplitude = parameters["channel.amplitude_transmittance"]
+    samples = int(conditions["samples"])
+    variance = float(conditions["residual_variance_snu"])
+    return amplitude, Estimate(variance, variance * math.sqrt(2.0 / max(samples - 2, 1)), "SNU")
+
+
+def pilots_agree(fresh: CalibrationResult, record, false_alarm: float = AGREEMENT_FALSE_ALARM) -> PilotAgreement:
+    """The fresh pilots of a session against a channel record of the same station (docs/DECISIONS.md Z): a two-sided
+    test on each of the two statistics of pilot_statistics, at false_alarm / 2 each (union bound), so an unchanged
+    channel is refused with probability <= false_alarm."""
+    from scipy.stats import norm
+
+    z_limit = float(norm.isf(false_alarm / (2 * len(_COMPARED))))
+    scores = []
+    for now, then in zip(pilot_statistics(fresh.parameters, fresh.conditions),
+                         pilot_statistics(record.parameters, record.conditions)):
+        sigma = math.hypot(now.uncertainty, then.uncertainty)
+        scores.append((now.value - then.value) / sigma if sigma > 0 else (0.0 if now.value == then.value else math.inf))
+    return PilotAgreement(scores[0], scores[1], z_limit, false_alarm)
 
 
 def _plot(path, sent, returned, slope, t_hat, eps_hat) -> None:

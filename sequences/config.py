@@ -122,10 +122,23 @@ class Text:
         return value
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A TOML boolean (true or false; not 0/1 or a string)."""
+
+    def expected(self) -> str:
+        return "true or false"
+
+    def parse(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError.invalid(key, value, self.expected())
+        return value
+
+
 NAME = Text("an instrument name (letters, digits and _, not starting with a digit)", _NAME.pattern)
 
 
-def setting(spec: Number | Text, default: Any = MISSING, **meta: Any) -> Any:
+def setting(spec: Number | Text | Flag, default: Any = MISSING, **meta: Any) -> Any:
     """A dataclass field with its spec (and, for roles, what it refers to)."""
     return field(default=default, metadata={"spec": spec, **meta})
 
@@ -347,6 +360,7 @@ class SessionConfig:
     laser_power_dbm: float = setting(Number("dBm", -30.0, 20.0), 10.0)
     seed: int = setting(Number("", 0, integer=True), 0)
     max_weight_leakage_bits_per_mode: float = setting(Number("bit per complex mode, cumulative; 0: no cap", 0.0), 0.0)
+    reuse_channel_record: bool = setting(Flag(), True)
 
 
 @dataclass(frozen=True)

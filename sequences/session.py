@@ -40,11 +40,13 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
 from qslab.analysis.encoding import weight_symbols
 from qslab.analysis.replay import Recorded, projected_weight_leakage, results_from_recorded
+from qslab.analysis.running_samples import RunningSamples
 from qslab.analysis.session_figures import MAX_POINTS, plot_session
 from qslab.analysis.session_results import hidden_vectors, predictions, verify_layers
 from qslab.calibration import figures
 from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
+from qslab.sequences.channel_reuse import ChannelChoice
 from qslab.sequences.interrupts import Interrupts
 from qslab.sequences.monitor.status import StatusPublisher
 from qslab.sequences.protocol import SecureLink
@@ -84,16 +86,18 @@ class SessionAborted(RuntimeError):
 
 
 def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, images_after: int,
-                       ) -> tuple[bool, float]:
+                       running=None) -> tuple[bool, float]:
     """(whether the next batch keeps the cumulative weight leakage within the cap, the projected total).
 
     The projection is images_after x the per-query bound on what was verified so far (before any batch: g(mu)
-    at mu's upper limit, the bound without verification), DECISIONS O."""
+    at mu's upper limit, the bound without verification), DECISIONS O. ``running``: the verified samples' running
+    sums (analysis/running_samples.RunningSamples, O(batch) per batch); None: read back from the file."""
     cap = settings.get("max_weight_leakage_bits_per_mode") or 0.0
     if cap <= 0.0:
         return True, float("nan")
     if recorded.labels:
-        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1).per_query_bits_per_mode
+        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1,
+                                             samples=running).per_query_bits_per_mode
     else:
         from qslab.analysis.failure_budget import report_budget
         from qslab.analysis.weight_leakage import unverified_bound_bits
@@ -121,30 +125,51 @@ def ensure_calibrations(station, store: RecordStore, figure_dir: Path, before=No
     return [record.id for record in written]
 
 
-def record_channel(link, store: RecordStore, station, figure_dir: Path) -> str:
-    """The pilots' T and eps (the honest round trip the acceptance test expects) as a channel record; older
-    channel records that no session file beside this one references are pruned (calibrations.prune_channel_records)."""
+def record_channel(link, store: RecordStore, station, figure_dir: Path) -> ChannelChoice:
+    """The pilots' T and eps (the honest round trip the acceptance test expects): the channel record the session uses.
+
+    A valid channel record of the same station that today's pilots agree with is reused, else they are written as a
+    new record, and the log says why in one line (sequences/channel_reuse.py, docs/DECISIONS.md Z). After a write,
+    older channel records that no session file beside this one references are pruned
+    (calibrations.prune_channel_records)."""
     from qslab.calibration.channel import channel_result
+    from qslab.sequences import channel_reuse
 
     pilot = link.pilot
+    identity = channel_reuse.station_identity(station, link)
     result = channel_result(pilot.sent_snu, pilot.returned_snu, link.calibration.server_detector,
                             conditions={"gain": link.gain, "mu_photons": link.layers[0].mu_photons.value,
                                         "pilot_rows": pilot.rows, "client_lo_phase_rad": pilot.client_phase_rad,
                                         "server_lo_phase_rad": pilot.server_phase_rad,
-                                        "client_gain_snu": pilot.client_gain_snu},
+                                        "client_gain_snu": pilot.client_gain_snu,
+                                        "records": sorted(link.calibration.records),  # its parents (housekeeping)
+                                        channel_reuse.IDENTITY_KEY: identity},
                             figure_path=str(figure_dir / "channel-link.png"), iq_skew_s=link.iq_skew_s())
+    fresh = channel_reuse.fresh_summary(result)
+    enabled, off_by = channel_reuse.reuse_enabled(station.config)
+    agreement = None
+    if enabled:
+        reused, agreement, why_not = channel_reuse.reusable(store, result, identity)
+        if reused is not None:
+            say(f"channel: reusing {reused.id} (valid until {reused.expires.isoformat(timespec='seconds')}; today's "
+                f"pilots agree: {agreement.describe()})")
+            return ChannelChoice(reused.id, True, "reused: today's pilots agree", fresh, agreement.as_json())
+    else:
+        why_not = f"reuse is off ({off_by})"
     identities = {name: ",".join(c.identity.as_dict().values()) for name, c in station.connections.items()}
     record_id = store.write(result, instruments=identities).id
+    say(f"channel: wrote {record_id}: {why_not}")
     pruned = calibrations.prune_channel_records(store, figure_dir.parent)  # superseded, referenced by no session
     if pruned:
         log.info("removed %d superseded channel record(s) no session in %s references: %s", len(pruned),
                  figure_dir.parent, ", ".join(pruned))
-    return record_id
+    return ChannelChoice(record_id, False, why_not, fresh, None if agreement is None else agreement.as_json())
 
 
 # --- the recording ----------------------------------------------------------------------------------
 
-def _meta(config, station, settings: SessionSettings, calibration, measured: MeasuredValues) -> dict:
+def _meta(config, station, settings: SessionSettings, calibration, measured: MeasuredValues,
+          channel: ChannelChoice | None = None) -> dict:
     version = CodeVersion.current()
     import importlib.metadata as md
 
@@ -163,7 +188,8 @@ def _meta(config, station, settings: SessionSettings, calibration, measured: Mea
                                        "host": platform.node(), "git_revision": version.git_revision}),
         "seeds_json": json.dumps({"session": settings.seed, "batches": "SeedSequence([session, batch])",
                                   "bench": (config.bench_table or {}).get("seed")}),
-        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured.to_json()}),
+        "calibrations_json": json.dumps({"records": calibration.records, "measured": measured.to_json(),
+                                         **({} if channel is None else {"channel": channel.as_json()})}),
     }
 
 
@@ -227,7 +253,7 @@ def check_verification(recorded: Recorded, settings: dict, measured: MeasuredVal
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
                 resume: Path | None = None, progress: bool = True, faults=(), attack=None,
-                run_id: str | None = None, allow_different_station: bool = False) -> dict:
+                run_id: str | None = None, allow_different_station: bool = False, fresh_channel: bool = False) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
@@ -242,7 +268,14 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     its writer lock is taken now), the config is the recorded one, and after connecting, the instruments'
     identities are the recorded ones (sequences/resume_check.py; ``allow_different_station`` lets a
     difference through, recorded). Each resume is recorded in the file (SessionFile.resumes).
+
+    ``fresh_channel``: write the pilots as a new channel record even when a valid one of this station agrees with
+    them (as ``[session] reuse_channel_record = false``; sequences/channel_reuse.py).
     """
+    if fresh_channel:
+        from dataclasses import replace
+
+        config = replace(config, session=replace(config.session, reuse_channel_record=False))
     # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on return
     with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
         return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
@@ -271,6 +304,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                f"appended to; record the rest in a new session file")
             recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
             images_before = previous.images_written
+            running = (RunningSamples.from_chunks(previous.verification_chunks, len(previous.layers))
+                       if settings.max_weight_leakage_bits_per_mode > 0 else None)  # the cap's sums so far
         differences = resume_check.config_differences(recorded_config, config.text)
         resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
         lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
@@ -278,6 +313,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         run_id = run_id or recording.new_run_id()
         path, measured = Path(out_dir) / f"session-{run_id}.h5", None
         recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
+        running = RunningSamples(len(weights)) if settings.max_weight_leakage_bits_per_mode > 0 else None
     figure_dir = path.with_suffix("")
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -305,8 +341,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                               verify_fraction=settings.verify_fraction)
             interrupts.check("after the calibrations")
             link.prepare([weight_symbols(w, settings.mu) for w in weights], settings.mu)
-            channel_id = record_channel(link, store, station, figure_dir)
-            link.calibration = calibration.with_channel(store.get(channel_id))
+            channel = record_channel(link, store, station, figure_dir)  # reused while valid and agreeing (DECISIONS Z)
+            link.calibration = calibration.with_channel(store.get(channel.record_id))
             if attack is not None:  # a cheating client (bench only), after it behaved during the channel record
                 station.bench.state.set_attack(attack)
             curious = arm_curious_server(station, settings, link)
@@ -322,7 +358,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
                 version = CodeVersion.current()
                 writer = recording.SessionWriter.create(
-                    path, shapes, _meta(config, station, settings, link.calibration, measured),
+                    path, shapes, _meta(config, station, settings, link.calibration, measured, channel),
                     qslab_version=version.qslab_version, git_revision=version.git_revision, run_id=run_id,
                     curious_server=None if curious is None else (curious.basis.shape[0], settings.curious_server))
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
@@ -341,7 +377,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                         guard.arm(batch)
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
-                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1)
+                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1,
+                                                            running)
                     if not allowed:
                         cap_stop = {"images": int(first), "projected_bits_per_mode": projected,
                                     "cap_bits_per_mode": settings.max_weight_leakage_bits_per_mode}
@@ -361,6 +398,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                               c.sent_snu, c.returned_snu) for c in captures],
                                         curious_counts=counted)
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
+                    if running is not None:
+                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
                     bar.update(len(index))
                     status.batch(writer.batches_written)
                     if is_checkpoint(batch + 1):

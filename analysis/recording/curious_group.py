@@ -73,16 +73,27 @@ def truncate(file: h5py.File, images: int) -> None:
 
 def read(file: h5py.File, images: int, where) -> tuple[dict, np.ndarray, np.ndarray] | None:
     """(spec, counts [images, outputs], counted rows [images]) of the committed images, or None without the group."""
+    found = spec(file, where)
+    if found is None:
+        return None
+    check_length(file, images, where)
+    return found, file[COUNTS][:images], file[ROWS][:images]
+
+
+def spec(file: h5py.File, where) -> dict | None:
+    """The curious server's spec (its attribute only, no counts read), or None without the group."""
     if not present(file):
         return None
-    group = file[GROUP]
-    raw = group.attrs.get(SPEC_ATTRIBUTE)
+    raw = file[GROUP].attrs.get(SPEC_ATTRIBUTE)
     try:
-        spec = json.loads(bytes(raw).decode("utf-8"))
+        return json.loads(bytes(raw).decode("utf-8"))
     except (TypeError, ValueError):
         raise RecordingError(f"{where}: /{GROUP} has no readable {SPEC_ATTRIBUTE} attribute (JSON text)") from None
+
+
+def check_length(file: h5py.File, images: int, where) -> None:
+    """RecordingError unless the group holds counts of at least the `images` committed images."""
     counts, rows = file[COUNTS], file[ROWS]
     if counts.shape[0] < images or rows.shape[0] < images:
         raise RecordingError(f"{where}: /{GROUP} holds counts of {min(counts.shape[0], rows.shape[0])} images, the "
                              f"committed batches {images}")
-    return spec, counts[:images], rows[:images]

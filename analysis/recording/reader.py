@@ -268,6 +268,24 @@ class SessionFile:
         with self._translated("has an unreadable /curious_server group"):
             return curious_group.read(self._file, self.images_written, self.path)
 
+    @property
+    def curious_spec(self) -> dict | None:
+        """The curious server's spec, or None without one (no counts are read)."""
+        with self._translated("has an unreadable /curious_server group"):
+            return curious_group.spec(self._file, self.path)
+
+    def curious_chunks(self, values: int | None = None):
+        """A curious server's counts of the committed images in order, a slice of about ``values`` numbers at a time:
+        (image index, label, counts [b, outputs], counted rows [b]); nothing without the group. Flat memory."""
+        if self.curious_spec is None:
+            return
+        with self._translated("has an unreadable /curious_server group"):
+            curious_group.check_length(self._file, self.images_written, self.path)
+            outputs = self._file[curious_group.COUNTS].shape[1]
+        for rows in _slices(self.images_written, outputs, values):
+            yield (self._read("images/index", rows), self._read("images/label", rows),
+                   self._read(curious_group.COUNTS, rows), self._read(curious_group.ROWS, rows))
+
     def _datasets(self) -> list[h5py.Dataset]:
         names = ["status", "status_detail", *_dataset_paths(self.layers)]
         if curious_group.present(self._file):

@@ -25,6 +25,10 @@ set next to the upper bound (JSON: curious_server; recorded under /curious_serve
 --candidate-set L declares a finite candidate set, the first L test images: the bound is capped at log2 L and
 the exact finite-set Holevo information is reported.
 
+Channel record: the session measures its pilots every time; a valid channel record of the same station that they
+agree with is referenced instead of writing a new one (one line says which; --fresh-channel or [session]
+reuse_channel_record = false always writes one; docs/DECISIONS.md Y).
+
 Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
 of instruments/sim/faults_attacks/faults.py after set-up, before the second batch: timeout, disconnect, garbled,
 scpi-error, reset, overrange, power-drop, bias-drift; options after=N, count=N, persistent, db=,
@@ -72,6 +76,9 @@ def register(parser) -> None:
     parser.add_argument("--allow-different-station", action="store_true",
                         help="with --resume: continue even though the config or an instrument's identity differs "
                              "from the recorded one (the resume records what differed)")
+    parser.add_argument("--fresh-channel", action="store_true",
+                        help="write today's pilots as a new channel record (about 1.5 MB) even when a valid record "
+                             "of this station agrees with them (default [session] reuse_channel_record: reuse it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
     parser.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper,
                         help="what the session's log file (session-<run id>.log beside the session file) keeps: "
@@ -227,7 +234,7 @@ def _run_logged(args, config, settings, out_dir: Path, run_id: str | None, fault
     try:
         result = run_session(config, settings, out_dir=out_dir, store=calibration_store(args, config),
                              resume=args.resume, progress=not args.json, faults=faults, attack=attack, run_id=run_id,
-                             allow_different_station=args.allow_different_station)
+                             allow_different_station=args.allow_different_station, fresh_channel=args.fresh_channel)
     except (StationDiffers, StationError, CalibrationError, RecordError, ProtocolError, LimitError, SessionAborted, SessionStopped,
             RecordingError, InstrumentError, InstrumentFault) as error:
         report = getattr(error, "session_report", None) or {"error": str(error), "error_type": type(error).__name__}

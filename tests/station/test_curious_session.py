@@ -12,7 +12,7 @@ import h5py
 import pytest
 
 from qslab.analysis import recording
-from qslab.analysis.data_leakage_curious import CuriousSpec
+from qslab.analysis.data_leakage_curious import CuriousSpec, attack_outcome, streamed_attack_outcome
 from qslab.analysis.replay import replay
 from qslab.calibration.records import RecordStore
 from qslab.sequences.cli import main
@@ -81,6 +81,21 @@ def test_the_counts_are_recorded_and_replay_recomputes_the_outcome_exactly(sessi
     with h5py.File(copy, "r+") as f:
         f["curious_server/counts"][:] = f["curious_server/counts"][()][::-1]
     assert "curious_server" in replay(copy)["changes"]
+
+
+def test_the_streamed_outcome_equals_the_in_memory_one_on_the_whole_arrays(sessions):
+    """The session and replay read the counts back a slice at a time (streamed_attack_outcome); the in-memory route on
+    the whole arrays (attack_outcome) gives the very same outcome, whatever the slices."""
+    _, curious = sessions
+    with recording.SessionFile.open(curious["file"]) as session:
+        spec, counts, rows = session.curious_server
+        images = session.images
+        whole = attack_outcome(CuriousSpec.from_json(spec), counts, rows, images.label, images.index)
+        outputs = counts.shape[1]
+        sliced = [streamed_attack_outcome(CuriousSpec.from_json(spec), lambda: session.curious_chunks(values))
+                  for values in (3 * outputs, 7 * outputs, None)]  # 3 and 7 images a slice, and all at once
+    assert whole == curious["curious_server"]
+    assert all(outcome == whole for outcome in sliced)
 
 
 @pytest.mark.parametrize("args,message", [
