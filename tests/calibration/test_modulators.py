@@ -314,6 +314,20 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     assert len([message for message in messages if message[1] != "MZM:SETPOINT?"]) <= 4 + 2 * len(fits.IQ_CONFIGS)
 
 
+def test_calibrate_station_sweeps_three_bias_locks_and_holds_fitted_points_between(bench_roles, figures, messages):
+    # the carver at peak before the first sweep, then each at null (verified); every other bias point is a fitted
+    # one held manually: the kind's lock sweeps cost 3 x acquisition_time_s of instrument time, not 9
+    r = bench_roles
+    clock = r.state.clock
+    before_s = clock.charged_s()
+    m.calibrate_station(r.station, figures)
+    locks = [text for _, text in messages if isinstance(text, str) and text.startswith("MZM:MODE: ")
+             and text.split()[-1] in ("1", "2")]
+    assert locks == ["MZM:MODE: 1", "MZM:MODE: 2", "MZM:MODE: 2"], locks
+    lock_s = r.state.params.bias_lock.acquisition_time_s
+    assert clock.charged_s() - before_s < 4 * lock_s + 2.5   # 3 locks + laser and amplifier on + readings
+
+
 def test_the_short_sweep_is_honest_over_repeats(bench_roles):
     # 31 points x 4 readings instead of 121 x 1: every estimate of four runs within 3 sigma, V_pi to 1 %
     r = bench_roles
