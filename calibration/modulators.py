@@ -98,14 +98,15 @@ def _guarded(calibration: str, laser: Any, modulators: tuple,
 
 
 def sweep_bias_power(modulator: Any, power_meter: Any, bias_v: np.ndarray,
-                     readings_per_point: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean meter reading at each manual bias: (bias V as sent, quantised to the MBX's mV; power W; round trips).
+                     readings_per_point: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Mean meter reading at each manual bias: (bias V as sent, quantised to the MBX's mV; power W; the variance
+    of each mean from its readings' spread, W^2, None for one reading per point; round trips).
 
     Per point: one MBX exchange and one meter message carrying ``readings_per_point`` readings (a meter
     without compound reads takes one query per reading).
     """
     sent_v = np.round(np.asarray(bias_v, dtype=float) * 1000.0) / 1000.0
-    power = np.empty(sent_v.size)
+    power, spread = np.empty(sent_v.size), np.empty(sent_v.size)
     # the role checks the declared bias limit and enters manual mode; the widest point first, so the
     # limit is checked once for the whole sweep and every later point is one MBX exchange
     widest = int(np.argmax(np.abs(sent_v)))
@@ -116,8 +117,10 @@ def sweep_bias_power(modulator: Any, power_meter: Any, bias_v: np.ndarray,
         if float(volts) != held_v:
             hold_v(float(volts))
             held_v, exchanges = float(volts), exchanges + 1
-        power[index] = float(np.mean(_readings_w(power_meter, readings_per_point)))
-    return sent_v, power, exchanges + sent_v.size
+        readings = np.array(_readings_w(power_meter, readings_per_point))
+        power[index] = float(readings.mean())
+        spread[index] = float(readings.var(ddof=1)) / readings.size if readings.size > 1 else math.nan
+    return sent_v, power, (spread if readings_per_point > 1 else None), exchanges + sent_v.size
 
 
 def _readings_w(power_meter: Any, count: int) -> list[float]:
@@ -153,17 +156,20 @@ def calibrate_bias_transfer(modulator: Any, power_meter: Any, laser: Any, *, key
         elif other_modulator is not None:
             other_modulator.set_manual_bias_v(other_peak_v)
         bias_v = np.linspace(*sweep_v, points)
-        sent_v, power_w, trips = sweep_bias_power(modulator, power_meter, bias_v, readings_per_point)
+        sent_v, power_w, mean_variance_w2, trips = sweep_bias_power(modulator, power_meter, bias_v,
+                                                                    readings_per_point)
         check_light(calibration, power_w)
         check_not_saturated(calibration, power_w)
-        fit = fit_mzm_transfer(sent_v, power_w - dark_power_w, calibration)
+        fit = fit_mzm_transfer(sent_v, power_w - dark_power_w, calibration, mean_variance_w2=mean_variance_w2)
         null = fit.bias_point_v("null")
         modulator.set_manual_bias_v(null.value, already_manual=True)
         params = bias_parameters(key, fit)
         figure = figure_path(figure_dir, f"{key}_bias_transfer")
         draw(plot_transfer, sent_v, power_w - dark_power_w, fit, f"{key}: bias-port transfer", "bias voltage (V)", figure)
-        return CalibrationResult(KIND, key, params, raw={"bias_v": sent_v, "power_w": power_w,
-                                                         "fit_covariance": fit.covariance},
+        raw = {"bias_v": sent_v, "power_w": power_w, "fit_covariance": fit.covariance}
+        if mean_variance_w2 is not None:
+            raw["mean_variance_w2"] = mean_variance_w2   # the weights' noise model is fitted to these
+        return CalibrationResult(KIND, key, params, raw=raw,
                                  conditions={"dark_power_w": dark_power_w, "points": points,
                                              "readings_per_point": readings_per_point, "sweep_v": list(sweep_v),
                                              "fit_power_scale_w": fit.power_scale_w,
