@@ -143,7 +143,10 @@ def _refine(calibration: str, volts: np.ndarray, power: np.ndarray, seed: list[f
             sigma = noise_model_w(power - mzm_power_w(volts, *params), mzm_power_w(volts, *params),
                                   squared_w2=mean_variance_w2)
             params, covariance = curve_fit(mzm_power_w, volts, power, p0=params, sigma=sigma, bounds=bounds,
-                                           max_nfev=5000)
+                                           max_nfev=5000, absolute_sigma=mean_variance_w2 is not None)
+        if mean_variance_w2 is not None:   # the weights are measured noise: widen by chi^2, never narrow
+            chi2 = float(np.sum(((power - mzm_power_w(volts, *params)) / sigma) ** 2)) / max(power.size - 4, 1)
+            covariance = covariance * max(chi2, 1.0)
     except (RuntimeError, ValueError) as error:
         raise CalibrationError(calibration, f"the transfer-function fit did not converge ({error})") from None
     if not np.all(np.isfinite(covariance)):
