@@ -110,6 +110,11 @@ def _finite(x: float, fmt: str, width: int) -> str:
     return f"{x:{width}{fmt}}" if x is not None and math.isfinite(x) else f"{'-':>{width}}"
 
 
+# the plans before this session's cut, measured at 432eb1b with this benchmark (instrument time is the bench's ledger,
+# independent of the host): modulators with nine bias-lock sweeps and 31 x 4 bias sweeps
+RECORDED_BEFORE = {"modulators": {"round_trips": 233, "instrument_s": 6.295, "plan": "9 bias locks, 31 x 4 sweeps"}}
+
+
 def _json_safe(row: dict) -> dict:
     """None for what a floor does not define (NaN is no JSON)."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                      "measurements": [{**_json_safe(f.as_dict()), "value": _value(records, f.quantity)}
                                       for f in floors]})
     if args.json:
-        print(json.dumps({"rows": rows, "wall_s": wall_s, "goal_ratio": GOAL_RATIO}))
+        print(json.dumps({"rows": rows, "wall_s": wall_s, "goal_ratio": GOAL_RATIO, "before": RECORDED_BEFORE}))
         return
     scale = (config.bench_table or {}).get("time_scale", 1.0)
     print(f"calibrations of a fresh session on the virtual bench: {wall_s:.1f} s wall (time_scale {scale}); load "
@@ -160,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"{m['least_s']:9.3g} s for {m['quantity']} = {m['value']:.6g} +- {m['stated_u']:.3g} "
                   f"(bound at the plan {_finite(m['bound_u'], '.3g', 0)}, systematic "
                   f"{_finite(m['systematic_u'], '.3g', 0)})")
+    for r in rows:
+        if r["kind"] in RECORDED_BEFORE:
+            before = RECORDED_BEFORE[r["kind"]]
+            ratio = before["instrument_s"] / (r["least_time_s"] + r["setup_s"])
+            print(f"before (432eb1b) {r['kind']}: {before['round_trips']} trips, {before['instrument_s']:.3f} instr. s, "
+                  f"ratio {ratio:.2f} against this run's floor ({before['plan']}) -> now {r['round_trips']} trips, "
+                  f"{r['instrument_s']:.3f} s, ratio {r['ratio']:.2f}")
     print(f"goal: instrument s <= {GOAL_RATIO:g} x (least time + set-up)")
 
 
