@@ -11,10 +11,11 @@ Goal (the issue): <= 10 per procedure.
 - DC bias transfer: cannot reach 10 on a real station. The bias port is set only by the MBX, over serial,
   one voltage per exchange (no list or ramp mode), and the N7744A reads the *average* power, so each
   bias point costs one MBX exchange and one meter message: 2 per point + ~4. What is cut: the readings per
-  point go in one compound meter message (``READ1:POW?;READ1:POW?;...``), so 31 points x 4 readings carry
-  the information of the old 121 single readings at a quarter of the round trips (66 instead of 250; the
-  fit's uncertainties stay honest: tests/calibration/test_modulators.py). Fewer points (21) make the ER's
-  uncertainty dishonest. Not done: the N7744A logging function (``sens<n>:func:par:logg`` while the MBX
+  point go in one compound meter message (``READ1:POW?;READ1:POW?;...``), so 21 points x 7 readings carry
+  the information of the old 121 single readings (Cramer-Rao bounds at or below 31 x 4's,
+  calibration/fisher_floors.py) at a fifth of the round trips (46 instead of 250; the fit's noise model comes
+  from each point's readings' spread, so its uncertainties stay honest with 21 points:
+  tests/calibration/test_modulators.py, test_fisher_floors.py). Not done: the N7744A logging function (``sens<n>:func:par:logg`` while the MBX
   steps) would save the meter messages (-> ~35) but pairs samples with bias steps by host timing over a
   serial line with unknown latency, and the bench's meter emulates no logging; the RF ramp at a few bias
   settings measures the RF port, not the bias port's V_pi and ER.
@@ -32,7 +33,7 @@ Goal (the issue): <= 10 per procedure.
 The baseline sweep (121 points x 1 reading) runs next to the new one; for the RF and IQ procedures, whose
 old per-command path is gone, the counts measured at 7ac3bd1 are printed as the baseline.
 
-    python benchmarks/bench_modulator_calibration.py [--points 31] [--readings 4] [--no-baseline]
+    python benchmarks/bench_modulator_calibration.py [--points 21] [--readings 7] [--no-baseline]
 """
 
 from __future__ import annotations

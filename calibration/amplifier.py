@@ -25,8 +25,8 @@ import numpy as np
 from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
-from qslab.calibration.homodyne import long_run_variance
 from qslab.calibration.figures import draw
+from qslab.calibration.homodyne import long_run_variance
 from qslab.calibration.result import CalibrationError, CalibrationResult
 from qslab.calibration.safety import guarded
 
@@ -93,8 +93,6 @@ def _stats(samples, template, sps, range_v, bits, segments: int = 32, offset_v: 
 
 
 def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, figure_path):
-    from scipy.optimize import curve_fit
-
     sps = int(s.samples_per_symbol)
     gains = sorted(float(g) for g in s.set_gains)
     if s.operating_gain not in gains:
@@ -153,14 +151,7 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
                                      "modulator passing light with a non-zero in-phase part?")
 
     model = _carrier_amplitude
-    try:
-        (amplitude, factor), cov = curve_fit(model, set_g, means, p0=(means[-1] / math.sqrt(set_g[-1] - 1), 1.0),
-                                             sigma=means_u, absolute_sigma=True)
-    except (RuntimeError, ValueError) as error:
-        raise CalibrationError(KIND, f"the gain fit did not converge ({error})") from None
-    residual = (means - model(set_g, amplitude, factor)) / means_u
-    chi2 = float(np.sum(residual**2) / max(len(set_g) - 2, 1))
-    cov = cov * max(chi2, 1.0)
+    amplitude, factor, cov, chi2 = fit_gain(set_g, means, means_u)
     factor_u = math.sqrt(cov[1, 1])
     if not np.isfinite(factor_u) or factor_u > 0.2 * factor:
         raise CalibrationError(KIND, f"the gain fit is not constrained (true/set factor {factor:.3g} +- {factor_u:.2g})")
@@ -191,13 +182,31 @@ def _measure(laser, attenuator, amplifier, digitizer, rx, s: AmplifierSettings, 
     conditions = {"operating_set_gain": s.operating_gain, "set_gains": gains, "laser_power_dbm": s.laser_power_dbm,
                   "attenuation_db": s.attenuation_db, "gain_repeatability_db": s.gain_repeatability_db,
                   "gain_fit_relative_uncertainty": factor_u / factor, "efficiency_used": [eta.value, eta.uncertainty],
-                  "samples_per_symbol": sps, "points": int(s.points), "range_v": range_v, "fit_reduced_chi2": chi2,
+                  "samples_per_symbol": sps, "sample_rate_hz": rate, "points": int(s.points), "range_v": range_v,
+                  "fit_reduced_chi2": chi2,
                   "signal": "steady carrier (AWG idle) for the gain; shutter closed (vacuum) for the noise figure"}
     raw = {"set_gain": set_g, "mean_v": means, "mean_u_v": means_u, "excess_snu": excess, "excess_u_snu": excess_u,
            "noise_figure_linear": nf_lin, "electronic_and_vacuum_v2": np.array([v_el, v_vac])}
     if figure_path:
         draw(_plot, figure_path, set_g, means, means_u, model, amplitude, factor, excess, excess_u, gain_op, gain_op_u, nf_db)
     return CalibrationResult(KIND, "client_amplifier", parameters, raw, conditions, figure_path)
+
+
+def fit_gain(set_gains, means_v, means_u_v) -> tuple[float, float, np.ndarray, float]:
+    """(A, g, covariance, reduced chi^2) of the carrier's means on A sqrt(g G_set - 1), weighted by their standard
+    errors; the covariance widened by chi^2 when the scatter exceeds them (never narrowed)."""
+    from scipy.optimize import curve_fit
+
+    set_g, means, means_u = (np.asarray(x, dtype=float) for x in (set_gains, means_v, means_u_v))
+    try:
+        (amplitude, factor), cov = curve_fit(_carrier_amplitude, set_g, means,
+                                             p0=(means[-1] / math.sqrt(set_g[-1] - 1), 1.0), sigma=means_u,
+                                             absolute_sigma=True)
+    except (RuntimeError, ValueError) as error:
+        raise CalibrationError(KIND, f"the gain fit did not converge ({error})") from None
+    residual = (means - _carrier_amplitude(set_g, amplitude, factor)) / means_u
+    chi2 = float(np.sum(residual**2) / max(len(set_g) - 2, 1))
+    return float(amplitude), float(factor), cov * max(chi2, 1.0), chi2
 
 
 def _carrier_amplitude(g_set, amplitude, factor):

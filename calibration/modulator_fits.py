@@ -102,8 +102,16 @@ def default_vpi_grid_v(volts: np.ndarray) -> np.ndarray:
     return np.geomspace(3.0 * step_v, span_v, 600)
 
 
-def fit_mzm_transfer(volts, power_w, calibration: str = "mzm transfer", vpi_grid_v=None) -> MzmFit:
-    """Robust fit of a dark-subtracted transfer curve; CalibrationError when the data cannot carry one."""
+def fit_mzm_transfer(volts, power_w, calibration: str = "mzm transfer", vpi_grid_v=None,
+                     mean_variance_w2=None) -> MzmFit:
+    """Robust fit of a dark-subtracted transfer curve; CalibrationError when the data cannot carry one.
+
+    ``mean_variance_w2``: per point, the variance of the mean the readings' own spread shows (their sample
+    variance / their number). When given, the weights' noise model is fitted to these rather than to the
+    squared residuals: 31 residuals leave the model's floor term, which sets the null's weight, uncertain,
+    the fit then scatters up to 3x its Cramer-Rao bound in ER and states less than it scatters; the spread
+    of 4 readings per point gives 3 degrees of freedom each (calibration/fisher_floors.py, docs/PHYSICS.md 15).
+    """
     volts, power = np.asarray(volts, dtype=float), np.asarray(power_w, dtype=float)
     _check_curve(calibration, volts, power)
     grid = default_vpi_grid_v(volts) if vpi_grid_v is None else np.asarray(vpi_grid_v, dtype=float)
@@ -120,20 +128,25 @@ def fit_mzm_transfer(volts, power_w, calibration: str = "mzm transfer", vpi_grid
                                             f"{2 * vpi0:.3g} V: widen it")
     depth0 = min(amplitude / a, 0.9999) if a > 0 else 0.5
     seed = [2.0 * a, vpi0, math.atan2(-c, b), 10.0 * math.log10((1.0 + depth0) / (1.0 - depth0))]
-    fit = _refine(calibration, volts, power, seed)
-    return fit
+    spread = None if mean_variance_w2 is None else np.asarray(mean_variance_w2, dtype=float)
+    return _refine(calibration, volts, power, seed, spread)
 
 
-def _refine(calibration: str, volts: np.ndarray, power: np.ndarray, seed: list[float]) -> MzmFit:
+def _refine(calibration: str, volts: np.ndarray, power: np.ndarray, seed: list[float],
+            mean_variance_w2: np.ndarray | None = None) -> MzmFit:
     """curve_fit from the grid seed, then again with weights of the meters' multiplicative noise."""
     bounds = ([0.0, 0.2 * seed[1], -4.0 * math.pi, 0.0], [np.inf, 5.0 * seed[1], 4.0 * math.pi, 80.0])
     seed[3] = min(seed[3], 79.0)
     try:
         params, _ = curve_fit(mzm_power_w, volts, power, p0=seed, bounds=bounds, max_nfev=5000)
         for _ in range(2):  # weights from the noise the residuals show: why, the null is noisier than rel x P
-            sigma = noise_model_w(power - mzm_power_w(volts, *params), mzm_power_w(volts, *params))
+            sigma = noise_model_w(power - mzm_power_w(volts, *params), mzm_power_w(volts, *params),
+                                  squared_w2=mean_variance_w2)
             params, covariance = curve_fit(mzm_power_w, volts, power, p0=params, sigma=sigma, bounds=bounds,
-                                           max_nfev=5000)
+                                           max_nfev=5000, absolute_sigma=mean_variance_w2 is not None)
+        if mean_variance_w2 is not None:   # the weights are measured noise: widen by chi^2, never narrow
+            chi2 = float(np.sum(((power - mzm_power_w(volts, *params)) / sigma) ** 2)) / max(power.size - 4, 1)
+            covariance = covariance * max(chi2, 1.0)
     except (RuntimeError, ValueError) as error:
         raise CalibrationError(calibration, f"the transfer-function fit did not converge ({error})") from None
     if not np.all(np.isfinite(covariance)):
@@ -147,14 +160,15 @@ def _refine(calibration: str, volts: np.ndarray, power: np.ndarray, seed: list[f
                   amplitude / max(rms, 1e-300))
 
 
-def noise_model_w(residual_w: np.ndarray, model_w: np.ndarray) -> np.ndarray:
+def noise_model_w(residual_w: np.ndarray, model_w: np.ndarray, squared_w2: np.ndarray | None = None) -> np.ndarray:
     """sigma_i = sqrt(a^2 P_i^2 + b^2): a meter's relative fluctuation plus its absolute noise floor.
 
-    a^2 and b^2 come from a least-squares fit of the squared residuals (both kept positive), so the weights
-    have the right shape and curve_fit's chi^2 scaling gives honest uncertainties.
+    a^2 and b^2 come from a least-squares fit of the squared residuals, or of ``squared_w2`` (unbiased
+    estimates of each point's variance, e.g. from its readings' spread) when given (both kept positive), so
+    the weights have the right shape and curve_fit's chi^2 scaling gives honest uncertainties.
     """
     design = np.column_stack([model_w**2, np.ones_like(model_w)])
-    squared = residual_w**2
+    squared = residual_w**2 if squared_w2 is None else np.asarray(squared_w2, dtype=float)
     scale = float(np.mean(squared)) or 1e-300
     variance = np.full(model_w.size, scale)
     for _ in range(4):  # each squared residual scatters by ~sigma_i^2: weight the regression by 1/sigma_i^2
@@ -162,7 +176,30 @@ def noise_model_w(residual_w: np.ndarray, model_w: np.ndarray) -> np.ndarray:
         a2 = max(float(a2), 1e-9 * scale / max(float(np.mean(model_w**2)), 1e-300))
         b2 = max(float(b2), 1e-9 * scale)
         variance = a2 * model_w**2 + b2
-    return np.sqrt(variance)
+    if squared_w2 is None:
+        return np.sqrt(variance)
+    return np.sqrt(_variance_likelihood_fit(squared, model_w, a2, b2))
+
+
+def _variance_likelihood_fit(squared_w2: np.ndarray, model_w: np.ndarray, a2: float, b2: float) -> np.ndarray:
+    """a^2 P^2 + b^2 by the likelihood of variance estimates (each a scaled chi^2: sum log v + s^2/v), over
+    log a^2 and log b^2, from the regression's answer and from a bright/dim split. Why: the iterated regression
+    can settle where a^2 -> 0 (a flat model that mis-weights the null 2x) when a few dim points read high."""
+    from scipy.optimize import minimize
+
+    p2 = model_w**2
+    bright, dim = p2 >= np.median(p2), p2 <= np.quantile(p2, 0.2)
+    starts = [(a2, b2), (float(np.median(squared_w2[bright] / p2[bright])), float(np.median(squared_w2[dim])))]
+    tiny = 1e-12 * float(np.mean(squared_w2)) + 1e-300
+
+    def negative_log_likelihood(x):
+        v = np.exp(x[0]) * p2 + np.exp(x[1])
+        return float(np.sum(np.log(v) + squared_w2 / v))
+
+    best = min((minimize(negative_log_likelihood, np.log([max(a, tiny / max(np.mean(p2), 1e-300)), max(b, tiny)]),
+                         method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-9, "maxiter": 2000})
+                for a, b in starts), key=lambda r: r.fun)
+    return np.exp(best.x[0]) * p2 + np.exp(best.x[1])
 
 
 def _check_curve(calibration: str, volts: np.ndarray, power: np.ndarray) -> None:

@@ -298,11 +298,12 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     r.light_on(homodyne=True)
     messages.clear()
     transfer = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
-    # 31 points: one MBX exchange + one meter message of 4 readings each, + mode, AWG off, other at peak, null;
+    # 21 points: one MBX exchange + one meter message of 7 readings each, + mode, AWG off, other at peak, null;
     # the polls of a bias lock (as many as its acquisition takes) are not round trips of the procedure
     waits = [message for message in messages if message[1] == "MZM:SETPOINT?"]
     assert waits and len(messages) - len(waits) == transfer.round_trips == 2 * m.DEFAULT_POINTS + 4
-    assert sum(1 for _, text in messages if isinstance(text, bytes) and text.count(b"READ1:POW?") == 4) == 31
+    compound = [text for _, text in messages if isinstance(text, bytes) and b"READ1:POW?" in text]
+    assert [text.count(b"READ1:POW?") for text in compound] == [m.DEFAULT_READINGS_PER_POINT] * m.DEFAULT_POINTS
     r.carver.lock_bias("peak")
     r.iq.lock_bias()
     messages.clear()
@@ -314,8 +315,22 @@ def test_round_trips_per_procedure_are_counted_and_within_the_goals(bench_roles,
     assert len([message for message in messages if message[1] != "MZM:SETPOINT?"]) <= 4 + 2 * len(fits.IQ_CONFIGS)
 
 
+def test_calibrate_station_sweeps_three_bias_locks_and_holds_fitted_points_between(bench_roles, figures, messages):
+    # the carver at peak before the first sweep, then each at null (verified); every other bias point is a fitted
+    # one held manually: the kind's lock sweeps cost 3 x acquisition_time_s of instrument time, not 9
+    r = bench_roles
+    clock = r.state.clock
+    before_s = clock.charged_s()
+    m.calibrate_station(r.station, figures)
+    locks = [text for _, text in messages if isinstance(text, str) and text.startswith("MZM:MODE: ")
+             and text.split()[-1] in ("1", "2")]
+    assert locks == ["MZM:MODE: 1", "MZM:MODE: 2", "MZM:MODE: 2"], locks
+    lock_s = r.state.params.bias_lock.acquisition_time_s
+    assert clock.charged_s() - before_s < 4 * lock_s + 2.5   # 3 locks + laser and amplifier on + readings
+
+
 def test_the_short_sweep_is_honest_over_repeats(bench_roles):
-    # 31 points x 4 readings instead of 121 x 1: every estimate of four runs within 3 sigma, V_pi to 1 %
+    # 21 points x 7 readings instead of 121 x 1: every estimate of four runs within 3 sigma, V_pi to 1 %
     r = bench_roles
     r.light_on()
     names = ["server_iq.bias_vpi_v", "server_iq.bias_phase_rad", "server_iq.extinction_ratio_db"]
