@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import unit_vector_from_angles
@@ -122,6 +121,8 @@ def fit_processor(outcomes_snu, volts_bs, volts_ph, pilots, *, beam_splitter_rad
     if math.hypot(*start[3:5]) * math.sqrt(np.mean(np.abs(pilots) ** 2)) < 3.0 * np.std(y) / math.sqrt(y.size):
         raise CalibrationError(KIND, "the client's outcomes do not follow the test symbols (no signal): is the "
                                      "light reaching the client and its processor driven?")
+
+    from scipy import optimize  # here, not at import: the figure worker loads this module for its _plot only
 
     def residuals(params):
         return _model(params, volts_bs, volts_ph, pilots).ravel() - y.ravel()
