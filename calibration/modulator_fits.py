@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import curve_fit
 
 from qslab.analysis.modulator_transfer import iq_children_field, mzm_field, mzm_power_w
 from qslab.analysis.estimate import Estimate
 from qslab.calibration.result import CalibrationError, CalibrationResult
-from qslab.instruments.optical.modulators import ModulatorCalibration, arcsine_drive_v, null_biased_field
+
+if TYPE_CHECKING:
+    from qslab.instruments.optical.modulators import ModulatorCalibration
+
+
+def curve_fit(*args, **kwargs):
+    """scipy's curve_fit, loaded on the first fit: the figure worker unpickles these fits' results without it
+    (scipy.optimize and the instrument roles are not free to import: calibration/figures.py)."""
+    from scipy.optimize import curve_fit as fit
+
+    return fit(*args, **kwargs)
+
 
 # MBX lock modes and the arm phase theta = pi V/V_pi + phi each one seeks (docs/PHYSICS.md 15)
 TARGET_PHASE_RAD = {"peak": 0.0, "null": math.pi, "quadrature+": -0.5 * math.pi, "quadrature-": 0.5 * math.pi}
@@ -83,15 +94,24 @@ def _linear_cosine_fit(volts: np.ndarray, power: np.ndarray, vpi_v: float) -> tu
     return coefficients, float(residual @ residual)
 
 
+def _linear_cosine_residuals(volts: np.ndarray, power: np.ndarray, vpi_grid_v: np.ndarray) -> np.ndarray:
+    """The residual sum of squares of _linear_cosine_fit at every trial V_pi at once: one batched QR of the
+    [trials, points, 3] designs (the projection onto each design's columns) instead of a lstsq per trial."""
+    k = math.pi / np.asarray(vpi_grid_v, dtype=float)[:, None]
+    design = np.stack([np.ones((k.size, volts.size)), np.cos(k * volts), np.sin(k * volts)], axis=-1)
+    q, _ = np.linalg.qr(design)
+    residual = power - np.einsum("gnj,gj->gn", q, np.einsum("gnj,n->gj", q, power))
+    return np.einsum("gn,gn->g", residual, residual)
+
+
 def grid_seed(volts: np.ndarray, power: np.ndarray, vpi_grid_v: np.ndarray) -> tuple[float, np.ndarray]:
     """The trial V_pi with the least linear residual (no local minima: every trial is solved exactly)."""
-    residuals = [_linear_cosine_fit(volts, power, vpi)[1] for vpi in vpi_grid_v]
+    residuals = _linear_cosine_residuals(volts, power, vpi_grid_v)
     best = int(np.argmin(residuals))
     # refine between the neighbours: the grid only has to land in the right valley
     low, high = vpi_grid_v[max(best - 1, 0)], vpi_grid_v[min(best + 1, vpi_grid_v.size - 1)]
     fine = np.linspace(low, high, 41)
-    fine_residuals = [_linear_cosine_fit(volts, power, vpi)[1] for vpi in fine]
-    vpi = float(fine[int(np.argmin(fine_residuals))])
+    vpi = float(fine[int(np.argmin(_linear_cosine_residuals(volts, power, fine)))])
     return vpi, _linear_cosine_fit(volts, power, vpi)[0]
 
 
@@ -397,6 +417,8 @@ def propagate_vpi_er(drives, means, sigma, params, calibration, vpi: Estimate, e
 def modulator_calibration(vpi: Estimate, driver_gain: float, *, iq_gain_imbalance: float = 0.0,
                           iq_phase_error_rad: float = 0.0, record_id: str | None = None) -> ModulatorCalibration:
     """The ModulatorCalibration a modulator role takes (the RF V_pi and the driver gain it was measured with)."""
+    from qslab.instruments.optical.modulators import ModulatorCalibration
+
     return ModulatorCalibration(vpi_v=vpi.value, driver_gain=driver_gain, iq_gain_imbalance=iq_gain_imbalance,
                                 iq_phase_error_rad=iq_phase_error_rad, record_id=record_id)
 
@@ -407,6 +429,8 @@ def predistortion_table(calibration: ModulatorCalibration, levels: int = 256,
 
     The check column ``field_check`` is sin(pi u/(2 V_pi)) at the modulator: it returns a (4.4).
     """
+    from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
+
     if not (0.0 < max_field <= 1.0 and levels >= 2):
         raise ValueError(f"expected 0 < max_field <= 1 and levels >= 2, got {max_field!r}, {levels!r}")
     field = np.linspace(-max_field, max_field, levels)

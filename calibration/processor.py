@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.givens import unit_vector_from_angles
@@ -93,14 +92,48 @@ class ProcessorFit:
         return Estimate(abs(a), float(math.sqrt(grad @ self.covariance[3:5, 3:5] @ grad)))
 
 
-def _model(params, volts_bs, volts_ph, pilots) -> np.ndarray:
-    s_bs, theta_0, s_ph, a_re, a_im, c_re, c_im, memory = params
+def _projections(params, volts_bs, volts_ph, pilots) -> tuple[np.ndarray, np.ndarray]:
+    """(beta [B, R], sigma [B, 1]): each designed vector against the pilots, and its sum of conjugates."""
+    s_bs, theta_0, s_ph = params[:3]
     x_hat = unit_vector_from_angles(s_bs * volts_bs + theta_0, s_ph * volts_ph)
-    beta = np.conj(x_hat) @ pilots.T                        # [B, R]
-    sigma = np.conj(x_hat).sum(axis=1, keepdims=True)       # [B, 1]
+    return np.conj(x_hat) @ pilots.T, np.conj(x_hat).sum(axis=1, keepdims=True)
+
+
+def _remembered(clean: np.ndarray, memory: float) -> np.ndarray:
+    """The detector's memory of the previous outcome (back to back, image-major) added to each outcome."""
+    out = clean.copy()
+    out[1:] += memory * clean[:-1]
+    return out
+
+
+def _model(params, volts_bs, volts_ph, pilots) -> np.ndarray:
+    a_re, a_im, c_re, c_im, memory = params[3:]
+    beta, sigma = _projections(params, volts_bs, volts_ph, pilots)
     clean = 2.0 * ((a_re + 1j * a_im) * beta + (c_re + 1j * c_im) * sigma).real.ravel()
-    clean[1:] += memory * clean[:-1]  # the detector's memory of the previous outcome (back to back, image-major)
-    return clean.reshape(beta.shape)
+    return _remembered(clean, memory).reshape(beta.shape)
+
+
+def _jacobian(params, volts_bs, volts_ph, pilots) -> np.ndarray:
+    """d model / d params [B R, 8]: A, C and the memory enter linearly (their columns exact, from one projection);
+    the slopes and theta_0 by forward differences with scipy's '2-point' step (three projections instead of the
+    eight full models a numerical Jacobian takes: the fit's cost)."""
+    params = np.asarray(params, dtype=float)
+    a, c, memory = complex(params[3], params[4]), complex(params[5], params[6]), float(params[7])
+    beta, sigma = _projections(params, volts_bs, volts_ph, pilots)
+    sigma = np.broadcast_to(sigma, beta.shape)
+    clean = 2.0 * (a * beta + c * sigma).real.ravel()
+    model = _remembered(clean, memory)
+    columns = np.empty((clean.size, params.size))
+    for j in range(3):
+        step = np.finfo(float).eps ** 0.5 * (1.0 if params[j] >= 0 else -1.0) * max(1.0, abs(params[j]))
+        shifted = params.copy()
+        shifted[j] += step
+        columns[:, j] = (_model(shifted, volts_bs, volts_ph, pilots).ravel() - model) / (shifted[j] - params[j])
+    for j, part in ((3, 2.0 * beta.real), (4, -2.0 * beta.imag), (5, 2.0 * sigma.real), (6, -2.0 * sigma.imag)):
+        columns[:, j] = _remembered(part.ravel(), memory)
+    columns[0, 7] = 0.0
+    columns[1:, 7] = clean[:-1]
+    return columns
 
 
 def fit_processor(outcomes_snu, volts_bs, volts_ph, pilots, *, beam_splitter_rad_per_v: float,
@@ -123,10 +156,13 @@ def fit_processor(outcomes_snu, volts_bs, volts_ph, pilots, *, beam_splitter_rad
         raise CalibrationError(KIND, "the client's outcomes do not follow the test symbols (no signal): is the "
                                      "light reaching the client and its processor driven?")
 
+    from scipy import optimize  # here, not at import: the figure worker loads this module for its _plot only
+
     def residuals(params):
         return _model(params, volts_bs, volts_ph, pilots).ravel() - y.ravel()
 
-    solution = optimize.least_squares(residuals, start, x_scale="jac", method="lm")
+    solution = optimize.least_squares(residuals, start, jac=lambda params: _jacobian(params, volts_bs, volts_ph, pilots),
+                                      x_scale="jac", method="lm")
     if not solution.success:
         raise CalibrationError(KIND, f"the processor fit did not converge ({solution.message})")
     dof = y.size - start.size

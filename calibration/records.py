@@ -163,7 +163,7 @@ class RecordStore:
             os.link(temp, final)  # refuses to replace an existing record
         finally:
             temp.unlink(missing_ok=True)
-        return self.get(record_id)
+        return self._read(final)  # read back (its hash checked) and remembered: the session reads it again soon
 
     # -- reading -----------------------------------------------------------------------------------
     def path_of(self, record_id: str) -> Path:

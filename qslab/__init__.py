@@ -9,18 +9,24 @@ The analyst's API (qslab/api.py) is imported on first use, so ``import qslab`` a
 cheap: ``qslab.open_session``, ``qslab.open_calibration``, ``qslab.replay``, ``qslab.ReplayResult``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("qslab")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
-
 _API = ("Change", "RecordError", "RecordingError", "ReplayResult", "open_calibration", "open_session", "replay")
 
 
+def _installed_version() -> str:
+    """The installed distribution's version (importlib.metadata costs ~0.1 s: looked up on first use only)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qslab")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
-    """The API's names, from qslab.api on first use (xarray and the analysis load only then)."""
+    """``__version__`` and the API's names, on first use (xarray and the analysis load only then)."""
+    if name == "__version__":
+        globals()["__version__"] = _installed_version()
+        return globals()["__version__"]
     if name in _API:
         from qslab import api
 
@@ -29,4 +35,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted({*globals(), "__version__", *_API})

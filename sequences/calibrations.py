@@ -10,6 +10,8 @@ naming the first missing one), measures through the roles (calibration/), and re
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 HOMODYNE_POINTS = 2**21   # digitizer points per homodyne record
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,16 +126,28 @@ def check_prerequisites(store, name: str) -> None:
 def record_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> list:
     """Run one kind and write its records (all of them, only after the whole kind succeeded). Each record's
     conditions carry the kind's cost (calibration/instrument_cost.py): round trips and instrument seconds."""
+    from qslab.analysis.blas_threads import one_blas_thread
     from qslab.calibration.instrument_cost import COST_KEY, CostMeter
 
     identities = {n: ",".join(c.identity.as_dict().values()) for n, c in station.connections.items()}
     meter = CostMeter(station)
-    with meter.measuring():
+    wall_s, cpu_s = time.perf_counter(), time.process_time()
+    with meter.measuring(), one_blas_thread():  # thousands of short products: a second BLAS thread only waits
         results, used = run_kind(name, station, store, options, figure_dir)
     cost = {**meter.cost.as_dict(), "of": f"the whole {name!r} calibration ({len(results)} record(s))"}
-    return [store.write(_with_condition(result, COST_KEY, cost),
-                        instruments={n: identities[n] for n in used if n in identities})
-            for result in results]
+    written = [store.write(_with_condition(result, COST_KEY, cost),
+                           instruments={n: identities[n] for n in used if n in identities})
+               for result in results]
+    log_kind_time(name, time.perf_counter() - wall_s, time.process_time() - cpu_s, meter.cost)
+    return written
+
+
+def log_kind_time(name: str, wall_s: float, cpu_s: float, cost) -> None:
+    """One log line per kind: where a session's calibration time went (benchmarks/bench_session_fresh.py reads it)."""
+    trips = "not counted" if cost.round_trips is None else f"{cost.round_trips} round trips"
+    asked = "" if cost.instrument_s is None else f", {cost.instrument_s:.2f} instrument s asked"
+    log.info("calibration %s took %.3f s wall, %.3f s CPU (this process, an embedded bench's threads included); "
+             "%s%s", name, wall_s, cpu_s, trips, asked)
 
 
 def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds, report=None, before=None,

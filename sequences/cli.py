@@ -16,9 +16,20 @@ from qslab.sequences.commands import COMMANDS  # noqa: E402
 from qslab.sequences.commands.cli_io import OneLineParser, UsageError  # noqa: E402
 
 
+class LazyVersion(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (importlib.metadata is not free)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"qslab {qslab.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="qslab", description="Lab automation for quantum-secure multiparty deep learning (arXiv:2408.05629).")
-    parser.add_argument("--version", action="version", version=f"qslab {qslab.__version__}")
+    parser.add_argument("--version", action=LazyVersion, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     parser.commands = {}
     for name, module in COMMANDS.items():
