@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byte_damage import damaged
+from qslab.analysis.recording import schema
 from qslab.analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
                                 SessionFile, SessionWriter, validate)
 
@@ -135,12 +136,20 @@ def test_round_trip_with_plain_h5py(tmp_path):
 
 
 def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
+    """Every extendable dataset chunked and checksummed; gzip where the data compress, not on the noisy quadratures."""
     path = write_session(tmp_path / "session.h5")
     with h5py.File(path, "r") as f:
         quadratures = f["layers/0/client_quadratures_snu"]
         assert quadratures.dtype == np.float32 and quadratures.maxshape == (None, 6)
-        assert quadratures.chunks is not None and quadratures.compression == "gzip" and quadratures.fletcher32
         assert f["status_detail"].dtype.itemsize == 512
+        noise = {f"layers/{k}/{name}" for k in range(len(LAYERS))
+                 for name in ("client_quadratures_snu", "verification/returned_snu")}
+        extendable = list(schema._dataset_paths(LAYERS))
+        assert noise < set(extendable) and "layers/0/verification/sent_snu" in extendable
+        for name in extendable:
+            dataset = f[name]
+            assert dataset.chunks is not None and dataset.fletcher32, name
+            assert dataset.compression == (None if name in noise else "gzip"), name
 
 
 # --- SWMR ------------------------------------------------------------------------------------------
