@@ -18,7 +18,7 @@ from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import ImageTotals, results_from_totals, weight_leakage_from_totals
-from qslab.analysis.verified_samples import StreamedSamples
+from qslab.analysis.verified_samples import RunningFits, StreamedSamples
 
 CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
@@ -35,7 +35,8 @@ CHUNK_VALUES = 1 << 18  # numbers per array read back at once (1 MB of float32):
 class Recorded:
     """What the session has recorded, gathered batch by batch in flat memory (analysis/session_results.ImageTotals)
     and its verified samples read back from the file it was recorded in (`path`) when the results need them: results
-    from it equal a replay's, and the pooled computation on the same arrays to the order of additions."""
+    from it equal a replay's, and the pooled computation on the same arrays to the order of additions. A live session
+    (`empty`) sums the samples' first pass as it adds batches (`running`), so a read-back reads the file once."""
 
     images: ImageTotals
     verified_rows: list        # per layer: list of the rows verified per batch (counts)
@@ -43,11 +44,13 @@ class Recorded:
     path: Path | None = None   # the session file holding the batches added so far
     batches: int = 0           # batches added so far
     _samples: tuple[int, StreamedSamples] | None = None  # (batches, their estimates): read once per batch count
+    running: RunningFits | None = None  # pass 1 of the verified samples, summed batch by batch (None: from the file)
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
         """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images)."""
-        return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path))
+        return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path),
+                   running=RunningFits(layers, CHUNK_VALUES))
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
@@ -55,6 +58,7 @@ class Recorded:
         layers = len(session.layers)
         keep = session.settings.get("exact_leakage_images", 0) if isinstance(session.settings, dict) else 0
         recorded = cls.empty(layers, int(keep) if isinstance(keep, int) and keep >= 0 else 0, session.path)
+        recorded.running = None  # the verified samples are in the file only: both passes read it
         index = []
         for images, quadratures in session.image_chunks(CHUNK_VALUES):
             recorded.images.add(images.label, quadratures[0], quadratures[-1], mnist.preprocess(images.pixels))
@@ -79,6 +83,8 @@ class Recorded:
             self.curious.append(tuple(np.asarray(part) for part in curious))
         for index, capture in enumerate(captures):
             self.verified_rows[index].append(int(np.size(capture.verified_rows)))
+            if self.running is not None:
+                self.running.add(index, capture.sent_snu, capture.returned_snu)
         self.batches += 1
 
     def samples(self) -> StreamedSamples:
@@ -93,7 +99,8 @@ class Recorded:
         if session.batches_written != self.batches:
             raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
                                            f"session recorded {self.batches}")
-        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers))
+        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers),
+                                   running=None if self.running is None else self.running.snapshot())
         self._samples = (self.batches, streamed)
         return streamed
 
