@@ -152,6 +152,7 @@ def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
             dataset = f[name]
             assert dataset.chunks is not None and dataset.fletcher32, name
             assert dataset.compression == (None if name in noise else "gzip"), name
+            assert dataset.shuffle == (dataset.compression is not None and not name.endswith("sent_snu")), name
 
 
 # --- SWMR ------------------------------------------------------------------------------------------
