@@ -100,20 +100,28 @@ class _ResidualSums:
     m2_4: float = 0.0
 
     def add(self, r: np.ndarray) -> None:
-        if not r.size:
-            return
+        if r.size:
+            self.merge(self.chunk(r))
+
+    @staticmethod
+    def chunk(r: np.ndarray) -> tuple[int, float, float, float, float]:
+        """One chunk's (count, sum r^2, sum r^4, mean r^4, sum of squared deviations of r^4) for `merge`."""
         r2 = r * r
         r4 = r2 * r2
-        mean = _sum(r4) / r.size
+        sum4 = _sum(r4)
+        mean = sum4 / r.size
         deviations = r4 - mean
-        m2 = _sum(deviations * deviations)
-        total = self.n + r.size
+        return r.size, _sum(r2), sum4, mean, _sum(deviations * deviations)
+
+    def merge(self, chunk: tuple[int, float, float, float, float]) -> None:
+        size, sum2, sum4, mean, m2 = chunk
+        total = self.n + size
         delta = mean - self.mean4
-        self.m2_4 += m2 + delta * delta * self.n * r.size / total
-        self.mean4 += delta * r.size / total
+        self.m2_4 += m2 + delta * delta * self.n * size / total
+        self.mean4 += delta * size / total
         self.n = total
-        self.r2 += _sum(r2)
-        self.r4 += _sum(r4)
+        self.r2 += sum2
+        self.r4 += sum4
 
 
 def _estimate(t_hat: float, sent: _FitSums | list[_FitSums], residuals: _ResidualSums,
@@ -242,11 +250,13 @@ class StreamedSamples:
                     _check_chunk(expected_qy[layer], read, layer, _sum(q * y))
                 read += 1
                 y = y - b * previous
-                self._own[layer].add(y - self._t[layer] * q)
-                self._pooled.add(y - self._t_pooled * q)
+                own = _ResidualSums.chunk(y - self._t[layer] * q)
+                self._own[layer].merge(own)  # one layer with samples: its t is the pooled one, and so its residuals
+                same = self._t_pooled == self._t[layer]
+                self._pooled.merge(own if same else _ResidualSums.chunk(y - self._t_pooled * q))
             if expected_qy is not None and read != len(expected_qy[layer]):
-                raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, {len(expected_qy[layer])} "
-                                 f"were recorded")
+                raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
+                                 f"{len(expected_qy[layer])} were recorded")
 
     @property
     def sizes(self) -> list[int]:

@@ -726,7 +726,7 @@ def test_a_writer_killed_at_any_moment_keeps_every_batch_it_committed(tmp_path, 
         while committed < 4:
             committed = int(child.stdout.readline())
         if delay_s:
-            threading.Event().wait(delay_s)  # the kill lands somewhere in the next batches, whatever this machine's speed
+            threading.Event().wait(delay_s)  # the kill lands somewhere in the next batches, whatever the speed
         child.kill()
         child.wait(timeout=60)
         committed = max([committed] + [int(line) for line in child.stdout.read().split()])
