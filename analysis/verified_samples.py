@@ -143,6 +143,11 @@ def _estimate(t_hat: float, sent: _FitSums | list[_FitSums], residuals: _Residua
         excess_noise_snu=verification.referred_excess_noise_snu(s2, detector))
 
 
+def scatter_indices(total: int, points: int, seed: int) -> np.ndarray:
+    """Up to `points` of `total` sample indices, uniformly without replacement, sorted (a figure's scatter)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(total, points), replace=False))
+
+
 class RunningFits:
     """Pass 1 of StreamedSamples kept up to date as a session records its batches (`add`, the float32 arrays as
     stored), so that the estimates after a batch read the file once (pass 2), not twice.
@@ -216,9 +221,11 @@ class StreamedSamples:
 
     `running`: pass 1 already summed as the samples were recorded (RunningFits.snapshot()): the chunks are read
     once, and each chunk's sum q y must equal the one recorded (ValueError otherwise: the file does not hold the
-    samples that were summed)."""
+    samples that were summed). `scatter`: (points, layer, seed): pass 2 also keeps that many (sent, returned)
+    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed."""
 
-    def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None):
+    def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
+                 scatter: tuple[int, int, int] | None = None):
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
             for layer, fit in enumerate(fits):
@@ -236,12 +243,19 @@ class StreamedSamples:
         self._t_pooled = sum(fit.qy_after(b) for fit, b in zip(fits, self._b)) / qq if qq > 0.0 else 0.0
         self._own = [_ResidualSums() for _ in range(layers)]
         self._pooled = _ResidualSums()
+        self.scatter_request, picked = scatter, ([], [])
+        pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
-            b, last, read = self._b[layer], 0.0, 0
+            b, last, read, start = self._b[layer], 0.0, 0, 0
             for sent, returned in chunks(layer):
                 q = np.asarray(sent, dtype=np.float64).ravel()
                 if not q.size:
                     continue
+                if pick is not None and layer == scatter[1]:
+                    inside = pick[(pick >= start) & (pick < start + q.size)] - start
+                    picked[0].append(np.asarray(sent).ravel()[inside])
+                    picked[1].append(np.asarray(returned).ravel()[inside])
+                start += q.size
                 previous = np.empty_like(q)
                 previous[0], previous[1:] = last, q[:-1]
                 last = float(q[-1])
@@ -257,6 +271,9 @@ class StreamedSamples:
             if expected_qy is not None and read != len(expected_qy[layer]):
                 raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
                                  f"{len(expected_qy[layer])} were recorded")
+
+        self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
+                          else (np.empty(0), np.empty(0)))
 
     @property
     def sizes(self) -> list[int]:

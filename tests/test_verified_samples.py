@@ -167,3 +167,56 @@ def test_image_totals_gathered_batch_by_batch_equal_the_whole_arrays():
     assert batched.mode_shares == whole.mode_shares == [largest_mode_share(inputs), largest_mode_share(hidden)]
     for kept, full in zip(batched.kept_inputs(), (inputs, hidden)):
         assert np.array_equal(kept, full[:20])
+
+
+def test_the_scatter_kept_by_pass_2_equals_the_samples_picked_from_the_arrays():
+    rng = np.random.default_rng(10)
+    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    for layer, points in ((0, 500), (1, 10_000)):
+        streamed = StreamedSamples(_chunked(samples, [997]), 2, scatter=(points, layer, 3))
+        pick = np.sort(np.random.default_rng(3).choice(samples[layer][0].size, min(points, samples[layer][0].size),
+                                                       replace=False))
+        sent, returned = streamed.scattered
+        assert sent.dtype == np.float32 and sent.size == min(points, samples[layer][0].size)
+        np.testing.assert_array_equal(sent, samples[layer][0][pick])
+        np.testing.assert_array_equal(returned, samples[layer][1][pick])
+
+
+def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_path):
+    """Recorded as a session fills it (pass 1 summed batch by batch, the scatter kept by pass 2) against Recorded
+    from the file alone (replay: both passes and the scatter read back): the same numbers, bit for bit."""
+    from qslab.analysis import recording
+    from qslab.analysis.replay import Recorded
+
+    rng = np.random.default_rng(11)
+    shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
+    meta = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact_leakage_images": 5},
+            "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
+    path = tmp_path / "live.h5"
+    live = Recorded.empty(2, 5, path)
+    live.scatter_request = (3_000, 0, 0)
+    with recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x") as writer:
+        for batch in range(7):
+            images = int(rng.integers(20, 90))
+            captures = []
+            for k, shape in enumerate(shapes):
+                rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
+                sent, returned = _layer(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
+                captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
+                                                     rng.random((images, rows.size)) < 0.5,
+                                                     sent.reshape(images, rows.size, shape.modes),
+                                                     returned.reshape(images, rows.size, shape.modes)))
+            labels, pixels = rng.integers(0, 10, images), rng.integers(0, 256, (images, 784))
+            writer.append_batch(np.arange(images) + 100 * batch, labels, pixels, rng.integers(0, 10, images),
+                                captures)
+            live.add(labels, pixels, captures)
+            if batch in (0, 3, 6):
+                with recording.SessionFile.open(path) as session:
+                    replayed = Recorded.from_file(session)
+                    assert replayed.running is None
+                    replayed.samples_from(session)
+                assert _estimates(live.samples(), 2) == _estimates(replayed.samples(), 2)
+                kept, read = live.scatter(3_000), replayed.scatter(3_000)
+                assert kept[0].size == min(3_000, live.samples().sizes[0])
+                for a, b in zip(kept, read):
+                    np.testing.assert_array_equal(a, b)
