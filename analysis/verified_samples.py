@@ -178,6 +178,12 @@ class RunningFits:
     @staticmethod
     def _take(pending: list, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The first `count` samples of `pending` as float64 (removed from it)."""
+        q, y = pending[0]
+        if q.size >= count:  # within one batch's samples: no concatenation
+            pending[0] = (q[count:], y[count:])
+            if q.size == count:
+                pending.pop(0)
+            return q[:count].astype(np.float64), y[:count].astype(np.float64)
         sent, returned, left = [], [], count
         while left:
             q, y = pending[0]
