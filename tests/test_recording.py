@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byte_damage import damaged
-from qslab.analysis.recording import schema
 from qslab.analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
-                                SessionFile, SessionWriter, validate)
+                                SessionFile, SessionWriter, schema, validate)
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [LayerShape(rows=6, modes=4), LayerShape(rows=3, modes=4)]
