@@ -18,7 +18,8 @@ from qslab.analysis import mnist, recording
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import ImageTotals, results_from_totals, weight_leakage_from_totals
-from qslab.analysis.verified_samples import StreamedSamples
+from qslab.analysis.session_figures import MAX_POINTS
+from qslab.analysis.verified_samples import RunningFits, StreamedSamples, scatter_indices
 
 CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
@@ -35,7 +36,8 @@ CHUNK_VALUES = 1 << 18  # numbers per array read back at once (1 MB of float32):
 class Recorded:
     """What the session has recorded, gathered batch by batch in flat memory (analysis/session_results.ImageTotals)
     and its verified samples read back from the file it was recorded in (`path`) when the results need them: results
-    from it equal a replay's, and the pooled computation on the same arrays to the order of additions."""
+    from it equal a replay's, and the pooled computation on the same arrays to the order of additions. A live session
+    (`empty`) sums the samples' first pass as it adds batches (`running`), so a read-back reads the file once."""
 
     images: ImageTotals
     verified_rows: list        # per layer: list of the rows verified per batch (counts)
@@ -43,11 +45,14 @@ class Recorded:
     path: Path | None = None   # the session file holding the batches added so far
     batches: int = 0           # batches added so far
     _samples: tuple[int, StreamedSamples] | None = None  # (batches, their estimates): read once per batch count
+    running: RunningFits | None = None  # pass 1 of the verified samples, summed batch by batch (None: from the file)
+    scatter_request: tuple[int, int, int] | None = None  # (points, layer, seed) samples() keeps for `scatter`
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
         """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images)."""
-        return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path))
+        return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path),
+                   running=RunningFits(layers, CHUNK_VALUES), scatter_request=(MAX_POINTS, 0, 0))
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
@@ -55,6 +60,7 @@ class Recorded:
         layers = len(session.layers)
         keep = session.settings.get("exact_leakage_images", 0) if isinstance(session.settings, dict) else 0
         recorded = cls.empty(layers, int(keep) if isinstance(keep, int) and keep >= 0 else 0, session.path)
+        recorded.running = None  # the verified samples are in the file only: both passes read it
         for images, quadratures in session.image_chunks(CHUNK_VALUES):
             recorded.images.add(images.label, quadratures[0], quadratures[-1], mnist.preprocess(images.pixels))
         recorded.batches = session.batches_written
@@ -77,6 +83,8 @@ class Recorded:
             self.curious.append(len(curious[0]))
         for index, capture in enumerate(captures):
             self.verified_rows[index].append(int(np.size(capture.verified_rows)))
+            if self.running is not None:
+                self.running.add(index, capture.sent_snu, capture.returned_snu)
         self.batches += 1
 
     def samples(self) -> StreamedSamples:
@@ -91,15 +99,21 @@ class Recorded:
         if session.batches_written != self.batches:
             raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
                                            f"session recorded {self.batches}")
-        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers))
+        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers),
+                                   running=None if self.running is None else self.running.snapshot(),
+                                   scatter=self.scatter_request)
         self._samples = (self.batches, streamed)
         return streamed
 
     def scatter(self, points: int, layer: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Up to `points` (sent, returned) samples of `layer` drawn uniformly without replacement (the figure's)."""
+        """Up to `points` (sent, returned) samples of `layer` drawn uniformly without replacement (the figure's): kept by
+        the last samples() when it was asked for them (scatter_request), else read back."""
+        if self._samples is not None and self._samples[0] == self.batches \
+                and self._samples[1].scatter_request == (points, layer, seed):
+            return self._samples[1].scattered
         with recording.SessionFile.open(self.path, check_values=False) as session:
             total = int(session.batch_table["sample_stop"][-1, layer]) if session.batches_written else 0
-            pick = np.sort(np.random.default_rng(seed).choice(total, size=min(total, points), replace=False))
+            pick = scatter_indices(total, points, seed)
             sent, returned, start = [], [], 0
             for chunk_sent, chunk_returned in session.verification_chunks(layer, CHUNK_VALUES):
                 inside = pick[(pick >= start) & (pick < start + chunk_sent.size)] - start

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -105,20 +105,28 @@ class _ResidualSums:
     m2_4: float = 0.0
 
     def add(self, r: np.ndarray) -> None:
-        if not r.size:
-            return
+        if r.size:
+            self.merge(self.chunk(r))
+
+    @staticmethod
+    def chunk(r: np.ndarray) -> tuple[int, float, float, float, float]:
+        """One chunk's (count, sum r^2, sum r^4, mean r^4, sum of squared deviations of r^4) for `merge`."""
         r2 = r * r
         r4 = r2 * r2
-        mean = _sum(r4) / r.size
+        sum4 = _sum(r4)
+        mean = sum4 / r.size
         deviations = r4 - mean
-        m2 = _sum(deviations * deviations)
-        total = self.n + r.size
+        return r.size, _sum(r2), sum4, mean, _sum(deviations * deviations)
+
+    def merge(self, chunk: tuple[int, float, float, float, float]) -> None:
+        size, sum2, sum4, mean, m2 = chunk
+        total = self.n + size
         delta = mean - self.mean4
-        self.m2_4 += m2 + delta * delta * self.n * r.size / total
-        self.mean4 += delta * r.size / total
+        self.m2_4 += m2 + delta * delta * self.n * size / total
+        self.mean4 += delta * size / total
         self.n = total
-        self.r2 += _sum(r2)
-        self.r4 += _sum(r4)
+        self.r2 += sum2
+        self.r4 += sum4
 
     def merge(self, n: int, r2: float, r4: float, m2_4: float) -> None:
         """Add a block's count, sum r^2, sum r^4 and sum of squared deviations of r^4 from its own mean (Chan)."""
@@ -153,14 +161,105 @@ def _estimate(t_hat: float, sent: _FitSums | list[_FitSums], residuals: _Residua
         excess_noise_snu=verification.referred_excess_noise_snu(s2, detector))
 
 
-class StreamedSamples:
-    """The verified samples of `layers` layers read through `chunks` (twice, both passes here); only sums are kept."""
+def scatter_indices(total: int, points: int, seed: int) -> np.ndarray:
+    """Up to `points` of `total` sample indices, uniformly without replacement, sorted (a figure's scatter)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(total, points), replace=False))
 
-    def __init__(self, chunks: Chunks, layers: int):
-        fits = [_FitSums() for _ in range(layers)]
-        for layer, fit in enumerate(fits):
-            for sent, returned in chunks(layer):
-                fit.add(np.asarray(sent, dtype=np.float64).ravel(), np.asarray(returned, dtype=np.float64).ravel())
+
+class RunningFits:
+    """Pass 1 of StreamedSamples kept up to date as a session records its batches (`add`, the float32 arrays as
+    stored), so that the estimates after a batch read the file once (pass 2), not twice.
+
+    The samples are cut into the same chunks of `chunk_values` that the file is read in, and each chunk is
+    summed as pass 1 sums it: the sums are the file route's, bit for bit. Each chunk's sum q y is kept (two
+    floats a chunk) so that pass 2 checks the file holds exactly the samples summed here. Memory: one chunk per
+    layer, whatever the session's length."""
+
+    def __init__(self, layers: int, chunk_values: int):
+        self.chunk_values = int(chunk_values)
+        self._fits = [_FitSums() for _ in range(layers)]
+        self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
+        self._qy: list[list[float]] = [[] for _ in range(layers)]
+
+    def add(self, layer: int, sent_snu, returned_snu) -> None:
+        """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them)."""
+        sent = np.asarray(sent_snu).astype(np.float32, copy=False).ravel()
+        returned = np.asarray(returned_snu).astype(np.float32, copy=False).ravel()
+        if sent.shape != returned.shape:
+            raise ValueError(f"layer {layer}: {sent.size} sent and {returned.size} returned samples; expected as many")
+        pending = self._pending[layer]
+        pending.append((sent, returned))
+        while sum(part.size for part, _ in pending) >= self.chunk_values:
+            q, y = self._take(pending, self.chunk_values)
+            self._qy[layer].append(self._fit(self._fits[layer], q, y))
+
+    @staticmethod
+    def _take(pending: list, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `count` samples of `pending` as float64 (removed from it)."""
+        q, y = pending[0]
+        if q.size >= count:  # within one batch's samples: no concatenation
+            pending[0] = (q[count:], y[count:])
+            if q.size == count:
+                pending.pop(0)
+            return q[:count].astype(np.float64), y[:count].astype(np.float64)
+        sent, returned, left = [], [], count
+        while left:
+            q, y = pending[0]
+            sent.append(q[:left])
+            returned.append(y[:left])
+            if q.size > left:
+                pending[0] = (q[left:], y[left:])
+            else:
+                pending.pop(0)
+            left -= min(left, q.size)
+        return (np.concatenate(sent).astype(np.float64), np.concatenate(returned).astype(np.float64))
+
+    @staticmethod
+    def _fit(fit: _FitSums, q: np.ndarray, y: np.ndarray) -> float:
+        fit.add(q, y)
+        return _sum(q * y)
+
+    def snapshot(self) -> tuple[list[_FitSums], list[list[float]]]:
+        """(pass 1's sums over every sample added, each chunk's sum q y): the chunk in progress counted as the file's
+        last, shorter chunk; the running sums are left as they are."""
+        fits, qy = [], []
+        for fit, pending, chunks in zip(self._fits, self._pending, self._qy):
+            fit = replace(fit)
+            chunks = list(chunks)
+            count = sum(part.size for part, _ in pending)
+            if count:
+                chunks.append(self._fit(fit, *self._take(list(pending), count)))
+            fits.append(fit)
+            qy.append(chunks)
+        return fits, qy
+
+
+def _check_chunk(expected: list[float], index: int, layer: int, qy: float) -> None:
+    if index >= len(expected) or qy != expected[index]:
+        raise ValueError(f"layer {layer}: the verified samples read back (chunk {index + 1}) are not those recorded "
+                         f"(sum q y {qy!r}, recorded {expected[index] if index < len(expected) else None!r})")
+
+
+class StreamedSamples:
+    """The verified samples of `layers` layers read through `chunks` (twice, both passes here); only sums are kept.
+
+    `running`: pass 1 already summed as the samples were recorded (RunningFits.snapshot()): the chunks are read
+    once, and each chunk's sum q y must equal the one recorded (ValueError otherwise: the file does not hold the
+    samples that were summed). `scatter`: (points, layer, seed): pass 2 also keeps that many (sent, returned)
+    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed."""
+
+    def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
+                 scatter: tuple[int, int, int] | None = None):
+        if running is None:
+            fits = [_FitSums() for _ in range(layers)]
+            for layer, fit in enumerate(fits):
+                for sent, returned in chunks(layer):
+                    fit.add(np.asarray(sent, dtype=np.float64).ravel(), np.asarray(returned, dtype=np.float64).ravel())
+            expected_qy = None
+        else:
+            fits, expected_qy = running
+            if len(fits) != layers:
+                raise ValueError(f"running sums of {len(fits)} layers given for {layers} layers")
         self._fits = fits
         self._b = [fit.previous_symbol() for fit in fits]
         self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(fits, self._b)]
@@ -168,18 +267,37 @@ class StreamedSamples:
         self._t_pooled = sum(fit.qy_after(b) for fit, b in zip(fits, self._b)) / qq if qq > 0.0 else 0.0
         self._own = [_ResidualSums() for _ in range(layers)]
         self._pooled = _ResidualSums()
+        self.scatter_request, picked = scatter, ([], [])
+        pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
-            b, last = self._b[layer], 0.0
+            b, last, read, start = self._b[layer], 0.0, 0, 0
             for sent, returned in chunks(layer):
                 q = np.asarray(sent, dtype=np.float64).ravel()
                 if not q.size:
                     continue
+                if pick is not None and layer == scatter[1]:
+                    inside = pick[(pick >= start) & (pick < start + q.size)] - start
+                    picked[0].append(np.asarray(sent).ravel()[inside])
+                    picked[1].append(np.asarray(returned).ravel()[inside])
+                start += q.size
                 previous = np.empty_like(q)
                 previous[0], previous[1:] = last, q[:-1]
                 last = float(q[-1])
-                y = np.asarray(returned, dtype=np.float64).ravel() - b * previous
-                self._own[layer].add(y - self._t[layer] * q)
-                self._pooled.add(y - self._t_pooled * q)
+                y = np.asarray(returned, dtype=np.float64).ravel()
+                if expected_qy is not None:
+                    _check_chunk(expected_qy[layer], read, layer, _sum(q * y))
+                read += 1
+                y = y - b * previous
+                own = _ResidualSums.chunk(y - self._t[layer] * q)
+                self._own[layer].merge(own)  # one layer with samples: its t is the pooled one, and so its residuals
+                same = self._t_pooled == self._t[layer]
+                self._pooled.merge(own if same else _ResidualSums.chunk(y - self._t_pooled * q))
+            if expected_qy is not None and read != len(expected_qy[layer]):
+                raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
+                                 f"{len(expected_qy[layer])} were recorded")
+
+        self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
+                          else (np.empty(0), np.empty(0)))
 
     @property
     def sizes(self) -> list[int]:

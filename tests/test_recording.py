@@ -2,8 +2,10 @@
 
 import json
 import platform
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import h5py
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from byte_damage import damaged
 from qslab.analysis.recording import (PIXELS_PER_IMAGE, SCHEMA, SCHEMA_VERSION, LayerBatch, LayerShape, RecordingError,
-                                SessionFile, SessionWriter, validate)
+                                SessionFile, SessionWriter, schema, validate)
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [LayerShape(rows=6, modes=4), LayerShape(rows=3, modes=4)]
@@ -135,18 +137,28 @@ def test_round_trip_with_plain_h5py(tmp_path):
 
 
 def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
+    """Every extendable dataset chunked and checksummed; gzip where the data compress, not on the noisy quadratures."""
     path = write_session(tmp_path / "session.h5")
     with h5py.File(path, "r") as f:
         quadratures = f["layers/0/client_quadratures_snu"]
         assert quadratures.dtype == np.float32 and quadratures.maxshape == (None, 6)
-        assert quadratures.chunks is not None and quadratures.compression == "gzip" and quadratures.fletcher32
         assert f["status_detail"].dtype.itemsize == 512
+        noise = {f"layers/{k}/{name}" for k in range(len(LAYERS))
+                 for name in ("client_quadratures_snu", "verification/returned_snu")}
+        extendable = list(schema._dataset_paths(LAYERS))
+        assert noise < set(extendable) and "layers/0/verification/sent_snu" in extendable
+        for name in extendable:
+            dataset = f[name]
+            assert dataset.chunks is not None and dataset.fletcher32, name
+            assert dataset.compression == (None if name in noise else "gzip"), name
+            assert dataset.shuffle == (dataset.compression is not None and not name.endswith("sent_snu")), name
 
 
 # --- SWMR ------------------------------------------------------------------------------------------
 
 READER = """
 import sys
+import threading
 from qslab.analysis.recording import SessionFile
 with SessionFile.open(sys.argv[1]) as session:
     print(session.swmr, session.status, session.batches_written, session.images_written, flush=True)
@@ -557,6 +569,7 @@ def test_mutated_files_only_ever_raise_recording_error(valid_file, position, kin
 
 LIVE_WRITER = """
 import sys
+import threading
 sys.path.insert(0, sys.argv[2])
 from test_recording import LAYERS, META, append
 from qslab.analysis.recording import SessionWriter
@@ -642,3 +655,113 @@ def test_every_version_the_reader_claims_is_read(tmp_path, checksums):
         _edit(path, edit_seed)
         with pytest.raises(RecordingError, match="does not match its SHA-256"):
             SessionFile.open(path)
+
+
+# --- kill -9 while writing ---------------------------------------------------------------------------
+
+def long_batch_data(batch: int) -> tuple[dict, list[LayerBatch]]:
+    """Batch ``batch`` of an open-ended session of 50-image batches, the same every time it is asked for."""
+    rng = np.random.default_rng(1000 + batch)
+    count = 50
+    images = {"image_index": np.arange(batch * count, (batch + 1) * count), "label": rng.integers(0, 10, count),
+              "pixels": rng.integers(0, 256, (count, PIXELS_PER_IMAGE), dtype=np.uint8),
+              "prediction": rng.integers(0, 10, count)}
+    layers = []
+    for shape in LAYERS:
+        rows = np.sort(rng.choice(shape.rows, 2, replace=False))
+        layers.append(LayerBatch(
+            client_quadratures_snu=rng.normal(size=(count, shape.rows)).astype(np.float32), verified_rows=rows,
+            measure_p=rng.random((count, rows.size)) < 0.5,
+            sent_snu=rng.normal(0, 2.5, (count, rows.size, shape.modes)).astype(np.float32),
+            returned_snu=rng.normal(0, 2.0, (count, rows.size, shape.modes)).astype(np.float32)))
+    return images, layers
+
+
+def assert_long_batches(session: SessionFile, batches: int) -> None:
+    """The file commits exactly batches 0 .. batches-1 of ``long_batch_data``, every array as written."""
+    assert session.batches_written == batches and session.images_written == 50 * batches
+    for batch in range(batches):
+        images, layers = long_batch_data(batch)
+        np.testing.assert_array_equal(session.images.label[50 * batch:50 * (batch + 1)], images["label"])
+        np.testing.assert_array_equal(session.images.pixels[50 * batch:50 * (batch + 1)], images["pixels"])
+        for k, want in enumerate(layers):
+            got = session.layer_batch(batch, k)
+            for field in ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+
+
+ENDLESS_WRITER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from test_recording import LAYERS, META, long_batch_data
+from qslab.analysis.recording import SessionWriter
+
+class KilledBeforeCommit(SessionWriter):
+    def _commit(self, file, image_count, new_stops):
+        if self.batches_written == 3:  # batch 3's arrays written and flushed, its row not
+            os.kill(os.getpid(), signal.SIGKILL)
+        super()._commit(file, image_count, new_stops)
+
+kind = KilledBeforeCommit if sys.argv[3] == "before-commit" else SessionWriter
+writer = kind.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123")
+batch = 0
+while True:
+    images, layers = long_batch_data(batch)
+    writer.append_batch(**images, layers=layers)
+    batch += 1
+    print(batch, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.003, 0.011, 0.029])
+def test_a_writer_killed_at_any_moment_keeps_every_batch_it_committed(tmp_path, delay_s):
+    """SIGKILL (no handler, no flush, no close) lands wherever the writer is, a few batches in: every batch whose
+    append returned before the kill reads back exactly, nothing half-written counts, and the file resumes."""
+    path = tmp_path / "killed.h5"
+    child = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITER, str(path), str(ROOT / "tests"), "timed"],
+                             cwd=ROOT, text=True, stdout=subprocess.PIPE)
+    try:
+        committed = 0
+        while committed < 4:
+            committed = int(child.stdout.readline())
+        if delay_s:
+            threading.Event().wait(delay_s)  # the kill lands somewhere in the next batches, whatever the speed
+        child.kill()
+        child.wait(timeout=60)
+        committed = max([committed] + [int(line) for line in child.stdout.read().split()])
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGKILL
+    with SessionFile.open(path) as session:
+        assert session.status == "running" and session.batches_written >= committed
+        survived = session.batches_written
+        assert_long_batches(session, survived)
+    validate(path)
+    with SessionWriter.resume(path) as writer:
+        assert writer.lock.crashed is not None and writer.batches_written == survived
+        images, layers = long_batch_data(survived)
+        writer.append_batch(**images, layers=layers)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert session.status == "complete"
+        assert_long_batches(session, survived + 1)
+
+
+def test_a_writer_killed_between_a_batchs_arrays_and_its_row_keeps_the_batches_before(tmp_path):
+    """The commit rule under SIGKILL: batch 3's arrays are written and flushed, its /batches row is not: the file
+    holds batches 0-2 exactly, the tail is not data, and a resume cuts it off and continues."""
+    path = tmp_path / "killed.h5"
+    done = subprocess.run([sys.executable, "-c", ENDLESS_WRITER, str(path), str(ROOT / "tests"), "before-commit"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL and done.stdout.split() == ["1", "2", "3"], done.stderr
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        assert f["images/label"].shape[0] == 200 and f["batches"].shape[0] == 3  # batch 3's arrays are there
+    with SessionFile.open(path) as session:
+        assert_long_batches(session, 3)
+    with SessionWriter.resume(path) as writer:
+        assert writer.batches_written == 3
+        images, layers = long_batch_data(3)
+        writer.append_batch(**images, layers=layers)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert_long_batches(session, 4)

@@ -14,7 +14,7 @@ import pytest
 from qslab.analysis import verification
 from qslab.analysis.session_results import ImageTotals, hidden_vectors, predictions
 from qslab.analysis.security_report import largest_mode_share
-from qslab.analysis.verified_samples import PooledSamples, StreamedSamples
+from qslab.analysis.verified_samples import PooledSamples, RunningFits, StreamedSamples
 
 DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
 SAME = 1e-12
@@ -88,6 +88,48 @@ def test_two_samples_are_not_fitted_over_the_previous_symbol_and_no_modulation_i
         StreamedSamples(_chunked(unmodulated, [1]), 1).layer_estimate(0, DETECTOR)
 
 
+def _estimates(streamed: StreamedSamples, layers: int) -> list:
+    return [streamed.layer_estimate(k, DETECTOR) for k in range(layers)] + [streamed.pooled_estimate(DETECTOR)]
+
+
+@pytest.mark.parametrize("chunk", [997, 4096, 10**6])
+def test_the_first_pass_summed_batch_by_batch_equals_the_file_route_bit_for_bit(chunk):
+    """RunningFits cuts the batches into the chunks the file is read in: every estimate equals the two-pass route's
+    exactly (not to 1e-12), after any number of batches, with batches shorter and longer than a chunk."""
+    rng = np.random.default_rng(8)
+    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    running = RunningFits(2, chunk)
+    cuts = [np.sort(rng.choice(np.arange(1, layer[0].size), 9, replace=False)) for layer in samples]
+    for batch in range(10):
+        for k, (sent, returned) in enumerate(samples):
+            part = slice(0 if batch == 0 else cuts[k][batch - 1], None if batch == 9 else cuts[k][batch])
+            running.add(k, sent[part].reshape(-1, 1), returned[part])
+        done = [(sent[:None if batch == 9 else cuts[k][batch]], returned[:None if batch == 9 else cuts[k][batch]])
+                for k, (sent, returned) in enumerate(samples)]
+        two_pass = StreamedSamples(_chunked(done, [chunk]), 2)
+        one_pass = StreamedSamples(_chunked(done, [chunk]), 2, running=running.snapshot())
+        assert one_pass.sizes == two_pass.sizes
+        assert _estimates(one_pass, 2) == _estimates(two_pass, 2)
+        assert one_pass.figure_line() == two_pass.figure_line()
+    _assert_same(one_pass.pooled_estimate(DETECTOR), PooledSamples(samples).pooled_estimate(DETECTOR))
+
+
+def test_samples_read_back_other_than_those_summed_are_refused():
+    """Pass 2 checks each chunk it reads against the sum q y recorded with pass 1: one changed returned sample (a
+    file that does not hold what was recorded) or a missing chunk is a ValueError, never different numbers."""
+    rng = np.random.default_rng(9)
+    samples = [_layer(rng, 5_000, 0.74, 0.0, 1.0)]
+    running = RunningFits(1, 1024)
+    running.add(0, *samples[0])
+    changed = [(samples[0][0], samples[0][1].copy())]
+    changed[0][1][3000] += np.float32(1e-3)
+    with pytest.raises(ValueError, match="chunk 3.*not those recorded"):
+        StreamedSamples(_chunked(changed, [1024]), 1, running=running.snapshot())
+    short = [(samples[0][0][:4096], samples[0][1][:4096])]
+    with pytest.raises(ValueError, match="4 chunks of verified samples read back, 5 were recorded"):
+        StreamedSamples(_chunked(short, [1024]), 1, running=running.snapshot())
+
+
 def test_verification_from_the_streamed_estimate_equals_verify_on_the_arrays():
     rng = np.random.default_rng(2)
     sent, returned = _layer(rng, 50_000, 0.74, 0.0, 1.0)
@@ -125,3 +167,56 @@ def test_image_totals_gathered_batch_by_batch_equal_the_whole_arrays():
     assert batched.mode_shares == whole.mode_shares == [largest_mode_share(inputs), largest_mode_share(hidden)]
     for kept, full in zip(batched.kept_inputs(), (inputs, hidden)):
         assert np.array_equal(kept, full[:20])
+
+
+def test_the_scatter_kept_by_pass_2_equals_the_samples_picked_from_the_arrays():
+    rng = np.random.default_rng(10)
+    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    for layer, points in ((0, 500), (1, 10_000)):
+        streamed = StreamedSamples(_chunked(samples, [997]), 2, scatter=(points, layer, 3))
+        pick = np.sort(np.random.default_rng(3).choice(samples[layer][0].size, min(points, samples[layer][0].size),
+                                                       replace=False))
+        sent, returned = streamed.scattered
+        assert sent.dtype == np.float32 and sent.size == min(points, samples[layer][0].size)
+        np.testing.assert_array_equal(sent, samples[layer][0][pick])
+        np.testing.assert_array_equal(returned, samples[layer][1][pick])
+
+
+def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_path):
+    """Recorded as a session fills it (pass 1 summed batch by batch, the scatter kept by pass 2) against Recorded
+    from the file alone (replay: both passes and the scatter read back): the same numbers, bit for bit."""
+    from qslab.analysis import recording
+    from qslab.analysis.replay import Recorded
+
+    rng = np.random.default_rng(11)
+    shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
+    meta = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact_leakage_images": 5},
+            "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
+    path = tmp_path / "live.h5"
+    live = Recorded.empty(2, 5, path)
+    live.scatter_request = (3_000, 0, 0)
+    with recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x") as writer:
+        for batch in range(7):
+            images = int(rng.integers(20, 90))
+            captures = []
+            for k, shape in enumerate(shapes):
+                rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
+                sent, returned = _layer(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
+                captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
+                                                     rng.random((images, rows.size)) < 0.5,
+                                                     sent.reshape(images, rows.size, shape.modes),
+                                                     returned.reshape(images, rows.size, shape.modes)))
+            labels, pixels = rng.integers(0, 10, images), rng.integers(0, 256, (images, 784))
+            writer.append_batch(np.arange(images) + 100 * batch, labels, pixels, rng.integers(0, 10, images),
+                                captures)
+            live.add(labels, pixels, captures)
+            if batch in (0, 3, 6):
+                with recording.SessionFile.open(path) as session:
+                    replayed = Recorded.from_file(session)
+                    assert replayed.running is None
+                    replayed.samples_from(session)
+                assert _estimates(live.samples(), 2) == _estimates(replayed.samples(), 2)
+                kept, read = live.scatter(3_000), replayed.scatter(3_000)
+                assert kept[0].size == min(3_000, live.samples().sizes[0])
+                for a, b in zip(kept, read):
+                    np.testing.assert_array_equal(a, b)

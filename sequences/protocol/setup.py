@@ -246,7 +246,9 @@ class LinkSetup:
         return reading
 
     def _monitor_w(self) -> tuple[float, float]:
-        readings = np.array([self.meter.read_power_w() for _ in range(MONITOR_READINGS)])
+        """The monitor tap's mean power and its standard error from MONITOR_READINGS readings, taken in one message
+        where the meter allows (the same readings as one query each: the meter takes them one after the other)."""
+        readings = np.array(self.meter.read_powers_w(MONITOR_READINGS), dtype=float)
         return float(readings.mean()), float(readings.std(ddof=1) / math.sqrt(readings.size))
 
     def _mu_at(self, monitor_w: float, attenuation_db: float) -> float:
