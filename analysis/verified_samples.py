@@ -106,27 +106,16 @@ class _ResidualSums:
 
     def add(self, r: np.ndarray) -> None:
         if r.size:
-            self.merge(self.chunk(r))
+            self.merge(*self.chunk(r))
 
     @staticmethod
-    def chunk(r: np.ndarray) -> tuple[int, float, float, float, float]:
-        """One chunk's (count, sum r^2, sum r^4, mean r^4, sum of squared deviations of r^4) for `merge`."""
+    def chunk(r: np.ndarray) -> tuple[int, float, float, float]:
+        """One chunk's (count, sum r^2, sum r^4, sum of squared deviations of r^4 from its mean), `merge`'s arguments."""
         r2 = r * r
         r4 = r2 * r2
         sum4 = _sum(r4)
-        mean = sum4 / r.size
-        deviations = r4 - mean
-        return r.size, _sum(r2), sum4, mean, _sum(deviations * deviations)
-
-    def merge(self, chunk: tuple[int, float, float, float, float]) -> None:
-        size, sum2, sum4, mean, m2 = chunk
-        total = self.n + size
-        delta = mean - self.mean4
-        self.m2_4 += m2 + delta * delta * self.n * size / total
-        self.mean4 += delta * size / total
-        self.n = total
-        self.r2 += sum2
-        self.r4 += sum4
+        deviations = r4 - sum4 / r.size
+        return r.size, _sum(r2), sum4, _sum(deviations * deviations)
 
     def merge(self, n: int, r2: float, r4: float, m2_4: float) -> None:
         """Add a block's count, sum r^2, sum r^4 and sum of squared deviations of r^4 from its own mean (Chan)."""
@@ -289,9 +278,9 @@ class StreamedSamples:
                 read += 1
                 y = y - b * previous
                 own = _ResidualSums.chunk(y - self._t[layer] * q)
-                self._own[layer].merge(own)  # one layer with samples: its t is the pooled one, and so its residuals
+                self._own[layer].merge(*own)  # one layer with samples: its t is the pooled one, and so its residuals
                 same = self._t_pooled == self._t[layer]
-                self._pooled.merge(own if same else _ResidualSums.chunk(y - self._t_pooled * q))
+                self._pooled.merge(*(own if same else _ResidualSums.chunk(y - self._t_pooled * q)))
             if expected_qy is not None and read != len(expected_qy[layer]):
                 raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
                                  f"{len(expected_qy[layer])} were recorded")
