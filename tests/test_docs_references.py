@@ -26,7 +26,7 @@ PARENT_PATH = re.compile(r"(?:\.\./)+[\w.\-/]*")
 MARKDOWN_NAME = re.compile(r"[\w.\-/]*\w\.md\b")
 MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\(\s*<?([^)\s>]+)")
 SECTION_CITE = re.compile(r"\b(PHYSICS|INSTRUMENTS)\.md(?:,? sections?)? (\d+(?:\.\d+)?)")
-DECISION_CITE = re.compile(r"\bDECISIONS?(?:\.md)?(?:,? items?)? ([A-Z](?:(?:, | and |-)[A-Z])*)\b")
+DECISION_CITE = re.compile(r"\bDECISIONS?(?:\.md)?(?:,? items?)? ([A-Z]{1,2}(?:(?:, | and |-)[A-Z]{1,2})*)\b")
 
 
 def _files() -> list[Path]:
@@ -63,7 +63,7 @@ def _headings(name: str) -> frozenset[str]:
 @cache
 def _decision_letters() -> frozenset[str]:
     text = (ROOT / "docs" / "DECISIONS.md").read_text(encoding="utf-8")
-    return frozenset(re.findall(r"^\| ([A-Z]) \|", text, flags=re.M))
+    return frozenset(re.findall(r"^\| ([A-Z]{1,2}) \|", text, flags=re.M))
 
 
 def _lines(path: Path):
@@ -122,7 +122,7 @@ def test_cited_sections_and_decisions_exist(path):
             if section not in _headings(name):
                 problems.append(f"{number}: {name} has no section {section}")
         for match in DECISION_CITE.finditer(line):
-            letters = set(re.findall(r"[A-Z]", match.group(1)))
+            letters = set(re.findall(r"[A-Z]{1,2}", match.group(1)))
             if match.group(1)[1:2] == "-":
                 start, end = match.group(1)[0], match.group(1)[2]
                 letters = {chr(c) for c in range(ord(start), ord(end) + 1)}
@@ -139,6 +139,7 @@ def test_the_checks_can_fail(tmp_path):
     assert not _inside(ROOT / "README.md/../../x") and _inside(ROOT / "tests/../README.md")
     assert "paper.md" not in _markdown_names()
     assert DECISION_CITE.search("(DECISIONS B-F)").group(1) == "B-F"
-    assert DECISION_CITE.search("DECISIONS Z") and "Z" not in _decision_letters()
+    assert DECISION_CITE.search("DECISIONS ZZ") and "ZZ" not in _decision_letters()
+    assert DECISION_CITE.search("(DECISIONS Y and AB)").group(1) == "Y and AB"
     assert SECTION_CITE.search("docs/PHYSICS.md section 8").groups() == ("PHYSICS", "8")
     assert MARKDOWN_LINK.search("[the card](../elsewhere/CARD.md)").group(1) == "../elsewhere/CARD.md"
