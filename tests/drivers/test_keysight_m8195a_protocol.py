@@ -246,3 +246,15 @@ def test_the_roles_stop_and_rate_and_switch_are_one_message_each():
         role.switch([(1, 3, True), (2, 3, None)])
         with pytest.raises(ValueError, match="selected at once"):
             role.switch([(1, 1, None), (2, 2, None)])   # refused before anything is sent
+
+
+def test_a_load_of_megabytes_arrives_byte_for_byte_in_one_send():
+    """Messages of 64 kB and more leave in one sendall on pyvisa-py's socket (visa_connection.send_message), not in
+    its 4 kB pieces: the instrument receives the same bytes."""
+    codes = (np.arange(1 << 21) * 7 % 255 - 127).astype(np.int8)   # 2 MiB: two 1 MiB blocks
+    message = (b':TRAC1:MMOD EXT;:VOLT1 0.500000;:VOLT1:OFFS 0.000000;:TRAC1:DEF 1,2097152;:TRAC1:NAME 1,"big";'
+               b":TRAC1:DATA 1,0,#71048576" + codes[:1 << 20].tobytes() + b";:TRAC1:DATA 1,1048576,#71048576"
+               + codes[1 << 20:].tobytes() + b";:TRAC1:SEL 1;:OUTP1 1;:SYST:ERR?\n")
+    with expected_protocol(awg, CONNECT + [(message, NO_ERROR)]) as driver:
+        role = AwgChannels(named(driver, "big"), (1,), amplitude_max=Limit(1.0, "Vpp", "test"), name="carver")
+        role.load([(1, [codes])], [0.5])
