@@ -51,7 +51,8 @@ ACQUIRE = f":DIGitize;*OPC?;{ERROR_QUERY}"
 QCODES_TRACE_FIXED_IN = Version("0.59.0")
 # :WAV:PRE? fields (Infiniium programmer's guide, as qcodes reads them): points, y increment, y origin
 _POINTS, _Y_INCREMENT, _Y_ORIGIN = 2, 7, 8
-# and [13] Y display range (the channel's full scale, 8 divisions), [14] Y display origin (its centre, the offset)
+# and [13] Y display range (the voltage across the display: the channel's full scale, 8 divisions), [14] Y display
+# origin (the voltage at the display's centre: its offset); Infiniium 90000 programmer's reference pp. 893, 1072
 _Y_RANGE, _Y_CENTRE = 13, 14
 # pyvisa reads a block in pieces of its resource's chunk_size (20 kB by default: a select() and four copies each);
 # pieces of the socket's receive size make a trace of megabytes a few reads
