@@ -355,13 +355,13 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
             raise ValueError("write_batch needs at least one program unit")
         queries = [u.decode("ascii") for u in encoded if u.split(b" ", 1)[0].endswith(b"?")]
         error_unit = (self.error_query if self.error_query.startswith(":") else ":" + self.error_query).encode("ascii")
-        message = b";".join(encoded + [error_unit])
+        handle = self.visa_handle
+        termination = (handle.write_termination or "").encode("ascii")
+        message = b";".join(encoded + [error_unit + termination])  # one copy of a block of megabytes
         shown = ";".join(_shown_unit(u) for u in encoded)
         command = shown if len(shown) <= 200 else shown[:200] + "..."
         self.visa_log.debug(f"Writing batch of {len(encoded)} units: {command}")
-        handle = self.visa_handle
-        termination = (handle.write_termination or "").encode("ascii")
-        self._send_once(command, lambda: handle.write_raw(message + termination))
+        self._send_once(command, lambda: visa_connection.send_message(handle, message))
         try:
             reply = handle.read()
             *answers, error_reply = reply.strip().split(";", len(queries))

@@ -51,6 +51,12 @@ ACQUIRE = f":DIGitize;*OPC?;{ERROR_QUERY}"
 QCODES_TRACE_FIXED_IN = Version("0.59.0")
 # :WAV:PRE? fields (Infiniium programmer's guide, as qcodes reads them): points, y increment, y origin
 _POINTS, _Y_INCREMENT, _Y_ORIGIN = 2, 7, 8
+# and [13] Y display range (the voltage across the display: the channel's full scale, 8 divisions), [14] Y display
+# origin (the voltage at the display's centre: its offset); Infiniium 90000 programmer's reference pp. 893, 1072
+_Y_RANGE, _Y_CENTRE = 13, 14
+# pyvisa reads a block in pieces of its resource's chunk_size (20 kB by default: a select() and four copies each);
+# pieces of the socket's receive size make a trace of megabytes a few reads
+BLOCK_READ_CHUNK_BYTES = visa_connection.PYVISA_PY_RECV_BYTES
 
 
 def qcodes_trace_needs_fix(qcodes_version: str = qcodes.__version__) -> bool:
@@ -108,20 +114,27 @@ class KeysightInfiniium(_UpstreamInfiniium):
     # -- traces --------------------------------------------------------------------------------------
     def read_trace_v(self, channel: KeysightInfiniiumChannel) -> np.ndarray:
         """``channel``'s last acquisition in volts, as qcodes' ``trace`` reads it (preamble, ``:WAV:DATA?``,
-        int16 words) but with the block read by its known length.
+        int16 words) but in two messages (``:WAV:SOUR <ch>;:WAV:PRE?``, then ``:WAV:DATA?``) with the block read
+        by its known length; the channel's range and offset caches take the preamble's (the record's own).
 
         Why: pyvisa-py's socket read returns whenever its buffer holds the termination character, so a
         block of int16 samples (one 0x0A byte in ~256) arrives in ~256-byte pieces, ~10^4 pyvisa loops
         per megabyte. The preamble gives the length: that many bytes are read with the termination
         character off, then the LF.
         """
-        source = channel.channel_name
-        self.write(f":WAV:SOUR {source}")
-        preamble = self.ask(":WAV:PRE?").strip().split(",")
+        preamble = self.ask(f":WAV:SOUR {channel.channel_name};:WAV:PRE?").strip().split(",")
         channel.trace.update_setpoints(preamble)
-        self.write(f":WAV:SOUR {source}")
+        self._note_channel_preamble(channel, preamble)
         self.write(":WAV:DATA?")
         return self.read_word_block(TraceBlock.from_preamble(preamble))
+
+    @staticmethod
+    def _note_channel_preamble(channel: KeysightInfiniiumChannel, preamble: list[str]) -> None:
+        """The channel's range and offset as the preamble of its record states them ([13] Y display range, the
+        full scale of 8 divisions; [14] Y display origin, the centre) into the parameter caches: what the record
+        was taken at, known without asking again."""
+        channel.range.cache.set(float(preamble[_Y_RANGE]))
+        channel.offset.cache.set(float(preamble[_Y_CENTRE]))
 
     def digitize_and_read_v(self, channel: KeysightInfiniiumChannel, points: int, sample_rate_hz: float,
                             range_v: float, offset_v: float = 0.0,
@@ -288,15 +301,15 @@ class KeysightInfiniium(_UpstreamInfiniium):
         handle.set_visa_attribute(attribute, False)
         try:
             header = handle.read_bytes(2)
-            data = handle.read_bytes(2 * block.points + 1)
+            data = handle.read_bytes(2 * block.points + 1, chunk_size=BLOCK_READ_CHUNK_BYTES)
         finally:
             handle.set_visa_attribute(attribute, before)
         if header != b"#0" or data[-1:] != b"\n":
             raise ValueError(f"{self.name}: trace block of {block.points} points arrived malformed "
                              f"(header {header!r}, last byte {data[-1:]!r})")
-        volts = np.frombuffer(data, dtype="<i2", count=block.points).astype(np.float64)  # no copy of the bytes
-        volts *= block.volts_per_count  # in place: a record is tens of megabytes of float64
-        volts += block.origin_v
+        words = np.frombuffer(data, dtype="<i2", count=block.points)  # no copy of the bytes
+        volts = np.multiply(words, block.volts_per_count, dtype=np.float64)  # one pass: a record is tens of MB
+        volts += block.origin_v  # in place
         return volts
 
 

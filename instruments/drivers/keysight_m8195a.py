@@ -14,12 +14,20 @@ sent unless the channel is on extended memory and ``*OPT?`` (read at connect, ``
 extended-memory channels share one sequence table (p. 110): they play one selected segment, and deleting a
 segment on one deletes it on all (p. 254), which the driver's own segment table follows.
 
+What a segment holds: the driver keeps the samples it last sent to each segment and names the segment with a token
+of that upload (``:TRAC<ch>:NAME <id>,"<token>"``, at most 32 characters). Defining or deleting a segment, a memory
+mode change or a reset drops it (and its name) on the instrument; ``segment_catalog`` and ``segment_name`` read
+what the instrument holds, so a caller can confirm that a segment is still the driver's upload before sending only
+what changed in it (``loaded_samples``, the Awg role's ``load``).
+
 Address: the Soft Front Panel offers HiSLIP (``TCPIP0::localhost::hislip0::INSTR``) and a raw
 socket (``TCPIP::<host>::5025::SOCKET``); terminations are LF both ways.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +50,8 @@ GRANULARITY_AT_DIV1_SAMPLES = 256
 # One block per MiB keeps each write far below the 999,999,999-byte SCPI block limit and gives the
 # socket a steady stream; a multiple of 256 so every chunk but the last keeps the granularity.
 DEFAULT_CHUNK_SAMPLES = 1 << 20
+# the longest segment name the instrument keeps (:TRAC<ch>:NAME)
+SEGMENT_NAME_CHARS = 32
 
 _DIVIDERS = {1: "DIV1", 2: "DIV2", 4: "DIV4"}
 DAC_MODES = ("SING", "DUAL", "FOUR", "MARK", "DCM", "DCD")
@@ -83,6 +93,27 @@ def as_int8_samples(samples: Any) -> np.ndarray:
     return array.astype(np.int8)
 
 
+def random_upload_name() -> str:
+    """``qslab`` and 27 random hex digits: a segment name (32 characters) no other upload gave."""
+    return "qslab" + uuid.uuid4().hex[:SEGMENT_NAME_CHARS - 5]
+
+
+def parse_catalog(reply: str) -> dict[int, int]:
+    """A ``:TRAC<ch>:CAT?`` reply ``<id>,<length>[,<id>,<length>...]`` as {id: length}; "0,0" is no segment."""
+    values = [int(word) for word in reply.strip().split(",") if word.strip()]
+    if len(values) % 2:
+        raise ValueError(f"a segment catalog holds id,length pairs, got {reply!r}")
+    return {segment_id: length for segment_id, length in zip(values[::2], values[1::2]) if segment_id}
+
+
+def parse_name(reply: str) -> str:
+    """A ``:TRAC<ch>:NAME?`` reply (a quoted string) as the name."""
+    text = reply.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ValueError(f"a segment name is a quoted string, got {reply!r}")
+    return text[1:-1].replace('""', '"')
+
+
 class M8195AChannel(RetriedGets, InstrumentChannel):
     """One output channel: amplitude, offset, output, function mode and its waveform segments."""
 
@@ -90,6 +121,7 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         super().__init__(parent, name)
         self.channel = channel
         self._segment_lengths: dict[int, int] = {}
+        self._uploads: dict[int, tuple[np.ndarray, str]] = {}  # segment id -> (samples last sent, their name token)
         self.amplitude_vpp = self.add_parameter(
             "amplitude_vpp", label="amplitude (peak to peak)", unit="V", get_cmd=f":VOLT{channel}?",
             set_cmd=f":VOLT{channel} {{:.6f}}", get_parser=float, vals=Numbers(*AMPLITUDE_LIMITS_VPP))
@@ -135,6 +167,7 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         """What the driver knows after ``:TRAC<ch>:MMOD`` was sent in a batch: the mode, and no segments."""
         if self.memory_mode.cache.get(get_if_invalid=False) != mode:
             self._segment_lengths.clear()
+            self._uploads.clear()
         self.memory_mode.cache.set(mode)
 
     def define_segment(self, segment_id: int, length_samples: int, init_value: int | None = None) -> None:
@@ -147,6 +180,7 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
             command += f",{init_value}"
         self.write(command)
         self._segment_lengths[segment_id] = length_samples
+        self._uploads.pop(segment_id, None)
 
     def upload_segment(self, segment_id: int, samples: Any, offset_samples: int = 0,
                        chunk_samples: int = DEFAULT_CHUNK_SAMPLES) -> None:
@@ -167,6 +201,7 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         if defined is not None and offset_samples + data.size > defined:
             raise ValueError(f"{data.size} samples at offset {offset_samples} overflow segment "
                              f"{segment_id} of {defined} samples")
+        self._uploads.pop(segment_id, None)  # no longer what a named upload put there
         for start in range(0, data.size, chunk_samples):
             chunk = data[start:start + chunk_samples]
             header = f":TRAC{self.channel}:DATA {segment_id},{offset_samples + start},"
@@ -198,9 +233,57 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
                   for start in range(0, data.size, chunk_samples)]
         return units
 
-    def note_batch_settings(self, segment_id: int, length_samples: int, amplitude_vpp: float, offset_v: float) -> None:
-        """Update what the driver knows after a ``waveform_units`` batch was accepted (its caches, segment table)."""
+    def piece_units(self, segment_id: int, pieces: list[tuple[int, np.ndarray]]) -> list[bytes]:
+        """``:TRAC<ch>:DATA <id>,<offset>,<block>`` units writing ``pieces`` ((offset, int8 samples), ascending,
+        each offset a multiple of the granularity) into a segment the instrument already holds, for ``write_batch``."""
+        granularity = self.parent.granularity_samples()
+        units, end = [], 0
+        for offset, samples in pieces:
+            if offset < end or offset % granularity:
+                raise ValueError(f"pieces must ascend at multiples of {granularity} samples, got offset {offset}")
+            end = offset + samples.size
+            units.append(block_unit(f":TRAC{self.channel}:DATA {segment_id},{offset},",
+                                    as_int8_samples(samples).tobytes()))
+        return units
+
+    def name_unit(self, segment_id: int, name: str) -> bytes:
+        """``:TRAC<ch>:NAME <id>,"<name>"`` for ``write_batch`` (names of at most 32 characters, no quotes)."""
+        if len(name) > SEGMENT_NAME_CHARS or '"' in name:
+            raise ValueError(f"segment name {name!r}: at most {SEGMENT_NAME_CHARS} characters, no quotes")
+        return f':TRAC{self.channel}:NAME {segment_id},"{name}"'.encode("ascii")
+
+    def upload_token(self) -> str:
+        """A name no other upload had (``KeysightM8195A.upload_names``): what ``segment_name`` reads back while the
+        segment holds that upload."""
+        return self.parent.upload_names()
+
+    def loaded_samples(self, segment_id: int) -> tuple[np.ndarray, str] | None:
+        """(the samples the driver last sent to ``segment_id``, the name token it gave them), or None when it
+        sent none there since its segment table last changed. What the DRIVER sent: the instrument confirms it
+        still holds them (``segment_catalog``, ``segment_name``)."""
+        return self._uploads.get(segment_id)
+
+    def forget_upload(self, segment_id: int) -> None:
+        """What ``segment_id`` holds is unknown (an upload that may not have completed)."""
+        self._uploads.pop(segment_id, None)
+
+    def segment_catalog(self) -> dict[int, int]:
+        """``:TRAC<ch>:CAT?``: segment id -> length (samples) the instrument holds on this channel ("0,0": none)."""
+        return parse_catalog(self.ask(f":TRAC{self.channel}:CAT?"))
+
+    def segment_name(self, segment_id: int) -> str:
+        """``:TRAC<ch>:NAME? <id>``: the segment's name (empty when it has none)."""
+        return parse_name(self.ask(f":TRAC{self.channel}:NAME? {int(segment_id)}"))
+
+    def note_batch_settings(self, segment_id: int, length_samples: int, amplitude_vpp: float, offset_v: float,
+                            upload: tuple[np.ndarray, str] | None = None) -> None:
+        """Update what the driver knows after a ``waveform_units`` batch was accepted (its caches, segment table;
+        ``upload``: the segment's whole samples and the name the batch gave them, None when it named none)."""
         self._segment_lengths[segment_id] = length_samples
+        if upload is None:
+            self._uploads.pop(segment_id, None)
+        else:
+            self._uploads[segment_id] = upload
         self.amplitude_vpp.cache.set(amplitude_vpp)
         self.offset_v.cache.set(offset_v)
         self.output_enabled.cache.set(True)
@@ -216,12 +299,14 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         self.write(f":TRAC{self.channel}:DEL {segment_id}")
         for channel in self.sharing_channels():
             channel._segment_lengths.pop(segment_id, None)
+            channel._uploads.pop(segment_id, None)
 
     def delete_all_segments(self) -> None:
         """``:TRAC<ch>:DEL:ALL`` (on every extended-memory channel if this is one)."""
         self.write(f":TRAC{self.channel}:DEL:ALL")
         for channel in self.sharing_channels():
             channel._segment_lengths.clear()
+            channel._uploads.clear()
 
     def check_segment_length(self, length_samples: int) -> None:
         """At least 1280 samples, in steps of the granularity (docs/INSTRUMENTS.md 6.1)."""
@@ -239,6 +324,9 @@ class KeysightM8195A(ScpiErrorCheckingInstrument):
 
     def __init__(self, name: str, address: str | None = None, **kwargs: Any):
         super().__init__(name, address, **kwargs)
+        # where segment names come from: random, so no other program's or session's upload carries one of ours
+        # (a test may set its own source)
+        self.upload_names: Callable[[], str] = random_upload_name
         self.clear_errors()
         self.options = self.read_options()
         self.sample_rate_hz = self.add_parameter(

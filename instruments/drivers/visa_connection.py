@@ -71,6 +71,29 @@ def widen_socket_reads(handle: Any, recv_bytes: int = PYVISA_PY_RECV_BYTES) -> b
     return True
 
 
+LARGE_WRITE_BYTES = 1 << 16
+
+
+def send_message(handle: Any, data: bytes | bytearray | memoryview) -> None:
+    """Send ``data`` (a whole message, terminator included) on ``handle``: ``write_raw``, except that a large
+    message on a pyvisa-py raw-socket session goes out in one ``sendall`` within the resource's timeout.
+
+    Why: pyvisa-py writes in 4096-byte pieces with a select() and a copy each (a fixed size, no attribute sets
+    it): an AWG segment of megabytes is thousands of system calls. The socket is the session's own, blocking (as
+    pyvisa-py leaves it), and is left with the timeout it had; nothing is buffered on pyvisa-py's write side."""
+    sock = visa_socket(handle) if len(data) >= LARGE_WRITE_BYTES else None
+    if sock is None:
+        handle.write_raw(bytes(data) if not isinstance(data, bytes) else data)
+        return
+    previous = sock.gettimeout()
+    timeout_ms = getattr(handle, "timeout", None)
+    sock.settimeout(None if timeout_ms is None or timeout_ms == float("inf") else max(float(timeout_ms), 1.0) / 1e3)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.settimeout(previous)
+
+
 def is_raw_socket(handle: Any) -> bool:
     """True for a ``TCPIP::<host>::<port>::SOCKET`` resource: a new connection starts with an empty output queue.
 

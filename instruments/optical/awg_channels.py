@@ -10,6 +10,14 @@ in the same message, where the driver does not know them there already: p. 26) a
 against what that memory holds (segment 1 only without option -SEQ, p. 110). The extended-memory channels
 share one sequence table (p. 110): one segment plays on all of them, so ``switch`` refuses to select different
 segments on two channels at once (the instrument answers -221), before anything is sent.
+
+Uploads send what changed (why: a session loads the verification gate, a segment of megabytes, every batch, and
+only a few rows of it change). When the driver knows what it last sent to a segment of the same length and little
+of it differs, ``load`` first asks the instrument, in one message, for each such channel's segment catalogue
+(``:TRAC<ch>:CAT?``) and the segment's name (``:TRAC<ch>:NAME? <id>``). Only when the instrument holds the segment
+at that length under the name the driver's last upload gave it (a definition, deletion, memory-mode change or
+reset drops both) does it write just the granules that changed (``:TRAC<ch>:DATA`` at their offsets); otherwise it
+defines and uploads the segment whole, as always. Every upload names the segment anew.
 """
 
 from __future__ import annotations
@@ -19,10 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from qslab.instruments.drivers.keysight_m8195a import AMPLITUDE_LIMITS_VPP, MIN_SEGMENT_SAMPLES, as_int8_samples
+from qslab.instruments.drivers.keysight_m8195a import (AMPLITUDE_LIMITS_VPP, MIN_SEGMENT_SAMPLES, as_int8_samples,
+                                                       parse_catalog, parse_name)
 from qslab.instruments.optical.limits import Limit, LimitError
 
 CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
+# an upload of changed pieces is worth its extra round trip (the catalogue check) below this share of the segment
+PIECES_MAX_SHARE = 0.25
+# changed granules closer than this are sent as one piece (fewer units; a granule is 256/divider samples)
+PIECE_GAP_GRANULES = 16
 
 
 def amplitude_for_volts_vpp(volts, minimum_vpp: float = AMPLITUDE_LIMITS_VPP[0]) -> float:
@@ -39,6 +52,19 @@ def volts_to_codes(volts, amplitude_vpp: float) -> np.ndarray:
     if volts.size and float(np.max(np.abs(volts))) > half * (1 + 1e-12):
         raise ValueError(f"volts up to {np.max(np.abs(volts)):.6g} V do not fit in +-{half:.6g} V (amplitude {amplitude_vpp:g} Vpp)")
     return np.clip(np.rint(volts / half * CODE_FULL_SCALE), -CODE_FULL_SCALE, CODE_FULL_SCALE).astype(np.int8)
+
+
+def changed_pieces(before: np.ndarray, after: np.ndarray, granularity: int,
+                   gap_granules: int = PIECE_GAP_GRANULES) -> list[tuple[int, np.ndarray]]:
+    """(offset, samples of ``after``) for the runs of ``granularity``-sample granules where ``after`` differs from
+    ``before`` (same length, a multiple of the granularity), runs closer than ``gap_granules`` joined."""
+    differs = np.flatnonzero((before != after).reshape(-1, granularity).any(axis=1))
+    if not differs.size:
+        return []
+    breaks = np.flatnonzero(np.diff(differs) > gap_granules)
+    starts = np.concatenate([differs[:1], differs[breaks + 1]])
+    ends = np.concatenate([differs[breaks], differs[-1:]]) + 1
+    return [(int(a) * granularity, after[a * granularity:b * granularity]) for a, b in zip(starts, ends)]
 
 
 def codes_to_volts(codes, amplitude_vpp: float) -> np.ndarray:
@@ -85,18 +111,21 @@ class AwgChannels:
             self.awg.memory_divider(rate_divider)
 
     def run(self) -> None:
-        self.awg.run()
+        """``:INIT:IMM`` and its error check: ONE message."""
+        self.awg.write_batch([":INIT:IMM"])
 
     def stop(self) -> None:
-        self.awg.stop()
+        """``:ABOR`` and its error check: ONE message."""
+        self.awg.write_batch([":ABOR"])
 
     def is_running(self) -> bool:
         return bool(self.awg.is_running())
 
     def select(self, segment_id: int) -> None:
-        """Play ``segment_id`` on every channel of the role (one message per channel)."""
-        for number in self.channels:
-            self.channel(number).select_segment(segment_id)
+        """Play ``segment_id`` on every channel of the role: ONE message with its error check."""
+        if int(segment_id) != segment_id or segment_id < 1:
+            raise ValueError(f"{self.name}: segment id must be an integer >= 1, got {segment_id!r}")
+        self.awg.write_batch([f":TRAC{number}:SEL {int(segment_id)}" for number in self.channels])
 
     def channel(self, number: int) -> Any:
         return getattr(self.awg, f"ch{number}")
@@ -158,26 +187,73 @@ class AwgChannels:
                 raise LimitError(self.name, f"drive amplitude {amplitude:g} Vpp is below the AWG's "
                                             f"{AMPLITUDE_LIMITS_VPP[0]:g} Vpp minimum")
         select = segments[-1][0] if select is None else select
+        data = {(number, segment_id): as_int8_samples(codes[index])
+                for segment_id, codes in segments for index, number in enumerate(self.channels)}
+        pieces = self._confirmed_pieces(data)
         units: list[str | bytes] = []
         loaded = []
-        for index, (number, amplitude) in enumerate(zip(self.channels, amplitudes_vpp)):
+        for number, amplitude in zip(self.channels, amplitudes_vpp):
             channel = self.channel(number)
             channel.amplitude_vpp.validate(amplitude)
             if channel.memory_mode.get_latest() != "EXT":
                 units.append(f":TRAC{number}:MMOD EXT")
             units += [f":VOLT{number} {amplitude:.6f}", f":VOLT{number}:OFFS {0.0:.6f}"]
-            for segment_id, codes in segments:
-                data = as_int8_samples(codes[index])
-                units += channel.segment_units(segment_id, data, memory_mode="EXT")
-                loaded.append((number, segment_id, data.size, amplitude))
+            for segment_id, _ in segments:
+                samples = data[(number, segment_id)]
+                changed = pieces.get((number, segment_id))
+                # named before its samples are written: an upload cut short leaves a name the driver never noted
+                token = channel.upload_token()
+                if changed is None:
+                    definition, *blocks = channel.segment_units(segment_id, samples, memory_mode="EXT")
+                    units += [definition, channel.name_unit(segment_id, token), *blocks]
+                else:
+                    units += [channel.name_unit(segment_id, token), *channel.piece_units(segment_id, changed)]
+                loaded.append((number, segment_id, samples, token, amplitude))
             units += [f":TRAC{number}:SEL {select}", f":OUTP{number} 1"]
         if run:
             units.append(":INIT:IMM")
-        self.awg.write_batch(units)
+        try:
+            self.awg.write_batch(units)
+        except Exception:
+            for number, segment_id, *_ in loaded:  # what the segments hold now is unknown: the next load sends whole
+                self.channel(number).forget_upload(segment_id)
+            raise
         for number in self.channels:
             self.channel(number).note_memory_mode("EXT")
-        for number, segment_id, size, amplitude in loaded:
-            self.channel(number).note_batch_settings(segment_id, size, amplitude, 0.0)
+        for number, segment_id, samples, token, amplitude in loaded:
+            changed = pieces.get((number, segment_id))
+            if changed is None:
+                kept = samples.copy()  # the driver's own copy: the caller may reuse its array
+            else:
+                kept = self.channel(number).loaded_samples(segment_id)[0]
+                for offset, piece in changed:
+                    kept[offset:offset + piece.size] = piece
+            self.channel(number).note_batch_settings(segment_id, samples.size, amplitude, 0.0, (kept, token))
+
+    def _confirmed_pieces(self, data: dict[tuple[int, int], np.ndarray]) -> dict[tuple[int, int], list]:
+        """{(channel, segment): changed pieces} for the segments whose changes alone may be sent: the driver's last
+        upload there has their length and differs in few granules, and the instrument confirms, in ONE message,
+        that it holds that upload (module docstring). {} when no segment qualifies (no message is sent)."""
+        candidates = {}
+        for (number, segment_id), samples in data.items():
+            channel = self.channel(number)
+            known = channel.loaded_samples(segment_id)
+            if known is None or known[0].size != samples.size or channel.memory_mode.get_latest() != "EXT":
+                continue
+            changed = changed_pieces(known[0], samples, self.awg.granularity_samples())
+            if sum(piece.size for _, piece in changed) <= PIECES_MAX_SHARE * samples.size:
+                candidates[(number, segment_id)] = (changed, known[1])
+        if not candidates:
+            return {}
+        numbers = sorted({number for number, _ in candidates})
+        queries = [f":TRAC{number}:CAT?" for number in numbers] + [
+            f":TRAC{number}:NAME? {segment_id}" for number, segment_id in candidates]
+        replies = self.awg.write_batch(queries)
+        catalogs = {number: parse_catalog(reply) for number, reply in zip(numbers, replies)}
+        names = [parse_name(reply) for reply in replies[len(numbers):]]
+        return {(number, segment_id): changed
+                for ((number, segment_id), (changed, token)), name in zip(candidates.items(), names)
+                if catalogs[number].get(segment_id) == data[(number, segment_id)].size and name == token}
 
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """(channel number, segment to select or None, output on/off or None) for each change: ONE message

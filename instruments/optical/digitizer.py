@@ -71,10 +71,14 @@ class InfiniiumDigitizer:
                         kept.range.cache.get(get_if_invalid=False), kept.offset.cache.get(get_if_invalid=False), refused)
 
     def range_v(self, channel: int) -> float:
-        return float(self._channel(channel).range())
+        """The channel's full scale as the scope last stated it: the read-back of the last setting or the preamble
+        of the last record read (asked for only when neither came yet). Why not ask again: every value the driver
+        keeps is one the scope sent back, the preamble the very record's, and a session asks this per record."""
+        return float(self._channel(channel).range.get_latest())
 
     def offset_v(self, channel: int) -> float:
-        return float(self._channel(channel).offset())
+        """The channel's centre, as ``range_v`` knows it."""
+        return float(self._channel(channel).offset.get_latest())
 
     def configure_trigger(self, source: str, level_v: float, slope: str = "POS") -> None:
         """Edge trigger on ``source`` at ``level_v``, triggered sweep, set and read back in ONE message (the

@@ -79,3 +79,58 @@ def test_the_role_loads_on_extended_memory_in_the_same_message(awg):
     assert [awg.ch1.memory_mode(), awg.ch2.memory_mode(), awg.ch3.memory_mode()] == ["EXT", "EXT", "INT"]
     assert awg.ask(":TRAC2:CAT?") == "1,1280,2,1280"
     assert awg.ask(":TRAC1:SEL?") == "2"
+
+
+GATE = np.zeros(64 * 256, dtype=np.int8)   # 64 granules at DIV1
+
+
+def _gate_role(awg: KeysightM8195A) -> AwgChannels:
+    return AwgChannels(awg, (4,), amplitude_max=Limit(1.0, "Vpp", "test"), name="gate")
+
+
+def test_a_segment_name_goes_with_the_segment(awg):
+    """:TRAC<ch>:NAME is kept until the segment is defined anew, deleted, or its memory changes; names hold at most
+    32 characters (-223 beyond)."""
+    awg.write(":TRAC4:MMOD EXT")
+    awg.write(":TRAC4:DEF 1,1280")
+    awg.write(':TRAC4:NAME 1,"gate"')
+    awg.write(":TRAC4:DATA 1,0,0,0")
+    assert awg.ch4.segment_name(1) == "gate"   # writing samples keeps it
+    awg.write(":TRAC4:DEF 1,1280")
+    assert awg.ch4.segment_name(1) == ""       # defined anew
+    with pytest.raises(InstrumentError, match="-223"):
+        awg.write(f':TRAC4:NAME 1,"{"x" * 33}"')
+    awg.write(':TRAC4:NAME 1,"gate"')
+    awg.write(":TRAC4:MMOD INT")
+    awg.write(":TRAC4:MMOD EXT")
+    assert awg.ch4.segment_catalog() == {}
+    awg.write(":TRAC4:DEF 1,1280")
+    assert awg.ch4.segment_name(1) == ""
+
+
+def test_a_reload_with_few_changes_leaves_the_instrument_holding_what_a_whole_upload_would(bench, awg):
+    """The role sends only the changed granules once the bench confirms its segment: the samples the bench plays are
+    those of the new waveform, byte for byte, and far fewer bytes went over the line."""
+    role = _gate_role(awg)
+    role.load([(1, [GATE])], [0.5])
+    changed = GATE.copy()
+    changed[300:310], changed[9000] = 32, -32
+    messages = bench.message_counts()["awg"]
+    role.load([(1, [changed])], [0.5])
+    assert bench.message_counts()["awg"] - messages == 2   # the catalogue check, then the pieces
+    played = bench.state.awg_state("awg").channels[4].segments[1]
+    np.testing.assert_array_equal(played, changed)
+    assert awg.ch4.segment_name(1) == awg.ch4.loaded_samples(1)[1]
+
+
+@pytest.mark.parametrize("behind_its_back", [":TRAC4:DEF 1,16384", ':TRAC4:NAME 1,"other"', "*RST"])
+def test_a_segment_changed_behind_the_drivers_back_is_uploaded_whole(bench, awg, behind_its_back):
+    role = _gate_role(awg)
+    role.load([(1, [GATE])], [0.5])
+    awg.write(behind_its_back)   # what another program (or a reset) does: the name the driver gave is gone
+    if behind_its_back == "*RST":
+        awg.ch4.memory_mode.get()
+    changed = GATE.copy()
+    changed[5] = 7
+    role.load([(1, [changed])], [0.5])
+    np.testing.assert_array_equal(bench.state.awg_state("awg").channels[4].segments[1], changed)

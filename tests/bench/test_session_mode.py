@@ -374,3 +374,38 @@ def test_an_overranged_digitizer_input_clips_the_session_record(lab):
     record = lab.digitize(512)
     assert record.session is not None and record.channels[1].clipped_samples == 0
     assert record.channels[2].clipped_samples == 512 and np.all(record.channels[2].words == 511 * 64)
+
+
+def test_rendering_into_a_given_buffer_is_the_same_record():
+    """digitized_words(out=...) (the Infiniium renders into its reply buffer) gives the very words of the default
+    path, for a record that ends inside a symbol slot."""
+    config = wf.WaveformConfig(samples_per_symbol=8, symbol_rate_hz=1e9, detector_bandwidth_hz=1.6e9,
+                               electronic_noise_snu=0.05, shot_noise_rms_v=0.003, adc_bits=10, adc_full_scale_v=0.1)
+    quadratures = np.random.default_rng(1).standard_normal(70_000).astype(np.float32)
+    points = 8 * 80_001 + 3
+    expected, clipped = wf.digitized_words(quadratures, points, config, np.random.Generator(np.random.SFC64(5)),
+                                           code_scale=64, offset_v=0.002)
+    out = np.full(points, 99, dtype=np.int16)
+    words, clipped_out = wf.digitized_words(quadratures, points, config, np.random.Generator(np.random.SFC64(5)),
+                                            code_scale=64, offset_v=0.002, out=out)
+    assert words is out and clipped_out == clipped
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_a_session_record_goes_out_as_rendered_and_reads_back_exactly(lab):
+    """The Infiniium renders a session record's words into its :WAV:DATA? reply (streamed #0 block, WORD, LSB
+    first): the trace the driver reads is those words in volts, and a non-streamed (definite) block carries the
+    same words."""
+    _run(lab)
+    server_rows = sum(1 for code in GATE.values() if abs(code) > 32)
+    record = lab.digitize(session_points(IMAGES * ROWS, IMAGES * server_rows * BINS, SCOPE_SPS))
+    for number in (1, 2):
+        channel = record.channels[number]
+        volts = lab.scope.read_trace_v(getattr(lab.scope, f"ch{number}"))
+        np.testing.assert_array_equal(np.rint((volts - channel.y_origin_v) / channel.y_increment_v), channel.words)
+    lab.scope.write(":WAV:STR OFF;:WAV:SOUR CHAN2")
+    lab.scope.write(":WAV:DATA?")
+    header = lab.scope.visa_handle.read_bytes(2)
+    length = int(lab.scope.visa_handle.read_bytes(int(header[1:2])))
+    block = lab.scope.visa_handle.read_bytes(length + 1)
+    assert block[-1:] == b"\n" and block[:-1] == record.channels[2].words.astype("<i2").tobytes()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import sys
 
 import numpy as np
 
@@ -88,6 +89,7 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
         self.measure_source = "CHAN1"
         self.record: CaptureRecord | None = None
         self._record_key: tuple | None = None
+        self._blocks: dict[int, tuple[np.ndarray, bytearray]] = {}  # channel -> (its record's words, their reply)
 
     # -- acquisition ---------------------------------------------------------------------------
     def _snap_rate(self, rate_hz: float) -> float:
@@ -103,10 +105,11 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
 
     def digitize(self) -> CaptureRecord:
         setups = {n: ChannelSetup(self.range_v[n], self.offset_v[n]) for n in range(1, CHANNELS + 1)}
+        self._blocks = {}
         try:
             record = acquire(self.bench, points=self.points, sample_rate_hz=self.sample_rate_hz,
                              scope_bandwidth_hz=self.bandwidth_hz, channels=setups, rng=self.rng,
-                             averages=self.average_count if self.averaging else 1)
+                             averages=self.average_count if self.averaging else 1, words_buffer=self._reply_words)
         except SessionError as error:
             record = failed_capture(self.points, self.sample_rate_hz, self.bench.params.server.symbol_rate_hz, setups,
                                     self.bench.params.digitizer.adc_bits, str(error))
@@ -117,6 +120,15 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
         with self.bench.lock:
             self.bench.last_capture = record
         return record
+
+    def _reply_words(self, channel: int, points: int) -> np.ndarray:
+        """Where channel ``channel``'s words are rendered: inside the streamed ``#0<words>LF`` reply to
+        ``:WAV:DATA?`` (WORD format, LSB first), so the record goes out without another copy."""
+        block = bytearray(2 * points + 3)
+        block[:2], block[-1:] = b"#0", b"\n"
+        words = np.frombuffer(block, dtype=np.int16, offset=2, count=points)
+        self._blocks[channel] = (words, block)
+        return words
 
     def triggered_by_marker(self) -> bool:
         """Whether the trigger set-up finds the rising edge of the cabled AWG marker (module docstring)."""
@@ -241,6 +253,10 @@ class KeysightInfiniiumEmulator(ScpiEmulator):
             no_args(call)
             n = self._source_channel(self.source)
             words = self._current_record().channels[n].words if n else np.zeros(self.points, dtype=np.int16)
+            rendered, block = self._blocks.get(n, (None, None))
+            if (words is rendered and self.format == "WORD" and self.lsb_first and self.streaming
+                    and sys.byteorder == "little"):
+                return Raw(block, terminated=True)  # the words were rendered into this reply
             if self.format == "ASC":
                 volts = words * (self._y_increment(n) if n else 0.0) + (self.offset_v[n] if n else 0.0)
                 return ",".join(f"{v:.6E}" for v in volts)

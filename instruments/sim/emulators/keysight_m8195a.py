@@ -13,6 +13,8 @@ the channels sourced from extended memory share ONE sequence table (p. 110), so 
 segment for all of them, and one program message selecting two different segments on them is refused
 with -221 "Settings conflict"; deleting a segment on one extended-memory channel deletes it on all
 (p. 254), likewise ``:DEL:ALL``. A segment id outside what the memory holds is -222 "Data out of range".
+``:TRAC<ch>:NAME <id>,"<name>"`` names a segment (at most 32 characters); defining it anew, deleting it, a memory
+mode change or a reset drops the name with the segment; ``:TRAC<ch>:CAT?`` lists id,length pairs ("0,0": none).
 
 What plays (selected segment, amplitude, offset, output relay, ARB
 mode) is the bench's AWG state, which the modulators read: the client's AWG state for the
@@ -35,6 +37,7 @@ OFFSET_LIMITS_V = (0.0, 1.0)
 MIN_SEGMENT_SAMPLES = 1280
 GRANULARITY_AT_DIV1 = 256
 MAX_SEGMENT_SAMPLES = 1 << 29   # the emulator's memory per segment (the instrument has up to 16 GSa)
+SEGMENT_NAME_CHARS = 32         # :TRAC<ch>:NAME keeps at most this many characters
 DIVIDERS = {"DIV1": 1, "DIV2": 2, "DIV4": 4}
 MEMORY_MODES = ("EXTended", "INTernal")
 # *OPT? of the bench's M8195A: four channels, 16 GSa extended memory, sequencing (a test may set the engine's
@@ -285,6 +288,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 self._not_running()
                 state.segments[segment_id] = np.full(length, init, dtype=np.int8)
                 awg.segment_written(state, segment_id)
+                self.names.pop((n, segment_id), None)  # a new segment: no name yet
             return segment_id
 
         def define_new(call: Call) -> str:
@@ -385,6 +389,7 @@ class KeysightM8195AEmulator(ScpiEmulator):
                 self._not_running()
                 for segment_id in list(state.segments):  # the waveforms live in the other memory
                     awg.segment_written(state, segment_id)
+                    self.names.pop((n, segment_id), None)
                 state.segments.clear()
                 self.memory_mode[n] = mode
                 self._changed()
@@ -404,7 +409,10 @@ class KeysightM8195AEmulator(ScpiEmulator):
             call.count(2)
             n, state = self._channel(call)
             segment_id, _ = self._segment(state, call)
-            self.names[(n, segment_id)] = unquote(call.text(1))
+            name = unquote(call.text(1))
+            if len(name) > SEGMENT_NAME_CHARS:
+                raise ScpiError(-223, f"Too much data;a segment name holds at most {SEGMENT_NAME_CHARS} characters")
+            self.names[(n, segment_id)] = name
 
         def get_name(call: Call) -> str:
             call.count(1)

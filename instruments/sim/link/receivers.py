@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -180,9 +181,16 @@ def waveform_config(receiver, *, lo_power_w: float, samples_per_symbol: int, sym
                              shot_noise_rms_v=scale_v, adc_bits=adc_bits, adc_full_scale_v=0.5 * range_v)
 
 
+WordsBuffer = Callable[[int, int], np.ndarray]  # (digitizer channel, points) -> int16 [points] to render into
+
+
 def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: float,
-            channels: dict[int, ChannelSetup], rng: np.random.Generator, averages: int = 1) -> CaptureRecord:
+            channels: dict[int, ChannelSetup], rng: np.random.Generator, averages: int = 1,
+            words_buffer: WordsBuffer | None = None) -> CaptureRecord:
     """Render one (averaged) acquisition of every channel; unconnected channels read 0 V.
+
+    ``words_buffer``: where a session acquisition renders each receiver's int16 words (the digitizer's reply
+    buffer: the words are not copied again on their way out); by default new arrays.
 
     A session acquisition (see the module docstring) is single-shot: averaging raises SessionError,
     as do a client segment that is not a whole number of rows and a processor drive that projects
@@ -215,7 +223,8 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
             raise SessionError(f"averaging is on ({averages} acquisitions): a session acquisition is single-shot, "
                                "every slot a different measurement (switch :ACQ:AVER off)")
         return _acquire_session(bench, session, link, configs, dc_v, points=points, sps=sps, channels=channels,
-                                rng=_session_rng(bench, session, points), laser_on=laser_on, attack=attack)
+                                rng=_session_rng(bench, session, points), laser_on=laser_on, attack=attack,
+                                words_buffer=words_buffer)
     return _acquire_symbols(bench, period, gate, link, configs, dc_v, points=points, sps=sps, channels=channels,
                             rng=rng, averages=averages, laser_on=laser_on, attack=attack)
 
@@ -346,7 +355,7 @@ def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Genera
 
 
 def _acquire_session(bench, inputs: _SessionInputs, link, configs, dc_v, *, points, sps, channels, rng, laser_on,
-                     attack=None):
+                     attack=None, words_buffer: WordsBuffer | None = None):
     """secure_products of the layer for the processor's images, rendered on both receivers' channels; a
     cheating client's `attack` acts on the returned light (its record: SessionTruth.verification.attacker)."""
     params = bench.params
@@ -378,7 +387,8 @@ def _acquire_session(bench, inputs: _SessionInputs, link, configs, dc_v, *, poin
         words, clipped = wf.digitized_words(streams[name], points, configs[name],
                                             np.random.Generator(np.random.SFC64(seeds[name])), lo_on=laser_on,
                                             offset_v=setup.offset_v - offset_v - gain * dc_v[name], volts_gain=gain,
-                                            code_scale=shift)
+                                            code_scale=shift,
+                                            out=words_buffer(number, points) if words_buffer is not None else None)
         return number, ChannelRecord(words, configs[name].volts_per_code / shift, setup.offset_v, clipped,
                                      configs[name])
 

@@ -334,9 +334,9 @@ class ScpiEngine:
         return self._format_reply(result), new_path
 
     @staticmethod
-    def _format_reply(result: Any) -> bytes:
+    def _format_reply(result: Any) -> bytes | Raw:
         if isinstance(result, Raw):
-            return result.data
+            return result if result.terminated else result.data
         if isinstance(result, (bytes, bytearray, memoryview)):
             return definite_block(result)
         if isinstance(result, bool):
@@ -419,8 +419,12 @@ class ScpiEngine:
         tree.add("SYSTem:ERRor[:NEXT]", query=error_next)
 
 
-def _joined(replies: list[bytes], terminator: bytes) -> bytes:
-    """The replies separated by ';' and terminated, in one copy (a waveform block is megabytes)."""
+def _joined(replies: list[bytes | Raw], terminator: bytes) -> bytes | bytearray | memoryview:
+    """The replies separated by ';' and terminated, in one copy (a waveform block is megabytes); a lone reply that
+    carries its terminator (Raw terminated) in none."""
+    if len(replies) == 1 and isinstance(replies[0], Raw):
+        return replies[0].data
+    replies = [memoryview(r.data)[:len(r.data) - len(terminator)] if isinstance(r, Raw) else r for r in replies]
     parts = [b";"] * (2 * len(replies) - 1) + [terminator]
     parts[0:-1:2] = replies
     return b"".join(parts)

@@ -309,9 +309,12 @@ def definite_block(data: bytes | bytearray | memoryview) -> bytes:
 
 @dataclass(frozen=True)
 class Raw:
-    """A reply sent exactly as given (an indefinite ``#0`` block, a reply with its own header)."""
+    """A reply sent exactly as given (an indefinite ``#0`` block, a reply with its own header). ``terminated``:
+    ``data`` already ends with the message terminator, so a message whose only reply it is goes out as ``data``
+    itself, not copied into a joined reply (a waveform is megabytes)."""
 
-    data: bytes
+    data: bytes | bytearray | memoryview
+    terminated: bool = False
 
 
 # --- message framing and splitting --------------------------------------------------------------
