@@ -3,6 +3,7 @@ shared by the xdist workers (tests/shared_once.py). Shared means read-only; a te
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import pytest
 from shared_once import copy_of, made_once
 
 ROOT = Path(__file__).resolve().parents[1]
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+if os.environ.get("PYTEST_XDIST_WORKER") and not any(name in os.environ for name in BLAS_THREADS):
+    # One BLAS thread per xdist worker (and per process a test starts): `pytest -n 2` already puts a process on
+    # each of the 2 cores, and OpenBLAS's own threads on top spin-wait for a core. On this 2-core machine under
+    # load, a 2000 x 2000 complex eigvalsh took 2.6 s of CPU with one thread and 32 s with two. Results do not
+    # depend on it (no test compares numbers across thread counts); set any of BLAS_THREADS to choose yourself.
+    os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for a BLAS already loaded (e.g. numpy imported by a plugin before this file)
 
 
 def _calibrate_the_bench(directory: Path) -> None:
@@ -66,3 +78,48 @@ def mnist_train_moments(tmp_path_factory):
         moments = [SecondMoments(data[f"matrix{i}"], data[f"eigenvalues{i}"], int(samples),
                                  data[f"replicate_eigenvalues{i}"]) for i, samples in enumerate(data["samples"])]
         return moments, json.loads(str(data["provenance"]))
+
+
+# --- distribution over the xdist workers (pyproject.toml: --dist loadgroup --no-loadscope-reorder) -----------------
+
+COSTS = Path(__file__).with_name("item_costs.txt")
+SHARED_SCOPES = ("module", "class", "package")
+
+
+def _shares_a_costly_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a module-, class- or package-scoped fixture: made once per worker, so every test of
+    the module that needs it should run on the same worker (session-scoped ones are made once per run already)."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(defs[-1].scope in SHARED_SCOPES for defs in definitions if defs)
+
+
+def _item_costs() -> dict[str, float]:
+    """Seconds per test id from tests/item_costs.txt (benchmarks/bench_suite.py --save-costs writes it); a test not
+    listed costs 0. Only the order of the work depends on it, never a test's outcome."""
+    if not COSTS.exists():
+        return {}
+    costs = {}
+    for line in COSTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            seconds, nodeid = line.split(maxsplit=1)
+            costs[nodeid] = float(seconds)
+    return costs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests of a module that share a module-scoped fixture on one worker (xdist_group, so that fixture is
+    made once, not once per worker), and start the longest work first: units (a group, or a test alone) in
+    decreasing order of their known cost, so the two workers end together rather than one waiting on a long tail."""
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        if _shares_a_costly_fixture(item):
+            group = item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+            units.setdefault(group, []).append(item)
+        else:
+            units.setdefault(item.nodeid, []).append(item)
+    costs = _item_costs()
+    ranked = sorted(units.values(), key=lambda unit: -sum(costs.get(item.nodeid, 0.0) for item in unit))
+    items[:] = [item for unit in ranked for item in unit]

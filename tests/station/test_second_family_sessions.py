@@ -69,13 +69,18 @@ def _read(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory) -> dict[str, dict]:
-    """One session per station, each from an empty calibration store (the session runs every calibration)."""
+def sessions(tmp_path_factory, calibrated_store_at) -> dict[str, dict]:
+    """One session per station, each example station from an empty calibration store (the session runs every
+    calibration); the default station, the reference, on the records its own first session writes into an empty
+    store (tests/conftest.py's bench_calibration, made once per run)."""
     results = {}
     for name, path in STATIONS.items():
         directory = tmp_path_factory.mktemp(name)
+        calibration = directory / "calibration"
+        if name == "default":
+            calibrated_store_at(calibration)
         results[name] = run_session(load_config(path), SETTINGS, out_dir=directory / "sessions",
-                                    store=RecordStore(directory / "calibration"), progress=False)
+                                    store=RecordStore(calibration), progress=False)
     return results
 
 
