@@ -49,7 +49,7 @@ def without_group(nodeid: str) -> str:
 
 
 def save_costs(path: Path, per_test: dict[str, float]) -> None:
-    """Seconds per test id (the @group suffix of --dist loadgroup dropped), 1 s or more, longest first."""
+    """Seconds per test id (without the @group suffix of --dist loadgroup), 1 s or more, longest first."""
     lines = [f"{seconds:.1f} {without_group(node)}" for node, seconds in
              sorted(per_test.items(), key=lambda item: -item[1]) if seconds >= 1.0]
     path.write_text("# seconds per test, from benchmarks/bench_suite.py --save-costs (the order of the work only)\n"

@@ -3,7 +3,9 @@ shared by the xdist workers (tests/shared_once.py). Shared means read-only; a te
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,18 +82,41 @@ def mnist_train_moments(tmp_path_factory):
         return moments, json.loads(str(data["provenance"]))
 
 
-# --- distribution over the xdist workers (pyproject.toml: --dist loadgroup --no-loadscope-reorder) -----------------
+# --- distribution over the xdist workers (`pytest -n 2`: xdist's default --dist load, scheduled here) --------------
 
 COSTS = Path(__file__).with_name("item_costs.txt")
-SHARED_SCOPES = ("module", "class", "package")
+TESTS = Path(__file__).parent
+SHARED_FIXTURE = re.compile(r"""@pytest\.fixture\([^)]*scope\s*=\s*["'](?:module|class|package)["']""")
 
 
-def _shares_a_costly_fixture(item: pytest.Item) -> bool:
-    """Whether the test uses a module-, class- or package-scoped fixture: made once per worker, so every test of
-    the module that needs it should run on the same worker (session-scoped ones are made once per run already)."""
-    info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.values() if info is not None else ()
-    return any(defs[-1].scope in SHARED_SCOPES for defs in definitions if defs)
+@functools.cache
+def shares_a_fixture(path: str) -> bool:
+    """Whether the test file (a path relative to the repository) defines a module-, class- or package-scoped fixture.
+    Such a fixture is made once per worker that runs a test of the file, so the file's tests go to one worker.
+    Read from the source, because xdist's controller schedules by test id without collecting."""
+    file = ROOT / path
+    return file.suffix == ".py" and file.is_file() and SHARED_FIXTURE.search(file.read_text()) is not None
+
+
+def work_unit(nodeid: str) -> str:
+    """What goes to one worker: the whole file when its tests share a fixture, else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    return path if shares_a_fixture(path) else nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under the default --dist load: xdist's scope scheduling, a scope being a work_unit, handed out in the order of
+    the collection (pyproject.toml: --no-loadscope-reorder), which pytest_collection_modifyitems sorts longest
+    first. An explicit --dist other than load is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def _item_costs() -> dict[str, float]:
@@ -107,19 +132,12 @@ def _item_costs() -> dict[str, float]:
     return costs
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group the tests of a module that share a module-scoped fixture on one worker (xdist_group, so that fixture is
-    made once, not once per worker), and start the longest work first: units (a group, or a test alone) in
-    decreasing order of their known cost, so the two workers end together rather than one waiting on a long tail."""
+    """The work units (work_unit) in decreasing order of their known cost, so the two workers end together rather
+    than one waiting on a long tail; each unit's tests stay in their file's order, and unlisted units keep theirs."""
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
-        if _shares_a_costly_fixture(item):
-            group = item.nodeid.split("::", 1)[0]
-            item.add_marker(pytest.mark.xdist_group(group))
-            units.setdefault(group, []).append(item)
-        else:
-            units.setdefault(item.nodeid, []).append(item)
+        units.setdefault(work_unit(item.nodeid), []).append(item)
     costs = _item_costs()
     ranked = sorted(units.values(), key=lambda unit: -sum(costs.get(item.nodeid, 0.0) for item in unit))
     items[:] = [item for unit in ranked for item in unit]
