@@ -35,13 +35,14 @@ def bench_config(**changes) -> LabConfig:
     return parse_config(data, "lab_config.toml (test)")
 
 
-def patient_config(directory: Path) -> Path:
-    """lab_config.toml written into ``directory`` with a 60 s station I/O timeout instead of 5 s: on a loaded host a
-    meter reading can take longer than 5 s, and its retry reads fresh noise, which moves the set-up and the results
-    a test compares between two runs (docs/DECISIONS.md T). A hang guard, not a timing."""
-    path = directory / "lab_config.patient.toml"
-    text, replaced = re.subn(r"(?m)^timeout_s = 5\.0(\s|$)", r"timeout_s = 60.0\1", BENCH_CONFIG.read_text(), count=1)
-    assert replaced == 1, "lab_config.toml: no [station] timeout_s = 5.0 line to lengthen"
+def patient_config(directory: Path, source: Path = BENCH_CONFIG) -> Path:
+    """``source`` (lab_config.toml) written into ``directory`` with a 60 s station I/O timeout instead of 5 s: on a
+    loaded host a meter reading can take longer than 5 s, and its retry reads fresh noise, which moves the set-up and
+    the results a test compares between two runs (docs/DECISIONS.md T), or fails a session after three. A hang
+    guard, not a timing."""
+    path = directory / f"{source.stem}.patient.toml"
+    text, replaced = re.subn(r"(?m)^timeout_s = 5\.0(\s|$)", r"timeout_s = 60.0\1", source.read_text(), count=1)
+    assert replaced == 1, f"{source.name}: no [station] timeout_s = 5.0 line to lengthen"
     path.write_text(text)
     return path
 
