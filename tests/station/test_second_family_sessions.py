@@ -81,7 +81,8 @@ def sessions(tmp_path_factory, calibrated_store_at) -> dict[str, dict]:
         calibration = directory / "calibration"
         if name == "default":
             calibrated_store_at(calibration)
-        results[name] = run_session(load_config(patient_config(directory, path)), SETTINGS, out_dir=directory / "sessions",
+        config = load_config(patient_config(directory, path))
+        results[name] = run_session(config, SETTINGS, out_dir=directory / "sessions",
                                     store=RecordStore(calibration), progress=False)
     return results
 
