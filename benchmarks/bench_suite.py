@@ -12,7 +12,10 @@ teardown time is printed; -p no:cacheprovider, so that the run leaves nothing be
 ``--busy N`` starts N busy-looping processes for the run (issue 18: with two, the suite must pass as a clean
 run does; its time is then reported, not judged) and stops them after.
 
-    python benchmarks/bench_suite.py [--busy 2] [--top 20] [--log FILE] [pytest arguments...]
+``--save-costs FILE`` writes each test's seconds (setup + call + teardown, tests of 1 s or more) for tests/conftest.py,
+which starts the longest work first (tests/item_costs.txt); the order of the work depends on it, no outcome does.
+
+    python benchmarks/bench_suite.py [--busy 2] [--top 20] [--log FILE] [--save-costs FILE] [pytest arguments...]
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ def busy_loops(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
+def without_group(nodeid: str) -> str:
+    """The test id without xdist's ``@group`` suffix (an '@' inside a parameter id, before its ']', stays)."""
+    return nodeid[:nodeid.rfind("@")] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
+def save_costs(path: Path, per_test: dict[str, float]) -> None:
+    """Seconds per test id (without the @group suffix of --dist loadgroup), 1 s or more, longest first."""
+    lines = [f"{seconds:.1f} {without_group(node)}" for node, seconds in
+             sorted(per_test.items(), key=lambda item: -item[1]) if seconds >= 1.0]
+    path.write_text("# seconds per test, from benchmarks/bench_suite.py --save-costs (the order of the work only)\n"
+                    + "\n".join(lines) + "\n")
+
+
 def run_suite(extra: list[str]) -> tuple[float, int, str]:
     """(wall seconds, pytest's exit code, its output) of the README's command."""
     command = [sys.executable, "-m", "pytest", "-n", str(WORKERS), "-q", "-p", "no:cacheprovider",
@@ -56,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="busy-looping background processes during the run (default 0)")
     parser.add_argument("--top", type=int, default=20, metavar="N", help="slowest items to list (default 20)")
     parser.add_argument("--log", type=Path, metavar="FILE", help="write pytest's whole output to FILE")
+    parser.add_argument("--save-costs", type=Path, metavar="FILE",
+                        help="write each test's seconds (>= 1 s), longest first, for tests/conftest.py's order")
     args, extra = parser.parse_known_args(argv)
     if args.busy < 0 or args.top < 0:
         parser.error("--busy and --top: expected counts >= 0")
@@ -77,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     per_test: dict[str, float] = {}
     for seconds, _, node in durations:
         per_test[node] = per_test.get(node, 0.0) + seconds
+    if args.save_costs:
+        save_costs(args.save_costs, per_test)
     longest_node, longest_s = max(per_test.items(), key=lambda item: item[1], default=("-", 0.0))
     summary = SUMMARY.findall(output)
 

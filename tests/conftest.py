@@ -3,6 +3,9 @@ shared by the xdist workers (tests/shared_once.py). Shared means read-only; a te
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,17 @@ import pytest
 from shared_once import copy_of, made_once
 
 ROOT = Path(__file__).resolve().parents[1]
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+if os.environ.get("PYTEST_XDIST_WORKER") and not any(name in os.environ for name in BLAS_THREADS):
+    # One BLAS thread per xdist worker (and per process a test starts): `pytest -n 2` already puts a process on
+    # each of the 2 cores, and OpenBLAS's own threads on top spin-wait for a core. On this 2-core machine under
+    # load, a 2000 x 2000 complex eigvalsh took 2.6 s of CPU with one thread and 32 s with two. Results do not
+    # depend on it (no test compares numbers across thread counts); set any of BLAS_THREADS to choose yourself.
+    os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for a BLAS already loaded (e.g. numpy imported by a plugin before this file)
 
 
 def _calibrate_the_bench(directory: Path) -> None:
@@ -72,3 +86,64 @@ def mnist_train_moments(tmp_path_factory):
         moments = [SecondMoments(data[f"matrix{i}"], data[f"eigenvalues{i}"], int(samples),
                                  data[f"replicate_eigenvalues{i}"]) for i, samples in enumerate(data["samples"])]
         return moments, json.loads(str(data["provenance"]))
+
+
+# --- distribution over the xdist workers (`pytest -n 2`: xdist's default --dist load, scheduled here) --------------
+
+COSTS = Path(__file__).with_name("item_costs.txt")
+TESTS = Path(__file__).parent
+SHARED_FIXTURE = re.compile(r"""@pytest\.fixture\([^)]*scope\s*=\s*["'](?:module|class|package)["']""")
+
+
+@functools.cache
+def shares_a_fixture(path: str) -> bool:
+    """Whether the test file (a path relative to the repository) defines a module-, class- or package-scoped fixture.
+    Such a fixture is made once per worker that runs a test of the file, so the file's tests go to one worker.
+    Read from the source, because xdist's controller schedules by test id without collecting."""
+    file = ROOT / path
+    return file.suffix == ".py" and file.is_file() and SHARED_FIXTURE.search(file.read_text()) is not None
+
+
+def work_unit(nodeid: str) -> str:
+    """What goes to one worker: the whole file when its tests share a fixture, else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    return path if shares_a_fixture(path) else nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under the default --dist load: xdist's scope scheduling, a scope being a work_unit, handed out in the order of
+    the collection (pyproject.toml: --no-loadscope-reorder), which pytest_collection_modifyitems sorts longest
+    first. An explicit --dist other than load is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def _item_costs() -> dict[str, float]:
+    """Seconds per test id from tests/item_costs.txt (benchmarks/bench_suite.py --save-costs writes it); a test not
+    listed costs 0. Only the order of the work depends on it, never a test's outcome."""
+    if not COSTS.exists():
+        return {}
+    costs = {}
+    for line in COSTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            seconds, nodeid = line.split(maxsplit=1)
+            costs[nodeid] = float(seconds)
+    return costs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The work units (work_unit) in decreasing order of their known cost, so the two workers end together rather
+    than one waiting on a long tail; each unit's tests stay in their file's order, and unlisted units keep theirs."""
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(work_unit(item.nodeid), []).append(item)
+    costs = _item_costs()
+    ranked = sorted(units.values(), key=lambda unit: -sum(costs.get(item.nodeid, 0.0) for item in unit))
+    items[:] = [item for unit in ranked for item in unit]

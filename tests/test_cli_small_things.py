@@ -18,12 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path):
+    """Dask's own account of the wait ("... after 5 s") shows the 5 s connect timeout was the one applied (Dask's
+    default is 30 s), whatever the host's load; the clock is only a hang guard."""
     start = time.monotonic()
     code, out, err = cli("sweep", "--scheduler", "tcp://127.0.0.1:1", "--mu-points", "2", "--gains", "1.3",
                          "--out", str(tmp_path))
-    assert time.monotonic() - start < 25
+    assert time.monotonic() - start < 120
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1 within 5 s" in err and "Traceback" not in err
+    assert "Timed out trying to connect to tcp://127.0.0.1:1 after 5 s" in err, err
 
 
 @pytest.mark.parametrize("command", [["simulate", "--mu", "6", "--gain", "1.3", "--images", "1", "--seeds", "1"],

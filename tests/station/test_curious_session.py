@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from station_fixtures import patient_config_file
 
 from qslab.analysis import recording
 from qslab.analysis.data_leakage_curious import CuriousSpec, attack_outcome, streamed_attack_outcome
@@ -19,7 +20,7 @@ from qslab.sequences.cli import main
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
 
-CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
+CONFIG = patient_config_file()  # lab_config.toml with a 60 s I/O timeout: runs compared are not moved by load
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 UNCHANGED = ("accuracy", "verified", "verification", "weight_leakage_bits_per_mode", "data_leakage_bits_per_bin",

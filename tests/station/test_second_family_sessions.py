@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from station_fixtures import patient_config
 
 from qslab.analysis.binomial import clopper_pearson
 from qslab.calibration.records import RecordStore
@@ -69,13 +70,20 @@ def _read(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory) -> dict[str, dict]:
-    """One session per station, each from an empty calibration store (the session runs every calibration)."""
+def sessions(tmp_path_factory, calibrated_store_at) -> dict[str, dict]:
+    """One session per station, each example station from an empty calibration store (the session runs every
+    calibration); the default station, the reference, on the records its own first session writes into an empty
+    store (tests/conftest.py's bench_calibration, made once per run). Each with a 60 s I/O timeout
+    (station_fixtures.patient_config): a busy host must not fail a session by a reply's delay."""
     results = {}
     for name, path in STATIONS.items():
         directory = tmp_path_factory.mktemp(name)
-        results[name] = run_session(load_config(path), SETTINGS, out_dir=directory / "sessions",
-                                    store=RecordStore(directory / "calibration"), progress=False)
+        calibration = directory / "calibration"
+        if name == "default":
+            calibrated_store_at(calibration)
+        config = load_config(patient_config(directory, path))
+        results[name] = run_session(config, SETTINGS, out_dir=directory / "sessions",
+                                    store=RecordStore(calibration), progress=False)
     return results
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from station_fixtures import patient_config_file
 
 from qslab.analysis import recording
 from qslab.analysis.estimate import Estimate
@@ -19,7 +19,7 @@ from qslab.sequences.cli import main
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
 
-CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
+CONFIG = patient_config_file()  # lab_config.toml with a 60 s I/O timeout: runs compared are not moved by load
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",

@@ -2,8 +2,8 @@
 message; either way the bench is left safe and the file keeps every completed batch (and only those).
 
 Every fault is armed after set-up, before batch 2 of 2 (after=0: on the target's next message), so batch 1
-is always recorded clean. The laser gets a 10 s timeout: a swallowed query costs 10 s, and a busy machine
-never makes an answered one look swallowed (issue 18: no outcome depends on the host's speed). The
+is always recorded clean. The laser gets a 10 s timeout (the others 60 s): a swallowed query costs 10 s, and a
+busy machine never makes an answered one look swallowed (issue 18: no outcome depends on the host's speed). The
 calibration records are made once for the whole test run (tests/conftest.py).
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from station_fixtures import patient_config
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
@@ -32,10 +33,12 @@ LASER = '[instruments.laser]\ndriver = "keysight_n7714a"\naddress = "bench"\n'
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
     """lab_config.toml with a generous 10 s timeout for the laser (the target of the timeout faults): a swallowed
-    query is waited for once, and no answered one, however loaded the machine, comes later than that."""
-    text = (ROOT / "lab_config.toml").read_text()
+    query is waited for once, and no answered one, however loaded the machine, comes later than that; the other
+    instruments, never made silent here, get station_fixtures.patient_config's 60 s."""
+    directory = tmp_path_factory.mktemp("config")
+    text = patient_config(directory).read_text()
     assert text.count(LASER) == 1
-    path = tmp_path_factory.mktemp("config") / "lab_config.toml"
+    path = directory / "lab_config.toml"
     path.write_text(text.replace(LASER, LASER + "[instruments.laser.init]\ntimeout_s = 10.0\n"))
     return path
 

@@ -8,6 +8,8 @@ depends on how fast anything runs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import queue
 import re
@@ -298,16 +300,26 @@ def _batches_equal(a_path, b_path) -> list[str]:
     return differences
 
 
-@pytest.mark.parametrize("killed_after", [1, 2])
-def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a_clean_run_does(
-        store, tmp_path, capsys, killed_after):
+@pytest.fixture(scope="module")
+def clean_run(store, tmp_path_factory) -> tuple[Path, dict]:
+    """READ-ONLY: (the patient config, the --json report of its uninterrupted 30-image session from the command
+    line), the reference every kill below must end on; one run serves each kill point."""
     from qslab.sequences.cli import main
 
-    config = _patient_config(tmp_path)
-    common = ["--images", "30", "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]
-    assert main(["session", "--config", str(config), "--out", str(tmp_path / "clean"), *common]) == 0
-    clean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    directory = tmp_path_factory.mktemp("clean")
+    config = _patient_config(directory)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["session", "--config", str(config), "--out", str(directory / "clean"), "--images", "30",
+                     "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]) == 0
+    return config, json.loads(out.getvalue().strip().splitlines()[-1])
 
+
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a_clean_run_does(
+        store, clean_run, tmp_path, capsys, killed_after):
+    from qslab.sequences.cli import main
+
+    config, clean = clean_run
     session = Session(config, tmp_path / "crashed", store, 30, 10)
     path = _kill_after(session, killed_after)
     with recording.SessionFile.open(path) as crashed:
