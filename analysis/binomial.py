@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scipy import stats
+from qslab.analysis.distribution_tails import beta_isf, beta_ppf
 
 
 def clopper_pearson(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -13,6 +13,6 @@ def clopper_pearson(correct: int, total: int, confidence: float = 0.95) -> tuple
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence {confidence!r}: expected a probability in (0, 1)")
     alpha = 1.0 - confidence
-    lower = 0.0 if correct == 0 else float(stats.beta.ppf(alpha / 2, correct, total - correct + 1))
-    upper = 1.0 if correct == total else float(stats.beta.isf(alpha / 2, correct + 1, total - correct))
+    lower = 0.0 if correct == 0 else float(beta_ppf(alpha / 2, correct, total - correct + 1))
+    upper = 1.0 if correct == total else float(beta_isf(alpha / 2, correct + 1, total - correct))
     return lower, upper

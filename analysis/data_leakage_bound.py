@@ -26,7 +26,6 @@ from typing import Sequence
 
 import numpy as np
 from scipy.special import entr
-from scipy.stats import nbinom
 
 from qslab.analysis.gaussian import entropy_photons_bits
 from qslab.analysis.givens import complex_unit_vector
@@ -402,6 +401,8 @@ def _candidate_priors(probabilities, size) -> np.ndarray:
 
 def photon_number_pmf(photon_numbers, photons, rows: int) -> np.ndarray:
     """NB_M(K) = C(K + M - 1, K) N^K / (1 + N)^(K + M): total photons of M thermal copies of N each."""
+    from scipy.stats import nbinom  # here, not at import: scipy.stats costs 0.6 s CPU to import (distribution_tails)
+
     return nbinom.pmf(np.asarray(photon_numbers), int(rows), 1.0 / (1.0 + float(photons)))
 
 
@@ -424,6 +425,8 @@ def finite_set_holevo_bits(x_hat, photons, rows: int, probabilities=None, tolera
     if n_photons == 0.0:
         return 0.0
     prior_entropy = spectrum_entropy_bits(p)
+    from scipy.stats import nbinom  # see above
+
     dist = nbinom(rows, 1.0 / (1.0 + n_photons))
     k_lo = max(int(dist.ppf(tolerance)), 1)                 # S_0 = 0: the vacuum carries nothing
     k_hi = int(dist.isf(tolerance)) + 1

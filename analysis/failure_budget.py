@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy import stats
+from qslab.analysis.distribution_tails import normal_isf
 
 # the calibrated quantities, as MeasuredValues names them -> (sides used, what the limit is)
 CALIBRATED = {
@@ -52,7 +52,7 @@ class BudgetTerm:
     @property
     def sigmas(self) -> float:
         """The coverage factor k of a Gaussian estimate's limit at this share (one-sided quantile per end)."""
-        return float(stats.norm.isf(self.probability / self.sides))
+        return float(normal_isf(self.probability / self.sides))
 
 
 @dataclass(frozen=True)

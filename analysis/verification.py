@@ -128,8 +128,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import stats
 
+from qslab.analysis.distribution_tails import chi2_cdf, chi2_isf, chi2_ppf, normal_isf, normal_sf, student_t_isf
 from qslab.analysis.weight_leakage import holevo_verified_bits, honest_excess_noise_snu, modulation_variance_snu
 
 DEFAULT_FAILURE_PROBABILITY = 1e-10
@@ -357,7 +357,7 @@ class ConfidenceLimits:
 def z_from_failure(failure_probability=DEFAULT_FAILURE_PROBABILITY):
     """z = Phi^-1(1 - eps_PE/2) = sqrt(2) erfinv(1 - eps_PE): each one-sided limit fails w.p. eps_PE/2."""
     _check_probability(failure_probability, "failure_probability")
-    return float(stats.norm.isf(0.5 * failure_probability))
+    return float(normal_isf(0.5 * failure_probability))
 
 
 def effective_dof(n_samples, dispersion):
@@ -370,8 +370,8 @@ def amplitude_lower_limit(estimate: ChannelEstimate, tail, dof, method="exact"):
     s = np.sqrt(estimate.residual_variance_snu)
     sd_t = s / np.sqrt(estimate.sum_sq_sent_snu2)
     if method == "exact":
-        return estimate.amplitude_transmittance - stats.t.isf(tail, dof) * sd_t
-    z = stats.norm.isf(tail)
+        return estimate.amplitude_transmittance - student_t_isf(tail, dof) * sd_t
+    z = normal_isf(tail)
     if method == "leverrier":
         return estimate.amplitude_transmittance - z * sd_t
     extra = 2.0 * estimate.amplitude_transmittance**2 / estimate.n_samples
@@ -382,8 +382,8 @@ def variance_upper_limit_snu(estimate: ChannelEstimate, tail, dof, method="exact
     """var_max on the detector scale: exact scaled chi-square, or s^2 (1 + z sqrt(2/m)) asymptotically."""
     s2 = estimate.residual_variance_snu
     if method == "exact":
-        return dof * s2 / stats.chi2.ppf(tail, dof)
-    return s2 * (1.0 + stats.norm.isf(tail) * np.sqrt(2.0 / estimate.n_samples))
+        return dof * s2 / chi2_ppf(tail, dof)
+    return s2 * (1.0 + normal_isf(tail) * np.sqrt(2.0 / estimate.n_samples))
 
 
 def confidence_limits(estimate: ChannelEstimate, detector: ServerDetector = ServerDetector(),
@@ -415,7 +415,7 @@ def confidence_limits(estimate: ChannelEstimate, detector: ServerDetector = Serv
 def _dispersion_for_limits(estimate: ChannelEstimate, dispersion, tail):
     if isinstance(dispersion, str):
         _require(dispersion in ("upper", "point"), "dispersion", f"must be 'upper', 'point' or a number, got {dispersion!r}")
-        return noise_dispersion(estimate, stats.norm.isf(tail) if dispersion == "upper" else 0.0)
+        return noise_dispersion(estimate, normal_isf(tail) if dispersion == "upper" else 0.0)
     _require(np.all(np.asarray(dispersion) >= 0.0), "dispersion", "is a squared coefficient of variation, must be >= 0")
     return np.asarray(dispersion, dtype=float)
 
@@ -495,8 +495,8 @@ def acceptance_test(honest: ChannelHypothesis, n_samples, sum_sq_sent_snu2, dete
     t0, var0, kappa0 = _measured_moments(honest, detector, worst_for_honest=True)
     dof0 = effective_dof(n_samples, kappa0)
     return AcceptanceTest(
-        amplitude_threshold=float(t0 - stats.norm.isf(alpha_each) * np.sqrt(var0 / sum_sq_sent_snu2)),
-        variance_threshold_snu=float(var0 * stats.chi2.isf(alpha_each, dof0) / dof0),
+        amplitude_threshold=float(t0 - normal_isf(alpha_each) * np.sqrt(var0 / sum_sq_sent_snu2)),
+        variance_threshold_snu=float(var0 * chi2_isf(alpha_each, dof0) / dof0),
         false_alarm=float(false_alarm),
         n_samples=int(n_samples),
         sum_sq_sent_snu2=float(sum_sq_sent_snu2),
@@ -519,8 +519,8 @@ def rejection_probability(test: AcceptanceTest, hypothesis: ChannelHypothesis, d
     """
     t1, var1, kappa1 = _measured_moments(hypothesis, detector, worst_for_honest)
     dof1 = effective_dof(test.n_samples, kappa1)
-    pass_t = stats.norm.sf((test.amplitude_threshold - t1) / np.sqrt(var1 / test.sum_sq_sent_snu2))
-    pass_var = stats.chi2.cdf(dof1 * test.variance_threshold_snu / var1, dof1)
+    pass_t = normal_sf((test.amplitude_threshold - t1) / np.sqrt(var1 / test.sum_sq_sent_snu2))
+    pass_var = chi2_cdf(dof1 * test.variance_threshold_snu / var1, dof1)
     return float(1.0 - pass_t * pass_var)
 
 
@@ -557,7 +557,7 @@ def samples_for_excess_noise_precision(delta_snu, failure_probability=DEFAULT_FA
 
     def width(m):
         dof = m - 1.0
-        return variance_snu * (dof / stats.chi2.ppf(tail, dof) - 1.0) / efficiency
+        return variance_snu * (dof / chi2_ppf(tail, dof) - 1.0) / efficiency
 
     lo, hi = 2.0, 4.0
     while width(hi) > delta_snu:

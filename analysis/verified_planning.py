@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
+from qslab.analysis.distribution_tails import chi2_ppf, student_t_isf
 from qslab.analysis.weight_leakage import holevo_verified_bits, modulation_variance_snu, unverified_bound_bits
 
 DEFAULT_SAMPLES = 842_800  # layer 1's verified samples in a default 200-image session (1 % of 784 rows)
@@ -50,10 +50,10 @@ def expected_limits(mu_photons, gain, conditions: BoundConditions):
     dof = conditions.samples - 1.0
     eps = 2.0 * conditions.inversion_factor * (1.0 - 1.0 / gain) / conditions.modes
     variance = 1.0 + eps
-    amplitude = np.sqrt(conditions.transmittance) - stats.t.isf(tail, dof) * np.sqrt(
+    amplitude = np.sqrt(conditions.transmittance) - student_t_isf(tail, dof) * np.sqrt(
         variance / (conditions.samples * 2.0 * mu))
     t_min = np.clip(amplitude, 0.0, None) ** 2
-    eps_max = dof * variance / stats.chi2.ppf(tail, dof) - 1.0
+    eps_max = dof * variance / chi2_ppf(tail, dof) - 1.0
     return t_min, eps_max
 
 

@@ -11,8 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-LOCK_POLL_S = 0.05
+LOCK_POLL_S = 0.05         # the longest wait between two polls of the lock flag, s
+LOCK_POLL_FRACTION = 0.2   # each poll waits this fraction of the time the lock has taken so far (at least LOCK_POLL_MIN_S)
+LOCK_POLL_MIN_S = 0.001    # the first polls: a fast loop (a bench at a small time_scale) is seen within a ms or so
 SWEEP_START_S = 1.0  # a loop neither sweeping (MZM:CALIBRATING? 0) nor locked this long after lock() has given up
+
+
+def poll_interval_s(waited_s: float) -> float:
+    """The wait before the next poll after ``waited_s`` seconds: proportional to it, between the two limits."""
+    return min(LOCK_POLL_S, max(LOCK_POLL_MIN_S, LOCK_POLL_FRACTION * waited_s))
 
 
 class BiasLockError(TimeoutError):
@@ -34,7 +41,10 @@ class MbxBiasController:
         self.driver.mzm.bias_mode(point)
 
     def wait_locked(self, timeout_s: float) -> None:
-        """Poll the loop's lock flag every LOCK_POLL_S until it is set. BiasLockError, naming the controller, its mode
+        """Poll the loop's lock flag until it is set, each wait a LOCK_POLL_FRACTION of the time waited so far (from
+        LOCK_POLL_MIN_S up to LOCK_POLL_S): the wait follows the loop's own acquisition time, so a lock reported
+        in t seconds is seen within about 20 % of t whatever the loop's speed, without a constant tuned to one
+        controller, and a slow loop is asked at most every LOCK_POLL_S. BiasLockError, naming the controller, its mode
         and the light its photodiode reads (a dark tap is the usual cause), after ``timeout_s``, or sooner when the
         loop has stopped sweeping without a lock (SWEEP_START_S after the wait began: the sweep found no curve)."""
         started = self._clock()
@@ -48,7 +58,7 @@ class MbxBiasController:
                 why = ("still sweeping" if not gave_up and mzm.is_calibrating() else
                        f"its tap reads {tap_w:.3g} W: is the light on and the modulator before it passing light?")
                 raise BiasLockError(f"{self.name}: the bias loop did not lock at {mode}{when} (MZM:SETPOINT? 0; {why})")
-            self._sleep(LOCK_POLL_S)
+            self._sleep(poll_interval_s(now - started))
 
     def set_point_v(self, bias_v: float) -> None:
         """Sent in integer millivolts (the MBX quantises to 1 mV)."""

@@ -14,7 +14,8 @@ import pytest
 from qslab.analysis.modulator_transfer import mzm_power
 from qslab.calibration import modulators as procedures
 from qslab.instruments.optical import AwgAmplitudeModulator, Limit, ModulatorCalibration
-from qslab.instruments.optical.bias_controller import MbxBiasController
+from qslab.instruments.optical.bias_controller import (LOCK_POLL_FRACTION, LOCK_POLL_MIN_S, LOCK_POLL_S,
+                                                      MbxBiasController)
 from qslab.instruments.optical.faults import DriverSettings
 from qslab.instruments.optical.homodyne_receiver import DetectorSpec, DigitizerHomodyneReceiver, ReceiverDigitizer
 from qslab.instruments.optical.roles import (ROLE_OF_CATEGORY, Awg, BiasController, Digitizer, Laser, PowerMeter,
@@ -247,6 +248,24 @@ def test_receivers_read_through_any_digitizer_role():
     assert samples.size == 16 and digitizer.calls[-3:] == [("arm",), ("trigger",), ("wait",)]
 
 
+def test_mbx_wait_locked_polls_in_proportion_to_the_wait():
+    """A loop that takes 3 s (a real MBX's sweep): every wait is at most LOCK_POLL_FRACTION of the time waited so
+    far (or the least wait), none longer than LOCK_POLL_S, and the lock is seen within that fraction of its time."""
+    driver = mock.MagicMock(name="bias")
+    now, waits = [0.0], []
+
+    def sleep(s):
+        waits.append((now[0], s))
+        now[0] += s
+
+    driver.mzm.is_locked.side_effect = lambda: now[0] >= 3.0
+    MbxBiasController(driver, clock=lambda: now[0], sleep=sleep).wait_locked(10.0)
+    assert all(s <= max(LOCK_POLL_MIN_S, LOCK_POLL_FRACTION * waited) + 1e-12 for waited, s in waits)
+    assert max(s for _, s in waits) == pytest.approx(LOCK_POLL_S)
+    assert 3.0 <= now[0] <= 3.0 + LOCK_POLL_S
+    assert len(waits) < 3.0 / LOCK_POLL_S + 60  # the short first waits add a few dozen polls, not thousands
+
+
 def test_mbx_wait_locked_polls_and_times_out():
     driver = mock.MagicMock(name="bias")
     driver.mzm.is_locked.side_effect = [False, False, True]
@@ -255,7 +274,7 @@ def test_mbx_wait_locked_polls_and_times_out():
     controller.lock("null")
     driver.mzm.bias_mode.assert_called_once_with("null")
     controller.wait_locked(1.0)
-    assert now[0] == pytest.approx(0.1)
+    assert now[0] == pytest.approx(2 * LOCK_POLL_MIN_S)  # a fast loop: polled within a ms or so
     driver.mzm.is_locked.side_effect = None
     driver.mzm.is_locked.return_value = False
     with pytest.raises(TimeoutError, match=r"did not lock at .* within 0\.5 s"):
