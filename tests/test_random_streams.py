@@ -123,3 +123,30 @@ def test_link_engine_uses_the_fast_stream_and_secure_products_keeps_pcg64(monkey
     monkeypatch.setattr(streams.NormalStream, "__init__", spy)
     ph.secure_products(ph.SecureLayer(weights, params).symbols, unit_vectors(x), params, np.random.default_rng(5), 1.0)
     assert made == ["pcg64"]
+
+
+class _GivenWords:
+    """A bit generator stand-in that hands box_muller_32bit_f32 chosen raw words."""
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+    def random_raw(self, size: int) -> np.ndarray:
+        assert size == self.words.size
+        return self.words
+
+
+def test_fast_normals_variance_is_unbiased_to_a_millionth():
+    """The excess noise a verification estimates is ~1e-3 SNU from 3e7 samples (SE 3e-4), so the sampler's variance
+    must be 1 far better than sampling can show: over 2^20 strata of the radius word (one word drawn in each) the
+    float32 pipeline's E[z^2] equals the float64 Box-Muller formula's on the same words to 1e-6, and that to 1 - 2e-6
+    (closed form: E[-2 ln u] = 2 for u uniform on (0, 1])."""
+    n, width = 2**20, 2**12
+    rng = np.random.default_rng(32)
+    high = np.arange(n, dtype=np.uint64) * np.uint64(width) + rng.integers(0, width, n).astype(np.uint64)
+    low = rng.integers(0, 2**32, n).astype(np.uint64)
+    out = streams.box_muller_32bit_f32(_GivenWords((high << np.uint64(32)) | low), np.empty(2 * n, np.float32))
+    z2 = out.astype(np.float64) ** 2
+    reference = -2.0 * np.log((high.astype(np.float64) + 0.5) * 2.0**-32)  # r^2 on the same words, in float64
+    assert abs(np.mean(z2[:n] + z2[n:]) / np.mean(reference) - 1.0) < 1e-6  # cos^2 + sin^2 = 1: r^2 per pair
+    assert abs(np.mean(reference) / 2.0 - 1.0) < 2e-6
