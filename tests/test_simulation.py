@@ -42,14 +42,26 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
     weights, _ = load_weights()
     x, labels = load_test_set(settings.images)
     kept = physics_engine(settings)
-    shared = [run_seed_by_layer(settings, weights, x, labels, seed, engine=kept) for seed in (7, 8)]
-    for seed, (accuracy, pairs) in zip((7, 8), shared):
-        fresh_accuracy, fresh_pairs = run_seed_by_layer(settings, weights, x, labels, seed)
+    assert kept.first_layer_batches == 2  # 1500 images: two batches of first-layer inputs kept for the next seeds
+    shared = []
+    for seed in (7, 8):
+        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept))
+        shared[-1] += ({layer: output.x_meas_snu for layer, output in kept.outputs.items()},)
+    assert kept._first_kept == 2
+    for seed, (accuracy, pairs, outcomes) in zip((7, 8), shared):
+        fresh = physics_engine(settings)
+        fresh_accuracy, fresh_pairs = run_seed_by_layer(settings, weights, x, labels, seed, engine=fresh)
         assert accuracy == fresh_accuracy and len(pairs) == len(fresh_pairs) > 0
+        for layer, outcome in outcomes.items():  # the client's outcomes of the last batch, bit for bit
+            assert np.array_equal(outcome, fresh.outputs[layer].x_meas_snu)
         for (layer, record), (fresh_layer, fresh) in zip(pairs, fresh_pairs):
             assert layer == fresh_layer
             assert np.array_equal(record.row_indices, fresh.row_indices)
             assert np.array_equal(record.returned_quadratures_snu, fresh.returned_quadratures_snu)
+    unkept = physics_engine(settings)
+    unkept.first_layer_batches = 0  # nothing kept: every call encodes its data and computes <X_meas> afresh
+    assert run_seed_by_layer(settings, weights, x, labels, 8, engine=unkept)[0] == shared[1][0]
+    assert all(np.array_equal(outcome, unkept.outputs[layer].x_meas_snu) for layer, outcome in shared[1][2].items())
     assert simulate(settings, progress=False)["accuracies"] == [
         run_seed_by_layer(settings, weights, x, labels, seed)[0] for seed in (0, 1)]
 
