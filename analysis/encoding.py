@@ -17,10 +17,23 @@ PILOT_SEED = 20240805   # public: the pilots and the client's pilot vectors are 
 
 
 def _complex_pairs(rows: np.ndarray) -> np.ndarray:
-    """(v_0 + i v_1, v_2 + i v_3, ...) along the last axis of a 2-D array; an odd length gets one zero."""
-    if rows.shape[1] % 2:
-        rows = np.concatenate([rows, np.zeros((rows.shape[0], 1))], axis=1)
-    return rows[:, 0::2] + 1j * rows[:, 1::2]
+    """(v_0 + i v_1, v_2 + i v_3, ...) along the last axis of a 2-D float64 array; an odd length gets one zero.
+
+    The bits of v + 1j * w, signed zeros included (real part v + 0 w, imaginary part w + 0: what numpy's
+    complex product and sum give), written into the complex array's real view: without the complex
+    temporaries, a third of the client's encoding time. A new array, never a view of the caller's."""
+    count, features = rows.shape
+    half = features // 2
+    pairs = np.empty((count, -(-features // 2)), dtype=np.complex128)
+    view = pairs.view(np.float64)
+    real, imag = view[:, 0:2 * half:2], view[:, 1:2 * half:2]
+    np.multiply(rows[:, 1::2], 0.0, out=real)
+    np.add(rows[:, 0:2 * half:2], real, out=real)
+    np.add(rows[:, 1::2], 0.0, out=imag)
+    if features % 2:  # the padding zero: v + 0 and +0
+        np.add(rows[:, -1], 0.0, out=view[:, -2])
+        view[:, -1] = 0.0
+    return pairs
 
 
 def pack_weights(weights, mu_photons: float) -> tuple[np.ndarray, float]:
@@ -64,14 +77,13 @@ def unit_vectors(data) -> np.ndarray:
     rows = np.ascontiguousarray(data[None] if single else data)
     if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] == 0:
         raise ValueError(f"data must be a non-empty vector or 2-D array [rows, features], got shape {data.shape}")
-    if not np.all(np.isfinite(rows)):
-        raise ValueError("data must be finite")
     norms = np.sqrt(np.matmul(rows[:, None, :], rows[:, :, None])[:, 0, 0])  # a BLAS dot per row, as norm(row)
+    # a non-finite entry makes its row's norm non-finite, so the whole array is scanned only then
+    if not np.all(np.isfinite(norms)) and not np.all(np.isfinite(rows)):
+        raise ValueError("data must be finite")
     zero = np.flatnonzero(norms == 0.0)
     if zero.size:
         raise ValueError(f"data rows {zero[:10].tolist()} have zero norm: the client cannot normalise them")
-    if rows.shape[1] % 2:
-        rows = np.concatenate([rows, np.zeros((rows.shape[0], 1))], axis=1)
     x_hat = _complex_pairs(rows / norms[:, None])
     return x_hat[0] if single else x_hat
 

@@ -11,8 +11,8 @@ from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights, secure
 from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
 from qslab.sequences import operating_point as op
 from qslab.sequences.cli import main
-from qslab.sequences.simulation import (SimulationSettings, layer_inputs, load_test_set, pooled_samples, record_chunks,
-                                       run_seed_by_layer, seed_verification, simulate)
+from qslab.sequences.simulation import (SimulationSettings, layer_inputs, load_test_set, physics_engine, pooled_samples,
+                                       record_chunks, run_seed_by_layer, seed_verification, simulate)
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "data_leakage_bits_per_bin", "mu", "gain", "verified"}
@@ -34,6 +34,36 @@ def test_simulate_physics_json_and_reproducibility(capsys):
     assert first["weight_leakage_bits_per_mode_at_limits"] >= first["weight_leakage_bits_per_mode"]
     assert main(argv) == 0
     assert last_json(capsys)["accuracies"] == first["accuracies"]
+
+
+def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
+    """simulate keeps one LinkEngine for all seeds: each seed's outcomes and records are those of a fresh engine."""
+    settings = SimulationSettings(mu=6, gain=1.3, images=1500, seeds=2, verify_fraction=0.02)
+    weights, _ = load_weights()
+    x, labels = load_test_set(settings.images)
+    kept = physics_engine(settings)
+    assert kept.first_layer_batches == 2  # 1500 images: two batches of first-layer inputs kept for the next seeds
+    shared = []
+    for seed in (7, 8):
+        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept))
+        shared[-1] += ({layer: output.x_meas_snu for layer, output in kept.outputs.items()},)
+    assert kept._first_kept == 2
+    for seed, (accuracy, pairs, outcomes) in zip((7, 8), shared):
+        fresh = physics_engine(settings)
+        fresh_accuracy, fresh_pairs = run_seed_by_layer(settings, weights, x, labels, seed, engine=fresh)
+        assert accuracy == fresh_accuracy and len(pairs) == len(fresh_pairs) > 0
+        for layer, outcome in outcomes.items():  # the client's outcomes of the last batch, bit for bit
+            assert np.array_equal(outcome, fresh.outputs[layer].x_meas_snu)
+        for (layer, record), (fresh_layer, fresh) in zip(pairs, fresh_pairs):
+            assert layer == fresh_layer
+            assert np.array_equal(record.row_indices, fresh.row_indices)
+            assert np.array_equal(record.returned_quadratures_snu, fresh.returned_quadratures_snu)
+    unkept = physics_engine(settings)
+    unkept.first_layer_batches = 0  # nothing kept: every call encodes its data and computes <X_meas> afresh
+    assert run_seed_by_layer(settings, weights, x, labels, 8, engine=unkept)[0] == shared[1][0]
+    assert all(np.array_equal(outcome, unkept.outputs[layer].x_meas_snu) for layer, outcome in shared[1][2].items())
+    assert simulate(settings, progress=False)["accuracies"] == [
+        run_seed_by_layer(settings, weights, x, labels, seed)[0] for seed in (0, 1)]
 
 
 def test_simulate_paper_mode_uses_the_authors_mapping(capsys):

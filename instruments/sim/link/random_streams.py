@@ -1,7 +1,7 @@
 """The random streams of the link model: fast float32 normals and the server's per-sample normal stream.
 
 The verification of a run draws ~3e7 returned samples, so their normals are drawn fast
-(standard_normal_f32, Box-Muller) and ahead of use by worker threads (NormalStream). Each block's
+(standard_normal_f32 or box_muller_32bit_f32, Box-Muller) and ahead of use by worker threads (NormalStream). Each block's
 values depend only on its seed, never on the thread count or timing: a seed reproduces a run bit
 for bit. The block size is part of that random-stream layout (instruments/sim/link/model.py,
 secure_products, documents the whole layout).
@@ -72,11 +72,59 @@ def standard_normal_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray
     return out
 
 
+def box_muller_32bit_f32(bit_generator: np.random.BitGenerator, out: np.ndarray) -> np.ndarray:
+    """Fill the float32 C-contiguous `out` with N(0, 1) samples: Box-Muller on 32-bit uniforms, all float32.
+
+    Why a second transform: standard_normal_f32 spends most of its time on float64 uniforms and the
+    float64 radius; this one takes one raw 64-bit word per pair (high 32 bits: u = (h + 1/2) 2^-32 in
+    (0, 1] for the radius sqrt(-2 ln u), low 32 bits: the angle), about half the time with SFC64. Exact
+    apart from the 2^-32 grid: |z| <= 6.8 (probability beyond it 1e-11, i.e. ~1e-3 samples in a 10k-image
+    run of 1.2e8); float32 rounds u near 1 to its 6e-8 resolution, which moves only radii below 4e-4
+    (probability 1e-7), and the angle's 2^-24 turn resolution is below float32's own output resolution.
+    The first half of `out` gets the cosines, the second half the sines.
+    """
+    if out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous float32 array")
+    flat = out.reshape(-1)
+    n = flat.size
+    pairs = (n + 1) // 2
+    words = bit_generator.random_raw(pairs).view(np.uint32)  # little-endian: [low, high] per word
+    _, radius, angle = _normal_work_buffers(pairs)
+    np.copyto(radius, words[1::2], casting="unsafe")
+    radius += np.float32(0.5)
+    radius *= np.float32(2.0**-32)
+    np.log(radius, out=radius)
+    radius *= np.float32(-2.0)
+    np.sqrt(radius, out=radius)
+    np.copyto(angle, words[0::2], casting="unsafe")
+    angle *= np.float32(2.0 * np.pi * 2.0**-32)
+    head = flat[:pairs]
+    np.cos(angle, out=head)
+    head *= radius
+    np.sin(angle, out=angle)
+    np.multiply(angle[:n - pairs], radius[:n - pairs], out=flat[pairs:])
+    return out
+
+
+def _draw_pcg64(child: np.random.SeedSequence, buffer: np.ndarray) -> np.ndarray:
+    return standard_normal_f32(np.random.Generator(np.random.PCG64(child)), buffer)
+
+
+def _draw_sfc64(child: np.random.SeedSequence, buffer: np.ndarray) -> np.ndarray:
+    return box_muller_32bit_f32(np.random.SFC64(child), buffer)
+
+
+# A NormalStream's block sampler (part of its random-stream layout): "pcg64", each block from a PCG64 Generator
+# through standard_normal_f32 (the bench's instruments and secure_products' own streams); "sfc64", each block
+# from SFC64 through box_muller_32bit_f32 (LinkEngine's shared stream: qslab simulate's physics mode).
+BLOCK_SAMPLERS = {"pcg64": _draw_pcg64, "sfc64": _draw_sfc64}
+
+
 class NormalStream:
     """The server's per-sample standard normals (float32), drawn ahead by worker threads.
 
     Stream layout: SeedSequence(entropy).spawn(1), called once per block in order, gives block k
-    its own PCG64 Generator, which draws NORMAL_STREAM_BLOCK normals with standard_normal_f32;
+    its own child seed, from which the `sampler` (BLOCK_SAMPLERS) draws NORMAL_STREAM_BLOCK normals;
     `fill` hands out the concatenation of the blocks in order, whatever the sizes asked for. The
     values therefore depend only on the entropy (drawn from the caller's Generator), never on the
     thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
@@ -86,7 +134,11 @@ class NormalStream:
     last block needed, so that no worker draws a block nobody reads (the values are unchanged).
     """
 
-    def __init__(self, entropy, threads: int = None, prefetch: int = None, total: int = None):
+    def __init__(self, entropy, threads: int = None, prefetch: int = None, total: int = None,
+                 sampler: str = "pcg64"):
+        if sampler not in BLOCK_SAMPLERS:
+            raise ValueError(f"sampler {sampler!r}; expected one of {tuple(BLOCK_SAMPLERS)}")
+        self._draw = BLOCK_SAMPLERS[sampler]
         threads = VERIFY_THREADS if threads is None else int(threads)
         self._sequence = np.random.SeedSequence(entropy)
         self._prefetch = VERIFY_PREFETCH_BLOCKS if prefetch is None else int(prefetch)
@@ -98,10 +150,6 @@ class NormalStream:
         self._spare = []                      # consumed block arrays, reused
         self._block = None
         self._offset = NORMAL_STREAM_BLOCK
-
-    @staticmethod
-    def _draw(child, buffer):
-        return standard_normal_f32(np.random.Generator(np.random.PCG64(child)), buffer)
 
     def _submit(self):
         if self._unsubmitted is not None:
@@ -154,20 +202,22 @@ class NormalStream:
 
 
 def new_normal_stream(rng: np.random.Generator, threads: int = None, prefetch: int = None,
-                      total: int = None) -> NormalStream:
+                      total: int = None, sampler: str = "pcg64") -> NormalStream:
     """A NormalStream seeded by one 256-bit entropy (4 uint64) drawn from rng."""
-    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch, total)
+    return NormalStream(rng.integers(0, 2**64, size=4, dtype=np.uint64).tolist(), threads, prefetch, total, sampler)
 
 
 class LazyNormalStream:
     """A NormalStream whose entropy is drawn from rng when it is first used (LinkEngine's shared stream)."""
 
-    def __init__(self, rng: np.random.Generator):
-        self._rng, self._stream = rng, None
+    def __init__(self, rng: np.random.Generator, sampler: str = "pcg64"):
+        if sampler not in BLOCK_SAMPLERS:
+            raise ValueError(f"sampler {sampler!r}; expected one of {tuple(BLOCK_SAMPLERS)}")
+        self._rng, self._stream, self._sampler = rng, None, sampler
 
     def _get(self) -> NormalStream:
         if self._stream is None:
-            self._stream = new_normal_stream(self._rng)
+            self._stream = new_normal_stream(self._rng, sampler=self._sampler)
         return self._stream
 
     def fill(self, out):
