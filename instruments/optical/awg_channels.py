@@ -36,6 +36,8 @@ CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
 PIECES_MAX_SHARE = 0.25
 # changed granules closer than this are sent as one piece (fewer units; a granule is 256/divider samples)
 PIECE_GAP_GRANULES = 16
+# a segment shorter than this is sent whole: its bytes cost less than the round trip that confirms a partial reload
+PARTIAL_MIN_SAMPLES = 16384
 
 
 def amplitude_for_volts_vpp(volts, minimum_vpp: float = AMPLITUDE_LIMITS_VPP[0]) -> float:
@@ -238,7 +240,8 @@ class AwgChannels:
         for (number, segment_id), samples in data.items():
             channel = self.channel(number)
             known = channel.loaded_samples(segment_id)
-            if known is None or known[0].size != samples.size or channel.memory_mode.get_latest() != "EXT":
+            if (samples.size < PARTIAL_MIN_SAMPLES or known is None or known[0].size != samples.size
+                    or channel.memory_mode.get_latest() != "EXT"):
                 continue
             changed = changed_pieces(known[0], samples, self.awg.granularity_samples())
             if sum(piece.size for _, piece in changed) <= PIECES_MAX_SHARE * samples.size:
