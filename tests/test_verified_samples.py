@@ -6,10 +6,11 @@ is the independent reference: the streamed one keeps sums only and reads the sam
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
+
+from channel_samples import assert_estimates_close, chunked, layer_samples
 
 from qslab.analysis import verification
 from qslab.analysis.session_results import ImageTotals, hidden_vectors, predictions
@@ -20,72 +21,43 @@ DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02
 SAME = 1e-12
 
 
-def _layer(rng, size: int, t: float, b: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """float32 samples as recorded: y = t q + b q_prev + heavy-tailed noise."""
-    q = rng.normal(0.0, 3.4, size)
-    previous = np.concatenate([[0.0], q[:-1]])
-    y = t * q + b * previous + noise * rng.standard_t(6, size)
-    return q.astype(np.float32), y.astype(np.float32)
-
-
-def _chunked(samples, sizes):
-    """chunks(layer): the layer's samples cut at the given chunk sizes (cycled)."""
-    def chunks(layer):
-        sent, returned = samples[layer]
-        start, k = 0, 0
-        while start < sent.size:
-            stop = min(start + sizes[k % len(sizes)], sent.size)
-            yield sent[start:stop], returned[start:stop]
-            start, k = stop, k + 1
-    return chunks
-
-
-def _assert_same(streamed: verification.ChannelEstimate, pooled: verification.ChannelEstimate) -> None:
-    for field in dataclasses.fields(verification.ChannelEstimate):
-        a, b = getattr(streamed, field.name), getattr(pooled, field.name)
-        if field.name == "n_samples":
-            assert a == b
-        else:
-            assert float(a) == pytest.approx(float(b), rel=SAME, abs=0.0), field.name
-
-
 @pytest.mark.parametrize("sizes", [[1], [2, 7], [997], [10**6]])
 def test_streamed_estimates_equal_the_pooled_ones_whatever_the_chunks(sizes):
     rng = np.random.default_rng(5)
-    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    samples = [layer_samples(rng, 30_011, 0.74, 0.05, 1.02), layer_samples(rng, 4_003, 0.71, -0.03, 1.1)]
     pooled = PooledSamples(samples)
-    streamed = StreamedSamples(_chunked(samples, sizes), 2)
+    streamed = StreamedSamples(chunked(samples, sizes), 2)
     assert streamed.sizes == pooled.sizes == [30_011, 4_003]
     for layer in range(2):
-        _assert_same(streamed.layer_estimate(layer, DETECTOR), pooled.layer_estimate(layer, DETECTOR))
-    _assert_same(streamed.pooled_estimate(DETECTOR), pooled.pooled_estimate(DETECTOR))
+        assert_estimates_close(streamed.layer_estimate(layer, DETECTOR), pooled.layer_estimate(layer, DETECTOR), SAME)
+    assert_estimates_close(streamed.pooled_estimate(DETECTOR), pooled.pooled_estimate(DETECTOR), SAME)
 
 
 def test_the_fit_over_the_previous_symbol_runs_across_chunk_boundaries():
     """A chunk's first q_prev is the previous chunk's last q: cutting after every sample changes nothing."""
     rng = np.random.default_rng(1)
-    samples = [_layer(rng, 5_000, 0.7, 0.3, 0.2)]
-    whole = StreamedSamples(_chunked(samples, [5_000]), 1).layer_estimate(0, DETECTOR)
-    single = StreamedSamples(_chunked(samples, [1]), 1).layer_estimate(0, DETECTOR)
-    _assert_same(single, whole)
+    samples = [layer_samples(rng, 5_000, 0.7, 0.3, 0.2)]
+    whole = StreamedSamples(chunked(samples, [5_000]), 1).layer_estimate(0, DETECTOR)
+    single = StreamedSamples(chunked(samples, [1]), 1).layer_estimate(0, DETECTOR)
+    assert_estimates_close(single, whole, SAME)
     b = verification.remove_previous_symbol(*samples[0])[1]
     assert b == pytest.approx(0.3, abs=0.01)  # the data has a real previous-symbol term for the fit to find
 
 
 def test_two_samples_are_not_fitted_over_the_previous_symbol_and_no_modulation_is_refused_as_pooled():
     few = [(np.array([1.0, -2.0], np.float32), np.array([0.8, -1.3], np.float32))]
-    _assert_same(StreamedSamples(_chunked(few, [1]), 1).layer_estimate(0, DETECTOR),
-                 PooledSamples(few).layer_estimate(0, DETECTOR))
+    assert_estimates_close(StreamedSamples(chunked(few, [1]), 1).layer_estimate(0, DETECTOR),
+                           PooledSamples(few).layer_estimate(0, DETECTOR), SAME)
     flat = [(np.zeros(10, np.float32), np.ones(10, np.float32))]  # the fit has nothing to stand on: a ValueError
     with pytest.raises(ValueError, match="Singular matrix"):
         PooledSamples(flat).layer_estimate(0, DETECTOR)
     with pytest.raises(ValueError, match="Singular matrix"):
-        StreamedSamples(_chunked(flat, [3]), 1)
+        StreamedSamples(chunked(flat, [3]), 1)
     unmodulated = [(np.zeros(2, np.float32), np.ones(2, np.float32))]  # no fit below three samples: t has no q
     with pytest.raises(ValueError, match="carries no modulation"):
         PooledSamples(unmodulated).layer_estimate(0, DETECTOR)
     with pytest.raises(ValueError, match="carries no modulation"):
-        StreamedSamples(_chunked(unmodulated, [1]), 1).layer_estimate(0, DETECTOR)
+        StreamedSamples(chunked(unmodulated, [1]), 1).layer_estimate(0, DETECTOR)
 
 
 def _estimates(streamed: StreamedSamples, layers: int) -> list:
@@ -97,7 +69,7 @@ def test_the_first_pass_summed_batch_by_batch_equals_the_file_route_bit_for_bit(
     """RunningFits cuts the batches into the chunks the file is read in: every estimate equals the two-pass route's
     exactly (not to 1e-12), after any number of batches, with batches shorter and longer than a chunk."""
     rng = np.random.default_rng(8)
-    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    samples = [layer_samples(rng, 30_011, 0.74, 0.05, 1.02), layer_samples(rng, 4_003, 0.71, -0.03, 1.1)]
     running = RunningFits(2, chunk)
     cuts = [np.sort(rng.choice(np.arange(1, layer[0].size), 9, replace=False)) for layer in samples]
     for batch in range(10):
@@ -106,37 +78,37 @@ def test_the_first_pass_summed_batch_by_batch_equals_the_file_route_bit_for_bit(
             running.add(k, sent[part].reshape(-1, 1), returned[part])
         done = [(sent[:None if batch == 9 else cuts[k][batch]], returned[:None if batch == 9 else cuts[k][batch]])
                 for k, (sent, returned) in enumerate(samples)]
-        two_pass = StreamedSamples(_chunked(done, [chunk]), 2)
-        one_pass = StreamedSamples(_chunked(done, [chunk]), 2, running=running.snapshot())
+        two_pass = StreamedSamples(chunked(done, [chunk]), 2)
+        one_pass = StreamedSamples(chunked(done, [chunk]), 2, running=running.snapshot())
         assert one_pass.sizes == two_pass.sizes
         assert _estimates(one_pass, 2) == _estimates(two_pass, 2)
         assert one_pass.figure_line() == two_pass.figure_line()
-    _assert_same(one_pass.pooled_estimate(DETECTOR), PooledSamples(samples).pooled_estimate(DETECTOR))
+    assert_estimates_close(one_pass.pooled_estimate(DETECTOR), PooledSamples(samples).pooled_estimate(DETECTOR), SAME)
 
 
 def test_samples_read_back_other_than_those_summed_are_refused():
     """Pass 2 checks each chunk it reads against the sum q y recorded with pass 1: one changed returned sample (a
     file that does not hold what was recorded) or a missing chunk is a ValueError, never different numbers."""
     rng = np.random.default_rng(9)
-    samples = [_layer(rng, 5_000, 0.74, 0.0, 1.0)]
+    samples = [layer_samples(rng, 5_000, 0.74, 0.0, 1.0)]
     running = RunningFits(1, 1024)
     running.add(0, *samples[0])
     changed = [(samples[0][0], samples[0][1].copy())]
     changed[0][1][3000] += np.float32(1e-3)
     with pytest.raises(ValueError, match="chunk 3.*not those recorded"):
-        StreamedSamples(_chunked(changed, [1024]), 1, running=running.snapshot())
+        StreamedSamples(chunked(changed, [1024]), 1, running=running.snapshot())
     short = [(samples[0][0][:4096], samples[0][1][:4096])]
     with pytest.raises(ValueError, match="4 chunks of verified samples read back, 5 were recorded"):
-        StreamedSamples(_chunked(short, [1024]), 1, running=running.snapshot())
+        StreamedSamples(chunked(short, [1024]), 1, running=running.snapshot())
 
 
 def test_verification_from_the_streamed_estimate_equals_verify_on_the_arrays():
     rng = np.random.default_rng(2)
-    sent, returned = _layer(rng, 50_000, 0.74, 0.0, 1.0)
+    sent, returned = layer_samples(rng, 50_000, 0.74, 0.0, 1.0)
     honest = verification.ChannelHypothesis.honest(1.3, 392, 0.5)
     on_arrays = verification.verify(sent, verification.remove_previous_symbol(sent, returned)[0], 6.0, honest,
                                     DETECTOR, mu_upper_photons=6.3).to_dict()
-    estimate = StreamedSamples(_chunked([(sent, returned)], [4096]), 1).layer_estimate(0, DETECTOR)
+    estimate = StreamedSamples(chunked([(sent, returned)], [4096]), 1).layer_estimate(0, DETECTOR)
     streamed = verification.verify_estimate(estimate, 6.0, honest, DETECTOR, mu_upper_photons=6.3).to_dict()
     assert streamed.keys() == on_arrays.keys()
     for key, value in on_arrays.items():
@@ -171,9 +143,9 @@ def test_image_totals_gathered_batch_by_batch_equal_the_whole_arrays():
 
 def test_the_scatter_kept_by_pass_2_equals_the_samples_picked_from_the_arrays():
     rng = np.random.default_rng(10)
-    samples = [_layer(rng, 30_011, 0.74, 0.05, 1.02), _layer(rng, 4_003, 0.71, -0.03, 1.1)]
+    samples = [layer_samples(rng, 30_011, 0.74, 0.05, 1.02), layer_samples(rng, 4_003, 0.71, -0.03, 1.1)]
     for layer, points in ((0, 500), (1, 10_000)):
-        streamed = StreamedSamples(_chunked(samples, [997]), 2, scatter=(points, layer, 3))
+        streamed = StreamedSamples(chunked(samples, [997]), 2, scatter=(points, layer, 3))
         pick = np.sort(np.random.default_rng(3).choice(samples[layer][0].size, min(points, samples[layer][0].size),
                                                        replace=False))
         sent, returned = streamed.scattered
@@ -201,7 +173,7 @@ def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_pa
             captures = []
             for k, shape in enumerate(shapes):
                 rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
-                sent, returned = _layer(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
+                sent, returned = layer_samples(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
                 captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
                                                      rng.random((images, rows.size)) < 0.5,
                                                      sent.reshape(images, rows.size, shape.modes),
