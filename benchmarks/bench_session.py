@@ -62,6 +62,7 @@ def digitized_samples(path, sps: int) -> int:
 
 SPS = 8                # the digitizer samples per symbol of the default station (homodyne calibration)
 CHUNK = 1 << 20
+FLOOR_REPEATS = 3      # the noise, loopback and filter floors: the least of this many runs each
 
 
 def noise_s(samples: int) -> float:
@@ -150,7 +151,11 @@ def main() -> None:
 
     samples = digitized_samples(result["file"], SPS)
     more = digitized_samples(twice["file"], SPS) - samples
-    floor = {"noise": noise_s(more), "loopback": loopback_s(more), "filter": filter_s(more, SPS)}
+    # each floor part the least of FLOOR_REPEATS runs: a floor is what the work takes when nothing else runs
+    # (one run of a few ms on a shared machine was seen 25x its quiet figure, and made the ratio PASS)
+    floor = {"noise": min(noise_s(more) for _ in range(FLOOR_REPEATS)),
+             "loopback": min(loopback_s(more) for _ in range(FLOOR_REPEATS)),
+             "filter": min(filter_s(more, SPS) for _ in range(FLOOR_REPEATS))}
 
     start = time.perf_counter()
     replayed = replay(result["file"])

@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import pyvisa
@@ -184,9 +184,19 @@ class QueryRetries:
     def _recover(self, failure: _Retryable) -> None:
         raise NotImplementedError
 
+    _read_together: dict[str, str] = {}              # query -> its reply from a compound query (replies_read_together)
+
     # -- queries ---------------------------------------------------------------------------------
     def ask_raw(self, cmd: str) -> str:
         return self._with_retries(lambda: self._ask_once(cmd))
+
+    def reply_read_together(self, cmd: str, ask: Callable[[str], str]) -> str:
+        """The reply to ``cmd`` from the compound query under way (once), else ``ask(cmd)``."""
+        reply = self._read_together.pop(cmd, None)
+        if reply is None:
+            return ask(cmd)
+        self._last_reply = (cmd, reply)  # a reply the parser refuses is then retried as a query of its own
+        return reply
 
     def ask_parsed(self, cmd: str, parser: Callable[[str], T]) -> T:
         """``parser(ask(cmd))`` with the retries; a reply the parser refuses counts as garbled."""
@@ -251,11 +261,14 @@ class RetriedGets:
         get_cmd = kwargs.get("get_cmd")
         if get_cmd is not None and get_cmd is not False and name != "timeout" and parameter_class in (None, Parameter):
             kwargs["get_cmd"] = self._retried_get(get_cmd, kwargs.get("get_parser"), kwargs.get("val_mapping"))
+            if isinstance(get_cmd, str):  # one query, one reply: it can be asked together with others
+                self.__dict__.setdefault("query_of_parameter", {})[name] = get_cmd
         return super().add_parameter(name, parameter_class, **kwargs)
 
     def _retried_get(self, get_cmd: str | Callable[[], Any], get_parser: Callable[[Any], Any] | None,
                      val_mapping: Any) -> Callable[[], Any]:
-        read = (lambda: self.ask(get_cmd)) if isinstance(get_cmd, str) else get_cmd
+        read = (lambda: self.root_instrument.reply_read_together(get_cmd, self.ask)) if isinstance(get_cmd, str) \
+            else get_cmd
         check = _reply_check(get_parser, val_mapping)
 
         def get() -> Any:
@@ -401,6 +414,28 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
                                   f"sending failed ({_describe(error)}); it may or may not have arrived", 1,
                                   repeatable=False) from error
 
+    # -- compound queries -------------------------------------------------------------------------
+    @contextmanager
+    def replies_read_together(self, queries: Sequence[str]) -> Iterator[None]:
+        """Ask ``queries`` in one program message (IEEE 488.2: units separated by ``;``, each rooted by ``:``);
+        inside the block each query's Parameter get takes its reply from it instead of asking again.
+
+        Why: the session reads every setting back after each batch (a reset or a foreign write shows as a
+        changed setting); one message per instrument instead of one per setting. A reply whose units do not
+        match the queries one to one is not used: each get then asks on its own, as without the block.
+        """
+        unique = list(dict.fromkeys(queries))
+        if len(unique) < 2:
+            yield
+            return
+        message = ";".join(q if q.startswith(("*", ":")) else ":" + q for q in unique)
+        replies = split_response_units(self.ask(message))
+        self._read_together = dict(zip(unique, replies)) if len(replies) == len(unique) else {}
+        try:
+            yield
+        finally:
+            self._read_together = {}
+
     # -- one query attempt -------------------------------------------------------------------------
     def _with_retries(self, attempt: Callable[[], T]) -> T:
         if not self._in_retry:
@@ -539,14 +574,31 @@ def changed_settings(driver: Any) -> dict[str, tuple[Any, Any]]:
     the session's settings; only settable parameters with a cached value are compared.
     """
     changed: dict[str, tuple[Any, Any]] = {}
-    for parameter in _settable_parameters(driver):
-        cached = parameter.cache.get(get_if_invalid=False)
-        if cached is None:
-            continue
-        now = parameter.get()
-        if not _same(cached, now):
-            changed[parameter.full_name] = (cached, now)
+    cached = [(parameter, parameter.cache.get(get_if_invalid=False)) for parameter in _settable_parameters(driver)]
+    cached = [(parameter, value) for parameter, value in cached if value is not None]
+    queries = [getattr(parameter.instrument, "query_of_parameter", {}).get(parameter.name) for parameter, _ in cached]
+    together = getattr(driver, "replies_read_together", None)
+    with together([q for q in queries if q]) if together is not None else nullcontext():
+        for parameter, value in cached:
+            now = parameter.get()
+            if not _same(value, now):
+                changed[parameter.full_name] = (value, now)
     return changed
+
+
+def split_response_units(reply: str) -> list[str]:
+    """A response message's units (IEEE 488.2 8.4.1: separated by ``;``), a ``;`` inside a quoted string kept."""
+    units, start, quote = [], 0, ""
+    for index, char in enumerate(reply):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == ";":
+            units.append(reply[start:index])
+            start = index + 1
+    units.append(reply[start:])
+    return [unit.strip() for unit in units]
 
 
 def detect_reset(driver: Any) -> list[str]:

@@ -309,7 +309,8 @@ class KeysightInfiniium(_UpstreamInfiniium):
                              f"(header {header!r}, last byte {data[-1:]!r})")
         words = np.frombuffer(data, dtype="<i2", count=block.points)  # no copy of the bytes
         volts = np.multiply(words, block.volts_per_count, dtype=np.float64)  # one pass: a record is tens of MB
-        volts += block.origin_v  # in place
+        if block.origin_v:  # in place; a zero origin (no channel offset) adds nothing, so no second pass
+            volts += block.origin_v
         return volts
 
 

@@ -67,6 +67,9 @@ class LinkAcquisition:
         fraction = self.verify_fraction if verify_fraction is None else verify_fraction
         rows = np.flatnonzero(rng.random(layer.rows) < fraction)
         measure_p = rng.random(rows.size) < 0.5
+        if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
+            self.attenuator.use_fastest_transitions()
+            self._attenuator_fastest = True
         self.awg.stop()
         self.client_awg.stop()
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)

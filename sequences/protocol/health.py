@@ -107,6 +107,7 @@ class LinkHealth:
             return "amplifier's gain set and its output on again"
         if name == roles.server_attenuator.instrument:
             self._attenuation_db = float("nan")
+            self._attenuator_fastest = False  # a reset took its transition speed back to the default
             self._light_at(self.layers[0])
             return "attenuation set and shutter opened again"
         if name in (roles.server_iq_modulator.bias_controller, roles.pulse_carver.bias_controller):

@@ -51,6 +51,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.leakage_field = 0j
         self.skew_symbols = 0.0          # the IQ skew the drives pre-compensate, in symbol periods (pilots)
         self._attenuation_db = float("nan")
+        self._attenuator_fastest = False  # its transition speed set to the top of its range (run_layer, once)
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
         self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)

@@ -101,3 +101,23 @@ def test_meter_readings_are_watts_after_a_front_panel_unit_change(bench):
     assert abs(reading_w) < 1e-3  # a dark reading in W; in dBm it would read about -60 or below
     emulator.front_panel_power_unit(1, "dBm")
     assert all(abs(value) < 1e-3 for value in meter.ch1.read_powers_w(3))
+
+
+def test_the_attenuator_role_moves_at_the_fastest_speed_the_instrument_reports_and_charges_change_over_it(bench):
+    from qslab.instruments.optical.attenuator import AttenuatorChannel
+    from qslab.instruments.optical.limits import Limit
+
+    voa = KeysightN7762A("voa", bench.address("attenuator"), visalib="@py", timeout=DRIVER_TIMEOUT_S,
+                         device_clear=False)
+    role = AttenuatorChannel.from_driver(voa, 1, attenuation_min=Limit(0.0, "dB", "test.attenuation_min_db"))
+    role.set_attenuation_db(10.0)
+    clock = bench.state.clock
+    charged_s = clock.charged_s()
+    role.set_attenuation_db(22.0)  # the default 10 dB/s: 1.2 instrument seconds
+    assert clock.charged_s() - charged_s == pytest.approx(1.2)
+    assert role.use_fastest_transitions() == pytest.approx(1000.0)  # the top of INP1:ATT:SPE? MIN/MAX
+    assert voa.att1.attenuation_speed_db_s() == pytest.approx(1000.0)  # read back from the instrument
+    charged_s = clock.charged_s()
+    role.set_attenuation_db(10.0)  # the same 12 dB at 1000 dB/s: 12 ms
+    assert clock.charged_s() - charged_s == pytest.approx(0.012)
+    assert role.attenuation_db() == pytest.approx(10.0)

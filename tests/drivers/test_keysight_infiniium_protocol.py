@@ -42,11 +42,11 @@ WORDS = np.resize(np.array([0, 1, -1, 10, 0x0A0A, -32768, 32767, 59], dtype="<i2
 Y_INCREMENT, Y_ORIGIN = 1.0e-5, 0.01
 
 
-def preamble(points: int = POINTS) -> bytes:
+def preamble(points: int = POINTS, y_origin: float = Y_ORIGIN) -> bytes:
     """A :WAV:PRE? reply (24 fields; [2] points, [4] x increment, [5] x origin, [7] y increment, [8] y origin,
     [21] y unit)."""
     fields = [2, 1, points, 1, "5.0000000000E-10", "0.0000000000E+00", 0, f"{Y_INCREMENT:.10E}",
-              f"{Y_ORIGIN:.10E}", 0, 2, "4.0E-09", "0.0E+00", "1.6E-01", "1.0E-02", '"05 DEC 2026"',
+              f"{y_origin:.10E}", 0, 2, "4.0E-09", "0.0E+00", "1.6E-01", "1.0E-02", '"05 DEC 2026"',
               '"03:00:00:00"', '"DSOS804A:MY00000001"', 0, 100, 2, 1, "8.0E+09", "1.0E+08"]
     return ",".join(str(f) for f in fields).encode()
 
@@ -141,6 +141,14 @@ def test_read_trace_block_is_the_preamble_then_the_block_by_its_length_in_two_me
         digitizer = InfiniiumDigitizer(driver)
         assert (digitizer.range_v(1), digitizer.offset_v(1)) == (0.16, 0.01)
     np.testing.assert_allclose(samples_v, WORDS * Y_INCREMENT + Y_ORIGIN)
+
+
+def test_a_trace_with_zero_y_origin_is_the_words_times_the_increment_bit_for_bit():
+    pairs = [(b":WAV:SOUR CHAN1;:WAV:PRE?\n", preamble(y_origin=0.0) + b"\n"), (b":WAV:DATA?\n", _block())]
+    with expected_protocol(scope, CONNECT + pairs) as driver:
+        samples_v = read_trace_block(driver.ch1)
+    np.testing.assert_array_equal(samples_v, WORDS.astype(np.float64) * Y_INCREMENT)
+    assert samples_v.dtype == np.float64
 
 
 def test_a_trace_of_megabytes_is_read_in_pieces_of_the_socket_receive_size(caplog):

@@ -1,0 +1,70 @@
+"""The settings read-back (changed_settings) asks an instrument's settings in one compound query, byte-exact.
+
+IEEE 488.2 (7.1 program messages: units separated by ``;``; 8.4.1 response messages: replies separated by ``;``)
+and SCPI-99 (6.2.4: a unit's header starting with ``:`` is rooted): every N77xx programming guide states the
+instruments accept them (docs/INSTRUMENTS.md 1.2); the meter's unit-and-reading message already relies on it.
+A reply whose units do not match the queries one to one, or a unit its parser refuses, is asked again on its
+own: the read-back never takes a reply for a setting other than its own query's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qslab.instruments.drivers._scpi import changed_settings, split_response_units
+from qslab.instruments.drivers.keysight_n77xx import KeysightN7762A
+from tests.drivers.expected_protocol import expected_protocol
+from tests.drivers.test_n77xx_protocol import NO_ERROR, attenuator_connect
+
+SET_20_DB = [(b"INP1:ATT 20.0000\n", None), (b"SYST:ERR?\n", NO_ERROR)]
+TOGETHER = b":INP1:ATT:SPE?;:INP1:ATT?;:INP3:ATT:SPE?;:INP3:ATT?\n"
+
+
+def _voa(address):
+    return KeysightN7762A("voa", address, visalib="@py", timeout=2, device_clear=False)
+
+
+def test_one_message_reads_every_cached_setting_and_finds_none_changed():
+    pairs = attenuator_connect() + SET_20_DB + [
+        (TOGETHER, b"+1.00000000E+001;+2.00000000E+001;+1.00000000E+001;+0.00000000E+000\r\n")]
+    with expected_protocol(_voa, pairs) as voa:
+        voa.att1.attenuation_db(20.0)
+        assert changed_settings(voa) == {}
+
+
+def test_a_reset_attenuation_shows_as_changed_from_the_compound_reply():
+    pairs = attenuator_connect() + SET_20_DB + [
+        (TOGETHER, b"+1.00000000E+001;+0.00000000E+000;+1.00000000E+001;+0.00000000E+000\r\n")]
+    with expected_protocol(_voa, pairs) as voa:
+        voa.att1.attenuation_db(20.0)
+        assert changed_settings(voa) == {"voa_att1_attenuation_db": (20.0, 0.0)}
+        assert voa.att1.attenuation_db.get_latest() == 0.0  # the cache now holds what the instrument reads
+
+
+def test_a_reply_with_too_few_units_is_not_used_each_setting_is_asked_on_its_own():
+    pairs = attenuator_connect() + SET_20_DB + [
+        (TOGETHER, b"+1.00000000E+001;+2.00000000E+001;+1.00000000E+001\r\n"),
+        (b"INP1:ATT:SPE?\n", b"+1.00000000E+001\r\n"), (b"INP1:ATT?\n", b"+2.00000000E+001\r\n"),
+        (b"INP3:ATT:SPE?\n", b"+1.00000000E+001\r\n"), (b"INP3:ATT?\n", b"+0.00000000E+000\r\n")]
+    with expected_protocol(_voa, pairs) as voa:
+        voa.att1.attenuation_db(20.0)
+        assert changed_settings(voa) == {}
+
+
+def test_a_garbled_unit_is_asked_again_on_its_own():
+    pairs = attenuator_connect() + SET_20_DB + [
+        (TOGETHER, b"+1.00000000E+001;+2.0000#000E+001;+1.00000000E+001;+0.00000000E+000\r\n"),
+        (b"INP1:ATT?\n", b"+2.00000000E+001\r\n")]
+    with expected_protocol(_voa, pairs) as voa:
+        voa.att1.attenuation_db(20.0)
+        assert changed_settings(voa) == {}
+
+
+@pytest.mark.parametrize(("reply", "units"), [
+    ("+1.0;+2.0", ["+1.0", "+2.0"]),
+    ('"a;b";+3', ['"a;b"', "+3"]),
+    ("'x;y';\"\";1", ["'x;y'", '""', "1"]),
+    ("5", ["5"]),
+])
+def test_response_units_split_at_semicolons_outside_quoted_strings(reply, units):
+    assert split_response_units(reply) == units
