@@ -27,7 +27,7 @@ the exact finite-set Holevo information is reported.
 
 Channel record: the session measures its pilots every time; a valid channel record of the same station that they
 agree with is referenced instead of writing a new one (one line says which; --fresh-channel or [session]
-reuse_channel_record = false always writes one; docs/DECISIONS.md Y).
+reuse_channel_record = false always writes one; docs/DECISIONS.md Z).
 
 Faults (virtual bench only): --inject-fault KIND[@INSTRUMENT][:OPTION,...] (repeatable) arms a fault
 of instruments/sim/faults_attacks/faults.py after set-up, before the second batch: timeout, disconnect, garbled,

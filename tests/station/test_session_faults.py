@@ -9,6 +9,8 @@ calibration records are made once for the whole test run (tests/conftest.py).
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import json
 from pathlib import Path
 
@@ -163,7 +165,12 @@ def test_a_bias_drift_is_cured_by_relocking_and_nulling_the_leakage_again(config
     faults = assert_completed(results, benches)
     cured = actions(faults, "re-calibrated", "bias_iq")
     assert len(cured) == 1 and "bias drifted" in cured[0]["detail"] and "re-nulled" in cured[0]["detail"]
-    assert results["verification"]["excess_noise_hat_snu"] < 0.01
+    # re-nulled: the excess noise is statistics only, within 2 sigma of zero (sigma from the session's own limit at
+    # its failure probability; a 20-image session's sigma is ~0.008 SNU, so a fixed 0.01 was ~1 sigma)
+    verification = results["verification"]
+    sigma = (verification["excess_noise_max_snu"] - verification["excess_noise_hat_snu"]) / NormalDist().inv_cdf(
+        1 - SETTINGS.failure_probability)
+    assert verification["excess_noise_hat_snu"] < 2 * sigma
 
 
 # --- not curable: one message, the session stops -----------------------------------------------------
