@@ -95,6 +95,9 @@ def _measure(laser, attenuator, monitor_meter, output_meter, s: PhotonSettings, 
     sweep = sorted(float(a) for a in s.sweep_attenuation_db)
     if len(sweep) < 3:
         raise CalibrationError(KIND, f"the attenuator sweep needs >= 3 settings, got {sweep}")
+    fastest = getattr(attenuator, "use_fastest_transitions", None)
+    if fastest is not None:  # the sweep's moves wait |change| / speed: no reading is taken while the filter moves
+        fastest()
     attenuator.set_attenuation_db(sweep[0])
     attenuator.open_shutter()
     mon, mon_u, out, out_u = [], [], [], []
