@@ -229,7 +229,26 @@ def _check_chunk(expected: list[float], index: int, layer: int, qy: float) -> No
                          f"(sum q y {qy!r}, recorded {expected[index] if index < len(expected) else None!r})")
 
 
-class StreamedSamples:
+class _SummedEstimates:
+    """The estimates from two passes of sums (StreamedSamples, Float32Samples): per layer fits ``_fits`` and slopes
+    ``_t``, residual sums per layer ``_own`` and pooled ``_pooled`` at the pooled slope ``_t_pooled``."""
+
+    @property
+    def sizes(self) -> list[int]:
+        return [fit.n for fit in self._fits]
+
+    def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        """The layer's estimate after the fit over the previous symbol (PooledSamples.layer_estimate's)."""
+        return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
+
+    def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
+        """Every layer pooled after each layer's fit over the previous symbol (PooledSamples.pooled_estimate's)."""
+        if self._pooled is None:
+            raise ValueError(f"pooled_estimate needs {type(self).__name__}(..., pooled=True)")
+        return _estimate(self._t_pooled, list(self._fits), self._pooled, detector)
+
+
+class StreamedSamples(_SummedEstimates):
     """The verified samples of `layers` layers read through `chunks` (twice, both passes here); only sums are kept.
 
     `running`: pass 1 already summed as the samples were recorded (RunningFits.snapshot()): the chunks are read
@@ -288,16 +307,6 @@ class StreamedSamples:
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
 
-    @property
-    def sizes(self) -> list[int]:
-        return [fit.n for fit in self._fits]
-
-    def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
-        return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
-
-    def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
-        return _estimate(self._t_pooled, list(self._fits), self._pooled, detector)
-
     def figure_line(self, layer: int = 0) -> tuple[float, float, float] | None:
         """(slope sum q y / sum q^2 before the previous symbol is removed, least and largest q) of `layer`, or None."""
         fit = self._fits[layer] if layer < len(self._fits) else None
@@ -309,7 +318,7 @@ class StreamedSamples:
 FLOAT32_BLOCK_SAMPLES = 2**15  # Float32Samples' work block: 128 kB per float32 buffer, the few it uses stay in L2
 
 
-class Float32Samples:
+class Float32Samples(_SummedEstimates):
     """The verified samples of `layers` layers as float32 chunks in memory, read through `chunks` twice; sums only kept.
 
     The estimates of StreamedSamples (two passes: the fit over the previous symbol, then the residuals' moments),
@@ -406,20 +415,6 @@ class Float32Samples:
             sums.add(r64)
             return
         sums.merge(r.size, r2, r4, max(r8 - r4 * r4 / r.size, 0.0))
-
-    @property
-    def sizes(self) -> list[int]:
-        return [fit.n for fit in self._fits]
-
-    def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
-        """The layer's estimate after the fit over the previous symbol (PooledSamples.layer_estimate's)."""
-        return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
-
-    def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
-        """Every layer pooled after each layer's fit over the previous symbol (PooledSamples.pooled_estimate's)."""
-        if self._pooled is None:
-            raise ValueError("pooled_estimate needs Float32Samples(..., pooled=True)")
-        return _estimate(self._t_pooled, list(self._fits), self._pooled, detector)
 
     def raw_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
         """Every layer pooled, no fit over the previous symbol: estimate_channel on the concatenated arrays."""
