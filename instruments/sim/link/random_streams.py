@@ -72,8 +72,9 @@ def standard_normal_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray
     return out
 
 
-def box_muller_32bit_f32(bit_generator: np.random.BitGenerator, out: np.ndarray) -> np.ndarray:
-    """Fill the float32 C-contiguous `out` with N(0, 1) samples: Box-Muller on 32-bit uniforms, all float32.
+def box_muller_32bit_f32(bit_generator: np.random.BitGenerator, out: np.ndarray, scale: float = 1.0,
+                         work: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Fill the float32 C-contiguous `out` with N(0, scale^2) samples: Box-Muller on 32-bit uniforms, all float32.
 
     Why a second transform: standard_normal_f32 spends most of its time on float64 uniforms and the
     float64 radius; this one takes one raw 64-bit word per pair (high 32 bits: u = (h + 1/2) 2^-32 in
@@ -81,7 +82,8 @@ def box_muller_32bit_f32(bit_generator: np.random.BitGenerator, out: np.ndarray)
     apart from the 2^-32 grid: |z| <= 6.8 (probability beyond it 1e-11, i.e. ~1e-3 samples in a 10k-image
     run of 1.2e8); float32 rounds u near 1 to its 6e-8 resolution, which moves only radii below 4e-4
     (probability 1e-7), and the angle's 2^-24 turn resolution is below float32's own output resolution.
-    The first half of `out` gets the cosines, the second half the sines.
+    The first half of `out` gets the cosines, the second half the sines. `work`: two float32 arrays of at least
+    half `out`'s size for the radius and angle (the bench's renderer keeps its own), else per-thread ones.
     """
     if out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous float32 array")
@@ -89,12 +91,12 @@ def box_muller_32bit_f32(bit_generator: np.random.BitGenerator, out: np.ndarray)
     n = flat.size
     pairs = (n + 1) // 2
     words = bit_generator.random_raw(pairs).view(np.uint32)  # little-endian: [low, high] per word
-    _, radius, angle = _normal_work_buffers(pairs)
+    radius, angle = (_normal_work_buffers(pairs)[1:] if work is None else (work[0][:pairs], work[1][:pairs]))
     np.copyto(radius, words[1::2], casting="unsafe")
     radius += np.float32(0.5)
     radius *= np.float32(2.0**-32)
     np.log(radius, out=radius)
-    radius *= np.float32(-2.0)
+    radius *= np.float32(-2.0 * scale * scale)
     np.sqrt(radius, out=radius)
     np.copyto(angle, words[0::2], casting="unsafe")
     angle *= np.float32(2.0 * np.pi * 2.0**-32)
