@@ -362,8 +362,10 @@ class _ChunkFilter:
         total = self.history + size
         buffers = getattr(_RENDER_WORK, "buffers", None)
         if buffers is None or buffers[0].size < total:
-            buffers = tuple(np.empty(total, dtype=np.float32) for _ in range(3))
-            _RENDER_WORK.buffers = buffers
+            grown = tuple(np.empty(total, dtype=np.float32) for _ in range(3))
+            if self.started:  # a chunk longer than the buffers: the previous chunk's tail moves with them
+                grown[0][:self.history] = self.work[:self.history]
+            buffers = _RENDER_WORK.buffers = grown
         self.work, self.filtered, self.scratch = (b[:total] for b in buffers)
         if not self.started:
             self.work[:self.history] = 0.0  # zero initial state, as sosfilt starts
