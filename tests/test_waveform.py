@@ -1,5 +1,7 @@
 """Waveform level and receiver DSP: quadratures -> volts -> quadratures (docs/PHYSICS.md 7-8)."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -226,14 +228,20 @@ def test_chunked_filter_continues_exactly_across_chunks(order, bandwidth_hz):
 
 def test_a_chunk_longer_than_the_threads_work_arrays_keeps_the_previous_chunks_tail():
     """The work arrays grow for a longer chunk mid-record; the history must move with them (it was lost, so the
-    test above failed whenever its thread's arrays were still small, i.e. depending on test order)."""
-    wf._RENDER_WORK.buffers = None  # a fresh render thread
+    test above failed whenever its thread's arrays were still small, i.e. depending on test order). Run in a
+    fresh thread, whose work arrays start empty."""
     config = wf.WaveformConfig(detector_bandwidth_hz=250e6, filter_order=1)
     x = np.random.default_rng(17).standard_normal(5000)
     expected = wf.detector_filter(x, config)
-    filt = wf._ChunkFilter(config)
     pieces = []
-    for chunk in np.split(x, [700, 1400, 3000]):  # 700, 700, then 1600 and 2000: longer than the arrays so far
-        filt.input(chunk.size)[:] = chunk * filt.input_gain
-        pieces.append(filt.run().copy())
+
+    def render():
+        filt = wf._ChunkFilter(config)
+        for chunk in np.split(x, [700, 1400, 3000]):  # 700, 700, then 1600 and 2000: longer than the arrays so far
+            filt.input(chunk.size)[:] = chunk * filt.input_gain
+            pieces.append(filt.run().copy())
+
+    thread = threading.Thread(target=render)
+    thread.start()
+    thread.join()
     np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=0, atol=2e-6 * np.max(np.abs(expected)))
