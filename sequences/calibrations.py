@@ -123,11 +123,14 @@ def check_prerequisites(store, name: str) -> None:
                 raise CalibrationRefused(f"calibration {name!r} cannot run: {error}") from None
 
 
-def record_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path) -> list:
+def record_kind(name: str, station, store, options: CalibrationOptions, figure_dir: Path, code_version=None) -> list:
     """Run one kind and write its records (all of them, only after the whole kind succeeded). Each record's
-    conditions carry the kind's cost (calibration/instrument_cost.py): round trips and instrument seconds."""
+    conditions carry the kind's cost (calibration/instrument_cost.py): round trips and instrument seconds.
+    ``code_version`` (records.CodeVersion; None: read here, once for the kind's records) is what they name as
+    the code that made them: two git calls per reading, so ``ensure`` reads it once for every kind it runs."""
     from qslab.analysis.blas_threads import one_blas_thread
     from qslab.calibration.instrument_cost import COST_KEY, CostMeter
+    from qslab.calibration.records import CodeVersion
 
     identities = {n: ",".join(c.identity.as_dict().values()) for n, c in station.connections.items()}
     meter = CostMeter(station)
@@ -135,8 +138,9 @@ def record_kind(name: str, station, store, options: CalibrationOptions, figure_d
     with meter.measuring(), one_blas_thread():  # thousands of short products: a second BLAS thread only waits
         results, used = run_kind(name, station, store, options, figure_dir)
     cost = {**meter.cost.as_dict(), "of": f"the whole {name!r} calibration ({len(results)} record(s))"}
+    code_version = code_version or CodeVersion.current()
     written = [store.write(_with_condition(result, COST_KEY, cost),
-                           instruments={n: identities[n] for n in used if n in identities})
+                           instruments={n: identities[n] for n in used if n in identities}, code_version=code_version)
                for result in results]
     log_kind_time(name, time.perf_counter() - wall_s, time.process_time() - cpu_s, meter.cost)
     return written
@@ -157,6 +161,7 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
     written. Orphaned ``.writing-*`` files of a write that was killed are removed first. The figures are drawn in a
     second process while the next kind measures (calibration/figures.py); all are on disk when this returns."""
     from qslab.calibration import figures
+    from qslab.calibration.records import CodeVersion
 
     remove_orphans(store)
     missing = missing_records(store, kinds)
@@ -166,11 +171,12 @@ def ensure(station, store, options: CalibrationOptions, figure_dir: Path, kinds,
     written = []
     if not missing:
         return written
+    code_version = CodeVersion.current()  # the code this process imported: the same for every record it writes
     with figures.background():
         for k in kinds_progress([k for k in KIND_NAMES if k in missing], progress):
             if before is not None:
                 before(k)
-            written.extend(record_kind(k, station, store, options, figure_dir))
+            written.extend(record_kind(k, station, store, options, figure_dir, code_version))
     return written
 
 

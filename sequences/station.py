@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -125,6 +126,36 @@ def _timeout_detail(error: BaseException, timeout_s: float) -> str | None:
     if isinstance(error, OSError):
         return f"cannot be reached ({error.strerror or error})"
     return None
+
+
+def _close_drivers(connections: list) -> dict[str, BaseException]:
+    """Close every connection's driver, all at once (one thread each): {name: error} of those that failed.
+
+    Why at once: a serial port on a socket (pyserial's socket://) sleeps 0.3 s in its close "for quick reconnects",
+    so two bias controllers closed one after the other added 0.6 s to every session's exit. The instruments are
+    already safe and read back (close()), and each driver closes only its own port. A KeyboardInterrupt while
+    waiting is kept until every close has finished, then raised (as the closes one by one did)."""
+    errors: dict[str, BaseException] = {}
+
+    def close(connection) -> None:
+        try:
+            connection.driver.close()
+        except BaseException as error:  # noqa: BLE001 - reported by name, the others still close
+            errors[connection.config.name] = error
+
+    threads = [threading.Thread(target=close, args=(c,), name=f"close-{c.config.name}") for c in connections]
+    for thread in threads:
+        thread.start()
+    interrupted = None
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join()
+            except BaseException as error:  # noqa: BLE001 - Ctrl-C: every port still closes first
+                interrupted = interrupted or error
+    if interrupted is not None:
+        raise interrupted
+    return errors
 
 
 def _first_line(error: BaseException) -> str:
@@ -245,14 +276,18 @@ class LabStation:
                 if readback:
                     report.readback[connection.config.name] = readback
                 interrupt = interrupt or (error if not isinstance(error, Exception) else None)
+        closing = []
         for connection in self.connections.values():
             try:
                 if self.qcodes is not None and connection.config.name in self.qcodes.components:
                     self.qcodes.remove_component(connection.config.name)
-                connection.driver.close()
+                closing.append(connection)
             except BaseException as error:  # noqa: BLE001
                 report.errors.setdefault(connection.config.name, f"close failed: {_first_line(error)}")
                 interrupt = interrupt or (error if not isinstance(error, Exception) else None)
+        for name, error in _close_drivers(closing).items():
+            report.errors.setdefault(name, f"close failed: {_first_line(error)}")
+            interrupt = interrupt or (error if not isinstance(error, Exception) else None)
         self.connections.clear()
         self._digitizers.clear()
         for bench in self.benches:
