@@ -191,3 +191,32 @@ def test_a_bench_port_in_use_is_one_line():
                                                rf"listen on 127.0.0.1:{port}"):
             LabStation(bench_config(**{"bench.ports.laser": port})).connect()
     assert _all_closed(MODELS)
+
+
+class _Driver:
+    """A driver whose close waits at a barrier: it can only return if every other close runs at the same time."""
+
+    def __init__(self, barrier, fails: bool = False):
+        self.barrier, self.fails, self.closed = barrier, fails, False
+
+    def close(self) -> None:
+        self.barrier.wait()
+        self.closed = True
+        if self.fails:
+            raise OSError("port already gone")
+
+
+def test_drivers_close_at_once_and_a_failing_close_is_named_without_stopping_the_others():
+    """Closes run side by side (a serial socket port sleeps 0.3 s in its close; one after the other, two bias
+    controllers made every exit 0.6 s longer): three closes that each wait for the other two all return."""
+    import threading
+    from types import SimpleNamespace
+
+    from qslab.sequences.station import _close_drivers
+
+    barrier = threading.Barrier(3, timeout=60)  # broken (an error for every close) only if they ran one by one
+    drivers = {name: _Driver(barrier, fails=name == "bias_iq") for name in ("bias_carver", "bias_iq", "laser")}
+    connections = [SimpleNamespace(driver=d, config=SimpleNamespace(name=n)) for n, d in drivers.items()]
+    errors = _close_drivers(connections)
+    assert all(d.closed for d in drivers.values())
+    assert list(errors) == ["bias_iq"] and "port already gone" in str(errors["bias_iq"])
