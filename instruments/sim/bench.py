@@ -252,7 +252,7 @@ class BenchState:
         self.curious_server: Any = None  # a photon-counting server (faults_attacks/curious_server.py), armed by set_curious_server
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
         self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
-        self._symbols: tuple[Modulation, float, np.ndarray] | None = None
+        self._symbols: OrderedDict[tuple[int, float], tuple[Modulation, np.ndarray]] = OrderedDict()
 
     def awg_state(self, name: str) -> AwgState:
         """The AWG an M8195A emulator named ``name`` plays into: the client's (client_processor.awg) or the server's."""
@@ -422,8 +422,10 @@ class BenchState:
     def symbols(self) -> np.ndarray:
         """Complex amplitude per symbol over one AWG period, sqrt(photons) at the server output.
 
-        Read-only, and the same array while the modulation and the power chain stay the same (so a
-        consumer can key what it derives from them on the array: receivers' prepared layer).
+        Read-only, and the same array whenever the modulation and the power chain are one of the last
+        MODULATION_CACHE_ENTRIES seen (so a consumer can key what it derives from them on the array: receivers'
+        prepared layer, which a session's layers, each at its own attenuation, would otherwise rebuild on
+        every switch).
         """
         with self.lock:
             modulation = self.modulation()
@@ -431,12 +433,16 @@ class BenchState:
             transmission = self.output_transmission()
             scale = field_in * np.sqrt(transmission / (photon_energy_j(self.wavelength_m())
                                                        * self.params.server.symbol_rate_hz))
-            cached = self._symbols
-            if cached is not None and cached[0] is modulation and cached[1] == scale:
-                return cached[2]
+            key = (id(modulation), scale)  # the value keeps the modulation alive, so its id stays unique
+            cached = self._symbols.get(key)
+            if cached is not None:
+                self._symbols.move_to_end(key)
+                return cached[1]
             symbols = scale * modulation.symbol_fields
             symbols.flags.writeable = False
-            self._symbols = (modulation, scale, symbols)
+            self._symbols[key] = (modulation, symbols)
+            while len(self._symbols) > MODULATION_CACHE_ENTRIES:
+                self._symbols.popitem(last=False)
             return symbols
 
     # -- the server's verification gate ---------------------------------------------------------
