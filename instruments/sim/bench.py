@@ -610,8 +610,8 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
               iq_bias_v: float) -> Modulation:
     """Field after carver and IQ modulator per sample (relative to the carver input), in chunks.
 
-    When every drive plays, each modulator's terms are evaluated once per value its drive takes and looked up
-    per sample (_field_lookup: 5x less CPU, bit for bit the same fields); otherwise ``fields`` on every sample."""
+    Each modulator's terms are evaluated once per value its drive takes and looked up per sample (_field_lookup:
+    ~7x less CPU than ``fields`` on every sample, bit for bit the same fields)."""
     c, q = params.server_carver, params.server_iq
     carver_il = np.sqrt(db_to_linear(-c.insertion_loss_db))
     iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
@@ -633,15 +633,10 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
     symbol_fields = np.empty(n_symbols, dtype=np.complex128)
     carver_energy = iq_energy = 0.0
     step = _CHUNK_SYMBOLS * sps
-    looked_up = _field_lookup(params, drives, carver_bias_v, iq_bias_v) if all(
-        d.codes is not None for d in drives) else None
+    looked_up = _field_lookup(params, drives, carver_bias_v, iq_bias_v)
     for start in range(0, n_symbols * sps, step):
         stop = min(start + step, n_symbols * sps)
-        if looked_up is None:
-            carver, out = fields(*(d.volts(start, stop) for d in drives))
-            carver_power = np.abs(np.broadcast_to(carver, (stop - start,))) ** 2
-        else:
-            carver_power, out = looked_up(start, stop)
+        carver_power, out = looked_up(start, stop)
         out = np.broadcast_to(out, (stop - start,))
         carver_energy += float(np.sum(carver_power))
         iq_energy += float(np.sum(np.abs(out) ** 2))
@@ -651,16 +646,17 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
 
 
 def _field_lookup(params: BenchParameters, drives: list[Drive], carver_bias_v: float, iq_bias_v: float):
-    """``(start, stop) -> (|carver field|^2, output field)`` per sample of [start, stop), with every drive
-    playing: each modulator's terms evaluated once per value its drive takes (Drive.volts_table), then looked up.
+    """``(start, stop) -> (|carver field|^2, output field)`` per sample of [start, stop): each modulator's terms
+    evaluated once per value its drive takes (Drive.volts_table; a channel that plays nothing is 0 V), then looked
+    up per sample.
 
     Bit for bit _modulate's ``fields`` on every sample: the same operations on the same values, in the same
-    order, and with the same operand in which numpy computes the final complex product in place (a
-    temporary's buffer: numpy's complex multiply rounds differently when it writes over an operand)."""
+    order, with the final complex product computed in place in the same operand's buffer as there (numpy
+    writes a product of temporaries over one of them, and its complex multiply rounds differently then)."""
     c, q = params.server_carver, params.server_iq
     carver_il = np.sqrt(db_to_linear(-c.insertion_loss_db))
     iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
-    carver_v, i_v, q_v = (d.volts_table() for d in drives)
+    carver_v, i_v, q_v = (0.0 if d.codes is None else d.volts_table() for d in drives)
     carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v, c.bias_phase_rad),
                                    c.extinction_ratio_db)
     t_i = mzm_field(arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad), q.extinction_ratio_db)
@@ -670,10 +666,16 @@ def _field_lookup(params: BenchParameters, drives: list[Drive], carver_bias_v: f
     carver_term, i_term = carver * iq_il, (1.0 + 0.5 * q.iq_gain_imbalance) * t_i
     q_term = parent * (1.0 - 0.5 * q.iq_gain_imbalance) * t_q
     carver_power = np.abs(carver) ** 2
+    carver_drive, i_drive, q_drive = drives
+
+    def per_sample(terms: np.ndarray, drive: Drive, start: int, stop: int):
+        return terms if drive.codes is None else terms[drive.table_index(start, stop)]
 
     def lookup(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        carver_index, i_index, q_index = (d.table_index(start, stop) for d in drives)
-        iq = 0.5 * (i_term[i_index] + q_term[q_index])
-        return carver_power[carver_index], carver_term[carver_index] * iq
+        iq = 0.5 * (per_sample(i_term, i_drive, start, stop) + per_sample(q_term, q_drive, start, stop))
+        if carver_drive.codes is None:  # a constant carver: as fields() has it, a scalar times the IQ field
+            return np.abs(np.broadcast_to(carver, (stop - start,))) ** 2, carver_term * iq
+        index = carver_drive.table_index(start, stop)
+        return carver_power[index], carver_term[index] * iq
 
     return lookup

@@ -53,10 +53,12 @@ def random_drives(rng, symbols, delay_samples, off=()):
 
 
 @pytest.mark.parametrize("symbols, delay_samples, off", [
-    (40000, 0.096, ()),      # the default bench: the Q drive 12 ps late at 8 GSa/s, several chunks and a short one
+    (40000, 0.096, (0,)),    # a session: the carver not driven (CW), the Q drive 12 ps late; several chunks, a short one
+    (40000, 0.096, ()),      # every channel driven
     (20000, 0.0, ()),        # no skew: 256-entry tables
     (3000, 1.7, ()),         # a delay of more than a sample
-    (5000, 0.3, (1,)),       # the I channel off: evaluated on every sample, as before
+    (5000, 0.3, (1,)),       # the I channel off
+    (5000, 0.0, (0, 2)),     # only the I channel driven
 ])
 def test_lookup_matches_per_sample_evaluation_bit_for_bit(symbols, delay_samples, off):
     params = BenchParameters()
