@@ -18,6 +18,7 @@ symbol so that a delayed matched-filter window still fits.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -273,7 +274,7 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     v_el = config.electronic_noise_snu
     white = np.sqrt(1.0 + v_el) if lo_on else np.sqrt(v_el)
     codes_per_unit = volts_gain * config.shot_noise_rms_v / config.volts_per_code
-    template = pulse_template(config).astype(np.float32)
+    template = _template_f32(config)
     filt = _ChunkFilter(config)
     scale = np.float32(white * codes_per_unit * filt.input_gain)
     along_gain = np.float32(np.sqrt(v_el) - white)
@@ -344,17 +345,9 @@ class _ChunkFilter:
     """
 
     def __init__(self, config: WaveformConfig):
-        sos = None if config.detector_bandwidth_hz is None else _lowpass_sos(config)
-        self.input_gain, self.history, self.powers, self.sos, self.zi = 1.0, 0, [], None, None
-        if sos is not None and sos.shape[0] == 1 and sos[0, 2] == 0.0 and np.isclose(sos[0, 0], sos[0, 1]):
-            pole = -float(sos[0, 4])
-            taps = np.log(IIR_TRUNCATION) / np.log(abs(pole)) if pole else 1.0
-            steps = int(np.ceil(np.log2(max(taps, 1.0))))
-            if 2**steps <= MAX_IIR_TAPS:
-                self.input_gain, self.history = float(sos[0, 0]), 2**steps
-                self.powers = [np.float32(pole ** (2**i)) for i in range(steps)]
-        if sos is not None and not self.history:
-            self.sos, self.zi = sos.astype(np.float32), np.zeros((sos.shape[0], 2), dtype=np.float32)
+        self.input_gain, self.history, self.powers, sos = _filter_design(config)
+        self.sos = None if sos is None else sos.copy()  # sosfilt wants a writable array; the design's stays intact
+        self.zi = None if sos is None else np.zeros((sos.shape[0], 2), dtype=np.float32)
         self.started = False
 
     def input(self, size: int) -> np.ndarray:
@@ -391,6 +384,31 @@ class _ChunkFilter:
         if x.size >= h:  # the next chunk's history (only the last chunk is shorter)
             work[:h] = x[-h:]
         return g[h - 1:]
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_design(config: WaveformConfig) -> tuple[float, int, tuple[np.float32, ...], np.ndarray | None]:
+    """_ChunkFilter's constants for a configuration: (input gain, history H, the powers p^(2^i), float32 sos for
+    sosfilt or None). Kept per configuration: designing the filter (scipy.signal.butter) costs ~2 ms, about
+    what rendering 10^5 samples does, and every acquisition of a session renders with the same few."""
+    sos = None if config.detector_bandwidth_hz is None else _lowpass_sos(config)
+    if sos is not None and sos.shape[0] == 1 and sos[0, 2] == 0.0 and np.isclose(sos[0, 0], sos[0, 1]):
+        pole = -float(sos[0, 4])
+        taps = np.log(IIR_TRUNCATION) / np.log(abs(pole)) if pole else 1.0
+        steps = int(np.ceil(np.log2(max(taps, 1.0))))
+        if 2**steps <= MAX_IIR_TAPS:
+            return float(sos[0, 0]), 2**steps, tuple(np.float32(pole ** (2**i)) for i in range(steps)), None
+    if sos is None:
+        return 1.0, 0, (), None
+    return 1.0, 0, (), sos.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _template_f32(config: WaveformConfig) -> np.ndarray:
+    """pulse_template as float32, read-only, kept per configuration (as _filter_design)."""
+    template = pulse_template(config).astype(np.float32)
+    template.flags.writeable = False
+    return template
 
 
 def _clip_codes(codes: np.ndarray, adc_bits: int) -> int:

@@ -1,0 +1,78 @@
+"""The server's modulated field from per-value lookups equals the field evaluated on every sample, bit for bit.
+
+bench._modulate evaluates each modulator once per value its int8 drive takes (256 codes, or 65536 (code,
+previous code) pairs for the skewed Q drive) and looks the terms up per sample. The reference here is the
+model written out per sample (Drive.volts, arm_phase_rad, modulator_transfer), chunk by chunk as the bench
+walks the period, so any change in the arithmetic (or in numpy's rounding of it) shows up as a difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qslab.analysis.modulator_transfer import iq_field, mzm_field
+from qslab.analysis.units import db_to_linear
+from qslab.instruments.sim import bench as bench_module
+from qslab.instruments.sim.bench import Drive
+from qslab.instruments.sim.bench_parameters import BenchParameters
+from qslab.instruments.sim.link.modulators import arm_phase_rad
+
+SPS = 8
+
+
+def per_sample_modulation(params, drives, carver_bias_v, iq_bias_v):
+    """(symbol fields, carver power, output power) with the field computed on every sample."""
+    c, q = params.server_carver, params.server_iq
+    carver_il = np.sqrt(db_to_linear(-c.insertion_loss_db))
+    iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
+    period = next(d.codes.size for d in drives if d.codes is not None)
+    step = bench_module._CHUNK_SYMBOLS * SPS
+    fields, carver_energy, iq_energy = [], 0.0, 0.0
+    for start in range(0, period, step):
+        stop = min(start + step, period)
+        carver_v, i_v, q_v = (d.volts(start, stop) for d in drives)
+        carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
+                                                     c.bias_phase_rad), c.extinction_ratio_db)
+        theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
+        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad + q.q_bias_phase_offset_rad)
+        out = carver * iq_il * iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
+                                        q.iq_phase_error_rad)
+        out = np.broadcast_to(out, (stop - start,))
+        carver_energy += float(np.sum(np.abs(np.broadcast_to(carver, (stop - start,))) ** 2))
+        iq_energy += float(np.sum(np.abs(out) ** 2))
+        fields.append(out.reshape(-1, SPS).mean(axis=1))
+    return np.concatenate(fields), carver_energy / period, iq_energy / period
+
+
+def random_drives(rng, symbols, delay_samples, off=()):
+    """Carver, I and Q drives of random int8 codes (None where ``off`` says the channel plays nothing)."""
+    return [Drive(None, 0.0, 0.0) if k in off else
+            Drive(rng.integers(-128, 128, symbols * SPS, dtype=np.int8), 0.011 * (k + 1), 0.05 * k,
+                  delay_samples if k == 2 else 0.0) for k in range(3)]
+
+
+@pytest.mark.parametrize("symbols, delay_samples, off", [
+    (40000, 0.096, (0,)),    # a session: the carver not driven (CW), the Q drive 12 ps late; several chunks, a short one
+    (40000, 0.096, ()),      # every channel driven
+    (20000, 0.0, ()),        # no skew: 256-entry tables
+    (3000, 1.7, ()),         # a delay of more than a sample
+    (5000, 0.3, (1,)),       # the I channel off
+    (5000, 0.0, (0, 2)),     # only the I channel driven
+])
+def test_lookup_matches_per_sample_evaluation_bit_for_bit(symbols, delay_samples, off):
+    params = BenchParameters()
+    rng = np.random.default_rng(symbols)
+    drives = random_drives(rng, symbols, delay_samples, off)
+    modulation = bench_module._modulate(params, drives, SPS, False, 0.37, -0.21)
+    fields, carver_power, iq_power = per_sample_modulation(params, drives, 0.37, -0.21)
+    assert modulation.symbol_fields.tobytes() == fields.tobytes()
+    assert (modulation.carver_power, modulation.iq_power) == (carver_power, iq_power)
+
+
+def test_volts_table_holds_what_volts_gives_per_sample():
+    rng = np.random.default_rng(7)
+    for delay in (0.0, 0.4, 2.25):
+        drive = Drive(rng.integers(-128, 128, 4096, dtype=np.int8), 0.013, -0.2, delay)
+        looked_up = drive.volts_table()[drive.table_index(100, 3000)]
+        assert looked_up.tobytes() == np.asarray(drive.volts(100, 3000), dtype=np.float64).tobytes()
