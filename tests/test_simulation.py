@@ -66,6 +66,32 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
         run_seed_by_layer(settings, weights, x, labels, seed)[0] for seed in (0, 1)]
 
 
+def test_the_link_engine_given_unnormalised_inputs_encodes_them_as_the_normalised_ones():
+    """Physics mode passes each layer's input as it is (engine_normalises): the link model's unit_vectors normalises
+    it. Against the route that normalised it first (network.normalize_rows, then unit_vectors again): the same
+    decisions and the same verified rows; outcomes and returned samples within float32 rounding of the encoding."""
+    from qslab.analysis.network import normalize_rows, predict_secure, relu
+
+    settings = SimulationSettings(mu=6, gain=1.3, images=400, seeds=1, verify_fraction=0.02)
+    weights, _ = load_weights()
+    x, _ = load_test_set(settings.images)
+    direct, twice = physics_engine(settings), physics_engine(settings)
+    decisions = predict_secure(weights, x, direct, np.random.default_rng(3), engine_normalises=True)
+    rng, a = np.random.default_rng(3), x
+    for index, w in enumerate(weights):  # the secure pass with the inputs normalised before the engine
+        y = twice(index, w, normalize_rows(a), rng)
+        a = relu(y) if index < len(weights) - 1 else y
+    assert np.array_equal(decisions, np.argmax(a, axis=1))
+    for layer, output in twice.outputs.items():
+        other = direct.outputs[layer]
+        assert np.array_equal(other.verification.row_indices, output.verification.row_indices)
+        assert np.array_equal(other.verification.measure_p, output.verification.measure_p)
+        np.testing.assert_allclose(other.x_meas_snu, output.x_meas_snu, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(other.verification.returned_quadratures_snu,
+                                   output.verification.returned_quadratures_snu, rtol=0, atol=1e-5)
+    assert direct.outputs[0].verification.row_indices.size > 0
+
+
 def test_simulate_paper_mode_uses_the_authors_mapping(capsys):
     assert main(["simulate", "--mu", "6", "--gain", "1.3", "--images", "200", "--seeds", "1", "--mode", "paper", "--json"]) == 0
     result = last_json(capsys)
