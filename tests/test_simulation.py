@@ -11,8 +11,8 @@ from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights, secure
 from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
 from qslab.sequences import operating_point as op
 from qslab.sequences.cli import main
-from qslab.sequences.simulation import (SimulationSettings, layer_inputs, load_test_set, physics_engine, pooled_samples,
-                                       record_chunks, run_seed_by_layer, seed_verification, simulate)
+from qslab.sequences.simulation import (SimulationSettings, image_batches, layer_inputs, load_test_set, physics_engine,
+                                       pooled_samples, record_chunks, run_seed_by_layer, seed_verification, simulate)
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "data_leakage_bits_per_bin", "mu", "gain", "verified"}
@@ -43,11 +43,13 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
     x, labels = load_test_set(settings.images)
     kept = physics_engine(settings)
     assert kept.first_layer_batches == 2  # 1500 images: two batches of first-layer inputs kept for the next seeds
-    shared = []
+    shared, batches = [], image_batches(x)  # the same batch arrays for both seeds, as simulate passes them
     for seed in (7, 8):
-        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept))
+        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept, batches=batches))
         shared[-1] += ({layer: output.x_meas_snu for layer, output in kept.outputs.items()},)
     assert kept._first_kept == 2
+    kept_data = [data for entries in kept._first_inputs.values() for data, _ in entries]
+    assert len(kept_data) == 2 and all(data is batch for data, batch in zip(kept_data, batches))  # those arrays
     for seed, (accuracy, pairs, outcomes) in zip((7, 8), shared):
         fresh = physics_engine(settings)
         fresh_accuracy, fresh_pairs = run_seed_by_layer(settings, weights, x, labels, seed, engine=fresh)
