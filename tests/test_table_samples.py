@@ -14,7 +14,7 @@ import pytest
 from channel_samples import assert_estimates_close
 
 from qslab.analysis import verification
-from qslab.analysis.verified_samples import (FLOAT32_BLOCK_SAMPLES, Float32Samples, PooledSamples, TableRecord,
+from qslab.analysis.verified_samples import (TABLE_BLOCK_SAMPLES, Float32Samples, PooledSamples, TableRecord,
                                              TableSamples)
 
 DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
@@ -50,7 +50,7 @@ def pooled(records: list[TableRecord]) -> tuple[np.ndarray, np.ndarray]:
 def test_table_sums_give_the_pooled_estimates(table_rows):
     rng = np.random.default_rng(21)
     # layer 0: three records (one of them larger than a work block), layer 1: one small record
-    layers = [table_records(rng, [(40, 8, 97), (FLOAT32_BLOCK_SAMPLES // (8 * 97) + 7, 8, 97), (1, 8, 97)],
+    layers = [table_records(rng, [(40, 8, 97), (TABLE_BLOCK_SAMPLES // (8 * 97) + 7, 8, 97), (1, 8, 97)],
                             table_rows, 0.74, 0.05, 1.02),
               table_records(rng, [(30, 8, 61)], table_rows, 0.71, -0.03, 1.1)]
     samples = [pooled(records) for records in layers]
