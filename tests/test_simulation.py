@@ -94,6 +94,18 @@ def test_the_link_engine_given_unnormalised_inputs_encodes_them_as_the_normalise
     assert direct.outputs[0].verification.row_indices.size > 0
 
 
+def test_the_mode_shares_batch_by_batch_are_those_of_the_whole_set():
+    """mode_shares_of computes the largest mode shares a batch at a time: the maxima over the whole set's inputs."""
+    from qslab.analysis.security_report import largest_mode_share
+    from qslab.sequences.simulation import mode_shares_of
+
+    weights, _ = load_weights()
+    x, _ = load_test_set(2500)  # two full batches and a half one
+    whole = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]
+    assert mode_shares_of(weights, x) == whole
+    assert 0.0 < whole[0] < whole[1] < 1.0
+
+
 def test_simulate_paper_mode_uses_the_authors_mapping(capsys):
     assert main(["simulate", "--mu", "6", "--gain", "1.3", "--images", "200", "--seeds", "1", "--mode", "paper", "--json"]) == 0
     result = last_json(capsys)
