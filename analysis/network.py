@@ -116,18 +116,25 @@ def normalize_rows(z: np.ndarray) -> np.ndarray:
     return np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
 
 
-def secure_forward(weights: Sequence[np.ndarray], x: np.ndarray, engine: LayerEngine, rng: np.random.Generator) -> np.ndarray:
-    """Final-layer estimates [batch, 10]: normalise, engine, ReLU between layers."""
+def secure_forward(weights: Sequence[np.ndarray], x: np.ndarray, engine: LayerEngine, rng: np.random.Generator,
+                   engine_normalises: bool = False) -> np.ndarray:
+    """Final-layer estimates [batch, 10]: normalise, engine, ReLU between layers.
+
+    ``engine_normalises``: the engine takes inputs of any norm and normalises them itself (the link model's
+    LinkEngine encodes through encoding.unit_vectors), so each layer's input is passed as it is instead of being
+    normalised twice (two passes over every batch; the second division by a norm of 1 +- 1 ulp only moved the last
+    bits)."""
     a = np.asarray(x)
     for index, w in enumerate(weights):
-        y = engine(index, w, normalize_rows(a), rng)
+        y = engine(index, w, a if engine_normalises else normalize_rows(a), rng)
         a = relu(y) if index < len(weights) - 1 else y
     return a
 
 
-def predict_secure(weights, x, engine: LayerEngine, rng: np.random.Generator) -> np.ndarray:
-    """The client's decision: argmax of the final homodyne estimates."""
-    return np.argmax(secure_forward(weights, x, engine, rng), axis=1)
+def predict_secure(weights, x, engine: LayerEngine, rng: np.random.Generator, engine_normalises: bool = False
+                   ) -> np.ndarray:
+    """The client's decision: argmax of the final homodyne estimates (engine_normalises: see secure_forward)."""
+    return np.argmax(secure_forward(weights, x, engine, rng, engine_normalises), axis=1)
 
 
 def accuracy(predictions, labels) -> float:

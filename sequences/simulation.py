@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from qslab.analysis.security_report import (WeightLeakage, has_enough_verificati
                                             layer_bound_from_estimate)
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
 from qslab.analysis.network import PaperEngine, load_weights, predict_secure
-from qslab.analysis.verified_samples import FLOAT32_BLOCK_SAMPLES, Float32Samples
+from qslab.analysis.verified_samples import FLOAT32_BLOCK_SAMPLES, TableRecord, TableSamples
 from qslab.instruments.sim.link.model import LinkEngine, LinkParameters
 
 MODES = ("physics", "paper")
@@ -77,12 +77,20 @@ def run_seed(settings: SimulationSettings, weights, x, labels, seed: int, progre
     return acc, (None if pairs is None else [record for _, record in pairs])
 
 
+def image_batches(x) -> list[np.ndarray]:
+    """The images in batches of BATCH_IMAGES (views, in order)."""
+    return [x[start:start + BATCH_IMAGES] for start in range(0, len(x), BATCH_IMAGES)]
+
+
 def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: int, progress_bar=None,
-                      engine: LinkEngine | None = None):
+                      engine: LinkEngine | None = None, batches: list[np.ndarray] | None = None):
     """run_seed with each record's layer index: (accuracy, [(layer, VerificationRecord)] or None).
 
     ``engine``: physics mode's LinkEngine for these settings, when the caller keeps one across seeds (it packs each
-    layer's weights once; a new seed's Generator starts its own normal stream, so the draws are the same)."""
+    layer's weights once; a new seed's Generator starts its own normal stream, so the draws are the same).
+    ``batches``: image_batches(x), when the caller keeps them across seeds too: the engine then finds its kept
+    first-layer inputs by identity instead of comparing every batch's 6 MB of pixels."""
+    batches = image_batches(x) if batches is None else batches
     rng = np.random.default_rng(seed)
     correct = 0
     records = []
@@ -93,10 +101,10 @@ def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: in
             engine = physics_engine(settings)
         threads = one_blas_thread()  # the other core draws the verified samples' normals (NormalStream)
     with threads:
-        for start in range(0, len(x), BATCH_IMAGES):
-            batch = slice(start, start + BATCH_IMAGES)
-            predictions = predict_secure(weights, x[batch], engine, rng)
-            correct += int(np.sum(predictions == labels[batch]))
+        for start, images in zip(range(0, len(x), BATCH_IMAGES), batches):
+            # the link model normalises each layer's inputs itself (encoding.unit_vectors), the paper's model does not
+            predictions = predict_secure(weights, images, engine, rng, engine_normalises=settings.mode == "physics")
+            correct += int(np.sum(predictions == labels[start:start + len(images)]))
             for layer, output in getattr(engine, "outputs", {}).items():
                 record = output.verification
                 if record.row_indices.size:
@@ -130,7 +138,8 @@ def pooled_samples(records) -> tuple[np.ndarray, np.ndarray]:
 
 
 def record_chunks(records) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(sent, returned) quadratures of the records in capture order, a few images at a time, both float32.
+    """(sent, returned) quadratures of the records in capture order, a few images at a time, both float32 (the chunks
+    analysis.verified_samples.Float32Samples reads: the generic route record_tables' is checked against).
 
     The sent ones are written into one reused buffer (2 Re alpha or 2 Im alpha per row, as the server chose), so
     that a run's ~3e7 samples are never pooled: each piece is consumed before the next is written."""
@@ -150,25 +159,35 @@ def record_chunks(records) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             yield sent, returned[first:last]
 
 
-def verified_samples(pairs, layers: int) -> Float32Samples:
+def record_tables(records) -> Iterator[TableRecord]:
+    """The records as TableRecords: each verified row sends 2 Re alpha or 2 Im alpha (float32) of its symbol for
+    every image, as the server chose; the same samples as record_chunks, never written out."""
+    for record in records:
+        returned = record.returned_quadratures_snu
+        rows = returned.shape[1]
+        table = np.concatenate([2.0 * record.sent_symbols.real, 2.0 * record.sent_symbols.imag]).astype(np.float32)
+        yield TableRecord(table, np.arange(rows) + rows * record.measure_p.astype(np.intp), returned)
+
+
+def verified_samples(pairs, layers: int) -> TableSamples:
     """The sums the server's verification needs from run_seed_by_layer's records: each layer's, after the fit over
     the previous symbol (the weight-leakage bound), and every layer's pooled without it (verify_samples)."""
     by_layer = {index: [r for layer, r in (pairs or []) if layer == index] for index in range(layers)}
-    return Float32Samples(lambda layer: record_chunks(by_layer[layer]), layers, raw=True, pooled=False)
+    return TableSamples(lambda layer: record_tables(by_layer[layer]), layers, raw=True, pooled=False)
 
 
-def verify_samples(settings: SimulationSettings, records, n_modes: int, samples: Float32Samples | None = None
+def verify_samples(settings: SimulationSettings, records, n_modes: int, samples: TableSamples | None = None
                    ) -> dict | None:
     """The server's accept/abort decision and the weight-leakage bound at the finite-size limits.
 
     `records` are run_seed's verification records (None when no row was verified); `samples`: their
     verified_samples when the caller has them already. verification.verify's figures on the pooled arrays,
-    from sums (analysis/verified_samples.py, Float32Samples.raw_estimate).
+    from sums (analysis/verified_samples.py, TableSamples.raw_estimate).
     """
     if records is None:
         return None
     if samples is None:
-        samples = Float32Samples(lambda _: record_chunks(records), 1, raw=True, pooled=False)
+        samples = TableSamples(lambda _: record_tables(records), 1, raw=True, pooled=False)
     honest = verification.ChannelHypothesis.honest(settings.gain, n_modes)
     result = verification.verify_estimate(samples.raw_estimate(verification.ServerDetector()), settings.mu, honest,
                                           failure_probability=settings.failure_probability,
@@ -250,36 +269,69 @@ def seed_verification(settings: SimulationSettings, pairs, weights, x=None, mode
             weight_leakage_bound(settings, pairs, weights, x, queries=1, samples=samples, mode_shares=mode_shares))
 
 
+def mode_shares_of(weights, x) -> list[float]:
+    """largest_mode_share of each layer's inputs (layer_inputs; the same for every seed), batch by batch: the same
+    maxima without the whole set's hidden activations and their powers in memory (~0.3 GB of fresh pages at 10k
+    images, whose page faults cost as much as the arithmetic when a thread other than the one that freed the
+    loading's memory computes them)."""
+    shares = [0.0] * min(len(weights), 2)
+    for images in image_batches(x):
+        for index, inputs in enumerate(layer_inputs(weights, images)):
+            shares[index] = max(shares[index], largest_mode_share(inputs))
+    return shares
+
+
+def _seed_verification_after(settings: SimulationSettings, pairs, weights, shares: Future) -> tuple:
+    """seed_verification with the mode shares of an earlier task of the same single-thread executor (done by now)."""
+    return seed_verification(settings, pairs, weights, mode_shares=shares.result())
+
+
+class _Inline:
+    """An executor's submit that runs the call at once (paper mode: no verification thread to hand work to)."""
+
+    @staticmethod
+    def submit(function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
 def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     """Accuracy over seeds (mean, std), verification outcome and every leakage figure at one point."""
     weights, metadata = load_weights(settings.weights)
     x, labels = load_test_set(settings.images)
     seeds = [settings.seed + k for k in range(settings.seeds)]
     accuracies, verifications, bounds = [], [], []
-    shares = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]  # the same for every seed
     n_modes = (weights[0].shape[1] + 1) // 2
     checks = []
     # physics: one BLAS thread from here on, the last seed's verification and the per-bin leakage included (they
     # run alongside each other, and the seeds alongside the normal-drawing and verification threads): OpenBLAS's
     # own threads would only compete with those for the 2 cores. Paper mode keeps what the environment says.
-    blas = one_blas_thread() if settings.mode == "physics" else contextlib.nullcontext()
+    physics = settings.mode == "physics"
+    blas = one_blas_thread() if physics else contextlib.nullcontext()
     with blas, ThreadPoolExecutor(1, thread_name_prefix="qslab-verification") as verifier, \
             tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
-        engine = physics_engine(settings) if settings.mode == "physics" else None  # weights packed once
+        # the largest mode shares (the same for every seed): physics computes them on the verification thread while
+        # the first seed runs, when that thread has nothing else to do; its seeds' verifications, queued behind,
+        # use them
+        shares = (verifier if physics else _Inline()).submit(mode_shares_of, weights, x)
+        engine = physics_engine(settings) if physics else None  # weights packed once
+        batches = image_batches(x)
         for seed in seeds:
-            acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar, engine)
+            acc, pairs = run_seed_by_layer(settings, weights, x, labels, seed, bar, engine, batches)
             accuracies.append(acc)
-            if settings.mode == "physics":
-                if checks:  # done long since (~0.2 s of sums against ~1 s of inference): two seeds' records at most
+            if physics:
+                if checks:  # done long since (~0.1 s of sums against ~0.3 s of inference): two seeds' records at most
                     checks[-1].result()
                 # summed on the other core while the next seed runs (numpy releases the GIL in its loops)
-                checks.append(verifier.submit(seed_verification, settings, pairs, weights, mode_shares=shares))
+                checks.append(verifier.submit(_seed_verification_after, settings, pairs, weights, shares))
             del pairs
         per_bin = per_bin_data_leakage(settings, weights, x)  # meanwhile the last seed's verification
         for check in checks:
             verification_result, bound = check.result()
             verifications.append(verification_result)
             bounds.append(bound)
+        shares = shares.result()
     point = OperatingPoint(mu=settings.mu, gain=settings.gain, modes=n_modes, rows=sum(w.shape[0] for w in weights))
     leakage = leakage_summary(point)
     checked = [v for v in verifications if v is not None]

@@ -28,6 +28,24 @@ def test_pairs_equal_the_complex_formula_bit_for_bit(features):
     assert not np.shares_memory(packed, rows)
 
 
+@pytest.mark.parametrize("features", [3, 7, 784])
+def test_pairs_of_rows_divided_by_their_norms_equal_the_formula_bit_for_bit(features):
+    """unit_vectors' route (the division written straight into the pairs) against v / n + 1j * (w / n): signed zeros
+    in the data and a tiny negative value whose quotient underflows to -0.0 included."""
+    rows = np.random.default_rng(features + 1).standard_normal((40, features))
+    rows[1, ::3] = -0.0
+    rows[2, 1::4] = -0.0
+    rows[3, 0:features - 1:2] = 0.0  # the last value left: no row of zeros
+    rows[4, 0] = -1e-320  # / its row's norm (> 1): -0.0
+    norms = np.sqrt(np.matmul(rows[:, None, :], rows[:, :, None])[:, 0, 0])
+    packed, reference = encoding._complex_pairs(rows, norms), _by_complex_arithmetic(rows / norms[:, None])
+    assert np.array_equal(packed.view(np.uint64), reference.view(np.uint64))
+    rows = np.abs(rows) + 0.5  # no zero anywhere: the values as divided, untouched
+    norms = np.linalg.norm(rows, axis=1)
+    assert np.array_equal(encoding._complex_pairs(rows, norms).view(np.uint64),
+                          _by_complex_arithmetic(rows / norms[:, None]).view(np.uint64))
+
+
 def test_unit_vectors_refuse_non_finite_and_zero_rows_and_are_unit():
     data = np.random.default_rng(3).standard_normal((5, 9))
     x_hat = encoding.unit_vectors(data)

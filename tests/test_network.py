@@ -91,3 +91,23 @@ def test_shipped_weights_reach_digital_accuracy():
     acc = np.mean(predict_digital(weights, mnist.preprocess(images)) == labels)
     assert acc >= 0.975
     assert meta["test_accuracy_digital"] == pytest.approx(acc, abs=1e-4)
+
+
+def test_an_engine_that_normalises_itself_gets_each_layer_input_as_it_is(weights):
+    """engine_normalises: the inputs are passed as they are (the engine normalises them); else normalised rows."""
+    seen = {True: [], False: []}
+
+    def recording(flag):
+        def engine(index, w, x_hat, rng):
+            seen[flag].append(x_hat)
+            return x_hat @ w.T
+        return engine
+
+    x = np.random.default_rng(4).uniform(-1, 1, size=(20, 784))
+    for flag in (True, False):
+        secure_forward(weights, x, recording(flag), np.random.default_rng(0), engine_normalises=flag)
+    assert seen[True][0] is x or np.array_equal(seen[True][0], x)
+    np.testing.assert_allclose(np.linalg.norm(seen[False][0], axis=1), 1.0, rtol=1e-12)
+    assert np.linalg.norm(seen[True][1], axis=1).max() > 1.5  # the hidden activations as the ReLU left them
+    np.testing.assert_allclose(seen[True][1] / np.linalg.norm(seen[True][1], axis=1, keepdims=True), seen[False][1],
+                               rtol=1e-10, atol=1e-12)

@@ -11,8 +11,8 @@ from qslab.analysis.network import ClosedFormPhysicsEngine, load_weights, secure
 from qslab.analysis.verified_planning import BoundConditions, expected_verified_bound_bits
 from qslab.sequences import operating_point as op
 from qslab.sequences.cli import main
-from qslab.sequences.simulation import (SimulationSettings, layer_inputs, load_test_set, physics_engine, pooled_samples,
-                                       record_chunks, run_seed_by_layer, seed_verification, simulate)
+from qslab.sequences.simulation import (SimulationSettings, image_batches, layer_inputs, load_test_set, physics_engine,
+                                       pooled_samples, record_chunks, run_seed_by_layer, seed_verification, simulate)
 
 SIMULATE_KEYS = {"accuracy", "accuracy_std", "weight_leakage_bits_per_mode", "data_leakage_bits_cramer_rao",
                  "data_leakage_bits_prx", "data_leakage_bits_per_bin", "mu", "gain", "verified"}
@@ -43,11 +43,13 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
     x, labels = load_test_set(settings.images)
     kept = physics_engine(settings)
     assert kept.first_layer_batches == 2  # 1500 images: two batches of first-layer inputs kept for the next seeds
-    shared = []
+    shared, batches = [], image_batches(x)  # the same batch arrays for both seeds, as simulate passes them
     for seed in (7, 8):
-        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept))
+        shared.append(run_seed_by_layer(settings, weights, x, labels, seed, engine=kept, batches=batches))
         shared[-1] += ({layer: output.x_meas_snu for layer, output in kept.outputs.items()},)
     assert kept._first_kept == 2
+    kept_data = [data for entries in kept._first_inputs.values() for data, _ in entries]
+    assert len(kept_data) == 2 and all(data is batch for data, batch in zip(kept_data, batches))  # those arrays
     for seed, (accuracy, pairs, outcomes) in zip((7, 8), shared):
         fresh = physics_engine(settings)
         fresh_accuracy, fresh_pairs = run_seed_by_layer(settings, weights, x, labels, seed, engine=fresh)
@@ -64,6 +66,44 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
     assert all(np.array_equal(outcome, unkept.outputs[layer].x_meas_snu) for layer, outcome in shared[1][2].items())
     assert simulate(settings, progress=False)["accuracies"] == [
         run_seed_by_layer(settings, weights, x, labels, seed)[0] for seed in (0, 1)]
+
+
+def test_the_link_engine_given_unnormalised_inputs_encodes_them_as_the_normalised_ones():
+    """Physics mode passes each layer's input as it is (engine_normalises): the link model's unit_vectors normalises
+    it. Against the route that normalised it first (network.normalize_rows, then unit_vectors again): the same
+    decisions and the same verified rows; outcomes and returned samples within float32 rounding of the encoding."""
+    from qslab.analysis.network import normalize_rows, predict_secure, relu
+
+    settings = SimulationSettings(mu=6, gain=1.3, images=400, seeds=1, verify_fraction=0.02)
+    weights, _ = load_weights()
+    x, _ = load_test_set(settings.images)
+    direct, twice = physics_engine(settings), physics_engine(settings)
+    decisions = predict_secure(weights, x, direct, np.random.default_rng(3), engine_normalises=True)
+    rng, a = np.random.default_rng(3), x
+    for index, w in enumerate(weights):  # the secure pass with the inputs normalised before the engine
+        y = twice(index, w, normalize_rows(a), rng)
+        a = relu(y) if index < len(weights) - 1 else y
+    assert np.array_equal(decisions, np.argmax(a, axis=1))
+    for layer, output in twice.outputs.items():
+        other = direct.outputs[layer]
+        assert np.array_equal(other.verification.row_indices, output.verification.row_indices)
+        assert np.array_equal(other.verification.measure_p, output.verification.measure_p)
+        np.testing.assert_allclose(other.x_meas_snu, output.x_meas_snu, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(other.verification.returned_quadratures_snu,
+                                   output.verification.returned_quadratures_snu, rtol=0, atol=1e-5)
+    assert direct.outputs[0].verification.row_indices.size > 0
+
+
+def test_the_mode_shares_batch_by_batch_are_those_of_the_whole_set():
+    """mode_shares_of computes the largest mode shares a batch at a time: the maxima over the whole set's inputs."""
+    from qslab.analysis.security_report import largest_mode_share
+    from qslab.sequences.simulation import mode_shares_of
+
+    weights, _ = load_weights()
+    x, _ = load_test_set(2500)  # two full batches and a half one
+    whole = [largest_mode_share(inputs) for inputs in layer_inputs(weights, x)]
+    assert mode_shares_of(weights, x) == whole
+    assert 0.0 < whole[0] < whole[1] < 1.0
 
 
 def test_simulate_paper_mode_uses_the_authors_mapping(capsys):
