@@ -312,9 +312,16 @@ def second_moments(x_hat, probabilities=None, groups: int = DEFAULT_GROUPS) -> S
 
 
 def pack_unit_vectors(data) -> np.ndarray:
-    """The client's x_hat for each real data vector [S, d] -> [S, ceil(d/2)] (analysis/givens.py packing)."""
+    """The client's x_hat for each real data vector [S, d] -> [S, ceil(d/2)] (analysis/givens.py packing).
+
+    Bit for bit what complex_unit_vector gives row by row (each row's norm is taken the same way), with the division
+    and packing done for all rows at once: row by row, the 60,000 MNIST training images took ~5 s of CPU."""
     data = np.asarray(data, dtype=np.float64)
-    return np.stack([complex_unit_vector(row) for row in data])
+    norms = np.array([np.linalg.norm(row) for row in data]) if data.ndim == 2 and data.size else None
+    if norms is None or not np.all(np.isfinite(data)) or not np.all(norms > 0.0):
+        return np.stack([complex_unit_vector(row) for row in data])  # what it refuses, it refuses as givens does
+    padded = np.concatenate([data, np.zeros((data.shape[0], data.shape[1] % 2))], axis=1) / norms[:, None]
+    return padded[:, 0::2] + 1j * padded[:, 1::2]
 
 
 def data_second_moments(data, groups: int = DEFAULT_GROUPS) -> SecondMoments:

@@ -88,6 +88,35 @@ def mnist_train_moments(tmp_path_factory):
         return moments, json.loads(str(data["provenance"]))
 
 
+def _first_cli_session(directory: Path) -> None:
+    """`qslab session` (in-process, progress bars on) in an empty calibration store, its pre-flight calibrating every
+    kind; every figure saved is checked as it is drawn (tests/figure_checks.py)."""
+    import json
+
+    from cli_capture import cli
+    from figure_checks import record_figures
+
+    from qslab.calibration import figures
+
+    with pytest.MonkeyPatch.context() as monkeypatch, record_figures(monkeypatch) as saved, figures.in_place():
+        code, out, err = cli("session", "--config", str(ROOT / "lab_config.toml"), "--images", "4", "--batch-images",
+                             "2", "--calibration-dir", str(directory / "calibration"), "--out", str(directory / "out"))
+    (directory / "run.json").write_text(json.dumps({"code": code, "stdout": out, "stderr": err,
+                                                    "figures": [[path, problems] for path, problems in saved]}))
+
+
+@pytest.fixture(scope="session")
+def first_cli_session(tmp_path_factory) -> dict:
+    """READ-ONLY: what `qslab session --images 4 --batch-images 2` printed and drew in an empty calibration store
+    (made once per run: its pre-flight calibrates from scratch, which several tests look at): ``code``, ``stdout``,
+    ``stderr`` (with the progress bars), ``figures`` ([path, problems] per figure saved) and ``calibration`` (the
+    store it wrote; take a copy to write)."""
+    import json
+
+    directory = made_once(tmp_path_factory, "first-cli-session", _first_cli_session)
+    return {**json.loads((directory / "run.json").read_text()), "calibration": directory / "calibration"}
+
+
 # --- distribution over the xdist workers (`pytest -n 2`: xdist's default --dist load, scheduled here) --------------
 
 COSTS = Path(__file__).with_name("item_costs.txt")

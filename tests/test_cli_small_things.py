@@ -13,6 +13,7 @@ import pytest
 from qslab.analysis.network import default_weights_path
 
 from cli_capture import cli
+from shared_once import copy_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,13 +112,14 @@ def test_the_operating_point_search_shows_its_progress(tmp_path):
     assert code == 0 and not _bars(err, "operating point")  # --json: a script reads the output, no bars
 
 
-def test_calibrations_show_a_bar_per_kind_in_calibrate_all_and_in_the_session(tmp_path, monkeypatch):
+def test_calibrations_show_a_bar_per_kind_in_calibrate_all_and_in_the_session(tmp_path, monkeypatch,
+                                                                              first_cli_session):
     from qslab.sequences import calibrations
 
-    store = tmp_path / "cal"
-    code, out, err = cli("session", "--images", "2", "--batch-images", "1", "--calibration-dir", str(store),
-                         "--out", str(tmp_path / "out"))
+    # a session in an empty store (tests/conftest.py runs it once, progress bars on)
+    code, err = first_cli_session["code"], first_cli_session["stderr"]
     assert code == 0, err
+    store = copy_of(first_cli_session["calibration"], tmp_path / "cal")
     bars = _bars(err, "calibrations")  # the session's pre-flight runs the five missing kinds, naming each
     assert "5/5" in bars[-1] and all(any(kind in bar for bar in bars) for kind in calibrations.KIND_NAMES[:5])
     code, out, err = cli("calibrate", "channel", "--calibration-dir", str(tmp_path / "empty"))

@@ -428,8 +428,8 @@ def test_r6_leading_eigenvalue_by_power_iteration_without_forming_c():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     z = x[:, 0::2] + 1j * x[:, 1::2]
     v = np.ones(z.shape[1], dtype=complex) / np.sqrt(z.shape[1])
-    for _ in range(25):                             # lambda_2/lambda_1 = 0.04: a few steps converge
-        w = z.conj().T @ (z @ v) / z.shape[0]
+    for _ in range(8):  # lambda_2/lambda_1 = 0.04: the Rayleigh quotient's error falls ~0.04^2 a step (1e-15 by 6)
+        w = ((z @ v).conj() @ z).conj() / z.shape[0]  # z^H (z v), without a conjugated copy of z per step
         lam, v = np.vdot(v, w).real, w / np.linalg.norm(w)
     assert lam == pytest.approx(0.711555, abs=1e-6)
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from cli_capture import cli  # noqa: E402
 from figure_checks import figure_problems, record_figures  # noqa: E402
+from shared_once import copy_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "lab_config.toml")
@@ -36,16 +37,18 @@ def test_the_check_finds_an_unlabelled_dashed_line_and_a_cut_contour_label():
     assert any("contour label '0.05' is cut at the edge" in p for p in problems), problems
 
 
-def test_the_session_and_its_calibrations_draw_named_lines_only(tmp_path, monkeypatch):
-    from qslab.calibration import figures
-
-    with record_figures(monkeypatch) as saved, figures.in_place():  # drawn here, where savefig is watched
-        code, _, err = cli("session", "--config", CONFIG, "--images", "4", "--batch-images", "2", "--calibration-dir",
-                           str(tmp_path / "cal"), "--out", str(tmp_path / "out"), "--json")
-        assert code == 0, err
-        code, _, err = cli("security-budget", "--config", CONFIG, "--calibration-dir", str(tmp_path / "cal"),
+def test_the_session_and_its_calibrations_draw_named_lines_only(tmp_path, monkeypatch, first_cli_session):
+    """The figures of a session in an empty store (its pre-flight calibrates every kind; tests/conftest.py runs it
+    once, checking each figure as it is drawn) and of the security budget on its records."""
+    code, err = first_cli_session["code"], first_cli_session["stderr"]
+    assert code == 0, err
+    saved = [(path, problems) for path, problems in first_cli_session["figures"]]
+    calibration = copy_of(first_cli_session["calibration"], tmp_path / "cal")
+    with record_figures(monkeypatch) as budget:
+        code, _, err = cli("security-budget", "--config", CONFIG, "--calibration-dir", str(calibration),
                            "--figure", str(tmp_path / "budget.png"))
         assert code == 0, err
+    saved += budget
     assert SESSION_FIGURES | {"budget.png"} <= {Path(path).name for path, _ in saved}
     assert {Path(path).name: problems for path, problems in saved if problems} == {}
 

@@ -83,6 +83,8 @@ def run(args) -> int:
 
     from qslab.sequences.commands.cli_io import UsageError, print_json_last, require_finite
 
+    if args.map:
+        check_figure_target(args.map)  # before the maps are computed and drawn (seconds), not after
     mu, transmittance, technical_noise, calibration = args.mu, args.transmittance, args.technical_noise, None
     if args.from_calibration is not None:
         if args.mu is not None:
@@ -125,6 +127,25 @@ def run(args) -> int:
     if args.json:
         print_json_last(summary)
     return 0
+
+
+def check_figure_target(path: str) -> None:
+    """UsageError unless matplotlib could write a figure at ``path``: its directory exists and its suffix (if any)
+    names a format matplotlib writes. Whatever else goes wrong at writing is still reported when it happens."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from qslab.sequences.commands.cli_io import UsageError
+
+    target = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = target.suffix.removeprefix(".").lower()
+    if suffix and suffix not in formats:
+        raise UsageError(f"cannot write the figure {path} (format {suffix!r} is not one matplotlib writes: "
+                         f"{', '.join(sorted(formats))})")
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write the figure {path} (no directory {target.parent})")
 
 
 def format_table(summary: dict) -> str:

@@ -34,13 +34,17 @@ def bench() -> Iterator[Bench]:
 
 @pytest.fixture
 def connect(bench: Bench):
-    """``connect(name, **kwargs)``: the instrument's real driver on its emulator (pyvisa-py or pyserial)."""
+    """``connect(name, **kwargs)``: the instrument's real driver on its emulator (pyvisa-py or pyserial).
+
+    VISA drivers connect without qcodes' device clear unless a test asks for it: on a fresh TCP socket pyvisa-py's
+    clear only drains replies nobody asked for yet (there are none) and waits 0.1 s of real time for them."""
 
     def open_driver(name: str, **kwargs):
         instrument = bench.instruments[name]
         cls = instrument.driver_class()
         if not instrument.address.startswith("socket://"):
             kwargs.setdefault("visalib", "@py")
+            kwargs.setdefault("device_clear", False)
         return cls(name, instrument.address, **kwargs)
 
     return open_driver

@@ -27,13 +27,15 @@ GATE = {1: +100, 3: -100, 4: +100}     # row -> channel-4 code: + X, - P; the ot
 SCOPE_SPS = 4
 Z = 5.0                                # tolerance in standard errors
 LIMIT = Limit(1.0, "Vpp", "test")
+TEST_TIME_SCALE = 0.01                 # real s per instrument s, as tests/bench/conftest.py
 SEED = 20240806                        # each test draws its layer and images from its own Generator
 
 
 @pytest.fixture
 def bench() -> Iterator[Bench]:
-    """The default bench with a short processor row (the conftest's `connect` uses this one)."""
-    table = defaults_table()
+    """The default bench with a short processor row (the conftest's `connect` uses this one), its clock at the
+    conftest's TEST_TIME_SCALE (the bias locks wait in instrument seconds)."""
+    table = {**defaults_table(), "time_scale": TEST_TIME_SCALE}
     table["client_processor"]["bins_per_row"] = BINS
     with Bench.from_table(table) as served:
         yield served

@@ -17,7 +17,7 @@ from qslab.calibration.processor import design_vectors, fit_processor
 from qslab.calibration.records import RecordError, RecordStore
 from qslab.calibration.result import CalibrationError
 from qslab.instruments.sim.link import waveform as wf
-from qslab.sequences.calibrations import CalibrationOptions, run_kind
+from qslab.sequences.calibrations import KIND_NAMES, CalibrationOptions, missing_records, run_kind
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.station_calibration import load_station_calibration
 from qslab.sequences.session import ensure_calibrations
@@ -86,10 +86,18 @@ def test_the_photon_cross_check_agrees_with_the_meters(calibrated):
     assert 0.03 < mu.uncertainty / mu.value < 0.15     # as good as eta_c T is known: a few %, not a blank cheque
 
 
-def test_a_wrongly_declared_fixed_attenuation_fails_the_photon_cross_check(tmp_path):
+def test_a_wrongly_declared_fixed_attenuation_fails_the_photon_cross_check(tmp_path, calibrated_store_at):
     """3 dB more declared than the bench has (a 50/50 coupler counted that is not there): the meters under-count
-    by half, the homodynes see the truth (the check resolves ~7 %, so errors of ~25 % and more are caught)."""
+    by half, the homodynes see the truth (the check resolves ~7 %, so errors of ~25 % and more are caught).
+
+    The store starts with the bench's records (tests/conftest.py) less the photons and processor ones: the declared
+    attenuation enters only the photons calibration (calibration/photons.py), so the homodyne, amplifier and
+    modulator records of the same bench serve, and the session's pre-flight runs photons, then the processor."""
+    calibrated_store_at(tmp_path)
+    for path in [*tmp_path.glob("photons-*.h5"), *tmp_path.glob("processor-*.h5")]:
+        path.unlink()
     store = RecordStore(tmp_path)
+    assert set(missing_records(store, KIND_NAMES)) == {"photons", "processor"}
     station = LabStation(bench_config(**{"calibration.fixed_attenuation_db": 23.0}))
     with station:
         with pytest.raises(CalibrationError, match="photon cross-check.*fixed attenuation"):

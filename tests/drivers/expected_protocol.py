@@ -93,6 +93,7 @@ class ProtocolServer:
         self.port = self._server.getsockname()[1]
         self._connection: socket.socket | None = None
         self._stopping = False
+        self._wake, self._waker = socket.socketpair()  # close() wakes the server at once, not at its next poll
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -109,8 +110,8 @@ class ProtocolServer:
         # poll rather than block in accept(): a connection already queued when close() is called is still played
         while self.failure is None:
             try:
-                ready, _, _ = select.select([self._server], [], [], _POLL_S)
-                connection = self._server.accept()[0] if ready else None
+                ready, _, _ = select.select([self._server, self._wake], [], [], _POLL_S)
+                connection = self._server.accept()[0] if self._server in ready else None
             except (OSError, ValueError):
                 return
             if connection is None:
@@ -180,6 +181,8 @@ class ProtocolServer:
         """Stop serving once the client's connection has ended (its last bytes are still checked); a client that
         keeps its connection open is cut off after a few seconds."""
         self._stopping = True
+        with contextlib.suppress(OSError):
+            self._waker.send(b"x")
         self._thread.join(timeout=5)
         connection = self._connection
         if self._thread.is_alive() and connection is not None:
@@ -188,6 +191,8 @@ class ProtocolServer:
             self._thread.join(timeout=5)
         with contextlib.suppress(OSError):
             self._server.close()
+        self._wake.close()
+        self._waker.close()
 
 
 @contextlib.contextmanager
