@@ -10,6 +10,7 @@ measured on a vacuum (LO-only) record minus a dark (LO-blocked) record, so that 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,91 @@ def minus_tail_dc(samples_v: np.ndarray, start: int, out: np.ndarray | None = No
     moved since). The whole tail: its mean's noise adds 1/tail symbols of a SNU^2 to every quadrature. ``out``
     (e.g. ``samples_v`` itself, when the caller owns it) saves a copy of a record of millions of samples."""
     return np.subtract(samples_v, float(np.mean(samples_v[start:])), out=out)
+
+
+RECORD_CHUNK_SYMBOLS = 4096  # symbols per piece of a record turned into volts (float64, ~256 KiB at 8 samples each)
+
+
+@dataclass(frozen=True)
+class AdcRecord:
+    """A record as the digitizer sent it: ADC words and their map to volts about the channel's centre,
+    v = words x volts_per_count (+ origin_v when non-zero) - centre_v.
+
+    Why not volts: a session's record is millions of samples; as float64 volts it takes four times the bytes the
+    digitizer sent, and each step (the centre, the clipping check, the DC level, the filter) is one more pass over
+    memory. ``volts`` gives any stretch with the same float64 operations in the same order as the whole record in
+    volts, so every result below is bit for bit the whole-record route's (tests/test_dsp_records.py)."""
+
+    words: np.ndarray          # 1-D ADC words (e.g. int16; float volts with volts_per_count 1 for a digitizer without)
+    volts_per_count: float
+    origin_v: float = 0.0      # the volts of word 0
+    centre_v: float = 0.0      # the channel's centre (its offset), taken off
+
+    @property
+    def size(self) -> int:
+        return int(self.words.size)
+
+    def volts(self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples [start, stop) in volts about the centre (float64; into ``out[:n]`` when given)."""
+        words = self.words[start:stop]
+        volts = np.multiply(words, self.volts_per_count, dtype=np.float64,
+                            out=None if out is None else out[:words.size])
+        if self.origin_v:  # a zero origin adds nothing (as the digitizer driver's whole-record conversion skips it)
+            volts += self.origin_v
+        if self.centre_v:  # (x - 0.0 is x)
+            volts -= self.centre_v
+        return volts
+
+    def extremes_v(self) -> tuple[float, float]:
+        """(least, greatest) sample in volts, from the least and greatest word: the map is monotone in floating
+        point too, so this is exactly min and max of ``volts()``."""
+        if not self.words.size:
+            return math.inf, -math.inf
+        words = np.array([self.words.min(), self.words.max()])
+        low, high = AdcRecord(words, self.volts_per_count, self.origin_v, self.centre_v).volts()
+        return float(low), float(high)
+
+
+def count_clipped_record(record: AdcRecord, full_scale_v: float, adc_bits: int) -> int:
+    """count_clipped of ``record.volts()``, from its extremes when nothing sits near a rail (the usual case)."""
+    low, high = adc_rails_v(full_scale_v, adc_bits)
+    half_lsb = 0.5 * full_scale_v / 2 ** (adc_bits - 1)
+    least, greatest = record.extremes_v()
+    if record.size and low + half_lsb < least and greatest < high - half_lsb:
+        return 0
+    return count_clipped(record.volts(), full_scale_v, adc_bits)
+
+
+def record_quadratures_snu(record: AdcRecord, template, samples_per_symbol: int, offset_samples: int,
+                           shot_noise_variance_v2: float, n_symbols: int, dc_v: float = 0.0,
+                           chunk_symbols: int = RECORD_CHUNK_SYMBOLS) -> np.ndarray:
+    """quadratures_snu of ``record.volts() - dc_v`` (float64 [n_symbols]), a chunk of symbols at a time in one
+    reused buffer: the same operations per sample and per symbol as the whole record's, never its float64 copy."""
+    if not np.isfinite(shot_noise_variance_v2) or shot_noise_variance_v2 <= 0.0:
+        raise ValueError(f"shot_noise_variance_v2 must be > 0, got {shot_noise_variance_v2!r}")
+    g = _unit_template(template)
+    sps = int(samples_per_symbol)
+    if sps < 1 or len(g) != sps:
+        raise ValueError(f"template length {len(g)} must equal samples_per_symbol {samples_per_symbol}")
+    if not 0 <= offset_samples < sps:
+        raise ValueError(f"offset_samples must be in [0, {sps}), got {offset_samples!r}")
+    available = (record.size - offset_samples) // sps
+    n = int(n_symbols)
+    if not 0 < n <= available:
+        raise ValueError(f"n_symbols must be in [1, {available}] for {record.size} samples, got {n_symbols!r}")
+    # whole groups of 4 symbols (BLAS's matrix-vector kernel takes rows in such groups), and never a last piece of
+    # one symbol (numpy takes a 1-row product as a dot product, summed in another order)
+    chunk = max(4, int(chunk_symbols) // 4 * 4)
+    buffer = np.empty((min(chunk, n) + 1) * sps)
+    outputs = np.empty(n)
+    first = 0
+    while first < n:
+        last = first + chunk if n - first - chunk > 1 else n
+        volts = record.volts(offset_samples + first * sps, offset_samples + last * sps, out=buffer)
+        volts -= dc_v
+        np.matmul(volts.reshape(last - first, sps), g, out=outputs[first:last])
+        first = last
+    return outputs / np.sqrt(shot_noise_variance_v2)
 
 
 def _unit_template(template) -> np.ndarray:

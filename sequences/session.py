@@ -318,7 +318,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
-    writer, station, cap_stop = None, LabStation(config), None
+    writer, appends, station, cap_stop = None, None, LabStation(config), None
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
@@ -363,6 +363,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     curious_server=None if curious is None else (curious.basis.shape[0], settings.curious_server))
             shapes = [recording.LayerShape(layer.rows, layer.modes) for layer in link.layers]
             status = StatusPublisher.beside(path, station, link, report, store.directory)
+            # batches written on a second thread while the next is taken; committed exactly as in line (kill-9 rule)
+            appends = recording.BackgroundAppends(writer, committed=status.batch)
             done = writer.images_written
             cap_stop = None
             guard = BatchGuard(link, station, report, faults)
@@ -393,17 +395,19 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
                                                                           batch))
                     counted = curious_counts(curious, len(index))
-                    writer.append_batch(index, test_labels[index], pixels, guess,
-                                        [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
-                                                              c.sent_snu, c.returned_snu) for c in captures],
-                                        curious_counts=counted)
+                    appends.append_batch(index, test_labels[index], pixels, guess,
+                                         [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
+                                                               c.sent_snu, c.returned_snu) for c in captures],
+                                         curious_counts=counted)
+                    # the cap's sums take the batch now: the next batch's light is checked against it, written or not
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
                     if running is not None:
                         running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
                     bar.update(len(index))
-                    status.batch(writer.batches_written)
                     if is_checkpoint(batch + 1):
+                        appends.wait()  # the server's test reads everything recorded so far back from the file
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+                appends.wait()
         finally:
             with interrupts.protected():
                 station.close()
@@ -411,6 +415,10 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
+            if appends is not None:
+                failed = appends.close()  # the batch in flight committed (or failed) before the file is marked
+                if failed is not None and failed is not error:
+                    error.add_note(f"writing the last batch also failed: {failed}")
             if status is not None:
                 status.stopped(error)
             if not figure_dir_existed and not any(figure_dir.iterdir()):
@@ -426,6 +434,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                    report)
         raise
     watch.remove()
+    appends.close()
     warnings = report.warnings()
     if warnings:
         say("warning: the session completed through faults (its results list every action under 'faults'):")

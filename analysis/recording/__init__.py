@@ -26,6 +26,7 @@ Values are stored as written (quadratures as float32): a live analysis that must
 with its replay should compute from the recorded (float32-rounded) values.
 """
 
+from qslab.analysis.recording.background import BackgroundAppends
 from qslab.analysis.recording.lock import WriterLock, WriterRecord
 from qslab.analysis.recording.reader import SessionFile, validate
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
@@ -34,7 +35,7 @@ from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, ME
 from qslab.analysis.recording.run_id import is_run_id, new_run_id, run_id_time
 from qslab.analysis.recording.writer import SessionWriter
 
-__all__ = ["ABORTED", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
+__all__ = ["ABORTED", "BackgroundAppends", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
            "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "is_run_id", "new_run_id", "run_id_time",
            "validate"]

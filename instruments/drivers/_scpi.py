@@ -129,12 +129,18 @@ def block_unit(header: str, data: bytes) -> bytes:
     return header.encode("ascii") + b"#" + str(len(length)).encode("ascii") + length + bytes(data)
 
 
+def _header(unit: bytes) -> bytes:
+    """A program unit's header (up to its first space), without copying the rest (a block of megabytes)."""
+    space = unit.find(b" ")
+    return unit if space < 0 else unit[:space]
+
+
 def _shown_unit(unit: bytes) -> str:
     """A program unit for messages and logs: a binary block as ``<block of N bytes>``."""
-    header, hash_mark, _ = unit.partition(b"#")
-    if not hash_mark:
+    mark = unit.find(b"#")  # (not partition: it would copy a block of megabytes to show its length)
+    if mark < 0:
         return unit.decode("ascii", errors="replace")
-    return f"{header.decode('ascii', errors='replace')}<block of {len(unit) - len(header)} bytes>"
+    return f"{unit[:mark].decode('ascii', errors='replace')}<block of {len(unit) - mark} bytes>"
 
 
 def parse_bool(reply: str) -> bool:
@@ -366,7 +372,7 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         encoded = [u if isinstance(u, bytes) else u.encode("ascii") for u in units]
         if not encoded:
             raise ValueError("write_batch needs at least one program unit")
-        queries = [u.decode("ascii") for u in encoded if u.split(b" ", 1)[0].endswith(b"?")]
+        queries = [u.decode("ascii") for u in encoded if _header(u).endswith(b"?")]
         error_unit = (self.error_query if self.error_query.startswith(":") else ":" + self.error_query).encode("ascii")
         handle = self.visa_handle
         termination = (handle.write_termination or "").encode("ascii")

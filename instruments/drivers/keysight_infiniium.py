@@ -76,6 +76,13 @@ class TraceBlock:
     def from_preamble(cls, preamble: list[str]) -> TraceBlock:
         return cls(int(preamble[_POINTS]), float(preamble[_Y_INCREMENT]), float(preamble[_Y_ORIGIN]))
 
+    def volts(self, words: np.ndarray) -> np.ndarray:
+        """The block's words in volts, float64 in one pass (a record is tens of MB)."""
+        volts = np.multiply(words, self.volts_per_count, dtype=np.float64)
+        if self.origin_v:  # in place; a zero origin (no channel offset) adds nothing, so no second pass
+            volts += self.origin_v
+        return volts
+
 
 @dataclass(frozen=True)
 class EdgeTrigger:
@@ -122,11 +129,18 @@ class KeysightInfiniium(_UpstreamInfiniium):
         per megabyte. The preamble gives the length: that many bytes are read with the termination
         character off, then the LF.
         """
+        words, block = self.read_trace_words(channel)
+        return block.volts(words)
+
+    def read_trace_words(self, channel: KeysightInfiniiumChannel) -> tuple[np.ndarray, TraceBlock]:
+        """``read_trace_v`` without the volts: the record's int16 words as sent and the preamble's map to volts
+        (``TraceBlock.volts``). Why: a caller that filters the record a piece at a time never holds it as float64."""
         preamble = self.ask(f":WAV:SOUR {channel.channel_name};:WAV:PRE?").strip().split(",")
         channel.trace.update_setpoints(preamble)
         self._note_channel_preamble(channel, preamble)
         self.write(":WAV:DATA?")
-        return self.read_word_block(TraceBlock.from_preamble(preamble))
+        block = TraceBlock.from_preamble(preamble)
+        return self.read_words(block), block
 
     @staticmethod
     def _note_channel_preamble(channel: KeysightInfiniiumChannel, preamble: list[str]) -> None:
@@ -295,6 +309,10 @@ class KeysightInfiniium(_UpstreamInfiniium):
 
     def read_word_block(self, block: TraceBlock) -> np.ndarray:
         """The ``#0`` block of int16 words a ``:WAV:DATA?`` just asked for, read by its known length, in volts."""
+        return block.volts(self.read_words(block))
+
+    def read_words(self, block: TraceBlock) -> np.ndarray:
+        """The ``#0`` block of int16 words a ``:WAV:DATA?`` just asked for, read by its known length (read-only)."""
         handle = self.visa_handle
         attribute = constants.ResourceAttribute.termchar_enabled
         before = handle.get_visa_attribute(attribute)
@@ -307,11 +325,7 @@ class KeysightInfiniium(_UpstreamInfiniium):
         if header != b"#0" or data[-1:] != b"\n":
             raise ValueError(f"{self.name}: trace block of {block.points} points arrived malformed "
                              f"(header {header!r}, last byte {data[-1:]!r})")
-        words = np.frombuffer(data, dtype="<i2", count=block.points)  # no copy of the bytes
-        volts = np.multiply(words, block.volts_per_count, dtype=np.float64)  # one pass: a record is tens of MB
-        if block.origin_v:  # in place; a zero origin (no channel offset) adds nothing, so no second pass
-            volts += block.origin_v
-        return volts
+        return np.frombuffer(data, dtype="<i2", count=block.points)  # no copy of the bytes
 
 
 class BlockTrace(DSOTraceParam):
@@ -349,6 +363,12 @@ def read_trace_block(channel: Any) -> np.ndarray | None:
     """``KeysightInfiniium.read_trace_v`` for ``channel``; None when it is not a channel of that driver."""
     scope = getattr(channel, "root_instrument", None)
     return scope.read_trace_v(channel) if isinstance(scope, KeysightInfiniium) else None
+
+
+def read_trace_words(channel: Any) -> tuple[np.ndarray, TraceBlock] | None:
+    """``KeysightInfiniium.read_trace_words`` for ``channel``; None when it is not a channel of that driver."""
+    scope = getattr(channel, "root_instrument", None)
+    return scope.read_trace_words(channel) if isinstance(scope, KeysightInfiniium) else None
 
 
 def digitize_and_read(channel: Any, points: int, sample_rate_hz: float, range_v: float,

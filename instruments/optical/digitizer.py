@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
+from qslab.analysis.dsp import AdcRecord
 from qslab.instruments.drivers.keysight_infiniium import (ACQUIRE, ACQUISITION_TIMEOUT_S, digitize_and_read,
-                                                        read_trace_block)
+                                                        read_trace_block, read_trace_words)
 log = logging.getLogger(__name__)
 DATA_OUT_OF_RANGE = -222  # SCPI: the value is outside what the instrument has; it keeps its setting
 # what qcodes' Infiniium sends only in its constructor; the trace reads rely on it (sent again after a reset)
@@ -126,6 +127,18 @@ class InfiniiumDigitizer:
             raise InstrumentFault(self.name, self.address, f"ch{channel} trace", f"unreadable reply ({error})",
                                   1) from error
         return np.asarray(samples, dtype=float)
+
+    def read_record(self, channel: int) -> AdcRecord:
+        """``read`` as the scope sent it: the int16 words and the preamble's map to volts (roles.RecordingDigitizer)."""
+        try:
+            read = read_trace_words(self._channel(channel))
+            if read is None:  # not the Infiniium driver's channel: its volts as they are
+                return AdcRecord(np.asarray(self._channel(channel).trace(), dtype=float), 1.0)
+        except ValueError as error:
+            raise InstrumentFault(self.name, self.address, f"ch{channel} trace", f"unreadable reply ({error})",
+                                  1) from error
+        words, block = read
+        return AdcRecord(words, block.volts_per_count, block.origin_v)
 
     def capture(self, channel: int, *, points: int, sample_rate_hz: float, range_v: float,
                 offset_v: float = 0.0) -> np.ndarray:

@@ -10,14 +10,14 @@ station turns into a bound on the laser (the LO is a fixed share of it).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from qslab.analysis import dsp
 from qslab.analysis.units import DEFAULT_WAVELENGTH_M, photon_energy_j
 from qslab.instruments.optical.limits import Limit
-from qslab.instruments.optical.roles import CapturingDigitizer, Digitizer
+from qslab.instruments.optical.roles import CapturingDigitizer, Digitizer, RecordingDigitizer
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,24 @@ class DigitizerHomodyneReceiver:
     def read_samples_v(self) -> np.ndarray:
         """The channel's last record, in volts."""
         return np.asarray(self._digitizer().read(self.digitizer_channel), dtype=float)
+
+    def read_record(self) -> dsp.AdcRecord:
+        """The channel's last record about the channel's centre (its volts are ``read_samples_v() - offset_v()``, bit
+        for bit), as the digitizer sent it where it can (roles.RecordingDigitizer), else its volts."""
+        digitizer = self._digitizer()
+        if isinstance(digitizer, RecordingDigitizer):
+            record = digitizer.read_record(self.digitizer_channel)
+        else:
+            record = dsp.AdcRecord(self.read_samples_v(), 1.0)
+        return replace(record, centre_v=self.offset_v())
+
+    def record_quadratures_snu(self, record: dsp.AdcRecord, n_symbols: int, dc_v: float = 0.0) -> np.ndarray:
+        """``quadratures_snu(record.volts() - dc_v, n_symbols)``, a piece of the record at a time (dsp.AdcRecord)."""
+        c = self.calibration
+        if c is None:
+            raise RuntimeError(f"{self.name}: no shot-noise calibration (a ReceiverCalibration) is loaded")
+        return dsp.record_quadratures_snu(record, np.asarray(c.template), c.samples_per_symbol, c.offset_samples,
+                                          c.shot_noise_variance_v2, n_symbols, dc_v)
 
     def capture_samples_v(self, points: int, sample_rate_hz: float, range_v: float, offset_v: float = 0.0) -> np.ndarray:
         """One new acquisition of ``points`` at ``sample_rate_hz`` on this channel's ``range_v`` centred on

@@ -132,6 +132,14 @@ class CapturingDigitizer(Digitizer, Protocol):
 
 
 @runtime_checkable
+class RecordingDigitizer(Digitizer, Protocol):
+    """A digitizer that can hand a record over as it sent it: ADC words and their map to volts
+    (qslab.analysis.dsp.AdcRecord, absolute volts), so a caller need not hold millions of float64 volts."""
+
+    def read_record(self, channel: int) -> Any: ...
+
+
+@runtime_checkable
 class Awg(Protocol):
     """The AWG channels lent to one role: load segments, select one, run, stop.
 

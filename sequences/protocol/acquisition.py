@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qslab.analysis.blas_threads import one_blas_thread
-from qslab.analysis.dsp import clip_detail, count_clipped, minus_tail_dc
+from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clipped_record
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
@@ -79,18 +79,20 @@ class LinkAcquisition:
         self.client_awg.run()
         self.awg.run()
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        client_v, server_v = self._acquire(n_client, n_server, layer)
-        client = self.client_rx.quadratures_snu(client_v, n_client).reshape(batch, layer.rows)
-        returned = (self.server_rx.quadratures_snu(server_v, n_server).reshape(batch, rows.size, layer.modes)
-                    if rows.size else np.zeros((batch, 0, layer.modes)))
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
+        client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
+        returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
+                        batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
                             np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
-        """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range."""
+    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[tuple[AdcRecord, float], ...]:
+        """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
+        receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
+        tail's mean, dsp.minus_tail_dc), which the quadratures take off."""
         sps = self.digitizer_sps
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
@@ -101,17 +103,18 @@ class LinkAcquisition:
         for attempt in range(CLIP_RETRIES + 1):
             self.digitizer.trigger()
             self.digitizer.wait()
-            records = {rx.name: self._read_trace(rx) for rx in (self.client_rx, self.server_rx)}
-            clipped = [rx for rx in (self.client_rx, self.server_rx) if self._clipped(rx, records[rx.name])]
+            records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
+            clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:
-                records = {name: minus_tail_dc(v, data_symbols * sps, out=v) for name, v in records.items()}
-                self._check_tails(records, data_symbols * sps)
-                return records["client_receiver"], records["server_receiver"]
+                tails = {name: record.volts(data_symbols * sps) for name, record in records.items()}
+                dc_v = {name: float(np.mean(tail)) for name, tail in tails.items()}  # as minus_tail_dc takes it
+                self._check_tails({name: np.subtract(tail, dc_v[name], out=tail) for name, tail in tails.items()})
+                return tuple((records[name], dc_v[name]) for name in ("client_receiver", "server_receiver"))
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
             if not widened:
                 break
         detail = "; ".join(f"{rx.name} at {rx.range_v():.3g} V range: "
-                           f"{clip_detail(records[rx.name], 0.5 * rx.range_v(), rx.adc_bits)}"
+                           f"{clip_detail(records[rx.name].volts(), 0.5 * rx.range_v(), rx.adc_bits)}"
                            for rx in clipped)
         raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
 
@@ -153,15 +156,15 @@ class LinkAcquisition:
         return rx.read_samples_v() - rx.offset_v()
 
     @staticmethod
-    def _clipped(rx, samples_v: np.ndarray) -> bool:
-        return count_clipped(samples_v, 0.5 * rx.range_v(), rx.adc_bits) > 0
+    def _record_clipped(rx, record: AdcRecord) -> bool:
+        return count_clipped_record(record, 0.5 * rx.range_v(), rx.adc_bits) > 0
 
-    def _check_tails(self, records: dict[str, np.ndarray], start: int) -> None:
-        """The vacuum after the data (its DC taken off) must look like the calibration's: variance 1 + v_el, else
-        the data are scaled by a changed LO or gain; and one DC level over the tail, else the receiver drifts
-        within a record. ReceiverError names the first receiver."""
+    def _check_tails(self, tails: dict[str, np.ndarray]) -> None:
+        """The vacuum after the data (``tails``: in volts, its DC taken off) must look like the calibration's:
+        variance 1 + v_el, else the data are scaled by a changed LO or gain; and one DC level over the tail, else the
+        receiver drifts within a record. ReceiverError names the first receiver."""
         for rx in (self.client_rx, self.server_rx):
-            reading = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS)
+            reading = self._vacuum(rx, tails[rx.name], VACUUM_TAIL_SYMBOLS)
             self.tails[rx.name] = reading
             expected_snu = 1.0 + reading.electronic_noise_snu
             noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
@@ -169,7 +172,7 @@ class LinkAcquisition:
                 raise ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise against "
                                     f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
                                     f"power or its gain changed", reading)
-            half = self._vacuum(rx, records[rx.name][start:], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
+            half = self._vacuum(rx, tails[rx.name], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
             if abs(2.0 * half.mean_snu) > TAIL_DRIFT_MAX_SNU:  # first half minus second = twice the first's mean
                 template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
                 offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(

@@ -13,7 +13,8 @@ from qcodes.instrument_drivers.Keysight.Infiniium import DSOTraceParam
 
 from qslab.instruments.drivers._scpi import InstrumentError
 from qslab.instruments.drivers.keysight_infiniium import (BlockTrace, EdgeTrigger, KeysightInfiniium,
-                                                        qcodes_trace_needs_fix, read_trace_block)
+                                                        qcodes_trace_needs_fix, read_trace_block,
+                                                        read_trace_words)
 from qslab.instruments.optical.digitizer import InfiniiumDigitizer
 
 
@@ -38,6 +39,23 @@ def test_our_trace_reads_on_the_installed_qcodes(connect):
     trace_v = ours.ch1.trace()
     assert trace_v.shape == (ours.acquire_points(),) and np.all(np.isfinite(trace_v))
     np.testing.assert_array_equal(read_trace_block(ours.ch1), trace_v)
+
+
+def test_a_record_read_as_words_is_the_trace_in_volts(connect):
+    """The words and the preamble's map (what the session filters a piece at a time) give the trace's volts exactly,
+    through the role too (InfiniiumDigitizer.read_record), with the channel's range and offset as the record's."""
+    ours = connect("digitizer")
+    ours.auto_digitize(False)
+    ours.ch2.offset(0.01)
+    ours.digitize()
+    trace_v = ours.read_trace_v(ours.ch2)
+    words, block = read_trace_words(ours.ch2)
+    assert words.dtype == np.int16 and words.size == block.points == trace_v.size and block.origin_v != 0.0
+    np.testing.assert_array_equal(block.volts(words), trace_v)
+    record = InfiniiumDigitizer(ours).read_record(2)
+    np.testing.assert_array_equal(record.volts(), trace_v)
+    np.testing.assert_array_equal(record.volts(100, 200), trace_v[100:200])
+    assert record.extremes_v() == (trace_v.min(), trace_v.max())
 
 
 def test_upstream_trace_fails_exactly_where_the_gate_applies(bench):
