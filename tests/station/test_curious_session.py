@@ -10,33 +10,26 @@ from pathlib import Path
 
 import h5py
 import pytest
-from station_fixtures import patient_config_file
+from station_fixtures import CLEAN_SETTINGS, patient_config_file
 
 from qslab.analysis import recording
 from qslab.analysis.data_leakage_curious import CuriousSpec, attack_outcome, streamed_attack_outcome
 from qslab.analysis.replay import replay
-from qslab.calibration.records import RecordStore
 from qslab.sequences.cli import main
 from qslab.sequences.config import load_config
-from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session import run_session
 
 CONFIG = patient_config_file()  # lab_config.toml with a 60 s I/O timeout: runs compared are not moved by load
-SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
-                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+SETTINGS = CLEAN_SETTINGS  # the clean session's (station/conftest.py: patient_clean_session)
 UNCHANGED = ("accuracy", "verified", "verification", "weight_leakage_bits_per_mode", "data_leakage_bits_per_bin",
              "mu_photons", "gain")
 
 
 @pytest.fixture(scope="module")
-def store(calibrated_store_at, tmp_path_factory):
-    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
-    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("calibration")))
-
-
-@pytest.fixture(scope="module")
-def sessions(store, tmp_path_factory):
-    clean = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path_factory.mktemp("clean"), store=store,
-                        progress=False)
+def sessions(patient_clean_session, tmp_path_factory):
+    """(the clean session, the same with a curious server on the records the clean one left: station/conftest.py)."""
+    clean = patient_clean_session.results
+    store = patient_clean_session.store_copy(tmp_path_factory.mktemp("calibration"))
     curious = run_session(load_config(CONFIG), replace(SETTINGS, candidate_set=50, curious_server=CuriousSpec(
         "delay", seed=3, train_images=600, candidates=50).to_json()), out_dir=tmp_path_factory.mktemp("curious"),
         store=store, progress=False)

@@ -1,6 +1,7 @@
 """The session's leakage-cap check on running sums (analysis/running_samples.py): at every batch of a multi-batch
 session, the projected leakage and the cap decision equal those of the file-reading computation it replaced (kept
-here as the independent reference), and a resumed session's sums continue from its file."""
+here as the independent reference), and a resumed session's sums continue from its file. One session, interrupted
+after 3 of its 6 batches and resumed, serves both."""
 
 from __future__ import annotations
 
@@ -20,22 +21,42 @@ SETTINGS = SessionSettings(images=12, mu=6.0, gain=1.3, seed=5, batch_images=2, 
                            max_weight_leakage_bits_per_mode=1e9)
 
 
-def test_the_cap_decision_equals_the_file_reading_computation_at_every_batch(calibrated_store_at, tmp_path,
-                                                                             monkeypatch):
-    store = RecordStore(calibrated_store_at(tmp_path / "records"))
+@pytest.fixture(scope="module")
+def checks(calibrated_store_at, tmp_path_factory) -> tuple[list, list, dict]:
+    """One session of 6 batches, interrupted after its third and resumed (one run serves both tests): every cap check
+    computed both ways, the session's running sums and the file-reading reference, as (images_after, new, reference):
+    (the 3 before the interrupt, the 3 after the resume, the resumed session's results)."""
+    directory = tmp_path_factory.mktemp("capped")
+    store = RecordStore(calibrated_store_at(directory / "records"))
     original = session_module.leakage_cap_allows
-    seen = []
+    before, after = [], []
 
-    def both(recorded, settings, measured, shapes, images_after, running=None):
-        assert running is not None  # the session passes its running sums
-        new = original(recorded, settings, measured, shapes, images_after, running)
-        reference = original(recorded, settings, measured, shapes, images_after, None)  # reads the file back
-        seen.append((images_after, new[1], reference[1]))
-        return new
+    def both(seen):
+        def check(recorded, settings, measured, shapes, images_after, running=None):
+            assert running is not None  # the session passes its running sums
+            if seen is before and images_after > 6:
+                raise KeyboardInterrupt("stopped for the test")
+            new = original(recorded, settings, measured, shapes, images_after, running)
+            reference = original(recorded, settings, measured, shapes, images_after, None)  # reads the file back
+            seen.append((images_after, new[1], reference[1]))
+            return new
+        return check
 
-    monkeypatch.setattr(session_module, "leakage_cap_allows", both)
-    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
-    assert result["images"] == 12 and len(seen) == 6
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(session_module, "leakage_cap_allows", both(before))
+        with pytest.raises(KeyboardInterrupt):
+            run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "out", store=store, progress=False)
+        (path,) = (directory / "out").glob("session-*.h5")
+        patch.setattr(session_module, "leakage_cap_allows", both(after))
+        result = run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "out", store=store, progress=False,
+                             resume=path)
+    return before, after, result
+
+
+def test_the_cap_decision_equals_the_file_reading_computation_at_every_batch(checks):
+    before, after, result = checks
+    seen = before + after
+    assert result["images"] == 12 and [images for images, _, _ in seen] == [2, 4, 6, 8, 10, 12]
     projected = np.array([(new, reference) for _, new, reference in seen])
     assert projected[0, 0] == projected[0, 1]  # before any batch: the unverified bound, the same code
     np.testing.assert_allclose(projected[:, 0], projected[:, 1], rtol=1e-10, atol=0.0)
@@ -44,29 +65,9 @@ def test_the_cap_decision_equals_the_file_reading_computation_at_every_batch(cal
         assert list(projected[:, 0] <= cap) == list(projected[:, 1] <= cap)
 
 
-def test_a_resumed_capped_session_continues_its_sums_from_the_file(calibrated_store_at, tmp_path, monkeypatch):
+def test_a_resumed_capped_session_continues_its_sums_from_the_file(checks):
     """Interrupted after 3 batches, resumed: the cap check after the resume equals the file-reading one."""
-    store = RecordStore(calibrated_store_at(tmp_path / "records"))
-    original = session_module.leakage_cap_allows
-    seen = []
-
-    def stop_after_three(recorded, settings, measured, shapes, images_after, running=None):
-        if images_after > 6 and not seen:
-            raise KeyboardInterrupt("stopped for the test")
-        return original(recorded, settings, measured, shapes, images_after, running)
-
-    monkeypatch.setattr(session_module, "leakage_cap_allows", stop_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
-    (path,) = (tmp_path / "out").glob("session-*.h5")
-
-    def both(recorded, settings, measured, shapes, images_after, running=None):
-        new = original(recorded, settings, measured, shapes, images_after, running)
-        seen.append((new[1], original(recorded, settings, measured, shapes, images_after, None)[1]))
-        return new
-
-    monkeypatch.setattr(session_module, "leakage_cap_allows", both)
-    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False,
-                         resume=path)
-    assert result["images"] == 12 and len(seen) == 3
-    np.testing.assert_allclose([new for new, _ in seen], [reference for _, reference in seen], rtol=1e-10, atol=0.0)
+    before, after, result = checks
+    assert len(before) == 3 and result["images"] == 12 and len(after) == 3
+    np.testing.assert_allclose([new for _, new, _ in after], [reference for _, _, reference in after], rtol=1e-10,
+                               atol=0.0)

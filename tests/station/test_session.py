@@ -8,7 +8,7 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-from station_fixtures import patient_config_file
+from station_fixtures import CLEAN_SETTINGS, patient_config_file
 
 from qslab.analysis import recording
 from qslab.analysis.estimate import Estimate
@@ -17,25 +17,24 @@ from qslab.calibration.records import RecordStore
 from qslab.sequences import session as session_module
 from qslab.sequences.cli import main
 from qslab.sequences.config import load_config
-from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session import run_session
 
 CONFIG = patient_config_file()  # lab_config.toml with a 60 s I/O timeout: runs compared are not moved by load
-SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
-                           failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
+SETTINGS = CLEAN_SETTINGS  # 20 images, 2 batches
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
 @pytest.fixture(scope="module")
-def store(calibrated_store_at, tmp_path_factory):
-    """The bench's calibration records (tests/conftest.py: made once per run, here a writable copy)."""
-    return RecordStore(calibrated_store_at(tmp_path_factory.mktemp("calibration")))
+def store(patient_clean_session, tmp_path_factory):
+    """The bench's calibration records as the clean session left them (with its channel record), a writable copy."""
+    return patient_clean_session.store_copy(tmp_path_factory.mktemp("calibration"))
 
 
 @pytest.fixture(scope="module")
-def clean(store, tmp_path_factory):
-    return run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path_factory.mktemp("clean"), store=store,
-                       progress=False)
+def clean(patient_clean_session):
+    """READ-ONLY: the clean session's results (station/conftest.py: run once per test run, SETTINGS on CONFIG)."""
+    return patient_clean_session.results
 
 
 def test_session_classifies_verifies_and_closes_safe(clean):
@@ -217,26 +216,13 @@ def test_cli_attack_is_caught_and_reported_with_the_safe_state(store, tmp_path, 
     assert "tap fraction must lie in [0, 1]" in capsys.readouterr().err
 
 
-def test_the_receivers_dc_levels_are_taken_out_of_every_record(store, tmp_path, monkeypatch):
+def test_the_receivers_dc_levels_are_taken_out_of_every_record(patient_clean_session):
     """The DC-coupled receivers sit tens of SNU off zero (their LO's unbalanced share, CMRR 27-30 dB); each
-    record's own vacuum tail takes it out, so the tail reads ~0 SNU (its halves agree) and verification holds."""
-    from qslab.instruments.sim.link.receivers import RECEIVERS, dc_level_v
+    record's own vacuum tail takes it out, so the tail reads ~0 SNU (its halves agree) and verification holds.
+    Read after each of the clean session's two batches (station/conftest.py spies on session.run_batch)."""
+    from qslab.instruments.sim.link.receivers import RECEIVERS
 
-    seen = []
-    original = session_module.run_batch
-
-    def run_batch(link, *args, **kwargs):
-        out = original(link, *args, **kwargs)
-        state = link.station.bench.state
-        raw_dc_snu = {rx.name: dc_level_v(state.params.get(rx.name), state.lo_power_w(rx.name))
-                      * float(np.sum(rx.calibration.template)) / np.sqrt(rx.calibration.shot_noise_variance_v2)
-                      for rx in (link.client_rx, link.server_rx)}
-        seen.append(({name: reading.mean_snu for name, reading in link.tails.items()}, raw_dc_snu))
-        return out
-
-    monkeypatch.setattr(session_module, "run_batch", run_batch)
-    results = run_session(load_config(CONFIG), replace(SETTINGS, images=4, batch_images=2), out_dir=tmp_path,
-                          store=store, progress=False)
+    results, seen = patient_clean_session.results, patient_clean_session.dc_levels
     assert results["verified"] is True and results["verification"]["excess_noise_hat_snu"] < 0.02
     assert len(seen) == 2
     for tails, raw_dc_snu in seen:

@@ -2,9 +2,10 @@
 message; either way the bench is left safe and the file keeps every completed batch (and only those).
 
 Every fault is armed after set-up, before batch 2 of 2 (after=0: on the target's next message), so batch 1
-is always recorded clean. The laser gets a 10 s timeout (the others 60 s): a swallowed query costs 10 s, and a
-busy machine never makes an answered one look swallowed (issue 18: no outcome depends on the host's speed). The
-calibration records are made once for the whole test run (tests/conftest.py).
+is always recorded clean. The laser and the amplifier get a 10 s timeout (the others 60 s): a swallowed query, and
+a reply cut off by a dropped connection (pyvisa-py notices the close only when the timeout expires), each cost 10 s,
+and a busy machine never makes an answered one look swallowed (issue 18: no outcome depends on the host's speed).
+The calibration records are made once for the whole test run (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -30,18 +31,24 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=3, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 LASER = '[instruments.laser]\ndriver = "keysight_n7714a"\naddress = "bench"\n'
+AMPLIFIER = '[instruments.amplifier]\ndriver = "scpi_optical_amplifier"\naddress = "bench"\n'
+SHORT_TIMEOUT = '\ntimeout_s = 10.0\n'
 
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
-    """lab_config.toml with a generous 10 s timeout for the laser (the target of the timeout faults): a swallowed
-    query is waited for once, and no answered one, however loaded the machine, comes later than that; the other
-    instruments, never made silent here, get station_fixtures.patient_config's 60 s."""
+    """lab_config.toml with a generous 10 s timeout for the laser and the amplifier (the targets of the timeout and
+    disconnect faults): a swallowed query or a cut-off reply is waited for once (pyvisa-py reads a closed socket
+    until its timeout), and no answered one, however loaded the machine, comes later than that (neither instrument
+    averages or renders anything before it answers); the others, never made silent here, get
+    station_fixtures.patient_config's 60 s."""
     directory = tmp_path_factory.mktemp("config")
     text = patient_config(directory).read_text()
-    assert text.count(LASER) == 1
+    for table, name in ((LASER, "laser"), (AMPLIFIER, "amplifier")):
+        assert text.count(table) == 1, name
+        text = text.replace(table, f"{table}[instruments.{name}.init]{SHORT_TIMEOUT}")
     path = directory / "lab_config.toml"
-    path.write_text(text.replace(LASER, LASER + "[instruments.laser.init]\ntimeout_s = 10.0\n"))
+    path.write_text(text)
     return path
 
 
@@ -130,12 +137,14 @@ def actions(faults: dict, action: str, instrument: str | None = None) -> list[di
 
 def test_a_timeout_a_disconnect_and_a_garbled_reply_are_retried_and_the_session_completes(
         config_path, store, tmp_path, benches):
-    results, stop = session(config_path, store, tmp_path, "timeout@laser:after=0", "disconnect@power_meter:after=0",
-                            "garbled@amplifier:after=0")
+    """The disconnect hits the amplifier (10 s timeout), not the meter (60 s): pyvisa-py reads the closed socket
+    until the timeout, so a cut-off reply costs the instrument's whole timeout (spinning on the socket)."""
+    results, stop = session(config_path, store, tmp_path, "timeout@laser:after=0", "disconnect@amplifier:after=0",
+                            "garbled@power_meter:after=0")
     assert stop is None
     faults = assert_completed(results, benches)
     assert {(f["kind"], f["instrument"]) for f in faults["fired"]} == {
-        ("timeout", "laser"), ("disconnect", "power_meter"), ("garbled", "amplifier")}
+        ("timeout", "laser"), ("disconnect", "amplifier"), ("garbled", "power_meter")}
     for instrument in ("laser", "power_meter", "amplifier"):
         assert actions(faults, "retried", instrument), instrument
     assert not actions(faults, "repeated")  # a retried query disturbs no batch

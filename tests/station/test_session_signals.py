@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "lab_config.toml"
 GATED_BENCH = Path(__file__).resolve().parent / "gated_bench.py"
 HANG_GUARD_S = 600  # only against a hung test, never a timing assumption
+# Between two looks at the session file: the test waits for a state, re-checked every POLL_S, so the interval only adds
+# up to POLL_S to the wait (a batch takes hundreds of ms); without it the test spins a core against the very session
+# it waits for (on 2 cores under xdist: the session, the other worker and this loop).
+POLL_S = 0.005
 SETTINGS = SessionSettings(images=1, mu=6.0, gain=1.3, seed=3, batch_images=1, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 
@@ -155,6 +160,7 @@ class Session:
                             return
                 except recording.RecordingError:
                     pass  # being created
+            time.sleep(POLL_S)
         raise AssertionError(f"the session ended first: {self.stderr.text()}")
 
     def finish(self) -> tuple[int, dict, str]:
