@@ -205,7 +205,6 @@ def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng
     slots = rng.standard_normal((n_slots, sps)) if lo_on else None
     root_el = np.sqrt(config.electronic_noise_snu) if config.electronic_noise_snu > 0.0 else None
     lsb = config.volts_per_code
-    low, high = -(2 ** (config.adc_bits - 1)), 2 ** (config.adc_bits - 1) - 1
     codes = np.empty(kept, dtype=np.int16 if config.adc_bits <= 16 else np.int32)
     chunk = min(RECORD_CHUNK_SLOTS, n_slots)
     noise = np.empty((chunk, sps)) if root_el is not None else None
@@ -236,8 +235,7 @@ def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng
         volts += shift_v
         volts /= lsb
         np.rint(volts, out=volts)
-        clipped += int(np.count_nonzero(volts < low) + np.count_nonzero(volts > high))
-        np.clip(volts, low, high, out=volts)
+        clipped += _clip_codes(volts, config.adc_bits)
         codes[start:stop] = volts
     return DigitizedWaveform(codes, lsb, clipped, config.sample_rate_hz, sps)
 
