@@ -13,7 +13,9 @@ and where the time went, read from the session's log (session-<run id>.log):
 - calibrations: until "wrote N calibration record(s)" (their figures drawn), each kind's own line
   ("calibration KIND took ... s wall, ... s CPU", sequences/calibrations.py) below it;
 - session: set-up, the images, the analysis and the file, until its "complete" line;
-- exit: the station closed and the process gone.
+- exit: the station closed and the process gone;
+- the embedded bench's CPU per thread (each instrument's connection threads, the digitizer's render pool), from the
+  line the bench logs when it stops: the rest of the session's CPU is its main thread's (and the figure worker's).
 
 The baseline measured in the same run: the same session again in the last directory, its records now present
 (no calibration runs); the difference is what the calibrations cost a fresh checkout. Repeats ``--repeats``
@@ -55,6 +57,7 @@ class Run:
     load: tuple[float, float]
     stages: dict[str, float] = field(default_factory=dict)
     kinds: list[tuple[str, float, float, str]] = field(default_factory=list)
+    bench_threads: str = ""  # the embedded bench's CPU per thread, as it logs it when stopped
 
 
 def one_run(directory: Path, images: int | None = None) -> Run:
@@ -102,6 +105,8 @@ def stages_from_log(run: Run, text: str, started: float, ended: float) -> None:
             marks["calibrated"] = at
         elif message.startswith("complete: "):
             marks["complete"] = at
+        elif message.startswith("bench CPU by thread: "):
+            run.bench_threads = message.removeprefix("bench CPU by thread: ")
     connected = marks.get("calibrations", marks.get("connected"))
     order = [("start-up (interpreter, imports, config)", started, marks.get("starting")),
              ("connecting and pre-flight", marks.get("starting"), connected),
@@ -121,6 +126,8 @@ def show(label: str, run: Run) -> None:
         if name.startswith("calibrations"):
             for kind, wall, cpu, cost in run.kinds:
                 print(f"        {kind:12s} {wall:6.2f} s wall {cpu:6.2f} s CPU  ({cost})")
+    if run.bench_threads:
+        print(f"    bench threads' CPU (of the session's): {run.bench_threads}")
 
 
 def bytecode_note() -> str:

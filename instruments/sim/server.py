@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ from qslab.instruments.sim.scpi.parsing import MessageFramer
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+
+
+def thread_cpu_s(thread: threading.Thread) -> float:
+    """A live thread's CPU seconds so far (0 when it has ended or the platform has no per-thread clocks)."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except (AttributeError, OSError, TypeError):
+        return 0.0
 
 
 def check_loopback(host: Any, allow_non_loopback: bool = False) -> str:
@@ -120,6 +129,8 @@ class InstrumentServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._messages = 0
+        self._ended_cpu_s = 0.0           # CPU of the connection threads that have ended
+        self._ended: set[int] = set()     # their thread idents
 
     @property
     def messages_received(self) -> int:
@@ -230,7 +241,18 @@ class InstrumentServer:
         finally:
             with self._lock:
                 self._connections.discard(connection)
+                self._ended_cpu_s += time.thread_time()
+                self._ended.add(threading.get_ident())
             connection.close()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds this instrument's connection threads used (its emulator's work: parsing, rendering), the
+        ended ones' totals plus the live ones' so far. For the benchmarks' per-thread accounting."""
+        with self._lock:
+            total = self._ended_cpu_s
+            live = [t for t in self._threads if t.name.endswith("-connection") and t.ident not in self._ended]
+        return total + sum(thread_cpu_s(t) for t in live)
 
     def _exchange(self, message: bytes) -> bytes:
         try:
@@ -384,7 +406,24 @@ class Bench:
     def stop(self) -> None:
         for instrument in self.instruments.values():
             instrument.server.stop()
+        if self._started:
+            self._log_cpu()
         self._started = False
+
+    def cpu_by_thread_s(self) -> dict[str, float]:
+        """CPU seconds per instrument (its connection threads) and of the render and normal-drawing worker threads
+        alive in this process (``qslab-*``: the digitizer's render pool lives as long as the process)."""
+        cpu = {name: i.server.cpu_s for name, i in self.instruments.items() if isinstance(i.server, InstrumentServer)}
+        for thread in threading.enumerate():
+            if thread.name.startswith("qslab-"):
+                prefix = thread.name.rsplit("_", 1)[0]
+                cpu[f"{prefix} threads"] = cpu.get(f"{prefix} threads", 0.0) + thread_cpu_s(thread)
+        return cpu
+
+    def _log_cpu(self) -> None:
+        cpu = sorted(((s, name) for name, s in self.cpu_by_thread_s().items() if s >= 0.005), reverse=True)
+        if cpu:
+            log.info("bench CPU by thread: %s (s)", ", ".join(f"{name} {s:.2f}" for s, name in cpu))
 
     def __enter__(self) -> Bench:
         return self.start()

@@ -407,6 +407,38 @@ def _verified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: n
     return x_meas, measure_p
 
 
+def _unamplified_rows(x_hat, x_basis, symbols, beta, params: LinkParameters, rng: np.random.Generator,
+                      returned: np.ndarray, scratch: np.ndarray, signals: np.ndarray, measure_p=None):
+    """_verified_rows at gain 1 (the client's amplifier off, as the homodyne calibration has it): the same draws
+    and the same bits, without the joint algebra that gain 1 cancels exactly.
+
+    Why it is exact: at G = 1 the amplifier is c = 1 b_1 + 0 idler* and the coupler d_meas = 0 c + 1 u,
+    d_ret = 1 c - 0 u, each product by 0 or 1 exact in floating point; so the client's detector reads the
+    coupler's vacuum u alone (X = 2 Re u, one of its normals) and D = d_ret - b_1 is exactly 0, leaving
+    y = sqrt(var_w) w + a sqrt(t T_f) Q(alpha). The conditional draw for x^dagger k and the idler only
+    feed b_1: they are drawn (and dropped) to keep the stream's layout, as numpy's ziggurat takes a
+    data-dependent number of words per normal and cannot be skipped by advancing the generator.
+    tests/bench/test_unamplified_rows.py compares both routes bit for bit.
+    """
+    batch, n_rows = x_hat.shape[0], symbols.shape[0]
+    if measure_p is None:
+        measure_p = rng.random((batch, n_rows)) < 0.5
+    normals = np.empty((batch, n_rows, 2))
+    rng.standard_normal(out=normals)  # the conditional part of x^dagger k (enters b_1 only)
+    rng.standard_normal(out=normals)  # the amplifier's idler (times sqrt(G - 1) = 0)
+    rng.standard_normal(out=normals)  # the coupler's vacuum u: (Re u, Im u) = normals / 2
+    efficiency = _unit_interval("client_efficiency", params.client_efficiency)
+    electronic = _at_least("client_electronic_noise_snu", params.client_electronic_noise_snu, 0.0)
+    x_meas = np.sqrt(efficiency) * normals[..., 0] + np.sqrt(1.0 - efficiency + electronic) * rng.standard_normal(
+        (batch, n_rows))  # homodyne(): sqrt(eta) 2 Re u + N(0, 1 - eta + v_el)
+    var_w = 1.0 + params.server_electronic_noise_snu
+    if var_w != 1.0:
+        returned *= np.float32(np.sqrt(var_w))
+    np.take(signals, (np.arange(n_rows) + n_rows * measure_p).ravel(), axis=0, out=scratch.reshape(-1, signals.shape[1]))
+    returned += scratch
+    return x_meas, measure_p
+
+
 def _verification_spans(batch: int, chunk_images: int, block: int) -> list[tuple[int, int]]:
     """Image ranges of the verification blocks: cache-sized blocks inside each fast-path chunk."""
     spans = []
@@ -537,6 +569,7 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
                                * params.processor_transmittance_per_pass) * np.sqrt(
             params.forward_transmittance * params.processor_transmittance_per_pass)
         signals = np.concatenate([gain_q * sent.real, gain_q * sent.imag]).astype(np.float32)
+        verified_rows = _unamplified_rows if params.gain == 1.0 else _verified_rows  # the same bits either way
     try:
         k = 0
         for start in range(0, batch, chunk_images):
@@ -574,7 +607,7 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
                 basis = np.empty((last - first, 2, n_modes), dtype=np.float32)
                 basis[:, 0] = block_x.real
                 basis[:, 1] = block_x.imag
-                x_meas[first:last, rows], measure_p[first:last] = _verified_rows(
+                x_meas[first:last, rows], measure_p[first:last] = verified_rows(
                     block_x, basis, sent, beta[first - start:last - start], params, rng, returned[first:last],
                     scratch[:last - first], signals, None if given_p is None else given_p[first:last])
                 k += 1

@@ -245,9 +245,10 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
         gated = (np.flatnonzero(captured[index]), choice[index])
     bits = params.digitizer.adc_bits
     client_q, server_q, measure_p = [], [], []
-    sums = {name: np.zeros(points) for name in RECEIVERS}
+    count = max(1, averages)
+    codes = {name: np.zeros(points) if count > 1 else None for name in RECEIVERS}  # one record's codes, or their sum
     clipped = dict.fromkeys(RECEIVERS, 0)
-    for _ in range(max(1, averages)):
+    for _ in range(count):
         if laser_on:
             client, server, chosen = _single_mode_products(sent, gated, link, rng, attack)
             quadratures = {"client_receiver": client, "server_receiver": server}
@@ -255,14 +256,13 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
             server_q.append(server)
             measure_p.append(chosen)
         for name in RECEIVERS:
-            config = configs[name]
-            if laser_on:
-                volts = wf.analog_waveform(quadratures[name], config, rng)[:points]
-            else:
-                volts = wf.dark_analog_waveform(n_symbols, config, rng)[:points]
             offset = channels.get(params.get(name).digitizer_channel, ChannelSetup(1.0, 0.0)).offset_v
-            digitized = wf.digitize(volts + (dc_v[name] - offset), config)
-            sums[name] += digitized.codes
+            digitized = wf.digitized_record(quadratures[name] if laser_on else None, points, configs[name], rng,
+                                            shift_v=dc_v[name] - offset)
+            if count > 1:
+                codes[name] += digitized.codes
+            else:
+                codes[name] = digitized.codes
             clipped[name] += digitized.clipped_samples
 
     shift = 2 ** (WORD_BITS - bits)
@@ -272,8 +272,7 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
     for name in RECEIVERS:
         number = params.get(name).digitizer_channel
         setup = channels.get(number, ChannelSetup(1.0, 0.0))
-        mean_codes = sums[name] / max(1, averages)
-        words = np.clip(np.rint(mean_codes * shift), -(2 ** 15), 2 ** 15 - 1).astype(np.int16)
+        words = _averaged_words(codes[name], count, shift)
         records[number] = ChannelRecord(words, configs[name].volts_per_code / shift, setup.offset_v,
                                         clipped[name], configs[name])
     empty = np.empty((0, n_symbols))
@@ -282,6 +281,15 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
         sent_symbols=sent, client_quadratures_snu=np.array(client_q) if client_q else empty,
         server_quadratures_snu=np.array(server_q) if server_q else empty,
         server_measure_p=np.array(measure_p) if measure_p else empty.astype(bool), link=link, channels=records)
+
+
+def _averaged_words(codes: np.ndarray, count: int, shift) -> np.ndarray:
+    """The mean of `count` acquisitions' ADC codes (their sum, or the one record's codes), left-aligned in int16
+    words, rounded and clipped to 16 bits. One int16 record: its codes times shift, which a word holds exactly."""
+    if count == 1 and codes.dtype == np.int16 and isinstance(shift, int):
+        return codes * np.int16(shift)
+    mean_codes = codes / count
+    return np.clip(np.rint(mean_codes * shift), -(2 ** 15), 2 ** 15 - 1).astype(np.int16)
 
 
 def _single_mode_products(sent, gated, link, rng, attack=None):
