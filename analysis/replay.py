@@ -9,6 +9,7 @@ probability, trusted or untrusted detector) the new results are reported with wh
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class Recorded:
     _samples: tuple[int, StreamedSamples] | None = None  # (batches, their estimates): read once per batch count
     running: RunningFits | None = None  # pass 1 of the verified samples, summed batch by batch (None: from the file)
     scatter_request: tuple[int, int, int] | None = None  # (points, layer, seed) samples() keeps for `scatter`
+    # until every batch added is in `path` (a live session's background appends): what reads the file back waits first
+    committed: Callable[[], None] | None = None
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
@@ -90,6 +93,8 @@ class Recorded:
     def samples(self) -> StreamedSamples:
         """The verified samples' estimates over every batch added so far, read back from `path` in chunks."""
         if self._samples is None or self._samples[0] != self.batches:
+            if self.committed is not None:
+                self.committed()
             with recording.SessionFile.open(self.path, check_values=False) as session:
                 self.samples_from(session)
         return self._samples[1]
@@ -111,6 +116,8 @@ class Recorded:
         if self._samples is not None and self._samples[0] == self.batches \
                 and self._samples[1].scatter_request == (points, layer, seed):
             return self._samples[1].scattered
+        if self.committed is not None:
+            self.committed()
         with recording.SessionFile.open(self.path, check_values=False) as session:
             total = int(session.batch_table["sample_stop"][-1, layer]) if session.batches_written else 0
             pick = scatter_indices(total, points, seed)

@@ -365,6 +365,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             status = StatusPublisher.beside(path, station, link, report, store.directory)
             # batches written on a second thread while the next is taken; committed exactly as in line (kill-9 rule)
             appends = recording.BackgroundAppends(writer, committed=status.batch)
+            recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
             done = writer.images_written
             cap_stop = None
             guard = BatchGuard(link, station, report, faults)

@@ -182,9 +182,9 @@ def settings_evidence(watch) -> tuple[bool, list[str]]:
     """(the *ESR? power-on bit was set, settings that read back other than this session set them). Without the
     power-on bit a changed setting is a foreign write: another client on the instrument's port (SCPI has no
     credentials, docs/INSTRUMENTS.md) or someone at its front panel changed what the session set."""
-    power_cycled = watch.power_cycled()
+    power_cycled, changed = watch.evidence()
     changes = [f"{name} reads {now!r}, was set to {cached!r}"
-               for name, (cached, now) in watch.changed_settings().items() if not _rounded(cached, now)]
+               for name, (cached, now) in changed.items() if not _rounded(cached, now)]
     return bool(power_cycled), changes
 
 
@@ -233,6 +233,7 @@ class BatchGuard:
         self.link, self.station, self.report, self.faults = link, station, report, list(faults)
         self.light0 = None
         self.vacuum0 = None
+        self._watches: dict = {}  # instrument -> its SettingsWatch, kept for the session (it keeps its plan)
 
     # -- set-up --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -307,7 +308,7 @@ class BatchGuard:
         """A fresh connection to an instrument the error names whose driver does not reconnect by itself
         (qcodes' PM100D): a fault can leave a partial or late reply on the line, read as the next answer."""
         for name in self.station.connections:
-            watch = self.station.settings(name)
+            watch = self._watch(name)
             if name in str(error) and not watch.reconnects_by_itself():
                 watch.reconnect()
                 self.report.act("reconnected", name, "connection reopened after the failure (its driver does not "
@@ -315,7 +316,7 @@ class BatchGuard:
 
     def _power_cycled(self) -> bool:
         """Whether an instrument was switched off and on (what would explain a refused command)."""
-        return any([self.station.settings(name).power_cycled() for name in self.station.connections])
+        return any([self._watch(name).power_cycled() for name in self.station.connections])
 
     def _link_events(self) -> None:
         for event in self.link.events:
@@ -363,10 +364,17 @@ class BatchGuard:
     def _settings_changes(self) -> dict[str, tuple[bool, list[str]]]:
         found = {}
         for name in self.station.connections:
-            power_cycled, changes = settings_evidence(self.station.settings(name))
+            power_cycled, changes = settings_evidence(self._watch(name))
             if power_cycled or changes:
                 found[name] = (power_cycled, changes)
         return found
+
+    def _watch(self, name: str):
+        """The SettingsWatch of instrument ``name`` (LabStation.settings), made once per guard."""
+        watch = self._watches.get(name)
+        if watch is None:
+            watch = self._watches[name] = self.station.settings(name)
+        return watch
 
     def _resets(self) -> dict[str, tuple[bool, list[str]]]:
         """Every driver's cache and *ESR? bit read (and so cleared) once: the evidence now, for callers that only

@@ -342,8 +342,10 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         self._send_once("*CLS", lambda: VisaInstrument.write_raw(self, "*CLS"))
 
     def power_cycled(self) -> bool:
-        """``*ESR?`` bit 7: switched off and on since the last ``*ESR?``/``*CLS`` (reading clears it)."""
-        return bool(self.ask_parsed("*ESR?", parse_int) & ESR_POWER_ON)
+        """``*ESR?`` bit 7: switched off and on since the last ``*ESR?``/``*CLS`` (reading clears it). Inside
+        ``replies_read_together`` its reply is the compound query's (settings_evidence)."""
+        return bool(self._with_retries(lambda: self._readable(
+            lambda: parse_int(self.reply_read_together("*ESR?", self._ask_once)))) & ESR_POWER_ON)
 
     # -- writes (never repeated) -------------------------------------------------------------------
     def write_raw(self, cmd: str) -> None:
@@ -430,13 +432,7 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         changed setting); one message per instrument instead of one per setting. A reply whose units do not
         match the queries one to one is not used: each get then asks on its own, as without the block.
         """
-        unique = list(dict.fromkeys(queries))
-        if len(unique) < 2:
-            yield
-            return
-        message = ";".join(q if q.startswith(("*", ":")) else ":" + q for q in unique)
-        replies = split_response_units(self.ask(message))
-        self._read_together = dict(zip(unique, replies)) if len(replies) == len(unique) else {}
+        self._read_together = compound_replies(self.ask, queries)
         try:
             yield
         finally:
@@ -579,17 +575,75 @@ def changed_settings(driver: Any) -> dict[str, tuple[Any, Any]]:
     Why: after a reset an instrument is back at its defaults while the driver's cache still holds
     the session's settings; only settable parameters with a cached value are compared.
     """
-    changed: dict[str, tuple[Any, Any]] = {}
-    cached = [(parameter, parameter.cache.get(get_if_invalid=False)) for parameter in _settable_parameters(driver)]
-    cached = [(parameter, value) for parameter, value in cached if value is not None]
-    queries = [getattr(parameter.instrument, "query_of_parameter", {}).get(parameter.name) for parameter, _ in cached]
+    return settings_evidence(driver, power_on_bit=False)[1]
+
+
+def settings_evidence(driver: Any, *, power_on_bit: bool = True,
+                      plan: SettingsPlan | None = None) -> tuple[bool, dict[str, tuple[Any, Any]]]:
+    """(``*ESR?`` power-on bit set, ``changed_settings``): where the driver reads replies together, ``*ESR?`` and
+    every setting in ONE compound query (``*ESR?`` first, as when asked on its own before the settings). The bit is
+    False for a driver without ``power_cycled`` or without ``power_on_bit``. ``plan``: the driver's SettingsPlan,
+    kept by a caller that checks it again and again."""
+    plan = SettingsPlan(driver) if plan is None else plan
+    cached = [(parameter, query, parameter.cache.get(get_if_invalid=False)) for parameter, query in plan.entries()]
+    cached = [entry for entry in cached if entry[2] is not None]
+    ask_esr = power_on_bit and hasattr(driver, "power_cycled")
+    queries = (["*ESR?"] if ask_esr else []) + [query for _, query, _ in cached if query]
     together = getattr(driver, "replies_read_together", None)
-    with together([q for q in queries if q]) if together is not None else nullcontext():
-        for parameter, value in cached:
+    changed: dict[str, tuple[Any, Any]] = {}
+    with together(queries) if together is not None else nullcontext():
+        power_cycled = bool(driver.power_cycled()) if ask_esr else False
+        for parameter, _, value in cached:
             now = parameter.get()
             if not _same(value, now):
                 changed[parameter.full_name] = (value, now)
-    return changed
+    return power_cycled, changed
+
+
+class SettingsPlan:
+    """A driver's settable parameters (its submodules' too) and the query of each that can be asked together with
+    others, worked out once and again whenever a parameter or submodule is added or removed.
+
+    Why: walking qcodes' parameters and their settable/gettable properties cost more than parsing the replies of a
+    check after every batch."""
+
+    def __init__(self, driver: Any):
+        self.driver = driver
+        self._members: list[Any] = []  # kept, so that no id in _key is reused by a new object
+        self._key: list[int] | None = None
+        self._entries: list[tuple[Any, str | None]] = []
+
+    def entries(self) -> list[tuple[Any, str | None]]:
+        members = _module_members(self.driver)
+        key = list(map(id, members))
+        if key != self._key:
+            query_of = getattr(self.driver, "query_of", None)  # a driver that reads upstream parameters together
+            self._entries = [(parameter, getattr(parameter.instrument, "query_of_parameter", {}).get(parameter.name)
+                              or (query_of(parameter) if query_of is not None else None))
+                             for parameter in _settable_parameters(self.driver)]
+            self._members, self._key = members, key
+        return self._entries
+
+
+def _module_members(module: Any) -> list[Any]:
+    """``module``'s parameters and submodules, recursively (one added or removed changes the list)."""
+    members = list(getattr(module, "parameters", {}).values())
+    for submodule in getattr(module, "submodules", {}).values():
+        members.append(submodule)
+        if not isinstance(submodule, ChannelTuple):
+            members += _module_members(submodule)
+    return members
+
+
+def compound_replies(ask: Callable[[str], str], queries: Sequence[str]) -> dict[str, str]:
+    """{query: its reply} for ``queries`` asked by ``ask`` in ONE program message (IEEE 488.2: units separated by ``;``,
+    each rooted by ``:``); {} without asking for fewer than two, and {} when the reply's units do not match the
+    queries one to one (each is then asked on its own)."""
+    unique = list(dict.fromkeys(queries))
+    if len(unique) < 2:
+        return {}
+    replies = split_response_units(ask(";".join(q if q.startswith(("*", ":")) else ":" + q for q in unique)))
+    return dict(zip(unique, replies)) if len(replies) == len(unique) else {}
 
 
 def split_response_units(reply: str) -> list[str]:

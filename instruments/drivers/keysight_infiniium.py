@@ -18,6 +18,8 @@ qcodes' trace is left as it is.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,8 @@ from qcodes.instrument_drivers.Keysight.Infiniium import DSOTraceParam
 from qcodes.validators import Arrays
 
 from qslab.instruments.drivers import visa_connection
-from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault, parse_error_reply
+from qslab.instruments.drivers._scpi import (ESR_POWER_ON, InstrumentError, InstrumentFault, compound_replies,
+                                             parse_error_reply)
 
 __all__ = ["ACQUIRE", "ERROR_QUERY", "QCODES_TRACE_FIXED_IN", "BlockTrace", "EdgeTrigger", "KeysightInfiniium", "TraceBlock",
            "digitize_and_read", "qcodes_trace_needs_fix", "read_trace_block"]
@@ -117,6 +120,38 @@ class KeysightInfiniium(_UpstreamInfiniium):
         reply a failed exchange left on the line. The scope's settings are untouched."""
         visa_connection.reopen(self)
         visa_connection.widen_socket_reads(self.visa_handle)
+
+    # -- the settings check --------------------------------------------------------------------------
+    _read_together: dict[str, str] = {}  # query -> its reply from the compound query under way
+
+    def power_cycled(self) -> bool:
+        """IEEE 488.2 ``*ESR?`` bit 7: switched off and on since ``*ESR?`` was last read (reading clears it)."""
+        return bool(int(float(self.ask("*ESR?"))) & ESR_POWER_ON)
+
+    @staticmethod
+    def query_of(parameter: Any) -> str | None:
+        """The query qcodes asks for ``parameter`` (its ``get_cmd`` string, kept by qcodes' Command as ``cmd_str``),
+        or None for a parameter read another way: what ``replies_read_together`` may ask together."""
+        query = getattr(parameter.get_raw, "cmd_str", None)
+        return query if isinstance(query, str) and query.rstrip().split(" ")[0].endswith("?") else None
+
+    @contextmanager
+    def replies_read_together(self, queries: Sequence[str]) -> Iterator[None]:
+        """``queries`` asked in ONE message; inside the block each of them (a parameter get, ``power_cycled``) takes
+        its reply from it instead of asking again (the SCPI drivers' ``replies_read_together``, _scpi.py).
+
+        Why: the session checks every setting after each batch; the scope's ten settings and ``*ESR?`` were eleven
+        round trips. A reply that does not split into one unit per query is not used (each is asked on its own)."""
+        self._read_together = compound_replies(self.ask, queries)
+        try:
+            yield
+        finally:
+            self._read_together = {}
+
+    def ask_raw(self, cmd: str) -> str:
+        """qcodes' ``ask_raw``, or the reply to ``cmd`` from the compound query under way (once)."""
+        reply = self._read_together.pop(cmd, None)
+        return super().ask_raw(cmd) if reply is None else reply
 
     # -- traces --------------------------------------------------------------------------------------
     def read_trace_v(self, channel: KeysightInfiniiumChannel) -> np.ndarray:

@@ -211,10 +211,11 @@ class Awg70000Channels:
         return self.samples_per_symbol(symbol_rate_hz)
 
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
-             select: int | None = None, run: bool = False) -> None:
+             select: int | None = None, run: bool = False, partial: bool = True) -> None:
         """Upload each segment as one named waveform per channel (replacing one of the same name), set the
         amplitudes, the 8-bit DAC (both markers on), assign ``select`` (default: the last), outputs on and, with
-        ``run``, start. Everything is checked before the first command; the AWG is stopped first."""
+        ``run``, start. Everything is checked before the first command; the AWG is stopped first. (``partial``: the
+        role's signature; this family's waveforms are always sent whole.)"""
         if len(amplitudes_vpp) != len(self.channels) or any(len(c) != len(self.channels) for _, c in segments):
             raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes per segment")
         for amplitude in amplitudes_vpp:

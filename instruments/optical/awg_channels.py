@@ -60,13 +60,26 @@ def changed_pieces(before: np.ndarray, after: np.ndarray, granularity: int,
                    gap_granules: int = PIECE_GAP_GRANULES) -> list[tuple[int, np.ndarray]]:
     """(offset, samples of ``after``) for the runs of ``granularity``-sample granules where ``after`` differs from
     ``before`` (same length, a multiple of the granularity), runs closer than ``gap_granules`` joined."""
-    differs = np.flatnonzero((before != after).reshape(-1, granularity).any(axis=1))
+    differs = _differing_granules(before, after, granularity)
     if not differs.size:
         return []
     breaks = np.flatnonzero(np.diff(differs) > gap_granules)
     starts = np.concatenate([differs[:1], differs[breaks + 1]])
     ends = np.concatenate([differs[breaks], differs[-1:]]) + 1
     return [(int(a) * granularity, after[a * granularity:b * granularity]) for a, b in zip(starts, ends)]
+
+
+def _differing_granules(before: np.ndarray, after: np.ndarray, granularity: int) -> np.ndarray:
+    """Indices of the ``granularity``-sample granules where ``after`` differs from ``before`` (int8 samples, same
+    length). Compared eight samples to a word where the granule is whole words (the M8195A's are 16 to 256 samples):
+    a granule differs exactly when one of its words does, and numpy's row-wise any() over short rows costs more
+    than the comparison."""
+    word = 8 // before.itemsize if before.itemsize in (1, 2, 4, 8) else 0
+    if word and granularity % word == 0 and before.size % word == 0 and before.dtype == after.dtype \
+            and before.flags.c_contiguous and after.flags.c_contiguous:
+        differs = np.flatnonzero(before.view(np.uint64) != after.view(np.uint64))
+        return np.unique(differs // (granularity // word))
+    return np.flatnonzero((before != after).reshape(-1, granularity).any(axis=1))
 
 
 def codes_to_volts(codes, amplitude_vpp: float) -> np.ndarray:
@@ -176,11 +189,12 @@ class AwgChannels:
         return amplitude_for_volts_vpp(volts, AMPLITUDE_LIMITS_VPP[0])
 
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
-             select: int | None = None, run: bool = False) -> None:
+             select: int | None = None, run: bool = False, partial: bool = True) -> None:
         """Upload ``segments`` ((segment id, one code array per channel), ...) at ``amplitudes_vpp`` (offset 0 V),
         select segment ``select`` (default: the last), switch the outputs on and, with ``run``, start the AWG:
         ONE message. The AWG must be stopped (``stop_and_rate``): a running M8195A refuses segment changes, and
-        the refusal comes back from the error check, naming the batch."""
+        the refusal comes back from the error check, naming the batch. ``partial=False``: every segment sent whole,
+        without comparing it with the last upload (a caller whose samples all change: a new batch's images)."""
         if len(amplitudes_vpp) != len(self.channels) or any(len(c) != len(self.channels) for _, c in segments):
             raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes per segment")
         for amplitude in amplitudes_vpp:
@@ -191,7 +205,7 @@ class AwgChannels:
         select = segments[-1][0] if select is None else select
         data = {(number, segment_id): as_int8_samples(codes[index])
                 for segment_id, codes in segments for index, number in enumerate(self.channels)}
-        pieces = self._confirmed_pieces(data)
+        pieces = self._confirmed_pieces(data) if partial else {}
         units: list[str | bytes] = []
         loaded = []
         for number, amplitude in zip(self.channels, amplitudes_vpp):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qslab.instruments.drivers._scpi import (ESR_POWER_ON, InstrumentError, InstrumentFault, QueryRetries,
-                                             changed_settings)
+                                             SettingsPlan, settings_evidence)
 from qslab.instruments.drivers.retry_events import (ConnectionReopened, QueryRetried, RetryEvent, add_retry_observer,
                                                     remove_retry_observer)
 from qslab.instruments.drivers.visa_connection import reopen
@@ -26,6 +26,7 @@ class DriverSettings:
 
     def __init__(self, driver: Any, *, name: str | None = None):
         self.driver, self.name = driver, name or driver.name
+        self._plan = SettingsPlan(driver)
 
     def power_cycled(self) -> bool:
         """IEEE 488.2 *ESR? bit 7 (reading clears it): our drivers' power_cycled(), a plain *ESR? for a VISA driver
@@ -38,7 +39,14 @@ class DriverSettings:
 
     def changed_settings(self) -> Mapping[str, tuple[Any, Any]]:
         """Settable parameters whose read-back differs from the driver's cache (what it last set or read)."""
-        return changed_settings(self.driver)
+        return settings_evidence(self.driver, power_on_bit=False, plan=self._plan)[1]
+
+    def evidence(self) -> tuple[bool, Mapping[str, tuple[Any, Any]]]:
+        """(``power_cycled()``, ``changed_settings()``), read in that order: in ONE compound query where the driver
+        asks queries together (ours), else as the two calls read them."""
+        if hasattr(self.driver, "power_cycled"):
+            return settings_evidence(self.driver, plan=self._plan)
+        return self.power_cycled(), self.changed_settings()
 
     def reconnects_by_itself(self) -> bool:
         """Our drivers retry and reconnect inside their queries; a serial instrument has no VISA line to reopen."""

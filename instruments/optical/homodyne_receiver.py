@@ -84,6 +84,7 @@ class DigitizerHomodyneReceiver:
                  calibration: ReceiverCalibration | None = None, adc_bits: int | None = None, name: str = "receiver"):
         self.detector, self.lo_power_max, self.lo_fraction = detector, lo_power_max, lo_fraction
         self.digitizer, self.digitizer_channel = digitizer, channel
+        self._records_from, self._recording = None, False  # the digitizer last checked, and whether it is recording
         self.calibration, self.adc_bits, self.name = calibration, adc_bits, name
 
     def check_lo_power_w(self, lo_power_w: float) -> None:
@@ -128,7 +129,9 @@ class DigitizerHomodyneReceiver:
         """The channel's last record about the channel's centre (its volts are ``read_samples_v() - offset_v()``, bit
         for bit), as the digitizer sent it where it can (roles.RecordingDigitizer), else its volts."""
         digitizer = self._digitizer()
-        if isinstance(digitizer, RecordingDigitizer):
+        if self._records_from is not digitizer:  # a Protocol's isinstance checks every member: once per digitizer
+            self._records_from, self._recording = digitizer, isinstance(digitizer, RecordingDigitizer)
+        if self._recording:
             record = digitizer.read_record(self.digitizer_channel)
         else:
             record = dsp.AdcRecord(self.read_samples_v(), 1.0)

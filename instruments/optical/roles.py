@@ -160,9 +160,10 @@ class Awg(Protocol):
     def min_segment_samples(self) -> int:
         """The shortest segment (waveform) the instrument plays, in samples."""
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
-             select: int | None = None, run: bool = False) -> None:
+             select: int | None = None, run: bool = False, partial: bool = True) -> None:
         """Upload ((segment id, one code array per channel), ...) at ``amplitudes_vpp``, select ``select`` (default:
-        the last), outputs on; the instrument stopped first. ``run``: start playing as part of the load."""
+        the last), outputs on; the instrument stopped first. ``run``: start playing as part of the load.
+        ``partial=False``: send every segment whole (no comparison with the last upload: all its samples change)."""
     def select(self, segment_id: int) -> None:
         """Play segment ``segment_id`` on every channel of the role."""
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
@@ -213,6 +214,8 @@ class SettingsWatch(Protocol):
         """IEEE 488.2 *ESR? power-on bit (reading clears it); False for an instrument without the register."""
     def changed_settings(self) -> Mapping[str, tuple[Any, Any]]:
         """{setting: (last set or read, read now)} for every setting whose read-back differs."""
+    def evidence(self) -> tuple[bool, Mapping[str, tuple[Any, Any]]]:
+        """(power_cycled(), changed_settings()) read in that order, in as few messages as the instrument allows."""
     def reconnects_by_itself(self) -> bool:
         """Whether the driver retries and reconnects inside its own queries."""
     def reconnect(self) -> None:
