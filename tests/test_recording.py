@@ -599,6 +599,33 @@ def test_the_batch_crcs_are_the_crc32_of_each_batchs_bytes(tmp_path):
     assert table["returned_snu_crc32"][2, 1] == 0  # layer 1 batch 2 verifies no row: the CRC of no bytes
 
 
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_the_batch_crcs_are_checked_across_any_read_slices(tmp_path, step):
+    """validate reads in slices of VALUES_PER_READ that need not end at batch boundaries: each batch's CRC is carried
+    across slices (here of ``step`` values), empty batches included, and a changed value names its own batch."""
+    from qslab.analysis.recording.reader import _BatchCrcs
+
+    path = write_session(tmp_path / "session.h5")
+    with SessionFile.open(path) as session:
+        table = session.batch_table
+        for k in range(len(LAYERS)):
+            returned = session.verification(k).returned_snu
+            stops = table["sample_stop"][:, k]
+            for values, bad_batch in ((returned, None), (returned.copy(), int(np.argmax(stops > 5)))):
+                if bad_batch is not None:
+                    values[5] = np.nextafter(values[5], np.float32(np.inf))
+                crcs = _BatchCrcs(session, table, k, "verification/returned_snu", stops)
+                if bad_batch is None:
+                    for start in range(0, len(values), step):
+                        crcs.feed(values[start:start + step])
+                    crcs.finish()
+                    assert crcs.batch == 3
+                else:
+                    with pytest.raises(RecordingError, match=f"returned_snu of batch {bad_batch} does not match"):
+                        for start in range(0, len(values), step):
+                            crcs.feed(values[start:start + step])
+
+
 def test_a_torn_rewrite_of_the_chunk_a_batch_shares_with_the_next_keeps_the_committed_rows(tmp_path):
     """The mechanism behind the unfiltered noise datasets. Appending batch k+1 rewrites, in place, the chunk it
     shares with batch k; a kill can cut that write between pages. Here the writer is stopped with batch 2's arrays
@@ -618,21 +645,18 @@ def test_a_torn_rewrite_of_the_chunk_a_batch_shares_with_the_next_keeps_the_comm
                 dataset.resize(len(dataset) + len(values), axis=0)
                 if len(values):
                     dataset[-len(values):] = values
-    data = bytearray(path.read_bytes())
     with SessionFile.open(path) as session:
-        committed = {k: session.images_written for k in range(len(LAYERS))}, session.batch_table
+        images, table = session.images_written, session.batch_table
+    data = bytearray(path.read_bytes())
     for k in range(len(LAYERS)):
-        with h5py.File(path, "r") as f:
-            width = f[f"layers/{k}/client_quadratures_snu"].shape[1]
-            length = f[f"layers/{k}/client_quadratures_snu"].shape[0]
-        start, stop = _chunk_offset(path, f"layers/{k}/client_quadratures_snu", committed[0][k]), None
-        stop = start + (length - committed[0][k]) * width * 4
-        data[start:stop] = np.random.default_rng(k).integers(0, 256, stop - start, dtype=np.uint8).tobytes()
-        samples = int(committed[1]["sample_stop"][-1, k])
-        with h5py.File(path, "r") as f:
-            length = f[f"layers/{k}/verification/returned_snu"].shape[0]
-        start = _chunk_offset(path, f"layers/{k}/verification/returned_snu", samples)
-        data[start:start + (length - samples) * 4] = b"\xff" * ((length - samples) * 4)  # NaN, were it committed
+        for name, committed, garbage in (("client_quadratures_snu", images, np.random.default_rng(k).bytes),
+                                         ("verification/returned_snu", int(table["sample_stop"][-1, k]),
+                                          lambda size: b"\xff" * size)):  # NaN, were it committed
+            with h5py.File(path, "r") as f:
+                dataset = f[f"layers/{k}/{name}"]
+                size = (dataset.shape[0] - committed) * 4 * int(np.prod(dataset.shape[1:]))
+            start = _chunk_offset(path, f"layers/{k}/{name}", committed)
+            data[start:start + size] = garbage(size)
     path.write_bytes(bytes(data))
     validate(path)
     with SessionFile.open(path) as session:

@@ -554,20 +554,17 @@ def _check_values(session: SessionFile) -> None:
         session._read("images/pixels", part)
     table = session.batch_table
     for k, layer in enumerate(session.layers):
-        crcs = {name: _BatchCrcs(session, f"layers/{k}/{name}", table[field][:, k] if field in table.dtype.names
-                                 else None, stops)
-                for (field, name), stops in zip(NOISE_CRC_FIELDS.items(),
-                                                (np.cumsum(table["image_count"]), table["sample_stop"][:, k]))}
+        quadrature_crcs = _BatchCrcs(session, table, k, "client_quadratures_snu", np.cumsum(table["image_count"]))
         for part in _slices(n, layer.rows):
-            crcs["client_quadratures_snu"].feed(_require_finite(session, f"layers/{k}/client_quadratures_snu", part))
+            quadrature_crcs.feed(_require_finite(session, f"layers/{k}/client_quadratures_snu", part))
+        quadrature_crcs.finish()
         stop = int(table["sample_stop"][-1, k]) if session.batches_written else 0
-        for name in ("sent_snu", "returned_snu"):
-            for part in _slices(stop, 1):
-                values = _require_finite(session, f"layers/{k}/verification/{name}", part)
-                if name == "returned_snu":
-                    crcs["verification/returned_snu"].feed(values)
-        for crc in crcs.values():
-            crc.finish()
+        for part in _slices(stop, 1):
+            _require_finite(session, f"layers/{k}/verification/sent_snu", part)
+        returned_crcs = _BatchCrcs(session, table, k, "verification/returned_snu", table["sample_stop"][:, k])
+        for part in _slices(stop, 1):
+            returned_crcs.feed(_require_finite(session, f"layers/{k}/verification/returned_snu", part))
+        returned_crcs.finish()
         verification = session.verification(k, samples=False)
         for batch, rows in enumerate(verification.rows):
             if len(rows) and (rows.min() < 0 or rows.max() >= layer.rows or len(np.unique(rows)) != len(rows)):
@@ -597,12 +594,14 @@ def _require_finite(session: SessionFile, name: str, rows: slice) -> np.ndarray:
 
 
 class _BatchCrcs:
-    """The CRC-32 of each committed batch's bytes of dataset ``name``, computed from its rows fed in order (in any
-    slices) and compared with ``expected`` (the /batches field; None in version 1-2 files: nothing to check).
-    ``stops``: the row after each batch's last."""
+    """The CRC-32 of each committed batch's bytes of layer ``k``'s noise dataset ``name``, computed from its rows fed
+    in order (in any slices) and compared with the batch's /batches field (NOISE_CRC_FIELDS; version 1-2 files have
+    none: nothing is checked). ``stops``: the row after each batch's last."""
 
-    def __init__(self, session: SessionFile, name: str, expected: np.ndarray | None, stops: np.ndarray):
-        self.path, self.name, self.expected, self.stops = session.path, name, expected, stops
+    def __init__(self, session: SessionFile, table: np.ndarray, k: int, name: str, stops: np.ndarray):
+        field = next(field for field, dataset in NOISE_CRC_FIELDS.items() if dataset == name)
+        self.path, self.name, self.stops = session.path, f"layers/{k}/{name}", stops
+        self.expected = table[field][:, k] if field in table.dtype.names else None
         self.batch, self.row, self.crc = 0, 0, 0
 
     def feed(self, values: np.ndarray) -> None:
