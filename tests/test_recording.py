@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import h5py
@@ -137,7 +138,8 @@ def test_round_trip_with_plain_h5py(tmp_path):
 
 
 def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
-    """Every extendable dataset chunked and checksummed; gzip where the data compress, not on the noisy quadratures."""
+    """Every extendable dataset chunked; gzip + fletcher32 where the data compress, no filter on the noisy quadratures
+    (checked per batch by the CRC-32 in /batches instead: see the torn-chunk test)."""
     path = write_session(tmp_path / "session.h5")
     with h5py.File(path, "r") as f:
         quadratures = f["layers/0/client_quadratures_snu"]
@@ -149,7 +151,7 @@ def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
         assert noise < set(extendable) and "layers/0/verification/sent_snu" in extendable
         for name in extendable:
             dataset = f[name]
-            assert dataset.chunks is not None and dataset.fletcher32, name
+            assert dataset.chunks is not None and dataset.fletcher32 == (name not in noise), name
             assert dataset.compression == (None if name in noise else "gzip"), name
             assert dataset.shuffle == (dataset.compression is not None and not name.endswith("sent_snu")), name
 
@@ -458,6 +460,17 @@ def _replace(name: str, data) -> callable:
     return change
 
 
+def _without_batch_crcs(f) -> None:
+    """/batches as versions 1 and 2 wrote it: the same rows without the CRC-32 fields."""
+    table = f["batches"][()]
+    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if not name.endswith("_crc32")])
+    rows = np.zeros(len(table), old)
+    for name in old.names:
+        rows[name] = table[name]
+    del f["batches"]
+    f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+
+
 def _table_edit(field: str, value) -> callable:
     def change(f):
         table = f["batches"][()]
@@ -472,14 +485,16 @@ BAD_FILES = {
     "not hdf5": (lambda p, t: p.write_text("time,power_w\n0,0.001\n"), "is not an HDF5 file"),
     "empty hdf5": (lambda p, t: h5py.File(p, "w").close(), "has no 'schema' attribute"),
     "other schema": (_foreign, "its schema attribute is 'qslab.calibration/1'"),
-    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 3)),
-                      r"schema_version 3; this qslab reads schema_version 1 and 2 \(update qslab"),
+    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 4)),
+                      r"schema_version 4; this qslab reads schema_version 1, 2 and 3 \(update qslab"),
     "older version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 0)),
-                      r"schema_version 0; this qslab reads schema_version 1 and 2 \(it predates"),
+                      r"schema_version 0; this qslab reads schema_version 1, 2 and 3 \(it predates"),
     "text version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", "1")),
-                     "schema_version attribute is '1', expected the integer 2"),
-    "version 2 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
-                                    "no sha256_json attribute, which schema_version 2 requires"),
+                     "schema_version attribute is '1', expected the integer 3"),
+    "version 3 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
+                                    "no sha256_json attribute, which schema_version 2 and later require"),
+    "version 3 without batch CRCs": (lambda p, t: _edit(p, _without_batch_crcs),
+                                     "/batches has dtype .*, expected .*client_quadratures_crc32"),
     "truncated": (lambda p, t: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) * 2 // 3]), "is truncated"),
     "cut to the superblock": (lambda p, t: p.write_bytes(p.read_bytes()[:200]), "is truncated"),
     "missing dataset": (lambda p, t: _edit(p, lambda f: f.__delitem__("layers/1/verification/rows")),
@@ -541,6 +556,117 @@ def test_a_corrupt_chunk_is_detected(tmp_path):
     with pytest.raises(RecordingError, match="unreadable data in /images/pixels") as error:
         validate(path)
     assert str(path) in str(error.value)
+
+
+def _chunk_offset(path: Path, name: str, row: int) -> int:
+    """The file offset of row ``row`` of the unfiltered dataset ``name`` (its bytes are stored as they are)."""
+    with h5py.File(path, "r") as f:
+        dataset = f[name]
+        chunk_rows = dataset.chunks[0]
+        info = dataset.id.get_chunk_info_by_coord((row // chunk_rows * chunk_rows, *[0] * (dataset.ndim - 1)))
+        assert info.filter_mask == 0 and not dataset.compression and not dataset.fletcher32
+        return info.byte_offset + (row % chunk_rows) * dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))
+
+
+@pytest.mark.parametrize("name, batch, row", [("layers/0/client_quadratures_snu", 1, 5),
+                                              ("layers/1/verification/returned_snu", 1, 4 * 2 * 4 + 5)])
+def test_a_flipped_byte_in_a_committed_noise_value_is_reported_by_its_batch_crc(tmp_path, name, batch, row):
+    """The noise datasets carry no HDF5 checksum: the CRC-32 in each /batches row catches a changed value, named by
+    dataset and batch (row: the flat row inside the dataset, here in ``batch``)."""
+    path = write_session(tmp_path / "session.h5")
+    offset = _chunk_offset(path, name, row)
+    data = bytearray(path.read_bytes())
+    data[offset + 1] ^= 0x10  # a mantissa bit: still a finite number, only the CRC can tell
+    path.write_bytes(bytes(data))
+    with h5py.File(path, "r") as f:
+        assert np.isfinite(f[name][()]).all()
+    with pytest.raises(RecordingError, match=f"/{name} of batch {batch} does not match the CRC-32") as error:
+        validate(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(RecordingError, match="does not match the CRC-32"):
+        SessionWriter.resume(path)
+
+
+def test_the_batch_crcs_are_the_crc32_of_each_batchs_bytes(tmp_path):
+    """An independent route to the /batches CRC fields: zlib.crc32 of the arrays the test gave append_batch."""
+    path = write_session(tmp_path / "session.h5")
+    with h5py.File(path, "r") as f:
+        table = f["batches"][()]
+    for batch in range(3):
+        for k, want in enumerate(batch_data(batch)[1]):
+            assert table["client_quadratures_crc32"][batch, k] == zlib.crc32(want.client_quadratures_snu.tobytes())
+            assert table["returned_snu_crc32"][batch, k] == zlib.crc32(want.returned_snu.astype("<f4").tobytes())
+    assert table["returned_snu_crc32"][2, 1] == 0  # layer 1 batch 2 verifies no row: the CRC of no bytes
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_the_batch_crcs_are_checked_across_any_read_slices(tmp_path, step):
+    """validate reads in slices of VALUES_PER_READ that need not end at batch boundaries: each batch's CRC is carried
+    across slices (here of ``step`` values), empty batches included, and a changed value names its own batch."""
+    from qslab.analysis.recording.reader import _BatchCrcs
+
+    path = write_session(tmp_path / "session.h5")
+    with SessionFile.open(path) as session:
+        table = session.batch_table
+        for k in range(len(LAYERS)):
+            returned = session.verification(k).returned_snu
+            stops = table["sample_stop"][:, k]
+            for values, bad_batch in ((returned, None), (returned.copy(), int(np.argmax(stops > 5)))):
+                if bad_batch is not None:
+                    values[5] = np.nextafter(values[5], np.float32(np.inf))
+                crcs = _BatchCrcs(session, table, k, "verification/returned_snu", stops)
+                if bad_batch is None:
+                    for start in range(0, len(values), step):
+                        crcs.feed(values[start:start + step])
+                    crcs.finish()
+                    assert crcs.batch == 3
+                else:
+                    with pytest.raises(RecordingError, match=f"returned_snu of batch {bad_batch} does not match"):
+                        for start in range(0, len(values), step):
+                            crcs.feed(values[start:start + step])
+
+
+def test_a_torn_rewrite_of_the_chunk_a_batch_shares_with_the_next_keeps_the_committed_rows(tmp_path):
+    """The mechanism behind the unfiltered noise datasets. Appending batch k+1 rewrites, in place, the chunk it
+    shares with batch k; a kill can cut that write between pages. Here the writer is stopped with batch 2's arrays
+    written and its row not, and the shared chunk's bytes beyond the committed rows are overwritten with garbage as
+    a torn write leaves them: the committed rows read exactly (no chunk checksum to fail), validate passes, and a
+    resume drops the tail and continues."""
+    path = tmp_path / "torn.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        append(writer, 1)
+    with h5py.File(path, "r+", libver="latest") as f:  # batch 2's arrays, no /batches row: an interrupted append
+        images, layers = batch_data(2)
+        for k, batch in enumerate(layers):
+            for name, values in (("client_quadratures_snu", batch.client_quadratures_snu),
+                                 ("verification/returned_snu", batch.returned_snu.ravel())):
+                dataset = f[f"layers/{k}/{name}"]
+                dataset.resize(len(dataset) + len(values), axis=0)
+                if len(values):
+                    dataset[-len(values):] = values
+    with SessionFile.open(path) as session:
+        images, table = session.images_written, session.batch_table
+    data = bytearray(path.read_bytes())
+    for k in range(len(LAYERS)):
+        for name, committed, garbage in (("client_quadratures_snu", images, np.random.default_rng(k).bytes),
+                                         ("verification/returned_snu", int(table["sample_stop"][-1, k]),
+                                          lambda size: b"\xff" * size)):  # NaN, were it committed
+            with h5py.File(path, "r") as f:
+                dataset = f[f"layers/{k}/{name}"]
+                size = (dataset.shape[0] - committed) * 4 * int(np.prod(dataset.shape[1:]))
+            start = _chunk_offset(path, f"layers/{k}/{name}", committed)
+            data[start:start + size] = garbage(size)
+    path.write_bytes(bytes(data))
+    validate(path)
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 2)
+    with SessionWriter.resume(path) as writer:
+        assert writer.batches_written == 2
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert_batches_equal(session, 3)
 
 
 @pytest.fixture(scope="module")
@@ -630,22 +756,32 @@ def test_a_metadata_text_changed_after_writing_is_refused_naming_it(tmp_path, na
         SessionFile.open(path)
 
 
-@pytest.mark.parametrize("checksums", [True, False], ids=["version 1 with sha256_json", "version 1 before it"])
-def test_every_version_the_reader_claims_is_read(tmp_path, checksums):
+@pytest.mark.parametrize("version, checksums", [(1, True), (1, False), (2, True)],
+                         ids=["version 1 with sha256_json", "version 1 before it", "version 2"])
+def test_every_version_the_reader_claims_is_read(tmp_path, version, checksums):
     """schema_version 1 files (written before the checksums, and after them with sha256_json and resumes_json as
-    optional attributes) read as they always did; an edited text in one that carries checksums is still refused."""
+    optional attributes) and 2 (no batch CRCs) read as they always did; an edited text in one that carries checksums
+    is still refused."""
     from qslab.analysis.recording.reader import READABLE_VERSIONS
 
-    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION == 2
-    path = write_session(tmp_path / "v1.h5", batches=1)
+    assert READABLE_VERSIONS == (1, 2, 3) and SCHEMA_VERSION == 3
+    path = write_session(tmp_path / "old.h5", batches=2, finish=False)
 
-    def as_version_1(f):
-        f.attrs["schema_version"] = np.int64(1)
+    def as_older_version(f):
+        f.attrs["schema_version"] = np.int64(version)
+        _without_batch_crcs(f)
         if not checksums:
             del f["meta"].attrs["sha256_json"]
-    _edit(path, as_version_1)
+    _edit(path, as_older_version)
     with SessionFile.open(path) as session:
-        assert session.schema_version == 1 and session.batches_written == 1 and session.resumes == []
+        assert session.schema_version == version and session.batches_written == 2 and session.resumes == []
+        assert_batches_equal(session, 2)
+    if version == 2:  # resumed, it stays a version-2 file: rows without CRCs
+        with SessionWriter.resume(path) as writer:
+            append(writer, 2)
+        with SessionFile.open(path) as session:
+            assert session.schema_version == 2 and "returned_snu_crc32" not in session.batch_table.dtype.names
+            assert_batches_equal(session, 3)
     if checksums:
         def edit_seed(f):
             data = bytearray(bytes(f["meta/seeds_json"][()]))
@@ -697,10 +833,10 @@ from test_recording import LAYERS, META, long_batch_data
 from qslab.analysis.recording import SessionWriter
 
 class KilledBeforeCommit(SessionWriter):
-    def _commit(self, file, image_count, new_stops):
+    def _commit(self, *args):
         if self.batches_written == 3:  # batch 3's arrays written and flushed, its row not
             os.kill(os.getpid(), signal.SIGKILL)
-        super()._commit(file, image_count, new_stops)
+        super()._commit(*args)
 
 kind = KilledBeforeCommit if sys.argv[3] == "before-commit" else SessionWriter
 writer = kind.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123")

@@ -1,4 +1,4 @@
-"""The HDF5 recording of one lab session (schema ``qslab.session``, version 2; version 1 is read too).
+"""The HDF5 recording of one lab session (schema ``qslab.session``, version 3; versions 1 and 2 are read too).
 
 Why this shape: ``qslab replay`` must recompute every result of a session from its file alone, years
 later, with plain h5py if need be, and a crash must never cost a completed batch. So the session
@@ -13,7 +13,7 @@ git_revision`` and (since run ids, run_id.py) ``run_id``; ``/meta/<name>`` fixed
 provenance, seeds, calibration records); ``/images/{index,label,pixels,prediction}``;
 ``/layers/<k>/client_quadratures_snu`` and ``/layers/<k>/verification/{sent_snu,returned_snu,
 rows,measure_p}``; the compound ``/batches`` table (per batch: images and per-layer start/stop
-offsets into the flat verification arrays); ``/status`` and ``/status_detail`` (updated in place);
+offsets into the flat verification arrays, and since version 3 the CRC-32 of its noise quadratures); ``/status`` and ``/status_detail`` (updated in place);
 ``/results/results_json`` (UTF-8 JSON as uint8 bytes, empty until the session completes); the root
 attribute ``resumes_json`` once the session was resumed (one JSON object per resume). While a
 process writes the file, ``.NAME.writer`` next to it holds its pid and host (lock.py).

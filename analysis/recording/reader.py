@@ -5,20 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from qslab.analysis.recording import curious_group
-from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA,
+from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS, PIXELS_PER_IMAGE,
+                                             READABLE_VERSIONS, SCHEMA,
                                              SCHEMA_VERSION, STATUSES,
                                              STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
 
 # READABLE_VERSIONS: 1 (sha256_json and resumes_json optional: files written before them, and the version-1
-# files that carry them) and 2 (sha256_json required, so stripping the checksums is refused)
+# files that carry them), 2 (sha256_json required, so stripping the checksums is refused) and 3 (/batches carries
+# the CRC-32 of each batch's noise bytes, checked with every value)
 META_CHECKSUMS = "sha256_json"  # /meta attribute: {name: SHA-256 of the UTF-8 text}; a text that differs is refused
 RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
 
@@ -287,7 +290,7 @@ class SessionFile:
                    self._read(curious_group.COUNTS, rows), self._read(curious_group.ROWS, rows))
 
     def _datasets(self) -> list[h5py.Dataset]:
-        names = ["status", "status_detail", *_dataset_paths(self.layers)]
+        names = ["status", "status_detail", *_dataset_paths(self.layers, self.schema_version)]
         if curious_group.present(self._file):
             names += [curious_group.COUNTS, curious_group.ROWS]
         return [self._file[name] for name in names]
@@ -373,8 +376,9 @@ def _check_schema(file: h5py.File, path: Path) -> None:
                              f"{SCHEMA_VERSION}")
     if int(version) not in READABLE_VERSIONS:
         advice = "update qslab to read it" if int(version) > SCHEMA_VERSION else "it predates this format"
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         raise RecordingError(f"{path} is a {SCHEMA!r} recording of schema_version {int(version)}; this qslab "
-                             f"reads schema_version {' and '.join(map(str, READABLE_VERSIONS))} ({advice})")
+                             f"reads schema_version {readable} ({advice})")
     for name in ("created_utc", "qslab_version", "git_revision"):
         if _attribute_text(file.attrs.get(name)) is None:
             raise RecordingError(f"{path} has no text attribute {name!r} at the root (schema {SCHEMA} "
@@ -400,9 +404,9 @@ def _dataset(file: h5py.File, name: str, path: Path) -> h5py.Dataset:
 
 
 def _check_structure(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
-    """Layers from /layers, then every dataset present with the schema's dtype and row shape."""
+    """Layers from /layers, then every dataset present with the dtype and row shape of the file's schema version."""
     layers = _layer_shapes(file, path)
-    for name, (dtype, row_shape) in _dataset_paths(layers).items():
+    for name, (dtype, row_shape) in _dataset_paths(layers, int(file.attrs["schema_version"])).items():
         dataset = _dataset(file, name, path)
         if dataset.dtype != dtype:
             raise RecordingError(f"{path}: /{name} has dtype {dataset.dtype}, expected {dtype}")
@@ -451,8 +455,8 @@ def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
     """The /meta texts, each checked against its SHA-256 in /meta's sha256_json (files written before it: none)."""
     stored = _attribute_text(file["meta"].attrs.get(META_CHECKSUMS))
     if stored is None and int(file.attrs["schema_version"]) >= 2:
-        raise RecordingError(f"{path}: /meta has no {META_CHECKSUMS} attribute, which schema_version 2 requires "
-                             "(removed or damaged since): the recording cannot be trusted")
+        raise RecordingError(f"{path}: /meta has no {META_CHECKSUMS} attribute, which schema_version 2 and later "
+                             "require (removed or damaged since): the recording cannot be trusted")
     try:
         checksums = json.loads(stored) if stored is not None else {}
     except ValueError as error:
@@ -532,9 +536,10 @@ def _status_text(dataset: h5py.Dataset, path: Path) -> str:
 
 
 def _check_values(session: SessionFile) -> None:
-    """Read every committed value once (a corrupt chunk fails its checksum here) and check what it may hold:
-    MNIST test indices and labels, predictions (-1: void), finite quadratures. Read in slices of
-    VALUES_PER_READ, so checking a 10k-image file needs no more memory than a small one."""
+    """Read every committed value once (a corrupt chunk fails its checksum here, a corrupt batch of the unfiltered
+    noise datasets its CRC-32 in /batches) and check what it may hold: MNIST test indices and labels, predictions
+    (-1: void), finite quadratures. Read in slices of VALUES_PER_READ, so checking a 10k-image file needs no more
+    memory than a small one."""
     session.status  # noqa: B018
     session.detail  # noqa: B018
     n = session.images_written
@@ -547,13 +552,19 @@ def _check_values(session: SessionFile) -> None:
                                      f"expected {what} in [{low}, {high}]")
     for part in _slices(n, PIXELS_PER_IMAGE):
         session._read("images/pixels", part)
+    table = session.batch_table
     for k, layer in enumerate(session.layers):
+        quadrature_crcs = _BatchCrcs(session, table, k, "client_quadratures_snu", np.cumsum(table["image_count"]))
         for part in _slices(n, layer.rows):
-            _require_finite(session, f"layers/{k}/client_quadratures_snu", part)
-        stop = int(session.batch_table["sample_stop"][-1, k]) if session.batches_written else 0
-        for name in ("sent_snu", "returned_snu"):
-            for part in _slices(stop, 1):
-                _require_finite(session, f"layers/{k}/verification/{name}", part)
+            quadrature_crcs.feed(_require_finite(session, f"layers/{k}/client_quadratures_snu", part))
+        quadrature_crcs.finish()
+        stop = int(table["sample_stop"][-1, k]) if session.batches_written else 0
+        for part in _slices(stop, 1):
+            _require_finite(session, f"layers/{k}/verification/sent_snu", part)
+        returned_crcs = _BatchCrcs(session, table, k, "verification/returned_snu", table["sample_stop"][:, k])
+        for part in _slices(stop, 1):
+            returned_crcs.feed(_require_finite(session, f"layers/{k}/verification/returned_snu", part))
+        returned_crcs.finish()
         verification = session.verification(k, samples=False)
         for batch, rows in enumerate(verification.rows):
             if len(rows) and (rows.min() < 0 or rows.max() >= layer.rows or len(np.unique(rows)) != len(rows)):
@@ -573,12 +584,46 @@ def _slices(length: int, per_row: int, values: int | None = None):
     return [slice(start, min(start + step, length)) for start in range(0, length, step)]
 
 
-def _require_finite(session: SessionFile, name: str, rows: slice) -> None:
+def _require_finite(session: SessionFile, name: str, rows: slice) -> np.ndarray:
     values = session._read(name, rows)
     if not np.all(np.isfinite(values)):
         bad = int(np.count_nonzero(~np.isfinite(values)))
         raise RecordingError(f"{session.path}: /{name} holds {bad} non-finite value(s) (NaN or inf), expected finite "
                              "quadratures in SNU")
+    return values
+
+
+class _BatchCrcs:
+    """The CRC-32 of each committed batch's bytes of layer ``k``'s noise dataset ``name``, computed from its rows fed
+    in order (in any slices) and compared with the batch's /batches field (NOISE_CRC_FIELDS; version 1-2 files have
+    none: nothing is checked). ``stops``: the row after each batch's last."""
+
+    def __init__(self, session: SessionFile, table: np.ndarray, k: int, name: str, stops: np.ndarray):
+        field = next(field for field, dataset in NOISE_CRC_FIELDS.items() if dataset == name)
+        self.path, self.name, self.stops = session.path, f"layers/{k}/{name}", stops
+        self.expected = table[field][:, k] if field in table.dtype.names else None
+        self.batch, self.row, self.crc = 0, 0, 0
+
+    def feed(self, values: np.ndarray) -> None:
+        """The next rows of the dataset (starting where the previous call ended)."""
+        if self.expected is None:
+            return
+        at = 0
+        while self.batch < len(self.stops):
+            end = min(len(values), at + int(self.stops[self.batch]) - self.row)
+            self.crc = zlib.crc32(np.ascontiguousarray(values[at:end]), self.crc)
+            self.row, at = self.row + end - at, end
+            if self.row < self.stops[self.batch]:
+                return  # the batch continues in the next slice
+            if self.crc != int(self.expected[self.batch]):
+                raise RecordingError(f"{self.path}: /{self.name} of batch {self.batch} does not match the CRC-32 its "
+                                     f"/batches row recorded (changed or damaged since): the recording cannot be "
+                                     f"trusted")
+            self.batch, self.crc = self.batch + 1, 0
+
+    def finish(self) -> None:
+        """After the last rows: checks the batches that end there with no rows of their own."""
+        self.feed(np.zeros(0, "<f4"))
 
 
 def _outside(values: np.ndarray, low: int, high: int) -> str:

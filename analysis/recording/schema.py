@@ -1,9 +1,10 @@
-"""The ``qslab.session`` schema (version 2): names, dtypes, layout and the checks shared by writer and reader.
+"""The ``qslab.session`` schema (version 3): names, dtypes, layout and the checks shared by writer and reader.
 
 The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it. Version 2
 adds what lets netCDF tools read the file as it is: HDF5 dimension scales naming every axis (image, row,
 sample, ...) and ``units``/``long_name`` attributes, requires the metadata checksums and may carry a
-curious server's counts; version 1 files (without them) read the same way.
+curious server's counts. Version 3 checks the two shot-noise datasets per committed batch (a CRC-32 of the
+batch's bytes in its /batches row) instead of per chunk (fletcher32). Versions 1 and 2 read the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "qslab.session"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 2: dimension scales and units, /meta sha256_json required (optional in 1) and the optional /curious_server
-# group (curious_group.py); docs/RECORDING.md, Versioning
-READABLE_VERSIONS = (1, 2)
+# group (curious_group.py); 3: the noise datasets unfiltered, checked by the CRC-32 fields of /batches;
+# docs/RECORDING.md, Versioning
+READABLE_VERSIONS = (1, 2, 3)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)
@@ -41,19 +43,25 @@ _RESULTS_DTYPE = np.dtype("u1")
 _CHUNK_BYTES = 1 << 16
 _FILTERS = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
 # float32 quadratures carry shot noise: their mantissas do not compress (gzip kept 82-84 % of their bytes at 16x
-# the CPU of writing them plain), so they are chunked and checksummed only; the rest compresses 3-6x
-_NOISE_FILTERS = {"fletcher32": True}
+# the CPU of writing them plain), so they are stored plain: no filter at all, not even fletcher32. A chunk straddles
+# batches, and HDF5 rewrites an unfiltered (or same-size filtered) chunk in place when the next batch fills it; a
+# kill can tear that write between pages. Plain bytes of committed rows are rewritten identical, so they survive;
+# under fletcher32 the torn chunk would fail its checksum and take the committed rows with it. Their integrity is
+# checked per commit instead: each /batches row holds a CRC-32 of the batch's bytes (NOISE_CRC_FIELDS).
 _NOISE_DATASETS = ("client_quadratures_snu", "verification/returned_snu")
+# /batches field (version 3) -> the layer dataset whose committed bytes of that batch it checks (zlib.crc32)
+NOISE_CRC_FIELDS = {"client_quadratures_crc32": "client_quadratures_snu",
+                    "returned_snu_crc32": "verification/returned_snu"}
 # the sent quadratures repeat each verified row's value for every image: gzip level 1 without shuffle packs them
 # smaller (15 %) and at two thirds of the CPU of level 4 with shuffle
 _SENT_FILTERS = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
 
 
 def dataset_filters(path: str) -> dict:
-    """The HDF5 filters of extendable dataset ``path``: shuffle + gzip + fletcher32; fletcher32 alone for the noise,
+    """The HDF5 filters of extendable dataset ``path`` (version 3): shuffle + gzip + fletcher32; none for the noise,
     gzip level 1 + fletcher32 for the sent quadratures."""
     if path.startswith("layers/") and path.endswith(_NOISE_DATASETS):
-        return _NOISE_FILTERS
+        return {}
     return _SENT_FILTERS if path.startswith("layers/") and path.endswith("verification/sent_snu") else _FILTERS
 
 
@@ -104,11 +112,13 @@ class LayerVerification:
     measure_p: list[np.ndarray]     # per batch: [b, v] bool
 
 
-def batches_dtype(layer_count: int) -> np.dtype:
-    """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields."""
+def batches_dtype(layer_count: int, version: int = SCHEMA_VERSION) -> np.dtype:
+    """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields, and (version
+    3) per layer the CRC-32 of the batch's bytes of each noise dataset."""
     per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
+    crcs = [(name, "<u4", (layer_count,)) for name in NOISE_CRC_FIELDS] if version >= 3 else []
     return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
-                     *per_layer])
+                     *per_layer, *crcs])
 
 
 # The names and units of version 2. Each axis of each dataset is attached to an HDF5 dimension scale written as
@@ -161,7 +171,8 @@ def _unfilled_row(layer_count: int) -> np.ndarray:
     """The fill value of ``/batches``: batch -1 marks a row that was allocated but never committed."""
     row = np.zeros((), batches_dtype(layer_count))
     for name in row.dtype.names:
-        row[name] = np.nan if name == "time_unix_s" else -1
+        if name not in NOISE_CRC_FIELDS:  # unsigned: left 0
+            row[name] = np.nan if name == "time_unix_s" else -1
     return row
 
 
@@ -221,13 +232,14 @@ def _truncate_utf8(text: str, size_bytes: int) -> bytes:
     return data.decode("utf-8", errors="ignore").encode("utf-8")
 
 
-def _dataset_paths(layers: list[LayerShape] | tuple[LayerShape, ...]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """Every extendable dataset of the schema: path -> (dtype, shape of one row)."""
+def _dataset_paths(layers: list[LayerShape] | tuple[LayerShape, ...], version: int = SCHEMA_VERSION
+                   ) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Every extendable dataset of schema ``version``: path -> (dtype, shape of one row)."""
     paths = {f"images/{name}": spec for name, spec in _IMAGE_COLUMNS.items()}
     for k, layer in enumerate(layers):
         paths[f"layers/{k}/client_quadratures_snu"] = (_QUADRATURE_DTYPE, (layer.rows,))
         for name, (dtype, _) in _VERIFICATION_COLUMNS.items():
             paths[f"layers/{k}/verification/{name}"] = (dtype, ())
-    paths["batches"] = (batches_dtype(len(layers)), ())
+    paths["batches"] = (batches_dtype(len(layers), version), ())
     paths["results/results_json"] = (_RESULTS_DTYPE, ())
     return paths

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 import h5py
@@ -21,8 +22,8 @@ import numpy as np
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
 from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
-from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, PIXELS_PER_IMAGE,
-                                             RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES,
+from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, NOISE_CRC_FIELDS,
+                                             PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES,
                                              _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
                                              LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
@@ -171,6 +172,7 @@ class SessionWriter:
             for name, values in images.items():
                 _write_at(file[f"images/{name}"], self._images, values)
             new_stops = {kind: self._stops[kind].copy() for kind in _OFFSET_KINDS}
+            crcs = _noise_crcs(batches)
             for k, batch in enumerate(batches):
                 _write_at(file[f"layers/{k}/client_quadratures_snu"], self._images, batch["client_quadratures_snu"])
                 for name, (_, kind) in _VERIFICATION_COLUMNS.items():
@@ -178,7 +180,7 @@ class SessionWriter:
                     _write_at(file[f"layers/{k}/verification/{name}"], int(self._stops[kind][k]), values)
                     new_stops[kind][k] = self._stops[kind][k] + len(values)
             file.flush()
-            self._commit(file, count, new_stops)
+            self._commit(file, count, new_stops, crcs)
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - the committed batches are untouched
@@ -188,13 +190,18 @@ class SessionWriter:
         self._images += count
         self._stops = new_stops
 
-    def _commit(self, file: h5py.File, image_count: int, new_stops: dict[str, np.ndarray]) -> None:
-        """The batch's /batches row, written last: from here on readers count the batch."""
+    def _commit(self, file: h5py.File, image_count: int, new_stops: dict[str, np.ndarray],
+                crcs: dict[str, np.ndarray]) -> None:
+        """The batch's /batches row, written last: from here on readers count the batch. ``crcs``: NOISE_CRC_FIELDS
+        -> per-layer CRC-32, stored where the table has them (a resumed version-1/2 file keeps its layout)."""
         row = np.zeros((), file["batches"].dtype)
         row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
         row["time_unix_s"] = time.time()
         for kind in _OFFSET_KINDS:
             row[f"{kind}_start"], row[f"{kind}_stop"] = self._stops[kind], new_stops[kind]
+        for name, values in crcs.items():
+            if name in row.dtype.names:
+                row[name] = values
         _write_at(file["batches"], self._batches, row[np.newaxis])
         file.flush()
 
@@ -319,8 +326,8 @@ def _text_attribute(node: h5py.HLObject, name: str, text: str) -> None:
 
 
 def _create_extendable(file: h5py.File, path: str, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
-    """Empty along axis 0, unlimited, chunked to about 64 KiB, fletcher32 (corruption is detected), and gzip + shuffle
-    where the data compress (schema.dataset_filters)."""
+    """Empty along axis 0, unlimited, chunked to about 64 KiB, fletcher32 (corruption is detected) and gzip + shuffle
+    where the data compress, no filter on the noise (checked per batch by CRC-32 instead; schema.dataset_filters)."""
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
     chunk_rows = max(1, _CHUNK_BYTES // row_bytes)
     extra = {"fillvalue": _unfilled_row(int(dtype["sample_start"].shape[0]))} if path == "batches" else {}
@@ -382,6 +389,14 @@ def _checked_layer(batch: LayerBatch, shape: LayerShape, count: int, where: str)
             "sent_snu": _finite_floats(batch.sent_snu, f"{where} sent_snu", sample_shape).ravel(),
             "returned_snu": _finite_floats(batch.returned_snu, f"{where} returned_snu", sample_shape).ravel(),
             "rows": rows, "measure_p": measure_p.ravel()}
+
+
+def _noise_crcs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """NOISE_CRC_FIELDS -> [layers] uint32: zlib.crc32 of the bytes each noise dataset receives for this batch,
+    taken from the contiguous little-endian float32 arrays about to be written (no read back)."""
+    return {field: np.array([zlib.crc32(np.ascontiguousarray(batch[name.rsplit("/", 1)[-1]], "<f4"))
+                             for batch in batches], dtype="<u4")
+            for field, name in NOISE_CRC_FIELDS.items()}
 
 
 def _refuse_readers(path: Path) -> None:
