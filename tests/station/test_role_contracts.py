@@ -121,7 +121,7 @@ class FakeAwg:
     def samples_per_symbol(self, symbol_rate_hz): return 16
     def min_segment_samples(self): return 1280
     def amplitude_for_volts_vpp(self, volts): return max(2.0 * float(np.max(np.abs(volts))), 0.075)
-    def load(self, segments, amplitudes_vpp, *, select=None, run=False): self.calls.append("load")
+    def load(self, segments, amplitudes_vpp, *, select=None, run=False, partial=True): self.calls.append("load")
     def select(self, segment_id): self.calls.append("select")
     def switch(self, changes): self.calls.append("switch")
     def run(self): self.calls.append("run")
