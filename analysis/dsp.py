@@ -136,12 +136,7 @@ def record_quadratures_snu(record: AdcRecord, template, samples_per_symbol: int,
     reused buffer: the same operations per sample and per symbol as the whole record's, never its float64 copy."""
     if not np.isfinite(shot_noise_variance_v2) or shot_noise_variance_v2 <= 0.0:
         raise ValueError(f"shot_noise_variance_v2 must be > 0, got {shot_noise_variance_v2!r}")
-    g = _unit_template(template)
-    sps = int(samples_per_symbol)
-    if sps < 1 or len(g) != sps:
-        raise ValueError(f"template length {len(g)} must equal samples_per_symbol {samples_per_symbol}")
-    if not 0 <= offset_samples < sps:
-        raise ValueError(f"offset_samples must be in [0, {sps}), got {offset_samples!r}")
+    g, sps = _symbol_layout(template, samples_per_symbol, offset_samples)
     available = (record.size - offset_samples) // sps
     n = int(n_symbols)
     if not 0 < n <= available:
@@ -161,6 +156,17 @@ def record_quadratures_snu(record: AdcRecord, template, samples_per_symbol: int,
     return outputs / np.sqrt(shot_noise_variance_v2)
 
 
+def _symbol_layout(template, samples_per_symbol: int, offset_samples: int) -> tuple[np.ndarray, int]:
+    """(unit-norm template, samples per symbol), or a ValueError naming what does not fit."""
+    g = _unit_template(template)
+    sps = int(samples_per_symbol)
+    if sps < 1 or len(g) != sps:
+        raise ValueError(f"template length {len(g)} must equal samples_per_symbol {samples_per_symbol}")
+    if not 0 <= offset_samples < sps:
+        raise ValueError(f"offset_samples must be in [0, {sps}), got {offset_samples!r}")
+    return g, sps
+
+
 def _unit_template(template) -> np.ndarray:
     template = np.asarray(template, dtype=float)
     norm = np.linalg.norm(template)
@@ -173,12 +179,7 @@ def matched_filter(samples_v, template, samples_per_symbol: int, offset_samples:
                    n_symbols: int | None = None) -> np.ndarray:
     """sum_n g_n v[k S + offset + n] per symbol k with the unit-norm template g [..., n_symbols] (volts)."""
     samples_v = np.asarray(samples_v, dtype=float)
-    g = _unit_template(template)
-    sps = int(samples_per_symbol)
-    if sps < 1 or len(g) != sps:
-        raise ValueError(f"template length {len(g)} must equal samples_per_symbol {samples_per_symbol}")
-    if not 0 <= offset_samples < sps:
-        raise ValueError(f"offset_samples must be in [0, {sps}), got {offset_samples!r}")
+    g, sps = _symbol_layout(template, samples_per_symbol, offset_samples)
     available = (samples_v.shape[-1] - offset_samples) // sps
     n = available if n_symbols is None else int(n_symbols)
     if not 0 < n <= available:

@@ -236,6 +236,20 @@ class _SummedEstimates:
 
     _raw: _ResidualSums | None = None
 
+    def _slopes(self, fits: list[_FitSums], pooled: bool = True, raw: bool = False) -> None:
+        """Each layer's slopes (b over the previous symbol, then t), the pooled slope and the raw one from pass 1's
+        sums, with empty residual sums for pass 2 to fill."""
+        self._fits = fits
+        self._b = [fit.previous_symbol() for fit in fits]
+        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(fits, self._b)]
+        qq = sum(fit.qq for fit in fits)
+        self._t_pooled = (sum(f.qy_after(b) for f, b in zip(fits, self._b)) / qq if qq > 0.0 else 0.0) \
+            if pooled else None
+        self._t_raw = (sum(f.qy for f in fits) / qq if qq > 0.0 else 0.0) if raw else None
+        self._own = [_ResidualSums() for _ in fits]
+        self._pooled = _ResidualSums() if pooled else None
+        self._raw = _ResidualSums() if raw else None
+
     @property
     def sizes(self) -> list[int]:
         return [fit.n for fit in self._fits]
@@ -277,13 +291,7 @@ class StreamedSamples(_SummedEstimates):
             fits, expected_qy = running
             if len(fits) != layers:
                 raise ValueError(f"running sums of {len(fits)} layers given for {layers} layers")
-        self._fits = fits
-        self._b = [fit.previous_symbol() for fit in fits]
-        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(fits, self._b)]
-        qq = sum(fit.qq for fit in fits)
-        self._t_pooled = sum(fit.qy_after(b) for fit, b in zip(fits, self._b)) / qq if qq > 0.0 else 0.0
-        self._own = [_ResidualSums() for _ in range(layers)]
-        self._pooled = _ResidualSums()
+        self._slopes(fits)
         self.scatter_request, picked = scatter, ([], [])
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
@@ -365,15 +373,7 @@ class Float32Samples(_SummedEstimates):
         self._fits = [_FitSums() for _ in range(layers)]
         for layer, fit in enumerate(self._fits):
             self._fit_pass(fit, chunks(layer))
-        self._b = [fit.previous_symbol() for fit in self._fits]
-        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(self._fits, self._b)]
-        qq = sum(fit.qq for fit in self._fits)
-        self._t_pooled = (sum(f.qy_after(b) for f, b in zip(self._fits, self._b)) / qq if qq > 0.0 else 0.0) \
-            if pooled else None
-        self._t_raw = (sum(f.qy for f in self._fits) / qq if qq > 0.0 else 0.0) if raw else None
-        self._own = [_ResidualSums() for _ in range(layers)]
-        self._pooled = _ResidualSums() if pooled else None
-        self._raw = _ResidualSums() if raw else None
+        self._slopes(self._fits, pooled, raw)
         with np.errstate(over="ignore"):  # a float32 r^8 that overflows is summed again in float64 (_add_moments)
             for layer in range(layers):
                 self._residual_pass(layer, chunks(layer))
@@ -480,15 +480,7 @@ class TableSamples(_SummedEstimates):
             fit.pp = fit.qq - fit.last * fit.last  # q_prev is q shifted by one sample behind a leading 0
             if not all(math.isfinite(value) for value in (fit.qq, fit.qp, fit.qy, fit.py)):
                 raise ValueError("sent_quadratures_snu or returned_quadratures_snu contains NaN or inf")
-        self._b = [fit.previous_symbol() for fit in self._fits]
-        self._t = [fit.qy_after(b) / fit.qq if fit.qq > 0.0 else 0.0 for fit, b in zip(self._fits, self._b)]
-        qq = sum(fit.qq for fit in self._fits)
-        self._t_pooled = (sum(f.qy_after(b) for f, b in zip(self._fits, self._b)) / qq if qq > 0.0 else 0.0) \
-            if pooled else None
-        self._t_raw = (sum(f.qy for f in self._fits) / qq if qq > 0.0 else 0.0) if raw else None
-        self._own = [_ResidualSums() for _ in range(layers)]
-        self._pooled = _ResidualSums() if pooled else None
-        self._raw = _ResidualSums() if raw else None
+        self._slopes(self._fits, pooled, raw)
         with np.errstate(over="ignore"):  # a float32 r^8 that overflows is summed again in float64
             for layer in range(layers):
                 fits = [(self._t[layer], self._b[layer], self._own[layer])]

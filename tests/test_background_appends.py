@@ -4,16 +4,14 @@ batch the session saw committed survives exactly (docs/DECISIONS.md AA)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from test_recording import LAYERS, META, RESULTS, assert_long_batches, long_batch_data
+from test_recording import LAYERS, META, RESULTS, assert_long_batches, kill_a_few_batches_in, long_batch_data
 
-from qslab.analysis.recording import BackgroundAppends, RecordingError, SessionFile, SessionWriter, validate
+from qslab.analysis.recording import BackgroundAppends, RecordingError, SessionFile, SessionWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,23 +81,7 @@ def test_a_session_killed_with_a_batch_in_flight_keeps_every_batch_it_saw_commit
     path = tmp_path / "killed.h5"
     child = subprocess.Popen([sys.executable, "-c", BACKGROUND_WRITER, str(path), str(ROOT / "tests")], cwd=ROOT,
                              text=True, stdout=subprocess.PIPE)
-    try:
-        committed = 0
-        while committed < 4:
-            committed = int(child.stdout.readline())
-        if delay_s:
-            threading.Event().wait(delay_s)
-        child.kill()
-        child.wait(timeout=60)
-        committed = max([committed] + [int(line) for line in child.stdout.read().split()])
-    finally:
-        child.kill()
-    assert child.returncode == -signal.SIGKILL
-    with SessionFile.open(path) as session:
-        assert session.status == "running" and session.batches_written >= committed
-        survived = session.batches_written
-        assert_long_batches(session, survived)
-    validate(path)
+    survived = kill_a_few_batches_in(child, path, delay_s)
     with SessionWriter.resume(path) as writer:
         assert writer.lock.crashed is not None and writer.batches_written == survived
         appends = BackgroundAppends(writer)

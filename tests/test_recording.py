@@ -849,13 +849,9 @@ while True:
 """
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.003, 0.011, 0.029])
-def test_a_writer_killed_at_any_moment_keeps_every_batch_it_committed(tmp_path, delay_s):
-    """SIGKILL (no handler, no flush, no close) lands wherever the writer is, a few batches in: every batch whose
-    append returned before the kill reads back exactly, nothing half-written counts, and the file resumes."""
-    path = tmp_path / "killed.h5"
-    child = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITER, str(path), str(ROOT / "tests"), "timed"],
-                             cwd=ROOT, text=True, stdout=subprocess.PIPE)
+def kill_a_few_batches_in(child: subprocess.Popen, path: Path, delay_s: float) -> int:
+    """SIGKILL ``child`` (a writer printing each committed batch's count) ``delay_s`` after its 4th commit; check that
+    every batch it reported committed reads back exactly and nothing half-written counts; the batches that survived."""
     try:
         committed = 0
         while committed < 4:
@@ -873,6 +869,17 @@ def test_a_writer_killed_at_any_moment_keeps_every_batch_it_committed(tmp_path, 
         survived = session.batches_written
         assert_long_batches(session, survived)
     validate(path)
+    return survived
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.003, 0.011, 0.029])
+def test_a_writer_killed_at_any_moment_keeps_every_batch_it_committed(tmp_path, delay_s):
+    """SIGKILL (no handler, no flush, no close) lands wherever the writer is, a few batches in: every batch whose
+    append returned before the kill reads back exactly, nothing half-written counts, and the file resumes."""
+    path = tmp_path / "killed.h5"
+    child = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITER, str(path), str(ROOT / "tests"), "timed"],
+                             cwd=ROOT, text=True, stdout=subprocess.PIPE)
+    survived = kill_a_few_batches_in(child, path, delay_s)
     with SessionWriter.resume(path) as writer:
         assert writer.lock.crashed is not None and writer.batches_written == survived
         images, layers = long_batch_data(survived)
