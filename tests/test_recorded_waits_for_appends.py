@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from channel_samples import layer_samples
+from test_verified_samples import random_session_batch
 from qslab.analysis import recording
 from qslab.analysis.replay import Recorded
 
@@ -17,19 +17,6 @@ META = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact
 
 def _estimates(samples, layers: int) -> list:
     return [(fit.n, fit.qq, fit.qy) for fit in samples._fits[:layers]] + [samples.sizes]
-
-
-def _batch(rng):
-    images = int(rng.integers(20, 90))
-    captures = []
-    for k, shape in enumerate(SHAPES):
-        rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
-        sent, returned = layer_samples(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
-        captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
-                                             rng.random((images, rows.size)) < 0.5,
-                                             sent.reshape(images, rows.size, shape.modes),
-                                             returned.reshape(images, rows.size, shape.modes)))
-    return images, rng.integers(0, 10, images), rng.integers(0, 256, (images, 784)), captures
 
 
 def test_a_read_back_right_after_a_handed_over_batch_waits_for_its_commit(tmp_path):
@@ -46,7 +33,7 @@ def test_a_read_back_right_after_a_handed_over_batch_waits_for_its_commit(tmp_pa
 
         live.committed = committed
         for batch in range(4):
-            images, labels, pixels, captures = _batch(rng)
+            images, labels, pixels, captures = random_session_batch(rng, SHAPES)
             appends.append_batch(np.arange(images) + 100 * batch, labels, pixels, rng.integers(0, 10, images),
                                  captures)
             live.add(labels, pixels, captures)

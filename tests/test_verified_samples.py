@@ -154,6 +154,23 @@ def test_the_scatter_kept_by_pass_2_equals_the_samples_picked_from_the_arrays():
         np.testing.assert_array_equal(returned, samples[layer][1][pick])
 
 
+def random_session_batch(rng, shapes):
+    """(images, labels, pixels, one LayerBatch per shape) of a random batch: 20-89 images, 3 verified rows in the
+    first layer and 1 in the others, channel samples at T 0.74 and 0.02 SNU excess noise."""
+    from qslab.analysis import recording
+
+    images = int(rng.integers(20, 90))
+    captures = []
+    for k, shape in enumerate(shapes):
+        rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
+        sent, returned = layer_samples(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
+        captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
+                                             rng.random((images, rows.size)) < 0.5,
+                                             sent.reshape(images, rows.size, shape.modes),
+                                             returned.reshape(images, rows.size, shape.modes)))
+    return images, rng.integers(0, 10, images), rng.integers(0, 256, (images, 784)), captures
+
+
 def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_path):
     """Recorded as a session fills it (pass 1 summed batch by batch, the scatter kept by pass 2) against Recorded
     from the file alone (replay: both passes and the scatter read back): the same numbers, bit for bit."""
@@ -169,16 +186,7 @@ def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_pa
     live.scatter_request = (3_000, 0, 0)
     with recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x") as writer:
         for batch in range(7):
-            images = int(rng.integers(20, 90))
-            captures = []
-            for k, shape in enumerate(shapes):
-                rows = np.sort(rng.choice(shape.rows, 3 if k == 0 else 1, replace=False))
-                sent, returned = layer_samples(rng, images * rows.size * shape.modes, 0.74, 0.02, 1.0)
-                captures.append(recording.LayerBatch(rng.normal(size=(images, shape.rows)).astype(np.float32), rows,
-                                                     rng.random((images, rows.size)) < 0.5,
-                                                     sent.reshape(images, rows.size, shape.modes),
-                                                     returned.reshape(images, rows.size, shape.modes)))
-            labels, pixels = rng.integers(0, 10, images), rng.integers(0, 256, (images, 784))
+            images, labels, pixels, captures = random_session_batch(rng, shapes)
             writer.append_batch(np.arange(images) + 100 * batch, labels, pixels, rng.integers(0, 10, images),
                                 captures)
             live.add(labels, pixels, captures)
