@@ -12,10 +12,17 @@ teardown time is printed; -p no:cacheprovider, so that the run leaves nothing be
 ``--busy N`` starts N busy-looping processes for the run (issue 18: with two, the suite must pass as a clean
 run does; its time is then reported, not judged) and stops them after.
 
+Bytecode: the run gets Python's default, modules compiled once and the bytecode written beside the sources for every
+later interpreter (a user's `pytest -n 2`), even where the environment sets PYTHONDONTWRITEBYTECODE (this machine's
+does): otherwise each of the two workers, and each of the suite's ~100 child interpreters (sessions, benches, figure
+workers), compiles qslab and rewrites the test modules again (about 6 s of CPU per worker's collection, 0.2 s per
+child). ``--as-environment`` keeps the environment's setting; the line ``bytecode:`` says which ran.
+
 ``--save-costs FILE`` writes each test's seconds (setup + call + teardown, tests of 1 s or more) for tests/conftest.py,
 which starts the longest work first (tests/item_costs.txt); the order of the work depends on it, no outcome does.
 
-    python benchmarks/bench_suite.py [--busy 2] [--top 20] [--log FILE] [--save-costs FILE] [pytest arguments...]
+    python benchmarks/bench_suite.py [--busy 2] [--top 20] [--log FILE] [--save-costs FILE] [--as-environment]
+                                     [pytest arguments...]
 """
 
 from __future__ import annotations
@@ -56,11 +63,24 @@ def save_costs(path: Path, per_test: dict[str, float]) -> None:
                     + "\n".join(lines) + "\n")
 
 
-def run_suite(extra: list[str]) -> tuple[float, int, str]:
+def suite_environment(as_environment: bool) -> tuple[dict[str, str], str]:
+    """(the run's environment, the ``bytecode:`` line): Python's default bytecode caching unless ``as_environment``."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    cached = any((ROOT / room / "__pycache__").is_dir() for room in ("analysis", "calibration", "instruments",
+                                                                     "sequences", "tests"))
+    before = f"{'present' if cached else 'absent'} beside the sources before the run"
+    if as_environment:
+        setting = "set" if env.get("PYTHONDONTWRITEBYTECODE") else "unset"
+        return env, f"bytecode: {before}; PYTHONDONTWRITEBYTECODE {setting} as in the environment (--as-environment)"
+    removed = env.pop("PYTHONDONTWRITEBYTECODE", None) is not None
+    return env, (f"bytecode: {before}; written and reused (Python's default"
+                 + (", PYTHONDONTWRITEBYTECODE removed for the run; --as-environment keeps it)" if removed else ")"))
+
+
+def run_suite(extra: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """(wall seconds, pytest's exit code, its output) of the README's command."""
     command = [sys.executable, "-m", "pytest", "-n", str(WORKERS), "-q", "-p", "no:cacheprovider",
                "--durations=0", *extra]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     return time.monotonic() - started, result.returncode, result.stdout + result.stderr
@@ -74,14 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, metavar="FILE", help="write pytest's whole output to FILE")
     parser.add_argument("--save-costs", type=Path, metavar="FILE",
                         help="write each test's seconds (>= 1 s), longest first, for tests/conftest.py's order")
+    parser.add_argument("--as-environment", action="store_true",
+                        help="keep the environment's PYTHONDONTWRITEBYTECODE (default: Python's bytecode caching)")
     args, extra = parser.parse_known_args(argv)
     if args.busy < 0 or args.top < 0:
         parser.error("--busy and --top: expected counts >= 0")
 
+    env, bytecode = suite_environment(args.as_environment)
     before = load_average()
     loops = busy_loops(args.busy)
     try:
-        wall_s, code, output = run_suite(extra)
+        wall_s, code, output = run_suite(extra, env)
     finally:
         for loop in loops:
             loop.kill()
@@ -101,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = SUMMARY.findall(output)
 
     print(f"load average before: {before}   after: {after}   (1, 5, 15 min; {os.cpu_count()} CPUs)")
+    print(bytecode)
     if args.busy:
         print(f"busy background processes during the run: {args.busy}")
     ended = f"pytest exit code {code}" if code >= 0 else f"pytest killed by signal {-code}: not a complete run"

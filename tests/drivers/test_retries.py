@@ -235,12 +235,13 @@ def test_a_write_is_never_repeated(flaky):
 
 
 def test_a_silent_error_check_names_the_write(flaky):
+    """Switching the output off: its check waits TIMEOUT_S (switching on lengthens it by the gain's settling)."""
     server = flaky(AMPLIFIER, **{"SYST:ERR?": [SILENT] * 3})
     amplifier = amplifier_on(server)
-    with pytest.raises(InstrumentFault, match=r"'SYST:ERR\? \(the check after OUTP:STAT 1\)' failed after 3 "
+    with pytest.raises(InstrumentFault, match=r"'SYST:ERR\? \(the check after OUTP:STAT 0\)' failed after 3 "
                                               r"attempts: no reply"):
-        amplifier.output_enabled(True)
-    assert server.count("OUTP:STAT 1") == 1 and server.count("SYST:ERR?") == 3
+        amplifier.output_enabled(False)
+    assert server.count("OUTP:STAT 0") == 1 and server.count("SYST:ERR?") == 3
 
 
 def test_an_error_queue_entry_is_an_instrument_error_not_a_retry(flaky):
