@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from qslab.analysis.recording import curious_group
+from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS, PIXELS_PER_IMAGE,
                                              READABLE_VERSIONS, SCHEMA,
                                              SCHEMA_VERSION, STATUSES,
@@ -209,13 +210,15 @@ class SessionFile:
             images = Images(**{name: self._read(f"images/{name}", rows) for name in _IMAGE_COLUMNS})
             yield images, [self._read(f"layers/{k}/client_quadratures_snu", rows) for k in range(len(self.layers))]
 
-    def verification_chunks(self, layer: int, values: int | None = None):
+    def verification_chunks(self, layer: int, values: int | None = None, sent: SentBlocks | None = None):
         """One layer's committed verification samples in write order, a slice at a time: (sent_snu, returned_snu)
-        float32 of at most ``values`` samples (default VALUES_PER_READ)."""
+        float32 of at most ``values`` samples (default VALUES_PER_READ). ``sent``: the batches' repeated sent blocks
+        kept from earlier reads of this file (sent_blocks.py), so each batch's sent_snu is decoded once."""
         k = self._layer(layer)
         stop = int(self._table["sample_stop"][-1, k]) if len(self._table) else 0
+        name = f"layers/{k}/verification/sent_snu"
         for part in _slices(stop, 1, values):
-            yield (self._read(f"layers/{k}/verification/sent_snu", part),
+            yield (self._read(name, part) if sent is None else sent.read(self, k, part, name),
                    self._read(f"layers/{k}/verification/returned_snu", part))
 
     def verification(self, layer: int, samples: bool = True) -> LayerVerification:
