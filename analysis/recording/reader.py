@@ -67,9 +67,9 @@ class SessionFile:
     def _load(self, check_values: bool = True) -> None:
         with self._translated("is not a readable qslab session recording"):
             _check_schema(self._file, self.path)
-            self.layers = _check_structure(self._file, self.path)
+            self.layers = _check_structure(self._file, self.path, self._handles)
             self._meta = _read_meta(self._file, self.path)
-            self._table = _committed_table(self._file, self.layers, self.path)
+            self._table = _committed_table(self._file, self.layers, self.path, self._handle)
             if check_values:
                 _check_values(self)
             self.results  # noqa: B018 - parses the results of a complete session
@@ -80,7 +80,7 @@ class SessionFile:
             with self._translated("could not be refreshed"):
                 for dataset in self._datasets():
                     dataset.refresh()
-                self._table = _committed_table(self._file, self.layers, self.path)
+                self._table = _committed_table(self._file, self.layers, self.path, self._handle)
         return self.batches_written
 
     def close(self) -> None:
@@ -413,11 +413,13 @@ def _dataset(file: h5py.File, name: str, path: Path) -> h5py.Dataset:
     return node
 
 
-def _check_structure(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
+def _check_structure(file: h5py.File, path: Path, found: dict | None = None) -> tuple[LayerShape, ...]:
     """Layers from /layers, then every dataset present with the dtype and row shape of the file's schema version."""
     layers = _layer_shapes(file, path)
     for name, (dtype, row_shape) in _dataset_paths(layers, int(file.attrs["schema_version"])).items():
         dataset = _dataset(file, name, path)
+        if found is not None:  # the reader keeps the datasets it checked (SessionFile._handle)
+            found[name] = dataset
         if dataset.dtype != dtype:
             raise RecordingError(f"{path}: /{name} has dtype {dataset.dtype}, expected {dtype}")
         if dataset.ndim != 1 + len(row_shape) or dataset.shape[1:] != row_shape:
@@ -505,7 +507,7 @@ def _images_in(table: np.ndarray) -> int:
     return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
 
 
-def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path) -> np.ndarray:
+def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path, dataset=None) -> np.ndarray:
     """The leading /batches rows whose batch number equals their position, checked for consistency."""
     table = file["batches"][()]
     committed = table["batch"] == np.arange(len(table))
@@ -531,11 +533,12 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
         if np.any(table[f"{kind}_stop"] - table[f"{kind}_start"] != sizes):
             raise RecordingError(f"{path}: /batches {kind} offsets disagree with image_count x verified rows"
                                  f"{' x modes' if kind == 'sample' else ''}")
-    _check_lengths(file, layers, table, path)
+    _check_lengths(file, layers, table, path, dataset)
     return table
 
 
-def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path) -> None:
+def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path,
+                   dataset=None) -> None:
     """Every array at least as long as the committed batches need (longer tails are an interrupted batch)."""
     images = _images_in(table)
     needed = {f"images/{name}": images for name in _IMAGE_COLUMNS}
@@ -543,10 +546,11 @@ def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.nd
         needed[f"layers/{k}/client_quadratures_snu"] = images
         for name, (_, kind) in _VERIFICATION_COLUMNS.items():
             needed[f"layers/{k}/verification/{name}"] = int(table[f"{kind}_stop"][-1, k])
+    dataset = dataset or file.__getitem__  # (name -> the dataset: a reader's handles opened once)
     for name, length in needed.items():
-        if file[name].shape[0] < length:
-            raise RecordingError(f"{path}: /{name} has {file[name].shape[0]} rows but the batches table commits "
-                                 f"{length}")
+        rows = dataset(name).shape[0]
+        if rows < length:
+            raise RecordingError(f"{path}: /{name} has {rows} rows but the batches table commits {length}")
 
 
 def _status_text(dataset: h5py.Dataset, path: Path) -> str:
