@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ class Recorded:
     scatter_request: tuple[int, int, int] | None = None  # (points, layer, seed) samples() keeps for `scatter`
     # until every batch added is in `path` (a live session's background appends): what reads the file back waits first
     committed: Callable[[], None] | None = None
+    # each batch's sent samples as decoded from `path` the first time (recording/sent_blocks.py): decoded once
+    sent: recording.SentBlocks = field(default_factory=recording.SentBlocks)
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
@@ -104,7 +106,7 @@ class Recorded:
         if session.batches_written != self.batches:
             raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
                                            f"session recorded {self.batches}")
-        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES), len(session.layers),
+        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES, self.sent), len(session.layers),
                                    running=None if self.running is None else self.running.snapshot(),
                                    scatter=self.scatter_request)
         self._samples = (self.batches, streamed)
@@ -122,7 +124,7 @@ class Recorded:
             total = int(session.batch_table["sample_stop"][-1, layer]) if session.batches_written else 0
             pick = scatter_indices(total, points, seed)
             sent, returned, start = [], [], 0
-            for chunk_sent, chunk_returned in session.verification_chunks(layer, CHUNK_VALUES):
+            for chunk_sent, chunk_returned in session.verification_chunks(layer, CHUNK_VALUES, self.sent):
                 inside = pick[(pick >= start) & (pick < start + chunk_sent.size)] - start
                 sent.append(chunk_sent[inside])
                 returned.append(chunk_returned[inside])

@@ -54,6 +54,29 @@ def _sum(values: np.ndarray) -> float:
     return float(np.sum(values))
 
 
+class _Scratch:
+    """Float64 work buffers reused chunk after chunk: the passes' element-wise products and residuals written into
+    them (``out=``) instead of fresh arrays, the same operations on the same values, so the same bits, without a
+    page-faulting allocation per intermediate. ``shifted(n, first, q)``: one buffer holding [first, q...], whose
+    [1:] is q and [:-1] q_prev, so q_prev costs no copy."""
+
+    def __init__(self):
+        self._buffers: dict[int, np.ndarray] = {}
+
+    def get(self, slot: int, n: int) -> np.ndarray:
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.size < n:
+            buffer = self._buffers[slot] = np.empty(max(n, 1), dtype=np.float64)
+        return buffer[:n]
+
+    def shifted(self, n: int, first: float, values) -> tuple[np.ndarray, np.ndarray]:
+        """(q, q_prev) as float64 views of one buffer: q the values (cast from any float dtype), q_prev = first, q[:-1]."""
+        buffer = self.get(0, n + 1)
+        buffer[0] = first
+        np.copyto(buffer[1:], values, casting="same_kind")
+        return buffer[1:], buffer[:n]
+
+
 @dataclass
 class _FitSums:
     """Pass 1 of one layer: the Gram matrix of (q, q_prev) and its right-hand sides with y."""
@@ -68,19 +91,24 @@ class _FitSums:
     low: float = math.inf
     high: float = -math.inf
 
-    def add(self, q: np.ndarray, y: np.ndarray) -> None:
+    def add(self, q: np.ndarray, y: np.ndarray, scratch: _Scratch | None = None) -> float:
+        """One chunk (flat q and y, summed in float64); returns its sum q y (RunningFits keeps it to check pass 2's
+        reading)."""
         if not q.size:
-            return
-        previous = np.empty_like(q)
-        previous[0], previous[1:] = self.last, q[:-1]
+            return 0.0
+        scratch = _Scratch() if scratch is None else scratch
+        q, previous = scratch.shifted(q.size, self.last, q)
+        product = scratch.get(1, q.size)
+        qy = _sum(np.multiply(q, y, out=product))
         self.n += q.size
-        self.qq += _sum(q * q)
-        self.qp += _sum(q * previous)
-        self.pp += _sum(previous * previous)
-        self.qy += _sum(q * y)
-        self.py += _sum(previous * y)
+        self.qq += _sum(np.multiply(q, q, out=product))
+        self.qp += _sum(np.multiply(q, previous, out=product))
+        self.pp += _sum(np.multiply(previous, previous, out=product))
+        self.qy += qy
+        self.py += _sum(np.multiply(previous, y, out=product))
         self.last = float(q[-1])
         self.low, self.high = min(self.low, float(q.min())), max(self.high, float(q.max()))
+        return qy
 
     def previous_symbol(self) -> float:
         """b of verification.remove_previous_symbol (0 below three samples, as there)."""
@@ -111,11 +139,17 @@ class _ResidualSums:
     @staticmethod
     def chunk(r: np.ndarray) -> tuple[int, float, float, float]:
         """One chunk's (count, sum r^2, sum r^4, sum of squared deviations of r^4 from its mean), `merge`'s arguments."""
-        r2 = r * r
-        r4 = r2 * r2
-        sum4 = _sum(r4)
-        deviations = r4 - sum4 / r.size
-        return r.size, _sum(r2), sum4, _sum(deviations * deviations)
+        return _ResidualSums.chunk_in_place(np.array(r))
+
+    @staticmethod
+    def chunk_in_place(r: np.ndarray) -> tuple[int, float, float, float]:
+        """`chunk` of ``r``, overwriting it (r^2, r^4 and the deviations computed in its place)."""
+        powers = np.multiply(r, r, out=r)
+        sum2 = _sum(powers)
+        np.multiply(powers, powers, out=powers)
+        sum4 = _sum(powers)
+        deviations = np.subtract(powers, sum4 / r.size, out=powers)
+        return r.size, sum2, sum4, _sum(np.multiply(deviations, deviations, out=deviations))
 
     def merge(self, n: int, r2: float, r4: float, m2_4: float) -> None:
         """Add a block's count, sum r^2, sum r^4 and sum of squared deviations of r^4 from its own mean (Chan)."""
@@ -169,6 +203,7 @@ class RunningFits:
         self._fits = [_FitSums() for _ in range(layers)]
         self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
         self._qy: list[list[float]] = [[] for _ in range(layers)]
+        self._scratch = _Scratch()
 
     def add(self, layer: int, sent_snu, returned_snu) -> None:
         """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them)."""
@@ -184,13 +219,13 @@ class RunningFits:
 
     @staticmethod
     def _take(pending: list, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first `count` samples of `pending` as float64 (removed from it)."""
+        """The first `count` samples of `pending` (removed from it)."""
         q, y = pending[0]
         if q.size >= count:  # within one batch's samples: no concatenation
             pending[0] = (q[count:], y[count:])
             if q.size == count:
                 pending.pop(0)
-            return q[:count].astype(np.float64), y[:count].astype(np.float64)
+            return q[:count], y[:count]
         sent, returned, left = [], [], count
         while left:
             q, y = pending[0]
@@ -201,12 +236,11 @@ class RunningFits:
             else:
                 pending.pop(0)
             left -= min(left, q.size)
-        return (np.concatenate(sent).astype(np.float64), np.concatenate(returned).astype(np.float64))
+        return np.concatenate(sent), np.concatenate(returned)
 
-    @staticmethod
-    def _fit(fit: _FitSums, q: np.ndarray, y: np.ndarray) -> float:
-        fit.add(q, y)
-        return _sum(q * y)
+    def _fit(self, fit: _FitSums, q: np.ndarray, y: np.ndarray) -> float:
+        """Pass 1 of one chunk (float32 as stored; summed in float64: every float32 is a float64 exactly)."""
+        return fit.add(q, y, self._scratch)
 
     def snapshot(self) -> tuple[list[_FitSums], list[list[float]]]:
         """(pass 1's sums over every sample added, each chunk's sum q y): the chunk in progress counted as the file's
@@ -281,11 +315,12 @@ class StreamedSamples(_SummedEstimates):
 
     def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
                  scatter: tuple[int, int, int] | None = None):
+        scratch = _Scratch()
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
             for layer, fit in enumerate(fits):
                 for sent, returned in chunks(layer):
-                    fit.add(np.asarray(sent, dtype=np.float64).ravel(), np.asarray(returned, dtype=np.float64).ravel())
+                    fit.add(np.asarray(sent).ravel(), np.asarray(returned, dtype=np.float64).ravel(), scratch)
             expected_qy = None
         else:
             fits, expected_qy = running
@@ -296,27 +331,33 @@ class StreamedSamples(_SummedEstimates):
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
             b, last, read, start = self._b[layer], 0.0, 0, 0
+            same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
             for sent, returned in chunks(layer):
-                q = np.asarray(sent, dtype=np.float64).ravel()
-                if not q.size:
+                sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
+                n = sent.size
+                if not n:
                     continue
+                if returned.size != n:
+                    raise ValueError(f"layer {layer}: a chunk of {n} sent and {returned.size} returned samples")
                 if pick is not None and layer == scatter[1]:
-                    inside = pick[(pick >= start) & (pick < start + q.size)] - start
-                    picked[0].append(np.asarray(sent).ravel()[inside])
-                    picked[1].append(np.asarray(returned).ravel()[inside])
-                start += q.size
-                previous = np.empty_like(q)
-                previous[0], previous[1:] = last, q[:-1]
+                    inside = pick[(pick >= start) & (pick < start + n)] - start
+                    picked[0].append(sent[inside])
+                    picked[1].append(returned[inside])
+                start += n
+                # y - b q_prev - t q and its powers, written into the scratch buffers (the operations of the array
+                # expressions, in their order: the same bits)
+                q, previous = scratch.shifted(n, last, sent)
                 last = float(q[-1])
-                y = np.asarray(returned, dtype=np.float64).ravel()
+                y, work = scratch.get(2, n), scratch.get(1, n)
+                np.copyto(y, returned, casting="same_kind")
                 if expected_qy is not None:
-                    _check_chunk(expected_qy[layer], read, layer, _sum(q * y))
+                    _check_chunk(expected_qy[layer], read, layer, _sum(np.multiply(q, y, out=work)))
                 read += 1
-                y = y - b * previous
-                own = _ResidualSums.chunk(y - self._t[layer] * q)
-                self._own[layer].merge(*own)  # one layer with samples: its t is the pooled one, and so its residuals
-                same = self._t_pooled == self._t[layer]
-                self._pooled.merge(*(own if same else _ResidualSums.chunk(y - self._t_pooled * q)))
+                np.subtract(y, np.multiply(previous, b, out=work), out=y)
+                own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
+                self._own[layer].merge(*own)
+                self._pooled.merge(*(own if same else _ResidualSums.chunk_in_place(
+                    np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))))
             if expected_qy is not None and read != len(expected_qy[layer]):
                 raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
                                  f"{len(expected_qy[layer])} were recorded")

@@ -15,7 +15,8 @@ from channel_samples import assert_estimates_close, chunked, layer_samples
 from qslab.analysis import verification
 from qslab.analysis.session_results import ImageTotals, hidden_vectors, predictions
 from qslab.analysis.security_report import largest_mode_share
-from qslab.analysis.verified_samples import PooledSamples, RunningFits, StreamedSamples
+from qslab.analysis.verified_samples import (PooledSamples, RunningFits, StreamedSamples, _FitSums, _ResidualSums,
+                                            _Scratch)
 
 DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
 SAME = 1e-12
@@ -200,3 +201,31 @@ def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_pa
                 assert kept[0].size == min(3_000, live.samples().sizes[0])
                 for a, b in zip(kept, read):
                     np.testing.assert_array_equal(a, b)
+
+
+def test_the_passes_in_reused_buffers_give_the_bits_of_fresh_array_expressions():
+    """Pass 1 and pass 2 write their products into buffers kept from chunk to chunk (no allocation per intermediate):
+    every sum equals the plain array expressions' exactly, with chunks shrinking and growing between reads."""
+    rng = np.random.default_rng(12)
+    sent, returned = layer_samples(rng, 9_000, 0.74, 0.05, 1.02)
+    sizes = [4_000, 17, 3_000, 1_983]
+    fits, last = _FitSums(), 0.0
+    expected = dict(qq=0.0, qp=0.0, pp=0.0, qy=0.0, py=0.0)
+    scratch, start = _Scratch(), 0
+    for size in sizes:
+        q, y = sent[start:start + size].astype(np.float64), returned[start:start + size].astype(np.float64)
+        previous = np.concatenate([[last], q[:-1]])
+        for name, product in (("qq", q * q), ("qp", q * previous), ("pp", previous * previous), ("qy", q * y),
+                              ("py", previous * y)):
+            expected[name] += float(np.sum(product))
+        assert fits.add(sent[start:start + size], returned[start:start + size], scratch) == float(np.sum(q * y))
+        last, start = float(q[-1]), start + size
+        r = y - 0.3 * previous - 0.7 * q
+        r2 = r * r
+        r4 = r2 * r2
+        deviations = r4 - float(np.sum(r4)) / r.size
+        kept = r.copy()
+        assert _ResidualSums.chunk_in_place(r) == (r.size, float(np.sum(r2)), float(np.sum(r4)),
+                                                   float(np.sum(deviations * deviations)))
+        assert _ResidualSums.chunk(kept) == _ResidualSums.chunk_in_place(kept.copy())
+    assert {name: getattr(fits, name) for name in expected} == expected

@@ -33,9 +33,10 @@ from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, ME
                                              SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
                                              LayerShape, LayerVerification, RecordingError, batches_dtype)
 from qslab.analysis.recording.run_id import is_run_id, new_run_id, run_id_time
+from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.writer import SessionWriter
 
 __all__ = ["ABORTED", "BackgroundAppends", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
-           "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "is_run_id", "new_run_id", "run_id_time",
+           "SentBlocks", "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "is_run_id", "new_run_id", "run_id_time",
            "validate"]

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from qslab.analysis.recording import curious_group
+from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS, PIXELS_PER_IMAGE,
                                              READABLE_VERSIONS, SCHEMA,
                                              SCHEMA_VERSION, STATUSES,
@@ -46,6 +47,7 @@ class SessionFile:
         self.layers: tuple[LayerShape, ...] = ()
         self._table = np.zeros(0)
         self._meta: dict[str, str] = {}
+        self._handles: dict[str, h5py.Dataset] = {}  # datasets opened once (a path lookup costs more than a small read)
 
     @classmethod
     def open(cls, path: str | Path, *, check_values: bool = True) -> SessionFile:
@@ -65,9 +67,9 @@ class SessionFile:
     def _load(self, check_values: bool = True) -> None:
         with self._translated("is not a readable qslab session recording"):
             _check_schema(self._file, self.path)
-            self.layers = _check_structure(self._file, self.path)
+            self.layers = _check_structure(self._file, self.path, self._handles)
             self._meta = _read_meta(self._file, self.path)
-            self._table = _committed_table(self._file, self.layers, self.path)
+            self._table = _committed_table(self._file, self.layers, self.path, self._handle)
             if check_values:
                 _check_values(self)
             self.results  # noqa: B018 - parses the results of a complete session
@@ -78,7 +80,7 @@ class SessionFile:
             with self._translated("could not be refreshed"):
                 for dataset in self._datasets():
                     dataset.refresh()
-                self._table = _committed_table(self._file, self.layers, self.path)
+                self._table = _committed_table(self._file, self.layers, self.path, self._handle)
         return self.batches_written
 
     def close(self) -> None:
@@ -209,13 +211,15 @@ class SessionFile:
             images = Images(**{name: self._read(f"images/{name}", rows) for name in _IMAGE_COLUMNS})
             yield images, [self._read(f"layers/{k}/client_quadratures_snu", rows) for k in range(len(self.layers))]
 
-    def verification_chunks(self, layer: int, values: int | None = None):
+    def verification_chunks(self, layer: int, values: int | None = None, sent: SentBlocks | None = None):
         """One layer's committed verification samples in write order, a slice at a time: (sent_snu, returned_snu)
-        float32 of at most ``values`` samples (default VALUES_PER_READ)."""
+        float32 of at most ``values`` samples (default VALUES_PER_READ). ``sent``: the batches' repeated sent blocks
+        kept from earlier reads of this file (sent_blocks.py), so each batch's sent_snu is decoded once."""
         k = self._layer(layer)
         stop = int(self._table["sample_stop"][-1, k]) if len(self._table) else 0
+        name = f"layers/{k}/verification/sent_snu"
         for part in _slices(stop, 1, values):
-            yield (self._read(f"layers/{k}/verification/sent_snu", part),
+            yield (self._read(name, part) if sent is None else sent.read(self, k, part, name),
                    self._read(f"layers/{k}/verification/returned_snu", part))
 
     def verification(self, layer: int, samples: bool = True) -> LayerVerification:
@@ -263,7 +267,13 @@ class SessionFile:
 
     def _read(self, name: str, rows: slice) -> np.ndarray:
         with self._translated(f"has unreadable data in /{name}"):
-            return self._file[name][rows]
+            return self._handle(name)[rows]
+
+    def _handle(self, name: str) -> h5py.Dataset:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = self._file[name]
+        return handle
 
     @property
     def curious_server(self) -> tuple[dict, np.ndarray, np.ndarray] | None:
@@ -293,7 +303,7 @@ class SessionFile:
         names = ["status", "status_detail", *_dataset_paths(self.layers, self.schema_version)]
         if curious_group.present(self._file):
             names += [curious_group.COUNTS, curious_group.ROWS]
-        return [self._file[name] for name in names]
+        return [self._handle(name) for name in names]
 
     def _translated(self, what: str):
         return _Translated(self.path, what)
@@ -403,11 +413,13 @@ def _dataset(file: h5py.File, name: str, path: Path) -> h5py.Dataset:
     return node
 
 
-def _check_structure(file: h5py.File, path: Path) -> tuple[LayerShape, ...]:
+def _check_structure(file: h5py.File, path: Path, found: dict | None = None) -> tuple[LayerShape, ...]:
     """Layers from /layers, then every dataset present with the dtype and row shape of the file's schema version."""
     layers = _layer_shapes(file, path)
     for name, (dtype, row_shape) in _dataset_paths(layers, int(file.attrs["schema_version"])).items():
         dataset = _dataset(file, name, path)
+        if found is not None:  # the reader keeps the datasets it checked (SessionFile._handle)
+            found[name] = dataset
         if dataset.dtype != dtype:
             raise RecordingError(f"{path}: /{name} has dtype {dataset.dtype}, expected {dtype}")
         if dataset.ndim != 1 + len(row_shape) or dataset.shape[1:] != row_shape:
@@ -451,6 +463,12 @@ def meta_checksums(texts: dict[str, str]) -> dict[str, str]:
     return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()}
 
 
+# (name, SHA-256) of /meta texts this process parsed: the same bytes parse the same, so a session reading its own
+# file back at every checkpoint parses its config and snapshot once (the parse cost 26 ms per open), not each time
+_PARSED_META: set[tuple[str, str]] = set()
+_PARSED_META_KEPT = 1024
+
+
 def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
     """The /meta texts, each checked against its SHA-256 in /meta's sha256_json (files written before it: none)."""
     stored = _attribute_text(file["meta"].attrs.get(META_CHECKSUMS))
@@ -465,16 +483,21 @@ def _read_meta(file: h5py.File, path: Path) -> dict[str, str]:
     texts = {}
     for name in META_NAMES:
         data = bytes(file[f"meta/{name}"][()])
+        digest = hashlib.sha256(data).hexdigest()
         try:
             texts[name] = data.decode("utf-8")
-            if name.endswith("_json"):
-                json.loads(texts[name])
-            else:
-                tomllib.loads(texts[name])
+            if (name, digest) not in _PARSED_META:
+                if name.endswith("_json"):
+                    json.loads(texts[name])
+                else:
+                    tomllib.loads(texts[name])
+                if len(_PARSED_META) >= _PARSED_META_KEPT:
+                    _PARSED_META.clear()
+                _PARSED_META.add((name, digest))
         except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
             kind = "JSON" if name.endswith("_json") else "TOML"
             raise RecordingError(f"{path}: /meta/{name} is not valid UTF-8 {kind} ({_first_line(error)})") from None
-        if stored is not None and checksums.get(name) != hashlib.sha256(data).hexdigest():
+        if stored is not None and checksums.get(name) != digest:
             raise RecordingError(f"{path}: /meta/{name} does not match its SHA-256 recorded when the file was written "
                                  f"(changed or damaged since): the recording cannot be trusted")
     return texts
@@ -484,7 +507,7 @@ def _images_in(table: np.ndarray) -> int:
     return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
 
 
-def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path) -> np.ndarray:
+def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path, dataset=None) -> np.ndarray:
     """The leading /batches rows whose batch number equals their position, checked for consistency."""
     table = file["batches"][()]
     committed = table["batch"] == np.arange(len(table))
@@ -510,11 +533,12 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
         if np.any(table[f"{kind}_stop"] - table[f"{kind}_start"] != sizes):
             raise RecordingError(f"{path}: /batches {kind} offsets disagree with image_count x verified rows"
                                  f"{' x modes' if kind == 'sample' else ''}")
-    _check_lengths(file, layers, table, path)
+    _check_lengths(file, layers, table, path, dataset)
     return table
 
 
-def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path) -> None:
+def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path,
+                   dataset=None) -> None:
     """Every array at least as long as the committed batches need (longer tails are an interrupted batch)."""
     images = _images_in(table)
     needed = {f"images/{name}": images for name in _IMAGE_COLUMNS}
@@ -522,10 +546,11 @@ def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.nd
         needed[f"layers/{k}/client_quadratures_snu"] = images
         for name, (_, kind) in _VERIFICATION_COLUMNS.items():
             needed[f"layers/{k}/verification/{name}"] = int(table[f"{kind}_stop"][-1, k])
+    dataset = dataset or file.__getitem__  # (name -> the dataset: a reader's handles opened once)
     for name, length in needed.items():
-        if file[name].shape[0] < length:
-            raise RecordingError(f"{path}: /{name} has {file[name].shape[0]} rows but the batches table commits "
-                                 f"{length}")
+        rows = dataset(name).shape[0]
+        if rows < length:
+            raise RecordingError(f"{path}: /{name} has {rows} rows but the batches table commits {length}")
 
 
 def _status_text(dataset: h5py.Dataset, path: Path) -> str:

@@ -121,3 +121,55 @@ def test_the_edge_trigger_is_set_and_read_back_in_one_message(connect):
     assert scope.trigger_level_aux() == pytest.approx(0.2)
     with pytest.raises(InstrumentError, match="-222"):
         scope.set_edge_trigger("AUX", 50.0)          # beyond the scope's trigger level range
+
+
+def test_the_block_received_on_the_socket_equals_pyvisas_read_of_it(connect):
+    """The words received straight into an array (read_words on a raw socket) against the same block read again
+    through pyvisa's read_bytes (termination character off): the same words, read-only as pyvisa's bytes are."""
+    from pyvisa import constants
+
+    scope = connect("digitizer")
+    scope.auto_digitize(False)
+    scope.digitize()
+    words, block = read_trace_words(scope.ch1)
+    scope.write(":WAV:DATA?")  # the same source, the same record
+    handle = scope.visa_handle
+    handle.set_visa_attribute(constants.ResourceAttribute.termchar_enabled, False)
+    try:
+        raw = handle.read_bytes(2 * block.points + 3)
+    finally:
+        handle.set_visa_attribute(constants.ResourceAttribute.termchar_enabled, True)
+    assert raw[:2] == b"#0" and raw[-1:] == b"\n" and block.points > 1000
+    np.testing.assert_array_equal(words, np.frombuffer(raw[2:-1], dtype="<i2"))
+    assert not words.flags.writeable
+    assert scope.ask("*OPC?").strip() == "1"  # nothing of the block left on the line
+
+
+def test_a_block_cut_short_or_malformed_is_an_error_never_words():
+    import socket
+    from types import SimpleNamespace
+
+    from pyvisa.errors import VisaIOError
+
+    from qslab.instruments.drivers.keysight_infiniium import TraceBlock
+
+    block = TraceBlock(4, 1e-3, 0.0)
+    words = np.array([-3, 10, 2570, 7], dtype="<i2")  # 2570 = 0x0A0A: LF bytes inside the block
+    ours, scope_side = socket.socketpair()
+    stand_in = SimpleNamespace(name="scope", visa_handle=SimpleNamespace(timeout=100))
+    receive = KeysightInfiniium._received_words
+    try:
+        scope_side.sendall(b"#0" + words.tobytes() + b"\n")
+        np.testing.assert_array_equal(receive(stand_in, ours, block), words)
+        scope_side.sendall(b"#8" + words.tobytes() + b"\n")
+        with pytest.raises(ValueError, match="scope: trace block of 4 points arrived malformed"):
+            receive(stand_in, ours, block)
+        scope_side.sendall(b"#0" + words[:2].tobytes())
+        with pytest.raises(VisaIOError, match="Timeout"):
+            receive(stand_in, ours, block)
+        scope_side.sendall(words[2:].tobytes())  # late: read as the next block, whose LF never comes
+        scope_side.close()
+        with pytest.raises(VisaIOError, match="connection"):
+            receive(stand_in, ours, block)
+    finally:
+        ours.close()

@@ -1,0 +1,34 @@
+"""The changed granules of an AWG segment (AwgChannels' partial reload) against the plain route: a granule differs
+when any of its samples does (row-wise any over the samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qslab.instruments.optical.awg_channels import _differing_granules, changed_pieces
+
+
+def test_the_differing_granules_are_those_with_any_changed_sample():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        size = 256 * int(rng.integers(1, 120))
+        before = rng.integers(-3, 3, size).astype(np.int8)
+        after = before.copy()
+        after[rng.integers(0, size, int(rng.integers(0, 40)))] += 1
+        for granularity in (16, 64, 256):
+            expected = np.flatnonzero((before != after).reshape(-1, granularity).any(axis=1))
+            found = _differing_granules(before, after, granularity)
+            assert found.dtype == expected.dtype
+            np.testing.assert_array_equal(found, expected)
+
+
+def test_changed_pieces_rebuild_the_new_segment():
+    rng = np.random.default_rng(2)
+    before = np.repeat(rng.integers(-100, 100, 4096).astype(np.int8), 16)
+    after = before.copy()
+    after[1000:1300], after[40_000] = 5, -5
+    rebuilt = before.copy()
+    for offset, piece in changed_pieces(before, after, 64):
+        assert offset % 64 == 0
+        rebuilt[offset:offset + piece.size] = piece
+    np.testing.assert_array_equal(rebuilt, after)
