@@ -14,9 +14,9 @@ A figure that fails to draw does not hide the measurement: its records are writt
 
 The worker outlives ``background()``: the next one in the same process (a sweep's next session, the next
 session of a test run) hands its figures to the same worker, which has matplotlib loaded already (its import
-is about a second of CPU, more than drawing a session's figures). It exits when this process does (its stdin
-closes; at exit we wait for it), or when it fails, and the next ``background()`` then starts a new one. Each
-figure starts from a clean pyplot state (every figure of the previous one closed), as in a fresh worker.
+is about a second of CPU, more than drawing a session's figures). It is ended when this process exits (no
+figure is left to draw then), or replaced when it failed. Each figure starts from a clean pyplot state (every
+figure of the previous one closed), as in a fresh worker.
 """
 
 from __future__ import annotations
@@ -178,12 +178,15 @@ def _finish() -> list[str]:
 
 
 @atexit.register
-def _close_kept() -> None:
-    """At exit: the kept worker's stdin closes and it is waited for (no figure is pending: background() waited)."""
+def _end_kept() -> None:
+    """At exit: the kept worker is ended and waited for. No figure is pending (background() waited for each), so it
+    is stopped rather than left to finish importing matplotlib first (a process whose session drew nothing, e.g. one
+    that stopped on bad input, need not wait for that)."""
     global _kept
     with _lock:
         drawer, _kept = _kept, None
     if drawer is not None and drawer.pid == os.getpid():
+        drawer.process.terminate()
         drawer.close()
 
 
