@@ -11,12 +11,20 @@ files either way (same function, same data).
 
 A figure that fails to draw does not hide the measurement: its records are written, and leaving
 ``background()`` raises FigureError naming every figure that failed and why.
+
+The worker outlives ``background()``: the next one in the same process (a sweep's next session, the next
+session of a test run) hands its figures to the same worker, which has matplotlib loaded already (its import
+is about a second of CPU, more than drawing a session's figures). It is ended when this process exits (no
+figure is left to draw then), or replaced when it failed. Each figure starts from a clean pyplot state (every
+figure of the previous one closed), as in a fresh worker.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import pickle
 import queue
 import signal
@@ -28,6 +36,7 @@ from collections.abc import Callable, Iterator
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _active: _Drawer | None = None
+_kept: _Drawer | None = None  # the worker between two background() uses (module docstring)
 _in_place = threading.Event()  # set inside in_place(): background() hands nothing to a worker
 
 
@@ -38,11 +47,12 @@ class FigureError(RuntimeError):
 class _Drawer:
     """One worker process (``python -m qslab.calibration.figures``, so nothing of the caller's main module is
     imported again) fed pickled ``(plot, args, kwargs)`` jobs through its stdin by a writer thread (a large job
-    never blocks the measurement); it answers each job with None or the error's text on its stdout."""
+    never blocks the measurement); it answers each job with None or the error's text on its stdout, in order."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "qslab.calibration.figures"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pid = os.getpid()  # the process that owns it (a forked child starts its own)
         self.names: list[str] = []
         self.jobs: queue.Queue = queue.Queue()
         self.writer = threading.Thread(target=self._write, name="calibration-figures", daemon=True)
@@ -53,11 +63,15 @@ class _Drawer:
             while (job := self.jobs.get()) is not None:
                 self.process.stdin.write(job)
                 self.process.stdin.flush()
-        except (BrokenPipeError, OSError):  # the worker died: finish() reports every figure it did not answer
+        except (BrokenPipeError, OSError):  # the worker died: collect() reports every figure it did not answer
             pass
         finally:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
+
+    def usable(self) -> bool:
+        """Whether the next background() may hand it figures: this process's, running, its writer alive."""
+        return self.pid == os.getpid() and self.process.poll() is None and self.writer.is_alive()
 
     def submit(self, plot: Callable, args, kwargs) -> bool:
         """Queue one figure; False (nothing queued) when its function or data cannot be pickled."""
@@ -69,18 +83,27 @@ class _Drawer:
         self.jobs.put(job)
         return True
 
-    def finish(self) -> list[str]:
-        """Wait for every figure; "plot: error" of each that failed."""
-        self.jobs.put(None)
-        self.writer.join()
-        answers = []
-        with contextlib.suppress(EOFError, pickle.UnpicklingError):
+    def collect(self) -> tuple[list[str], bool]:
+        """Wait for every figure queued since the last collect: ("plot: error" of each that failed, whether the
+        worker is still usable). A worker that stopped answering is waited for and not used again."""
+        answers: list = []
+        with contextlib.suppress(EOFError, pickle.UnpicklingError, OSError, ValueError):
             while len(answers) < len(self.names):
                 answers.append(pickle.load(self.process.stdout))
-        self.process.stdout.close()
-        self.process.wait()
-        answers += [f"the figure worker exited ({self.process.returncode})"] * (len(self.names) - len(answers))
-        return [f"{name}: {error}" for name, error in zip(self.names, answers) if error is not None]
+        names, self.names = self.names, []
+        if len(answers) < len(names):  # it died (or answered garbage): nothing more will come
+            self.close()
+            answers += [f"the figure worker exited ({self.process.returncode})"] * (len(names) - len(answers))
+            return [f"{name}: {error}" for name, error in zip(names, answers) if error is not None], False
+        return [f"{name}: {error}" for name, error in zip(names, answers) if error is not None], True
+
+    def close(self) -> None:
+        """No more jobs: the worker ends after the ones queued (their answers unread)."""
+        self.jobs.put(None)
+        self.writer.join()
+        self.process.wait()  # (its answers are a few bytes each: they fit in the pipe unread)
+        with contextlib.suppress(OSError):
+            self.process.stdout.close()
 
 
 def draw(plot: Callable, *args, **kwargs) -> None:
@@ -107,13 +130,19 @@ def in_place() -> Iterator[None]:
 @contextlib.contextmanager
 def background() -> Iterator[None]:
     """Figures drawn by ``draw`` inside go to one worker process; on leaving, wait for all of them (FigureError
-    naming the ones that failed). Nested uses share the outermost worker."""
-    global _active
+    naming the ones that failed). Nested uses share the outermost worker; the next outermost use takes the same
+    worker again (module docstring)."""
+    global _active, _kept
+    kept = None
     with _lock:
         if _active is not None or _in_place.is_set():
             outer = True
         else:
-            outer, _active = False, _Drawer()
+            outer = False
+            kept, _kept = _kept, None
+            _active = kept if kept is not None and kept.usable() else _Drawer()
+    if kept is not None and kept is not _active and kept.pid == os.getpid():
+        kept.close()  # it exited meanwhile: reaped
     if outer:
         yield
         return
@@ -129,13 +158,36 @@ def background() -> Iterator[None]:
 
 
 def _finish() -> list[str]:
-    global _active
+    global _active, _kept
     with _lock:
         drawer, _active = _active, None
-    failed = drawer.finish()
+    try:
+        failed, usable = drawer.collect()
+    except BaseException:  # interrupted while waiting: its answers are out of step, so it is not used again
+        drawer.close()
+        raise
+    if usable:
+        with _lock:
+            if _kept is None:  # (a forked child's background() may have kept its own meanwhile)
+                _kept, drawer = drawer, None
+        if drawer is not None:
+            drawer.close()
     for line in failed:
         log.error("figure not drawn: %s", line)
     return failed
+
+
+@atexit.register
+def _end_kept() -> None:
+    """At exit: the kept worker is ended and waited for. No figure is pending (background() waited for each), so it
+    is stopped rather than left to finish importing matplotlib first (a process whose session drew nothing, e.g. one
+    that stopped on bad input, need not wait for that)."""
+    global _kept
+    with _lock:
+        drawer, _kept = _kept, None
+    if drawer is not None and drawer.pid == os.getpid():
+        drawer.process.terminate()
+        drawer.close()
 
 
 def _serve() -> None:
@@ -146,7 +198,7 @@ def _serve() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401 - loaded while the first measurement runs, not in the first figure
+        import matplotlib.pyplot  # loaded while the first measurement runs, not in the first figure
 
         while True:
             try:
@@ -158,6 +210,7 @@ def _serve() -> None:
                 answer = None
             except Exception as error:  # noqa: BLE001 - the caller reports it, naming the figure
                 answer = f"{type(error).__name__}: {error}"
+            matplotlib.pyplot.close("all")  # the next figure starts as in a fresh worker, whatever this one left
             pickle.dump(answer, answers)
             answers.flush()
 

@@ -131,10 +131,11 @@ def _timeout_detail(error: BaseException, timeout_s: float) -> str | None:
 def _close_drivers(connections: list) -> dict[str, BaseException]:
     """Close every connection's driver, all at once (one thread each): {name: error} of those that failed.
 
-    Why at once: a serial port on a socket (pyserial's socket://) sleeps 0.3 s in its close "for quick reconnects",
-    so two bias controllers closed one after the other added 0.6 s to every session's exit. The instruments are
-    already safe and read back (close()), and each driver closes only its own port. A KeyboardInterrupt while
-    waiting is kept until every close has finished, then raised (as the closes one by one did)."""
+    Why at once: a close may wait (pyserial's socket:// close sleeps 0.3 s "for quick reconnects", which the bias
+    controllers' driver no longer waits through: thorlabs_mbx._close_port), and one after the other such waits add
+    up at every session's exit. The instruments are already safe and read back (close()), and each driver closes
+    only its own port. A KeyboardInterrupt while waiting is kept until every close has finished, then raised (as the
+    closes one by one did)."""
     errors: dict[str, BaseException] = {}
 
     def close(connection) -> None:

@@ -12,11 +12,13 @@ parameter of the driver appears in a transcript here.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from expected_protocol import expected_protocol as _transcript
+from serial.urlhandler import protocol_socket
 
 from qslab.instruments.drivers.thorlabs_mbx import InstrumentError, InstrumentFault, ThorlabsMBX
 
@@ -197,3 +199,35 @@ def test_every_parameter_has_a_byte_exact_transcript():
                if command is not None and literal(command) not in transcripts]
     assert not missing, missing
     assert literal(b"MZM:RESET\n") in transcripts   # the one method that is not a parameter
+
+
+class _PausingSocketPort(protocol_socket.Serial):
+    """pyserial's socket:// port whose close, after pyserial's own (which shuts the connection, marks the port closed,
+    then pauses 0.3 s), waits until the test lets it go: a stand-in for a pause as long as the test needs."""
+
+    def __init__(self, *args, **kwargs):
+        self.release = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def close(self) -> None:
+        super().close()
+        self.release.wait(60)
+
+
+def test_closing_does_not_wait_for_pyserials_pause_after_the_socket_is_closed():
+    """The driver returns from close once the port reads closed and its connection is shut down, without sitting
+    through pyserial's pause "for quick reconnects" (0.3 s at every station's exit), which nothing reconnects after."""
+    ports = []
+
+    def driver(address: str) -> ThorlabsMBX:
+        ports.append(_PausingSocketPort(address, baudrate=115200, timeout=1.0))
+        return ThorlabsMBX("mbx", port=ports[0])
+
+    with _transcript(driver, [IDN], transport="serial"):
+        pass  # leaving the block closes the driver (and the transcript server checks the exchange)
+    port = ports[0]
+    closing = [thread for thread in threading.enumerate() if thread.name == f"closing {port.port}"]
+    assert not port.is_open and len(closing) == 1 and closing[0].is_alive()  # returned while the close still waits
+    port.release.set()
+    closing[0].join(60)
+    assert not closing[0].is_alive()
