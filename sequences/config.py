@@ -561,7 +561,7 @@ def loads_config(text: str, source: str = "<config>") -> LabConfig:
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> LabConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as written: text mode would turn a bare CR, which TOML refuses, into LF
     except OSError as error:
         raise ConfigError("", f"cannot read the station config ({error.strerror or error})", str(path)) from None
     except UnicodeDecodeError as error:

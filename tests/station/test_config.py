@@ -115,6 +115,20 @@ def test_toml_errors_and_unreadable_files(tmp_path):
         load_config(tmp_path / "latin1.toml")
 
 
+def test_a_file_is_read_as_written_a_bare_carriage_return_is_refused_as_toml_refuses_it(tmp_path):
+    """The file's bytes are the TOML text: reading it in text mode once turned a bare CR (found by the CLI fuzz
+    test in place of a newline) into LF, so the file loaded while its text did not."""
+    text = BENCH_CONFIG.read_text(encoding="utf-8")
+    bare_cr = text.replace("\n[protocol]", "\r[protocol]", 1)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        loads_config(bare_cr)
+    (tmp_path / "cr.toml").write_bytes(bare_cr.encode())
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "cr.toml")
+    (tmp_path / "crlf.toml").write_bytes(text.replace("\n", "\r\n").encode())  # CRLF newlines are TOML's too
+    assert load_config(tmp_path / "crlf.toml").protocol == load_config(BENCH_CONFIG).protocol
+
+
 def test_errors_name_the_file():
     with pytest.raises(ConfigError, match=r"^lab_config.toml \(test\): protocol.gain = 0.5: expected a number >= 1"):
         bench_config(**{"protocol.gain": 0.5})
