@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 if os.environ.get("PYTEST_XDIST_WORKER") and not any(name in os.environ for name in BLAS_THREADS):
-    # One BLAS thread per xdist worker (and per process a test starts): `pytest -n 2` already puts a process on
-    # each of the 2 cores, and OpenBLAS's own threads on top spin-wait for a core. On this 2-core machine under
+    # One BLAS thread per xdist worker (and per process a test starts): `pytest -n 3` already keeps
+    # both cores busy, and OpenBLAS's own threads on top spin-wait for a core. On this 2-core machine under
     # load, a 2000 x 2000 complex eigvalsh took 2.6 s of CPU with one thread and 32 s with two. Results do not
     # depend on it (no test compares numbers across thread counts); set any of BLAS_THREADS to choose yourself.
     os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))
@@ -117,7 +117,7 @@ def first_cli_session(tmp_path_factory) -> dict:
     return {**json.loads((directory / "run.json").read_text()), "calibration": directory / "calibration"}
 
 
-# --- distribution over the xdist workers (`pytest -n 2`: xdist's default --dist load, scheduled here) --------------
+# --- distribution over the xdist workers (`pytest -n 3`: xdist's default --dist load, scheduled here) --------------
 
 COSTS = Path(__file__).with_name("item_costs.txt")
 TESTS = Path(__file__).parent
@@ -168,7 +168,7 @@ def _item_costs() -> dict[str, float]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The work units (work_unit) in decreasing order of their known cost, so the two workers end together rather
+    """The work units (work_unit) in decreasing order of their known cost, so the workers end together rather
     than one waiting on a long tail; each unit's tests stay in their file's order, and unlisted units keep theirs."""
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
@@ -201,7 +201,7 @@ def _builds_once(function) -> bool:
 def second_starts_apart(ranked: list[list[pytest.Item]]) -> list[list[pytest.Item]]:
     """``ranked`` with the largest unit that needs none of the first unit's made-once fixtures moved second.
 
-    Under `pytest -n 2` the first two units start together, one per worker; when both need the same made-once
+    Under `pytest -n N` the first units start together, one per worker; when both need the same made-once
     fixture (e.g. bench_calibration, several seconds of calibrations), one worker idles on its lock while the other
     builds it. The rest of the order is unchanged."""
     if len(ranked) < 3:
