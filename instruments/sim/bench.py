@@ -611,22 +611,9 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
     """Field after carver and IQ modulator per sample (relative to the carver input), in chunks.
 
     Each modulator's terms are evaluated once per value its drive takes and looked up per sample (_field_lookup:
-    ~7x less CPU than ``fields`` on every sample, bit for bit the same fields)."""
-    c, q = params.server_carver, params.server_iq
-    carver_il = np.sqrt(db_to_linear(-c.insertion_loss_db))
-    iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
-
-    def fields(carver_v, i_v, q_v):
-        carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
-                                                     c.bias_phase_rad), c.extinction_ratio_db)
-        theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
-        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad + q.q_bias_phase_offset_rad)
-        out = carver * iq_il * iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
-                                        q.iq_phase_error_rad)
-        return carver, out
-
+    ~7x less CPU than ``sample_fields`` on every sample, bit for bit the same fields)."""
     if static:
-        carver, out = fields(0.0, 0.0, 0.0)
+        carver, out = sample_fields(params, carver_bias_v, iq_bias_v, 0.0, 0.0, 0.0)
         return Modulation(np.array([complex(out)]), float(abs(carver) ** 2), float(abs(out) ** 2), sps, True)
     period = next(d.codes.size for d in drives if d.codes is not None)
     n_symbols = period // sps
@@ -645,12 +632,25 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
     return Modulation(symbol_fields, carver_energy / samples, iq_energy / samples, sps, False)
 
 
+def sample_fields(params: BenchParameters, carver_bias_v: float, iq_bias_v: float, carver_v, i_v, q_v):
+    """(carver field, output field) at the given drive volts (relative to the carver input): the model written out
+    per sample, which _field_lookup evaluates once per drive value instead."""
+    c, q = params.server_carver, params.server_iq
+    carver = np.sqrt(db_to_linear(-c.insertion_loss_db)) * mzm_field(
+        arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v, c.bias_phase_rad), c.extinction_ratio_db)
+    theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
+    theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad + q.q_bias_phase_offset_rad)
+    out = carver * np.sqrt(db_to_linear(-q.insertion_loss_db)) * iq_field(
+        theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance, q.iq_phase_error_rad)
+    return carver, out
+
+
 def _field_lookup(params: BenchParameters, drives: list[Drive], carver_bias_v: float, iq_bias_v: float):
     """``(start, stop) -> (|carver field|^2, output field)`` per sample of [start, stop): each modulator's terms
     evaluated once per value its drive takes (Drive.volts_table; a channel that plays nothing is 0 V), then looked
     up per sample.
 
-    Bit for bit _modulate's ``fields`` on every sample: the same operations on the same values, in the same
+    Bit for bit ``sample_fields`` on every sample: the same operations on the same values, in the same
     order, with the final complex product computed in place in the same operand's buffer as there (numpy
     writes a product of temporaries over one of them, and its complex multiply rounds differently then)."""
     c, q = params.server_carver, params.server_iq

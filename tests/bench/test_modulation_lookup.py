@@ -2,7 +2,7 @@
 
 bench._modulate evaluates each modulator once per value its int8 drive takes (256 codes, or 65536 (code,
 previous code) pairs for the skewed Q drive) and looks the terms up per sample. The reference here is the
-model written out per sample (Drive.volts, arm_phase_rad, modulator_transfer), chunk by chunk as the bench
+model evaluated on every sample (Drive.volts, bench.sample_fields), chunk by chunk as the bench
 walks the period, so any change in the arithmetic (or in numpy's rounding of it) shows up as a difference.
 """
 
@@ -11,33 +11,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qslab.analysis.modulator_transfer import iq_field, mzm_field
-from qslab.analysis.units import db_to_linear
 from qslab.instruments.sim import bench as bench_module
-from qslab.instruments.sim.bench import Drive
+from qslab.instruments.sim.bench import Drive, sample_fields
 from qslab.instruments.sim.bench_parameters import BenchParameters
-from qslab.instruments.sim.link.modulators import arm_phase_rad
 
 SPS = 8
 
 
 def per_sample_modulation(params, drives, carver_bias_v, iq_bias_v):
     """(symbol fields, carver power, output power) with the field computed on every sample."""
-    c, q = params.server_carver, params.server_iq
-    carver_il = np.sqrt(db_to_linear(-c.insertion_loss_db))
-    iq_il = np.sqrt(db_to_linear(-q.insertion_loss_db))
     period = next(d.codes.size for d in drives if d.codes is not None)
     step = bench_module._CHUNK_SYMBOLS * SPS
     fields, carver_energy, iq_energy = [], 0.0, 0.0
     for start in range(0, period, step):
         stop = min(start + step, period)
         carver_v, i_v, q_v = (d.volts(start, stop) for d in drives)
-        carver = carver_il * mzm_field(arm_phase_rad(carver_v, carver_bias_v, c.vpi_v, c.bias_vpi_v,
-                                                     c.bias_phase_rad), c.extinction_ratio_db)
-        theta_i = arm_phase_rad(i_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad)
-        theta_q = arm_phase_rad(q_v, iq_bias_v, q.vpi_v, q.bias_vpi_v, q.bias_phase_rad + q.q_bias_phase_offset_rad)
-        out = carver * iq_il * iq_field(theta_i, theta_q, q.extinction_ratio_db, q.iq_gain_imbalance,
-                                        q.iq_phase_error_rad)
+        carver, out = sample_fields(params, carver_bias_v, iq_bias_v, carver_v, i_v, q_v)
         out = np.broadcast_to(out, (stop - start,))
         carver_energy += float(np.sum(np.abs(np.broadcast_to(carver, (stop - start,))) ** 2))
         iq_energy += float(np.sum(np.abs(out) ** 2))
