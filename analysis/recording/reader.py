@@ -507,7 +507,7 @@ def _images_in(table: np.ndarray) -> int:
     return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
 
 
-def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path, dataset=None) -> np.ndarray:
+def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path, open_dataset=None) -> np.ndarray:
     """The leading /batches rows whose batch number equals their position, checked for consistency."""
     table = file["batches"][()]
     committed = table["batch"] == np.arange(len(table))
@@ -533,12 +533,12 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
         if np.any(table[f"{kind}_stop"] - table[f"{kind}_start"] != sizes):
             raise RecordingError(f"{path}: /batches {kind} offsets disagree with image_count x verified rows"
                                  f"{' x modes' if kind == 'sample' else ''}")
-    _check_lengths(file, layers, table, path, dataset)
+    _check_lengths(file, layers, table, path, open_dataset)
     return table
 
 
 def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path,
-                   dataset=None) -> None:
+                   open_dataset=None) -> None:
     """Every array at least as long as the committed batches need (longer tails are an interrupted batch)."""
     images = _images_in(table)
     needed = {f"images/{name}": images for name in _IMAGE_COLUMNS}
@@ -546,9 +546,9 @@ def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.nd
         needed[f"layers/{k}/client_quadratures_snu"] = images
         for name, (_, kind) in _VERIFICATION_COLUMNS.items():
             needed[f"layers/{k}/verification/{name}"] = int(table[f"{kind}_stop"][-1, k])
-    dataset = dataset or file.__getitem__  # (name -> the dataset: a reader's handles opened once)
+    open_dataset = open_dataset or file.__getitem__  # (name -> the dataset: a reader's handles opened once)
     for name, length in needed.items():
-        rows = dataset(name).shape[0]
+        rows = open_dataset(name).shape[0]
         if rows < length:
             raise RecordingError(f"{path}: /{name} has {rows} rows but the batches table commits {length}")
 
