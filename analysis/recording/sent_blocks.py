@@ -37,7 +37,7 @@ class SentBlocks:
             start, stop = int(starts[batch]), int(stops[batch])
             first, last = max(start, part.start), min(stop, part.stop)
             target = out[first - part.start:last - part.start]
-            block = self._block(session, layer, batch, name)
+            block = self._block(session, layer, batch, start, stop, name)
             if block is None:
                 target[:] = session._read(name, slice(first, last))
             else:
@@ -45,13 +45,12 @@ class SentBlocks:
             batch += 1
         return out
 
-    def _block(self, session, layer: int, batch: int, name: str) -> np.ndarray | None:
-        row = session._table[batch]
-        start, stop = int(row["sample_start"][layer]), int(row["sample_stop"][layer])
+    def _block(self, session, layer: int, batch: int, start: int, stop: int, name: str) -> np.ndarray | None:
+        """The batch's block (samples start:stop of the layer), or None: read from the file each time."""
         kept = self._blocks.get((layer, batch))
         if kept is not None and kept[:2] == (start, stop):
             return kept[2]
-        images = int(row["image_count"])
+        images = int(session._table["image_count"][batch])
         block = None
         if images >= MIN_IMAGES_KEPT and stop > start:
             values = session._read(name, slice(start, stop))
