@@ -91,11 +91,11 @@ class _Drawer:
             while len(answers) < len(self.names):
                 answers.append(pickle.load(self.process.stdout))
         names, self.names = self.names, []
-        if len(answers) < len(names):  # it died (or answered garbage): nothing more will come
+        usable = len(answers) == len(names)
+        if not usable:  # it died (or answered garbage): nothing more will come
             self.close()
             answers += [f"the figure worker exited ({self.process.returncode})"] * (len(names) - len(answers))
-            return [f"{name}: {error}" for name, error in zip(names, answers) if error is not None], False
-        return [f"{name}: {error}" for name, error in zip(names, answers) if error is not None], True
+        return [f"{name}: {error}" for name, error in zip(names, answers) if error is not None], usable
 
     def close(self) -> None:
         """No more jobs: the worker ends after the ones queued (their answers unread)."""
