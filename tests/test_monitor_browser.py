@@ -189,7 +189,11 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             page.goto(url)
             page.locator('[data-key="waiting"]').first.wait_for(timeout=PAGE_DEADLINE_S * 1000)  # no session yet
 
-            session = qslab("session", "--config", str(bench.config(tmp_path)), "--json", "--images", "40",
+            # 12 batches: after the first hold the session still has about ten to go (seconds), so ending between the
+            # test seeing the images it waits for and its next hold would take the test stalling that long; with 4
+            # batches a loaded CI run saw it end there, and the hold then waited for a message that never came. (A
+            # hold at a counted message would remove the race: not done yet.)
+            session = qslab("session", "--config", str(bench.config(tmp_path)), "--json", "--images", "120",
                             "--batch-images", "10", "--seed", "3", "--out", str(out), "--calibration-dir",
                             str(calibrations))
             seen = []
@@ -200,7 +204,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
                 wait_for_value(page, "images_done", repr(held))
                 wait_for_value(page, "analysed_images", repr(held))
                 assert value(page, "status") == "running"
-                assert value(page, "batches_done") == repr(held // 10) and value(page, "batches_total") == "4"
+                assert value(page, "batches_done") == repr(held // 10) and value(page, "batches_total") == "12"
                 seen.append(held)
                 if len(seen) == 1:
                     first = numbers(page, ["accuracy", "transmittance_hat", "leakage_spent"])
@@ -218,7 +222,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             final = json.loads(session.stdout.read().strip().splitlines()[-1])
             assert code == 0, final
             wait_for_value(page, "status", "complete")
-            wait_for_value(page, "analysed_images", "40")
+            wait_for_value(page, "analysed_images", "120")
             page.locator('[data-key="final_report"]').first.wait_for(timeout=PAGE_DEADLINE_S * 1000)
             assert value(page, "run_id") == final["run_id"]
             verification = final["verification"]
