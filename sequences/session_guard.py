@@ -7,7 +7,8 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
     resets      every instrument's SettingsWatch role (LabStation.settings): the *ESR? power-on bit, read-backs that differ from what
                 the drivers last set or read;
     light       the monitor tap with layer 1 playing and with the modulators at their bias points, against
-                the same readings right after set-up (SecureLink.read_light);
+                the same readings right after set-up (SecureLink.read_light); at the check's short averaging,
+                and when that is out of tolerance, again at mu's averaging, which decides and measures;
     receivers   every acquisition's vacuum tail (SecureLink._check_tails raises ReceiverError) and, when the
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
@@ -35,6 +36,7 @@ from qslab.instruments.optical.faults import (ConnectionReopened, InstrumentErro
                                              RetryEvent, add_retry_observer, remove_retry_observer)
 from qslab.instruments.optical import LimitError
 from qslab.sequences.protocol import ProtocolError
+from qslab.sequences.protocol.setup import MU_AVERAGING_S
 
 T = TypeVar("T")
 
@@ -240,7 +242,7 @@ class BatchGuard:
         """The reference readings right after set-up; every driver's cache and *ESR? bit read once (ignored:
         the power-on bit of the instruments' own start, read-backs the instruments round)."""
         self._resets()
-        self.light0 = self.link.read_light()
+        self.light0 = self.link.read_light(MU_AVERAGING_S)  # the reference: as precise as mu's own readings
         self.vacuum0 = self.link.read_vacuum()
         self.link.events.clear()
 
@@ -359,7 +361,25 @@ class BatchGuard:
                           f"another client on its port or its front panel)")
                 self.report.act("foreign-write", name, detail)
                 findings.append(Finding("reapply", name, detail))
-        return findings or self._light_findings(self.link.read_light())
+        return findings or self._light_findings(self._light())
+
+    def _light(self):
+        """The light after a batch: the quick reading (CHECK_AVERAGING_S), or, when that is out of tolerance, a
+        precise one (MU_AVERAGING_S) that decides and measures the cure (a laser set back by its dB)."""
+        light = self.link.read_light()
+        return light if self._within_tolerance(light) else self.link.read_light(MU_AVERAGING_S)
+
+    def _within_tolerance(self, light) -> bool:
+        return (abs(self._ratio_change(light)) <= CARRIER_RATIO_TOLERANCE
+                and abs(self._monitor_db(light)) <= MONITOR_TOLERANCE_DB)
+
+    def _ratio_change(self, light) -> float:
+        """The carrier / modulated-light ratio against set-up's, relative."""
+        return light.carrier_ratio / self.light0.carrier_ratio - 1.0
+
+    def _monitor_db(self, light) -> float:
+        """The monitor tap (layer 1 playing) against set-up's, dB."""
+        return _db(light.playing_w / self.light0.playing_w)
 
     def _settings_changes(self) -> dict[str, tuple[bool, list[str]]]:
         found = {}
@@ -384,12 +404,12 @@ class BatchGuard:
     def _light_findings(self, light) -> list[Finding]:
         config = self.station.config
         iq_bias = config.roles.server_iq_modulator.bias_controller
-        ratio_change = light.carrier_ratio / self.light0.carrier_ratio - 1.0
+        ratio_change = self._ratio_change(light)
         if abs(ratio_change) > CARRIER_RATIO_TOLERANCE:
             return [Finding("relock", iq_bias, f"the carrier at the IQ modulator's bias point moved "
                                                f"{100 * ratio_change:+.0f} % against the modulated light (monitor "
                                                f"tap): its bias drifted")]
-        monitor_db = _db(light.playing_w / self.light0.playing_w)
+        monitor_db = self._monitor_db(light)
         if abs(monitor_db) <= MONITOR_TOLERANCE_DB:
             return []
         lo_db = self._lo_change_db()

@@ -29,6 +29,12 @@ class N774xPowerMeter:
     def set_averaging_time_s(self, averaging_time_s: float) -> None:
         self.channel.averaging_time_s(averaging_time_s)
 
+    def use_averaging_time_s(self, averaging_time_s: float) -> None:
+        """``set_averaging_time_s`` unless the driver already set (or read) that value: a check after every batch
+        would otherwise send the same setting each time. A foreign change is the settings check's to find."""
+        if self.channel.averaging_time_s.get_latest() != averaging_time_s:
+            self.set_averaging_time_s(averaging_time_s)
+
 
 class PM100DPowerMeter:
     """``meter``: qcodes_contrib's Thorlab_PM100D (``power`` in W, ``wavelength`` in m)."""

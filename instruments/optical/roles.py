@@ -49,6 +49,12 @@ class PowerMeter(Protocol):
 
 
 @runtime_checkable
+class AveragingPowerMeter(PowerMeter, Protocol):
+    def use_averaging_time_s(self, averaging_time_s: float) -> None:
+        """Each later reading averages ``averaging_time_s``; a command only when the meter holds another one."""
+
+
+@runtime_checkable
 class OpticalAmplifier(Protocol):
     def set_gain_db(self, gain_db: float) -> None: ...
     def gain_db(self) -> float: ...

@@ -19,6 +19,7 @@ from qslab.analysis.dsp import minus_tail_dc
 from qslab.instruments.optical.bias_controller import BiasLockError
 from qslab.sequences.protocol.acquisition import VacuumReading
 from qslab.sequences.protocol.errors import ProtocolError
+from qslab.sequences.protocol.setup import CHECK_AVERAGING_S
 
 VACUUM_SYMBOLS = 16_384      # per receiver in a vacuum check: its variance to ~1 %, its mean to ~0.01 SNU
 
@@ -42,10 +43,11 @@ class LightReading:
 class LinkHealth:
     """Readings and cures between batches: the health part of SecureLink."""
 
-    def read_light(self) -> LightReading:
-        """The monitor tap while layer 1 plays, then with the AWG stopped (the modulators at their bias points)."""
-        playing_w, _ = self._monitor_while(self.layers[0])
-        carrier_w, _ = self._monitor_w()
+    def read_light(self, averaging_s: float = CHECK_AVERAGING_S) -> LightReading:
+        """The monitor tap while layer 1 plays, then with the AWG stopped (the modulators at their bias points);
+        each of the readings averages ``averaging_s`` (the check after every batch: CHECK_AVERAGING_S)."""
+        playing_w, _ = self._monitor_while(self.layers[0], averaging_s)
+        carrier_w, _ = self._monitor_w(averaging_s)
         return LightReading(playing_w, carrier_w)
 
     def read_vacuum(self, symbols: int = VACUUM_SYMBOLS) -> dict[str, VacuumReading]:

@@ -116,12 +116,14 @@ class CleanSession:
 
     ``results``: run_session's results (``results["file"]`` is the session file, in the shared directory);
     ``dc_levels``: per batch, ({receiver: its vacuum tail's mean, SNU}, {receiver: the raw DC level the DSP took
-    out, SNU}), read by a spy on session.run_batch while it ran; ``store_after``: the record store as the session
+    out, SNU}), read by a spy on session.run_batch while it ran; ``instrument_s_at_batches``: the instrument seconds
+    the bench's clock had charged when each batch (each attempt) started (BenchClock.charged_s); ``store_after``: the record store as the session
     left it (the bench's records plus the channel record of this station identity). A test that writes (another
     session) takes ``store_copy``."""
 
     results: dict
     dc_levels: list
+    instrument_s_at_batches: list
     store_after: Path
 
     def store_copy(self, directory: Path):
@@ -138,10 +140,11 @@ def _run_the_clean_session(bench_calibration: Path, directory: Path) -> None:
     from qslab.sequences import session as session_module
     from qslab.sequences.config import load_config
 
-    dc_levels = []
+    dc_levels, instrument_s = [], []
     original = session_module.run_batch
 
     def run_batch(link, *args, **kwargs):
+        instrument_s.append(link.station.bench.state.clock.charged_s())
         out = original(link, *args, **kwargs)
         state = link.station.bench.state
         raw_dc_snu = {rx.name: dc_level_v(state.params.get(rx.name), state.lo_power_w(rx.name))
@@ -156,7 +159,7 @@ def _run_the_clean_session(bench_calibration: Path, directory: Path) -> None:
         patch.setattr(session_module, "run_batch", run_batch)
         results = session_module.run_session(load_config(patient_config(directory)), CLEAN_SETTINGS,
                                              out_dir=directory / "clean", store=RecordStore(store), progress=False)
-    (directory / "clean.pickle").write_bytes(pickle.dumps((results, dc_levels)))
+    (directory / "clean.pickle").write_bytes(pickle.dumps((results, dc_levels, instrument_s)))
 
 
 @pytest.fixture(scope="session")
@@ -166,5 +169,5 @@ def patient_clean_session(bench_calibration, tmp_path_factory) -> CleanSession:
     records before, each for itself."""
     directory = made_once(tmp_path_factory, "patient-clean-session",
                           lambda built: _run_the_clean_session(bench_calibration, built))
-    results, dc_levels = pickle.loads((directory / "clean.pickle").read_bytes())
-    return CleanSession(results, dc_levels, directory / "calibration")
+    results, dc_levels, instrument_s = pickle.loads((directory / "clean.pickle").read_bytes())
+    return CleanSession(results, dc_levels, instrument_s, directory / "calibration")

@@ -16,6 +16,7 @@ from qslab.instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator
 from qslab.instruments.optical import Attenuator as AttenuatorRole
 from qslab.instruments.optical.awg_channels import codes_to_volts, volts_to_codes
 from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
+from qslab.instruments.optical.roles import AveragingPowerMeter
 from qslab.analysis import modulator_transfer as mt
 from qslab.instruments.sim.link.modulators import arm_phase_rad
 from qslab.instruments.sim.link import model as physics
@@ -156,6 +157,26 @@ def test_the_station_hands_out_every_role(station):
     assert isinstance(station.iq_modulator(ModulatorCalibration(3.5, 7.0)), IQModulator)
     assert isinstance(station.time_bin_processor(ProcessorCalibration(4.0, 3.0, 8.0, 6.0)), TimeBinProcessor)
     assert isinstance(station.receiver("client_receiver"), HomodyneReceiver)
+
+
+def test_the_meter_sets_an_averaging_time_only_when_it_holds_another_and_then_takes_that_long(station,
+                                                                                              record_writes):
+    """N774xPowerMeter.use_averaging_time_s: a check after every batch asks for the same averaging each time, so
+    only a change is sent; the bench's meter then spends that averaging per reading on its clock."""
+    meter = station.power_meter()
+    assert isinstance(meter, AveragingPowerMeter)
+    sent = record_writes(meter.channel.root_instrument)
+    held_s = meter.channel.averaging_time_s.get()  # what the meter holds now, read back
+    meter.use_averaging_time_s(held_s)
+    assert not any(b"ATIM " in message for message in sent)
+    meter.use_averaging_time_s(1e-3)
+    meter.use_averaging_time_s(1e-3)
+    assert sum(b"ATIM " in message for message in sent) == 1
+    assert meter.channel.averaging_time_s.get() == pytest.approx(1e-3)  # read back from the meter
+    clock = station.bench.state.clock
+    before_s = clock.charged_s()
+    meter.read_powers_w(5)
+    assert clock.charged_s() - before_s == pytest.approx(5e-3)
 
 
 def test_iq_modulator_on_the_bench_sends_the_asked_symbols(station):

@@ -17,6 +17,7 @@ from qslab.calibration.records import RecordStore
 from qslab.sequences import session as session_module
 from qslab.sequences.cli import main
 from qslab.sequences.config import load_config
+from qslab.sequences.protocol.setup import CHECK_AVERAGING_S
 from qslab.sequences.session import run_session
 
 CONFIG = patient_config_file()  # lab_config.toml with a 60 s I/O timeout: runs compared are not moved by load
@@ -48,6 +49,14 @@ def test_session_classifies_verifies_and_closes_safe(clean):
     assert v["excess_noise_hat_snu"] < 0.01
     assert clean["weight_leakage_bits_per_mode_nominal"] < clean["weight_leakage_bits_per_mode"]
     assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_per_bin"] < 0.1
+
+
+def test_a_batch_and_the_check_after_it_ask_the_instruments_for_tens_of_milliseconds(patient_clean_session):
+    """Instrument time between the first two batches' starts: the first batch's layers (the VOA's moves) and the
+    health check after it, whose 10 monitor readings take CHECK_AVERAGING_S each; with the meter's power-on
+    averaging (0.1 s, as before the check set its own) they alone took 1 s per batch."""
+    first_s, second_s = patient_clean_session.instrument_s_at_batches[:2]
+    assert 10 * CHECK_AVERAGING_S <= second_s - first_s < 0.1
 
 
 def test_the_file_follows_the_schema_and_plain_h5py_reads_it(clean):
