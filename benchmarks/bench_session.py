@@ -198,8 +198,11 @@ def main() -> None:
     print(f"  floor per additional image: {1e3 * floor_s / n:.3f} ms = physics {1e3 * physics_marginal_s / n:.3f} + "
           + " + ".join(f"{name} {1e3 * t / n:.3f}" for name, t in floor.items())
           + f" ({more / n:.0f} digitized samples per image)")
-    print(f"  instrument time the bench charged per additional image: {1e3 * (twice_instrument_s - instrument_s) / n:.3f} "
-          f"ms (not in the floor: the emulated instruments' own time, e.g. the health check's meter averaging)")
+    instrument_ms = 1e3 * (twice_instrument_s - instrument_s) / n
+    time_scale = float((config.bench_table or {}).get("time_scale", 1.0))
+    print(f"  instrument time per additional image: {instrument_ms:.3f} ms on the bench clock = {instrument_ms * time_scale:.4f} "
+          f"ms real at time_scale {time_scale:g} (not in the floor: the emulated instruments' own time, e.g. the "
+          f"health check's meter averaging and the VOA's moves)")
     ratio = marginal_s / floor_s
     measured = marginal_s > 0 and physics_marginal_s > 0  # twice the images took longer: else the load changed
     print(f"  per additional image: session {1e3 * marginal_s / n:.3f} ms / floor {1e3 * floor_s / n:.3f} ms = "
