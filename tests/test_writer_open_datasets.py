@@ -9,10 +9,17 @@ import zlib
 
 import h5py
 import numpy as np
-from test_recording import ENDLESS_WRITER, LAYERS, META, RESULTS, ROOT, batch_data, long_batch_data
-
 from qslab.analysis.recording import SessionFile, SessionWriter, validate
 from qslab.analysis.recording.schema import _VERIFICATION_COLUMNS
+from test_recording import (
+    ENDLESS_WRITER,
+    LAYERS,
+    META,
+    RESULTS,
+    ROOT,
+    batch_data,
+    long_batch_data,
+)
 
 EXTENDABLE = {"/batches", "/results/results_json", *(f"/images/{name}" for name in ("index", "label", "pixels",
                                                                                      "prediction")),
@@ -102,8 +109,8 @@ def write_like_h5py(path) -> None:
                     row[f"{kind}_start"][0, k] = stops[kind][k]
                     row[f"{kind}_stop"][0, k] = stops[kind][k] + extend(f[f"layers/{k}/verification/{name}"],
                                                                         np.ravel(values))
-                for kind in stops:
-                    stops[kind][k] = row[f"{kind}_stop"][0, k]
+                for kind, stop in stops.items():
+                    stop[k] = row[f"{kind}_stop"][0, k]
                 row["client_quadratures_crc32"][0, k] = zlib.crc32(batch.client_quadratures_snu.astype("<f4").tobytes())
                 row["returned_snu_crc32"][0, k] = zlib.crc32(batch.returned_snu.astype("<f4").tobytes())
             extend(f["batches"], row)
