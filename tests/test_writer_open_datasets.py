@@ -49,6 +49,9 @@ def test_the_writer_opens_its_datasets_once_and_closes_them_before_the_file(tmp_
         images, layers = batch_data(batch)
         writer.append_batch(**images, layers=layers)
         assert open_datasets(path) == opened
+        with SessionFile.open(path, check_values=False) as session:  # a live session reads its file back so
+            assert session.batches_written == batch + 1
+        assert open_datasets(path) == opened  # closing the reader closed none of the writer's datasets
     writer.close()
     assert open_datasets(path) == {}
     with SessionWriter.resume(path) as writer:
