@@ -111,7 +111,6 @@ class SessionWriter:
                 lock.release()
             raise RecordingError(f"{path}: cannot open the session's datasets for appending "
                                  f"({_first_line(error)})") from None
-        self._row_dtype = self._datasets.batches.dtype  # read once: h5py builds it anew on every access
         self._curious = curious_group.present(file)
         self._file: h5py.File | None = file
         self._batches = len(table)
@@ -265,7 +264,7 @@ class SessionWriter:
                 crcs: dict[str, np.ndarray]) -> None:
         """The batch's /batches row, written last: from here on readers count the batch. ``crcs``: NOISE_CRC_FIELDS
         -> per-layer CRC-32, stored where the table has them (a resumed version-1/2 file keeps its layout)."""
-        row = np.zeros((), self._row_dtype)
+        row = np.zeros((), self._datasets.batches.dtype)
         row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
         row["time_unix_s"] = time.time()
         for kind in _OFFSET_KINDS:
