@@ -14,6 +14,7 @@ import json
 import os
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -31,6 +32,65 @@ from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DI
                                              dataset_dimensions, dataset_filters, dimension_scales)
 
 
+class _Extendable:
+    """One extendable dataset, open for the writer's life, written through h5py's low-level API (h5d, h5s, h5t).
+
+    The same HDF5 calls as ``Dataset.resize`` and ``Dataset[a:b] = values`` (H5Dset_extent, then H5Dwrite of a
+    hyperslab, the memory type h5py derives from the array's dtype), without rebuilding a selection and a memory
+    type from Python on every call: those were most of a batch's CPU besides compression.
+    """
+
+    __slots__ = ("_id", "_row_shape", "_dtype", "_memory_type")
+
+    def __init__(self, dataset: h5py.Dataset):
+        self._id = dataset.id
+        self._row_shape = tuple(dataset.shape[1:])
+        self._dtype = dataset.dtype
+        self._memory_type = h5py.h5t.py_create(self._dtype)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def write_at(self, start: int, values: np.ndarray) -> None:
+        """Resize to exactly ``start + len(values)`` rows (dropping any uncommitted tail) and write them there."""
+        count = len(values)
+        self._id.set_extent((start + count, *self._row_shape))
+        if not count:
+            return
+        if values.shape[1:] != self._row_shape:
+            raise ValueError(f"rows of shape {values.shape[1:]} given, the dataset's are {self._row_shape}")
+        values = np.ascontiguousarray(values)
+        file_space = self._id.get_space()
+        file_space.select_hyperslab((start, *(0,) * len(self._row_shape)), values.shape)
+        self._id.write(h5py.h5s.create_simple(values.shape), file_space, values,
+                       self._memory_type if values.dtype == self._dtype else None)
+
+
+@dataclass(frozen=True)
+class _Datasets:
+    """The extendable datasets, opened once for the writer's life: a batch looks nothing up by path, and no handle
+    is closed per batch (closing flushed its chunk cache; ``file.flush()`` flushes the caches of every open dataset,
+    raw data before metadata, so the commit rule still holds)."""
+
+    images: dict[str, _Extendable]                     # _IMAGE_COLUMNS name -> /images/<name>
+    quadratures: tuple[_Extendable, ...]               # per layer: client_quadratures_snu
+    verification: tuple[dict[str, _Extendable], ...]   # per layer: _VERIFICATION_COLUMNS name -> dataset
+    batches: _Extendable
+    results: _Extendable
+
+    @classmethod
+    def open(cls, file: h5py.File, layer_count: int) -> _Datasets:
+        def extendable(path: str) -> _Extendable:
+            return _Extendable(file[path])
+
+        return cls(images={name: extendable(f"images/{name}") for name in _IMAGE_COLUMNS},
+                   quadratures=tuple(extendable(f"layers/{k}/client_quadratures_snu") for k in range(layer_count)),
+                   verification=tuple({name: extendable(f"layers/{k}/verification/{name}")
+                                       for name in _VERIFICATION_COLUMNS} for k in range(layer_count)),
+                   batches=extendable("batches"), results=extendable("results/results_json"))
+
+
 class SessionWriter:
     """Appends batches to one session file in SWMR mode; use ``create`` or ``resume``, then as a context manager.
 
@@ -43,6 +103,15 @@ class SessionWriter:
         self.path = path
         self.layers = layers
         self.lock = lock  # released when the writer closes; ``lock.crashed``: the crashed writer a resume replaced
+        try:
+            self._datasets: _Datasets | None = _Datasets.open(file, len(layers))
+        except Exception as error:  # noqa: BLE001 - a file that passed create/resume lacks a dataset: never expected
+            file.close()
+            if lock is not None:
+                lock.release()
+            raise RecordingError(f"{path}: cannot open the session's datasets for appending "
+                                 f"({_first_line(error)})") from None
+        self._curious = curious_group.present(file)
         self._file: h5py.File | None = file
         self._batches = len(table)
         self._images = _images_in(table)
@@ -157,10 +226,11 @@ class SessionWriter:
 
         ``curious_counts``: (counts [b, outputs], counted rows [b]) when the file has a /curious_server group."""
         file = self._require_open("append_batch")
+        datasets = self._datasets
         images, batches = self._checked_batch(image_index, label, pixels, prediction, layers)
         count = len(images["index"])
         curious = None
-        if curious_group.present(file) != (curious_counts is not None):
+        if self._curious != (curious_counts is not None):
             raise RecordingError(f"{self.path}: append_batch: curious-server counts "
                                  + ("missing: the file has a /curious_server group" if curious_counts is None
                                     else "given, but the file has no /curious_server group"))
@@ -170,16 +240,16 @@ class SessionWriter:
             if curious is not None:
                 curious_group.write(file, self._images, *curious)
             for name, values in images.items():
-                _write_at(file[f"images/{name}"], self._images, values)
+                datasets.images[name].write_at(self._images, values)
             new_stops = {kind: self._stops[kind].copy() for kind in _OFFSET_KINDS}
             crcs = _noise_crcs(batches)
             for k, batch in enumerate(batches):
-                _write_at(file[f"layers/{k}/client_quadratures_snu"], self._images, batch["client_quadratures_snu"])
+                datasets.quadratures[k].write_at(self._images, batch["client_quadratures_snu"])
                 for name, (_, kind) in _VERIFICATION_COLUMNS.items():
                     values = batch[name]
-                    _write_at(file[f"layers/{k}/verification/{name}"], int(self._stops[kind][k]), values)
+                    datasets.verification[k][name].write_at(int(self._stops[kind][k]), values)
                     new_stops[kind][k] = self._stops[kind][k] + len(values)
-            file.flush()
+            file.flush()  # every open dataset's chunk cache, then the metadata: the batch's arrays are in the file
             self._commit(file, count, new_stops, crcs)
         except RecordingError:
             raise
@@ -194,7 +264,7 @@ class SessionWriter:
                 crcs: dict[str, np.ndarray]) -> None:
         """The batch's /batches row, written last: from here on readers count the batch. ``crcs``: NOISE_CRC_FIELDS
         -> per-layer CRC-32, stored where the table has them (a resumed version-1/2 file keeps its layout)."""
-        row = np.zeros((), file["batches"].dtype)
+        row = np.zeros((), self._datasets.batches.dtype)
         row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
         row["time_unix_s"] = time.time()
         for kind in _OFFSET_KINDS:
@@ -202,7 +272,7 @@ class SessionWriter:
         for name, values in crcs.items():
             if name in row.dtype.names:
                 row[name] = values
-        _write_at(file["batches"], self._batches, row[np.newaxis])
+        self._datasets.batches.write_at(self._batches, row[np.newaxis])
         file.flush()
 
     def _checked_batch(self, image_index, label, pixels, prediction, layers) -> tuple[dict, list[dict]]:
@@ -230,7 +300,7 @@ class SessionWriter:
         file = self._require_open("finish")
         data = np.frombuffer(_json_text(results, f"{self.path}: results").encode("utf-8"), dtype=_RESULTS_DTYPE)
         try:
-            _write_at(file["results/results_json"], 0, data)
+            self._datasets.results.write_at(0, data)
             file.flush()
             _set_status(file, COMPLETE, "")
         except Exception as error:  # noqa: BLE001
@@ -252,7 +322,7 @@ class SessionWriter:
         """Flush and close; the status is left as it is ("running" if neither finish nor abort was called)."""
         if self._file is None:
             return
-        file, self._file = self._file, None
+        file, self._file, self._datasets = self._file, None, None  # the datasets close here, before the file
         try:
             file.flush()
         finally:
@@ -333,13 +403,6 @@ def _create_extendable(file: h5py.File, path: str, dtype: np.dtype, row_shape: t
     extra = {"fillvalue": _unfilled_row(int(dtype["sample_start"].shape[0]))} if path == "batches" else {}
     file.create_dataset(path, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
                         chunks=(chunk_rows, *row_shape), **dataset_filters(path), **extra)
-
-
-def _write_at(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
-    """Resize to exactly ``start + len(values)`` rows (dropping any uncommitted tail) and write them there."""
-    dataset.resize(start + len(values), axis=0)
-    if len(values):
-        dataset[start:start + len(values)] = values
 
 
 def _set_status(file: h5py.File, status: str, detail: str) -> None:
