@@ -100,13 +100,19 @@ def obey(plan: HoldingPlan, line: str) -> None:
         print(f"refused {line.strip()!r}: expected hold, hold-at or release", flush=True)
 
 
-def main(config: str) -> int:
+def holding_bench(config: str) -> tuple[Bench, HoldingPlan]:
+    """The bench of ``config``'s [bench] table with every message going through one HoldingPlan (not started)."""
     bench = Bench.from_table(load_bench_table(config))
     plan = HoldingPlan()
     plan.bind(bench.state, {name: instrument.kind for name, instrument in bench.instruments.items()})
     bench.faults = plan
     for instrument in bench.instruments.values():
         instrument.server.faults = plan
+    return bench, plan
+
+
+def main(config: str) -> int:
+    bench, plan = holding_bench(config)
     with bench:
         print(json.dumps(bench.describe()), flush=True)
         try:
