@@ -9,11 +9,13 @@ the session has gone).
     stdin "hold-at N REGEX"          the same for the N-th message matching REGEX, counted from this command on
     stdin "release"                  the message held longest is handled and answered (none held: nothing happens)
     stdin closed                     every held message is released, no more are held, and the bench stops
+    a malformed command              stdout says "refused LINE: what was expected"; nothing is armed
 
 Why counted holds: a test that waits for something the session did, then asks to hold "the next message", races the
 session (it may have finished, or gone past the moment meant, in between). A hold armed before the session starts, at
 a message the session sends a known number of times before the moment meant, stops it there whatever the speeds. Holds
-may be armed together; each counts every message matching its pattern, held or not, from its own command on.
+may be armed together; each counts every message matching its pattern, held or not, from its own command on. A held
+query is answered only when released: the session's I/O timeout must outlast the hold (the tests raise it).
 
 Holding is a FaultPlan (the bench's own hook on every message), so nothing of the bench is patched.
 """
