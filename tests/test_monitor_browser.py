@@ -1,11 +1,13 @@
 """`qslab monitor` in a real browser (Debian's headless Chromium driven by Playwright) during a bench session.
 
-The bench runs in its own process and can hold one message (tests/station/gated_bench.py), so the test stops
-the session mid-batch at moments it chooses: the file then holds a known number of images, and the page must
-come to show exactly that. Between two holds the numbers change; after the session the page's numbers, the
-monitor's own (computed from the file) and the final report's, equal the session's `--json`. A screenshot
-checks that every plot drew its glyphs. Nothing depends on speed: every wait polls until a generous deadline
-(a hang guard, never a timing assumption).
+The bench runs in its own process and can hold chosen messages (tests/station/gated_bench.py). Before the session
+starts, the test arms holds at counted messages: the laser's part of the settings check after batch 2, then after
+batch 3. Each stops the session inside that check, whatever the speeds: batch 1 (then 2) handed to the writer, the
+next one not. The append still in flight then commits, no other can, so the file comes to hold exactly 10 (then 20)
+images and the page must come to show exactly that. Between two holds the numbers change; after the session the
+page's numbers, the monitor's own (computed from the file) and the final report's, equal the session's `--json`. A
+screenshot checks that every plot drew its glyphs. Nothing depends on speed: every wait polls until a generous
+deadline (a hang guard, never a timing assumption) and fails naming what did not happen.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ CONFIG = ROOT / "lab_config.toml"
 GATED_BENCH = ROOT / "tests" / "station" / "gated_bench.py"
 CHROMIUM = Path("/usr/bin/chromium")
 HANG_GUARD_S = 600.0
+# The laser's part of BatchGuard's settings check (sequences/session_guard.py): sent once when the guard starts, then
+# once in the check after every batch, before that batch is handed to the writer; the calibrations send none.
+SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
+BATCH_IMAGES = 10
+BATCHES = 3
+STOPS = (1, 2)  # batches recorded at each stop: held in the check after batch 2, then after batch 3
 PAGE_DEADLINE_S = 180.0
 PLOT_COLORS = {"accuracy": (0x1F, 0x77, 0xB4), "estimate": (0x2C, 0xA0, 0x2C), "limit": (0xD6, 0x27, 0x28),
                "spent": (0x94, 0x67, 0xBD), "batch": (0x8C, 0x56, 0x4B)}  # sequences/monitor/page.py COLORS
@@ -61,17 +69,27 @@ class Lines:
             self._queue.put(line)
         self._queue.put(None)
 
-    def wait_for(self, pattern: str) -> str:
-        while True:
-            line = self._queue.get(timeout=HANG_GUARD_S)
+    def wait_for(self, pattern: str, session: subprocess.Popen | None = None, what: str = "") -> str:
+        """The next line matching ``pattern``; fails if the stream ends, ``session`` ends or HANG_GUARD_S pass first."""
+        what = what or f"a line matching {pattern!r}"
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if session is not None and session.poll() is not None:
+                    raise AssertionError(f"the session ended (exit {session.returncode}) before {what}: "
+                                         f"{session.stderr.read()}") from None
+                continue
             if line is None:
-                raise AssertionError(f"the stream ended before a line matching {pattern!r}: {''.join(self.lines)}")
+                raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
             if re.search(pattern, line):
                 return line
+        raise AssertionError(f"no {what} within {HANG_GUARD_S} s: {''.join(self.lines)}")
 
 
 class GatedBench:
-    """tests/station/gated_bench.py: the bench in its own process, holding one chosen message on request."""
+    """tests/station/gated_bench.py: the bench in its own process, holding chosen messages on request."""
 
     def __init__(self):
         self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
@@ -79,10 +97,15 @@ class GatedBench:
         self.out = Lines(self.process.stdout)
         self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
 
-    def hold_next_message(self) -> None:
-        self.process.stdin.write("hold .\n")
+    def hold_at(self, nth: int, pattern: str) -> None:
+        """Hold the ``nth`` message matching ``pattern`` from now on (arm it before the session starts)."""
+        self.process.stdin.write(f"hold-at {nth} {pattern}\n")
         self.process.stdin.flush()
-        self.out.wait_for(r"^held ")
+
+    def wait_held(self, session: subprocess.Popen, what: str) -> str:
+        line = self.out.wait_for(r"^(held|refused) ", session, f"the hold at {what}")
+        assert line.startswith("held "), line
+        return line
 
     def release(self) -> None:
         self.process.stdin.write("release\n")
@@ -91,7 +114,10 @@ class GatedBench:
     def config(self, directory: Path) -> Path:
         """lab_config.toml with every bench instrument at this bench's address."""
         lines, table = [], None
-        for line in CONFIG.read_text().splitlines():
+        # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
+        text = re.sub(r"(?m)^timeout_s = 5\.0$", f"timeout_s = {HANG_GUARD_S}", CONFIG.read_text(), count=1)
+        assert f"timeout_s = {HANG_GUARD_S}" in text
+        for line in text.splitlines():
             header = re.match(r"^\[instruments\.(\w+)\]", line)
             if header:
                 table = header.group(1)
@@ -170,8 +196,7 @@ def glyph_pixels(png: bytes) -> dict[str, int]:
 def bench():
     served = GatedBench()
     yield served
-    served.release()
-    served.stop()
+    served.stop()  # releases whatever it still holds
 
 
 def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, tmp_path, calibrated_store_at):
@@ -189,22 +214,22 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             page.goto(url)
             page.locator('[data-key="waiting"]').first.wait_for(timeout=PAGE_DEADLINE_S * 1000)  # no session yet
 
-            # 12 batches: after the first hold the session still has about ten to go (seconds), so ending between the
-            # test seeing the images it waits for and its next hold would take the test stalling that long; with 4
-            # batches a loaded CI run saw it end there, and the hold then waited for a message that never came. (A
-            # hold at a counted message would remove the race: not done yet.)
-            session = qslab("session", "--config", str(bench.config(tmp_path)), "--json", "--images", "120",
-                            "--batch-images", "10", "--seed", "3", "--out", str(out), "--calibration-dir",
-                            str(calibrations))
+            for recorded in STOPS:  # armed before the session exists: nothing to race
+                bench.hold_at(recorded + 2, SETTINGS_CHECK)
+            session = qslab("session", "--config", str(bench.config(tmp_path)), "--json", "--images",
+                            str(BATCHES * BATCH_IMAGES), "--batch-images", str(BATCH_IMAGES), "--seed", "3", "--out",
+                            str(out), "--calibration-dir", str(calibrations))
             seen = []
-            for at_least in (10, None):
-                images_committed(out, session, at_least or seen[-1] + 10)
-                bench.hold_next_message()  # the session waits inside its next batch (or its close)
-                held = images_committed(out, session, 0)
+            for recorded in STOPS:
+                assert bench.wait_held(session, f"the settings check after batch {recorded + 1}").startswith(
+                    "held laser ")
+                # the append in flight (batch `recorded`) commits while the session is held; the next cannot
+                held = images_committed(out, session, recorded * BATCH_IMAGES)
+                assert held == recorded * BATCH_IMAGES, f"held after batch {recorded + 1}, the file has {held} images"
                 wait_for_value(page, "images_done", repr(held))
                 wait_for_value(page, "analysed_images", repr(held))
                 assert value(page, "status") == "running"
-                assert value(page, "batches_done") == repr(held // 10) and value(page, "batches_total") == "12"
+                assert value(page, "batches_done") == repr(recorded) and value(page, "batches_total") == repr(BATCHES)
                 seen.append(held)
                 if len(seen) == 1:
                     first = numbers(page, ["accuracy", "transmittance_hat", "leakage_spent"])
@@ -222,7 +247,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             final = json.loads(session.stdout.read().strip().splitlines()[-1])
             assert code == 0, final
             wait_for_value(page, "status", "complete")
-            wait_for_value(page, "analysed_images", "120")
+            wait_for_value(page, "analysed_images", repr(BATCHES * BATCH_IMAGES))
             page.locator('[data-key="final_report"]').first.wait_for(timeout=PAGE_DEADLINE_S * 1000)
             assert value(page, "run_id") == final["run_id"]
             verification = final["verification"]
@@ -252,6 +277,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
             assert all(count >= 300 for count in pixels.values()), pixels
             browser.close()
     finally:
+        bench.stop()  # a session still held goes on (and ends, or is ended below)
         for process in (session, monitor):
             if process is not None and process.poll() is None:
                 process.terminate()

@@ -1,12 +1,21 @@
-"""The virtual bench served in its own process, able to hold one message: signal tests stop a session at a moment
-they choose, then read the instruments back over their sockets after the session has gone.
+"""The virtual bench served in its own process, able to hold chosen messages: signal tests and the monitor's browser
+test stop a session at a moment they choose, then look at it (or read the instruments back over their sockets after
+the session has gone).
 
     python gated_bench.py CONFIG     serves the bench of CONFIG's [bench] table; first stdout line: the JSON of
                                      `qslab bench serve --json` ({"instruments": {name: {address, driver}}})
     stdin "hold REGEX"               the next message (any instrument) matching REGEX is held before the bench
                                      handles it; stdout then says "held NAME MESSAGE"
-    stdin "release"                  the held message is handled and answered
-    stdin closed                     the bench stops
+    stdin "hold-at N REGEX"          the same for the N-th message matching REGEX, counted from this command on
+    stdin "release"                  the message held longest is handled and answered (none held: nothing happens)
+    stdin closed                     every held message is released, no more are held, and the bench stops
+    a malformed command              stdout says "refused LINE: what was expected"; nothing is armed
+
+Why counted holds: a test that waits for something the session did, then asks to hold "the next message", races the
+session (it may have finished, or gone past the moment meant, in between). A hold armed before the session starts, at
+a message the session sends a known number of times before the moment meant, stops it there whatever the speeds. Holds
+may be armed together; each counts every message matching its pattern, held or not, from its own command on. A held
+query is answered only when released: the session's I/O timeout must outlast the hold (the tests raise it).
 
 Holding is a FaultPlan (the bench's own hook on every message), so nothing of the bench is patched.
 """
@@ -17,53 +26,102 @@ import json
 import re
 import sys
 import threading
+from dataclasses import dataclass, field
 
 from qslab.instruments.sim.bench_parameters import load_bench_table
 from qslab.instruments.sim.faults_attacks.faults import FaultPlan
 from qslab.instruments.sim.server import Bench
 
 
+@dataclass
+class Hold:
+    """One armed hold: the ``remaining``-th message from now matching ``pattern`` waits for ``released``."""
+
+    pattern: re.Pattern
+    remaining: int
+    released: threading.Event = field(default_factory=threading.Event)
+
+
 class HoldingPlan(FaultPlan):
-    """Every message passes through; one matching the armed pattern waits for a release first."""
+    """Every message passes through; one on which an armed hold's count runs out waits for a release first."""
 
     def __init__(self):
         super().__init__()
-        self.pattern: re.Pattern | None = None
-        self.released = threading.Event()
+        self.holds: list[Hold] = []
+        self.held: list[Hold] = []  # holding a message now, oldest first
         self.guard = threading.Lock()
 
-    def arm(self, pattern: str) -> None:
+    def arm(self, pattern: str, nth: int = 1) -> None:
         with self.guard:
-            self.released.clear()
-            self.pattern = re.compile(pattern)
+            self.holds.append(Hold(re.compile(pattern), nth))
+
+    def release(self) -> None:
+        with self.guard:
+            hold = self.held.pop(0) if self.held else None
+        if hold is not None:
+            hold.released.set()
+
+    def stop(self) -> None:
+        """No more holds; every held message goes on (never leave a connection waiting while the bench stops)."""
+        with self.guard:
+            self.holds, held, self.held = [], self.held, []
+        for hold in held:
+            hold.released.set()
 
     def exchange(self, emulator, message, handle):
+        text = message.decode("latin-1")
         with self.guard:
-            held = self.pattern is not None and self.pattern.search(message.decode("latin-1")) is not None
-            if held:
-                self.pattern = None
-        if held:
-            print(f"held {emulator.name} {message.decode('latin-1').strip()}", flush=True)
-            self.released.wait()
+            due = None
+            for hold in [hold for hold in self.holds if hold.pattern.search(text)]:
+                hold.remaining -= 1
+                if hold.remaining == 0 and due is None:
+                    due = hold
+            if due is not None:
+                self.holds.remove(due)
+                self.held.append(due)
+        if due is not None:
+            print(f"held {emulator.name} {text.strip()}", flush=True)
+            due.released.wait()
         return super().exchange(emulator, message, handle)
 
 
-def main(config: str) -> int:
+def obey(plan: HoldingPlan, line: str) -> None:
+    """One stdin command; a malformed one is said on stdout (the test waiting for "held" then sees it)."""
+    command, _, argument = line.strip().partition(" ")
+    if command in ("hold", "hold-at"):
+        count, pattern = ("1", argument) if command == "hold" else argument.partition(" ")[::2]
+        try:
+            if not count.isdigit() or int(count) < 1 or not pattern:
+                raise ValueError("expected 'hold REGEX' or 'hold-at N REGEX' with N >= 1")
+            plan.arm(pattern, int(count))
+        except (ValueError, re.error) as error:
+            print(f"refused {line.strip()!r}: {error}", flush=True)
+    elif command == "release":
+        plan.release()
+    elif command:
+        print(f"refused {line.strip()!r}: expected hold, hold-at or release", flush=True)
+
+
+def holding_bench(config: str) -> tuple[Bench, HoldingPlan]:
+    """The bench of ``config``'s [bench] table with every message going through one HoldingPlan (not started)."""
     bench = Bench.from_table(load_bench_table(config))
     plan = HoldingPlan()
     plan.bind(bench.state, {name: instrument.kind for name, instrument in bench.instruments.items()})
     bench.faults = plan
     for instrument in bench.instruments.values():
         instrument.server.faults = plan
+    return bench, plan
+
+
+def main(config: str) -> int:
+    bench, plan = holding_bench(config)
     with bench:
         print(json.dumps(bench.describe()), flush=True)
-        for line in sys.stdin:
-            command, _, argument = line.strip().partition(" ")
-            if command == "hold":
-                plan.arm(argument)
-            elif command == "release":
-                plan.released.set()
-        plan.released.set()  # never leave a connection waiting while the bench stops
+        try:
+            for line in sys.stdin:
+                obey(plan, line)
+        finally:
+            plan.stop()
     return 0
 
 

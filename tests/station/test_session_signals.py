@@ -1,9 +1,10 @@
 """Real signals sent to `qslab session` at chosen moments; the bench is read back over its own sockets afterwards.
 
-The bench runs in its own process (gated_bench.py) so it outlives the session and can hold one message: the
-test waits for an event (a line the session prints, a batch committed to the file, a command of the close),
-holds the next message, sends the signal, waits until the kernel has delivered it, and releases. Nothing
-depends on how fast anything runs.
+The bench runs in its own process (gated_bench.py) so it outlives the session and can hold chosen messages: the
+test arms a hold at a counted message before the session starts (a calibration's first acquisition, the settings
+check after a chosen batch), or while the session is held (the close's first command), waits until it holds, sends
+the signal, waits until the kernel has delivered it, and releases. Nothing depends on how fast anything runs: the
+session cannot go past the moment meant while the test looks.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ HANG_GUARD_S = 600  # only against a hung test, never a timing assumption
 # up to POLL_S to the wait (a batch takes hundreds of ms); without it the test spins a core against the very session
 # it waits for (on 2 cores under xdist: the session, the other worker and this loop).
 POLL_S = 0.005
+# The laser's part of BatchGuard's settings check (sequences/session_guard.py): sent once when the guard starts, then
+# once in the check after every batch, before that batch is handed to the writer; the calibrations send none.
+SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
 SETTINGS = SessionSettings(images=1, mu=6.0, gain=1.3, seed=3, batch_images=1, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
 
@@ -57,13 +61,22 @@ class Lines:
             self._queue.put(line)
         self._queue.put(None)
 
-    def wait_for(self, pattern: str) -> str:
-        while True:
-            line = self._queue.get(timeout=HANG_GUARD_S)
+    def wait_for(self, pattern: str, process: subprocess.Popen | None = None, what: str = "") -> str:
+        """The next line matching ``pattern``; fails if the stream ends, ``process`` ends or HANG_GUARD_S pass first."""
+        what = what or f"a line matching {pattern!r}"
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if process is not None and process.poll() is not None:
+                    raise AssertionError(f"the session ended (exit {process.returncode}) before {what}") from None
+                continue
             if line is None:
-                raise AssertionError(f"the stream ended before a line matching {pattern!r}: {''.join(self.lines)}")
+                raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
             if re.search(pattern, line):
                 return line
+        raise AssertionError(f"no {what} within {HANG_GUARD_S} s: {''.join(self.lines)}")
 
     def text(self) -> str:
         self._thread.join(timeout=HANG_GUARD_S)
@@ -77,12 +90,15 @@ class GatedBench:
         self.out = Lines(self.process.stdout)
         self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
 
-    def hold(self, pattern: str) -> None:
-        self.process.stdin.write(f"hold {pattern}\n")
+    def hold_at(self, nth: int, pattern: str) -> None:
+        """Hold the ``nth`` message matching ``pattern`` from now on (armed before the moment it is meant for)."""
+        self.process.stdin.write(f"hold-at {nth} {pattern}\n")
         self.process.stdin.flush()
 
-    def wait_held(self) -> str:
-        return self.out.wait_for(r"^held ")
+    def wait_held(self, session: Session, what: str) -> str:
+        line = self.out.wait_for(r"^(held|refused) ", session.process, f"the hold at {what}")
+        assert line.startswith("held "), line
+        return line
 
     def release(self) -> None:
         self.process.stdin.write("release\n")
@@ -91,7 +107,10 @@ class GatedBench:
     def config(self, directory: Path) -> Path:
         """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
         lines, table = [], None
-        for line in CONFIG.read_text().splitlines():
+        # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
+        text = re.sub(r"(?m)^timeout_s = 5\.0$", f"timeout_s = {HANG_GUARD_S}.0", CONFIG.read_text(), count=1)
+        assert f"timeout_s = {HANG_GUARD_S}.0" in text
+        for line in text.splitlines():
             header = re.match(r"^\[instruments\.(\w+)\]", line)
             if header:
                 table = header.group(1)
@@ -189,10 +208,10 @@ def _assert_read_back_safe(bench: GatedBench, report: dict) -> None:
 
 
 def test_sighup_during_a_calibration_stops_before_the_next_one_with_the_station_read_back_off(bench, tmp_path):
+    bench.hold_at(1, r"^:DIGitize")  # the session's first acquisition: its first calibration's
     session = Session(bench.config(tmp_path), tmp_path / "out", tmp_path / "fresh-calibrations", 20, 10)
-    session.stdout.wait_for(r"running it now")
-    bench.hold(".")
-    bench.wait_held()  # the first calibration is talking to the instruments
+    assert bench.wait_held(session, "the first acquisition").startswith("held digitizer ")
+    session.stdout.wait_for(r"running it now", session.process)  # said before the calibration started
     session.send(signal.SIGHUP)
     bench.release()
     code, report, err = session.finish()
@@ -204,21 +223,23 @@ def test_sighup_during_a_calibration_stops_before_the_next_one_with_the_station_
     _assert_read_back_safe(bench, report)
 
 
-def _stop_mid_batch(bench: GatedBench, session: Session, signum: int, after_images: int) -> None:
-    session.wait_images(after_images)
-    bench.hold(".")
-    bench.wait_held()  # a batch after those is talking to the instruments
-    session.send(signum)
-    bench.release()
+def _stop_in_the_check_after(bench: GatedBench, tmp_path: Path, store: Path, batch: int) -> Session:
+    """A 60-image session (10 a batch), held in the settings check after batch ``batch`` (1-based): the batches
+    before it handed to the writer, this one taken and not yet. The hold is armed before the session starts."""
+    bench.hold_at(batch + 1, SETTINGS_CHECK)  # the first is the guard's start
+    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
+    assert bench.wait_held(session, f"the settings check after batch {batch}").startswith("held laser ")
+    return session
 
 
 def test_sigterm_mid_batch_keeps_every_batch_marks_the_file_aborted_and_leaves_the_station_off(bench, store, tmp_path):
-    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
-    _stop_mid_batch(bench, session, signal.SIGTERM, 20)
+    session = _stop_in_the_check_after(bench, tmp_path, store, 3)
+    session.send(signal.SIGTERM)
+    bench.release()
     code, report, err = session.finish()
     assert code == 128 + signal.SIGTERM, err
     kept = report["images_written"]
-    assert 30 <= kept < 60 and kept % 10 == 0  # the batch under way was finished and recorded, no more
+    assert kept == 30  # the batch under way (3) was finished and recorded, no more
     with recording.SessionFile.open(report["file"]) as partial:
         assert partial.status == "aborted" and partial.images_written == kept
         assert "SIGTERM" in partial.detail
@@ -229,10 +250,11 @@ def test_sigterm_mid_batch_keeps_every_batch_marks_the_file_aborted_and_leaves_t
 
 
 def test_a_second_signal_while_closing_does_not_cut_the_close_short(bench, store, tmp_path):
-    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
-    _stop_mid_batch(bench, session, signal.SIGINT, 10)
-    bench.hold(r"SOUR1:POW:STAT 0")  # the close's first command: the laser off
-    bench.wait_held()
+    session = _stop_in_the_check_after(bench, tmp_path, store, 1)
+    session.send(signal.SIGINT)
+    bench.hold_at(1, r"SOUR1:POW:STAT 0")  # armed while the session is held: the close's first command, the laser off
+    bench.release()
+    assert bench.wait_held(session, "the close's first command").startswith("held laser ")
     session.send(signal.SIGTERM)
     bench.release()
     code, report, err = session.finish()
