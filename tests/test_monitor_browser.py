@@ -14,27 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines
 
 from qslab.analysis import recording
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "lab_config.toml"
-GATED_BENCH = ROOT / "tests" / "station" / "gated_bench.py"
 CHROMIUM = Path("/usr/bin/chromium")
-HANG_GUARD_S = 600.0
-# The laser's part of BatchGuard's settings check (sequences/session_guard.py): sent once when the guard starts, then
-# once in the check after every batch, before that batch is handed to the writer; the calibrations send none.
-SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
 BATCH_IMAGES = 10
 BATCHES = 3
 STOPS = (1, 2)  # batches recorded at each stop: held in the check after batch 2, then after batch 3
@@ -53,87 +47,6 @@ def require_browser():
     except ImportError:
         pytest.fail("playwright is missing: pip install -e '.[test]'", pytrace=False)
     return sync_playwright
-
-
-class Lines:
-    """A child's stdout read line by line in a thread, so the test can wait for one."""
-
-    def __init__(self, stream):
-        self.lines: list[str] = []
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, session: subprocess.Popen | None = None, what: str = "") -> str:
-        """The next line matching ``pattern``; fails if the stream ends, ``session`` ends or HANG_GUARD_S pass first."""
-        what = what or f"a line matching {pattern!r}"
-        deadline = time.monotonic() + HANG_GUARD_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if session is not None and session.poll() is not None:
-                    raise AssertionError(f"the session ended (exit {session.returncode}) before {what}: "
-                                         f"{session.stderr.read()}") from None
-                continue
-            if line is None:
-                raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no {what} within {HANG_GUARD_S} s: {''.join(self.lines)}")
-
-
-class GatedBench:
-    """tests/station/gated_bench.py: the bench in its own process, holding chosen messages on request."""
-
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        self.out = Lines(self.process.stdout)
-        self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
-
-    def hold_at(self, nth: int, pattern: str) -> None:
-        """Hold the ``nth`` message matching ``pattern`` from now on (arm it before the session starts)."""
-        self.process.stdin.write(f"hold-at {nth} {pattern}\n")
-        self.process.stdin.flush()
-
-    def wait_held(self, session: subprocess.Popen, what: str) -> str:
-        line = self.out.wait_for(r"^(held|refused) ", session, f"the hold at {what}")
-        assert line.startswith("held "), line
-        return line
-
-    def release(self) -> None:
-        self.process.stdin.write("release\n")
-        self.process.stdin.flush()
-
-    def config(self, directory: Path) -> Path:
-        """lab_config.toml with every bench instrument at this bench's address."""
-        lines, table = [], None
-        # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
-        text = re.sub(r"(?m)^timeout_s = 5\.0$", f"timeout_s = {HANG_GUARD_S}", CONFIG.read_text(), count=1)
-        assert f"timeout_s = {HANG_GUARD_S}" in text
-        for line in text.splitlines():
-            header = re.match(r"^\[instruments\.(\w+)\]", line)
-            if header:
-                table = header.group(1)
-            elif line.startswith("["):
-                table = None
-            if table and line.strip() == 'address = "bench"':
-                line = f'address = "{self.instruments[table]["address"]}"'
-            lines.append(line)
-        path = directory / "served.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait(timeout=HANG_GUARD_S)
 
 
 def qslab(*argv: str, **kwargs) -> subprocess.Popen:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvisa
+from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
@@ -33,118 +31,12 @@ from qslab.sequences.session import SessionSettings, run_session
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "lab_config.toml"
-GATED_BENCH = Path(__file__).resolve().parent / "gated_bench.py"
-HANG_GUARD_S = 600  # only against a hung test, never a timing assumption
 # Between two looks at the session file: the test waits for a state, re-checked every POLL_S, so the interval only adds
 # up to POLL_S to the wait (a batch takes hundreds of ms); without it the test spins a core against the very session
 # it waits for (on 2 cores under xdist: the session, the other worker and this loop).
 POLL_S = 0.005
-# The laser's part of BatchGuard's settings check (sequences/session_guard.py): sent once when the guard starts, then
-# once in the check after every batch, before that batch is handed to the writer; the calibrations send none.
-SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
 SETTINGS = SessionSettings(images=1, mu=6.0, gain=1.3, seed=3, batch_images=1, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0, exact_leakage_images=20)
-
-
-class Lines:
-    """A child's stdout or stderr read line by line in a thread, so a test can wait for one."""
-
-    def __init__(self, stream):
-        self.lines: list[str] = []
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, process: subprocess.Popen | None = None, what: str = "") -> str:
-        """The next line matching ``pattern``; fails if the stream ends, ``process`` ends or HANG_GUARD_S pass first."""
-        what = what or f"a line matching {pattern!r}"
-        deadline = time.monotonic() + HANG_GUARD_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if process is not None and process.poll() is not None:
-                    raise AssertionError(f"the session ended (exit {process.returncode}) before {what}") from None
-                continue
-            if line is None:
-                raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no {what} within {HANG_GUARD_S} s: {''.join(self.lines)}")
-
-    def text(self) -> str:
-        self._thread.join(timeout=HANG_GUARD_S)
-        return "".join(self.lines)
-
-
-class GatedBench:
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        self.out = Lines(self.process.stdout)
-        self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
-
-    def hold_at(self, nth: int, pattern: str) -> None:
-        """Hold the ``nth`` message matching ``pattern`` from now on (armed before the moment it is meant for)."""
-        self.process.stdin.write(f"hold-at {nth} {pattern}\n")
-        self.process.stdin.flush()
-
-    def wait_held(self, session: Session, what: str) -> str:
-        line = self.out.wait_for(r"^(held|refused) ", session.process, f"the hold at {what}")
-        assert line.startswith("held "), line
-        return line
-
-    def release(self) -> None:
-        self.process.stdin.write("release\n")
-        self.process.stdin.flush()
-
-    def config(self, directory: Path) -> Path:
-        """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
-        lines, table = [], None
-        # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
-        text = re.sub(r"(?m)^timeout_s = 5\.0$", f"timeout_s = {HANG_GUARD_S}.0", CONFIG.read_text(), count=1)
-        assert f"timeout_s = {HANG_GUARD_S}.0" in text
-        for line in text.splitlines():
-            header = re.match(r"^\[instruments\.(\w+)\]", line)
-            if header:
-                table = header.group(1)
-            elif line.startswith("["):
-                table = None
-            if table and line.strip() == 'address = "bench"':
-                line = f'address = "{self.instruments[table]["address"]}"'
-            lines.append(line)
-        path = directory / "served.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def read_back(self) -> dict[str, bool]:
-        """Every output the close must have switched off, as the instruments answer now (raw SCPI)."""
-        manager = pyvisa.ResourceManager("@py")
-        queries = {"laser": [f"SOUR{port}:POW:STAT?" for port in range(1, 5)], "amplifier": ["OUTP:STAT?"],
-                   "attenuator": ["OUTP1:STAT?", "OUTP3:STAT?"],
-                   **{awg: [":STAT:OPER:RUN:COND?"] + [f":OUTP{ch}?" for ch in range(1, 5)]
-                      for awg in ("awg", "client_awg")}}
-        state = {}
-        for name, commands in queries.items():
-            resource = manager.open_resource(self.instruments[name]["address"], read_termination="\n",
-                                             write_termination="\n", timeout=20_000)
-            try:
-                for command in commands:
-                    state[f"{name} {command}"] = float(resource.query(command)) != 0
-            finally:
-                resource.close()
-        return state
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait(timeout=HANG_GUARD_S)
 
 
 class Session:
@@ -210,7 +102,7 @@ def _assert_read_back_safe(bench: GatedBench, report: dict) -> None:
 def test_sighup_during_a_calibration_stops_before_the_next_one_with_the_station_read_back_off(bench, tmp_path):
     bench.hold_at(1, r"^:DIGitize")  # the session's first acquisition: its first calibration's
     session = Session(bench.config(tmp_path), tmp_path / "out", tmp_path / "fresh-calibrations", 20, 10)
-    assert bench.wait_held(session, "the first acquisition").startswith("held digitizer ")
+    assert bench.wait_held(session.process, "the first acquisition").startswith("held digitizer ")
     session.stdout.wait_for(r"running it now", session.process)  # said before the calibration started
     session.send(signal.SIGHUP)
     bench.release()
@@ -228,7 +120,7 @@ def _stop_in_the_check_after(bench: GatedBench, tmp_path: Path, store: Path, bat
     before it handed to the writer, this one taken and not yet. The hold is armed before the session starts."""
     bench.hold_at(batch + 1, SETTINGS_CHECK)  # the first is the guard's start
     session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
-    assert bench.wait_held(session, f"the settings check after batch {batch}").startswith("held laser ")
+    assert bench.wait_held(session.process, f"the settings check after batch {batch}").startswith("held laser ")
     return session
 
 
@@ -254,7 +146,7 @@ def test_a_second_signal_while_closing_does_not_cut_the_close_short(bench, store
     session.send(signal.SIGINT)
     bench.hold_at(1, r"SOUR1:POW:STAT 0")  # armed while the session is held: the close's first command, the laser off
     bench.release()
-    assert bench.wait_held(session, "the close's first command").startswith("held laser ")
+    assert bench.wait_held(session.process, "the close's first command").startswith("held laser ")
     session.send(signal.SIGTERM)
     bench.release()
     code, report, err = session.finish()

@@ -1,0 +1,139 @@
+"""The test side of tests/station/gated_bench.py: the bench in its own process, holding chosen messages on request,
+and a child's output read line by line, so that a test can wait for a line or a hold without ever hanging."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyvisa
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "lab_config.toml"
+GATED_BENCH = ROOT / "tests" / "station" / "gated_bench.py"
+HANG_GUARD_S = 600.0  # only against a hung test, never a timing assumption
+# The laser's part of BatchGuard's settings check (sequences/session_guard.py): sent once when the guard starts, then
+# once in the check after every batch, before that batch is handed to the writer; the calibrations send none.
+SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
+
+
+class Lines:
+    """A child's stdout or stderr read line by line in a thread, so a test can wait for one."""
+
+    _read_by_a_thread: set[int] = set()  # streams a Lines reads (an error message must not read them too)
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        Lines._read_by_a_thread.add(id(stream))
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, process: subprocess.Popen | None = None, what: str = "") -> str:
+        """The next line matching ``pattern``; fails if the stream ends, ``process`` ends or HANG_GUARD_S pass first."""
+        what = what or f"a line matching {pattern!r}"
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if process is not None and process.poll() is not None:
+                    raise AssertionError(f"the session ended (exit {process.returncode}) before {what}"
+                                         f"{_unread_stderr(process)}") from None
+                continue
+            if line is None:
+                raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no {what} within {HANG_GUARD_S} s: {''.join(self.lines)}")
+
+    def text(self) -> str:
+        self._thread.join(timeout=HANG_GUARD_S)
+        return "".join(self.lines)
+
+
+def _unread_stderr(process: subprocess.Popen) -> str:
+    """': ' and the ended process's stderr when it is a pipe no Lines reads, else ''."""
+    stream = process.stderr
+    if stream is None or id(stream) in Lines._read_by_a_thread:
+        return ""
+    return f": {stream.read()}"
+
+
+class GatedBench:
+    """tests/station/gated_bench.py in its own process: it outlives the session and holds what the test asks."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.out = Lines(self.process.stdout)
+        self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
+
+    def hold_at(self, nth: int, pattern: str) -> None:
+        """Hold the ``nth`` message matching ``pattern`` from now on (armed before the moment it is meant for)."""
+        self.process.stdin.write(f"hold-at {nth} {pattern}\n")
+        self.process.stdin.flush()
+
+    def wait_held(self, session: subprocess.Popen, what: str) -> str:
+        line = self.out.wait_for(r"^(held|refused) ", session, f"the hold at {what}")
+        assert line.startswith("held "), line
+        return line
+
+    def release(self) -> None:
+        self.process.stdin.write("release\n")
+        self.process.stdin.flush()
+
+    def config(self, directory: Path) -> Path:
+        """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
+        lines, table = [], None
+        # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
+        timeout = f"timeout_s = {HANG_GUARD_S:.1f}"
+        text = re.sub(r"(?m)^timeout_s = 5\.0$", timeout, CONFIG.read_text(), count=1)
+        assert timeout in text
+        for line in text.splitlines():
+            header = re.match(r"^\[instruments\.(\w+)\]", line)
+            if header:
+                table = header.group(1)
+            elif line.startswith("["):
+                table = None
+            if table and line.strip() == 'address = "bench"':
+                line = f'address = "{self.instruments[table]["address"]}"'
+            lines.append(line)
+        path = directory / "served.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def read_back(self) -> dict[str, bool]:
+        """Every output a close must have switched off, as the instruments answer now (raw SCPI)."""
+        manager = pyvisa.ResourceManager("@py")
+        queries = {"laser": [f"SOUR{port}:POW:STAT?" for port in range(1, 5)], "amplifier": ["OUTP:STAT?"],
+                   "attenuator": ["OUTP1:STAT?", "OUTP3:STAT?"],
+                   **{awg: [":STAT:OPER:RUN:COND?"] + [f":OUTP{ch}?" for ch in range(1, 5)]
+                      for awg in ("awg", "client_awg")}}
+        state = {}
+        for name, commands in queries.items():
+            resource = manager.open_resource(self.instruments[name]["address"], read_termination="\n",
+                                             write_termination="\n", timeout=20_000)
+            try:
+                for command in commands:
+                    state[f"{name} {command}"] = float(resource.query(command)) != 0
+            finally:
+                resource.close()
+        return state
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=HANG_GUARD_S)
