@@ -5,7 +5,7 @@ physics mode, 1 % of rows verified) on the same images; (2) a full `qslab sessio
 bench (calibration records prepared beforehand and reused, so only the session itself is timed:
 pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the DSP, the verification
 after every batch, the HDF5 recording), then again with twice the images, so that the per-image cost
-without the fixed set-up (pilots, leakage nulling, uploads) is the difference (each size the least of two
+without the fixed set-up (pilots, leakage nulling, uploads) is the difference (each size the least of three
 runs, taken alternately); (3) `qslab replay` of
 that file. Prints images/s of each and the ratios session/physics.
 
@@ -65,7 +65,8 @@ def digitized_samples(path, sps: int) -> int:
 SPS = 8                # the digitizer samples per symbol of the default station (homodyne calibration)
 CHUNK = 1 << 20
 FLOOR_REPEATS = 3      # the noise, loopback and filter floors: the least of this many runs each
-RUN_REPEATS = 2        # the session and the direct physics at both sizes: the least of this many runs each
+RUN_REPEATS = 3        # the session and the direct physics at both sizes: the least of this many runs each, as the
+# floor's parts: on a quiet machine single runs minutes apart read 0.70-1.18 ms per image for the same code
 
 
 def noise_s(samples: int) -> float:
