@@ -13,7 +13,9 @@ The goal (issue 18): per additional image, the session within 3x its floor, what
 avoid, measured in the same run on the samples this very session digitized: the secure products (the
 direct physics' per-additional-image cost), one float32 normal per digitized sample (the bench's own
 Box-Muller sampler, one thread), those samples' int16 words moved once over a loopback TCP connection,
-and the DSP's matched filter over them (float64 volts, as the receiver role hands them over).
+and the DSP's matched filter over them (float64 volts, as the receiver role hands them over). The per-image cost
+is also taken inside the longer session, from its batches' commit times (the least of the runs); the goal asks
+both within 3x.
 
     python benchmarks/bench_session.py [--images 1000] [--batch-images 100]
 """
@@ -32,6 +34,7 @@ import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from qslab.analysis import dsp  # noqa: E402
 from qslab.analysis.network import load_weights  # noqa: E402
@@ -119,6 +122,16 @@ def filter_s(samples: int, sps: int) -> float:
     return time.perf_counter() - start
 
 
+def steady_s_per_image(path) -> float:
+    """Seconds per image between the session's first committed batch and its last, from the commit times its
+    /batches rows hold: the per-image cost inside one session (checkpoints included, set-up and close excluded),
+    steadier than the difference of two sessions' walls, each of which carries its own noise."""
+    with h5py.File(path, "r") as file:
+        batches = file["batches"][:]
+    images = int(batches["image_count"][1:].sum())
+    return float(batches["time_unix_s"][-1] - batches["time_unix_s"][0]) / images
+
+
 def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dict, float, float]:
     """(results, wall seconds, instrument seconds the session's bench charged: BenchClock.charged_s). The
     instrument time is what the emulators' own clocks spent (the monitor meter's averaging, settling): a station
@@ -151,7 +164,7 @@ def main() -> None:
     # warm-up, not timed: the first call's set-up cost exceeded 1000 images' and made the physics floor negative
     run_seed(SimulationSettings(mu=6.0, gain=1.3), weights, x[:20], labels[:20], seed=0)
     x2, labels2 = load_test_set(2 * args.images)
-    physics_s = physics_twice_s = session_s = twice_s = float("inf")
+    physics_s = physics_twice_s = session_s = twice_s = steady_s = float("inf")
     # each run the least of RUN_REPEATS, alternating the two sizes: one run on a shared machine moved the
     # per-image difference by 30 % between two quiet runs minutes apart
     for _ in range(RUN_REPEATS):
@@ -168,6 +181,7 @@ def main() -> None:
         twice, wall_s, twice_instrument_s = timed_session(config, replace(settings, images=2 * args.images), work,
                                                           store)
         twice_s = min(twice_s, wall_s)
+        steady_s = min(steady_s, steady_s_per_image(twice["file"]))
     marginal_s = twice_s - session_s
     physics_marginal_s = physics_twice_s - physics_s
 
@@ -204,10 +218,15 @@ def main() -> None:
     print(f"  instrument time per additional image: {instrument_ms:.3f} ms on the bench clock = {instrument_ms * time_scale:.4f} "
           f"ms real at time_scale {time_scale:g} (not in the floor: the emulated instruments' own time, e.g. the "
           f"health check's meter averaging and the VOA's moves)")
-    ratio = marginal_s / floor_s
+    ratio, steady_ratio = marginal_s / floor_s, steady_s * n / floor_s
     measured = marginal_s > 0 and physics_marginal_s > 0  # twice the images took longer: else the load changed
+    print(f"  per image inside the {2 * n}-image session (its batches' commit times, checkpoints included): "
+          f"{1e3 * steady_s:.3f} ms / floor {1e3 * floor_s / n:.3f} ms = {steady_ratio:.2f}")
+    # both estimates within the goal: on a quiet machine the difference of two sessions alone was seen to swing
+    # 0.70-1.18 ms for the same code, passing on a lucky pair of runs
+    passed = measured and ratio <= 3 and steady_ratio <= 3
     print(f"  per additional image: session {1e3 * marginal_s / n:.3f} ms / floor {1e3 * floor_s / n:.3f} ms = "
-          f"{ratio:.2f} (goal <= 3) -> {'PASS' if measured and ratio <= 3 else 'FAIL'}"
+          f"{ratio:.2f}; inside one session {steady_ratio:.2f} (goal <= 3 both) -> {'PASS' if passed else 'FAIL'}"
           + ("" if measured else " (not measured: the longer run was not slower, the machine's load changed)"))
 
 
