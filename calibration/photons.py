@@ -41,6 +41,9 @@ KEY = "server.photons_per_symbol"
 LN10_OVER_10 = math.log(10.0) / 10.0
 
 
+MONITOR_AVERAGING_S = 0.001  # the monitor meter's averaging per reading; a session reads mu on the tap the same way
+
+
 @dataclass(frozen=True)
 class PhotonSettings:
     """What the procedure does; declared systematics are one-sigma."""
@@ -53,7 +56,7 @@ class PhotonSettings:
     attenuation_db: float | None = None                # ... or use this one
     sweep_attenuation_db: tuple[float, ...] = (10.0, 13.0, 16.0, 19.0, 22.0, 25.0)
     readings: int = 20                                 # readings averaged per point, one round trip (QOSST: 20)
-    averaging_time_s: float = 0.001                    # per reading (module docstring: the systematics dominate)
+    averaging_time_s: float = MONITOR_AVERAGING_S      # per reading (module docstring: the systematics dominate)
     meter_relative_uncertainty: float = 0.005          # declared: VOA-output meter calibration (relative)
     min_signal_to_dark: float = 100.0                  # light must exceed the dark level's scatter by this
     extra: dict = field(default_factory=dict)

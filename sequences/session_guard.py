@@ -8,7 +8,7 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
                 the drivers last set or read;
     light       the monitor tap with layer 1 playing and with the modulators at their bias points, against
                 the same readings right after set-up (SecureLink.read_light); at the check's short averaging,
-                and when that is out of tolerance, again at mu's averaging, which decides and measures;
+                and when that is out of tolerance, again at the reference's, which decides and measures;
     receivers   every acquisition's vacuum tail (SecureLink._check_tails raises ReceiverError) and, when the
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
@@ -36,7 +36,7 @@ from qslab.instruments.optical.faults import (ConnectionReopened, InstrumentErro
                                              RetryEvent, add_retry_observer, remove_retry_observer)
 from qslab.instruments.optical import LimitError
 from qslab.sequences.protocol import ProtocolError
-from qslab.sequences.protocol.setup import MU_AVERAGING_S
+from qslab.sequences.protocol.setup import REFERENCE_AVERAGING_S
 
 T = TypeVar("T")
 
@@ -242,7 +242,7 @@ class BatchGuard:
         """The reference readings right after set-up; every driver's cache and *ESR? bit read once (ignored:
         the power-on bit of the instruments' own start, read-backs the instruments round)."""
         self._resets()
-        self.light0 = self.link.read_light(MU_AVERAGING_S)  # the reference: as precise as mu's own readings
+        self.light0 = self.link.read_light(REFERENCE_AVERAGING_S)  # the reference every check compares with
         self.vacuum0 = self.link.read_vacuum()
         self.link.events.clear()
 
@@ -365,9 +365,9 @@ class BatchGuard:
 
     def _light(self):
         """The light after a batch: the quick reading (CHECK_AVERAGING_S), or, when that is out of tolerance, a
-        precise one (MU_AVERAGING_S) that decides and measures the cure (a laser set back by its dB)."""
+        precise one (REFERENCE_AVERAGING_S) that decides and measures the cure (a laser set back by its dB)."""
         light = self.link.read_light()
-        return light if self._within_tolerance(light) else self.link.read_light(MU_AVERAGING_S)
+        return light if self._within_tolerance(light) else self.link.read_light(REFERENCE_AVERAGING_S)
 
     def _within_tolerance(self, light) -> bool:
         return (abs(self._ratio_change(light)) <= CARRIER_RATIO_TOLERANCE

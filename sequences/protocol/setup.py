@@ -19,6 +19,7 @@ from qslab.analysis.encoding import PILOT_SEED, pilot_symbol_table, unit_vectors
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.pilots import client_pilot_fit, iq_skew, server_offsets, server_pilot_fit
 from qslab.analysis.session_results import CONFIDENCE_SIGMAS
+from qslab.calibration.photons import MONITOR_AVERAGING_S
 from qslab.instruments.optical.roles import AveragingPowerMeter
 from qslab.sequences.protocol.errors import ProtocolError
 from qslab.sequences.protocol.layers import Layer, PilotResult
@@ -31,11 +32,14 @@ AWG_MEMORY_DIVIDER = 4       # 64 GSa/s / 4 = 16 samples per symbol at 1 GBd: th
 FIELD_HEADROOM = 0.9         # largest child field used (the arcsine's slope grows without bound at 1)
 MONITOR_READINGS = 5
 # The meter's averaging time per monitor reading, set explicitly: a meter keeps whatever it was last set to (a
-# calibration's 1 ms, the front panel's choice), and the time a check asks of it must not depend on that.
-MU_AVERAGING_S = 0.1      # setting and measuring mu (the N774xA's power-on averaging): once per layer at set-up
+# calibration's 1 ms, the front panel's choice, the N774xA's power-on 0.1 s), and neither mu nor the time a check
+# asks of the meter may depend on that (DECISIONS AE).
+MU_AVERAGING_S = MONITOR_AVERAGING_S  # setting and measuring mu: as the photons calibration read the tap it scaled
 CHECK_AVERAGING_S = 1e-3  # the health check after every batch (read_light): 10 readings, 10 ms of meter time per
 # batch instead of 1 s; its additive noise (63 pW at 1 ms) is 0.4 % of the weakest reading (~16 nW on the bench),
-# so the check's standard errors (0.2 % carrier ratio, 0.008 dB) stay 20x inside its 5 % and 0.2 dB tolerances
+# so the check's standard errors (0.25 % carrier ratio, 0.008 dB) stay 20x inside its 5 % and 0.2 dB tolerances
+REFERENCE_AVERAGING_S = 0.1  # the check's reference after set-up, and a second look when a quick one is out of
+# tolerance: it decides the finding and measures the cure (a laser set back to 0.001 dB instead of 0.01 dB)
 PILOT_ROWS = 64
 PILOT_PASSES = 2        # leakage-nulling passes before the measuring one
 LAYER_NULLING_PASSES = 2  # per layer, with the server's receiver on all its rows
