@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pyvisa
+from qslab.analysis import recording
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "lab_config.toml"
@@ -26,12 +27,12 @@ SETTINGS_CHECK = r"^\*ESR\?;:SOUR1:POW:STAT\?"
 class Lines:
     """A child's stdout or stderr read line by line in a thread, so a test can wait for one."""
 
-    _read_by_a_thread: set[int] = set()  # streams a Lines reads (an error message must not read them too)
+    reading: dict[int, Lines] = {}  # id(stream) -> the Lines that reads it (an error message asks it, not the stream)
 
     def __init__(self, stream):
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
-        Lines._read_by_a_thread.add(id(stream))
+        Lines.reading[id(stream)] = self
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -50,8 +51,8 @@ class Lines:
                 line = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if process is not None and process.poll() is not None:
-                    raise AssertionError(f"the session ended (exit {process.returncode}) before {what}"
-                                         f"{_unread_stderr(process)}") from None
+                    raise AssertionError(f"the session ended (exit {process.returncode}) before {what}: "
+                                         f"{stderr_text(process)}") from None
                 continue
             if line is None:
                 raise AssertionError(f"the stream ended before {what}: {''.join(self.lines)}")
@@ -64,12 +65,31 @@ class Lines:
         return "".join(self.lines)
 
 
-def _unread_stderr(process: subprocess.Popen) -> str:
-    """': ' and the ended process's stderr when it is a pipe no Lines reads, else ''."""
+def stderr_text(process: subprocess.Popen) -> str:
+    """An ended process's stderr: from the Lines that reads it, else from its pipe ("" without one)."""
     stream = process.stderr
-    if stream is None or id(stream) in Lines._read_by_a_thread:
+    if stream is None:
         return ""
-    return f": {stream.read()}"
+    lines = Lines.reading.get(id(stream))
+    return lines.text() if lines is not None else stream.read()
+
+
+def images_committed(out_dir: Path, process: subprocess.Popen, at_least: int, poll_s: float) -> int:
+    """Poll the session file in ``out_dir`` (as any SWMR reader) every ``poll_s`` until it commits ``at_least``
+    images; returns how many it has. Fails if ``process`` ends or HANG_GUARD_S pass first."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        for path in out_dir.glob("session-*.h5"):
+            try:
+                with recording.SessionFile.open(path) as session:
+                    if session.images_written >= at_least:
+                        return session.images_written
+            except recording.RecordingError:
+                pass  # being created
+        if process.poll() is not None:
+            raise AssertionError(f"the session ended before {at_least} images: {stderr_text(process)}")
+        time.sleep(poll_s)
+    raise AssertionError(f"no {at_least} images within {HANG_GUARD_S} s")
 
 
 class GatedBench:

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines
+from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines, images_committed
 
-from qslab.analysis import recording
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "lab_config.toml"
@@ -52,23 +51,6 @@ def require_browser():
 def qslab(*argv: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "qslab.sequences.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def images_committed(out: Path, process: subprocess.Popen, at_least: int) -> int:
-    """Poll the session file (as any SWMR reader) until it commits ``at_least`` images; returns how many it has."""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        for path in out.glob("session-*.h5"):
-            try:
-                with recording.SessionFile.open(path) as session:
-                    if session.images_written >= at_least:
-                        return session.images_written
-            except recording.RecordingError:
-                pass  # being created
-        if process.poll() is not None:
-            raise AssertionError(f"the session ended before {at_least} images: {process.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {at_least} images within {HANG_GUARD_S} s")
 
 
 def value(page, key: str) -> str | None:
@@ -137,7 +119,7 @@ def test_the_page_follows_a_bench_session_and_ends_on_its_final_numbers(bench, t
                 assert bench.wait_held(session, f"the settings check after batch {recorded + 1}").startswith(
                     "held laser ")
                 # the append in flight (batch `recorded`) commits while the session is held; the next cannot
-                held = images_committed(out, session, recorded * BATCH_IMAGES)
+                held = images_committed(out, session, recorded * BATCH_IMAGES, poll_s=0.05)
                 assert held == recorded * BATCH_IMAGES, f"held after batch {recorded + 1}, the file has {held} images"
                 wait_for_value(page, "images_done", repr(held))
                 wait_for_value(page, "analysed_images", repr(held))

@@ -16,13 +16,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines
+from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines, images_committed
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
@@ -62,17 +61,7 @@ class Session:
 
     def wait_images(self, images: int) -> None:
         """Until the session file commits at least ``images`` images (read as any SWMR reader would)."""
-        while self.process.poll() is None:
-            files = list(self.out_dir.glob("session-*.h5"))
-            if files:
-                try:
-                    with recording.SessionFile.open(files[0]) as session:
-                        if session.images_written >= images:
-                            return
-                except recording.RecordingError:
-                    pass  # being created
-            time.sleep(POLL_S)
-        raise AssertionError(f"the session ended first: {self.stderr.text()}")
+        images_committed(self.out_dir, self.process, images, POLL_S)
 
     def finish(self) -> tuple[int, dict, str]:
         code = self.process.wait(timeout=HANG_GUARD_S)
