@@ -213,19 +213,47 @@ def measured_values(link) -> MeasuredValues:
 
 # --- the session ------------------------------------------------------------------------------------
 
-def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> tuple[list, np.ndarray]:
-    """Every layer of one batch through the station; the client's ReLU between layers."""
+def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int, first=None,
+              meanwhile=None) -> tuple[list, np.ndarray]:
+    """Every layer of one batch through the station; the client's ReLU between layers. ``first``: layer 1's
+    link.layer_inputs of these pixels, computed earlier (InputsAhead), or None; ``meanwhile``: run while layer 1's
+    record is taken (SecureLink.run_layer)."""
     rng = np.random.default_rng([seed, batch])
-    data = mnist.preprocess(pixels)
+    data = mnist.preprocess(pixels) if first is None else first
     captures = []
     for index in range(layers):
-        capture = link.run_layer(index, data, rng)
+        capture = link.run_layer(index, data, rng, meanwhile=meanwhile if index == 0 else None)
         captures.append(capture)
         hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
+
+
+class InputsAhead:
+    """The next batch's layer-1 inputs (SecureLink.layer_inputs: the client's encoding and processor upload),
+    computed while this batch's first record is taken, when the station would only wait for the bench.
+
+    It sends nothing: the upload itself still waits for the check after this batch. A failure here is left to the
+    next batch, which then computes its inputs itself and fails where the failure belongs."""
+
+    def __init__(self, link):
+        self._link, self._kept = link, {}
+
+    def take(self, batch: int):
+        """Batch ``batch``'s layer-1 inputs if they were computed ahead, else None."""
+        return self._kept.pop(batch, None)
+
+    def computing(self, batch: int, pixels: np.ndarray):
+        """A callable that computes batch ``batch``'s inputs from its ``pixels`` and keeps them for `take`."""
+        def compute() -> None:
+            self._kept.clear()
+            try:
+                self._kept[batch] = self._link.layer_inputs(0, mnist.preprocess(pixels))
+            except Exception:  # noqa: BLE001 - left to the batch itself (docstring)
+                log.debug("batch %d's inputs were not computed ahead", batch + 1, exc_info=True)
+        return compute
 
 
 def is_checkpoint(batches_done: int) -> bool:
@@ -371,6 +399,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             guard = BatchGuard(link, station, report, faults)
             guard.start()
             batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
+            ahead = InputsAhead(link)
             arm_at = batches[min(1, len(batches) - 1)] if batches else None  # after one clean batch, when two
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
@@ -392,9 +421,11 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                             raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
                                                  "max_weight_leakage_bits_per_mode or lower mu")
                         break
-                    pixels = test_images[index].reshape(len(index), -1)
-                    captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
-                                                                          batch))
+                    pixels = _batch_pixels(test_images, settings, batch)
+                    following = _batch_pixels(test_images, settings, batch + 1) if batch + 1 < batches.stop else None
+                    captures, guess = guard.take(batch, lambda: run_batch(
+                        link, len(weights), pixels, settings.seed, batch, ahead.take(batch),
+                        None if following is None else ahead.computing(batch + 1, following)))
                     counted = curious_counts(curious, len(index))
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
@@ -452,6 +483,12 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                  line=recorded.samples().figure_line(), samples=recorded.samples().sizes[0],
                  labels=recorded.images.all_labels(), predictions=recorded.images.all_predictions(), results=results)
     return {**results, "figures": str(figure_dir)}
+
+
+def _batch_pixels(test_images: np.ndarray, settings: SessionSettings, batch: int) -> np.ndarray:
+    """The pixels [B, 784] of batch ``batch`` (0-based)."""
+    first = batch * settings.batch_images
+    return test_images[first:min(first + settings.batch_images, settings.images)].reshape(-1, test_images[0].size)
 
 
 def arm_curious_server(station, settings: SessionSettings, link):

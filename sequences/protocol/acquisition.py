@@ -10,6 +10,7 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clip
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
-from qslab.sequences.protocol.layers import Layer, LayerCapture
+from qslab.sequences.protocol.layers import Layer, LayerCapture, LayerInputs
 
 CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
 VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
@@ -48,21 +49,32 @@ class VacuumReading:
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
-    def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
-                  verify_fraction: float | None = None) -> LayerCapture:
-        """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
-        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
+    def run_layer(self, index: int, data: np.ndarray | LayerInputs, rng: np.random.Generator,
+                  verify_fraction: float | None = None, *, meanwhile: Callable[[], None] | None = None) -> LayerCapture:
+        """Secure products of one layer for a batch: data [B, features] real, any norm, or layer_inputs(index, data)
+        computed earlier. BLAS runs on one thread meanwhile (qslab.analysis.blas_threads: the bench renders on the
+        other core; the same numbers). ``meanwhile``: called once while the digitizer takes the first record, when
+        the station would only wait (work that sends nothing, e.g. the next batch's layer_inputs)."""
         with one_blas_thread():
-            return self._run_layer(index, data, rng, verify_fraction)
+            inputs = data if isinstance(data, LayerInputs) else self.layer_inputs(index, data)
+            return self._run_layer(index, inputs, rng, verify_fraction, meanwhile)
 
-    def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
-                   verify_fraction: float | None) -> LayerCapture:
+    def layer_inputs(self, index: int, data: np.ndarray) -> LayerInputs:
+        """What a layer's acquisition computes from the client's data alone: x_hat and the processor's drive."""
         layer = self.layers[index]
-        if layer.reference is None:
-            raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
         x_hat = unit_vectors(data)
         if x_hat.shape[1] != layer.modes:
             raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
+        return LayerInputs(index, x_hat, self.processor.batch_drive(x_hat, self.client_samples_per_symbol))
+
+    def _run_layer(self, index: int, inputs: LayerInputs, rng: np.random.Generator,
+                   verify_fraction: float | None, meanwhile: Callable[[], None] | None) -> LayerCapture:
+        layer = self.layers[index]
+        if layer.reference is None:
+            raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
+        if inputs.layer != index:
+            raise ProtocolError(f"layer {index + 1} was given layer {inputs.layer + 1}'s inputs")
+        x_hat = inputs.x_hat
         batch = x_hat.shape[0]
         fraction = self.verify_fraction if verify_fraction is None else verify_fraction
         rows = np.flatnonzero(rng.random(layer.rows) < fraction)
@@ -75,10 +87,11 @@ class LinkAcquisition:
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)  # (its load selects the segment)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True)  # uploaded, then started
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True,  # uploaded, then started
+                                  drive=inputs.processor_drive)
         self.awg.run()
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, meanwhile)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
         returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
                         batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
@@ -88,10 +101,12 @@ class LinkAcquisition:
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
                             np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[tuple[AdcRecord, float], ...]:
+    def _acquire(self, n_client: int, n_server: int, layer: Layer,
+                 meanwhile: Callable[[], None] | None = None) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
         receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
-        tail's mean, dsp.minus_tail_dc), which the quadratures take off."""
+        tail's mean, dsp.minus_tail_dc), which the quadratures take off. ``meanwhile`` runs once, between the first
+        trigger and its reply; the reply is read whatever it does."""
         sps = self.digitizer_sps
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
@@ -101,7 +116,11 @@ class LinkAcquisition:
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
             self.digitizer.trigger()
-            self.digitizer.wait()
+            try:
+                if meanwhile is not None and attempt == 0:
+                    meanwhile()
+            finally:
+                self.digitizer.wait()
             records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:
