@@ -217,16 +217,17 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int, firs
               meanwhile=None) -> tuple[list, np.ndarray]:
     """Every layer of one batch through the station; the client's ReLU between layers. ``first``: layer 1's
     link.layer_inputs of these pixels, computed earlier (InputsAhead), or None; ``meanwhile``: run while layer 1's
-    record is taken (SecureLink.run_layer)."""
+    record is taken (SecureLink.take_layer)."""
     rng = np.random.default_rng([seed, batch])
     data = mnist.preprocess(pixels) if first is None else first
-    captures = []
+    taken = []
     for index in range(layers):
-        capture = link.run_layer(index, data, rng, meanwhile=meanwhile if index == 0 else None)
-        captures.append(capture)
-        hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
+        # while this layer's record is taken: the next batch's inputs (layer 1), the previous layer's server filter
+        taken.append(link.take_layer(index, data, rng, meanwhile=taken[-1].finish if taken else meanwhile))
+        hidden, unusable = hidden_vectors(taken[-1].client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
+    captures = [layer.finish() for layer in taken]
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
 

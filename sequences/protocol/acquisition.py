@@ -46,18 +46,52 @@ class VacuumReading:
         return self.variance_snu - self.electronic_noise_snu
 
 
+class TakenLayer:
+    """One (batch, layer) acquisition with the client's quadratures, the server's still in its record: ``finish``
+    filters it (once) and gives the LayerCapture. Why later: the next layer needs only the client's outcomes, so the
+    server's filter can run while the next layer's record is taken."""
+
+    def __init__(self, server_rx, layer: Layer, rows: np.ndarray, measure_p: np.ndarray,
+                 client_quadratures_snu: np.ndarray, server_record: tuple[AdcRecord, int, float]):
+        self._server_rx, self._layer, self._rows, self._measure_p = server_rx, layer, rows, measure_p
+        self.client_quadratures_snu = client_quadratures_snu  # [B, rows] float32
+        self._server_record, self._capture = server_record, None
+
+    def finish(self) -> LayerCapture:
+        if self._capture is None:
+            batch, rows, layer = self.client_quadratures_snu.shape[0], self._rows, self._layer
+            record, n_server, dc_v = self._server_record
+            with one_blas_thread():
+                returned = (self._server_rx.record_quadratures_snu(record, n_server, dc_v).reshape(
+                                batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
+            chosen = np.broadcast_to(self._measure_p, (batch, rows.size))
+            reference = layer.reference[rows]
+            sent = np.where(self._measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
+            self._capture = LayerCapture(self.client_quadratures_snu, rows, np.array(chosen),
+                                         np.broadcast_to(sent, returned.shape).astype(np.float32),
+                                         returned.astype(np.float32))
+            self._server_record = None  # the record's words are no longer needed
+        return self._capture
+
+
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
     def run_layer(self, index: int, data: np.ndarray | LayerInputs, rng: np.random.Generator,
                   verify_fraction: float | None = None, *, meanwhile: Callable[[], None] | None = None) -> LayerCapture:
         """Secure products of one layer for a batch: data [B, features] real, any norm, or layer_inputs(index, data)
-        computed earlier. BLAS runs on one thread meanwhile (qslab.analysis.blas_threads: the bench renders on the
-        other core; the same numbers). ``meanwhile``: called once while the digitizer takes the first record, when
-        the station would only wait (work that sends nothing, e.g. the next batch's layer_inputs)."""
+        computed earlier. ``meanwhile``: called once while the digitizer takes the first record, when the station
+        would only wait (work that sends nothing, e.g. the next batch's layer_inputs)."""
+        return self.take_layer(index, data, rng, verify_fraction, meanwhile=meanwhile).finish()
+
+    def take_layer(self, index: int, data: np.ndarray | LayerInputs, rng: np.random.Generator,
+                   verify_fraction: float | None = None, *, meanwhile: Callable[[], None] | None = None) -> TakenLayer:
+        """run_layer up to the client's quadratures (what the next layer needs); the server's, from its record, when
+        the TakenLayer is finished (e.g. while the next layer's record is taken). BLAS runs on one thread meanwhile
+        (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
         with one_blas_thread():
             inputs = data if isinstance(data, LayerInputs) else self.layer_inputs(index, data)
-            return self._run_layer(index, inputs, rng, verify_fraction, meanwhile)
+            return self._take_layer(index, inputs, rng, verify_fraction, meanwhile)
 
     def layer_inputs(self, index: int, data: np.ndarray) -> LayerInputs:
         """What a layer's acquisition computes from the client's data alone: x_hat and the processor's drive."""
@@ -67,8 +101,8 @@ class LinkAcquisition:
             raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
         return LayerInputs(index, x_hat, self.processor.batch_drive(x_hat, self.client_samples_per_symbol))
 
-    def _run_layer(self, index: int, inputs: LayerInputs, rng: np.random.Generator,
-                   verify_fraction: float | None, meanwhile: Callable[[], None] | None) -> LayerCapture:
+    def _take_layer(self, index: int, inputs: LayerInputs, rng: np.random.Generator,
+                    verify_fraction: float | None, meanwhile: Callable[[], None] | None) -> TakenLayer:
         layer = self.layers[index]
         if layer.reference is None:
             raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
@@ -93,13 +127,8 @@ class LinkAcquisition:
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, meanwhile)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
-        returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
-                        batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
-        chosen = np.broadcast_to(measure_p, (batch, rows.size))
-        reference = layer.reference[rows]
-        sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
-        return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
-                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
+        return TakenLayer(self.server_rx, layer, rows, measure_p, client.astype(np.float32),
+                          (server_record, n_server, server_dc_v))
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer,
                  meanwhile: Callable[[], None] | None = None) -> tuple[tuple[AdcRecord, float], ...]:

@@ -1,7 +1,7 @@
-"""A layer's inputs computed ahead (SecureLink.layer_inputs, session.InputsAhead): the station computes the next
-batch's client encoding and processor upload while the digitizer takes this batch's record. It must upload the very
-bytes the batch would have computed itself, run between the trigger and the read of the reply, and never leave the
-digitizer's reply unread. (A session whose batch 2 used inputs computed ahead ends where one resumed at batch 2, which
+"""Work done while the digitizer takes a record (SecureLink.take_layer(meanwhile=...)): the next batch's client
+encoding and processor upload (SecureLink.layer_inputs, session.InputsAhead) while layer 1's record is taken, and
+layer 1's server filter (TakenLayer.finish) while layer 2's is. It must upload the very bytes the batch would have
+computed itself, run between the trigger and the read of the reply, and never leave the digitizer's reply unread. (A session whose batch 2 used inputs computed ahead ends where one resumed at batch 2, which
 computed them itself, does: test_session.py's resume tests.)"""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from qslab.calibration.records import RecordStore
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.protocol.errors import ProtocolError
 from qslab.sequences.protocol.layers import LayerInputs
-from qslab.sequences.session import InputsAhead
+from qslab.sequences.session import InputsAhead, run_batch
 from qslab.sequences.station import LabStation
 from qslab.sequences.station_calibration import load_station_calibration
 
@@ -47,6 +47,7 @@ def link(bench_calibration):
         prepared.client_awg.load = recording_load  # this link's roles only
         prepared.digitizer.trigger = recording("trigger", trigger)
         prepared.digitizer.wait = recording("wait", wait)
+        prepared.server_rx.record_quadratures_snu = recording("server filter", prepared.server_rx.record_quadratures_snu)
         yield prepared
 
 
@@ -71,7 +72,7 @@ def test_inputs_computed_ahead_upload_the_bytes_the_batch_computes_and_run_betwe
     link.calls.clear()
     link.run_layer(0, inputs, np.random.default_rng(1), meanwhile=lambda: link.calls.append("meanwhile"))
     assert _same_upload(_last_upload(link), computed_at_the_batch)
-    assert link.calls == ["trigger", "meanwhile", "wait"]  # once, while the acquisition was pending
+    assert link.calls == ["trigger", "meanwhile", "wait", "server filter"]  # once, while the acquisition was pending
 
     stale = link.layer_inputs(0, other).processor_drive  # another batch's drive with the x_hat of data: not uploaded
     link.run_layer(0, LayerInputs(0, inputs.x_hat, stale), np.random.default_rng(1))
@@ -99,3 +100,14 @@ def test_work_that_fails_meanwhile_still_reads_the_reply_and_inputs_ahead_leave_
     assert ahead.take(6) is None  # ... and nothing is kept: batch 7 computes (and refuses) them itself
     with pytest.raises(ProtocolError, match="modes"):
         link.layer_inputs(0, np.ones((4, 10)))
+
+
+def test_a_batch_filters_layer_1s_server_record_while_layer_2s_record_is_taken(link):
+    images, _ = mnist.load_mnist("test")
+    link.calls.clear()
+    captures, _ = run_batch(link, len(link.layers), images[:4].reshape(4, -1), 3, 0)
+    layer_1 = ["trigger", "wait", "trigger", "server filter", "wait"]  # its filter between layer 2's trigger and reply
+    assert link.calls[:5] == layer_1 and link.calls[5:] in ([], ["server filter"])  # (layer 2 verifies rows or not)
+    rows = captures[0].verified_rows.size
+    assert rows and captures[0].returned_snu.shape == (4, rows, link.layers[0].modes)
+    assert np.all(np.isfinite(captures[0].returned_snu)) and captures[0].returned_snu.dtype == np.float32
