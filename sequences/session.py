@@ -257,6 +257,46 @@ class InputsAhead:
         return compute
 
 
+class Later:
+    """Work that waits for the station's next idle moment (the next batch's first record), each piece run once, in
+    order, whoever runs it first."""
+
+    def __init__(self):
+        self._work: list = []
+
+    def add(self, work) -> None:
+        self._work.append(work)
+
+    def run(self) -> None:
+        while self._work:
+            self._work.pop(0)()
+
+
+def _totals(recorded, bar, index, labels, pixels, captures, counted):
+    """A recorded batch added to the session's totals (and the progress bar): work that can wait."""
+    def work() -> None:
+        recorded.add(labels, pixels, captures, None if counted is None else (index, *counted))
+        bar.update(len(index))
+    return work
+
+
+def _in_turn(*works):
+    """One callable that calls each of ``works`` in turn (a false one is skipped)."""
+    def run() -> None:
+        for work in works:
+            if work:
+                work()
+    return run
+
+
+def _run_noting(later: Later, error: BaseException) -> None:
+    """later.run() while a session stops on ``error``; a failure of its own is noted on ``error``, not raised."""
+    try:
+        later.run()
+    except Exception as failed:  # noqa: BLE001 - the session's own error is the one raised
+        error.add_note(f"adding the last batch to the session's totals also failed: {failed}")
+
+
 def is_checkpoint(batches_done: int) -> bool:
     """The server tests after batches 1, 2, 4, 8, ...: all data so far each time, O(total) work in all."""
     return batches_done > 0 and batches_done & (batches_done - 1) == 0
@@ -347,7 +387,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
-    writer, appends, station, cap_stop = None, None, LabStation(config), None
+    writer, appends, station, cap_stop, later = None, None, LabStation(config), None, None
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
@@ -401,6 +441,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             guard.start()
             batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
             ahead = InputsAhead(link)
+            later = Later()  # a batch's totals, added while the next batch's first record is taken
             arm_at = batches[min(1, len(batches) - 1)] if batches else None  # after one clean batch, when two
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
@@ -424,22 +465,24 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                         break
                     pixels = _batch_pixels(test_images, settings, batch)
                     following = _batch_pixels(test_images, settings, batch + 1) if batch + 1 < batches.stop else None
-                    captures, guess = guard.take(batch, lambda: run_batch(
-                        link, len(weights), pixels, settings.seed, batch, ahead.take(batch),
-                        None if following is None else ahead.computing(batch + 1, following)))
+                    meanwhile = _in_turn(later.run, following is not None and ahead.computing(batch + 1, following))
+                    captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
+                                                                          batch, ahead.take(batch), meanwhile))
+                    later.run()  # (when this batch's first record was taken before its failure, or not at all)
                     counted = curious_counts(curious, len(index))
+                    if running is not None:  # the cap's sums take the batch now: the next batch's light is checked
+                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)  # against it, written or not
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                                c.sent_snu, c.returned_snu) for c in captures],
                                          curious_counts=counted)
-                    # the cap's sums take the batch now: the next batch's light is checked against it, written or not
-                    recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
-                    if running is not None:
-                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
-                    bar.update(len(index))
+                    later.add(_totals(recorded, bar, index, test_labels[index], pixels, captures, counted))
+                    if running is not None or is_checkpoint(batch + 1):
+                        later.run()  # the cap and the server's test read the totals
                     if is_checkpoint(batch + 1):
                         appends.wait()  # the server's test reads everything recorded so far back from the file
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+                later.run()
                 appends.wait()
         finally:
             with interrupts.protected():
@@ -448,6 +491,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
+            if later is not None:
+                _run_noting(later, error)  # the totals of the last batch handed to the writer
             if appends is not None:
                 failed = appends.close()  # the batch in flight committed (or failed) before the file is marked
                 if failed is not None and failed is not error:
