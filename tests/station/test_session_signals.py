@@ -4,7 +4,9 @@ The bench runs in its own process (gated_bench.py) so it outlives the session an
 test arms a hold at a counted message before the session starts (a calibration's first acquisition, the settings
 check after a chosen batch), or while the session is held (the close's first command), waits until it holds, sends
 the signal, waits until the kernel has delivered it, and releases. Nothing depends on how fast anything runs: the
-session cannot go past the moment meant while the test looks.
+session cannot go past the moment meant while the test looks. A SIGKILL is sent while held, once the file has
+committed the batches handed over before the hold; the resume then meets the bench renewed (a fresh one at the same
+addresses), and the uninterrupted reference runs on a gated bench of its own.
 """
 
 from __future__ import annotations
