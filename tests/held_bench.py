@@ -115,6 +115,15 @@ class GatedBench:
         self.process.stdin.write("release\n")
         self.process.stdin.flush()
 
+    def renew(self) -> None:
+        """A fresh bench in place of this one, at the same addresses (gated_bench.py "renew"): what a newly started
+        bench reads, and the same station to a session resumed on it. Held messages are released, holds dropped."""
+        self.process.stdin.write("renew\n")
+        self.process.stdin.flush()
+        line = self.out.wait_for(r"^(\{|refused )", self.process, "the renewed bench")
+        assert line.startswith("{"), line
+        assert json.loads(line)["instruments"] == self.instruments, line
+
     def config(self, directory: Path) -> Path:
         """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
         lines, table = [], None

@@ -8,6 +8,9 @@ the session has gone).
                                      handles it; stdout then says "held NAME MESSAGE"
     stdin "hold-at N REGEX"          the same for the N-th message matching REGEX, counted from this command on
     stdin "release"                  the message held longest is handled and answered (none held: nothing happens)
+    stdin "renew"                    every held message is released, armed holds are dropped, and the bench is replaced
+                                     by a fresh one of CONFIG on the same ports; stdout repeats the JSON line (or says
+                                     "refused renew: ..." and the process ends, if a port was taken meanwhile)
     stdin closed                     every held message is released, no more are held, and the bench stops
     a malformed command              stdout says "refused LINE: what was expected"; nothing is armed
 
@@ -16,6 +19,10 @@ session (it may have finished, or gone past the moment meant, in between). A hol
 a message the session sends a known number of times before the moment meant, stops it there whatever the speeds. Holds
 may be armed together; each counts every message matching its pattern, held or not, from its own command on. A held
 query is answered only when released: the session's I/O timeout must outlast the hold (the tests raise it).
+
+Why renew: a session resumed after a kill must meet the bench a fresh start gives (every instrument's Generator at its
+seed, the clock at 0) to take the readings an uninterrupted session took, and the same addresses, or the resume is
+refused as another station (sequences/resume_check.py compares the config, addresses included).
 
 Holding is a FaultPlan (the bench's own hook on every message), so nothing of the bench is patched.
 """
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 
 from qslab.instruments.sim.bench_parameters import load_bench_table
 from qslab.instruments.sim.faults_attacks.faults import FaultPlan
-from qslab.instruments.sim.server import Bench
+from qslab.instruments.sim.server import Bench, InstrumentServer
 
 
 @dataclass
@@ -99,12 +106,14 @@ def obey(plan: HoldingPlan, line: str) -> None:
     elif command == "release":
         plan.release()
     elif command:
-        print(f"refused {line.strip()!r}: expected hold, hold-at or release", flush=True)
+        print(f"refused {line.strip()!r}: expected hold, hold-at, release or renew", flush=True)
 
 
-def holding_bench(config: str) -> tuple[Bench, HoldingPlan]:
-    """The bench of ``config``'s [bench] table with every message going through one HoldingPlan (not started)."""
-    bench = Bench.from_table(load_bench_table(config))
+def holding_bench(config: str, ports: dict[str, int] | None = None) -> tuple[Bench, HoldingPlan]:
+    """The bench of ``config``'s [bench] table with every message going through one HoldingPlan (not started);
+    ``ports``: {instrument: port} in place of the table's."""
+    table = load_bench_table(config)
+    bench = Bench.from_table(table if ports is None else {**table, "ports": ports})
     plan = HoldingPlan()
     plan.bind(bench.state, {name: instrument.kind for name, instrument in bench.instruments.items()})
     bench.faults = plan
@@ -113,15 +122,36 @@ def holding_bench(config: str) -> tuple[Bench, HoldingPlan]:
     return bench, plan
 
 
+def renewed(bench: Bench, plan: HoldingPlan, config: str) -> tuple[Bench, HoldingPlan]:
+    """A fresh bench of ``config``, started on the ports ``bench`` served, which is stopped first (its held messages
+    released, its holds dropped); OSError if another process took one of those ports in between."""
+    ports = {name: instrument.server.port for name, instrument in bench.instruments.items()
+             if isinstance(instrument.server, InstrumentServer)}
+    plan.stop()
+    bench.stop()
+    fresh, fresh_plan = holding_bench(config, ports)
+    fresh.start()
+    return fresh, fresh_plan
+
+
 def main(config: str) -> int:
     bench, plan = holding_bench(config)
-    with bench:
+    bench.start()
+    try:
         print(json.dumps(bench.describe()), flush=True)
-        try:
-            for line in sys.stdin:
+        for line in sys.stdin:
+            if line.strip() != "renew":
                 obey(plan, line)
-        finally:
-            plan.stop()
+                continue
+            try:
+                bench, plan = renewed(bench, plan, config)
+            except OSError as error:
+                print(f"refused 'renew': {error}", flush=True)
+                return 1
+            print(json.dumps(bench.describe()), flush=True)
+    finally:
+        plan.stop()
+        bench.stop()
     return 0
 
 

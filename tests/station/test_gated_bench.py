@@ -1,16 +1,18 @@
 """The gated bench's holds (gated_bench.py), which the signal and monitor tests stop sessions with: a counted hold
 stops exactly the N-th matching message (counted from its command, over every instrument), nothing else waits, a
-release lets it go on, and a stopping bench leaves no connection waiting."""
+release lets it go on, a stopping bench leaves no connection waiting, and a renewed bench reads as a fresh one at the
+same addresses."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import pyvisa
-from gated_bench import HoldingPlan, holding_bench, obey
+from gated_bench import HoldingPlan, holding_bench, obey, renewed
 
 CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
 HANG_GUARD_S = 120.0  # only against a hung test, never a timing assumption
@@ -104,3 +106,36 @@ def test_a_malformed_command_is_refused_in_one_line_and_arms_nothing(line, capsy
     obey(plan, line)
     said = capsys.readouterr().out
     assert said.startswith(f"refused {line!r}: ") and said.count("\n") == 1 and not plan.holds
+
+
+def test_a_renewed_bench_reads_as_a_fresh_one_at_the_same_addresses_and_lets_the_held_message_go():
+    """What the kill-9 tests resume on: the meter's first readings again (its Generator back at the seed), the same
+    ports (the same station to a resume), no hold left armed, and no connection left waiting on the old bench."""
+    bench, plan = holding_bench(str(CONFIG))
+    manager = pyvisa.ResourceManager("@py")
+    bench.start()
+    try:
+        addresses = bench.describe()["instruments"]
+        meter = Client(manager, addresses["power_meter"]["address"], plan)
+        meter.query("READ1:POW?")
+        meter.query("READ1:POW?")
+        assert meter.answers[0] != meter.answers[1]  # each reading draws the meter's noise afresh
+        obey(plan, r"hold ^READ")
+        port = int(addresses["power_meter"]["address"].split("::")[2])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD_S)  # sees the close pyvisa-py waits out
+        raw.sendall(b"READ1:POW?\n")
+        _until(lambda: plan.held, "the hold at the raw reading")
+        obey(plan, r"hold ^READ")  # armed and never reached: the renewal drops it
+        bench, plan = renewed(bench, plan, str(CONFIG))
+        raw.recv(4096)  # returns once the held query is answered or its connection closed (a wait times out: fails)
+        raw.close()
+        assert bench.describe()["instruments"] == addresses and not plan.holds and not plan.held
+        fresh = Client(manager, addresses["power_meter"]["address"], plan)
+        fresh.query("READ1:POW?")
+        fresh.query("READ1:POW?")
+        assert fresh.answers == meter.answers[:2], (fresh.answers, meter.answers)
+    finally:
+        plan.stop()
+        bench.stop()
+        manager.close()
+

@@ -4,7 +4,9 @@ The bench runs in its own process (gated_bench.py) so it outlives the session an
 test arms a hold at a counted message before the session starts (a calibration's first acquisition, the settings
 check after a chosen batch), or while the session is held (the close's first command), waits until it holds, sends
 the signal, waits until the kernel has delivered it, and releases. Nothing depends on how fast anything runs: the
-session cannot go past the moment meant while the test looks.
+session cannot go past the moment meant while the test looks. A SIGKILL is sent while held, once the file has
+committed the batches handed over before the hold; the resume then meets the bench renewed (a fresh one at the same
+addresses), and the uninterrupted reference runs on a gated bench of its own.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ class Session:
             if not (int(pending["SigPnd"], 16) | int(pending["ShdPnd"], 16)) & bit:
                 return
 
-    def wait_images(self, images: int) -> None:
-        """Until the session file commits at least ``images`` images (read as any SWMR reader would)."""
-        images_committed(self.out_dir, self.process, images, POLL_S)
+    def wait_images(self, images: int) -> int:
+        """Until the session file commits at least ``images`` images (read as any SWMR reader would); how many."""
+        return images_committed(self.out_dir, self.process, images, POLL_S)
 
     def finish(self) -> tuple[int, dict, str]:
         code = self.process.wait(timeout=HANG_GUARD_S)
@@ -104,11 +106,11 @@ def test_sighup_during_a_calibration_stops_before_the_next_one_with_the_station_
     _assert_read_back_safe(bench, report)
 
 
-def _stop_in_the_check_after(bench: GatedBench, tmp_path: Path, store: Path, batch: int) -> Session:
-    """A 60-image session (10 a batch), held in the settings check after batch ``batch`` (1-based): the batches
-    before it handed to the writer, this one taken and not yet. The hold is armed before the session starts."""
+def _stop_in_the_check_after(bench: GatedBench, tmp_path: Path, store: Path, batch: int, images: int = 60) -> Session:
+    """An ``images``-image session (10 a batch), held in the settings check after batch ``batch`` (1-based): the
+    batches before it handed to the writer, this one taken and not yet. The hold is armed before the session starts."""
     bench.hold_at(batch + 1, SETTINGS_CHECK)  # the first is the guard's start
-    session = Session(bench.config(tmp_path), tmp_path / "out", store, 60, 10)
+    session = Session(bench.config(tmp_path), tmp_path / "out", store, images, 10)
     assert bench.wait_held(session.process, f"the settings check after batch {batch}").startswith("held laser ")
     return session
 
@@ -177,24 +179,15 @@ COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leak
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query", "mu_photons", "gain", "verification")
 
 
-def _patient_config(directory: Path) -> Path:
-    """lab_config.toml with a 60 s I/O timeout: a read the host's load delays past 5 s would be sent again, and the
-    meter's fresh noise on the second reading moves the set-up (docs/DECISIONS.md T); a hang guard, not a timing."""
-    path = directory / "patient.toml"
-    path.write_text(re.sub(r"(?m)^timeout_s = 5\.0$", "timeout_s = 60.0", CONFIG.read_text(), count=1))
-    assert "timeout_s = 60.0" in path.read_text()
-    return path
-
-
-def _kill_after(session: Session, batches: int) -> Path:
-    """SIGSTOP once the file holds ``batches`` committed batches, then SIGKILL: the file holds exactly what it held
-    while the process was stopped."""
-    session.wait_images(10 * batches)
-    session.process.send_signal(signal.SIGSTOP)
+def _kill_after(bench: GatedBench, tmp_path: Path, store: Path, batches: int) -> tuple[Session, Path]:
+    """SIGKILL a 30-image session held in the settings check after batch ``batches + 1``, once its file has committed
+    the ``batches`` batches handed to the writer before it (the one taken under the hold is never handed over)."""
+    session = _stop_in_the_check_after(bench, tmp_path, store, batches + 1, images=30)
+    assert session.wait_images(10 * batches) == 10 * batches
     path = next(session.out_dir.glob("session-*.h5"))
     session.process.kill()
     assert session.process.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
-    return path
+    return session, path
 
 
 def _batches_equal(a_path, b_path) -> list[str]:
@@ -213,32 +206,40 @@ def _batches_equal(a_path, b_path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clean_run(store, tmp_path_factory) -> tuple[Path, dict]:
-    """READ-ONLY: (the patient config, the --json report of its uninterrupted 30-image session from the command
-    line), the reference every kill below must end on; one run serves each kill point."""
+def clean_run(store, tmp_path_factory) -> dict:
+    """READ-ONLY: the --json report of an uninterrupted 30-image session from the command line, the reference every
+    kill below must end on; one run serves each kill point. On a gated bench of its own, started as the kills' are
+    (lab_config.toml's [bench]: seed, time scale): the embedded bench does not read the same bits as a served one."""
     from qslab.sequences.cli import main
 
     directory = tmp_path_factory.mktemp("clean")
-    config = _patient_config(directory)
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert main(["session", "--config", str(config), "--out", str(directory / "clean"), "--images", "30",
-                     "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]) == 0
-    return config, json.loads(out.getvalue().strip().splitlines()[-1])
+    served = GatedBench()
+    try:
+        config = served.config(directory)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["session", "--config", str(config), "--out", str(directory / "clean"), "--images", "30",
+                         "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]) == 0
+    finally:
+        served.stop()
+    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("killed_after", [1, 2])
 def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a_clean_run_does(
-        store, clean_run, tmp_path, capsys, killed_after):
+        bench, store, clean_run, tmp_path, capsys, killed_after):
+    """Killed while held in the check after batch ``killed_after + 1``, the file committed exactly the batches before
+    it; the resume meets a fresh bench at the same addresses (a served one's I/O timeout: the hang guard, so no read is
+    sent again under load, docs/DECISIONS.md T) and must end where the clean run did, bit for bit."""
     from qslab.sequences.cli import main
 
-    config, clean = clean_run
-    session = Session(config, tmp_path / "crashed", store, 30, 10)
-    path = _kill_after(session, killed_after)
+    clean = clean_run
+    session, path = _kill_after(bench, tmp_path, store, killed_after)
     with recording.SessionFile.open(path) as crashed:
-        assert crashed.status == "running" and crashed.swmr and crashed.images_written >= 10 * killed_after
+        assert crashed.status == "running" and crashed.swmr and crashed.images_written == 10 * killed_after
         kept = crashed.images_written
-        assert kept < 30
     assert json.loads((path.parent / f".{path.name}.writer").read_text())["pid"] == session.process.pid
+    bench.renew()  # what a bench started afresh reads, at the addresses the file's config names
+    config = bench.config(tmp_path)  # the killed session's, unchanged
 
     other = tmp_path / "other-seed.toml"
     other.write_text(re.sub(r"(?m)^(\[bench\]\n(?:#.*\n)*)seed = \d+", r"\g<1>seed = 77", config.read_text()))
