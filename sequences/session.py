@@ -213,88 +213,19 @@ def measured_values(link) -> MeasuredValues:
 
 # --- the session ------------------------------------------------------------------------------------
 
-def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int, first=None,
-              meanwhile=None) -> tuple[list, np.ndarray]:
-    """Every layer of one batch through the station; the client's ReLU between layers. ``first``: layer 1's
-    link.layer_inputs of these pixels, computed earlier (InputsAhead), or None; ``meanwhile``: run while layer 1's
-    record is taken (SecureLink.take_layer)."""
+def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> tuple[list, np.ndarray]:
+    """Every layer of one batch through the station; the client's ReLU between layers."""
     rng = np.random.default_rng([seed, batch])
-    data = mnist.preprocess(pixels) if first is None else first
-    taken = []
+    data = mnist.preprocess(pixels)
+    captures = []
     for index in range(layers):
-        # while this layer's record is taken: the next batch's inputs (layer 1), the previous layer's server filter
-        taken.append(link.take_layer(index, data, rng, meanwhile=taken[-1].finish if taken else meanwhile))
-        hidden, unusable = hidden_vectors(taken[-1].client_quadratures_snu)
+        capture = link.run_layer(index, data, rng)
+        captures.append(capture)
+        hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
-    captures = [layer.finish() for layer in taken]
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
-
-
-class InputsAhead:
-    """The next batch's layer-1 inputs (SecureLink.layer_inputs: the client's encoding and processor upload),
-    computed while this batch's first record is taken, when the station would only wait for the bench.
-
-    It sends nothing: the upload itself still waits for the check after this batch. A failure here is left to the
-    next batch, which then computes its inputs itself and fails where the failure belongs."""
-
-    def __init__(self, link):
-        self._link, self._kept = link, {}
-
-    def take(self, batch: int):
-        """Batch ``batch``'s layer-1 inputs if they were computed ahead, else None."""
-        return self._kept.pop(batch, None)
-
-    def computing(self, batch: int, pixels: np.ndarray):
-        """A callable that computes batch ``batch``'s inputs from its ``pixels`` and keeps them for `take`."""
-        def compute() -> None:
-            self._kept.clear()
-            try:
-                self._kept[batch] = self._link.layer_inputs(0, mnist.preprocess(pixels))
-            except Exception:  # noqa: BLE001 - left to the batch itself (docstring)
-                log.debug("batch %d's inputs were not computed ahead", batch + 1, exc_info=True)
-        return compute
-
-
-class Later:
-    """Work that waits for the station's next idle moment (the next batch's first record), each piece run once, in
-    order, whoever runs it first."""
-
-    def __init__(self):
-        self._work: list = []
-
-    def add(self, work) -> None:
-        self._work.append(work)
-
-    def run(self) -> None:
-        while self._work:
-            self._work.pop(0)()
-
-
-def _totals(recorded, bar, index, labels, pixels, captures, counted):
-    """A recorded batch added to the session's totals (and the progress bar): work that can wait."""
-    def work() -> None:
-        recorded.add(labels, pixels, captures, None if counted is None else (index, *counted))
-        bar.update(len(index))
-    return work
-
-
-def _in_turn(*works):
-    """One callable that calls each of ``works`` in turn (a false one is skipped)."""
-    def run() -> None:
-        for work in works:
-            if work:
-                work()
-    return run
-
-
-def _run_noting(later: Later, error: BaseException) -> None:
-    """later.run() while a session stops on ``error``; a failure of its own is noted on ``error``, not raised."""
-    try:
-        later.run()
-    except Exception as failed:  # noqa: BLE001 - the session's own error is the one raised
-        error.add_note(f"adding the last batch to the session's totals also failed: {failed}")
 
 
 def is_checkpoint(batches_done: int) -> bool:
@@ -387,7 +318,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir_existed = figure_dir.is_dir()
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
-    writer, appends, station, cap_stop, later = None, None, LabStation(config), None, None
+    writer, appends, station, cap_stop = None, None, LabStation(config), None
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
@@ -440,8 +371,6 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             guard = BatchGuard(link, station, report, faults)
             guard.start()
             batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
-            ahead = InputsAhead(link)
-            later = Later()  # a batch's totals, added while the next batch's first record is taken
             arm_at = batches[min(1, len(batches) - 1)] if batches else None  # after one clean batch, when two
             with tqdm(total=settings.images, initial=done, desc="secure inference", unit="img",
                       disable=not progress) as bar:
@@ -463,26 +392,22 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                             raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
                                                  "max_weight_leakage_bits_per_mode or lower mu")
                         break
-                    pixels = _batch_pixels(test_images, settings, batch)
-                    following = _batch_pixels(test_images, settings, batch + 1) if batch + 1 < batches.stop else None
-                    meanwhile = _in_turn(later.run, following is not None and ahead.computing(batch + 1, following))
+                    pixels = test_images[index].reshape(len(index), -1)
                     captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
-                                                                          batch, ahead.take(batch), meanwhile))
-                    later.run()  # (when this batch's first record was taken before its failure, or not at all)
+                                                                          batch))
                     counted = curious_counts(curious, len(index))
-                    if running is not None:  # the cap's sums take the batch now: the next batch's light is checked
-                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)  # against it, written or not
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                                c.sent_snu, c.returned_snu) for c in captures],
                                          curious_counts=counted)
-                    later.add(_totals(recorded, bar, index, test_labels[index], pixels, captures, counted))
-                    if running is not None or is_checkpoint(batch + 1):
-                        later.run()  # the cap and the server's test read the totals
+                    # the cap's sums take the batch now: the next batch's light is checked against it, written or not
+                    recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
+                    if running is not None:
+                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
+                    bar.update(len(index))
                     if is_checkpoint(batch + 1):
                         appends.wait()  # the server's test reads everything recorded so far back from the file
                         check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
-                later.run()
                 appends.wait()
         finally:
             with interrupts.protected():
@@ -491,8 +416,6 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     except BaseException as error:
         with interrupts.protected():
             watch.remove()
-            if later is not None:
-                _run_noting(later, error)  # the totals of the last batch handed to the writer
             if appends is not None:
                 failed = appends.close()  # the batch in flight committed (or failed) before the file is marked
                 if failed is not None and failed is not error:
@@ -529,12 +452,6 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                  line=recorded.samples().figure_line(), samples=recorded.samples().sizes[0],
                  labels=recorded.images.all_labels(), predictions=recorded.images.all_predictions(), results=results)
     return {**results, "figures": str(figure_dir)}
-
-
-def _batch_pixels(test_images: np.ndarray, settings: SessionSettings, batch: int) -> np.ndarray:
-    """The pixels [B, 784] of batch ``batch`` (0-based)."""
-    first = batch * settings.batch_images
-    return test_images[first:min(first + settings.batch_images, settings.images)].reshape(-1, test_images[0].size)
 
 
 def arm_curious_server(station, settings: SessionSettings, link):

@@ -160,10 +160,10 @@ def test_a_resumed_file_keeps_its_dimension_scales(bench, tmp_path, monkeypatch)
     _, store, _ = bench
     original, settings = session_module.run_batch, replace(SETTINGS, images=10)
 
-    def interrupted(link, layers, pixels, seed, batch, *ahead):
+    def interrupted(link, layers, pixels, seed, batch):
         if batch == 1:
             raise KeyboardInterrupt  # Ctrl-C after the first batch
-        return original(link, layers, pixels, seed, batch, *ahead)
+        return original(link, layers, pixels, seed, batch)
 
     monkeypatch.setattr(session_module, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):

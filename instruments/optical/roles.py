@@ -83,11 +83,6 @@ class TimeBinProcessor(Protocol):
     def angles(self, data) -> tuple[np.ndarray, np.ndarray]: ...
     def drive_v(self, data) -> tuple[np.ndarray, np.ndarray]: ...
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None: ...
-    def batch_drive(self, x_hat, samples_per_symbol: int) -> object:
-        """load_batch's upload for complex unit vectors x_hat [B, N], computed without touching the instrument."""
-    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1, *, run: bool = False,
-                   drive: object = None) -> None:
-        """One segment of B images' bins (``drive``: batch_drive's result for the same x_hat, or None)."""
 
 
 @runtime_checkable

@@ -39,23 +39,6 @@ class ProcessorCalibration:
             raise ValueError("beam_splitter_theta_offset_rad must be finite")
 
 
-@dataclass(frozen=True)
-class BatchDrive:
-    """A batch's processor drive as load_batch uploads it: per AWG channel the int8 samples (each bin's code repeated
-    per sample), their amplitudes, and what they were computed from."""
-
-    x_hat: np.ndarray
-    samples: tuple[np.ndarray, ...]
-    amplitudes: tuple[float, ...]
-    samples_per_symbol: int
-    calibration: ProcessorCalibration
-
-    def fits(self, x_hat, samples_per_symbol: int, calibration: ProcessorCalibration) -> bool:
-        """Whether these are the samples load_batch would compute for (x_hat, samples_per_symbol, calibration)."""
-        return (self.samples_per_symbol == samples_per_symbol and self.calibration == calibration
-                and (self.x_hat is x_hat or np.array_equal(self.x_hat, x_hat)))
-
-
 MIN_REACH = 0.95  # the least share of each angle's full range the declared amplitude must reach (below: refused)
 
 
@@ -146,23 +129,13 @@ class AwgTimeBinProcessor:
         shape = np.shape(x_hat)
         return tuple(codes_to_volts(c, a).reshape(shape) for c, a in zip(codes, amplitudes))
 
-    def batch_drive(self, x_hat, samples_per_symbol: int) -> BatchDrive:
-        """What load_batch uploads for x_hat [B, N] (its samples and amplitudes), computed without touching the AWG:
-        a caller can compute the next batch's while the instruments are busy with this one."""
-        codes, amplitudes = self._batch_codes(x_hat)
-        return BatchDrive(x_hat, tuple(np.repeat(c, samples_per_symbol) for c in codes), tuple(amplitudes),
-                          int(samples_per_symbol), self.calibration)
-
-    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1, *, run: bool = False,
-                   drive: BatchDrive | None = None) -> None:
+    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1, *, run: bool = False) -> None:
         """One segment holding the bins of several images, one block of N bins per image, in order: one message
         (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload). Sent whole: another
         batch's images change every bin, so comparing with the last upload (a partial reload) finds nothing to keep.
-        ``run``: the AWG started by the same message, after the upload. ``drive``: batch_drive(x_hat, ...) computed
-        earlier; used only when it is for this very x_hat, samples per symbol and calibration (else computed now)."""
-        if drive is None or not drive.fits(x_hat, samples_per_symbol, self.calibration):
-            drive = self.batch_drive(x_hat, samples_per_symbol)
-        self.awg.load([(segment_id, list(drive.samples))], list(drive.amplitudes), run=run, partial=False)
+        ``run``: the AWG started by the same message, after the upload."""
+        codes, amplitudes = self._batch_codes(x_hat)
+        self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes, run=run, partial=False)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)

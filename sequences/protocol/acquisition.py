@@ -10,7 +10,6 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clip
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
-from qslab.sequences.protocol.layers import Layer, LayerCapture, LayerInputs
+from qslab.sequences.protocol.layers import Layer, LayerCapture
 
 CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
 VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
@@ -46,69 +45,24 @@ class VacuumReading:
         return self.variance_snu - self.electronic_noise_snu
 
 
-class TakenLayer:
-    """One (batch, layer) acquisition with the client's quadratures, the server's still in its record: ``finish``
-    filters it (once) and gives the LayerCapture. Why later: the next layer needs only the client's outcomes, so the
-    server's filter can run while the next layer's record is taken."""
-
-    def __init__(self, server_rx, layer: Layer, rows: np.ndarray, measure_p: np.ndarray,
-                 client_quadratures_snu: np.ndarray, server_record: tuple[AdcRecord, int, float]):
-        self._server_rx, self._layer, self._rows, self._measure_p = server_rx, layer, rows, measure_p
-        self.client_quadratures_snu = client_quadratures_snu  # [B, rows] float32
-        self._server_record, self._capture = server_record, None
-
-    def finish(self) -> LayerCapture:
-        if self._capture is None:
-            batch, rows, layer = self.client_quadratures_snu.shape[0], self._rows, self._layer
-            record, n_server, dc_v = self._server_record
-            with one_blas_thread():
-                returned = (self._server_rx.record_quadratures_snu(record, n_server, dc_v).reshape(
-                                batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
-            chosen = np.broadcast_to(self._measure_p, (batch, rows.size))
-            reference = layer.reference[rows]
-            sent = np.where(self._measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
-            self._capture = LayerCapture(self.client_quadratures_snu, rows, np.array(chosen),
-                                         np.broadcast_to(sent, returned.shape).astype(np.float32),
-                                         returned.astype(np.float32))
-            self._server_record = None  # the record's words are no longer needed
-        return self._capture
-
-
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
-    def run_layer(self, index: int, data: np.ndarray | LayerInputs, rng: np.random.Generator,
-                  verify_fraction: float | None = None, *, meanwhile: Callable[[], None] | None = None) -> LayerCapture:
-        """Secure products of one layer for a batch: data [B, features] real, any norm, or layer_inputs(index, data)
-        computed earlier. ``meanwhile``: called once while the digitizer takes the first record, when the station
-        would only wait (work that sends nothing, e.g. the next batch's layer_inputs)."""
-        return self.take_layer(index, data, rng, verify_fraction, meanwhile=meanwhile).finish()
-
-    def take_layer(self, index: int, data: np.ndarray | LayerInputs, rng: np.random.Generator,
-                   verify_fraction: float | None = None, *, meanwhile: Callable[[], None] | None = None) -> TakenLayer:
-        """run_layer up to the client's quadratures (what the next layer needs); the server's, from its record, when
-        the TakenLayer is finished (e.g. while the next layer's record is taken). BLAS runs on one thread meanwhile
-        (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
+    def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
+                  verify_fraction: float | None = None) -> LayerCapture:
+        """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
+        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
         with one_blas_thread():
-            inputs = data if isinstance(data, LayerInputs) else self.layer_inputs(index, data)
-            return self._take_layer(index, inputs, rng, verify_fraction, meanwhile)
+            return self._run_layer(index, data, rng, verify_fraction)
 
-    def layer_inputs(self, index: int, data: np.ndarray) -> LayerInputs:
-        """What a layer's acquisition computes from the client's data alone: x_hat and the processor's drive."""
-        layer = self.layers[index]
-        x_hat = unit_vectors(data)
-        if x_hat.shape[1] != layer.modes:
-            raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
-        return LayerInputs(index, x_hat, self.processor.batch_drive(x_hat, self.client_samples_per_symbol))
-
-    def _take_layer(self, index: int, inputs: LayerInputs, rng: np.random.Generator,
-                    verify_fraction: float | None, meanwhile: Callable[[], None] | None) -> TakenLayer:
+    def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
+                   verify_fraction: float | None) -> LayerCapture:
         layer = self.layers[index]
         if layer.reference is None:
             raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
-        if inputs.layer != index:
-            raise ProtocolError(f"layer {index + 1} was given layer {inputs.layer + 1}'s inputs")
-        x_hat = inputs.x_hat
+        x_hat = unit_vectors(data)
+        if x_hat.shape[1] != layer.modes:
+            raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
         batch = x_hat.shape[0]
         fraction = self.verify_fraction if verify_fraction is None else verify_fraction
         rows = np.flatnonzero(rng.random(layer.rows) < fraction)
@@ -121,21 +75,23 @@ class LinkAcquisition:
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)  # (its load selects the segment)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True,  # uploaded, then started
-                                  drive=inputs.processor_drive)
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True)  # uploaded, then started
         self.awg.run()
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, meanwhile)
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
-        return TakenLayer(self.server_rx, layer, rows, measure_p, client.astype(np.float32),
-                          (server_record, n_server, server_dc_v))
+        returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
+                        batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
+        chosen = np.broadcast_to(measure_p, (batch, rows.size))
+        reference = layer.reference[rows]
+        sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
+        return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
+                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer,
-                 meanwhile: Callable[[], None] | None = None) -> tuple[tuple[AdcRecord, float], ...]:
+    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
         receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
-        tail's mean, dsp.minus_tail_dc), which the quadratures take off. ``meanwhile`` runs once, between the first
-        trigger and its reply; the reply is read whatever it does."""
+        tail's mean, dsp.minus_tail_dc), which the quadratures take off."""
         sps = self.digitizer_sps
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
@@ -145,11 +101,7 @@ class LinkAcquisition:
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
             self.digitizer.trigger()
-            try:
-                if meanwhile is not None and attempt == 0:
-                    meanwhile()
-            finally:
-                self.digitizer.wait()
+            self.digitizer.wait()
             records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:

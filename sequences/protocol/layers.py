@@ -25,15 +25,6 @@ class Layer:
 
 
 @dataclass(frozen=True)
-class LayerInputs:
-    """What one (batch, layer) acquisition computes from the client's data alone (SecureLink.layer_inputs)."""
-
-    layer: int
-    x_hat: np.ndarray                    # [B, modes] complex unit vectors
-    processor_drive: object              # the processor role's batch_drive(x_hat, ...): its upload, computed ahead
-
-
-@dataclass(frozen=True)
 class LayerCapture:
     """One (batch, layer) acquisition, as the parties hold it."""
 

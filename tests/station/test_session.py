@@ -182,11 +182,11 @@ def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(cl
     original = session_module.run_batch
     calls = []
 
-    def interrupted(link, layers, pixels, seed, batch, *ahead):
+    def interrupted(link, layers, pixels, seed, batch):
         calls.append(batch)
         if batch == 1:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the session
-        return original(link, layers, pixels, seed, batch, *ahead)
+        return original(link, layers, pixels, seed, batch)
 
     monkeypatch.setattr(session_module, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt) as caught:
