@@ -15,7 +15,7 @@ largest peak resident memory of the children (goal < 4 GB). `--compare PYTHON` r
 with another interpreter too (e.g. one whose qslab is an earlier checkout), interleaved, for a
 before/after measured in the same run.
 
-    python benchmarks/bench_secure_inference.py [--images 10000] [--seeds 3] [--repeats 1] [--compare PYTHON]
+    python benchmarks/bench_secure_inference.py [--images 10000] [--seeds 3] [--repeats 3] [--compare PYTHON]
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000, help="test images (default 10000)")
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds per run, as the CLI's default (default 3)")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats per setting (default 1)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats per setting, best taken (default 3, as bench_session.py: one run of "
+                             "~2 s moves by +-20 %% with what else the 2 cores run)")
     parser.add_argument("--compare", metavar="PYTHON", help="also run the commands with this interpreter (before/after)")
     args = parser.parse_args()
     pythons = {"this": sys.executable} | ({"compare": args.compare} if args.compare else {})
