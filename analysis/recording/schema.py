@@ -55,6 +55,9 @@ NOISE_CRC_FIELDS = {"client_quadratures_crc32": "client_quadratures_snu",
 # the sent quadratures repeat each verified row's value for every image: gzip level 1 without shuffle packs them
 # smaller (15 %) and at two thirds of the CPU of level 4 with shuffle
 _SENT_FILTERS = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
+# ... and in chunks of 256 KiB: each chunk stores the batch's one-image block of them literally once (gzip's window
+# then finds every repeat), so a larger chunk holds fewer literal copies: 3x smaller and half the CPU of 64 KiB chunks
+_SENT_CHUNK_BYTES = 1 << 18
 
 
 def dataset_filters(path: str) -> dict:
@@ -63,6 +66,11 @@ def dataset_filters(path: str) -> dict:
     if path.startswith("layers/") and path.endswith(_NOISE_DATASETS):
         return {}
     return _SENT_FILTERS if path.startswith("layers/") and path.endswith("verification/sent_snu") else _FILTERS
+
+
+def dataset_chunk_bytes(path: str) -> int:
+    """About how many bytes a chunk of extendable dataset ``path`` holds (the sent quadratures' are larger)."""
+    return _SENT_CHUNK_BYTES if path.startswith("layers/") and path.endswith("verification/sent_snu") else _CHUNK_BYTES
 
 
 class RecordingError(ValueError):

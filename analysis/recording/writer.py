@@ -24,12 +24,13 @@ from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
 from qslab.analysis.recording.reader import META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, NOISE_CRC_FIELDS,
-                                             PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES, _CHUNK_BYTES,
+                                             PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES,
                                              _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
                                              LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
                                              _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype,
-                                             dataset_dimensions, dataset_filters, dimension_scales)
+                                             dataset_chunk_bytes, dataset_dimensions, dataset_filters,
+                                             dimension_scales)
 
 
 class _Extendable:
@@ -396,10 +397,11 @@ def _text_attribute(node: h5py.HLObject, name: str, text: str) -> None:
 
 
 def _create_extendable(file: h5py.File, path: str, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
-    """Empty along axis 0, unlimited, chunked to about 64 KiB, fletcher32 (corruption is detected) and gzip + shuffle
-    where the data compress, no filter on the noise (checked per batch by CRC-32 instead; schema.dataset_filters)."""
+    """Empty along axis 0, unlimited, chunked to about 64 KiB (schema.dataset_chunk_bytes), fletcher32 (corruption is
+    detected) and gzip + shuffle where the data compress, no filter on the noise (checked per batch by CRC-32
+    instead; schema.dataset_filters)."""
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
-    chunk_rows = max(1, _CHUNK_BYTES // row_bytes)
+    chunk_rows = max(1, dataset_chunk_bytes(path) // row_bytes)
     extra = {"fillvalue": _unfilled_row(int(dtype["sample_start"].shape[0]))} if path == "batches" else {}
     file.create_dataset(path, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
                         chunks=(chunk_rows, *row_shape), **dataset_filters(path), **extra)
