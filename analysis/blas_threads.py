@@ -14,7 +14,9 @@ its own process (`qslab bench serve`, any core count) reads the same bits as the
 
 The window is counted across threads: the BLAS setting is process-wide, and the session's window and the
 embedded bench's overlap in time, so the limit is set when the first window opens and the previous setting
-restored when the last one closes, never while another thread is still inside one.
+restored when the last one closes, never while another thread is still inside one. threadpoolctl lets one live
+thread at a time change OpenBLAS's pool (the first to set it; the others' changes are silently dropped), and a
+window may open in one thread and close in another, so each change releases that control at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def one_blas_thread() -> Iterator[None]:
     with _LOCK:
         if _DEPTH[0] == 0:
             _OPEN.append(_controller().limit(limits=1, user_api="blas"))
+            _release_control()
         _DEPTH[0] += 1
     try:
         yield
@@ -53,3 +56,14 @@ def one_blas_thread() -> Iterator[None]:
             _DEPTH[0] -= 1
             if _DEPTH[0] == 0:
                 _OPEN.pop().restore_original_limits()
+                _release_control()
+
+
+def _release_control() -> None:
+    """Let any thread make the next change (threadpoolctl 3.6+ keeps OpenBLAS's pool to the thread that set it last
+    until released; a thread that holds it for itself, e.g. a bare ``threadpool_limits(1)``, keeps it)."""
+    from threadpoolctl import OpenBLASController
+
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)  # absent before 3.6: no controlling thread
+    if clear is not None:
+        clear()
