@@ -95,9 +95,10 @@ def images_committed(out_dir: Path, process: subprocess.Popen, at_least: int, po
 class GatedBench:
     """tests/station/gated_bench.py in its own process: it outlives the session and holds what the test asks."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
+        """``env``: the bench process's environment (default: this process's)."""
         self.process = subprocess.Popen([sys.executable, str(GATED_BENCH), str(CONFIG)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, text=True, env=env)
         self.out = Lines(self.process.stdout)
         self.instruments = json.loads(self.out.wait_for(r"^\{"))["instruments"]
 

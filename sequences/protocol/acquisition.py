@@ -51,7 +51,7 @@ class LinkAcquisition:
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                   verify_fraction: float | None = None) -> LayerCapture:
         """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
-        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core; the same numbers)."""
+        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too)."""
         with one_blas_thread():
             return self._run_layer(index, data, rng, verify_fraction)
 

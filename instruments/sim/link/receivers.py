@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.units import photon_energy_j
 from qslab.instruments.sim.faults_attacks import faults
 from qslab.instruments.sim.link import waveform as wf
@@ -195,7 +196,19 @@ def acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: fl
     A session acquisition (see the module docstring) is single-shot: averaging raises SessionError,
     as do a client segment that is not a whole number of rows and a processor drive that projects
     onto nothing.
+
+    BLAS runs on one thread meanwhile, in the whole process: a threaded OpenBLAS splits some products' sums
+    (qslab.analysis.blas_threads), so the record would depend on the bench process's core count and settings,
+    and an embedded bench (inside the session's one-thread window) would read other bits than a served one.
     """
+    with one_blas_thread():
+        return _acquire(bench, points=points, sample_rate_hz=sample_rate_hz, scope_bandwidth_hz=scope_bandwidth_hz,
+                        channels=channels, rng=rng, averages=averages, words_buffer=words_buffer)
+
+
+def _acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: float,
+             channels: dict[int, ChannelSetup], rng: np.random.Generator, averages: int,
+             words_buffer: WordsBuffer | None) -> CaptureRecord:
     params = bench.params
     symbol_rate = params.server.symbol_rate_hz
     sps = max(1, int(round(sample_rate_hz / symbol_rate)))

@@ -1,0 +1,64 @@
+"""The same seed and the same commands read the same bits on the bench embedded in a session and on a bench served
+in its own process (lab_config.toml's [bench]: "reproduce every reading bit for bit").
+
+Why a threaded BLAS in the served bench: a threaded OpenBLAS splits some products' sums (a batch's client means are
+a [b, 2N] x [2N, rows] float32 product), so a served bench computing at its process's default thread count read other
+last bits than the embedded one, computing inside the session's one-thread window: one ADC code (0.0103 SNU) in one
+client quadrature of two of this session's three batches. The bench now computes every acquisition on one thread
+(qslab.analysis.blas_threads), whatever its process's settings."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from held_bench import GatedBench
+
+from qslab.analysis import recording
+from qslab.sequences.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "lab_config.toml"
+LAYER_FIELDS = ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu")
+IMAGE_FIELDS = ("index", "label", "pixels", "prediction")
+REPORTED = ("accuracy", "mu_photons", "gain", "verified", "weight_leakage_bits_per_mode", "data_leakage_bits_per_bin",
+            "verification")
+THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def _session(config: Path, directory: Path) -> dict:
+    """`qslab session --json`, 30 images in batches of 10, seed 3, on fresh calibrations: its report."""
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["session", "--config", str(config), "--out", str(directory / "out"), "--images", "30",
+                     "--batch-images", "10", "--seed", "3", "--calibration-dir", str(directory / "calibration"),
+                     "--json"]) == 0
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def _differences(a_path: str, b_path: str) -> list[str]:
+    differences = []
+    with recording.SessionFile.open(a_path) as a, recording.SessionFile.open(b_path) as b:
+        assert a.batches_written == b.batches_written == 3
+        for batch in range(a.batches_written):
+            for layer in range(len(a.layers)):
+                x, y = a.layer_batch(batch, layer), b.layer_batch(batch, layer)
+                differences += [f"batch {batch} layer {layer} {name}: {np.count_nonzero(getattr(x, name) != getattr(y, name))} values"
+                                for name in LAYER_FIELDS if not np.array_equal(getattr(x, name), getattr(y, name))]
+        differences += [f"images {name}" for name in IMAGE_FIELDS
+                        if not np.array_equal(getattr(a.images, name), getattr(b.images, name))]
+    return differences
+
+
+def test_a_session_reads_the_same_bits_on_the_embedded_bench_and_on_a_served_one_with_threaded_blas(tmp_path):
+    embedded = _session(CONFIG, tmp_path / "embedded")
+    served = GatedBench(env={**os.environ, **THREADED_BLAS})  # as `qslab bench serve` on a host with 2 cores
+    try:
+        on_served = _session(served.config(tmp_path), tmp_path / "served")
+    finally:
+        served.stop()
+    assert _differences(embedded["file"], on_served["file"]) == []
+    assert {key: embedded[key] for key in REPORTED} == {key: on_served[key] for key in REPORTED}
