@@ -209,7 +209,8 @@ def _batches_equal(a_path, b_path) -> list[str]:
 def clean_run(store, tmp_path_factory) -> dict:
     """READ-ONLY: the --json report of an uninterrupted 30-image session from the command line, the reference every
     kill below must end on; one run serves each kill point. On a gated bench of its own, started as the kills' are
-    (lab_config.toml's [bench]: seed, time scale): the embedded bench does not read the same bits as a served one."""
+    (lab_config.toml's [bench]: seed, time scale), so that it is the same station as the killed session's (its
+    identity and config; the embedded bench reads the same bits, test_served_bench_bits.py)."""
     from qslab.sequences.cli import main
 
     directory = tmp_path_factory.mktemp("clean")
