@@ -30,12 +30,13 @@ REPORTED = ("accuracy", "mu_photons", "gain", "verified", "weight_leakage_bits_p
 THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 
 
-def _session(config: Path, directory: Path) -> dict:
-    """`qslab session --json`, 30 images in batches of 10, seed 3, on fresh calibrations: its report."""
+def _session(config: Path, directory: Path, calibrated_store_at) -> dict:
+    """`qslab session --json`, 30 images in batches of 10, seed 3, on a copy of the bench's calibration records (the
+    same for both benches: the bits compared are the session's own acquisitions): its report."""
+    store = calibrated_store_at(directory / "calibration")
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert main(["session", "--config", str(config), "--out", str(directory / "out"), "--images", "30",
-                     "--batch-images", "10", "--seed", "3", "--calibration-dir", str(directory / "calibration"),
-                     "--json"]) == 0
+                     "--batch-images", "10", "--seed", "3", "--calibration-dir", str(store), "--json"]) == 0
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
@@ -53,11 +54,12 @@ def _differences(a_path: str, b_path: str) -> list[str]:
     return differences
 
 
-def test_a_session_reads_the_same_bits_on_the_embedded_bench_and_on_a_served_one_with_threaded_blas(tmp_path):
-    embedded = _session(CONFIG, tmp_path / "embedded")
+def test_a_session_reads_the_same_bits_on_the_embedded_bench_and_on_a_served_one_with_threaded_blas(
+        tmp_path, calibrated_store_at):
+    embedded = _session(CONFIG, tmp_path / "embedded", calibrated_store_at)
     served = GatedBench(env={**os.environ, **THREADED_BLAS})  # as `qslab bench serve` on a host with 2 cores
     try:
-        on_served = _session(served.config(tmp_path), tmp_path / "served")
+        on_served = _session(served.config(tmp_path), tmp_path / "served", calibrated_store_at)
     finally:
         served.stop()
     assert _differences(embedded["file"], on_served["file"]) == []
