@@ -7,7 +7,6 @@ y = x_hat.(sW) + N(0, 1) at their mapping F = sqrt(mu g(G)) (DECISIONS A), for c
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,12 +94,11 @@ def run_seed_by_layer(settings: SimulationSettings, weights, x, labels, seed: in
     correct = 0
     records = []
     if settings.mode == "paper":
-        engine, threads = PaperEngine(paper_scaling_f(settings.mu, settings.gain)), contextlib.nullcontext()
-    else:
-        if engine is None:
-            engine = physics_engine(settings)
-        threads = one_blas_thread()  # the other core draws the verified samples' normals (NormalStream)
-    with threads:
+        engine = PaperEngine(paper_scaling_f(settings.mu, settings.gain))
+    elif engine is None:
+        engine = physics_engine(settings)
+    with one_blas_thread():  # the same bits whatever the environment's threads (simulate); physics: the other core
+        # draws the verified samples' normals (NormalStream)
         for start, images in zip(range(0, len(x), BATCH_IMAGES), batches):
             # the link model normalises each layer's inputs itself (encoding.unit_vectors), the paper's model does not
             predictions = predict_secure(weights, images, engine, rng, engine_normalises=settings.mode == "physics")
@@ -304,12 +302,13 @@ def simulate(settings: SimulationSettings, progress: bool = True) -> dict:
     accuracies, verifications, bounds = [], [], []
     n_modes = (weights[0].shape[1] + 1) // 2
     checks = []
-    # physics: one BLAS thread from here on, the last seed's verification and the per-bin leakage included (they
-    # run alongside each other, and the seeds alongside the normal-drawing and verification threads): OpenBLAS's
-    # own threads would only compete with those for the 2 cores. Paper mode keeps what the environment says.
+    # One BLAS thread from here on, in both modes: a threaded OpenBLAS splits some products' sums (the hidden
+    # activations of the per-bin leakage, the paper model's products), so its bits would follow the environment's
+    # thread settings (qslab.analysis.blas_threads). Physics also runs the last seed's verification and the per-bin
+    # leakage alongside each other, and the seeds alongside the normal-drawing and verification threads: OpenBLAS's
+    # own threads would only compete with those for the 2 cores.
     physics = settings.mode == "physics"
-    blas = one_blas_thread() if physics else contextlib.nullcontext()
-    with blas, ThreadPoolExecutor(1, thread_name_prefix="qslab-verification") as verifier, \
+    with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="qslab-verification") as verifier, \
             tqdm(total=len(seeds) * len(x), desc=f"{settings.mode} inference", unit="img", disable=not progress) as bar:
         # the largest mode shares (the same for every seed): physics computes them on the verification thread while
         # the first seed runs, when that thread has nothing else to do; its seeds' verifications, queued behind,

@@ -272,3 +272,23 @@ def test_sweep_on_a_local_dask_cluster(tmp_path, capsys):
     for gain in (1.2, 1.5):
         curve = sorted((p for p in points if p["gain"] == gain), key=lambda p: p["mu"])
         assert curve[-1]["accuracy"] > curve[0]["accuracy"] + 0.2
+
+
+@pytest.mark.parametrize("mode", ["paper", "physics"])
+def test_simulate_gives_the_same_bits_whatever_openblas_threads_the_environment_sets(mode, tmp_path):
+    """A threaded OpenBLAS splits some products' sums (the per-bin leakage's hidden activations, the paper model's
+    products): `qslab simulate` computes on one BLAS thread, so a seed's --json is the same under any setting (before:
+    paper mode's per-bin leakage and worst-mode bound moved in their last digits between 1 and 2 threads)."""
+    import os
+    import subprocess
+    import sys
+
+    reports = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-m", "qslab", "simulate", "--mu", "6", "--gain", "1.3", "--mode", mode,
+                               "--images", "300", "--seeds", "1", "--json"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-500:]
+        reports.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [key for key in reports[0] if reports[0][key] != reports[1][key]] == []
