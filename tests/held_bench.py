@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyvisa
 from qslab.analysis import recording
 
@@ -90,6 +91,24 @@ def images_committed(out_dir: Path, process: subprocess.Popen, at_least: int, po
             raise AssertionError(f"the session ended before {at_least} images: {stderr_text(process)}")
         time.sleep(poll_s)
     raise AssertionError(f"no {at_least} images within {HANG_GUARD_S} s")
+
+
+def recorded_differences(a_path, b_path) -> list[str]:
+    """Every recorded array of two session files that differs (with how many values), batch by batch and layer by
+    layer, then the images' columns; the files must hold as many batches."""
+    differences = []
+    with recording.SessionFile.open(a_path) as a, recording.SessionFile.open(b_path) as b:
+        assert a.batches_written == b.batches_written
+        for batch in range(a.batches_written):
+            for layer in range(len(a.layers)):
+                x, y = a.layer_batch(batch, layer), b.layer_batch(batch, layer)
+                for name in ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu"):
+                    left, right = getattr(x, name), getattr(y, name)
+                    if not np.array_equal(left, right):
+                        differences.append(f"batch {batch} layer {layer} {name}: {np.count_nonzero(left != right)} values")
+        differences += [f"images {name}" for name in ("index", "label", "pixels", "prediction")
+                        if not np.array_equal(getattr(a.images, name), getattr(b.images, name))]
+    return differences
 
 
 class GatedBench:

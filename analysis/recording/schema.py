@@ -65,12 +65,17 @@ def dataset_filters(path: str) -> dict:
     gzip level 1 + fletcher32 for the sent quadratures."""
     if path.startswith("layers/") and path.endswith(_NOISE_DATASETS):
         return {}
-    return _SENT_FILTERS if path.startswith("layers/") and path.endswith("verification/sent_snu") else _FILTERS
+    return _SENT_FILTERS if _is_sent(path) else _FILTERS
 
 
 def dataset_chunk_bytes(path: str) -> int:
     """About how many bytes a chunk of extendable dataset ``path`` holds (the sent quadratures' are larger)."""
-    return _SENT_CHUNK_BYTES if path.startswith("layers/") and path.endswith("verification/sent_snu") else _CHUNK_BYTES
+    return _SENT_CHUNK_BYTES if _is_sent(path) else _CHUNK_BYTES
+
+
+def _is_sent(path: str) -> bool:
+    """Whether extendable dataset ``path`` is a layer's sent quadratures."""
+    return path.startswith("layers/") and path.endswith("verification/sent_snu")
 
 
 class RecordingError(ValueError):

@@ -21,9 +21,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines, images_committed
+from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines, images_committed, recorded_differences
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
@@ -190,21 +189,6 @@ def _kill_after(bench: GatedBench, tmp_path: Path, store: Path, batches: int) ->
     return session, path
 
 
-def _batches_equal(a_path, b_path) -> list[str]:
-    differences = []
-    with recording.SessionFile.open(a_path) as a, recording.SessionFile.open(b_path) as b:
-        assert a.batches_written == b.batches_written
-        for batch in range(a.batches_written):
-            for layer in range(len(a.layers)):
-                x, y = a.layer_batch(batch, layer), b.layer_batch(batch, layer)
-                differences += [f"batch {batch} layer {layer} {name}" for name in
-                                ("client_quadratures_snu", "verified_rows", "measure_p", "sent_snu", "returned_snu")
-                                if not np.array_equal(getattr(x, name), getattr(y, name))]
-        differences += [f"images {name}" for name in ("index", "label", "pixels", "prediction")
-                        if not np.array_equal(getattr(a.images, name), getattr(b.images, name))]
-    return differences
-
-
 @pytest.fixture(scope="module")
 def clean_run(store, tmp_path_factory) -> dict:
     """READ-ONLY: the --json report of an uninterrupted 30-image session from the command line, the reference every
@@ -255,7 +239,7 @@ def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a
     assert main(["session", "--config", str(config), "--resume", str(path), "--json",
                  "--calibration-dir", str(store)]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert _batches_equal(path, clean["file"]) == []  # every batch, before and after the kill, array by array
+    assert recorded_differences(path, clean["file"]) == []  # every batch, before and after the kill, array by array
     for key in (*COMPARED, "security_report"):
         assert resumed[key] == clean[key], key
     with recording.SessionFile.open(path) as done, recording.SessionFile.open(clean["file"]) as reference:
