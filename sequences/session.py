@@ -219,12 +219,11 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> t
     data = mnist.preprocess(pixels)
     captures = []
     for index in range(layers):
-        capture = link.run_layer(index, data, rng, returned_later=index < layers - 1)  # (worked out meanwhile)
+        capture = link.run_layer(index, data, rng)
         captures.append(capture)
         hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
-    captures = [capture.settled() for capture in captures]
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
 

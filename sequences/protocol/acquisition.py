@@ -10,7 +10,6 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,32 +45,18 @@ class VacuumReading:
         return self.variance_snu - self.electronic_noise_snu
 
 
-_WORKER: list[ThreadPoolExecutor] = []
-
-
-def _returned_worker() -> ThreadPoolExecutor:
-    """One thread for the server's quadratures worked out while the station goes on (run_layer's returned_later)."""
-    if not _WORKER:
-        _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-returned"))
-    return _WORKER[0]
-
-
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
-                  verify_fraction: float | None = None, *, returned_later: bool = False) -> LayerCapture:
+                  verify_fraction: float | None = None) -> LayerCapture:
         """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
-        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too).
-
-        ``returned_later``: the server's quadratures are worked out from its record on a worker thread while the
-        caller goes on (the next layer needs only the client's): the capture's ``returned_snu`` is then a Future,
-        ``settled()`` waits for it."""
+        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too)."""
         with one_blas_thread():
-            return self._run_layer(index, data, rng, verify_fraction, returned_later)
+            return self._run_layer(index, data, rng, verify_fraction)
 
     def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
-                   verify_fraction: float | None, returned_later: bool) -> LayerCapture:
+                   verify_fraction: float | None) -> LayerCapture:
         layer = self.layers[index]
         if layer.reference is None:
             raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
@@ -96,21 +81,13 @@ class LinkAcquisition:
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
-        shape = (batch, rows.size, layer.modes)
-
-        def returned() -> np.ndarray:
-            if not rows.size:
-                return np.zeros(shape, dtype=np.float32)
-            with one_blas_thread():  # (on the worker too: the same bits as on this thread)
-                quadratures = self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v)
-            return quadratures.reshape(shape).astype(np.float32)
-
+        returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
+                        batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
-                            np.broadcast_to(sent, shape).astype(np.float32),
-                            _returned_worker().submit(returned) if returned_later else returned())
+                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per

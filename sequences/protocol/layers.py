@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,13 +32,7 @@ class LayerCapture:
     verified_rows: np.ndarray            # [v]
     measure_p: np.ndarray                # [B, v] bool
     sent_snu: np.ndarray                 # [B, v, modes] float32: the server's reference quadratures
-    returned_snu: np.ndarray | Future    # [B, v, modes] float32 (a Future from run_layer(..., returned_later=True))
-
-    def settled(self) -> LayerCapture:
-        """This capture with its returned quadratures computed (their computation's error raised here)."""
-        if isinstance(self.returned_snu, Future):
-            return replace(self, returned_snu=self.returned_snu.result())
-        return self
+    returned_snu: np.ndarray             # [B, v, modes] float32
 
 
 @dataclass(frozen=True)
