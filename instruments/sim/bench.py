@@ -35,7 +35,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -511,23 +511,19 @@ class BenchState:
                     self._processor = (key, arrays, load)
                     return load
 
-    def prepare_processor_load(self) -> Future:
+    def prepare_processor_load(self) -> None:
         """Evaluate the processor's load now, on a worker thread: called when the client's AWG starts, so that the
         acquisition after it finds the load (and the start of its noise key) ready instead of computing them while
-        the station waits. The same bits either way: the load is a function of what is played. Returns the Future
-        of ``processor_load()`` (None when the evaluation failed: the acquisition then evaluates it again and
-        reports what is wrong)."""
-        return _ahead_worker().submit(self._load_ahead)
+        the station waits. The same bits either way: the load is a function of what is played."""
+        _ahead_worker().submit(self._load_ahead)
 
-    def _load_ahead(self) -> ProcessorLoad | None:
+    def _load_ahead(self) -> None:
         try:
             load = self.processor_load()
             if load is not None and load.x_hat is not None:
                 load.x_hat_digest  # noqa: B018 - computed now, kept by the load
-            return load
         except Exception:  # noqa: BLE001 - the acquisition evaluates it again and reports what is wrong
             log.debug("evaluating the processor's load ahead failed", exc_info=True)
-            return None
 
     def _processor_inputs(self) -> tuple[tuple, tuple, tuple]:
         """(cache key, the played arrays, _evaluate_processor's arguments) of the client's processor channels."""
