@@ -29,15 +29,11 @@ whatever the thread interleaving.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import threading
 import zlib
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -53,7 +49,6 @@ from qslab.instruments.sim.link.model import LinkParameters
 LASER_PORTS = 4
 AWG_CHANNELS = 4
 ATTENUATORS = 2            # N7762A: attenuator 1 = slots 1-2, attenuator 2 = slots 3-4
-log = logging.getLogger(__name__)
 _CHUNK_SYMBOLS = 1 << 14   # symbols per chunk when evaluating long waveforms (bounded memory)
 _MIN_POWER_W = 1e-30
 MODULATION_CACHE_ENTRIES = 4  # server periods kept (e.g. the segments of every layer, switched by selection)
@@ -219,14 +214,6 @@ class ProcessorLoad:
     @property
     def bins(self) -> int:
         return self.theta_rad.size
-
-    @cached_property
-    def x_hat_digest(self):
-        """blake2b (16-byte digest) fed with x_hat's bytes, made once: a session acquisition's noise key starts with
-        it (receivers._session_rng continues a copy)."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(np.ascontiguousarray(self.x_hat).tobytes())
-        return digest
 
 
 @dataclass(frozen=True)
@@ -496,44 +483,42 @@ class BenchState:
     def processor_load(self) -> ProcessorLoad | None:
         """The client's programmed chain, or None while its AWG does not play both processor channels.
 
-        Cached by what those channels play (one evaluation per uploaded batch of images). The evaluation runs
-        outside the lock (unless the caller holds it), so one started ahead (``prepare_processor_load``) does not
-        hold up the other instruments; a result is kept only if what they play did not change meanwhile.
+        Cached by what those channels play (one evaluation per uploaded batch of images).
         """
-        while True:
-            with self.lock:
-                key, arrays, snapshot = self._processor_inputs()
-                if self._processor is not None and self._processor[0] == key:
-                    return self._processor[2]
-            load = _evaluate_processor(*snapshot)
-            with self.lock:
-                if self._processor_inputs()[0] == key:
-                    self._processor = (key, arrays, load)
-                    return load
+        with self.lock:
+            c = self.params.client_processor
+            numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
+            key, arrays = self.client_awg.content_key(numbers)
+            key = (key, c, self.params.server.symbol_rate_hz)
+            if self._processor is not None and self._processor[0] == key:
+                return self._processor[2]
+            load = self._evaluate_processor(numbers)
+            self._processor = (key, arrays, load)
+            return load
 
-    def prepare_processor_load(self) -> None:
-        """Evaluate the processor's load now, on a worker thread: called when the client's AWG starts, so that the
-        acquisition after it finds the load (and the start of its noise key) ready instead of computing them while
-        the station waits. The same bits either way: the load is a function of what is played."""
-        _ahead_worker().submit(self._load_ahead)
-
-    def _load_ahead(self) -> None:
-        try:
-            load = self.processor_load()
-            if load is not None and load.x_hat is not None:
-                load.x_hat_digest  # noqa: B018 - computed now, kept by the load
-        except Exception:  # noqa: BLE001 - the acquisition evaluates it again and reports what is wrong
-            log.debug("evaluating the processor's load ahead failed", exc_info=True)
-
-    def _processor_inputs(self) -> tuple[tuple, tuple, tuple]:
-        """(cache key, the played arrays, _evaluate_processor's arguments) of the client's processor channels."""
+    def _evaluate_processor(self, numbers: tuple[int, int]) -> ProcessorLoad | None:
         awg, c = self.client_awg, self.params.client_processor
-        numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
-        key, arrays = awg.content_key(numbers)
-        snapshot = ([awg.playing_codes(n) for n in numbers], [awg.channels[n].offset_v for n in numbers],
-                    [awg.channels[n].amplitude_vpp for n in numbers],
-                    awg.samples_per_symbol(self.params.server.symbol_rate_hz), c)
-        return (key, c, self.params.server.symbol_rate_hz), arrays, snapshot
+        codes = [awg.playing_codes(n) for n in numbers]
+        if any(code is None for code in codes):
+            return None
+        sps = awg.samples_per_symbol(self.params.server.symbol_rate_hz)
+        bins = max(code.size for code in codes) // sps
+        centre = np.arange(bins) * sps + sps // 2
+        volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0
+                 * code[centre % code.size].astype(np.float64) for n, code in zip(numbers, codes)]
+        theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
+                 + c.beam_splitter_theta_offset_rad)
+        phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
+        n = c.bins_per_row
+        if bins == 0 or bins % n:
+            problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
+                       "(bench.client_processor.bins_per_row)")
+            return ProcessorLoad(theta, phi, n, None, problem)
+        try:
+            x_hat = unit_vector_from_angles(theta.reshape(-1, n), phi.reshape(-1, n))
+        except ValueError as error:
+            return ProcessorLoad(theta, phi, n, None, f"the client's processor drive: {error}")
+        return ProcessorLoad(theta, phi, n, x_hat)
 
     def amplifier_input_power_w(self) -> float:
         """Power into the client's amplifier: server output x forward fibre x one processor pass."""
@@ -619,42 +604,6 @@ class BenchState:
 
 # N7762A filter range (the driver reads it with INP:ATT? MIN|MAX; offset shifts it)
 ATTENUATION_RANGE_DB = (0.0, 45.0)
-
-
-def _evaluate_processor(codes: list[np.ndarray | None], offsets_v: list[float], amplitudes_vpp: list[float], sps: int,
-                        c) -> ProcessorLoad | None:
-    """The processor's load from what its two channels (beam splitter, phase) play: their int8 codes, offsets and
-    amplitudes (BenchState._processor_inputs), at sps AWG samples per symbol; c: the bench's client_processor."""
-    if any(code is None for code in codes):
-        return None
-    bins = max(code.size for code in codes) // sps
-    centre = np.arange(bins) * sps + sps // 2
-    volts = [offset_v + 0.5 * amplitude_vpp / 127.0 * code[centre % code.size].astype(np.float64)
-             for code, offset_v, amplitude_vpp in zip(codes, offsets_v, amplitudes_vpp)]
-    theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
-             + c.beam_splitter_theta_offset_rad)
-    phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
-    n = c.bins_per_row
-    if bins == 0 or bins % n:
-        problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
-                   "(bench.client_processor.bins_per_row)")
-        return ProcessorLoad(theta, phi, n, None, problem)
-    try:
-        x_hat = unit_vector_from_angles(theta.reshape(-1, n), phi.reshape(-1, n))
-    except ValueError as error:
-        return ProcessorLoad(theta, phi, n, None, f"the client's processor drive: {error}")
-    return ProcessorLoad(theta, phi, n, x_hat)
-
-
-
-_AHEAD: list[ThreadPoolExecutor] = []
-
-
-def _ahead_worker() -> ThreadPoolExecutor:
-    """One worker thread for work a bench does ahead of the acquisition that needs it (every bench shares it)."""
-    if not _AHEAD:
-        _AHEAD.append(ThreadPoolExecutor(1, thread_name_prefix="bench-ahead"))
-    return _AHEAD[0]
 
 
 def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bool, carver_bias_v: float,

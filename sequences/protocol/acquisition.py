@@ -72,11 +72,10 @@ class LinkAcquisition:
             self._attenuator_fastest = True
         self.awg.stop()
         self.client_awg.stop()
-        # the client's drive first (uploaded, then started): a bench works out what it plays while the gate goes up
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True)
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)  # (its load selects the segment)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True)  # uploaded, then started
         self.awg.run()
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)

@@ -191,8 +191,6 @@ class KeysightM8195AEmulator(ScpiEmulator):
             with bench.lock:
                 awg.running = True
                 self._changed()
-            if awg is bench.client_awg:
-                bench.prepare_processor_load()  # what the next acquisition needs of it, while the station goes on
 
         def stop(call: Call) -> None:
             call.count(0)

@@ -29,6 +29,7 @@ before the detector's filter like the electronic noise, so it is rendered with i
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -325,7 +326,6 @@ class _SessionInputs:
     period: np.ndarray         # bench.symbols(), what the layer cache keys on
     symbols: np.ndarray        # [R, N]
     x_hat: np.ndarray          # [B, N]
-    x_hat_digest: object       # blake2b fed with x_hat (the processor load's, made once per upload)
     rows: np.ndarray           # [v]
     measure_p: np.ndarray      # [v]
 
@@ -358,15 +358,15 @@ def _session_inputs(bench, period: np.ndarray) -> _SessionInputs | None:
     rows = period.size // n
     gate = bench.verification_gate(rows, n)
     verified, measure_p = gate if gate is not None else (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=bool))
-    return _SessionInputs(period, period.reshape(rows, n), load.x_hat, load.x_hat_digest, verified, measure_p)
+    return _SessionInputs(period, period.reshape(rows, n), load.x_hat, verified, measure_p)
 
 
 def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Generator:
     """The noise of a session acquisition, drawn from (bench seed, what is played and loaded, how often this
     very state was acquired before): a batch gives the same record whatever else ran before it, so an
     interrupted session resumed on a fresh bench ends exactly where a clean one does."""
-    digest = inputs.x_hat_digest.copy()  # blake2b(digest_size=16) fed with x_hat, then:
-    for array in (inputs.rows, inputs.measure_p, inputs.period[::97]):
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (inputs.x_hat, inputs.rows, inputs.measure_p, inputs.period[::97]):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(str((inputs.period.size, points)).encode())
     key = digest.digest()
