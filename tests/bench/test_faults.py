@@ -21,18 +21,25 @@ from qslab.instruments.sim.emulators.keysight_infiniium import RANGE_LIMITS_V
 from qslab.instruments.sim.faults_attacks.faults import DEFAULT_AFTER_MESSAGES, Fault
 from qslab.instruments.sim.server import Bench
 
-TIMEOUT_S = 0.3
+TIMEOUT_S = 0.3          # the drivers of the tests whose fault is a timeout: each attempt waits this long
+ANSWERED_TIMEOUT_S = 10.0  # every other driver: what is answered is never turned into a timeout by a slow host
 
 
 @pytest.fixture
 def visa(connect):
-    """A VISA driver on the bench with a short timeout (faults end in timeouts)."""
+    """A VISA driver on the bench (its instrument answers: a generous timeout)."""
+    return lambda name: connect(name, timeout=ANSWERED_TIMEOUT_S, device_clear=False)
+
+
+@pytest.fixture
+def visa_timing_out(connect):
+    """A VISA driver on the bench with a short timeout, for a fault that ends in one (a silence, a dropped line)."""
     return lambda name: connect(name, timeout=TIMEOUT_S, device_clear=False)
 
 
 @pytest.fixture
 def mbx(connect):
-    return lambda name="bias_iq": connect(name, timeout_s=TIMEOUT_S)
+    return lambda name="bias_iq": connect(name, timeout_s=ANSWERED_TIMEOUT_S)
 
 
 def locked(controller, point: str) -> None:
@@ -116,8 +123,8 @@ def test_faults_given_to_the_bench_are_armed():
 
 # --- timeout ---------------------------------------------------------------------------------------
 
-def test_a_timeout_once_is_retried_and_logged(bench, visa, caplog):
-    laser = visa("laser")
+def test_a_timeout_once_is_retried_and_logged(bench, visa_timing_out, caplog):
+    laser = visa_timing_out("laser")
     bench.inject("timeout@laser:after=0")
     with caplog.at_level(logging.WARNING):
         assert laser_port(laser, bench).wavelength_m() == pytest.approx(1550e-9)
@@ -127,8 +134,8 @@ def test_a_timeout_once_is_retried_and_logged(bench, visa, caplog):
     assert bench.faults.armed == []
 
 
-def test_a_persistent_timeout_stops_after_exactly_three_attempts(bench, visa):
-    laser = visa("laser")
+def test_a_persistent_timeout_stops_after_exactly_three_attempts(bench, visa_timing_out):
+    laser = visa_timing_out("laser")
     bench.inject("timeout@laser:after=0,persistent")
     command = f"SOUR{bench.params.server_laser.port}:WAV?"
     with pytest.raises(InstrumentFault) as fault:
@@ -140,8 +147,8 @@ def test_a_persistent_timeout_stops_after_exactly_three_attempts(bench, visa):
     assert laser_port(laser, bench).wavelength_m() == pytest.approx(1550e-9)  # answers again
 
 
-def test_a_timeout_waits_for_its_trigger(bench, visa):
-    laser = visa("laser")
+def test_a_timeout_waits_for_its_trigger(bench, visa_timing_out):
+    laser = visa_timing_out("laser")
     port = laser_port(laser, bench)
     bench.inject("timeout@laser:after=2")
     port.output_enabled()
@@ -151,8 +158,8 @@ def test_a_timeout_waits_for_its_trigger(bench, visa):
     assert [f.message for f in bench.faults.fired] == [f"SOUR{port.port}:POW:UNIT?"]
 
 
-def test_an_upload_that_times_out_is_never_repeated(bench, visa):
-    awg = visa("awg")
+def test_an_upload_that_times_out_is_never_repeated(bench, visa_timing_out):
+    awg = visa_timing_out("awg")
     bench.inject("timeout@awg:after=0,persistent")
     with pytest.raises(InstrumentFault, match=r"'SYST:ERR\? \(the check after :TRAC1:DATA 1,0,<block of 1280 "
                                               r"values>\)' failed after 3 attempts"):
@@ -163,8 +170,8 @@ def test_an_upload_that_times_out_is_never_repeated(bench, visa):
 
 # --- disconnect ------------------------------------------------------------------------------------
 
-def test_a_dropped_connection_is_reopened_and_the_query_retried(bench, visa):
-    meter = visa("power_meter")
+def test_a_dropped_connection_is_reopened_and_the_query_retried(bench, visa_timing_out):
+    meter = visa_timing_out("power_meter")  # pyvisa-py reads a socket closed mid-reply until its timeout
     bench.inject("disconnect@power_meter:after=0")
     assert meter.ch2.wavelength_m() == pytest.approx(1550e-9)
     [fired] = bench.faults.fired
