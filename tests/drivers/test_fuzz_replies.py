@@ -183,6 +183,7 @@ def test_junk_replies_to_every_query_parameter(benches, fast_retries, name):
         driver.close()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (as above: a dBm limit of +9.91E37)
 @pytest.mark.parametrize("name", sorted(DRIVERS))
 def test_junk_replies_while_connecting(benches, fast_retries, name):
     """Junk to any one query a driver sends while it connects (limits, units, divider, error queue): it connects,
