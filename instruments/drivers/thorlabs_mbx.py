@@ -148,7 +148,6 @@ class ThorlabsMBX(RetriedGets, QueryRetries, Instrument):
             raise TypeError("give exactly one of address (a pyserial URL or port name) and port")
         super().__init__(name, **kwargs)
         self.address = address if address is not None else str(getattr(port, "port", None) or type(port).__name__)
-        self.timeout_s = timeout_s if port is None else getattr(port, "timeout", timeout_s)
         self._port = port if port is not None else serial.serial_for_url(
             address, baudrate=baudrate, timeout=timeout_s)
         self.mzm = self.add_submodule("mzm", MBXModulatorBias(self, "mzm"))
@@ -158,6 +157,16 @@ class ThorlabsMBX(RetriedGets, QueryRetries, Instrument):
     @property
     def fault_address(self) -> str:
         return self.address
+
+    @property
+    def timeout_s(self) -> float:
+        """How long a reply may take, s: the port's read timeout. Settable, as a VISA driver's ``timeout`` (the port
+        keeps it when it is reopened)."""
+        return self._port.timeout
+
+    @timeout_s.setter
+    def timeout_s(self, seconds: float) -> None:
+        self._port.timeout = seconds
 
     def write_raw(self, cmd: str) -> None:
         """A set command: the device answers ``1`` when it accepted it. Never repeated."""

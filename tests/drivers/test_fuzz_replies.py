@@ -14,7 +14,6 @@ import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
-import serial
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qcodes.instrument import ChannelTuple
@@ -40,22 +39,13 @@ def visa_driver(cls: type) -> Callable:
     return lambda name, address, timeout_s: cls(name, address, visalib="@py", timeout=timeout_s, device_clear=False)
 
 
-MBX_PORTS: dict[str, serial.SerialBase] = {}  # driver name: the port it was given
-
-
-def mbx_driver(name: str, address: str, timeout_s: float) -> ThorlabsMBX:
-    """On a port opened here, so that its timeout can be changed between examples (``set_timeout``)."""
-    MBX_PORTS[name] = serial.serial_for_url(address, baudrate=ThorlabsMBX.default_baudrate, timeout=timeout_s)
-    return ThorlabsMBX(name, port=MBX_PORTS[name])
-
-
 DRIVERS: dict[str, tuple[str, Callable]] = {  # bench name: (emulator kind, driver constructor(name, address, timeout))
     "laser": ("keysight_n7714a", visa_driver(KeysightN7714A)),
     "attenuator": ("keysight_n7762a", visa_driver(KeysightN7762A)),
     "power_meter": ("keysight_n7744a", visa_driver(KeysightN7744A)),
     "awg": ("keysight_m8195a", visa_driver(KeysightM8195A)),
     "amplifier": ("scpi_amplifier", visa_driver(ScpiOpticalAmplifier)),
-    "bias_iq": ("thorlabs_mbx", mbx_driver),
+    "bias_iq": ("thorlabs_mbx", lambda name, address, timeout_s: ThorlabsMBX(name, address, timeout_s=timeout_s)),
 }
 
 
@@ -67,7 +57,7 @@ def timeout_for(name: str, reply: bytes) -> float:
 
 def set_timeout(driver, timeout_s: float) -> None:
     if isinstance(driver, ThorlabsMBX):
-        driver.timeout_s = MBX_PORTS[driver.name].timeout = timeout_s
+        driver.timeout_s = timeout_s
     else:
         driver.timeout(timeout_s)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import serial
 from expected_protocol import expected_protocol as _transcript
 from serial.urlhandler import protocol_socket
 
@@ -153,6 +154,23 @@ def test_missing_reply_times_out_clearly():
         with pytest.raises(InstrumentFault, match=r"MZM:VOLTAGE\?.*after 3 attempts.*b'1.5'") as fault:
             mbx.mzm.bias_v()
     assert fault.value.attempts == 3 and "left as is" in str(fault.value)
+
+
+def test_the_timeout_can_be_changed_after_connecting():
+    """timeout_s sets the port's read timeout, as a VISA driver's ``timeout`` does (the port keeps it when reopened)."""
+    ports = []
+
+    def on_own_port(address: str) -> ThorlabsMBX:
+        ports.append(serial.serial_for_url(address, baudrate=ThorlabsMBX.default_baudrate, timeout=1.0))
+        return ThorlabsMBX("mbx", port=ports[0])
+
+    with _transcript(on_own_port, [IDN, *[(b"MZM:VOLTAGE?\n", b"1.5")] * 3], transport="serial") as mbx:
+        assert mbx.timeout_s == 1.0
+        mbx.timeout_s = 0.2
+        assert ports[0].timeout == 0.2  # what the reads wait
+        with pytest.raises(InstrumentFault, match=r"no complete reply within 0.2 s"):  # no terminator ever arrives
+            mbx.mzm.bias_v()
+        assert ports[0].timeout == 0.2
 
 
 def test_address_or_port_but_not_both():
