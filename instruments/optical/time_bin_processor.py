@@ -129,13 +129,13 @@ class AwgTimeBinProcessor:
         shape = np.shape(x_hat)
         return tuple(codes_to_volts(c, a).reshape(shape) for c, a in zip(codes, amplitudes))
 
-    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1, *, run: bool = False) -> None:
+    def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
         """One segment holding the bins of several images, one block of N bins per image, in order: one message
-        (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload). Sent whole: another
-        batch's images change every bin, so comparing with the last upload (a partial reload) finds nothing to keep.
-        ``run``: the AWG started by the same message, after the upload."""
+        (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload, and left stopped: the
+        session starts it for the acquisition only). Sent whole: another batch's images change every bin, so
+        comparing with the last upload (a partial reload) finds nothing to keep."""
         codes, amplitudes = self._batch_codes(x_hat)
-        self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes, run=run, partial=False)
+        self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes, partial=False)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)

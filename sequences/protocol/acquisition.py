@@ -75,8 +75,7 @@ class LinkAcquisition:
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)  # (its load selects the segment)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1, run=True)  # uploaded, then started
-        self.awg.run()
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
@@ -100,8 +99,7 @@ class LinkAcquisition:
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
-            self.digitizer.trigger()
-            self.digitizer.wait()
+            self._capture()
             records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:
@@ -116,6 +114,21 @@ class LinkAcquisition:
                            f"{clip_detail(records[rx.name].volts(), 0.5 * rx.range_v(), rx.adc_bits)}"
                            for rx in clipped)
         raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
+
+    def _capture(self) -> None:
+        """The layer played for one acquisition only: the client's processor and the server's AWG started right
+        before the trigger, both stopped as soon as the digitizer has its record (before it is read). Why: the
+        leakage figures count one pass of the weights and of the client's data per acquisition, and light that kept
+        coming while the station reads and computes would carry both again (the client's data on the returned light,
+        which a curious server can measure, even on the carrier of a stopped server AWG)."""
+        self.client_awg.run()
+        self.awg.run()
+        try:
+            self.digitizer.trigger()
+            self.digitizer.wait()
+        finally:
+            self.awg.stop()
+            self.client_awg.stop()
 
     def widen_range(self, rx) -> bool:
         """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""

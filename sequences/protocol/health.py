@@ -1,7 +1,7 @@
 """Health between batches, and the cures (sequences/session_guard.py decides which).
 
-The readings: the monitor tap with layer 1 playing and with the modulators at their bias points
-(read_light), both receivers' vacuum with the shutter closed (read_vacuum). The cures: both bias
+The readings, both with the shutter closed: the monitor tap with layer 1 playing and with the modulators at
+their bias points (read_light), both receivers' vacuum (read_vacuum). The cures: both bias
 loops locked afresh and the leakage nulled again (relock_biases, renull), a new laser set-point and
 mu measured again (set_laser_power_dbm, remeasure_mu), an instrument's share of the set-up after a
 reset (reapply_instrument). A part of SecureLink (secure_link.py): it uses LinkSetup's uploads and
@@ -45,9 +45,15 @@ class LinkHealth:
 
     def read_light(self, averaging_s: float = CHECK_AVERAGING_S) -> LightReading:
         """The monitor tap while layer 1 plays, then with the AWG stopped (the modulators at their bias points);
-        each of the readings averages ``averaging_s`` (the check after every batch: CHECK_AVERAGING_S)."""
+        each of the readings averages ``averaging_s`` (the check after every batch: CHECK_AVERAGING_S).
+
+        Behind a closed shutter, as the set-up reads the tap: the tap comes before the attenuator, so the readings
+        are the same, and no layer reaches the client outside an acquisition (its weight leakage is counted per
+        acquisition). The shutter is opened again only when the readings were taken (a failure leaves it closed)."""
+        self.attenuator.close_shutter()
         playing_w, _ = self._monitor_while(self.layers[0], averaging_s)
         carrier_w, _ = self._monitor_w(averaging_s)
+        self.attenuator.open_shutter()
         return LightReading(playing_w, carrier_w)
 
     def read_vacuum(self, symbols: int = VACUUM_SYMBOLS) -> dict[str, VacuumReading]:

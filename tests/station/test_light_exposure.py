@@ -1,0 +1,62 @@
+"""Light carries the weights and the client's data only while it is recorded.
+
+The leakage figures count one pass of each layer's weights (to the client) and of the client's data (on the returned
+light, to a curious server) per acquisition. A layer left playing while the station reads its records, or the
+client's processor left playing its images while the health check plays layer 1 for the monitor tap, hands out more
+passes than are counted. So in a session's batches every message the bench handles while light reaches the client
+with a layer or the client's processor playing must be one of the capture's own (sequences/protocol/acquisition.py,
+LinkAcquisition._capture: processor and layer started, the digitizer's acquisition, both stopped), and the check reads
+the tap behind a closed shutter (sequences/protocol/health.py, read_light).
+"""
+
+from __future__ import annotations
+
+from station_fixtures import patient_config
+
+from qslab.calibration.records import RecordStore
+from qslab.instruments.sim.server import observing_bench_starts
+from qslab.sequences.config import load_config
+from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session_guard import observing_arms
+
+SETTINGS = SessionSettings(images=30, mu=6.0, gain=1.3, seed=5, batch_images=10, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0)
+# (instrument, the message's start) of the capture: the layer's start (the processor's is sent before the layer
+# plays), the acquisition, and the two stops (the processor's stop is sent with its data still on the light)
+CAPTURE = {("awg", b":INIT:IMM"), ("digitizer", b":DIGitize"), ("awg", b":ABOR"), ("client_awg", b":ABOR")}
+
+
+def _carried(state) -> tuple[bool, bool]:
+    """(a layer's weights, the client's data): what the light reaching the client carries now."""
+    with state.lock:
+        lit = state.server_attenuator.shutter_open and state.laser_power_w() > 0.0
+        return lit and state.awg_state("awg").running, lit and state.awg_state("client_awg").running
+
+
+def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path, calibrated_store_at, monkeypatch):
+    seen: list[tuple[str, bytes, bool, bool]] = []  # from the arming before batch 2 on: every message, and the light
+    armed = []
+
+    def watch(bench) -> None:
+        for name, instrument in bench.instruments.items():
+            handle = instrument.emulator.handle
+
+            def observed(message, handle=handle, name=name, state=bench.state):
+                if armed:
+                    seen.append((name, bytes(message[:16]), *_carried(state)))
+                return handle(message)
+
+            monkeypatch.setattr(instrument.emulator, "handle", observed)
+
+    store = RecordStore(calibrated_store_at(tmp_path / "calibration"))
+    with observing_bench_starts(watch), observing_arms(lambda station, batch: armed.append(batch)):
+        result = run_session(load_config(patient_config(tmp_path)), SETTINGS, out_dir=tmp_path / "sessions",
+                             store=store, progress=False)
+    assert result["images"] == SETTINGS.images and armed == [1]
+
+    carrying = [(name, head) for name, head, weights, data in seen if weights or data]
+    foreign = [(name, head) for name, head in carrying if not any(name == n and head.startswith(h) for n, h in CAPTURE)]
+    assert not foreign, f"messages while the light carried weights or data: {foreign[:10]}"
+    acquisitions = [(weights, data) for name, head, weights, data in seen if head.startswith(b":DIGitize")]
+    assert len(acquisitions) == 2 * 2  # two layers in each of the two batches after arming
+    assert all(weights and data for weights, data in acquisitions)  # and each acquisition does record both
