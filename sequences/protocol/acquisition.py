@@ -127,8 +127,10 @@ class LinkAcquisition:
             self.digitizer.trigger()
             self.digitizer.wait()
         finally:
-            self.awg.stop()
-            self.client_awg.stop()
+            try:
+                self.awg.stop()
+            finally:
+                self.client_awg.stop()  # even when the layer's stop failed
 
     def widen_range(self, rx) -> bool:
         """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""
