@@ -77,7 +77,7 @@ class LinkAcquisition:
         self._set_attenuation(layer)
         self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer)
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
         returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
                         batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
@@ -87,7 +87,7 @@ class LinkAcquisition:
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
                             np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer) -> tuple[tuple[AdcRecord, float], ...]:
+    def _acquire(self, n_client: int, n_server: int, layer: Layer, images: int) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
         receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
         tail's mean, dsp.minus_tail_dc), which the quadratures take off."""
@@ -99,7 +99,7 @@ class LinkAcquisition:
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
-            self._capture()
+            self._capture(layer.segment_id, images)
             records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:
@@ -115,12 +115,14 @@ class LinkAcquisition:
                            for rx in clipped)
         raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
 
-    def _capture(self) -> None:
+    def _capture(self, segment: int, images: int) -> None:
         """The layer played for one acquisition only: the client's processor and the server's AWG started right
         before the trigger, both stopped as soon as the digitizer has its record (before it is read). Why: the
         leakage figures count one pass of the weights and of the client's data per acquisition, and light that kept
         coming while the station reads and computes would carry both again (the client's data on the returned light,
-        which a curious server can measure, even on the carrier of a stopped server AWG)."""
+        which a curious server can measure, even on the carrier of a stopped server AWG). Each capture adds its
+        ``images`` to ``images_played[segment]``, the passes the session's query count may not hold."""
+        self.images_played[segment] = self.images_played.get(segment, 0) + images
         self.client_awg.run()
         self.awg.run()
         try:

@@ -57,4 +57,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)
         self.events: list[str] = []      # what the link cured on its own (a wider range), for the session's report
         self.tails: dict[str, VacuumReading] = {}  # each receiver's vacuum after the latest acquisition's data
+        # segment -> images its layer was played to (every capture: the set-up's nulling, batches taken again and
+        # ranges widened included; LinkAcquisition._capture)
+        self.images_played: dict[int, int] = {}
 

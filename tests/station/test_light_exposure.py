@@ -6,7 +6,8 @@ client's processor left playing its images while the health check plays layer 1 
 passes than are counted. So in a session's batches every message the bench handles while light reaches the client
 with a layer or the client's processor playing must be one of the capture's own (sequences/protocol/acquisition.py,
 LinkAcquisition._capture: processor and layer started, the digitizer's acquisition, both stopped), and the check reads
-the tap behind a closed shutter (sequences/protocol/health.py, read_light).
+the tap behind a closed shutter (sequences/protocol/health.py, read_light). The images every layer's weights met are
+counted at the capture (the results' weight_images_per_layer) and agree with the bench's own count.
 """
 
 from __future__ import annotations
@@ -33,9 +34,19 @@ def _carried(state) -> tuple[bool, bool]:
         return lit and state.awg_state("awg").running, lit and state.awg_state("client_awg").running
 
 
+def _playing(state) -> tuple[int, int] | None:
+    """(the segment the server's layer plays, the images on the client's processor) while both play, else None."""
+    with state.lock:
+        awg, load = state.awg_state("awg"), state.processor_load()
+        if not awg.running or load is None or load.x_hat is None:
+            return None
+        return awg.channels[state.params.server_iq.awg_channel_i].selected_segment, load.x_hat.shape[0]
+
+
 def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path, calibrated_store_at, monkeypatch):
     seen: list[tuple[str, bytes, bool, bool]] = []  # from the arming before batch 2 on: every message, and the light
     armed = []
+    played: dict[int, int] = {}  # the bench's own count: segment -> images on the processor at each acquisition
 
     def watch(bench) -> None:
         for name, instrument in bench.instruments.items():
@@ -44,6 +55,8 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
             def observed(message, handle=handle, name=name, state=bench.state):
                 if armed:
                     seen.append((name, bytes(message[:16]), *_carried(state)))
+                if name == "digitizer" and bytes(message[:9]) == b":DIGitize" and (playing := _playing(state)):
+                    played[playing[0]] = played.get(playing[0], 0) + playing[1]
                 return handle(message)
 
             monkeypatch.setattr(instrument.emulator, "handle", observed)
@@ -60,3 +73,8 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
     acquisitions = [(weights, data) for name, head, weights, data in seen if head.startswith(b":DIGitize")]
     assert len(acquisitions) == 2  # the two layers of batch 2, the one after arming
     assert all(weights and data for weights, data in acquisitions)  # and each acquisition does record both
+
+    # every pass of a layer's weights is in the results' count: the batches' images, and the set-up's leakage nulling
+    # (layer 2's 10 rows need 52 images a pass for its 200,000 samples), which the cumulative figure leaves out
+    assert result["weight_images_per_layer"] == [played[1], played[2]]
+    assert played[1] > SETTINGS.images and played[2] > SETTINGS.images + 100
