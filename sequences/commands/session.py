@@ -398,10 +398,10 @@ def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:
         rows.append((f"  {layer['layer']}", text))
     played = result.get("weight_images_per_layer")
     if played:
-        rows.append(("  not counted", "each layer's weights reached the client in this run with "
-                     + ", ".join(f"{count} images" for count in played)
-                     + " (every acquisition: the set-up's leakage nulling and batches taken again included); the "
-                       "cumulative figure counts the recorded images only"))
+        met = ", ".join(f"{layer['layer']}'s weights {count} images" for layer, count in zip(weight["layers"], played))
+        rows.append(("  not counted", f"this run sent {met} (every acquisition: the set-up's leakage nulling and "
+                                      "batches taken again included); the cumulative figure counts the recorded "
+                                      "images only"))
     for figure in weight["references"]:
         rows.append(("  not a bound", f"{figure['bits_per_mode']:.4g} bit/mode assuming {figure['assumes']}"))
     return rows
