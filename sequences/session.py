@@ -444,7 +444,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop,
-               "weight_images_per_layer": [link.images_played.get(layer.segment_id, 0) for layer in link.layers]}
+               "weight_images_per_layer": [link.images_played[layer.segment_id] for layer in link.layers]}
     with interrupts.protected():
         writer.finish(results)
         writer.close()

@@ -122,7 +122,7 @@ class LinkAcquisition:
         coming while the station reads and computes would carry both again (the client's data on the returned light,
         which a curious server can measure, even on the carrier of a stopped server AWG). Each capture adds its
         ``images`` to ``images_played[segment]``, the passes the session's query count may not hold."""
-        self.images_played[segment] = self.images_played.get(segment, 0) + images
+        self.images_played[segment] += images
         self.client_awg.run()
         self.awg.run()
         try:

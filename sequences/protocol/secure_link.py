@@ -7,6 +7,8 @@ is declared here, in one place.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from qslab.instruments.optical import ModulatorCalibration, ProcessorCalibration
@@ -59,5 +61,5 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.tails: dict[str, VacuumReading] = {}  # each receiver's vacuum after the latest acquisition's data
         # segment -> images its layer was played to (every capture: the set-up's nulling, batches taken again and
         # ranges widened included; LinkAcquisition._capture)
-        self.images_played: dict[int, int] = {}
+        self.images_played: Counter[int] = Counter()
 
