@@ -25,7 +25,8 @@ from qslab.analysis.verified_samples import RunningFits, StreamedSamples, scatte
 CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
 
-COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_nominal",
+COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_cumulative",
+            "weight_leakage_bits_per_mode_nominal",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query",
             "mu_photons_upper", "gain_upper", "curious_server")
 
@@ -52,6 +53,8 @@ class Recorded:
     committed: Callable[[], None] | None = None
     # each batch's sent samples as decoded from `path` the first time (recording/sent_blocks.py): decoded once
     sent: recording.SentBlocks = field(default_factory=recording.SentBlocks)
+    # per layer, every image its weights were sent to up to the last batch added (None: not counted)
+    weight_images_sent: tuple[int, ...] | None = None
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
@@ -73,15 +76,18 @@ class Recorded:
                                   for k in range(layers)]
         if session.curious_spec is not None:
             recorded.curious = [session.images_written]
+        recorded.weight_images_sent = session.weight_images_sent
         return recorded
 
     @property
     def labels(self) -> list:
         return self.images.labels
 
-    def add(self, labels, pixels, captures, curious=None) -> None:
+    def add(self, labels, pixels, captures, curious=None, weight_images_sent=None) -> None:
         """One batch, after it was committed to `path`; `curious`: (image index, counts, counted rows), as written
-        (only the number of images is kept: curious_outcome reads the counts back from the file)."""
+        (only the number of images is kept: curious_outcome reads the counts back from the file);
+        `weight_images_sent`: the per-layer counts written with it (None: not counted)."""
+        self.weight_images_sent = None if weight_images_sent is None else tuple(int(n) for n in weight_images_sent)
         self.images.add(labels, captures[0].client_quadratures_snu, captures[-1].client_quadratures_snu,
                         mnist.preprocess(np.asarray(pixels)))
         if curious is not None:
@@ -143,7 +149,8 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         failure_probability=settings["failure_probability"] if failure_probability is None else failure_probability,
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
         verified_rows=[sum(layer) for layer in recorded.verified_rows],
-        weights_path=settings.get("weights"), candidate_entropy_bits=math.log2(candidates) if candidates else None)
+        weights_path=settings.get("weights"), candidate_entropy_bits=math.log2(candidates) if candidates else None,
+        weight_images_sent=recorded.weight_images_sent)
     if candidates:
         from qslab.analysis.data_leakage_curious import candidate_x_hat
         from qslab.analysis.data_leakage_report import finite_set_figures
@@ -169,15 +176,16 @@ def curious_outcome(recorded: Recorded, settings: dict) -> dict:
 
 
 def projected_weight_leakage(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, queries: int,
-                             samples=None):
-    """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries (the
-    session's cap is checked on it before each batch, on its running sums: `samples`; None: read from the file)."""
+                             samples=None, images_sent: tuple[int, ...] | None = None):
+    """The session's weight-leakage report on what it recorded so far, totalled over `queries` queries and per layer
+    `images_sent` passes of its weights (the session's cap is checked on it before each batch, on its running sums:
+    `samples`; None: read from the file)."""
     return weight_leakage_from_totals(
         recorded.images.count, recorded.images.mode_shares, recorded.samples() if samples is None else samples,
         measured=measured,
         modes=shapes[0].modes, rows=[shape.rows for shape in shapes], failure_probability=settings["failure_probability"],
         false_alarm=settings["false_alarm"], queries=queries,
-        verified_rows=[sum(layer) for layer in recorded.verified_rows])
+        verified_rows=[sum(layer) for layer in recorded.verified_rows], images_sent=images_sent)
 
 
 def replay(path, measured_override: dict[str, Estimate | None] | None = None, failure_probability: float | None = None,

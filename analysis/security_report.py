@@ -1,7 +1,7 @@
 """The security report of a session: one typed object, one failure probability (docs/PHYSICS.md 13.4).
 
 `SecurityReport` holds the failure budget every limit in it was taken at, the weight-leakage part (a
-verified worst-mode bound per layer, per query and cumulative over the session's queries, with the
+verified worst-mode bound per layer, per query and cumulative over every pass of the weights, with the
 reference figures labelled for what they assume) and a slot for the data-leakage part (the server's
 view of the client's data; filled by its own typed object with a `to_json()`).
 
@@ -63,12 +63,25 @@ class ReferenceFigure:
 
 @dataclass(frozen=True)
 class WeightLeakage:
-    """Per-layer bounds, per query and cumulative over `queries` (DECISIONS O), and labelled reference figures."""
+    """Per-layer bounds, per query and cumulative over every image each layer's weights were sent to (DECISIONS O,
+    AI), and labelled reference figures.
+
+    ``queries``: the recorded images, each covered by its layer's bound. ``images_sent``: per layer, every image its
+    weights were sent to (>= queries; the set-up's leakage nulling and batches taken again add passes that no
+    recorded verification covers, so those are counted at g(mu), which holds whatever the client does). None: not
+    counted (a file of schema version 1-3): the cumulative figures then hold for the recorded images only."""
 
     layers: tuple[LayerBound, ...]
     queries: int
     weights_per_layer: tuple[int, ...]   # real weights per layer (two per complex mode)
     references: tuple[ReferenceFigure, ...] = ()
+    images_sent: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.images_sent is not None and (len(self.images_sent) != len(self.layers)
+                                             or any(n < self.queries for n in self.images_sent)):
+            raise ValueError(f"images_sent {self.images_sent}: expected one count per layer ({len(self.layers)}), "
+                             f"each at least the {self.queries} queries")
 
     @property
     def per_query_bits_per_mode(self) -> float:
@@ -76,9 +89,23 @@ class WeightLeakage:
         return max(layer.bits_per_mode for layer in self.layers)
 
     @property
+    def extra_passes(self) -> tuple[int, ...]:
+        """Per layer, the images its weights were sent to beyond the recorded queries (0 where not counted)."""
+        if self.images_sent is None:
+            return (0,) * len(self.layers)
+        return tuple(int(n) - self.queries for n in self.images_sent)
+
+    @property
+    def cumulative_bits_per_mode_per_layer(self) -> tuple[float, ...]:
+        """Every pass re-sends the layer's weights (DECISIONS O): the recorded queries at the layer's bound, the passes
+        beyond them at g(mu) (DECISIONS AI)."""
+        return tuple(self.queries * layer.bits_per_mode + extra * layer.unverified_bits_per_mode
+                     for layer, extra in zip(self.layers, self.extra_passes))
+
+    @property
     def cumulative_bits_per_mode(self) -> float:
-        """Every query re-sends every weight: Q x the per-query bound (DECISIONS O)."""
-        return self.queries * self.per_query_bits_per_mode
+        """The worst layer's total over every pass of its weights."""
+        return max(self.cumulative_bits_per_mode_per_layer)
 
     @property
     def cumulative_bits_per_weight(self) -> float:
@@ -86,14 +113,17 @@ class WeightLeakage:
 
     @property
     def per_client_bits(self) -> float:
-        """Everything one client can hold about all the weights after the session: Q x sum over layers."""
-        return float(self.queries * sum(0.5 * n * layer.bits_per_mode
-                                        for n, layer in zip(self.weights_per_layer, self.layers)))
+        """Everything one client can hold about all the weights after the session: the sum over layers."""
+        return float(sum(0.5 * n * bits for n, bits in zip(self.weights_per_layer,
+                                                           self.cumulative_bits_per_mode_per_layer)))
 
     def to_json(self) -> dict:
         return {"per_query_bits_per_mode": self.per_query_bits_per_mode,
                 "per_query_bits_per_weight": 0.5 * self.per_query_bits_per_mode,
-                "queries": self.queries, "cumulative_bits_per_mode": self.cumulative_bits_per_mode,
+                "queries": self.queries,
+                "images_sent_per_layer": None if self.images_sent is None else list(self.images_sent),
+                "cumulative_bits_per_mode": self.cumulative_bits_per_mode,
+                "cumulative_bits_per_mode_per_layer": list(self.cumulative_bits_per_mode_per_layer),
                 "cumulative_bits_per_weight": self.cumulative_bits_per_weight,
                 "per_client_bits": self.per_client_bits,
                 "layers": [{**asdict(layer), "verified": layer.verified} for layer in self.layers],

@@ -179,27 +179,32 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
                     verification_samples: list[tuple[np.ndarray, np.ndarray]], measured: MeasuredValues,
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                     exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
-                    weights_path: str | None = None, candidate_entropy_bits: float | None = None) -> dict:
+                    weights_path: str | None = None, candidate_entropy_bits: float | None = None,
+                    weight_images_sent: tuple[int, ...] | None = None) -> dict:
     """Accuracy, verification and every leakage figure of one session from its arrays (see the module docstring):
     results_from_totals on the arrays, the reference a streamed session and replay are checked against.
 
     verification_samples: per layer, (sent, returned) of its verified rows; verified_rows: per layer, how many
     rows were verified (None: from the sample count, for callers that only have samples); weights_path: the
     session's weights (None: the shipped ones), whose hidden layer sets layer 2's declared second moments;
-    candidate_entropy_bits: H(X) of a declared finite candidate set, which caps the data-leakage bound."""
+    candidate_entropy_bits: H(X) of a declared finite candidate set, which caps the data-leakage bound;
+    weight_images_sent: per layer, every image its weights were sent to (WeightLeakage.images_sent)."""
     images = ImageTotals.from_arrays(labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
                                      exact_leakage_images)
     return results_from_totals(images, PooledSamples(verification_samples), measured=measured, modes=modes, rows=rows,
                                failure_probability=failure_probability, false_alarm=false_alarm,
                                exact_leakage_images=exact_leakage_images, trusted=trusted, verified_rows=verified_rows,
-                               weights_path=weights_path, candidate_entropy_bits=candidate_entropy_bits)
+                               weights_path=weights_path, candidate_entropy_bits=candidate_entropy_bits,
+                               weight_images_sent=weight_images_sent)
 
 
 def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSamples, *, measured: MeasuredValues,
                         modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                         exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
-                        weights_path: str | None = None, candidate_entropy_bits: float | None = None) -> dict:
-    """session_results from what a session gathers batch by batch (ImageTotals) and its verified samples' estimates."""
+                        weights_path: str | None = None, candidate_entropy_bits: float | None = None,
+                        weight_images_sent: tuple[int, ...] | None = None) -> dict:
+    """session_results from what a session gathers batch by batch (ImageTotals) and its verified samples' estimates;
+    weight_images_sent: per layer, every image its weights were sent to (WeightLeakage.images_sent)."""
     labels, guess = images.all_labels(), images.all_predictions()
     layer_data = images.kept_inputs()
     verified_rows, names, budget = _layers_and_budget(samples, verified_rows, measured, modes, labels.size,
@@ -219,7 +224,7 @@ def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSa
     per_bin = per_bin_data_leakage(gain_limits, layer_data, rows, exact_leakage_images, noise_figure_db)
     weight = weight_leakage_report(samples, verified_rows, names, measured, modes, rows, images.mode_shares,
                                    budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
-                                   noise_figure_db=noise_figure_db)
+                                   noise_figure_db=noise_figure_db, images_sent=weight_images_sent)
     data = session_data_leakage(measured, budget, rows, int(labels.size), weights_path, candidate_entropy_bits,
                                 paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], per_bin["bits"]))
     report = SecurityReport(budget, weight, data)
@@ -235,6 +240,7 @@ def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSa
         "weight_leakage_bits_per_mode": weight.per_query_bits_per_mode,
         "weight_leakage_bits_per_mode_cumulative": weight.cumulative_bits_per_mode,
         "weight_leakage_bits_per_client": weight.per_client_bits,
+        "weight_images_per_layer": None if weight.images_sent is None else list(weight.images_sent),
         "weight_leakage_bits_per_mode_nominal": nominal["weight_leakage_bits_per_mode"],
         "data_leakage_bits_cramer_rao": cramer_rao,
         "data_leakage_bits_prx": nominal["data_leakage_bits_prx"],
@@ -290,7 +296,7 @@ def session_weight_leakage(*, layer1_quadratures_snu, layer1_inputs, verificatio
 def weight_leakage_from_totals(images: int, mode_shares: list[float], samples: PooledSamples | StreamedSamples, *,
                                measured: MeasuredValues, modes: int, rows: list[int], failure_probability: float,
                                false_alarm: float, queries: int, verified_rows: list[int] | None = None,
-                               trusted: bool = True) -> WeightLeakage:
+                               trusted: bool = True, images_sent: tuple[int, ...] | None = None) -> WeightLeakage:
     """The weight-leakage part of results_from_totals alone (what the session checks against its cap before a
     batch): `images` recorded so far, each layer's largest mode share, the verified samples' estimates."""
     verified_rows, names, budget = _layers_and_budget(samples, verified_rows, measured, modes, images,
@@ -300,7 +306,7 @@ def weight_leakage_from_totals(images: int, mode_shares: list[float], samples: P
         noise_figure_db = measured.amplifier_noise_figure_db.upper(budget.sigmas("amplifier_noise_figure_db"))
     return weight_leakage_report(samples, verified_rows, names, measured, modes, rows, mode_shares, budget=budget,
                                  queries=queries, false_alarm=false_alarm, trusted=trusted,
-                                 noise_figure_db=noise_figure_db)
+                                 noise_figure_db=noise_figure_db, images_sent=images_sent)
 
 
 def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: float, modes: int) -> tuple:
@@ -323,9 +329,11 @@ def reference_figures(measured: MeasuredValues, mu_upper: float, gain_upper: flo
 
 def weight_leakage_report(samples: PooledSamples | StreamedSamples, verified_rows, names, measured: MeasuredValues,
                           modes: int, rows: list[int], mode_shares, *, budget: FailureBudget, queries: int,
-                          false_alarm: float, trusted: bool, noise_figure_db: float | None) -> WeightLeakage:
-    """Each layer's verified worst-mode bound (or g(mu)), per query and over the session's queries; mode_shares: per
-    layer, the largest mode share of its inputs (security_report.largest_mode_share)."""
+                          false_alarm: float, trusted: bool, noise_figure_db: float | None,
+                          images_sent: tuple[int, ...] | None = None) -> WeightLeakage:
+    """Each layer's verified worst-mode bound (or g(mu)), per query and over every image its weights were sent to
+    (images_sent; None: the queries only); mode_shares: per layer, the largest mode share of its inputs
+    (security_report.largest_mode_share)."""
     mu_upper = measured.mu_photons.upper(budget.sigmas("mu_photons"))
     gain_upper = measured.gain.upper(budget.sigmas("gain"))
     n_sp = 1.0 if noise_figure_db is None else max(float(inversion_factor_from_noise_figure(gain_upper,
@@ -342,4 +350,5 @@ def weight_leakage_report(samples: PooledSamples | StreamedSamples, verified_row
             honest_noise_per_share_snu=2.0 * n_sp * (1.0 - 1.0 / gain_upper), budget=budget, detector=detector,
             honest=honest, tester=tester, false_alarm=false_alarm / max(len(names), 1)))
     return WeightLeakage(tuple(layers), queries, tuple(2 * modes * r for r in rows[:len(layers)]),
-                         reference_figures(measured, mu_upper, gain_upper, modes))
+                         reference_figures(measured, mu_upper, gain_upper, modes),
+                         None if images_sent is None else tuple(images_sent)[:len(layers)])

@@ -85,26 +85,35 @@ class SessionAborted(RuntimeError):
     """The server's verification failed: the session stopped (the file holds what was done)."""
 
 
+class LeakageCapReached(Exception):
+    """The next light would take the cumulative weight leakage above the cap: the session ends cleanly before it."""
+
+    def __init__(self, stop: dict, message: str):
+        super().__init__(message)
+        self.stop, self.message = stop, message
+
+
 def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredValues, shapes, images_after: int,
-                       running=None) -> tuple[bool, float]:
+                       running=None, images_sent_after: tuple[int, ...] | None = None) -> tuple[bool, float]:
     """(whether the next batch keeps the cumulative weight leakage within the cap, the projected total).
 
-    The projection is images_after x the per-query bound on what was verified so far (before any batch: g(mu)
-    at mu's upper limit, the bound without verification), DECISIONS O. ``running``: the verified samples' running
-    sums (analysis/running_samples.RunningSamples, O(batch) per batch); None: read back from the file."""
+    The projection is the cumulative bound at images_after queries, each layer's weights sent to images_sent_after
+    images (None: the queries only), on what was verified so far (DECISIONS O, AI). Before any batch every pass counts
+    at g(mu) at mu's upper limit, the bound without verification. ``running``: the verified samples' running sums
+    (analysis/running_samples.RunningSamples, O(batch) per batch); None: read back from the file."""
     cap = settings.get("max_weight_leakage_bits_per_mode") or 0.0
     if cap <= 0.0:
         return True, float("nan")
     if recorded.labels:
-        per_query = projected_weight_leakage(recorded, settings, measured, shapes, 1,
-                                             samples=running).per_query_bits_per_mode
+        projected = projected_weight_leakage(recorded, settings, measured, shapes, images_after, samples=running,
+                                             images_sent=images_sent_after).cumulative_bits_per_mode
     else:
         from qslab.analysis.failure_budget import report_budget
         from qslab.analysis.weight_leakage import unverified_bound_bits
 
         budget = report_budget(settings["failure_probability"], measured, [])
-        per_query = float(unverified_bound_bits(measured.mu_photons.upper(budget.sigmas("mu_photons"))))
-    projected = images_after * per_query
+        per_pass = float(unverified_bound_bits(measured.mu_photons.upper(budget.sigmas("mu_photons"))))
+        projected = max(images_sent_after or (images_after,)) * per_pass
     return projected <= cap, projected
 
 
@@ -319,6 +328,14 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None
+    link = sent_before = None  # the link once set up; the file's count before this run (None: not counted)
+
+    def weight_images_sent(more: int = 0) -> tuple[int, ...] | None:
+        """Per layer, every image its weights were sent to in this file, plus `more` (DECISIONS AI)."""
+        if sent_before is None or link is None:
+            return None
+        return tuple(b + n + more for b, n in zip(sent_before, link.weight_images_played()))
+
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
@@ -367,7 +384,23 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             appends = recording.BackgroundAppends(writer, committed=status.batch)
             recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
             done = writer.images_written
+            sent_before = writer.weight_images_sent  # earlier processes' passes, and what they sent after their batches
             cap_stop = None
+
+            def refuse_over_cap(index: np.ndarray, again: bool) -> None:
+                """LeakageCapReached when sending the batch's images once more would take the cumulative weight leakage
+                above the cap (before the batch is taken, and before it is taken again)."""
+                allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1,
+                                                        running, weight_images_sent(len(index)))
+                if not allowed:
+                    cap = settings.max_weight_leakage_bits_per_mode
+                    raise LeakageCapReached(
+                        {"images": int(index[0]), "projected_bits_per_mode": projected, "cap_bits_per_mode": cap,
+                         "taken_again": again},
+                        f"stopping before images {index[0] + 1}-{index[-1] + 1}{' are taken again' if again else ''}: "
+                        f"the cumulative weight leakage would reach "
+                        f"{projected:.4g} bit/mode, above the cap of {cap:g} ([session] max_weight_leakage_bits_per_mode)")
+
             guard = BatchGuard(link, station, report, faults)
             guard.start()
             batches = range(done // settings.batch_images, -(-settings.images // settings.batch_images))
@@ -380,28 +413,27 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                         guard.arm(batch)
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
-                    allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1,
-                                                            running)
-                    if not allowed:
-                        cap_stop = {"images": int(first), "projected_bits_per_mode": projected,
-                                    "cap_bits_per_mode": settings.max_weight_leakage_bits_per_mode}
-                        say(f"stopping before images {first + 1}-{index[-1] + 1}: the cumulative weight leakage would "
-                            f"reach {projected:.4g} bit/mode, above the cap of "
-                            f"{settings.max_weight_leakage_bits_per_mode:g} ([session] max_weight_leakage_bits_per_mode)")
+                    pixels = test_images[index].reshape(len(index), -1)
+                    try:
+                        refuse_over_cap(index, again=False)
+                        captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
+                                                                              batch),
+                                                     before_again=lambda: refuse_over_cap(index, again=True))
+                    except LeakageCapReached as reached:
+                        cap_stop = reached.stop
+                        say(reached.message)
                         if first == 0:
                             raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
-                                                 "max_weight_leakage_bits_per_mode or lower mu")
+                                                 "max_weight_leakage_bits_per_mode or lower mu") from None
                         break
-                    pixels = test_images[index].reshape(len(index), -1)
-                    captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
-                                                                          batch))
-                    counted = curious_counts(curious, len(index))
+                    counted, sent = curious_counts(curious, len(index)), weight_images_sent(0)
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                                c.sent_snu, c.returned_snu) for c in captures],
-                                         curious_counts=counted)
+                                         curious_counts=counted, weight_images_sent=sent)
                     # the cap's sums take the batch now: the next batch's light is checked against it, written or not
-                    recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted))
+                    recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted),
+                                 sent)
                     if running is not None:
                         running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
                     bar.update(len(index))
@@ -427,7 +459,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             if writer is None and lock is not None:
                 lock.release()
             if writer is not None:
-                writer.abort(f"{type(error).__name__}: {error}".strip())
+                writer.abort(f"{type(error).__name__}: {error}".strip(), weight_images_sent=weight_images_sent())
                 writer.close()
                 error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
                                f"aborted: continue it with `qslab session --resume {path}`")
@@ -441,12 +473,12 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         say("warning: the session completed through faults (its results list every action under 'faults'):")
         for line in warnings:
             say(f"  {line}")
+    recorded.weight_images_sent = weight_images_sent()  # a batch the cap stopped from being taken again sent light too
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
-               "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop,
-               "weight_images_per_layer": [link.images_played[layer.segment_id] for layer in link.layers]}
+               "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop}
     with interrupts.protected():
-        writer.finish(results)
+        writer.finish(results, weight_images_sent=recorded.weight_images_sent)
         writer.close()
     sent, returned = recorded.scatter(MAX_POINTS)  # the verified samples, read back in chunks (flat memory)
     figures.draw(plot_session, figure_dir / "session.png", sent_snu=sent, returned_snu=returned,

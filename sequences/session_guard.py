@@ -260,12 +260,15 @@ class BatchGuard:
             observer(self.station, batch)
 
     # -- one batch -------------------------------------------------------------------------------------
-    def take(self, batch: int, run: Callable[[], T]) -> T:
-        """Run a batch until the check after it finds nothing (then it may be recorded); SessionStopped if not."""
+    def take(self, batch: int, run: Callable[[], T], before_again: Callable[[], None] | None = None) -> T:
+        """Run a batch until the check after it finds nothing (then it may be recorded); SessionStopped if not.
+        ``before_again`` runs before the batch is taken again (the session's leakage cap: it raises to stop)."""
         self.report.batch = batch
         try:
             last = ""
-            for _ in range(BATCH_ATTEMPTS):
+            for attempt in range(BATCH_ATTEMPTS):
+                if attempt and before_again is not None:
+                    before_again()
                 try:
                     result = run()
                 except _batch_faults() as error:

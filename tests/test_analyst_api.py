@@ -88,7 +88,7 @@ def test_xarray_opens_a_new_file_directly_with_named_dimensions_and_units(bench)
     layer = qslab.open_session(path, layer=0)
     for group, dims in {"images": {"image", "pixel"}, "layers/0": {"image", "row"},
                         "layers/0/verification": {"sample", "sample_mode", "verified_row"},
-                        "layers/1": {"image", "row"}, "results": {"byte"}, None: {"batch"}}.items():
+                        "layers/1": {"image", "row"}, "results": {"byte"}, None: {"batch", "layer"}}.items():
         direct = xr.open_dataset(path, engine="h5netcdf", group=group, phony_dims="access")
         assert set(direct.sizes) == dims, group
     direct = xr.open_dataset(path, engine="h5netcdf", group="layers/0")
@@ -107,13 +107,14 @@ def downgraded(path: Path, target: Path) -> Path:
         copy.attrs["schema_version"] = np.int64(1)
         for name in source:
             source.copy(source[name], copy, name, without_attrs=True)
-        table = copy["batches"][()]  # without version 3's CRC-32 fields
-        fields = [name for name in table.dtype.names if not name.endswith("_crc32")]
+        table = copy["batches"][()]  # without version 3's CRC-32 fields and version 4's weights' count
+        fields = [name for name in table.dtype.names if not name.endswith("_crc32") and name != "weight_images_sent"]
         rows = np.zeros(len(table), [(name, table.dtype[name]) for name in fields])
         for name in fields:
             rows[name] = table[name]
         del copy["batches"]
         copy.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+        del copy["weight_images_sent"]  # version 4's
 
         def attributes(name, node):
             for key in node.attrs:
@@ -124,7 +125,7 @@ def downgraded(path: Path, target: Path) -> Path:
         scales = []
         copy.visititems(lambda name, node: scales.append(name) if isinstance(node, h5py.Dataset) and node.shape and
                         name.rsplit("/", 1)[-1] in ("image", "batch", "pixel", "byte", "row", "sample",
-                                                     "sample_mode", "verified_row") else None)
+                                                     "sample_mode", "verified_row", "layer") else None)
         for name in scales:
             del copy[name]
     return target
@@ -137,7 +138,7 @@ def test_old_files_load_through_the_api_the_same(bench, tmp_path):
     assert all(name.startswith("phony_dim_") for name in unnamed.sizes)  # what the version-2 scales are for
     for layer in (None, 0, 1):
         new_view, old_view = qslab.open_session(path, layer), qslab.open_session(old, layer)
-        assert old_view.attrs.pop("schema_version") == 1 and new_view.attrs.pop("schema_version") == 3
+        assert old_view.attrs.pop("schema_version") == 1 and new_view.attrs.pop("schema_version") == 4
         old_view.attrs["file"] = new_view.attrs["file"]
         xr.testing.assert_identical(new_view, old_view)
     assert qslab.replay(old).as_json()["accuracy"] == qslab.replay(path).accuracy

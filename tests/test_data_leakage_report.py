@@ -108,7 +108,9 @@ def test_the_shipped_second_moments_are_what_the_training_images_give(mnist_trai
     assert provenance["weights_sha256"] == file_sha256(default_weights_path())
     again, recomputed = mnist_train_moments
     assert recomputed["weights_sha256"] == provenance["weights_sha256"]
+    # up to the order of the sums: the BLAS kernels the CPU selects sum in another order (seen 7.4e-7 relative on an
+    # AVX-512 machine against the shipped file), far below the moments' own sampling error
     for a, b in zip(shipped, again):
         assert a.samples == b.samples
-        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, atol=1e-12)
-        np.testing.assert_allclose(a.replicate_eigenvalues, b.replicate_eigenvalues, atol=1e-12)
+        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(a.replicate_eigenvalues, b.replicate_eigenvalues, rtol=1e-5, atol=1e-12)

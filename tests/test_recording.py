@@ -53,9 +53,16 @@ def batch_data(batch: int) -> tuple[dict, list[LayerBatch]]:
     return images, layers
 
 
-def append(writer: SessionWriter, batch: int) -> None:
+def weights_sent(batch: int) -> tuple[int, int]:
+    """Per layer, the images its weights were sent to up to ``batch``: the images recorded, plus set-up passes and
+    batches taken again (a few more per batch)."""
+    images = sum((4, 3, 5)[:batch + 1])
+    return images + 2 + batch, images + 5 + batch
+
+
+def append(writer: SessionWriter, batch: int, counted: bool = True) -> None:
     images, layers = batch_data(batch)
-    writer.append_batch(**images, layers=layers)
+    writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(batch) if counted else None)
 
 
 def write_session(path: Path, batches: int = 3, finish: bool = True) -> Path:
@@ -460,10 +467,12 @@ def _replace(name: str, data) -> callable:
     return change
 
 
-def _without_batch_crcs(f) -> None:
-    """/batches as versions 1 and 2 wrote it: the same rows without the CRC-32 fields."""
+def _older_table(f, version: int) -> None:
+    """/batches as an earlier version wrote it: the same rows without the fields added since (CRC-32: 3, the weights'
+    count: 4)."""
     table = f["batches"][()]
-    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if not name.endswith("_crc32")])
+    added = {"weight_images_sent"} | ({"client_quadratures_crc32", "returned_snu_crc32"} if version < 3 else set())
+    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in added])
     rows = np.zeros(len(table), old)
     for name in old.names:
         rows[name] = table[name]
@@ -471,10 +480,10 @@ def _without_batch_crcs(f) -> None:
     f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
 
 
-def _table_edit(field: str, value) -> callable:
+def _table_edit(field: str, value, row: int = 1) -> callable:
     def change(f):
         table = f["batches"][()]
-        table[field][1] = value
+        table[field][row] = value
         f["batches"][...] = table
     return change
 
@@ -485,16 +494,28 @@ BAD_FILES = {
     "not hdf5": (lambda p, t: p.write_text("time,power_w\n0,0.001\n"), "is not an HDF5 file"),
     "empty hdf5": (lambda p, t: h5py.File(p, "w").close(), "has no 'schema' attribute"),
     "other schema": (_foreign, "its schema attribute is 'qslab.calibration/1'"),
-    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 4)),
-                      r"schema_version 4; this qslab reads schema_version 1, 2 and 3 \(update qslab"),
+    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 5)),
+                      r"schema_version 5; this qslab reads schema_version 1, 2, 3 and 4 \(update qslab"),
     "older version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 0)),
-                      r"schema_version 0; this qslab reads schema_version 1, 2 and 3 \(it predates"),
+                      r"schema_version 0; this qslab reads schema_version 1, 2, 3 and 4 \(it predates"),
     "text version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", "1")),
-                     "schema_version attribute is '1', expected the integer 3"),
-    "version 3 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
+                     "schema_version attribute is '1', expected the integer 4"),
+    "version 4 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
                                     "no sha256_json attribute, which schema_version 2 and later require"),
-    "version 3 without batch CRCs": (lambda p, t: _edit(p, _without_batch_crcs),
+    "version 4 without batch CRCs": (lambda p, t: _edit(p, lambda f: _older_table(f, 2)),
                                      "/batches has dtype .*, expected .*client_quadratures_crc32"),
+    "version 4 without the weights' count": (lambda p, t: _edit(p, lambda f: _older_table(f, 3)),
+                                             "/batches has dtype .*, expected .*weight_images_sent"),
+    "a weights' count that decreases": (lambda p, t: _edit(p, _table_edit("weight_images_sent", [8, 8])),
+                                        "weight_images_sent is inconsistent"),
+    "a weights' count below the images": (lambda p, t: _edit(p, _table_edit("weight_images_sent", [6, 20])),
+                                          "weight_images_sent is inconsistent"),
+    "a weights' count at the end of another shape": (
+        lambda p, t: _edit(p, lambda f: (f.__delitem__("weight_images_sent"),
+                                         f.create_dataset("weight_images_sent", data=np.zeros(3, np.int64)))),
+        r"/weight_images_sent must be an int64 dataset of shape \(2,\)"),
+    "a weights' count after a batch not counted": (
+        lambda p, t: _edit(p, _table_edit("weight_images_sent", [-1, -1], row=0)), "weight_images_sent is inconsistent"),
     "truncated": (lambda p, t: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) * 2 // 3]), "is truncated"),
     "cut to the superblock": (lambda p, t: p.write_bytes(p.read_bytes()[:200]), "is truncated"),
     "missing dataset": (lambda p, t: _edit(p, lambda f: f.__delitem__("layers/1/verification/rows")),
@@ -585,6 +606,84 @@ def test_a_flipped_byte_in_a_committed_noise_value_is_reported_by_its_batch_crc(
     assert str(path) in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(RecordingError, match="does not match the CRC-32"):
         SessionWriter.resume(path)
+
+
+def test_the_weights_count_is_each_batchs_as_given_and_a_resume_adds_to_the_last(tmp_path):
+    """weight_images_sent (version 4): each committed row holds the counts its batch was given; the writer and the
+    reader name the last; a resumed writer starts from it (zeros before the first batch)."""
+    path = tmp_path / "session.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        assert writer.weight_images_sent == (0, 0)
+        append(writer, 0)
+        assert writer.weight_images_sent == weights_sent(0)
+        append(writer, 1)
+    with SessionFile.open(path) as session:
+        assert session.weight_images_sent == weights_sent(1)
+        assert session.batch_table["weight_images_sent"].tolist() == [list(weights_sent(b)) for b in range(2)]
+    with SessionWriter.resume(path) as writer:
+        assert writer.weight_images_sent == weights_sent(1)
+        append(writer, 2)
+        writer.finish(RESULTS)
+    with SessionFile.open(path) as session:
+        assert session.weight_images_sent == weights_sent(2)
+        assert_batches_equal(session, 3)
+
+
+def test_the_count_at_a_writers_end_holds_light_sent_after_its_last_batch(tmp_path):
+    """A writer that ends (aborted, or finished) stores the count then, which may exceed its last batch's (a batch that
+    failed, or that the cap stopped from being taken again, sent its light): the reader and the next resume start
+    from it; a later batch's larger count takes over."""
+    path = tmp_path / "session.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)
+        writer.abort("batch 2 failed", weight_images_sent=(20, 21))
+    with SessionFile.open(path) as session:
+        assert weights_sent(0) == (6, 9) and session.weight_images_sent == (20, 21)
+    with SessionWriter.resume(path) as writer:
+        assert writer.weight_images_sent == (20, 21)
+        images, layers = batch_data(1)
+        with pytest.raises(RecordingError, match=r"at least \[20, 21\]"):
+            writer.append_batch(**images, layers=layers, weight_images_sent=(19, 30))
+        writer.append_batch(**images, layers=layers, weight_images_sent=(30, 30))
+        with pytest.raises(RecordingError, match=r"at least \[30, 30\]"):
+            writer.finish(RESULTS, weight_images_sent=(29, 40))
+        writer.finish(RESULTS, weight_images_sent=(30, 40))
+    with SessionFile.open(path) as session:
+        assert session.status == "complete" and session.weight_images_sent == (30, 40)
+        assert session.batch_table["weight_images_sent"].tolist() == [[6, 9], [30, 30]]
+    validate(path)
+
+
+@pytest.mark.parametrize("given, message", [
+    ((3, 9), r"\[3, 9\]: expected per layer at least \[7, 9\]"),    # below the images recorded with the batch
+    ((7, 8), r"\[7, 8\]: expected per layer at least \[7, 9\]"),    # below the last batch's count
+    ((7, 9, 1), r"has shape \(3,\), expected \(2,\)"),
+    ((7.0, 9.0), "must be integers"),
+])
+def test_a_weights_count_that_cannot_be_a_total_is_refused_and_nothing_is_written(tmp_path, given, message):
+    path = tmp_path / "session.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0)  # (6, 9) after 4 images
+        images, layers = batch_data(1)  # 3 more
+        with pytest.raises(RecordingError, match=message):
+            writer.append_batch(**images, layers=layers, weight_images_sent=given)
+        assert writer.batches_written == 1 and writer.weight_images_sent == weights_sent(0)
+    validate(path)
+
+
+def test_a_batch_not_counted_ends_the_count_for_the_file(tmp_path):
+    """A writer not given the count stores -1 (not counted); a count after it is refused, since it could not hold
+    the passes before it, and the reader reports the file as not counted."""
+    path = tmp_path / "session.h5"
+    with SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
+        append(writer, 0, counted=False)
+        assert writer.weight_images_sent is None
+        with pytest.raises(RecordingError, match="holds no count to add it to"):
+            append(writer, 1)
+        append(writer, 1, counted=False)
+    with SessionFile.open(path) as session:
+        assert session.weight_images_sent is None
+        assert (session.batch_table["weight_images_sent"] == -1).all()
 
 
 def test_the_batch_crcs_are_the_crc32_of_each_batchs_bytes(tmp_path):
@@ -756,31 +855,37 @@ def test_a_metadata_text_changed_after_writing_is_refused_naming_it(tmp_path, na
         SessionFile.open(path)
 
 
-@pytest.mark.parametrize("version, checksums", [(1, True), (1, False), (2, True)],
-                         ids=["version 1 with sha256_json", "version 1 before it", "version 2"])
+@pytest.mark.parametrize("version, checksums", [(1, True), (1, False), (2, True), (3, True)],
+                         ids=["version 1 with sha256_json", "version 1 before it", "version 2", "version 3"])
 def test_every_version_the_reader_claims_is_read(tmp_path, version, checksums):
     """schema_version 1 files (written before the checksums, and after them with sha256_json and resumes_json as
-    optional attributes) and 2 (no batch CRCs) read as they always did; an edited text in one that carries checksums
-    is still refused."""
+    optional attributes), 2 (no batch CRCs) and 3 (no weights' count) read as they always did, their weights' count
+    as not counted; an edited text in one that carries checksums is still refused."""
     from qslab.analysis.recording.reader import READABLE_VERSIONS
 
-    assert READABLE_VERSIONS == (1, 2, 3) and SCHEMA_VERSION == 3
+    assert READABLE_VERSIONS == (1, 2, 3, 4) and SCHEMA_VERSION == 4
     path = write_session(tmp_path / "old.h5", batches=2, finish=False)
 
     def as_older_version(f):
         f.attrs["schema_version"] = np.int64(version)
-        _without_batch_crcs(f)
+        _older_table(f, version)
+        del f["weight_images_sent"], f["layer"]  # version 4's count at the end and its dimension scale
         if not checksums:
             del f["meta"].attrs["sha256_json"]
     _edit(path, as_older_version)
     with SessionFile.open(path) as session:
         assert session.schema_version == version and session.batches_written == 2 and session.resumes == []
         assert_batches_equal(session, 2)
-    if version == 2:  # resumed, it stays a version-2 file: rows without CRCs
+        assert session.weight_images_sent is None
+    if version >= 2:  # resumed, it stays a file of its version: rows without the fields added since
         with SessionWriter.resume(path) as writer:
-            append(writer, 2)
+            assert writer.weight_images_sent is None
+            with pytest.raises(RecordingError, match="holds no count to add it to"):
+                append(writer, 2)
+            append(writer, 2, counted=False)
         with SessionFile.open(path) as session:
-            assert session.schema_version == 2 and "returned_snu_crc32" not in session.batch_table.dtype.names
+            assert session.schema_version == version and "weight_images_sent" not in session.batch_table.dtype.names
+            assert ("returned_snu_crc32" in session.batch_table.dtype.names) == (version == 3)
             assert_batches_equal(session, 3)
     if checksums:
         def edit_seed(f):

@@ -106,6 +106,66 @@ def test_cumulative_figures_are_queries_times_the_per_query_bound():
                                                           + 7840 / 2 * unverified.bits_per_mode))
 
 
+def test_every_pass_of_the_weights_counts_and_passes_beyond_the_queries_count_at_g_mu():
+    """DECISIONS AI, summed pass by pass: each recorded query adds its layer's bound, each other pass (the set-up's
+    nulling, a batch taken again) adds g(mu), whatever the layer's verification. With many set-up passes the verified
+    layer can become the worst in total although its per-query bound is the smaller."""
+    rng = np.random.default_rng(7)
+    data = sparse_data(rng, 50, 2 * MODES)
+    sent, returned, _ = simulated_layer(rng, data, rows=4)
+    verified = _bound(sent, returned, 4, largest_mode_share(data), BUDGET)
+    unverified = _bound(np.empty(0), np.empty(0), 0, 0.0, BUDGET)
+    assert verified.bits_per_mode < verified.unverified_bits_per_mode == unverified.bits_per_mode
+    weights = (784 * 784, 7840)
+    for sent_to in [(200, 200), (203, 304), (900, 210)]:
+        report = WeightLeakage((verified, unverified), queries=200, weights_per_layer=weights, images_sent=sent_to)
+        totals = []
+        for layer, images in zip((verified, unverified), sent_to):
+            total = 0.0
+            for image in range(images):
+                total += layer.bits_per_mode if image < 200 else layer.unverified_bits_per_mode
+            totals.append(total)
+        assert report.cumulative_bits_per_mode_per_layer == pytest.approx(totals, rel=1e-12)
+        assert report.cumulative_bits_per_mode == pytest.approx(max(totals), rel=1e-12)
+        assert report.per_client_bits == pytest.approx(sum(n / 2 * t for n, t in zip(weights, totals)), rel=1e-12)
+    assert report.cumulative_bits_per_mode == report.cumulative_bits_per_mode_per_layer[0]  # 700 passes at g(mu)
+    uncounted = WeightLeakage((verified, unverified), queries=200, weights_per_layer=weights)
+    assert uncounted.to_json()["images_sent_per_layer"] is None
+    assert uncounted.cumulative_bits_per_mode == WeightLeakage(
+        (verified, unverified), queries=200, weights_per_layer=weights, images_sent=(200, 200)).cumulative_bits_per_mode
+    for wrong in [(199, 300), (300,), (300, 300, 300)]:
+        with pytest.raises(ValueError, match="images_sent"):
+            WeightLeakage((verified, unverified), queries=200, weights_per_layer=weights, images_sent=wrong)
+
+
+def test_the_session_report_prints_each_layers_passes_or_says_they_were_not_counted():
+    """`qslab session`'s weight-leakage lines from the report's JSON: the total over every pass, each layer's passes
+    beyond the queries at g(mu); a file without the count says the total holds for its queries only."""
+    from qslab.sequences.commands.session import cap_stop_text, weight_leakage_rows
+
+    rng = np.random.default_rng(7)
+    data = sparse_data(rng, 50, 2 * MODES)
+    sent, returned, _ = simulated_layer(rng, data, rows=4)
+    from dataclasses import replace
+
+    layers = (replace(_bound(sent, returned, 4, largest_mode_share(data), BUDGET), layer="layer1"),
+              _bound(np.empty(0), np.empty(0), 0, 0.0, BUDGET))
+    counted = WeightLeakage(layers, queries=200, weights_per_layer=(784 * 784, 7840), images_sent=(203, 304))
+    rows = dict(weight_leakage_rows({"security_report": {"weight_leakage": counted.to_json()}}))
+    assert f"{counted.cumulative_bits_per_mode:.4g} bit/mode over every image the weights were sent to" in rows[
+        "weight leakage"]
+    assert "sent to 304 images: 200 queries and 104 more" in rows["  layer2"]
+    assert f"{counted.cumulative_bits_per_mode_per_layer[1]:.4g} bit/mode in all" in rows["  layer2"]
+    assert "sent to 203 images: 200 queries and 3 more" in rows["  layer1"]
+    uncounted = WeightLeakage(layers, queries=200, weights_per_layer=(784 * 784, 7840))
+    rows = dict(weight_leakage_rows({"security_report": {"weight_leakage": uncounted.to_json()}}))
+    assert "over the session's 200 queries (passes beyond them not counted" in rows["weight leakage"]
+    assert "sent to" not in rows["  layer1"] + rows["  layer2"]
+    stop = {"images": 10, "projected_bits_per_mode": 600.0, "cap_bits_per_mode": 550.0}
+    assert cap_stop_text(stop).startswith("after 10 images: the next batch would take the total to 600 bit/mode")
+    assert "taking the next batch again would" in cap_stop_text({**stop, "taken_again": True})
+
+
 def test_lab_guidance_solves_for_the_target_and_splits_loss_from_noise():
     """The T, eps and mu it returns put the planned bound exactly at the target; loss alone is the pure-loss
     identity chi_E(2 mu + 1, T, 0) = g((1 - T) mu), an independent closed form."""

@@ -19,6 +19,7 @@ from test_recording import (
     ROOT,
     batch_data,
     long_batch_data,
+    weights_sent,
 )
 
 EXTENDABLE = {"/batches", "/results/results_json", *(f"/images/{name}" for name in ("index", "label", "pixels",
@@ -116,6 +117,7 @@ def write_like_h5py(path) -> None:
                     stop[k] = row[f"{kind}_stop"][0, k]
                 row["client_quadratures_crc32"][0, k] = zlib.crc32(batch.client_quadratures_snu.astype("<f4").tobytes())
                 row["returned_snu_crc32"][0, k] = zlib.crc32(batch.returned_snu.astype("<f4").tobytes())
+            row["weight_images_sent"][0] = weights_sent(number)
             extend(f["batches"], row)
             first += count
 
@@ -161,7 +163,7 @@ def test_the_file_holds_what_h5pys_high_level_calls_store(tmp_path):
     with SessionWriter.create(written, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
         for number in range(3):
             images, layers = batch_data(number)
-            writer.append_batch(**images, layers=layers)
+            writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(number))
     write_like_h5py(plain)
     validate(plain)
     validate(written)

@@ -28,7 +28,7 @@ with its replay should compute from the recorded (float32-rounded) values.
 
 from qslab.analysis.recording.background import BackgroundAppends
 from qslab.analysis.recording.lock import WriterLock, WriterRecord
-from qslab.analysis.recording.reader import SessionFile, validate
+from qslab.analysis.recording.reader import SessionFile, validate, weight_images_sent
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
                                              SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
                                              LayerShape, LayerVerification, RecordingError, batches_dtype)
@@ -39,4 +39,4 @@ from qslab.analysis.recording.writer import SessionWriter
 __all__ = ["ABORTED", "BackgroundAppends", "COMPLETE", "DETAIL_BYTES", "META_NAMES", "PIXELS_PER_IMAGE", "RUNNING", "SCHEMA", "SCHEMA_VERSION",
            "STATUS_BYTES", "STATUSES", "Images", "LayerBatch", "LayerShape", "LayerVerification", "RecordingError",
            "SentBlocks", "SessionFile", "SessionWriter", "WriterLock", "WriterRecord", "batches_dtype", "is_run_id", "new_run_id", "run_id_time",
-           "validate"]
+           "validate", "weight_images_sent"]

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "qslab.session"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # 2: dimension scales and units, /meta sha256_json required (optional in 1) and the optional /curious_server
-# group (curious_group.py); 3: the noise datasets unfiltered, checked by the CRC-32 fields of /batches;
-# docs/RECORDING.md, Versioning
-READABLE_VERSIONS = (1, 2, 3)
+# group (curious_group.py); 3: the noise datasets unfiltered, checked by the CRC-32 fields of /batches; 4: the
+# /batches field weight_images_sent; docs/RECORDING.md, Versioning
+READABLE_VERSIONS = (1, 2, 3, 4)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)
@@ -52,6 +52,12 @@ _NOISE_DATASETS = ("client_quadratures_snu", "verification/returned_snu")
 # /batches field (version 3) -> the layer dataset whose committed bytes of that batch it checks (zlib.crc32)
 NOISE_CRC_FIELDS = {"client_quadratures_crc32": "client_quadratures_snu",
                     "returned_snu_crc32": "verification/returned_snu"}
+# /batches field (version 4): per layer, the images its weights were sent to up to and including the batch, every
+# acquisition counted (the set-up's leakage nulling, batches taken again), over every process that wrote the file; -1:
+# not counted by the writer (the leakage figures then count the recorded images only, and say so)
+WEIGHT_IMAGES_SENT = "weight_images_sent"
+# root dataset (version 4), int64 [layers]: the same count when a writer ended (finished, or marked the file aborted),
+# which holds light sent after its last committed batch (a batch taken again, or one that failed); -1 until then
 # the sent quadratures repeat each verified row's value for every image: gzip level 1 without shuffle packs them
 # smaller (15 %) and at two thirds of the CPU of level 4 with shuffle
 _SENT_FILTERS = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
@@ -127,11 +133,13 @@ class LayerVerification:
 
 def batches_dtype(layer_count: int, version: int = SCHEMA_VERSION) -> np.dtype:
     """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields, and (version
-    3) per layer the CRC-32 of the batch's bytes of each noise dataset."""
+    3) per layer the CRC-32 of the batch's bytes of each noise dataset, (version 4) per layer the images its weights
+    were sent to up to this batch (WEIGHT_IMAGES_SENT)."""
     per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
     crcs = [(name, "<u4", (layer_count,)) for name in NOISE_CRC_FIELDS] if version >= 3 else []
+    sent = [(WEIGHT_IMAGES_SENT, "<i8", (layer_count,))] if version >= 4 else []
     return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
-                     *per_layer, *crcs])
+                     *per_layer, *crcs, *sent])
 
 
 # The names and units of version 2. Each axis of each dataset is attached to an HDF5 dimension scale written as
@@ -155,16 +163,18 @@ _VERIFICATION_DIMENSION = {"sent_snu": "sample_mode", "returned_snu": "sample_mo
                            "measure_p": "sample"}
 
 
-def dimension_scales(layers) -> dict[str, int | None]:
-    """Every dimension scale of version 2: path -> fixed length, or None for a dimension that grows per batch."""
+def dimension_scales(layers, version: int = SCHEMA_VERSION) -> dict[str, int | None]:
+    """Every dimension scale of version 2 on: path -> fixed length, or None for a dimension that grows per batch."""
     scales = {"image": None, "batch": None, "images/pixel": PIXELS_PER_IMAGE, "results/byte": None}
+    if version >= 4:
+        scales["layer"] = len(layers)
     for k, layer in enumerate(layers):
         scales[f"layers/{k}/row"] = layer.rows
         scales.update({f"layers/{k}/verification/{name}": None for name in ("sample", "sample_mode", "verified_row")})
     return scales
 
 
-def dataset_dimensions(layers) -> dict[str, tuple[tuple[str, ...], str, str | None]]:
+def dataset_dimensions(layers, version: int = SCHEMA_VERSION) -> dict[str, tuple[tuple[str, ...], str, str | None]]:
     """Version 2's names of every extendable dataset: path -> (paths of its axes' scales, long_name, units)."""
     names = {f"images/{name}": (("image", "images/pixel") if name == "pixels" else ("image",), *description)
              for name, description in _IMAGE_DESCRIPTIONS.items()}
@@ -177,6 +187,9 @@ def dataset_dimensions(layers) -> dict[str, tuple[tuple[str, ...], str, str | No
     names["batches"] = (("batch",), "one row per committed batch: images and per-layer offsets (docs/RECORDING.md)",
                         None)
     names["results/results_json"] = (("results/byte",), "UTF-8 JSON of the results, empty until complete", None)
+    if version >= 4:
+        names[WEIGHT_IMAGES_SENT] = (("layer",), "per layer, the images its weights were sent to when a writer last "
+                                                 "ended (-1: none has yet; docs/RECORDING.md)", None)
     return names
 
 

@@ -345,9 +345,7 @@ def format_result(result: dict) -> str:
         *data_leakage_rows(result),
         *curious_server_rows(result),
         ("failure probability", format_budget(report.get("failure_budget"))),
-        *([("stopped at leakage cap", f"after {result['stopped_at_leakage_cap']['images']} images: the next batch "
-                                       f"would take the total to {result['stopped_at_leakage_cap']['projected_bits_per_mode']:.4g}"
-                                       f" bit/mode, above the cap of {result['stopped_at_leakage_cap']['cap_bits_per_mode']:g}")]
+        *([("stopped at leakage cap", cap_stop_text(result["stopped_at_leakage_cap"]))]
           if result.get("stopped_at_leakage_cap") else []),
         ("safe state", "lasers off, drives at zero (read back)" if safe.get("safe") else f"NOT SAFE: {safe or 'unknown'}"),
         ("faults", format_faults(result.get("faults"))),
@@ -362,9 +360,21 @@ def data_leakage_rows(result: dict) -> list[tuple[str, str]]:
 
     data = (result.get("security_report") or {}).get("data_leakage")
     if data:
-        return report_rows(data)
+        return report_rows(data) + data_not_counted_rows(result)
     return [("data leakage, not bounds", f"the paper's Eq. 3 (Cramer-Rao) {result['data_leakage_bits_cramer_rao']:.3g} "
                                          "bit/symbol (no upper bound recorded)")]
+
+
+def data_not_counted_rows(result: dict) -> list[tuple[str, str]]:
+    """What the data-leakage total leaves out: the images of a batch taken again went to the server once more per
+    take (and those of a take the leakage cap stopped from being repeated were never recorded); the total counts each
+    recorded image once (DECISIONS AI)."""
+    actions = ((result.get("faults") or {}).get("actions")) or []
+    again = sum(1 for action in actions if action.get("action") == "repeated")
+    if not again:
+        return []
+    return [("  not counted", f"{again} take(s) of a batch were repeated after faults: their images' data went to the "
+                              "server once more each time, and the total above counts every recorded image once")]
 
 
 def curious_server_rows(result: dict) -> list[tuple[str, str]]:
@@ -376,17 +386,29 @@ def curious_server_rows(result: dict) -> list[tuple[str, str]]:
     return report_rows(result["curious_server"], result.get("data_leakage_bound_bits_per_query"))
 
 
+def cap_stop_text(stop: dict) -> str:
+    """Where the leakage cap ended the session, and why."""
+    batch = "taking the next batch again" if stop.get("taken_again") else "the next batch"
+    return (f"after {stop['images']} images: {batch} would take the total to {stop['projected_bits_per_mode']:.4g} "
+            f"bit/mode, above the cap of {stop['cap_bits_per_mode']:g}")
+
+
 def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:
-    """The weight-leakage lines: the bound per query (worst layer) and cumulative, each layer, the labelled
-    reference figures."""
+    """The weight-leakage lines: the bound per query (worst layer) and cumulative over every pass of the weights, each
+    layer with its passes, the labelled reference figures."""
     weight = (result.get("security_report") or {}).get("weight_leakage")
     if not weight:
         return [("weight leakage", f"{result['weight_leakage_bits_per_mode']:.4g} bit/mode")]
+    sent = weight.get("images_sent_per_layer")
+    over = ("over every image the weights were sent to" if sent is not None else
+            f"over the session's {weight['queries']} queries (passes beyond them not counted: the file does not hold "
+            "them)")
     rows = [("weight leakage", f"{weight['per_query_bits_per_mode']:.4g} bit/mode per query (worst layer, worst mode); "
-                               f"{weight['cumulative_bits_per_mode']:.4g} bit/mode over the session's "
-                               f"{weight['queries']} queries ({weight['cumulative_bits_per_weight']:.4g} bit per real "
-                               f"weight; {weight['per_client_bits']:.4g} bit about all weights for this client)")]
-    for layer in weight["layers"]:
+                               f"{weight['cumulative_bits_per_mode']:.4g} bit/mode {over} "
+                               f"({weight['cumulative_bits_per_weight']:.4g} bit per real weight; "
+                               f"{weight['per_client_bits']:.4g} bit about all weights for this client)")]
+    cumulative = weight.get("cumulative_bits_per_mode_per_layer") or [None] * len(weight["layers"])
+    for index, layer in enumerate(weight["layers"]):
         if layer["verified"]:
             text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']} (T_min {layer['transmittance_min']:.3f}, "
                     f"eps_max {layer['excess_noise_max_snu']:.3g} SNU, worst mode {layer['excess_noise_worst_mode_snu']:.3g}"
@@ -395,13 +417,12 @@ def weight_leakage_rows(result: dict) -> list[tuple[str, str]]:
         else:
             text = (f"{layer['bits_per_mode']:.4g} bit/mode, {layer['method']}: {layer['verified_rows']} rows, "
                     f"{layer['samples']} samples verified (too few for finite-size limits)")
+        if sent is not None:
+            extra = sent[index] - weight["queries"]
+            text += (f"; sent to {sent[index]} images: {weight['queries']} queries and {extra} more (the set-up's "
+                     f"leakage nulling, batches taken again) at g(mu) {layer['unverified_bits_per_mode']:.4g}, "
+                     f"{cumulative[index]:.4g} bit/mode in all")
         rows.append((f"  {layer['layer']}", text))
-    played = result.get("weight_images_per_layer")
-    if played:
-        met = ", ".join(f"{layer['layer']}'s weights {count} images" for layer, count in zip(weight["layers"], played))
-        rows.append(("  not counted", f"this run sent {met} (every acquisition: the set-up's leakage nulling and "
-                                      "batches taken again included); the cumulative figure counts the recorded "
-                                      "images only"))
     for figure in weight["references"]:
         rows.append(("  not a bound", f"{figure['bits_per_mode']:.4g} bit/mode assuming {figure['assumes']}"))
     return rows

@@ -57,7 +57,8 @@ def security(session: LiveSession) -> dict:
         out["verification"] = {key: checked[key] for key in (
             "transmittance_hat", "transmittance_min", "excess_noise_hat_snu", "excess_noise_max_snu", "accepted",
             "n_samples", "amplitude_threshold", "variance_threshold_snu")}
-    weight = projected_weight_leakage(session, settings, measured, session.shapes, session.images_written)
+    weight = projected_weight_leakage(session, settings, measured, session.shapes, session.images_written,
+                                      images_sent=session.weight_images_sent)
     out["layers"] = [{"layer": layer["layer"], "verified": layer["verified"], "method": layer["method"],
                       "bits_per_mode": layer["bits_per_mode"], "transmittance_min": layer["transmittance_min"],
                       "excess_noise_max_snu": layer["excess_noise_max_snu"], "verified_rows": layer["verified_rows"]}

@@ -20,7 +20,7 @@ import numpy as np
 
 from qslab.analysis import mnist
 from qslab.analysis.measured_values import MeasuredValues
-from qslab.analysis.recording import COMPLETE, LayerShape
+from qslab.analysis.recording import COMPLETE, LayerShape, weight_images_sent
 from qslab.analysis.replay import CHUNK_VALUES
 from qslab.analysis.session_results import ImageTotals
 from qslab.analysis.verified_samples import StreamedSamples
@@ -77,6 +77,7 @@ class LiveSession:
     images: ImageTotals | None = None
     verified_rows: list = field(default_factory=list)   # per layer: rows verified per batch
     sample_stops: list = field(default_factory=list)    # per layer: verified samples committed so far
+    weight_images_sent: tuple[int, ...] | None = None   # per layer, as the last batch's row holds (None: not counted)
     _samples: tuple[int, StreamedSamples] | None = None
     _inode: int | None = None
 
@@ -172,6 +173,7 @@ class LiveSession:
             self.sample_stops[k] = int(row["sample_stop"][k])
             self.verified_rows[k].append(int(row["row_stop"][k] - row["row_start"][k]))
         self.batch_times_unix_s.append(float(row["time_unix_s"]))
+        self.weight_images_sent = weight_images_sent(row[np.newaxis])
 
 
 def newest_session(directory: Path) -> Path | None:

@@ -63,3 +63,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         # ranges widened included; LinkAcquisition._capture)
         self.images_played: Counter[int] = Counter()
 
+
+    def weight_images_played(self) -> tuple[int, ...]:
+        """Per layer (in order), the images this link has played its weights to so far (images_played)."""
+        return tuple(self.images_played[layer.segment_id] for layer in self.layers)

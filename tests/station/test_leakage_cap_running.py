@@ -29,16 +29,17 @@ def checks(calibrated_store_at, tmp_path_factory) -> tuple[list, list, dict]:
     directory = tmp_path_factory.mktemp("capped")
     store = RecordStore(calibrated_store_at(directory / "records"))
     original = session_module.leakage_cap_allows
-    before, after = [], []
+    before, after, sent = [], [], []
 
     def both(seen):
-        def check(recorded, settings, measured, shapes, images_after, running=None):
+        def check(recorded, settings, measured, shapes, images_after, running=None, images_sent_after=None):
             assert running is not None  # the session passes its running sums
             if seen is before and images_after > 6:
                 raise KeyboardInterrupt("stopped for the test")
-            new = original(recorded, settings, measured, shapes, images_after, running)
-            reference = original(recorded, settings, measured, shapes, images_after, None)  # reads the file back
+            new = original(recorded, settings, measured, shapes, images_after, running, images_sent_after)
+            reference = original(recorded, settings, measured, shapes, images_after, None, images_sent_after)  # the file
             seen.append((images_after, new[1], reference[1]))
+            sent.append(images_sent_after)
             return new
         return check
 
@@ -50,11 +51,11 @@ def checks(calibrated_store_at, tmp_path_factory) -> tuple[list, list, dict]:
         patch.setattr(session_module, "leakage_cap_allows", both(after))
         result = run_session(load_config(CONFIG), SETTINGS, out_dir=directory / "out", store=store, progress=False,
                              resume=path)
-    return before, after, result
+    return before, after, result, sent
 
 
 def test_the_cap_decision_equals_the_file_reading_computation_at_every_batch(checks):
-    before, after, result = checks
+    before, after, result, _ = checks
     seen = before + after
     assert result["images"] == 12 and [images for images, _, _ in seen] == [2, 4, 6, 8, 10, 12]
     projected = np.array([(new, reference) for _, new, reference in seen])
@@ -66,8 +67,15 @@ def test_the_cap_decision_equals_the_file_reading_computation_at_every_batch(che
 
 
 def test_a_resumed_capped_session_continues_its_sums_from_the_file(checks):
-    """Interrupted after 3 batches, resumed: the cap check after the resume equals the file-reading one."""
-    before, after, result = checks
+    """Interrupted after 3 batches, resumed: the cap check after the resume equals the file-reading one, and it counts
+    every image the weights were sent to before it (the file's count) with the resume's own set-up on top."""
+    before, after, result, sent = checks
     assert len(before) == 3 and result["images"] == 12 and len(after) == 3
     np.testing.assert_allclose([new for _, new, _ in after], [reference for _, _, reference in after], rtol=1e-10,
                                atol=0.0)
+    # each check counts this batch once more than the last batch's count; the resume adds its set-up's passes again
+    set_up = [n - 2 for n in sent[0]]
+    assert all(n > 0 for n in set_up)
+    assert sent[:3] == [tuple(n + images for n in set_up) for images in (2, 4, 6)]
+    assert sent[3:] == [tuple(2 * n + images for n in set_up) for images in (8, 10, 12)]
+    assert result["weight_images_per_layer"] == [2 * n + 12 for n in set_up]

@@ -7,13 +7,15 @@ passes than are counted. So in a session's batches every message the bench handl
 with a layer or the client's processor playing must be one of the capture's own (sequences/protocol/acquisition.py,
 LinkAcquisition._capture: processor and layer started, the digitizer's acquisition, both stopped), and the check reads
 the tap behind a closed shutter (sequences/protocol/health.py, read_light). The images every layer's weights met are
-counted at the capture (the results' weight_images_per_layer) and agree with the bench's own count.
+counted at the capture, recorded with each batch (/batches weight_images_sent) and totalled in the weight leakage
+(DECISIONS AI): at every batch they agree with the bench's own count.
 """
 
 from __future__ import annotations
 
 from station_fixtures import patient_config
 
+from qslab.analysis.recording import SessionFile
 from qslab.calibration.records import RecordStore
 from qslab.instruments.sim.server import observing_bench_starts
 from qslab.sequences.config import load_config
@@ -47,6 +49,7 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
     seen: list[tuple[str, bytes, bool, bool]] = []  # from the arming before batch 2 on: every message, and the light
     armed = []
     played: dict[int, int] = {}  # the bench's own count: segment -> images on the processor at each acquisition
+    after: list[dict[int, int]] = []  # the count after each acquisition
 
     def watch(bench) -> None:
         for name, instrument in bench.instruments.items():
@@ -57,6 +60,7 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
                     seen.append((name, bytes(message[:16]), *_carried(state)))
                 if name == "digitizer" and bytes(message[:9]) == b":DIGitize" and (playing := _playing(state)):
                     played[playing[0]] = played.get(playing[0], 0) + playing[1]
+                    after.append(dict(played))
                 return handle(message)
 
             monkeypatch.setattr(instrument.emulator, "handle", observed)
@@ -74,7 +78,11 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
     assert len(acquisitions) == 2  # the two layers of batch 2, the one after arming
     assert all(weights and data for weights, data in acquisitions)  # and each acquisition does record both
 
-    # every pass of a layer's weights is in the results' count: the batches' images, and the set-up's leakage nulling
-    # (layer 2's 10 rows need 52 images a pass for its 200,000 samples), which the cumulative figure leaves out
-    assert result["weight_images_per_layer"] == [played[1], played[2]]
+    # every pass of a layer's weights is counted: the batches' images, and the set-up's leakage nulling (layer 2's 10
+    # rows need 52 images a pass for its 200,000 samples); each batch's row holds the count after its last layer
     assert played[1] > SETTINGS.images and played[2] > SETTINGS.images + 100
+    with SessionFile.open(result["file"]) as session:
+        rows = session.batch_table["weight_images_sent"].tolist()
+    assert rows == [[count[1], count[2]] for count in (after[-3], after[-1])]
+    assert result["weight_images_per_layer"] == [played[1], played[2]]
+    assert result["security_report"]["weight_leakage"]["images_sent_per_layer"] == [played[1], played[2]]

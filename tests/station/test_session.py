@@ -240,23 +240,32 @@ def test_the_receivers_dc_levels_are_taken_out_of_every_record(patient_clean_ses
         assert all(abs(tails[name]) < 0.05 for name in RECEIVERS), tails  # 0.011 SNU rms
 
 
-def test_the_session_stops_cleanly_before_the_batch_that_would_exceed_its_leakage_cap(store, tmp_path):
-    """DECISIONS O: 10 images spend about 42 bit/mode at g(mu) per query (the 10-row layer is unverified), 20 would
-    spend 84; a 60 bit/mode cap keeps the first batch and stops before the second, with a complete file."""
-    result = run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=60.0),
+def test_the_session_stops_cleanly_before_the_batch_that_would_exceed_its_leakage_cap(store, tmp_path, clean):
+    """DECISIONS O, AI: the 10-row layer is unverified, so every image its weights are sent to costs g(mu), about 4.2
+    bit/mode: the set-up's leakage nulling first (the clean session's count beyond its 20 images), then 10 per batch.
+    A cap halfway between one batch and two keeps the first and stops before the second, with a complete file; a
+    cap below the set-up's own passes allows no batch."""
+    layer2 = clean["security_report"]["weight_leakage"]["layers"][1]
+    assert not layer2["verified"]
+    set_up = clean["weight_images_per_layer"][1] - clean["images"]
+    assert set_up > 0
+    cap = (set_up + 15) * layer2["unverified_bits_per_mode"]
+    result = run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=cap),
                          out_dir=tmp_path, store=store, progress=False)
     weight = result["security_report"]["weight_leakage"]
     assert result["images"] == 10 and result["stopped_at_leakage_cap"]["images"] == 10
-    assert result["stopped_at_leakage_cap"]["projected_bits_per_mode"] > 60.0
-    assert weight["cumulative_bits_per_mode"] == pytest.approx(10 * weight["per_query_bits_per_mode"])
-    assert weight["cumulative_bits_per_mode"] <= 60.0
+    assert result["weight_images_per_layer"][1] == set_up + 10
+    assert result["stopped_at_leakage_cap"]["projected_bits_per_mode"] > cap
+    assert weight["cumulative_bits_per_mode"] == pytest.approx(
+        (set_up + 10) * weight["layers"][1]["unverified_bits_per_mode"])
+    assert weight["cumulative_bits_per_mode"] <= cap
     assert result["safe_state"]["safe"] is True
     replayed = replay(result["file"])
     assert replayed["status"] == "complete" and replayed["weight_leakage_bits_per_mode_cumulative"] == pytest.approx(
         weight["cumulative_bits_per_mode"])
     with pytest.raises(session_module.SessionAborted, match="allows no batch"):
-        run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=1.0), out_dir=tmp_path,
-                    store=store, progress=False)
+        run_session(load_config(CONFIG), replace(SETTINGS, max_weight_leakage_bits_per_mode=(set_up + 5) * layer2[
+            "unverified_bits_per_mode"]), out_dir=tmp_path, store=store, progress=False)
 
 
 def test_security_budget_tells_the_lab_what_a_target_needs(store, capsys):
@@ -311,7 +320,8 @@ def test_the_streamed_results_equal_the_pooled_computation_on_the_whole_arrays(c
             measured=MeasuredValues.from_json(session.calibrations["measured"]), modes=layers[0].modes,
             rows=[layer.rows for layer in layers], failure_probability=settings["failure_probability"],
             false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"],
-            verified_rows=[sum(np.size(r) for r in v.rows) for v in verification])
+            verified_rows=[sum(np.size(r) for r in v.rows) for v in verification],
+            weight_images_sent=tuple(int(n) for n in session.batch_table["weight_images_sent"][-1]))
     assert pooled["security_report"]["weight_leakage"]["layers"][0]["verified"]  # the estimates are exercised
     live = {key: clean[key] for key in pooled}
     _assert_same_figures(live, pooled)

@@ -25,6 +25,7 @@ from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
 from qslab.sequences import station as station_module
 from qslab.sequences.cli import main
+from qslab.sequences.commands.session import data_not_counted_rows
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
 from qslab.sequences.session_guard import SessionStopped
@@ -96,12 +97,15 @@ def assert_bench_safe(bench) -> None:
 
 
 def assert_file(path, status: str, images: int) -> None:
-    """Readable, with exactly the images of the completed batches."""
+    """Readable, with exactly the images of the completed batches, and the weights' count at the writer's end (it
+    holds whatever the last batch's row holds, and the light of a batch that was not recorded)."""
     recording.validate(path)
     with recording.SessionFile.open(path) as recorded:
         assert recorded.status == status and recorded.images_written == images
         assert np.array_equal(recorded.images.index, np.arange(images))
         assert recorded.client_quadratures_snu(0).shape[0] == images
+        at_end = recorded.weight_images_sent
+        assert at_end is not None and np.all(np.array(at_end) >= recorded.batch_table["weight_images_sent"][-1])
 
 
 def assert_completed(results: dict, benches: list) -> dict:
@@ -159,6 +163,43 @@ def test_a_reset_instrument_is_found_and_the_setup_applied_again(config_path, st
     cured = actions(faults, "re-applied", "laser")
     assert len(cured) == 1 and "power-on" in cured[0]["detail"] and cured[0]["batch"] == 2
     assert actions(faults, "repeated")  # the batch taken while it happened is taken again, not recorded
+
+
+def test_the_leakage_cap_is_checked_again_before_a_batch_is_taken_again(config_path, store, tmp_path, benches,
+                                                                         patient_clean_session):
+    """A reset laser makes batch 2 be taken again (above). A cap that allows batch 2's first take but not a second
+    one (layer 2, unverified: every image its weights meet costs g(mu)) ends the session cleanly with batch 1: the
+    first take's light is counted (the file's count at the writer's end), and the replay agrees."""
+    from dataclasses import replace
+
+    from qslab.analysis.replay import replay
+
+    clean = patient_clean_session.results
+    g = clean["security_report"]["weight_leakage"]["layers"][1]["unverified_bits_per_mode"]
+    set_up = [n - clean["images"] for n in clean["weight_images_per_layer"]]  # the set-up's passes of each layer
+    cap = (set_up[1] + 25) * g  # batch 2 once: set_up + 20 images; again: set_up + 30
+    capped = replace(SETTINGS, max_weight_leakage_bits_per_mode=cap)
+    results = run_session(load_config(config_path), capped, out_dir=tmp_path, store=store, progress=False,
+                          faults=["reset@laser:after=0"])
+    assert results["images"] == 10 and results["safe_state"]["safe"] is True
+    assert_bench_safe(benches[-1])
+    assert_file(results["file"], "complete", 10)
+    stop = results["stopped_at_leakage_cap"]
+    assert stop["images"] == 10 and stop["taken_again"] is True and stop["projected_bits_per_mode"] > cap
+    assert actions(results["faults"], "re-applied", "laser")
+    weight = results["security_report"]["weight_leakage"]
+    assert not weight["layers"][1]["verified"]
+    assert results["weight_images_per_layer"] == [n + 20 for n in set_up]  # batch 1, and batch 2's one take
+    assert weight["cumulative_bits_per_mode"] == pytest.approx((set_up[1] + 20) * g, rel=1e-6)
+    assert weight["cumulative_bits_per_mode"] <= cap
+    with recording.SessionFile.open(results["file"]) as done:
+        assert done.batch_table["weight_images_sent"].tolist() == [[n + 10 for n in set_up]]
+        assert done.weight_images_sent == tuple(n + 20 for n in set_up)
+    replayed = replay(results["file"])
+    assert replayed["changes"] == {} and replayed["weight_images_per_layer"] == results["weight_images_per_layer"]
+    (row,) = data_not_counted_rows(results)  # the report says batch 2's data went to the server unrecorded
+    assert row[0] == "  not counted" and row[1].startswith("1 take(s) of a batch were repeated after faults")
+    assert data_not_counted_rows(clean) == []
 
 
 def test_a_power_drop_is_cured_by_setting_the_laser_back_and_measuring_mu_again(config_path, store, tmp_path,

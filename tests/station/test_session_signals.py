@@ -210,6 +210,27 @@ def clean_run(store, tmp_path_factory) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
+def _assert_same_report_but_the_resumes_set_up(resumed: dict, clean: dict) -> None:
+    """The security report of a resumed session equals the clean run's, but for the weights' passes: the resume ran
+    the set-up again (its leakage nulling), so each layer's weights met the clean run's set-up passes twice (DECISIONS
+    AI), each at g(mu)."""
+    report, reference = resumed["security_report"], clean["security_report"]
+    assert {k: v for k, v in report.items() if k != "weight_leakage"} == \
+        {k: v for k, v in reference.items() if k != "weight_leakage"}
+    weight, clean_weight = report["weight_leakage"], reference["weight_leakage"]
+    totals = ("images_sent_per_layer", "cumulative_bits_per_mode", "cumulative_bits_per_mode_per_layer",
+              "cumulative_bits_per_weight", "per_client_bits")
+    assert {k: v for k, v in weight.items() if k not in totals} == \
+        {k: v for k, v in clean_weight.items() if k not in totals}
+    queries = weight["queries"]
+    set_up = [sent - queries for sent in clean_weight["images_sent_per_layer"]]
+    assert all(n > 0 for n in set_up)
+    assert weight["images_sent_per_layer"] == [queries + 2 * n for n in set_up]
+    for layer, n, total, clean_total in zip(weight["layers"], set_up, weight["cumulative_bits_per_mode_per_layer"],
+                                            clean_weight["cumulative_bits_per_mode_per_layer"]):
+        assert total == pytest.approx(clean_total + n * layer["unverified_bits_per_mode"], rel=1e-12)
+
+
 @pytest.mark.parametrize("killed_after", [1, 2])
 def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a_clean_run_does(
         bench, store, clean_run, tmp_path, capsys, killed_after):
@@ -241,8 +262,9 @@ def test_kill_9_at_a_chosen_batch_then_resume_from_the_command_line_ends_where_a
                  "--calibration-dir", str(store)]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert recorded_differences(path, clean["file"]) == []  # every batch, before and after the kill, array by array
-    for key in (*COMPARED, "security_report"):
+    for key in COMPARED:
         assert resumed[key] == clean[key], key
+    _assert_same_report_but_the_resumes_set_up(resumed, clean)
     with recording.SessionFile.open(path) as done, recording.SessionFile.open(clean["file"]) as reference:
         assert done.status == "complete" and done.images_written == 30
         (record,) = done.resumes
