@@ -153,7 +153,9 @@ class DataLeakage:
     """The data-leakage upper bound of a session or an operating point, with the limits it was taken at.
 
     `inputs` distinct data vectors were sent, each `repeats` times (a session: every test image once); the
-    cumulative figure is inputs x each input's capped total.
+    cumulative figure is inputs x each input's capped total. ``takes``: in a session, every image whose data the light
+    carried, a take of a batch repeated after a fault or never recorded included (None: not counted, as inputs);
+    each take counts as an input of its own, an upper bound on an image sent twice (min(2 x, H) <= 2 min(x, H)).
     """
 
     photons: float                   # N at the central calibrated values
@@ -169,6 +171,7 @@ class DataLeakage:
     distribution: str
     layers: tuple[DataLeakageLayer, ...]
     figures: tuple[LabelledFigure, ...] = ()
+    takes: int | None = None
 
     @property
     def data(self) -> DataLeakageLayer:
@@ -185,12 +188,13 @@ class DataLeakage:
 
     @property
     def cumulative_bits(self) -> float:
-        return self.inputs * self.data.per_input_bits
+        return max(self.inputs, self.takes or 0) * self.data.per_input_bits
 
     def to_json(self) -> dict:
         return {"kind": "upper bound (Gaussian extremality on the joint returned state, docs/PHYSICS.md 17.2)",
                 "per_query_bits": self.per_query_bits, "per_symbol_bits": self.per_symbol_bits,
                 "cumulative_bits": self.cumulative_bits, "inputs": self.inputs, "repeats": self.repeats,
+                "takes": self.takes,
                 "photons": self.photons, "photons_upper": self.photons_upper,
                 "inversion_factor": self.inversion_factor, "transmittance_per_pass": self.transmittance_per_pass,
                 "gain_upper": self.gain_upper, "noise_figure_db_upper": self.noise_figure_db_upper,
@@ -213,7 +217,7 @@ def calibrated_limits(measured, budget: FailureBudget) -> tuple[float, float | N
 
 def data_leakage_report(measured, budget: FailureBudget, layer_shapes, moments: list[SecondMoments], *,
                         distribution: str, inputs: int = 1, repeats: int = 1, candidate_entropy_bits=None,
-                        figures: tuple[LabelledFigure, ...] = ()) -> DataLeakage:
+                        figures: tuple[LabelledFigure, ...] = (), takes: int | None = None) -> DataLeakage:
     """The bound per layer (weight shapes [out, in]) from calibrated values (MeasuredValues or anything with
     gain, amplifier_noise_figure_db and processor_loss_per_pass_db Estimates) at `budget`'s shares."""
     gain, nf_upper, loss_lower = calibrated_limits(measured, budget)
@@ -238,7 +242,7 @@ def data_leakage_report(measured, budget: FailureBudget, layer_shapes, moments: 
     return DataLeakage(central.value, limit.value, limit.inversion_factor, limit.transmittance_per_pass, gain,
                        nf_upper, loss_lower, int(inputs), int(repeats),
                        None if candidate_entropy_bits is None else float(candidate_entropy_bits), distribution,
-                       tuple(layers), tuple(figures))
+                       tuple(layers), tuple(figures), None if takes is None else int(takes))
 
 
 def paper_figures(cramer_rao_bits: float, prx_bits: float, per_bin_bits: float | None = None) -> tuple:
@@ -281,7 +285,10 @@ def finite_set_rows(figures: dict) -> list[tuple[str, str]]:
     return [(f"  candidate set of {figures['candidates']}", text)]
 
 
-def _queries_text(inputs: int, repeats: int) -> str:
+def _queries_text(inputs: int, repeats: int, takes: int | None = None) -> str:
+    if takes is not None and takes > inputs:
+        return (f"{takes} images sent: {inputs} different inputs, and {takes - inputs} sent again in takes repeated "
+                f"after faults or never recorded (each counted as an input of its own)")
     if repeats == 1:
         return f"{inputs} different inputs, each sent once" if inputs > 1 else "one query"
     return f"{repeats} queries of the same input" + (f", for each of {inputs} inputs" if inputs > 1 else "")
@@ -294,7 +301,7 @@ def report_rows(data: dict) -> list[tuple[str, str]]:
     cap = data["candidate_entropy_bits"]
     rows = [("data leakage (upper bound)",
              f"{data['per_query_bits']:.4g} bit per query about the image ({data['per_symbol_bits']:.3g} bit per complex "
-             f"data symbol); {data['cumulative_bits']:.4g} bit in total over " + _queries_text(data["inputs"], data["repeats"])
+             f"data symbol); {data['cumulative_bits']:.4g} bit in total over " + _queries_text(data["inputs"], data["repeats"], data.get("takes"))
              + (f", each capped by H(X) = {cap:.4g} bit of the declared candidate set" if cap is not None else "")),
             ("  taken at", f"N = {data['photons_upper']:.4g} returned photons per row (central {data['photons']:.4g}): "
                            f"G {data['gain_upper']:.4g}, noise figure "

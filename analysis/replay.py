@@ -26,7 +26,7 @@ CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candida
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
 
 COMPARED = ("accuracy", "verified", "weight_leakage_bits_per_mode", "weight_leakage_bits_per_mode_cumulative",
-            "weight_leakage_bits_per_mode_nominal",
+            "weight_leakage_bits_per_mode_nominal", "data_leakage_bound_bits_cumulative",
             "data_leakage_bits_cramer_rao", "data_leakage_bits_per_bin", "data_leakage_bound_bits_per_query",
             "mu_photons_upper", "gain_upper", "curious_server")
 
@@ -53,8 +53,10 @@ class Recorded:
     committed: Callable[[], None] | None = None
     # each batch's sent samples as decoded from `path` the first time (recording/sent_blocks.py): decoded once
     sent: recording.SentBlocks = field(default_factory=recording.SentBlocks)
-    # per layer, every image its weights were sent to up to the last batch added (None: not counted)
+    # per layer, every image its weights were sent to, and whose data it carried, up to the last batch added (None:
+    # not counted)
     weight_images_sent: tuple[int, ...] | None = None
+    data_images_sent: tuple[int, ...] | None = None
 
     @classmethod
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
@@ -76,18 +78,18 @@ class Recorded:
                                   for k in range(layers)]
         if session.curious_spec is not None:
             recorded.curious = [session.images_written]
-        recorded.weight_images_sent = session.weight_images_sent
+        recorded.weight_images_sent, recorded.data_images_sent = session.weight_images_sent, session.data_images_sent
         return recorded
 
     @property
     def labels(self) -> list:
         return self.images.labels
 
-    def add(self, labels, pixels, captures, curious=None, weight_images_sent=None) -> None:
+    def add(self, labels, pixels, captures, curious=None, sent=(None, None)) -> None:
         """One batch, after it was committed to `path`; `curious`: (image index, counts, counted rows), as written
-        (only the number of images is kept: curious_outcome reads the counts back from the file);
-        `weight_images_sent`: the per-layer counts written with it (None: not counted)."""
-        self.weight_images_sent = None if weight_images_sent is None else tuple(int(n) for n in weight_images_sent)
+        (only the number of images is kept: curious_outcome reads the counts back from the file); `sent`: the
+        per-layer counts of weights and data written with it (None: not counted)."""
+        self.weight_images_sent, self.data_images_sent = sent
         self.images.add(labels, captures[0].client_quadratures_snu, captures[-1].client_quadratures_snu,
                         mnist.preprocess(np.asarray(pixels)))
         if curious is not None:
@@ -150,7 +152,7 @@ def results_from_recorded(recorded: Recorded, settings: dict, measured: Measured
         false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"], trusted=trusted,
         verified_rows=[sum(layer) for layer in recorded.verified_rows],
         weights_path=settings.get("weights"), candidate_entropy_bits=math.log2(candidates) if candidates else None,
-        weight_images_sent=recorded.weight_images_sent)
+        weight_images_sent=recorded.weight_images_sent, data_images_sent=recorded.data_images_sent)
     if candidates:
         from qslab.analysis.data_leakage_curious import candidate_x_hat
         from qslab.analysis.data_leakage_report import finite_set_figures

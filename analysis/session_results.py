@@ -180,7 +180,8 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
                     modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                     exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
                     weights_path: str | None = None, candidate_entropy_bits: float | None = None,
-                    weight_images_sent: tuple[int, ...] | None = None) -> dict:
+                    weight_images_sent: tuple[int, ...] | None = None,
+                    data_images_sent: tuple[int, ...] | None = None) -> dict:
     """Accuracy, verification and every leakage figure of one session from its arrays (see the module docstring):
     results_from_totals on the arrays, the reference a streamed session and replay are checked against.
 
@@ -188,23 +189,26 @@ def session_results(*, labels, layer1_quadratures_snu, last_quadratures_snu, lay
     rows were verified (None: from the sample count, for callers that only have samples); weights_path: the
     session's weights (None: the shipped ones), whose hidden layer sets layer 2's declared second moments;
     candidate_entropy_bits: H(X) of a declared finite candidate set, which caps the data-leakage bound;
-    weight_images_sent: per layer, every image its weights were sent to (WeightLeakage.images_sent)."""
+    weight_images_sent, data_images_sent: per layer, every image its weights were sent to and every image whose data it
+    carried (results_from_totals)."""
     images = ImageTotals.from_arrays(labels, layer1_quadratures_snu, last_quadratures_snu, layer1_inputs,
                                      exact_leakage_images)
     return results_from_totals(images, PooledSamples(verification_samples), measured=measured, modes=modes, rows=rows,
                                failure_probability=failure_probability, false_alarm=false_alarm,
                                exact_leakage_images=exact_leakage_images, trusted=trusted, verified_rows=verified_rows,
                                weights_path=weights_path, candidate_entropy_bits=candidate_entropy_bits,
-                               weight_images_sent=weight_images_sent)
+                               weight_images_sent=weight_images_sent, data_images_sent=data_images_sent)
 
 
 def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSamples, *, measured: MeasuredValues,
                         modes: int, rows: list[int], failure_probability: float, false_alarm: float,
                         exact_leakage_images: int, trusted: bool = True, verified_rows: list[int] | None = None,
                         weights_path: str | None = None, candidate_entropy_bits: float | None = None,
-                        weight_images_sent: tuple[int, ...] | None = None) -> dict:
+                        weight_images_sent: tuple[int, ...] | None = None,
+                        data_images_sent: tuple[int, ...] | None = None) -> dict:
     """session_results from what a session gathers batch by batch (ImageTotals) and its verified samples' estimates;
-    weight_images_sent: per layer, every image its weights were sent to (WeightLeakage.images_sent)."""
+    weight_images_sent: per layer, every image its weights were sent to (WeightLeakage.images_sent); data_images_sent:
+    per layer, every image whose data its light carried (DataLeakage.takes: layer 1's)."""
     labels, guess = images.all_labels(), images.all_predictions()
     layer_data = images.kept_inputs()
     verified_rows, names, budget = _layers_and_budget(samples, verified_rows, measured, modes, labels.size,
@@ -226,7 +230,8 @@ def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSa
                                    budget=budget, queries=int(labels.size), false_alarm=false_alarm, trusted=trusted,
                                    noise_figure_db=noise_figure_db, images_sent=weight_images_sent)
     data = session_data_leakage(measured, budget, rows, int(labels.size), weights_path, candidate_entropy_bits,
-                                paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], per_bin["bits"]))
+                                paper_figures(cramer_rao, nominal["data_leakage_bits_prx"], per_bin["bits"]),
+                                takes=None if data_images_sent is None else data_images_sent[0])
     report = SecurityReport(budget, weight, data)
     correct = int(np.sum(guess == labels))
     return {
@@ -241,6 +246,7 @@ def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSa
         "weight_leakage_bits_per_mode_cumulative": weight.cumulative_bits_per_mode,
         "weight_leakage_bits_per_client": weight.per_client_bits,
         "weight_images_per_layer": None if weight.images_sent is None else list(weight.images_sent),
+        "data_images_per_layer": None if data_images_sent is None else list(data_images_sent),
         "weight_leakage_bits_per_mode_nominal": nominal["weight_leakage_bits_per_mode"],
         "data_leakage_bits_cramer_rao": cramer_rao,
         "data_leakage_bits_prx": nominal["data_leakage_bits_prx"],
@@ -256,14 +262,16 @@ def results_from_totals(images: ImageTotals, samples: PooledSamples | StreamedSa
 
 
 def session_data_leakage(measured: MeasuredValues, budget: FailureBudget, rows: list[int], images: int,
-                         weights_path: str | None, candidate_entropy_bits: float | None, figures=()) -> DataLeakage:
-    """The data-leakage upper bound of the session (analysis/data_leakage_report.py): each of its `images` test
-    images sent once, every layer's M rows reusing its input (over as many complex modes as its C has)."""
+                         weights_path: str | None, candidate_entropy_bits: float | None, figures=(),
+                         takes: int | None = None) -> DataLeakage:
+    """The data-leakage upper bound of the session (analysis/data_leakage_report.py): its `images` test images, and
+    `takes` images sent in all (every take of a batch; None: not counted), every layer's M rows reusing its input
+    (over as many complex modes as its C has)."""
     moments, distribution = declared_moments(weights_path)
     shapes = [(r, 2 * m.eigenvalues.size) for r, m in zip(rows, moments)]
     return data_leakage_report(measured, budget, shapes, moments[:len(shapes)], distribution=distribution,
                                inputs=images, repeats=1, candidate_entropy_bits=candidate_entropy_bits,
-                               figures=figures)
+                               figures=figures, takes=takes)
 
 
 def _layers_and_budget(samples: PooledSamples | StreamedSamples, verified_rows, measured: MeasuredValues, modes: int,

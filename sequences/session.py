@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -328,13 +329,29 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None
-    link = sent_before = None  # the link once set up; the file's count before this run (None: not counted)
+    link = sent_before = data_before = None  # the link once set up; the file's counts before this run (None: none)
+    data_played = Counter()  # layer index -> images whose data this run's batch takes sent on its light
 
     def weight_images_sent(more: int = 0) -> tuple[int, ...] | None:
         """Per layer, every image its weights were sent to in this file, plus `more` (DECISIONS AI)."""
         if sent_before is None or link is None:
             return None
         return tuple(b + n + more for b, n in zip(sent_before, link.weight_images_played()))
+
+    def data_images_sent() -> tuple[int, ...] | None:
+        """Per layer, every image whose data its light carried in this file: every take of a batch (DECISIONS AI)."""
+        if data_before is None:
+            return None
+        return tuple(b + data_played[k] for k, b in enumerate(data_before))
+
+    def take_once(batch: int, pixels: np.ndarray):
+        """One take of a batch; every capture in it carries the batch's data (the set-up's nulling does not)."""
+        before = link.weight_images_played()
+        try:
+            return run_batch(link, len(weights), pixels, settings.seed, batch)
+        finally:
+            for k, (start, end) in enumerate(zip(before, link.weight_images_played())):
+                data_played[k] += end - start
 
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
@@ -384,7 +401,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             appends = recording.BackgroundAppends(writer, committed=status.batch)
             recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
             done = writer.images_written
-            sent_before = writer.weight_images_sent  # earlier processes' passes, and what they sent after their batches
+            # earlier processes' passes, and what they sent after their batches
+            sent_before, data_before = writer.weight_images_sent, writer.data_images_sent
             cap_stop = None
 
             def refuse_over_cap(index: np.ndarray, again: bool) -> None:
@@ -416,8 +434,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     pixels = test_images[index].reshape(len(index), -1)
                     try:
                         refuse_over_cap(index, again=False)
-                        captures, guess = guard.take(batch, lambda: run_batch(link, len(weights), pixels, settings.seed,
-                                                                              batch),
+                        captures, guess = guard.take(batch, lambda: take_once(batch, pixels),
                                                      before_again=lambda: refuse_over_cap(index, again=True))
                     except LeakageCapReached as reached:
                         cap_stop = reached.stop
@@ -426,11 +443,11 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                             raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
                                                  "max_weight_leakage_bits_per_mode or lower mu") from None
                         break
-                    counted, sent = curious_counts(curious, len(index)), weight_images_sent(0)
+                    counted, sent = curious_counts(curious, len(index)), (weight_images_sent(), data_images_sent())
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                                c.sent_snu, c.returned_snu) for c in captures],
-                                         curious_counts=counted, weight_images_sent=sent)
+                                         curious_counts=counted, weight_images_sent=sent[0], data_images_sent=sent[1])
                     # the cap's sums take the batch now: the next batch's light is checked against it, written or not
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted),
                                  sent)
@@ -459,7 +476,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             if writer is None and lock is not None:
                 lock.release()
             if writer is not None:
-                writer.abort(f"{type(error).__name__}: {error}".strip(), weight_images_sent=weight_images_sent())
+                writer.abort(f"{type(error).__name__}: {error}".strip(), weight_images_sent=weight_images_sent(),
+                             data_images_sent=data_images_sent())
                 writer.close()
                 error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
                                f"aborted: continue it with `qslab session --resume {path}`")
@@ -473,12 +491,14 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         say("warning: the session completed through faults (its results list every action under 'faults'):")
         for line in warnings:
             say(f"  {line}")
-    recorded.weight_images_sent = weight_images_sent()  # a batch the cap stopped from being taken again sent light too
+    # a take the cap stopped from being repeated sent its light too
+    recorded.weight_images_sent, recorded.data_images_sent = weight_images_sent(), data_images_sent()
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop}
     with interrupts.protected():
-        writer.finish(results, weight_images_sent=recorded.weight_images_sent)
+        writer.finish(results, weight_images_sent=recorded.weight_images_sent,
+                      data_images_sent=recorded.data_images_sent)
         writer.close()
     sent, returned = recorded.scatter(MAX_POINTS)  # the verified samples, read back in chunks (flat memory)
     figures.draw(plot_session, figure_dir / "session.png", sent_snu=sent, returned_snu=returned,

@@ -108,13 +108,14 @@ def downgraded(path: Path, target: Path) -> Path:
         for name in source:
             source.copy(source[name], copy, name, without_attrs=True)
         table = copy["batches"][()]  # without version 3's CRC-32 fields and version 4's weights' count
-        fields = [name for name in table.dtype.names if not name.endswith("_crc32") and name != "weight_images_sent"]
+        fields = [name for name in table.dtype.names
+                  if not name.endswith("_crc32") and name not in ("weight_images_sent", "data_images_sent")]
         rows = np.zeros(len(table), [(name, table.dtype[name]) for name in fields])
         for name in fields:
             rows[name] = table[name]
         del copy["batches"]
         copy.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
-        del copy["weight_images_sent"]  # version 4's
+        del copy["weight_images_sent"], copy["data_images_sent"]  # version 4's
 
         def attributes(name, node):
             for key in node.attrs:

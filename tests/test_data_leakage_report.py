@@ -86,6 +86,28 @@ def test_an_unmeasured_loss_is_taken_as_lossless_and_a_candidate_set_caps_the_to
     assert capped.cumulative_bits == pytest.approx(3 * math.log2(2000))  # three different inputs
 
 
+def test_takes_repeated_or_never_recorded_count_as_inputs_of_their_own():
+    """A session's data-leakage total over every image whose data went out (DECISIONS AI): 200 recorded inputs and 30
+    more takes total 230 inputs' worth, above the exact figure for 30 inputs sent twice (min(2x, H) <= 2 min(x, H)),
+    and the report says so; no count (None) or none beyond the inputs is the old total and label."""
+    from qslab.analysis.data_leakage_report import report_rows
+
+    measured = _measured()
+    budget = report_budget(TOTAL, measured, [])
+    moments = [_moments([0.7, 0.2, 0.1])]
+    plain = data_leakage_report(measured, budget, [(784, 6)], moments, distribution="t", inputs=200)
+    taken = data_leakage_report(measured, budget, [(784, 6)], moments, distribution="t", inputs=200, takes=230)
+    per_input = plain.data.per_input_bits
+    assert taken.cumulative_bits == pytest.approx(230 * per_input, rel=1e-12)
+    twice = data_leakage_report(measured, budget, [(784, 6)], moments, distribution="t", inputs=30, repeats=2)
+    assert taken.cumulative_bits >= 170 * per_input + twice.cumulative_bits * (1 - 1e-12)
+    assert data_leakage_report(measured, budget, [(784, 6)], moments, distribution="t", inputs=200,
+                               takes=200).cumulative_bits == plain.cumulative_bits
+    text = dict(report_rows(taken.to_json()))["data leakage (upper bound)"]
+    assert "230 images sent: 200 different inputs, and 30 sent again" in text
+    assert "200 different inputs, each sent once" in dict(report_rows(plain.to_json()))["data leakage (upper bound)"]
+
+
 def test_the_paper_s_figures_are_labelled_not_bounds():
     figures = {f.name: f for f in paper_figures(0.0016, 0.19, 0.08)}
     assert "not a bound" in figures["paper_eq3_cramer_rao"].what and "not a bound" in figures["paper_prx_form"].what

@@ -60,9 +60,16 @@ def weights_sent(batch: int) -> tuple[int, int]:
     return images + 2 + batch, images + 5 + batch
 
 
+def data_sent(batch: int) -> tuple[int, int]:
+    """Per layer, the images whose data it carried up to ``batch``: the images recorded, batch 1 taken twice."""
+    images = sum((4, 3, 5)[:batch + 1])
+    return (images + 3 * (batch >= 1),) * 2
+
+
 def append(writer: SessionWriter, batch: int, counted: bool = True) -> None:
     images, layers = batch_data(batch)
-    writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(batch) if counted else None)
+    writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(batch) if counted else None,
+                        data_images_sent=data_sent(batch) if counted else None)
 
 
 def write_session(path: Path, batches: int = 3, finish: bool = True) -> Path:
@@ -471,7 +478,8 @@ def _older_table(f, version: int) -> None:
     """/batches as an earlier version wrote it: the same rows without the fields added since (CRC-32: 3, the weights'
     count: 4)."""
     table = f["batches"][()]
-    added = {"weight_images_sent"} | ({"client_quadratures_crc32", "returned_snu_crc32"} if version < 3 else set())
+    added = {"weight_images_sent", "data_images_sent"} | ({"client_quadratures_crc32", "returned_snu_crc32"}
+                                                          if version < 3 else set())
     old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in added])
     rows = np.zeros(len(table), old)
     for name in old.names:
@@ -618,10 +626,14 @@ def test_the_weights_count_is_each_batchs_as_given_and_a_resume_adds_to_the_last
         assert writer.weight_images_sent == weights_sent(0)
         append(writer, 1)
     with SessionFile.open(path) as session:
-        assert session.weight_images_sent == weights_sent(1)
+        assert session.weight_images_sent == weights_sent(1) and session.data_images_sent == data_sent(1)
         assert session.batch_table["weight_images_sent"].tolist() == [list(weights_sent(b)) for b in range(2)]
+        assert session.batch_table["data_images_sent"].tolist() == [list(data_sent(b)) for b in range(2)]
     with SessionWriter.resume(path) as writer:
-        assert writer.weight_images_sent == weights_sent(1)
+        assert writer.weight_images_sent == weights_sent(1) and writer.data_images_sent == data_sent(1)
+        images, layers = batch_data(2)
+        with pytest.raises(RecordingError, match=r"data_images_sent \[11, 15\]: expected per layer at least \[12, 12\]"):
+            writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(2), data_images_sent=(11, 15))
         append(writer, 2)
         writer.finish(RESULTS)
     with SessionFile.open(path) as session:
@@ -869,7 +881,7 @@ def test_every_version_the_reader_claims_is_read(tmp_path, version, checksums):
     def as_older_version(f):
         f.attrs["schema_version"] = np.int64(version)
         _older_table(f, version)
-        del f["weight_images_sent"], f["layer"]  # version 4's count at the end and its dimension scale
+        del f["weight_images_sent"], f["data_images_sent"], f["layer"]  # version 4's counts at the end and their scale
         if not checksums:
             del f["meta"].attrs["sha256_json"]
     _edit(path, as_older_version)

@@ -18,6 +18,7 @@ from test_recording import (
     RESULTS,
     ROOT,
     batch_data,
+    data_sent,
     long_batch_data,
     weights_sent,
 )
@@ -117,7 +118,7 @@ def write_like_h5py(path) -> None:
                     stop[k] = row[f"{kind}_stop"][0, k]
                 row["client_quadratures_crc32"][0, k] = zlib.crc32(batch.client_quadratures_snu.astype("<f4").tobytes())
                 row["returned_snu_crc32"][0, k] = zlib.crc32(batch.returned_snu.astype("<f4").tobytes())
-            row["weight_images_sent"][0] = weights_sent(number)
+            row["weight_images_sent"][0], row["data_images_sent"][0] = weights_sent(number), data_sent(number)
             extend(f["batches"], row)
             first += count
 
@@ -163,7 +164,8 @@ def test_the_file_holds_what_h5pys_high_level_calls_store(tmp_path):
     with SessionWriter.create(written, LAYERS, META, qslab_version="0.1.0", git_revision="abc123") as writer:
         for number in range(3):
             images, layers = batch_data(number)
-            writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(number))
+            writer.append_batch(**images, layers=layers, weight_images_sent=weights_sent(number),
+                                data_images_sent=data_sent(number))
     write_like_h5py(plain)
     validate(plain)
     validate(written)

@@ -14,8 +14,8 @@ import numpy as np
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS, PIXELS_PER_IMAGE,
+                                             DATA_IMAGES_SENT, READABLE_VERSIONS, SCHEMA, SENT_COUNTS,
                                              WEIGHT_IMAGES_SENT,
-                                             READABLE_VERSIONS, SCHEMA,
                                              SCHEMA_VERSION, STATUSES,
                                              STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
@@ -200,13 +200,19 @@ class SessionFile:
         """Per layer, the images its weights were sent to over the committed batches (every acquisition: the set-up's
         leakage nulling and batches taken again included, and what a writer sent after its last batch when it ended);
         None when the file does not count them."""
-        return weight_images_sent(self._table, self._weight_images_sent_at_end())
+        return self._images_sent(WEIGHT_IMAGES_SENT)
 
-    def _weight_images_sent_at_end(self) -> np.ndarray | None:
-        if WEIGHT_IMAGES_SENT not in self._file:
-            return None
-        with self._translated(f"has an unreadable /{WEIGHT_IMAGES_SENT}"):
-            return self._file[WEIGHT_IMAGES_SENT][()]
+    @property
+    def data_images_sent(self) -> tuple[int, ...] | None:
+        """Per layer, the images whose data its light carried (every take of a batch, as weight_images_sent)."""
+        return self._images_sent(DATA_IMAGES_SENT)
+
+    def _images_sent(self, field: str) -> tuple[int, ...] | None:
+        at_end = None
+        if field in self._file:
+            with self._translated(f"has an unreadable /{field}"):
+                at_end = self._file[field][()]
+        return images_sent(self._table, field, at_end)
 
     @property
     def images(self) -> Images:
@@ -521,13 +527,13 @@ def _images_in(table: np.ndarray) -> int:
     return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
 
 
-def weight_images_sent(table: np.ndarray, at_end=None) -> tuple[int, ...] | None:
-    """Per layer, the images its weights were sent to up to the table's last batch (zeros before the first), or
-    ``at_end`` (the root dataset WEIGHT_IMAGES_SENT: the count when a writer last ended) where that is larger; None
-    when the table has no such field (schema version 1-3) or its last batch was not counted (-1)."""
-    if WEIGHT_IMAGES_SENT not in (table.dtype.names or ()):
+def images_sent(table: np.ndarray, field: str, at_end=None) -> tuple[int, ...] | None:
+    """Per layer, one of SENT_COUNTS up to the table's last batch (zeros before the first), or ``at_end`` (the root
+    dataset of that name: the count when a writer last ended) where that is larger; None when the table has no such
+    field (schema version 1-3) or its last batch was not counted (-1)."""
+    if field not in (table.dtype.names or ()):
         return None
-    last = table[WEIGHT_IMAGES_SENT][-1] if len(table) else np.zeros(table.dtype[WEIGHT_IMAGES_SENT].shape, np.int64)
+    last = table[field][-1] if len(table) else np.zeros(table.dtype[field].shape, np.int64)
     if np.any(last < 0):
         return None
     if at_end is not None and np.all(np.asarray(at_end) >= 0):
@@ -554,7 +560,8 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
         expected_starts = np.vstack([np.zeros((1, len(layers)), np.int64), stops[:-1]])
         if np.any(starts != expected_starts) or np.any(stops < starts):
             raise RecordingError(f"{path}: /batches {kind}_start/{kind}_stop are not contiguous per layer")
-    _check_images_sent(table, path, file.get(WEIGHT_IMAGES_SENT))
+    for field in SENT_COUNTS:
+        _check_images_sent(table, path, field, file.get(field))
     verified = table["row_stop"] - table["row_start"]
     modes = np.array([layer.modes for layer in layers])
     expected = {"measure_p": counts[:, None] * verified, "sample": counts[:, None] * verified * modes}
@@ -566,24 +573,23 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
     return table
 
 
-def _check_images_sent(table: np.ndarray, path: Path, at_end: h5py.Dataset | None) -> None:
-    """WEIGHT_IMAGES_SENT, where present: -1 (not counted) from the first batch on, or counts that cover the images
+def _check_images_sent(table: np.ndarray, path: Path, field: str, at_end: h5py.Dataset | None) -> None:
+    """One of SENT_COUNTS, where present: -1 (not counted) from the first batch on, or counts that cover the images
     recorded with each batch and never decrease (light once sent stays counted); the root dataset of the same name
     one count per layer (int64, -1 until a writer ended)."""
-    if WEIGHT_IMAGES_SENT not in table.dtype.names:
+    if field not in table.dtype.names:
         return
-    layers = table.dtype[WEIGHT_IMAGES_SENT].shape
+    layers = table.dtype[field].shape
     if at_end is None or not isinstance(at_end, h5py.Dataset) or at_end.shape != layers or at_end.dtype != np.int64 \
             or np.any(at_end[()] < -1):
-        raise RecordingError(f"{path}: /{WEIGHT_IMAGES_SENT} must be an int64 dataset of shape {layers} holding "
-                             f"counts or -1")
-    sent = table[WEIGHT_IMAGES_SENT]
+        raise RecordingError(f"{path}: /{field} must be an int64 dataset of shape {layers} holding counts or -1")
+    sent = table[field]
     counted = np.all(sent >= 0, axis=1)
     images = np.cumsum(table["image_count"])
     if np.any(counted[1:] & ~counted[:-1]) or np.any((sent < 0) & (sent != -1)) \
             or np.any(sent[counted] < images[counted, None]) or np.any(np.diff(sent[counted], axis=0) < 0):
-        raise RecordingError(f"{path}: /batches {WEIGHT_IMAGES_SENT} is inconsistent (per layer -1 from the first "
-                             f"batch on, or counts of at least the images recorded that never decrease)")
+        raise RecordingError(f"{path}: /batches {field} is inconsistent (per layer -1 from the first batch on, or "
+                             f"counts of at least the images recorded that never decrease)")
 
 
 def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path,

@@ -21,7 +21,7 @@ SCHEMA = "qslab.session"
 SCHEMA_VERSION = 4
 # 2: dimension scales and units, /meta sha256_json required (optional in 1) and the optional /curious_server
 # group (curious_group.py); 3: the noise datasets unfiltered, checked by the CRC-32 fields of /batches; 4: the
-# /batches field weight_images_sent; docs/RECORDING.md, Versioning
+# counts of images sent (SENT_COUNTS) in /batches and at the root; docs/RECORDING.md, Versioning
 READABLE_VERSIONS = (1, 2, 3, 4)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
@@ -56,8 +56,13 @@ NOISE_CRC_FIELDS = {"client_quadratures_crc32": "client_quadratures_snu",
 # acquisition counted (the set-up's leakage nulling, batches taken again), over every process that wrote the file; -1:
 # not counted by the writer (the leakage figures then count the recorded images only, and say so)
 WEIGHT_IMAGES_SENT = "weight_images_sent"
-# root dataset (version 4), int64 [layers]: the same count when a writer ended (finished, or marked the file aborted),
-# which holds light sent after its last committed batch (a batch taken again, or one that failed); -1 until then
+# /batches field (version 4): per layer, the images whose data its light carried (layer 1: the client's images, later
+# layers: their hidden vectors) up to and including the batch, every take of a batch counted (not the set-up's
+# nulling, which plays no client data); -1: not counted
+DATA_IMAGES_SENT = "data_images_sent"
+SENT_COUNTS = (WEIGHT_IMAGES_SENT, DATA_IMAGES_SENT)
+# each also a root dataset (version 4), int64 [layers]: the count when a writer ended (finished, or marked the file
+# aborted), which holds light sent after its last committed batch (a batch taken again, or one that failed); -1 until
 # the sent quadratures repeat each verified row's value for every image: gzip level 1 without shuffle packs them
 # smaller (15 %) and at two thirds of the CPU of level 4 with shuffle
 _SENT_FILTERS = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
@@ -134,10 +139,10 @@ class LayerVerification:
 def batches_dtype(layer_count: int, version: int = SCHEMA_VERSION) -> np.dtype:
     """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields, and (version
     3) per layer the CRC-32 of the batch's bytes of each noise dataset, (version 4) per layer the images its weights
-    were sent to up to this batch (WEIGHT_IMAGES_SENT)."""
+    were sent to and the images whose data it carried, up to this batch (SENT_COUNTS)."""
     per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
     crcs = [(name, "<u4", (layer_count,)) for name in NOISE_CRC_FIELDS] if version >= 3 else []
-    sent = [(WEIGHT_IMAGES_SENT, "<i8", (layer_count,))] if version >= 4 else []
+    sent = [(name, "<i8", (layer_count,)) for name in SENT_COUNTS] if version >= 4 else []
     return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
                      *per_layer, *crcs, *sent])
 
@@ -190,6 +195,8 @@ def dataset_dimensions(layers, version: int = SCHEMA_VERSION) -> dict[str, tuple
     if version >= 4:
         names[WEIGHT_IMAGES_SENT] = (("layer",), "per layer, the images its weights were sent to when a writer last "
                                                  "ended (-1: none has yet; docs/RECORDING.md)", None)
+        names[DATA_IMAGES_SENT] = (("layer",), "per layer, the images whose data its light carried when a writer last "
+                                               "ended (-1: none has yet; docs/RECORDING.md)", None)
     return names
 
 

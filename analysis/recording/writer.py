@@ -22,11 +22,11 @@ import numpy as np
 
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
-from qslab.analysis.recording.reader import (META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, meta_checksums,
-                                             weight_images_sent)
+from qslab.analysis.recording.reader import (META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, images_sent,
+                                             meta_checksums)
 from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, NOISE_CRC_FIELDS,
                                              PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES,
-                                             WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS,
+                                             DATA_IMAGES_SENT, SENT_COUNTS, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS,
                                              _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
                                              LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
                                              _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype,
@@ -119,8 +119,8 @@ class SessionWriter:
         self._images = _images_in(table)
         self._stops = {kind: (table[f"{kind}_stop"][-1].copy() if len(table) else np.zeros(len(layers), np.int64))
                        for kind in _OFFSET_KINDS}
-        self._weight_images_sent = weight_images_sent(table, file[WEIGHT_IMAGES_SENT][()] if WEIGHT_IMAGES_SENT in file
-                                                      else None)
+        self._sent = {field: images_sent(table, field, file[field][()] if field in file else None)
+                      for field in SENT_COUNTS}
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -217,9 +217,14 @@ class SessionWriter:
 
     @property
     def weight_images_sent(self) -> tuple[int, ...] | None:
-        """Per layer, the images its weights were sent to up to the last committed batch (zeros before the first);
-        None when they were not counted (see reader.weight_images_sent)."""
-        return self._weight_images_sent
+        """Per layer, the images its weights were sent to up to the last committed batch (zeros before the first),
+        or when the last writer ended if that is more; None when they were not counted (reader.images_sent)."""
+        return self._sent[WEIGHT_IMAGES_SENT]
+
+    @property
+    def data_images_sent(self) -> tuple[int, ...] | None:
+        """Per layer, the images whose data its light carried, as weight_images_sent."""
+        return self._sent[DATA_IMAGES_SENT]
 
     @property
     def batches_written(self) -> int:
@@ -231,17 +236,18 @@ class SessionWriter:
 
     # -- appending --------------------------------------------------------------------------------
     def append_batch(self, image_index, label, pixels, prediction, layers: list[LayerBatch],
-                     curious_counts=None, weight_images_sent=None) -> None:
+                     curious_counts=None, weight_images_sent=None, data_images_sent=None) -> None:
         """Validate one batch, write all its arrays, flush, then commit its /batches row and flush again.
 
         ``curious_counts``: (counts [b, outputs], counted rows [b]) when the file has a /curious_server group.
-        ``weight_images_sent``: per layer, the images its weights were sent to since the session began, up to and
-        including this batch (WEIGHT_IMAGES_SENT; None: not counted)."""
+        ``weight_images_sent``, ``data_images_sent``: per layer, the images its weights were sent to and the images
+        whose data it carried since the session began, up to and including this batch (SENT_COUNTS; None: not
+        counted)."""
         file = self._require_open("append_batch")
         datasets = self._datasets
         images, batches = self._checked_batch(image_index, label, pixels, prediction, layers)
         count = len(images["index"])
-        sent = self._checked_images_sent(weight_images_sent, count)
+        sent = self._checked_counts(weight_images_sent, data_images_sent, count, "append_batch")
         curious = None
         if self._curious != (curious_counts is not None):
             raise RecordingError(f"{self.path}: append_batch: curious-server counts "
@@ -263,7 +269,7 @@ class SessionWriter:
                     datasets.verification[k][name].write_at(int(self._stops[kind][k]), values)
                     new_stops[kind][k] = self._stops[kind][k] + len(values)
             file.flush()  # every open dataset's chunk cache, then the metadata: the batch's arrays are in the file
-            self._commit(file, count, new_stops, {**crcs, WEIGHT_IMAGES_SENT: sent})
+            self._commit(file, count, new_stops, {**crcs, **sent})
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - the committed batches are untouched
@@ -272,12 +278,12 @@ class SessionWriter:
         self._batches += 1
         self._images += count
         self._stops = new_stops
-        self._weight_images_sent = None if sent is None else tuple(int(n) for n in sent)
+        self._sent = {field: None if values is None else tuple(int(n) for n in values) for field, values in sent.items()}
 
     def _commit(self, file: h5py.File, image_count: int, new_stops: dict[str, np.ndarray],
                 fields: dict[str, np.ndarray | None]) -> None:
         """The batch's /batches row, written last: from here on readers count the batch. ``fields``: NOISE_CRC_FIELDS
-        -> per-layer CRC-32 and WEIGHT_IMAGES_SENT -> the counts (None: left at -1), stored where the table has them
+        -> per-layer CRC-32 and SENT_COUNTS -> the counts (None: left at -1), stored where the table has them
         (a resumed file of an earlier version keeps its layout)."""
         row = np.zeros((), self._datasets.batches.dtype)
         row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
@@ -291,26 +297,32 @@ class SessionWriter:
         file.flush()
 
     @staticmethod
-    def _write_images_sent(file: h5py.File, sent: np.ndarray | None) -> None:
-        """The count at a writer's end, into the root dataset (files of version 4 on)."""
-        if sent is not None and WEIGHT_IMAGES_SENT in file:
-            file[WEIGHT_IMAGES_SENT][...] = sent
+    def _write_counts(file: h5py.File, sent: dict[str, np.ndarray | None]) -> None:
+        """The counts at a writer's end, into their root datasets (files of version 4 on)."""
+        for field, values in sent.items():
+            if values is not None and field in file:
+                file[field][...] = values
 
-    def _checked_images_sent(self, weight_images_sent, count: int) -> np.ndarray | None:
-        """append_batch's weight_images_sent as int64 [layers]: each at least the images recorded with this batch and
-        no fewer than the last batch's count (light once sent stays counted); RecordingError naming what is off."""
-        if weight_images_sent is None:
-            return None
-        where = f"{self.path}: append_batch: weight_images_sent"
-        if self._weight_images_sent is None:
-            raise RecordingError(f"{where}: the file holds no count to add it to (batches before it were not counted, "
-                                 f"or its schema version has no {WEIGHT_IMAGES_SENT} field): pass None")
-        least = np.maximum(self._images + count, np.asarray(self._weight_images_sent, np.int64))
-        sent = _integers(weight_images_sent, where, 0, np.iinfo(np.int64).max, "<i8", shape=(len(self.layers),))
-        if np.any(sent < least):
-            raise RecordingError(f"{where} {sent.tolist()}: expected per layer at least {least.tolist()} (the images "
-                                 f"recorded with this batch, and the last batch's counts)")
-        return sent
+    def _checked_counts(self, weight_images_sent, data_images_sent, count: int, what: str) -> dict:
+        """SENT_COUNTS field -> the count given as int64 [layers] (None: not counted), each at least the images
+        recorded with this batch (``count`` more) and no fewer than the last (light once sent stays counted);
+        RecordingError naming what is off."""
+        checked = {}
+        for field, given in ((WEIGHT_IMAGES_SENT, weight_images_sent), (DATA_IMAGES_SENT, data_images_sent)):
+            if given is None:
+                checked[field] = None
+                continue
+            where, last = f"{self.path}: {what}: {field}", self._sent[field]
+            if last is None:
+                raise RecordingError(f"{where}: the file holds no count to add it to (batches before it were not "
+                                     f"counted, or its schema version has no {field} field): pass None")
+            least = np.maximum(self._images + count, np.asarray(last, np.int64))
+            sent = _integers(given, where, 0, np.iinfo(np.int64).max, "<i8", shape=(len(self.layers),))
+            if np.any(sent < least):
+                raise RecordingError(f"{where} {sent.tolist()}: expected per layer at least {least.tolist()} (the "
+                                     f"images recorded with this batch, and the last batch's counts)")
+            checked[field] = sent
+        return checked
 
     def _checked_batch(self, image_index, label, pixels, prediction, layers) -> tuple[dict, list[dict]]:
         """The batch as the exact arrays to store; RecordingError naming the field if anything is off."""
@@ -332,15 +344,15 @@ class SessionWriter:
                         for k, (batch, shape) in enumerate(zip(layers, self.layers))]
 
     # -- ending -----------------------------------------------------------------------------------
-    def finish(self, results: dict, weight_images_sent=None) -> None:
+    def finish(self, results: dict, weight_images_sent=None, data_images_sent=None) -> None:
         """Write the results, then mark the session complete, then close (results first: "complete" implies them).
-        ``weight_images_sent``: the count at the end (as append_batch takes it; it may hold passes after the last
-        batch, e.g. a batch the leakage cap stopped from being taken again)."""
+        ``weight_images_sent``, ``data_images_sent``: the counts at the end (as append_batch takes them; they may hold
+        light sent after the last batch, e.g. a take the leakage cap stopped from being repeated)."""
         file = self._require_open("finish")
         data = np.frombuffer(_json_text(results, f"{self.path}: results").encode("utf-8"), dtype=_RESULTS_DTYPE)
-        sent = self._checked_images_sent(weight_images_sent, 0)
+        sent = self._checked_counts(weight_images_sent, data_images_sent, 0, "finish")
         try:
-            self._write_images_sent(file, sent)
+            self._write_counts(file, sent)
             self._datasets.results.write_at(0, data)
             file.flush()
             _set_status(file, COMPLETE, "")
@@ -349,14 +361,14 @@ class SessionWriter:
                                  f"the {self._batches} committed batches are intact") from None
         self.close()
 
-    def abort(self, reason: str, weight_images_sent=None) -> None:
+    def abort(self, reason: str, weight_images_sent=None, data_images_sent=None) -> None:
         """Mark the session aborted with ``reason`` (UTF-8, cut to 512 bytes) and close; every committed batch stays.
-        ``weight_images_sent``: the count at the end, with the light of a batch that failed (stored when it can be a
-        total; an abort never fails on it)."""
+        ``weight_images_sent``, ``data_images_sent``: the counts at the end, with the light of a batch that failed
+        (stored when they can be totals; an abort never fails on them)."""
         file = self._require_open("abort")
         try:
             try:
-                self._write_images_sent(file, self._checked_images_sent(weight_images_sent, 0))
+                self._write_counts(file, self._checked_counts(weight_images_sent, data_images_sent, 0, "abort"))
             except Exception:  # noqa: BLE001 - not a total for this file, or not writable: the status matters more
                 pass
             _set_status(file, ABORTED, str(reason))
@@ -407,7 +419,8 @@ def _write_skeleton(file: h5py.File, layers: tuple[LayerShape, ...], texts: dict
         group.attrs.update({"rows": np.int64(layer.rows), "modes": np.int64(layer.modes)})
     for path, (dtype, row_shape) in _dataset_paths(layers).items():
         _create_extendable(file, path, dtype, row_shape)
-    file.create_dataset(WEIGHT_IMAGES_SENT, data=np.full(len(layers), -1, np.int64))
+    for field in SENT_COUNTS:
+        file.create_dataset(field, data=np.full(len(layers), -1, np.int64))
     name_dimensions(file, layers)
     file.create_dataset("status", shape=(), dtype=h5py.string_dtype("ascii", STATUS_BYTES))[()] = RUNNING.encode()
     file.create_dataset("status_detail", shape=(), dtype=h5py.string_dtype("utf-8", DETAIL_BYTES))[()] = b""

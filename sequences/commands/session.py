@@ -360,21 +360,9 @@ def data_leakage_rows(result: dict) -> list[tuple[str, str]]:
 
     data = (result.get("security_report") or {}).get("data_leakage")
     if data:
-        return report_rows(data) + data_not_counted_rows(result)
+        return report_rows(data)
     return [("data leakage, not bounds", f"the paper's Eq. 3 (Cramer-Rao) {result['data_leakage_bits_cramer_rao']:.3g} "
                                          "bit/symbol (no upper bound recorded)")]
-
-
-def data_not_counted_rows(result: dict) -> list[tuple[str, str]]:
-    """What the data-leakage total leaves out: the images of a batch taken again went to the server once more per
-    take (and those of a take the leakage cap stopped from being repeated were never recorded); the total counts each
-    recorded image once (DECISIONS AI)."""
-    actions = ((result.get("faults") or {}).get("actions")) or []
-    again = sum(1 for action in actions if action.get("action") == "repeated")
-    if not again:
-        return []
-    return [("  not counted", f"{again} take(s) of a batch were repeated after faults: their images' data went to the "
-                              "server once more each time, and the total above counts every recorded image once")]
 
 
 def curious_server_rows(result: dict) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from qslab.analysis import mnist
 from qslab.analysis.measured_values import MeasuredValues
-from qslab.analysis.recording import COMPLETE, LayerShape, weight_images_sent
+from qslab.analysis.recording import COMPLETE, WEIGHT_IMAGES_SENT, LayerShape, images_sent
 from qslab.analysis.replay import CHUNK_VALUES
 from qslab.analysis.session_results import ImageTotals
 from qslab.analysis.verified_samples import StreamedSamples
@@ -173,7 +173,7 @@ class LiveSession:
             self.sample_stops[k] = int(row["sample_stop"][k])
             self.verified_rows[k].append(int(row["row_stop"][k] - row["row_start"][k]))
         self.batch_times_unix_s.append(float(row["time_unix_s"]))
-        self.weight_images_sent = weight_images_sent(row[np.newaxis])
+        self.weight_images_sent = images_sent(row[np.newaxis], WEIGHT_IMAGES_SENT)
 
 
 def newest_session(directory: Path) -> Path | None:

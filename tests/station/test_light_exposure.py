@@ -86,3 +86,6 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
     assert rows == [[count[1], count[2]] for count in (after[-3], after[-1])]
     assert result["weight_images_per_layer"] == [played[1], played[2]]
     assert result["security_report"]["weight_leakage"]["images_sent_per_layer"] == [played[1], played[2]]
+    # the client's data went out in the batches' captures only (the nulling plays no data): once per image and layer
+    assert result["data_images_per_layer"] == [SETTINGS.images] * 2
+    assert result["security_report"]["data_leakage"]["takes"] == SETTINGS.images

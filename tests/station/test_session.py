@@ -125,7 +125,7 @@ def test_replay_with_a_lossier_processor_record_lowers_only_the_data_leakage_bou
     record = RecordStore(tmp_path).write(CalibrationResult("processor", "client_processor", {
         "client_processor.loss_per_pass_db": Estimate(3.0, 0.01, "dB")}))
     replayed = replay(clean["file"], override_from_record(record))
-    assert set(replayed["changes"]) == {"data_leakage_bound_bits_per_query"}
+    assert set(replayed["changes"]) == {"data_leakage_bound_bits_per_query", "data_leakage_bound_bits_cumulative"}
     assert replayed["security_report"]["data_leakage"]["loss_per_pass_db_lower"] == pytest.approx(
         3.0 - 0.01 * {t["name"]: t["sigmas"] for t in clean["security_report"]["failure_budget"]["terms"]}[
             "processor_loss_per_pass_db"])
@@ -321,7 +321,7 @@ def test_the_streamed_results_equal_the_pooled_computation_on_the_whole_arrays(c
             rows=[layer.rows for layer in layers], failure_probability=settings["failure_probability"],
             false_alarm=settings["false_alarm"], exact_leakage_images=settings["exact_leakage_images"],
             verified_rows=[sum(np.size(r) for r in v.rows) for v in verification],
-            weight_images_sent=tuple(int(n) for n in session.batch_table["weight_images_sent"][-1]))
+            weight_images_sent=session.weight_images_sent, data_images_sent=session.data_images_sent)
     assert pooled["security_report"]["weight_leakage"]["layers"][0]["verified"]  # the estimates are exercised
     live = {key: clean[key] for key in pooled}
     _assert_same_figures(live, pooled)

@@ -25,7 +25,6 @@ from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
 from qslab.sequences import station as station_module
 from qslab.sequences.cli import main
-from qslab.sequences.commands.session import data_not_counted_rows
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
 from qslab.sequences.session_guard import SessionStopped
@@ -169,7 +168,8 @@ def test_the_leakage_cap_is_checked_again_before_a_batch_is_taken_again(config_p
                                                                          patient_clean_session):
     """A reset laser makes batch 2 be taken again (above). A cap that allows batch 2's first take but not a second
     one (layer 2, unverified: every image its weights meet costs g(mu)) ends the session cleanly with batch 1: the
-    first take's light is counted (the file's count at the writer's end), and the replay agrees."""
+    first take's light is counted, its weights' passes and its images' data (the file's counts at the writer's end),
+    and the replay agrees."""
     from dataclasses import replace
 
     from qslab.analysis.replay import replay
@@ -197,9 +197,11 @@ def test_the_leakage_cap_is_checked_again_before_a_batch_is_taken_again(config_p
         assert done.weight_images_sent == tuple(n + 20 for n in set_up)
     replayed = replay(results["file"])
     assert replayed["changes"] == {} and replayed["weight_images_per_layer"] == results["weight_images_per_layer"]
-    (row,) = data_not_counted_rows(results)  # the report says batch 2's data went to the server unrecorded
-    assert row[0] == "  not counted" and row[1].startswith("1 take(s) of a batch were repeated after faults")
-    assert data_not_counted_rows(clean) == []
+    # batch 2's one take sent its images' data too, never recorded: the data-leakage total counts 10 more inputs
+    assert results["data_images_per_layer"] == [20, 20] and clean["data_images_per_layer"] == [20, 20]
+    data = results["security_report"]["data_leakage"]
+    assert (data["inputs"], data["takes"]) == (10, 20)
+    assert data["cumulative_bits"] == pytest.approx(20 * data["layers"][0]["per_input_bits"], rel=1e-12)
 
 
 def test_a_power_drop_is_cured_by_setting_the_laser_back_and_measuring_mu_again(config_path, store, tmp_path,
