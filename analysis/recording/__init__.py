@@ -29,10 +29,10 @@ with its replay should compute from the recorded (float32-rounded) values.
 from qslab.analysis.recording.background import BackgroundAppends
 from qslab.analysis.recording.lock import WriterLock, WriterRecord
 from qslab.analysis.recording.reader import SessionFile, images_sent, validate
-from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, META_NAMES, PIXELS_PER_IMAGE, RUNNING,
-                                             SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES, Images, LayerBatch,
-                                             LayerShape, LayerVerification, RecordingError, batches_dtype,
-                                             DATA_IMAGES_SENT, WEIGHT_IMAGES_SENT)
+from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DATA_IMAGES_SENT, DETAIL_BYTES, META_NAMES,
+                                             PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES, STATUSES,
+                                             WEIGHT_IMAGES_SENT, Images, LayerBatch, LayerShape, LayerVerification,
+                                             RecordingError, batches_dtype)
 from qslab.analysis.recording.run_id import is_run_id, new_run_id, run_id_time
 from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.writer import SessionWriter

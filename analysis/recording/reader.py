@@ -13,11 +13,10 @@ import numpy as np
 
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.sent_blocks import SentBlocks
-from qslab.analysis.recording.schema import (COMPLETE, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS, PIXELS_PER_IMAGE,
-                                             DATA_IMAGES_SENT, READABLE_VERSIONS, SCHEMA, SENT_COUNTS,
-                                             WEIGHT_IMAGES_SENT,
-                                             SCHEMA_VERSION, STATUSES,
-                                             STATUS_BYTES, _IMAGE_COLUMNS, _OFFSET_KINDS, _VERIFICATION_COLUMNS,
+from qslab.analysis.recording.schema import (COMPLETE, DATA_IMAGES_SENT, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS,
+                                             PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, SENT_COUNTS,
+                                             STATUS_BYTES, STATUSES, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS, _OFFSET_KINDS,
+                                             _VERIFICATION_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
                                              _dataset_paths, _first_line)
 

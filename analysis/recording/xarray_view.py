@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from qslab.analysis.recording.reader import SessionFile
-from qslab.analysis.recording.schema import RecordingError
+from qslab.analysis.recording.schema import DATA_IMAGES_SENT, WEIGHT_IMAGES_SENT, RecordingError
 
 
 def open_session(path: str | Path, layer: int | None = None) -> xr.Dataset:
     """The session file at ``path``: the session's Dataset, or with ``layer`` (0-based, as in the file) that layer's.
 
     Session: per image ``label``, ``prediction``, ``correct``, ``mnist_index``, ``pixels`` [image, pixel];
-    per batch ``time_unix_s``, ``image_count``, ``verified_rows`` and ``samples`` [batch, layer]; per layer
+    per batch ``time_unix_s``, ``image_count``, ``verified_rows`` and ``samples`` [batch, layer], and (files of
+    version 4) ``weight_images_sent`` and ``data_images_sent`` [batch, layer]; per layer
     ``rows``, ``modes``. Layer: ``client_quadratures_snu`` [image, row] and ``sent_snu``/``returned_snu``
     [sample, mode] in SNU, each sample's ``sample_image``, ``sample_row``, ``sample_batch`` and
     ``measured_quadrature`` ("X" or "P"). A missing, foreign or damaged file is one RecordingError.
@@ -66,6 +67,11 @@ def _session_dataset(session: SessionFile) -> xr.Dataset:
         "modes": ("layer", [shape.modes for shape in session.layers],
                   {"long_name": "complex modes per row of the layer"}),
     }
+    counted = {WEIGHT_IMAGES_SENT: "images the layer's weights were sent to up to the batch, every acquisition",
+               DATA_IMAGES_SENT: "images whose data the layer's light carried up to the batch, every take"}
+    for field, long_name in counted.items():  # version 4 on (docs/RECORDING.md): -1 where not counted
+        if field in table.dtype.names:
+            data[field] = (("batch", "layer"), table[field], {"long_name": f"{long_name} (-1: not counted)"})
     coordinates = {**_image_coordinates(session), "batch": ("batch", np.arange(len(table))),
                    "layer": ("layer", np.arange(layers))}
     return xr.Dataset(data, coordinates, _attributes(session))
