@@ -118,6 +118,20 @@ def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredVal
     return projected <= cap, projected
 
 
+def counted_before(writer: recording.SessionWriter) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """(weights, data) counts a resumed file starts from: its own, or what a writer killed after its last batch noted
+    in the writer lock before that light (WriterLock.note_sent) where that is more (DECISIONS AI)."""
+    noted = (writer.lock.crashed.sent if writer.lock is not None and writer.lock.crashed is not None else None) or {}
+    counts = []
+    for field, own in ((recording.WEIGHT_IMAGES_SENT, writer.weight_images_sent),
+                       (recording.DATA_IMAGES_SENT, writer.data_images_sent)):
+        other = noted.get(field)
+        if own is not None and other is not None and len(other) == len(own):
+            own = tuple(max(int(a), int(b)) for a, b in zip(own, other))
+        counts.append(own)
+    return counts[0], counts[1]
+
+
 def say(message: str) -> None:
     print(f"qslab session: {message}", flush=True)
     log.info(message)
@@ -331,6 +345,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     writer, appends, station, cap_stop = None, None, LabStation(config), None
     link = sent_before = data_before = None  # the link once set up; the file's counts before this run (None: none)
     data_played = Counter()  # layer index -> images whose data this run's batch takes sent on its light
+    take_start: list = [None]  # the link's counts when the take under way began (None: no take under way)
 
     def weight_images_sent(more: int = 0) -> tuple[int, ...] | None:
         """Per layer, every image its weights were sent to in this file, plus `more` (DECISIONS AI)."""
@@ -342,16 +357,25 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         """Per layer, every image whose data its light carried in this file: every take of a batch (DECISIONS AI)."""
         if data_before is None:
             return None
-        return tuple(b + data_played[k] for k, b in enumerate(data_before))
+        taking = ((0,) * len(data_before) if take_start[0] is None else
+                  tuple(end - start for start, end in zip(take_start[0], link.weight_images_played())))
+        return tuple(b + data_played[k] + taking[k] for k, b in enumerate(data_before))
 
     def take_once(batch: int, pixels: np.ndarray):
         """One take of a batch; every capture in it carries the batch's data (the set-up's nulling does not)."""
-        before = link.weight_images_played()
+        take_start[0] = link.weight_images_played()
         try:
             return run_batch(link, len(weights), pixels, settings.seed, batch)
         finally:
-            for k, (start, end) in enumerate(zip(before, link.weight_images_played())):
+            for k, (start, end) in enumerate(zip(take_start[0], link.weight_images_played())):
                 data_played[k] += end - start
+            take_start[0] = None
+
+    def note_counts() -> None:
+        """Before a capture's light: the counts with it, in the writer lock, where a kill -9 cannot lose them."""
+        counts = {recording.WEIGHT_IMAGES_SENT: weight_images_sent(), recording.DATA_IMAGES_SENT: data_images_sent()}
+        if writer is not None and writer.lock is not None and None not in counts.values():
+            writer.lock.note_sent(counts)
 
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
@@ -401,8 +425,9 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             appends = recording.BackgroundAppends(writer, committed=status.batch)
             recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
             done = writer.images_written
-            # earlier processes' passes, and what they sent after their batches
-            sent_before, data_before = writer.weight_images_sent, writer.data_images_sent
+            # earlier processes' passes, and what they sent after their batches (a killed one: noted in its lock)
+            sent_before, data_before = counted_before(writer)
+            link.before_light = note_counts
             cap_stop = None
 
             def refuse_over_cap(index: np.ndarray, again: bool) -> None:

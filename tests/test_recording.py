@@ -229,14 +229,16 @@ from qslab.analysis.recording import SessionWriter
 writer = SessionWriter.create(sys.argv[1], LAYERS, META, qslab_version="0.1.0", git_revision="abc123")
 append(writer, 0)
 append(writer, 1)
+writer.lock.note_sent({"weight_images_sent": [30, 31], "data_images_sent": [12, 12]})  # a third batch's light
 os._exit(3)
 """
 
 
 @pytest.mark.parametrize("lock", ["left by the crashed writer", "missing"])
 def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, lock):
-    """The writer lock the crashed process left (its flock gone with it) says it crashed; without a lock (a
-    writer before locks) HDF5's open flag cannot tell a crash from a live writer: after_crash=True is needed."""
+    """The writer lock the crashed process left (its flock gone with it) says it crashed, with the counts it noted
+    before light it never recorded; without a lock (a writer before locks) HDF5's open flag cannot tell a crash from
+    a live writer: after_crash=True is needed."""
     path = tmp_path / "crashed.h5"
     done = subprocess.run([sys.executable, "-c", CRASHER, str(path), str(ROOT / "tests")], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -245,7 +247,7 @@ def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, l
         assert session.swmr and session.status == "running"
         assert_batches_equal(session, 2)
     left = tmp_path / ".crashed.h5.writer"
-    assert json.loads(left.read_text())["host"] == platform.node()
+    assert json.loads(left.read_text())["host"] == platform.node()  # padded with spaces to one size: still JSON
     after_crash = lock == "missing"
     if after_crash:
         left.unlink()
@@ -254,6 +256,8 @@ def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, l
         assert str(path) in str(error.value)
     with SessionWriter.resume(path, after_crash=after_crash) as writer:
         assert (writer.lock.crashed is None) == after_crash
+        if not after_crash:
+            assert writer.lock.crashed.sent == {"weight_images_sent": [30, 31], "data_images_sent": [12, 12]}
         assert (writer.batches_written, writer.images_written) == (2, 7)
         append(writer, 2)
         writer.finish(RESULTS)

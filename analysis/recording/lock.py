@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from qslab.analysis.recording.schema import RecordingError
@@ -31,6 +31,9 @@ class WriterRecord:
     pid: int
     host: str
     started_utc: str
+    # the counts of images sent (recording.SENT_COUNTS -> per layer), noted before each acquisition's light: what a
+    # writer killed mid-batch sent beyond its file's last count (None: none noted)
+    sent: dict | None = None
 
     @classmethod
     def here(cls) -> WriterRecord:
@@ -47,8 +50,8 @@ def lock_path(session_path: Path) -> Path:
 class WriterLock:
     """Held by the one process writing ``session_path``; ``crashed`` is the record of a crashed writer it replaced."""
 
-    def __init__(self, path: Path, fd: int, crashed: WriterRecord | None):
-        self.path, self.crashed = path, crashed
+    def __init__(self, path: Path, fd: int, crashed: WriterRecord | None, record: WriterRecord):
+        self.path, self.crashed, self.record = path, crashed, record
         self._fd: int | None = fd
 
     @classmethod
@@ -81,10 +84,25 @@ class WriterLock:
             raise RecordingError(f"{session_path} was being written by {previous.describe()}: from "
                                  f"{platform.node()} it cannot be told whether that writer still runs. If it does "
                                  f"not, remove {path} and resume")
+        record = WriterRecord.here()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(asdict(WriterRecord.here())).encode(), 0)
+        os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
         os.fsync(fd)
-        return cls(path, fd, previous)
+        return cls(path, fd, previous, record)
+
+    def note_sent(self, sent: dict) -> None:
+        """Record the counts of images sent (SENT_COUNTS -> per layer) before light that no batch row may ever hold.
+
+        One pwrite of a fixed RECORD_BYTES at offset 0, so a kill leaves either record whole; not synced: a killed
+        process's write survives in the page cache (a power cut of the host may lose it)."""
+        if self._fd is None:
+            return
+        record = json.dumps(asdict(replace(self.record, sent={k: [int(n) for n in v] for k, v in sent.items()})))
+        record = record.encode()
+        if len(record) > RECORD_BYTES:
+            raise RecordingError(f"{self.path}: the writer record's counts need {len(record)} bytes, more than "
+                                 f"{RECORD_BYTES}")
+        os.pwrite(self._fd, record.ljust(RECORD_BYTES), 0)
 
     def release(self) -> None:
         """Remove the lock file, then let go of the flock. Idempotent."""
@@ -97,10 +115,13 @@ class WriterLock:
             os.close(fd)
 
 
+RECORD_BYTES = 4096  # a record noted while writing is padded to this (JSON allows the trailing spaces)
+
+
 def _read(fd: int) -> WriterRecord | None:
     """The record in the lock file (None: empty, new, or unreadable)."""
     try:
-        data = os.pread(fd, 4096, 0)
+        data = os.pread(fd, RECORD_BYTES, 0)
         return WriterRecord(**json.loads(data.decode())) if data else None
     except (OSError, ValueError, TypeError):
         return None

@@ -121,8 +121,11 @@ class LinkAcquisition:
         leakage figures count one pass of the weights and of the client's data per acquisition, and light that kept
         coming while the station reads and computes would carry both again (the client's data on the returned light,
         which a curious server can measure, even on the carrier of a stopped server AWG). Each capture adds its
-        ``images`` to ``images_played[segment]``, the passes the session's query count may not hold."""
+        ``images`` to ``images_played[segment]``, the passes the session's query count may not hold, and calls
+        ``before_light`` (the session notes its counts where a kill cannot lose them) before any of it is sent."""
         self.images_played[segment] += images
+        if self.before_light is not None:
+            self.before_light()
         self.client_awg.run()
         self.awg.run()
         try:

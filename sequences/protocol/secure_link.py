@@ -8,6 +8,7 @@ is declared here, in one place.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
@@ -62,6 +63,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         # segment -> images its layer was played to (every capture: the set-up's nulling, batches taken again and
         # ranges widened included; LinkAcquisition._capture)
         self.images_played: Counter[int] = Counter()
+        self.before_light: Callable[[], None] | None = None  # called by each capture once it is counted
 
 
     def weight_images_played(self) -> tuple[int, ...]:
