@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from qslab.calibration.records import CodeVersion, RecordStore
 from qslab.sequences import calibrations, resume_check
 from qslab.sequences.channel_reuse import ChannelChoice
 from qslab.sequences.interrupts import Interrupts
+from qslab.sequences.light_counts import LightCounts
 from qslab.sequences.monitor.status import StatusPublisher
 from qslab.sequences.protocol import SecureLink
 from qslab.sequences.protocol.errors import ProtocolError
@@ -116,20 +116,6 @@ def leakage_cap_allows(recorded: Recorded, settings: dict, measured: MeasuredVal
         per_pass = float(unverified_bound_bits(measured.mu_photons.upper(budget.sigmas("mu_photons"))))
         projected = max(images_sent_after or (images_after,)) * per_pass
     return projected <= cap, projected
-
-
-def counted_before(writer: recording.SessionWriter) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-    """(weights, data) counts a resumed file starts from: its own, or what a writer killed after its last batch noted
-    in the writer lock before that light (WriterLock.note_sent) where that is more (DECISIONS AI)."""
-    noted = (writer.lock.crashed.sent if writer.lock is not None and writer.lock.crashed is not None else None) or {}
-    counts = []
-    for field, own in ((recording.WEIGHT_IMAGES_SENT, writer.weight_images_sent),
-                       (recording.DATA_IMAGES_SENT, writer.data_images_sent)):
-        other = noted.get(field)
-        if own is not None and other is not None and len(other) == len(own):
-            own = tuple(max(int(a), int(b)) for a, b in zip(own, other))
-        counts.append(own)
-    return counts[0], counts[1]
 
 
 def say(message: str) -> None:
@@ -343,40 +329,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figure_dir.mkdir(parents=True, exist_ok=True)
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None
-    link = sent_before = data_before = None  # the link once set up; the file's counts before this run (None: none)
-    data_played = Counter()  # layer index -> images whose data this run's batch takes sent on its light
-    take_start: list = [None]  # the link's counts when the take under way began (None: no take under way)
-
-    def weight_images_sent(more: int = 0) -> tuple[int, ...] | None:
-        """Per layer, every image its weights were sent to in this file, plus `more` (DECISIONS AI)."""
-        if sent_before is None or link is None:
-            return None
-        return tuple(b + n + more for b, n in zip(sent_before, link.weight_images_played()))
-
-    def data_images_sent() -> tuple[int, ...] | None:
-        """Per layer, every image whose data its light carried in this file: every take of a batch (DECISIONS AI)."""
-        if data_before is None:
-            return None
-        taking = ((0,) * len(data_before) if take_start[0] is None else
-                  tuple(end - start for start, end in zip(take_start[0], link.weight_images_played())))
-        return tuple(b + data_played[k] + taking[k] for k, b in enumerate(data_before))
-
-    def take_once(batch: int, pixels: np.ndarray):
-        """One take of a batch; every capture in it carries the batch's data (the set-up's nulling does not)."""
-        take_start[0] = link.weight_images_played()
-        try:
-            return run_batch(link, len(weights), pixels, settings.seed, batch)
-        finally:
-            for k, (start, end) in enumerate(zip(take_start[0], link.weight_images_played())):
-                data_played[k] += end - start
-            take_start[0] = None
-
-    def note_counts() -> None:
-        """Before a capture's light: the counts with it, in the writer lock, where a kill -9 cannot lose them."""
-        counts = {recording.WEIGHT_IMAGES_SENT: weight_images_sent(), recording.DATA_IMAGES_SENT: data_images_sent()}
-        if writer is not None and writer.lock is not None and None not in counts.values():
-            writer.lock.note_sent(counts)
-
+    counts: LightCounts | None = None  # what the light carried in this file, once the writer is open
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
     watch = RetryWatch(report).install()
@@ -425,16 +378,15 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             appends = recording.BackgroundAppends(writer, committed=status.batch)
             recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
             done = writer.images_written
-            # earlier processes' passes, and what they sent after their batches (a killed one: noted in its lock)
-            sent_before, data_before = counted_before(writer)
-            link.before_light = note_counts
+            counts = LightCounts.resuming(link, writer)  # earlier processes' light, a killed one's as its lock noted
+            link.before_light = lambda: counts.note_in(writer.lock)
             cap_stop = None
 
             def refuse_over_cap(index: np.ndarray, again: bool) -> None:
                 """LeakageCapReached when sending the batch's images once more would take the cumulative weight leakage
                 above the cap (before the batch is taken, and before it is taken again)."""
                 allowed, projected = leakage_cap_allows(recorded, settings_dict, measured, shapes, int(index[-1]) + 1,
-                                                        running, weight_images_sent(len(index)))
+                                                        running, counts.weights(len(index)))
                 if not allowed:
                     cap = settings.max_weight_leakage_bits_per_mode
                     raise LeakageCapReached(
@@ -459,7 +411,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     pixels = test_images[index].reshape(len(index), -1)
                     try:
                         refuse_over_cap(index, again=False)
-                        captures, guess = guard.take(batch, lambda: take_once(batch, pixels),
+                        captures, guess = guard.take(batch, lambda: counts.take(
+                                                         lambda: run_batch(link, len(weights), pixels, settings.seed, batch)),
                                                      before_again=lambda: refuse_over_cap(index, again=True))
                     except LeakageCapReached as reached:
                         cap_stop = reached.stop
@@ -468,7 +421,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                             raise SessionAborted("the weight-leakage cap allows no batch: raise [session] "
                                                  "max_weight_leakage_bits_per_mode or lower mu") from None
                         break
-                    counted, sent = curious_counts(curious, len(index)), (weight_images_sent(), data_images_sent())
+                    counted, sent = curious_counts(curious, len(index)), (counts.weights(), counts.data())
                     appends.append_batch(index, test_labels[index], pixels, guess,
                                          [recording.LayerBatch(c.client_quadratures_snu, c.verified_rows, c.measure_p,
                                                                c.sent_snu, c.returned_snu) for c in captures],
@@ -501,8 +454,9 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             if writer is None and lock is not None:
                 lock.release()
             if writer is not None:
-                writer.abort(f"{type(error).__name__}: {error}".strip(), weight_images_sent=weight_images_sent(),
-                             data_images_sent=data_images_sent())
+                writer.abort(f"{type(error).__name__}: {error}".strip(),
+                             weight_images_sent=None if counts is None else counts.weights(),
+                             data_images_sent=None if counts is None else counts.data())
                 writer.close()
                 error.add_note(f"{path} keeps the {writer.images_written} images of every completed batch, marked "
                                f"aborted: continue it with `qslab session --resume {path}`")
@@ -517,7 +471,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         for line in warnings:
             say(f"  {line}")
     # a take the cap stopped from being repeated sent its light too
-    recorded.weight_images_sent, recorded.data_images_sent = weight_images_sent(), data_images_sent()
+    recorded.weight_images_sent, recorded.data_images_sent = counts.weights(), counts.data()
     results = {"file": str(path), "run_id": run_id, **results_from_recorded(recorded, settings_dict, measured, shapes),
                "safe_state": _safe_state(station) or {"safe": False}, "faults": report.as_dict("completed"),
                "attack": None if attack is None else attack.spec, "stopped_at_leakage_cap": cap_stop}
