@@ -246,6 +246,9 @@ def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, l
     with SessionFile.open(path) as session:
         assert session.swmr and session.status == "running"
         assert_batches_equal(session, 2)
+        assert session.batch_table["weight_images_sent"][-1].tolist() == [10, 13]
+        # a reader before any resume: the file's counts, or what the crashed writer noted in its lock where more
+        assert (session.weight_images_sent, session.data_images_sent) == ((30, 31), (12, 12))
     left = tmp_path / ".crashed.h5.writer"
     assert json.loads(left.read_text())["host"] == platform.node()  # padded with spaces to one size: still JSON
     after_crash = lock == "missing"

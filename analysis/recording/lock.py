@@ -118,6 +118,20 @@ class WriterLock:
 RECORD_BYTES = 4096  # a record noted while writing is padded to this (JSON allows the trailing spaces)
 
 
+def noted_sent(session_path: Path) -> dict | None:
+    """The counts of images sent that the writer lock beside ``session_path`` holds (a live writer's so far, or a
+    crashed one's last note), read without taking it; None when there is no lock or no note."""
+    try:
+        fd = os.open(lock_path(Path(session_path)), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        record = _read(fd)
+    finally:
+        os.close(fd)
+    return None if record is None else record.sent
+
+
 def _read(fd: int) -> WriterRecord | None:
     """The record in the lock file (None: empty, new, or unreadable)."""
     try:

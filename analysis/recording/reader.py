@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from qslab.analysis.recording import curious_group
+from qslab.analysis.recording.lock import noted_sent
 from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.schema import (COMPLETE, DATA_IMAGES_SENT, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS,
                                              PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, SENT_COUNTS,
@@ -207,10 +208,16 @@ class SessionFile:
         return self._images_sent(DATA_IMAGES_SENT)
 
     def _images_sent(self, field: str) -> tuple[int, ...] | None:
+        """The table's count, or the larger of the root dataset's (a writer's end) and what a live or crashed writer
+        noted in its lock before light it has not recorded (lock.noted_sent)."""
         at_end = None
         if field in self._file:
             with self._translated(f"has an unreadable /{field}"):
                 at_end = self._file[field][()]
+        noted = (noted_sent(self.path) or {}).get(field)
+        if noted is not None and len(noted) == len(self.layers) and all(int(n) >= 0 for n in noted):
+            at_end = np.asarray(noted, np.int64) if at_end is None or np.any(np.asarray(at_end) < 0) else \
+                np.maximum(at_end, np.asarray(noted, np.int64))
         return images_sent(self._table, field, at_end)
 
     @property
