@@ -34,16 +34,8 @@ class LightCounts:
 
     @classmethod
     def resuming(cls, link, writer: recording.SessionWriter) -> LightCounts:
-        """Counts that start from `writer`'s file, or from a crashed writer's note (WriterLock.note_sent) where more."""
-        noted = (writer.lock.crashed.sent if writer.lock is not None and writer.lock.crashed is not None else None) or {}
-        before = []
-        for name, own in ((recording.WEIGHT_IMAGES_SENT, writer.weight_images_sent),
-                          (recording.DATA_IMAGES_SENT, writer.data_images_sent)):
-            other = noted.get(name)
-            if own is not None and other is not None and len(other) == len(own):
-                own = tuple(max(int(a), int(b)) for a, b in zip(own, other))
-            before.append(own)
-        return cls(link, *before)
+        """Counts that start from `writer`'s (its file's, or a crashed writer's note where more)."""
+        return cls(link, writer.weight_images_sent, writer.data_images_sent)
 
     def weights(self, more: int = 0) -> tuple[int, ...] | None:
         """Per layer, every image its weights were sent to in this file, plus `more` (one more take of `more` images)."""

@@ -1,4 +1,4 @@
-"""sequences/light_counts.py on a stand-in link: what each count adds, a failed take, a crashed writer's note."""
+"""sequences/light_counts.py on a stand-in link: what each count adds, a failed take, where a resume starts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from qslab.analysis.recording.lock import WriterRecord
 from qslab.sequences.light_counts import LightCounts
 
 
@@ -58,16 +57,11 @@ def test_a_file_that_does_not_count_stays_uncounted():
     assert noted == []
 
 
-def test_a_resume_starts_from_what_a_killed_writer_noted_where_that_is_more():
-    def writer(noted):
-        crashed = None if noted is None else WriterRecord(1, "host", "2026-12-05T00:00:00+00:00", noted)
-        return SimpleNamespace(weight_images_sent=(120, 150), data_images_sent=(40, 40),
-                               lock=SimpleNamespace(crashed=crashed))
-
-    noted = {"weight_images_sent": [130, 160], "data_images_sent": [50, 35]}
-    counts = LightCounts.resuming(Link(), writer(noted))
+def test_a_resume_starts_from_the_writers_counts():
+    """The writer's counts already hold a killed writer's note where it is more (tests/test_recording.py)."""
+    writer = SimpleNamespace(weight_images_sent=(130, 160), data_images_sent=(50, 40))
+    counts = LightCounts.resuming(Link(), writer)
     assert (counts.weights_before, counts.data_before) == ((130, 160), (50, 40))
-    assert LightCounts.resuming(Link(), writer(None)).weights_before == (120, 150)
     noted_now = []
     counts.note_in(SimpleNamespace(note_sent=noted_now.append))
     assert noted_now == [{"weight_images_sent": (130, 160), "data_images_sent": (50, 40)}]

@@ -259,10 +259,20 @@ def test_a_crashed_writer_leaves_its_batches_and_resumes_after_crash(tmp_path, l
         assert str(path) in str(error.value)
     with SessionWriter.resume(path, after_crash=after_crash) as writer:
         assert (writer.lock.crashed is None) == after_crash
-        if not after_crash:
+        if not after_crash:  # the writer starts from the note where it is more than the file's counts
             assert writer.lock.crashed.sent == {"weight_images_sent": [30, 31], "data_images_sent": [12, 12]}
+            assert (writer.weight_images_sent, writer.data_images_sent) == ((30, 31), (12, 12))
+        else:
+            assert (writer.weight_images_sent, writer.data_images_sent) == (weights_sent(1), data_sent(1))
         assert (writer.batches_written, writer.images_written) == (2, 7)
-        append(writer, 2)
+        if after_crash:
+            append(writer, 2)
+        else:  # a count below the light the crashed writer noted is refused
+            with pytest.raises(RecordingError, match=r"weight_images_sent \[16, 19\]: expected per layer at least "
+                                                     r"\[30, 31\]"):
+                append(writer, 2)
+            images, layers = batch_data(2)
+            writer.append_batch(**images, layers=layers, weight_images_sent=(35, 36), data_images_sent=(17, 17))
         writer.finish(RESULTS)
     validate(path)
     with SessionFile.open(path) as session:

@@ -208,17 +208,13 @@ class SessionFile:
         return self._images_sent(DATA_IMAGES_SENT)
 
     def _images_sent(self, field: str) -> tuple[int, ...] | None:
-        """The table's count, or the larger of the root dataset's (a writer's end) and what a live or crashed writer
-        noted in its lock before light it has not recorded (lock.noted_sent)."""
+        """images_sent of the table, the root dataset (a writer's end) and what a live or crashed writer noted in its
+        lock before light it has not recorded (lock.noted_sent)."""
         at_end = None
         if field in self._file:
             with self._translated(f"has an unreadable /{field}"):
                 at_end = self._file[field][()]
-        noted = (noted_sent(self.path) or {}).get(field)
-        if noted is not None and len(noted) == len(self.layers) and all(int(n) >= 0 for n in noted):
-            at_end = np.asarray(noted, np.int64) if at_end is None or np.any(np.asarray(at_end) < 0) else \
-                np.maximum(at_end, np.asarray(noted, np.int64))
-        return images_sent(self._table, field, at_end)
+        return images_sent(self._table, field, at_end, (noted_sent(self.path) or {}).get(field))
 
     @property
     def images(self) -> Images:
@@ -533,17 +529,20 @@ def _images_in(table: np.ndarray) -> int:
     return int(table["first_image"][-1] + table["image_count"][-1]) if len(table) else 0
 
 
-def images_sent(table: np.ndarray, field: str, at_end=None) -> tuple[int, ...] | None:
-    """Per layer, one of SENT_COUNTS up to the table's last batch (zeros before the first), or ``at_end`` (the root
-    dataset of that name: the count when a writer last ended) where that is larger; None when the table has no such
-    field (schema version 1-3) or its last batch was not counted (-1)."""
+def images_sent(table: np.ndarray, field: str, *later) -> tuple[int, ...] | None:
+    """Per layer, one of SENT_COUNTS up to the table's last batch (zeros before the first), or where larger any count
+    in ``later`` (the root dataset of that name, the count when a writer last ended; what a writer noted in its lock
+    before light it never recorded); a later count not given (None), -1 or of another length is passed over. None
+    when the table has no such field (schema version 1-3) or its last batch was not counted (-1)."""
     if field not in (table.dtype.names or ()):
         return None
     last = table[field][-1] if len(table) else np.zeros(table.dtype[field].shape, np.int64)
     if np.any(last < 0):
         return None
-    if at_end is not None and np.all(np.asarray(at_end) >= 0):
-        last = np.maximum(last, at_end)
+    for count in later:
+        count = None if count is None else np.asarray(count, np.int64)
+        if count is not None and count.shape == last.shape and np.all(count >= 0):
+            last = np.maximum(last, count)
     return tuple(int(n) for n in last)
 
 

@@ -119,8 +119,9 @@ class SessionWriter:
         self._images = _images_in(table)
         self._stops = {kind: (table[f"{kind}_stop"][-1].copy() if len(table) else np.zeros(len(layers), np.int64))
                        for kind in _OFFSET_KINDS}
-        self._sent = {field: images_sent(table, field, file[field][()] if field in file else None)
-                      for field in SENT_COUNTS}
+        noted = (lock.crashed.sent if lock is not None and lock.crashed is not None else None) or {}
+        self._sent = {field: images_sent(table, field, file[field][()] if field in file else None, noted.get(field))
+                      for field in SENT_COUNTS}  # a crashed writer's note counts: its light went out
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -218,7 +219,8 @@ class SessionWriter:
     @property
     def weight_images_sent(self) -> tuple[int, ...] | None:
         """Per layer, the images its weights were sent to up to the last committed batch (zeros before the first),
-        or when the last writer ended if that is more; None when they were not counted (reader.images_sent)."""
+        or when the last writer ended, or as a crashed writer noted in its lock, if that is more; None when they were
+        not counted (reader.images_sent)."""
         return self._sent[WEIGHT_IMAGES_SENT]
 
     @property
