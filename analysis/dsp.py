@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qslab.analysis import butterworth
+
 
 class ClippingError(ValueError):
     """The digitiser hit its rails: quadratures from this record would be biased."""
@@ -246,19 +248,15 @@ def temporal_mode_efficiency(bandwidth_hz: float, filter_order: int, sample_rate
     own filter), the slot's unit-norm rect f and the unit-norm template g at the offset:
     m = (g . (h * f)[offset:offset + S])^2 / (g^T R g), R the autocorrelation of h (unit white input).
     """
-    from scipy import signal
-
     sps = int(samples_per_symbol)
     g = _unit_template(template)
     if len(g) != sps or not 0 <= offset_samples < sps:
         raise ValueError(f"template length {len(g)} and offset {offset_samples} must fit {sps} samples per symbol")
     if not 0.0 < bandwidth_hz < sample_rate_hz / 2.0:
         raise ValueError(f"bandwidth_hz must be in (0, {sample_rate_hz / 2:g}) Hz, got {bandwidth_hz!r}")
-    sos = signal.butter(int(filter_order), bandwidth_hz, fs=sample_rate_hz, output="sos")
+    sos = butterworth.lowpass_sos(int(filter_order), bandwidth_hz, sample_rate_hz)
     length = 64 * sps + int(64 * sample_rate_hz / bandwidth_hz)  # the response decays well within this
-    impulse = np.zeros(length)
-    impulse[0] = 1.0
-    h = signal.sosfilt(sos, impulse)
+    h = butterworth.impulse_response(sos, length)
     response = np.convolve(h, np.ones(sps) / np.sqrt(sps))[offset_samples:offset_samples + sps]
     autocorrelation = np.correlate(h, h, mode="full")[length - 1:length - 1 + sps]
     lags = np.abs(np.subtract.outer(np.arange(sps), np.arange(sps)))

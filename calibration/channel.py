@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
 from qslab.analysis import verification
 from qslab.analysis.estimate import Estimate
@@ -109,9 +110,7 @@ def pilots_agree(fresh: CalibrationResult, record, false_alarm: float = AGREEMEN
     """The fresh pilots of a session against a channel record of the same station (docs/DECISIONS.md Z): a two-sided
     test on each of the two statistics of pilot_statistics, at false_alarm / 2 each (union bound), so an unchanged
     channel is refused with probability <= false_alarm."""
-    from scipy.stats import norm
-
-    z_limit = float(norm.isf(false_alarm / (2 * len(_COMPARED))))
+    z_limit = float(-ndtri(false_alarm / (2 * len(_COMPARED))))  # the normal's upper quantile
     scores = []
     for now, then in zip(pilot_statistics(fresh.parameters, fresh.conditions),
                          pilot_statistics(record.parameters, record.conditions)):

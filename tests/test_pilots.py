@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qslab.analysis.encoding import unit_vectors
-from qslab.analysis.pilots import client_pilot_fit, iq_skew, server_offsets, server_pilot_fit
+from qslab.analysis.pilots import client_pilot_fit, iq_skew, least_squares, server_offsets, server_pilot_fit
 from qslab.instruments.optical.modulators import skewed
 
 ROWS, MODES, IMAGES = 64, 32, 8
@@ -92,3 +92,26 @@ def test_iq_skew_does_not_take_the_receivers_memory_for_a_skew():
     estimate = iq_skew(_capture(t * remembered * np.exp(1j * phase_rad), seed=8), alpha, phase_rad)
     assert abs(estimate.value) <= 3 * estimate.uncertainty, estimate
     assert estimate.uncertainty < 0.015
+
+
+@pytest.mark.parametrize("column_scale", [1.0, 1e-2, 1e4])
+def test_least_squares_is_lstsqs_solution_for_a_tall_design(column_scale):
+    """The normal equations against numpy's SVD-based lstsq, on designs like the pilots' (indicator columns beside
+    signal columns) and with one column rescaled (a worse conditioned Gram matrix)."""
+    rng = np.random.default_rng(5)
+    flags = rng.random(50_000) < 0.5
+    design = np.stack([rng.standard_normal(50_000), column_scale * rng.standard_normal(50_000), ~flags, flags], axis=1)
+    y = design @ np.array([0.7, -0.2, 0.05, -0.03]) + rng.standard_normal(50_000)
+    coefficients, gram = least_squares(design.astype(np.float64), y)
+    reference = np.linalg.lstsq(design.astype(np.float64), y, rcond=None)[0]
+    assert np.allclose(coefficients, reference, rtol=1e-9, atol=1e-12)
+    assert np.allclose(gram, design.T.astype(np.float64) @ design, rtol=1e-12)
+
+
+def test_least_squares_of_a_nearly_singular_design_falls_back_to_lstsq():
+    rng = np.random.default_rng(6)
+    first = rng.standard_normal(1000)
+    design = np.stack([first, first + 1e-9 * rng.standard_normal(1000)], axis=1)
+    y = first + 0.1 * rng.standard_normal(1000)
+    coefficients, _ = least_squares(design, y)
+    assert np.allclose(coefficients, np.linalg.lstsq(design, y, rcond=None)[0], rtol=1e-6)

@@ -158,17 +158,15 @@ def skewed(child_field, delay_symbols: float) -> np.ndarray:
 
 
 def deskewed(child_field, delay_symbols: float) -> np.ndarray:
-    """The inverse of ``skewed`` (a first-order recursion, run twice round the period so it wraps):
-    what to play so that the late-arriving symbols average to ``child_field``."""
-    from scipy import signal
-
+    """The inverse of ``skewed`` round the period: what to play so that the late-arriving symbols average to
+    ``child_field``. ``skewed`` multiplies the sequence's harmonic at w by (1 - |s|) + |s| e^(-+iw), which never
+    vanishes for |s| < 1/2, so dividing by it in the Fourier domain inverts it exactly."""
     s = abs(delay_symbols)
     if not s < 0.5:
         raise ValueError(f"delay_symbols must be within (-1/2, 1/2), got {delay_symbols!r}")
     field = np.asarray(child_field, dtype=float)
-    order = field if delay_symbols > 0 else field[::-1]
-    twice = signal.lfilter([1.0 / (1.0 - s)], [1.0, s / (1.0 - s)], np.concatenate([order, order]))[order.size:]
-    return twice if delay_symbols > 0 else twice[::-1]
+    turn = np.exp((-2j if delay_symbols > 0 else 2j) * np.pi * np.fft.rfftfreq(field.size))
+    return np.fft.irfft(np.fft.rfft(field) / ((1.0 - s) + s * turn), n=field.size)
 
 
 class AwgIQModulator(_Biased):

@@ -10,8 +10,8 @@ so the matched filter sum_n f_n s_n returns X_k exactly (X_k already carries the
 while every other temporal mode is vacuum: each sample of a vacuum record has variance 1 + v_el.
 The electronic noise is added before the low-pass filter (input-referred detector noise), so the
 detector bandwidth shapes shot and electronic noise alike and v_el is also the electronic noise in
-SNU after matched filtering. Then: Butterworth low-pass (order 1 = first-order RC) via
-scipy.signal, volts = shot_noise_rms_v x samples, and an ADC of `adc_bits` over [-full scale, +full
+SNU after matched filtering. Then: Butterworth low-pass (order 1 = first-order RC; analysis/butterworth.py),
+volts = shot_noise_rms_v x samples, and an ADC of `adc_bits` over [-full scale, +full
 scale) that rounds, clips and counts the clipped samples. One guard slot of vacuum follows the last
 symbol so that a delayed matched-filter window still fits.
 """
@@ -23,8 +23,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
-
+from qslab.analysis import butterworth
 from qslab.instruments.sim.link.random_streams import box_muller_32bit_f32
 
 PULSE_SHAPES = ("rect", "gaussian")
@@ -113,13 +112,13 @@ def pulse_template(config: WaveformConfig) -> np.ndarray:
 def _lowpass_sos(config: WaveformConfig):
     if config.detector_bandwidth_hz is None:
         return None
-    return signal.butter(config.filter_order, config.detector_bandwidth_hz, fs=config.sample_rate_hz, output="sos")
+    return butterworth.lowpass_sos(config.filter_order, config.detector_bandwidth_hz, config.sample_rate_hz)
 
 
 def detector_filter(samples, config: WaveformConfig) -> np.ndarray:
     """The detector's low-pass along the last (time) axis; identity without a bandwidth limit."""
     sos = _lowpass_sos(config)
-    return np.asarray(samples, dtype=float) if sos is None else signal.sosfilt(sos, samples, axis=-1)
+    return np.asarray(samples, dtype=float) if sos is None else butterworth.RecordFilter(sos)(samples)
 
 
 def analog_waveform(quadratures_snu, config: WaveformConfig, rng: np.random.Generator) -> np.ndarray:
@@ -184,7 +183,7 @@ def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng
     full-length passes and their temporaries as on drawing the noise. Here the slots' normals are drawn at
     once (the electronic noise's draws follow them in the stream), then every later step runs chunk by chunk
     in cache: the projection on the pulse (the same BLAS product per slot), the electronic noise (its normals
-    drawn chunk by chunk, which continues the one stream), the detector filter (sosfilt with its state
+    drawn chunk by chunk, which continues the one stream), the detector filter (its state
     carried, the same recursion), the volts and the ADC. Slots past n_points are drawn but not filtered.
     shift_v: what the ADC sees added to the detector's volts (the DC level less the channel's offset).
     """
@@ -201,7 +200,7 @@ def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng
     kept = min(int(n_points), n_slots * sps)
     template = pulse_template(config)
     sos = _lowpass_sos(config)
-    state = None if sos is None else np.zeros((sos.shape[0], 2))
+    lowpass = None if sos is None else butterworth.RecordFilter(sos)
     slots = rng.standard_normal((n_slots, sps)) if lo_on else None
     root_el = np.sqrt(config.electronic_noise_snu) if config.electronic_noise_snu > 0.0 else None
     lsb = config.volts_per_code
@@ -229,8 +228,8 @@ def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng
         if stop <= start:
             continue
         samples = block.reshape(-1)[:stop - start]
-        if sos is not None:
-            samples, state = signal.sosfilt(sos, samples, zi=state)
+        if lowpass is not None:
+            samples = lowpass(samples)
         volts = config.shot_noise_rms_v * samples
         volts += shift_v
         volts /= lsb
@@ -276,9 +275,7 @@ def _impulse_response(config: WaveformConfig) -> np.ndarray:
         return np.ones(1)
     length = 64 * config.samples_per_symbol
     while True:
-        delta = np.zeros(length)
-        delta[0] = 1.0
-        h = signal.sosfilt(sos, delta)
+        h = butterworth.impulse_response(sos, length)
         energy = np.cumsum(h[::-1] ** 2)
         if energy[length // 4] <= 1e-15 * energy[-1] or length > 2**22:
             return h
@@ -438,7 +435,7 @@ class _ChunkFilter:
         h, work = self.history, self.work
         x = work[h:]
         if self.sos is not None:
-            y, self.zi = signal.sosfilt(self.sos, x, zi=self.zi)
+            y, self.zi = butterworth.sosfilt(self.sos, x, zi=self.zi)
             return y
         if not h:
             return x
@@ -457,7 +454,7 @@ class _ChunkFilter:
 @functools.lru_cache(maxsize=16)
 def _filter_design(config: WaveformConfig) -> tuple[float, int, tuple[np.float32, ...], np.ndarray | None]:
     """_ChunkFilter's constants for a configuration: (input gain, history H, the powers p^(2^i), float32 sos for
-    sosfilt or None). Kept per configuration: designing the filter (scipy.signal.butter) costs ~2 ms, about
+    sosfilt or None). Kept per configuration: designing a higher order (scipy.signal.butter) costs ~2 ms, about
     what rendering 10^5 samples does, and every acquisition of a session renders with the same few."""
     sos = None if config.detector_bandwidth_hz is None else _lowpass_sos(config)
     if sos is not None and sos.shape[0] == 1 and sos[0, 2] == 0.0 and np.isclose(sos[0, 0], sos[0, 1]):
