@@ -176,10 +176,14 @@ def long_run_variance(samples, lags: int) -> float:
     x = np.asarray(samples, dtype=float)
     x = x - x.mean()
     n = x.size
-    total = float(x @ x) / n
-    for d in range(1, lags + 1):
-        total += 2.0 * float(x[:-d] @ x[d:]) / n
-    return total
+    # sum_{d=1..L} x[k] x[k+d] = x[k] ahead[k], ahead[k] = x[k+1] + ... + x[min(k+L, n-1)] from the running sum:
+    # one pass instead of L dot products
+    running = np.cumsum(x)
+    ahead = np.empty(n)
+    inner = max(n - lags, 0)
+    np.subtract(running[lags:lags + inner], running[:inner], out=ahead[:inner])
+    np.subtract(running[-1], running[inner:], out=ahead[inner:])
+    return float(x @ x + 2.0 * (x @ ahead)) / n
 
 
 def _analyse(rx, records, rate_hz, laser_w, range_v, offsets_v, s: HomodyneSettings, figure_dir):

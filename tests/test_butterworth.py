@@ -1,6 +1,6 @@
 """analysis/butterworth.py against scipy.signal (an independent implementation): the first order's closed-form
-design, impulse response and recursion, and the higher orders passed through; and that neither the bench nor a
-session imports scipy.signal for the lab config's first-order filter."""
+design and impulse response, and the higher orders passed through; and that the bench's renderer and the DSP's
+model of the detector do not import scipy.signal for the lab config's first-order filter."""
 
 from __future__ import annotations
 
@@ -44,27 +44,12 @@ def test_the_impulse_response_is_sosfilts(order, ratio):
     assert np.allclose(butterworth.impulse_response(sos, 500), signal.sosfilt(sos, impulse), rtol=1e-12, atol=1e-16)
 
 
-@pytest.mark.parametrize(("order", "ratio"), [(1, 0.003), (1, 0.125), (1, 0.2), (1, 0.33), (2, 0.2), (3, 0.1)])
-def test_a_record_filtered_in_pieces_is_sosfilt_of_the_whole(order, ratio):
-    """Pieces of any size (one sample, a piece shorter than the history, the rest) give the same bits as the record
-    filtered at once, and sosfilt's values to float64 rounding, on two channels at once (leading axes)."""
-    sos = butterworth.lowpass_sos(order, ratio, 1.0)
-    record = np.random.default_rng(7).standard_normal((2, 20_000)) * 100.0
-    pieces = np.split(record, [1, 5, 40, 9000], axis=-1)
-    lowpass = butterworth.RecordFilter(sos)
-    in_pieces = np.concatenate([lowpass(piece) for piece in pieces], axis=-1)
-    at_once = butterworth.RecordFilter(sos)(record)
-    assert np.array_equal(in_pieces, at_once)
-    reference = signal.sosfilt(sos, record, axis=-1)
-    assert np.max(np.abs(at_once - reference)) <= 1e-13 * np.max(np.abs(reference))
-
-
 PROBE = """
 import sys
 import numpy as np
 from qslab.instruments.sim.link import waveform as wf
 config = wf.WaveformConfig(detector_bandwidth_hz=2e8, filter_order=1)
-wf.digitized_record(np.ones(100), 800, config, np.random.default_rng(0))
+wf.digitized_words(np.ones(100), 800, config, np.random.default_rng(0))
 wf.matched_filter_response(config)
 from qslab.analysis.dsp import temporal_mode_efficiency
 temporal_mode_efficiency(2e8, 1, config.sample_rate_hz, np.ones(8), 8)

@@ -18,8 +18,9 @@ in (image, row) order and channel 2 the B v N returned quadratures of the v gate
 verified row, mode) order, one symbol slot each from the record's start, then vacuum up to
 :ACQ:POIN (a shorter record cuts them off: ``session_points`` is what holds everything).
 
-``waveform`` turns each quadrature sequence into detector volts (shot noise per sample from the LO
-power, electronic noise, detector and scope bandwidth), then the ADC quantises. The detectors are
+``waveform.digitized_words`` turns each quadrature sequence into detector volts (shot noise per sample from the
+LO power, electronic noise, detector and scope bandwidth), then the ADC quantises: in both kinds of acquisition,
+one seeded stream per receiver, the two receivers rendered on two cores. The detectors are
 DC-coupled and not perfectly balanced: each record sits on the DC level of ``dc_level_v`` (the
 electronics' offset plus the LO's unbalanced share, set by the receiver's common-mode rejection),
 and the laser's intensity noise leaks through the same imbalance (``rin_residual_rms_v``, white
@@ -261,6 +262,7 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
     count = max(1, averages)
     codes = {name: np.zeros(points) if count > 1 else None for name in RECEIVERS}  # one record's codes, or their sum
     clipped = dict.fromkeys(RECEIVERS, 0)
+    quadratures = dict.fromkeys(RECEIVERS)
     for _ in range(count):
         if laser_on:
             client, server, chosen = _single_mode_products(sent, gated, link, rng, attack)
@@ -268,15 +270,21 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
             client_q.append(client)
             server_q.append(server)
             measure_p.append(chosen)
-        for name in RECEIVERS:
+        seeds = dict(zip(RECEIVERS, rng.integers(0, 2**63, size=len(RECEIVERS))))  # one stream per receiver
+
+        def render(name: str) -> tuple[np.ndarray, int]:
             offset = channels.get(params.get(name).digitizer_channel, ChannelSetup(1.0, 0.0)).offset_v
-            digitized = wf.digitized_record(quadratures[name] if laser_on else None, points, configs[name], rng,
-                                            shift_v=dc_v[name] - offset)
+            return wf.digitized_words(quadratures[name], points, configs[name],
+                                      np.random.Generator(np.random.SFC64(seeds[name])), lo_on=laser_on,
+                                      offset_v=offset - dc_v[name])
+
+        other = _render_pool().submit(render, RECEIVERS[1])  # the two receivers render on two cores
+        for name, (words, clipped_samples) in ((RECEIVERS[0], render(RECEIVERS[0])), (RECEIVERS[1], other.result())):
             if count > 1:
-                codes[name] += digitized.codes
+                codes[name] += words
             else:
-                codes[name] = digitized.codes
-            clipped[name] += digitized.clipped_samples
+                codes[name] = words
+            clipped[name] += clipped_samples
 
     shift = 2 ** (WORD_BITS - bits)
     records: dict[int, ChannelRecord] = {}

@@ -118,7 +118,7 @@ def _lowpass_sos(config: WaveformConfig):
 def detector_filter(samples, config: WaveformConfig) -> np.ndarray:
     """The detector's low-pass along the last (time) axis; identity without a bandwidth limit."""
     sos = _lowpass_sos(config)
-    return np.asarray(samples, dtype=float) if sos is None else butterworth.RecordFilter(sos)(samples)
+    return np.asarray(samples, dtype=float) if sos is None else butterworth.sosfilt(sos, samples, axis=-1)
 
 
 def analog_waveform(quadratures_snu, config: WaveformConfig, rng: np.random.Generator) -> np.ndarray:
@@ -169,74 +169,6 @@ def dark_waveform(n_symbols: int, config: WaveformConfig, rng: np.random.Generat
                   batch_shape=()) -> DigitizedWaveform:
     """Digitised dark record (LO blocked)."""
     return digitize(dark_analog_waveform(n_symbols, config, rng, batch_shape), config)
-
-
-RECORD_CHUNK_SLOTS = 16384  # symbol slots per chunk of digitized_record (1 MB per float64 array; not in any layout)
-
-
-def digitized_record(quadratures_snu, n_points: int, config: WaveformConfig, rng: np.random.Generator, *,
-                     shift_v: float = 0.0) -> DigitizedWaveform:
-    """digitize(analog_waveform(quadratures)[:n_points] + shift_v), or with quadratures None the dark record
-    digitize(dark_analog_waveform(ceil(n_points / S))[:n_points] + shift_v): the same draws, the same bits.
-
-    Why a second route: the calibrations' records (millions of samples, float64) spent as long on a dozen
-    full-length passes and their temporaries as on drawing the noise. Here the slots' normals are drawn at
-    once (the electronic noise's draws follow them in the stream), then every later step runs chunk by chunk
-    in cache: the projection on the pulse (the same BLAS product per slot), the electronic noise (its normals
-    drawn chunk by chunk, which continues the one stream), the detector filter (its state
-    carried, the same recursion), the volts and the ADC. Slots past n_points are drawn but not filtered.
-    shift_v: what the ADC sees added to the detector's volts (the DC level less the channel's offset).
-    """
-    sps = config.samples_per_symbol
-    lo_on = quadratures_snu is not None
-    if lo_on:
-        quadratures = np.asarray(quadratures_snu, dtype=float).reshape(-1)
-        n_symbols = quadratures.size
-        if n_symbols == 0:
-            raise ValueError("quadratures_snu must have a non-empty symbol axis")
-    else:
-        n_symbols = -(-int(n_points) // sps)
-    n_slots = n_symbols + 1  # the guard slot
-    kept = min(int(n_points), n_slots * sps)
-    template = pulse_template(config)
-    sos = _lowpass_sos(config)
-    lowpass = None if sos is None else butterworth.RecordFilter(sos)
-    slots = rng.standard_normal((n_slots, sps)) if lo_on else None
-    root_el = np.sqrt(config.electronic_noise_snu) if config.electronic_noise_snu > 0.0 else None
-    lsb = config.volts_per_code
-    codes = np.empty(kept, dtype=np.int16 if config.adc_bits <= 16 else np.int32)
-    chunk = min(RECORD_CHUNK_SLOTS, n_slots)
-    noise = np.empty((chunk, sps)) if root_el is not None else None
-    dark = None if lo_on else np.empty((chunk, sps))
-    clipped = 0
-    for first in range(0, n_slots, chunk):
-        last = min(first + chunk, n_slots)
-        if lo_on:
-            block = slots[first:last]
-            signal_slots = block[:max(0, min(last, n_symbols) - first)]
-            signal_slots -= (signal_slots @ template)[..., None] * template  # as analog_waveform, slot by slot
-            signal_slots += quadratures[first:first + signal_slots.shape[0], None] * template
-        else:
-            block = dark[:last - first]
-            block.fill(0.0)
-        if root_el is not None:  # 0 + noise, as dark_analog_waveform adds it to zeros
-            electronic = noise[:last - first]
-            rng.standard_normal(out=electronic)
-            np.multiply(root_el, electronic, out=electronic)
-            block += electronic
-        start, stop = first * sps, min(last * sps, kept)
-        if stop <= start:
-            continue
-        samples = block.reshape(-1)[:stop - start]
-        if lowpass is not None:
-            samples = lowpass(samples)
-        volts = config.shot_noise_rms_v * samples
-        volts += shift_v
-        volts /= lsb
-        np.rint(volts, out=volts)
-        clipped += _clip_codes(volts, config.adc_bits)
-        codes[start:stop] = volts
-    return DigitizedWaveform(codes, lsb, clipped, config.sample_rate_hz, sps)
 
 
 # --- what the matched filter sees (for the DSP and its tests) --------------------------------------
