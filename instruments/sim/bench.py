@@ -185,12 +185,20 @@ class Drive:
         codes = self.codes.view(np.uint8)
         if not self.delay_samples:
             return codes[start:stop]
-        period = codes.size
-        index = (np.arange(start, period if stop is None else stop) - math.floor(self.delay_samples)) % period
-        pair = codes[index].astype(np.uint16)
+        first = start - math.floor(self.delay_samples)
+        last = first + (codes.size if stop is None else stop) - start
+        pair = _circular(codes, first, last).astype(np.uint16)
         pair <<= 8
-        pair |= codes[index - 1]  # index - 1 = -1 wraps, as in volts
+        pair |= _circular(codes, first - 1, last - 1)  # the previous sample, wrapping round the period as in volts
         return pair
+
+
+def _circular(values: np.ndarray, first: int, last: int) -> np.ndarray:
+    """values[k % period] for k in [first, last), at most one period: one slice, or two joined at the wrap."""
+    period = values.size
+    begin = first % period
+    end = begin + last - first
+    return values[begin:end] if end <= period else np.concatenate([values[begin:], values[:end - period]])
 
 
 _ALL_CODES = np.arange(256, dtype=np.uint8).view(np.int8)  # every int8 code, in the order of its uint8 view
@@ -610,8 +618,10 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
               iq_bias_v: float) -> Modulation:
     """Field after carver and IQ modulator per sample (relative to the carver input), in chunks.
 
-    Each modulator's terms are evaluated once per value its drive takes and looked up per sample (_field_lookup:
-    ~7x less CPU than ``sample_fields`` on every sample, bit for bit the same fields)."""
+    Each modulator's terms are evaluated once per value its drive takes (_field_lookup: bit for bit the fields of
+    ``sample_fields``), and looked up once per run of samples whose drive values all repeat within a symbol: a
+    drive uploaded as codes repeated over each symbol's samples has one or two runs per symbol instead of S
+    samples. The sums weigh each run by its length."""
     if static:
         carver, out = sample_fields(params, carver_bias_v, iq_bias_v, 0.0, 0.0, 0.0)
         return Modulation(np.array([complex(out)]), float(abs(carver) ** 2), float(abs(out) ** 2), sps, True)
@@ -623,11 +633,19 @@ def _modulate(params: BenchParameters, drives: list[Drive], sps: int, static: bo
     looked_up = _field_lookup(params, drives, carver_bias_v, iq_bias_v)
     for start in range(0, n_symbols * sps, step):
         stop = min(start + step, n_symbols * sps)
-        carver_power, out = looked_up(start, stop)
-        out = np.broadcast_to(out, (stop - start,))
-        carver_energy += float(np.sum(carver_power))
-        iq_energy += float(np.sum(np.abs(out) ** 2))
-        symbol_fields[start // sps:stop // sps] = out.reshape(-1, sps).mean(axis=1)
+        indices = [None if d.codes is None else d.table_index(start, stop) for d in drives]
+        first = np.zeros(stop - start, dtype=bool)  # where a run starts: a symbol's first sample or a new value
+        first[::sps] = True
+        for index in indices:
+            if index is not None:
+                first[1:] |= index[1:] != index[:-1]
+        starts = np.flatnonzero(first)
+        lengths = np.diff(starts, append=stop - start).astype(np.float64)
+        carver_power, out = looked_up(*(None if index is None else index[starts] for index in indices))
+        out = np.broadcast_to(out, starts.shape)
+        carver_energy += float(np.broadcast_to(carver_power, starts.shape) @ lengths)
+        iq_energy += float((np.abs(out) ** 2) @ lengths)
+        symbol_fields[start // sps:stop // sps] = np.add.reduceat(out * lengths, np.flatnonzero(starts % sps == 0)) / sps
     samples = n_symbols * sps
     return Modulation(symbol_fields, carver_energy / samples, iq_energy / samples, sps, False)
 
@@ -646,11 +664,11 @@ def sample_fields(params: BenchParameters, carver_bias_v: float, iq_bias_v: floa
 
 
 def _field_lookup(params: BenchParameters, drives: list[Drive], carver_bias_v: float, iq_bias_v: float):
-    """``(start, stop) -> (|carver field|^2, output field)`` per sample of [start, stop): each modulator's terms
-    evaluated once per value its drive takes (Drive.volts_table; a channel that plays nothing is 0 V), then looked
-    up per sample.
+    """``(carver index, I index, Q index) -> (|carver field|^2, output field)``: each modulator's terms evaluated
+    once per value its drive takes (Drive.volts_table; a channel that plays nothing is 0 V and its index None),
+    then looked up at the given ``Drive.table_index`` values (one per sample, or per run of equal samples).
 
-    Bit for bit ``sample_fields`` on every sample: the same operations on the same values, in the same
+    Bit for bit ``sample_fields`` at those values: the same operations on the same values, in the same
     order, with the final complex product computed in place in the same operand's buffer as there (numpy
     writes a product of temporaries over one of them, and its complex multiply rounds differently then)."""
     c, q = params.server_carver, params.server_iq
@@ -666,16 +684,14 @@ def _field_lookup(params: BenchParameters, drives: list[Drive], carver_bias_v: f
     carver_term, i_term = carver * iq_il, (1.0 + 0.5 * q.iq_gain_imbalance) * t_i
     q_term = parent * (1.0 - 0.5 * q.iq_gain_imbalance) * t_q
     carver_power = np.abs(carver) ** 2
-    carver_drive, i_drive, q_drive = drives
 
-    def per_sample(terms: np.ndarray, drive: Drive, start: int, stop: int):
-        return terms if drive.codes is None else terms[drive.table_index(start, stop)]
+    def at(terms: np.ndarray, index: np.ndarray | None):
+        return terms if index is None else terms[index]
 
-    def lookup(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        iq = 0.5 * (per_sample(i_term, i_drive, start, stop) + per_sample(q_term, q_drive, start, stop))
-        if carver_drive.codes is None:  # a constant carver: as fields() has it, a scalar times the IQ field
-            return np.abs(np.broadcast_to(carver, (stop - start,))) ** 2, carver_term * iq
-        index = carver_drive.table_index(start, stop)
-        return carver_power[index], carver_term[index] * iq
+    def lookup(carver_index, i_index, q_index) -> tuple[np.ndarray | float, np.ndarray]:
+        iq = 0.5 * (at(i_term, i_index) + at(q_term, q_index))
+        if carver_index is None:  # a constant carver: as fields() has it, a scalar times the IQ field
+            return float(carver_power), carver_term * iq
+        return carver_power[carver_index], carver_term[carver_index] * iq
 
     return lookup
