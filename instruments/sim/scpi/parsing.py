@@ -327,6 +327,7 @@ _SEMICOLON = re.compile(rb";")
 _QUOTES = {0x22: re.compile(rb'"'), 0x27: re.compile(rb"'")}
 _RESERVE_MIN_BYTES = 1 << 16  # blocks still missing more than this are received straight into place
 _HANDOVER_MIN_BYTES = 1 << 16  # messages this long that fill the buffer are handed over, not copied
+_TAIL_ROOM_BYTES = 4096        # kept after a reserved block for the rest of its message (more units, the LF)
 
 
 def _definite_end(buffer, start: int) -> int | None:
@@ -375,8 +376,9 @@ class MessageFramer:
     CR before the LF is dropped (CR LF terminators) unless it is the last byte of a block.
 
     Large blocks: ``reserve()`` allocates the message up to the block's end once (uninitialised,
-    so no zeroing pass) and returns the view for ``recv_into``; when the LF follows the block, the
-    message is handed over as a view of that memory. A 64 MiB upload is thus received in place and
+    so no zeroing pass) and returns the view for ``recv_into``; when the LF follows the block, or a short
+    plain rest of the message (more units, as a driver batches its commands) fits the room kept after it,
+    the message is handed over as a view of that memory. A 64 MiB upload is thus received in place and
     never copied on its way to the handler.
     """
 
@@ -402,10 +404,10 @@ class MessageFramer:
         if need < _RESERVE_MIN_BYTES:
             return None
         have = len(self.buffer)
-        big = np.empty(have + need, dtype=np.uint8)
+        big = np.empty(have + need + _TAIL_ROOM_BYTES, dtype=np.uint8)
         big[:have] = np.frombuffer(self.buffer, dtype=np.uint8)
-        self._big, self.buffer, self._reserved = big, bytearray(), need
-        return memoryview(big)[have:]
+        self._big, self.buffer, self._reserved, self._big_size = big, bytearray(), need, have + need
+        return memoryview(big)[have:have + need]
 
     def commit(self, count: int) -> None:
         """After ``reserve()``: ``count`` bytes arrived; fewer than reserved means the peer went
@@ -465,18 +467,25 @@ class MessageFramer:
             pos = end
 
     def _next_after_big(self) -> memoryview | bytes | None:
-        """The reserved head is complete: hand it over if LF (or CR LF) follows, else merge and go on."""
-        tail = self.buffer
+        """The reserved head is complete: hand it over when the message's end follows the block. A short plain
+        tail (more units after the block, up to the LF: no block, no string) is copied into the room kept after
+        the block; anything else merges with the head (one copy) and is scanned on."""
+        tail, size = self.buffer, self._big_size
         if tail in (b"", b"\r"):
             return None
-        for terminator in (b"\n", b"\r\n"):
-            if tail.startswith(terminator):
-                message = memoryview(self._big)
-                del tail[:len(terminator)]
-                self._big = None
-                self._scan = self._need = self._block_end = 0
-                return message
-        head = self._big.tobytes()  # more units follow the block: merge (one copy) and scan on
+        newline = tail.find(b"\n")
+        plain = _SPECIAL.search(tail, 0, len(tail) if newline < 0 else newline) is None
+        if plain and newline < 0 and len(tail) < _TAIL_ROOM_BYTES:
+            return None  # the rest of the message is on its way
+        if plain and 0 <= newline <= _TAIL_ROOM_BYTES:
+            end = newline - 1 if newline and tail[newline - 1] == 0x0D else newline  # (a CR LF terminator)
+            self._big[size:size + end] = np.frombuffer(tail, dtype=np.uint8, count=end)
+            message = memoryview(self._big)[:size + end]
+            del tail[:newline + 1]
+            self._big = None
+            self._scan = self._need = self._block_end = 0
+            return message
+        head = self._big[:size].tobytes()  # a long tail, or one with a block or a string: merge and scan on
         self.buffer = bytearray(head) + tail
         self._big = None
         self._scan = self._block_end = len(head)
