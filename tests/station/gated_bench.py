@@ -76,7 +76,7 @@ class HoldingPlan(FaultPlan):
             hold.released.set()
 
     def exchange(self, emulator, message, handle):
-        text = message.decode("latin-1")
+        text = str(message, "latin-1")  # bytes, bytearray or a memoryview of a block received in place
         with self.guard:
             due = None
             for hold in [hold for hold in self.holds if hold.pattern.search(text)]:
