@@ -27,21 +27,24 @@ def lowpass_sos(order: int, cutoff_hz: float, sample_rate_hz: float) -> np.ndarr
     return np.array([[gain, gain, 0.0, 1.0, (warped - 1.0) / (warped + 1.0), 0.0]])
 
 
-def _first_order(sos: np.ndarray) -> bool:
-    return sos.shape[0] == 1 and sos[0, 2] == 0.0 and sos[0, 5] == 0.0
+def first_order_section(sos: np.ndarray) -> tuple[float, float] | None:
+    """(b, p) when ``sos`` is one first-order low-pass section, y[n] = p y[n-1] + b (x[n] + x[n-1]); else None."""
+    if sos.shape[0] == 1 and sos[0, 2] == 0.0 and sos[0, 5] == 0.0 and np.isclose(sos[0, 0], sos[0, 1]):
+        return float(sos[0, 0]), -float(sos[0, 4])
+    return None
 
 
 def impulse_response(sos: np.ndarray, length: int) -> np.ndarray:
     """The first ``length`` samples of the filter's response to a unit impulse at sample 0."""
-    if not _first_order(sos):
+    section = first_order_section(sos)
+    if section is None:
         impulse = np.zeros(length)
         impulse[0] = 1.0
         return sosfilt(sos, impulse)
-    b0, b1, _, _, a1, _ = sos[0]
-    pole = -a1  # y[n] = b0 x[n] + b1 x[n-1] + pole y[n-1]: h[0] = b0, h[n] = (b0 pole + b1) pole^(n-1)
+    gain, pole = section  # h[0] = b, h[n] = b (p + 1) p^(n-1)
     response = np.empty(length)
-    response[0] = b0
-    response[1:] = (b0 * pole + b1) * pole ** np.arange(length - 1)
+    response[0] = gain
+    response[1:] = gain * (pole + 1.0) * pole ** np.arange(length - 1)
     return response
 
 

@@ -389,12 +389,13 @@ def _filter_design(config: WaveformConfig) -> tuple[float, int, tuple[np.float32
     sosfilt or None). Kept per configuration: designing a higher order (scipy.signal.butter) costs ~2 ms, about
     what rendering 10^5 samples does, and every acquisition of a session renders with the same few."""
     sos = None if config.detector_bandwidth_hz is None else _lowpass_sos(config)
-    if sos is not None and sos.shape[0] == 1 and sos[0, 2] == 0.0 and np.isclose(sos[0, 0], sos[0, 1]):
-        pole = -float(sos[0, 4])
+    section = None if sos is None else butterworth.first_order_section(sos)
+    if section is not None:
+        gain, pole = section
         taps = np.log(IIR_TRUNCATION) / np.log(abs(pole)) if pole else 1.0
         steps = int(np.ceil(np.log2(max(taps, 1.0))))
         if 2**steps <= MAX_IIR_TAPS:
-            return float(sos[0, 0]), 2**steps, tuple(np.float32(pole ** (2**i)) for i in range(steps)), None
+            return gain, 2**steps, tuple(np.float32(pole ** (2**i)) for i in range(steps)), None
     if sos is None:
         return 1.0, 0, (), None
     return 1.0, 0, (), sos.astype(np.float32)

@@ -406,7 +406,7 @@ class MessageFramer:
         have = len(self.buffer)
         big = np.empty(have + need + _TAIL_ROOM_BYTES, dtype=np.uint8)
         big[:have] = np.frombuffer(self.buffer, dtype=np.uint8)
-        self._big, self.buffer, self._reserved, self._big_size = big, bytearray(), need, have + need
+        self._big, self.buffer, self._reserved = big, bytearray(), need
         return memoryview(big)[have:have + need]
 
     def commit(self, count: int) -> None:
@@ -470,7 +470,7 @@ class MessageFramer:
         """The reserved head is complete: hand it over when the message's end follows the block. A short plain
         tail (more units after the block, up to the LF: no block, no string) is copied into the room kept after
         the block; anything else merges with the head (one copy) and is scanned on."""
-        tail, size = self.buffer, self._big_size
+        tail, size = self.buffer, self._big.size - _TAIL_ROOM_BYTES  # the head and its block
         if tail in (b"", b"\r"):
             return None
         newline = tail.find(b"\n")
