@@ -62,6 +62,7 @@ class ModulatorCalibration:
         return self.vpi_v / self.driver_gain
 
 
+LEAK_BLOCK_SYMBOLS = 1 << 14  # symbols compensated at a time (a few 128 kB arrays: they stay in cache)
 FULL_SCALE_CHILD_FIELD = 0.97  # child field at full AWG code (the protocol uses at most 0.9 plus compensations)
 
 
@@ -149,6 +150,9 @@ class AwgAmplitudeModulator(_Biased):
         self.awg.load([(segment_id, [np.repeat(codes, samples_per_symbol)])], [amplitude])
 
 
+DESKEW_TAIL = 2.0**-60  # deskewed's last factor: the first one below this (far below a float's resolution) is left out
+
+
 def skewed(child_field, delay_symbols: float) -> np.ndarray:
     """Per-symbol mean of a periodic rect sequence arriving ``delay_symbols`` (|s| < 1/2) late:
     (1 - |s|) of each symbol and |s| of the previous one (of the next one for an early arrival)."""
@@ -159,14 +163,31 @@ def skewed(child_field, delay_symbols: float) -> np.ndarray:
 
 def deskewed(child_field, delay_symbols: float) -> np.ndarray:
     """The inverse of ``skewed`` round the period: what to play so that the late-arriving symbols average to
-    ``child_field``. ``skewed`` multiplies the sequence's harmonic at w by (1 - |s|) + |s| e^(-+iw), which never
-    vanishes for |s| < 1/2, so dividing by it in the Fourier domain inverts it exactly."""
+    ``child_field``. ``skewed`` is (1 - s)(1 + r R), R the shift by one symbol round the period and r = s / (1 - s)
+    < 1 for s = |delay| < 1/2, so its inverse is (1 + r R)^-1 / (1 - s) = prod_j (1 + (-r R)^(2^j)) / (1 - s): one
+    shifted addition per factor, until (-r)^(2^j) is below the float resolution (5 factors at s = 0.1, 14 at
+    s = 0.499). Why not a Fourier-domain division: this is O(n), and an FFT of a 784^2-symbol layer (7^4 among
+    its factors) took 50 ms, three times per layer in a session's set-up."""
     s = abs(delay_symbols)
     if not s < 0.5:
         raise ValueError(f"delay_symbols must be within (-1/2, 1/2), got {delay_symbols!r}")
-    field = np.asarray(child_field, dtype=float)
-    turn = np.exp((-2j if delay_symbols > 0 else 2j) * np.pi * np.fft.rfftfreq(field.size))
-    return np.fft.irfft(np.fft.rfft(field) / ((1.0 - s) + s * turn), n=field.size)
+    field = np.array(child_field, dtype=float).reshape(-1)  # a copy, worked on in place
+    n, direction = field.size, (1 if delay_symbols > 0 else -1)
+    field /= 1.0 - s
+    term, shift = -s / (1.0 - s), 1
+    scaled = np.empty_like(field)
+    while n and abs(term) > DESKEW_TAIL:
+        np.multiply(field, term, out=scaled)
+        d = (direction * shift) % n  # field[k] += term field[k - shift] round the period
+        field[d:] += scaled[:n - d]
+        field[:d] += scaled[n - d:]
+        term, shift = term * term, 2 * shift
+    return field.reshape(np.shape(child_field))
+
+
+def _reach(child) -> float:
+    """max |child| (0 for none), without an array of the absolute values."""
+    return max(float(np.max(child, initial=0.0)), -float(np.min(child, initial=0.0)))
 
 
 class AwgIQModulator(_Biased):
@@ -182,10 +203,14 @@ class AwgIQModulator(_Biased):
     def child_fields(self, fields) -> tuple[np.ndarray, np.ndarray]:
         """The I and Q children's fields that give ``fields`` after the calibrated imbalance and phase error."""
         fields = np.asarray(fields, dtype=np.complex128)
+        return self._children(fields.real, fields.imag)
+
+    def _children(self, re, im) -> tuple[np.ndarray, np.ndarray]:
+        """child_fields of the field ``re + i im`` (real arrays of one shape)."""
         g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
-        q_child = fields.imag / (math.cos(delta) * (1.0 - 0.5 * g))
-        i_child = (fields.real + fields.imag * math.tan(delta)) / (1.0 + 0.5 * g)
-        reach = max(float(np.max(np.abs(i_child), initial=0.0)), float(np.max(np.abs(q_child), initial=0.0)))
+        q_child = im / (math.cos(delta) * (1.0 - 0.5 * g))
+        i_child = (re + im * math.tan(delta)) / (1.0 + 0.5 * g)
+        reach = max(_reach(i_child), _reach(q_child))
         if not reach <= 1.0:
             raise ValueError(f"{self.name}: the fields need a child field of {reach:.4g} after imbalance "
                              "compensation; it must be at most 1 (scale the symbols down)")
@@ -215,29 +240,57 @@ class AwgIQModulator(_Biased):
         return self.awg.amplitude_for_volts_vpp(arcsine_drive_v(np.array([FULL_SCALE_CHILD_FIELD]),
                                                        self.calibration.vpi_at_awg_v))
 
-    def _combine(self, t_i, t_q) -> np.ndarray:
-        """The output field of the children's (complex) fields: (1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q.
+    def _output(self, t_i, u_i, t_q, u_q) -> np.ndarray:
+        """The output field of the children's fields t_I - i u_I and t_Q - i u_Q (each a field and its leak's
+        magnitude, real arrays): (1 + g/2) t_I + e^{i(pi/2 + delta)} (1 - g/2) t_Q, in real and imaginary parts.
 
-        The math of analysis.modulator_transfer.iq_children_field (tests/station/test_iq_predistortion_model.py),
-        written with the phasor (-sin delta, cos delta) instead of exp(i(pi/2 + delta)): that one leaves cos(pi/2)
-        = 6e-17 at delta = 0, and switching would move the pilots' recorded leakage and LO phase in their last bits.
-        """
+        The math of analysis.modulator_transfer.iq_children_field (tests/station/test_iq_predistortion_model.py).
+        Why in parts: the children's fields are real but for their leaks, and complex arithmetic on layers of 6e5
+        symbols (complex temporaries of 10 MB each) was most of a segment upload's time. With the phasor
+        e^{i(pi/2 + delta)} = -sin delta + i cos delta, the output is
+        Re = a t_I + b (cos delta u_Q - sin delta t_Q), Im = b (cos delta t_Q + sin delta u_Q) - a u_I."""
+        a, b, cos_d, sin_d = self._output_gains()
+        out = np.empty(np.shape(t_i), dtype=np.complex128)
+        out.real = a * t_i + b * (cos_d * u_q - sin_d * t_q)
+        out.imag = b * (cos_d * t_q + sin_d * u_q) - a * u_i
+        return out
+
+    def _output_gains(self) -> tuple[float, float, float, float]:
+        """(1 + g/2, 1 - g/2, cos delta, sin delta) of ``_output``."""
         g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
-        return (1.0 + 0.5 * g) * t_i + complex(-math.sin(delta), math.cos(delta)) * (1.0 - 0.5 * g) * t_q
+        return 1.0 + 0.5 * g, 1.0 - 0.5 * g, math.cos(delta), math.sin(delta)
 
     def _leak(self, child) -> np.ndarray:
-        """A child's leak in quadrature to its own field at drive giving field ``child``: -i cos(x/2)/sqrt(ER)
-        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER))."""
-        return -1j * self.calibration.leak_ratio * np.sqrt(np.clip(1.0 - np.square(child), 0.0, None))
+        """The magnitude of a child's leak at drive giving field ``child``: the leak is -i cos(x/2)/sqrt(ER)
+        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER)), cos(x/2) = sqrt(1 - child^2)."""
+        magnitude = np.square(child)
+        np.subtract(1.0, magnitude, out=magnitude)
+        np.maximum(magnitude, 0.0, out=magnitude)
+        np.sqrt(magnitude, out=magnitude)
+        magnitude *= self.calibration.leak_ratio
+        return magnitude
 
     def leak_compensated_children(self, fields, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Child fields whose output, with each child's extinction leak, is ``fields``: the leak follows the
-        drives (largest at small fields), so a constant offset cannot cancel it for every symbol."""
+        drives (largest at small fields), so a constant offset cannot cancel it for every symbol. Symbol by
+        symbol, so a block of LEAK_BLOCK_SYMBOLS at a time, in cache (a layer is up to 6e5 symbols)."""
         fields = np.asarray(fields, dtype=np.complex128)
-        i_child, q_child = self.child_fields(fields)
+        re, im = fields.real.reshape(-1), fields.imag.reshape(-1)
+        i_child, q_child = np.empty(re.size), np.empty(re.size)
+        for first in range(0, re.size, LEAK_BLOCK_SYMBOLS):
+            block = slice(first, first + LEAK_BLOCK_SYMBOLS)
+            i_child[block], q_child[block] = self._compensated(re[block], im[block], iterations)
+        return i_child.reshape(fields.shape), q_child.reshape(fields.shape)
+
+    def _compensated(self, re, im, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        """leak_compensated_children of the field ``re + i im``: the leaks -i u_I, -i u_Q alone give the output
+        b cos(delta) u_Q + i (b sin(delta) u_Q - a u_I) (``_output``), which the children's fields make up for."""
+        i_child, q_child = self._children(re, im)
         if self.calibration.leak_ratio:
+            a, b, cos_d, sin_d = self._output_gains()
             for _ in range(iterations):  # contracts by ~ leak x slope, < 0.2 up to child fields of 0.97
-                i_child, q_child = self.child_fields(fields - self._combine(self._leak(i_child), self._leak(q_child)))
+                u_i, u_q = self._leak(i_child), self._leak(q_child)
+                i_child, q_child = self._children(re - (b * cos_d) * u_q, im + a * u_i - (b * sin_d) * u_q)
         return i_child, q_child
 
     def drive_codes_at(self, fields, amplitude_vpp: float, q_delay_symbols: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -263,13 +316,18 @@ class AwgIQModulator(_Biased):
         otherwise show up in the verification as excess noise the client never added. With an IQ skew,
         each symbol's Q child is (1 - s) of its own field and s of the one before (rect symbols).
         """
-        vpi = self.calibration.vpi_at_awg_v
-        t_i = null_biased_field(codes_to_volts(codes_i, amplitude_vpp), vpi)
-        t_q = null_biased_field(codes_to_volts(codes_q, amplitude_vpp), vpi)
-        t_i, t_q = t_i + self._leak(t_i), t_q + self._leak(t_q)
-        if q_delay_symbols:
-            t_q = skewed(np.ravel(t_q), q_delay_symbols).reshape(np.shape(t_q))
-        return self._combine(t_i, t_q)
+        (t_i, u_i), (t_q, u_q) = (self._code_fields(codes, amplitude_vpp) for codes in (codes_i, codes_q))
+        if q_delay_symbols:  # (linear with real weights: the Q child's field and its leak each)
+            t_q, u_q = (skewed(np.ravel(part), q_delay_symbols).reshape(np.shape(part)) for part in (t_q, u_q))
+        return self._output(t_i, u_i, t_q, u_q)
+
+    def _code_fields(self, codes, amplitude_vpp: float) -> tuple[np.ndarray, np.ndarray]:
+        """(field, leak magnitude) of a child at each int8 code: looked up in the 256 codes' values (the same
+        operations on the same numbers, so the same bits as evaluating them symbol by symbol)."""
+        every_code = np.arange(-128, 128)
+        field = null_biased_field(codes_to_volts(every_code, amplitude_vpp), self.calibration.vpi_at_awg_v)
+        index = np.asarray(codes, dtype=np.int8).astype(np.intp) + 128
+        return field[index], self._leak(field)[index]
 
     def load(self, fields, samples_per_symbol: int, segment_id: int = 1) -> None:
         codes_i, codes_q, amplitude = self.drive_codes(fields)

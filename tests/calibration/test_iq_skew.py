@@ -30,10 +30,24 @@ def test_the_role_model_is_the_bench_drive_averaged_over_each_symbol():
         assert np.allclose(per_symbol, skewed(levels.astype(float), delay_samples / sps), atol=1e-9)
 
 
-@pytest.mark.parametrize("delay", [0.012, -0.3, 0.49])
-def test_deskewed_inverts_skewed_round_the_period(delay):
-    field = np.random.default_rng(0).uniform(-1, 1, 777)
+@pytest.mark.parametrize("delay", [0.012, -0.3, 0.49, 0.4999, 0.0])
+@pytest.mark.parametrize("symbols", [1, 2, 3, 777, 4096])
+def test_deskewed_inverts_skewed_round_the_period(delay, symbols):
+    field = np.random.default_rng(symbols).uniform(-1, 1, symbols)
     assert np.allclose(skewed(deskewed(field, delay), delay), field, atol=1e-12)
+    # a second route: skewed multiplies the harmonic at w by (1 - s) + s e^(-+iw); divide by it
+    s = abs(delay)
+    turn = np.exp((-2j if delay > 0 else 2j) * np.pi * np.fft.fftfreq(symbols))
+    fourier = np.fft.ifft(np.fft.fft(field) / ((1.0 - s) + s * turn)).real
+    np.testing.assert_allclose(deskewed(field, delay), fourier, rtol=0, atol=1e-9 if s > 0.49 else 1e-12)
+
+
+def test_deskewed_keeps_the_shape_and_refuses_half_a_symbol():
+    field = np.random.default_rng(1).uniform(-1, 1, (7, 11))
+    assert deskewed(field, 0.2).shape == (7, 11)
+    np.testing.assert_allclose(deskewed(field, 0.2), deskewed(field.ravel(), 0.2).reshape(7, 11), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="within"):
+        deskewed(field, 0.5)
 
 
 def _played_error(station, link) -> float:

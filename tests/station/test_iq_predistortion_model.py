@@ -12,6 +12,7 @@ import pytest
 from qslab.analysis import modulator_transfer as mt
 from qslab.instruments.optical import AwgChannels, AwgIQModulator, Limit, ModulatorCalibration
 from qslab.instruments.optical.awg_channels import codes_to_volts
+from qslab.instruments.optical.modulators import LEAK_BLOCK_SYMBOLS
 
 RNG = np.random.default_rng(12)
 CALIBRATION = ModulatorCalibration(vpi_v=3.5, driver_gain=7.0, iq_gain_imbalance=0.04, iq_phase_error_rad=-0.03,
@@ -40,7 +41,8 @@ def test_played_fields_are_the_models_output(calibration):
 
 def test_the_leak_compensated_drives_give_the_fields_through_the_model():
     iq = _iq()
-    fields = 0.8 * (RNG.uniform(-1, 1, 200) + 1j * RNG.uniform(-1, 1, 200))
+    shape = (3, LEAK_BLOCK_SYMBOLS // 2 + 7)  # more symbols than a block of the compensation, and not a multiple
+    fields = 0.8 * (RNG.uniform(-1, 1, shape) + 1j * RNG.uniform(-1, 1, shape))
     i_child, q_child = iq.leak_compensated_children(fields)
     theta_i, theta_q = (np.pi + 2.0 * np.arcsin(child) for child in (i_child, q_child))
     output = 2.0 * mt.iq_field(theta_i, theta_q, CALIBRATION.extinction_ratio_db, CALIBRATION.iq_gain_imbalance,
