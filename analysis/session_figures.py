@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from qslab.analysis.figure_files import save_tight
 
 MAX_POINTS = 20_000
 
@@ -54,8 +55,6 @@ def plot_session(path, *, sent_snu: np.ndarray, returned_snu: np.ndarray, labels
     right.set_title(f"secure inference: {100 * results.get('accuracy', 0.0):.2f} % of {labels.size} images", fontsize=9)
     if results.get("run_id"):
         figure.suptitle(f"session {results['run_id']}", fontsize=10)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
+    path = save_tight(figure, path)
     plt.close(figure)
     return path

@@ -24,6 +24,7 @@ import numpy as np
 
 from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
+from qslab.analysis.figure_files import save_tight
 from qslab.analysis.units import dbm_to_w, linear_to_db, photon_energy_j
 from qslab.calibration.figures import draw
 from qslab.calibration.homodyne import long_run_variance
@@ -231,6 +232,5 @@ def _plot(path, set_g, means, means_u, model, amplitude, factor, excess, excess_
     axes[1].set_xlabel("set gain (linear)")
     axes[1].set_ylabel("SNU")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_tight(fig, path)
     plt.close(fig)

@@ -19,6 +19,7 @@ from scipy.special import ndtri
 
 from qslab.analysis import verification
 from qslab.analysis.estimate import Estimate
+from qslab.analysis.figure_files import save_tight
 from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
 
@@ -142,6 +143,5 @@ def _plot(path, sent, returned, slope, t_hat, eps_hat) -> None:
     right.legend(fontsize=8)
     right.set_xlabel("residual (SNU)")
     right.set_title(f"eps = {eps_hat:.2e} SNU (referred)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_tight(figure, path)
     plt.close(figure)

@@ -48,6 +48,7 @@ import numpy as np
 
 from qslab.analysis import dsp
 from qslab.analysis.estimate import Estimate
+from qslab.analysis.figure_files import save_tight
 from qslab.analysis.units import dbm_to_w, photon_energy_j
 from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
@@ -389,8 +390,7 @@ def _plot(path, name, lo_w, mf_var, mf_u, coef, lrv, lrv_u, lcoef, eta, eta_u, v
     axes[2].set_title(f"CMRR {'>= ' if cmrr.lower_limit else ''}{c.value:.2f} +- {c.uncertainty:.2f} dB "
                       f"(slope {cmrr.slope_v_per_w:.4g} V/W, offset {cmrr.intercept_v * 1e3:.3f} mV)", fontsize=9)
     axes[2].set_xlabel("LO power at the detector (mW)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_tight(fig, path)
     plt.close(fig)
 
 

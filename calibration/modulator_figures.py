@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qslab.analysis.figure_files import save_tight
 from qslab.calibration.modulator_fits import IQ_CONFIGS, FieldFit, MzmFit
 from qslab.analysis.estimate import Estimate
 
@@ -41,8 +42,7 @@ def plot_transfer(volts: np.ndarray, power_w: np.ndarray, fit: MzmFit, title: st
     bottom.plot(volts, (power_w - fit.power_w(volts)) * 1e6, ".", ms=3)
     bottom.set_ylabel("residual (uW)")
     bottom.set_xlabel(xlabel)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_tight(figure, path)
     plt.close(figure)
     return path
 
@@ -65,8 +65,7 @@ def plot_field(volts: np.ndarray, mean_v: np.ndarray, sigma_v: np.ndarray, fit: 
     bottom.plot(volts, (mean_v - fit.quadrature_v(volts)) / sigma_v, ".", ms=3)
     bottom.set_ylabel("residual / sigma")
     bottom.set_xlabel("AWG output (V)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_tight(figure, path)
     plt.close(figure)
     return path
 
@@ -90,7 +89,6 @@ def plot_iq(means, sigma, model, parameters: dict[str, Estimate], key: str, path
     bottom.set_ylabel("residual / sigma")
     bottom.set_xticks(range(len(means)), labels, rotation=45)
     bottom.set_xlabel("(I, Q) drive in units of +-U")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_tight(figure, path)
     plt.close(figure)
     return path

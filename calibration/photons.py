@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qslab.analysis.estimate import Estimate
+from qslab.analysis.figure_files import save_tight
 from qslab.analysis.units import photons_per_symbol
 from qslab.calibration.figures import draw
 from qslab.calibration.result import CalibrationError, CalibrationResult
@@ -200,6 +201,5 @@ def _plot(path, sweep, y, y_u, coef, a_op, mu, mu_u) -> None:
     ax.set_xlabel("attenuator setting A (dB)")
     ax.set_ylabel("10 log10(P_out / P_mon) (dB)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_tight(fig, path)
     plt.close(fig)

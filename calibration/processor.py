@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis.estimate import Estimate
+from qslab.analysis.figure_files import save_tight
 from qslab.analysis.givens import unit_vector_from_angles
 from qslab.calibration.datasheet import through_driver_gain
 from qslab.calibration.figures import draw
@@ -309,6 +310,5 @@ def _plot(path, raw, fit: ProcessorFit, vpi_bs: Estimate, vpi_ph: Estimate, cond
     right.set_title(f"mu: meters {mu_meter.value:.3f}, homodynes {mu_homodyne.value:.3f} +- "
                     f"{mu_homodyne.uncertainty:.2f}", fontsize=10)
     right.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_tight(figure, path)
     plt.close(figure)

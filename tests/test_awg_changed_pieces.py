@@ -32,3 +32,19 @@ def test_changed_pieces_rebuild_the_new_segment():
         assert offset % 64 == 0
         rebuilt[offset:offset + piece.size] = piece
     np.testing.assert_array_equal(rebuilt, after)
+
+
+def test_a_mostly_changed_segment_is_not_listed_piece_by_piece():
+    """max_samples: None exactly when the pieces (runs joined across short gaps) would hold more samples."""
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        before = rng.integers(-3, 3, 256 * 64).astype(np.int8)
+        after = before.copy()
+        after[rng.integers(0, before.size, int(rng.integers(1, 400)))] += 1
+        pieces = changed_pieces(before, after, 64)
+        held = sum(piece.size for _, piece in pieces)
+        limit = int(rng.integers(0, before.size))
+        limited = changed_pieces(before, after, 64, max_samples=limit)
+        assert (limited is None) == (held > limit)
+        if limited is not None:
+            assert [(o, p.tobytes()) for o, p in limited] == [(o, p.tobytes()) for o, p in pieces]

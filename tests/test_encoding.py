@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qslab.analysis.encoding import pack_weights, pilot_symbol_table, unit_vectors, weight_symbols
+from qslab.analysis.encoding import mean_power, pack_weights, pilot_symbol_table, unit_vectors, weight_symbols
 from qslab.analysis.givens import complex_unit_vector
 
 
@@ -40,3 +40,11 @@ def test_weights_without_a_scale_are_refused():
         pack_weights(np.zeros((2, 4)), 1.0)
     with pytest.raises(ValueError, match="mu_photons"):
         pack_weights(np.ones((2, 4)), -1.0)
+
+
+def test_mean_power_is_the_mean_squared_magnitude():
+    rng = np.random.default_rng(4)
+    fields = rng.standard_normal((300, 17)) + 1j * rng.standard_normal((300, 17))
+    np.testing.assert_allclose(mean_power(fields), np.mean(np.abs(fields) ** 2), rtol=1e-14)
+    np.testing.assert_allclose(mean_power(fields.real), np.mean(fields.real ** 2), rtol=1e-14)
+    assert mean_power(np.array([3.0 + 4.0j])) == 25.0

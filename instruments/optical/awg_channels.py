@@ -56,16 +56,21 @@ def volts_to_codes(volts, amplitude_vpp: float) -> np.ndarray:
     return np.clip(np.rint(volts / half * CODE_FULL_SCALE), -CODE_FULL_SCALE, CODE_FULL_SCALE).astype(np.int8)
 
 
-def changed_pieces(before: np.ndarray, after: np.ndarray, granularity: int,
-                   gap_granules: int = PIECE_GAP_GRANULES) -> list[tuple[int, np.ndarray]]:
+def changed_pieces(before: np.ndarray, after: np.ndarray, granularity: int, gap_granules: int = PIECE_GAP_GRANULES,
+                   max_samples: int | None = None) -> list[tuple[int, np.ndarray]] | None:
     """(offset, samples of ``after``) for the runs of ``granularity``-sample granules where ``after`` differs from
-    ``before`` (same length, a multiple of the granularity), runs closer than ``gap_granules`` joined."""
+    ``before`` (same length, a multiple of the granularity), runs closer than ``gap_granules`` joined; None when
+    the pieces would hold more than ``max_samples`` samples (a segment mostly changed: not listed piece by piece)."""
     differs = _differing_granules(before, after, granularity)
     if not differs.size:
         return []
+    if max_samples is not None and differs.size * granularity > max_samples:  # (the pieces hold at least these)
+        return None
     breaks = np.flatnonzero(np.diff(differs) > gap_granules)
     starts = np.concatenate([differs[:1], differs[breaks + 1]])
     ends = np.concatenate([differs[breaks], differs[-1:]]) + 1
+    if max_samples is not None and int(np.sum(ends - starts)) * granularity > max_samples:
+        return None
     return [(int(a) * granularity, after[a * granularity:b * granularity]) for a, b in zip(starts, ends)]
 
 
@@ -262,8 +267,9 @@ class AwgChannels:
             if (samples.size < PARTIAL_MIN_SAMPLES or known is None or known[0].size != samples.size
                     or channel.memory_mode.get_latest() != "EXT"):
                 continue
-            changed = changed_pieces(known[0], samples, self.awg.granularity_samples())
-            if sum(piece.size for _, piece in changed) <= PIECES_MAX_SHARE * samples.size:
+            changed = changed_pieces(known[0], samples, self.awg.granularity_samples(),
+                                     max_samples=int(PIECES_MAX_SHARE * samples.size))
+            if changed is not None:
                 candidates[(number, segment_id)] = (changed, known[1])
         if not candidates:
             return {}

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from qslab.analysis.encoding import PILOT_SEED, pilot_symbol_table, unit_vectors
+from qslab.analysis.encoding import PILOT_SEED, mean_power, pilot_symbol_table, unit_vectors
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.pilots import client_pilot_fit, iq_skew, server_offsets, server_pilot_fit
 from qslab.analysis.session_results import CONFIDENCE_SIGMAS
@@ -247,7 +247,7 @@ class LinkSetup:
                              + (math.log(10) / 10 * c.attenuator_scale.uncertainty
                                 * (attenuation_db - c.photons_attenuation_db)) ** 2)
         layer.mu_photons = Estimate(mu, mu * relative, "photons")
-        layer.photons_per_field = math.sqrt(mu / float(np.mean(np.abs(layer.played) ** 2)))
+        layer.photons_per_field = math.sqrt(mu / mean_power(layer.played))
         layer.reference = layer.played * layer.photons_per_field
 
     def _set_attenuation(self, layer: Layer) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qslab.analysis.blas_threads import one_blas_thread
+from qslab.analysis.encoding import mean_power
 from qslab.analysis.units import photon_energy_j
 from qslab.instruments.sim.faults_attacks import faults
 from qslab.instruments.sim.link import waveform as wf
@@ -220,7 +221,7 @@ def _acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: f
         lo = {name: bench.lo_power_w(name) for name in RECEIVERS}
         session = _session_inputs(bench, period)
         gate = None if session is not None else bench.verification_gate(period.size, 1)
-        link = bench.link_parameters(mu_photons=float(np.mean(np.abs(period) ** 2))) if laser_on else None
+        link = bench.link_parameters(mu_photons=mean_power(period)) if laser_on else None
         attack = bench.attack if bench.attack is not None and bench.attack.acts_on_returned_light else None
     bits = params.digitizer.adc_bits
     configs, dc_v = {}, {}
