@@ -92,3 +92,15 @@ def test_shipped_files():
     test_images, test_labels = mnist.load_mnist("test")
     assert test_images.shape == (10_000, 28, 28) and test_labels.shape == (10_000,)
     assert (mnist.default_data_dir() / "SOURCE.md").is_file()
+
+
+def test_the_shipped_sets_are_read_once_and_handed_out_read_only(tiny_set):
+    first, again = mnist.load_mnist("test"), mnist.load_mnist("test")
+    assert first[0] is again[0] and first[1] is again[1]
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0, 0, 0] = 1
+    mnist.preprocess(first[0][:3])[0, 0] = 0.0  # what callers do with them: new arrays
+    directory, images, _ = tiny_set  # another directory: read each time, the caller's own arrays
+    mine, _ = mnist.load_mnist("train", directory)
+    mine[0, 0, 0] ^= 1
+    np.testing.assert_array_equal(mnist.load_mnist("train", directory)[0], images)
