@@ -140,3 +140,18 @@ def test_a_record_edited_after_writing_fails_its_content_hash_loudly(tmp_path, w
         fresh.get(record.id)
     with pytest.raises(CorruptRecord, match=record.id):
         fresh.records()
+
+
+def test_measured_values_are_stored_plain_and_counts_compressed_all_checksummed(tmp_path):
+    """Noise does not compress (gzip saved ~6 % of a channel record at 15 times the time to write): large real and
+    complex arrays are stored plain, large integer arrays gzip-compressed, every non-empty array fletcher32-guarded."""
+    rng = np.random.default_rng(5)
+    raw = {"noise_snu": rng.standard_normal(5000).astype(np.float32), "pilots": rng.standard_normal(2000) + 1j,
+           "counts": rng.integers(0, 3, 5000), "few_v": np.arange(10.0)}
+    record = RecordStore(tmp_path).write(result(**raw), validity_s=60, created=NOW)
+    with h5py.File(record.path, "r") as f:
+        stored = {name: (f["raw"][name].compression, f["raw"][name].fletcher32) for name in raw}
+    assert stored == {"noise_snu": (None, True), "pilots": (None, True), "counts": ("gzip", True), "few_v": (None, True)}
+    again = RecordStore(tmp_path).get(record.id)
+    for name, array in raw.items():
+        np.testing.assert_array_equal(again.raw[name], array)
