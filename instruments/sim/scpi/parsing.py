@@ -485,10 +485,11 @@ class MessageFramer:
             self._big = None
             self._scan = self._need = self._block_end = 0
             return message
-        head = self._big[:size].tobytes()  # a long tail, or one with a block or a string: merge and scan on
-        self.buffer = bytearray(head) + tail
+        merged = bytearray(memoryview(self._big)[:size])  # a long tail, or one with a block or a string: merge (one
+        merged += tail                                     # copy of the head) and scan on
+        self.buffer = merged
         self._big = None
-        self._scan = self._block_end = len(head)
+        self._scan = self._block_end = size
         self._need = 0
         return self.next_message()
 
