@@ -19,6 +19,8 @@ the per-layer scale (set by mean(W^2)) matters.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import zipfile
 from dataclasses import dataclass
@@ -52,8 +54,23 @@ def save_weights(path, weights: Sequence[np.ndarray], metadata: dict | None = No
 
 
 def load_weights(path=None) -> tuple[list[np.ndarray], dict]:
-    """(weights, metadata) from an .npz written by `save_weights`; the shipped weights by default."""
-    path = Path(path) if path is not None else default_weights_path()
+    """(weights, metadata) from an .npz written by `save_weights`; the shipped weights by default, read once per
+    process (every session and simulation loads them) and handed out read-only, with a metadata dict of its own."""
+    if path is None:
+        weights, metadata = _shipped_weights()
+        return list(weights), copy.deepcopy(metadata)
+    return _read_weights(Path(path))
+
+
+@functools.cache
+def _shipped_weights() -> tuple[tuple[np.ndarray, ...], dict]:
+    weights, metadata = _read_weights(default_weights_path())
+    for matrix in weights:
+        matrix.flags.writeable = False
+    return tuple(weights), metadata
+
+
+def _read_weights(path: Path) -> tuple[list[np.ndarray], dict]:
     if not path.is_file():
         raise ValueError(f"{path}: no such weights file; expected an .npz from training.train_and_save")
     if not zipfile.is_zipfile(path):  # else numpy tries it as a pickle and says so, which helps nobody

@@ -111,3 +111,12 @@ def test_an_engine_that_normalises_itself_gets_each_layer_input_as_it_is(weights
     assert np.linalg.norm(seen[True][1], axis=1).max() > 1.5  # the hidden activations as the ReLU left them
     np.testing.assert_allclose(seen[True][1] / np.linalg.norm(seen[True][1], axis=1, keepdims=True), seen[False][1],
                                rtol=1e-10, atol=1e-12)
+
+
+def test_the_shipped_weights_are_read_once_read_only_with_metadata_of_ones_own():
+    (first, meta), (again, meta_again) = load_weights(), load_weights()
+    assert all(a is b for a, b in zip(first, again)) and len(first) == 2
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0, 0] = 1.0
+    meta["changed"] = True
+    assert "changed" not in meta_again and "changed" not in load_weights()[1]
