@@ -262,7 +262,8 @@ class AwgIQModulator(_Biased):
 
     def _leak(self, child) -> np.ndarray:
         """The magnitude of a child's leak at drive giving field ``child``: the leak is -i cos(x/2)/sqrt(ER)
-        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER)), cos(x/2) = sqrt(1 - child^2)."""
+        (qslab.analysis.modulator_transfer: t(pi + x) = sin(x/2) - i cos(x/2)/sqrt(ER)), and cos(x/2) is
+        sqrt(1 - child^2)."""
         magnitude = np.square(child)
         np.subtract(1.0, magnitude, out=magnitude)
         np.maximum(magnitude, 0.0, out=magnitude)

@@ -151,7 +151,8 @@ def test_measured_values_are_stored_plain_and_counts_compressed_all_checksummed(
     record = RecordStore(tmp_path).write(result(**raw), validity_s=60, created=NOW)
     with h5py.File(record.path, "r") as f:
         stored = {name: (f["raw"][name].compression, f["raw"][name].fletcher32) for name in raw}
-    assert stored == {"noise_snu": (None, True), "pilots": (None, True), "counts": ("gzip", True), "few_v": (None, True)}
+    assert stored == {"noise_snu": (None, True), "pilots": (None, True), "counts": ("gzip", True),
+                      "few_v": (None, True)}
     again = RecordStore(tmp_path).get(record.id)
     for name, array in raw.items():
         np.testing.assert_array_equal(again.raw[name], array)
