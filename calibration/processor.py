@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qslab.analysis.encoding import mean_power
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.figure_files import save_tight
 from qslab.analysis.givens import unit_vector_from_angles
@@ -153,7 +154,7 @@ def fit_processor(outcomes_snu, volts_bs, volts_ph, pilots, *, beam_splitter_rad
     start = np.array([beam_splitter_rad_per_v, 0.0, phase_rad_per_v, 0.0, 0.0, 0.0, 0.0, 0.0])
     linear = np.stack([_model(np.r_[start[:3], e, 0.0], volts_bs, volts_ph, pilots).ravel() for e in np.eye(4)], axis=1)
     start[3:7], *_ = np.linalg.lstsq(linear, y.ravel(), rcond=None)
-    if math.hypot(*start[3:5]) * math.sqrt(np.mean(np.abs(pilots) ** 2)) < 3.0 * np.std(y) / math.sqrt(y.size):
+    if math.hypot(*start[3:5]) * math.sqrt(mean_power(pilots)) < 3.0 * np.std(y) / math.sqrt(y.size):
         raise CalibrationError(KIND, "the client's outcomes do not follow the test symbols (no signal): is the "
                                      "light reaching the client and its processor driven?")
 

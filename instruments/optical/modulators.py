@@ -207,9 +207,9 @@ class AwgIQModulator(_Biased):
 
     def _children(self, re, im) -> tuple[np.ndarray, np.ndarray]:
         """child_fields of the field ``re + i im`` (real arrays of one shape)."""
-        g, delta = self.calibration.iq_gain_imbalance, self.calibration.iq_phase_error_rad
-        q_child = im / (math.cos(delta) * (1.0 - 0.5 * g))
-        i_child = (re + im * math.tan(delta)) / (1.0 + 0.5 * g)
+        a, b, cos_d, _ = self._output_gains()
+        q_child = im / (cos_d * b)
+        i_child = (re + im * math.tan(self.calibration.iq_phase_error_rad)) / a
         reach = max(_reach(i_child), _reach(q_child))
         if not reach <= 1.0:
             raise ValueError(f"{self.name}: the fields need a child field of {reach:.4g} after imbalance "

@@ -485,8 +485,9 @@ class MessageFramer:
             self._big = None
             self._scan = self._need = self._block_end = 0
             return message
-        merged = bytearray(memoryview(self._big)[:size])  # a long tail, or one with a block or a string: merge (one
-        merged += tail                                     # copy of the head) and scan on
+        # a long tail, or one with a block or a string: merge (one copy of the head) and scan on
+        merged = bytearray(memoryview(self._big)[:size])
+        merged += tail
         self.buffer = merged
         self._big = None
         self._scan = self._block_end = size
