@@ -234,6 +234,8 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> t
         hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
+    for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
+        capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
 

@@ -200,11 +200,11 @@ class AwgChannels:
 
     def load(self, segments: Sequence[tuple[int, Sequence[np.ndarray]]], amplitudes_vpp: Sequence[float], *,
              select: int | None = None, run: bool = False, partial: bool = True) -> None:
-        """Upload ``segments`` ((segment id, one code array per channel), ...) at ``amplitudes_vpp`` (offset 0 V),
-        select segment ``select`` (default: the last), switch the outputs on and, with ``run``, start the AWG:
-        ONE message. The AWG must be stopped (``stop_and_rate``): a running M8195A refuses segment changes, and
-        the refusal comes back from the error check, naming the batch. ``partial=False``: every segment sent whole,
-        without comparing it with the last upload (a caller whose samples all change: a new batch's images)."""
+        """Stop the AWG, upload ``segments`` ((segment id, one code array per channel), ...) at ``amplitudes_vpp``
+        (offset 0 V), select segment ``select`` (default: the last), switch the outputs on and, with ``run``, start
+        the AWG: ONE message (a running M8195A refuses segment changes: its :ABOR comes first, and any refusal
+        comes back from the error check, naming the batch). ``partial=False``: every segment sent whole, without
+        comparing it with the last upload (a caller whose samples all change: a new batch's images)."""
         if len(amplitudes_vpp) != len(self.channels) or any(len(c) != len(self.channels) for _, c in segments):
             raise ValueError(f"{self.name}: expected {len(self.channels)} waveforms and amplitudes per segment")
         for amplitude in amplitudes_vpp:
@@ -216,7 +216,7 @@ class AwgChannels:
         data = {(number, segment_id): as_int8_samples(codes[index])
                 for segment_id, codes in segments for index, number in enumerate(self.channels)}
         pieces = self._confirmed_pieces(data) if partial else {}
-        units: list[str | bytes] = []
+        units: list[str | bytes] = [":ABOR"]
         loaded = []
         for number, amplitude in zip(self.channels, amplitudes_vpp):
             channel = self.channel(number)

@@ -10,6 +10,7 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,23 @@ class VacuumReading:
         return self.variance_snu - self.electronic_noise_snu
 
 
+_WORKER: list[ThreadPoolExecutor] = []
+
+
+def _records_worker() -> ThreadPoolExecutor:
+    """One thread for the server's records: the returned light's quadratures, the largest record of a layer, are
+    computed while the next layer is set up and acquired (the client's are needed at once: they are its input)."""
+    if not _WORKER:
+        _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-records"))
+    return _WORKER[0]
+
+
+def _server_quadratures(receiver, record: AdcRecord, n_symbols: int, dc_v: float, shape: tuple[int, ...]) -> np.ndarray:
+    """The server record's quadratures as float32 [B, v, modes], on one BLAS thread as the acquisition's own."""
+    with one_blas_thread():
+        return receiver.record_quadratures_snu(record, n_symbols, dc_v).reshape(shape).astype(np.float32)
+
+
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
@@ -70,22 +88,22 @@ class LinkAcquisition:
         if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
             self.attenuator.use_fastest_transitions()
             self._attenuator_fastest = True
-        self.awg.stop()
-        self.client_awg.stop()
-        self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)  # (its load selects the segment)
+        # each load stops its AWG first (AwgChannels.load), and selects its segment
+        self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
         self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
-        returned = (self.server_rx.record_quadratures_snu(server_record, n_server, server_dc_v).reshape(
-                        batch, rows.size, layer.modes) if rows.size else np.zeros((batch, 0, layer.modes)))
+        shape = (batch, rows.size, layer.modes)
+        returned = (_records_worker().submit(_server_quadratures, self.server_rx, server_record, n_server, server_dc_v,
+                                             shape) if rows.size else np.zeros(shape, dtype=np.float32))
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
-                            np.broadcast_to(sent, returned.shape).astype(np.float32), returned.astype(np.float32))
+                            np.broadcast_to(sent, shape).astype(np.float32), returned)
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer, images: int) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,12 @@ class LayerCapture:
     verified_rows: np.ndarray            # [v]
     measure_p: np.ndarray                # [B, v] bool
     sent_snu: np.ndarray                 # [B, v, modes] float32: the server's reference quadratures
-    returned_snu: np.ndarray             # [B, v, modes] float32
+    returned: np.ndarray | Future        # returned_snu, or its computation while the next layer runs (acquisition.py)
+
+    @property
+    def returned_snu(self) -> np.ndarray:
+        """[B, v, modes] float32: the server's quadratures of the returned light (waits for them)."""
+        return self.returned.result() if isinstance(self.returned, Future) else self.returned
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,6 @@ class LinkSetup:
         amplitude = self.iq.full_scale_amplitude_vpp()
         codes_i, codes_q = self.iq.drive_codes_at(fields, amplitude, self.skew_symbols)  # checks the AWG limit
         sps = self.samples_per_symbol
-        self.awg.stop()
         self.iq.awg.load([(segment, [np.repeat(codes_i, sps), np.repeat(codes_q, sps)])], [amplitude, amplitude])
         if gate:
             self._load_gate(segment, np.zeros(0, dtype=int), np.zeros(0, bool), symbols.shape[1], symbols.shape[0])

