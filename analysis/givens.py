@@ -79,9 +79,15 @@ def unit_vector_from_angles(theta_rad, phi_rad) -> np.ndarray:
     phi = np.asarray(phi_rad, dtype=float)
     if theta.shape != phi.shape or theta.ndim < 1 or theta.shape[-1] == 0:
         raise ValueError(f"theta_rad and phi_rad must have one shape [..., N], got {theta.shape} and {phi.shape}")
-    kept_after = np.ones_like(theta)  # prod_{j>k} cos(theta_j)
-    kept_after[..., :-1] = np.cumprod(np.cos(theta[..., :0:-1]), axis=-1)[..., ::-1]
-    x_hat = (np.sin(theta) * kept_after) * np.exp(-1j * phi)
+    return unit_vector_from_parts(np.sin(theta), np.cos(theta), np.exp(-1j * phi))
+
+
+def unit_vector_from_parts(sin_theta, cos_theta, phase) -> np.ndarray:
+    """unit_vector_from_angles from sin(theta_k), cos(theta_k) and e^(-i phi_k), shapes [..., N]: for a caller whose
+    angles take few values (8-bit AWG codes), which looks them up instead of evaluating them per bin."""
+    kept_after = np.ones_like(sin_theta)  # prod_{j>k} cos(theta_j)
+    kept_after[..., :-1] = np.cumprod(cos_theta[..., :0:-1], axis=-1)[..., ::-1]
+    x_hat = (sin_theta * kept_after) * phase
     norm = np.linalg.norm(x_hat, axis=-1, keepdims=True)
     if not np.all(norm > 0.0):
         raise ValueError("the angles project onto nothing (every bin's share is zero): no unit vector")

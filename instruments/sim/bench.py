@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from qslab.analysis.givens import unit_vector_from_angles
+from qslab.analysis.givens import unit_vector_from_parts
 from qslab.analysis.modulator_transfer import iq_field, mzm_field
 from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
 from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
@@ -202,6 +202,7 @@ def _circular(values: np.ndarray, first: int, last: int) -> np.ndarray:
 
 
 _ALL_CODES = np.arange(256, dtype=np.uint8).view(np.int8)  # every int8 code, in the order of its uint8 view
+_INT8_CODES = np.arange(-128, 128, dtype=np.float64)  # every int8 code's value, at index code + 128
 
 
 @dataclass(frozen=True)
@@ -512,21 +513,26 @@ class BenchState:
         sps = awg.samples_per_symbol(self.params.server.symbol_rate_hz)
         bins = max(code.size for code in codes) // sps
         centre = np.arange(bins) * sps + sps // 2
-        volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0
-                 * code[centre % code.size].astype(np.float64) for n, code in zip(numbers, codes)]
+        # per bin, the index of its code among the 256 int8 codes: every angle below is one of 256 per channel, so
+        # each function of one is evaluated on the 256 and looked up (the same operations on the same numbers)
+        index = [code[centre % code.size].astype(np.intp) + 128 for code in codes]
+        volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0 * _INT8_CODES
+                 for n in numbers]
         theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
                  + c.beam_splitter_theta_offset_rad)
         phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
+        theta_bins, phi_bins = theta[index[0]], phi[index[1]]
         n = c.bins_per_row
         if bins == 0 or bins % n:
             problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
                        "(bench.client_processor.bins_per_row)")
-            return ProcessorLoad(theta, phi, n, None, problem)
+            return ProcessorLoad(theta_bins, phi_bins, n, None, problem)
         try:
-            x_hat = unit_vector_from_angles(theta.reshape(-1, n), phi.reshape(-1, n))
+            x_hat = unit_vector_from_parts(np.sin(theta)[index[0]].reshape(-1, n), np.cos(theta)[index[0]].reshape(-1, n),
+                                           np.exp(-1j * phi)[index[1]].reshape(-1, n))
         except ValueError as error:
-            return ProcessorLoad(theta, phi, n, None, f"the client's processor drive: {error}")
-        return ProcessorLoad(theta, phi, n, x_hat)
+            return ProcessorLoad(theta_bins, phi_bins, n, None, f"the client's processor drive: {error}")
+        return ProcessorLoad(theta_bins, phi_bins, n, x_hat)
 
     def amplifier_input_power_w(self) -> float:
         """Power into the client's amplifier: server output x forward fibre x one processor pass."""

@@ -1,0 +1,50 @@
+"""The bench's time-bin processor evaluated from per-code lookups equals the chain evaluated on every bin.
+
+BenchState._evaluate_processor looks each bin's angle functions (sin and cos of theta, e^(-i phi)) up among the
+values of the 256 int8 codes; evaluated bin by bin from the drive volts (givens.unit_vector_from_angles) they must
+be the same bits, so a change of arithmetic on either route shows up here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qslab.analysis.givens import unit_vector_from_angles
+from qslab.instruments.sim.bench import BenchState
+
+
+def per_bin_load(state: BenchState, numbers: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(theta, phi) per bin from the codes at each bin's centre, evaluated bin by bin."""
+    awg, c = state.client_awg, state.params.client_processor
+    sps = awg.samples_per_symbol(state.params.server.symbol_rate_hz)
+    codes = [awg.playing_codes(n) for n in numbers]
+    centre = np.arange(max(code.size for code in codes) // sps) * sps + sps // 2
+    volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0
+             * code[centre % code.size].astype(np.float64) for n, code in zip(numbers, codes)]
+    theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
+             + c.beam_splitter_theta_offset_rad)
+    return theta, np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
+
+
+@pytest.mark.parametrize("images, offsets_v", [(3, (0.0, 0.0)), (40, (0.013, -0.021))])
+def test_processor_lookup_matches_the_chain_evaluated_on_every_bin(images, offsets_v):
+    state = BenchState()
+    c = state.params.client_processor
+    numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
+    awg = state.client_awg
+    sps = awg.samples_per_symbol(state.params.server.symbol_rate_hz)
+    rng = np.random.default_rng(images)
+    awg.running = True
+    for number, amplitude_vpp, offset_v in zip(numbers, (0.8, 0.45), offsets_v):
+        channel = awg.channels[number]
+        channel.output_enabled, channel.amplitude_vpp, channel.offset_v = True, amplitude_vpp, offset_v
+        channel.segments[1] = np.repeat(rng.integers(-128, 128, images * c.bins_per_row, dtype=np.int8), sps)
+
+    load = state.processor_load()
+    theta, phi = per_bin_load(state, numbers)
+    np.testing.assert_array_equal(load.theta_rad, theta)
+    np.testing.assert_array_equal(load.phi_rad, phi)
+    expected = unit_vector_from_angles(theta.reshape(images, -1), phi.reshape(images, -1))
+    np.testing.assert_array_equal(load.x_hat, expected)
+    assert np.unique(theta).size > 200  # the codes cover the table: a wrong index would show
