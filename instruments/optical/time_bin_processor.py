@@ -43,8 +43,12 @@ MIN_REACH = 0.95  # the least share of each angle's full range the declared ampl
 
 
 def wrap_phase_rad(phi) -> np.ndarray:
-    """Phases into [-pi, pi)."""
-    return (np.asarray(phi, dtype=float) + np.pi) % (2.0 * np.pi) - np.pi
+    """Phases into [-pi, pi); those already there as they are (the modulo would round them, and costs 20 ns each)."""
+    phi = np.array(phi, dtype=float)
+    outside = (phi < -np.pi) | (phi >= np.pi)
+    if outside.any():
+        phi[outside] = (phi[outside] + np.pi) % (2.0 * np.pi) - np.pi
+    return phi
 
 
 class AwgTimeBinProcessor:

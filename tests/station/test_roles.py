@@ -15,6 +15,7 @@ from qslab.instruments.optical import (AmplitudeModulator, AwgAmplitudeModulator
                                  ProcessorCalibration, ReceiverCalibration, TimeBinProcessor)
 from qslab.instruments.optical import Attenuator as AttenuatorRole
 from qslab.instruments.optical.awg_channels import codes_to_volts, volts_to_codes
+from qslab.instruments.optical.time_bin_processor import wrap_phase_rad
 from qslab.instruments.optical.modulators import arcsine_drive_v, null_biased_field
 from qslab.instruments.optical.roles import AveragingPowerMeter
 from qslab.analysis import modulator_transfer as mt
@@ -105,6 +106,16 @@ def test_processor_drives_reproduce_the_angles():
     assert codes_bs.shape == codes_pm.shape == (20,) and all(a <= 1.0 for a in amplitudes)
     with pytest.raises(ValueError, match="zero norm"):
         processor.angles(np.zeros(4))
+
+
+def test_phases_wrap_into_one_turn_and_those_inside_stay_exact():
+    inside = np.array([-np.pi, -1.0, 0.0, 0.1, np.nextafter(np.pi, 0.0)])
+    np.testing.assert_array_equal(wrap_phase_rad(inside), inside)  # no (phi + pi) mod 2 pi - pi rounding
+    turns = np.array([np.pi, 3.5, -4.0, 7.0 * np.pi + 0.25, -100.0])
+    wrapped = wrap_phase_rad(turns)
+    assert np.all((wrapped >= -np.pi) & (wrapped < np.pi))
+    np.testing.assert_allclose(np.exp(1j * wrapped), np.exp(1j * turns), atol=1e-12)  # the same phase
+    assert np.isnan(wrap_phase_rad([np.nan]))[0]
 
 
 def _synthetic_record(quadratures_snu, shot_v, electronic_v, sps, rng):
