@@ -221,7 +221,7 @@ def _acquire(bench, *, points: int, sample_rate_hz: float, scope_bandwidth_hz: f
         lo = {name: bench.lo_power_w(name) for name in RECEIVERS}
         session = _session_inputs(bench, period)
         gate = None if session is not None else bench.verification_gate(period.size, 1)
-        link = bench.link_parameters(mu_photons=mean_power(period)) if laser_on else None
+        link = bench.link_parameters(mu_photons=_mean_photons(period)) if laser_on else None
         attack = bench.attack if bench.attack is not None and bench.attack.acts_on_returned_light else None
     bits = params.digitizer.adc_bits
     configs, dc_v = {}, {}
@@ -340,6 +340,19 @@ class _SessionInputs:
 
 
 _LAYERS: list[tuple[np.ndarray, LinkParameters, SecureLayer]] = []
+_MEAN_PHOTONS: list[tuple[np.ndarray, float]] = []
+
+
+def _mean_photons(period: np.ndarray) -> float:
+    """mean |alpha|^2 of the period's symbols, once per period array (keyed as _prepared_layer: a layer's millions of
+    symbols are summed at its first acquisition, not at every batch's)."""
+    for cached, photons in _MEAN_PHOTONS:
+        if cached is period:
+            return photons
+    photons = mean_power(period)
+    _MEAN_PHOTONS.insert(0, (period, photons))
+    del _MEAN_PHOTONS[4:]
+    return photons
 
 
 def _prepared_layer(period: np.ndarray, symbols: np.ndarray, link: LinkParameters) -> SecureLayer:
@@ -459,6 +472,11 @@ def failed_capture(points: int, sample_rate_hz: float, symbol_rate_hz: float, ch
 
 
 def _unconnected(points: int, setup: ChannelSetup, bits: int) -> ChannelRecord:
+    """A channel with nothing on its input: zero words, as a read-only view of one zero (a record's megabytes of
+    zeros would be written at every acquisition, for channels nobody reads)."""
     lsb = 0.5 * setup.range_v / 2 ** (bits - 1)
     shift = 2 ** (WORD_BITS - bits)
-    return ChannelRecord(np.zeros(points, dtype=np.int16), lsb / shift, setup.offset_v, 0, None)
+    return ChannelRecord(np.broadcast_to(_ZERO_WORD, (points,)), lsb / shift, setup.offset_v, 0, None)
+
+
+_ZERO_WORD = np.zeros(1, dtype=np.int16)
