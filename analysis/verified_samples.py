@@ -6,9 +6,10 @@ the samples in chunks (a session file's, analysis/recording/reader.py) and keeps
 does not grow with its length. The fit over the previous symbol (y - b q_prev, b fitted jointly with t) comes
 before the residuals' moments, so the streamed route takes two passes: the first sums the Gram matrix of
 (q, q_prev) and its right-hand sides, which give b and t in closed form; the second sums the residuals' powers
-(<r^4>'s spread merged chunk by chunk, Chan et al., so no large sums cancel). Every chunk is summed in float64,
-pairwise as np.sum does: the two routes differ only in the order of the additions (tests/test_verified_samples.py
-and the session tests: 1e-12 relative).
+(<r^4>'s spread merged block by block, Chan et al., so no large sums cancel; blocks of RESIDUAL_BLOCK_VALUES, so
+its float64 work stays in cache). Every chunk of pass 1 and block of pass 2 is summed in float64, pairwise as np.sum
+does: the two routes differ only in the order of the additions (tests/test_verified_samples.py and the session
+tests: 1e-12 relative).
 
 `Float32Samples` takes the same two passes over samples held in memory as float32 chunks (a simulation's records,
 tens of millions of samples per run), in cache-sized blocks with float32 products and block sums and float64
@@ -47,6 +48,9 @@ class PooledSamples:
         sent = np.concatenate([s for s, _ in self._samples])
         returned = np.concatenate([verification.remove_previous_symbol(s, r)[0] for s, r in self._samples])
         return verification.estimate_channel(sent, returned, detector)
+
+
+RESIDUAL_BLOCK_VALUES = 1 << 16  # pass 2's float64 work per step: 512 KiB a buffer, so the few it uses stay in L2
 
 
 def _sum(values: np.ndarray) -> float:
@@ -330,8 +334,7 @@ class StreamedSamples(_SummedEstimates):
         self.scatter_request, picked = scatter, ([], [])
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
-            b, last, read, start = self._b[layer], 0.0, 0, 0
-            same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
+            last, read, start = 0.0, 0, 0
             for sent, returned in chunks(layer):
                 sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
                 n = sent.size
@@ -344,26 +347,33 @@ class StreamedSamples(_SummedEstimates):
                     picked[0].append(sent[inside])
                     picked[1].append(returned[inside])
                 start += n
-                # y - b q_prev - t q and its powers, written into the scratch buffers (the operations of the array
-                # expressions, in their order: the same bits)
-                q, previous = scratch.shifted(n, last, sent)
-                last = float(q[-1])
-                y, work = scratch.get(2, n), scratch.get(1, n)
-                np.copyto(y, returned, casting="same_kind")
-                if expected_qy is not None:
-                    _check_chunk(expected_qy[layer], read, layer, _sum(np.multiply(q, y, out=work)))
+                if expected_qy is not None:  # sum q y over the chunk, as pass 1 summed it (a float32 product is exact)
+                    qy = _sum(np.multiply(sent, returned, out=scratch.get(1, n), dtype=np.float64))
+                    _check_chunk(expected_qy[layer], read, layer, qy)
                 read += 1
-                np.subtract(y, np.multiply(previous, b, out=work), out=y)
-                own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
-                self._own[layer].merge(*own)
-                self._pooled.merge(*(own if same else _ResidualSums.chunk_in_place(
-                    np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))))
+                for first in range(0, n, RESIDUAL_BLOCK_VALUES):
+                    stop = min(first + RESIDUAL_BLOCK_VALUES, n)
+                    self._add_residuals(layer, sent[first:stop], returned[first:stop], last, scratch)
+                    last = float(sent[stop - 1])
             if expected_qy is not None and read != len(expected_qy[layer]):
                 raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
                                  f"{len(expected_qy[layer])} were recorded")
 
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
+
+    def _add_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float, scratch: _Scratch) -> None:
+        """Pass 2 over one block: y - b q_prev - t q and its powers at the layer's t and at the pooled t, written into
+        the scratch buffers (the operations of the array expressions, in their order), merged into the sums."""
+        q, previous = scratch.shifted(sent.size, last, sent)
+        y, work = scratch.get(2, sent.size), scratch.get(3, sent.size)
+        np.copyto(y, returned, casting="same_kind")
+        np.subtract(y, np.multiply(previous, self._b[layer], out=work), out=y)
+        own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
+        self._own[layer].merge(*own)
+        same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
+        self._pooled.merge(*(own if same else _ResidualSums.chunk_in_place(
+            np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))))
 
     def figure_line(self, layer: int = 0) -> tuple[float, float, float] | None:
         """(slope sum q y / sum q^2 before the previous symbol is removed, least and largest q) of `layer`, or None."""
