@@ -425,6 +425,7 @@ def test_bad_meta_is_refused_before_a_file_exists(tmp_path):
     ("verified_rows", np.array([2, 2]), "layer 0 verified_rows repeats a row"),
     ("verified_rows", np.array([6, 0]), r"layer 0 verified_rows must lie in \[0, 5\]"),
     ("client_quadratures_snu", np.full((4, 6), np.nan), "layer 0 client_quadratures_snu holds 24 non-finite"),
+    ("returned_snu", np.full((4, 2, 4), 1e39), r"layer 0 returned_snu holds 32 non-finite values \(as float32\)"),
     ("measure_p", np.zeros((4, 3), bool), r"layer 0 measure_p has shape \(4, 3\), expected \(4, 2\)"),
 ])
 def test_bad_batches_are_refused_and_nothing_is_written(tmp_path, field, value, message):

@@ -497,9 +497,12 @@ def _finite_floats(values, what: str, shape: tuple[int, ...]) -> np.ndarray:
         raise RecordingError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.shape != shape:
         raise RecordingError(f"{what} has shape {array.shape}, expected {shape}")
-    if not np.all(np.isfinite(array)):
-        raise RecordingError(f"{what} holds {int(np.size(array) - np.isfinite(array).sum())} non-finite values")
-    return array.astype(_QUADRATURE_DTYPE)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range is stored as inf: refused below
+        stored = array.astype(_QUADRATURE_DTYPE, copy=False)
+    if not np.all(np.isfinite(stored)):
+        raise RecordingError(f"{what} holds {int(np.size(stored) - np.isfinite(stored).sum())} non-finite values "
+                             "(as float32)")
+    return stored
 
 
 def _checked_layer(batch: LayerBatch, shape: LayerShape, count: int, where: str) -> dict[str, np.ndarray]:
