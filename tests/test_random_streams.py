@@ -98,8 +98,8 @@ def test_samplers_differ_and_unknown_sampler_is_refused():
         streams.LazyNormalStream(np.random.default_rng(0), sampler="")
 
 
-def test_link_engine_uses_the_fast_stream_and_secure_products_keeps_pcg64(monkeypatch):
-    """secure_products' own stream (the bench's instruments) keeps the PCG64 layout; LinkEngine's is SFC64."""
+def test_link_engine_and_secure_products_use_the_fast_stream(monkeypatch):
+    """LinkEngine's shared stream and secure_products' own (the bench's acquisitions) draw SFC64 blocks."""
     monkeypatch.setattr(streams, "VERIFY_THREADS", 0)
     params = ph.LinkParameters(mu_photons=5.0, gain=1.3)
     x = np.random.default_rng(2).standard_normal((20, 16))
@@ -122,7 +122,7 @@ def test_link_engine_uses_the_fast_stream_and_secure_products_keeps_pcg64(monkey
 
     monkeypatch.setattr(streams.NormalStream, "__init__", spy)
     ph.secure_products(ph.SecureLayer(weights, params).symbols, unit_vectors(x), params, np.random.default_rng(5), 1.0)
-    assert made == ["pcg64"]
+    assert made == ["sfc64"]
 
 
 class _GivenWords:

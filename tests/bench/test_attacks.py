@@ -240,10 +240,14 @@ def test_verification_flags_a_cheating_client_with_a_modest_sample(layer, attack
     assert record.attacker.kind == attack.kind
 
 
-def test_verification_never_flags_an_honest_client(layer):
+def test_verification_flags_an_honest_client_at_most_at_its_false_alarm_rate(layer):
+    """Each test flags an honest client with probability FALSE_ALARM (1e-3): in 20 seeds one false alarm is
+    expected 2 % of the time, two or more 1.9e-4 of the time (binomial tail), so at most one is allowed."""
     symbols, x_hat = layer
     results = [run_and_verify(symbols, x_hat, BENCH, seed)[0] for seed in range(20)]
-    assert all(r.accepted for r in results), [(r.transmittance_hat, r.excess_noise_hat_snu) for r in results]
+    flagged = [(r.transmittance_hat, r.residual_variance_snu, r.variance_threshold_snu)
+               for r in results if not r.accepted]
+    assert len(flagged) <= 1, flagged
     t_hat = np.array([r.transmittance_hat for r in results])
     assert abs(t_hat.mean() - BENCH.round_trip_transmittance) < 4 * t_hat.std(ddof=1) / np.sqrt(t_hat.size)
 

@@ -40,6 +40,9 @@ DEFAULT_CHUNK_IMAGES = 16384      # fast-path images per chunk (temporaries ~ ch
 VERIFY_BLOCK_SAMPLES = 2**19      # returned samples per verification block (2 MB per float32 array: stays in cache)
 # Both sizes (and random_streams.NORMAL_STREAM_BLOCK) are part of the random-stream layout: keep
 # them fixed for bit-for-bit replays.
+# The per-sample normals' block sampler (random_streams.BLOCK_SAMPLERS, also part of the layout): SFC64 through the
+# all-float32 Box-Muller, about twice as fast as PCG64 through standard_normal_f32.
+FAST_SAMPLER = "sfc64"
 UNIT_NORM_TOLERANCE = 1e-9
 
 
@@ -472,11 +475,11 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
 
     Random-stream layout: from `rng`, in order: the verified rows; if any, one 256-bit entropy
     (4 x uint64) that seeds the NormalStream of the per-sample normals (blocks of
-    random_streams.NORMAL_STREAM_BLOCK float32 normals, block k from its own spawned PCG64 Generator; the returned
-    samples take them in order, [image, row, mode] C order); then per chunk the fast-path noise,
+    random_streams.NORMAL_STREAM_BLOCK float32 normals, block k from its own spawned seed through FAST_SAMPLER; the
+    returned samples take them in order, [image, row, mode] C order); then per chunk the fast-path noise,
     and per verification block (cache-sized, in image order) the per-(image, row) draws of
-    _verified_rows. The float32 normals (per-sample and fast-path noise) come from
-    standard_normal_f32 (Box-Muller), the others from numpy's own samplers. Worker threads draw the
+    _verified_rows. The fast-path noise comes from standard_normal_f32 (Box-Muller), the others from numpy's own
+    samplers. Worker threads draw the
     stream's blocks ahead (random_streams.VERIFY_THREADS), but every block's values depend only on the seed, so a
     seed reproduces the outputs bit for bit whatever the thread count or timing. ``attack`` (an
     qslab.instruments.sim.faults_attacks.attacks.Attack acting on the returned light, or None) runs the verified rows
@@ -558,7 +561,7 @@ def _secure_products(symbols, x_hat, x_flat32, mean_symbols_t, params, rng, veri
         elif normals is None:
             blocks = -(-returned.size // streams.NORMAL_STREAM_BLOCK)
             normals = streams.new_normal_stream(rng, prefetch=min(streams.VERIFY_PREFETCH_BLOCKS, blocks),
-                                                 total=returned.size)
+                                                 total=returned.size, sampler=FAST_SAMPLER)
             own_stream = True
         if normals is not None:
             normals.prefetch()  # the workers draw while this thread runs the fast path
@@ -703,11 +706,11 @@ class LinkEngine:
     Keeps the last LayerOutput of every layer index in `outputs` (for the server's verification).
     Each layer's weights are packed once and reused while the same array object is passed for that
     layer index (do not modify a weight array in place between calls; pass a new array instead).
-    Its shared stream draws its blocks with `normal_sampler` (random_streams.BLOCK_SAMPLERS): SFC64 and
-    the all-float32 Box-Muller, about twice as fast as the bench's "pcg64" streams, whose layout stays.
+    Its shared stream draws its blocks with `normal_sampler` (random_streams.BLOCK_SAMPLERS): FAST_SAMPLER, as
+    secure_products' own streams (the bench's acquisitions).
     """
 
-    normal_sampler = "sfc64"
+    normal_sampler = FAST_SAMPLER
 
     def __init__(self, params: LinkParameters, verify_fraction: float = 0.01, first_layer_batches: int = 0):
         self.params = params

@@ -117,8 +117,9 @@ def _draw_sfc64(child: np.random.SeedSequence, buffer: np.ndarray) -> np.ndarray
 
 
 # A NormalStream's block sampler (part of its random-stream layout): "pcg64", each block from a PCG64 Generator
-# through standard_normal_f32 (the bench's instruments and secure_products' own streams); "sfc64", each block
-# from SFC64 through box_muller_32bit_f32 (LinkEngine's shared stream: qslab simulate's physics mode).
+# through standard_normal_f32 (a NormalStream's default); "sfc64", each block from SFC64 through
+# box_muller_32bit_f32, about twice as fast (model.FAST_SAMPLER: secure_products' own streams, i.e. the bench's
+# acquisitions, and LinkEngine's shared stream, i.e. qslab simulate's physics mode).
 BLOCK_SAMPLERS = {"pcg64": _draw_pcg64, "sfc64": _draw_sfc64}
 
 
