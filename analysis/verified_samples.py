@@ -362,7 +362,8 @@ class StreamedSamples(_SummedEstimates):
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
 
-    def _add_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float, scratch: _Scratch) -> None:
+    def _add_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float,
+                       scratch: _Scratch) -> None:
         """Pass 2 over one block: y - b q_prev - t q and its powers at the layer's t and at the pooled t, written into
         the scratch buffers (the operations of the array expressions, in their order), merged into the sums."""
         q, previous = scratch.shifted(sent.size, last, sent)

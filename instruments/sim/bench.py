@@ -528,8 +528,8 @@ class BenchState:
                        "(bench.client_processor.bins_per_row)")
             return ProcessorLoad(theta_bins, phi_bins, n, None, problem)
         try:
-            x_hat = unit_vector_from_parts(np.sin(theta)[index[0]].reshape(-1, n), np.cos(theta)[index[0]].reshape(-1, n),
-                                           np.exp(-1j * phi)[index[1]].reshape(-1, n))
+            sin_theta, cos_theta, phase = np.sin(theta)[index[0]], np.cos(theta)[index[0]], np.exp(-1j * phi)[index[1]]
+            x_hat = unit_vector_from_parts(sin_theta.reshape(-1, n), cos_theta.reshape(-1, n), phase.reshape(-1, n))
         except ValueError as error:
             return ProcessorLoad(theta_bins, phi_bins, n, None, f"the client's processor drive: {error}")
         return ProcessorLoad(theta_bins, phi_bins, n, x_hat)

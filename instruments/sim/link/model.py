@@ -479,9 +479,9 @@ def secure_products(symbols, x_hat, params: LinkParameters, rng: np.random.Gener
     returned samples take them in order, [image, row, mode] C order); then per chunk the fast-path noise,
     and per verification block (cache-sized, in image order) the per-(image, row) draws of
     _verified_rows. The fast-path noise comes from standard_normal_f32 (Box-Muller), the others from numpy's own
-    samplers. Worker threads draw the
-    stream's blocks ahead (random_streams.VERIFY_THREADS), but every block's values depend only on the seed, so a
-    seed reproduces the outputs bit for bit whatever the thread count or timing. ``attack`` (an
+    samplers. Worker threads draw the stream's blocks ahead (random_streams.VERIFY_THREADS), but every block's
+    values depend only on the seed, so a seed reproduces the outputs bit for bit whatever the thread count or
+    timing. ``attack`` (an
     qslab.instruments.sim.faults_attacks.attacks.Attack acting on the returned light, or None) runs the verified rows
     through that module's complex-amplitude joint path instead, drawn from `rng` alone (no
     NormalStream); with None the layout above is untouched. LinkEngine shares
