@@ -227,6 +227,22 @@ def test_an_injected_scpi_error_names_instrument_command_and_error(bench, visa):
     attenuator.check_errors()  # drained: nothing is blamed on the next command
 
 
+def test_an_injected_scpi_error_reaches_the_error_check_in_the_commands_own_message(bench, visa):
+    """A driver that sends a set and its SYST:ERR? as one message (write_batch: every M8195A upload and stop) reads the
+    refusal in that message's reply, as from an instrument that refused the command; a message of queries only is
+    not one the fault acts on."""
+    awg = visa("awg")
+    bench.inject("scpi-error@awg:after=0")
+    assert awg.write_batch([":TRAC1:CAT?"]) == ["0,0"]  # queries only (no segment defined): answered, nothing queued
+    with pytest.raises(InstrumentError) as refused:
+        awg.write_batch([":ABOR", ":TRAC1:SEL 1"])
+    error = refused.value
+    assert (error.instrument, error.code, error.text) == ("awg", -222, "Data out of range")
+    assert error.command.startswith(":ABOR;:TRAC1:SEL 1")
+    assert [fired.kind for fired in bench.faults.fired] == ["scpi-error"]
+    awg.check_errors()  # the one entry was read by the message's own check: nothing is left for the next command
+
+
 def test_the_mbx_refuses_the_command_under_an_scpi_error(bench, mbx):
     controller = mbx()
     bench.inject("scpi-error@bias_iq:after=0,code=-221")

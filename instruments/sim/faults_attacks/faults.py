@@ -22,8 +22,9 @@ Message faults act on the instrument's next eligible message(s):
 timeout     a query is swallowed: not executed, no reply (persistent: every message, the instrument hangs)
 disconnect  a query is executed, half its reply is sent, the connection is closed (reconnects are accepted)
 garbled     a query's reply has its digits replaced by junk (``+1.5E-3`` -> ``+@.%E-!``), still terminated
-scpi-error  a command (not a query) gets ``code,"text"`` queued after it runs, so the driver's
-            ``SYST:ERR?`` sees it; the MBX (no queue) refuses it with ``Err: <text>`` instead
+scpi-error  a message that sets something gets ``code,"text"`` queued right after its first command unit runs,
+            so the driver's ``SYST:ERR?`` sees it, in the same message or the next; the MBX (no queue)
+            refuses it with ``Err: <text>`` instead
 reset       the emulator is power-cycled before the message: *RST settings (laser off, AWG stopped,
             outputs off...), empty error queue, ESR power-on bit set
 ==========  ==========================================================================================
@@ -50,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qslab.instruments.sim.scpi.parsing import STANDARD_ERRORS
+from qslab.instruments.sim.scpi.parsing import STANDARD_ERRORS, ScpiError, split_units
 
 log = logging.getLogger(__name__)
 
@@ -290,11 +291,12 @@ class FaultPlan:
             fault = kinds["scpi-error"]
             self._record(emulator.name, "scpi-error", f"refused with 'Err: {fault.error_text}'", text)
             return f"Err: {fault.error_text}\n".encode("ascii")
-        reply = handle(message)
         if "scpi-error" in kinds:
             fault = kinds["scpi-error"]
-            emulator.engine.push_error(fault.error_code, fault.error_text)
+            reply = _with_error_after_command(emulator.engine, message, handle, fault.error_code, fault.error_text)
             self._record(emulator.name, "scpi-error", f'queued {fault.error_code},"{fault.error_text}"', text)
+        else:
+            reply = handle(message)
         if "garbled" in kinds:
             reply = garble(reply)
             self._record(emulator.name, "garbled", f"reply garbled to {_text(reply)!r}", text)
@@ -402,11 +404,45 @@ def is_query(message: bytes | bytearray | memoryview) -> bool:
     return b"?" in head
 
 
+def has_command(message: bytes | bytearray | memoryview) -> bool:
+    """A program unit without '?' in its header: something is set, whatever queries share the message (a set and
+    its own ``SYST:ERR?`` in one message, as drivers batch them)."""
+    try:
+        units = split_units(message)
+    except ScpiError:
+        return not is_query(message)
+    for unit in units:
+        head = bytes(unit[:256]).strip().split(None, 1)
+        if head and not head[0].endswith(b"?"):
+            return True
+    return False
+
+
+def _with_error_after_command(engine, message: bytes, handle: Callable[[bytes], bytes], code: int, text: str) -> bytes:
+    """handle(message) with ``code,"text"`` queued right after its first command unit runs, so that a query later in
+    the same message (its ``SYST:ERR?``) reads it, as an instrument that refuses the command would have it; after
+    the message when no command unit ran."""
+    queued: list[bool] = []
+
+    def queue() -> None:
+        engine.push_error(code, text)
+        queued.append(True)
+
+    engine.after_command = queue
+    try:
+        reply = handle(message)
+    finally:
+        engine.after_command = None
+    if not queued:
+        queue()
+    return reply
+
+
 def _acts_on(fault: Fault, message: bytes) -> bool:
     if fault.kind == "reset":
         return True
     if fault.kind == "scpi-error":
-        return not is_query(message)
+        return has_command(message)
     if fault.kind == "timeout" and fault.persistent:
         return True  # the instrument hangs: writes vanish too
     return is_query(message)

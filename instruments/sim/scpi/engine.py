@@ -217,6 +217,7 @@ class ScpiEngine:
         self.sre = 0
         self.lock = threading.RLock()
         self._output: list[bytes] = []
+        self.after_command: Callable[[], None] | None = None  # called once, after the next command unit runs
         self._add_common_commands()
 
     # -- status --------------------------------------------------------------------------------
@@ -297,6 +298,9 @@ class ScpiEngine:
                 continue
             if reply is not None:
                 replies.append(reply)
+            elif self.after_command is not None and bytes(unit[:64]).strip():  # a command ran: before the next unit
+                hook, self.after_command = self.after_command, None
+                hook()
         return replies
 
     def _execute_unit(self, unit: memoryview, path: tuple) -> tuple[bytes | None, tuple]:
