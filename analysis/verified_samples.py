@@ -20,7 +20,8 @@ route). Its rounding (~1e-7 relative, tests: 1e-6) is far below the estimates' s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,24 @@ import numpy as np
 from qslab.analysis import verification
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
+_END = object()
+
+
+def read_ahead(items: Iterable) -> Iterator:
+    """The items of `items` in order, each next one taken on a worker thread while the caller works on this one.
+
+    Why: a session file's chunks are read and decompressed by h5py, which releases the GIL meanwhile, so the reading
+    of chunk k + 1 overlaps the passes' arithmetic on chunk k (numpy's, also without the GIL). The iterator is only
+    ever advanced on the worker, one step at a time; an error there is raised here, at its item."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="qslab-read-ahead") as worker:
+        try:
+            pending = worker.submit(next, iterator, _END)
+            while (item := pending.result()) is not _END:
+                pending = worker.submit(next, iterator, _END)
+                yield item
+        finally:
+            worker.submit(getattr(iterator, "close", lambda: None)).result()
 
 
 class PooledSamples:
@@ -323,7 +342,7 @@ class StreamedSamples(_SummedEstimates):
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
             for layer, fit in enumerate(fits):
-                for sent, returned in chunks(layer):
+                for sent, returned in read_ahead(chunks(layer)):
                     fit.add(np.asarray(sent).ravel(), np.asarray(returned, dtype=np.float64).ravel(), scratch)
             expected_qy = None
         else:
@@ -335,7 +354,7 @@ class StreamedSamples(_SummedEstimates):
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         for layer in range(layers):
             last, read, start = 0.0, 0, 0
-            for sent, returned in chunks(layer):
+            for sent, returned in read_ahead(chunks(layer)):
                 sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
                 n = sent.size
                 if not n:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 
@@ -180,10 +181,11 @@ def test_replay_with_a_channel_record_changes_what_depends_on_t_and_nothing_else
 
 def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(clean, store, tmp_path, monkeypatch):
     original = session_module.run_batch
-    calls = []
+    calls, frozen, frozen_before = [], [], gc.get_freeze_count()
 
     def interrupted(link, layers, pixels, seed, batch):
         calls.append(batch)
+        frozen.append(gc.get_freeze_count())  # the objects older than the batches: out of the collector's full passes
         if batch == 1:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the session
         return original(link, layers, pixels, seed, batch)
@@ -191,6 +193,7 @@ def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(cl
     monkeypatch.setattr(session_module, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt) as caught:
         run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path, store=store, progress=False)
+    assert min(frozen) > frozen_before + 10_000 and gc.get_freeze_count() == frozen_before  # given back on Ctrl-C
     path = next(tmp_path.glob("session-*.h5"))
     assert "--resume" in " ".join(getattr(caught.value, "__notes__", []))
     with recording.SessionFile.open(path) as partial:
