@@ -20,6 +20,7 @@ route). Its rounding (~1e-7 relative, tests: 1e-6) is far below the estimates' s
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -336,6 +337,8 @@ class StreamedSamples(_SummedEstimates):
     samples that were summed). `scatter`: (points, layer, seed): pass 2 also keeps that many (sent, returned)
     samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed."""
 
+    pass_2_threads = 2  # pass 2's blocks summed on this many workers; merged in order, so the bits do not depend on it
+
     def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
                  scatter: tuple[int, int, int] | None = None):
         scratch = _Scratch()
@@ -352,48 +355,65 @@ class StreamedSamples(_SummedEstimates):
         self._slopes(fits)
         self.scatter_request, picked = scatter, ([], [])
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
-        for layer in range(layers):
-            last, read, start = 0.0, 0, 0
-            for sent, returned in read_ahead(chunks(layer)):
-                sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
-                n = sent.size
-                if not n:
-                    continue
-                if returned.size != n:
-                    raise ValueError(f"layer {layer}: a chunk of {n} sent and {returned.size} returned samples")
-                if pick is not None and layer == scatter[1]:
-                    inside = pick[(pick >= start) & (pick < start + n)] - start
-                    picked[0].append(sent[inside])
-                    picked[1].append(returned[inside])
-                start += n
-                if expected_qy is not None:  # sum q y over the chunk, as pass 1 summed it (a float32 product is exact)
-                    qy = _sum(np.multiply(sent, returned, out=scratch.get(1, n), dtype=np.float64))
-                    _check_chunk(expected_qy[layer], read, layer, qy)
-                read += 1
-                for first in range(0, n, RESIDUAL_BLOCK_VALUES):
-                    stop = min(first + RESIDUAL_BLOCK_VALUES, n)
-                    self._add_residuals(layer, sent[first:stop], returned[first:stop], last, scratch)
-                    last = float(sent[stop - 1])
-            if expected_qy is not None and read != len(expected_qy[layer]):
-                raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
-                                 f"{len(expected_qy[layer])} were recorded")
-
+        with ThreadPoolExecutor(self.pass_2_threads, thread_name_prefix="qslab-pass-2") as workers:
+            local = threading.local()
+            for layer in range(layers):
+                scattered = pick if scatter is not None and layer == scatter[1] else None
+                self._pass_2(layer, chunks, expected_qy, scratch, workers, local, scattered, picked)
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
 
-    def _add_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float,
-                       scratch: _Scratch) -> None:
-        """Pass 2 over one block: y - b q_prev - t q and its powers at the layer's t and at the pooled t, written into
-        the scratch buffers (the operations of the array expressions, in their order), merged into the sums."""
+    def _pass_2(self, layer: int, chunks: Chunks, expected_qy: list[list[float]] | None, scratch: _Scratch,
+                workers: ThreadPoolExecutor, local: threading.local, pick: np.ndarray | None,
+                picked: tuple[list, list]) -> None:
+        """One layer's residual sums: each chunk's blocks summed on the workers while this thread checks the chunk's
+        sum q y (and the next chunk is read ahead); `pick`: the chunk-spanning indices of the scatter's samples."""
+        last, read, start = 0.0, 0, 0
+        for sent, returned in read_ahead(chunks(layer)):
+            sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
+            n = sent.size
+            if not n:
+                continue
+            if returned.size != n:
+                raise ValueError(f"layer {layer}: a chunk of {n} sent and {returned.size} returned samples")
+            if pick is not None:
+                inside = pick[(pick >= start) & (pick < start + n)] - start
+                picked[0].append(sent[inside])
+                picked[1].append(returned[inside])
+            start += n
+            blocks = [workers.submit(self._block_residuals, layer, sent[first:first + RESIDUAL_BLOCK_VALUES],
+                                     returned[first:first + RESIDUAL_BLOCK_VALUES],
+                                     float(sent[first - 1]) if first else last, local)
+                      for first in range(0, n, RESIDUAL_BLOCK_VALUES)]
+            if expected_qy is not None:  # sum q y over the chunk, as pass 1 summed it (a float32 product is exact)
+                qy = _sum(np.multiply(sent, returned, out=scratch.get(1, n), dtype=np.float64))
+                _check_chunk(expected_qy[layer], read, layer, qy)
+            read += 1
+            for block in blocks:  # merged in the blocks' order, whichever worker finished first
+                own, pooled = block.result()
+                self._own[layer].merge(*own)
+                self._pooled.merge(*pooled)
+            last = float(sent[-1])
+        if expected_qy is not None and read != len(expected_qy[layer]):
+            raise ValueError(f"layer {layer}: {read} chunks of verified samples read back, "
+                             f"{len(expected_qy[layer])} were recorded")
+
+    def _block_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float,
+                         local: threading.local) -> tuple[tuple, tuple]:
+        """Pass 2 over one block, on a worker: the sums (_ResidualSums.merge's arguments) of y - b q_prev - t q at the
+        layer's t and at the pooled t, computed in the worker's own scratch buffers (the operations of the array
+        expressions, in their order)."""
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = _Scratch()
         q, previous = scratch.shifted(sent.size, last, sent)
         y, work = scratch.get(2, sent.size), scratch.get(3, sent.size)
         np.copyto(y, returned, casting="same_kind")
         np.subtract(y, np.multiply(previous, self._b[layer], out=work), out=y)
         own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
-        self._own[layer].merge(*own)
-        same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
-        self._pooled.merge(*(own if same else _ResidualSums.chunk_in_place(
-            np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))))
+        if self._t_pooled == self._t[layer]:  # one layer with samples: its t is the pooled one, and its residuals
+            return own, own
+        return own, _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))
 
     def figure_line(self, layer: int = 0) -> tuple[float, float, float] | None:
         """(slope sum q y / sum q^2 before the previous symbol is removed, least and largest q) of `layer`, or None."""

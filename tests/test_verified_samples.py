@@ -279,3 +279,26 @@ def test_read_ahead_raises_an_error_at_its_item_and_closes_what_is_left_unread()
     assert [next(ahead), next(ahead)] == [0, 1]
     ahead.close()  # the caller stops early: the source is closed too, on the worker that advanced it
     assert closed == [True]
+
+
+def test_pass_2_on_several_workers_gives_the_bits_of_one(monkeypatch):
+    """Blocks summed on two workers and merged in their order: every estimate the same bits as on one worker (a merge
+    in the order the workers finish moves the last bits of the Chan merge)."""
+    rng = np.random.default_rng(8)
+    samples = [layer_samples(rng, 700_001, 0.74, 0.05, 1.02), layer_samples(rng, 300_007, 0.71, -0.03, 1.1)]
+    estimates, merged, merge = {}, [], _ResidualSums.merge
+
+    def noted(sums, n, *rest):
+        merged.append((id(sums), n))
+        merge(sums, n, *rest)
+
+    monkeypatch.setattr(_ResidualSums, "merge", noted)
+    for threads in (1, 2):
+        monkeypatch.setattr(StreamedSamples, "pass_2_threads", threads)
+        streamed = StreamedSamples(chunked(samples, [100_000]), 2, scatter=(50, 1, 3))
+        estimates[threads] = ([streamed.layer_estimate(k, DETECTOR) for k in range(2)]
+                              + [streamed.pooled_estimate(DETECTOR)], streamed.scattered)
+        first = [n for sums, n in merged if sums == id(streamed._own[0])]
+        assert first == [65_536, 34_464] * 7 + [1]  # each chunk's blocks in order: a long one, then a short one
+    assert estimates[1][0] == estimates[2][0]
+    assert all(np.array_equal(a, b) for a, b in zip(estimates[1][1], estimates[2][1]))
