@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -220,7 +220,8 @@ class RunningFits:
     The samples are cut into the same chunks of `chunk_values` that the file is read in, and each chunk is
     summed as pass 1 sums it: the sums are the file route's, bit for bit. Each chunk's sum q y is kept (two
     floats a chunk) so that pass 2 checks the file holds exactly the samples summed here. Memory: one chunk per
-    layer, whatever the session's length."""
+    layer, whatever the session's length. The sums are taken on a worker thread, in the order the batches were
+    added, so a session's next batch does not wait for them (~5 ms a batch); `snapshot` waits for them."""
 
     def __init__(self, layers: int, chunk_values: int):
         self.chunk_values = int(chunk_values)
@@ -228,13 +229,23 @@ class RunningFits:
         self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
         self._qy: list[list[float]] = [[] for _ in range(layers)]
         self._scratch = _Scratch()
+        self._worker: ThreadPoolExecutor | None = None
+        self._queued: list[Future] = []
 
     def add(self, layer: int, sent_snu, returned_snu) -> None:
-        """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them)."""
+        """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them;
+        the arrays are kept until summed: do not modify them)."""
         sent = np.asarray(sent_snu).astype(np.float32, copy=False).ravel()
         returned = np.asarray(returned_snu).astype(np.float32, copy=False).ravel()
         if sent.shape != returned.shape:
             raise ValueError(f"layer {layer}: {sent.size} sent and {returned.size} returned samples; expected as many")
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="qslab-running-fits")
+        self._queued = [f for f in self._queued if not f.done() or f.exception() is not None]
+        self._queued.append(self._worker.submit(self._sum, layer, sent, returned))
+
+    def _sum(self, layer: int, sent: np.ndarray, returned: np.ndarray) -> None:
+        """`add`'s work, on the worker: every whole chunk of the layer's samples so far summed."""
         pending = self._pending[layer]
         pending.append((sent, returned))
         while sum(part.size for part, _ in pending) >= self.chunk_values:
@@ -268,7 +279,10 @@ class RunningFits:
 
     def snapshot(self) -> tuple[list[_FitSums], list[list[float]]]:
         """(pass 1's sums over every sample added, each chunk's sum q y): the chunk in progress counted as the file's
-        last, shorter chunk; the running sums are left as they are."""
+        last, shorter chunk; the running sums are left as they are. Waits for the batches added to be summed (and
+        raises what failed there)."""
+        for queued in self._queued:
+            queued.result()
         fits, qy = [], []
         for fit, pending, chunks in zip(self._fits, self._pending, self._qy):
             fit = replace(fit)

@@ -302,3 +302,29 @@ def test_pass_2_on_several_workers_gives_the_bits_of_one(monkeypatch):
         assert first == [65_536, 34_464] * 7 + [1]  # each chunk's blocks in order: a long one, then a short one
     assert estimates[1][0] == estimates[2][0]
     assert all(np.array_equal(a, b) for a, b in zip(estimates[1][1], estimates[2][1]))
+
+
+def test_running_fits_sum_on_a_worker_and_the_snapshot_waits_for_them(monkeypatch):
+    """add() returns before its chunks are summed (the session's next batch goes on); snapshot() waits for every batch
+    added, in order, and raises what failed there."""
+    rng = np.random.default_rng(10)
+    sent, returned = layer_samples(rng, 5_000, 0.74, 0.0, 1.0)
+    release, fit = threading.Event(), RunningFits._fit
+
+    def held(self, *args):
+        assert release.wait(timeout=60)
+        return fit(self, *args)
+
+    monkeypatch.setattr(RunningFits, "_fit", held)
+    running, reference = RunningFits(1, 1024), RunningFits(1, 1024)
+    for part in (slice(0, 3000), slice(3000, None)):
+        running.add(0, sent[part], returned[part])  # would wait for `release` if it summed here
+    release.set()
+    for part in (slice(0, 3000), slice(3000, None)):
+        reference.add(0, sent[part], returned[part])
+    assert running.snapshot() == reference.snapshot()
+    monkeypatch.setattr(RunningFits, "_fit", lambda self, *args: 1 / 0)
+    failing = RunningFits(1, 1024)
+    failing.add(0, sent, returned)
+    with pytest.raises(ZeroDivisionError):
+        failing.snapshot()
