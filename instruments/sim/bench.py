@@ -33,6 +33,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +226,44 @@ class ProcessorLoad:
         return self.theta_rad.size
 
 
+_PROCESSOR_WORKER: list[ThreadPoolExecutor] = []
+
+
+def _processor_worker() -> ThreadPoolExecutor:
+    """The one thread that evaluates the client's processor ahead (BenchState.samples_loaded), made on first use."""
+    if not _PROCESSOR_WORKER:
+        _PROCESSOR_WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="bench-processor"))
+    return _PROCESSOR_WORKER[0]
+
+
+def _evaluate_processor(codes: list[np.ndarray], sps: int, levels: list[tuple[float, float]],
+                        c) -> ProcessorLoad:
+    """The chain the processor's two channels program (codes per channel, AWG samples per symbol, each channel's
+    (offset V, amplitude Vpp), the processor's true parameters): from these arguments alone, so it runs off the
+    bench's lock."""
+    bins = max(code.size for code in codes) // sps
+    centre = np.arange(bins) * sps + sps // 2
+    # per bin, the index of its code among the 256 int8 codes: every angle below is one of 256 per channel, so
+    # each function of one is evaluated on the 256 and looked up (the same operations on the same numbers)
+    index = [code[centre % code.size].astype(np.intp) + 128 for code in codes]
+    volts = [offset_v + 0.5 * amplitude_vpp / 127.0 * _INT8_CODES for offset_v, amplitude_vpp in levels]
+    theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
+             + c.beam_splitter_theta_offset_rad)
+    phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
+    theta_bins, phi_bins = theta[index[0]], phi[index[1]]
+    n = c.bins_per_row
+    if bins == 0 or bins % n:
+        problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
+                   "(bench.client_processor.bins_per_row)")
+        return ProcessorLoad(theta_bins, phi_bins, n, None, problem)
+    try:
+        sin_theta, cos_theta, phase = np.sin(theta)[index[0]], np.cos(theta)[index[0]], np.exp(-1j * phi)[index[1]]
+        x_hat = unit_vector_from_parts(sin_theta.reshape(-1, n), cos_theta.reshape(-1, n), phase.reshape(-1, n))
+    except ValueError as error:
+        return ProcessorLoad(theta_bins, phi_bins, n, None, f"the client's processor drive: {error}")
+    return ProcessorLoad(theta_bins, phi_bins, n, x_hat)
+
+
 @dataclass(frozen=True)
 class Modulation:
     """One period of the server's modulated light, relative to 1 W at the carver input.
@@ -260,7 +299,8 @@ class BenchState:
         self.attack: Any = None        # a cheating client (qslab.instruments.sim.faults_attacks.attacks.Attack), armed by set_attack
         self.curious_server: Any = None  # a photon-counting server (faults_attacks/curious_server.py), armed by set_curious_server
         self._modulations: OrderedDict[tuple, tuple[tuple, Modulation]] = OrderedDict()
-        self._processor: tuple[tuple, tuple, ProcessorLoad | None] | None = None
+        self._processor: tuple[tuple, tuple, ProcessorLoad] | None = None
+        self._processor_ahead: tuple[tuple, tuple, Future] | None = None  # (key, arrays, its evaluation on the worker)
         self._symbols: OrderedDict[tuple[int, float], tuple[Modulation, np.ndarray]] = OrderedDict()
 
     def awg_state(self, name: str) -> AwgState:
@@ -492,47 +532,49 @@ class BenchState:
     def processor_load(self) -> ProcessorLoad | None:
         """The client's programmed chain, or None while its AWG does not play both processor channels.
 
-        Cached by what those channels play (one evaluation per uploaded batch of images).
+        Cached by what those channels hold (one evaluation per uploaded batch of images), and evaluated ahead, on the
+        bench's worker, as soon as a message has loaded their samples (samples_loaded): the acquisition that plays
+        them finds it done.
         """
         with self.lock:
-            c = self.params.client_processor
-            numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
-            key, arrays = self.client_awg.content_key(numbers)
-            key = (key, c, self.params.server.symbol_rate_hz)
-            if self._processor is not None and self._processor[0] == key:
-                return self._processor[2]
-            load = self._evaluate_processor(numbers)
-            self._processor = (key, arrays, load)
-            return load
+            numbers = self._processor_channels()
+            if any(self.client_awg.playing_codes(n) is None for n in numbers):
+                return None
+            key, arrays, inputs = self._processor_inputs(numbers)
+            if self._processor is None or self._processor[0] != key:
+                ahead = self._processor_ahead  # (its worker never takes the lock: waiting for it here is safe)
+                load = ahead[2].result() if ahead is not None and ahead[0] == key else _evaluate_processor(*inputs)
+                self._processor = (key, arrays, load)
+            return self._processor[2]
 
-    def _evaluate_processor(self, numbers: tuple[int, int]) -> ProcessorLoad | None:
+    def samples_loaded(self, awg: AwgState) -> None:
+        """An AWG message has changed samples (emulators.base.LoadsAwgSamples): for the client's AWG, the processor's
+        chain is evaluated from them now on the bench's worker. The emulator's own arithmetic (~2 ms a batch), which
+        the next acquisition would otherwise do after its trigger; a real processor needs none."""
+        if awg is not self.client_awg:
+            return
+        with self.lock:
+            key, arrays, inputs = self._processor_inputs(self._processor_channels())
+            if inputs is not None and (self._processor is None or self._processor[0] != key):
+                self._processor_ahead = (key, arrays, _processor_worker().submit(_evaluate_processor, *inputs))
+
+    def _processor_channels(self) -> tuple[int, int]:
+        c = self.params.client_processor
+        return c.awg_channel_beam_splitter, c.awg_channel_phase
+
+    def _processor_inputs(self, numbers: tuple[int, int]) -> tuple[tuple, tuple, tuple | None]:
+        """(key, arrays, _evaluate_processor's arguments, or None while a channel holds no samples) for what the
+        processor's channels hold, played or not: content_key's key without the run state. A later write into the
+        same samples changes the key (their write stamp), so an evaluation of samples being written is never used."""
         awg, c = self.client_awg, self.params.client_processor
-        codes = [awg.playing_codes(n) for n in numbers]
+        key, arrays = awg.content_key(numbers)
+        key = (key[1:], c, self.params.server.symbol_rate_hz)
+        channels = [awg.channels[n] for n in numbers]
+        codes = [channel.segments.get(channel.selected_segment) for channel in channels]
         if any(code is None for code in codes):
-            return None
-        sps = awg.samples_per_symbol(self.params.server.symbol_rate_hz)
-        bins = max(code.size for code in codes) // sps
-        centre = np.arange(bins) * sps + sps // 2
-        # per bin, the index of its code among the 256 int8 codes: every angle below is one of 256 per channel, so
-        # each function of one is evaluated on the 256 and looked up (the same operations on the same numbers)
-        index = [code[centre % code.size].astype(np.intp) + 128 for code in codes]
-        volts = [awg.channels[n].offset_v + 0.5 * awg.channels[n].amplitude_vpp / 127.0 * _INT8_CODES
-                 for n in numbers]
-        theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
-                 + c.beam_splitter_theta_offset_rad)
-        phi = np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
-        theta_bins, phi_bins = theta[index[0]], phi[index[1]]
-        n = c.bins_per_row
-        if bins == 0 or bins % n:
-            problem = (f"the client's processor segment holds {bins} time bins, not a whole number of {n}-bin rows "
-                       "(bench.client_processor.bins_per_row)")
-            return ProcessorLoad(theta_bins, phi_bins, n, None, problem)
-        try:
-            sin_theta, cos_theta, phase = np.sin(theta)[index[0]], np.cos(theta)[index[0]], np.exp(-1j * phi)[index[1]]
-            x_hat = unit_vector_from_parts(sin_theta.reshape(-1, n), cos_theta.reshape(-1, n), phase.reshape(-1, n))
-        except ValueError as error:
-            return ProcessorLoad(theta_bins, phi_bins, n, None, f"the client's processor drive: {error}")
-        return ProcessorLoad(theta_bins, phi_bins, n, x_hat)
+            return key, arrays, None
+        levels = [(channel.offset_v, channel.amplitude_vpp) for channel in channels]
+        return key, arrays, (codes, awg.samples_per_symbol(self.params.server.symbol_rate_hz), levels, c)
 
     def amplifier_input_power_w(self) -> float:
         """Power into the client's amplifier: server output x forward fibre x one processor pass."""

@@ -88,11 +88,12 @@ class LinkAcquisition:
         if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
             self.attenuator.use_fastest_transitions()
             self._attenuator_fastest = True
-        # each load stops its AWG first (AwgChannels.load), and selects its segment
+        # each load stops its AWG first (AwgChannels.load), and selects its segment; the client's first, so that what
+        # its samples program is ready before the server's set-up is (a bench evaluates it meanwhile)
+        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
         self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
         self.iq.awg.select(layer.segment_id)
         self._set_attenuation(layer)
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)

@@ -134,3 +134,19 @@ def test_a_segment_changed_behind_the_drivers_back_is_uploaded_whole(bench, awg,
     changed[5] = 7
     role.load([(1, [changed])], [0.5])
     np.testing.assert_array_equal(bench.state.awg_state("awg").channels[4].segments[1], changed)
+
+
+def test_the_bench_hears_once_per_message_that_wrote_samples(bench, connect, monkeypatch):
+    """LoadsAwgSamples: after a whole message that changed the client AWG's samples (here two segments), the bench is
+    told once (it evaluates the processor ahead); a message that writes none tells it nothing."""
+    heard = []
+    monkeypatch.setattr(bench.state, "samples_loaded", heard.append)
+    client_awg = connect("client_awg")
+    client_awg.ch1.memory_mode("EXT")
+    client_awg.ch2.memory_mode("EXT")
+    assert heard == []
+    client_awg.write(":TRAC1:DEF 1,1280;:TRAC2:DEF 1,1280;:TRAC1:DATA 1,0," + ",".join(["5"] * 1280))
+    assert heard == [bench.state.client_awg]
+    client_awg.ask(":TRAC1:CAT?")
+    client_awg.write(":VOLT1 0.5")
+    assert heard == [bench.state.client_awg]

@@ -48,3 +48,61 @@ def test_processor_lookup_matches_the_chain_evaluated_on_every_bin(images, offse
     expected = unit_vector_from_angles(theta.reshape(images, -1), phi.reshape(images, -1))
     np.testing.assert_array_equal(load.x_hat, expected)
     assert np.unique(theta).size > 200  # the codes cover the table: a wrong index would show
+
+
+def _loaded_state(images: int, seed: int) -> tuple[BenchState, tuple[int, int]]:
+    """A bench whose client AWG holds `images` rows of random codes on both processor channels, outputs on, stopped."""
+    state = BenchState()
+    c = state.params.client_processor
+    numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
+    awg, rng = state.client_awg, np.random.default_rng(seed)
+    sps = awg.samples_per_symbol(state.params.server.symbol_rate_hz)
+    for number in numbers:
+        channel = awg.channels[number]
+        channel.output_enabled, channel.amplitude_vpp = True, 0.6
+        channel.segments[1] = np.repeat(rng.integers(-128, 128, images * c.bins_per_row, dtype=np.int8), sps)
+        awg.segment_written(channel, 1)
+    return state, numbers
+
+
+def test_the_processor_is_evaluated_ahead_on_the_worker_and_the_acquisition_finds_it(monkeypatch):
+    """samples_loaded (after an AWG message wrote the samples) evaluates on the bench's worker while the AWG is still
+    stopped; processor_load, once it plays, uses that evaluation (no second one) and it equals a fresh one's bits."""
+    import threading
+
+    from qslab.instruments.sim import bench as bench_module
+
+    evaluated, evaluate = [], bench_module._evaluate_processor
+
+    def noted(*args):
+        evaluated.append(threading.current_thread().name)
+        return evaluate(*args)
+
+    monkeypatch.setattr(bench_module, "_evaluate_processor", noted)
+    state, numbers = _loaded_state(5, 1)
+    assert state.processor_load() is None  # stopped: nothing plays
+    state.samples_loaded(state.awg)  # the server's AWG: nothing to evaluate
+    assert state._processor_ahead is None and evaluated == []
+    state.samples_loaded(state.client_awg)
+    state._processor_ahead[2].result()
+    state.client_awg.running = True
+    load = state.processor_load()
+    assert evaluated == ["bench-processor_0"] and load is state._processor_ahead[2].result()
+    fresh, _ = _loaded_state(5, 1)
+    fresh.client_awg.running = True
+    np.testing.assert_array_equal(load.x_hat, fresh.processor_load().x_hat)
+
+
+def test_samples_written_after_the_evaluation_ahead_are_evaluated_again():
+    """A write into the samples after samples_loaded changes their key: the acquisition evaluates what they hold now,
+    never the evaluation ahead of the older samples."""
+    state, numbers = _loaded_state(4, 2)
+    state.samples_loaded(state.client_awg)
+    ahead = state._processor_ahead[2].result()
+    channel = state.client_awg.channels[numbers[0]]
+    channel.segments[1][:] = np.int8(37)  # the emulator's write of a piece, in place
+    state.client_awg.segment_written(channel, 1)
+    state.client_awg.running = True
+    load = state.processor_load()
+    assert load is not ahead and np.all(load.theta_rad == load.theta_rad[0])
+    assert not np.array_equal(load.theta_rad, ahead.theta_rad)

@@ -77,6 +77,19 @@ class ScpiEmulator(Emulator):
             self.engine.power_on()
 
 
+class LoadsAwgSamples:
+    """For an AWG emulator (``self.awg``, the AwgState it plays into): once a whole message has run and changed its
+    samples, the bench is told (BenchState.samples_loaded), whatever the message did besides."""
+
+    def handle(self, message: bytes) -> bytes:
+        version = self.awg.data_version
+        try:
+            return super().handle(message)
+        finally:
+            if self.awg.data_version != version:
+                self.bench.samples_loaded(self.awg)
+
+
 def check_suffix(value: int, low: int, high: int) -> int:
     """-114 Header suffix out of range unless low <= value <= high."""
     if not low <= value <= high:

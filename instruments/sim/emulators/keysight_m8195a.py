@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from qslab.instruments.sim.bench import AWG_CHANNELS, AwgChannelState
-from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
+from qslab.instruments.sim.emulators.base import LoadsAwgSamples, ScpiEmulator, check_suffix
 from qslab.instruments.sim.scpi.engine import Call, CommandTree
 from qslab.instruments.sim.scpi.parsing import ScpiError, number_keyword, unquote
 
@@ -51,7 +51,7 @@ def _short(choice: str) -> str:
     return "".join(c for c in choice if c.isupper()) or choice.upper()
 
 
-class KeysightM8195AEmulator(ScpiEmulator):
+class KeysightM8195AEmulator(LoadsAwgSamples, ScpiEmulator):
     driver = "qslab.instruments.drivers.keysight_m8195a.KeysightM8195A"
     idn = "Keysight Technologies,M8195A,MY00000001,4.1.0.0"
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qslab.instruments.sim.emulators.base import ScpiEmulator, check_suffix
+from qslab.instruments.sim.emulators.base import LoadsAwgSamples, ScpiEmulator, check_suffix
 from qslab.instruments.sim.scpi.engine import Call, CommandTree
 from qslab.instruments.sim.scpi.parsing import ScpiError, number_keyword, unquote
 
@@ -63,7 +63,7 @@ class Waveform:
         self.markers = np.zeros(size, dtype=np.uint8)
 
 
-class TektronixAWG70000Emulator(ScpiEmulator):
+class TektronixAWG70000Emulator(LoadsAwgSamples, ScpiEmulator):
     driver = "qcodes.instrument_drivers.tektronix.TektronixAWG70002A"
     idn = "TEKTRONIX,AWG70002A,B020000,FV:7.1.0170.0"
 
