@@ -1,6 +1,6 @@
 """The bench's time-bin processor evaluated from per-code lookups equals the chain evaluated on every bin.
 
-BenchState._evaluate_processor looks each bin's angle functions (sin and cos of theta, e^(-i phi)) up among the
+bench._evaluate_processor looks each bin's angle functions (sin and cos of theta, e^(-i phi)) up among the
 values of the 256 int8 codes; evaluated bin by bin from the drive volts (givens.unit_vector_from_angles) they must
 be the same bits, so a change of arithmetic on either route shows up here.
 """
