@@ -57,6 +57,17 @@ def _records_worker() -> ThreadPoolExecutor:
     return _WORKER[0]
 
 
+_CLIENT_WORKER: list[ThreadPoolExecutor] = []
+
+
+def _client_worker() -> ThreadPoolExecutor:
+    """One thread for the client's processor upload: its AWG has its own connection, so the upload and the server's
+    set-up (gate, segment, attenuator) go over the wire at the same time."""
+    if not _CLIENT_WORKER:
+        _CLIENT_WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-client-upload"))
+    return _CLIENT_WORKER[0]
+
+
 def _server_quadratures(receiver, record: AdcRecord, n_symbols: int, dc_v: float, shape: tuple[int, ...]) -> np.ndarray:
     """The server record's quadratures as float32 [B, v, modes], on one BLAS thread as the acquisition's own."""
     with one_blas_thread():
@@ -88,12 +99,17 @@ class LinkAcquisition:
         if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
             self.attenuator.use_fastest_transitions()
             self._attenuator_fastest = True
-        # each load stops its AWG first (AwgChannels.load), and selects its segment; the client's first, so that what
-        # its samples program is ready before the server's set-up is (a bench evaluates it meanwhile)
-        self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)  # started by the capture (_capture)
-        self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
-        self.iq.awg.select(layer.segment_id)
-        self._set_attenuation(layer)
+        # each load stops its AWG first (AwgChannels.load), and selects its segment. The client's processor is loaded
+        # on its own connection while the server's set-up runs on the others (started by the capture, _capture)
+        loading = _client_worker().submit(self.processor.load_batch, x_hat, self.client_samples_per_symbol, 1)
+        try:
+            self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
+            self.iq.awg.select(layer.segment_id)
+            self._set_attenuation(layer)
+        finally:
+            failed = loading.exception()  # waits: whatever happened here, the client's upload is over
+        if failed is not None:
+            raise failed
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
