@@ -328,6 +328,8 @@ class _SummedEstimates:
 
     def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
         """The layer's estimate after the fit over the previous symbol (PooledSamples.layer_estimate's)."""
+        if self._own is None:
+            raise ValueError(f"{type(self).__name__}(..., per_layer=False) keeps the pooled estimate only")
         return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
 
     def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
@@ -349,12 +351,14 @@ class StreamedSamples(_SummedEstimates):
     `running`: pass 1 already summed as the samples were recorded (RunningFits.snapshot()): the chunks are read
     once, and each chunk's sum q y must equal the one recorded (ValueError otherwise: the file does not hold the
     samples that were summed). `scatter`: (points, layer, seed): pass 2 also keeps that many (sent, returned)
-    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed."""
+    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed.
+    `per_layer` False: the pooled estimate only (a session's checkpoints test it alone): pass 2 skips each layer's own
+    residuals, about half its arithmetic when the layers' slopes differ; layer_estimate is then refused."""
 
     pass_2_threads = 2  # pass 2's blocks summed on this many workers; merged in order, so the bits do not depend on it
 
     def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
-                 scatter: tuple[int, int, int] | None = None):
+                 scatter: tuple[int, int, int] | None = None, per_layer: bool = True):
         scratch = _Scratch()
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
@@ -367,6 +371,9 @@ class StreamedSamples(_SummedEstimates):
             if len(fits) != layers:
                 raise ValueError(f"running sums of {len(fits)} layers given for {layers} layers")
         self._slopes(fits)
+        self.per_layer = per_layer
+        if not per_layer:
+            self._own = None
         self.scatter_request, picked = scatter, ([], [])
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         with ThreadPoolExecutor(self.pass_2_threads, thread_name_prefix="qslab-pass-2") as workers:
@@ -405,7 +412,8 @@ class StreamedSamples(_SummedEstimates):
             read += 1
             for block in blocks:  # merged in the blocks' order, whichever worker finished first
                 own, pooled = block.result()
-                self._own[layer].merge(*own)
+                if self._own is not None:
+                    self._own[layer].merge(*own)
                 self._pooled.merge(*pooled)
             last = float(sent[-1])
         if expected_qy is not None and read != len(expected_qy[layer]):
@@ -415,8 +423,8 @@ class StreamedSamples(_SummedEstimates):
     def _block_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float,
                          local: threading.local) -> tuple[tuple, tuple]:
         """Pass 2 over one block, on a worker: the sums (_ResidualSums.merge's arguments) of y - b q_prev - t q at the
-        layer's t and at the pooled t, computed in the worker's own scratch buffers (the operations of the array
-        expressions, in their order)."""
+        layer's t (None when not per_layer) and at the pooled t, computed in the worker's own scratch buffers (the
+        operations of the array expressions, in their order)."""
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = _Scratch()
@@ -424,8 +432,10 @@ class StreamedSamples(_SummedEstimates):
         y, work = scratch.get(2, sent.size), scratch.get(3, sent.size)
         np.copyto(y, returned, casting="same_kind")
         np.subtract(y, np.multiply(previous, self._b[layer], out=work), out=y)
-        own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
-        if self._t_pooled == self._t[layer]:  # one layer with samples: its t is the pooled one, and its residuals
+        same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
+        own = (_ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
+               if self._own is not None or same else None)
+        if same:
             return own, own
         return own, _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))
 
