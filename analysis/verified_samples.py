@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from qslab.analysis import verification
+from qslab.analysis.workers import one_thread
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
 _END = object()
@@ -229,7 +230,6 @@ class RunningFits:
         self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
         self._qy: list[list[float]] = [[] for _ in range(layers)]
         self._scratch = _Scratch()
-        self._worker: ThreadPoolExecutor | None = None
         self._queued: list[Future] = []
 
     def add(self, layer: int, sent_snu, returned_snu) -> None:
@@ -239,10 +239,8 @@ class RunningFits:
         returned = np.asarray(returned_snu).astype(np.float32, copy=False).ravel()
         if sent.shape != returned.shape:
             raise ValueError(f"layer {layer}: {sent.size} sent and {returned.size} returned samples; expected as many")
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="qslab-running-fits")
         self._queued = [f for f in self._queued if not f.done() or f.exception() is not None]
-        self._queued.append(self._worker.submit(self._sum, layer, sent, returned))
+        self._queued.append(one_thread("qslab-running-fits").submit(self._sum, layer, sent, returned))
 
     def _sum(self, layer: int, sent: np.ndarray, returned: np.ndarray) -> None:
         """`add`'s work, on the worker: every whole chunk of the layer's samples so far summed."""

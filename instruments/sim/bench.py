@@ -33,7 +33,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ import numpy as np
 
 from qslab.analysis.givens import unit_vector_from_parts
 from qslab.analysis.modulator_transfer import iq_field, mzm_field
+from qslab.analysis.workers import one_thread
 from qslab.analysis.units import db_to_linear, photon_energy_j, photons_per_symbol
 from qslab.instruments.sim.bench_parameters import GATE_THRESHOLD_CODE, BenchParameters
 from qslab.instruments.sim.clock import BenchClock
@@ -224,16 +225,6 @@ class ProcessorLoad:
     @property
     def bins(self) -> int:
         return self.theta_rad.size
-
-
-_PROCESSOR_WORKER: list[ThreadPoolExecutor] = []
-
-
-def _processor_worker() -> ThreadPoolExecutor:
-    """The one thread that evaluates the client's processor ahead (BenchState.samples_loaded), made on first use."""
-    if not _PROCESSOR_WORKER:
-        _PROCESSOR_WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="bench-processor"))
-    return _PROCESSOR_WORKER[0]
 
 
 def _evaluate_processor(codes: list[np.ndarray], sps: int, levels: list[tuple[float, float]],
@@ -556,7 +547,7 @@ class BenchState:
         with self.lock:
             key, arrays, inputs = self._processor_inputs(self._processor_channels())
             if inputs is not None and (self._processor is None or self._processor[0] != key):
-                self._processor_ahead = (key, arrays, _processor_worker().submit(_evaluate_processor, *inputs))
+                self._processor_ahead = (key, arrays, one_thread("bench-processor").submit(_evaluate_processor, *inputs))
 
     def _processor_channels(self) -> tuple[int, int]:
         c = self.params.client_processor

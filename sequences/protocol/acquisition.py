@@ -10,7 +10,6 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clipped_record
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
+from qslab.analysis.workers import one_thread
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
 from qslab.sequences.protocol.layers import Layer, LayerCapture
 
@@ -44,28 +44,6 @@ class VacuumReading:
     def optical_noise_snu(self) -> float:
         """The variance above the electronic noise: proportional to the LO power (a share of the laser)."""
         return self.variance_snu - self.electronic_noise_snu
-
-
-_WORKER: list[ThreadPoolExecutor] = []
-
-
-def _records_worker() -> ThreadPoolExecutor:
-    """One thread for the server's records: the returned light's quadratures, the largest record of a layer, are
-    computed while the next layer is set up and acquired (the client's are needed at once: they are its input)."""
-    if not _WORKER:
-        _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-records"))
-    return _WORKER[0]
-
-
-_CLIENT_WORKER: list[ThreadPoolExecutor] = []
-
-
-def _client_worker() -> ThreadPoolExecutor:
-    """One thread for the client's processor upload: its AWG has its own connection, so the upload and the server's
-    set-up (gate, segment, attenuator) go over the wire at the same time."""
-    if not _CLIENT_WORKER:
-        _CLIENT_WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-client-upload"))
-    return _CLIENT_WORKER[0]
 
 
 def _server_quadratures(receiver, record: AdcRecord, n_symbols: int, dc_v: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -101,7 +79,8 @@ class LinkAcquisition:
             self._attenuator_fastest = True
         # each load stops its AWG first (AwgChannels.load), and selects its segment. The client's processor is loaded
         # on its own connection while the server's set-up runs on the others (started by the capture, _capture)
-        loading = _client_worker().submit(self.processor.load_batch, x_hat, self.client_samples_per_symbol, 1)
+        loading = one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
+                                                           self.client_samples_per_symbol, 1)
         try:
             self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
             self.iq.awg.select(layer.segment_id)
@@ -114,8 +93,11 @@ class LinkAcquisition:
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
         shape = (batch, rows.size, layer.modes)
-        returned = (_records_worker().submit(_server_quadratures, self.server_rx, server_record, n_server, server_dc_v,
-                                             shape) if rows.size else np.zeros(shape, dtype=np.float32))
+        # the server's record, the larger, in quadratures while the next layer is set up and acquired (the client's
+        # are needed at once: they are its input)
+        returned = (one_thread("qslab-records").submit(_server_quadratures, self.server_rx, server_record, n_server,
+                                                       server_dc_v, shape)
+                    if rows.size else np.zeros(shape, dtype=np.float32))
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ import numpy as np
 from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.encoding import mean_power
 from qslab.analysis.units import photon_energy_j
+from qslab.analysis.workers import one_thread
 from qslab.instruments.sim.faults_attacks import faults
 from qslab.instruments.sim.link import waveform as wf
 from qslab.instruments.sim.link.model import LinkParameters, SecureLayer, VerificationRecord, secure_products
@@ -279,7 +279,7 @@ def _acquire_symbols(bench, period, gate, link, configs, dc_v, *, points, sps, c
                                       np.random.Generator(np.random.SFC64(seeds[name])), lo_on=laser_on,
                                       offset_v=offset - dc_v[name])
 
-        other = _render_pool().submit(render, RECEIVERS[1])  # the two receivers render on two cores
+        other = one_thread("qslab-digitizer").submit(render, RECEIVERS[1])  # two receivers on two cores
         for name, (words, clipped_samples) in ((RECEIVERS[0], render(RECEIVERS[0])), (RECEIVERS[1], other.result())):
             if count > 1:
                 codes[name] += words
@@ -435,7 +435,7 @@ def _acquire_session(bench, inputs: _SessionInputs, link, configs, dc_v, *, poin
         return number, ChannelRecord(words, configs[name].volts_per_code / shift, setup.offset_v, clipped,
                                      configs[name])
 
-    other = _render_pool().submit(render, RECEIVERS[1])  # the two receivers render on two cores
+    other = one_thread("qslab-digitizer").submit(render, RECEIVERS[1])  # two receivers on two cores
     records.update([render(RECEIVERS[0]), other.result()])
     measure_p_slots = np.broadcast_to(inputs.measure_p[None, :, None], (images, inputs.rows.size, n)).reshape(1, -1)
     return CaptureRecord(
@@ -449,16 +449,6 @@ def _adc_input(bench, channel: int) -> tuple[float, float]:
     """(gain, offset_v) of a digitizer channel's input: what faults.adc_input_v does to the volts (linear)."""
     offset_v = float(faults.adc_input_v(bench, channel, 0.0))
     return float(faults.adc_input_v(bench, channel, 1.0)) - offset_v, offset_v
-
-
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def _render_pool() -> ThreadPoolExecutor:
-    """One worker thread for the second receiver's record (numpy and scipy release the GIL while rendering)."""
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="qslab-digitizer"))
-    return _POOL[0]
 
 
 def failed_capture(points: int, sample_rate_hz: float, symbol_rate_hz: float, channels: dict[int, ChannelSetup],
