@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -31,24 +31,14 @@ from qslab.analysis import verification
 from qslab.analysis.workers import one_thread
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
-_END = object()
-
-
-def read_ahead(items: Iterable) -> Iterator:
-    """The items of `items` in order, each next one taken on a worker thread while the caller works on this one.
-
-    Why: a session file's chunks are read and decompressed by h5py, which releases the GIL meanwhile, so the reading
-    of chunk k + 1 overlaps the passes' arithmetic on chunk k (numpy's, also without the GIL). The iterator is only
-    ever advanced on the worker, one step at a time; an error there is raised here, at its item."""
-    iterator = iter(items)
-    with ThreadPoolExecutor(1, thread_name_prefix="qslab-read-ahead") as worker:
-        try:
-            pending = worker.submit(next, iterator, _END)
-            while (item := pending.result()) is not _END:
-                pending = worker.submit(next, iterator, _END)
-                yield item
-        finally:
-            worker.submit(getattr(iterator, "close", lambda: None)).result()
+def _called(function: Callable, *args) -> Future:
+    """function(*args) called here, its result (or error) in a Future, as an executor's submit would give it."""
+    future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:  # given back through the Future, as submit does
+        future.set_exception(error)
+    return future
 
 
 class PooledSamples:
@@ -361,7 +351,7 @@ class StreamedSamples(_SummedEstimates):
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
             for layer, fit in enumerate(fits):
-                for sent, returned in read_ahead(chunks(layer)):
+                for sent, returned in chunks(layer):
                     fit.add(np.asarray(sent).ravel(), np.asarray(returned, dtype=np.float64).ravel(), scratch)
             expected_qy = None
         else:
@@ -388,7 +378,7 @@ class StreamedSamples(_SummedEstimates):
         """One layer's residual sums: each chunk's blocks summed on the workers while this thread checks the chunk's
         sum q y (and the next chunk is read ahead); `pick`: the chunk-spanning indices of the scatter's samples."""
         last, read, start = 0.0, 0, 0
-        for sent, returned in read_ahead(chunks(layer)):
+        for sent, returned in chunks(layer):
             sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
             n = sent.size
             if not n:
@@ -400,9 +390,11 @@ class StreamedSamples(_SummedEstimates):
                 picked[0].append(sent[inside])
                 picked[1].append(returned[inside])
             start += n
-            blocks = [workers.submit(self._block_residuals, layer, sent[first:first + RESIDUAL_BLOCK_VALUES],
-                                     returned[first:first + RESIDUAL_BLOCK_VALUES],
-                                     float(sent[first - 1]) if first else last, local)
+            # a chunk of one block is summed here: handing it to a worker would only add the hand-over
+            run = workers.submit if n > RESIDUAL_BLOCK_VALUES else _called
+            blocks = [run(self._block_residuals, layer, sent[first:first + RESIDUAL_BLOCK_VALUES],
+                          returned[first:first + RESIDUAL_BLOCK_VALUES], float(sent[first - 1]) if first else last,
+                          local)
                       for first in range(0, n, RESIDUAL_BLOCK_VALUES)]
             if expected_qy is not None:  # sum q y over the chunk, as pass 1 summed it (a float32 product is exact)
                 qy = _sum(np.multiply(sent, returned, out=scratch.get(1, n), dtype=np.float64))

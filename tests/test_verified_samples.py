@@ -17,7 +17,8 @@ from qslab.analysis import verification
 from qslab.analysis.session_results import ImageTotals, hidden_vectors, predictions
 from qslab.analysis.security_report import largest_mode_share
 from qslab.analysis.verified_samples import (PooledSamples, RunningFits, StreamedSamples, _FitSums, _ResidualSums,
-                                            _Scratch, read_ahead)
+                                            _Scratch)
+from qslab.analysis.workers import read_ahead
 
 DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
 SAME = 1e-12
