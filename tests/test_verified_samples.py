@@ -174,6 +174,19 @@ def random_session_batch(rng, shapes):
     return images, rng.integers(0, 10, images), rng.integers(0, 256, (images, 784)), captures
 
 
+def live_recording(tmp_path):
+    """(layer shapes, an empty live Recorded, the SessionWriter of its file): two layers, 16 modes each."""
+    from qslab.analysis import recording
+    from qslab.analysis.replay import Recorded
+
+    shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
+    meta = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact_leakage_images": 5},
+            "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
+    path = tmp_path / "live.h5"
+    writer = recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x")
+    return shapes, Recorded.empty(2, 5, path), writer
+
+
 def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_path):
     """Recorded as a session fills it (pass 1 summed batch by batch, the scatter kept by pass 2) against Recorded
     from the file alone (replay: both passes and the scatter read back): the same numbers, bit for bit."""
@@ -181,20 +194,16 @@ def test_a_live_recording_gives_the_replays_estimates_and_scatter_exactly(tmp_pa
     from qslab.analysis.replay import Recorded
 
     rng = np.random.default_rng(11)
-    shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
-    meta = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact_leakage_images": 5},
-            "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
-    path = tmp_path / "live.h5"
-    live = Recorded.empty(2, 5, path)
+    shapes, live, writer = live_recording(tmp_path)
     live.scatter_request = (3_000, 0, 0)
-    with recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x") as writer:
+    with writer:
         for batch in range(7):
             images, labels, pixels, captures = random_session_batch(rng, shapes)
             writer.append_batch(np.arange(images) + 100 * batch, labels, pixels, rng.integers(0, 10, images),
                                 captures)
             live.add(labels, pixels, captures)
             if batch in (0, 3, 6):
-                with recording.SessionFile.open(path) as session:
+                with recording.SessionFile.open(live.path) as session:
                     replayed = Recorded.from_file(session)
                     assert replayed.running is None
                     replayed.samples_from(session)
@@ -346,16 +355,9 @@ def test_the_pooled_estimate_alone_has_the_bits_of_the_full_pass_and_refuses_per
 
 
 def test_recorded_reads_again_for_per_layer_estimates_and_reuses_them_for_the_pooled_one(tmp_path):
-    from qslab.analysis import recording
-    from qslab.analysis.replay import Recorded
-
     rng = np.random.default_rng(12)
-    shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
-    meta = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact_leakage_images": 5},
-            "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
-    path = tmp_path / "live.h5"
-    live = Recorded.empty(2, 5, path)
-    with recording.SessionWriter.create(path, shapes, meta, qslab_version="0", git_revision="x") as writer:
+    shapes, live, writer = live_recording(tmp_path)
+    with writer:
         images, labels, pixels, captures = random_session_batch(rng, shapes)
         writer.append_batch(np.arange(images), labels, pixels, rng.integers(0, 10, images), captures)
         live.add(labels, pixels, captures)
