@@ -31,6 +31,8 @@ from qslab.analysis import verification
 from qslab.analysis.workers import one_thread
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
+
+
 def _called(function: Callable, *args) -> Future:
     """function(*args) called here, its result (or error) in a Future, as an executor's submit would give it."""
     future = Future()
