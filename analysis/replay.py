@@ -21,7 +21,6 @@ from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.session_results import ImageTotals, results_from_totals, weight_leakage_from_totals
 from qslab.analysis.session_figures import MAX_POINTS
 from qslab.analysis.verified_samples import RunningFits, StreamedSamples, scatter_indices
-from qslab.analysis.workers import read_ahead
 
 CANDIDATE_SET_KEY = "candidate_set"     # settings: L, a declared finite candidate set (0: none)
 CURIOUS_KEY = "curious_server"          # settings: the curious server's spec (data_leakage_curious.CuriousSpec)
@@ -117,9 +116,7 @@ class Recorded:
         if session.batches_written != self.batches:
             raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
                                            f"session recorded {self.batches}")
-        # each next chunk read from the file while this one is summed (read_ahead)
-        streamed = StreamedSamples(lambda k: read_ahead(session.verification_chunks(k, CHUNK_VALUES, self.sent)),
-                                   len(session.layers),
+        streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES, self.sent), len(session.layers),
                                    running=None if self.running is None else self.running.snapshot(),
                                    scatter=self.scatter_request, per_layer=per_layer)
         self._samples = (self.batches, streamed)

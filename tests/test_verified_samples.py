@@ -18,7 +18,6 @@ from qslab.analysis.session_results import ImageTotals, hidden_vectors, predicti
 from qslab.analysis.security_report import largest_mode_share
 from qslab.analysis.verified_samples import (PooledSamples, RunningFits, StreamedSamples, _FitSums, _ResidualSums,
                                             _Scratch)
-from qslab.analysis.workers import read_ahead
 
 DETECTOR = verification.ServerDetector(efficiency=0.7, electronic_noise_snu=0.02)
 SAME = 1e-12
@@ -240,55 +239,6 @@ def test_the_passes_in_reused_buffers_give_the_bits_of_fresh_array_expressions()
                                                    float(np.sum(deviations * deviations)))
         assert _ResidualSums.chunk(kept) == _ResidualSums.chunk_in_place(kept.copy())
     assert {name: getattr(fits, name) for name in expected} == expected
-
-
-def test_read_ahead_gives_the_items_in_order_taking_each_next_one_on_one_worker_thread():
-    taken, closed, events = [], [], [threading.Event() for _ in range(5)]
-
-    def items():
-        try:
-            for k in range(5):
-                taken.append((k, threading.current_thread()))
-                events[k].set()
-                yield k
-        finally:
-            closed.append(threading.current_thread())
-
-    seen = []
-    for item in read_ahead(items()):
-        seen.append(item)
-        if item < 4:  # the next one is taken while this one is worked on, without asking for it
-            assert events[item + 1].wait(timeout=60)
-    workers = {thread for _, thread in taken}
-    assert seen == list(range(5)) and len(workers) == 1 and threading.current_thread() not in workers
-    assert closed == list(workers)
-
-
-def test_read_ahead_raises_an_error_at_its_item_and_closes_what_is_left_unread():
-    closed = []
-
-    def failing():
-        yield 1
-        raise OSError("chunk 2 unreadable")
-
-    def endless():
-        try:
-            k = 0
-            while True:
-                yield k
-                k += 1
-        finally:
-            closed.append(True)
-
-    got = []
-    with pytest.raises(OSError, match="chunk 2"):
-        for item in read_ahead(failing()):
-            got.append(item)
-    assert got == [1]
-    ahead = read_ahead(endless())
-    assert [next(ahead), next(ahead)] == [0, 1]
-    ahead.close()  # the caller stops early: the source is closed too, on the worker that advanced it
-    assert closed == [True]
 
 
 def test_pass_2_on_several_workers_gives_the_bits_of_one(monkeypatch):
