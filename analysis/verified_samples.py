@@ -33,16 +33,6 @@ from qslab.analysis.workers import one_thread
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
 
 
-def _called(function: Callable, *args) -> Future:
-    """function(*args) called here, its result (or error) in a Future, as an executor's submit would give it."""
-    future = Future()
-    try:
-        future.set_result(function(*args))
-    except Exception as error:  # given back through the Future, as submit does
-        future.set_exception(error)
-    return future
-
-
 class PooledSamples:
     """The verified samples in memory, per layer (sent, returned) in capture order: the array route."""
 
@@ -361,7 +351,6 @@ class StreamedSamples(_SummedEstimates):
             if len(fits) != layers:
                 raise ValueError(f"running sums of {len(fits)} layers given for {layers} layers")
         self._slopes(fits)
-        self.per_layer = per_layer
         if not per_layer:
             self._own = None
         self.scatter_request, picked = scatter, ([], [])
@@ -374,11 +363,16 @@ class StreamedSamples(_SummedEstimates):
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
 
+    @property
+    def per_layer(self) -> bool:
+        """Whether each layer's own residuals were summed (layer_estimate), not only the pooled ones."""
+        return self._own is not None
+
     def _pass_2(self, layer: int, chunks: Chunks, expected_qy: list[list[float]] | None, scratch: _Scratch,
                 workers: ThreadPoolExecutor, local: threading.local, pick: np.ndarray | None,
                 picked: tuple[list, list]) -> None:
         """One layer's residual sums: each chunk's blocks summed on the workers while this thread checks the chunk's
-        sum q y (and the next chunk is read ahead); `pick`: the chunk-spanning indices of the scatter's samples."""
+        sum q y; `pick`: the chunk-spanning indices of the scatter's samples."""
         last, read, start = 0.0, 0, 0
         for sent, returned in chunks(layer):
             sent, returned = np.asarray(sent).ravel(), np.asarray(returned).ravel()
@@ -392,18 +386,16 @@ class StreamedSamples(_SummedEstimates):
                 picked[0].append(sent[inside])
                 picked[1].append(returned[inside])
             start += n
-            # a chunk of one block is summed here: handing it to a worker would only add the hand-over
-            run = workers.submit if n > RESIDUAL_BLOCK_VALUES else _called
-            blocks = [run(self._block_residuals, layer, sent[first:first + RESIDUAL_BLOCK_VALUES],
-                          returned[first:first + RESIDUAL_BLOCK_VALUES], float(sent[first - 1]) if first else last,
-                          local)
-                      for first in range(0, n, RESIDUAL_BLOCK_VALUES)]
+            blocks = [(layer, sent[first:first + RESIDUAL_BLOCK_VALUES], returned[first:first + RESIDUAL_BLOCK_VALUES],
+                       float(sent[first - 1]) if first else last, local) for first in range(0, n, RESIDUAL_BLOCK_VALUES)]
+            # a chunk of one block is summed here, after the check: handing it to a worker would only add the hand-over
+            summing = [workers.submit(self._block_residuals, *block) for block in blocks] if len(blocks) > 1 else None
             if expected_qy is not None:  # sum q y over the chunk, as pass 1 summed it (a float32 product is exact)
                 qy = _sum(np.multiply(sent, returned, out=scratch.get(1, n), dtype=np.float64))
                 _check_chunk(expected_qy[layer], read, layer, qy)
             read += 1
-            for block in blocks:  # merged in the blocks' order, whichever worker finished first
-                own, pooled = block.result()
+            sums = [self._block_residuals(*blocks[0])] if summing is None else [block.result() for block in summing]
+            for own, pooled in sums:  # merged in the blocks' order, whichever worker finished first
                 if self._own is not None:
                     self._own[layer].merge(*own)
                 self._pooled.merge(*pooled)

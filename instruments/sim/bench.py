@@ -547,7 +547,8 @@ class BenchState:
         with self.lock:
             key, arrays, inputs = self._processor_inputs(self._processor_channels())
             if inputs is not None and (self._processor is None or self._processor[0] != key):
-                self._processor_ahead = (key, arrays, one_thread("bench-processor").submit(_evaluate_processor, *inputs))
+                evaluation = one_thread("bench-processor").submit(_evaluate_processor, *inputs)
+                self._processor_ahead = (key, arrays, evaluation)
 
     def _processor_channels(self) -> tuple[int, int]:
         c = self.params.client_processor
