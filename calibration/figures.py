@@ -9,6 +9,9 @@ figure path before its file exists. Outside ``background()`` ``draw`` plots in p
 procedures and tests that call a calibration directly see no difference. The figures are the same
 files either way (same function, same data).
 
+``$QSLAB_FIGURES=off`` draws none (``draw`` returns at once, records name no figure): for scripted runs that
+never look at them, such as the test suite, where matplotlib was a third of the CPU. Unset or ``on``: drawn.
+
 A figure that fails to draw does not hide the measurement: its records are written, and leaving
 ``background()`` raises FigureError naming every figure that failed and why.
 
@@ -34,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
+FIGURES_ENV = "QSLAB_FIGURES"
 _lock = threading.Lock()
 _active: _Drawer | None = None
 _kept: _Drawer | None = None  # the worker between two background() uses (module docstring)
@@ -106,10 +110,20 @@ class _Drawer:
             self.process.stdout.close()
 
 
+def wanted() -> bool:
+    """Whether figures are drawn: ``$QSLAB_FIGURES`` unset or ``on``; ``off`` draws none (module docstring)."""
+    value = os.environ.get(FIGURES_ENV, "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"${FIGURES_ENV}={os.environ[FIGURES_ENV]!r}; expected 'on' or 'off'")
+    return value == "on"
+
+
 def draw(plot: Callable, *args, **kwargs) -> None:
-    """``plot(*args, **kwargs)`` (which writes one figure file): in the background worker inside ``background()``,
-    else here. In the background ``plot`` is a module-level function and its arguments picklable (arrays, numbers,
+    """``plot(*args, **kwargs)`` (which writes one figure file), when figures are ``wanted()``: in the background
+    worker inside ``background()``, else here. In the background ``plot`` is a module-level function and its arguments picklable (arrays, numbers,
     dataclasses); a figure whose data is not (a closure) is drawn here."""
+    if not wanted():
+        return
     with _lock:
         drawer = _active
     if drawer is None or not drawer.submit(plot, args, kwargs):  # (a closure among the data: drawn here)
@@ -131,11 +145,11 @@ def in_place() -> Iterator[None]:
 def background() -> Iterator[None]:
     """Figures drawn by ``draw`` inside go to one worker process; on leaving, wait for all of them (FigureError
     naming the ones that failed). Nested uses share the outermost worker; the next outermost use takes the same
-    worker again (module docstring)."""
+    worker again (module docstring). With figures not ``wanted()``, no worker is started."""
     global _active, _kept
     kept = None
     with _lock:
-        if _active is not None or _in_place.is_set():
+        if _active is not None or _in_place.is_set() or not wanted():  # (no worker when no figure is drawn)
             outer = True
         else:
             outer = False

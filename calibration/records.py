@@ -29,12 +29,13 @@ import re
 import stat
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from qslab.analysis.estimate import Estimate
+from qslab.calibration import figures
 from qslab.calibration.result import CalibrationResult
 
 SCHEMA = "qslab.calibration/1"
@@ -140,7 +141,10 @@ class RecordStore:
     def write(self, result: CalibrationResult, *, validity_s: float | None = None,
               instruments: dict[str, str] | None = None, created: dt.datetime | None = None,
               code_version: CodeVersion | None = None) -> CalibrationRecord:
-        """Store ``result`` as a new read-only record and return it as read back."""
+        """Store ``result`` as a new read-only record and return it as read back. It names its figure only when
+        figures are drawn (calibration/figures.py: ``$QSLAB_FIGURES``)."""
+        if result.figure_png and not figures.wanted():
+            result = replace(result, figure_png=None)
         validity_s = DEFAULT_VALIDITY_S.get(result.kind, 3600.0) if validity_s is None else float(validity_s)
         if not (np.isfinite(validity_s) and validity_s > 0):
             raise ValueError(f"validity_s must be > 0, got {validity_s!r}")

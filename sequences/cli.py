@@ -12,6 +12,7 @@ import sys
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import qslab  # noqa: E402 - after the OpenBLAS setting
+from qslab.calibration import figures  # noqa: E402
 from qslab.sequences.commands import COMMANDS  # noqa: E402
 from qslab.sequences.commands.cli_io import OneLineParser, UsageError  # noqa: E402
 
@@ -49,6 +50,11 @@ def main(argv=None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's own parser, which knows its options (and suggests the closest)
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        figures.wanted()  # a bad $QSLAB_FIGURES is said now, not after a measurement
+    except ValueError as exc:
+        print(f"qslab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except UsageError as exc:

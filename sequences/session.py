@@ -500,7 +500,9 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figures.draw(plot_session, figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
                  line=recorded.samples().figure_line(), samples=recorded.samples().sizes[0],
                  labels=recorded.images.all_labels(), predictions=recorded.images.all_predictions(), results=results)
-    return {**results, "figures": str(figure_dir)}
+    if not figure_dir_existed and not any(figure_dir.iterdir()):
+        figure_dir.rmdir()  # figures off ($QSLAB_FIGURES): no empty directory left
+    return {**results, "figures": str(figure_dir) if figure_dir.is_dir() else None}
 
 
 def arm_curious_server(station, settings: SessionSettings, link):

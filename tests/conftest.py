@@ -31,6 +31,17 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not any(name in os.environ for name
 
     threadpool_limits(1)  # for a BLAS already loaded (e.g. numpy imported by a plugin before this file)
 
+# Figures (calibration/figures.py) are drawn only where a test looks at them (the figures_drawn fixture, or a fixture
+# that sets $QSLAB_FIGURES itself): drawing them everywhere was about a third of the suite's CPU (issue 18's goal 4:
+# 650 PNGs in a run, ~0.3 s of matplotlib each).
+os.environ["QSLAB_FIGURES"] = "off"
+
+
+@pytest.fixture
+def figures_drawn(monkeypatch) -> None:
+    """This test's sessions and calibrations draw their figures (in this process and in those it starts)."""
+    monkeypatch.setenv("QSLAB_FIGURES", "on")
+
 
 def _calibrate_the_bench(directory: Path) -> None:
     from qslab.calibration.records import RecordStore
@@ -105,6 +116,7 @@ def _first_cli_session(directory: Path) -> None:
     from qslab.calibration import figures
 
     with pytest.MonkeyPatch.context() as monkeypatch, record_figures(monkeypatch) as saved, figures.in_place():
+        monkeypatch.setenv("QSLAB_FIGURES", "on")
         code, out, err = cli("session", "--config", str(ROOT / "lab_config.toml"), "--images", "4", "--batch-images",
                              "2", "--calibration-dir", str(directory / "calibration"), "--out", str(directory / "out"))
     (directory / "run.json").write_text(json.dumps({"code": code, "stdout": out, "stderr": err,

@@ -46,7 +46,7 @@ def test_init_writes_a_commented_config_and_never_overwrites(tmp_path):
 
 def test_init_and_a_session_in_an_empty_directory_outside_the_repository(tmp_path):
     """The user's path: a fresh directory, `qslab init`, `qslab session --images 20`; the session's log is kept."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "QSLAB_FIGURES": "on"}  # the user's default: figures drawn
     env.pop("QSLAB_CALIBRATION_DIR", None)
     qslab = [sys.executable, "-m", "qslab"]
     init = subprocess.run([*qslab, "init"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -333,7 +333,7 @@ def format_result(result: dict) -> str:
     rows = [
         ("run id", result.get("run_id") or "-"),
         ("session file", result["file"]),
-        ("figures", result.get("figures", "-")),
+        ("figures", result.get("figures") or "- (not drawn)"),
         ("test accuracy", f"{100 * result['accuracy']:.1f} % of {result['images']} images ({result['correct']} correct"
                           + (f"; 95 % CI {100 * result['accuracy_ci95'][0]:.1f}-{100 * result['accuracy_ci95'][1]:.1f} %)"
                              if result.get("accuracy_ci95") else ")")),

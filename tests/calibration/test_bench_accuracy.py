@@ -61,7 +61,7 @@ def _output_meter(station):
     return N774xPowerMeter(station.driver("power_meter").ch2, name="voa_output_meter")
 
 
-def test_photons_per_symbol_within_3_sigma_at_about_1_percent(tmp_path):
+def test_photons_per_symbol_within_3_sigma_at_about_1_percent(tmp_path, figures_drawn):
     with _station() as station:
         laser, attenuator = station.laser(), station.attenuator()
         result = calibrate_photons(laser, attenuator, station.power_meter(), _output_meter(station),
@@ -99,7 +99,7 @@ def _true_lo_power_w(station, receiver: str, laser_power_dbm: float) -> float:
         laser.off()
 
 
-def test_homodyne_efficiency_and_electronic_noise_within_3_sigma(tmp_path):
+def test_homodyne_efficiency_and_electronic_noise_within_3_sigma(tmp_path, figures_drawn):
     with _station() as station:
         amplifier = station.amplifier()  # left on at G = 1.3: the procedure must switch it off (ASE is not vacuum)
         amplifier.set_gain(1.3)
@@ -178,7 +178,7 @@ def test_a_clipped_capture_is_refused(tmp_path):
         _assert_safe(station)
 
 
-def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path):
+def test_amplifier_gain_and_noise_figure_within_3_sigma(tmp_path, figures_drawn):
     from qslab.calibration.amplifier import AmplifierSettings, calibrate_amplifier
 
     changes = {"bench.client_amplifier.gain_offset_db": 0.25, "bench.client_amplifier.noise_figure_db": 5.0}

@@ -27,7 +27,7 @@ def _close_all() -> Iterator[None]:
     Instrument.close_all()
 
 
-def test_photons_writes_a_record_and_prints_the_json_line(tmp_path, capsys):
+def test_photons_writes_a_record_and_prints_the_json_line(tmp_path, capsys, figures_drawn):
     code = cli.main(["calibrate", "photons", "--config", CONFIG, "--calibration-dir", str(tmp_path), "--json"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0

@@ -42,7 +42,7 @@ def _calibrate(tmp_path, truth: dict, **changes):
         return station.bench.params, {r.instrument: r for r in results}, offsets
 
 
-def test_cmrr_of_both_receivers_within_3_sigma_and_useful(tmp_path):
+def test_cmrr_of_both_receivers_within_3_sigma_and_useful(tmp_path, figures_drawn):
     params, results, offsets = _calibrate(tmp_path, TRUTH)
     assert offsets == [0.0, 0.0]  # the channels are centred at 0 V again for whatever runs next
     for name in RECEIVERS:

@@ -9,8 +9,29 @@ from pathlib import Path
 
 import pytest
 
+from cli_capture import cli
+
 from qslab.calibration import figures
 from qslab.calibration.instrument_cost import homodyne_least_time_s, least_time_s
+
+pytestmark = pytest.mark.usefixtures("figures_drawn")  # (the suite draws none unless a test asks: tests/conftest.py)
+
+
+def test_with_figures_off_nothing_is_drawn_and_no_worker_started(tmp_path, monkeypatch):
+    monkeypatch.setenv("QSLAB_FIGURES", "off")
+    with figures.background():
+        assert figures._active is None  # no worker process (its matplotlib import alone is a second of CPU)
+        figures.draw(Path.write_text, tmp_path / "a.txt", "a")
+    figures.draw(Path.write_text, tmp_path / "b.txt", "b")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_figures_setting_is_one_line_before_anything_runs(monkeypatch):
+    monkeypatch.setenv("QSLAB_FIGURES", "maybe")
+    with pytest.raises(ValueError, match="QSLAB_FIGURES='maybe'; expected 'on' or 'off'"):
+        figures.wanted()
+    code, out, err = cli("session", "--images", "1")
+    assert code == 2 and out == "" and err == "qslab session: error: $QSLAB_FIGURES='maybe'; expected 'on' or 'off'\n"
 
 
 # the worker imports a figure's function by name: a library function stands in for a plot (a test module is not

@@ -185,7 +185,7 @@ def _check_truths(result: CalibrationResult, state, keys) -> None:
 
 
 @pytest.mark.parametrize("key", ["server_iq", "server_carver"])
-def test_bias_transfer_on_the_bench(bench_roles, figures, key):
+def test_bias_transfer_on_the_bench(bench_roles, figures, key, figures_drawn):
     r = bench_roles
     r.light_on()
     modulator, other = (r.iq, r.carver) if key == "server_iq" else (r.carver, r.iq)
@@ -200,7 +200,7 @@ def test_bias_transfer_on_the_bench(bench_roles, figures, key):
 
 
 @pytest.mark.parametrize("point", ["null", "quadrature+"])
-def test_the_lock_lands_on_the_fitted_bias_point(bench_roles, point):
+def test_the_lock_lands_on_the_fitted_bias_point(bench_roles, point, figures_drawn):
     r = bench_roles
     r.light_on()
     transfer = m.calibrate_bias_transfer(r.iq, r.power_meter, r.laser, key="server_iq", other_modulator=r.carver)
@@ -237,7 +237,7 @@ def test_rf_vpi_from_one_ramp_and_one_capture(bench_roles, figures, key):
     assert table["modulator_v"][-1] == pytest.approx(vpi.value)
 
 
-def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures):
+def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures, figures_drawn):
     r = bench_roles
     r.light_on(homodyne=True)
     r.carver.lock_bias("peak")
@@ -256,7 +256,7 @@ def test_iq_imbalance_from_static_drives_on_the_meter(bench_roles, figures):
     assert calibration.iq_gain_imbalance == pytest.approx(0.05, abs=3 * g.uncertainty)
 
 
-def test_calibrate_station_runs_every_procedure_and_leaves_the_bench_dark(bench_roles, figures):
+def test_calibrate_station_runs_every_procedure_and_leaves_the_bench_dark(bench_roles, figures, figures_drawn):
     r = bench_roles
     results = m.calibrate_station(r.station, figures)
     keys = {key for result in results for key in result.parameters}

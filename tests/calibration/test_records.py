@@ -23,7 +23,15 @@ def result(kind="homodyne", instrument="client_receiver", value=0.8, **raw) -> C
                              raw or {"lo_power_w": np.linspace(0, 1e-3, 5)}, {"laser_power_dbm": 10.0}, "fig.png")
 
 
-def test_round_trip_keeps_everything_and_the_file_is_read_only(tmp_path):
+def test_a_record_names_its_figure_only_when_figures_are_drawn(tmp_path, monkeypatch):
+    store = RecordStore(tmp_path)
+    for setting, named in (("on", "fig.png"), ("off", None)):
+        monkeypatch.setenv("QSLAB_FIGURES", setting)
+        record = store.write(result(value=0.7 if named else 0.6), created=NOW)
+        assert record.figure_png == named and store.get(record.id).figure_png == named
+
+
+def test_round_trip_keeps_everything_and_the_file_is_read_only(tmp_path, figures_drawn):
     store = RecordStore(tmp_path)
     trace = np.arange(5000, dtype=np.float32)
     record = store.write(result(trace=trace), validity_s=60, instruments={"digitizer": "KEYSIGHT,DSOS804A,1,2"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -50,6 +51,8 @@ def test_session_classifies_verifies_and_closes_safe(clean):
     assert v["excess_noise_hat_snu"] < 0.01
     assert clean["weight_leakage_bits_per_mode_nominal"] < clean["weight_leakage_bits_per_mode"]
     assert 0 < clean["data_leakage_bits_cramer_rao"] < clean["data_leakage_bits_per_bin"] < 0.1
+    # figures off (tests/conftest.py): none drawn, no empty figure directory left, and the results say so
+    assert clean["figures"] is None and not Path(clean["file"]).with_suffix("").exists()
 
 
 def test_a_batch_and_the_check_after_it_ask_the_instruments_for_tens_of_milliseconds(patient_clean_session):
