@@ -120,8 +120,8 @@ def wanted() -> bool:
 
 def draw(plot: Callable, *args, **kwargs) -> None:
     """``plot(*args, **kwargs)`` (which writes one figure file), when figures are ``wanted()``: in the background
-    worker inside ``background()``, else here. In the background ``plot`` is a module-level function and its arguments picklable (arrays, numbers,
-    dataclasses); a figure whose data is not (a closure) is drawn here."""
+    worker inside ``background()``, else here. In the background ``plot`` is a module-level function and its
+    arguments picklable (arrays, numbers, dataclasses); a figure whose data is not (a closure) is drawn here."""
     if not wanted():
         return
     with _lock:
