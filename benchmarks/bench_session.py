@@ -17,7 +17,10 @@ and the DSP's matched filter over them (float64 volts, as the receiver role hand
 is also taken inside the longer session, from its batches' commit times (the least of the runs); the goal asks
 both within 3x.
 
-    python benchmarks/bench_session.py [--images 1000] [--batch-images 100]
+With ``--batch-scan 50,100,200`` it also splits a batch's time into a part per batch and a part per image (a
+diagnostic; the verdict is unchanged).
+
+    python benchmarks/bench_session.py [--images 1000] [--batch-images 100] [--batch-scan SIZES]
 """
 
 from __future__ import annotations
@@ -150,10 +153,45 @@ def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dic
     return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches)
 
 
+def image_counts(text: str) -> list[int]:
+    """``--batch-scan``'s sizes: comma-separated whole numbers of images per acquisition, each >= 1."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected images per acquisition as whole numbers >= 1 separated by commas "
+                                         f"(e.g. 50,100,200), got {text!r}")
+    return sizes
+
+
+def batch_scan(config, settings, work: Path, store: RecordStore, sizes: list[int], floor_s_per_image: float) -> None:
+    """Per image inside the session at each of ``sizes`` images per acquisition (the least of RUN_REPEATS), and the
+    straight line through a batch's time against its images: its intercept is what a batch costs whatever its
+    images (the layers' set-ups, layer 2, the health check, the steps between batches), its slope what each image
+    adds. Why: the floor is per image only, so the intercept over the images of a batch is a share the goal leaves
+    no room for."""
+    inside = {size: min(steady_s_per_image(timed_session(config, replace(settings, batch_images=size), work,
+                                                         store)[0]["file"]) for _ in range(RUN_REPEATS))
+              for size in sizes}
+    print(f"  batch scan ({settings.images} images; per image inside the session, least of {RUN_REPEATS}): "
+          + ", ".join(f"{size} per batch {1e3 * s:.3f} ms" for size, s in inside.items()))
+    if len(sizes) < 2:
+        return
+    slope_s, intercept_s = np.polyfit(sizes, [size * s for size, s in inside.items()], 1)
+    print(f"  a batch = {1e3 * intercept_s:.1f} ms + {1e3 * slope_s:.3f} ms per image "
+          f"({slope_s / floor_s_per_image:.2f}x the floor per image); at {sizes[0]}-{sizes[-1]} images a batch the "
+          f"first part is {1e3 * intercept_s / sizes[-1]:.3f}-{1e3 * intercept_s / sizes[0]:.3f} ms per image")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="test images (default 1000)")
     parser.add_argument("--batch-images", type=int, default=100, help="images per acquisition (default 100)")
+    parser.add_argument("--batch-scan", type=image_counts, default=None,
+                        metavar="SIZES", help="also time the longer session at these images per acquisition (e.g. "
+                        "50,100,200) and split a batch's time into a part per batch and a part per image, against "
+                        "the floor (a diagnostic: the verdict is unchanged)")
     args = parser.parse_args()
     config = load_config(CONFIG)
     work = Path(tempfile.mkdtemp(prefix="qslab_bench_session_"))
@@ -222,9 +260,9 @@ def main() -> None:
           + f" ({more / n:.0f} digitized samples per image)")
     instrument_ms = 1e3 * (twice_instrument_s - instrument_s) / n
     time_scale = float((config.bench_table or {}).get("time_scale", 1.0))
-    print(f"  instrument time per additional image: {instrument_ms:.3f} ms on the bench clock = {instrument_ms * time_scale:.4f} "
-          f"ms real at time_scale {time_scale:g} (not in the floor: the emulated instruments' own time, e.g. the "
-          f"health check's meter averaging and the VOA's moves)")
+    print(f"  instrument time per additional image: {instrument_ms:.3f} ms on the bench clock = "
+          f"{instrument_ms * time_scale:.4f} ms real at time_scale {time_scale:g} (not in the floor: the emulated "
+          f"instruments' own time, e.g. the health check's meter averaging and the VOA's moves)")
     ratio, steady_ratio = marginal_s / floor_s, steady_s * n / floor_s
     measured = marginal_s > 0 and physics_marginal_s > 0  # twice the images took longer: else the load changed
     print(f"  each round (the figures below take the least of each column): {n} images "
@@ -239,6 +277,8 @@ def main() -> None:
     print(f"  per additional image: session {1e3 * marginal_s / n:.3f} ms / floor {1e3 * floor_s / n:.3f} ms = "
           f"{ratio:.2f}; inside one session {steady_ratio:.2f} (goal <= 3 both) -> {'PASS' if passed else 'FAIL'}"
           + ("" if measured else " (not measured: the longer run was not slower, the machine's load changed)"))
+    if args.batch_scan:
+        batch_scan(config, replace(settings, images=2 * n), work, store, args.batch_scan, floor_s / n)
 
 
 if __name__ == "__main__":
