@@ -154,7 +154,7 @@ def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dic
 
 
 def image_counts(text: str) -> list[int]:
-    """``--batch-scan``'s sizes: comma-separated whole numbers of images per acquisition, each >= 1."""
+    """``--batch-scan``'s sizes (ascending, once each): comma-separated whole numbers of images per acquisition >= 1."""
     try:
         sizes = [int(size) for size in text.split(",")]
     except ValueError:
@@ -162,7 +162,7 @@ def image_counts(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected images per acquisition as whole numbers >= 1 separated by commas "
                                          f"(e.g. 50,100,200), got {text!r}")
-    return sizes
+    return sorted(set(sizes))
 
 
 def batch_scan(config, settings, work: Path, store: RecordStore, sizes: list[int], floor_s_per_image: float) -> None:
