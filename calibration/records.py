@@ -334,8 +334,9 @@ def read_record(path: str | Path) -> CalibrationRecord:
             if schema != SCHEMA:
                 raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
             a = f.attrs
-            parameters = {key: _estimate(key, g) for key, g in _group(f, "parameters").items()}
-            raw = {name: np.asarray(d[()]) for name, d in _group(f, "raw").items()}
+            # members by name, never through h5py's lazy items() (it yields holding h5py's lock: see _members)
+            parameters = {key: _estimate(key, g) for key, g in _members(_group(f, "parameters"))}
+            raw = {name: np.asarray(d[()]) for name, d in _members(_group(f, "raw"))}
             record = CalibrationRecord(
                 id=_text(a, "id"), kind=_text(a, "kind"), instrument=_text(a, "instrument"), parameters=parameters,
                 raw=raw, conditions=_json_object(a, "conditions_json"),
@@ -404,6 +405,16 @@ def _estimate(key: str, group) -> Estimate:
         return Estimate(float(attrs["value"]), float(attrs["uncertainty"]), _text(attrs, "unit", where))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _members(group) -> list:
+    """(name, member) of every member of an h5py group, read whole before the caller looks at any.
+
+    Why not ``group.items()``: h5py's items(), values() and attribute iterators yield while holding h5py's global
+    lock. A caller that raises mid-way (a damaged member) leaves the iterator suspended with the lock held by this
+    thread; when the iterator is later collected on another thread, the lock cannot be released there and stays held
+    for good, and every h5py call from any other thread (a session's writer) waits forever (DECISIONS AL)."""
+    return [(name, group[name]) for name in list(group)]
 
 
 def _group(file, name: str):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+import h5py_lock
 from shared_once import copy_of, made_once
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,15 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not any(name in os.environ for name
 # that sets $QSLAB_FIGURES itself): drawing them everywhere was about a third of the suite's CPU (issue 18's goal 4:
 # 650 PNGs in a run, ~0.3 s of matplotlib each).
 os.environ["QSLAB_FIGURES"] = "off"
+
+
+@pytest.fixture(autouse=True)
+def h5py_lock_left_free():
+    """After every test, h5py's global lock is free for another thread (tests/h5py_lock.py: a lock left held hung a
+    later test's session for good; this fails the test that left it instead)."""
+    yield
+    if not h5py_lock.free():
+        pytest.fail(h5py_lock.describe_holder(), pytrace=False)
 
 
 @pytest.fixture

@@ -554,7 +554,7 @@ def _prepared_copy(path: Path, marked_open: bool, layers: tuple[LayerShape, ...]
     try:
         with h5py.File(path, "r", libver="latest", swmr=marked_open) as source:
             target = h5py.File(temporary, "w", libver="latest")
-            target.attrs.update(dict(source.attrs))
+            target.attrs.update({name: source.attrs[name] for name in list(source.attrs)})  # DECISIONS AL
             _copy_objects(source, target)
         _truncate_to(target, layers, table)
         if int(target.attrs["schema_version"]) >= 2:
@@ -590,7 +590,7 @@ def _copy_objects(source: h5py.File, target: h5py.File) -> None:
         source.copy(source[name], target, name, without_attrs=True)
 
     def copy_attributes(name: str, node: h5py.HLObject) -> None:
-        for key in node.attrs:
+        for key in list(node.attrs):  # the names first: the attribute iterator holds h5py's lock (DECISIONS AL)
             if key not in _SCALE_ATTRIBUTES:
                 target[name].attrs.create(key, node.attrs[key], dtype=node.attrs.get_id(key).dtype)
 
