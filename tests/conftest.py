@@ -40,8 +40,8 @@ os.environ["QSLAB_FIGURES"] = "off"
 
 @pytest.fixture(autouse=True)
 def h5py_lock_left_free():
-    """After every test, h5py's global lock is free for another thread (tests/h5py_lock.py: a lock left held hung a
-    later test's session for good; this fails the test that left it instead)."""
+    """After every test, h5py's global lock is held by no thread (tests/h5py_lock.py: a lock left held hung a later
+    test's session for good; this fails the test that left it instead)."""
     yield
     if not h5py_lock.free():
         pytest.fail(h5py_lock.describe_holder(), pytrace=False)

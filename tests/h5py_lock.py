@@ -2,10 +2,9 @@
 after every test (tests/conftest.py).
 
 Why: twice (sessions 17 and 19) a clean-checkout run hung in a session's writer thread, which waited for this lock
-while no thread of the process was inside h5py: the lock had been left held, by a thread that had exited or by one
-that holds it recursively without knowing. Every later h5py call from another thread then waits forever, so the run
-hangs at some later test instead of failing at the one that left the lock held. Checked after each test, it fails
-there, with the lock's state.
+while no thread of the process was inside h5py. A read had left it held (DECISIONS AL): every later h5py call from
+another thread then waits forever, so the run hung at some later test. Checked after each test, the test that leaves
+it held fails, with the lock's state.
 """
 
 from __future__ import annotations
@@ -28,6 +27,19 @@ def lock_state() -> dict:
     raw = ctypes.string_at(id(phil), _HEAD_BYTES + _FIELDS.size)
     _, owner, count, pending, locked = _FIELDS.unpack_from(raw, _HEAD_BYTES)
     return {"owner": owner, "count": count, "pending_requests": pending, "real_lock_taken": bool(locked)}
+
+
+def _check_layout() -> None:
+    """The fields are where _FIELDS reads them (else every check would read garbage): free, then held once here."""
+    free_state = lock_state()
+    with phil:
+        held = lock_state()
+    if (free_state["count"], held["count"], held["owner"]) != (0, 1, threading.get_ident()):
+        raise ImportError(f"h5py's FastRLock is not laid out as tests/h5py_lock.py reads it (free {free_state}, held "
+                          f"{held}): update _FIELDS for h5py's _locks.pxi")
+
+
+_check_layout()
 
 
 def free(wait_s: float = 2.0) -> bool:
