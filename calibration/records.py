@@ -412,8 +412,8 @@ def _members(group) -> list:
 
     Why not ``group.items()``: h5py's items(), values() and attribute iterators yield while holding h5py's global
     lock. A caller that raises mid-way (a damaged member) leaves the iterator suspended with the lock held by this
-    thread; when the iterator is later collected on another thread, the lock cannot be released there and stays held
-    for good, and every h5py call from any other thread (a session's writer) waits forever (DECISIONS AL)."""
+    thread for as long as the error's traceback lives, and every h5py call from another thread (a session's writer)
+    waits meanwhile (DECISIONS AL)."""
     return [(name, group[name]) for name in list(group)]
 
 

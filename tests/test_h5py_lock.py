@@ -1,9 +1,9 @@
 """h5py's global lock is never left held by a read that fails (DECISIONS AL).
 
 h5py's items(), values() and attribute iterators yield while holding the lock; an iteration abandoned mid-way keeps
-it held by its thread until the iterator is finalized, and finalized on another thread it is never released: a
-session's writer then waits forever (the hang of two clean-checkout runs). The suite checks the lock after every
-test (tests/h5py_lock.py); these tests pin the mechanism and the reads that used to trip it.
+it held by its thread for as long as the iterator lives (an error's traceback keeps it), and h5py calls from any other
+thread wait meanwhile: a session's writer waited forever (the hang of two clean-checkout runs). The suite checks the
+lock after every test (tests/h5py_lock.py); these tests pin the mechanism and the reads that used to trip it.
 """
 
 from __future__ import annotations
