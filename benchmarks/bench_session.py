@@ -208,7 +208,7 @@ def main() -> None:
     # warm-up, not timed: the first call's set-up cost exceeded 1000 images' and made the physics floor negative
     run_seed(SimulationSettings(mu=6.0, gain=1.3), weights, x[:20], labels[:20], seed=0)
     x2, labels2 = load_test_set(2 * args.images)
-    physics_s = physics_twice_s = session_s = twice_s = steady_s = float("inf")
+    physics_s = physics_twice_s = float("inf")
     runs: list[tuple[float, float, float]] = []  # each round's (session s, twice the images s, inside s per image)
     # each run the least of RUN_REPEATS, alternating the two sizes: one run on a shared machine moved the
     # per-image difference by 30 % between two quiet runs minutes apart
@@ -225,8 +225,7 @@ def main() -> None:
         twice, wall_s, twice_instrument_s = timed_session(config, replace(settings, images=2 * args.images), work,
                                                           store)
         runs.append((once_s, wall_s, steady_s_per_image(twice["file"])))
-        session_s, twice_s = min(session_s, once_s), min(twice_s, wall_s)
-        steady_s = min(steady_s, runs[-1][2])
+    session_s, twice_s, steady_s = (min(column) for column in zip(*runs))
     marginal_s = twice_s - session_s
     physics_marginal_s = physics_twice_s - physics_s
 

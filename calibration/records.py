@@ -334,7 +334,6 @@ def read_record(path: str | Path) -> CalibrationRecord:
             if schema != SCHEMA:
                 raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
             a = f.attrs
-            # members by name, never through h5py's lazy items() (it yields holding h5py's lock: see _members)
             parameters = {key: _estimate(key, g) for key, g in _members(_group(f, "parameters"))}
             raw = {name: np.asarray(d[()]) for name, d in _members(_group(f, "raw"))}
             record = CalibrationRecord(
