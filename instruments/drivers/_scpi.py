@@ -348,7 +348,16 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
             lambda: parse_int(self.reply_read_together("*ESR?", self._ask_once)))) & ESR_POWER_ON)
 
     # -- writes (never repeated) -------------------------------------------------------------------
+    # True: a set and its error query go in ONE message (write_batch), one round trip instead of two, for an
+    # instrument that parses a whole message at its terminator and answers the units' queries in order. The price is
+    # paid only on a command error: the instrument then discards the rest of the message, the error query with it,
+    # and the reply is waited for until the VISA timeout before the error queue is read on its own.
+    error_query_with_set = False
+
     def write_raw(self, cmd: str) -> None:
+        if self.error_query_with_set:
+            self.write_batch([cmd])
+            return
         self._send_once(cmd, lambda: VisaInstrument.write_raw(self, cmd))
         self._check_write(cmd)
 
@@ -600,6 +609,18 @@ def settings_evidence(driver: Any, *, power_on_bit: bool = True,
     return power_cycled, changed
 
 
+def get_together(*parameters: Any) -> list[Any]:
+    """The parameters' values, asked in ONE compound query where their instrument reads replies together (each
+    Parameter's own get then takes its reply from the message, with its parser and retries); else one by one.
+
+    Why: a check of several settings before an action (e.g. an attenuator's mode and attenuation before its shutter
+    opens) costs one round trip instead of one per setting."""
+    together = getattr(getattr(parameters[0], "root_instrument", None), "replies_read_together", None)
+    queries = [getattr(p.instrument, "query_of_parameter", {}).get(p.name) for p in parameters]
+    with together([q for q in queries if q]) if together is not None else nullcontext():
+        return [parameter.get() for parameter in parameters]
+
+
 class SettingsPlan:
     """A driver's settable parameters (its submodules' too) and the query of each that can be asked together with
     others, worked out once and again whenever a parameter or submodule is added or removed.
@@ -671,9 +692,12 @@ def detect_reset(driver: Any) -> list[str]:
 
 
 def _settable_parameters(module: Any) -> list[Any]:
+    """The settings to read back: settable and gettable parameters, without a module's ``views_of_settings`` (a
+    parameter that is another's setting in other units, e.g. a power in W beside its dBm: read back through that one)."""
     found: dict[int, Any] = {}
+    views = getattr(module, "views_of_settings", {})
     for parameter in getattr(module, "parameters", {}).values():
-        if parameter.settable and parameter.gettable and parameter.name not in ("timeout", "IDN"):
+        if parameter.settable and parameter.gettable and parameter.name not in ("timeout", "IDN", *views):
             found[id(parameter)] = parameter
     for submodule in getattr(module, "submodules", {}).values():
         if not isinstance(submodule, ChannelTuple):

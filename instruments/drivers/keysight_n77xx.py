@@ -2,7 +2,7 @@
 
 Command set: Keysight N77xx Series Programming Guide, as summarised in docs/INSTRUMENTS.md 2.2 (SOURce
 subtree, lasers), 4.1 (INPut/OUTput subtrees, attenuators) and 3.2 (SENSe/READ/FETCh, meters);
-conventions in 1.2. Every set is followed by ``SYST:ERR?`` and a non-zero entry raises
+conventions in 1.2. Every set is followed by ``SYST:ERR?`` in the same message and a non-zero entry raises
 :class:`InstrumentError` with the code and text. Terminations are LF both ways, which is what
 the LAN socket (port 5025) speaks; GPIB/USB replies end in CR LF (docs/INSTRUMENTS.md 1.2), and the
 CR left on those replies is stripped by the parsers.
@@ -84,7 +84,15 @@ def _from_dbm(value_dbm: float, unit: str) -> float:
 
 
 class _N77xxBase(ScpiErrorCheckingInstrument):
-    """Common start-up: clear stale errors, then build channels (subclasses), then greet."""
+    """Common start-up: clear stale errors, then build channels (subclasses), then greet.
+
+    Every set carries its ``SYST:ERR?`` in the same message (``INP1:ATT 20.0000;:SYST:ERR?``): the N77xx parses a
+    message only when its LF arrives and answers its queries in order (N774xC Programming Guide p. 10, "How the Input
+    Queue Works"), as the drivers' compound reads already rely on. One round trip per set instead of two; the session
+    sets the attenuator and its shutter several times a batch."""
+
+    error_query_with_set = True
+    error_query = ":SYST:ERR?"  # rooted, as it follows a set's units; asked alone the same (a leading ":" is optional)
 
     def __init__(self, name: str, address: str | None = None, **kwargs: Any):
         super().__init__(name, address, **kwargs)
@@ -108,6 +116,7 @@ class _PowerInUnit:
     def __init__(self, channel: InstrumentChannel, name: str, command: str, unit_param: Any, unit_header: str,
                  limits_dbm: tuple[float, float], label: str):
         self._channel, self._command, self._unit, self._unit_header = channel, command, unit_param, unit_header
+        self._query = in_dbm(unit_header, f"{command}?")
         lo_dbm, hi_dbm = limits_dbm
         self.dbm = channel.add_parameter(
             f"{name}_dbm", label=label, unit="dBm",
@@ -117,9 +126,13 @@ class _PowerInUnit:
             f"{name}_w", label=label, unit="W",
             get_cmd=lambda: self._get("W"), set_cmd=lambda v: self._set(v, "W"),
             vals=Numbers(_to_w(lo_dbm, "dBm"), _to_w(hi_dbm, "dBm")))
+        # the settings read-back (_scpi.settings_evidence) asks the power in dBm with the others in one message (after
+        # the unit's own query, which comes first in the channel's parameters), and not again in W: the same setting
+        channel.__dict__.setdefault("query_of_parameter", {})[self.dbm.name] = self._query
+        channel.__dict__.setdefault("views_of_settings", {})[self.w.name] = self.dbm.name
 
     def _get(self, unit: str) -> float:
-        value_dbm = float(self._channel.ask(in_dbm(self._unit_header, f"{self._command}?")))
+        value_dbm = float(self._channel.root_instrument.reply_read_together(self._query, self._channel.ask))
         self._unit.cache.set("dBm")
         self._update_twin_cache(unit, value_dbm)
         return _from_dbm(value_dbm, unit)

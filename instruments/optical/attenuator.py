@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qslab.instruments.drivers._scpi import get_together
 from qslab.instruments.optical.limits import Limit, LimitError, check_settable
 
 
@@ -67,10 +68,12 @@ class AttenuatorChannel:
         return float(fastest)
 
     def open_shutter(self) -> None:
-        if self.channel.power_control():
+        """The mode and the attenuation read back (one message), checked, then the shutter opened."""
+        power_control, attenuation_db = get_together(self.channel.power_control, self.channel.attenuation_db)
+        if power_control:
             raise LimitError(self.name, "the attenuator is in power-control mode, which the declared "
                                         f"{self.attenuation_min.describe()} does not cover")
-        self.check_attenuation_db(self.attenuation_db())
+        self.check_attenuation_db(float(attenuation_db))
         self.channel.shutter_open(True)
 
     def close_shutter(self) -> None:

@@ -104,8 +104,8 @@ def test_laser_power_is_sent_with_its_unit_whatever_the_display_unit(laser, reco
     laser.port1.power_unit("W")
     assert laser.port1.power_unit() == "W"
     laser.port1.power_w(0.01)
-    assert sent[0] == b"SOUR1:POW:UNIT 1\n"
-    assert b"SOUR1:POW 1.00000000E+01DBM\n" in sent  # an explicit unit, never the display's
+    assert sent[0] == b"SOUR1:POW:UNIT 1;:SYST:ERR?\n"  # a set and its error check: one message
+    assert b"SOUR1:POW 1.00000000E+01DBM;:SYST:ERR?\n" in sent  # an explicit unit, never the display's
     assert laser.port1.power_dbm() == pytest.approx(10.0)
     assert sent[-1] == b"SOUR1:POW:UNIT 0;:SOUR1:POW?\n"  # read with the unit set in the same message
     assert laser.port1.power_unit.cache.get() == "dBm"
@@ -153,7 +153,7 @@ def test_attenuators_use_the_first_slot_of_each_pair(voa):
 def test_attenuation_round_trip_and_limits(voa, record_writes):
     sent = record_writes(voa)
     voa.att2.attenuation_db(12.5)
-    assert sent[0] == b"INP3:ATT 12.5000\n"
+    assert sent[0] == b"INP3:ATT 12.5000;:SYST:ERR?\n"
     assert voa.att2.attenuation_db() == pytest.approx(12.5)
     assert voa.att1.attenuation_db() == pytest.approx(0.0)
     with pytest.raises(ValueError):
@@ -199,9 +199,8 @@ def test_meter_settings_round_trip(meter, record_writes):
     meter.ch2.auto_range(False)
     meter.ch2.range_dbm(-20)
     meter.ch2.averaging_time_s(0.5)
-    assert sent[::2] == [b"SENS2:POW:WAV 1.55000000E-06\n", b"SENS2:POW:RANG:AUTO 0\n",
-                         b"SENS2:POW:RANG -20DBM\n", b"SENS2:POW:ATIM 5.000000E-01\n"]
-    assert all(message == b"SYST:ERR?\n" for message in sent[1::2])
+    assert sent == [command + b";:SYST:ERR?\n" for command in (b"SENS2:POW:WAV 1.55000000E-06", b"SENS2:POW:RANG:AUTO 0",
+                                                                 b"SENS2:POW:RANG -20DBM", b"SENS2:POW:ATIM 5.000000E-01")]
     assert meter.ch2.wavelength_m() == pytest.approx(1550e-9)
     assert meter.ch2.auto_range() is False
     assert meter.ch2.range_dbm() == -20

@@ -3,7 +3,8 @@
 Each transcript is written from the N77xx programming guides' command descriptions (docs/INSTRUMENTS.md 1.2,
 2.2, 3.2, 4.1), not from what the driver happens to send: commands end in LF (the LAN socket, port 5025),
 replies in CR LF as GPIB/USB replies do (docs/INSTRUMENTS.md 1.2; the driver reads to LF and its parsers
-drop the CR), numbers in Keysight's NR3 with three exponent digits. Powers are sent with the DBM suffix and
+drop the CR), each set with its SYST:ERR? in the same message (the guide's parser runs a whole message at its LF,
+p. 10), numbers in Keysight's NR3 with three exponent digits. Powers are sent with the DBM suffix and
 read with the unit set in the same message (N774xC Programming Guide p. 13 Table 2 for the mnemonics, p. 69
 for READ's reply "in dBm, W or dB" per the current unit). The meter's example reading +1.33555600E-006 is the
 guide's own (p. 69).
@@ -41,14 +42,14 @@ def laser_connect(unit_reply_min: bytes = b"+6.00000000E+000\r\n") -> list:
 
 def test_laser_connect_set_and_read_power_in_explicit_units():
     pairs = laser_connect() + [
-        (b"SOUR1:POW 1.00000000E+01DBM\n", None), (b"SYST:ERR?\n", NO_ERROR),       # power_w(0.01): 10 dBm
-        (b"SOUR1:POW 7.00000000E+00DBM\n", None), (b"SYST:ERR?\n", NO_ERROR),       # power_dbm(7)
+        (b"SOUR1:POW 1.00000000E+01DBM;:SYST:ERR?\n", NO_ERROR),       # power_w(0.01): 10 dBm
+        (b"SOUR1:POW 7.00000000E+00DBM;:SYST:ERR?\n", NO_ERROR),       # power_dbm(7)
         (b"SOUR1:POW:UNIT 0;:SOUR1:POW?\n", b"+7.00000000E+000\r\n"),                # power_w(): read in dBm
-        (b"SOUR1:POW:STAT 1\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SOUR1:POW:STAT 1;:SYST:ERR?\n", NO_ERROR),
         (b"SOUR1:POW:STAT?\n", b"1\r\n"),
-        (b"SOUR1:WAV 1.55012000E-06\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SOUR1:WAV 1.55012000E-06;:SYST:ERR?\n", NO_ERROR),
         (b"SOUR1:WAV?\n", b"+1.55012000E-006\r\n"),
-        (b"SOUR1:POW:STAT 0\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SOUR1:POW:STAT 0;:SYST:ERR?\n", NO_ERROR),
     ]
     with expected_protocol(_driver(KeysightN7711A, "n7711a_protocol"), pairs) as laser:
         assert (laser.port1.power_dbm.vals.min_value, laser.port1.power_dbm.vals.max_value) == (6.0, 15.0)
@@ -64,9 +65,8 @@ def test_laser_connect_set_and_read_power_in_explicit_units():
 
 def test_laser_refusal_is_read_from_the_queue_and_named():
     pairs = laser_connect() + [
-        (b"SOUR1:POW 1.40000000E+01DBM\n", None),
-        (b"SYST:ERR?\n", b'-222,"Data out of range"\r\n'),
-        (b"SYST:ERR?\n", NO_ERROR),
+        (b"SOUR1:POW 1.40000000E+01DBM;:SYST:ERR?\n", b'-222,"Data out of range"\r\n'),
+        (b":SYST:ERR?\n", NO_ERROR),
     ]
     with expected_protocol(_driver(KeysightN7711A, "n7711a_refusal"), pairs) as laser:
         with pytest.raises(InstrumentError) as refused:
@@ -85,14 +85,14 @@ def meter_connect() -> list:
 def test_meter_reads_in_watt_set_in_the_same_message():
     pairs = meter_connect() + [
         (b"SENS1:POW:UNIT 1;:READ1:POW?\n", b"+1.33555600E-006\r\n"),
-        (b"SENS2:POW:ATIM 1.000000E+01\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SENS2:POW:ATIM 1.000000E+01;:SYST:ERR?\n", NO_ERROR),
         (b"SENS2:POW:UNIT 1;:READ2:POW?\n", b"+2.50000000E-009\r\n"),
         (b"SENS3:POW:UNIT 1;:READ3:POW?;:READ3:POW?;:READ3:POW?\n",
          b"+1.00000000E-006;+1.10000000E-006;+1.20000000E-006\r\n"),
         (b"SENS4:POW:UNIT 1;:FETC4:POW?\n", b"+3.00000000E-006\r\n"),
-        (b"SENS1:POW:WAV 1.55000000E-06\n", None), (b"SYST:ERR?\n", NO_ERROR),
-        (b"SENS1:POW:RANG -20DBM\n", None), (b"SYST:ERR?\n", NO_ERROR),
-        (b"SENS1:POW:UNIT 0\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"SENS1:POW:WAV 1.55000000E-06;:SYST:ERR?\n", NO_ERROR),
+        (b"SENS1:POW:RANG -20DBM;:SYST:ERR?\n", NO_ERROR),
+        (b"SENS1:POW:UNIT 0;:SYST:ERR?\n", NO_ERROR),
     ]
     with expected_protocol(_driver(KeysightN7744A, "n7744c_protocol"), pairs) as meter:
         assert meter.ch1.read_power_w() == pytest.approx(1.335556e-6)
@@ -136,14 +136,14 @@ def attenuator_connect() -> list:
 
 def test_attenuator_attenuation_shutter_and_power_setpoint():
     pairs = attenuator_connect() + [
-        (b"INP1:ATT 20.0000\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"INP1:ATT 20.0000;:SYST:ERR?\n", NO_ERROR),
         (b"INP1:ATT?\n", b"+2.00000000E+001\r\n"),
-        (b"OUTP1:STAT 1\n", None), (b"SYST:ERR?\n", NO_ERROR),
-        (b"OUTP1:POW:CONTR 1\n", None), (b"SYST:ERR?\n", NO_ERROR),
-        (b"OUTP1:POW -2.00000000E+01DBM\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"OUTP1:STAT 1;:SYST:ERR?\n", NO_ERROR),
+        (b"OUTP1:POW:CONTR 1;:SYST:ERR?\n", NO_ERROR),
+        (b"OUTP1:POW -2.00000000E+01DBM;:SYST:ERR?\n", NO_ERROR),
         (b"OUTP1:POW:UN 0;:OUTP1:POW?\n", b"-2.00000000E+001\r\n"),
-        (b"INP3:ATT:SPE 5.0000\n", None), (b"SYST:ERR?\n", NO_ERROR),
-        (b"OUTP3:STAT 0\n", None), (b"SYST:ERR?\n", NO_ERROR),
+        (b"INP3:ATT:SPE 5.0000;:SYST:ERR?\n", NO_ERROR),
+        (b"OUTP3:STAT 0;:SYST:ERR?\n", NO_ERROR),
     ]
     with expected_protocol(_driver(KeysightN7762A, "n7762a_protocol"), pairs) as voa:
         voa.att1.attenuation_db(20.0)

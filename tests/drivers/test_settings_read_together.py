@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from qslab.instruments.drivers._scpi import changed_settings, split_response_units
-from qslab.instruments.drivers.keysight_n77xx import KeysightN7762A
+from qslab.instruments.drivers._scpi import changed_settings, settings_evidence, split_response_units
+from qslab.instruments.drivers.keysight_n77xx import KeysightN7711A, KeysightN7762A
 from tests.drivers.expected_protocol import expected_protocol
-from tests.drivers.test_n77xx_protocol import NO_ERROR, attenuator_connect
+from tests.drivers.test_n77xx_protocol import NO_ERROR, attenuator_connect, laser_connect
 
-SET_20_DB = [(b"INP1:ATT 20.0000\n", None), (b"SYST:ERR?\n", NO_ERROR)]
+SET_20_DB = [(b"INP1:ATT 20.0000;:SYST:ERR?\n", NO_ERROR)]
 TOGETHER = b":INP1:ATT:SPE?;:INP1:ATT?;:INP3:ATT:SPE?;:INP3:ATT?\n"
 
 
@@ -58,6 +58,33 @@ def test_a_garbled_unit_is_asked_again_on_its_own():
     with expected_protocol(_voa, pairs) as voa:
         voa.att1.attenuation_db(20.0)
         assert changed_settings(voa) == {}
+
+
+def _laser(address):
+    return KeysightN7711A("laser", address, visalib="@py", timeout=2, device_clear=False)
+
+
+LASER_SET = [(b"SOUR1:POW:STAT 1;:SYST:ERR?\n", NO_ERROR), (b"SOUR1:POW 1.00000000E+01DBM;:SYST:ERR?\n", NO_ERROR)]
+LASER_TOGETHER = b"*ESR?;:SOUR1:POW:STAT?;:SOUR1:POW:UNIT 0;:SOUR1:POW?\n"
+
+
+def test_a_laser_reads_its_power_in_the_same_message_once():
+    """The power joins the message with its unit set in front of it, as every power read; power_w, the same setting
+    in W, is not asked again."""
+    pairs = laser_connect() + LASER_SET + [(LASER_TOGETHER, b"+0;1;+1.00000000E+001\r\n")]
+    with expected_protocol(_laser, pairs) as laser:
+        laser.port1.output_enabled(True)
+        laser.port1.power_dbm(10.0)
+        assert settings_evidence(laser) == (False, {})
+
+
+def test_a_laser_power_changed_behind_the_session_shows_once_in_dbm():
+    pairs = laser_connect() + LASER_SET + [(LASER_TOGETHER, b"+0;1;+7.00000000E+000\r\n")]
+    with expected_protocol(_laser, pairs) as laser:
+        laser.port1.output_enabled(True)
+        laser.port1.power_dbm(10.0)
+        assert settings_evidence(laser) == (False, {"laser_port1_power_dbm": (10.0, 7.0)})
+        assert laser.port1.power_w.get_latest() == pytest.approx(10 ** 0.7 * 1e-3)  # its view follows
 
 
 @pytest.mark.parametrize(("reply", "units"), [

@@ -62,7 +62,7 @@ def test_attenuation_below_its_minimum_is_never_sent(station, record_writes):
     assert sent == []
     with pytest.raises(LimitError, match="attenuation 0 dB is below"):  # the bench starts at 0 dB
         attenuator.open_shutter()
-    assert sent == [b"OUTP1:POW:CONTR?\n", b"INP1:ATT?\n"]  # it only read the state back
+    assert sent == [b":OUTP1:POW:CONTR?;:INP1:ATT?\n"]  # it only read the state back (one message)
     state = station.bench.state.server_attenuator
     assert state.attenuation_db == 0.0 and not state.shutter_open
 
