@@ -7,7 +7,8 @@ pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the 
 after every batch, the HDF5 recording), then again with twice the images, so that the per-image cost
 without the fixed set-up (pilots, leakage nulling, uploads) is the difference (each size the least of three
 runs, taken alternately); (3) `qslab replay` of
-that file. Prints images/s of each and the ratios session/physics.
+that file. Prints images/s of each, the ratios session/physics, and the instrument messages per batch (each a
+round trip on a LAN: a figure the machine's speed does not move).
 
 The goal (issue 18): per additional image, the session within 3x its floor, what a bench session cannot
 avoid, measured in the same run on the samples this very session digitized: the secure products (the
@@ -199,16 +200,20 @@ def steady_s_per_image(path) -> float:
     return float(batches["time_unix_s"][-1] - batches["time_unix_s"][middle]) / images
 
 
-def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dict, float, float]:
-    """(results, wall seconds, instrument seconds the session's bench charged: BenchClock.charged_s). The
-    instrument time is what the emulators' own clocks spent (the monitor meter's averaging, settling): a station
-    waits for it as for real instruments unless it does other work meanwhile."""
+def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dict, float, float, dict[str, int]]:
+    """(results, wall seconds, instrument seconds the session's bench charged: BenchClock.charged_s, the messages
+    each instrument received). The instrument time is what the emulators' own clocks spent (the monitor meter's
+    averaging, settling): a station waits for it as for real instruments unless it does other work meanwhile."""
     benches = []
     with observing_arms(lambda station, batch: benches.extend(station.benches)):
         start = time.perf_counter()
         result = run_session(config, settings, out_dir=work, store=store, progress=False)
         wall_s = time.perf_counter() - start
-    return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches)
+    messages: dict[str, int] = {}
+    for bench in benches:
+        for name, count in bench.message_counts().items():
+            messages[name] = messages.get(name, 0) + count
+    return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches), messages
 
 
 def image_counts(text: str) -> list[int]:
@@ -276,11 +281,11 @@ def main() -> None:
         start = time.perf_counter()
         run_seed(SimulationSettings(mu=6.0, gain=1.3), weights, x2, labels2, seed=0)
         physics_twice_s = time.perf_counter() - start
-        result, once_s, instrument_s = timed_session(config, settings, work, store)
+        result, once_s, instrument_s, messages = timed_session(config, settings, work, store)
         probes.append(floor_probe(chunks))
         # twice the images: the difference is the per-image cost without the set-up
-        twice, twice_s, twice_instrument_s = timed_session(config, replace(settings, images=2 * args.images), work,
-                                                           store)
+        twice, twice_s, twice_instrument_s, twice_messages = timed_session(
+            config, replace(settings, images=2 * args.images), work, store)
         probes.append(floor_probe(chunks))
         rounds.append(Round(physics_s, physics_twice_s, once_s, twice_s, steady_s_per_image(twice["file"]), probes))
 
@@ -305,6 +310,11 @@ def main() -> None:
     print(f"  instrument time per additional image: {instrument_ms:.3f} ms on the bench clock = "
           f"{instrument_ms * time_scale:.4f} ms real at time_scale {time_scale:g} (not in the floor: the emulated "
           f"instruments' own time, e.g. the health check's meter averaging and the VOA's moves)")
+    more_batches = -(-2 * n // args.batch_images) - -(-n // args.batch_images)
+    per_batch = {name: (twice_messages[name] - messages.get(name, 0)) / more_batches for name in twice_messages}
+    print(f"  instrument messages per additional batch: {sum(per_batch.values()):.1f} ("
+          + ", ".join(f"{name} {count:g}" for name, count in sorted(per_batch.items(), key=lambda kv: -kv[1]) if count)
+          + "; on a LAN each is a round trip)")
     print(f"  each round, per additional image ({more / n:.0f} digitized samples per image; the floor from the "
           f"round's three probes):")
     for k, r in enumerate(rounds, 1):
@@ -320,10 +330,12 @@ def main() -> None:
     fastest = {name: min(probe[name] for r in rounds for probe in r.probes) for name in FLOOR_PARTS}
     fastest_floor_s = (max(min(r.physics_marginal_s for r in rounds), 0.0)
                        + sum(rate * more for rate in fastest.values()))
-    print(f"  against the fastest floor seen ({1e3 * fastest_floor_s / n:.3f} ms: every part's least over all "
-          f"probes and rounds, the machine at its best): session "
-          f"{min(r.marginal_s for r in rounds) / fastest_floor_s:.2f}, inside one session "
-          f"{min(r.inside_s for r in rounds) * n / fastest_floor_s:.2f} (the least of each; not the verdict)")
+    if measured:
+        print(f"  against the fastest floor seen ({1e3 * fastest_floor_s / n:.3f} ms: every part's least over all "
+              f"probes and rounds, the machine at its best): session "
+              f"{min(r.marginal_s for r in measured) / fastest_floor_s:.2f}, inside one session "
+              f"{min(r.inside_s for r in measured) * n / fastest_floor_s:.2f} (the least of the measured rounds; not "
+              f"the verdict)")
     if len(measured) < (RUN_REPEATS + 1) // 2:
         print(f"  per additional image: not measured (in {RUN_REPEATS - len(measured)} of {RUN_REPEATS} rounds the "
               f"longer run was not slower: the machine's load changed) -> FAIL")
