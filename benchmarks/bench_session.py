@@ -5,9 +5,8 @@ physics mode, 1 % of rows verified) on the same images; (2) a full `qslab sessio
 bench (calibration records prepared beforehand and reused, so only the session itself is timed:
 pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the DSP, the verification
 after every batch, the HDF5 recording), then again with twice the images, so that the per-image cost
-without the fixed set-up (pilots, leakage nulling, uploads) is the difference (each size the least of three
-runs, taken alternately); (3) `qslab replay` of
-that file. Prints images/s of each, the ratios session/physics, and the instrument messages per batch (each a
+without the fixed set-up (pilots, leakage nulling, uploads) is the difference (RUN_REPEATS rounds of both
+sizes, each round with its own floor: below); (3) `qslab replay` of that file. Prints images/s of each, the ratios session/physics, and the instrument messages per batch (each a
 round trip on a LAN: a figure the machine's speed does not move).
 
 The goal (issue 18): per additional image, the session within 3x its floor, what a bench session cannot
