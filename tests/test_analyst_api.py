@@ -103,7 +103,7 @@ def downgraded(path: Path, target: Path) -> Path:
     """``path`` as schema version 1 wrote it: no dimension scales, no long_name/units (a second route to an old
     file beside the fixture written by the old code)."""
     with h5py.File(path, "r") as source, h5py.File(target, "w", libver="latest") as copy:
-        copy.attrs.update(dict(source.attrs))
+        copy.attrs.update({name: source.attrs[name] for name in list(source.attrs)})  # by name (DECISIONS AL)
         copy.attrs["schema_version"] = np.int64(1)
         for name in source:
             source.copy(source[name], copy, name, without_attrs=True)
