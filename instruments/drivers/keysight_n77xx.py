@@ -86,10 +86,8 @@ def _from_dbm(value_dbm: float, unit: str) -> float:
 class _N77xxBase(ScpiErrorCheckingInstrument):
     """Common start-up: clear stale errors, then build channels (subclasses), then greet.
 
-    Every set carries its ``SYST:ERR?`` in the same message (``INP1:ATT 20.0000;:SYST:ERR?``): the N77xx parses a
-    message only when its LF arrives and answers its queries in order (N774xC Programming Guide p. 10, "How the Input
-    Queue Works"), as the drivers' compound reads already rely on. One round trip per set instead of two; the session
-    sets the attenuator and its shutter several times a batch."""
+    Every set carries its ``SYST:ERR?`` in the same message (``INP1:ATT 20.0000;:SYST:ERR?``, one round trip): the
+    N77xx parses a message once its LF arrives (N774xC Programming Guide p. 10, "How the Input Queue Works")."""
 
     error_query_with_set = True
     error_query = ":SYST:ERR?"  # rooted, as it follows a set's units; asked alone the same (a leading ":" is optional)
