@@ -179,6 +179,13 @@ class Awg70000Channels:
         self._send(f"select segment {segment_id}", [f'SOURce{n}:CASSet:WAVeform "{waveform_name(n, segment_id)}"'
                                                     for n in self.channels])
 
+    def play_segment(self, segment_id: int, *others: Any) -> None:
+        """Stop, select ``segment_id`` here and on ``others``, run: one message per step."""
+        self.stop()
+        for role in (self, *others):
+            role.select(segment_id)
+        self.run()
+
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """(channel, segment or None, output on/off or None) per change; channels play their own assets, so different
         segments on two channels are allowed (unlike the M8195A's shared sequence table)."""

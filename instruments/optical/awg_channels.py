@@ -148,9 +148,25 @@ class AwgChannels:
 
     def select(self, segment_id: int) -> None:
         """Play ``segment_id`` on every channel of the role: ONE message with its error check."""
+        self.awg.write_batch(self._select_units(segment_id))
+
+    def play_segment(self, segment_id: int, *others: Any) -> None:
+        """Stop, select ``segment_id`` here and on ``others``, run: ONE message with its error check when every role is
+        on this AWG (the check after every batch plays layer 1 with its gate so), else one message per step."""
+        roles = (self, *others)
+        if all(isinstance(role, AwgChannels) and role.awg is self.awg for role in others):
+            self.awg.write_batch([":ABOR", *(unit for role in roles for unit in role._select_units(segment_id)),
+                                  ":INIT:IMM"])
+            return
+        self.stop()
+        for role in roles:
+            role.select(segment_id)
+        self.run()
+
+    def _select_units(self, segment_id: int) -> list[str]:
         if int(segment_id) != segment_id or segment_id < 1:
             raise ValueError(f"{self.name}: segment id must be an integer >= 1, got {segment_id!r}")
-        self.awg.write_batch([f":TRAC{number}:SEL {int(segment_id)}" for number in self.channels])
+        return [f":TRAC{number}:SEL {int(segment_id)}" for number in self.channels]
 
     def channel(self, number: int) -> Any:
         return getattr(self.awg, f"ch{number}")

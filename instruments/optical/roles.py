@@ -172,6 +172,9 @@ class Awg(Protocol):
         ``partial=False``: send every segment whole (no comparison with the last upload: all its samples change)."""
     def select(self, segment_id: int) -> None:
         """Play segment ``segment_id`` on every channel of the role."""
+    def play_segment(self, segment_id: int, *others: Awg) -> None:
+        """Stop, select ``segment_id`` on this role's channels and on ``others``' (roles whose channels play the same
+        segment id, e.g. a gate beside the layer), then run this role's instrument again."""
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """Per channel: (channel, segment to select or None, output on/off or None)."""
     def run(self) -> None: ...

@@ -219,10 +219,6 @@ class LinkSetup:
             codes[rows] = np.where(measure_p, -GATE_CODE, GATE_CODE)[:, None]
         self.gate.load([(segment, [np.repeat(codes.ravel(), self.gate_samples_per_symbol or 1)])], [GATE_AMPLITUDE_VPP])
 
-    def _select(self, layer: Layer) -> None:
-        self.iq.awg.select(layer.segment_id)
-        self.gate.select(layer.segment_id)
-
     def _light_at(self, layer: Layer) -> None:
         """The VOA changed behind a closed shutter: no light at an intermediate setting reaches the client."""
         self.attenuator.close_shutter()
@@ -255,9 +251,7 @@ class LinkSetup:
             self._attenuation_db = layer.attenuation_db
 
     def _monitor_while(self, layer: Layer, averaging_s: float) -> tuple[float, float]:
-        self.awg.stop()
-        self._select(layer)
-        self.awg.run()
+        self.awg.play_segment(layer.segment_id, self.gate)
         reading = self._monitor_w(averaging_s)
         self.awg.stop()
         return reading

@@ -238,6 +238,33 @@ def test_the_roles_select_run_and_stop_are_one_message_each():
             role.select(0)   # refused before anything is sent
 
 
+def test_playing_a_segment_on_two_roles_of_one_awg_is_one_message():
+    """Stop, both roles' selections and the start: the units the upload's message already sends in this order."""
+    pairs = [(b":ABOR;:TRAC1:SEL 2;:TRAC2:SEL 2;:TRAC4:SEL 2;:INIT:IMM;:SYST:ERR?\n", NO_ERROR)]
+    with expected_protocol(awg, connect_pairs(modes=("EXT", "EXT", "INT", "INT")) + pairs) as driver:
+        iq = AwgChannels(driver, (1, 2), amplitude_max=Limit(1.0, "Vpp", "test"), name="iq")
+        gate = AwgChannels(driver, (4,), amplitude_max=Limit(1.0, "Vpp", "test"), name="gate")
+        iq.play_segment(2, gate)
+        with pytest.raises(ValueError, match="segment id"):
+            iq.play_segment(0, gate)   # refused before anything is sent
+
+
+def test_playing_a_segment_with_a_role_on_another_instrument_takes_a_message_per_step():
+    class OtherAwg:  # a role on another instrument: it selects on its own
+        def __init__(self):
+            self.selected = []
+
+        def select(self, segment_id):
+            self.selected.append(segment_id)
+
+    pairs = [(b":ABOR;:SYST:ERR?\n", NO_ERROR), (b":TRAC1:SEL 2;:TRAC2:SEL 2;:SYST:ERR?\n", NO_ERROR),
+             (b":INIT:IMM;:SYST:ERR?\n", NO_ERROR)]
+    with expected_protocol(awg, connect_pairs(modes=("EXT", "EXT", "INT", "INT")) + pairs) as driver:
+        other = OtherAwg()
+        AwgChannels(driver, (1, 2), amplitude_max=Limit(1.0, "Vpp", "test"), name="iq").play_segment(2, other)
+        assert other.selected == [2]
+
+
 def test_the_roles_stop_and_rate_and_switch_are_one_message_each():
     pairs = [(b":ABOR;:OUTP2 0;:FREQ:RAST?;:INST:MEM:EXT:RDIV?;:SYST:ERR?\n",
               b"6.40000000E+10;DIV1;" + NO_ERROR),

@@ -123,6 +123,7 @@ class FakeAwg:
     def amplitude_for_volts_vpp(self, volts): return max(2.0 * float(np.max(np.abs(volts))), 0.075)
     def load(self, segments, amplitudes_vpp, *, select=None, run=False, partial=True): self.calls.append("load")
     def select(self, segment_id): self.calls.append("select")
+    def play_segment(self, segment_id, *others): self.calls.append("play_segment")
     def switch(self, changes): self.calls.append("switch")
     def run(self): self.calls.append("run")
     def stop(self): self.calls.append("stop")

@@ -35,7 +35,8 @@ def test_each_gate_upload_changes_what_the_segment_holds_and_the_setup_ends_on_e
         bench_gate = station.bench.state.verification_gate
         for layer in link.layers:  # what the bench's AWG plays per segment, read from the bench itself
             link.awg.stop()
-            link._select(layer)
+            link.awg.select(layer.segment_id)
+            link.gate.select(layer.segment_id)
             assert bench_gate(layer.rows, layer.modes) is None or bench_gate(layer.rows, layer.modes)[0].size == 0
     segments = sorted({segment for segment, _ in loads})
     layer_segments = [layer.segment_id for layer in link.layers]
