@@ -77,13 +77,13 @@ class LinkAcquisition:
         if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
             self.attenuator.use_fastest_transitions()
             self._attenuator_fastest = True
-        # each load stops its AWG first (AwgChannels.load), and selects its segment. The client's processor is loaded
-        # on its own connection while the server's set-up runs on the others (started by the capture, _capture)
+        # each load stops its AWG first (AwgChannels.load), and selects its segment; the layer's own segment is selected
+        # as it starts (_capture). The client's processor is loaded on its own connection while the server's set-up
+        # runs on the others (started by the capture)
         loading = one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
                                                            self.client_samples_per_symbol, 1)
         try:
             self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
-            self.iq.awg.select(layer.segment_id)
             self._set_attenuation(layer)
         finally:
             failed = loading.exception()  # waits: whatever happened here, the client's upload is over
@@ -144,7 +144,7 @@ class LinkAcquisition:
         if self.before_light is not None:
             self.before_light()
         self.client_awg.run()
-        self.awg.run()
+        self.awg.play_segment(segment)  # the layer's segment selected and started in one message
         try:
             self.digitizer.trigger()
             self.digitizer.wait()

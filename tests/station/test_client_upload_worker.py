@@ -1,4 +1,4 @@
-"""Each layer's set-up sends the client's processor upload on its own thread while the server's set-up (gate, segment,
+"""Each layer's set-up sends the client's processor upload on its own thread while the server's set-up (gate,
 attenuator) runs on this one (sequences/protocol/acquisition.py): the two AWGs have their own connections. The
 acquisition starts only once both are done, and an error of either is the layer's."""
 
@@ -30,7 +30,6 @@ def stub_link(load_batch, load_gate) -> tuple[SimpleNamespace, list[str]]:
         layers=[SimpleNamespace(reference=np.ones(ROWS, complex), modes=MODES, rows=ROWS, segment_id=1)],
         verify_fraction=0.5, _attenuator_fastest=True, client_samples_per_symbol=16,
         processor=SimpleNamespace(load_batch=load_batch), _load_gate=load_gate,
-        iq=SimpleNamespace(awg=SimpleNamespace(select=lambda segment: events.append("select"))),
         _set_attenuation=lambda layer: events.append("attenuation"), _acquire=acquire)
     return link, events
 
@@ -55,7 +54,7 @@ def test_the_client_upload_runs_beside_the_servers_set_up_and_the_acquisition_wa
     with pytest.raises(Acquired):
         run(link)
     assert threads[0].startswith("qslab-client-upload") and uploaded == [(IMAGES, MODES)]
-    assert events == ["select", "attenuation", "acquire"]
+    assert events == ["attenuation", "acquire"]
 
 
 def test_a_failed_client_upload_is_the_layers_error_once_the_servers_set_up_is_over():
@@ -65,7 +64,7 @@ def test_a_failed_client_upload_is_the_layers_error_once_the_servers_set_up_is_o
     link, events = stub_link(load_batch, lambda *args: None)
     with pytest.raises(RuntimeError, match="-222"):
         run(link)
-    assert events == ["select", "attenuation"]  # no acquisition
+    assert events == ["attenuation"]  # no acquisition
 
 
 def test_when_both_fail_the_servers_error_is_raised_after_the_client_upload_ended():
