@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from qslab.instruments.drivers._scpi import InstrumentError
-from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp
+from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp, play_segment_in_steps
 from qslab.instruments.optical.limits import Limit, LimitError
 
 CODE_FULL_SCALE = 127                 # code that plays +Vpp/2 (as on the M8195A: awg_channels.py)
@@ -181,10 +181,7 @@ class Awg70000Channels:
 
     def play_segment(self, segment_id: int, *others: Any) -> None:
         """Stop, select ``segment_id`` here and on ``others``, run: one message per step."""
-        self.stop()
-        for role in (self, *others):
-            role.select(segment_id)
-        self.run()
+        play_segment_in_steps(self, segment_id, others)
 
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """(channel, segment or None, output on/off or None) per change; channels play their own assets, so different

@@ -97,6 +97,14 @@ def codes_to_volts(codes, amplitude_vpp: float) -> np.ndarray:
     return 0.5 * amplitude_vpp * np.asarray(codes, dtype=float) / CODE_FULL_SCALE
 
 
+def play_segment_in_steps(role: Any, segment_id: int, others: Sequence[Any]) -> None:
+    """Awg.play_segment a message per step: ``role`` stopped, every role's selection, ``role`` run."""
+    role.stop()
+    for each in (role, *others):
+        each.select(segment_id)
+    role.run()
+
+
 class AwgChannels:
     """The Awg role (roles.Awg) over a KeysightM8195A: ``channels``, its channel numbers this role drives, in
     the role's order. ``run`` and ``stop`` act on the whole instrument (its channels share one sequencer)."""
@@ -153,15 +161,11 @@ class AwgChannels:
     def play_segment(self, segment_id: int, *others: Any) -> None:
         """Stop, select ``segment_id`` here and on ``others``, run: ONE message with its error check when every role is
         on this AWG (the check after every batch plays layer 1 with its gate so), else one message per step."""
-        roles = (self, *others)
         if all(isinstance(role, AwgChannels) and role.awg is self.awg for role in others):
-            self.awg.write_batch([":ABOR", *(unit for role in roles for unit in role._select_units(segment_id)),
-                                  ":INIT:IMM"])
-            return
-        self.stop()
-        for role in roles:
-            role.select(segment_id)
-        self.run()
+            selections = [unit for role in (self, *others) for unit in role._select_units(segment_id)]
+            self.awg.write_batch([":ABOR", *selections, ":INIT:IMM"])
+        else:
+            play_segment_in_steps(self, segment_id, others)
 
     def _select_units(self, segment_id: int) -> list[str]:
         if int(segment_id) != segment_id or segment_id < 1:
