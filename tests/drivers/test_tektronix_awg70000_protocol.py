@@ -73,6 +73,17 @@ def test_a_refusal_in_the_error_queue_is_an_instrument_error_naming_the_step():
             role(driver, (1,)).select(2)
 
 
+def test_playing_a_segment_is_a_message_per_step():
+    """Stop, the segment's waveform assigned to each channel of this role and of another, run (AWGControl:RUN/STOP,
+    SOURce<n>:CASSet:WAVeform), each checked as on its own."""
+    pairs = CONNECT + [(b"AWGControl:STOP\n", None),
+                       (b'SOURce1:CASSet:WAVeform "qslab_ch1_seg2"\n', None), (b"SYSTem:ERRor:ALL?\n", NO_ERROR),
+                       (b'SOURce2:CASSet:WAVeform "qslab_ch2_seg2"\n', None), (b"SYSTem:ERRor:ALL?\n", NO_ERROR),
+                       (b"AWGControl:RUN\n", None), (b"SYSTem:ERRor:ALL?\n", NO_ERROR)]
+    with expected_protocol(factory, pairs) as driver:
+        role(driver, (1,)).play_segment(2, role(driver, (2,)))
+
+
 def test_a_segment_shorter_than_the_awgs_shortest_waveform_is_refused_before_anything_changes():
     codes = [np.zeros(2392, dtype=np.int8)] * 2
     pairs = CONNECT + [(b"WLISt:WAVeform:LMINimum?\n", b"2400\n")]
