@@ -598,9 +598,8 @@ def settings_evidence(driver: Any, *, power_on_bit: bool = True,
     cached = [entry for entry in cached if entry[2] is not None]
     ask_esr = power_on_bit and hasattr(driver, "power_cycled")
     queries = (["*ESR?"] if ask_esr else []) + [query for _, query, _ in cached if query]
-    together = getattr(driver, "replies_read_together", None)
     changed: dict[str, tuple[Any, Any]] = {}
-    with together(queries) if together is not None else nullcontext():
+    with _read_together(driver, queries):
         power_cycled = bool(driver.power_cycled()) if ask_esr else False
         for parameter, _, value in cached:
             now = parameter.get()
@@ -615,10 +614,23 @@ def get_together(*parameters: Any) -> list[Any]:
 
     Why: a check of several settings before an action (e.g. an attenuator's mode and attenuation before its shutter
     opens) costs one round trip instead of one per setting."""
-    together = getattr(getattr(parameters[0], "root_instrument", None), "replies_read_together", None)
-    queries = [getattr(p.instrument, "query_of_parameter", {}).get(p.name) for p in parameters]
-    with together([q for q in queries if q]) if together is not None else nullcontext():
+    driver = getattr(parameters[0], "root_instrument", None)
+    queries = [_together_query(parameter, getattr(driver, "query_of", None)) for parameter in parameters]
+    with _read_together(driver, [query for query in queries if query]):
         return [parameter.get() for parameter in parameters]
+
+
+def _read_together(driver: Any, queries: Sequence[str]) -> Any:
+    """The driver's ``replies_read_together(queries)`` block, or a block that changes nothing for a driver without."""
+    together = getattr(driver, "replies_read_together", None)
+    return together(queries) if together is not None else nullcontext()
+
+
+def _together_query(parameter: Any, query_of: Callable[[Any], str | None] | None) -> str | None:
+    """The query whose reply a Parameter's get takes inside ``replies_read_together``: its own (RetriedGets, or one a
+    driver registered) or, for upstream parameters, the driver's ``query_of``; None: asked on its own."""
+    return (getattr(parameter.instrument, "query_of_parameter", {}).get(parameter.name)
+            or (query_of(parameter) if query_of is not None else None))
 
 
 class SettingsPlan:
@@ -639,8 +651,7 @@ class SettingsPlan:
         key = list(map(id, members))
         if key != self._key:
             query_of = getattr(self.driver, "query_of", None)  # a driver that reads upstream parameters together
-            self._entries = [(parameter, getattr(parameter.instrument, "query_of_parameter", {}).get(parameter.name)
-                              or (query_of(parameter) if query_of is not None else None))
+            self._entries = [(parameter, _together_query(parameter, query_of))
                              for parameter in _settable_parameters(self.driver)]
             self._members, self._key = members, key
         return self._entries
