@@ -303,15 +303,44 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
         from dataclasses import replace
 
         config = replace(config, session=replace(config.session, reuse_channel_record=False))
-    # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on return
-    with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
-        return _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
-                            faults=faults, attack=attack, interrupts=interrupts, run_id=run_id,
-                            allow_different_station=allow_different_station)
+    figure_dir = _FigureDirectory()  # the session's, once _run_session has named it
+    try:
+        # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on
+        # leaving background()
+        with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
+            results = _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
+                                   faults=faults, attack=attack, interrupts=interrupts, run_id=run_id,
+                                   allow_different_station=allow_different_station, figure_directory=figure_dir)
+    finally:
+        figure_dir.remove_if_empty()
+    return {**results, "figures": figure_dir.kept()}
+
+
+@dataclass
+class _FigureDirectory:
+    """Where a session's figures go. One that this run made and that holds nothing once every figure is drawn is
+    removed (figures off, or a session that stopped before drawing): checked only then, since the figure worker
+    writes its files after the session has queued them, and a directory removed meanwhile fails them."""
+
+    path: Path | None = None
+    existed: bool = True
+
+    def make(self, path: Path) -> Path:
+        self.path, self.existed = path, path.is_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remove_if_empty(self) -> None:
+        if self.path is not None and not self.existed and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    def kept(self) -> str | None:
+        return str(self.path) if self.path is not None and self.path.is_dir() else None
 
 
 def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore, resume: Path | None,
-                 progress: bool, faults, attack, interrupts, run_id: str | None, allow_different_station: bool) -> dict:
+                 progress: bool, faults, attack, interrupts, run_id: str | None, allow_different_station: bool,
+                 figure_directory: _FigureDirectory) -> dict:
     from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
@@ -341,9 +370,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         path, measured = Path(out_dir) / f"session-{run_id}.h5", None
         recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
         running = RunningSamples(len(weights)) if settings.max_weight_leakage_bits_per_mode > 0 else None
-    figure_dir = path.with_suffix("")
-    figure_dir_existed = figure_dir.is_dir()
-    figure_dir.mkdir(parents=True, exist_ok=True)
+    figure_dir = figure_directory.make(path.with_suffix(""))
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None
     counts: LightCounts | None = None  # what the light carried in this file, once the writer is open
@@ -466,8 +493,6 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     error.add_note(f"writing the last batch also failed: {failed}")
             if status is not None:
                 status.stopped(error)
-            if not figure_dir_existed and not any(figure_dir.iterdir()):
-                figure_dir.rmdir()  # a session that stopped before drawing anything leaves no empty directory
             if writer is None and lock is not None:
                 lock.release()
             if writer is not None:
@@ -500,9 +525,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
     figures.draw(plot_session, figure_dir / "session.png", sent_snu=sent, returned_snu=returned,
                  line=recorded.samples().figure_line(), samples=recorded.samples().sizes[0],
                  labels=recorded.images.all_labels(), predictions=recorded.images.all_predictions(), results=results)
-    if not figure_dir_existed and not any(figure_dir.iterdir()):
-        figure_dir.rmdir()  # figures off ($QSLAB_FIGURES): no empty directory left
-    return {**results, "figures": str(figure_dir) if figure_dir.is_dir() else None}
+    return results
 
 
 def arm_curious_server(station, settings: SessionSettings, link):
