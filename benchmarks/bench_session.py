@@ -7,7 +7,8 @@ pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the 
 after every batch, the HDF5 recording), then again with twice the images, so that the per-image cost
 without the fixed set-up (pilots, leakage nulling, uploads) is the difference (RUN_REPEATS rounds of both
 sizes, each round with its own floor: below); (3) `qslab replay` of that file. Prints images/s of each, the ratios session/physics, and the instrument messages per batch (each a
-round trip on a LAN: a figure the machine's speed does not move).
+round trip on a LAN: a figure the machine's speed does not move) and the CPU per batch by thread (whether a batch
+waits or computes, and where).
 
 The goal (issue 18): per additional image, the session within 3x its floor, what a bench session cannot
 avoid, measured in the same run on the samples this very session digitized: the secure products (the
@@ -199,12 +200,69 @@ def steady_s_per_image(path) -> float:
     return float(batches["time_unix_s"][-1] - batches["time_unix_s"][middle]) / images
 
 
-def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dict, float, float, dict[str, int]]:
+class ThreadCpu:
+    """CPU seconds of this process's threads by name over a ``with`` block, from /proc/self/task (Linux; none
+    elsewhere), sampled every SAMPLE_S so that a thread ending inside the block still counts (up to one sample of
+    it is lost). Why: on 2 cores a batch's wall time is either its CPU or its waits; this says which, and whose."""
+
+    SAMPLE_S = 0.25
+    TASKS = Path("/proc/self/task")
+
+    def __init__(self):
+        self._last: dict[tuple[int, str], tuple[str, float]] = {}  # (tid, start time) -> (thread name, CPU s)
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_until_stopped, name="bench-session-cpu", daemon=True)
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+    def __enter__(self) -> ThreadCpu:
+        self._sample()
+        self._first = dict(self._last)
+        if self.TASKS.is_dir():
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._sampler.is_alive():
+            self._sampler.join()
+        self._sample()
+
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds spent in the block per thread name (an executor's threads under one name)."""
+        spent: dict[str, float] = {}
+        for key, (name, cpu_s) in self._last.items():
+            if name != self._sampler.name:
+                spent[name] = spent.get(name, 0.0) + cpu_s - self._first.get(key, (name, 0.0))[1]
+        return spent
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            self._sample()
+
+    def _sample(self) -> None:
+        names = {thread.native_id: thread.name for thread in threading.enumerate()}
+        try:
+            tasks = os.listdir(self.TASKS)
+        except OSError:
+            return
+        for task in tasks:
+            try:
+                fields = (self.TASKS / task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the thread ended meanwhile: its last sample stands
+            name = names.get(int(task), "other")
+            name = "session" if name == "MainThread" else name.rstrip("0123456789").removesuffix("_")
+            self._last[(int(task), fields[19])] = (name, (int(fields[11]) + int(fields[12])) * self._tick_s)
+
+
+def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dict, float, float, dict[str, int],
+                                                                               dict[str, float]]:
     """(results, wall seconds, instrument seconds the session's bench charged: BenchClock.charged_s, the messages
-    each instrument received). The instrument time is what the emulators' own clocks spent (the monitor meter's
-    averaging, settling): a station waits for it as for real instruments unless it does other work meanwhile."""
+    each instrument received, CPU seconds per thread: ThreadCpu). The instrument time is what the emulators' own
+    clocks spent (the monitor meter's averaging, settling): a station waits for it as for real instruments unless it
+    does other work meanwhile."""
     benches = []
-    with observing_arms(lambda station, batch: benches.extend(station.benches)):
+    with observing_arms(lambda station, batch: benches.extend(station.benches)), ThreadCpu() as cpu:
         start = time.perf_counter()
         result = run_session(config, settings, out_dir=work, store=store, progress=False)
         wall_s = time.perf_counter() - start
@@ -212,7 +270,7 @@ def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dic
     for bench in benches:
         for name, count in bench.message_counts().items():
             messages[name] = messages.get(name, 0) + count
-    return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches), messages
+    return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches), messages, cpu.by_name()
 
 
 def image_counts(text: str) -> list[int]:
@@ -280,10 +338,10 @@ def main() -> None:
         start = time.perf_counter()
         run_seed(SimulationSettings(mu=6.0, gain=1.3), weights, x2, labels2, seed=0)
         physics_twice_s = time.perf_counter() - start
-        result, once_s, instrument_s, messages = timed_session(config, settings, work, store)
+        result, once_s, instrument_s, messages, cpu_s = timed_session(config, settings, work, store)
         probes.append(floor_probe(chunks))
         # twice the images: the difference is the per-image cost without the set-up
-        twice, twice_s, twice_instrument_s, twice_messages = timed_session(
+        twice, twice_s, twice_instrument_s, twice_messages, twice_cpu_s = timed_session(
             config, replace(settings, images=2 * args.images), work, store)
         probes.append(floor_probe(chunks))
         rounds.append(Round(physics_s, physics_twice_s, once_s, twice_s, steady_s_per_image(twice["file"]), probes))
@@ -314,6 +372,12 @@ def main() -> None:
     print(f"  instrument messages per additional batch: {sum(per_batch.values()):.1f} ("
           + ", ".join(f"{name} {count:g}" for name, count in sorted(per_batch.items(), key=lambda kv: -kv[1]) if count)
           + "; on a LAN each is a round trip)")
+    cpu_ms = {name: 1e3 * (twice_cpu_s[name] - cpu_s.get(name, 0.0)) / more_batches for name in twice_cpu_s}
+    if cpu_ms:
+        wall_ms = 1e3 * (twice_s - once_s) / more_batches
+        print(f"  CPU per additional batch: {sum(cpu_ms.values()):.0f} ms in {wall_ms:.0f} ms of wall "
+              f"({sum(cpu_ms.values()) / wall_ms:.2f} of {os.cpu_count()} cores busy; the last round): "
+              + ", ".join(f"{name} {ms:.0f}" for name, ms in sorted(cpu_ms.items(), key=lambda kv: -kv[1]) if ms >= 1))
     print(f"  each round, per additional image ({more / n:.0f} digitized samples per image; the floor from the "
           f"round's three probes):")
     for k, r in enumerate(rounds, 1):
