@@ -6,9 +6,9 @@ bench (calibration records prepared beforehand and reused, so only the session i
 pre-flight, uploads, every acquisition through pyvisa-py and the emulators, the DSP, the verification
 after every batch, the HDF5 recording), then again with twice the images, so that the per-image cost
 without the fixed set-up (pilots, leakage nulling, uploads) is the difference (RUN_REPEATS rounds of both
-sizes, each round with its own floor: below); (3) `qslab replay` of that file. Prints images/s of each, the ratios session/physics, and the instrument messages per batch (each a
-round trip on a LAN: a figure the machine's speed does not move) and the CPU per batch by thread (whether a batch
-waits or computes, and where).
+sizes, each round with its own floor: below); (3) `qslab replay` of that file. Prints images/s of each, the
+instrument messages per batch (each a round trip on a LAN: a figure the machine's speed does not move) and the CPU
+per batch by thread (whether a batch waits or computes, and where).
 
 The goal (issue 18): per additional image, the session within 3x its floor, what a bench session cannot
 avoid, measured in the same run on the samples this very session digitized: the secure products (the
@@ -84,6 +84,7 @@ PROBE_SAMPLES = 1 << 24  # each floor probe times this many samples per part (ab
 RUN_REPEATS = 5        # rounds, each: a floor probe, the direct physics at both sizes, the session, a probe, the
 # session at twice the images, a probe; on a quiet machine single runs minutes apart read 0.70-1.18 ms per image for
 # the same code
+
 
 def noise_s(samples: int, chunk: int) -> float:
     """Drawing one float32 normal per sample (the bench's own fastest sampler, one thread)."""
@@ -273,6 +274,12 @@ def timed_session(config, settings, work: Path, store: RecordStore) -> tuple[dic
     return result, wall_s, sum(bench.state.clock.charged_s() for bench in benches), messages, cpu.by_name()
 
 
+def per_additional_batch(once: dict[str, float], twice: dict[str, float], batches: int) -> dict[str, float]:
+    """Per name, what the session at twice the images added per additional batch, the largest first."""
+    added = {name: (value - once.get(name, 0)) / batches for name, value in twice.items()}
+    return dict(sorted(added.items(), key=lambda item: -item[1]))
+
+
 def image_counts(text: str) -> list[int]:
     """``--batch-scan``'s sizes (ascending, once each): comma-separated whole numbers of images per acquisition >= 1."""
     try:
@@ -368,16 +375,16 @@ def main() -> None:
           f"{instrument_ms * time_scale:.4f} ms real at time_scale {time_scale:g} (not in the floor: the emulated "
           f"instruments' own time, e.g. the health check's meter averaging and the VOA's moves)")
     more_batches = -(-2 * n // args.batch_images) - -(-n // args.batch_images)
-    per_batch = {name: (twice_messages[name] - messages.get(name, 0)) / more_batches for name in twice_messages}
+    per_batch = per_additional_batch(messages, twice_messages, more_batches)
     print(f"  instrument messages per additional batch: {sum(per_batch.values()):.1f} ("
-          + ", ".join(f"{name} {count:g}" for name, count in sorted(per_batch.items(), key=lambda kv: -kv[1]) if count)
+          + ", ".join(f"{name} {count:g}" for name, count in per_batch.items() if count)
           + "; on a LAN each is a round trip)")
-    cpu_ms = {name: 1e3 * (twice_cpu_s[name] - cpu_s.get(name, 0.0)) / more_batches for name in twice_cpu_s}
+    cpu_ms = {name: 1e3 * s for name, s in per_additional_batch(cpu_s, twice_cpu_s, more_batches).items()}
     if cpu_ms:
         wall_ms = 1e3 * (twice_s - once_s) / more_batches
         print(f"  CPU per additional batch: {sum(cpu_ms.values()):.0f} ms in {wall_ms:.0f} ms of wall "
               f"({sum(cpu_ms.values()) / wall_ms:.2f} of {os.cpu_count()} cores busy; the last round): "
-              + ", ".join(f"{name} {ms:.0f}" for name, ms in sorted(cpu_ms.items(), key=lambda kv: -kv[1]) if ms >= 1))
+              + ", ".join(f"{name} {ms:.0f}" for name, ms in cpu_ms.items() if ms >= 1))
     print(f"  each round, per additional image ({more / n:.0f} digitized samples per image; the floor from the "
           f"round's three probes):")
     for k, r in enumerate(rounds, 1):
@@ -413,6 +420,7 @@ def main() -> None:
           f"session {inside_ratio:.2f} (goal <= 3 both) -> {'PASS' if passed else 'FAIL'}")
     if args.batch_scan:
         batch_scan(config, replace(settings, images=2 * n), work, store, args.batch_scan, floor_s_per_image)
+
 
 if __name__ == "__main__":
     main()
