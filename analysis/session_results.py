@@ -30,6 +30,7 @@ from qslab.analysis.client_measurement import inversion_factor_from_noise_figure
 from qslab.analysis.failure_budget import FailureBudget, report_budget, verification_probability
 from qslab.analysis.security_report import (LayerBound, ReferenceFigure, SecurityReport, WeightLeakage,
                                             has_enough_verification, largest_mode_share, layer_bound_from_estimate)
+from qslab.analysis.running_samples import RunningSamples
 from qslab.analysis.verified_samples import PooledSamples, StreamedSamples
 from qslab.analysis.client_measurement import returned_excess_noise_total_snu
 from qslab.analysis.leakage_report import OperatingPoint, leakage_summary
@@ -99,8 +100,9 @@ def verify_layers(samples, measured: MeasuredValues, modes: int, *, failure_prob
     return result.to_dict()
 
 
-def _as_samples(samples) -> PooledSamples | StreamedSamples:
-    return samples if isinstance(samples, (PooledSamples, StreamedSamples)) else PooledSamples(list(samples or []))
+def _as_samples(samples) -> PooledSamples | StreamedSamples | RunningSamples:
+    summed = (PooledSamples, StreamedSamples, RunningSamples)
+    return samples if isinstance(samples, summed) else PooledSamples(list(samples or []))
 
 
 @dataclass

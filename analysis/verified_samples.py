@@ -117,6 +117,22 @@ class _FitSums:
         self.low, self.high = min(self.low, float(q.min())), max(self.high, float(q.max()))
         return qy
 
+    def add_rows(self, q_row: np.ndarray, column_sums_y: np.ndarray, images: int, y_first: float) -> None:
+        """``images`` samples of y after one another, each under the same sent row q_row [K] (float64), from y's sums
+        per column and its very first sample: the sums ``add`` takes of the flattened samples, to rounding. Each
+        column's previous symbol is the same in every image (column 0's: the row's last) but the first image's first,
+        which follows ``last``."""
+        p_row = np.roll(q_row, 1)
+        p_first, q_first = p_row[0], q_row[0]
+        self.n += images * q_row.size
+        self.qq += images * _sum(q_row * q_row)
+        self.qp += images * _sum(q_row * p_row) + q_first * (self.last - p_first)
+        self.pp += images * _sum(p_row * p_row) + self.last * self.last - p_first * p_first
+        self.qy += _sum(q_row * column_sums_y)
+        self.py += _sum(p_row * column_sums_y) + y_first * (self.last - p_first)
+        self.last = float(q_row[-1])
+        self.low, self.high = min(self.low, float(q_row.min())), max(self.high, float(q_row.max()))
+
     def previous_symbol(self) -> float:
         """b of verification.remove_previous_symbol (0 below three samples, as there)."""
         if self.n < 3:

@@ -259,17 +259,19 @@ def is_checkpoint(batches_done: int) -> bool:
     return batches_done > 0 and batches_done & (batches_done - 1) == 0
 
 
-def check_verification(recorded: Recorded, settings: dict, measured: MeasuredValues, modes: int, images: int) -> None:
-    """The server's test on everything verified so far; a failure aborts the session.
+def check_verification(running: RunningSamples, settings: dict, measured: MeasuredValues, modes: int,
+                       images: int) -> None:
+    """The server's test on everything verified so far (``running``: its sums, batch by batch); a failure aborts the
+    session.
 
     Each checkpoint tests at false_alarm / checkpoints, so an honest client is stopped early with at most
-    the stated false-alarm probability in all (union bound); the results' final test uses false_alarm.
+    the stated false-alarm probability in all (union bound); the results' final test uses false_alarm, on the
+    samples read back from the file. Why the running sums here: a checkpoint reading the file back read everything
+    recorded so far, O(total) work on the batches' path (a tenth of a 2000-image session's per-image time).
     """
     batches = -(-settings["images"] // settings["batch_images"])
     checkpoints = int(np.log2(batches)) + 1
-    # the test needs the pooled estimate only; after the last batch the results read the per-layer ones as well
-    checked = verify_layers(recorded.samples(per_layer=images >= settings["images"]), measured, modes,
-                            failure_probability=settings["failure_probability"],
+    checked = verify_layers(running, measured, modes, failure_probability=settings["failure_probability"],
                             false_alarm=settings["false_alarm"] / checkpoints)
     if checked is not None and not checked["accepted"]:
         raise SessionAborted(f"verification failed after {images} images: T_hat = {checked['transmittance_hat']:.4f}, "
@@ -360,8 +362,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                f"appended to; record the rest in a new session file")
             recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
             images_before = previous.images_written
-            running = (RunningSamples.from_chunks(previous.verification_chunks, len(previous.layers))
-                       if settings.max_weight_leakage_bits_per_mode > 0 else None)  # the cap's sums so far
+            running = RunningSamples.from_session(previous)  # the checkpoints' and the cap's sums so far
         differences = resume_check.config_differences(recorded_config, config.text)
         resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
         lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
@@ -369,7 +370,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         run_id = run_id or recording.new_run_id()
         path, measured = Path(out_dir) / f"session-{run_id}.h5", None
         recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
-        running = RunningSamples(len(weights)) if settings.max_weight_leakage_bits_per_mode > 0 else None
+        running = RunningSamples(len(weights))
     figure_dir = figure_directory.make(path.with_suffix(""))
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None
@@ -473,12 +474,10 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     # the cap's sums take the batch now: the next batch's light is checked against it, written or not
                     recorded.add(test_labels[index], pixels, captures, None if counted is None else (index, *counted),
                                  sent)
-                    if running is not None:
-                        running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
+                    running.add_batch((c.sent_snu, c.returned_snu) for c in captures)
                     bar.update(len(index))
                     if is_checkpoint(batch + 1):
-                        appends.wait()  # the server's test reads everything recorded so far back from the file
-                        check_verification(recorded, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
+                        check_verification(running, settings_dict, measured, shapes[0].modes, int(index[-1]) + 1)
                 appends.wait()
         finally:
             with interrupts.protected():

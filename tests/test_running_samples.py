@@ -1,5 +1,6 @@
-"""The leakage cap's running sums (analysis/running_samples.py) against the file-reading route (StreamedSamples),
-batch after batch: the same estimates to rounding, so the same cap decisions, without reading anything back."""
+"""The running sums of the session's checkpoints and leakage cap (analysis/running_samples.py) against the
+file-reading route (StreamedSamples), batch after batch: the same estimates to rounding, so the same decisions, without
+reading anything back; batches of repeated sent rows (a session's) by their per-column route."""
 
 from __future__ import annotations
 
@@ -61,3 +62,60 @@ def test_from_chunks_continues_where_a_resumed_file_left_off():
         running.add_batch(samples)
     reference = streamed(all_batches)
     assert close(running.pooled_estimate(DETECTOR), reference.pooled_estimate(DETECTOR))
+
+
+def session_batches(seed: int, count: int, images: int = 40, modes: int = 7):
+    """Verified samples per batch as a session takes them: [images, rows, modes], the same sent rows for every image
+    of a batch (other rows each batch, none in one), returned light with a previous-symbol tail and heavy tails."""
+    rng = np.random.default_rng(seed)
+    last = 0.0
+    for batch in range(count):
+        rows = 0 if batch == 2 else int(rng.integers(1, 4))
+        sent_rows = (2.5 * rng.standard_normal((rows, modes))).astype(np.float32)
+        sent = np.broadcast_to(sent_rows, (images, rows, modes)).astype(np.float32)
+        flat = sent.ravel().astype(np.float64)
+        previous = np.concatenate([[last], flat[:-1]]) if flat.size else flat
+        y = 0.74 * flat + 0.01 * previous + 1.02 * rng.standard_normal(flat.size) + 0.05 * rng.standard_t(5, flat.size)
+        last = float(flat[-1]) if flat.size else last
+        yield [(sent, y.astype(np.float32).reshape(sent.shape))]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_batches_with_repeated_rows_are_summed_per_column_and_equal_the_file_route(seed, monkeypatch):
+    """The fast route (per column, then over one image's columns) against StreamedSamples on the same samples as a
+    file holds them (flat chunks): the same estimates after every batch, and the product-by-product route unused."""
+    from qslab.analysis import running_samples
+
+    def refused(*args):
+        raise AssertionError("a batch of repeated rows was summed product by product")
+
+    monkeypatch.setattr(running_samples._LayerSums, "_add_samples", refused)
+    running, recorded = RunningSamples(1), []
+    for samples in session_batches(seed, 7):
+        running.add_batch(samples)
+        recorded.append([(sent.ravel(), returned.ravel()) for sent, returned in samples])
+        reference = streamed(recorded)
+        assert running.sizes == reference.sizes
+        assert close(running.pooled_estimate(DETECTOR), reference.pooled_estimate(DETECTOR))
+        assert close(running.layer_estimate(0, DETECTOR), reference.layer_estimate(0, DETECTOR))
+
+
+def test_the_two_routes_give_the_same_power_sums():
+    """One batch of repeated rows summed per column and, flattened, product by product: the 66 sums agree."""
+    per_column, per_product = RunningSamples(1), RunningSamples(1)
+    for (sent, returned), in session_batches(6, 4, images=25, modes=11):
+        per_column.add(0, sent, returned)
+        per_product.add(0, sent.ravel(), returned.ravel())
+    a, b = per_column._summed()[0], per_product._summed()[0]
+    for degree in (2, 4, 8):
+        np.testing.assert_allclose(a.powers[degree], b.powers[degree], rtol=1e-12, atol=1e-9)
+
+
+def test_a_sum_that_failed_on_the_worker_is_raised_by_the_next_estimate():
+    """Sent samples without modulation: the reference fit cannot be solved on the worker; the next estimate says so."""
+    running = RunningSamples(1)
+    running.add(0, np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(np.linalg.LinAlgError):
+        running.pooled_estimate(DETECTOR)
+    with pytest.raises(ValueError, match="expected the same shape"):
+        running.add(0, np.ones((2, 3)), np.ones((3, 2)))
