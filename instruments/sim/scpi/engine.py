@@ -15,6 +15,7 @@ INTERRUPTED`` and a read with nothing to read is ``-420 Query UNTERMINATED``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from qslab.instruments.sim.scpi.parsing import (STANDARD_ERRORS, Arg, HeaderNode
                                                 split_parameters, split_units, tokenize_header)
 
 log = logging.getLogger(__name__)
+_HEADER_END = re.compile(rb"[ \t]")  # a program header ends at its first space or tab (its separator)
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -309,11 +311,8 @@ class ScpiEngine:
         if not stripped:
             return None, path
         skip = len(raw) - len(stripped)
-        head_end = len(stripped)
-        for index, byte in enumerate(stripped):
-            if byte in (0x20, 0x09):
-                head_end = index
-                break
+        head_end = _HEADER_END.search(stripped)
+        head_end = len(stripped) if head_end is None else head_end.start()
         header = stripped[:head_end].decode("ascii", errors="replace")
         query = header.endswith("?")
         bare = header[:-1] if query else header

@@ -18,6 +18,7 @@ Nothing here holds instrument state: the engine (engine.py) executes what this m
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -136,8 +137,10 @@ def compile_pattern(pattern: str) -> tuple[HeaderNode, ...]:
     return tuple(nodes)
 
 
+@functools.lru_cache(maxsize=4096)
 def tokenize_header(header: str) -> tuple[tuple[str, int | None], ...]:
-    """``":sour1:pow"`` -> (("SOUR", 1), ("POW", None)); raises -110/-113 on malformed nodes."""
+    """``":sour1:pow"`` -> (("SOUR", 1), ("POW", None)); raises -110/-113 on malformed nodes. Kept per header
+    string: an instrument hears the same few headers again and again (a malformed one is not kept: it raises)."""
     parts = header.upper().lstrip(":").split(":")
     tokens = []
     for part in parts:
