@@ -255,7 +255,8 @@ def _older_objects_frozen():
 
 
 def is_checkpoint(batches_done: int) -> bool:
-    """The server tests after batches 1, 2, 4, 8, ...: all data so far each time, O(total) work in all."""
+    """The server tests after batches 1, 2, 4, 8, ...: all data so far each time (from running sums: O(batch) work a
+    batch, check_verification)."""
     return batches_done > 0 and batches_done & (batches_done - 1) == 0
 
 
@@ -421,7 +422,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
             status = StatusPublisher.beside(path, station, link, report, store.directory)
             # batches written on a second thread while the next is taken; committed exactly as in line (kill-9 rule)
             appends = recording.BackgroundAppends(writer, committed=status.batch)
-            recorded.committed = appends.wait  # a read-back of the file (the server's test, the results) waits first
+            recorded.committed = appends.wait  # a read-back of the file (the results) waits first
             done = writer.images_written
             counts = LightCounts.resuming(link, writer)  # earlier processes' light, a killed one's as its lock noted
             link.before_light = lambda: counts.note_in(writer.lock)
