@@ -100,25 +100,25 @@ class Recorded:
                 self.running.add(index, capture.sent_snu, capture.returned_snu)
         self.batches += 1
 
-    def samples(self, per_layer: bool = True) -> StreamedSamples:
+    def samples(self) -> StreamedSamples:
         """The verified samples' estimates over every batch added so far, read back from `path` in chunks (kept until
-        a batch is added; per_layer False: the pooled estimate only, StreamedSamples')."""
+        a batch is added)."""
         kept = self._samples
-        if kept is None or kept[0] != self.batches or (per_layer and not kept[1].per_layer):
+        if kept is None or kept[0] != self.batches:
             if self.committed is not None:
                 self.committed()
             with recording.SessionFile.open(self.path, check_values=False) as session:
-                self.samples_from(session, per_layer)
+                self.samples_from(session)
         return self._samples[1]
 
-    def samples_from(self, session: recording.SessionFile, per_layer: bool = True) -> StreamedSamples:
+    def samples_from(self, session: recording.SessionFile) -> StreamedSamples:
         """samples() from `session` (open, holding exactly the batches added)."""
         if session.batches_written != self.batches:
             raise recording.RecordingError(f"{session.path} holds {session.batches_written} committed batches, the "
                                            f"session recorded {self.batches}")
         streamed = StreamedSamples(lambda k: session.verification_chunks(k, CHUNK_VALUES, self.sent), len(session.layers),
                                    running=None if self.running is None else self.running.snapshot(),
-                                   scatter=self.scatter_request, per_layer=per_layer)
+                                   scatter=self.scatter_request)
         self._samples = (self.batches, streamed)
         return streamed
 

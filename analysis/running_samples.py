@@ -149,15 +149,6 @@ class RunningSamples:
         self._queued: list[Future] = []
 
     @classmethod
-    def from_chunks(cls, chunks, layers: int) -> RunningSamples:
-        """From samples already recorded, in capture order (a list of chunks per layer)."""
-        running = cls(layers)
-        for layer in range(layers):
-            for sent, returned in chunks(layer):
-                running.add(layer, sent, returned)
-        return running
-
-    @classmethod
     def from_session(cls, session) -> RunningSamples:
         """From a session file's committed batches (a resumed session's), each batch as it was added."""
         running = cls(len(session.layers))

@@ -324,8 +324,6 @@ class _SummedEstimates:
 
     def layer_estimate(self, layer: int, detector: verification.ServerDetector) -> verification.ChannelEstimate:
         """The layer's estimate after the fit over the previous symbol (PooledSamples.layer_estimate's)."""
-        if self._own is None:
-            raise ValueError(f"{type(self).__name__}(..., per_layer=False) keeps the pooled estimate only")
         return _estimate(self._t[layer], self._fits[layer], self._own[layer], detector)
 
     def pooled_estimate(self, detector: verification.ServerDetector) -> verification.ChannelEstimate:
@@ -347,14 +345,12 @@ class StreamedSamples(_SummedEstimates):
     `running`: pass 1 already summed as the samples were recorded (RunningFits.snapshot()): the chunks are read
     once, and each chunk's sum q y must equal the one recorded (ValueError otherwise: the file does not hold the
     samples that were summed). `scatter`: (points, layer, seed): pass 2 also keeps that many (sent, returned)
-    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed.
-    `per_layer` False: the pooled estimate only (a session's checkpoints test it alone): pass 2 skips each layer's own
-    residuals, about half its arithmetic when the layers' slopes differ; layer_estimate is then refused."""
+    samples of `layer` drawn uniformly without replacement (`scattered`, a figure's), so no third read is needed."""
 
     pass_2_threads = 2  # pass 2's blocks summed on this many workers; merged in order, so the bits do not depend on it
 
     def __init__(self, chunks: Chunks, layers: int, running: tuple[list[_FitSums], list[list[float]]] | None = None,
-                 scatter: tuple[int, int, int] | None = None, per_layer: bool = True):
+                 scatter: tuple[int, int, int] | None = None):
         scratch = _Scratch()
         if running is None:
             fits = [_FitSums() for _ in range(layers)]
@@ -367,8 +363,6 @@ class StreamedSamples(_SummedEstimates):
             if len(fits) != layers:
                 raise ValueError(f"running sums of {len(fits)} layers given for {layers} layers")
         self._slopes(fits)
-        if not per_layer:
-            self._own = None
         self.scatter_request, picked = scatter, ([], [])
         pick = None if scatter is None else scatter_indices(fits[scatter[1]].n, scatter[0], scatter[2])
         with ThreadPoolExecutor(self.pass_2_threads, thread_name_prefix="qslab-pass-2") as workers:
@@ -378,11 +372,6 @@ class StreamedSamples(_SummedEstimates):
                 self._pass_2(layer, chunks, expected_qy, scratch, workers, local, scattered, picked)
         self.scattered = ((np.concatenate(picked[0]), np.concatenate(picked[1])) if picked[0]
                           else (np.empty(0), np.empty(0)))
-
-    @property
-    def per_layer(self) -> bool:
-        """Whether each layer's own residuals were summed (layer_estimate), not only the pooled ones."""
-        return self._own is not None
 
     def _pass_2(self, layer: int, chunks: Chunks, expected_qy: list[list[float]] | None, scratch: _Scratch,
                 workers: ThreadPoolExecutor, local: threading.local, pick: np.ndarray | None,
@@ -412,8 +401,7 @@ class StreamedSamples(_SummedEstimates):
             read += 1
             sums = [self._block_residuals(*blocks[0])] if summing is None else [block.result() for block in summing]
             for own, pooled in sums:  # merged in the blocks' order, whichever worker finished first
-                if self._own is not None:
-                    self._own[layer].merge(*own)
+                self._own[layer].merge(*own)
                 self._pooled.merge(*pooled)
             last = float(sent[-1])
         if expected_qy is not None and read != len(expected_qy[layer]):
@@ -423,7 +411,7 @@ class StreamedSamples(_SummedEstimates):
     def _block_residuals(self, layer: int, sent: np.ndarray, returned: np.ndarray, last: float,
                          local: threading.local) -> tuple[tuple, tuple]:
         """Pass 2 over one block, on a worker: the sums (_ResidualSums.merge's arguments) of y - b q_prev - t q at the
-        layer's t (None when not per_layer) and at the pooled t, computed in the worker's own scratch buffers (the
+        layer's t and at the pooled t, computed in the worker's own scratch buffers (the
         operations of the array expressions, in their order)."""
         scratch = getattr(local, "scratch", None)
         if scratch is None:
@@ -432,9 +420,8 @@ class StreamedSamples(_SummedEstimates):
         y, work = scratch.get(2, sent.size), scratch.get(3, sent.size)
         np.copyto(y, returned, casting="same_kind")
         np.subtract(y, np.multiply(previous, self._b[layer], out=work), out=y)
-        same = self._t_pooled == self._t[layer]  # one layer with samples: its t is the pooled one, and its residuals
-        own = (_ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
-               if self._own is not None or same else None)
+        same = self._t_pooled == self._t[layer]  # one layer with samples: its t and residuals are the pooled ones
+        own = _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t[layer], out=work), out=work))
         if same:
             return own, own
         return own, _ResidualSums.chunk_in_place(np.subtract(y, np.multiply(q, self._t_pooled, out=work), out=work))

@@ -55,13 +55,16 @@ def test_the_running_estimates_equal_the_streamed_ones_after_every_batch(seed):
         assert close(running.pooled_estimate(DETECTOR), reference.pooled_estimate(DETECTOR))
 
 
-def test_from_chunks_continues_where_a_resumed_file_left_off():
-    all_batches = list(batches(5, 6))
-    running = RunningSamples.from_chunks(lambda layer: [b[layer] for b in all_batches[:3]], 2)
-    for samples in all_batches[3:]:
-        running.add_batch(samples)
-    reference = streamed(all_batches)
-    assert close(running.pooled_estimate(DETECTOR), reference.pooled_estimate(DETECTOR))
+def test_the_two_routes_continue_each_other():
+    """Batches of repeated rows after flat samples and flat samples after them, on one layer: each route starts from
+    the previous symbol the other left (the first image's first sample follows it), as the file route does."""
+    parts = list(session_batches(8, 6))
+    running, recorded = RunningSamples(1), []
+    for index, ((sent, returned),) in enumerate(parts):
+        flat = index in (0, 3, 4)
+        running.add(0, sent.ravel() if flat else sent, returned.ravel() if flat else returned)
+        recorded.append([(sent.ravel(), returned.ravel())])
+        assert close(running.pooled_estimate(DETECTOR), streamed(recorded).pooled_estimate(DETECTOR))
 
 
 def session_batches(seed: int, count: int, images: int = 40, modes: int = 7):

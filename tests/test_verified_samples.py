@@ -290,30 +290,18 @@ def test_running_fits_sum_on_a_worker_and_the_snapshot_waits_for_them(monkeypatc
         failing.snapshot()
 
 
-def test_the_pooled_estimate_alone_has_the_bits_of_the_full_pass_and_refuses_per_layer_ones():
-    """per_layer=False (a checkpoint's test): pass 2 skips each layer's own residuals; the pooled estimate, the sizes
-    and the scatter are the same bits, and a per-layer estimate is refused rather than left empty."""
-    rng = np.random.default_rng(11)
-    samples = [layer_samples(rng, 200_003, 0.74, 0.05, 1.02), layer_samples(rng, 30_001, 0.70, -0.03, 1.1)]
-    full = StreamedSamples(chunked(samples, [65_536]), 2, scatter=(40, 0, 2))
-    pooled = StreamedSamples(chunked(samples, [65_536]), 2, scatter=(40, 0, 2), per_layer=False)
-    assert full._t[0] != full._t_pooled  # the layers' slopes differ: the skipped residuals are real work
-    assert pooled.pooled_estimate(DETECTOR) == full.pooled_estimate(DETECTOR) and pooled.sizes == full.sizes
-    assert all(np.array_equal(a, b) for a, b in zip(pooled.scattered, full.scattered))
-    with pytest.raises(ValueError, match="per_layer=False"):
-        pooled.layer_estimate(0, DETECTOR)
-
-
-def test_recorded_reads_again_for_per_layer_estimates_and_reuses_them_for_the_pooled_one(tmp_path):
+def test_recorded_reads_its_file_once_per_batch_count(tmp_path):
+    """The estimates are read back once and kept until a batch is added; then read again, with the new batch."""
     rng = np.random.default_rng(12)
     shapes, live, writer = live_recording(tmp_path)
     with writer:
         images, labels, pixels, captures = random_session_batch(rng, shapes)
         writer.append_batch(np.arange(images), labels, pixels, rng.integers(0, 10, images), captures)
         live.add(labels, pixels, captures)
-        pooled_only = live.samples(per_layer=False)
-        assert not pooled_only.per_layer and live.samples(per_layer=False) is pooled_only
-        full = live.samples()
-        assert full is not pooled_only and full.per_layer
-        assert live.samples(per_layer=False) is full and live.samples() is full
-        assert full.pooled_estimate(DETECTOR) == pooled_only.pooled_estimate(DETECTOR)
+        first = live.samples()
+        assert live.samples() is first
+        more, labels, pixels, captures = random_session_batch(rng, shapes)
+        writer.append_batch(images + np.arange(more), labels, pixels, rng.integers(0, 10, more), captures)
+        live.add(labels, pixels, captures)
+        again = live.samples()
+        assert again is not first and sum(again.sizes) > sum(first.sizes) and live.samples() is again

@@ -28,7 +28,7 @@ def file_route(path: Path, batches: int, measured, modes: int, false_alarm: floa
         layers = len(session.layers)
         parts = [[session.layer_batch(batch, layer) for batch in range(batches)] for layer in range(layers)]
     samples = StreamedSamples(lambda layer: [(p.sent_snu.ravel(), p.returned_snu.ravel()) for p in parts[layer]],
-                              layers, per_layer=False)
+                              layers)
     return session_module.verify_layers(samples, measured, modes, failure_probability=SETTINGS.failure_probability,
                                         false_alarm=false_alarm)
 
