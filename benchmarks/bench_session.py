@@ -192,8 +192,7 @@ def steady_s_per_image(path) -> float:
     """Seconds per image over the second half of a session's batches, from the commit times its /batches rows hold:
     the per-image cost inside one session, steadier than the difference of two sessions' walls (each carries its
     own noise). The second half: after the set-up's background work (the figure worker draws while the first
-    batches run); at the default sizes (20 batches) it holds the checkpoint after batch 16, whose reads per image
-    equal the session's average."""
+    batches run)."""
     with h5py.File(path, "r") as file:
         batches = file["batches"][:]
     middle = len(batches) // 2
