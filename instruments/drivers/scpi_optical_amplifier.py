@@ -48,6 +48,18 @@ _MODES = {"gain": "GAIN", "power": "POW", "current": "CURR"}
 _SHORT_FORM = {"GAIN": "GAIN", "POW": "POW", "POWER": "POW", "CURR": "CURR", "CURRENT": "CURR"}
 
 
+_READING_LIMIT_DBM = 1000.0  # beyond +/- this a power reading is junk on the line, not light (and 10**x overflows)
+
+
+def _reading_w(reply: str) -> float:
+    """A measured power, replied in dBm, in W. A reply no power can be (not a number, or beyond _READING_LIMIT_DBM) is
+    a ValueError, which the driver takes as an unreadable reply (retried, then an InstrumentFault), not inf or NaN W."""
+    dbm = float(reply)
+    if not -_READING_LIMIT_DBM < dbm < _READING_LIMIT_DBM:
+        raise ValueError(f"expected a power reading in dBm within +/-{_READING_LIMIT_DBM:g}, got {reply.strip()!r}")
+    return float(dbm_to_w(dbm))
+
+
 def _mode_reply(reply: str) -> str:
     word = reply.strip().upper()
     if word not in _SHORT_FORM:
@@ -90,10 +102,10 @@ class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
             set_cmd="SOUR:CURR {:.6f}", get_parser=float, vals=Numbers(*pump_current_limits_a))
         self.input_power_w = self.add_parameter(
             "input_power_w", label="measured input power", unit="W", get_cmd="MEAS:POW:INP?",
-            get_parser=lambda dbm: float(dbm_to_w(float(dbm))), set_cmd=False)
+            get_parser=_reading_w, set_cmd=False)
         self.output_power_w = self.add_parameter(
             "output_power_w", label="measured output power", unit="W", get_cmd="MEAS:POW:OUTP?",
-            get_parser=lambda dbm: float(dbm_to_w(float(dbm))), set_cmd=False)
+            get_parser=_reading_w, set_cmd=False)
         self.connect_message()
 
     def _refuse_other_instruments(self) -> None:

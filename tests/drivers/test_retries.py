@@ -361,6 +361,22 @@ OPERATIONS = {
 }
 
 
+@pytest.mark.parametrize("junk", [b"9e99", b"1e400", b"nan", b"-inf"])
+def test_a_power_reading_no_light_can_be_is_an_unreadable_reply(junk, monkeypatch):
+    """A junk number in place of the amplifier's dBm reading is an InstrumentFault, never inf or NaN watts (it was
+    read as inf W, with numpy's overflow warning)."""
+    monkeypatch.setattr(_scpi, "RETRY_BACKOFF_S", (0.0,))
+    server, set_junk = _junk_server(AMPLIFIER)
+    driver = amplifier_on(server)
+    try:
+        set_junk(junk)
+        with pytest.raises(InstrumentFault, match="power reading in dBm"):
+            driver.input_power_w()
+    finally:
+        driver.close()
+        server.close()
+
+
 @pytest.mark.parametrize("kind", ["amp", "mbx"])
 def test_junk_replies_raise_nothing_but_instrument_errors(kind, monkeypatch):
     monkeypatch.setattr(_scpi, "RETRY_BACKOFF_S", (0.0,))
