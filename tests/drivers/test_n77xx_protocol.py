@@ -118,6 +118,20 @@ def test_meter_reading_of_scpi_not_a_number_is_one_clear_error():
             meter.ch1.read_powers_w(2)
 
 
+def test_meter_reading_that_is_no_finite_number_is_one_clear_error():
+    """A reply that parses as NaN or infinity (junk): refused naming it, never a NaN watt reading that every later
+    comparison (mu, the health check's ratios) would let through."""
+    pairs = meter_connect() + [
+        (b"SENS1:POW:UNIT 1;:READ1:POW?\n", b"nan\r\n"),
+        (b"SENS1:POW:UNIT 1;:READ1:POW?;:READ1:POW?\n", b"+1.00000000E-006;-inf\r\n"),
+    ]
+    with expected_protocol(_driver(KeysightN7744A, "n7744c_nonfinite"), pairs) as meter:
+        with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading \(nan is no finite number\)"):
+            meter.ch1.read_power_w()
+        with pytest.raises(InstrumentError, match=r"no valid reading \(-inf is no finite number\)"):
+            meter.ch1.read_powers_w(2)
+
+
 def attenuator_connect() -> list:
     pairs: list = [(b"*CLS\n", None)]
     for slot in (1, 3):
