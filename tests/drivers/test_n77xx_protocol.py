@@ -105,30 +105,21 @@ def test_meter_reads_in_watt_set_in_the_same_message():
         meter.ch1.power_unit("dBm")
 
 
-def test_meter_reading_of_scpi_not_a_number_is_one_clear_error():
-    """+9.91E37 is SCPI's 'no valid reading' (over range): refused naming it, never returned as 1e37 W."""
+@pytest.mark.parametrize("single, second, named", [
+    (b"+9.91000000E+037", b"+9.91000000E+037", r"\+9.91000000E\+037 is SCPI's not-a-number: over range\?"),
+    (b"nan", b"-inf", r"nan is no finite number"),
+])
+def test_meter_reading_of_no_valid_power_is_one_clear_error(single, second, named):
+    """+9.91E37 is SCPI's 'no valid reading' (over range), and a reply that parses as NaN or infinity is junk: each is
+    refused naming it, never returned as a power (1e37 W, or a NaN that every later comparison would let through)."""
     pairs = meter_connect() + [
-        (b"SENS1:POW:UNIT 1;:READ1:POW?\n", b"+9.91000000E+037\r\n"),
-        (b"SENS1:POW:UNIT 1;:READ1:POW?;:READ1:POW?\n", b"+1.00000000E-006;+9.91000000E+037\r\n"),
+        (b"SENS1:POW:UNIT 1;:READ1:POW?\n", single + b"\r\n"),
+        (b"SENS1:POW:UNIT 1;:READ1:POW?;:READ1:POW?\n", b"+1.00000000E-006;" + second + b"\r\n"),
     ]
-    with expected_protocol(_driver(KeysightN7744A, "n7744c_nan"), pairs) as meter:
-        with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading.*not-a-number"):
+    with expected_protocol(_driver(KeysightN7744A, "n7744c_invalid"), pairs) as meter:
+        with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading \(" + named):
             meter.ch1.read_power_w()
         with pytest.raises(InstrumentError, match="no valid reading"):
-            meter.ch1.read_powers_w(2)
-
-
-def test_meter_reading_that_is_no_finite_number_is_one_clear_error():
-    """A reply that parses as NaN or infinity (junk): refused naming it, never a NaN watt reading that every later
-    comparison (mu, the health check's ratios) would let through."""
-    pairs = meter_connect() + [
-        (b"SENS1:POW:UNIT 1;:READ1:POW?\n", b"nan\r\n"),
-        (b"SENS1:POW:UNIT 1;:READ1:POW?;:READ1:POW?\n", b"+1.00000000E-006;-inf\r\n"),
-    ]
-    with expected_protocol(_driver(KeysightN7744A, "n7744c_nonfinite"), pairs) as meter:
-        with pytest.raises(InstrumentError, match=r"READ1:POW\?.*no valid reading \(nan is no finite number\)"):
-            meter.ch1.read_power_w()
-        with pytest.raises(InstrumentError, match=r"no valid reading \(-inf is no finite number\)"):
             meter.ch1.read_powers_w(2)
 
 
