@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from concurrent.futures import Future
 
 import numpy as np
 
 from qslab.analysis import verification
 from qslab.analysis.verified_samples import _estimate, _FitSums, _ResidualSums, _sum
-from qslab.analysis.workers import one_thread
+from qslab.analysis.workers import OrderedTasks
 
 DEGREES = (2, 4, 8)
 BLOCK_VALUES = 1 << 16  # the per-column route's float64 work per step: 512 KiB a buffer, within L2
@@ -146,7 +145,7 @@ class RunningSamples:
 
     def __init__(self, layers: int):
         self._layers = [_LayerSums() for _ in range(layers)]
-        self._queued: list[Future] = []
+        self._summing = OrderedTasks("qslab-running-samples")
 
     @classmethod
     def from_session(cls, session) -> RunningSamples:
@@ -164,9 +163,7 @@ class RunningSamples:
         if q.shape != y.shape:
             raise ValueError(f"layer {layer}: sent {q.shape} and returned {y.shape} samples; expected the same shape")
         shape = (q.shape[0], -1) if q.ndim >= 2 and q.shape[0] else (-1,)
-        self._queued = [f for f in self._queued if not f.done() or f.exception() is not None]
-        self._queued.append(one_thread("qslab-running-samples").submit(self._layers[layer].add, q.reshape(shape),
-                                                                         y.reshape(shape)))
+        self._summing.submit(self._layers[layer].add, q.reshape(shape), y.reshape(shape))
 
     def add_batch(self, samples: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """One batch: (sent, returned) of every layer."""
@@ -175,8 +172,7 @@ class RunningSamples:
 
     def _summed(self) -> list[_LayerSums]:
         """Every layer's sums once the batches added so far are summed."""
-        for queued in self._queued:
-            queued.result()
+        self._summing.wait()
         return self._layers
 
     @property

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from qslab.analysis import verification
-from qslab.analysis.workers import one_thread
+from qslab.analysis.workers import OrderedTasks
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # layer -> its (sent, returned) in capture order
 
@@ -228,7 +228,7 @@ class RunningFits:
         self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
         self._qy: list[list[float]] = [[] for _ in range(layers)]
         self._scratch = _Scratch()
-        self._queued: list[Future] = []
+        self._summing = OrderedTasks("qslab-running-fits")
 
     def add(self, layer: int, sent_snu, returned_snu) -> None:
         """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them;
@@ -237,8 +237,7 @@ class RunningFits:
         returned = np.asarray(returned_snu).astype(np.float32, copy=False).ravel()
         if sent.shape != returned.shape:
             raise ValueError(f"layer {layer}: {sent.size} sent and {returned.size} returned samples; expected as many")
-        self._queued = [f for f in self._queued if not f.done() or f.exception() is not None]
-        self._queued.append(one_thread("qslab-running-fits").submit(self._sum, layer, sent, returned))
+        self._summing.submit(self._sum, layer, sent, returned)
 
     def _sum(self, layer: int, sent: np.ndarray, returned: np.ndarray) -> None:
         """`add`'s work, on the worker: every whole chunk of the layer's samples so far summed."""
@@ -277,8 +276,7 @@ class RunningFits:
         """(pass 1's sums over every sample added, each chunk's sum q y): the chunk in progress counted as the file's
         last, shorter chunk; the running sums are left as they are. Waits for the batches added to be summed (and
         raises what failed there)."""
-        for queued in self._queued:
-            queued.result()
+        self._summing.wait()
         fits, qy = [], []
         for fit, pending, chunks in zip(self._fits, self._pending, self._qy):
             fit = replace(fit)

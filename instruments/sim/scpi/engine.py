@@ -311,8 +311,8 @@ class ScpiEngine:
         if not stripped:
             return None, path
         skip = len(raw) - len(stripped)
-        head_end = _HEADER_END.search(stripped)
-        head_end = len(stripped) if head_end is None else head_end.start()
+        separator = _HEADER_END.search(stripped)
+        head_end = len(stripped) if separator is None else separator.start()
         header = stripped[:head_end].decode("ascii", errors="replace")
         query = header.endswith("?")
         bare = header[:-1] if query else header
