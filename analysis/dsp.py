@@ -78,7 +78,7 @@ def minus_tail_dc(samples_v: np.ndarray, start: int, out: np.ndarray | None = No
     return np.subtract(samples_v, float(np.mean(samples_v[start:])), out=out)
 
 
-RECORD_CHUNK_SYMBOLS = 4096  # symbols per piece of a record turned into volts (float64, ~256 KiB at 8 samples each)
+RECORD_CHUNK_SYMBOLS = 4096  # symbols per piece of a record filtered (float64, ~256 KiB at 8 samples each)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class AdcRecord:
     Why not volts: a session's record is millions of samples; as float64 volts it takes four times the bytes the
     digitizer sent, and each step (the centre, the clipping check, the DC level, the filter) is one more pass over
     memory. ``volts`` gives any stretch with the same float64 operations in the same order as the whole record in
-    volts, so every result below is bit for bit the whole-record route's (tests/test_dsp_records.py)."""
+    volts; the clipping check reads the extreme words and the filter the words themselves
+    (tests/test_dsp_records.py)."""
 
     words: np.ndarray          # 1-D ADC words (e.g. int16; float volts with volts_per_count 1 for a digitizer without)
     volts_per_count: float
@@ -134,8 +135,13 @@ def count_clipped_record(record: AdcRecord, full_scale_v: float, adc_bits: int) 
 def record_quadratures_snu(record: AdcRecord, template, samples_per_symbol: int, offset_samples: int,
                            shot_noise_variance_v2: float, n_symbols: int, dc_v: float = 0.0,
                            chunk_symbols: int = RECORD_CHUNK_SYMBOLS) -> np.ndarray:
-    """quadratures_snu of ``record.volts() - dc_v`` (float64 [n_symbols]), a chunk of symbols at a time in one
-    reused buffer: the same operations per sample and per symbol as the whole record's, never its float64 copy."""
+    """quadratures_snu of ``record.volts() - dc_v`` (float64 [n_symbols]), filtered from the words.
+
+    The filter is linear: sum_n g_n (a w_n + b) = a (g . w) + b sum_n g_n, with a the volts per count and b the
+    origin less the centre and ``dc_v``. So the words are filtered as they came (a chunk of symbols at a time, as
+    float64 in one reused buffer, never the record's float64 copy) and the map to volts is applied per symbol, an
+    eighth of the arithmetic of applying it per sample. Equal to filtering the volts to float64 rounding, not bit for
+    bit (the same terms summed in another order; tests/test_dsp_records.py)."""
     if not np.isfinite(shot_noise_variance_v2) or shot_noise_variance_v2 <= 0.0:
         raise ValueError(f"shot_noise_variance_v2 must be > 0, got {shot_noise_variance_v2!r}")
     g, sps = _symbol_layout(template, samples_per_symbol, offset_samples)
@@ -143,19 +149,19 @@ def record_quadratures_snu(record: AdcRecord, template, samples_per_symbol: int,
     n = int(n_symbols)
     if not 0 < n <= available:
         raise ValueError(f"n_symbols must be in [1, {available}] for {record.size} samples, got {n_symbols!r}")
-    # whole groups of 4 symbols (BLAS's matrix-vector kernel takes rows in such groups), and never a last piece of
-    # one symbol (numpy takes a 1-row product as a dot product, summed in another order)
-    chunk = max(4, int(chunk_symbols) // 4 * 4)
-    buffer = np.empty((min(chunk, n) + 1) * sps)
+    chunk = max(1, int(chunk_symbols))
+    buffer = np.empty(min(chunk, n) * sps)
     outputs = np.empty(n)
-    first = 0
-    while first < n:
-        last = first + chunk if n - first - chunk > 1 else n
-        volts = record.volts(offset_samples + first * sps, offset_samples + last * sps, out=buffer)
-        volts -= dc_v
-        np.matmul(volts.reshape(last - first, sps), g, out=outputs[first:last])
-        first = last
-    return outputs / np.sqrt(shot_noise_variance_v2)
+    for first in range(0, n, chunk):
+        last = min(first + chunk, n)
+        words = record.words[offset_samples + first * sps:offset_samples + last * sps]
+        rows = buffer[:words.size]
+        np.copyto(rows, words)
+        np.matmul(rows.reshape(last - first, sps), g, out=outputs[first:last])
+    outputs *= record.volts_per_count
+    outputs += (record.origin_v - record.centre_v - dc_v) * float(np.sum(g))
+    outputs /= np.sqrt(shot_noise_variance_v2)
+    return outputs
 
 
 def _symbol_layout(template, samples_per_symbol: int, offset_samples: int) -> tuple[np.ndarray, int]:

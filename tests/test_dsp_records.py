@@ -1,6 +1,6 @@
-"""A record kept as ADC words and filtered a piece at a time (dsp.AdcRecord, record_quadratures_snu) gives bit for bit
-what the whole record in float64 volts gives (the digitizer's volts, less the centre, less the tail's mean, the
-matched filter): the session's recorded quadratures must not move in their last bit."""
+"""A record kept as ADC words (dsp.AdcRecord): its tail in volts is bit for bit the whole record's in float64 volts
+(the digitizer's volts, less the centre, less the tail's mean), and the quadratures filtered from its words a piece at
+a time (record_quadratures_snu) are the matched filter of those volts to float64 rounding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from qslab.analysis import dsp
-from qslab.analysis.blas_threads import one_blas_thread
 
 
 def _whole_record_route(words, volts_per_count, origin_v, centre_v, tail_start, template, sps, offset, s2, n):
@@ -22,29 +21,42 @@ def _whole_record_route(words, volts_per_count, origin_v, centre_v, tail_start, 
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_pieces_of_a_word_record_give_the_whole_records_quadratures_bit_for_bit(seed):
+def test_quadratures_from_the_words_are_the_whole_records_to_rounding(seed):
     rng = np.random.default_rng(seed)
-    with one_blas_thread():  # as the session's acquisitions run (a threaded BLAS splits rows where it likes)
-        for _ in range(40):
-            sps = int(rng.choice([4, 8, 16]))
-            symbols = int(rng.integers(2, 30_000))
-            words = rng.integers(-30_000, 30_000, size=symbols * sps + int(rng.integers(0, 3 * sps)), dtype=np.int16)
-            volts_per_count, centre_v = float(rng.uniform(1e-6, 1e-3)), float(rng.normal())
-            origin_v = float(rng.choice([0.0, rng.normal()]))
-            template, offset = rng.normal(size=sps), int(rng.integers(0, sps))
-            s2 = float(rng.uniform(1e-6, 1e-2))
-            n = int(rng.integers(1, (words.size - offset) // sps + 1))
-            n = n - n % 4 + 1 if rng.random() < 0.3 and n % 4 != 1 and n > 8 else n  # a last piece of one symbol
-            start = int(rng.integers(0, words.size))
-            expected, expected_tail = _whole_record_route(words, volts_per_count, origin_v, centre_v, start, template,
-                                                          sps, offset, s2, n)
-            record = dsp.AdcRecord(words, volts_per_count, origin_v, centre_v)
-            tail = record.volts(start)
-            dc_v = float(np.mean(tail))
-            np.testing.assert_array_equal(np.subtract(tail, dc_v, out=tail), expected_tail)
-            for chunk in (4, 64, 4096, n + 8):
-                got = dsp.record_quadratures_snu(record, template, sps, offset, s2, n, dc_v, chunk_symbols=chunk)
-                assert np.array_equal(got, expected), (sps, n, chunk, np.max(np.abs(got - expected)))
+    for _ in range(40):
+        sps = int(rng.choice([4, 8, 16]))
+        symbols = int(rng.integers(2, 30_000))
+        words = rng.integers(-30_000, 30_000, size=symbols * sps + int(rng.integers(0, 3 * sps)), dtype=np.int16)
+        volts_per_count, centre_v = float(rng.uniform(1e-6, 1e-3)), float(rng.normal())
+        origin_v = float(rng.choice([0.0, rng.normal()]))
+        template, offset = rng.normal(size=sps), int(rng.integers(0, sps))
+        s2 = float(rng.uniform(1e-6, 1e-2))
+        n = int(rng.integers(1, (words.size - offset) // sps + 1))
+        start = int(rng.integers(0, words.size))
+        expected, expected_tail = _whole_record_route(words, volts_per_count, origin_v, centre_v, start, template,
+                                                      sps, offset, s2, n)
+        record = dsp.AdcRecord(words, volts_per_count, origin_v, centre_v)
+        tail = record.volts(start)
+        dc_v = float(np.mean(tail))
+        np.testing.assert_array_equal(np.subtract(tail, dc_v, out=tail), expected_tail)
+        # each quadrature sums sps terms of |g_n| |v_n| at most: float64 rounding of those, with room to spare
+        unit = template / np.linalg.norm(template)
+        largest_v = 30_000 * volts_per_count + abs(origin_v) + abs(centre_v) + abs(dc_v)
+        tolerance = 1e-13 * np.abs(unit).sum() * largest_v / np.sqrt(s2)
+        for chunk in (1, 3, 64, 4096, n + 8):
+            got = dsp.record_quadratures_snu(record, template, sps, offset, s2, n, dc_v, chunk_symbols=chunk)
+            assert got.shape == expected.shape
+            assert np.max(np.abs(got - expected)) <= tolerance, (sps, n, chunk)
+
+
+def test_quadratures_of_a_volts_record_are_its_matched_filter():
+    """A digitizer without words (volts_per_count 1, no origin): the filter of its volts less centre and DC."""
+    rng = np.random.default_rng(4)
+    volts, template = rng.normal(size=8 * 500 + 3), rng.normal(size=8)
+    record = dsp.AdcRecord(volts, 1.0, 0.0, 0.25)
+    got = dsp.record_quadratures_snu(record, template, 8, 3, 2.0, 500, dc_v=0.125, chunk_symbols=7)
+    expected = dsp.quadratures_snu(volts - 0.375, template, 8, 3, 2.0, n_symbols=500)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 def test_extremes_and_clipping_from_the_words_equal_the_volts():
