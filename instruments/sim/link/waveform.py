@@ -237,7 +237,8 @@ def matched_filter_response(config: WaveformConfig) -> MatchedFilterResponse:
 # --- the same model, rendered fast (the bench's session acquisitions) ------------------------------
 
 RENDER_CHUNK_SLOTS = 16384    # symbol slots rendered at a time (about a MB of work arrays: stays in cache)
-IIR_TRUNCATION = 2.0 ** -30   # first-order filter: impulse-response tail dropped below this (float32 eps is 2^-23)
+IIR_TRUNCATION = 2.0 ** -21   # first-order filter: impulse-response tail dropped below this of its peak (4.8e-7: a code
+#                                step is ~1/30 of the shot noise rms, so the ADC's own rounding is ~10^4 times larger)
 MAX_IIR_TAPS = 64             # longer first-order responses (low bandwidth) run through sosfilt instead
 _RENDER_WORK = threading.local()
 
@@ -260,7 +261,7 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     any distortion of its input); code_scale left-aligns the codes in 16-bit words. float32 is exact enough: its 6e-8 relative resolution is far below one
     ADC step. The normals come from Box-Muller on 32-bit uniforms of rng's bit generator (a fast one,
     e.g. SFC64, pays off: drawing them is most of the cost). A first-order detector filter keeps its
-    impulse response down to IIR_TRUNCATION of its peak (the recursion up to float32 rounding);
+    impulse response down to IIR_TRUNCATION of its peak (what it drops is far below the ADC's rounding);
     higher orders run scipy's sosfilt.
     """
     sps, n_samples = config.samples_per_symbol, int(n_samples)
