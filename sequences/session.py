@@ -225,8 +225,10 @@ def measured_values(link) -> MeasuredValues:
 
 # --- the session ------------------------------------------------------------------------------------
 
-def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> tuple[list, np.ndarray]:
-    """Every layer of one batch through the station; the client's ReLU between layers."""
+def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
+              next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
+    """Every layer of one batch through the station; the client's ReLU between layers. ``next_pixels``: the next
+    batch's images, whose client codes for layer 1 are then worked out while this batch is checked."""
     rng = np.random.default_rng([seed, batch])
     data = mnist.preprocess(pixels)
     captures = []
@@ -236,6 +238,8 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int) -> t
         hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
         hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
         data = hidden
+    if next_pixels is not None and len(next_pixels):
+        link.prepare_first_layer(mnist.preprocess(next_pixels))
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
         capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
@@ -455,10 +459,13 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                     first = batch * settings.batch_images
                     index = np.arange(first, min(first + settings.batch_images, settings.images))
                     pixels = test_images[index].reshape(len(index), -1)
+                    following = np.arange(index[-1] + 1, min(index[-1] + 1 + settings.batch_images, settings.images))
+                    next_pixels = test_images[following].reshape(len(following), *pixels.shape[1:])
                     try:
                         refuse_over_cap(index, again=False)
                         captures, guess = guard.take(batch, lambda: counts.take(
-                                                         lambda: run_batch(link, len(weights), pixels, settings.seed, batch)),
+                                                         lambda: run_batch(link, len(weights), pixels, settings.seed,
+                                                                           batch, next_pixels=next_pixels)),
                                                      before_again=lambda: refuse_over_cap(index, again=True))
                     except LeakageCapReached as reached:
                         cap_stop = reached.stop

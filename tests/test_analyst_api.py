@@ -166,10 +166,10 @@ def test_a_resumed_file_keeps_its_dimension_scales(bench, tmp_path, monkeypatch)
     _, store, _ = bench
     original, settings = session_module.run_batch, replace(SETTINGS, images=10)
 
-    def interrupted(link, layers, pixels, seed, batch):
+    def interrupted(link, layers, pixels, seed, batch, **kwargs):
         if batch == 1:
             raise KeyboardInterrupt  # Ctrl-C after the first batch
-        return original(link, layers, pixels, seed, batch)
+        return original(link, layers, pixels, seed, batch, **kwargs)
 
     monkeypatch.setattr(session_module, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):

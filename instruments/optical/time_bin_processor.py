@@ -58,6 +58,7 @@ class AwgTimeBinProcessor:
         if len(awg.channels) != 2:
             raise ValueError(f"{name}: the processor drives two AWG channels (beam splitter, phase), got {awg.channels}")
         self.awg, self.calibration, self.name = awg, calibration, name
+        self._prepared: tuple | None = None  # (x_hat, calibration, amplitude limit, codes and amplitudes): prepare_batch
 
     def full_range_peaks_v(self) -> tuple[float, float]:
         """The largest |AWG volts| of each channel over the whole angle range (theta in [0, pi/2], phi in [-pi, pi))."""
@@ -133,13 +134,32 @@ class AwgTimeBinProcessor:
         shape = np.shape(x_hat)
         return tuple(codes_to_volts(c, a).reshape(shape) for c, a in zip(codes, amplitudes))
 
+    def prepare_batch(self, x_hat) -> None:
+        """Work out the codes of a batch that ``load_batch`` will be given later; nothing is sent.
+
+        Why: the session knows its next batch's images while it checks the station after this one, a wait on
+        instrument replies; the codes (the Givens angles of every image, ~2 ms) are then worked out beside it instead
+        of at the start of the next batch, where the upload waits for them. One batch is kept, for a load of the same
+        x_hat at the same calibration and amplitude limit; any other load works its codes out as before."""
+        x_hat = np.array(x_hat, dtype=np.complex128)  # a copy: the caller may reuse its array
+        self._prepared = None
+        self._prepared = (x_hat, self.calibration, self.awg.amplitude_max, self._batch_codes(x_hat))
+
     def load_batch(self, x_hat, samples_per_symbol: int, segment_id: int = 1) -> None:
         """One segment holding the bins of several images, one block of N bins per image, in order: one message
         (segments, amplitudes, selection, outputs on; the AWG stopped, as for every upload, and left stopped: the
         session starts it for the acquisition only). Sent whole: another batch's images change every bin, so
         comparing with the last upload (a partial reload) finds nothing to keep."""
-        codes, amplitudes = self._batch_codes(x_hat)
+        codes, amplitudes = self._codes_for(x_hat)
         self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes, partial=False)
+
+    def _codes_for(self, x_hat) -> tuple[list[np.ndarray], list[float]]:
+        """_batch_codes(x_hat): prepare_batch's when it was for this x_hat at this calibration and limit (used once)."""
+        prepared, self._prepared = self._prepared, None
+        if (prepared is not None and prepared[1] is self.calibration and prepared[2] is self.awg.amplitude_max
+                and np.array_equal(prepared[0], x_hat)):
+            return prepared[3]
+        return self._batch_codes(x_hat)
 
     def load(self, data, samples_per_symbol: int, segment_id: int = 1) -> None:
         beam_splitter, phase, amplitudes = self.drive_codes(data)

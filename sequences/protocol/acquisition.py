@@ -62,6 +62,12 @@ class LinkAcquisition:
         with one_blas_thread():
             return self._run_layer(index, data, rng, verify_fraction)
 
+    def prepare_first_layer(self, data: np.ndarray) -> None:
+        """Start working out the client's codes for layer 1 of data [B, features] (the next batch) on the client
+        upload's worker, where that layer's upload will run after it: the processor keeps them for that upload
+        (AwgTimeBinProcessor.prepare_batch). An error here is met again, and raised, by the upload itself."""
+        one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
+
     def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                    verify_fraction: float | None) -> LayerCapture:
         layer = self.layers[index]

@@ -186,12 +186,12 @@ def test_interrupted_session_is_safe_readable_and_resumes_to_the_clean_result(cl
     original = session_module.run_batch
     calls, frozen, frozen_before = [], [], gc.get_freeze_count()
 
-    def interrupted(link, layers, pixels, seed, batch):
+    def interrupted(link, layers, pixels, seed, batch, **kwargs):
         calls.append(batch)
         frozen.append(gc.get_freeze_count())  # the objects older than the batches: out of the collector's full passes
         if batch == 1:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the session
-        return original(link, layers, pixels, seed, batch)
+        return original(link, layers, pixels, seed, batch, **kwargs)
 
     monkeypatch.setattr(session_module, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt) as caught:
