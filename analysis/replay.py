@@ -51,8 +51,10 @@ class Recorded:
     scatter_request: tuple[int, int, int] | None = None  # (points, layer, seed) samples() keeps for `scatter`
     # until every batch added is in `path` (a live session's background appends): what reads the file back waits first
     committed: Callable[[], None] | None = None
-    # each batch's sent samples as decoded from `path` the first time (recording/sent_blocks.py): decoded once
+    # each batch's sent samples as decoded from `path` the first time (recording/sent_blocks.py): decoded once, or kept
+    # as the batch was added
     sent: recording.SentBlocks = field(default_factory=recording.SentBlocks)
+    sample_counts: list = field(default_factory=list)  # per layer: the verified samples of the batches so far
     # per layer, every image its weights were sent to, and whose data it carried, up to the last batch added (None:
     # not counted)
     weight_images_sent: tuple[int, ...] | None = None
@@ -62,7 +64,8 @@ class Recorded:
     def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
         """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images)."""
         return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path),
-                   running=RunningFits(layers, CHUNK_VALUES), scatter_request=(MAX_POINTS, 0, 0))
+                   running=RunningFits(layers, CHUNK_VALUES), scatter_request=(MAX_POINTS, 0, 0),
+                   sample_counts=[0] * layers)
 
     @classmethod
     def from_file(cls, session: recording.SessionFile) -> Recorded:
@@ -74,6 +77,8 @@ class Recorded:
         for images, quadratures in session.image_chunks(CHUNK_VALUES):
             recorded.images.add(images.label, quadratures[0], quadratures[-1], mnist.preprocess(images.pixels))
         recorded.batches = session.batches_written
+        recorded.sample_counts = [int(session.batch_table["sample_stop"][-1, k]) if recorded.batches else 0
+                                  for k in range(layers)]
         recorded.verified_rows = [[int(np.size(rows)) for rows in session.verification(k, samples=False).rows]
                                   for k in range(layers)]
         if session.curious_spec is not None:
@@ -98,6 +103,8 @@ class Recorded:
             self.verified_rows[index].append(int(np.size(capture.verified_rows)))
             if self.running is not None:
                 self.running.add(index, capture.sent_snu, capture.returned_snu)
+            self.sent.keep(index, self.batches, self.sample_counts[index], capture.sent_snu)
+            self.sample_counts[index] += int(np.size(capture.sent_snu))
         self.batches += 1
 
     def samples(self) -> StreamedSamples:

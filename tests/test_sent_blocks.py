@@ -18,11 +18,12 @@ META = {"config_toml": "", "station_snapshot_json": {}, "settings_json": {"exact
         "provenance_json": {}, "seeds_json": {}, "calibrations_json": {}}
 
 
-def _record(path, rng, batches: int, repeat: list[bool], images: list[int] | None = None) -> None:
+def _record(path, rng, batches: int, repeat: list[bool], images: list[int] | None = None) -> list[list[np.ndarray]]:
     """A file of `batches` random batches (`images` of each, else 20-89) whose sent samples repeat one image's block
     where `repeat` says so (as a session's do), else differ per image; batch 0 repeats but for a signed zero (equal as
-    numbers, not as bits)."""
+    numbers, not as bits). Returns the sent samples handed to the writer, per batch and layer."""
     shapes = [recording.LayerShape(40, 16), recording.LayerShape(10, 16)]
+    handed = []
     with recording.SessionWriter.create(path, shapes, META, qslab_version="0", git_revision="x") as writer:
         for batch in range(batches):
             count, labels, pixels, captures = random_session_batch(rng, shapes)
@@ -38,6 +39,8 @@ def _record(path, rng, batches: int, repeat: list[bool], images: list[int] | Non
                                                    capture.measure_p[:count], sent, capture.returned_snu[:count]))
             writer.append_batch(np.arange(count) + 1000 * batch, labels[:count], pixels[:count], np.zeros(count, int),
                                 layers)
+            handed.append([layer.sent_snu for layer in layers])
+    return handed
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -73,3 +76,36 @@ def test_short_batches_are_read_from_the_file_every_time(tmp_path):
         through = np.concatenate([sent for sent, _ in session.verification_chunks(0, 333, blocks)])
     assert _same_bits(plain, through)
     assert [blocks._blocks[(0, batch)][2] is not None for batch in range(2)] == [False, True]
+
+
+def test_blocks_kept_as_handed_to_the_writer_read_as_the_file_and_decode_nothing(tmp_path, monkeypatch):
+    """A live session keeps each batch's block as it hands the batch over (SentBlocks.keep): reads then give the file's
+    values bit for bit, and the file's sent quadratures are decoded only for the batches that do not repeat."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "s.h5"
+    handed = _record(path, rng, 5, [False, True, True, False, True])
+    blocks, starts = SentBlocks(), [0, 0]
+    for batch, layers in enumerate(handed):
+        for layer, sent in enumerate(layers):
+            blocks.keep(layer, batch, starts[layer], sent)
+            starts[layer] += sent.size
+    with recording.SessionFile.open(path) as session:
+        plain = [np.concatenate([sent for sent, _ in session.verification_chunks(layer, 997)]) for layer in range(2)]
+        original, decoded = session._read, []
+
+        def counting_read(name, part):
+            if name.endswith("sent_snu"):
+                decoded.append((int(name.split("/")[1]), part))
+            return original(name, part)
+
+        monkeypatch.setattr(session, "_read", counting_read)
+        for layer in range(2):
+            through = np.concatenate([sent for sent, _ in session.verification_chunks(layer, 997, blocks)])
+            assert _same_bits(plain[layer], through)
+        table = session.batch_table
+    for layer, part in decoded:  # only batches 0 and 3 (no block: -0.0, different images) are read from the file
+        for batch in (1, 2, 4):
+            start, stop = table["sample_start"][batch, layer], table["sample_stop"][batch, layer]
+            assert part.stop <= start or part.start >= stop, (layer, batch, part)
+    assert decoded  # the batches without a block were read
+    assert [blocks._blocks[(0, batch)][2] is not None for batch in range(5)] == [False, True, True, False, True]

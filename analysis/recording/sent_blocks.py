@@ -9,6 +9,11 @@ exactly (bit for bit) the block repeated; later reads fill the values from it. W
 holds, as a read of the dataset would give it. A batch whose values do not repeat, or with fewer than
 MIN_IMAGES_KEPT images (the block would be a large share of the batch), is read from the file every time.
 Memory: one block per batch and layer, at most 1/MIN_IMAGES_KEPT of the sent samples.
+
+A live session keeps each batch's block as it hands the batch to the writer (``keep``): the same float32 values the
+file stores, so its results decode none of them again (about 30 us per image at a session's end). Its results then
+check the file's returned quadratures against what was summed (StreamedSamples), not its sent ones; a replay reads
+both from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ class SentBlocks:
     def __init__(self):
         # (layer, batch) -> (sample start, sample stop, the block or None: read from the file each time)
         self._blocks: dict[tuple[int, int], tuple[int, int, np.ndarray | None]] = {}
+
+    def keep(self, layer: int, batch: int, start: int, sent) -> None:
+        """Batch ``batch``'s sent quadratures of ``layer`` as handed to the writer ([images, ...], stored as float32 from
+        sample ``start`` of the layer): its block, when they repeat as ``read`` keeps one from the file."""
+        values = np.asarray(sent, dtype=np.float32)
+        images = values.shape[0] if values.ndim else 0
+        stop = start + values.size
+        self._blocks[(layer, batch)] = (start, stop, _repeated_block(values.reshape(images, -1), images)
+                                        if values.size else None)
 
     def read(self, session, layer: int, part: slice, name: str) -> np.ndarray:
         """Values part.start:part.stop of layer ``layer``'s sent quadratures (dataset ``name``), as a read would give
@@ -53,13 +67,18 @@ class SentBlocks:
         images = int(session._table["image_count"][batch])
         block = None
         if images >= MIN_IMAGES_KEPT and stop > start:
-            values = session._read(name, slice(start, stop))
-            per_image = values.reshape(images, -1)
-            bits = per_image.view(np.uint32)
-            if (bits == bits[0]).all():  # bit for bit: -0.0 is not 0.0, a NaN's payload counts
-                block = per_image[0].copy()
+            block = _repeated_block(session._read(name, slice(start, stop)).reshape(images, -1), images)
         self._blocks[(layer, batch)] = (start, stop, block)
         return block
+
+
+def _repeated_block(per_image: np.ndarray, images: int) -> np.ndarray | None:
+    """One image's values [images, K] float32, when every image's are the same bit for bit (-0.0 is not 0.0, a NaN's
+    payload counts) and there are MIN_IMAGES_KEPT images or more; else None."""
+    if images < MIN_IMAGES_KEPT or not per_image.size:
+        return None
+    bits = per_image.view(np.uint32)
+    return per_image[0].copy() if (bits == bits[0]).all() else None
 
 
 def _fill_repeating(target: np.ndarray, block: np.ndarray, offset: int) -> None:
