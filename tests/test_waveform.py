@@ -245,3 +245,23 @@ def test_a_chunk_longer_than_the_threads_work_arrays_keeps_the_previous_chunks_t
     thread.start()
     thread.join()
     np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=0, atol=2e-6 * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("pulse", ["rect", "gaussian"])
+def test_the_along_mode_step_is_the_column_by_column_arithmetic_bit_for_bit(pulse):
+    """_add_along_mode's one-pass route for a rect pulse (all signal gains alike) and its column loop otherwise give
+    the very floats of adding (X_k + w f.slot_k) g_j to each column j in turn."""
+    config = wf.WaveformConfig(samples_per_symbol=8, pulse_shape=pulse)
+    rng = np.random.default_rng(21)
+    slots = rng.standard_normal((1000, 8)).astype(np.float32)
+    quadratures = rng.standard_normal(1000).astype(np.float32)
+    template = wf._template_f32(config)
+    gains = (np.float32(2.5) * template).astype(np.float32) if pulse == "gaussian" else np.full(8, 2.5, np.float32)
+    white = np.float32(-0.3)
+    along = quadratures + white * (slots @ template)
+    expected = slots.copy()
+    for j in range(8):
+        expected[:, j] += along * gains[j]
+    got = slots.copy()
+    wf._add_along_mode(got, quadratures, template, white, gains)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
