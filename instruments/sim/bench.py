@@ -236,7 +236,8 @@ def _evaluate_processor(codes: list[np.ndarray], sps: int, levels: list[tuple[fl
     centre = np.arange(bins) * sps + sps // 2
     # per bin, the index of its code among the 256 int8 codes: every angle below is one of 256 per channel, so
     # each function of one is evaluated on the 256 and looked up (the same operations on the same numbers)
-    index = [code[centre % code.size].astype(np.intp) + 128 for code in codes]
+    index = [(code[sps // 2:bins * sps:sps] if code.size >= bins * sps else code[centre % code.size]).astype(np.intp)
+             + 128 for code in codes]  # (a channel shorter than the other plays its samples again: wrapped)
     volts = [offset_v + 0.5 * amplitude_vpp / 127.0 * _INT8_CODES for offset_v, amplitude_vpp in levels]
     theta = (np.pi * c.beam_splitter_driver_gain * volts[0] / (2.0 * c.beam_splitter_vpi_v)
              + c.beam_splitter_theta_offset_rad)

@@ -27,8 +27,10 @@ def per_bin_load(state: BenchState, numbers: tuple[int, int]) -> tuple[np.ndarra
     return theta, np.pi * c.phase_driver_gain * volts[1] / c.phase_vpi_v
 
 
-@pytest.mark.parametrize("images, offsets_v", [(3, (0.0, 0.0)), (40, (0.013, -0.021))])
-def test_processor_lookup_matches_the_chain_evaluated_on_every_bin(images, offsets_v):
+@pytest.mark.parametrize("images, offsets_v, phase_images", [(3, (0.0, 0.0), 3), (40, (0.013, -0.021), 40),
+                                                          (6, (0.0, 0.01), 2)])
+def test_processor_lookup_matches_the_chain_evaluated_on_every_bin(images, offsets_v, phase_images):
+    """phase_images < images: the phase channel's segment is shorter and plays again (its codes wrap)."""
     state = BenchState()
     c = state.params.client_processor
     numbers = (c.awg_channel_beam_splitter, c.awg_channel_phase)
@@ -36,10 +38,10 @@ def test_processor_lookup_matches_the_chain_evaluated_on_every_bin(images, offse
     sps = awg.samples_per_symbol(state.params.server.symbol_rate_hz)
     rng = np.random.default_rng(images)
     awg.running = True
-    for number, amplitude_vpp, offset_v in zip(numbers, (0.8, 0.45), offsets_v):
+    for number, amplitude_vpp, offset_v, count in zip(numbers, (0.8, 0.45), offsets_v, (images, phase_images)):
         channel = awg.channels[number]
         channel.output_enabled, channel.amplitude_vpp, channel.offset_v = True, amplitude_vpp, offset_v
-        channel.segments[1] = np.repeat(rng.integers(-128, 128, images * c.bins_per_row, dtype=np.int8), sps)
+        channel.segments[1] = np.repeat(rng.integers(-128, 128, count * c.bins_per_row, dtype=np.int8), sps)
 
     load = state.processor_load()
     theta, phi = per_bin_load(state, numbers)
