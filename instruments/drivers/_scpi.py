@@ -151,6 +151,15 @@ def parse_bool(reply: str) -> bool:
     return bool(int(float(text)))
 
 
+def parse_float(reply: str) -> float:
+    """A setting or reading as a number; one that parses as NaN or infinity is refused (ValueError: an unreadable
+    reply, asked again) instead of being handed on, where every comparison would let it through."""
+    value = float(reply)
+    if not math.isfinite(value):
+        raise ValueError(f"{reply.strip()!r} is not a finite number")
+    return value
+
+
 def parse_int(reply: str) -> int:
     """Integers may come back in NR3 form (``+1.00000000E+000``)."""
     return int(round(float(reply)))

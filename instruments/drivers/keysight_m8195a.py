@@ -35,7 +35,7 @@ from qcodes.instrument import ChannelTuple, InstrumentChannel
 from qcodes.validators import Bool, Enum, Ints, Numbers
 
 from qslab.instruments.drivers._scpi import (InstrumentError, RetriedGets, ScpiErrorCheckingInstrument, block_unit,
-                                             parse_bool, parse_int)
+                                             parse_bool, parse_float, parse_int)
 
 __all__ = ["InstrumentError", "KeysightM8195A", "M8195AChannel"]
 
@@ -124,10 +124,10 @@ class M8195AChannel(RetriedGets, InstrumentChannel):
         self._uploads: dict[int, tuple[np.ndarray, str]] = {}  # segment id -> (samples last sent, their name token)
         self.amplitude_vpp = self.add_parameter(
             "amplitude_vpp", label="amplitude (peak to peak)", unit="V", get_cmd=f":VOLT{channel}?",
-            set_cmd=f":VOLT{channel} {{:.6f}}", get_parser=float, vals=Numbers(*AMPLITUDE_LIMITS_VPP))
+            set_cmd=f":VOLT{channel} {{:.6f}}", get_parser=parse_float, vals=Numbers(*AMPLITUDE_LIMITS_VPP))
         self.offset_v = self.add_parameter(
             "offset_v", label="offset", unit="V", get_cmd=f":VOLT{channel}:OFFS?",
-            set_cmd=f":VOLT{channel}:OFFS {{:.6f}}", get_parser=float, vals=Numbers(*OFFSET_LIMITS_V))
+            set_cmd=f":VOLT{channel}:OFFS {{:.6f}}", get_parser=parse_float, vals=Numbers(*OFFSET_LIMITS_V))
         self.output_enabled = self.add_parameter(
             "output_enabled", label="output", get_cmd=f":OUTP{channel}?",
             set_cmd=f":OUTP{channel} {{}}", get_parser=parse_bool, set_parser=int, vals=Bool())
@@ -331,7 +331,7 @@ class KeysightM8195A(ScpiErrorCheckingInstrument):
         self.options = self.read_options()
         self.sample_rate_hz = self.add_parameter(
             "sample_rate_hz", label="DAC sample rate", unit="Hz", get_cmd=":FREQ:RAST?",
-            set_cmd=":FREQ:RAST {:.8E}", get_parser=float, vals=Numbers(*SAMPLE_RATE_LIMITS_HZ))
+            set_cmd=":FREQ:RAST {:.8E}", get_parser=parse_float, vals=Numbers(*SAMPLE_RATE_LIMITS_HZ))
         self.memory_divider = self.add_parameter(
             "memory_divider", label="sample-rate divider (extended memory)",
             get_cmd=":INST:MEM:EXT:RDIV?", set_cmd=":INST:MEM:EXT:RDIV {}",

@@ -40,7 +40,7 @@ from qcodes.validators import Bool, Multiples, Numbers
 
 from qslab.analysis.units import dbm_to_w, w_to_dbm
 from qslab.instruments.drivers._scpi import (InstrumentError, RetriedGets, ScpiErrorCheckingInstrument, parse_bool,
-                                             parse_int)
+                                             parse_float, parse_int)
 
 __all__ = [
     "InstrumentError",
@@ -178,7 +178,7 @@ class N771xALaserPort(RetriedGets, InstrumentChannel):
         wl_min_m, wl_max_m = parent.query_limits(f"{src}:WAV?")
         self.wavelength_m = self.add_parameter(
             "wavelength_m", label="wavelength", unit="m", get_cmd=f"{src}:WAV?",
-            set_cmd=f"{src}:WAV {{:.8E}}", get_parser=float, vals=Numbers(wl_min_m, wl_max_m),
+            set_cmd=f"{src}:WAV {{:.8E}}", get_parser=parse_float, vals=Numbers(wl_min_m, wl_max_m),
             docstring="Settable in Auto mode only; Grid mode answers -221 (docs/INSTRUMENTS.md 2.2).")
         self.power_unit = self.add_parameter(
             "power_unit", label="display power unit", get_cmd=f"{src}:POW:UNIT?",
@@ -235,18 +235,18 @@ class N776xAAttenuatorChannel(RetriedGets, InstrumentChannel):
         inp, outp = f"INP{slot}", f"OUTP{slot}"
         self.attenuation_speed_db_s = self.add_parameter(
             "attenuation_speed_db_s", label="attenuation transition speed", unit="dB/s",
-            get_cmd=f"{inp}:ATT:SPE?", set_cmd=f"{inp}:ATT:SPE {{:.4f}}", get_parser=float,
+            get_cmd=f"{inp}:ATT:SPE?", set_cmd=f"{inp}:ATT:SPE {{:.4f}}", get_parser=parse_float,
             vals=Numbers(*parent.query_limits(f"{inp}:ATT:SPE?")),
             docstring="How fast the filter moves: an attenuation change takes |change| / speed.")
         self.attenuation_db = self.add_parameter(
             "attenuation_db", label="attenuation", unit="dB", get_cmd=f"{inp}:ATT?",
-            set_cmd=self._set_attenuation_db, get_parser=float,
+            set_cmd=self._set_attenuation_db, get_parser=parse_float,
             vals=Numbers(*parent.query_limits(f"{inp}:ATT?")),
             docstring="Includes the attenuation offset; limits are read at connect "
                       "(call refresh_limits() after changing the offset).")
         self.wavelength_m = self.add_parameter(
             "wavelength_m", label="wavelength", unit="m", get_cmd=f"{inp}:WAV?",
-            set_cmd=f"{inp}:WAV {{:.8E}}", get_parser=float,
+            set_cmd=f"{inp}:WAV {{:.8E}}", get_parser=parse_float,
             vals=Numbers(*parent.query_limits(f"{inp}:WAV?")))
         self.shutter_open = self.add_parameter(
             "shutter_open", label="shutter open", get_cmd=f"{outp}:STAT?",
@@ -320,7 +320,7 @@ class N774xAPowerMeterChannel(RetriedGets, InstrumentChannel):
         sens = f"SENS{slot}:POW"
         self.wavelength_m = self.add_parameter(
             "wavelength_m", label="wavelength", unit="m", get_cmd=f"{sens}:WAV?",
-            set_cmd=f"{sens}:WAV {{:.8E}}", get_parser=float, vals=Numbers(*self.wavelength_limits_m))
+            set_cmd=f"{sens}:WAV {{:.8E}}", get_parser=parse_float, vals=Numbers(*self.wavelength_limits_m))
         self.power_unit = self.add_parameter(
             "power_unit", label="display power unit", get_cmd=f"{sens}:UNIT?",
             set_cmd=f"{sens}:UNIT {{}}", get_parser=parse_int, val_mapping=_POWER_UNITS,
@@ -336,7 +336,7 @@ class N774xAPowerMeterChannel(RetriedGets, InstrumentChannel):
             docstring="Sent with an explicit DBM suffix: the range is in dBm whatever the unit.")
         self.averaging_time_s = self.add_parameter(
             "averaging_time_s", label="averaging time", unit="s", get_cmd=f"{sens}:ATIM?",
-            set_cmd=f"{sens}:ATIM {{:.6E}}", get_parser=float,
+            set_cmd=f"{sens}:ATIM {{:.6E}}", get_parser=parse_float,
             vals=Numbers(*self.averaging_time_limits_s))
         self.continuous = self.add_parameter(
             "continuous", label="continuous software trigger", get_cmd=f"INIT{slot}:CONT?",

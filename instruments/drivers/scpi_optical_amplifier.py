@@ -39,7 +39,7 @@ from typing import Any
 from qcodes.validators import Bool, Numbers
 
 from qslab.analysis.units import dbm_to_w
-from qslab.instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool
+from qslab.instruments.drivers._scpi import InstrumentError, ScpiErrorCheckingInstrument, parse_bool, parse_float
 
 __all__ = ["InstrumentError", "ScpiOpticalAmplifier"]
 
@@ -92,14 +92,14 @@ class ScpiOpticalAmplifier(ScpiErrorCheckingInstrument):
             docstring="gain: hold gain_db; power: hold output_power_setpoint_dbm; current: hold pump_current_a.")
         self.gain_db = self.add_parameter(
             "gain_db", label="gain set-point", unit="dB", get_cmd="SOUR:GAIN?", set_cmd="SOUR:GAIN {:.4f}",
-            get_parser=float, vals=Numbers(*gain_limits_db))
+            get_parser=parse_float, vals=Numbers(*gain_limits_db))
         self.output_power_setpoint_dbm = self.add_parameter(
             "output_power_setpoint_dbm", label="output power set-point", unit="dBm",
-            get_cmd="SOUR:POW?", set_cmd="SOUR:POW {:.4f}", get_parser=float,
+            get_cmd="SOUR:POW?", set_cmd="SOUR:POW {:.4f}", get_parser=parse_float,
             vals=Numbers(*output_power_limits_dbm))
         self.pump_current_a = self.add_parameter(
             "pump_current_a", label="pump current set-point", unit="A", get_cmd="SOUR:CURR?",
-            set_cmd="SOUR:CURR {:.6f}", get_parser=float, vals=Numbers(*pump_current_limits_a))
+            set_cmd="SOUR:CURR {:.6f}", get_parser=parse_float, vals=Numbers(*pump_current_limits_a))
         self.input_power_w = self.add_parameter(
             "input_power_w", label="measured input power", unit="W", get_cmd="MEAS:POW:INP?",
             get_parser=_reading_w, set_cmd=False)

@@ -34,7 +34,7 @@ from qcodes.instrument import Instrument, InstrumentChannel
 from qcodes.validators import Bool, Numbers
 
 from qslab.instruments.drivers._scpi import (InstrumentError, InstrumentFault, QueryRetries, RetriedGets, _Retryable,
-                                             parse_bool, parse_int, socket_closed)
+                                             parse_bool, parse_float, parse_int, socket_closed)
 
 __all__ = ["InstrumentError", "InstrumentFault", "ThorlabsMBX"]
 
@@ -62,7 +62,7 @@ VOA_OUTPUT_POWER_LIMITS_W = (0.01e-3, 100e-3)
 
 
 def _mw_to_w(reply: str) -> float:
-    return float(reply) * 1e-3
+    return parse_float(reply) * 1e-3
 
 
 class MBXModulatorBias(RetriedGets, InstrumentChannel):
@@ -77,17 +77,17 @@ class MBXModulatorBias(RetriedGets, InstrumentChannel):
                       "quadrature bias; manual applies manual_bias_v; power+/- hold the ratio set-point.")
         self.manual_bias_v = self.add_parameter(
             "manual_bias_v", label="manual bias voltage", unit="V", get_cmd="MZM:HOLD:VOLTAGE?",
-            set_cmd="MZM:HOLD:VOLTAGE: {:d}", get_parser=lambda mv: float(mv) / 1000,
+            set_cmd="MZM:HOLD:VOLTAGE: {:d}", get_parser=lambda mv: parse_float(mv) / 1000,
             set_parser=lambda volts: round(volts * 1000), vals=Numbers(*MANUAL_BIAS_LIMITS_V),
             docstring="Sent in integer millivolts, so it is quantised to 1 mV.")
         self.ratio_setpoint = self.add_parameter(
             "ratio_setpoint", label="power-ratio set-point", get_cmd="MZM:HOLD:RATIO?",
-            set_cmd="MZM:HOLD:RATIO: {:d}", get_parser=lambda raw: float(raw) / 100,
+            set_cmd="MZM:HOLD:RATIO: {:d}", get_parser=lambda raw: parse_float(raw) / 100,
             set_parser=lambda ratio: round(ratio * 100), vals=Numbers(*RATIO_SETPOINT_LIMITS),
             docstring="Input-to-output power ratio held in the power+/- modes (sent as ratio x 100).")
         self.bias_v = self.add_parameter(
             "bias_v", label="measured bias voltage", unit="V", get_cmd="MZM:VOLTAGE?",
-            get_parser=float, set_cmd=False)
+            get_parser=parse_float, set_cmd=False)
         self.tap_power_w = self.add_parameter(
             "tap_power_w", label="MZM output tap power", unit="W", get_cmd="MZM:TAP:MW?",
             get_parser=_mw_to_w, set_cmd=False)
@@ -116,17 +116,17 @@ class MBXAttenuator(RetriedGets, InstrumentChannel):
             get_parser=parse_int, val_mapping=VOA_MODES)
         self.attenuation_db = self.add_parameter(
             "attenuation_db", label="attenuation set-point", unit="dB", get_cmd="VOA:ATTEN?",
-            set_cmd="VOA:ATTEN: {:g}", get_parser=float, vals=Numbers(*VOA_ATTENUATION_LIMITS_DB))
+            set_cmd="VOA:ATTEN: {:g}", get_parser=parse_float, vals=Numbers(*VOA_ATTENUATION_LIMITS_DB))
         self.output_power_w = self.add_parameter(
             "output_power_w", label="output power set-point", unit="W", get_cmd="VOA:OUTPUT:MW?",
             set_cmd="VOA:OUTPUT:MW: {:g}", get_parser=_mw_to_w, set_parser=lambda watts: watts * 1e3,
             vals=Numbers(*VOA_OUTPUT_POWER_LIMITS_W), docstring="Sent in mW.")
         self.measured_attenuation_db = self.add_parameter(
             "measured_attenuation_db", label="measured attenuation", unit="dB",
-            get_cmd="VOA:MEASURED?", get_parser=float, set_cmd=False)
+            get_cmd="VOA:MEASURED?", get_parser=parse_float, set_cmd=False)
         self.attenuation_error_db = self.add_parameter(
             "attenuation_error_db", label="set-point minus measured", unit="dB",
-            get_cmd="VOA:ERROR?", get_parser=float, set_cmd=False)
+            get_cmd="VOA:ERROR?", get_parser=parse_float, set_cmd=False)
         self.is_settled = self.add_parameter(
             "is_settled", label="within 0.1 dB of the set-point", get_cmd="VOA:SETPOINT?",
             get_parser=parse_bool, set_cmd=False)

@@ -9,6 +9,7 @@ or hanging up mid-reply, once or for good. The real pyvisa-py (ScpiOpticalAmplif
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -377,6 +378,23 @@ def test_a_power_reading_no_light_can_be_is_an_unreadable_reply(junk, monkeypatc
         server.close()
 
 
+@pytest.mark.parametrize("junk", [b"nan", b"+INF", b"-inf", b"1e999"])
+@pytest.mark.parametrize("kind", ["amp", "mbx"])
+def test_a_setting_read_back_as_nan_or_infinity_is_an_unreadable_reply(kind, junk, monkeypatch):
+    """A float setting's read-back that parses as NaN or infinity is asked again and ends in an InstrumentFault naming
+    it, never a value (a NaN would pass every comparison of the settings check)."""
+    monkeypatch.setattr(_scpi, "RETRY_BACKOFF_S", (0.0,))
+    server, set_junk = _junk_server(AMPLIFIER if kind == "amp" else MBX)
+    driver = amplifier_on(server) if kind == "amp" else ThorlabsMBX("mbx", server.serial_address, timeout_s=0.05)
+    try:
+        set_junk(junk)
+        with pytest.raises(InstrumentFault, match="not a finite number"):
+            driver.gain_db() if kind == "amp" else driver.mzm.bias_v()
+    finally:
+        driver.close()
+        server.close()
+
+
 @pytest.mark.parametrize("kind", ["amp", "mbx"])
 def test_junk_replies_raise_nothing_but_instrument_errors(kind, monkeypatch):
     monkeypatch.setattr(_scpi, "RETRY_BACKOFF_S", (0.0,))
@@ -389,9 +407,10 @@ def test_junk_replies_raise_nothing_but_instrument_errors(kind, monkeypatch):
         def check(junk: bytes, operation) -> None:
             set_junk(junk)
             try:
-                operation(driver)
+                value = operation(driver)
             except (InstrumentFault, InstrumentError):
-                pass
+                return
+            assert not isinstance(value, float) or math.isfinite(value), (junk, value)  # never a NaN or inf value
 
         check()
     finally:
