@@ -101,11 +101,9 @@ class AdcRecord:
     def size(self) -> int:
         return int(self.words.size)
 
-    def volts(self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
-        """Samples [start, stop) in volts about the centre (float64; into ``out[:n]`` when given)."""
-        words = self.words[start:stop]
-        volts = np.multiply(words, self.volts_per_count, dtype=np.float64,
-                            out=None if out is None else out[:words.size])
+    def volts(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples [start, stop) in volts about the centre (float64)."""
+        volts = np.multiply(self.words[start:stop], self.volts_per_count, dtype=np.float64)
         if self.origin_v:  # a zero origin adds nothing (as the digitizer driver's whole-record conversion skips it)
             volts += self.origin_v
         if self.centre_v:  # (x - 0.0 is x)

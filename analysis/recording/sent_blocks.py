@@ -32,13 +32,11 @@ class SentBlocks:
         self._blocks: dict[tuple[int, int], tuple[int, int, np.ndarray | None]] = {}
 
     def keep(self, layer: int, batch: int, start: int, sent) -> None:
-        """Batch ``batch``'s sent quadratures of ``layer`` as handed to the writer ([images, ...], stored as float32 from
-        sample ``start`` of the layer): its block, when they repeat as ``read`` keeps one from the file."""
+        """Batch ``batch``'s sent quadratures of ``layer`` as handed to the writer ([images, ...], stored as float32
+        from sample ``start`` of the layer): its block, when they repeat as ``read`` keeps one from the file."""
         values = np.asarray(sent, dtype=np.float32)
-        images = values.shape[0] if values.ndim else 0
-        stop = start + values.size
-        self._blocks[(layer, batch)] = (start, stop, _repeated_block(values.reshape(images, -1), images)
-                                        if values.size else None)
+        block = _repeated_block(values.reshape(values.shape[0], -1)) if values.size else None
+        self._blocks[(layer, batch)] = (start, start + values.size, block)
 
     def read(self, session, layer: int, part: slice, name: str) -> np.ndarray:
         """Values part.start:part.stop of layer ``layer``'s sent quadratures (dataset ``name``), as a read would give
@@ -67,15 +65,15 @@ class SentBlocks:
         images = int(session._table["image_count"][batch])
         block = None
         if images >= MIN_IMAGES_KEPT and stop > start:
-            block = _repeated_block(session._read(name, slice(start, stop)).reshape(images, -1), images)
+            block = _repeated_block(session._read(name, slice(start, stop)).reshape(images, -1))
         self._blocks[(layer, batch)] = (start, stop, block)
         return block
 
 
-def _repeated_block(per_image: np.ndarray, images: int) -> np.ndarray | None:
-    """One image's values [images, K] float32, when every image's are the same bit for bit (-0.0 is not 0.0, a NaN's
-    payload counts) and there are MIN_IMAGES_KEPT images or more; else None."""
-    if images < MIN_IMAGES_KEPT or not per_image.size:
+def _repeated_block(per_image: np.ndarray) -> np.ndarray | None:
+    """One image's values of [images, K] float32, when every image's are the same bit for bit (-0.0 is not 0.0, a
+    NaN's payload counts) and there are MIN_IMAGES_KEPT images or more; else None."""
+    if per_image.shape[0] < MIN_IMAGES_KEPT or not per_image.size:
         return None
     bits = per_image.view(np.uint32)
     return per_image[0].copy() if (bits == bits[0]).all() else None
