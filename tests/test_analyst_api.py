@@ -18,6 +18,7 @@ import pytest
 import xarray as xr
 from qslab.analysis.recording import RecordingError, SessionFile
 from qslab.analysis.recording.schema import DIMENSION_SCALE_NAME
+from test_recording import as_version_4
 from qslab.calibration.records import RecordStore
 from qslab.sequences import session as session_module
 from qslab.sequences.cli import main
@@ -87,7 +88,7 @@ def test_xarray_opens_a_new_file_directly_with_named_dimensions_and_units(bench)
     path, _, _ = bench
     layer = qslab.open_session(path, layer=0)
     for group, dims in {"images": {"image", "pixel"}, "layers/0": {"image", "row"},
-                        "layers/0/verification": {"sample", "sample_mode", "verified_row"},
+                        "layers/0/verification": {"sample", "sample_mode", "verified_row", "sent_value"},
                         "layers/1": {"image", "row"}, "results": {"byte"}, None: {"batch", "layer"}}.items():
         direct = xr.open_dataset(path, engine="h5netcdf", group=group, phony_dims="access")
         assert set(direct.sizes) == dims, group
@@ -95,8 +96,15 @@ def test_xarray_opens_a_new_file_directly_with_named_dimensions_and_units(bench)
     assert direct.client_quadratures_snu.attrs["units"] == "SNU"
     np.testing.assert_array_equal(direct.client_quadratures_snu, layer.client_quadratures_snu)
     samples = xr.open_dataset(path, engine="h5netcdf", group="layers/0/verification")
-    np.testing.assert_array_equal(samples.sent_snu.values, layer.sent_snu.values.ravel())
+    np.testing.assert_array_equal(samples.returned_snu.values, layer.returned_snu.values.ravel())
     assert samples.sizes["sample"] == layer.sizes["sample"]
+    with SessionFile.open(path) as session:  # the sent quadratures as stored: each batch's block once
+        table, modes = session.batch_table, session.layers[0].modes
+    stored = table["sent_stop"][:, 0] - table["sent_start"][:, 0]
+    assert samples.sizes["sent_value"] == stored.sum() == table["row_stop"][-1, 0] * modes
+    first, images = samples.sent_snu.values[:stored[0]], int(table["image_count"][0])
+    per_image = layer.sent_snu.values.ravel()[:images * first.size].reshape(images, first.size)
+    np.testing.assert_array_equal(per_image, np.broadcast_to(first, per_image.shape))
 
 
 def downgraded(path: Path, target: Path) -> Path:
@@ -107,6 +115,7 @@ def downgraded(path: Path, target: Path) -> Path:
         copy.attrs["schema_version"] = np.int64(1)
         for name in source:
             source.copy(source[name], copy, name, without_attrs=True)
+        as_version_4(copy)  # each batch's sent quadratures per image, no sent offsets
         table = copy["batches"][()]  # without version 3's CRC-32 fields and version 4's weights' count
         fields = [name for name in table.dtype.names
                   if not name.endswith("_crc32") and name not in ("weight_images_sent", "data_images_sent")]
@@ -143,7 +152,7 @@ def test_old_files_load_through_the_api_the_same(bench, tmp_path):
             assert (new_view.weight_images_sent.values >= np.cumsum(new_view.image_count.values)[:, None]).all()
             assert (new_view.data_images_sent.values >= np.cumsum(new_view.image_count.values)[:, None]).all()
             new_view = new_view.drop_vars(["weight_images_sent", "data_images_sent"])
-        assert old_view.attrs.pop("schema_version") == 1 and new_view.attrs.pop("schema_version") == 4
+        assert old_view.attrs.pop("schema_version") == 1 and new_view.attrs.pop("schema_version") == 5
         old_view.attrs["file"] = new_view.attrs["file"]
         xr.testing.assert_identical(new_view, old_view)
     assert qslab.replay(old).as_json()["accuracy"] == qslab.replay(path).accuracy

@@ -160,14 +160,14 @@ def test_datasets_are_chunked_compressed_and_checksummed(tmp_path):
         assert quadratures.dtype == np.float32 and quadratures.maxshape == (None, 6)
         assert f["status_detail"].dtype.itemsize == 512
         noise = {f"layers/{k}/{name}" for k in range(len(LAYERS))
-                 for name in ("client_quadratures_snu", "verification/returned_snu")}
+                 for name in ("client_quadratures_snu", "verification/returned_snu", "verification/sent_snu")}
         extendable = list(schema._dataset_paths(LAYERS))
         assert noise < set(extendable) and "layers/0/verification/sent_snu" in extendable
         for name in extendable:
             dataset = f[name]
             assert dataset.chunks is not None and dataset.fletcher32 == (name not in noise), name
             assert dataset.compression == (None if name in noise else "gzip"), name
-            assert dataset.shuffle == (dataset.compression is not None and not name.endswith("sent_snu")), name
+            assert dataset.shuffle == (dataset.compression is not None), name
 
 
 # --- SWMR ------------------------------------------------------------------------------------------
@@ -494,16 +494,66 @@ def _replace(name: str, data) -> callable:
 
 def _older_table(f, version: int) -> None:
     """/batches as an earlier version wrote it: the same rows without the fields added since (CRC-32: 3, the weights'
-    count: 4)."""
+    count: 4, the sent quadratures' offsets and CRC-32: 5), each layer's sent quadratures per image (as_version_4)."""
+    as_version_4(f)
     table = f["batches"][()]
-    added = {"weight_images_sent", "data_images_sent"} | ({"client_quadratures_crc32", "returned_snu_crc32"}
-                                                          if version < 3 else set())
+    added = (({"weight_images_sent", "data_images_sent"} if version < 4 else set())
+             | ({"client_quadratures_crc32", "returned_snu_crc32"} if version < 3 else set()))
     old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in added])
     rows = np.zeros(len(table), old)
     for name in old.names:
         rows[name] = table[name]
     del f["batches"]
     f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+
+
+def as_version_4(f) -> None:
+    """A version-5 file as version 4 wrote it: every layer's sent quadratures per image (a batch stored once
+    expanded), on the sample axis, and /batches without the sent offsets and CRC-32."""
+    table = f["batches"][()]
+    for k in range(len(f["layers"])):
+        group = f[f"layers/{k}/verification"]
+        stored = group["sent_snu"][()]
+        parts = []
+        for row in table:
+            values = stored[row["sent_start"][k]:row["sent_stop"][k]]
+            expanded = int(row["sample_stop"][k] - row["sample_start"][k])
+            parts.append(np.tile(values, expanded // max(values.size, 1)) if values.size < expanded else values)
+        named = h5py.h5ds.is_attached(group["sent_snu"].id, group["sent_value"].id, 0)  # a version-1 copy has no scales
+        if named:
+            group["sent_snu"].dims[0].detach_scale(group["sent_value"])
+        del group["sent_snu"], group["sent_value"]
+        group.create_dataset("sent_snu", data=np.concatenate(parts) if parts else np.zeros(0, "<f4"),
+                             maxshape=(None,), chunks=(16384,), compression="gzip", fletcher32=True)
+        if named:
+            group["sent_snu"].dims[0].attach_scale(group["sample_mode"])
+    dropped = {"sent_start", "sent_stop", "sent_snu_crc32"}
+    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in dropped])
+    rows = np.zeros(len(table), old)
+    for name in old.names:
+        rows[name] = table[name]
+    del f["batches"]
+    f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+    f.attrs["schema_version"] = np.int64(min(4, int(f.attrs["schema_version"])))
+
+
+def _without_sent_offsets(f) -> None:
+    """/batches without version 5's sent offsets and CRC-32, the file still saying version 5."""
+    table = f["batches"][()]
+    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names
+                    if name not in {"sent_start", "sent_stop", "sent_snu_crc32"}])
+    rows = np.zeros(len(table), old)
+    for name in old.names:
+        rows[name] = table[name]
+    del f["batches"]
+    f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+
+
+def _shortened_last_sent(f) -> None:
+    """The last batch's sent values one fewer than any stored form of them."""
+    table = f["batches"][()]
+    table["sent_stop"][-1, 0] -= 1
+    f["batches"][...] = table
 
 
 def _table_edit(field: str, value, row: int = 1) -> callable:
@@ -520,18 +570,22 @@ BAD_FILES = {
     "not hdf5": (lambda p, t: p.write_text("time,power_w\n0,0.001\n"), "is not an HDF5 file"),
     "empty hdf5": (lambda p, t: h5py.File(p, "w").close(), "has no 'schema' attribute"),
     "other schema": (_foreign, "its schema attribute is 'qslab.calibration/1'"),
-    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 5)),
-                      r"schema_version 5; this qslab reads schema_version 1, 2, 3 and 4 \(update qslab"),
+    "newer version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 6)),
+                      r"schema_version 6; this qslab reads schema_version 1, 2, 3, 4 and 5 \(update qslab"),
     "older version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", 0)),
-                      r"schema_version 0; this qslab reads schema_version 1, 2, 3 and 4 \(it predates"),
+                      r"schema_version 0; this qslab reads schema_version 1, 2, 3, 4 and 5 \(it predates"),
     "text version": (lambda p, t: _edit(p, lambda f: f.attrs.__setitem__("schema_version", "1")),
-                     "schema_version attribute is '1', expected the integer 4"),
-    "version 4 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
+                     "schema_version attribute is '1', expected the integer 5"),
+    "version 5 without checksums": (lambda p, t: _edit(p, lambda f: f["meta"].attrs.__delitem__("sha256_json")),
                                     "no sha256_json attribute, which schema_version 2 and later require"),
     "version 4 without batch CRCs": (lambda p, t: _edit(p, lambda f: _older_table(f, 2)),
                                      "/batches has dtype .*, expected .*client_quadratures_crc32"),
     "version 4 without the weights' count": (lambda p, t: _edit(p, lambda f: _older_table(f, 3)),
                                              "/batches has dtype .*, expected .*weight_images_sent"),
+    "version 5 without the sent offsets": (lambda p, t: _edit(p, _without_sent_offsets),
+                                           "/batches has dtype .*, expected .*sent_start"),
+    "sent offsets of neither length": (lambda p, t: _edit(p, _shortened_last_sent),
+                                       "sent offsets are neither image_count x verified rows x modes nor"),
     "a weights' count that decreases": (lambda p, t: _edit(p, _table_edit("weight_images_sent", [8, 8])),
                                         "weight_images_sent is inconsistent"),
     "a weights' count below the images": (lambda p, t: _edit(p, _table_edit("weight_images_sent", [6, 20])),
@@ -893,7 +947,7 @@ def test_every_version_the_reader_claims_is_read(tmp_path, version, checksums):
     as not counted; an edited text in one that carries checksums is still refused."""
     from qslab.analysis.recording.reader import READABLE_VERSIONS
 
-    assert READABLE_VERSIONS == (1, 2, 3, 4) and SCHEMA_VERSION == 4
+    assert READABLE_VERSIONS == (1, 2, 3, 4, 5) and SCHEMA_VERSION == 5
     path = write_session(tmp_path / "old.h5", batches=2, finish=False)
 
     def as_older_version(f):
@@ -1045,24 +1099,55 @@ def test_a_writer_killed_between_a_batchs_arrays_and_its_row_keeps_the_batches_b
         assert_long_batches(session, 4)
 
 
-def test_sent_quadratures_that_repeat_for_every_image_are_stored_in_a_fraction_of_their_bytes(tmp_path):
+def test_sent_quadratures_that_repeat_for_every_image_are_stored_once_per_batch(tmp_path):
     """A session's sent quadratures repeat each batch's one-image block (a verified row sends the same values to every
-    image): a chunk holds that block literally once, so the larger the chunk, the fewer literal copies. At a session's
-    shapes (8 verified rows of 392 modes, 100 images a batch) they take under a tenth of their bytes (with 64 KiB
-    chunks: a fifth)."""
+    image): version 5 stores that block once, a batch whose images differ (here by the sign of one zero) in full, and
+    both read back per image, bit for bit, through every reading route."""
     rng = np.random.default_rng(5)
     shapes, images, rows = [LayerShape(rows=784, modes=392)], 100, 8
+    sent = []
     with SessionWriter.create(tmp_path / "s.h5", shapes, META, qslab_version="0.1.0", git_revision="abc") as writer:
         for batch in range(3):
             block = rng.normal(0, 3.0, (1, rows, 392)).astype(np.float32)
+            block[0, 2, 5] = 0.0
+            sent.append(np.broadcast_to(block, (images, rows, 392)).copy())
+            if batch == 1:  # one image sent -0.0 where the others sent 0.0: stored in full
+                sent[-1][37, 2, 5] = np.float32(-0.0)
             layer = LayerBatch(rng.normal(size=(images, 784)).astype(np.float32), np.arange(rows) * 90,
-                               np.broadcast_to(rng.random(rows) < 0.5, (images, rows)),
-                               np.broadcast_to(block, (images, rows, 392)),
+                               np.broadcast_to(rng.random(rows) < 0.5, (images, rows)), sent[-1],
                                rng.normal(size=(images, rows, 392)).astype(np.float32))
             writer.append_batch(np.arange(images * batch, images * (batch + 1)), rng.integers(0, 10, images),
                                 rng.integers(0, 256, (images, PIXELS_PER_IMAGE), dtype=np.uint8),
                                 rng.integers(0, 10, images), [layer])
+    validate(tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5", "r") as f:
-        sent = f["layers/0/verification/sent_snu"]
-        assert sent.shape == (3 * images * rows * 392,)
-        assert sent.id.get_storage_size() < 0.1 * sent.size * 4
+        assert f["layers/0/verification/sent_snu"].shape == ((2 + images) * rows * 392,)
+        stored = f["batches"]["sent_stop"][:, 0] - f["batches"]["sent_start"][:, 0]
+        assert list(stored) == [rows * 392, images * rows * 392, rows * 392]
+    every = np.concatenate(sent, axis=None).view(np.uint32)
+    with SessionFile.open(tmp_path / "s.h5") as session:
+        for batch in range(3):
+            got = session.layer_batch(batch, 0).sent_snu
+            np.testing.assert_array_equal(got.view(np.uint32), sent[batch].view(np.uint32))
+        np.testing.assert_array_equal(session.verification(0).sent_snu.view(np.uint32), every)
+        read = np.concatenate([chunk for chunk, _ in session.verification_chunks(0, values=100_003)])
+        np.testing.assert_array_equal(read.view(np.uint32), every)
+
+
+def test_a_version_4_file_reads_and_resumes_in_its_own_layout(tmp_path):
+    """A version-4 file (sent quadratures per image, no sent offsets) reads as it did; resumed, its batches are
+    written in its layout (every image's sent values) and the whole file validates, CRCs and all."""
+    path = write_session(tmp_path / "v4.h5", batches=2, finish=False)
+    _edit(path, as_version_4)
+    with SessionFile.open(path) as session:
+        assert session.schema_version == 4 and "sent_start" not in session.batch_table.dtype.names
+        assert_batches_equal(session, 2)
+    with SessionWriter.resume(path) as writer:
+        append(writer, 2)
+    validate(path)
+    with SessionFile.open(path) as session:
+        assert session.schema_version == 4 and "sent_snu_crc32" not in session.batch_table.dtype.names
+        assert_batches_equal(session, 3)
+        samples = int(session.batch_table["sample_stop"][-1, 0])
+    with h5py.File(path, "r") as f:
+        assert f["layers/0/verification/sent_snu"].shape == (samples,)

@@ -10,7 +10,7 @@ import zlib
 import h5py
 import numpy as np
 from qslab.analysis.recording import SessionFile, SessionWriter, validate
-from qslab.analysis.recording.schema import _VERIFICATION_COLUMNS
+from qslab.analysis.recording.schema import SCHEMA_VERSION, verification_columns
 from test_recording import (
     ENDLESS_WRITER,
     LAYERS,
@@ -23,10 +23,12 @@ from test_recording import (
     weights_sent,
 )
 
+COLUMNS = verification_columns(SCHEMA_VERSION)  # verification dataset -> (dtype, its offset kind)
+
 EXTENDABLE = {"/batches", "/results/results_json", *(f"/images/{name}" for name in ("index", "label", "pixels",
                                                                                      "prediction")),
               *(f"/layers/{k}/client_quadratures_snu" for k in range(len(LAYERS))),
-              *(f"/layers/{k}/verification/{name}" for k in range(len(LAYERS)) for name in _VERIFICATION_COLUMNS)}
+              *(f"/layers/{k}/verification/{name}" for k in range(len(LAYERS)) for name in COLUMNS)}
 
 
 def open_datasets(path) -> dict[str, int]:
@@ -86,7 +88,7 @@ def test_a_batch_killed_before_its_row_is_in_the_file_whole(tmp_path):
             np.testing.assert_array_equal(f[f"layers/{k}/client_quadratures_snu"][150:], batch.client_quadratures_snu)
             for name, values in (("sent_snu", batch.sent_snu), ("returned_snu", batch.returned_snu),
                                  ("rows", batch.verified_rows), ("measure_p", batch.measure_p)):
-                start = int(table[f"{_VERIFICATION_COLUMNS[name][1]}_stop"][-1, k])
+                start = int(table[f"{COLUMNS[name][1]}_stop"][-1, k])  # the images' sent values differ: stored whole
                 np.testing.assert_array_equal(f[f"layers/{k}/verification/{name}"][start:], np.ravel(values),
                                               err_msg=f"layer {k} {name}")
 
@@ -97,7 +99,7 @@ def write_like_h5py(path) -> None:
     SessionWriter.create(path, LAYERS, META, qslab_version="0.1.0", git_revision="abc123").close()
     with h5py.File(path, "r+", libver="latest") as f:
         first = 0
-        stops = {kind: np.zeros(len(LAYERS), np.int64) for kind in ("sample", "row", "measure_p")}
+        stops = {kind: np.zeros(len(LAYERS), np.int64) for _, kind in COLUMNS.values()}
         for number in range(3):
             images, layers = batch_data(number)
             count = len(images["label"])
@@ -110,7 +112,7 @@ def write_like_h5py(path) -> None:
                 extend(f[f"layers/{k}/client_quadratures_snu"], batch.client_quadratures_snu)
                 for name, values in (("sent_snu", batch.sent_snu), ("returned_snu", batch.returned_snu),
                                      ("rows", batch.verified_rows), ("measure_p", batch.measure_p)):
-                    kind = _VERIFICATION_COLUMNS[name][1]  # sent and returned share the sample offsets
+                    kind = COLUMNS[name][1]  # batch_data's images send different values: all stored
                     row[f"{kind}_start"][0, k] = stops[kind][k]
                     row[f"{kind}_stop"][0, k] = stops[kind][k] + extend(f[f"layers/{k}/verification/{name}"],
                                                                         np.ravel(values))
@@ -118,6 +120,7 @@ def write_like_h5py(path) -> None:
                     stop[k] = row[f"{kind}_stop"][0, k]
                 row["client_quadratures_crc32"][0, k] = zlib.crc32(batch.client_quadratures_snu.astype("<f4").tobytes())
                 row["returned_snu_crc32"][0, k] = zlib.crc32(batch.returned_snu.astype("<f4").tobytes())
+                row["sent_snu_crc32"][0, k] = zlib.crc32(batch.sent_snu.astype("<f4").tobytes())
             row["weight_images_sent"][0], row["data_images_sent"][0] = weights_sent(number), data_sent(number)
             extend(f["batches"], row)
             first += count

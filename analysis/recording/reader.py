@@ -16,14 +16,14 @@ from qslab.analysis.recording.lock import noted_sent
 from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.recording.schema import (COMPLETE, DATA_IMAGES_SENT, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS,
                                              PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, SENT_COUNTS,
-                                             STATUS_BYTES, STATUSES, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS, _OFFSET_KINDS,
-                                             _VERIFICATION_COLUMNS,
+                                             SENT_KIND, STATUS_BYTES, STATUSES, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS,
                                              Images, LayerBatch, LayerShape, LayerVerification, RecordingError,
-                                             _dataset_paths, _first_line)
+                                             _dataset_paths, _first_line, offset_kinds, verification_columns)
 
 # READABLE_VERSIONS: 1 (sha256_json and resumes_json optional: files written before them, and the version-1
 # files that carry them), 2 (sha256_json required, so stripping the checksums is refused) and 3 (/batches carries
-# the CRC-32 of each batch's noise bytes, checked with every value)
+# the CRC-32 of each batch's noise bytes, checked with every value), 4 (the counts of images sent) and 5 (a batch's
+# sent quadratures stored once when every image's are the same, with offsets and a CRC-32 of their own)
 META_CHECKSUMS = "sha256_json"  # /meta attribute: {name: SHA-256 of the UTF-8 text}; a text that differs is refused
 RESUMES_ATTRIBUTE = "resumes_json"  # root text attribute: one JSON object per resume, written by SessionWriter.resume
 
@@ -239,26 +239,29 @@ class SessionFile:
         kept from earlier reads of this file (sent_blocks.py), so each batch's sent_snu is decoded once."""
         k = self._layer(layer)
         stop = int(self._table["sample_stop"][-1, k]) if len(self._table) else 0
-        name = f"layers/{k}/verification/sent_snu"
         for part in _slices(stop, 1, values):
-            yield (self._read(name, part) if sent is None else sent.read(self, k, part, name),
-                   self._read(f"layers/{k}/verification/returned_snu", part))
+            yield self._sent(k, part, sent), self._read(f"layers/{k}/verification/returned_snu", part)
 
     def verification(self, layer: int, samples: bool = True) -> LayerVerification:
         """One layer's verification data; ``samples=False`` leaves sent_snu/returned_snu empty (rows and
         bases only, without reading the largest arrays)."""
         k = self._layer(layer)
-        stops = {kind: int(self._table[f"{kind}_stop"][-1, k]) if len(self._table) else 0 for kind in _OFFSET_KINDS}
-        flat = {name: self._read(f"layers/{k}/verification/{name}", slice(0, stops[kind] if samples or kind != "sample"
-                                                                           else 0))
-                for name, (_, kind) in _VERIFICATION_COLUMNS.items()}
+
+        def stop(kind: str) -> int:
+            return int(self._table[f"{kind}_stop"][-1, k]) if len(self._table) else 0
+
+        flat_rows = self._read(f"layers/{k}/verification/rows", slice(0, stop("row")))
+        flat_p = self._read(f"layers/{k}/verification/measure_p", slice(0, stop("measure_p")))
+        samples_stop = stop("sample") if samples else 0
+        sent, returned = (self._sent(k, slice(0, samples_stop)),
+                          self._read(f"layers/{k}/verification/returned_snu", slice(0, samples_stop)))
         rows, measure_p = [], []
         for row in self._table:
-            r = flat["rows"][row["row_start"][k]:row["row_stop"][k]]
-            p = flat["measure_p"][row["measure_p_start"][k]:row["measure_p_stop"][k]]
+            r = flat_rows[row["row_start"][k]:row["row_stop"][k]]
+            p = flat_p[row["measure_p_start"][k]:row["measure_p_stop"][k]]
             rows.append(r)
             measure_p.append(p.reshape(int(row["image_count"]), len(r)).astype(bool))
-        return LayerVerification(flat["sent_snu"], flat["returned_snu"], rows, measure_p)
+        return LayerVerification(sent, returned, rows, measure_p)
 
     def layer_batch(self, batch: int, layer: int) -> LayerBatch:
         """Exactly what ``append_batch`` stored for ``layer`` of ``batch`` (quadratures as float32)."""
@@ -278,7 +281,8 @@ class SessionFile:
             client_quadratures_snu=self._read(f"layers/{k}/client_quadratures_snu", slice(first, first + count)),
             verified_rows=rows,
             measure_p=part("measure_p", "measure_p").reshape(count, len(rows)).astype(bool),
-            sent_snu=part("sent_snu", "sample").reshape(count, len(rows), modes),
+            sent_snu=self._sent(k, slice(int(row["sample_start"][k]), int(row["sample_stop"][k]))).reshape(
+                count, len(rows), modes),
             returned_snu=part("returned_snu", "sample").reshape(count, len(rows), modes))
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -286,6 +290,14 @@ class SessionFile:
         if not 0 <= layer < len(self.layers):
             raise RecordingError(f"{self.path} has {len(self.layers)} layers, no layer {layer}")
         return layer
+
+    def _sent(self, layer: int, part: slice, blocks: SentBlocks | None = None) -> np.ndarray:
+        """Samples ``part`` of the layer's sent quadratures as every image sent them (version 5 stores a batch's once
+        when they repeat: expanded here); ``blocks``: kept from earlier reads of this file (sent_blocks.py)."""
+        name = f"layers/{layer}/verification/sent_snu"
+        if blocks is None and self.schema_version < 5:
+            return self._read(name, part)
+        return (SentBlocks() if blocks is None else blocks).read(self, layer, part, name)
 
     def _read(self, name: str, rows: slice) -> np.ndarray:
         with self._translated(f"has unreadable data in /{name}"):
@@ -560,7 +572,8 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
                              f"where the previous ended, with >= 1 image)")
     if not np.all(np.isfinite(table["time_unix_s"])):
         raise RecordingError(f"{path}: /batches time_unix_s holds non-finite time stamps")
-    for kind in _OFFSET_KINDS:
+    version = int(file.attrs["schema_version"])
+    for kind in offset_kinds(version):
         starts, stops = table[f"{kind}_start"], table[f"{kind}_stop"]
         expected_starts = np.vstack([np.zeros((1, len(layers)), np.int64), stops[:-1]])
         if np.any(starts != expected_starts) or np.any(stops < starts):
@@ -574,7 +587,13 @@ def _committed_table(file: h5py.File, layers: tuple[LayerShape, ...], path: Path
         if np.any(table[f"{kind}_stop"] - table[f"{kind}_start"] != sizes):
             raise RecordingError(f"{path}: /batches {kind} offsets disagree with image_count x verified rows"
                                  f"{' x modes' if kind == 'sample' else ''}")
-    _check_lengths(file, layers, table, path, open_dataset)
+    if version >= 5:  # every image's sent values, or (2 images or more) one image's block of them
+        stored = table[f"{SENT_KIND}_stop"] - table[f"{SENT_KIND}_start"]
+        if np.any((stored != expected["sample"]) & ((counts[:, None] < 2) | (stored * counts[:, None]
+                                                                              != expected["sample"]))):
+            raise RecordingError(f"{path}: /batches {SENT_KIND} offsets are neither image_count x verified rows x "
+                                 f"modes nor verified rows x modes")
+    _check_lengths(file, layers, table, path, open_dataset, version)
     return table
 
 
@@ -598,13 +617,13 @@ def _check_images_sent(table: np.ndarray, path: Path, field: str, at_end: h5py.D
 
 
 def _check_lengths(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndarray, path: Path,
-                   open_dataset=None) -> None:
+                   open_dataset, version: int) -> None:
     """Every array at least as long as the committed batches need (longer tails are an interrupted batch)."""
     images = _images_in(table)
     needed = {f"images/{name}": images for name in _IMAGE_COLUMNS}
     for k in range(len(layers)):
         needed[f"layers/{k}/client_quadratures_snu"] = images
-        for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+        for name, (_, kind) in verification_columns(version).items():
             needed[f"layers/{k}/verification/{name}"] = int(table[f"{kind}_stop"][-1, k])
     open_dataset = open_dataset or file.__getitem__  # (name -> the dataset: a reader's handles opened once)
     for name, length in needed.items():
@@ -643,9 +662,12 @@ def _check_values(session: SessionFile) -> None:
         for part in _slices(n, layer.rows):
             quadrature_crcs.feed(_require_finite(session, f"layers/{k}/client_quadratures_snu", part))
         quadrature_crcs.finish()
+        sent_kind = verification_columns(session.schema_version)["sent_snu"][1]
+        sent_crcs = _BatchCrcs(session, table, k, "verification/sent_snu", table[f"{sent_kind}_stop"][:, k])
+        for part in _slices(int(table[f"{sent_kind}_stop"][-1, k]) if session.batches_written else 0, 1):
+            sent_crcs.feed(_require_finite(session, f"layers/{k}/verification/sent_snu", part))
+        sent_crcs.finish()
         stop = int(table["sample_stop"][-1, k]) if session.batches_written else 0
-        for part in _slices(stop, 1):
-            _require_finite(session, f"layers/{k}/verification/sent_snu", part)
         returned_crcs = _BatchCrcs(session, table, k, "verification/returned_snu", table["sample_stop"][:, k])
         for part in _slices(stop, 1):
             returned_crcs.feed(_require_finite(session, f"layers/{k}/verification/returned_snu", part))

@@ -1,10 +1,12 @@
-"""The ``qslab.session`` schema (version 3): names, dtypes, layout and the checks shared by writer and reader.
+"""The ``qslab.session`` schema (version 5): names, dtypes, layout and the checks shared by writer and reader.
 
 The layout in full is docs/RECORDING.md; writer.py writes it, reader.py reads and validates it. Version 2
 adds what lets netCDF tools read the file as it is: HDF5 dimension scales naming every axis (image, row,
 sample, ...) and ``units``/``long_name`` attributes, requires the metadata checksums and may carry a
 curious server's counts. Version 3 checks the two shot-noise datasets per committed batch (a CRC-32 of the
-batch's bytes in its /batches row) instead of per chunk (fletcher32). Versions 1 and 2 read the same way.
+batch's bytes in its /batches row) instead of per chunk (fletcher32). Version 4 counts the images sent. Version 5
+stores a batch's sent quadratures once when every image sent the same (they are one image's block repeated: the
+server plays one reference per verified row), with their own offsets and CRC-32. Every version reads the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "qslab.session"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # 2: dimension scales and units, /meta sha256_json required (optional in 1) and the optional /curious_server
 # group (curious_group.py); 3: the noise datasets unfiltered, checked by the CRC-32 fields of /batches; 4: the
-# counts of images sent (SENT_COUNTS) in /batches and at the root; docs/RECORDING.md, Versioning
-READABLE_VERSIONS = (1, 2, 3, 4)
+# counts of images sent (SENT_COUNTS) in /batches and at the root; 5: a batch's sent quadratures stored once when
+# every image's are the same, unfiltered, with offsets (sent_start/sent_stop) and a CRC-32 of their own;
+# docs/RECORDING.md, Versioning
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 PIXELS_PER_IMAGE = 784
 RUNNING, COMPLETE, ABORTED = "running", "complete", "aborted"
 STATUSES = (RUNNING, COMPLETE, ABORTED)
@@ -34,10 +38,11 @@ DETAIL_BYTES = 512
 # dataset name -> (dtype, shape of one row); every one is extendable along axis 0
 _IMAGE_COLUMNS = {"index": (np.dtype("<i4"), ()), "label": (np.dtype("u1"), ()),
                   "pixels": (np.dtype("u1"), (PIXELS_PER_IMAGE,)), "prediction": (np.dtype("<i2"), ())}
-# verification dataset -> (dtype, name of its start/stop fields in /batches)
+# verification dataset -> (dtype, name of its start/stop fields in /batches) in versions 1-4 (verification_columns)
 _VERIFICATION_COLUMNS = {"sent_snu": (np.dtype("<f4"), "sample"), "returned_snu": (np.dtype("<f4"), "sample"),
                          "rows": (np.dtype("<i4"), "row"), "measure_p": (np.dtype("u1"), "measure_p")}
-_OFFSET_KINDS = ("sample", "row", "measure_p")
+_OFFSET_KINDS = ("sample", "row", "measure_p")  # versions 1-4 (offset_kinds)
+SENT_KIND = "sent"  # version 5: the sent quadratures' own offsets (a batch's block once, or every image's values)
 _QUADRATURE_DTYPE = np.dtype("<f4")
 _RESULTS_DTYPE = np.dtype("u1")
 _CHUNK_BYTES = 1 << 16
@@ -50,10 +55,12 @@ _FILTERS = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "flet
 # kill can tear that write between pages. Plain bytes of committed rows are rewritten identical, so they survive;
 # under fletcher32 the torn chunk would fail its checksum and take the committed rows with it. Their integrity is
 # checked per commit instead: each /batches row holds a CRC-32 of the batch's bytes (NOISE_CRC_FIELDS).
-_NOISE_DATASETS = ("client_quadratures_snu", "verification/returned_snu")
-# /batches field (version 3) -> the layer dataset whose committed bytes of that batch it checks (zlib.crc32)
+_NOISE_DATASETS = ("client_quadratures_snu", "verification/returned_snu", "verification/sent_snu")
+# /batches field (version 3; the sent one version 5) -> the layer dataset whose committed bytes of that batch it checks
+# (zlib.crc32)
 NOISE_CRC_FIELDS = {"client_quadratures_crc32": "client_quadratures_snu",
-                    "returned_snu_crc32": "verification/returned_snu"}
+                    "returned_snu_crc32": "verification/returned_snu",
+                    "sent_snu_crc32": "verification/sent_snu"}
 # /batches field (version 4): per layer, the images its weights were sent to up to and including the batch, every
 # acquisition counted (the set-up's leakage nulling, batches taken again), over every process that wrote the file; -1:
 # not counted by the writer (the leakage figures then count the recorded images only, and say so)
@@ -65,30 +72,46 @@ DATA_IMAGES_SENT = "data_images_sent"
 SENT_COUNTS = (WEIGHT_IMAGES_SENT, DATA_IMAGES_SENT)
 # each also a root dataset (version 4), int64 [layers]: the count when a writer ended (finished, or marked the file
 # aborted), which holds light sent after its last committed batch (a batch taken again, or one that failed); -1 until
-# the sent quadratures repeat each verified row's value for every image: gzip without shuffle packs them smaller (15 %)
-# and at two thirds of the CPU of gzip with shuffle
-_SENT_FILTERS = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
-# ... and in chunks of 256 KiB: each chunk stores the batch's one-image block of them literally once (gzip's window
-# then finds every repeat), so a larger chunk holds fewer literal copies: 3x smaller and half the CPU of 64 KiB chunks
-_SENT_CHUNK_BYTES = 1 << 18
 
 
 def dataset_filters(path: str) -> dict:
-    """The HDF5 filters of extendable dataset ``path`` (version 3): shuffle + gzip + fletcher32; none for the noise,
-    gzip level 1 + fletcher32 for the sent quadratures."""
+    """The HDF5 filters of extendable dataset ``path`` (version 5): shuffle + gzip + fletcher32; none for the noise
+    (the sent quadratures included: a batch's block of them is one image's shot-noise-like values)."""
     if path.startswith("layers/") and path.endswith(_NOISE_DATASETS):
         return {}
-    return _SENT_FILTERS if _is_sent(path) else _FILTERS
+    return _FILTERS
 
 
-def dataset_chunk_bytes(path: str) -> int:
-    """About how many bytes a chunk of extendable dataset ``path`` holds (the sent quadratures' are larger)."""
-    return _SENT_CHUNK_BYTES if _is_sent(path) else _CHUNK_BYTES
+def offset_kinds(version: int) -> tuple[str, ...]:
+    """The per-layer start/stop field pairs of /batches in schema ``version``."""
+    return _OFFSET_KINDS + ((SENT_KIND,) if version >= 5 else ())
 
 
-def _is_sent(path: str) -> bool:
-    """Whether extendable dataset ``path`` is a layer's sent quadratures."""
-    return path.startswith("layers/") and path.endswith("verification/sent_snu")
+def verification_columns(version: int) -> dict[str, tuple[np.dtype, str]]:
+    """Verification dataset -> (dtype, its offset kind) in schema ``version`` (from 5 the sent quadratures have
+    their own)."""
+    if version < 5:
+        return _VERIFICATION_COLUMNS
+    return {**_VERIFICATION_COLUMNS, "sent_snu": (_VERIFICATION_COLUMNS["sent_snu"][0], SENT_KIND)}
+
+
+def noise_crc_fields(version: int) -> dict[str, str]:
+    """NOISE_CRC_FIELDS of schema ``version`` (none before 3, the sent quadratures' from 5)."""
+    if version < 3:
+        return {}
+    return NOISE_CRC_FIELDS if version >= 5 else {field: name for field, name in NOISE_CRC_FIELDS.items()
+                                                   if not name.endswith("sent_snu")}
+
+
+def stored_sent(values: np.ndarray, images: int) -> np.ndarray:
+    """What version 5 stores of a batch's sent quadratures ([images x K] float32, flat): one image's K values when
+    every image's are the same bit for bit (-0.0 is not 0.0) and there are 2 images or more, else all of them. A
+    reader tells which from the lengths: K x images samples, K stored."""
+    if images < 2 or not values.size:
+        return values
+    per_image = values.reshape(images, -1)
+    bits = per_image.view(np.uint32)
+    return per_image[0] if (bits == bits[0]).all() else values
 
 
 class RecordingError(ValueError):
@@ -141,9 +164,11 @@ class LayerVerification:
 def batches_dtype(layer_count: int, version: int = SCHEMA_VERSION) -> np.dtype:
     """The compound row of ``/batches``: one per committed batch, per-layer offsets as length-L fields, and (version
     3) per layer the CRC-32 of the batch's bytes of each noise dataset, (version 4) per layer the images its weights
-    were sent to and the images whose data it carried, up to this batch (SENT_COUNTS)."""
-    per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in _OFFSET_KINDS for end in ("start", "stop")]
-    crcs = [(name, "<u4", (layer_count,)) for name in NOISE_CRC_FIELDS] if version >= 3 else []
+    were sent to and the images whose data it carried, up to this batch (SENT_COUNTS), (version 5) the sent
+    quadratures' own offsets and CRC-32."""
+    per_layer = [(f"{kind}_{end}", "<i8", (layer_count,)) for kind in offset_kinds(version)
+                 for end in ("start", "stop")]
+    crcs = [(name, "<u4", (layer_count,)) for name in noise_crc_fields(version)]
     sent = [(name, "<i8", (layer_count,)) for name in SENT_COUNTS] if version >= 4 else []
     return np.dtype([("batch", "<i8"), ("first_image", "<i8"), ("image_count", "<i8"), ("time_unix_s", "<f8"),
                      *per_layer, *crcs, *sent])
@@ -168,6 +193,10 @@ _VERIFICATION_DESCRIPTIONS = {
     "measure_p": ("1: the server measured P, 0: X; per (image, verified row)", None)}
 _VERIFICATION_DIMENSION = {"sent_snu": "sample_mode", "returned_snu": "sample_mode", "rows": "verified_row",
                            "measure_p": "sample"}
+# version 5: the sent quadratures as stored (a batch's block once, or every image's), on an axis of their own
+_SENT_V5 = ("sent_value", "the server's sent quadrature (in the quadrature it measured) per (verified row, mode) of "
+                          "each batch, stored once when every image of the batch sent the same, else per (image, "
+                          "verified row, mode); /batches sent_start/sent_stop (docs/RECORDING.md)", "SNU")
 
 
 def dimension_scales(layers, version: int = SCHEMA_VERSION) -> dict[str, int | None]:
@@ -178,6 +207,8 @@ def dimension_scales(layers, version: int = SCHEMA_VERSION) -> dict[str, int | N
     for k, layer in enumerate(layers):
         scales[f"layers/{k}/row"] = layer.rows
         scales.update({f"layers/{k}/verification/{name}": None for name in ("sample", "sample_mode", "verified_row")})
+        if version >= 5:
+            scales[f"layers/{k}/verification/{_SENT_V5[0]}"] = None
     return scales
 
 
@@ -191,6 +222,8 @@ def dataset_dimensions(layers, version: int = SCHEMA_VERSION) -> dict[str, tuple
         for name, description in _VERIFICATION_DESCRIPTIONS.items():
             names[f"layers/{k}/verification/{name}"] = (
                 (f"layers/{k}/verification/{_VERIFICATION_DIMENSION[name]}",), *description)
+        if version >= 5:
+            names[f"layers/{k}/verification/sent_snu"] = ((f"layers/{k}/verification/{_SENT_V5[0]}",), *_SENT_V5[1:])
     names["batches"] = (("batch",), "one row per committed batch: images and per-layer offsets (docs/RECORDING.md)",
                         None)
     names["results/results_json"] = (("results/byte",), "UTF-8 JSON of the results, empty until complete", None)

@@ -1,26 +1,26 @@
-"""Each committed batch's sent quadratures decoded from the file once, for analyses that read them again and again.
+"""Each committed batch's sent quadratures read from the file once, for analyses that read them again and again.
 
-Why: a live session's verification reads every verified sample back from its file at each checkpoint and for the
-results, about three times per sample in all, and the sent quadratures are the one gzip dataset among them: their
-decoding was most of the read-back's cost. Within a batch every image sends each verified row the same values (the
-server plays one reference per row; sequences/protocol/acquisition.py), so a batch's sent samples are one image's
-block repeated. The first read of a batch decodes it from the file and keeps that block when the file's values are
-exactly (bit for bit) the block repeated; later reads fill the values from it. What the analysis gets is what the file
-holds, as a read of the dataset would give it. A batch whose values do not repeat, or with fewer than
-MIN_IMAGES_KEPT images (the block would be a large share of the batch), is read from the file every time.
-Memory: one block per batch and layer, at most 1/MIN_IMAGES_KEPT of the sent samples.
+Within a batch every image sends each verified row the same values (the server plays one reference per row;
+sequences/protocol/acquisition.py), so a batch's sent samples are one image's block repeated. Schema version 5 stores
+such a batch's block once (its /batches sent offsets span one image's values; a batch whose images differ is stored in
+full at its own offsets): ``read`` expands it, the block read once per batch. In files of versions 1-4 every image's
+values are stored (gzip): the first read of a batch decodes them and keeps the block when they are exactly (bit for
+bit) the block repeated, and at least MIN_IMAGES_KEPT times (else the batch is read from the file every time). What an
+analysis gets is what a read of the per-image values gives, whatever the version.
 
-A live session keeps each batch's block as it hands the batch to the writer (``keep``): the same float32 values the
-file stores, so its results decode none of them again (about 30 us per image at a session's end). Its results then
-check the file's returned quadratures against what was summed (StreamedSamples), not its sent ones; a replay reads
-both from the file.
+A live session keeps each batch's block as it hands the batch to the writer (``keep``): the very float32 values the
+file stores, so its results read none of them again. Its results then check the file's returned quadratures against
+what was summed (StreamedSamples), not its sent ones; a replay reads both from the file.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MIN_IMAGES_KEPT = 16  # a batch's block is kept only when it repeats this many times or more
+from qslab.analysis.recording.schema import SENT_KIND, stored_sent
+
+MIN_IMAGES_KEPT = 16  # versions 1-4: a batch's block is kept only when it repeats this many times or more
+SENT_START, SENT_STOP = f"{SENT_KIND}_start", f"{SENT_KIND}_stop"
 
 
 class SentBlocks:
@@ -35,7 +35,8 @@ class SentBlocks:
         """Batch ``batch``'s sent quadratures of ``layer`` as handed to the writer ([images, ...], stored as float32
         from sample ``start`` of the layer): its block, when they repeat as ``read`` keeps one from the file."""
         values = np.asarray(sent, dtype=np.float32)
-        block = _repeated_block(values.reshape(values.shape[0], -1)) if values.size else None
+        stored = stored_sent(values.reshape(-1), values.shape[0])  # as version 5 stores them
+        block = stored.copy() if stored.size < values.size else None
         self._blocks[(layer, batch)] = (start, start + values.size, block)
 
     def read(self, session, layer: int, part: slice, name: str) -> np.ndarray:
@@ -43,6 +44,7 @@ class SentBlocks:
         them: from the kept blocks where the batches have one, from the file elsewhere."""
         table = session._table
         starts, stops = table["sample_start"][:, layer], table["sample_stop"][:, layer]
+        stored = table[SENT_START][:, layer] if SENT_START in table.dtype.names else starts  # where the file has them
         out = np.empty(part.stop - part.start, dtype=np.float32)
         batch = int(np.searchsorted(stops, part.start, side="right"))
         while batch < len(table) and starts[batch] < part.stop:
@@ -51,7 +53,8 @@ class SentBlocks:
             target = out[first - part.start:last - part.start]
             block = self._block(session, layer, batch, start, stop, name)
             if block is None:
-                target[:] = session._read(name, slice(first, last))
+                shift = int(stored[batch]) - start
+                target[:] = session._read(name, slice(first + shift, last + shift))
             else:
                 _fill_repeating(target, block, (first - start) % block.size)
             batch += 1
@@ -62,9 +65,14 @@ class SentBlocks:
         kept = self._blocks.get((layer, batch))
         if kept is not None and kept[:2] == (start, stop):
             return kept[2]
-        images = int(session._table["image_count"][batch])
+        table = session._table
+        images = int(table["image_count"][batch])
         block = None
-        if images >= MIN_IMAGES_KEPT and stop > start:
+        if SENT_START in table.dtype.names:  # version 5: one image's values when the batch's are stored once
+            first, last = int(table[SENT_START][batch, layer]), int(table[SENT_STOP][batch, layer])
+            if last - first < stop - start:
+                block = session._read(name, slice(first, last))
+        elif images >= MIN_IMAGES_KEPT and stop > start:
             block = _repeated_block(session._read(name, slice(start, stop)).reshape(images, -1))
         self._blocks[(layer, batch)] = (start, stop, block)
         return block

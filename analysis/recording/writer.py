@@ -24,14 +24,14 @@ from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
 from qslab.analysis.recording.reader import (META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, images_sent,
                                              meta_checksums)
-from qslab.analysis.recording.schema import (ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME, NOISE_CRC_FIELDS,
+from qslab.analysis.recording.schema import (_CHUNK_BYTES, ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME,
                                              PIXELS_PER_IMAGE, RUNNING, SCHEMA, SCHEMA_VERSION, STATUS_BYTES,
                                              DATA_IMAGES_SENT, SENT_COUNTS, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS,
-                                             _OFFSET_KINDS, _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS,
-                                             LayerBatch, LayerShape, RecordingError, _dataset_paths, _first_line,
-                                             _json_text, _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype,
-                                             dataset_chunk_bytes, dataset_dimensions, dataset_filters,
-                                             dimension_scales)
+                                             _QUADRATURE_DTYPE, _RESULTS_DTYPE, _VERIFICATION_COLUMNS, LayerBatch,
+                                             LayerShape, RecordingError, _dataset_paths, _first_line, _json_text,
+                                             _meta_texts, _truncate_utf8, _unfilled_row, batches_dtype,
+                                             dataset_dimensions, dataset_filters, dimension_scales, noise_crc_fields,
+                                             offset_kinds, stored_sent, verification_columns)
 
 
 class _Extendable:
@@ -117,8 +117,10 @@ class SessionWriter:
         self._file: h5py.File | None = file
         self._batches = len(table)
         self._images = _images_in(table)
+        self._version = int(file.attrs["schema_version"])  # a resumed file of an earlier version keeps its layout
+        self._columns = verification_columns(self._version)
         self._stops = {kind: (table[f"{kind}_stop"][-1].copy() if len(table) else np.zeros(len(layers), np.int64))
-                       for kind in _OFFSET_KINDS}
+                       for kind in offset_kinds(self._version)}
         noted = (lock.crashed.sent if lock is not None and lock.crashed is not None else None) or {}
         self._sent = {field: images_sent(table, field, file[field][()] if field in file else None, noted.get(field))
                       for field in SENT_COUNTS}  # a crashed writer's note counts: its light went out
@@ -262,11 +264,14 @@ class SessionWriter:
                 curious_group.write(file, self._images, *curious)
             for name, values in images.items():
                 datasets.images[name].write_at(self._images, values)
-            new_stops = {kind: self._stops[kind].copy() for kind in _OFFSET_KINDS}
-            crcs = _noise_crcs(batches)
+            new_stops = {kind: stops.copy() for kind, stops in self._stops.items()}
+            if self._version >= 5:
+                for batch in batches:
+                    batch["sent_snu"] = stored_sent(batch["sent_snu"], count)
+            crcs = _noise_crcs(batches, self._version)
             for k, batch in enumerate(batches):
                 datasets.quadratures[k].write_at(self._images, batch["client_quadratures_snu"])
-                for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+                for name, (_, kind) in self._columns.items():
                     values = batch[name]
                     datasets.verification[k][name].write_at(int(self._stops[kind][k]), values)
                     new_stops[kind][k] = self._stops[kind][k] + len(values)
@@ -290,8 +295,8 @@ class SessionWriter:
         row = np.zeros((), self._datasets.batches.dtype)
         row["batch"], row["first_image"], row["image_count"] = self._batches, self._images, image_count
         row["time_unix_s"] = time.time()
-        for kind in _OFFSET_KINDS:
-            row[f"{kind}_start"], row[f"{kind}_stop"] = self._stops[kind], new_stops[kind]
+        for kind, stops in new_stops.items():
+            row[f"{kind}_start"], row[f"{kind}_stop"] = self._stops[kind], stops
         for name, values in fields.items():
             if name in row.dtype.names:
                 row[name] = -1 if values is None else values
@@ -460,11 +465,11 @@ def _text_attribute(node: h5py.HLObject, name: str, text: str) -> None:
 
 
 def _create_extendable(file: h5py.File, path: str, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
-    """Empty along axis 0, unlimited, chunked to about 64 KiB (schema.dataset_chunk_bytes), fletcher32 (corruption is
+    """Empty along axis 0, unlimited, chunked to about 64 KiB (schema._CHUNK_BYTES), fletcher32 (corruption is
     detected) and gzip + shuffle where the data compress, no filter on the noise (checked per batch by CRC-32
     instead; schema.dataset_filters)."""
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
-    chunk_rows = max(1, dataset_chunk_bytes(path) // row_bytes)
+    chunk_rows = max(1, _CHUNK_BYTES // row_bytes)
     extra = {"fillvalue": _unfilled_row(int(dtype["sample_start"].shape[0]))} if path == "batches" else {}
     file.create_dataset(path, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
                         chunks=(chunk_rows, *row_shape), **dataset_filters(path), **extra)
@@ -522,12 +527,13 @@ def _checked_layer(batch: LayerBatch, shape: LayerShape, count: int, where: str)
             "rows": rows, "measure_p": measure_p.ravel()}
 
 
-def _noise_crcs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """NOISE_CRC_FIELDS -> [layers] uint32: zlib.crc32 of the bytes each noise dataset receives for this batch,
-    taken from the contiguous little-endian float32 arrays about to be written (no read back)."""
+def _noise_crcs(batches: list[dict[str, np.ndarray]], version: int) -> dict[str, np.ndarray]:
+    """The CRC fields of schema ``version`` (noise_crc_fields) -> [layers] uint32: zlib.crc32 of the bytes each noise
+    dataset receives for this batch, taken from the contiguous little-endian float32 arrays about to be written (no
+    read back)."""
     return {field: np.array([zlib.crc32(np.ascontiguousarray(batch[name.rsplit("/", 1)[-1]], "<f4"))
                              for batch in batches], dtype="<u4")
-            for field, name in NOISE_CRC_FIELDS.items()}
+            for field, name in noise_crc_fields(version).items()}
 
 
 def _refuse_readers(path: Path) -> None:
@@ -604,7 +610,7 @@ def _truncate_to(file: h5py.File, layers: tuple[LayerShape, ...], table: np.ndar
         file[f"images/{name}"].resize(images, axis=0)
     for k in range(len(layers)):
         file[f"layers/{k}/client_quadratures_snu"].resize(images, axis=0)
-        for name, (_, kind) in _VERIFICATION_COLUMNS.items():
+        for name, (_, kind) in verification_columns(int(file.attrs["schema_version"])).items():
             stop = int(table[f"{kind}_stop"][-1, k]) if len(table) else 0
             file[f"layers/{k}/verification/{name}"].resize(stop, axis=0)
     curious_group.truncate(file, images)

@@ -21,6 +21,7 @@ import numpy as np
 from qslab.analysis import mnist
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.recording import COMPLETE, WEIGHT_IMAGES_SENT, LayerShape, images_sent
+from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.replay import CHUNK_VALUES
 from qslab.analysis.session_results import ImageTotals
 from qslab.analysis.verified_samples import StreamedSamples
@@ -78,6 +79,7 @@ class LiveSession:
     verified_rows: list = field(default_factory=list)   # per layer: rows verified per batch
     sample_stops: list = field(default_factory=list)    # per layer: verified samples committed so far
     weight_images_sent: tuple[int, ...] | None = None   # per layer, as the last batch's row holds (None: not counted)
+    _committed_rows: list = field(default_factory=list)  # the /batches rows read so far, in pieces
     _samples: tuple[int, StreamedSamples] | None = None
     _inode: int | None = None
 
@@ -98,12 +100,13 @@ class LiveSession:
     def _sample_chunks(self, layer: int):
         file = open_lock_free(self.path)
         try:
-            group = file[f"layers/{layer}/verification"]
-            sent, returned = group["sent_snu"], group["returned_snu"]
+            returned, sent = file[f"layers/{layer}/verification/returned_snu"], SentBlocks()
+            committed = _Committed(file, np.concatenate(self._committed_rows))
             stop = self.sample_stops[layer]
             for start in range(0, stop, CHUNK_VALUES):
                 end = min(stop, start + CHUNK_VALUES)
-                yield sent[start:end], returned[start:end]
+                yield (sent.read(committed, layer, slice(start, end), f"layers/{layer}/verification/sent_snu"),
+                       returned[start:end])
         finally:
             file.close()
 
@@ -154,8 +157,10 @@ class LiveSession:
         """Append the batches committed since the last look (a row whose batch number is its position)."""
         table = file["batches"][self.batches_written:]  # a fresh open sees the current extent: no refresh()
         committed = table["batch"] == np.arange(self.batches_written, self.batches_written + len(table))
-        for row in table[:len(table) if committed.all() else int(np.argmin(committed))]:
+        table = table[:len(table) if committed.all() else int(np.argmin(committed))]
+        for row in table:
             self._read_batch(file, row)
+        self._committed_rows.append(table)
 
     def _read_batch(self, file: h5py.File, row) -> None:
         first, count = int(row["first_image"]), int(row["image_count"])
@@ -174,6 +179,17 @@ class LiveSession:
             self.verified_rows[k].append(int(row["row_stop"][k] - row["row_start"][k]))
         self.batch_times_unix_s.append(float(row["time_unix_s"]))
         self.weight_images_sent = images_sent(row[np.newaxis], WEIGHT_IMAGES_SENT)
+
+
+class _Committed:
+    """What SentBlocks reads a session's sent quadratures through: the committed /batches rows and the open file
+    (version 5 stores a batch's once when every image sent the same)."""
+
+    def __init__(self, file: h5py.File, table: np.ndarray):
+        self._file, self._table = file, table
+
+    def _read(self, name: str, part: slice) -> np.ndarray:
+        return self._file[name][part]
 
 
 def newest_session(directory: Path) -> Path | None:

@@ -173,6 +173,23 @@ def test_junk_replies_to_every_query_parameter(benches, fast_retries, name):
         driver.close()
 
 
+def test_a_reply_of_two_lines_leaves_the_awg_trigger_mode_readable(benches, fast_retries):
+    """Found by the fuzz above: '1\n2\n' to both trigger-state queries left a line behind, which the next query read
+    as its reply ('2' taken for ON): the mode read as continuous and gated at once, refused again after the junk
+    stopped. A '2' is no SCPI boolean: the reply is garbled, retried after the stream is cleared."""
+    bench, junk = benches["awg"]
+    driver = DRIVERS["awg"][1](f"awg_{next(_names)}", bench.address("awg"), TIMEOUT_S)
+    try:
+        junk.reply = b"1\n2\n"
+        with pytest.raises(InstrumentFault, match=driver.name):
+            driver.trigger_mode.get()
+        junk.clear()
+        assert driver.trigger_mode.get() in ("continuous", "triggered", "gated")
+    finally:
+        junk.clear()
+        driver.close()
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (as above: a dBm limit of +9.91E37)
 @pytest.mark.parametrize("name", sorted(DRIVERS))
 def test_junk_replies_while_connecting(benches, fast_retries, name):

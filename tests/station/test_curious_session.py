@@ -61,7 +61,7 @@ def test_the_counts_are_recorded_and_replay_recomputes_the_outcome_exactly(sessi
     _, curious = sessions
     path = curious["file"]
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema_version"] == 4
+        assert f.attrs["schema_version"] == 5
         assert f["curious_server/counts"].shape == (20, 2 * (392 + 1))
         assert f["curious_server/counted_rows"].shape == (20,)
     with recording.SessionFile.open(path) as session:
