@@ -148,7 +148,10 @@ def parse_bool(reply: str) -> bool:
     text = reply.strip().upper()
     if text in ("ON", "OFF"):
         return text == "ON"
-    return bool(int(float(text)))
+    value = float(text)
+    if value not in (0.0, 1.0):  # e.g. a line left over from another reply: the stream is out of step
+        raise ValueError(f"expected a SCPI boolean (0, 1, ON or OFF), got {reply.strip()!r}")
+    return value == 1.0
 
 
 def parse_float(reply: str) -> float:
