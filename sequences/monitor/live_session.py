@@ -101,8 +101,10 @@ class LiveSession:
         file = open_lock_free(self.path)
         try:
             returned, sent = file[f"layers/{layer}/verification/returned_snu"], SentBlocks()
-            committed = _Committed(file, np.concatenate(self._committed_rows))
             stop = self.sample_stops[layer]
+            if not stop:
+                return
+            committed = _Committed(file, np.concatenate(self._committed_rows))
             for start in range(0, stop, CHUNK_VALUES):
                 end = min(stop, start + CHUNK_VALUES)
                 yield (sent.read(committed, layer, slice(start, end), f"layers/{layer}/verification/sent_snu"),
