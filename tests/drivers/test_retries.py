@@ -25,7 +25,10 @@ from qslab.instruments.drivers._scpi import InstrumentError, InstrumentFault
 from qslab.instruments.drivers.scpi_optical_amplifier import ScpiOpticalAmplifier
 from qslab.instruments.drivers.thorlabs_mbx import ThorlabsMBX
 
-TIMEOUT_S = 0.3
+# The drivers' timeout here: every silence waits it out, and a reply that does come must never be taken for silence on
+# a loaded host (at 0.3 s, with two busy processes beside three test workers, a retry's reply came later, was taken
+# for silence, and the retry after it opened a third connection).
+TIMEOUT_S = 1.0
 SILENT = None  # no reply at all
 
 

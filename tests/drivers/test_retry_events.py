@@ -3,7 +3,7 @@ and once per connection found closed and reopened; a session's RetryWatch turns 
 
 from __future__ import annotations
 
-from test_retries import AMPLIFIER, MBX, SILENT, Drop, amplifier_on, flaky, mbx_on  # noqa: F401 - fixture
+from test_retries import AMPLIFIER, MBX, SILENT, TIMEOUT_S, Drop, amplifier_on, flaky, mbx_on  # noqa: F401 - fixture
 
 from qslab.instruments.drivers import retry_events
 from qslab.instruments.drivers.retry_events import ConnectionReopened, QueryRetried
@@ -17,7 +17,7 @@ def test_each_retry_is_told_once_with_what_was_retried(flaky):
     with retry_events.observing_retries(events.append):
         assert amplifier.gain_db() == 1.5
     assert events == [
-        QueryRetried("amp", amplifier.address, "SOUR:GAIN?", "no reply within 0.3 s", 1, 3, 0.05),
+        QueryRetried("amp", amplifier.address, "SOUR:GAIN?", f"no reply within {TIMEOUT_S:g} s", 1, 3, 0.05),
         QueryRetried("amp", amplifier.address, "SOUR:GAIN?", "reply 'xx#@' is not a number", 2, 3, 0.1)]
 
 
@@ -65,7 +65,7 @@ def test_the_session_report_counts_the_retries_it_was_told(flaky):
         watch.remove()
     amplifier.gain_db()
     assert report.actions == [{"batch": None, "action": "retried", "instrument": "amp",
-                               "detail": "'SOUR:GAIN?': no reply within 0.3 s (attempt 1 of 3)"}]
+                               "detail": f"'SOUR:GAIN?': no reply within {TIMEOUT_S:g} s (attempt 1 of 3)"}]
 
 
 def test_reconnect_is_public_and_keeps_the_connection_settings(flaky):
