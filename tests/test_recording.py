@@ -496,15 +496,22 @@ def _older_table(f, version: int) -> None:
     """/batches as an earlier version wrote it: the same rows without the fields added since (CRC-32: 3, the weights'
     count: 4, the sent quadratures' offsets and CRC-32: 5), each layer's sent quadratures per image (as_version_4)."""
     as_version_4(f)
+    _table_without(f, ({"weight_images_sent", "data_images_sent"} if version < 4 else set())
+                   | ({"client_quadratures_crc32", "returned_snu_crc32"} if version < 3 else set()))
+
+
+def _table_without(f, fields: set[str]) -> None:
+    """/batches rewritten without ``fields`` (every row kept)."""
     table = f["batches"][()]
-    added = (({"weight_images_sent", "data_images_sent"} if version < 4 else set())
-             | ({"client_quadratures_crc32", "returned_snu_crc32"} if version < 3 else set()))
-    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in added])
-    rows = np.zeros(len(table), old)
-    for name in old.names:
+    kept = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in fields])
+    rows = np.zeros(len(table), kept)
+    for name in kept.names:
         rows[name] = table[name]
     del f["batches"]
     f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+
+
+SENT_FIELDS = {"sent_start", "sent_stop", "sent_snu_crc32"}  # /batches fields of version 5
 
 
 def as_version_4(f) -> None:
@@ -527,26 +534,13 @@ def as_version_4(f) -> None:
                              maxshape=(None,), chunks=(16384,), compression="gzip", fletcher32=True)
         if named:
             group["sent_snu"].dims[0].attach_scale(group["sample_mode"])
-    dropped = {"sent_start", "sent_stop", "sent_snu_crc32"}
-    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names if name not in dropped])
-    rows = np.zeros(len(table), old)
-    for name in old.names:
-        rows[name] = table[name]
-    del f["batches"]
-    f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+    _table_without(f, SENT_FIELDS)
     f.attrs["schema_version"] = np.int64(min(4, int(f.attrs["schema_version"])))
 
 
 def _without_sent_offsets(f) -> None:
     """/batches without version 5's sent offsets and CRC-32, the file still saying version 5."""
-    table = f["batches"][()]
-    old = np.dtype([(name, table.dtype[name]) for name in table.dtype.names
-                    if name not in {"sent_start", "sent_stop", "sent_snu_crc32"}])
-    rows = np.zeros(len(table), old)
-    for name in old.names:
-        rows[name] = table[name]
-    del f["batches"]
-    f.create_dataset("batches", data=rows, maxshape=(None,), chunks=True)
+    _table_without(f, SENT_FIELDS)
 
 
 def _shortened_last_sent(f) -> None:
