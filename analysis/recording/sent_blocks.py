@@ -33,7 +33,7 @@ class SentBlocks:
 
     def keep(self, layer: int, batch: int, start: int, sent) -> None:
         """Batch ``batch``'s sent quadratures of ``layer`` as handed to the writer ([images, ...], stored as float32
-        from sample ``start`` of the layer): its block, when they repeat as ``read`` keeps one from the file."""
+        from sample ``start`` of the layer): its block when they repeat, as version 5 stores it."""
         values = np.asarray(sent, dtype=np.float32)
         stored = stored_sent(values.reshape(-1), values.shape[0])  # as version 5 stores them
         block = stored.copy() if stored.size < values.size else None
@@ -81,10 +81,10 @@ class SentBlocks:
 def _repeated_block(per_image: np.ndarray) -> np.ndarray | None:
     """One image's values of [images, K] float32, when every image's are the same bit for bit (-0.0 is not 0.0, a
     NaN's payload counts) and there are MIN_IMAGES_KEPT images or more; else None."""
-    if per_image.shape[0] < MIN_IMAGES_KEPT or not per_image.size:
+    if per_image.shape[0] < MIN_IMAGES_KEPT:
         return None
-    bits = per_image.view(np.uint32)
-    return per_image[0].copy() if (bits == bits[0]).all() else None
+    stored = stored_sent(per_image.reshape(-1), per_image.shape[0])
+    return stored.copy() if stored.size < per_image.size else None
 
 
 def _fill_repeating(target: np.ndarray, block: np.ndarray, offset: int) -> None:
