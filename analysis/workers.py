@@ -24,7 +24,6 @@ def one_thread(name: str) -> ThreadPoolExecutor:
         return executor
 
 
-
 class OrderedTasks:
     """Tasks handed to the thread named `name` in the order given, and waited for together: ``wait`` returns once every
     task given so far is done, and raises what the first failed one raised. A failed task is kept (every later wait

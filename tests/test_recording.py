@@ -664,7 +664,8 @@ def _chunk_offset(path: Path, name: str, row: int) -> int:
 
 
 @pytest.mark.parametrize("name, batch, row", [("layers/0/client_quadratures_snu", 1, 5),
-                                              ("layers/1/verification/returned_snu", 1, 4 * 2 * 4 + 5)])
+                                              ("layers/1/verification/returned_snu", 1, 4 * 2 * 4 + 5),
+                                              ("layers/1/verification/sent_snu", 1, 4 * 2 * 4 + 5)])
 def test_a_flipped_byte_in_a_committed_noise_value_is_reported_by_its_batch_crc(tmp_path, name, batch, row):
     """The noise datasets carry no HDF5 checksum: the CRC-32 in each /batches row catches a changed value, named by
     dataset and batch (row: the flat row inside the dataset, here in ``batch``)."""

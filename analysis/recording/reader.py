@@ -662,16 +662,12 @@ def _check_values(session: SessionFile) -> None:
         for part in _slices(n, layer.rows):
             quadrature_crcs.feed(_require_finite(session, f"layers/{k}/client_quadratures_snu", part))
         quadrature_crcs.finish()
-        sent_kind = verification_columns(session.schema_version)["sent_snu"][1]
-        sent_crcs = _BatchCrcs(session, table, k, "verification/sent_snu", table[f"{sent_kind}_stop"][:, k])
-        for part in _slices(int(table[f"{sent_kind}_stop"][-1, k]) if session.batches_written else 0, 1):
-            sent_crcs.feed(_require_finite(session, f"layers/{k}/verification/sent_snu", part))
-        sent_crcs.finish()
-        stop = int(table["sample_stop"][-1, k]) if session.batches_written else 0
-        returned_crcs = _BatchCrcs(session, table, k, "verification/returned_snu", table["sample_stop"][:, k])
-        for part in _slices(stop, 1):
-            returned_crcs.feed(_require_finite(session, f"layers/{k}/verification/returned_snu", part))
-        returned_crcs.finish()
+        for name, (_, kind) in verification_columns(session.schema_version).items():
+            if name in ("sent_snu", "returned_snu"):  # finite, and each batch's bytes against its CRC-32
+                crcs = _BatchCrcs(session, table, k, f"verification/{name}", table[f"{kind}_stop"][:, k])
+                for part in _slices(int(table[f"{kind}_stop"][-1, k]) if session.batches_written else 0, 1):
+                    crcs.feed(_require_finite(session, f"layers/{k}/verification/{name}", part))
+                crcs.finish()
         verification = session.verification(k, samples=False)
         for batch, rows in enumerate(verification.rows):
             if len(rows) and (rows.min() < 0 or rows.max() >= layer.rows or len(np.unique(rows)) != len(rows)):
