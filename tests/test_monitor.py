@@ -15,6 +15,7 @@ from qcodes.validators import Numbers
 from qslab.analysis.recording import PIXELS_PER_IMAGE, LayerBatch, LayerShape, SessionWriter, new_run_id
 from qslab.analysis.recording.writer import _refuse_readers
 from qslab.sequences.monitor import page
+from qslab.sequences.monitor import live_numbers
 from qslab.sequences.monitor.follower import SessionFollower
 from qslab.sequences.monitor.live_session import LiveSession
 from qslab.sequences.monitor.status import StatusPublisher, cached_readings, stream_path
@@ -123,6 +124,33 @@ def test_the_follower_computes_the_numbers_and_moves_to_a_newer_session(tmp_path
         view = follower.refresh()
         assert view["file"] == str(second.path) and view["progress"]["images_done"] == 0
         assert view["history"]["images"] == []
+
+
+def test_an_analysis_that_failed_is_taken_again_without_a_new_batch(tmp_path, monkeypatch):
+    """A look whose analysis failed (here once, as a read while the session wrote its results could) says so and the
+    next look analyses the same batches again: the session's last batch is analysed even though no batch follows
+    (found under load: the page kept its numbers of 20 of 30 images after the session completed)."""
+    follower = SessionFollower(tmp_path, analysis_interval_s=0.0)
+    security = live_numbers.security
+    failures = []
+
+    def fails_once(session):
+        if not failures:
+            failures.append(session.images_written)
+            raise OSError("the file was being written")
+        return security(session)
+
+    with new_session(tmp_path) as writer:
+        for _ in range(3):
+            append(writer)
+        monkeypatch.setattr(live_numbers, "security", fails_once)
+        view = follower.refresh()
+        assert failures == [30] and "the analysis of 30 images failed" in view["error"]
+        assert view["analysed_images"] == 0
+        writer.finish({"accuracy": 0.5})
+    view = follower.refresh()
+    assert view["status"] == "complete" and view["error"] is None
+    assert view["analysed_images"] == 30 and view["history"]["images"] == [30]
 
 
 def test_a_file_being_created_or_foreign_is_an_error_in_the_view_not_an_exception(tmp_path):

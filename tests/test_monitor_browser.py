@@ -63,7 +63,9 @@ def wait_for_value(page, key: str, expected: str) -> None:
     deadline = time.monotonic() + PAGE_DEADLINE_S
     while (seen := value(page, key)) != expected:
         if time.monotonic() > deadline:
-            raise AssertionError(f"the page shows {key} = {seen!r}, never {expected!r}")
+            shown = page.locator('[data-key="error"]')
+            error = f" (its error line: {shown.first.inner_text()!r})" if shown.count() else ""
+            raise AssertionError(f"the page shows {key} = {seen!r}, never {expected!r}{error}")
         page.wait_for_timeout(100)
 
 

@@ -99,20 +99,23 @@ class SessionFollower:
         return view
 
     def _analyse(self) -> None:
+        """The numbers of the batches committed so far, unless they are the ones analysed last or the interval has not
+        passed. A finished session's last batches are analysed at once; an analysis that failed is taken again after
+        the interval (finished or not), the batches it failed on counting as not analysed."""
         session = self.session
-        finished = session.status in (COMPLETE, ABORTED)
+        finished = session.status in (COMPLETE, ABORTED) and self._analysis_error is None
         due = time.monotonic() - self._analysed_at >= self.analysis_interval_s or finished
         if session.batches_written == self._analysed_batches or not due:
             return
         started = time.perf_counter()
-        self._analysed_batches, self._analysed_at = session.batches_written, time.monotonic()
+        self._analysed_at = time.monotonic()
         try:
             accuracy, security = live_numbers.accuracy(session), live_numbers.security(session)
         except Exception as error:  # noqa: BLE001 - values the analysis refuses: said on the page, looked at again
             self._analysis_error = f"the analysis of {session.images_written} images failed ({type(error).__name__}: " \
                                    f"{error})"
             return
-        self._analysis_error = None
+        self._analysed_batches, self._analysis_error = session.batches_written, None
         self._numbers = {"accuracy": accuracy, "security": security}
         self.history.add(session.images_written, accuracy, security)
         self._analysis_s = time.perf_counter() - started
