@@ -14,6 +14,7 @@ import numpy as np
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import noted_sent
 from qslab.analysis.recording.sent_blocks import SentBlocks
+from qslab.analysis.recording.swmr import open_swmr_read
 from qslab.analysis.recording.schema import (COMPLETE, DATA_IMAGES_SENT, DETAIL_BYTES, META_NAMES, NOISE_CRC_FIELDS,
                                              PIXELS_PER_IMAGE, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, SENT_COUNTS,
                                              SENT_KIND, STATUS_BYTES, STATUSES, WEIGHT_IMAGES_SENT, _IMAGE_COLUMNS,
@@ -388,7 +389,7 @@ def _open_readable(path: Path) -> tuple[h5py.File, bool]:
         problem = "is truncated" if "truncated file" in reason else "is a corrupt or unreadable HDF5 file"
         raise RecordingError(f"{path} {problem} ({reason}; {expected})")
     try:
-        return h5py.File(path, "r", libver="latest", swmr=True), True
+        return open_swmr_read(path), True
     except Exception as error:  # noqa: BLE001
         raise RecordingError(f"{path} is open for writing and cannot be read in SWMR mode "
                              f"({_first_line(error)}; {expected})") from None

@@ -22,6 +22,7 @@ import numpy as np
 
 from qslab.analysis.recording import curious_group
 from qslab.analysis.recording.lock import WriterLock
+from qslab.analysis.recording.swmr import open_swmr_read
 from qslab.analysis.recording.reader import (META_CHECKSUMS, RESUMES_ATTRIBUTE, SessionFile, _images_in, images_sent,
                                              meta_checksums)
 from qslab.analysis.recording.schema import (_CHUNK_BYTES, ABORTED, COMPLETE, DETAIL_BYTES, DIMENSION_SCALE_NAME,
@@ -558,7 +559,7 @@ def _prepared_copy(path: Path, marked_open: bool, layers: tuple[LayerShape, ...]
     temporary.unlink(missing_ok=True)
     target = None
     try:
-        with h5py.File(path, "r", libver="latest", swmr=marked_open) as source:
+        with (open_swmr_read(path) if marked_open else h5py.File(path, "r", libver="latest")) as source:
             target = h5py.File(temporary, "w", libver="latest")
             target.attrs.update({name: source.attrs[name] for name in list(source.attrs)})  # DECISIONS AL
             _copy_objects(source, target)

@@ -21,6 +21,7 @@ import numpy as np
 from qslab.analysis import mnist
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.recording import COMPLETE, WEIGHT_IMAGES_SENT, LayerShape, images_sent
+from qslab.analysis.recording.swmr import open_swmr_read
 from qslab.analysis.recording.sent_blocks import SentBlocks
 from qslab.analysis.replay import CHUNK_VALUES
 from qslab.analysis.session_results import ImageTotals
@@ -36,10 +37,10 @@ def open_lock_free(path: Path) -> h5py.File:
 
     Within a process that has the file open already (a test writing it, a notebook), HDF5 shares that handle and
     refuses other locking flags: there the file is opened with the handle's own (it adds no lock)."""
-    for options in ({}, {"libver": "latest", "swmr": True}):
-        for locking in ({"locking": False}, {}):
+    for swmr in (False, True):
+        for locking in (False, None):
             try:
-                return h5py.File(path, "r", **options, **locking)
+                return open_swmr_read(path, locking=locking) if swmr else h5py.File(path, "r", locking=locking)
             except Exception as error:  # noqa: BLE001 - h5py raises OSError with HDF5's message
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if "file locking flag values don't match" not in reason:
