@@ -43,20 +43,28 @@ def bounded_attempts() -> bool:
 
 def _limit_read_attempts(plist) -> None:
     setter = _set_read_attempts()
-    if setter is not None and setter(ctypes.c_int64(plist.id), ctypes.c_uint(READ_ATTEMPTS)) < 0:
+    if setter is not None and setter(plist.id, READ_ATTEMPTS) < 0:
         raise OSError(f"HDF5 refused {READ_ATTEMPTS} metadata read attempts on a file access property list")
 
 
 @functools.cache
 def _set_read_attempts():
-    """HDF5's H5Pset_metadata_read_attempts from the library h5py uses, or None."""
+    """HDF5's H5Pset_metadata_read_attempts from the library h5py uses, or None: the first library found whose
+    function sets, and reads back, the attempts of a property list h5py made (another HDF5 in the process, e.g. a
+    netCDF library's, does not know h5py's identifiers)."""
+    probe = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     for library in _hdf5_libraries():
         try:
-            function = ctypes.CDLL(library).H5Pset_metadata_read_attempts
+            loaded = ctypes.CDLL(library)
+            setter, getter = loaded.H5Pset_metadata_read_attempts, loaded.H5Pget_metadata_read_attempts
         except (OSError, AttributeError):
             continue
-        function.argtypes, function.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
-        return function
+        setter.argtypes, setter.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+        getter.argtypes, getter.restype = [ctypes.c_int64, ctypes.POINTER(ctypes.c_uint)], ctypes.c_int
+        attempts = ctypes.c_uint(0)
+        if setter(probe.id, READ_ATTEMPTS) >= 0 and getter(probe.id, ctypes.byref(attempts)) >= 0 \
+                and attempts.value == READ_ATTEMPTS:
+            return setter
     return None
 
 
