@@ -38,9 +38,9 @@ from qslab.analysis.recording.schema import (_CHUNK_BYTES, ABORTED, COMPLETE, DE
 # How a session file is laid out: the newest format (SWMR needs it), and paged file space, so that no metadata block
 # straddles a 4 KiB page. Why: a SIGKILL can cut a write of the file only between pages (the kernel copies a write
 # into the page cache page by page and stops at a fatal signal), and HDF5 rewrites its metadata in place at every
-# flush. In the default layout 34 of the 313 small writes of an 8-batch session crossed a page (strace), among them
-# the chunk-index block of /images/label, and a writer killed during that write left all of its committed labels
-# unreadable. With paged file space, none crosses one (tests/test_file_space.py).
+# flush. In the default layout 34 of the 313 small writes of a file's creation, 8 appends and close crossed a page
+# (strace), among them the chunk-index block of /images/label, and a writer killed during that write left all of its
+# committed labels unreadable. With paged file space, none crosses one (tests/test_file_space.py).
 FILE_SPACE = {"libver": "latest", "fs_strategy": "page", "fs_page_size": 4096}
 
 
