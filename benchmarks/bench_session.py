@@ -82,8 +82,8 @@ SPS = 8                # the digitizer samples per symbol of the default station
 CHUNKS = (1 << 16, 1 << 20)
 PROBE_SAMPLES = 1 << 24  # each floor probe times this many samples per part (about 0.1 s in all)
 RUN_REPEATS = 5        # rounds, each: a floor probe, the direct physics at both sizes (PHYSICS_RUNS each), the session,
-# a probe, the session at twice the images, a probe; on a quiet machine single runs minutes apart read 0.70-1.18 ms per image for
-# the same code
+# a probe, the session at twice the images, a probe; on a quiet machine single runs minutes apart read 0.70-1.18 ms
+# per image for the same code
 PHYSICS_RUNS = 3       # runs of the direct physics at each size per round (their median: physics_runs_s)
 
 

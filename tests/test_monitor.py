@@ -14,8 +14,7 @@ from qcodes.validators import Numbers
 
 from qslab.analysis.recording import PIXELS_PER_IMAGE, LayerBatch, LayerShape, SessionWriter, new_run_id
 from qslab.analysis.recording.writer import _refuse_readers
-from qslab.sequences.monitor import page
-from qslab.sequences.monitor import live_numbers
+from qslab.sequences.monitor import live_numbers, page
 from qslab.sequences.monitor.follower import SessionFollower
 from qslab.sequences.monitor.live_session import LiveSession
 from qslab.sequences.monitor.status import StatusPublisher, cached_readings, stream_path

@@ -37,8 +37,9 @@ READERS = {
 def torn_copy(tmp_path: Path, session_meta: bool = False) -> Path:
     """A copy of a live writer's session file, as if it had been killed, with every index block's checksum broken.
     ``session_meta``: a session's meta and batches as the monitor reads them (test_monitor's), else test_recording's."""
-    with (test_monitor.new_session(tmp_path) if session_meta else
-          SessionWriter.create(tmp_path / "live.h5", LAYERS, META, qslab_version="0.1.0", git_revision="abc")) as writer:
+    writer = (test_monitor.new_session(tmp_path) if session_meta else
+              SessionWriter.create(tmp_path / "live.h5", LAYERS, META, qslab_version="0.1.0", git_revision="abc"))
+    with writer:
         for batch in range(2):
             test_monitor.append(writer) if session_meta else test_recording.append(writer, batch)
         path = tmp_path / "killed.h5"
