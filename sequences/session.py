@@ -227,17 +227,22 @@ def measured_values(link) -> MeasuredValues:
 
 def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
               next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
-    """Every layer of one batch through the station; the client's ReLU between layers. ``next_pixels``: the next
-    batch's images, whose client codes for layer 1 are then worked out while this batch is checked."""
+    """Every layer of one batch through the station; the client's ReLU between layers. Each layer's server set-up is
+    made while the layer before it is read (LinkAcquisition.run_plan). ``next_pixels``: the next batch's images, whose
+    client codes for layer 1 are then worked out while this batch is checked."""
     rng = np.random.default_rng([seed, batch])
+    plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
     data = mnist.preprocess(pixels)
     captures = []
-    for index in range(layers):
-        capture = link.run_layer(index, data, rng)
-        captures.append(capture)
-        hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
-        hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
-        data = hidden
+    try:
+        for plan, following in zip(plans, [*plans[1:], None]):
+            capture = link.run_plan(plan, data, following)
+            captures.append(capture)
+            hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
+            hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
+            data = hidden
+    finally:
+        link.settle_server_ahead()  # a failed batch leaves no set-up running beside its cure
     if next_pixels is not None and len(next_pixels):
         link.prepare_first_layer(mnist.preprocess(next_pixels))
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken

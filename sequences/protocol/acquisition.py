@@ -19,7 +19,7 @@ from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
 from qslab.analysis.workers import one_thread
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
-from qslab.sequences.protocol.layers import Layer, LayerCapture
+from qslab.sequences.protocol.layers import Layer, LayerCapture, LayerPlan
 
 CLIP_RETRIES = 6           # range doublings tried on a clipped record (0.2 V -> the digitizer's widest)
 VACUUM_TAIL_SYMBOLS = 8_192  # vacuum slots after every acquisition's data: its mean to 0.01 SNU, variance to 1.6 %
@@ -57,10 +57,32 @@ class LinkAcquisition:
 
     def run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
                   verify_fraction: float | None = None) -> LayerCapture:
-        """Secure products of one layer for a batch: data [B, features] real, any norm. BLAS runs on one thread
-        meanwhile (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too)."""
+        """Secure products of one layer for a batch: data [B, features] real, any norm; its verified rows drawn from
+        ``rng`` (plan_layer)."""
+        return self.run_plan(self.plan_layer(index, rng, verify_fraction), data)
+
+    def plan_layer(self, index: int, rng: np.random.Generator, verify_fraction: float | None = None) -> LayerPlan:
+        """Layer ``index``'s verified rows (each with probability ``verify_fraction``, default the link's) and the
+        quadrature measured on each, drawn from ``rng``: a batch draws its layers' plans in layer order."""
+        fraction = self.verify_fraction if verify_fraction is None else verify_fraction
+        rows = np.flatnonzero(rng.random(self.layers[index].rows) < fraction)
+        return LayerPlan(index, rows, rng.random(rows.size) < 0.5)
+
+    def run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None = None) -> LayerCapture:
+        """run_layer with its plan drawn. ``following``: the plan of the layer the caller runs next, whose server
+        set-up (gate, attenuation) is then made on a worker while this layer's records are read (the server's AWG and
+        the attenuator are idle then), and waited for by that layer's run_plan. BLAS runs on one thread meanwhile
+        (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too)."""
         with one_blas_thread():
-            return self._run_layer(index, data, rng, verify_fraction)
+            return self._run_plan(plan, data, following)
+
+    def settle_server_ahead(self) -> None:
+        """Wait for a server set-up started ahead (run_plan's ``following``) and drop it, its error with it: called
+        when the layer it was for will not run (the batch failed), so that nothing else talks to the server's AWG or
+        the attenuator while it does. Its error, if any, is met again when the set-up is made afresh."""
+        ahead, self._server_ahead = self._server_ahead, None
+        if ahead is not None:
+            ahead[1].exception()
 
     def prepare_first_layer(self, data: np.ndarray) -> None:
         """Start working out the client's codes for layer 1 of data [B, features] (the next batch) on the client
@@ -68,18 +90,15 @@ class LinkAcquisition:
         (AwgTimeBinProcessor.prepare_batch). An error here is met again, and raised, by the upload itself."""
         one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
 
-    def _run_layer(self, index: int, data: np.ndarray, rng: np.random.Generator,
-                   verify_fraction: float | None) -> LayerCapture:
-        layer = self.layers[index]
+    def _run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None) -> LayerCapture:
+        layer = self.layers[plan.index]
         if layer.reference is None:
-            raise ProtocolError(f"layer {index + 1} has no measured mu yet (prepare() first)")
+            raise ProtocolError(f"layer {plan.index + 1} has no measured mu yet (prepare() first)")
         x_hat = unit_vectors(data)
         if x_hat.shape[1] != layer.modes:
-            raise ProtocolError(f"layer {index + 1}: the data have {x_hat.shape[1]} modes, the weights {layer.modes}")
-        batch = x_hat.shape[0]
-        fraction = self.verify_fraction if verify_fraction is None else verify_fraction
-        rows = np.flatnonzero(rng.random(layer.rows) < fraction)
-        measure_p = rng.random(rows.size) < 0.5
+            raise ProtocolError(f"layer {plan.index + 1}: the data have {x_hat.shape[1]} modes, the weights "
+                                f"{layer.modes}")
+        batch, rows, measure_p = x_hat.shape[0], plan.rows, plan.measure_p
         if not self._attenuator_fastest:  # the layers' moves wait |change| / speed: at 10 dB/s, 1.2 s per 12 dB
             self.attenuator.use_fastest_transitions()
             self._attenuator_fastest = True
@@ -89,14 +108,14 @@ class LinkAcquisition:
         loading = one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
                                                            self.client_samples_per_symbol, 1)
         try:
-            self._load_gate(layer.segment_id, rows, measure_p, layer.modes, layer.rows)
-            self._set_attenuation(layer)
+            self._server_set_up(plan)
         finally:
             failed = loading.exception()  # waits: whatever happened here, the client's upload is over
         if failed is not None:
             raise failed
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch)
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch,
+                                                                                   following)
         client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
         shape = (batch, rows.size, layer.modes)
         # the server's record, the larger, in quadratures while the next layer is set up and acquired (the client's
@@ -110,10 +129,36 @@ class LinkAcquisition:
         return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
                             np.broadcast_to(sent, shape).astype(np.float32), returned)
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer, images: int) -> tuple[tuple[AdcRecord, float], ...]:
+    def _server_set_up(self, plan: LayerPlan) -> None:
+        """The layer's gate loaded and its attenuation set: taken from the set-up started ahead for this very plan
+        (its error raised here), else made now."""
+        ahead, self._server_ahead = self._server_ahead, None
+        if ahead is not None and ahead[0] is plan:
+            ahead[1].result()
+            return
+        if ahead is not None:
+            ahead[1].exception()  # another plan's (its layer never ran): over before this one's starts
+        layer = self.layers[plan.index]
+        self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
+        self._set_attenuation(layer)
+
+    def _start_server_ahead(self, plan: LayerPlan) -> None:
+        """_server_set_up of ``plan`` on the server set-up's worker (run_plan's ``following``)."""
+        layer = self.layers[plan.index]
+
+        def set_up() -> None:
+            self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
+            self._set_attenuation(layer)
+
+        self._server_ahead = (plan, one_thread("qslab-server-set-up").submit(set_up))
+
+    def _acquire(self, n_client: int, n_server: int, layer: Layer, images: int,
+                 following: LayerPlan | None = None) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
         receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
-        tail's mean, dsp.minus_tail_dc), which the quadratures take off."""
+        tail's mean, dsp.minus_tail_dc), which the quadratures take off. ``following``'s server set-up is started
+        after each capture, while the records are read; a capture taken again first waits for it and sets this
+        layer's attenuation back (the capture selects this layer's gate segment itself)."""
         sps = self.digitizer_sps
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
@@ -122,7 +167,12 @@ class LinkAcquisition:
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
         for attempt in range(CLIP_RETRIES + 1):
+            if attempt:
+                self.settle_server_ahead()
+                self._set_attenuation(layer)
             self._capture(layer.segment_id, images)
+            if following is not None:
+                self._start_server_ahead(following)
             records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
             clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
             if not clipped:
@@ -150,7 +200,7 @@ class LinkAcquisition:
         if self.before_light is not None:
             self.before_light()
         self.client_awg.run()
-        self.awg.play_segment(segment)  # the layer's segment selected and started in one message
+        self.awg.play_segment(segment, self.gate)  # the layer's segment (and its gate's) selected and started
         try:
             self.digitizer.trigger()
             self.digitizer.wait()

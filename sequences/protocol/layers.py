@@ -26,6 +26,17 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class LayerPlan:
+    """What one acquisition of layer ``index`` verifies: its ``rows`` and, per row, the quadrature the server's
+    receiver measures (``measure_p``: P, else X). Drawn before the acquisition (LinkAcquisition.plan_layer), so that
+    the server's set-up of a layer can be made while the layer before it is read (LinkAcquisition.run_plan)."""
+
+    index: int
+    rows: np.ndarray
+    measure_p: np.ndarray
+
+
+@dataclass(frozen=True)
 class LayerCapture:
     """One (batch, layer) acquisition, as the parties hold it."""
 

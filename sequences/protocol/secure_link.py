@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
 from qslab.instruments.optical import ModulatorCalibration, ProcessorCalibration
 from qslab.sequences.protocol.acquisition import LinkAcquisition, VacuumReading
 from qslab.sequences.protocol.health import LinkHealth
-from qslab.sequences.protocol.layers import Layer, PilotResult
+from qslab.sequences.protocol.layers import Layer, LayerPlan, PilotResult
 from qslab.sequences.protocol.setup import LinkSetup
 from qslab.sequences.station_calibration import StationCalibration
 
@@ -55,6 +56,7 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.skew_symbols = 0.0          # the IQ skew the drives pre-compensate, in symbol periods (pilots)
         self._attenuation_db = float("nan")
         self._attenuator_fastest = False  # its transition speed set to the top of its range (run_layer, once)
+        self._server_ahead: tuple[LayerPlan, Future] | None = None  # the next layer's server set-up (run_plan)
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
         self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)

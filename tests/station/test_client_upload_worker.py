@@ -19,24 +19,33 @@ class Acquired(Exception):
     """Raised by the stub acquisition: the set-up is over."""
 
 
-def stub_link(load_batch, load_gate) -> tuple[SimpleNamespace, list[str]]:
-    events: list[str] = []
+class StubLink(LinkAcquisition):
+    """LinkAcquisition's set-up over stub roles: the server's set-up and the acquisition only note that they ran."""
 
-    def acquire(*args):
-        events.append("acquire")
+    def __init__(self, load_batch, load_gate):
+        self.events: list[str] = []
+        self.layers = [SimpleNamespace(reference=np.ones(ROWS, complex), modes=MODES, rows=ROWS, segment_id=1)]
+        self.verify_fraction, self.client_samples_per_symbol = 0.5, 16
+        self._attenuator_fastest, self._server_ahead = True, None
+        self.processor = SimpleNamespace(load_batch=load_batch)
+        self._load_gate = load_gate
+
+    def _set_attenuation(self, layer) -> None:
+        self.events.append("attenuation")
+
+    def _acquire(self, *args):
+        self.events.append("acquire")
         raise Acquired
 
-    link = SimpleNamespace(
-        layers=[SimpleNamespace(reference=np.ones(ROWS, complex), modes=MODES, rows=ROWS, segment_id=1)],
-        verify_fraction=0.5, _attenuator_fastest=True, client_samples_per_symbol=16,
-        processor=SimpleNamespace(load_batch=load_batch), _load_gate=load_gate,
-        _set_attenuation=lambda layer: events.append("attenuation"), _acquire=acquire)
-    return link, events
+
+def stub_link(load_batch, load_gate) -> tuple[StubLink, list[str]]:
+    link = StubLink(load_batch, load_gate)
+    return link, link.events
 
 
 def run(link) -> None:
     data = np.arange(1, IMAGES * 2 * MODES + 1, dtype=float).reshape(IMAGES, 2 * MODES)
-    LinkAcquisition._run_layer(link, 0, data, np.random.default_rng(0), None)
+    link.run_plan(link.plan_layer(0, np.random.default_rng(0)), data)
 
 
 def test_the_client_upload_runs_beside_the_servers_set_up_and_the_acquisition_waits_for_both():

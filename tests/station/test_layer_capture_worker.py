@@ -42,8 +42,15 @@ class WorkerLink:
         self.finished: list[int] = []
         self.pool = ThreadPoolExecutor(2)
         self.fail_layer = fail_layer
+        self.settled = 0
 
-    def run_layer(self, index, data, rng):
+    def plan_layer(self, index, rng):
+        return index
+
+    def settle_server_ahead(self):
+        self.settled += 1
+
+    def run_plan(self, index, data, following):
         def quadratures():
             self.release.wait(5.0)
             self.finished.append(index)
@@ -68,3 +75,20 @@ def test_a_failure_on_the_worker_is_raised_by_run_batch():
     link.release.set()
     with pytest.raises(ValueError, match="layer 1: unreadable record"):
         run_batch(link, 2, np.zeros((IMAGES, 784), np.uint8), seed=0, batch=0)
+
+
+def test_a_layer_that_fails_leaves_no_server_set_up_running_when_run_batch_raises():
+    """The next layer's server set-up may be under way on its worker (LinkAcquisition.run_plan's ``following``): the
+    batch's failure is raised only once it is over (settle_server_ahead), so that the cure talks to an idle AWG."""
+
+    class FailingLink(WorkerLink):
+        def run_plan(self, index, data, following):
+            if index == 1:
+                raise TimeoutError("digitizer: no reply")
+            return super().run_plan(index, data, following)
+
+    link = FailingLink()
+    link.release.set()
+    with pytest.raises(TimeoutError, match="no reply"):
+        run_batch(link, 2, np.zeros((IMAGES, 784), np.uint8), seed=0, batch=0)
+    assert link.settled == 1
