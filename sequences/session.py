@@ -227,28 +227,26 @@ def measured_values(link) -> MeasuredValues:
 
 def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
               next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
-    """Every layer of one batch through the station; the client's ReLU between layers. Each layer's server set-up is
-    made while the layer before it is read (LinkAcquisition.run_plan). ``next_pixels``: the next batch's images, whose
-    client codes for layer 1 are then worked out while this batch is checked."""
+    """Every layer of one batch through the station (LinkAcquisition.run_layers); the client's ReLU between layers.
+    ``next_pixels``: the next batch's images, whose client codes for layer 1 are then worked out while this batch is
+    checked."""
     rng = np.random.default_rng([seed, batch])
     plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
-    data = mnist.preprocess(pixels)
-    captures = []
-    try:
-        for plan, following in zip(plans, [*plans[1:], None]):
-            capture = link.run_plan(plan, data, following)
-            captures.append(capture)
-            hidden, unusable = hidden_vectors(capture.client_quadratures_snu)
-            hidden[unusable] = 1.0  # cannot be normalised: sent as a flat vector, its prediction is void (-1)
-            data = hidden
-    finally:
-        link.settle_server_ahead()  # a failed batch leaves no set-up running beside its cure
+    captures = link.run_layers(plans, mnist.preprocess(pixels), client_step)
     if next_pixels is not None and len(next_pixels):
         link.prepare_first_layer(mnist.preprocess(next_pixels))
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
         capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
+
+
+def client_step(client_quadratures_snu: np.ndarray) -> np.ndarray:
+    """The client's step between layers: the hidden vectors of a layer's quadratures [B, rows], its next input; a
+    vector that cannot be normalised is sent flat (its prediction is void: -1)."""
+    hidden, unusable = hidden_vectors(client_quadratures_snu)
+    hidden[unusable] = 1.0
+    return hidden
 
 
 @contextmanager

@@ -9,7 +9,7 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
     light       the monitor tap with layer 1 playing and with the modulators at their bias points, against
                 the same readings right after set-up (SecureLink.read_light); at the check's short averaging,
                 and when that is out of tolerance, again at the reference's, which decides and measures;
-    receivers   every acquisition's vacuum tail (SecureLink._check_tails raises ReceiverError) and, when the
+    receivers   every acquisition's vacuum tail (LinkAcquisition._acquire raises ReceiverError) and, when the
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
 

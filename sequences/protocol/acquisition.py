@@ -10,6 +10,8 @@ the state SecureLink.__init__ declares and plays what LinkSetup uploaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,21 +70,39 @@ class LinkAcquisition:
         rows = np.flatnonzero(rng.random(self.layers[index].rows) < fraction)
         return LayerPlan(index, rows, rng.random(rows.size) < 0.5)
 
-    def run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None = None) -> LayerCapture:
-        """run_layer with its plan drawn. ``following``: the plan of the layer the caller runs next, whose server
-        set-up (gate, attenuation) is then made on a worker while this layer's records are read (the server's AWG and
-        the attenuator are idle then), and waited for by that layer's run_plan. BLAS runs on one thread meanwhile
-        (qslab.analysis.blas_threads: the bench renders on the other core, on one BLAS thread too)."""
+    def run_plan(self, plan: LayerPlan, data: np.ndarray) -> LayerCapture:
+        """run_layer with its plan drawn. BLAS runs on one thread meanwhile (qslab.analysis.blas_threads: the bench
+        renders on the other core, on one BLAS thread too)."""
         with one_blas_thread():
-            return self._run_plan(plan, data, following)
+            return self._run_plan(plan, data)[0]
 
-    def settle_server_ahead(self) -> None:
-        """Wait for a server set-up started ahead (run_plan's ``following``) and drop it, its error with it: called
-        when the layer it was for will not run (the batch failed), so that nothing else talks to the server's AWG or
-        the attenuator while it does. Its error, if any, is met again when the set-up is made afresh."""
-        ahead, self._server_ahead = self._server_ahead, None
-        if ahead is not None:
-            ahead[1].exception()
+    def run_layers(self, plans: list[LayerPlan], data: np.ndarray,
+                   between: Callable[[np.ndarray], np.ndarray]) -> list[LayerCapture]:
+        """A batch's layers in order (``plans``), the first on ``data``, each next one on ``between`` of the client's
+        quadratures of the one before (the client's step between layers).
+
+        The two parties' instruments work side by side, as in two labs: layer k+1's server set-up (gate, attenuation)
+        is made on a worker while layer k's records are read, and its client upload starts as soon as the client's
+        record of layer k is in, while the server's is read. A layer captured again (a clipped record) first waits
+        for both and puts its own client data and attenuation back; a failure waits for both before it leaves, so
+        that the cure finds the instruments idle."""
+        captures = []
+        with one_blas_thread():
+            try:
+                for plan, following in zip(plans, [*plans[1:], None]):
+                    capture, data = self._run_plan(plan, data, following, between)
+                    captures.append(capture)
+            finally:
+                self.settle_ahead()
+        return captures
+
+    def settle_ahead(self) -> None:
+        """Wait for the set-ups started ahead (run_layers) and drop them, their errors with them: the layer they were
+        for will not run as planned. Their errors, if any, are met again when the set-ups are made afresh."""
+        for ahead in (self._server_ahead, self._client_ahead):
+            if ahead is not None:
+                ahead[1].exception()
+        self._server_ahead = self._client_ahead = None
 
     def prepare_first_layer(self, data: np.ndarray) -> None:
         """Start working out the client's codes for layer 1 of data [B, features] (the next batch) on the client
@@ -90,7 +110,10 @@ class LinkAcquisition:
         (AwgTimeBinProcessor.prepare_batch). An error here is met again, and raised, by the upload itself."""
         one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
 
-    def _run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None) -> LayerCapture:
+    def _run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None = None,
+                  between: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[LayerCapture, np.ndarray | None]:
+        """One layer; with ``following``, also the next layer's set-ups started ahead (run_layers) and its data
+        (``between`` of this layer's client quadratures), returned beside the capture."""
         layer = self.layers[plan.index]
         if layer.reference is None:
             raise ProtocolError(f"layer {plan.index + 1} has no measured mu yet (prepare() first)")
@@ -105,8 +128,7 @@ class LinkAcquisition:
         # each load stops its AWG first (AwgChannels.load), and selects its segment; the layer's own segment is selected
         # as it starts (_capture). The client's processor is loaded on its own connection while the server's set-up
         # runs on the others (started by the capture)
-        loading = one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
-                                                           self.client_samples_per_symbol, 1)
+        loading = self._client_upload(data, x_hat)
         try:
             self._server_set_up(plan)
         finally:
@@ -114,9 +136,18 @@ class LinkAcquisition:
         if failed is not None:
             raise failed
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
-        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(n_client, n_server, layer, batch,
-                                                                                   following)
-        client = self.client_rx.record_quadratures_snu(client_record, n_client, client_dc_v).reshape(batch, layer.rows)
+        early: dict[str, np.ndarray] = {}
+
+        def client_ready(record: AdcRecord, dc_v: float) -> None:
+            early["client"] = client = self._client_quadratures(record, n_client, dc_v, (batch, layer.rows))
+            early["next"] = following_data = between(client)
+            self._start_client_ahead(following_data, following)
+
+        (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(
+            n_client, n_server, layer, x_hat, following, client_ready if following and between else None)
+        client = early.get("client")
+        if client is None:
+            client = self._client_quadratures(client_record, n_client, client_dc_v, (batch, layer.rows))
         shape = (batch, rows.size, layer.modes)
         # the server's record, the larger, in quadratures while the next layer is set up and acquired (the client's
         # are needed at once: they are its input)
@@ -126,8 +157,32 @@ class LinkAcquisition:
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
-        return LayerCapture(client.astype(np.float32), rows, np.array(chosen),
-                            np.broadcast_to(sent, shape).astype(np.float32), returned)
+        capture = LayerCapture(client, rows, np.array(chosen), np.broadcast_to(sent, shape).astype(np.float32),
+                               returned)
+        return capture, early.get("next")
+
+    def _client_quadratures(self, record: AdcRecord, n_client: int, dc_v: float, shape: tuple[int, int]) -> np.ndarray:
+        """The client's record in quadratures, float32 [B, rows]."""
+        return self.client_rx.record_quadratures_snu(record, n_client, dc_v).reshape(shape).astype(np.float32)
+
+    def _client_upload(self, data: np.ndarray, x_hat: np.ndarray) -> Future:
+        """The client's upload of ``data`` (as ``x_hat``): the one started ahead for this very array, else one
+        started now, on the client upload's worker."""
+        ahead, self._client_ahead = self._client_ahead, None
+        if ahead is not None and ahead[0] is data:
+            return ahead[1]
+        if ahead is not None:
+            ahead[1].exception()  # another array's (its layer never ran): over before this one starts
+        return one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
+                                                        self.client_samples_per_symbol, 1)
+
+    def _start_client_ahead(self, data: np.ndarray, plan: LayerPlan) -> None:
+        """The client's upload of the next layer's ``data`` started now (run_layers), when it fits that layer; else
+        left to that layer's run, which refuses it."""
+        x_hat = unit_vectors(data)
+        if x_hat.shape[1] == self.layers[plan.index].modes:
+            self._client_ahead = (data, one_thread("qslab-client-upload").submit(
+                self.processor.load_batch, x_hat, self.client_samples_per_symbol, 1))
 
     def _server_set_up(self, plan: LayerPlan) -> None:
         """The layer's gate loaded and its attenuation set: taken from the set-up started ahead for this very plan
@@ -143,7 +198,7 @@ class LinkAcquisition:
         self._set_attenuation(layer)
 
     def _start_server_ahead(self, plan: LayerPlan) -> None:
-        """_server_set_up of ``plan`` on the server set-up's worker (run_plan's ``following``)."""
+        """_server_set_up of ``plan`` on the server set-up's worker (run_layers)."""
         layer = self.layers[plan.index]
 
         def set_up() -> None:
@@ -152,13 +207,18 @@ class LinkAcquisition:
 
         self._server_ahead = (plan, one_thread("qslab-server-set-up").submit(set_up))
 
-    def _acquire(self, n_client: int, n_server: int, layer: Layer, images: int,
-                 following: LayerPlan | None = None) -> tuple[tuple[AdcRecord, float], ...]:
+    def _acquire(self, n_client: int, n_server: int, layer: Layer, x_hat: np.ndarray,
+                 following: LayerPlan | None = None,
+                 client_ready: Callable[[AdcRecord, float], None] | None = None) -> tuple[tuple[AdcRecord, float], ...]:
         """Digitize with both ranges wide enough; a clipped record is taken again with a doubled range. Returns per
         receiver (client, server) its record about the channel's centre and the record's DC level (its vacuum
-        tail's mean, dsp.minus_tail_dc), which the quadratures take off. ``following``'s server set-up is started
-        after each capture, while the records are read; a capture taken again first waits for it and sets this
-        layer's attenuation back (the capture selects this layer's gate segment itself)."""
+        tail's mean, dsp.minus_tail_dc), which the quadratures take off.
+
+        ``following``'s server set-up is started after each capture; ``client_ready(record, dc_v)`` is called once
+        the client's record is read, unclipped and its vacuum tail as calibrated, before the server's is read
+        (run_layers). A capture taken again first waits for what they started, loads this layer's client data
+        (``x_hat``) again when the next layer's were sent, and sets this layer's attenuation back (the capture selects
+        this layer's gate segment itself)."""
         sps = self.digitizer_sps
         data_symbols = max(n_client, n_server, 1) + 1  # + the detector's memory of the last symbol
         points = (data_symbols + VACUUM_TAIL_SYMBOLS) * sps
@@ -166,20 +226,34 @@ class LinkAcquisition:
             self.digitizer.configure(points=points)
             self._points = points
         self._set_ranges(layer, initial=not all(self.ranges_v.values()))
+        client_holds_layer = True
         for attempt in range(CLIP_RETRIES + 1):
             if attempt:
-                self.settle_server_ahead()
+                self.settle_ahead()
+                if not client_holds_layer:
+                    self.processor.load_batch(x_hat, self.client_samples_per_symbol, 1)
+                    client_holds_layer = True
                 self._set_attenuation(layer)
-            self._capture(layer.segment_id, images)
+            self._capture(layer.segment_id, x_hat.shape[0])
             if following is not None:
                 self._start_server_ahead(following)
-            records = {rx.name: rx.read_record() for rx in (self.client_rx, self.server_rx)}
-            clipped = [rx for rx in (self.client_rx, self.server_rx) if self._record_clipped(rx, records[rx.name])]
+            records, clipped, found = {}, [], {}
+            for rx in (self.client_rx, self.server_rx):
+                records[rx.name] = rx.read_record()
+                if self._record_clipped(rx, records[rx.name]):
+                    clipped.append(rx)
+                elif not clipped:  # (as before: no tail is looked at once a record clipped)
+                    found[rx.name] = self._tail(rx, records[rx.name], data_symbols * sps)
+                    if rx is self.client_rx and client_ready is not None and found[rx.name][2] is None:
+                        client_ready(records[rx.name], found[rx.name][1])
+                        client_holds_layer = False
             if not clipped:
-                tails = {name: record.volts(data_symbols * sps) for name, record in records.items()}
-                dc_v = {name: float(np.mean(tail)) for name, tail in tails.items()}  # as minus_tail_dc takes it
-                self._check_tails({name: np.subtract(tail, dc_v[name], out=tail) for name, tail in tails.items()})
-                return tuple((records[name], dc_v[name]) for name in ("client_receiver", "server_receiver"))
+                for rx in (self.client_rx, self.server_rx):  # the client's tail first, as its data are read first
+                    reading, _, problem = found[rx.name]
+                    self.tails[rx.name] = reading
+                    if problem is not None:
+                        raise problem
+                return tuple((records[name], found[name][1]) for name in ("client_receiver", "server_receiver"))
             widened = [rx for rx in clipped if self.widen_range(rx)] if attempt < CLIP_RETRIES else []
             if not widened:
                 break
@@ -187,6 +261,14 @@ class LinkAcquisition:
                            f"{clip_detail(records[rx.name].volts(), 0.5 * rx.range_v(), rx.adc_bits)}"
                            for rx in clipped)
         raise ProtocolError(f"the digitizer clips even at the widest range it took ({attempt} widening(s)): {detail}")
+
+    def _tail(self, rx, record: AdcRecord, data_samples: int) -> tuple[VacuumReading, float, ReceiverError | None]:
+        """(the vacuum tail's reading, the record's DC level: the tail's mean, as minus_tail_dc takes it, and what is
+        wrong with the tail, if anything: _tail_problem)."""
+        tail = record.volts(data_samples)
+        dc_v = float(np.mean(tail))
+        reading, problem = self._tail_problem(rx, np.subtract(tail, dc_v, out=tail))
+        return reading, dc_v, problem
 
     def _capture(self, segment: int, images: int) -> None:
         """The layer played for one acquisition only: the client's processor and the server's AWG started right
@@ -251,27 +333,26 @@ class LinkAcquisition:
     def _record_clipped(rx, record: AdcRecord) -> bool:
         return count_clipped_record(record, 0.5 * rx.range_v(), rx.adc_bits) > 0
 
-    def _check_tails(self, tails: dict[str, np.ndarray]) -> None:
-        """The vacuum after the data (``tails``: in volts, its DC taken off) must look like the calibration's:
+    def _tail_problem(self, rx, tail_v: np.ndarray) -> tuple[VacuumReading, ReceiverError | None]:
+        """The vacuum after the data (``tail_v``: in volts, its DC taken off) must look like the calibration's:
         variance 1 + v_el, else the data are scaled by a changed LO or gain; and one DC level over the tail, else the
-        receiver drifts within a record. ReceiverError names the first receiver."""
-        for rx in (self.client_rx, self.server_rx):
-            reading = self._vacuum(rx, tails[rx.name], VACUUM_TAIL_SYMBOLS)
-            self.tails[rx.name] = reading
-            expected_snu = 1.0 + reading.electronic_noise_snu
-            noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
-            if abs(noise_db) > TAIL_NOISE_MAX_DB:
-                raise ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise against "
-                                    f"its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} SNU): its LO "
-                                    f"power or its gain changed", reading)
-            half = self._vacuum(rx, tails[rx.name], VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
-            if abs(2.0 * half.mean_snu) > TAIL_DRIFT_MAX_SNU:  # first half minus second = twice the first's mean
-                template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
-                offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
-                    np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
-                raise ReceiverError(f"{rx.name}: the DC level moves within a record ({2 * half.mean_snu:+.3g} SNU, about "
-                                    f"{2 * offset_v:+.3g} V, between the halves of its vacuum tail): a drifting "
-                                    f"receiver biases every quadrature", half)
+        receiver drifts within a record. Returns the reading and the ReceiverError naming what differs, or None."""
+        reading = self._vacuum(rx, tail_v, VACUUM_TAIL_SYMBOLS)
+        expected_snu = 1.0 + reading.electronic_noise_snu
+        noise_db = 10.0 * math.log10(max(reading.variance_snu, 1e-12) / expected_snu)
+        if abs(noise_db) > TAIL_NOISE_MAX_DB:
+            return reading, ReceiverError(f"{rx.name}: the vacuum after its record has {noise_db:+.2f} dB of noise "
+                                          f"against its calibration ({reading.variance_snu:.3g} vs {expected_snu:.3g} "
+                                          f"SNU): its LO power or its gain changed", reading)
+        half = self._vacuum(rx, tail_v, VACUUM_TAIL_SYMBOLS // 2)  # (the DC is off the whole tail)
+        if abs(2.0 * half.mean_snu) > TAIL_DRIFT_MAX_SNU:  # first half minus second = twice the first's mean
+            template = np.asarray(rx.calibration.template, dtype=np.float64)  # the DSP's filter has unit norm
+            offset_v = half.mean_snu * math.sqrt(rx.calibration.shot_noise_variance_v2) * float(
+                np.linalg.norm(template)) / max(abs(float(template.sum())), 1e-12)
+            return reading, ReceiverError(f"{rx.name}: the DC level moves within a record ({2 * half.mean_snu:+.3g} "
+                                          f"SNU, about {2 * offset_v:+.3g} V, between the halves of its vacuum tail): "
+                                          f"a drifting receiver biases every quadrature", half)
+        return reading, None
 
     @staticmethod
     def _vacuum(rx, samples_v: np.ndarray, symbols: int) -> VacuumReading:

@@ -56,7 +56,8 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self.skew_symbols = 0.0          # the IQ skew the drives pre-compensate, in symbol periods (pilots)
         self._attenuation_db = float("nan")
         self._attenuator_fastest = False  # its transition speed set to the top of its range (run_layer, once)
-        self._server_ahead: tuple[LayerPlan, Future] | None = None  # the next layer's server set-up (run_plan)
+        self._server_ahead: tuple[LayerPlan, Future] | None = None  # the next layer's server set-up (run_layers)
+        self._client_ahead: tuple[np.ndarray, Future] | None = None  # the next layer's client upload (run_layers)
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
         self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qslab.sequences.protocol.layers import LayerCapture
+from qslab.sequences.protocol.acquisition import LinkAcquisition
 from qslab.sequences.session import run_batch
 
 IMAGES, ROWS = 3, 4
@@ -42,15 +43,18 @@ class WorkerLink:
         self.finished: list[int] = []
         self.pool = ThreadPoolExecutor(2)
         self.fail_layer = fail_layer
-        self.settled = 0
 
     def plan_layer(self, index, rng):
         return index
 
-    def settle_server_ahead(self):
-        self.settled += 1
+    def run_layers(self, plans, data, between):
+        captures = []
+        for index in plans:
+            captures.append(self.run_plan(index, data))
+            data = between(captures[-1].client_quadratures_snu)
+        return captures
 
-    def run_plan(self, index, data, following):
+    def run_plan(self, index, data):
         def quadratures():
             self.release.wait(5.0)
             self.finished.append(index)
@@ -77,18 +81,24 @@ def test_a_failure_on_the_worker_is_raised_by_run_batch():
         run_batch(link, 2, np.zeros((IMAGES, 784), np.uint8), seed=0, batch=0)
 
 
-def test_a_layer_that_fails_leaves_no_server_set_up_running_when_run_batch_raises():
-    """The next layer's server set-up may be under way on its worker (LinkAcquisition.run_plan's ``following``): the
-    batch's failure is raised only once it is over (settle_server_ahead), so that the cure talks to an idle AWG."""
+def test_a_layer_that_fails_leaves_no_set_up_started_ahead_running_when_run_layers_raises():
+    """The next layer's set-ups may be under way on their workers (LinkAcquisition.run_layers): the batch's failure
+    leaves only once they are over (settle_ahead), so that the cure talks to idle instruments."""
 
-    class FailingLink(WorkerLink):
-        def run_plan(self, index, data, following):
-            if index == 1:
+    class FailingLink(LinkAcquisition):
+        def __init__(self):
+            self.settled, self.ran = 0, []
+
+        def _run_plan(self, plan, data, following=None, between=None):
+            self.ran.append(plan)
+            if plan == 1:
                 raise TimeoutError("digitizer: no reply")
-            return super().run_plan(index, data, following)
+            return capture(np.zeros((IMAGES, 1, 2), np.float32)), between(np.ones((IMAGES, ROWS), np.float32))
+
+        def settle_ahead(self):
+            self.settled += 1
 
     link = FailingLink()
-    link.release.set()
     with pytest.raises(TimeoutError, match="no reply"):
-        run_batch(link, 2, np.zeros((IMAGES, 784), np.uint8), seed=0, batch=0)
-    assert link.settled == 1
+        link.run_layers([0, 1], np.ones((IMAGES, 4)), lambda client: client)
+    assert link.ran == [0, 1] and link.settled == 1
