@@ -29,6 +29,7 @@ whatever the thread interleaving.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import zlib
@@ -214,6 +215,8 @@ class ProcessorLoad:
     theta_rad, phi_rad: the chain's angles per time bin over the client's segment [bins];
     x_hat: the unit vectors the chain projects onto, one per row of bins_per_row bins [images, N]
     (None when the segment is not a whole number of rows: ``problem`` says why).
+    x_hat_sha256: SHA-256 over x_hat's bytes, where a session acquisition's noise seed starts
+    (link/receivers._session_rng): hashed when the load is evaluated, off the trigger's path (~0.5 ms a batch's).
     """
 
     theta_rad: np.ndarray
@@ -221,6 +224,7 @@ class ProcessorLoad:
     bins_per_row: int
     x_hat: np.ndarray | None
     problem: str | None = None
+    x_hat_sha256: Any = None
 
     @property
     def bins(self) -> int:
@@ -253,7 +257,7 @@ def _evaluate_processor(codes: list[np.ndarray], sps: int, levels: list[tuple[fl
         x_hat = unit_vector_from_parts(sin_theta.reshape(-1, n), cos_theta.reshape(-1, n), phase.reshape(-1, n))
     except ValueError as error:
         return ProcessorLoad(theta_bins, phi_bins, n, None, f"the client's processor drive: {error}")
-    return ProcessorLoad(theta_bins, phi_bins, n, x_hat)
+    return ProcessorLoad(theta_bins, phi_bins, n, x_hat, x_hat_sha256=hashlib.sha256(np.ascontiguousarray(x_hat)))
 
 
 @dataclass(frozen=True)

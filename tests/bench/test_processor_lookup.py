@@ -108,3 +108,35 @@ def test_samples_written_after_the_evaluation_ahead_are_evaluated_again():
     load = state.processor_load()
     assert load is not ahead and np.all(load.theta_rad == load.theta_rad[0])
     assert not np.array_equal(load.theta_rad, ahead.theta_rad)
+
+
+def test_the_noise_seed_from_the_hash_taken_ahead_is_the_seed_hashed_at_the_trigger():
+    """A session acquisition's noise seed hashes x_hat first (link/receivers._session_rng); the processor's
+    evaluation hashes it ahead (ProcessorLoad.x_hat_sha256), off the trigger's path. Either way: the same seed."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from qslab.instruments.sim.link import receivers
+
+    state = BenchState()
+    c = state.params.client_processor
+    awg = state.client_awg
+    sps = awg.samples_per_symbol(state.params.server.symbol_rate_hz)
+    awg.running = True
+    for number in (c.awg_channel_beam_splitter, c.awg_channel_phase):
+        channel = awg.channels[number]
+        channel.output_enabled, channel.amplitude_vpp = True, 0.6
+        channel.segments[1] = np.repeat(np.random.default_rng(number).integers(-128, 128, 3 * c.bins_per_row,
+                                                                              dtype=np.int8), sps)
+    load = state.processor_load()
+    assert load.x_hat_sha256 is not None
+    period = np.exp(1j * np.arange(4 * c.bins_per_row, dtype=float))
+    ahead = receivers._SessionInputs(period, period.reshape(4, -1), load.x_hat, np.array([1, 3]),
+                                     np.array([True, False]), load.x_hat_sha256)
+    draws = []
+    for inputs in (ahead, replace(ahead, x_hat_sha256=None)):
+        bench = SimpleNamespace(session_repeats={}, params=SimpleNamespace(seed=7))
+        draws += [receivers._session_rng(bench, inputs, 1000).random(4) for _ in range(2)]
+    np.testing.assert_array_equal(draws[0], draws[2])
+    assert not np.array_equal(draws[0], draws[1])  # the same state again: fresh noise (the repeat count)
+    assert load.x_hat_sha256.copy().digest() == load.x_hat_sha256.digest()  # copied, never updated

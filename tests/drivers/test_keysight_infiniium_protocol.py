@@ -196,6 +196,54 @@ def test_a_refused_setting_raises_with_the_whole_queue_and_the_caches_hold_the_r
         assert driver.ch2.range.cache.get(get_if_invalid=False) == 0.16
 
 
+ACQUIRED_TWO = b":DIGitize;*OPC?;:SYST:ERR? STR;:WAV:SOUR CHAN1;:WAV:PRE?;:WAV:SOUR CHAN2;:WAV:PRE?\n"
+
+
+def test_an_acquisition_asks_the_preambles_of_the_channels_read_after_the_last_and_each_read_is_one_message():
+    """The role asks, with each acquisition, the preambles of the channels read since the one before (a session reads
+    the same two every time): a read is then ``:WAV:SOUR <ch>;:WAV:DATA?`` alone, one round trip instead of two."""
+    first = [(b":DIGitize;*OPC?;:SYST:ERR? STR\n", b"1;" + NO_ERROR + b"\n"),
+             (b":WAV:SOUR CHAN1;:WAV:PRE?\n", preamble() + b"\n"), (b":WAV:DATA?\n", _block()),
+             (b":WAV:SOUR CHAN2;:WAV:PRE?\n", preamble(y_origin=0.0) + b"\n"), (b":WAV:DATA?\n", _block())]
+    second = [(ACQUIRED_TWO, b"1;" + NO_ERROR + b";" + preamble() + b";" + preamble(y_origin=0.0) + b"\n"),
+              (b":WAV:SOUR CHAN1;:WAV:DATA?\n", _block()), (b":WAV:SOUR CHAN2;:WAV:DATA?\n", _block())]
+    with expected_protocol(scope, CONNECT + first + second) as driver:
+        digitizer = InfiniiumDigitizer(driver)
+        for _ in range(2):
+            digitizer.trigger()
+            digitizer.wait()
+            one, two = digitizer.read_record(1), digitizer.read_record(2)
+            np.testing.assert_allclose(one.volts(), WORDS * Y_INCREMENT + Y_ORIGIN)
+            np.testing.assert_array_equal(two.volts(), WORDS.astype(np.float64) * Y_INCREMENT)
+
+
+def test_a_refusal_in_an_acquisitions_reply_with_preambles_is_raised_and_a_setting_drops_the_preambles():
+    """The error entry may hold ';' in its quoted text: the preambles are counted from the end. A refused acquisition
+    keeps no preamble; nor does a setting made after the acquisition (the reads then ask for theirs)."""
+    read_both = [(b":WAV:SOUR CHAN1;:WAV:PRE?\n", preamble() + b"\n"), (b":WAV:DATA?\n", _block()),
+                 (b":WAV:SOUR CHAN2;:WAV:PRE?\n", preamble() + b"\n"), (b":WAV:DATA?\n", _block())]
+    refused = [(ACQUIRED_TWO, b'1;-221,"Settings conflict;averaging is on";' + preamble() + b";" + preamble() + b"\n"),
+               (b":SYST:ERR? STR\n", NO_ERROR + b"\n")]
+    then_set = [(ACQUIRED_TWO, b"1;" + NO_ERROR + b";" + preamble() + b";" + preamble() + b"\n"),
+                (b":CHAN1:RANG 0.4;:CHAN1:RANG?;:CHAN1:OFFS?;:SYST:ERR? STR\n",
+                 b"4.000000E-01;1.000000E-02;" + NO_ERROR + b"\n")]
+    with expected_protocol(scope, CONNECT + [(b":DIGitize;*OPC?;:SYST:ERR? STR\n", b"1;" + NO_ERROR + b"\n")]
+                           + read_both + refused + read_both + then_set + read_both) as driver:
+        digitizer = InfiniiumDigitizer(driver)
+        digitizer.trigger()
+        digitizer.wait()
+        digitizer.read_record(1), digitizer.read_record(2)
+        digitizer.trigger()
+        with pytest.raises(InstrumentError) as error:
+            digitizer.wait()
+        assert error.value.errors == [(-221, "Settings conflict;averaging is on")]
+        digitizer.read_record(1), digitizer.read_record(2)
+        digitizer.trigger()
+        digitizer.wait()
+        digitizer.configure_channel(1, range_v=0.4)
+        digitizer.read_record(1), digitizer.read_record(2)
+
+
 def test_an_acquisition_is_waited_for_through_visa_timeouts():
     """The reply comes after two of the driver's 0.2 s timeouts: read again, as qcodes' digitize() does."""
     pairs = [(b":DIGitize;*OPC?;:SYST:ERR? STR\n", Later(b"1;" + NO_ERROR + b"\n", 0.5))]

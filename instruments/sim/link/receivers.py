@@ -34,6 +34,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -337,6 +338,7 @@ class _SessionInputs:
     x_hat: np.ndarray          # [B, N]
     rows: np.ndarray           # [v]
     measure_p: np.ndarray      # [v]
+    x_hat_sha256: Any = None   # SHA-256 over x_hat's bytes (ProcessorLoad), or None: hashed here
 
 
 _LAYERS: list[tuple[np.ndarray, LinkParameters, SecureLayer]] = []
@@ -380,15 +382,17 @@ def _session_inputs(bench, period: np.ndarray) -> _SessionInputs | None:
     rows = period.size // n
     gate = bench.verification_gate(rows, n)
     verified, measure_p = gate if gate is not None else (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=bool))
-    return _SessionInputs(period, period.reshape(rows, n), load.x_hat, verified, measure_p)
+    return _SessionInputs(period, period.reshape(rows, n), load.x_hat, verified, measure_p, load.x_hat_sha256)
 
 
 def _session_rng(bench, inputs: _SessionInputs, points: int) -> np.random.Generator:
     """The noise of a session acquisition, drawn from (bench seed, what is played and loaded, how often this
     very state was acquired before): a batch gives the same record whatever else ran before it, so an
     interrupted session resumed on a fresh bench ends exactly where a clean one does."""
-    digest = hashlib.sha256()  # SHA-256: on CPUs with SHA extensions 3x as fast as BLAKE2b over a batch's x_hat
-    for array in (inputs.x_hat, inputs.rows, inputs.measure_p, inputs.period[::97]):
+    # SHA-256: on CPUs with SHA extensions 3x as fast as BLAKE2b over a batch's x_hat (hashed ahead, ProcessorLoad)
+    digest = (inputs.x_hat_sha256.copy() if inputs.x_hat_sha256 is not None
+              else hashlib.sha256(np.ascontiguousarray(inputs.x_hat)))
+    for array in (inputs.rows, inputs.measure_p, inputs.period[::97]):
         digest.update(np.ascontiguousarray(array))
     digest.update(str((inputs.period.size, points)).encode())
     key = digest.digest()[:16]
