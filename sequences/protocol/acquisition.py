@@ -167,45 +167,46 @@ class LinkAcquisition:
 
     def _client_upload(self, data: np.ndarray, x_hat: np.ndarray) -> Future:
         """The client's upload of ``data`` (as ``x_hat``): the one started ahead for this very array, else one
-        started now, on the client upload's worker."""
+        started now."""
         ahead, self._client_ahead = self._client_ahead, None
         if ahead is not None and ahead[0] is data:
             return ahead[1]
         if ahead is not None:
             ahead[1].exception()  # another array's (its layer never ran): over before this one starts
-        return one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
-                                                        self.client_samples_per_symbol, 1)
+        return self._upload_client(x_hat)
 
     def _start_client_ahead(self, data: np.ndarray, plan: LayerPlan) -> None:
         """The client's upload of the next layer's ``data`` started now (run_layers), when it fits that layer; else
         left to that layer's run, which refuses it."""
         x_hat = unit_vectors(data)
         if x_hat.shape[1] == self.layers[plan.index].modes:
-            self._client_ahead = (data, one_thread("qslab-client-upload").submit(
-                self.processor.load_batch, x_hat, self.client_samples_per_symbol, 1))
+            self._client_ahead = (data, self._upload_client(x_hat))
+
+    def _upload_client(self, x_hat: np.ndarray) -> Future:
+        """The processor's load of ``x_hat`` on the client upload's worker (its codes worked out ahead there)."""
+        return one_thread("qslab-client-upload").submit(self.processor.load_batch, x_hat,
+                                                        self.client_samples_per_symbol, 1)
 
     def _server_set_up(self, plan: LayerPlan) -> None:
-        """The layer's gate loaded and its attenuation set: taken from the set-up started ahead for this very plan
-        (its error raised here), else made now."""
+        """The server's set-up of ``plan``: the one started ahead for this very plan (its error raised here), else
+        made now."""
         ahead, self._server_ahead = self._server_ahead, None
         if ahead is not None and ahead[0] is plan:
             ahead[1].result()
             return
         if ahead is not None:
             ahead[1].exception()  # another plan's (its layer never ran): over before this one's starts
+        self._set_up_server(plan)
+
+    def _start_server_ahead(self, plan: LayerPlan) -> None:
+        """_set_up_server of ``plan`` on the server set-up's worker (run_layers)."""
+        self._server_ahead = (plan, one_thread("qslab-server-set-up").submit(self._set_up_server, plan))
+
+    def _set_up_server(self, plan: LayerPlan) -> None:
+        """The gate of ``plan``'s layer loaded with its rows, the layer's attenuation set."""
         layer = self.layers[plan.index]
         self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
         self._set_attenuation(layer)
-
-    def _start_server_ahead(self, plan: LayerPlan) -> None:
-        """_server_set_up of ``plan`` on the server set-up's worker (run_layers)."""
-        layer = self.layers[plan.index]
-
-        def set_up() -> None:
-            self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
-            self._set_attenuation(layer)
-
-        self._server_ahead = (plan, one_thread("qslab-server-set-up").submit(set_up))
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer, x_hat: np.ndarray,
                  following: LayerPlan | None = None,
