@@ -61,10 +61,11 @@ class Recorded:
     data_images_sent: tuple[int, ...] | None = None
 
     @classmethod
-    def empty(cls, layers: int, keep_images: int, path: str | Path | None = None) -> Recorded:
-        """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images)."""
+    def empty(cls, layers: int, keep_images: int, path: str | Path | None = None, background: bool = False) -> Recorded:
+        """Nothing yet; keep_images: the inputs kept for per-bin photon counting (settings' exact_leakage_images);
+        background: the running fits on a thread that yields the CPU (a session's: analysis/workers.py)."""
         return cls(ImageTotals(int(keep_images)), [[] for _ in range(layers)], [], None if path is None else Path(path),
-                   running=RunningFits(layers, CHUNK_VALUES), scatter_request=(MAX_POINTS, 0, 0),
+                   running=RunningFits(layers, CHUNK_VALUES, background), scatter_request=(MAX_POINTS, 0, 0),
                    sample_counts=[0] * layers)
 
     @classmethod

@@ -143,14 +143,15 @@ class RunningSamples:
     wait for it; every estimate waits for the batches added before (and raises what failed there). The arrays added
     are kept until summed: do not modify them."""
 
-    def __init__(self, layers: int):
+    def __init__(self, layers: int, background: bool = False):
+        """``background``: summed on a thread that yields the CPU (analysis/workers.py: a session's)."""
         self._layers = [_LayerSums() for _ in range(layers)]
-        self._summing = OrderedTasks("qslab-running-samples")
+        self._summing = OrderedTasks("qslab-running-samples", background)
 
     @classmethod
-    def from_session(cls, session) -> RunningSamples:
+    def from_session(cls, session, background: bool = False) -> RunningSamples:
         """From a session file's committed batches (a resumed session's), each batch as it was added."""
-        running = cls(len(session.layers))
+        running = cls(len(session.layers), background)
         for batch in range(session.batches_written):
             running.add_batch([(part.sent_snu, part.returned_snu) for part in
                                (session.layer_batch(batch, layer) for layer in range(len(session.layers)))])

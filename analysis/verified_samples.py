@@ -222,13 +222,14 @@ class RunningFits:
     layer, whatever the session's length. The sums are taken on a worker thread, in the order the batches were
     added, so a session's next batch does not wait for them (~5 ms a batch); `snapshot` waits for them."""
 
-    def __init__(self, layers: int, chunk_values: int):
+    def __init__(self, layers: int, chunk_values: int, background: bool = False):
+        """``background``: summed on a thread that yields the CPU (analysis/workers.py: a session's)."""
         self.chunk_values = int(chunk_values)
         self._fits = [_FitSums() for _ in range(layers)]
         self._pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(layers)]
         self._qy: list[list[float]] = [[] for _ in range(layers)]
         self._scratch = _Scratch()
-        self._summing = OrderedTasks("qslab-running-fits")
+        self._summing = OrderedTasks("qslab-running-fits", background)
 
     def add(self, layer: int, sent_snu, returned_snu) -> None:
         """One batch of one layer's verified samples, in capture order (cast to float32, as the file stores them;

@@ -370,15 +370,15 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                                                f"appended to; record the rest in a new session file")
             recorded_config, recorded_station = previous.config_toml, previous.station_snapshot
             images_before = previous.images_written
-            running = RunningSamples.from_session(previous)  # the checkpoints' and the cap's sums so far
+            running = RunningSamples.from_session(previous, background=True)  # the checkpoints' and the cap's sums
         differences = resume_check.config_differences(recorded_config, config.text)
         resume_check.refuse_unless_allowed(path, differences, allow_different_station, "config")
         lock = recording.WriterLock.acquire(path)  # a live writer is refused here, before anything is connected
     else:
         run_id = run_id or recording.new_run_id()
         path, measured = Path(out_dir) / f"session-{run_id}.h5", None
-        recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path)
-        running = RunningSamples(len(weights))
+        recorded = Recorded.empty(len(weights), settings.exact_leakage_images, path, background=True)
+        running = RunningSamples(len(weights), background=True)
     figure_dir = figure_directory.make(path.with_suffix(""))
     settings_dict = asdict(settings)
     writer, appends, station, cap_stop = None, None, LabStation(config), None

@@ -257,7 +257,11 @@ def test_text_from_the_file_or_the_stream_is_escaped():
     assert page.cell("k", 0.1 + 0.2) == '<td data-key="k" data-value="0.30000000000000004">0.3</td>'
 
 
-def test_the_command_line(tmp_path):
+def test_the_command_line(tmp_path, monkeypatch):
+    from qslab.sequences.commands import monitor as monitor_command
+
+    # run in this process, the monitor would lower this test worker's priority for good (os.nice: its own process's)
+    monkeypatch.setattr(monitor_command, "_lower_priority", lambda: None)
     code, out, err = cli("monitor", str(tmp_path / "nowhere"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no such session file or directory" in err
     code, out, err = cli("monitor", str(tmp_path), "--json")

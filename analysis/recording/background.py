@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from qslab.analysis.recording.writer import SessionWriter
+from qslab.analysis.workers import yield_cpu
 
 
 class BackgroundAppends:
@@ -26,7 +27,8 @@ class BackgroundAppends:
     def __init__(self, writer: SessionWriter, committed: Callable[[int], None] | None = None):
         self.writer = writer
         self._committed = committed
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-writer")
+        # the appends yield the CPU to the acquisition (analysis/workers.py): the next one waits for this one anyway
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-writer", initializer=yield_cpu)
         self._pending: Future | None = None
 
     def append_batch(self, *args, **kwargs) -> None:
