@@ -6,8 +6,8 @@ of a name run in the order they were submitted, and no call pays for starting a 
 
 A session's bookkeeping (its file's appends, the running sums) runs on *background* threads, at the lowest CPU
 priority (``yield_cpu``): nothing waits for it until a checkpoint or the next append, while the acquisition's steps
-follow one another on the two cores it shares with them. Batch-interleaved on the 2-core machine (session 26):
-55.3 -> 51.8 ms a batch (medians of 50; means 54.8 -> 52.9).
+follow one another on the two cores it shares with them. Batch-interleaved on the 2-core machine (session 26, nice 19
+and 0 alternating): 55.3 -> 51.8 and 52.1 -> 50.3 ms a batch in two runs (medians of 50).
 """
 
 from __future__ import annotations
