@@ -127,7 +127,7 @@ class LinkAcquisition:
             self._attenuator_fastest = True
         # each load stops its AWG first (AwgChannels.load), and selects its segment; the layer's own segment is selected
         # as it starts (_capture). The client's processor is loaded on its own connection while the server's set-up
-        # runs on the others (started by the capture)
+        # runs on the others (both made now, or started ahead while the layer before was read: run_layers)
         loading = self._client_upload(data, x_hat)
         try:
             self._server_set_up(plan)

@@ -29,7 +29,7 @@ class Layer:
 class LayerPlan:
     """What one acquisition of layer ``index`` verifies: its ``rows`` and, per row, the quadrature the server's
     receiver measures (``measure_p``: P, else X). Drawn before the acquisition (LinkAcquisition.plan_layer), so that
-    the server's set-up of a layer can be made while the layer before it is read (LinkAcquisition.run_plan)."""
+    the server's set-up of a layer can be made while the layer before it is read (LinkAcquisition.run_layers)."""
 
     index: int
     rows: np.ndarray
