@@ -228,8 +228,8 @@ def measured_values(link) -> MeasuredValues:
 def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
               next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
     """Every layer of one batch through the station (LinkAcquisition.run_layers); the client's ReLU between layers.
-    ``next_pixels``: the next batch's images, whose client codes for layer 1 are then worked out while this batch is
-    checked."""
+    ``next_pixels``: the next batch's images, whose client codes for layer 1 are then worked out, and uploaded, while
+    this batch is checked (SecureLink.prepare_first_layer, start_next_upload)."""
     rng = np.random.default_rng([seed, batch])
     plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
     captures = link.run_layers(plans, mnist.preprocess(pixels), client_step)
@@ -381,7 +381,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         running = RunningSamples(len(weights), background=True)
     figure_dir = figure_directory.make(path.with_suffix(""))
     settings_dict = asdict(settings)
-    writer, appends, station, cap_stop = None, None, LabStation(config), None
+    writer, appends, station, cap_stop, link = None, None, LabStation(config), None, None
     counts: LightCounts | None = None  # what the light carried in this file, once the writer is open
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])
@@ -492,6 +492,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
                 appends.wait()
         finally:
             with interrupts.protected():
+                if link is not None:
+                    link.settle_ahead()  # an upload started ahead (the check's) ends before the safe state
                 station.close()
         interrupts.check("after the last batch, before the results were written")
     except BaseException as error:

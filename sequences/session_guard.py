@@ -13,6 +13,10 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
 
+The client's instruments are read back first: once they read as set, the next batch's client upload goes out on its
+worker (SecureLink.start_next_upload) while the server's instruments and the light are checked; it never overwrites
+what the client's AWG held during the batch before that is read, and a cure, or a vacuum reading, waits for it.
+
 Cures, then the batch again: a reset -> that instrument's share of the set-up again, the whole set-up for
 an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
 against the modulated light, or the monitor moved alone -> the bias loops re-locked and the leakage
@@ -345,6 +349,7 @@ class BatchGuard:
             findings = self._examine()
             if not findings:
                 return "; ".join(cured)
+            self.link.settle_ahead()  # the next batch's upload, if the check started it, ends before any cure
             finding = findings[0]
             if not finding.cure:
                 raise SessionStopped(f"batch {self.report.batch + 1}: {finding.detail}")
@@ -353,7 +358,7 @@ class BatchGuard:
                              f"({'; '.join(cured)})")
 
     def _examine(self) -> list[Finding]:
-        changed = self._settings_changes()
+        changed = self._settings_changes(then=self.link.start_next_upload)
         findings = []
         for name, (power_cycled, changes) in changed.items():  # a reset or a foreign write explains the rest: first
             if power_cycled:
@@ -384,13 +389,20 @@ class BatchGuard:
         """The monitor tap (layer 1 playing) against set-up's, dB."""
         return _db(light.playing_w / self.light0.playing_w)
 
-    def _settings_changes(self) -> dict[str, tuple[bool, list[str]]]:
+    def _settings_changes(self, then: Callable[[], None] | None = None) -> dict[str, tuple[bool, list[str]]]:
+        """{instrument: (power-cycled, changes)} of every instrument whose settings read back otherwise than set, in
+        the station's order. The client's instruments are read first and, when they read back as set, ``then`` is
+        called (the next batch's client upload: SecureLink.start_next_upload) while the others are read."""
+        names = list(self.station.connections)
+        client = [name for name in self.link.client_instruments() if name in names] if then is not None else []
         found = {}
-        for name in self.station.connections:
+        for name in client + [name for name in names if name not in client]:
             power_cycled, changes = settings_evidence(self._watch(name))
             if power_cycled or changes:
                 found[name] = (power_cycled, changes)
-        return found
+            if client and name == client[-1] and not found:
+                then()
+        return {name: found[name] for name in names if name in found}
 
     def _watch(self, name: str):
         """The SettingsWatch of instrument ``name`` (LabStation.settings), made once per guard."""

@@ -97,18 +97,34 @@ class LinkAcquisition:
         return captures
 
     def settle_ahead(self) -> None:
-        """Wait for the set-ups started ahead (run_layers) and drop them, their errors with them: the layer they were
-        for will not run as planned. Their errors, if any, are met again when the set-ups are made afresh."""
+        """Wait for the set-ups started ahead (run_layers, start_next_upload) and drop them, their errors with them:
+        the layer they were for will not run as planned. Their errors, if any, are met again when the set-ups are made
+        afresh. Whatever else talks to their instruments (a cure, a vacuum reading, the safe state) settles first."""
         for ahead in (self._server_ahead, self._client_ahead):
             if ahead is not None:
                 ahead[1].exception()
-        self._server_ahead = self._client_ahead = None
+        self._server_ahead = self._client_ahead = self._next_first_layer = None
 
     def prepare_first_layer(self, data: np.ndarray) -> None:
         """Start working out the client's codes for layer 1 of data [B, features] (the next batch) on the client
-        upload's worker, where that layer's upload will run after it: the processor keeps them for that upload
-        (AwgTimeBinProcessor.prepare_batch). An error here is met again, and raised, by the upload itself."""
+        upload's worker, where that layer's upload will run after it (start_next_upload, or the layer's own run): the
+        processor keeps them for that upload (AwgTimeBinProcessor.prepare_batch). An error here is met again, and
+        raised, by the upload itself."""
         one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
+        self._next_first_layer = data
+
+    def client_instruments(self) -> tuple[str, ...]:
+        """The instruments the client's uploads talk to (its processor's AWG)."""
+        return (self.config.roles.client_processor.awg,)
+
+    def start_next_upload(self) -> None:
+        """The client's upload of layer 1 of the data prepare_first_layer was last given (the next batch), started now
+        on its worker; that layer's run finds it under way. The check after a batch calls this once it has read the
+        client's instruments back (BatchGuard): the upload must not overwrite what they held during the batch before
+        it is read, and runs while the server's instruments are checked."""
+        data, self._next_first_layer = self._next_first_layer, None
+        if data is not None:
+            self._start_client_ahead(data, 0)
 
     def _run_plan(self, plan: LayerPlan, data: np.ndarray, following: LayerPlan | None = None,
                   between: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[LayerCapture, np.ndarray | None]:
@@ -141,7 +157,7 @@ class LinkAcquisition:
         def client_ready(record: AdcRecord, dc_v: float) -> None:
             early["client"] = client = self._client_quadratures(record, n_client, dc_v, (batch, layer.rows))
             early["next"] = following_data = between(client)
-            self._start_client_ahead(following_data, following)
+            self._start_client_ahead(following_data, following.index)
 
         (client_record, client_dc_v), (server_record, server_dc_v) = self._acquire(
             n_client, n_server, layer, x_hat, following, client_ready if following and between else None)
@@ -166,20 +182,20 @@ class LinkAcquisition:
         return self.client_rx.record_quadratures_snu(record, n_client, dc_v).reshape(shape).astype(np.float32)
 
     def _client_upload(self, data: np.ndarray, x_hat: np.ndarray) -> Future:
-        """The client's upload of ``data`` (as ``x_hat``): the one started ahead for this very array, else one
-        started now."""
+        """The client's upload of ``data`` (as ``x_hat``): the one started ahead for these very data (the same array,
+        or, from the check before a batch, equal values), else one started now."""
         ahead, self._client_ahead = self._client_ahead, None
-        if ahead is not None and ahead[0] is data:
+        if ahead is not None and (ahead[0] is data or np.array_equal(ahead[0], data)):
             return ahead[1]
         if ahead is not None:
             ahead[1].exception()  # another array's (its layer never ran): over before this one starts
         return self._upload_client(x_hat)
 
-    def _start_client_ahead(self, data: np.ndarray, plan: LayerPlan) -> None:
-        """The client's upload of the next layer's ``data`` started now (run_layers), when it fits that layer; else
-        left to that layer's run, which refuses it."""
+    def _start_client_ahead(self, data: np.ndarray, index: int) -> None:
+        """The client's upload of layer ``index``'s ``data`` started now, ahead of that layer's run, when it fits the
+        layer; else left to that layer's run, which refuses it."""
         x_hat = unit_vectors(data)
-        if x_hat.shape[1] == self.layers[plan.index].modes:
+        if x_hat.shape[1] == self.layers[index].modes:
             self._client_ahead = (data, self._upload_client(x_hat))
 
     def _upload_client(self, x_hat: np.ndarray) -> Future:

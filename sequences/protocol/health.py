@@ -58,7 +58,9 @@ class LinkHealth:
 
     def read_vacuum(self, symbols: int = VACUUM_SYMBOLS) -> dict[str, VacuumReading]:
         """Both receivers with the shutter closed (AWGs stopped): one acquisition of vacuum each. The shutter
-        is opened again only when the readings were taken (a failure leaves it closed)."""
+        is opened again only when the readings were taken (a failure leaves it closed). An upload started ahead ends
+        first (settle_ahead): the client's AWG is stopped here."""
+        self.settle_ahead()
         self.awg.stop()
         self.client_awg.stop()
         self.attenuator.close_shutter()

@@ -1,0 +1,184 @@
+"""The next batch's client upload of layer 1 goes out during the check after a batch (BatchGuard, SecureLink.
+start_next_upload): once the check has read the client's AWG back, while it reads the server's instruments and the
+light. A batch whose check then finds a fault ends that upload before the check reads the vacuum (it stops the client's
+AWG) and before the cure, and is taken again with its own data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qslab.analysis.recording.reader import SessionFile
+from qslab.calibration.records import RecordStore
+from qslab.instruments.optical.time_bin_processor import AwgTimeBinProcessor
+from qslab.sequences.config import load_config
+from qslab.sequences.protocol.acquisition import LinkAcquisition
+from qslab.sequences.protocol.health import LinkHealth
+from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences.session_guard import BatchGuard
+
+CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
+SETTINGS = SessionSettings(images=10, mu=6.0, gain=1.3, seed=3, batch_images=2, verify_fraction=0.05,
+                           failure_probability=1e-10, laser_power_dbm=10.0)
+BATCHES = SETTINGS.images // SETTINGS.batch_images
+
+
+def recorded(path: Path) -> list[np.ndarray]:
+    with SessionFile.open(path) as session:
+        return [getattr(session.layer_batch(batch, layer), name) for batch in range(session.batches_written)
+                for layer in range(len(session.layers))
+                for name in ("client_quadratures_snu", "sent_snu", "returned_snu")]
+
+
+class Watch:
+    """The session's batch, the check under way and what it did, in order (patched into the session's classes)."""
+
+    def __init__(self, monkeypatch):
+        self.batch: int | None = None
+        self.checking = self.light_seen = False
+        self.expect_upload = True  # each check but the last waits for the next batch's upload before its light
+        self.events: list[tuple[int, str]] = []  # (batch, "read <instrument>", "next upload", "upload", "light"...)
+        self.uploads = 0
+        self.upload_started = threading.Event()
+        original_take, original_watch = BatchGuard.take, BatchGuard._watch
+        original_check, original_upload = BatchGuard._check_and_cure, AwgTimeBinProcessor.load_batch
+        original_light, original_capture = LinkHealth.read_light, LinkAcquisition._capture
+        original_start = LinkAcquisition.start_next_upload
+
+        def start_next_upload(link):
+            self.events.append((self.batch, "next upload"))
+            return original_start(link)
+
+        def take(guard, batch, *args, **kwargs):
+            self.batch = batch
+            return original_take(guard, batch, *args, **kwargs)
+
+        def check(guard):
+            self.checking, self.light_seen = True, False
+            try:
+                return original_check(guard)
+            finally:
+                self.checking = False
+
+        def watch(guard, name):
+            if self.checking:
+                self.events.append((self.batch, f"read {name}"))
+            return original_watch(guard, name)
+
+        def upload(processor, *args, **kwargs):
+            self.uploads += self.batch is not None  # (the set-up's pilots and nulling before the batches: not)
+            if self.checking:
+                self.events.append((self.batch, "upload"))
+                self.upload_started.set()
+            return original_upload(processor, *args, **kwargs)
+
+        def light(link, *args, **kwargs):
+            if self.expect_upload and self.checking and not self.light_seen and self.batch < BATCHES - 1:
+                # an upload made at the next batch's start (not during this check) never sets it: the wait times out
+                assert self.upload_started.wait(timeout=60), f"batch {self.batch + 2}'s upload not under way"
+                self.upload_started.clear()
+                self.events.append((self.batch, "light"))
+            self.light_seen = True
+            return original_light(link, *args, **kwargs)
+
+        def capture(link, segment, images):
+            self.events.append((self.batch, f"capture {segment}"))
+            return original_capture(link, segment, images)
+
+        monkeypatch.setattr(BatchGuard, "take", take)
+        monkeypatch.setattr(BatchGuard, "_check_and_cure", check)
+        monkeypatch.setattr(BatchGuard, "_watch", watch)
+        monkeypatch.setattr(AwgTimeBinProcessor, "load_batch", upload)
+        monkeypatch.setattr(LinkHealth, "read_light", light)
+        monkeypatch.setattr(LinkAcquisition, "_capture", capture)
+        monkeypatch.setattr(LinkAcquisition, "start_next_upload", start_next_upload)
+
+
+def test_the_next_upload_goes_out_during_the_check_once_the_client_awg_is_read_back(calibrated_store_at, tmp_path,
+                                                                                     monkeypatch):
+    store = RecordStore(calibrated_store_at(tmp_path / "records"))
+    watch = Watch(monkeypatch)
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "ahead", store=store, progress=False)
+    assert result["verified"]
+    assert watch.uploads == 2 * BATCHES  # each layer's data once: the batch's layer 1 took the upload the check sent
+    for batch in range(BATCHES - 1):
+        check = [event for b, event in watch.events if b == batch and not event.startswith("capture")]
+        assert check[:2] == ["read client_awg", "next upload"], check  # the client's AWG read back, then its upload
+        assert "upload" in check and "light" in check, check  # (on the worker) under way before the light is read
+        assert len([event for event in check if event.startswith("read")]) == 9  # every instrument read back
+    monkeypatch.setattr(LinkAcquisition, "start_next_upload", lambda link: None)
+    watch.uploads, watch.batch, watch.expect_upload = 0, None, False
+    plain = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "plain", store=store, progress=False)
+    assert watch.uploads == 2 * BATCHES
+    for ahead, alone in zip(recorded(Path(result["file"])), recorded(Path(plain["file"])), strict=True):
+        np.testing.assert_array_equal(ahead, alone)  # the same light, value for value
+
+
+def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken_again_with_its_own_data(
+        calibrated_store_at, tmp_path, monkeypatch):
+    store = RecordStore(calibrated_store_at(tmp_path / "records"))
+    faulty = 1  # the laser drops 1 dB in the check after this batch, once the next upload is under way
+    times: dict[str, float] = {}
+    vacuum_entered = threading.Event()
+    played: list[tuple[int, np.ndarray]] = []
+    original_start, original_upload = LinkAcquisition.start_next_upload, AwgTimeBinProcessor.load_batch
+    original_vacuum, original_capture = LinkHealth.read_vacuum, LinkAcquisition._capture
+
+    def start_next_upload(link):
+        original_start(link)
+        if watch.batch == faulty and "injected" not in times:
+            times["injected"] = time.monotonic()
+            link.station.bench.inject("power-drop@laser:db=1,after=0")
+
+    def upload(processor, *args, **kwargs):
+        if watch.checking and watch.batch == faulty and "upload ended" not in times:
+            # the upload is still going when the check reads the vacuum: the reading must wait for it
+            vacuum_entered.wait(timeout=30)
+            time.sleep(0.1)
+            try:
+                return original_upload(processor, *args, **kwargs)
+            finally:
+                times["upload ended"] = time.monotonic()
+        return original_upload(processor, *args, **kwargs)
+
+    def read_vacuum(link, *args, **kwargs):
+        if "injected" in times and "vacuum" not in times:
+            vacuum_entered.set()
+            original_stop = link.client_awg.stop
+
+            def stop():
+                times.setdefault("vacuum", time.monotonic())  # the client's AWG stopped for the vacuum reading
+                return original_stop()
+
+            link.client_awg.stop = stop
+            try:
+                return original_vacuum(link, *args, **kwargs)
+            finally:
+                del link.client_awg.stop
+        return original_vacuum(link, *args, **kwargs)
+
+    def capture(link, segment, images):
+        original_capture(link, segment, images)
+        if segment == 1:
+            played.append((watch.batch, link.station.bench.state.last_capture.session.x_hat.copy()))
+
+    monkeypatch.setattr(LinkAcquisition, "start_next_upload", start_next_upload)
+    monkeypatch.setattr(AwgTimeBinProcessor, "load_batch", upload)
+    monkeypatch.setattr(LinkHealth, "read_vacuum", read_vacuum)
+    monkeypatch.setattr(LinkAcquisition, "_capture", capture)
+    watch = Watch(monkeypatch)  # outermost: it sees the upload start before the one above holds it back
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
+
+    assert result["verified"]
+    actions = [action["action"] for action in result["faults"]["actions"]]
+    assert "re-calibrated" in actions and "repeated" in actions, actions
+    assert times["upload ended"] < times["vacuum"]  # the upload under way ended before the client's AWG was stopped
+    takes = [x_hat for batch, x_hat in played if batch == faulty]
+    assert len(takes) >= 2  # taken again after the cure (its layer 1 captured again if a record clipped)
+    for again in takes[1:]:
+        np.testing.assert_array_equal(again, takes[0])  # with its own data, not the next batch's sent meanwhile
+    # the batch's two layers again, and the next batch's upload that the cure dropped (made again by the next check)
+    assert watch.uploads == 2 * BATCHES + 3
