@@ -228,13 +228,12 @@ def measured_values(link) -> MeasuredValues:
 def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
               next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
     """Every layer of one batch through the station (LinkAcquisition.run_layers); the client's ReLU between layers.
-    ``next_pixels``: the next batch's images, whose client codes for layer 1 are then worked out, and uploaded, while
-    this batch is checked (SecureLink.prepare_first_layer, start_next_upload)."""
+    ``next_pixels``: the next batch's images, whose client codes for layer 1 are worked out while this batch is
+    captured and uploaded while it is checked (LinkAcquisition.run_layers' ``next_data``)."""
     rng = np.random.default_rng([seed, batch])
     plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
-    captures = link.run_layers(plans, mnist.preprocess(pixels), client_step)
-    if next_pixels is not None and len(next_pixels):
-        link.prepare_first_layer(mnist.preprocess(next_pixels))
+    next_data = mnist.preprocess(next_pixels) if next_pixels is not None and len(next_pixels) else None
+    captures = link.run_layers(plans, mnist.preprocess(pixels), client_step, next_data)
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
         capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)

@@ -1,6 +1,6 @@
-"""AwgTimeBinProcessor.prepare_batch: the next batch's codes worked out ahead (while the session checks the station),
-used by the load of that very batch at that calibration and limit, and by no other: every upload sends exactly the
-codes a load without preparation sends."""
+"""AwgTimeBinProcessor.prepare_batch: the next batch's codes worked out ahead (while the session captures this one),
+used by the load of that very batch at that calibration and limit, and by no other (a load of another batch in between
+leaves them): every upload sends exactly the codes a load without preparation sends."""
 
 from __future__ import annotations
 
@@ -65,6 +65,19 @@ def test_a_prepared_batch_is_uploaded_as_without_preparation_and_its_codes_are_n
     assert same_upload(got, expected)
     assert len(calls) == 1  # the preparation's: the load took its codes
     processor.load_batch(x_hat, 16)  # used once: the same batch again works its codes out anew
+    assert len(calls) == 2 and same_upload(processor.awg.loads[-1], expected)
+
+
+def test_a_load_of_another_batch_in_between_leaves_the_prepared_codes_to_the_batch_they_were_made_for(monkeypatch):
+    x_hat, layer_2 = batch(1), batch(2)
+    expected, _ = sent(x_hat)
+    calls = []
+    original = AwgTimeBinProcessor._batch_codes
+    monkeypatch.setattr(AwgTimeBinProcessor, "_batch_codes", lambda self, x: calls.append(1) or original(self, x))
+    processor = AwgTimeBinProcessor(RecordingAwg(), CALIBRATION)
+    processor.prepare_batch(x_hat)
+    processor.load_batch(layer_2, 16)  # this batch's layer 2: codes of its own
+    processor.load_batch(x_hat.copy(), 16)  # the next batch's layer 1: the prepared codes
     assert len(calls) == 2 and same_upload(processor.awg.loads[-1], expected)
 
 

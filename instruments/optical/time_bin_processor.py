@@ -137,10 +137,10 @@ class AwgTimeBinProcessor:
     def prepare_batch(self, x_hat) -> None:
         """Work out the codes of a batch that ``load_batch`` will be given later; nothing is sent.
 
-        Why: the session knows its next batch's images while it checks the station after this one, a wait on
-        instrument replies; the codes (the Givens angles of every image, ~2 ms) are then worked out beside it instead
-        of at the start of the next batch, where the upload waits for them. One batch is kept, for a load of the same
-        x_hat at the same calibration and amplitude limit; any other load works its codes out as before."""
+        Why: the session knows its next batch's images while it takes this one; the codes (the Givens angles of every
+        image, ~2 ms) are then worked out while the bench computes this batch's products, instead of when the next
+        batch's upload waits for them. One batch is kept, for a load of the same x_hat at the same calibration and
+        amplitude limit; any other load (this batch's next layer) works its codes out as before and leaves them."""
         x_hat = np.array(x_hat, dtype=np.complex128)  # a copy: the caller may reuse its array
         self._prepared = None
         self._prepared = (x_hat, self.calibration, self.awg.amplitude_max, self._batch_codes(x_hat))
@@ -154,10 +154,11 @@ class AwgTimeBinProcessor:
         self.awg.load([(segment_id, [np.repeat(c, samples_per_symbol) for c in codes])], amplitudes, partial=False)
 
     def _codes_for(self, x_hat) -> tuple[list[np.ndarray], list[float]]:
-        """_batch_codes(x_hat): prepare_batch's when it was for this x_hat at this calibration and limit (used once)."""
-        prepared, self._prepared = self._prepared, None
+        """_batch_codes(x_hat): prepare_batch's when it was for this x_hat at this calibration and limit (taken once)."""
+        prepared = self._prepared
         if (prepared is not None and prepared[1] is self.calibration and prepared[2] is self.awg.amplitude_max
                 and np.array_equal(prepared[0], x_hat)):
+            self._prepared = None
             return prepared[3]
         return self._batch_codes(x_hat)
 

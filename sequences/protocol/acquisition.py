@@ -84,10 +84,13 @@ class LinkAcquisition:
         with one_blas_thread():
             return self._run_plan(plan, data)[0]
 
-    def run_layers(self, plans: list[LayerPlan], data: np.ndarray,
-                   between: Callable[[np.ndarray], np.ndarray]) -> list[LayerCapture]:
+    def run_layers(self, plans: list[LayerPlan], data: np.ndarray, between: Callable[[np.ndarray], np.ndarray],
+                   next_data: np.ndarray | None = None) -> list[LayerCapture]:
         """A batch's layers in order (``plans``), the first on ``data``, each next one on ``between`` of the client's
-        quadratures of the one before (the client's step between layers).
+        quadratures of the one before (the client's step between layers). ``next_data``: the next batch's, whose
+        client codes for layer 1 are worked out meanwhile (prepare_first_layer: while this batch's products and
+        renders leave a core free, not during the check) and whose upload the check after this batch starts
+        (start_next_upload).
 
         The two parties' instruments work side by side, as in two labs: layer k+1's server set-up (gate, attenuation)
         is made on a worker while layer k's records are read, and its client upload starts as soon as the client's
@@ -97,6 +100,8 @@ class LinkAcquisition:
         leaves, so that the cure finds the instruments idle."""
         captures = []
         with one_blas_thread():
+            if next_data is not None:
+                self.prepare_first_layer(next_data)
             try:
                 for plan, following in zip(plans, [*plans[1:], None]):
                     capture, data = self._run_plan(plan, data, following, between)
@@ -104,6 +109,7 @@ class LinkAcquisition:
             finally:
                 self._start_records()
                 self.settle_ahead()
+        self._next_first_layer = next_data
         return captures
 
     def settle_ahead(self) -> None:
@@ -121,15 +127,14 @@ class LinkAcquisition:
         processor keeps them for that upload (AwgTimeBinProcessor.prepare_batch). An error here is met again, and
         raised, by the upload itself."""
         one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
-        self._next_first_layer = data
 
     def client_instruments(self) -> tuple[str, ...]:
         """The instruments the client's uploads talk to (its processor's AWG)."""
         return (self.config.roles.client_processor.awg,)
 
     def start_next_upload(self) -> None:
-        """The client's upload of layer 1 of the data prepare_first_layer was last given (the next batch), started now
-        on its worker; that layer's run finds it under way. The check after a batch calls this once it has read the
+        """The client's upload of layer 1 of the next batch's data (run_layers' ``next_data``), started now on its
+        worker; that layer's run finds it under way. The check after a batch calls this once it has read the
         client's instruments back (BatchGuard): the upload must not overwrite what they held during the batch before
         it is read, and runs while the server's instruments are checked."""
         data, self._next_first_layer = self._next_first_layer, None
