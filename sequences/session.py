@@ -229,11 +229,13 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
               next_pixels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
     """Every layer of one batch through the station (LinkAcquisition.run_layers); the client's ReLU between layers.
     ``next_pixels``: the next batch's images, whose client codes for layer 1 are worked out while this batch is
-    captured and uploaded while it is checked (LinkAcquisition.run_layers' ``next_data``)."""
+    captured, and whose layer 1 both parties set up while it is checked (LinkAcquisition.run_layers' ``next_data``,
+    ``next_plan``: drawn from the next batch's seed, as its own run draws it again)."""
     rng = np.random.default_rng([seed, batch])
     plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
     next_data = mnist.preprocess(next_pixels) if next_pixels is not None and len(next_pixels) else None
-    captures = link.run_layers(plans, mnist.preprocess(pixels), client_step, next_data)
+    next_plan = link.plan_layer(0, np.random.default_rng([seed, batch + 1])) if next_data is not None else None
+    captures = link.run_layers(plans, mnist.preprocess(pixels), client_step, next_data, next_plan)
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
         capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)

@@ -13,9 +13,11 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
 
-The client's instruments are read back first: once they read as set, the next batch's client upload goes out on its
-worker (SecureLink.start_next_upload) while the server's instruments and the light are checked; it never overwrites
-what the client's AWG held during the batch before that is read, and a cure, or a vacuum reading, waits for it.
+The next batch's set-ups go out during the check, each once the instruments it talks to have read back as set (it
+never overwrites what they held during the batch before that is read): the client's AWG is read first, then its
+upload starts on a worker (SecureLink.start_next_upload); then the server's AWG, attenuator and meter, the light, and
+the server's set-up (start_next_server_set_up); then the other instruments. A settings finding on those still comes
+first; a cure, or a vacuum reading, waits for the set-ups under way.
 
 Cures, then the batch again: a reset -> that instrument's share of the set-up again, the whole set-up for
 an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
@@ -358,7 +360,19 @@ class BatchGuard:
                              f"({'; '.join(cured)})")
 
     def _examine(self) -> list[Finding]:
-        changed = self._settings_changes(then=self.link.start_next_upload)
+        """What the check finds: settings first (a reset or a foreign write explains the rest), then the light. The
+        read-backs run in stages, so that the next batch's set-ups go out while the rest is checked: the client's
+        instruments, then its upload; the server's (those its set-up and the light reading use), then the light and
+        the server's set-up; then the others (SecureLink.start_next_upload, start_next_server_set_up)."""
+        light = []
+
+        def light_then_set_up() -> None:
+            light.append(self._light())
+            if self._within_tolerance(light[0]):  # (else a cure comes first)
+                self.link.start_next_server_set_up()
+
+        changed = self._settings_changes([(self.link.client_instruments(), self.link.start_next_upload),
+                                          (self.link.server_instruments(), light_then_set_up)])
         findings = []
         for name, (power_cycled, changes) in changed.items():  # a reset or a foreign write explains the rest: first
             if power_cycled:
@@ -369,7 +383,7 @@ class BatchGuard:
                           f"another client on its port or its front panel)")
                 self.report.act("foreign-write", name, detail)
                 findings.append(Finding("reapply", name, detail))
-        return findings or self._light_findings(self._light())
+        return findings or self._light_findings(light[0] if light else self._light())
 
     def _light(self):
         """The light after a batch: the quick reading (CHECK_AVERAGING_S), or, when that is out of tolerance, a
@@ -389,19 +403,25 @@ class BatchGuard:
         """The monitor tap (layer 1 playing) against set-up's, dB."""
         return _db(light.playing_w / self.light0.playing_w)
 
-    def _settings_changes(self, then: Callable[[], None] | None = None) -> dict[str, tuple[bool, list[str]]]:
+    def _settings_changes(self, stages: Iterable[tuple[Iterable[str], Callable[[], None]]] = ()
+                          ) -> dict[str, tuple[bool, list[str]]]:
         """{instrument: (power-cycled, changes)} of every instrument whose settings read back otherwise than set, in
-        the station's order. The client's instruments are read first and, when they read back as set, ``then`` is
-        called (the next batch's client upload: SecureLink.start_next_upload) while the others are read."""
+        the station's order. ``stages``: (instruments, then) read first, in order; each ``then`` is called once its
+        instruments are read, when nothing was found so far."""
         names = list(self.station.connections)
-        client = [name for name in self.link.client_instruments() if name in names] if then is not None else []
+        order, calls = [], {}
+        for instruments, then in stages:
+            group = [name for name in instruments if name in names and name not in order]
+            order += group
+            if group:
+                calls[group[-1]] = then
         found = {}
-        for name in client + [name for name in names if name not in client]:
+        for name in order + [name for name in names if name not in order]:
             power_cycled, changes = settings_evidence(self._watch(name))
             if power_cycled or changes:
                 found[name] = (power_cycled, changes)
-            if client and name == client[-1] and not found:
-                then()
+            if name in calls and not found:
+                calls[name]()
         return {name: found[name] for name in names if name in found}
 
     def _watch(self, name: str):

@@ -85,12 +85,12 @@ class LinkAcquisition:
             return self._run_plan(plan, data)[0]
 
     def run_layers(self, plans: list[LayerPlan], data: np.ndarray, between: Callable[[np.ndarray], np.ndarray],
-                   next_data: np.ndarray | None = None) -> list[LayerCapture]:
+                   next_data: np.ndarray | None = None, next_plan: LayerPlan | None = None) -> list[LayerCapture]:
         """A batch's layers in order (``plans``), the first on ``data``, each next one on ``between`` of the client's
-        quadratures of the one before (the client's step between layers). ``next_data``: the next batch's, whose
-        client codes for layer 1 are worked out meanwhile (prepare_first_layer: while this batch's products and
-        renders leave a core free, not during the check) and whose upload the check after this batch starts
-        (start_next_upload).
+        quadratures of the one before (the client's step between layers). ``next_data``, ``next_plan``: the next
+        batch's data and layer-1 plan; the client's codes for them are worked out meanwhile (prepare_first_layer: while
+        this batch's products leave a core free, not during the check), and the check after this batch starts both
+        parties' set-ups of them (start_next_upload, start_next_server_set_up).
 
         The two parties' instruments work side by side, as in two labs: layer k+1's server set-up (gate, attenuation)
         is made on a worker while layer k's records are read, and its client upload starts as soon as the client's
@@ -109,7 +109,7 @@ class LinkAcquisition:
             finally:
                 self._start_records()
                 self.settle_ahead()
-        self._next_first_layer = next_data
+        self._next_first_layer, self._next_first_plan = next_data, next_plan
         return captures
 
     def settle_ahead(self) -> None:
@@ -119,7 +119,7 @@ class LinkAcquisition:
         for ahead in (self._server_ahead, self._client_ahead):
             if ahead is not None:
                 ahead[1].exception()
-        self._server_ahead = self._client_ahead = self._next_first_layer = None
+        self._server_ahead = self._client_ahead = self._next_first_layer = self._next_first_plan = None
 
     def prepare_first_layer(self, data: np.ndarray) -> None:
         """Start working out the client's codes for layer 1 of data [B, features] (the next batch) on the client
@@ -127,6 +127,20 @@ class LinkAcquisition:
         processor keeps them for that upload (AwgTimeBinProcessor.prepare_batch). An error here is met again, and
         raised, by the upload itself."""
         one_thread("qslab-client-upload").submit(lambda: self.processor.prepare_batch(unit_vectors(data)))
+
+    def server_instruments(self) -> tuple[str, ...]:
+        """The instruments the server's set-up (gate, attenuation) and the check's light reading talk to."""
+        roles = self.config.roles
+        return tuple(dict.fromkeys((roles.server_iq_modulator.awg, roles.server_receiver.lo_phase_awg,
+                                    roles.server_attenuator.instrument, roles.server_power_meter.instrument)))
+
+    def start_next_server_set_up(self) -> None:
+        """The server's set-up of the next batch's layer-1 plan (run_layers' ``next_plan``), started now on its worker;
+        that layer's run finds it under way. The check calls this once it has read the server's instruments back and
+        the light (BatchGuard)."""
+        plan, self._next_first_plan = self._next_first_plan, None
+        if plan is not None:
+            self._start_server_ahead(plan)
 
     def client_instruments(self) -> tuple[str, ...]:
         """The instruments the client's uploads talk to (its processor's AWG)."""
@@ -238,10 +252,10 @@ class LinkAcquisition:
                                                         self.client_samples_per_symbol, 1)
 
     def _server_set_up(self, plan: LayerPlan) -> None:
-        """The server's set-up of ``plan``: the one started ahead for this very plan (its error raised here), else
-        made now."""
+        """The server's set-up of ``plan``: the one started ahead for this very plan, or one drawn alike (its error
+        raised here), else made now."""
         ahead, self._server_ahead = self._server_ahead, None
-        if ahead is not None and ahead[0] is plan:
+        if ahead is not None and (ahead[0] is plan or ahead[0].same_as(plan)):
             ahead[1].result()
             return
         if ahead is not None:

@@ -35,6 +35,11 @@ class LayerPlan:
     rows: np.ndarray
     measure_p: np.ndarray
 
+    def same_as(self, other: LayerPlan) -> bool:
+        """The same layer, rows and quadratures (a batch's plans drawn again from its seed)."""
+        return (self.index == other.index and np.array_equal(self.rows, other.rows)
+                and np.array_equal(self.measure_p, other.measure_p))
+
 
 @dataclass(frozen=True)
 class LayerCapture:

@@ -47,7 +47,7 @@ class WorkerLink:
     def plan_layer(self, index, rng):
         return index
 
-    def run_layers(self, plans, data, between, next_data=None):
+    def run_layers(self, plans, data, between, next_data=None, next_plan=None):
         captures = []
         for index in plans:
             captures.append(self.run_plan(index, data))

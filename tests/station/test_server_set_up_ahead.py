@@ -100,4 +100,5 @@ def test_layer_2_is_set_up_while_layer_1_is_read_and_every_capture_runs_with_its
     np.testing.assert_array_equal(again, first)  # the retake played layer 1's data, not layer 2's sent meanwhile
     on_worker = {(batch, segment) for batch, segment, thread in gate_threads
                  if thread.startswith("qslab-server-set-up")}
-    assert on_worker == {(batch, 2) for batch in range(batches)}  # layer 1's own on the session's thread
+    # (layer 1's: batch 1's on the session's thread, the others' in the check before them: test_set_ups_in_check)
+    assert on_worker == {(batch, 2) for batch in range(batches)}

@@ -148,12 +148,12 @@ def test_a_second_signal_while_closing_does_not_cut_the_close_short(bench, store
 def test_a_command_refused_once_while_closing_is_sent_again_and_read_back(store, tmp_path):
     """scpi-error armed before batch 2 of a 20-image session lands on the close's shutter command: retried.
 
-    after=6: the attenuator handles six messages in batch 2 (each layer's attenuation with its error check, its settings
-    read back, the shutter closed, then its mode and attenuation read back and the shutter opened again around the
-    check's monitor readings: one message each), so the first command after them is the close's; the first assertions
-    say so if that count ever changes."""
+    after=5: the attenuator handles five messages in batch 2 (layer 2's attenuation with its error check: layer 1's was
+    set in the check before the batch; its settings read back, the shutter closed, then its mode and attenuation read
+    back and the shutter opened again around the check's monitor readings: one message each), so the first command
+    after them is the close's; the first assertions say so if that count ever changes."""
     results = run_session(load_config(CONFIG), replace(SETTINGS, images=20, batch_images=10), out_dir=tmp_path,
-                          store=RecordStore(store), progress=False, faults=["scpi-error:after=6"])
+                          store=RecordStore(store), progress=False, faults=["scpi-error:after=5"])
     fired = results["faults"]["fired"]
     assert [f["message"] for f in fired] == ["OUTP1:STAT 0;:SYST:ERR?"]  # the attenuator's shutter, closing
     assert results["safe_state"]["safe"] is True
@@ -165,7 +165,7 @@ def test_a_persistent_refusal_while_closing_says_which_output_is_in_what_state(s
     from qslab.sequences.cli import main
 
     code = main(["session", "--config", str(CONFIG), "--images", "20", "--batch-images", "10", "--json",
-                 "--calibration-dir", str(store), "--out", str(tmp_path), "--inject-fault", "scpi-error:after=6,persistent"])  # on the close, as above
+                 "--calibration-dir", str(store), "--out", str(tmp_path), "--inject-fault", "scpi-error:after=5,persistent"])  # on the close, as above
     captured = capsys.readouterr()
     report = json.loads(captured.out.strip().splitlines()[-1])
     assert code == 1

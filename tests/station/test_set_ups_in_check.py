@@ -1,7 +1,8 @@
-"""The next batch's client upload of layer 1 goes out during the check after a batch (BatchGuard, SecureLink.
-start_next_upload): once the check has read the client's AWG back, while it reads the server's instruments and the
-light. A batch whose check then finds a fault ends that upload before the check reads the vacuum (it stops the client's
-AWG) and before the cure, and is taken again with its own data."""
+"""The next batch's layer 1 is set up during the check after a batch (BatchGuard._examine): the client's upload once
+the check has read the client's AWG back (SecureLink.start_next_upload), the server's gate and attenuation once it has
+read the server's AWG, attenuator and meter and the light (start_next_server_set_up), while it reads the rest. A batch
+whose check then finds a fault ends what it started before the check reads the vacuum (it stops the AWGs) and before
+the cure, and is taken again with its own data."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from qslab.instruments.optical.time_bin_processor import AwgTimeBinProcessor
 from qslab.sequences.config import load_config
 from qslab.sequences.protocol.acquisition import LinkAcquisition
 from qslab.sequences.protocol.health import LinkHealth
+from qslab.sequences.protocol.setup import LinkSetup
 from qslab.sequences.session import SessionSettings, run_session
 from qslab.sequences.session_guard import BatchGuard
 
@@ -24,6 +26,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
 SETTINGS = SessionSettings(images=10, mu=6.0, gain=1.3, seed=3, batch_images=2, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0)
 BATCHES = SETTINGS.images // SETTINGS.batch_images
+SERVER = ("awg", "attenuator", "power_meter")  # what the server's set-up and the light reading talk to
+OTHERS = ("laser", "bias_carver", "bias_iq", "amplifier", "digitizer")  # the station's order of the rest
 
 
 def recorded(path: Path) -> list[np.ndarray]:
@@ -34,23 +38,27 @@ def recorded(path: Path) -> list[np.ndarray]:
 
 
 class Watch:
-    """The session's batch, the check under way and what it did, in order (patched into the session's classes)."""
+    """The session's batch, the check under way and what it did, in order (patched into the session's classes).
+
+    While ``expect_set_ups``, each check but the last waits for the next batch's upload to be under way before it
+    reads the light, and, once it started the server's set-up, for its gate before it reads the other instruments:
+    set-ups made at the next batch's start instead never end those waits."""
 
     def __init__(self, monkeypatch):
         self.batch: int | None = None
         self.checking = self.light_seen = False
-        self.expect_upload = True  # each check but the last waits for the next batch's upload before its light
+        self.expect_set_ups = True
         self.events: list[tuple[int, str]] = []  # (batch, "read <instrument>", "next upload", "upload", "light"...)
         self.uploads = 0
-        self.upload_started = threading.Event()
+        self.upload_started, self.gate_started = threading.Event(), threading.Event()
         original_take, original_watch = BatchGuard.take, BatchGuard._watch
         original_check, original_upload = BatchGuard._check_and_cure, AwgTimeBinProcessor.load_batch
         original_light, original_capture = LinkHealth.read_light, LinkAcquisition._capture
-        original_start = LinkAcquisition.start_next_upload
+        original_start, original_server = LinkAcquisition.start_next_upload, LinkAcquisition.start_next_server_set_up
+        original_gate, original_ahead = LinkSetup._load_gate, LinkAcquisition._start_server_ahead
 
-        def start_next_upload(link):
-            self.events.append((self.batch, "next upload"))
-            return original_start(link)
+        def expecting() -> bool:
+            return self.expect_set_ups and self.checking and self.batch < BATCHES - 1
 
         def take(guard, batch, *args, **kwargs):
             self.batch = batch
@@ -65,8 +73,23 @@ class Watch:
 
         def watch(guard, name):
             if self.checking:
+                if name in OTHERS and (self.batch, "server set-up started") in self.events and expecting():
+                    assert self.gate_started.wait(timeout=60), f"batch {self.batch + 2}'s server set-up not under way"
                 self.events.append((self.batch, f"read {name}"))
             return original_watch(guard, name)
+
+        def start_next_upload(link):
+            self.events.append((self.batch, "next upload"))
+            return original_start(link)
+
+        def start_next_server_set_up(link):
+            self.events.append((self.batch, "next server set-up"))
+            return original_server(link)
+
+        def start_server_ahead(link, plan):
+            if self.checking:
+                self.events.append((self.batch, "server set-up started"))
+            return original_ahead(link, plan)
 
         def upload(processor, *args, **kwargs):
             self.uploads += self.batch is not None  # (the set-up's pilots and nulling before the batches: not)
@@ -75,16 +98,26 @@ class Watch:
                 self.upload_started.set()
             return original_upload(processor, *args, **kwargs)
 
+        def load_gate(link, segment, *args, **kwargs):
+            worker = threading.current_thread().name.startswith("qslab-server-set-up")
+            if self.checking:
+                self.events.append((self.batch, f"gate {segment} on {'its worker' if worker else 'the check'}"))
+                self.gate_started.set()
+            elif self.batch is not None:
+                self.events.append((self.batch, f"batch's gate {segment}"))
+            return original_gate(link, segment, *args, **kwargs)
+
         def light(link, *args, **kwargs):
-            if self.expect_upload and self.checking and not self.light_seen and self.batch < BATCHES - 1:
-                # an upload made at the next batch's start (not during this check) never sets it: the wait times out
-                assert self.upload_started.wait(timeout=60), f"batch {self.batch + 2}'s upload not under way"
-                self.upload_started.clear()
+            if self.checking and not self.light_seen:
+                if expecting():
+                    assert self.upload_started.wait(timeout=60), f"batch {self.batch + 2}'s upload not under way"
+                    self.upload_started.clear()
                 self.events.append((self.batch, "light"))
-            self.light_seen = True
+                self.light_seen = True
             return original_light(link, *args, **kwargs)
 
         def capture(link, segment, images):
+            self.gate_started.clear()
             self.events.append((self.batch, f"capture {segment}"))
             return original_capture(link, segment, images)
 
@@ -92,13 +125,16 @@ class Watch:
         monkeypatch.setattr(BatchGuard, "_check_and_cure", check)
         monkeypatch.setattr(BatchGuard, "_watch", watch)
         monkeypatch.setattr(AwgTimeBinProcessor, "load_batch", upload)
+        monkeypatch.setattr(LinkSetup, "_load_gate", load_gate)
         monkeypatch.setattr(LinkHealth, "read_light", light)
         monkeypatch.setattr(LinkAcquisition, "_capture", capture)
         monkeypatch.setattr(LinkAcquisition, "start_next_upload", start_next_upload)
+        monkeypatch.setattr(LinkAcquisition, "start_next_server_set_up", start_next_server_set_up)
+        monkeypatch.setattr(LinkAcquisition, "_start_server_ahead", start_server_ahead)
 
 
-def test_the_next_upload_goes_out_during_the_check_once_the_client_awg_is_read_back(calibrated_store_at, tmp_path,
-                                                                                     monkeypatch):
+def test_the_next_batch_is_set_up_during_the_check_each_party_once_its_instruments_are_read_back(
+        calibrated_store_at, tmp_path, monkeypatch):
     store = RecordStore(calibrated_store_at(tmp_path / "records"))
     watch = Watch(monkeypatch)
     result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "ahead", store=store, progress=False)
@@ -106,11 +142,15 @@ def test_the_next_upload_goes_out_during_the_check_once_the_client_awg_is_read_b
     assert watch.uploads == 2 * BATCHES  # each layer's data once: the batch's layer 1 took the upload the check sent
     for batch in range(BATCHES - 1):
         check = [event for b, event in watch.events if b == batch and not event.startswith("capture")]
-        assert check[:2] == ["read client_awg", "next upload"], check  # the client's AWG read back, then its upload
-        assert "upload" in check and "light" in check, check  # (on the worker) under way before the light is read
-        assert len([event for event in check if event.startswith("read")]) == 9  # every instrument read back
+        steps = [event for event in check if event.startswith(("read", "next", "light"))]  # (not the workers')
+        assert steps == (["read client_awg", "next upload"] + [f"read {name}" for name in SERVER]
+                         + ["light", "next server set-up"] + [f"read {name}" for name in OTHERS]), check
+        assert "upload" in check and "gate 1 on its worker" in check, check  # on their workers, meanwhile
+    layer_1_gates = [batch for batch, event in watch.events if event == "batch's gate 1"]
+    assert layer_1_gates == [0], watch.events  # batch 1's own; each next batch's layer 1 took the one its check made
     monkeypatch.setattr(LinkAcquisition, "start_next_upload", lambda link: None)
-    watch.uploads, watch.batch, watch.expect_upload = 0, None, False
+    monkeypatch.setattr(LinkAcquisition, "start_next_server_set_up", lambda link: None)
+    watch.uploads, watch.batch, watch.expect_set_ups = 0, None, False
     plain = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "plain", store=store, progress=False)
     assert watch.uploads == 2 * BATCHES
     for ahead, alone in zip(recorded(Path(result["file"])), recorded(Path(plain["file"])), strict=True):
