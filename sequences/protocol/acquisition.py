@@ -54,14 +54,6 @@ def _server_quadratures(receiver, record: AdcRecord, n_symbols: int, dc_v: float
         return receiver.record_quadratures_snu(record, n_symbols, dc_v).reshape(shape).astype(np.float32)
 
 
-def _resolve(future: Future, compute: Callable, *args) -> None:
-    """``future`` given what ``compute(*args)`` returns or raises."""
-    try:
-        future.set_result(compute(*args))
-    except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the future
-        future.set_exception(error)
-
-
 class LinkAcquisition:
     """Run a layer for a batch and read both receivers: the acquisition part of SecureLink."""
 
@@ -94,10 +86,9 @@ class LinkAcquisition:
 
         The two parties' instruments work side by side, as in two labs: layer k+1's server set-up (gate, attenuation)
         is made on a worker while layer k's records are read, and its client upload starts as soon as the client's
-        record of layer k is in, while the server's is read; the server's record of layer k is turned into quadratures
-        once layer k+1's set-ups are done (_server_records). A layer captured again (a clipped record) first waits
-        for both set-ups and puts its own client data and attenuation back; a failure waits for both before it
-        leaves, so that the cure finds the instruments idle."""
+        record of layer k is in, while the server's is read. A layer captured again (a clipped record) first waits
+        for both and puts its own client data and attenuation back; a failure waits for both before it leaves, so
+        that the cure finds the instruments idle."""
         captures = []
         with one_blas_thread():
             if next_data is not None:
@@ -107,7 +98,6 @@ class LinkAcquisition:
                     capture, data = self._run_plan(plan, data, following, between)
                     captures.append(capture)
             finally:
-                self._start_records()
                 self.settle_ahead()
         self._next_first_layer, self._next_first_plan = next_data, next_plan
         return captures
@@ -180,7 +170,6 @@ class LinkAcquisition:
             failed = loading.exception()  # waits: whatever happened here, the client's upload is over
         if failed is not None:
             raise failed
-        self._start_records()  # the layer before's server record, now that this layer's set-ups are done
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         early: dict[str, np.ndarray] = {}
 
@@ -195,8 +184,10 @@ class LinkAcquisition:
         if client is None:
             client = self._client_quadratures(client_record, n_client, client_dc_v, (batch, layer.rows))
         shape = (batch, rows.size, layer.modes)
-        # the server's record, the larger, in quadratures on a worker (the client's are needed at once: its input)
-        returned = (self._server_records(server_record, n_server, server_dc_v, shape, now=following is None)
+        # the server's record, the larger, in quadratures while the next layer is set up and acquired (the client's
+        # are needed at once: they are its input)
+        returned = (one_thread("qslab-records").submit(_server_quadratures, self.server_rx, server_record, n_server,
+                                                       server_dc_v, shape)
                     if rows.size else np.zeros(shape, dtype=np.float32))
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
@@ -204,26 +195,6 @@ class LinkAcquisition:
         capture = LayerCapture(client, rows, np.array(chosen), np.broadcast_to(sent, shape).astype(np.float32),
                                returned)
         return capture, early.get("next")
-
-    def _server_records(self, record: AdcRecord, n_server: int, dc_v: float, shape: tuple[int, ...],
-                        now: bool) -> Future:
-        """The server's record in quadratures on the records' worker: started ``now``, or, for a layer another follows,
-        once that layer's set-ups are done (_start_records). Why: started at once, the computation took the cores
-        from the next layer's upload and capture, which wait for nothing else (batch-interleaved on 2 cores: 55.9 ->
-        49.2 ms a batch); from then on it runs beside the capture's last steps and the check."""
-        args = (self.server_rx, record, n_server, dc_v, shape)
-        if now:
-            return one_thread("qslab-records").submit(_server_quadratures, *args)
-        returned: Future = Future()
-        self._records_pending.append((returned, args))
-        return returned
-
-    def _start_records(self) -> None:
-        """The server records' quadratures held back by _server_records, started now (run_layers makes sure they are
-        started, whatever happens: their futures are waited for)."""
-        pending, self._records_pending = self._records_pending, []
-        for returned, args in pending:
-            one_thread("qslab-records").submit(_resolve, returned, _server_quadratures, *args)
 
     def _client_quadratures(self, record: AdcRecord, n_client: int, dc_v: float, shape: tuple[int, int]) -> np.ndarray:
         """The client's record in quadratures, float32 [B, rows]."""

@@ -60,7 +60,6 @@ class SecureLink(LinkSetup, LinkAcquisition, LinkHealth):
         self._client_ahead: tuple[np.ndarray, Future] | None = None  # the next layer's client upload (run_layers)
         self._next_first_layer: np.ndarray | None = None  # the next batch's data and layer-1 plan, not yet set up
         self._next_first_plan: LayerPlan | None = None    # (run_layers; the check starts their set-ups)
-        self._records_pending: list = []  # server records whose quadratures start with the next layer (run_layers)
         self.pilot: PilotResult | None = None
         self.prepared_with: tuple[list[np.ndarray], float] | None = None  # prepare's arguments, for a re-apply
         self.station_notes: list[str] = []  # what the station cannot do, one line each (check_limits)

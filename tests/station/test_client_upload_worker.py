@@ -27,7 +27,6 @@ class StubLink(LinkAcquisition):
         self.layers = [SimpleNamespace(reference=np.ones(ROWS, complex), modes=MODES, rows=ROWS, segment_id=1)]
         self.verify_fraction, self.client_samples_per_symbol = 0.5, 16
         self._attenuator_fastest, self._server_ahead, self._client_ahead = True, None, None
-        self._records_pending = []
         self.processor = SimpleNamespace(load_batch=load_batch)
         self._load_gate = load_gate
 

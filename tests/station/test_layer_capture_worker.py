@@ -87,7 +87,7 @@ def test_a_layer_that_fails_leaves_no_set_up_started_ahead_running_when_run_laye
 
     class FailingLink(LinkAcquisition):
         def __init__(self):
-            self.settled, self.ran, self._records_pending = 0, [], []
+            self.settled, self.ran = 0, []
 
         def _run_plan(self, plan, data, following=None, between=None):
             self.ran.append(plan)
