@@ -6,8 +6,10 @@ of a name run in the order they were submitted, and no call pays for starting a 
 
 A session's bookkeeping (its file's appends, the running sums) runs on *background* threads, at the lowest CPU
 priority (``yield_cpu``): nothing waits for it until a checkpoint or the next append, while the acquisition's steps
-follow one another on the two cores it shares with them. Batch-interleaved on the 2-core machine (session 26, nice 19
-and 0 alternating): 55.3 -> 51.8 and 52.1 -> 50.3 ms a batch in two runs (medians of 50).
+follow one another on the two cores it shares with them. Measured on the 2-core machine: whole 6000-image sessions
+alternating nice 19 and 0 read the same (0.520 and 0.523 ms an image, medians of 8 pairs, session 27); the 3-7 %
+that batches alternating within one session showed (session 26) did not hold for whole sessions (the bookkeeping
+deferred in one mode's batches is probably done in the other's).
 """
 
 from __future__ import annotations
