@@ -494,7 +494,7 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         finally:
             with interrupts.protected():
                 if link is not None:
-                    link.settle_ahead()  # an upload started ahead (the check's) ends before the safe state
+                    link.settle_ahead()  # the set-ups started ahead (the check's) end before the safe state
                 station.close()
         interrupts.check("after the last batch, before the results were written")
     except BaseException as error:

@@ -103,9 +103,10 @@ class LinkAcquisition:
         return captures
 
     def settle_ahead(self) -> None:
-        """Wait for the set-ups started ahead (run_layers, start_next_upload) and drop them, their errors with them:
-        the layer they were for will not run as planned. Their errors, if any, are met again when the set-ups are made
-        afresh. Whatever else talks to their instruments (a cure, a vacuum reading, the safe state) settles first."""
+        """Wait for the set-ups started ahead (run_layers, the check's start_next_*) and drop them, their errors with
+        them: the layer they were for will not run as planned. Their errors, if any, are met again when the set-ups
+        are made afresh. Whatever else talks to their instruments (a cure, a vacuum reading, the safe state) settles
+        first."""
         for ahead in (self._server_ahead, self._client_ahead):
             if ahead is not None:
                 ahead[1].exception()

@@ -58,8 +58,8 @@ class LinkHealth:
 
     def read_vacuum(self, symbols: int = VACUUM_SYMBOLS) -> dict[str, VacuumReading]:
         """Both receivers with the shutter closed (AWGs stopped): one acquisition of vacuum each. The shutter
-        is opened again only when the readings were taken (a failure leaves it closed). An upload started ahead ends
-        first (settle_ahead): the client's AWG is stopped here."""
+        is opened again only when the readings were taken (a failure leaves it closed). The set-ups started ahead end
+        first (settle_ahead): both AWGs are stopped here."""
         self.settle_ahead()
         self.awg.stop()
         self.client_awg.stop()
