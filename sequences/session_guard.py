@@ -17,10 +17,10 @@ The next batch's set-ups go out during the check, each once the instruments it t
 never overwrites what they held during the batch before that is read): the client's AWG is read first, then its
 upload starts on a worker (SecureLink.start_next_upload); then the server's AWG, attenuator and meter, the light, and
 the server's set-up (start_next_server_set_up); then the other instruments. A settings finding on those still comes
-first; a cure, or a vacuum reading, waits for the set-ups under way. Why: on hardware an upload and a VOA move take
-instrument time, which the rest of the check now hides (with the bench's instruments in real time, 0.83 -> 0.78 ms an
-image, session 27); on the 2-core bench at its default time scale the host's CPU is the limit and the batch does not
-get measurably shorter.
+first; a cure, or a vacuum reading, waits for the set-ups under way. Why: on hardware an upload (a megabyte to the
+client's AWG) and a VOA move take the instruments' time, which the rest of the check can hide. The bench shows no gain
+(session 27, benchmarks/bench_session_ab.py: whole sessions alternating with the code before, at the default time
+scale and in real time): its host's CPU is the limit, and its AWGs take no time to store an upload.
 
 Cures, then the batch again: a reset -> that instrument's share of the set-up again, the whole set-up for
 an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
