@@ -231,15 +231,21 @@ def run_batch(link, layers: int, pixels: np.ndarray, seed: int, batch: int,
     ``next_pixels``: the next batch's images, whose client codes for layer 1 are worked out while this batch is
     captured, and whose layer 1 both parties set up while it is checked (LinkAcquisition.run_layers' ``next_data``,
     ``next_plan``: drawn from the next batch's seed, as its own run draws it again)."""
-    rng = np.random.default_rng([seed, batch])
-    plans = [link.plan_layer(index, rng) for index in range(layers)]  # the draws of one layer after the other
+    plans = batch_plans(link, layers, seed, batch)
     next_data = mnist.preprocess(next_pixels) if next_pixels is not None and len(next_pixels) else None
-    next_plan = link.plan_layer(0, np.random.default_rng([seed, batch + 1])) if next_data is not None else None
+    next_plan = batch_plans(link, 1, seed, batch + 1)[0] if next_data is not None else None
     captures = link.run_layers(plans, mnist.preprocess(pixels), client_step, next_data, next_plan)
     for capture in captures:  # every layer's server record in quadratures before the batch counts as taken
         capture.returned_snu  # noqa: B018
     _, unusable = hidden_vectors(captures[0].client_quadratures_snu)
     return captures, predictions(captures[-1].client_quadratures_snu, unusable)
+
+
+def batch_plans(link, layers: int, seed: int, batch: int) -> list:
+    """The first ``layers`` layers' plans of ``batch`` (LinkAcquisition.plan_layer): drawn from SeedSequence([seed,
+    batch]), one layer after the other, so the first layer's is the same whether one or all are drawn."""
+    rng = np.random.default_rng([seed, batch])
+    return [link.plan_layer(index, rng) for index in range(layers)]
 
 
 def client_step(client_quadratures_snu: np.ndarray) -> np.ndarray:
