@@ -13,14 +13,14 @@ reset, a drifted bias, less laser light) and leave numbers that look like data. 
                 light moved, a vacuum record with the shutter closed: its noise follows the LO, a share of
                 the laser, so it tells a weaker laser from modulators that pass less light.
 
-The next batch's set-ups go out during the check, each once the instruments it talks to have read back as set (it
-never overwrites what they held during the batch before that is read): the client's AWG is read first, then its
-upload starts on a worker (SecureLink.start_next_upload); then the server's AWG, attenuator and meter, the light, and
-the server's set-up (start_next_server_set_up); then the other instruments. A settings finding on those still comes
-first; a cure, or a vacuum reading, waits for the set-ups under way. Why: on hardware an upload (a megabyte to the
-client's AWG) and a VOA move take the instruments' time, which the rest of the check can hide. The bench shows no gain
-(session 27, benchmarks/bench_session_ab.py: whole sessions alternating with the code before, at the default time
-scale and in real time): its host's CPU is the limit, and its AWGs take no time to store an upload.
+Every instrument is read back at once, each on a thread of its own (a read-back is a round trip: nine in a row were
+4.6 ms of a 50 ms batch on the bench, the check's largest part). The next batch's set-ups go out during the check,
+each once the instruments it talks to have read back as set (it never overwrites what they held during the batch
+before that is read): the client's upload once its AWG has (SecureLink.start_next_upload); the server's set-up
+(start_next_server_set_up) once its AWG, attenuator and meter have and the light is read. A settings finding still
+comes first; a cure, or a vacuum reading, waits for the set-ups under way. Why: on hardware an upload (a megabyte to
+the client's AWG) and a VOA move take the instruments' time, which the rest of the check can hide; the bench, whose
+AWGs store an upload in no time, shows no gain from them (session 27, benchmarks/bench_session_ab.py).
 
 Cures, then the batch again: a reset -> that instrument's share of the set-up again, the whole set-up for
 an AWG or the digitizer (SecureLink.reapply_instrument); the carrier moved
@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from qslab.analysis.workers import one_thread
 from qslab.instruments.optical.faults import (ConnectionReopened, InstrumentError, InstrumentFault, QueryRetried,
                                              RetryEvent, add_retry_observer, remove_retry_observer)
 from qslab.instruments.optical import LimitError
@@ -364,9 +366,9 @@ class BatchGuard:
 
     def _examine(self) -> list[Finding]:
         """What the check finds: settings first (a reset or a foreign write explains the rest), then the light. The
-        read-backs run in stages, so that the next batch's set-ups go out while the rest is checked: the client's
-        instruments, then its upload; the server's (those its set-up and the light reading use), then the light and
-        the server's set-up; then the others (SecureLink.start_next_upload, start_next_server_set_up)."""
+        next batch's set-ups go out as the read-backs come in: the client's upload once the client's instruments are
+        read, the light and then the server's set-up once the server's are (those its set-up and the light reading
+        use; SecureLink.start_next_upload, start_next_server_set_up)."""
         light = []
 
         def light_then_set_up() -> None:
@@ -409,22 +411,26 @@ class BatchGuard:
     def _settings_changes(self, stages: Iterable[tuple[Iterable[str], Callable[[], None]]] = ()
                           ) -> dict[str, tuple[bool, list[str]]]:
         """{instrument: (power-cycled, changes)} of every instrument whose settings read back otherwise than set, in
-        the station's order. ``stages``: (instruments, then) read first, in order; each ``then`` is called once its
-        instruments are read, when nothing was found so far."""
+        the station's order. Every instrument is read at once, each on a thread of its own. ``stages``: (instruments,
+        then), met in order: each ``then`` is called once its instruments are read, when nothing was found among
+        those read so far. A failed read raises once every read has ended (the first failure in the stages' order,
+        then the station's)."""
         names = list(self.station.connections)
-        order, calls = [], {}
-        for instruments, then in stages:
-            group = [name for name in instruments if name in names and name not in order]
-            order += group
-            if group:
-                calls[group[-1]] = then
-        found = {}
-        for name in order + [name for name in names if name not in order]:
-            power_cycled, changes = settings_evidence(self._watch(name))
-            if power_cycled or changes:
-                found[name] = (power_cycled, changes)
-            if name in calls and not found:
-                calls[name]()
+        reads = {name: one_thread(f"qslab-read-back-{name}").submit(settings_evidence, self._watch(name))
+                 for name in names}
+        read, found = [], {}
+        try:
+            for instruments, then in [*stages, (names, None)]:
+                group = [name for name in instruments if name in reads and name not in read]
+                for name in group:
+                    power_cycled, changes = reads[name].result()
+                    read.append(name)
+                    if power_cycled or changes:
+                        found[name] = (power_cycled, changes)
+                if group and then is not None and not found:
+                    then()
+        finally:
+            futures.wait(reads.values())  # no read is left talking to its instrument (a cure, the safe state follow)
         return {name: found[name] for name in names if name in found}
 
     def _watch(self, name: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from qslab.instruments.drivers._scpi import changed_settings, settings_evidence, split_response_units
+from qslab.instruments.drivers._scpi import SettingsPlan, changed_settings, settings_evidence, split_response_units
 from qslab.instruments.drivers.keysight_n77xx import KeysightN7711A, KeysightN7762A
 from tests.drivers.expected_protocol import expected_protocol
 from tests.drivers.test_n77xx_protocol import NO_ERROR, attenuator_connect, laser_connect
@@ -95,3 +95,44 @@ def test_a_laser_power_changed_behind_the_session_shows_once_in_dbm():
 ])
 def test_response_units_split_at_semicolons_outside_quoted_strings(reply, units):
     assert split_response_units(reply) == units
+
+
+def test_a_kept_plan_skips_the_gets_of_replies_read_back_as_set_before_and_still_sees_every_change():
+    """With the plan a check keeps (SettingsPlan), a reply equal to one that read back as the same cached value is
+    not parsed again (qcodes' get costs more than the round trip); a reply that differs, or a cache the session
+    changed since, goes through the get as always."""
+    set_25_db = [(b"INP1:ATT 25.0000;:SYST:ERR?\n", NO_ERROR)]
+    as_set = b"+1.00000000E+001;+2.00000000E+001;+1.00000000E+001;+0.00000000E+000\r\n"
+    reset = b"+1.00000000E+001;+0.00000000E+000;+1.00000000E+001;+0.00000000E+000\r\n"
+    pairs = attenuator_connect() + SET_20_DB + [(TOGETHER, as_set), (TOGETHER, as_set)] + set_25_db + [
+        (TOGETHER, as_set), (TOGETHER, reset)]
+    with expected_protocol(_voa, pairs) as voa:
+        gets = []
+
+        def count_gets(parameter):
+            get = parameter.get
+
+            def counted():
+                gets.append(parameter.name)
+                return get()
+
+            parameter.get = counted
+
+        for parameter in (voa.att1.attenuation_db, voa.att1.attenuation_speed_db_s, voa.att2.attenuation_db,
+                          voa.att2.attenuation_speed_db_s):
+            count_gets(parameter)
+        voa.att1.attenuation_db(20.0)
+        plan = SettingsPlan(voa)
+        assert settings_evidence(voa, power_on_bit=False, plan=plan) == (False, {})
+        assert len(gets) == 4  # the first check parses every reply
+        gets.clear()
+        assert settings_evidence(voa, power_on_bit=False, plan=plan) == (False, {})
+        assert gets == []  # the same replies for the same cached values: nothing parsed
+        voa.att1.attenuation_db(25.0)
+        assert settings_evidence(voa, power_on_bit=False, plan=plan) == (
+            False, {"voa_att1_attenuation_db": (25.0, 20.0)})  # a new cached value: its reply parsed again
+        assert gets == ["attenuation_db"]
+        gets.clear()
+        voa.att1.attenuation_db.cache.set(20.0)
+        assert settings_evidence(voa, power_on_bit=False, plan=plan) == (False, {"voa_att1_attenuation_db": (20.0, 0.0)})
+        assert gets == ["attenuation_db"]  # a reply that differs: parsed, and the change found

@@ -1,8 +1,8 @@
-"""The next batch's layer 1 is set up during the check after a batch (BatchGuard._examine): the client's upload once
-the check has read the client's AWG back (SecureLink.start_next_upload), the server's gate and attenuation once it has
-read the server's AWG, attenuator and meter and the light (start_next_server_set_up), while it reads the rest. A batch
-whose check then finds a fault ends what it started before the check reads the vacuum (it stops the AWGs) and before
-the cure, and is taken again with its own data."""
+"""The check after a batch reads every instrument back at once, each on a thread of its own, and sets the next batch's
+layer 1 up meanwhile (BatchGuard._examine): the client's upload once the client's AWG has read back
+(SecureLink.start_next_upload), the server's gate and attenuation once the server's AWG, attenuator and meter have, and
+the light (start_next_server_set_up). A batch whose check then finds a fault ends what it started before the check
+reads the vacuum (it stops the AWGs) and before the cure, and is taken again with its own data."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from qslab.sequences.protocol.acquisition import LinkAcquisition
 from qslab.sequences.protocol.health import LinkHealth
 from qslab.sequences.protocol.setup import LinkSetup
 from qslab.sequences.session import SessionSettings, run_session
+from qslab.sequences import session_guard
 from qslab.sequences.session_guard import BatchGuard
 
 CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
@@ -38,24 +39,30 @@ def recorded(path: Path) -> list[np.ndarray]:
 
 
 class Watch:
-    """The session's batch, the check under way and what it did, in order (patched into the session's classes).
+    """The session's batch, the check under way and what it did, in order (patched into the session's classes); a
+    read-back's event is its end, on the thread that read it (``readers``).
 
     While ``expect_set_ups``, each check but the last waits for the next batch's upload to be under way before it
-    reads the light, and, once it started the server's set-up, for its gate before it reads the other instruments:
-    set-ups made at the next batch's start instead never end those waits."""
+    reads the light, and for the next batch's gate to be loading before it ends: set-ups made at the next batch's start
+    instead never end those waits."""
 
     def __init__(self, monkeypatch):
         self.batch: int | None = None
         self.checking = self.light_seen = False
         self.expect_set_ups = True
         self.events: list[tuple[int, str]] = []  # (batch, "read <instrument>", "next upload", "upload", "light"...)
+        self.readers: dict[str, set[str]] = {}  # instrument -> the threads that read it back in checks
         self.uploads = 0
         self.upload_started, self.gate_started = threading.Event(), threading.Event()
+        self.before_read: dict[str, object] = {}  # instrument -> a callable run before its read-back in a check
+        self.after_read: dict[str, object] = {}  # ... and after it
+        names: dict[int, str] = {}
         original_take, original_watch = BatchGuard.take, BatchGuard._watch
         original_check, original_upload = BatchGuard._check_and_cure, AwgTimeBinProcessor.load_batch
         original_light, original_capture = LinkHealth.read_light, LinkAcquisition._capture
         original_start, original_server = LinkAcquisition.start_next_upload, LinkAcquisition.start_next_server_set_up
         original_gate, original_ahead = LinkSetup._load_gate, LinkAcquisition._start_server_ahead
+        original_evidence = session_guard.settings_evidence
 
         def expecting() -> bool:
             return self.expect_set_ups and self.checking and self.batch < BATCHES - 1
@@ -67,16 +74,29 @@ class Watch:
         def check(guard):
             self.checking, self.light_seen = True, False
             try:
-                return original_check(guard)
+                found = original_check(guard)
+                if expecting() and (self.batch, "server set-up started") in self.events:
+                    assert self.gate_started.wait(timeout=60), f"batch {self.batch + 2}'s server set-up not under way"
+                return found
             finally:
                 self.checking = False
 
         def watch(guard, name):
+            settings = original_watch(guard, name)
+            names[id(settings)] = name
+            return settings
+
+        def evidence(settings):
+            name, batch = names.get(id(settings), "?"), self.batch
+            if self.checking and name in self.before_read:
+                self.before_read[name]()
+            found = original_evidence(settings)
             if self.checking:
-                if name in OTHERS and (self.batch, "server set-up started") in self.events and expecting():
-                    assert self.gate_started.wait(timeout=60), f"batch {self.batch + 2}'s server set-up not under way"
-                self.events.append((self.batch, f"read {name}"))
-            return original_watch(guard, name)
+                self.events.append((batch, f"read {name}"))
+                self.readers.setdefault(name, set()).add(threading.current_thread().name)
+                if name in self.after_read:
+                    self.after_read[name]()
+            return found
 
         def start_next_upload(link):
             self.events.append((self.batch, "next upload"))
@@ -124,6 +144,7 @@ class Watch:
         monkeypatch.setattr(BatchGuard, "take", take)
         monkeypatch.setattr(BatchGuard, "_check_and_cure", check)
         monkeypatch.setattr(BatchGuard, "_watch", watch)
+        monkeypatch.setattr(session_guard, "settings_evidence", evidence)
         monkeypatch.setattr(AwgTimeBinProcessor, "load_batch", upload)
         monkeypatch.setattr(LinkSetup, "_load_gate", load_gate)
         monkeypatch.setattr(LinkHealth, "read_light", light)
@@ -143,9 +164,13 @@ def test_the_next_batch_is_set_up_during_the_check_each_party_once_its_instrumen
     for batch in range(BATCHES - 1):
         check = [event for b, event in watch.events if b == batch and not event.startswith("capture")]
         steps = [event for event in check if event.startswith(("read", "next", "light"))]  # (not the workers')
-        assert steps == (["read client_awg", "next upload"] + [f"read {name}" for name in SERVER]
-                         + ["light", "next server set-up"] + [f"read {name}" for name in OTHERS]), check
+        reads = sorted(step for step in steps if step.startswith("read"))
+        assert reads == sorted(f"read {name}" for name in ("client_awg", *SERVER, *OTHERS)), check  # each once
+        assert steps.index("read client_awg") < steps.index("next upload") < steps.index("light"), check
+        assert max(steps.index(f"read {name}") for name in SERVER) < steps.index("light"), check
+        assert steps.index("light") < steps.index("next server set-up"), check
         assert "upload" in check and "gate 1 on its worker" in check, check  # on their workers, meanwhile
+    assert watch.readers == {name: {f"qslab-read-back-{name}_0"} for name in ("client_awg", *SERVER, *OTHERS)}
     layer_1_gates = [batch for batch, event in watch.events if event == "batch's gate 1"]
     assert layer_1_gates == [0], watch.events  # batch 1's own; each next batch's layer 1 took the one its check made
     monkeypatch.setattr(LinkAcquisition, "start_next_upload", lambda link: None)
@@ -155,6 +180,26 @@ def test_the_next_batch_is_set_up_during_the_check_each_party_once_its_instrumen
     assert watch.uploads == 2 * BATCHES
     for ahead, alone in zip(recorded(Path(result["file"])), recorded(Path(plain["file"])), strict=True):
         np.testing.assert_array_equal(ahead, alone)  # the same light, value for value
+
+
+def test_the_instruments_are_read_back_at_once_not_one_after_another(calibrated_store_at, tmp_path, monkeypatch):
+    """The client's AWG is read back only once the digitizer, the station's last instrument, has been: were the
+    read-backs one after another, in any order that starts with the client's (its upload waits for it), the check would
+    never end."""
+    store = RecordStore(calibrated_store_at(tmp_path / "records"))
+    watch = Watch(monkeypatch)
+    digitizer_read = threading.Event()
+
+    def after_digitizer():
+        assert digitizer_read.wait(timeout=60), "the client's AWG was read back before the digitizer"
+        digitizer_read.clear()
+
+    watch.before_read["client_awg"], watch.after_read["digitizer"] = after_digitizer, digitizer_read.set
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
+    assert result["verified"]
+    for batch in range(BATCHES):
+        steps = [event for b, event in watch.events if b == batch and event.startswith("read")]
+        assert steps.index("read digitizer") < steps.index("read client_awg"), steps
 
 
 def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken_again_with_its_own_data(
