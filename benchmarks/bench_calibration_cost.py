@@ -36,8 +36,10 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(CONFIG)
     work = Path(tempfile.mkdtemp(prefix="qslab_bench_calibration_cost_"))
+    atexit.register(shutil.rmtree, work, True)  # its sessions' files: hundreds of MB a run
     store = RecordStore(work / "calibration")
     start = time.perf_counter()
     with LabStation(config) as station:

@@ -37,6 +37,8 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import socket  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -337,6 +339,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(CONFIG)
     work = Path(tempfile.mkdtemp(prefix="qslab_bench_session_"))
+    atexit.register(shutil.rmtree, work, True)  # its sessions' files: hundreds of MB a run
     store = RecordStore(work / "calibration")
     settings = SessionSettings(images=args.images, mu=6.0, gain=1.3, seed=0, batch_images=args.batch_images,
                                verify_fraction=0.01, failure_probability=1e-10, laser_power_dbm=10.0)

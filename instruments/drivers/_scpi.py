@@ -673,8 +673,9 @@ class SettingsPlan:
 
     def read_back_before(self, parameter: Any, reply: str, value: Any) -> bool:
         """Whether this very reply read back as this very cached value before: the parameter's get would parse it
-        to what it did then. Why: qcodes' get and its parsers cost more than the check's round trips (~2 ms a
-        batch for the station); a changed setting or a changed cache value still goes through the get."""
+        to what it did then. Why: qcodes' get and its parser take ~15 us a parameter, 0.8 ms of CPU a batch over
+        the station's settings (session 28: 2.74 -> 1.91 ms a check); a changed setting or a changed cache value
+        still goes through the get."""
         agreed = self._agreed.get(parameter)
         return (agreed is not None and agreed[0] == reply and type(agreed[1]) is type(value)
                 and agreed[1] == value)
