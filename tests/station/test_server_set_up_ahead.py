@@ -98,7 +98,8 @@ def test_layer_2_is_set_up_while_layer_1_is_read_and_every_capture_runs_with_its
         assert gate_segment == segment, f"batch {batch} layer {segment} ran with gate segment {gate_segment}"
     first, again = (x_hat for batch, segment, *_, x_hat in captures if batch == CLIPPED_BATCH and segment == 1)
     np.testing.assert_array_equal(again, first)  # the retake played layer 1's data, not layer 2's sent meanwhile
-    on_worker = {(batch, segment) for batch, segment, thread in gate_threads
-                 if thread.startswith("qslab-server-set-up")}
-    # (layer 1's: batch 1's on the session's thread, the others' in the check before them: test_set_ups_in_check)
-    assert on_worker == {(batch, 2) for batch in range(batches)}
+    layer_2_gates = [(batch, thread) for batch, segment, thread in gate_threads if segment == 2]
+    assert {batch for batch, _ in layer_2_gates} == set(range(batches))
+    assert all(thread.startswith("qslab-server-set-up") for _, thread in layer_2_gates), layer_2_gates
+    # (layer 1's: batch 1's on the session's thread, the others' started in the check before them, on the same worker,
+    # which on a loaded machine may still be loading when the next batch starts: test_set_ups_in_check)
