@@ -1,4 +1,5 @@
 """This checkout against an earlier revision, whole bench sessions alternating: did a change make sessions faster?
+With ``--served`` instead: this checkout's embedded bench against the same bench served in a process of its own.
 
 Each session runs in a process of its own on the embedded bench, the two trees taking turns (A B, B A, A B, ...), and
 reports its median interval between committed batches from batch 10 on, per image (ms). Printed: every pair, both
@@ -10,7 +11,13 @@ apart, and alternating a change batch by batch inside one session measured gains
 ~10 pairs to show. ``--time-scale 1`` runs the bench's instruments in real time (a VOA move, a meter's averaging take
 their real seconds), which is where overlapping instrument steps shows.
 
-    python benchmarks/bench_session_ab.py --base REV [--pairs 8] [--images 6000] [--batch-images 100]
+``--served`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process (what
+``qslab session`` starts), "this" the same bench served by ``qslab bench serve`` (one started for each session, at the
+same time scale and with one BLAS thread, so both read the same bits) and reached at its addresses. The difference is
+what sharing one interpreter lock with the bench's threads costs the session (a served bench costs the start of a
+process instead: ~0.6 s).
+
+    python benchmarks/bench_session_ab.py (--base REV | --served) [--pairs 8] [--images 6000] [--batch-images 100]
                                           [--time-scale S] [--json]
 """
 
@@ -20,10 +27,12 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +96,56 @@ def config_at(tree: Path, time_scale: float | None, into: Path) -> Path:
     return path
 
 
-def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int) -> float:
-    """One session in its own process: its median batch interval from batch 10 on, ms per image."""
+def served_config_text(text: str, addresses: dict[str, str]) -> str:
+    """A lab config's text with each ``[instruments.NAME]`` served by the bench (``address = "bench"``) at
+    ``addresses[NAME]`` instead; every other line as it was."""
+    lines, table = [], None
+    for line in text.splitlines():
+        if line.startswith("["):
+            header = re.match(r"\[instruments\.(\w+)\]", line)
+            table = header.group(1) if header else None
+        if table in addresses and line.strip() == 'address = "bench"':
+            line = f'address = "{addresses[table]}"'
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def served_bench(shim: Path, config: Path, time_scale: float):
+    """``qslab bench serve`` of ``config``'s [bench] in a process of its own; yields ``config`` with every bench
+    instrument at its served address (written next to ``config``)."""
+    bench = subprocess.Popen([sys.executable, "-m", "qslab.sequences.cli", "bench", "serve", "--config", str(config),
+                              "--time-scale", repr(time_scale), "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        first = bench.stdout.readline()
+        if not first.startswith("{"):
+            bench.kill()
+            raise SystemExit(f"bench_session_ab: `qslab bench serve` printed {first!r}, expected its JSON line "
+                             f"({bench.communicate()[1].strip()[-300:]})")
+        addresses = {name: entry["address"] for name, entry in json.loads(first)["instruments"].items()}
+        served = config.with_name("served.toml")
+        served.write_text(served_config_text(config.read_text(), addresses))
+        yield served
+    finally:
+        bench.terminate()
+        bench.communicate()  # its "stopped" line, not this benchmark's
+
+
+def time_scale_of(config: Path) -> float:
+    """The [bench] time_scale of a lab config."""
+    import tomllib
+
+    return float(tomllib.loads(config.read_text())["bench"]["time_scale"])
+
+
+def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, served: bool = False) -> float:
+    """One session in its own process: its median batch interval from batch 10 on, ms per image. ``served``: its
+    bench served in a process of its own (served_bench)."""
+    if served:
+        with served_bench(shim, config, time_scale_of(config)) as served_config:
+            return one_session(shim, served_config, work, images, batch_images)
     done = subprocess.run([sys.executable, "-c", CHILD, str(config), str(work / "calibration"), str(work / "out"),
                            str(images), str(batch_images)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_THREAD_TIMEOUT": "4"})
@@ -105,7 +162,11 @@ def sign_test_p(wins: int, pairs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="the revision compared with this checkout (git rev)")
+    compared = parser.add_mutually_exclusive_group(required=True)
+    compared.add_argument("--base", help="the revision compared with this checkout (git rev)")
+    compared.add_argument("--served", action="store_true",
+                          help="compare this checkout's embedded bench (base) with the same bench served in a process "
+                               "of its own (this)")
     parser.add_argument("--pairs", type=int, default=8, help="sessions per tree (default 8)")
     parser.add_argument("--images", type=int, default=6000, help="images per session (default 6000)")
     parser.add_argument("--batch-images", type=int, default=100, help="images per batch (default 100)")
@@ -118,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("expected at least 12 batches a session (--images >= 12 x --batch-images) and --pairs >= 1")
     with tempfile.TemporaryDirectory(prefix="qslab_ab_") as temporary:
         work = Path(temporary)
-        trees = {"base": tree_of(args.base, work / "base" / "tree"), "this": ROOT}
+        trees = {"base": ROOT if args.served else tree_of(args.base, work / "base" / "tree"), "this": ROOT}
         runs = {}
         for name, tree in trees.items():
             (work / name / "run").mkdir(parents=True)
@@ -127,19 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, list[float]] = {"base": [], "this": []}
         for pair in range(args.pairs):
             for name in ("base", "this") if pair % 2 == 0 else ("this", "base"):
-                figures[name].append(one_session(*runs[name], args.images, args.batch_images))
+                figures[name].append(one_session(*runs[name], args.images, args.batch_images,
+                                                 served=args.served and name == "this"))
             print(f"pair {pair + 1}: base {figures['base'][-1]:.3f}  this {figures['this'][-1]:.3f} ms an image",
                   flush=True)
     base, this = np.array(figures["base"]), np.array(figures["this"])
     faster = int(np.sum(this < base))
     p = sign_test_p(faster, args.pairs)
+    base_name = "the embedded bench" if args.served else args.base
+    this_name = "served bench" if args.served else "this checkout"
     print(f"{args.images}-image sessions, {args.batch_images} a batch, time scale "
-          f"{'as configured' if args.time_scale is None else args.time_scale}: base ({args.base}) median "
-          f"{np.median(base):.3f}, this checkout {np.median(this):.3f} ms an image; this - base per pair, median "
+          f"{'as configured' if args.time_scale is None else args.time_scale}: base ({base_name}) median "
+          f"{np.median(base):.3f}, {this_name} {np.median(this):.3f} ms an image; this - base per pair, median "
           f"{np.median(this - base):+.3f} ms an image; this faster in {faster} of {args.pairs} pairs (sign test "
           f"p = {p:.2f}: {'a difference' if p < 0.05 else 'no difference shown'})")
     if args.json:
-        print(json.dumps({"base": args.base, "base_ms_per_image": base.tolist(), "this_ms_per_image": this.tolist(),
+        print(json.dumps({"base": base_name, "this": this_name, "base_ms_per_image": base.tolist(),
+                          "this_ms_per_image": this.tolist(),
                           "median_difference_ms_per_image": float(np.median(this - base)), "this_faster_pairs": faster,
                           "sign_test_p": p}))
     return 0
