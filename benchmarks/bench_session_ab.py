@@ -12,8 +12,9 @@ apart, and alternating a change batch by batch inside one session measured gains
 their real seconds), which is where overlapping instrument steps shows.
 
 ``--served`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process (what
-``qslab session`` starts), "this" the same bench served by ``qslab bench serve`` (one started for each session, at the
-same time scale and with one BLAS thread, so both read the same bits) and reached at its addresses. The difference is
+``qslab session`` starts), "this" the same bench served by a process of its own (``bench_process.BenchProcess``, as
+``qslab bench serve`` would; one started for each session, at the same time scale and with one BLAS thread, so both
+read the same bits) and reached at its addresses. The difference is
 what sharing one interpreter lock with the bench's threads costs the session (a served bench costs the start of a
 process instead: ~0.6 s).
 
@@ -111,40 +112,23 @@ def served_config_text(text: str, addresses: dict[str, str]) -> str:
 
 
 @contextmanager
-def served_bench(shim: Path, config: Path, time_scale: float):
-    """``qslab bench serve`` of ``config``'s [bench] in a process of its own; yields ``config`` with every bench
-    instrument at its served address (written next to ``config``)."""
-    bench = subprocess.Popen([sys.executable, "-m", "qslab.sequences.cli", "bench", "serve", "--config", str(config),
-                              "--time-scale", repr(time_scale), "--json"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_NUM_THREADS": "1"})
-    try:
-        first = bench.stdout.readline()
-        if not first.startswith("{"):
-            bench.kill()
-            raise SystemExit(f"bench_session_ab: `qslab bench serve` printed {first!r}, expected its JSON line "
-                             f"({bench.communicate()[1].strip()[-300:]})")
-        addresses = {name: entry["address"] for name, entry in json.loads(first)["instruments"].items()}
+def served_bench(shim: Path, config: Path):
+    """``config``'s [bench] served by a process of its own (qslab.instruments.sim.bench_process, run from ``shim``'s
+    tree); yields ``config`` with every bench instrument at its served address (written next to ``config``)."""
+    from qslab.instruments.sim.bench_parameters import load_bench_table
+    from qslab.instruments.sim.bench_process import BenchProcess
+
+    with BenchProcess(load_bench_table(config), env={**os.environ, "PYTHONPATH": str(shim)}) as bench:
         served = config.with_name("served.toml")
-        served.write_text(served_config_text(config.read_text(), addresses))
+        served.write_text(served_config_text(config.read_text(), bench.instruments))
         yield served
-    finally:
-        bench.terminate()
-        bench.communicate()  # its "stopped" line, not this benchmark's
-
-
-def time_scale_of(config: Path) -> float:
-    """The [bench] time_scale of a lab config."""
-    import tomllib
-
-    return float(tomllib.loads(config.read_text())["bench"]["time_scale"])
 
 
 def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, served: bool = False) -> float:
     """One session in its own process: its median batch interval from batch 10 on, ms per image. ``served``: its
     bench served in a process of its own (served_bench)."""
     if served:
-        with served_bench(shim, config, time_scale_of(config)) as served_config:
+        with served_bench(shim, config) as served_config:
             return one_session(shim, served_config, work, images, batch_images)
     done = subprocess.run([sys.executable, "-c", CHILD, str(config), str(work / "calibration"), str(work / "out"),
                            str(images), str(batch_images)], capture_output=True, text=True,

@@ -47,7 +47,7 @@ def test_the_served_config_moves_only_the_bench_instruments_addresses():
 
 def test_the_served_bench_answers_at_the_configs_addresses_and_is_gone_afterwards(tmp_path):
     config = AB.config_at(ROOT, None, tmp_path)
-    with AB.served_bench(AB.importable(ROOT, tmp_path / "shim"), config, AB.time_scale_of(config)) as served:
+    with AB.served_bench(AB.importable(ROOT, tmp_path / "shim"), config) as served:
         address = tomllib.loads(served.read_text())["instruments"]["laser"]["address"]
         manager = pyvisa.ResourceManager("@py")
         try:
