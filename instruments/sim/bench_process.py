@@ -72,13 +72,11 @@ class BenchProcess:
     def message_counts(self) -> dict[str, int]:
         """``Bench.message_counts`` of the served bench."""
         with self._lock:
+            if self._process is None:
+                raise OSError("the bench process is not running: its counts are read while it serves")
             self._process.stdin.write("counts\n")
             self._process.stdin.flush()
             return json.loads(self._line(START_TIMEOUT_S))
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def stop(self) -> None:
         """Close its stdin (it stops serving and exits), wait, kill it if it has not ended in STOP_TIMEOUT_S."""
