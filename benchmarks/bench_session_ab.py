@@ -14,9 +14,9 @@ their real seconds), which is where overlapping instrument steps shows.
 ``--served`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process (what
 ``qslab session`` starts), "this" the same bench served by a process of its own (``bench_process.BenchProcess``, as
 ``qslab bench serve`` would; one started for each session, at the same time scale and with one BLAS thread, so both
-read the same bits) and reached at its addresses. The difference is
-what sharing one interpreter lock with the bench's threads costs the session (a served bench costs the start of a
-process instead: ~0.6 s).
+read the same bits) and reached at its addresses. The difference is what sharing one interpreter lock with the bench's
+threads costs a session's batches; the bench process's start and stop are not in the figure (what they cost a whole
+`qslab session`: docs/HARDWARE.md, section 3).
 
     python benchmarks/bench_session_ab.py (--base REV | --served) [--pairs 8] [--images 6000] [--batch-images 100]
                                           [--time-scale S] [--json]
