@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -97,26 +96,13 @@ def config_at(tree: Path, time_scale: float | None, into: Path) -> Path:
     return path
 
 
-def served_config_text(text: str, addresses: dict[str, str]) -> str:
-    """A lab config's text with each ``[instruments.NAME]`` served by the bench (``address = "bench"``) at
-    ``addresses[NAME]`` instead; every other line as it was."""
-    lines, table = [], None
-    for line in text.splitlines():
-        if line.startswith("["):
-            header = re.match(r"\[instruments\.(\w+)\]", line)
-            table = header.group(1) if header else None
-        if table in addresses and line.strip() == 'address = "bench"':
-            line = f'address = "{addresses[table]}"'
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
 @contextmanager
 def served_bench(shim: Path, config: Path):
     """``config``'s [bench] served by a process of its own (qslab.instruments.sim.bench_process, run from ``shim``'s
     tree); yields ``config`` with every bench instrument at its served address (written next to ``config``)."""
     from qslab.instruments.sim.bench_parameters import load_bench_table
     from qslab.instruments.sim.bench_process import BenchProcess
+    from qslab.sequences.config import served_config_text
 
     with BenchProcess(load_bench_table(config), env={**os.environ, "PYTHONPATH": str(shim)}) as bench:
         served = config.with_name("served.toml")

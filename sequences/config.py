@@ -569,6 +569,20 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> LabConfig:
     return loads_config(text, str(path))
 
 
+def served_config_text(text: str, addresses: Mapping[str, str]) -> str:
+    """A config's text with each ``[instruments.NAME]`` the bench serves (``address = "bench"``) at ``addresses[NAME]``
+    instead (a bench served by a process of its own: ``qslab bench serve``); every other line as it was."""
+    lines, table = [], None
+    for line in text.splitlines():
+        if line.startswith("["):
+            header = re.match(r"\[instruments\.(\w+)\]", line)
+            table = header.group(1) if header else None
+        if table in addresses and line.strip() == f'address = "{BENCH_ADDRESS}"':
+            line = f'address = "{addresses[table]}"'
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _parse(data: Mapping[str, Any], source: str, text: str) -> LabConfig:
     data = _check_table("", data)
     for name in data:

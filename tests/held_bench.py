@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyvisa
 from qslab.analysis import recording
+from qslab.sequences.config import served_config_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "lab_config.toml"
@@ -146,22 +147,15 @@ class GatedBench:
 
     def config(self, directory: Path) -> Path:
         """lab_config.toml with every bench instrument at this bench's address (no embedded bench)."""
-        lines, table = [], None
         # the session's I/O timeout outlasts any hold (a held query is answered when released, never timed out)
         timeout = f"timeout_s = {HANG_GUARD_S:.1f}"
         text = re.sub(r"(?m)^timeout_s = 5\.0$", timeout, CONFIG.read_text(), count=1)
         assert timeout in text
-        for line in text.splitlines():
-            header = re.match(r"^\[instruments\.(\w+)\]", line)
-            if header:
-                table = header.group(1)
-            elif line.startswith("["):
-                table = None
-            if table and line.strip() == 'address = "bench"':
-                line = f'address = "{self.instruments[table]["address"]}"'
-            lines.append(line)
+        served = served_config_text(text, {name: entry["address"] for name, entry in self.instruments.items()})
+        # every bench instrument is served by this bench
+        assert 'address = "bench"' not in [line.strip() for line in served.splitlines()]
         path = directory / "served.toml"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(served)
         return path
 
     def read_back(self) -> dict[str, bool]:

@@ -13,6 +13,8 @@ import pytest
 import pyvisa
 from scipy.stats import binomtest
 
+from qslab.sequences.config import served_config_text
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("bench_session_ab", ROOT / "benchmarks" / "bench_session_ab.py")
 AB = importlib.util.module_from_spec(SPEC)
@@ -37,7 +39,7 @@ def test_the_served_config_moves_only_the_bench_instruments_addresses():
     text = (ROOT / "lab_config.toml").read_text()
     bench_names = [name for name, table in tomllib.loads(text)["instruments"].items() if table["address"] == "bench"]
     addresses = {name: f"TCPIP::127.0.0.1::{5000 + k}::SOCKET" for k, name in enumerate(bench_names)}
-    served = AB.served_config_text(text, {**addresses, "not_in_the_config": "TCPIP::127.0.0.1::1::SOCKET"})
+    served = served_config_text(text, {**addresses, "not_in_the_config": "TCPIP::127.0.0.1::1::SOCKET"})
     instruments = tomllib.loads(served)["instruments"]
     assert {name: instruments[name]["address"] for name in bench_names} == addresses
     differing = [(a, b) for a, b in zip(text.splitlines(), served.splitlines(), strict=True) if a != b]
