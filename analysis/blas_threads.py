@@ -22,6 +22,7 @@ window may open in one thread and close in another, so each change releases that
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 
@@ -57,6 +58,18 @@ def one_blas_thread() -> Iterator[None]:
             if _DEPTH[0] == 0:
                 _OPEN.pop().restore_original_limits()
                 _release_control()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child's windows are its own: none open (the parent's, whose setting it inherited, stay the parent's),
+    under a lock no parent thread can hold."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _OPEN.clear()
+    _DEPTH[0] = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _release_control() -> None:

@@ -48,6 +48,17 @@ def one_thread(name: str, background: bool = False) -> ThreadPoolExecutor:
         return executor
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (the station's bench, bench_process.ForkedBench) has none of the parent's threads: it makes its
+    own executors, under a lock no parent thread can hold."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _EXECUTORS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class OrderedTasks:
     """Tasks handed to the thread named `name` in the order given, and waited for together: ``wait`` returns once every
     task given so far is done, and raises what the first failed one raised. A failed task is kept (every later wait

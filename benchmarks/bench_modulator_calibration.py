@@ -63,7 +63,7 @@ class RoundTripCounter:
 
     def instrument_s(self) -> float:
         """Instrument seconds the benches' emulators charged so far (BenchClock.charged_s)."""
-        return sum(bench.state.clock.charged_s() for bench in self.benches)
+        return sum(bench.charged_s() for bench in self.benches)
 
     def counts(self) -> collections.Counter[str]:
         total: collections.Counter[str] = collections.Counter()

@@ -46,7 +46,7 @@ class CostMeter:
 
     def _read(self) -> tuple[int, float]:
         trips = sum(sum(bench.message_counts().values()) for bench in self.benches)
-        return trips, sum(bench.state.clock.charged_s() for bench in self.benches)
+        return trips, sum(bench.charged_s() for bench in self.benches)
 
     @contextmanager
     def measuring(self):

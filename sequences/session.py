@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qslab.analysis import mnist, recording
+from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.estimate import Estimate
 from qslab.analysis.measured_values import MeasuredValues
 from qslab.analysis.network import load_weights
@@ -297,7 +298,8 @@ def check_verification(running: RunningSamples, settings: dict, measured: Measur
 
 def run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore,
                 resume: Path | None = None, progress: bool = True, faults=(), attack=None,
-                run_id: str | None = None, allow_different_station: bool = False, fresh_channel: bool = False) -> dict:
+                run_id: str | None = None, allow_different_station: bool = False, fresh_channel: bool = False,
+                embedded_bench: bool = False) -> dict:
     """The whole session (module docstring); returns the results with `file`, `safe_state` and `faults`.
 
     ``faults``: bench fault specs or Faults (instruments/sim/faults_attacks/faults.py), armed after set-up before the
@@ -315,6 +317,11 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
 
     ``fresh_channel``: write the pilots as a new channel record even when a valid one of this station agrees with
     them (as ``[session] reuse_channel_record = false``; sequences/channel_reuse.py).
+
+    The virtual bench is served by a process forked for the session (``LabStation(bench_process=True)``: its renders
+    compute beside the session, not under its interpreter lock), unless the session reaches into the bench's state
+    (faults, a cheating client, a curious server) or ``embedded_bench`` asks for it in this process (a caller reading
+    ``station.bench``, e.g. through ``observing_arms``).
     """
     if fresh_channel:
         from dataclasses import replace
@@ -324,10 +331,13 @@ def run_session(config, settings: SessionSettings, *, out_dir: Path, store: Reco
     try:
         # figures are drawn in a second process while the station measures (calibration/figures.py), all on disk on
         # leaving background()
-        with Interrupts() as interrupts, figures.background():  # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points
+        # SIGINT, SIGTERM, SIGHUP: a flag, checked at safe points. One BLAS thread throughout (blas_threads): the
+        # session's products are small, and a second thread would spin against the bench and the session's workers
+        with Interrupts() as interrupts, figures.background(), one_blas_thread():
             results = _run_session(config, settings, out_dir=out_dir, store=store, resume=resume, progress=progress,
                                    faults=faults, attack=attack, interrupts=interrupts, run_id=run_id,
-                                   allow_different_station=allow_different_station, figure_directory=figure_dir)
+                                   allow_different_station=allow_different_station, figure_directory=figure_dir,
+                                   embedded_bench=embedded_bench)
     finally:
         figure_dir.remove_if_empty()
     return {**results, "figures": figure_dir.kept()}
@@ -357,7 +367,7 @@ class _FigureDirectory:
 
 def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: RecordStore, resume: Path | None,
                  progress: bool, faults, attack, interrupts, run_id: str | None, allow_different_station: bool,
-                 figure_directory: _FigureDirectory) -> dict:
+                 figure_directory: _FigureDirectory, embedded_bench: bool) -> dict:
     from qslab.sequences.station import LabStation
 
     faults = parse_faults(config, [str(fault) for fault in faults])
@@ -388,7 +398,8 @@ def _run_session(config, settings: SessionSettings, *, out_dir: Path, store: Rec
         running = RunningSamples(len(weights), background=True)
     figure_dir = figure_directory.make(path.with_suffix(""))
     settings_dict = asdict(settings)
-    writer, appends, station, cap_stop, link = None, None, LabStation(config), None, None
+    apart = not (embedded_bench or faults or attack is not None or settings.curious_server is not None)
+    writer, appends, station, cap_stop, link = None, None, LabStation(config, bench_process=apart), None, None
     counts: LightCounts | None = None  # what the light carried in this file, once the writer is open
     status = None  # the status stream for `qslab monitor` (sequences/monitor/status.py)
     report = FaultReport([str(fault) for fault in faults])

@@ -226,10 +226,16 @@ def adapter_class(spec: DriverSpec) -> Any:
 # --- the station ----------------------------------------------------------------------------------
 
 class LabStation:
-    """Connects the configured instruments (and the bench they need) and hands out roles with their limits."""
+    """Connects the configured instruments (and the bench they need) and hands out roles with their limits.
 
-    def __init__(self, config: LabConfig | str | Path):
+    ``bench_process``: the bench served by a process forked from this one (bench_process.ForkedBench), so that its
+    emulators and renders compute beside the station's work rather than under its interpreter lock; its state is then
+    out of this process's reach (``bench`` is None). Benches someone here observes (``observing_bench_starts``) and
+    cards a driver calls in this process are embedded whatever this says."""
+
+    def __init__(self, config: LabConfig | str | Path, *, bench_process: bool = False):
         self.config = config if isinstance(config, LabConfig) else load_config(config)
+        self.bench_process = bench_process
         self.connections: dict[str, Connection] = {}
         self.benches: list[Any] = []
         self.qcodes: Any = None
@@ -309,24 +315,28 @@ class LabStation:
     def _start_benches(self) -> None:
         if not self.config.uses_bench:
             return
-        from qslab.instruments.sim.server import Bench
+        from qslab.instruments.sim.bench_process import ForkedBench
+        from qslab.instruments.sim.server import (DEFAULT_HOST, bench_starts_observed, served_over_sockets,
+                                                  station_benches)
 
-        bench = Bench.from_table(self.config.bench_table)
+        table = self.config.bench_table
+        # the uncabled instruments get their own state: nothing they do reaches the bench's optical model
         uncabled = {i.name: i.spec.bench_kind for i in self.config.instruments.values()
                     if i.address == UNCABLED_BENCH_ADDRESS}
-        # the uncabled instruments get their own state: nothing they do reaches the bench's optical model
-        for served in ([bench, Bench(bench.params, instruments=uncabled, host=bench.host)] if uncabled else [bench]):
+        forked = self.bench_process and served_over_sockets(table, uncabled) and not bench_starts_observed()
+        for served in [ForkedBench(table, uncabled)] if forked else station_benches(table, uncabled):
             self.benches.append(served)
             try:
                 served.start()
             except OSError as error:  # e.g. a fixed [bench.ports] port already in use
-                raise StationError("bench", served.host, f"cannot serve its instruments ({error})") from None
+                raise StationError("bench", table.get("host", DEFAULT_HOST),
+                                   f"cannot serve its instruments ({error})") from None
             self._bench_addresses.update({name: served.address(name) for name in served.instruments})
 
     @property
     def bench(self) -> Any:
-        """The embedded bench (cabled into the optical model), or None."""
-        return self.benches[0] if self.benches else None
+        """The embedded bench (cabled into the optical model), or None (none, or served by a process of its own)."""
+        return self.benches[0] if self.benches and hasattr(self.benches[0], "state") else None
 
     def _connect(self, instrument: InstrumentConfig) -> Connection:
         spec, name = instrument.spec, instrument.name

@@ -23,6 +23,7 @@ reading the bench's state after the session closed) is told of each start.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -437,6 +438,10 @@ class Bench:
         writes and queries, binary blocks, serial exchanges) as the instrument would, with no driver wrapped."""
         return {name: instrument.server.messages_received for name, instrument in self.instruments.items()}
 
+    def charged_s(self) -> float:
+        """Instrument seconds its emulators charged so far (``BenchClock.charged_s``)."""
+        return self.state.clock.charged_s()
+
     def address(self, name: str) -> str:
         try:
             return self.instruments[name].address
@@ -447,3 +452,35 @@ class Bench:
         """``{"instruments": {name: {"address": ..., "driver": ...}}}`` (what ``qslab bench serve`` prints)."""
         return {"instruments": {name: {"address": i.address, "driver": i.driver}
                                 for name, i in self.instruments.items()}}
+
+
+def station_benches(table: dict[str, Any], uncabled: dict[str, str]) -> list[Bench]:
+    """A station's benches, not started: the ``[bench]`` table's, and for the instruments cabled to nothing
+    ({name: kind}) a second with the same parameters and a state of its own (nothing they do reaches the first's
+    optical model)."""
+    bench = Bench.from_table(table)
+    return [bench, Bench(bench.params, instruments=uncabled, host=bench.host)] if uncabled else [bench]
+
+
+def served_over_sockets(table: dict[str, Any], uncabled: dict[str, str]) -> bool:
+    """Whether every instrument of these benches is reached over a socket (a card its driver calls in this process,
+    e.g. the ATS digitizer, is not): only then can the benches be served by another process."""
+    kinds = [*(table.get("instruments") or DEFAULT_INSTRUMENTS).values(), *uncabled.values()]
+    return all(kind in KINDS and KINDS[kind].framing != IN_PROCESS_FRAMING for kind in kinds)
+
+
+def bench_starts_observed() -> bool:
+    """Whether someone in this process is told of bench starts (``observing_bench_starts``): they are handed the
+    Bench, so it has to be served by this process."""
+    with _start_observers_lock:
+        return bool(_start_observers)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no observers (theirs are the parent's) and a lock no parent thread can hold."""
+    global _start_observers_lock
+    _start_observers_lock = threading.Lock()
+    _start_observers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -329,7 +329,7 @@ def cheating_session(spec: str, store, out_dir, monkeypatch):
     monkeypatch.setattr(session_module, "record_channel", record_then_cheat)
     try:
         outcome = run_session(load_config(CONFIG), SessionSettings(**SESSION), out_dir=out_dir, store=store,
-                              progress=False)
+                              progress=False, embedded_bench=True)
     except SessionAborted as aborted:
         outcome = aborted
     return armed["state"], outcome

@@ -158,7 +158,8 @@ def _run_the_clean_session(bench_calibration: Path, directory: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(session_module, "run_batch", run_batch)
         results = session_module.run_session(load_config(patient_config(directory)), CLEAN_SETTINGS,
-                                             out_dir=directory / "clean", store=RecordStore(store), progress=False)
+                                             out_dir=directory / "clean", store=RecordStore(store), progress=False,
+                                             embedded_bench=True)
     (directory / "clean.pickle").write_bytes(pickle.dumps((results, dc_levels, instrument_s)))
 
 

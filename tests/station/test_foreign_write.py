@@ -54,7 +54,7 @@ def test_a_second_client_changing_the_live_laser_power_is_reported_as_a_foreign_
         seen["after"] = _second_client(address, f":SOUR{port}:POW?")[0]
 
     with observing_arms(meddle):
-        results = run_session(config, SETTINGS, out_dir=tmp_path, store=store, progress=False)
+        results = run_session(config, SETTINGS, out_dir=tmp_path, store=store, progress=False, embedded_bench=True)
     assert float(seen["before"]) == pytest.approx(10.0, abs=0.05) and float(seen["after"]) == pytest.approx(7.0)
     foreign = [a for a in results["faults"]["actions"] if a["action"] == "foreign-write"]
     assert len(foreign) == 1 and foreign[0]["instrument"] == config.roles.server_laser.instrument, foreign

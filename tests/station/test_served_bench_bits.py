@@ -1,5 +1,6 @@
-"""The same seed and the same commands read the same bits on the bench embedded in a session and on a bench served
-in its own process (lab_config.toml's [bench]: "reproduce every reading bit for bit").
+"""The same seed and the same commands read the same bits on the bench embedded in a session, on the bench a session
+forks (what `qslab session` serves its bench with) and on a bench served in its own process (lab_config.toml's
+[bench]: "reproduce every reading bit for bit").
 
 Why a threaded BLAS in the served bench: a threaded OpenBLAS splits some products' sums (a batch's client means are
 a [b, 2N] x [2N, rows] float32 product), so a served bench computing at its process's default thread count read other
@@ -18,7 +19,10 @@ from pathlib import Path
 from held_bench import GatedBench, recorded_differences
 
 from qslab.analysis import recording
+from qslab.instruments.sim.bench_process import ForkedBench
+from qslab.instruments.sim.server import observing_bench_starts
 from qslab.sequences.cli import main
+from qslab.sequences.session_guard import observing_arms
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "lab_config.toml"
@@ -37,9 +41,15 @@ def _session(config: Path, directory: Path, calibrated_store_at) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def test_a_session_reads_the_same_bits_on_the_embedded_bench_and_on_a_served_one_with_threaded_blas(
+def test_a_session_reads_the_same_bits_on_the_embedded_forked_and_served_benches_with_threaded_blas(
         tmp_path, calibrated_store_at):
-    embedded = _session(CONFIG, tmp_path / "embedded", calibrated_store_at)
+    started = []
+    with observing_bench_starts(started.append):  # a bench observed here is served by this process
+        embedded = _session(CONFIG, tmp_path / "embedded", calibrated_store_at)
+    assert len(started) == 1
+    with observing_arms(lambda station, batch: started.append(list(station.benches))):
+        forked = _session(CONFIG, tmp_path / "forked", calibrated_store_at)
+    assert [type(bench) for bench in started[-1]] == [ForkedBench] and started[-1][0].pid is None  # stopped
     served = GatedBench(env={**os.environ, **THREADED_BLAS})  # as `qslab bench serve` on a host with 2 cores
     try:
         on_served = _session(served.config(tmp_path), tmp_path / "served", calibrated_store_at)
@@ -47,5 +57,6 @@ def test_a_session_reads_the_same_bits_on_the_embedded_bench_and_on_a_served_one
         served.stop()
     with recording.SessionFile.open(embedded["file"]) as written:
         assert written.batches_written == 3
-    assert recorded_differences(embedded["file"], on_served["file"]) == []
-    assert {key: embedded[key] for key in REPORTED} == {key: on_served[key] for key in REPORTED}
+    for other in (forked, on_served):
+        assert recorded_differences(embedded["file"], other["file"]) == []
+        assert {key: embedded[key] for key in REPORTED} == {key: other[key] for key in REPORTED}

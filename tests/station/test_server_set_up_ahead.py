@@ -87,7 +87,8 @@ def test_layer_2_is_set_up_while_layer_1_is_read_and_every_capture_runs_with_its
     monkeypatch.setattr(LinkAcquisition, "_capture", capture)
     monkeypatch.setattr(DigitizerHomodyneReceiver, "read_record", read_record)
     monkeypatch.setattr(LinkAcquisition, "_record_clipped", staticmethod(record_clipped))
-    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False,
+                         embedded_bench=True)
 
     batches = SETTINGS.images // SETTINGS.batch_images
     assert result["verified"] and state["clipped"]

@@ -195,7 +195,8 @@ def test_the_instruments_are_read_back_at_once_not_one_after_another(calibrated_
         digitizer_read.clear()
 
     watch.before_read["client_awg"], watch.after_read["digitizer"] = after_digitizer, digitizer_read.set
-    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False,
+                         embedded_bench=True)
     assert result["verified"]
     for batch in range(BATCHES):
         steps = [event for b, event in watch.events if b == batch and event.startswith("read")]
@@ -255,7 +256,8 @@ def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken
     monkeypatch.setattr(LinkHealth, "read_vacuum", read_vacuum)
     monkeypatch.setattr(LinkAcquisition, "_capture", capture)
     watch = Watch(monkeypatch)  # outermost: it sees the upload start before the one above holds it back
-    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False)
+    result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False,
+                         embedded_bench=True)
 
     assert result["verified"]
     actions = [action["action"] for action in result["faults"]["actions"]]

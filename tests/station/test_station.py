@@ -3,15 +3,17 @@ Ctrl-C, or a failing safe-state step); one clear line for an instrument that doe
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 import numpy as np
 import pytest
 from qcodes.instrument import Instrument
-from station_fixtures import bench_config
+from station_fixtures import bench_config, bench_data
 
 from qslab.instruments.optical import ModulatorCalibration
+from qslab.instruments.sim.server import observing_bench_starts, served_over_sockets
 from qslab.sequences.station import Identity, LabStation, StationError
 
 MODELS = {"laser": "N7714A", "awg": "M8195A", "client_awg": "M8195A", "bias_carver": "MBX", "bias_iq": "MBX",
@@ -220,3 +222,24 @@ def test_drivers_close_at_once_and_a_failing_close_is_named_without_stopping_the
     errors = _close_drivers(connections)
     assert all(d.closed for d in drivers.values())
     assert list(errors) == ["bias_iq"] and "port already gone" in str(errors["bias_iq"])
+
+
+def test_a_station_may_serve_its_bench_from_a_forked_process_unless_someone_here_observes_it():
+    with LabStation(bench_config(), bench_process=True) as station:
+        served = station.benches[0]
+        assert station.bench is None and served.pid not in (None, os.getpid())  # its state is out of this one's reach
+        assert {c.config.name: c.identity.model for c in station.connections.values()} == MODELS
+        laser_address = {entry["name"]: entry for entry in station.describe()}["laser"]["address"]
+        sent = served.message_counts()
+    assert station.safe_state.safe and _all_closed(MODELS) and _bench_is_stopped(laser_address)
+    assert sent["laser"] > 0 and served.message_counts()["laser"] >= sent["laser"]  # the close's read-back is counted
+    started = []
+    with observing_bench_starts(started.append), LabStation(bench_config(), bench_process=True) as station:
+        assert started == [station.bench] and station.bench is not None  # an observer is handed the Bench itself
+
+
+def test_only_benches_every_instrument_of_which_is_reached_over_a_socket_can_be_served_by_another_process():
+    table = bench_data()["bench"]
+    assert served_over_sockets(table, {"spare_meter": "thorlabs_pm100d"})
+    assert not served_over_sockets(table, {"card": "alazar_ats9373"})  # its driver calls the emulator in this process
+    assert not served_over_sockets({**table, "instruments": {"digitizer": "alazar_ats9373"}}, {})
