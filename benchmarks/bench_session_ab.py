@@ -1,7 +1,7 @@
 """This checkout against an earlier revision, whole bench sessions alternating: did a change make sessions faster?
-With ``--served`` instead: this checkout's embedded bench against the same bench served in a process of its own.
+With ``--embedded`` instead: this checkout's bench embedded in the session's process against the bench forked for it.
 
-Each session runs in a process of its own on the embedded bench, the two trees taking turns (A B, B A, A B, ...), and
+Each session runs in a process of its own on the virtual bench (forked for it, as `qslab session` does), the two trees taking turns (A B, B A, A B, ...), and
 reports its median interval between committed batches from batch 10 on, per image (ms). Printed: every pair, both
 medians, the median of the pairs' differences and how many pairs went each way (with the two-sided sign test's p).
 
@@ -11,14 +11,12 @@ apart, and alternating a change batch by batch inside one session measured gains
 ~10 pairs to show. ``--time-scale 1`` runs the bench's instruments in real time (a VOA move, a meter's averaging take
 their real seconds), which is where overlapping instrument steps shows.
 
-``--served`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process (what
-``qslab session`` starts), "this" the same bench served by a process of its own (``bench_process.BenchProcess``, as
-``qslab bench serve`` would; one started for each session, at the same time scale and with one BLAS thread, so both
-read the same bits) and reached at its addresses. The difference is what sharing one interpreter lock with the bench's
-threads costs a session's batches; the bench process's start and stop are not in the figure (what they cost a whole
-`qslab session`: docs/HARDWARE.md, section 3).
+``--embedded`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process
+(``run_session(embedded_bench=True)``: its emulators and renders on threads of the session's process), "this" the bench
+``qslab session`` serves, forked for the session (``bench_process.ForkedBench``); both read the same bits. The difference
+is what sharing one interpreter lock with the bench's threads costs a session's batches.
 
-    python benchmarks/bench_session_ab.py (--base REV | --served) [--pairs 8] [--images 6000] [--batch-images 100]
+    python benchmarks/bench_session_ab.py (--base REV | --embedded) [--pairs 8] [--images 6000] [--batch-images 100]
                                           [--time-scale S] [--json]
 """
 
@@ -32,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +46,13 @@ import numpy as np
 from qslab.calibration.records import RecordStore
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
-config_path, store_dir, out_dir, images, batch_images = sys.argv[1:6]
+config_path, store_dir, out_dir, images, batch_images, embedded = sys.argv[1:7]
 settings = SessionSettings(images=int(images), mu=6.0, gain=1.3, seed=0, batch_images=int(batch_images),
                            verify_fraction=0.01, failure_probability=1e-10, laser_power_dbm=10.0)
 config, store = load_config(Path(config_path)), RecordStore(Path(store_dir))
 run_session(config, replace(settings, images=2, batch_images=2), out_dir=Path(out_dir), store=store, progress=False)
-result = run_session(config, settings, out_dir=Path(out_dir), store=store, progress=False)
+result = run_session(config, settings, out_dir=Path(out_dir), store=store, progress=False,
+                     **({"embedded_bench": True} if embedded == "embedded" else {}))  # (an older tree has no such word)
 with h5py.File(result["file"], "r") as recorded:
     times = np.asarray(recorded["batches"]["time_unix_s"], dtype=float)
 print(json.dumps({"ms_per_image": 1e3 * float(np.median(np.diff(times[10:]))) / int(batch_images)}))
@@ -96,29 +94,12 @@ def config_at(tree: Path, time_scale: float | None, into: Path) -> Path:
     return path
 
 
-@contextmanager
-def served_bench(shim: Path, config: Path):
-    """``config``'s [bench] served by a process of its own (qslab.instruments.sim.bench_process, run from ``shim``'s
-    tree); yields ``config`` with every bench instrument at its served address (written next to ``config``)."""
-    from qslab.instruments.sim.bench_parameters import load_bench_table
-    from qslab.instruments.sim.bench_process import BenchProcess
-    from qslab.sequences.config import served_config_text
-
-    with BenchProcess(load_bench_table(config), env={**os.environ, "PYTHONPATH": str(shim)}) as bench:
-        served = config.with_name("served.toml")
-        served.write_text(served_config_text(config.read_text(), bench.instruments))
-        yield served
-
-
-def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, served: bool = False) -> float:
-    """One session in its own process: its median batch interval from batch 10 on, ms per image. ``served``: its
-    bench served in a process of its own (served_bench)."""
-    if served:
-        with served_bench(shim, config) as served_config:
-            return one_session(shim, served_config, work, images, batch_images)
+def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, embedded: bool = False) -> float:
+    """One session in its own process: its median batch interval from batch 10 on, ms per image. ``embedded``: its
+    bench on threads of the session's process, not forked for it."""
     done = subprocess.run([sys.executable, "-c", CHILD, str(config), str(work / "calibration"), str(work / "out"),
-                           str(images), str(batch_images)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_THREAD_TIMEOUT": "4"})
+                           str(images), str(batch_images), "embedded" if embedded else "forked"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_THREAD_TIMEOUT": "4"})
     if done.returncode != 0:
         raise SystemExit(f"bench_session_ab: a session of {shim} failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["ms_per_image"]
@@ -134,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     compared = parser.add_mutually_exclusive_group(required=True)
     compared.add_argument("--base", help="the revision compared with this checkout (git rev)")
-    compared.add_argument("--served", action="store_true",
-                          help="compare this checkout's embedded bench (base) with the same bench served in a process "
-                               "of its own (this)")
+    compared.add_argument("--embedded", action="store_true",
+                          help="compare this checkout's bench embedded in the session's process (base) with the bench "
+                               "forked for the session, as qslab session serves it (this)")
     parser.add_argument("--pairs", type=int, default=8, help="sessions per tree (default 8)")
     parser.add_argument("--images", type=int, default=6000, help="images per session (default 6000)")
     parser.add_argument("--batch-images", type=int, default=100, help="images per batch (default 100)")
@@ -149,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("expected at least 12 batches a session (--images >= 12 x --batch-images) and --pairs >= 1")
     with tempfile.TemporaryDirectory(prefix="qslab_ab_") as temporary:
         work = Path(temporary)
-        trees = {"base": ROOT if args.served else tree_of(args.base, work / "base" / "tree"), "this": ROOT}
+        trees = {"base": ROOT if args.embedded else tree_of(args.base, work / "base" / "tree"), "this": ROOT}
         runs = {}
         for name, tree in trees.items():
             (work / name / "run").mkdir(parents=True)
@@ -159,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         for pair in range(args.pairs):
             for name in ("base", "this") if pair % 2 == 0 else ("this", "base"):
                 figures[name].append(one_session(*runs[name], args.images, args.batch_images,
-                                                 served=args.served and name == "this"))
+                                                 embedded=args.embedded and name == "base"))
             print(f"pair {pair + 1}: base {figures['base'][-1]:.3f}  this {figures['this'][-1]:.3f} ms an image",
                   flush=True)
     base, this = np.array(figures["base"]), np.array(figures["this"])
     faster = int(np.sum(this < base))
     p = sign_test_p(faster, args.pairs)
-    base_name = "the embedded bench" if args.served else args.base
-    this_name = "served bench" if args.served else "this checkout"
+    base_name = "the embedded bench" if args.embedded else args.base
+    this_name = "forked bench" if args.embedded else "this checkout"
     print(f"{args.images}-image sessions, {args.batch_images} a batch, time scale "
           f"{'as configured' if args.time_scale is None else args.time_scale}: base ({base_name}) median "
           f"{np.median(base):.3f}, {this_name} {np.median(this):.3f} ms an image; this - base per pair, median "

@@ -171,21 +171,22 @@ class InstrumentServer:
         thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Close its sockets; ``wait``: and wait for its threads to end (a bench closes all its servers first)."""
         listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        self._stopping.set()
-        for sock in [listener, *list(self._connections)]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5.0)
-        self._threads.clear()
+        if listener is not None:
+            self._stopping.set()
+            for sock in [listener, *list(self._connections)]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+        if wait:
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join(timeout=5.0)
+            self._threads.clear()
 
     def _accept_loop(self) -> None:
         listener = self._listener
@@ -285,7 +286,7 @@ class InProcessEndpoint:
     def start(self) -> InProcessEndpoint:
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         return None
 
 
@@ -405,6 +406,8 @@ class Bench:
         return self
 
     def stop(self) -> None:
+        for instrument in self.instruments.values():  # every connection closed first, then their threads joined
+            instrument.server.stop(wait=False)
         for instrument in self.instruments.values():
             instrument.server.stop()
         if self._started:

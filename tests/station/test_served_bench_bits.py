@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import tomllib
 from pathlib import Path
 
 from held_bench import GatedBench, recorded_differences
@@ -22,6 +23,7 @@ from qslab.analysis import recording
 from qslab.instruments.sim.bench_process import ForkedBench
 from qslab.instruments.sim.server import observing_bench_starts
 from qslab.sequences.cli import main
+from qslab.sequences.config import served_config_text
 from qslab.sequences.session_guard import observing_arms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +62,15 @@ def test_a_session_reads_the_same_bits_on_the_embedded_forked_and_served_benches
     for other in (forked, on_served):
         assert recorded_differences(embedded["file"], other["file"]) == []
         assert {key: embedded[key] for key in REPORTED} == {key: other[key] for key in REPORTED}
+
+
+def test_the_served_config_moves_only_the_bench_instruments_addresses():
+    text = (ROOT / "lab_config.toml").read_text()
+    bench_names = [name for name, table in tomllib.loads(text)["instruments"].items() if table["address"] == "bench"]
+    addresses = {name: f"TCPIP::127.0.0.1::{5000 + k}::SOCKET" for k, name in enumerate(bench_names)}
+    served = served_config_text(text, {**addresses, "not_in_the_config": "TCPIP::127.0.0.1::1::SOCKET"})
+    instruments = tomllib.loads(served)["instruments"]
+    assert {name: instruments[name]["address"] for name in bench_names} == addresses
+    differing = [(a, b) for a, b in zip(text.splitlines(), served.splitlines(), strict=True) if a != b]
+    assert len(differing) == len(bench_names)
+    assert all(a.strip() == 'address = "bench"' for a, _ in differing)
