@@ -13,7 +13,7 @@ Lines on its stdin: the table (JSON), then ``counts`` for each ``Bench.message_c
 
 ``ForkedBench`` is the same for a station's own benches, started in milliseconds: a child forked from the station's
 process (it inherits the imported modules and the table; ``BenchProcess`` starts an interpreter, ~0.5 s) and
-reached over a pipe. ``qslab session`` serves its bench so (``LabStation(bench_process=True)``).
+reached over a pipe. ``qslab session`` serves its bench so (``LabStation(bench_process=True)``; docs/DECISIONS.md AM).
 """
 
 from __future__ import annotations
