@@ -1,9 +1,10 @@
 """This checkout against an earlier revision, whole bench sessions alternating: did a change make sessions faster?
 With ``--embedded`` instead: this checkout's bench embedded in the session's process against the bench forked for it.
 
-Each session runs in a process of its own on the virtual bench (forked for it, as `qslab session` does), the two trees taking turns (A B, B A, A B, ...), and
-reports its median interval between committed batches from batch 10 on, per image (ms). Printed: every pair, both
-medians, the median of the pairs' differences and how many pairs went each way (with the two-sided sign test's p).
+Each session runs in a process of its own on the virtual bench (forked for it, as `qslab session` does), the two
+trees taking turns (A B, B A, A B, ...), and reports its median interval between committed batches from batch 10 on,
+per image (ms). Printed: every pair, both medians, the median of the pairs' differences and how many pairs went each
+way (with the two-sided sign test's p).
 
 Why whole sessions, and why this benchmark: the 2-core machine's speed moves by 20-30 % between sessions minutes
 apart, and alternating a change batch by batch inside one session measured gains that whole sessions did not show
@@ -12,9 +13,9 @@ apart, and alternating a change batch by batch inside one session measured gains
 their real seconds), which is where overlapping instrument steps shows.
 
 ``--embedded`` compares where the bench runs, not two trees: "base" is the bench embedded in the session's process
-(``run_session(embedded_bench=True)``: its emulators and renders on threads of the session's process), "this" the bench
-``qslab session`` serves, forked for the session (``bench_process.ForkedBench``); both read the same bits. The difference
-is what sharing one interpreter lock with the bench's threads costs a session's batches.
+(``run_session(embedded_bench=True)``: its emulators and renders on threads of the session's process), "this" the
+bench ``qslab session`` serves, forked for the session (``bench_process.ForkedBench``); both read the same bits. The
+difference is what sharing one interpreter lock with the bench's threads costs a session's batches.
 
     python benchmarks/bench_session_ab.py (--base REV | --embedded) [--pairs 8] [--images 6000] [--batch-images 100]
                                           [--time-scale S] [--json]

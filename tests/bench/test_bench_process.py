@@ -103,7 +103,8 @@ OWNERS = ["BenchProcess", "ForkedBench"]
 
 
 def _owner(kind: str) -> tuple[subprocess.Popen, str]:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER.replace("{kind}", kind)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    owner = subprocess.Popen([sys.executable, "-c", OWNER.replace("{kind}", kind)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True,
                              start_new_session=True)
     return owner, owner.stdout.readline().strip()
 
