@@ -230,8 +230,9 @@ class LabStation:
 
     ``bench_process``: the bench served by a process forked from this one (bench_process.ForkedBench), so that its
     emulators and renders compute beside the station's work rather than under its interpreter lock; its state is then
-    out of this process's reach (``bench`` is None). Benches someone here observes (``observing_bench_starts``) and
-    cards a driver calls in this process are embedded whatever this says."""
+    out of this process's reach (``bench`` is None). Benches someone here observes (``observing_bench_starts``), cards
+    a driver calls in this process, and any bench on a system without a safe fork (``CAN_FORK``) are embedded
+    whatever this says."""
 
     def __init__(self, config: LabConfig | str | Path, *, bench_process: bool = False):
         self.config = config if isinstance(config, LabConfig) else load_config(config)
@@ -315,7 +316,7 @@ class LabStation:
     def _start_benches(self) -> None:
         if not self.config.uses_bench:
             return
-        from qslab.instruments.sim.bench_process import ForkedBench
+        from qslab.instruments.sim.bench_process import CAN_FORK, ForkedBench
         from qslab.instruments.sim.server import (DEFAULT_HOST, bench_starts_observed, served_over_sockets,
                                                   station_benches)
 
@@ -323,7 +324,8 @@ class LabStation:
         # the uncabled instruments get their own state: nothing they do reaches the bench's optical model
         uncabled = {i.name: i.spec.bench_kind for i in self.config.instruments.values()
                     if i.address == UNCABLED_BENCH_ADDRESS}
-        forked = self.bench_process and served_over_sockets(table, uncabled) and not bench_starts_observed()
+        forked = (self.bench_process and CAN_FORK and served_over_sockets(table, uncabled)
+                  and not bench_starts_observed())
         for served in [ForkedBench(table, uncabled)] if forked else station_benches(table, uncabled):
             self.benches.append(served)
             try:

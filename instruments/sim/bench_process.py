@@ -37,6 +37,9 @@ STOP_TIMEOUT_S = 30.0   # after its stdin closed, before it is killed
 # while the first runs, a query) otherwise waits up to 5 ms for it. Forked sessions, 4000 images, fresh processes:
 # 0.5 ms faster than 5 ms in 10 of 12 pairs, ~0.02-0.04 ms an image (of ~0.45); 0.1 ms no faster than 0.5.
 SWITCH_INTERVAL_S = 0.0005
+# Where a station may fork its bench: Linux (macOS's system frameworks are not safe in a forked child of a threaded
+# process, Windows has no fork); elsewhere the bench stays in the station's process.
+CAN_FORK = sys.platform.startswith("linux")
 
 
 class BenchProcess:

@@ -243,3 +243,11 @@ def test_only_benches_every_instrument_of_which_is_reached_over_a_socket_can_be_
     assert served_over_sockets(table, {"spare_meter": "thorlabs_pm100d"})
     assert not served_over_sockets(table, {"card": "alazar_ats9373"})  # its driver calls the emulator in this process
     assert not served_over_sockets({**table, "instruments": {"digitizer": "alazar_ats9373"}}, {})
+
+
+def test_without_a_safe_fork_the_station_keeps_its_bench(monkeypatch):
+    from qslab.instruments.sim import bench_process
+
+    monkeypatch.setattr(bench_process, "CAN_FORK", False)  # as on macOS or Windows
+    with LabStation(bench_config(), bench_process=True) as station:
+        assert station.bench is not None and station.bench.state.laser_power_w() == 0.0
