@@ -1,6 +1,6 @@
-"""A bench served by a process of its own, spawned (bench_process.BenchProcess) or forked (ForkedBench, a station's):
-it answers at its addresses, counts what it receives, and ends with its owner however the owner ends: ``stop``, a
-SIGKILL, and not on the owner's Ctrl-C (the owner's safe state still needs it)."""
+"""A station's bench served by a process forked for it (bench_process.ForkedBench): it answers at its addresses, counts
+what it receives, and ends with its owner however the owner ends: ``stop``, a SIGKILL, and not on the owner's Ctrl-C
+(the owner's safe state still needs it)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import pyvisa
 
 from qslab.instruments.sim.bench_parameters import defaults_table
-from qslab.instruments.sim.bench_process import BenchProcess, ForkedBench
+from qslab.instruments.sim.bench_process import ForkedBench
 
 GENEROUS_S = 60.0  # how long a loaded machine may take to end a process and close its ports
 
@@ -50,20 +50,6 @@ def _closes(address: str) -> bool:
     return False
 
 
-def test_the_served_bench_answers_counts_and_is_gone_after_stop():
-    with BenchProcess(defaults_table()) as bench:
-        laser = bench.address("laser")
-        before = bench.message_counts()["laser"]
-        assert "N7714A" in _identify(laser)
-        assert bench.message_counts()["laser"] == before + 1
-        with pytest.raises(KeyError, match="no instrument 'nothing'"):
-            bench.address("nothing")
-    assert _refused(laser)
-    with pytest.raises(OSError, match="not running"):
-        bench.message_counts()
-    bench.stop()  # idempotent
-
-
 def test_the_forked_bench_answers_counts_keeps_its_last_counts_and_is_gone_after_stop():
     with ForkedBench(defaults_table(), {"spare_meter": "thorlabs_pm100d"}) as bench:
         laser, spare = bench.address("laser"), bench.address("spare_meter")
@@ -84,8 +70,8 @@ OWNER = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever its parent ignores (an xdist worker: SIGINT)
 from qslab.instruments.sim.bench_parameters import defaults_table
-from qslab.instruments.sim.bench_process import BenchProcess, ForkedBench
-bench = BenchProcess(defaults_table()).start()
+from qslab.instruments.sim.bench_process import ForkedBench
+bench = ForkedBench(defaults_table()).start()
 try:
     print(bench.address("laser"), flush=True)  # inside: the test's SIGINT comes only after this line
     sys.stdin.readline()
@@ -99,28 +85,22 @@ except KeyboardInterrupt:
 """
 
 
-OWNERS = ["BenchProcess", "ForkedBench"]
-
-
-def _owner(kind: str) -> tuple[subprocess.Popen, str]:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER.replace("{kind}", kind)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True,
+def _owner() -> tuple[subprocess.Popen, str]:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              start_new_session=True)
     return owner, owner.stdout.readline().strip()
 
 
-@pytest.mark.parametrize("kind", OWNERS)
-def test_a_killed_owner_takes_its_bench_process_with_it(kind):
-    owner, laser = _owner(kind)
+def test_a_killed_owner_takes_its_bench_process_with_it():
+    owner, laser = _owner()
     assert "N7714A" in _identify(laser)
     owner.kill()  # SIGKILL: no handler, no finally
     owner.wait()
     assert _closes(laser)
 
 
-@pytest.mark.parametrize("kind", OWNERS)
-def test_a_ctrl_c_at_the_owners_terminal_does_not_reach_the_bench(kind):
-    owner, laser = _owner(kind)
+def test_a_ctrl_c_at_the_owners_terminal_does_not_reach_the_bench():
+    owner, laser = _owner()
     try:
         os.killpg(owner.pid, signal.SIGINT)  # the owner leads its process group, as a shell's foreground job does
         # its stdin closed too: an owner the SIGINT missed ends without the line, it does not hang the test
@@ -132,18 +112,12 @@ def test_a_ctrl_c_at_the_owners_terminal_does_not_reach_the_bench(kind):
     assert _closes(laser)
 
 
-@pytest.mark.parametrize("kind", [BenchProcess, ForkedBench])
-def test_a_bench_that_cannot_start_says_why_in_one_line(kind):
+def test_a_bench_that_cannot_start_says_why_in_one_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match="the bench process did not start: ") as raised:
-            kind({**defaults_table(), "ports": {"laser": port}}).start()
+            ForkedBench({**defaults_table(), "ports": {"laser": port}}).start()
     assert "\n" not in str(raised.value)
     assert "address already in use" in str(raised.value).lower() or str(port) in str(raised.value)
-
-
-def test_a_table_json_cannot_carry_is_refused_before_any_process_starts():
-    with pytest.raises(ValueError, match="cannot be handed to a bench process"):
-        BenchProcess({**defaults_table(), "seed": object()})
