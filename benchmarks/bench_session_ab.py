@@ -17,8 +17,14 @@ their real seconds), which is where overlapping instrument steps shows.
 bench ``qslab session`` serves, forked for the session (``bench_process.ForkedBench``); both read the same bits. The
 difference is what sharing one interpreter lock with the bench's threads costs a session's batches.
 
+``--phases`` also times the steps of every batch in each session (PHASES: the captures, whole layers, the
+server's set-up, the check after a batch) and compares their medians pair by pair: a change that moves time from one
+step to another shows there long before whole sessions resolve it (session 32: drawing the noise ahead shortened the
+layer-1 capture by 5-8 ms and lengthened the server's set-up by 4-5 ms, which whole sessions could not tell apart
+from no change). The wrapped calls add a few microseconds each, to both trees alike.
+
     python benchmarks/bench_session_ab.py (--base REV | --embedded) [--pairs 8] [--images 6000] [--batch-images 100]
-                                          [--time-scale S] [--json]
+                                          [--time-scale S] [--phases] [--json]
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOMS = ("analysis", "calibration", "instruments", "sequences")  # installed as qslab.<room> (pyproject's package-dir)
 
 CHILD = r"""
-import json, sys
+import importlib, json, sys, time
 from dataclasses import replace
 from pathlib import Path
 import h5py
@@ -47,17 +53,41 @@ import numpy as np
 from qslab.calibration.records import RecordStore
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
-config_path, store_dir, out_dir, images, batch_images, embedded = sys.argv[1:7]
+config_path, store_dir, out_dir, images, batch_images, embedded, phases = sys.argv[1:8]
 settings = SessionSettings(images=int(images), mu=6.0, gain=1.3, seed=0, batch_images=int(batch_images),
                            verify_fraction=0.01, failure_probability=1e-10, laser_power_dbm=10.0)
 config, store = load_config(Path(config_path)), RecordStore(Path(store_dir))
 run_session(config, replace(settings, images=2, batch_images=2), out_dir=Path(out_dir), store=store, progress=False)
+durations = {}
+LAYER_OF = {"segment": lambda args: args[1], "plan": lambda args: args[1].index + 1, "": None}
+for label, module, owner, method, layer in json.loads(phases):
+    owner = getattr(importlib.import_module(module), owner, None)
+    if owner is None or not hasattr(owner, method):
+        continue  # (an older tree without this step)
+    def timed(*args, _step=getattr(owner, method), _label=label, _layer_of=LAYER_OF[layer], **kwargs):
+        start = time.perf_counter()
+        try:
+            return _step(*args, **kwargs)
+        finally:
+            name = _label if _layer_of is None else _label.format(_layer_of(args))
+            durations.setdefault(name, []).append(time.perf_counter() - start)
+    setattr(owner, method, timed)
 result = run_session(config, settings, out_dir=Path(out_dir), store=store, progress=False,
                      **({"embedded_bench": True} if embedded == "embedded" else {}))  # (an older tree has no such word)
 with h5py.File(result["file"], "r") as recorded:
     times = np.asarray(recorded["batches"]["time_unix_s"], dtype=float)
-print(json.dumps({"ms_per_image": 1e3 * float(np.median(np.diff(times[10:]))) / int(batch_images)}))
+print(json.dumps({"ms_per_image": 1e3 * float(np.median(np.diff(times[10:]))) / int(batch_images),
+                  "phases_ms": {name: 1e3 * float(np.median(d[len(d) // 2:])) for name, d in durations.items()}}))
 """
+# What --phases times in each session: (label, module, class, method, what in the call's arguments names it: "segment"
+# the AWG segment played (a layer's or the pilots'), "plan" the layer's LayerPlan, "" nothing). Each step's median over
+# the second half of its calls shows where a change moves time, far more steadily than whole batches do (session 32).
+PHASES = [
+    ("capture of AWG segment {}", "qslab.sequences.protocol.acquisition", "LinkAcquisition", "_capture", "segment"),
+    ("layer {} whole", "qslab.sequences.protocol.acquisition", "LinkAcquisition", "_run_plan", "plan"),
+    ("server set-up, layer {}", "qslab.sequences.protocol.acquisition", "LinkAcquisition", "_set_up_server", "plan"),
+    ("check after a batch", "qslab.sequences.session_guard", "BatchGuard", "_examine", ""),
+]
 
 
 def tree_of(revision: str, into: Path) -> Path:
@@ -95,15 +125,27 @@ def config_at(tree: Path, time_scale: float | None, into: Path) -> Path:
     return path
 
 
-def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, embedded: bool = False) -> float:
-    """One session in its own process: its median batch interval from batch 10 on, ms per image. ``embedded``: its
-    bench on threads of the session's process, not forked for it."""
+def one_session(shim: Path, config: Path, work: Path, images: int, batch_images: int, embedded: bool = False,
+                phases: bool = False) -> tuple[float, dict[str, float]]:
+    """One session in its own process: its median batch interval from batch 10 on, ms per image, and with ``phases``
+    the median ms of each step PHASES names. ``embedded``: its bench on threads of the session's process, not forked
+    for it."""
     done = subprocess.run([sys.executable, "-c", CHILD, str(config), str(work / "calibration"), str(work / "out"),
-                           str(images), str(batch_images), "embedded" if embedded else "forked"], capture_output=True,
+                           str(images), str(batch_images), "embedded" if embedded else "forked",
+                           json.dumps(PHASES if phases else [])], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(shim), "OPENBLAS_THREAD_TIMEOUT": "4"})
     if done.returncode != 0:
         raise SystemExit(f"bench_session_ab: a session of {shim} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["ms_per_image"]
+    reply = json.loads(done.stdout.strip().splitlines()[-1])
+    return reply["ms_per_image"], reply["phases_ms"]
+
+
+def phase_differences(base: list[dict[str, float]], this: list[dict[str, float]]) -> dict[str, tuple[float, int, int]]:
+    """Per step timed in every session of both trees: (median of this - base over the pairs, ms; pairs in which this
+    was faster; pairs)."""
+    names = [name for name in this[0] if all(name in run for run in base + this)] if base and this else []
+    differences = {name: np.array([t[name] - b[name] for b, t in zip(base, this)]) for name in names}
+    return {name: (float(np.median(d)), int(np.sum(d < 0)), d.size) for name, d in differences.items()}
 
 
 def sign_test_p(wins: int, pairs: int) -> float:
@@ -125,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=None,
                         help="real seconds per instrument second on the bench (default: lab_config.toml's; 1: real "
                              "time)")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time the steps of every batch (captures, whole layers, the server's set-up, "
+                             "the check after a batch: each session's medians, ms) and compare them pair by pair")
     parser.add_argument("--json", action="store_true", help="one JSON line at the end")
     args = parser.parse_args(argv)
     if args.images < 12 * args.batch_images or args.pairs < 1:
@@ -138,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = (importable(tree, work / name / "shim"), config_at(tree, args.time_scale, work / name),
                           work / name / "run")
         figures: dict[str, list[float]] = {"base": [], "this": []}
+        steps: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
         for pair in range(args.pairs):
             for name in ("base", "this") if pair % 2 == 0 else ("this", "base"):
-                figures[name].append(one_session(*runs[name], args.images, args.batch_images,
-                                                 embedded=args.embedded and name == "base"))
-            print(f"pair {pair + 1}: base {figures['base'][-1]:.3f}  this {figures['this'][-1]:.3f} ms an image",
-                  flush=True)
+                ms_per_image, phases_ms = one_session(*runs[name], args.images, args.batch_images,
+                                                      embedded=args.embedded and name == "base", phases=args.phases)
+                figures[name].append(ms_per_image)
+                steps[name].append(phases_ms)
+            print(f"pair {pair + 1}: base {figures['base'][-1]:.3f}  this {figures['this'][-1]:.3f} ms an image"
+                  + "".join(f"; {step} {steps['base'][-1].get(step, math.nan):.2f} / {ms:.2f} ms"
+                            for step, ms in sorted(steps["this"][-1].items())), flush=True)
     base, this = np.array(figures["base"]), np.array(figures["this"])
     faster = int(np.sum(this < base))
     p = sign_test_p(faster, args.pairs)
@@ -154,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.median(base):.3f}, {this_name} {np.median(this):.3f} ms an image; this - base per pair, median "
           f"{np.median(this - base):+.3f} ms an image; this faster in {faster} of {args.pairs} pairs (sign test "
           f"p = {p:.2f}: {'a difference' if p < 0.05 else 'no difference shown'})")
+    for step, (median_ms, faster_steps, pairs) in sorted(phase_differences(steps["base"], steps["this"]).items()):
+        print(f"  {step}: this - base per pair, median {median_ms:+.2f} ms; this faster in {faster_steps} of {pairs} "
+              f"pairs (sign test p = {sign_test_p(faster_steps, pairs):.2f})")
     if args.json:
         print(json.dumps({"base": base_name, "this": this_name, "base_ms_per_image": base.tolist(),
                           "this_ms_per_image": this.tolist(),
                           "median_difference_ms_per_image": float(np.median(this - base)), "this_faster_pairs": faster,
-                          "sign_test_p": p}))
+                          "sign_test_p": p, "base_phases_ms": steps["base"], "this_phases_ms": steps["this"]}))
     return 0
 
 
