@@ -31,8 +31,6 @@ def test_the_time_scale_is_set_in_a_copy_of_the_config_and_nothing_else_changes(
 
 def test_every_step_phases_times_exists_in_this_tree():
     """A renamed step would leave --phases silently without it (an older tree may lack one; this one may not)."""
-    import importlib
-
     for label, module, owner, method, layer in AB.PHASES:
         assert callable(getattr(getattr(importlib.import_module(module), owner), method)), label
         assert layer in ("segment", "plan", "") and ("{}" in label) == bool(layer), label
