@@ -8,6 +8,7 @@ import pytest
 from qslab.analysis import dsp
 from qslab.analysis.encoding import unit_vectors
 from qslab.instruments.sim.link import model as ph
+from qslab.instruments.sim.link import render_kernels
 from qslab.instruments.sim.link import waveform as wf
 
 Z = 5.0
@@ -249,20 +250,35 @@ def test_a_chunk_longer_than_the_threads_work_arrays_keeps_the_previous_chunks_t
 
 
 @pytest.mark.parametrize("pulse", ["rect", "gaussian"])
-def test_the_along_mode_step_is_the_column_by_column_arithmetic_bit_for_bit(pulse):
-    """_add_along_mode's one-pass route for a rect pulse (all signal gains alike) and its column loop otherwise give
-    the very floats of adding (X_k + w f.slot_k) g_j to each column j in turn."""
+def test_the_along_mode_step_is_the_column_by_column_float32_arithmetic_bit_for_bit(pulse):
+    """The compiled along-mode step gives the very floats of NumPy's float32 operations in the order written (the
+    dot product summed column by column, then (X_k + w f.slot_k) g_j added to each column): nothing reordered or
+    fused into multiply-adds, which would change a record's bits from one host's processor to another's."""
     config = wf.WaveformConfig(samples_per_symbol=8, pulse_shape=pulse)
     rng = np.random.default_rng(21)
     slots = rng.standard_normal((1000, 8)).astype(np.float32)
-    quadratures = rng.standard_normal(1000).astype(np.float32)
+    quadratures = rng.standard_normal(900).astype(np.float32)  # the last 100 slots are vacuum: left as they are
     template = wf._template_f32(config)
     gains = (np.float32(2.5) * template).astype(np.float32) if pulse == "gaussian" else np.full(8, 2.5, np.float32)
     white = np.float32(-0.3)
-    along = quadratures + white * (slots @ template)
+    dot = np.zeros(900, dtype=np.float32)
+    for j in range(8):
+        dot += slots[:900, j] * template[j]
+    along = quadratures + white * dot
     expected = slots.copy()
     for j in range(8):
-        expected[:, j] += along * gains[j]
+        expected[:900, j] += along * gains[j]
     got = slots.copy()
-    wf._add_along_mode(got, quadratures, template, white, gains)
+    render_kernels.add_along_mode(got.reshape(-1), quadratures, template, white, gains)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_the_adc_step_rounds_half_to_even_clips_counts_and_left_aligns():
+    """render_kernels.quantize against NumPy's rint, clip and count, at the halves and both ends of the range."""
+    values = np.array([-600.0, -512.5, -511.5, -0.5, 0.5, 1.5, 2.5, 510.5, 511.4, 511.6, 1e6], dtype=np.float32)
+    out = np.empty(values.size, dtype=np.int16)
+    clipped = render_kernels.quantize(values, np.float32(0.25), np.float32(-512), np.float32(511), np.float32(64),
+                                      out)
+    codes = np.rint(values - np.float32(0.25))
+    assert clipped == np.count_nonzero((codes < -512) | (codes > 511))
+    np.testing.assert_array_equal(out, (np.clip(codes, -512, 511) * 64).astype(np.int16))

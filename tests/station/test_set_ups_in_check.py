@@ -212,6 +212,7 @@ def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken
     played: list[tuple[int, np.ndarray]] = []
     original_start, original_upload = LinkAcquisition.start_next_upload, AwgTimeBinProcessor.load_batch
     original_vacuum, original_capture = LinkHealth.read_vacuum, LinkAcquisition._capture
+    original_ahead, handed_on = LinkAcquisition._start_client_ahead, []
 
     def start_next_upload(link):
         original_start(link)
@@ -251,10 +252,16 @@ def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken
         if segment == 1:
             played.append((watch.batch, link.station.bench.state.last_capture.session.x_hat.copy()))
 
+    def start_client_ahead(link, data, index):
+        if index:  # the next layer's upload, started once the client's record of this one was read
+            handed_on.append(watch.batch)
+        return original_ahead(link, data, index)
+
     monkeypatch.setattr(LinkAcquisition, "start_next_upload", start_next_upload)
     monkeypatch.setattr(AwgTimeBinProcessor, "load_batch", upload)
     monkeypatch.setattr(LinkHealth, "read_vacuum", read_vacuum)
     monkeypatch.setattr(LinkAcquisition, "_capture", capture)
+    monkeypatch.setattr(LinkAcquisition, "_start_client_ahead", start_client_ahead)
     watch = Watch(monkeypatch)  # outermost: it sees the upload start before the one above holds it back
     result = run_session(load_config(CONFIG), SETTINGS, out_dir=tmp_path / "out", store=store, progress=False,
                          embedded_bench=True)
@@ -267,5 +274,8 @@ def test_a_check_that_finds_a_fault_ends_the_upload_first_and_the_batch_is_taken
     assert len(takes) >= 2  # taken again after the cure (its layer 1 captured again if a record clipped)
     for again in takes[1:]:
         np.testing.assert_array_equal(again, takes[0])  # with its own data, not the next batch's sent meanwhile
-    # the batch's two layers again, and the next batch's upload that the cure dropped (made again by the next check)
-    assert watch.uploads == 2 * BATCHES + 3
+    # the batch's two layers again, and the next batch's upload that the cure dropped (made again by the next check);
+    # and two more for each layer 1 taken again after the server's record clipped (whether one does follows the
+    # noise's bits): its data loaded again, as layer 2's had been sent once the client's record was read, then those
+    assert len(handed_on) >= BATCHES + 1
+    assert watch.uploads == 2 * BATCHES + 3 + 2 * (len(handed_on) - (BATCHES + 1))

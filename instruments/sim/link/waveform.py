@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qslab.analysis import butterworth
+from qslab.instruments.sim.link import render_kernels as kernels
 from qslab.instruments.sim.link.random_streams import box_muller_32bit_f32
 
 PULSE_SHAPES = ("rect", "gaussian")
@@ -258,9 +259,10 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     with no signal) up to n_samples; quadratures beyond it are cut off. lo_on False: electronic noise
     only (config.electronic_noise_snu is then the per-sample variance, as in dark_analog_waveform).
     The ADC sees volts_gain x the detector's volts - offset_v (the digitizer's vertical offset, and
-    any distortion of its input); code_scale left-aligns the codes in 16-bit words. float32 is exact enough: its 6e-8 relative resolution is far below one
-    ADC step. The normals come from Box-Muller on 32-bit uniforms of rng's bit generator (a fast one,
-    e.g. SFC64, pays off: drawing them is most of the cost). A first-order detector filter keeps its
+    any distortion of its input); code_scale left-aligns the codes in 16-bit words. float32 is exact
+    enough: its 6e-8 relative resolution is far below one ADC step. The normals come from Box-Muller on
+    32-bit uniforms of rng's bit generator (a fast one, e.g. SFC64, pays off: drawing them is most of the
+    cost); the steps after them are compiled (render_kernels). A first-order detector filter keeps its
     impulse response down to IIR_TRUNCATION of its peak (what it drops is far below the ADC's rounding);
     higher orders run scipy's sosfilt.
     """
@@ -275,9 +277,10 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
     template = _template_f32(config)
     filt = _ChunkFilter(config)
     scale = np.float32(white * codes_per_unit * filt.input_gain)
-    along_gain = np.float32(np.sqrt(v_el) - white)
+    along_gain = np.float32((np.sqrt(v_el) - white) / scale)
     signal_gain = (codes_per_unit * filt.input_gain * template).astype(np.float32)
     offset_codes = np.float32(offset_v / config.volts_per_code)
+    low, high = np.float32(-(2 ** (config.adc_bits - 1))), np.float32(2 ** (config.adc_bits - 1) - 1)
     if out is None:
         out = np.empty(n_samples, dtype=np.int16)
     elif out.dtype != np.int16 or out.shape != (n_samples,):
@@ -287,44 +290,13 @@ def digitized_words(quadratures_snu, n_samples: int, config: WaveformConfig, rng
         last = min(first + RENDER_CHUNK_SLOTS, n_slots)
         x = filt.input((last - first) * sps)
         box_muller_f32(rng.bit_generator, x, scale)  # white noise, already x scale
-        slots = x.reshape(-1, sps)
         q = quadratures[first:last]
         if q.size:  # the slot's mode: X_k plus its electronic noise, the white part along f taken out
-            _add_along_mode(slots[:q.size], q, template, along_gain / scale, signal_gain)
-        y = filt.run()
-        if offset_codes:
-            y -= offset_codes
-        np.rint(y, out=y)
-        clipped += _clip_codes(y, config.adc_bits)
+            kernels.add_along_mode(x, q, template, along_gain, signal_gain)
         kept = min(last * sps, n_samples) - first * sps  # the last slot may reach past the record
-        np.multiply(y[:kept], np.float32(code_scale), out=out[first * sps:first * sps + kept], casting="unsafe")
+        clipped += kernels.quantize(filt.run()[:kept], offset_codes, low, high, np.float32(code_scale),
+                                    out[first * sps:first * sps + kept])
     return out, clipped
-
-
-def _add_along_mode(slots: np.ndarray, quadratures: np.ndarray, template: np.ndarray, white_gain: np.float32,
-                    signal_gain: np.ndarray) -> None:
-    """slots [n, S] += (X_k + white_gain f.slot_k) signal_gain, float32, in per-thread buffers.
-
-    Why not ``slots += along[:, None] * signal_gain``: numpy runs that broadcast S samples per inner loop, a
-    third of a render's time; a column at a time is the same arithmetic (the same bits) in long loops, and a rect
-    pulse's one product repeated S times (np.repeat) is added in one pass (a quarter less than the columns)."""
-    n, sps = slots.shape
-    buffers = getattr(_RENDER_WORK, "along", None)
-    if buffers is None or buffers[0].size < n:
-        buffers = (np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32))
-        _RENDER_WORK.along = buffers
-    along, product = buffers[0][:n], buffers[1][:n]
-    np.matmul(slots, template, out=along)
-    np.multiply(white_gain, along, out=along)
-    np.add(quadratures, along, out=along)
-    if np.all(signal_gain == signal_gain[0]):
-        np.multiply(along, signal_gain[0], out=product)
-        np.add(slots, np.repeat(product, sps).reshape(n, sps), out=slots)
-        return
-    for j in range(sps):
-        if j == 0 or signal_gain[j] != signal_gain[j - 1]:  # a rect pulse: one product for every column
-            np.multiply(along, signal_gain[j], out=product)
-        slots[:, j] += product
 
 
 def box_muller_f32(bit_generator: np.random.BitGenerator, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -341,14 +313,15 @@ def box_muller_f32(bit_generator: np.random.BitGenerator, out: np.ndarray, scale
 class _ChunkFilter:
     """The detector's low-pass over consecutive chunks, state carried across them (per-thread buffers).
 
-    First order (the bench's receivers): y[n] = p y[n-1] + b (x[n] + x[n-1]); b is folded into the
-    input (input_gain) and the recursion is unrolled by doubling, y += p^d y shifted by d for d = 1,
-    2, 4, ... up to the truncation length H, one vector operation each; the previous chunk's last H
-    inputs make each chunk exact. Otherwise (or when H would be long): sosfilt with its state carried.
+    First order (the bench's receivers): y[n] = p y[n-1] + b (x[n] + x[n-1]) with b folded into the input
+    (input_gain), as a filter of H taps p^k (render_kernels.first_order_fir; the response's tail below
+    IIR_TRUNCATION of its peak dropped): the previous chunk's last H inputs make each chunk exact. Otherwise (or
+    when H would be long): sosfilt with its state carried.
     """
 
     def __init__(self, config: WaveformConfig):
-        self.input_gain, self.history, self.powers, sos = _filter_design(config)
+        self.input_gain, self.taps, sos = _filter_design(config)
+        self.history = self.taps.size
         self.sos = None if sos is None else sos.copy()  # sosfilt wants a writable array; the design's stays intact
         self.zi = None if sos is None else np.zeros((sos.shape[0], 2), dtype=np.float32)
         self.started = False
@@ -362,7 +335,7 @@ class _ChunkFilter:
             if self.started:  # a chunk longer than the buffers: the previous chunk's tail moves with them
                 grown[0][:self.history] = self.work[:self.history]
             buffers = _RENDER_WORK.buffers = grown
-        self.work, self.filtered, self.scratch = (b[:total] for b in buffers)
+        self.work, self.pairs, self.filtered = buffers[0][:total], buffers[1][:total - 1], buffers[2][:size]
         if not self.started:
             self.work[:self.history] = 0.0  # zero initial state, as sosfilt starts
             self.started = True
@@ -377,34 +350,33 @@ class _ChunkFilter:
             return y
         if not h:
             return x
-        g, tmp = self.filtered[1:], self.scratch[1:]
-        np.add(work[1:], work[:-1], out=g)  # g[i] belongs to work[i + 1]
-        d = 1
-        for power in self.powers:
-            np.multiply(g[:-d], power, out=tmp[:-d])
-            g[d:] += tmp[:-d]
-            d *= 2
+        kernels.first_order_fir(work, self.taps, self.pairs, self.filtered)
         if x.size >= h:  # the next chunk's history (only the last chunk is shorter)
             work[:h] = x[-h:]
-        return g[h - 1:]
+        return self.filtered
 
 
 @functools.lru_cache(maxsize=16)
-def _filter_design(config: WaveformConfig) -> tuple[float, int, tuple[np.float32, ...], np.ndarray | None]:
-    """_ChunkFilter's constants for a configuration: (input gain, history H, the powers p^(2^i), float32 sos for
-    sosfilt or None). Kept per configuration: designing a higher order (scipy.signal.butter) costs ~2 ms, about
-    what rendering 10^5 samples does, and every acquisition of a session renders with the same few."""
+def _filter_design(config: WaveformConfig) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """_ChunkFilter's constants for a configuration: (input gain, the first order's taps p^k, float32, as many as
+    the response needs rounded up to a multiple of render_kernels.TAP_GROUP (none: no filter, or sosfilt), float32
+    sos for sosfilt or None). Kept per configuration: designing a higher order (scipy.signal.butter) costs ~2 ms,
+    about what rendering 10^5 samples does, and every acquisition of a session renders with the same few."""
+    no_taps = np.empty(0, dtype=np.float32)
     sos = None if config.detector_bandwidth_hz is None else _lowpass_sos(config)
     section = None if sos is None else butterworth.first_order_section(sos)
     if section is not None:
         gain, pole = section
         taps = np.log(IIR_TRUNCATION) / np.log(abs(pole)) if pole else 1.0
-        steps = int(np.ceil(np.log2(max(taps, 1.0))))
-        if 2**steps <= MAX_IIR_TAPS:
-            return gain, 2**steps, tuple(np.float32(pole ** (2**i)) for i in range(steps)), None
+        length = -(-int(np.ceil(max(taps, 1.0))) // kernels.TAP_GROUP) * kernels.TAP_GROUP
+        if length <= MAX_IIR_TAPS:
+            powers = np.zeros(length, dtype=np.float32)
+            powers[:int(np.ceil(taps))] = pole ** np.arange(int(np.ceil(taps)))
+            powers.flags.writeable = False
+            return gain, powers, None
     if sos is None:
-        return 1.0, 0, (), None
-    return 1.0, 0, (), sos.astype(np.float32)
+        return 1.0, no_taps, None
+    return 1.0, no_taps, sos.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=16)
@@ -413,13 +385,3 @@ def _template_f32(config: WaveformConfig) -> np.ndarray:
     template = pulse_template(config).astype(np.float32)
     template.flags.writeable = False
     return template
-
-
-def _clip_codes(codes: np.ndarray, adc_bits: int) -> int:
-    """Clip rounded codes to the ADC's range in place; the number of samples that were beyond it."""
-    low, high = -(2 ** (adc_bits - 1)), 2 ** (adc_bits - 1) - 1
-    if codes.size == 0 or (codes.min() >= low and codes.max() <= high):
-        return 0
-    clipped = int(np.count_nonzero(codes < low) + np.count_nonzero(codes > high))
-    np.clip(codes, low, high, out=codes)
-    return clipped
