@@ -184,3 +184,21 @@ def test_lab_guidance_solves_for_the_target_and_splits_loss_from_noise():
                  ) == pytest.approx(0.1, rel=1e-6)
     assert layer_guidance("layer1", 0.01, 1.3, 0.1, conditions).transmittance_needed == 0.0  # g(0.01) < 0.1
     assert guide.transmittance_needed is None or guide.transmittance_needed > 0.58
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_the_largest_mode_share_is_each_modes_power_over_its_vectors_bit_for_bit(dtype):
+    """Against the definition taken mode by mode in float64 (the vectors as complex pairs, an odd width padded with
+    a zero, a zero vector skipped): the same float, not just close, whatever the input's type."""
+    rng = np.random.default_rng(11)
+    vectors = (rng.standard_normal((40, 783)) * 30).astype(dtype) if dtype != np.uint8 else \
+        rng.integers(0, 255, size=(40, 783)).astype(np.uint8)
+    vectors[7] = 0
+    x = np.pad(vectors.astype(np.float64), ((0, 0), (0, 1)))
+    expected = 0.0
+    for row in x:
+        power = row[0::2] ** 2 + row[1::2] ** 2
+        if power.sum() > 0:
+            expected = max(expected, float(np.max(power / power.sum())))
+    assert largest_mode_share(vectors) == expected
+    assert largest_mode_share(np.zeros((3, 4), dtype=dtype)) == 0.0 and largest_mode_share(np.empty((0, 4))) == 0.0

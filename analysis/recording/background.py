@@ -13,16 +13,21 @@ append's error is raised by the next ``wait`` (or ``append_batch``), in the call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from qslab.analysis.recording.writer import SessionWriter
 from qslab.analysis.workers import yield_cpu
 
+log = logging.getLogger(__name__)
+
 
 class BackgroundAppends:
     """``writer.append_batch`` on one worker thread, at most one batch in flight. ``committed(batches_written)`` is
-    called in the caller's thread after each wait that saw a batch committed (e.g. a status line)."""
+    called on that thread as soon as each batch is committed (e.g. a status line: off the station's thread, where it
+    took ~1 ms between a batch's check and the next batch's light); what it raises is logged, the batch stays
+    committed."""
 
     def __init__(self, writer: SessionWriter, committed: Callable[[int], None] | None = None):
         self.writer = writer
@@ -34,16 +39,22 @@ class BackgroundAppends:
     def append_batch(self, *args, **kwargs) -> None:
         """Hand one batch over (SessionWriter.append_batch's arguments): the one before is committed first."""
         self.wait()
-        self._pending = self._pool.submit(self.writer.append_batch, *args, **kwargs)
+        self._pending = self._pool.submit(self._append, *args, **kwargs)
+
+    def _append(self, *args, **kwargs) -> None:
+        self.writer.append_batch(*args, **kwargs)
+        if self._committed is not None:
+            try:
+                self._committed(self.writer.batches_written)
+            except Exception as error:  # noqa: BLE001 - an observer's failure is not the batch's
+                log.warning("after batch %d was committed: %s: %s", self.writer.batches_written,
+                            type(error).__name__, error)
 
     def wait(self) -> None:
         """Until the batch handed over last is committed; its append's error is raised here."""
         pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        pending.result()
-        if self._committed is not None:
-            self._committed(self.writer.batches_written)
+        if pending is not None:
+            pending.result()
 
     def settle(self) -> BaseException | None:
         """``wait`` for a session that is stopping anyway: the last append's error is returned, not raised."""

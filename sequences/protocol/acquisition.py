@@ -193,8 +193,9 @@ class LinkAcquisition:
         chosen = np.broadcast_to(measure_p, (batch, rows.size))
         reference = layer.reference[rows]
         sent = np.where(measure_p[:, None], 2.0 * reference.imag, 2.0 * reference.real)
-        capture = LayerCapture(client, rows, np.array(chosen), np.broadcast_to(sent, shape).astype(np.float32),
-                               returned)
+        # in C order: astype keeps a broadcast's layout (image stride 4 bytes), which every flat read then copied
+        sent_snu = np.broadcast_to(sent, shape).astype(np.float32, order="C")
+        capture = LayerCapture(client, rows, np.array(chosen), sent_snu, returned)
         return capture, early.get("next")
 
     def _client_quadratures(self, record: AdcRecord, n_client: int, dc_v: float, shape: tuple[int, int]) -> np.ndarray:
