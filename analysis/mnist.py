@@ -128,9 +128,20 @@ def _check_mnist_pair(images, labels, image_path, label_path) -> None:
 # --- preprocessing and split -----------------------------------------------------------------------
 
 def preprocess(images: np.ndarray) -> np.ndarray:
-    """float32 [N, 784] in [-1, 1]: ToTensor (x/255) then Normalize(0.5, 0.5), as the paper's notebook."""
-    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / np.float32(255.0)
+    """float32 [N, 784] in [-1, 1]: ToTensor (x/255) then Normalize(0.5, 0.5), as the paper's notebook.
+
+    uint8 pixels (MNIST's) are looked up in _PIXEL_VALUES, the same float32 operations done once for each of the
+    256 values: the same bits in one pass (a session preprocesses three batches of images a batch, and the three
+    operations' 300 kB temporaries took ~0.6 ms a call between a batch's check and the next batch's light)."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return _PIXEL_VALUES.take(images.reshape(len(images), -1))
+    x = images.astype(np.float32).reshape(len(images), -1) / np.float32(255.0)
     return (x - np.float32(0.5)) / np.float32(0.5)
+
+
+_PIXEL_VALUES = (np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
+_PIXEL_VALUES.flags.writeable = False
 
 
 def train_validation_indices(n_total: int = N_TRAIN_TOTAL, n_validation: int = N_VALIDATION, seed: int = 0):

@@ -104,3 +104,15 @@ def test_the_shipped_sets_are_read_once_and_handed_out_read_only(tiny_set):
     mine, _ = mnist.load_mnist("train", directory)
     mine[0, 0, 0] ^= 1
     np.testing.assert_array_equal(mnist.load_mnist("train", directory)[0], images)
+
+
+def test_preprocess_looks_up_uint8_pixels_with_the_bits_of_the_arithmetic():
+    """The uint8 route (a table of the 256 values) gives the very floats of the three float32 operations that any
+    other input type takes, for every pixel value."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    looked_up = mnist.preprocess(pixels)
+    computed = mnist.preprocess(pixels.astype(np.int64))
+    assert looked_up.dtype == computed.dtype == np.float32 and looked_up.shape == (1, 256)
+    assert np.array_equal(looked_up.view(np.uint32), computed.view(np.uint32))
+    looked_up[0, 0] = 7.0  # a caller's own array: the table stays as it was
+    assert mnist.preprocess(pixels)[0, 0] == -1.0
