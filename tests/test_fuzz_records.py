@@ -168,7 +168,8 @@ ROOT_ATTRIBUTES = ["schema", "id", "kind", "instrument", "created_utc", "created
 PARAMETER_ATTRIBUTES = ["value", "uncertainty", "unit"]
 ODD_VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**62, 2**62),
-    st.text(st.characters(blacklist_characters="\x00"), max_size=12),
+    st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12),  # (a lone
+    # surrogate has no UTF-8: h5py cannot write it, so no file can hold one)
     st.binary(max_size=12).map(np.bytes_), st.sampled_from([
         "", "nan", "inf", "-1", "[1, 2]", "{}", "null", '"x"', "{\"a\": 1}", "2026-01-02T03:04:05",
         "2026-01-02T03:04:05+00:00", "9999-12-31T23:59:59+00:00", "qslab.calibration/1", "qslab.calibration/2"]),
@@ -218,8 +219,8 @@ def test_damaged_attributes_give_only_corrupt_record(source, store, change):
     record, valid = source
     store, other = store
     bad = place(store, record.path.name, valid)
-    apply(bad, *change)
-    try:
+    try:  # (a damage that fails half-way must not leave its file for the next example)
+        apply(bad, *change)
         check_store(store, other, bad)
     finally:
         bad.chmod(stat.S_IRUSR | stat.S_IWUSR)
