@@ -20,12 +20,12 @@ tested on a 16-mode layer (1e5 samples at G = 10).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from patient import patient_config_file
 
 from qslab.analysis import mnist
 from qslab.analysis.encoding import pack_weights, unit_vectors
@@ -297,7 +297,7 @@ def test_the_reported_bound_covers_what_the_attacker_holds(fraction, mu, gain, c
 
 # --- a whole session through the instruments ---------------------------------------------------------------
 
-CONFIG = Path(__file__).resolve().parents[2] / "lab_config.toml"
+CONFIG = patient_config_file()  # lab_config.toml with patient timeouts: an embedded bench on a loaded host
 SESSION = dict(images=2, mu=MU, gain=1.3, seed=4, batch_images=2, verify_fraction=0.2, failure_probability=1e-10,
                laser_power_dbm=10.0, exact_leakage_images=2)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import copy
-import re
-import shutil
-import tempfile
 import tomllib
 from pathlib import Path
+
+from patient import patient_config, patient_config_file  # noqa: F401 - the station tests import them from here
 
 from qslab.sequences.config import LabConfig, parse_config
 from qslab.sequences.session import SessionSettings
@@ -38,22 +36,3 @@ def bench_config(**changes) -> LabConfig:
             node = node.setdefault(part, {})
         node[leaf] = value
     return parse_config(data, "lab_config.toml (test)")
-
-
-def patient_config(directory: Path, source: Path = BENCH_CONFIG) -> Path:
-    """``source`` (lab_config.toml) written into ``directory`` with a 60 s station I/O timeout instead of 5 s: on a
-    loaded host a meter reading can take longer than 5 s, and its retry reads fresh noise, which moves the set-up and
-    the results a test compares between two runs (docs/DECISIONS.md T), or fails a session after three. A hang
-    guard, not a timing."""
-    path = directory / f"{source.stem}.patient.toml"
-    text, replaced = re.subn(r"(?m)^timeout_s = 5\.0(\s|$)", r"timeout_s = 60.0\1", source.read_text(), count=1)
-    assert replaced == 1, f"{source.name}: no [station] timeout_s = 5.0 line to lengthen"
-    path.write_text(text)
-    return path
-
-
-def patient_config_file() -> Path:
-    """patient_config in a temporary directory of its own, removed when the process exits (for a module constant)."""
-    directory = Path(tempfile.mkdtemp(prefix="qslab-patient-config-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return patient_config(directory)
