@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,25 @@ def test_background_appends_write_what_in_line_appends_write_in_order(tmp_path):
         assert session.status == "complete"
         assert_long_batches(session, 5)
 
+
+
+def test_committed_runs_on_the_writer_thread_and_its_failure_is_logged_not_the_batchs(tmp_path, caplog):
+    """The observer (a status line) runs where the batch was written, as soon as it is committed; what it raises is
+    one log line, and the batch counts as committed (no error at the next wait)."""
+    threads = []
+
+    def observer(batches):
+        threads.append(threading.current_thread().name)
+        raise OSError("disk full")
+
+    writer = _create(tmp_path / "observed.h5")
+    appends = BackgroundAppends(writer, committed=observer)
+    images, layers = long_batch_data(0)
+    appends.append_batch(**images, layers=layers)
+    appends.wait()
+    assert writer.batches_written == 1 and threads and threads[0].startswith("session-writer")
+    assert "after batch 1 was committed: OSError: disk full" in caplog.text
+    assert appends.close() is None
 
 def test_an_appends_error_comes_at_the_next_wait_and_the_committed_batches_stay(tmp_path):
     writer = _create(tmp_path / "failed.h5")
