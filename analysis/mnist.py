@@ -136,7 +136,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return _PIXEL_VALUES.take(images.reshape(len(images), -1))
-    x = images.astype(np.float32).reshape(len(images), -1) / np.float32(255.0)
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / np.float32(255.0)
     return (x - np.float32(0.5)) / np.float32(0.5)
 
 

@@ -21,10 +21,9 @@ def patient_config(directory: Path, source: Path = BENCH_CONFIG) -> Path:
     guard, not a timing."""
     path = directory / f"{source.stem}.patient.toml"
     text = source.read_text()
-    text, replaced = re.subn(r"(?m)^timeout_s = 5\.0(\s|$)", rf"timeout_s = {PATIENT_TIMEOUT_S}\1", text, count=1)
-    assert replaced == 1, f"{source.name}: no [station] timeout_s = 5.0 line to lengthen"
-    text = re.sub(r"(?m)^timeout_s = [0-9.]+(\s)", rf"timeout_s = {PATIENT_TIMEOUT_S}\1", text)
-    path.write_text(text)
+    assert re.search(r"(?m)^timeout_s = 5\.0(\s|$)", text), \
+        f"{source.name}: no [station] timeout_s = 5.0 line to lengthen"
+    path.write_text(re.sub(r"(?m)^timeout_s = [0-9.]+(?=\s|$)", f"timeout_s = {PATIENT_TIMEOUT_S}", text))
     return path
 
 

@@ -367,11 +367,11 @@ def _filter_design(config: WaveformConfig) -> tuple[float, np.ndarray, np.ndarra
     section = None if sos is None else butterworth.first_order_section(sos)
     if section is not None:
         gain, pole = section
-        taps = np.log(IIR_TRUNCATION) / np.log(abs(pole)) if pole else 1.0
-        length = -(-int(np.ceil(max(taps, 1.0))) // kernels.TAP_GROUP) * kernels.TAP_GROUP
+        needed = int(np.ceil(max(np.log(IIR_TRUNCATION) / np.log(abs(pole)), 1.0))) if pole else 1
+        length = -(-needed // kernels.TAP_GROUP) * kernels.TAP_GROUP
         if length <= MAX_IIR_TAPS:
             powers = np.zeros(length, dtype=np.float32)
-            powers[:int(np.ceil(taps))] = pole ** np.arange(int(np.ceil(taps)))
+            powers[:needed] = pole ** np.arange(needed)
             powers.flags.writeable = False
             return gain, powers, None
     if sos is None:
