@@ -8,6 +8,8 @@ from the same raw words.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -86,6 +88,35 @@ def test_each_sampler_stream_is_independent_of_threads_and_request_sizes(sampler
         block = streams.BLOCK_SAMPLERS[sampler](child, np.empty(streams.NORMAL_STREAM_BLOCK, np.float32))
         assert np.array_equal(reference[k * streams.NORMAL_STREAM_BLOCK:][:block.size][:total - k * block.size],
                               block[:total - k * block.size])
+
+
+def test_streams_share_the_process_workers_and_a_closed_stream_draws_no_more():
+    """Streams made one after another (one per acquisition on the bench) start no thread of their own, interleaved
+    fills still read each stream's own values, and a closed stream's queued blocks are cancelled, not drawn."""
+    total = streams.NORMAL_STREAM_BLOCK + 99
+    references = [streams.NormalStream([k], threads=0).fill(np.empty(total, np.float32)) for k in (1, 2)]
+    first = [streams.NormalStream([k], threads=1, prefetch=2) for k in (1, 2)]
+    pieces = [[], []]
+    for part in (total // 3, total - total // 3):
+        for k, stream in enumerate(first):
+            pieces[k].append(stream.fill(np.empty(part, np.float32)))
+    for k in (0, 1):
+        assert np.array_equal(np.concatenate(pieces[k]), references[k])
+    threads_after_first = threading.active_count()
+    later = [streams.NormalStream([k], threads=1, prefetch=2) for k in range(3, 8)]
+    for stream in later:
+        stream.fill(np.empty(10, np.float32))
+    assert threading.active_count() == threads_after_first
+    assert {stream._pool for stream in first + later} == {streams.shared_workers(1)}
+    gate = threading.Event()
+    blocker = streams.shared_workers(1).submit(gate.wait)  # holds the worker: the next stream's blocks stay queued
+    queued = streams.NormalStream([9], threads=1, prefetch=3)
+    queued.prefetch()
+    pending = list(queued._pending)
+    queued.close()
+    gate.set()
+    blocker.result()
+    assert pending and all(future.cancelled() for future in pending)
 
 
 def test_samplers_differ_and_unknown_sampler_is_refused():

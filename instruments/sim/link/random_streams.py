@@ -13,7 +13,7 @@ import collections
 import os
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,6 +26,37 @@ VERIFY_PREFETCH_BLOCKS = 8        # NormalStream blocks drawn ahead (16 MB; not 
 
 
 _NORMAL_WORK = threading.local()
+_WORKERS: dict[int, ThreadPoolExecutor] = {}  # thread count -> the process's NormalStream workers (shared_workers)
+_WORKERS_LOCK = threading.Lock()
+
+
+def shared_workers(threads: int) -> ThreadPoolExecutor:
+    """The process's `threads` workers that draw NormalStream blocks, started once and shared by every stream. Why
+    not a pool per stream: the bench makes a stream at every acquisition that verifies a row, and a new thread's
+    start waits for the scheduler to run it (0.8 ms an acquisition on the loaded 2-core machine), on the capture's
+    path."""
+    with _WORKERS_LOCK:
+        pool = _WORKERS.get(threads)
+        if pool is None:
+            pool = _WORKERS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="qslab-normals")
+        return pool
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (the session's bench) has none of the parent's workers: it starts its own, under a new lock."""
+    global _WORKERS_LOCK
+    _WORKERS_LOCK = threading.Lock()
+    _WORKERS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _cancel(pending: collections.deque) -> None:
+    """A closed stream's blocks not yet started are not drawn (one being drawn ends and is dropped)."""
+    for future in pending:
+        if isinstance(future, Future):
+            future.cancel()
 
 
 def _normal_work_buffers(pairs: int):
@@ -131,9 +162,9 @@ class NormalStream:
     `fill` hands out the concatenation of the blocks in order, whatever the sizes asked for. The
     values therefore depend only on the entropy (drawn from the caller's Generator), never on the
     thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
-    drawn inline when needed; numpy releases the GIL in its fills and ufuncs), also between calls,
-    so that the generation overlaps the rest of the inference. close() (or garbage collection)
-    stops the workers. `total` (normals the owner will take, or None) stops the prefetch at the
+    drawn inline when needed; numpy releases the GIL in its fills and ufuncs), the process's
+    shared_workers, also between calls, so that the generation overlaps the rest of the inference.
+    close() (or garbage collection) cancels the blocks not yet started. `total` (normals the owner will take, or None) stops the prefetch at the
     last block needed, so that no worker draws a block nobody reads (the values are unchanged).
     """
 
@@ -146,10 +177,9 @@ class NormalStream:
         self._sequence = np.random.SeedSequence(entropy)
         self._prefetch = VERIFY_PREFETCH_BLOCKS if prefetch is None else int(prefetch)
         self._unsubmitted = None if total is None else -(-int(total) // NORMAL_STREAM_BLOCK)  # blocks left to queue
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qslab-normals") if threads > 0 else None
-        self._finalizer = None if self._pool is None else weakref.finalize(
-            self, self._pool.shutdown, wait=False, cancel_futures=True)
+        self._pool = shared_workers(threads) if threads > 0 else None
         self._pending = collections.deque()  # futures (threaded) or child seeds (inline), in block order
+        self._finalizer = None if self._pool is None else weakref.finalize(self, _cancel, self._pending)
         self._spare = []                      # consumed block arrays, reused
         self._block = None
         self._offset = NORMAL_STREAM_BLOCK
