@@ -413,7 +413,8 @@ def main() -> None:
           f"digitized samples per image; the floor from the round's three probes):")
     for k, r in enumerate(rounds, 1):
         rates = r.rates_s_per_sample()
-        print(f"    round {k}: floor {1e3 * r.floor_s(more) / added:.3f} ms = physics {1e3 * r.physics_marginal_s / added:.3f}"
+        print(f"    round {k}: floor {1e3 * r.floor_s(more) / added:.3f} ms = physics "
+              f"{1e3 * r.physics_marginal_s / added:.3f}"
               + "".join(f" + {name} {1e3 * rate * more / added:.3f}" for name, rate in rates.items())
               + f" (noise {1e9 * rates['noise']:.2f} ns per sample, probes "
               + "/".join(f"{1e9 * probe['noise']:.2f}" for probe in r.probes)
@@ -428,8 +429,8 @@ def main() -> None:
         print(f"  against the fastest floor seen ({1e3 * fastest_floor_s / added:.3f} ms: every part's least over all "
               f"probes and rounds, the machine at its best): session "
               f"{min(r.marginal_s for r in measured) / fastest_floor_s:.2f}, inside one session "
-              f"{min(r.inside_s for r in measured) * added / fastest_floor_s:.2f} (the least of the measured rounds; not "
-              f"the verdict)")
+              f"{min(r.inside_s for r in measured) * added / fastest_floor_s:.2f} (the least of the measured rounds; "
+              f"not the verdict)")
     if len(measured) < (RUN_REPEATS + 1) // 2:
         print(f"  per additional image: not measured (in {RUN_REPEATS - len(measured)} of {RUN_REPEATS} rounds the "
               f"longer run was not slower: the machine's load changed) -> FAIL")

@@ -164,8 +164,9 @@ class NormalStream:
     thread count or timing. Up to `prefetch` blocks are drawn ahead by `threads` worker threads (0:
     drawn inline when needed; numpy releases the GIL in its fills and ufuncs), the process's
     shared_workers, also between calls, so that the generation overlaps the rest of the inference.
-    close() (or garbage collection) cancels the blocks not yet started. `total` (normals the owner will take, or None) stops the prefetch at the
-    last block needed, so that no worker draws a block nobody reads (the values are unchanged).
+    close() (or garbage collection) cancels the blocks not yet started. `total` (normals the owner
+    will take, or None) stops the prefetch at the last block needed, so that no worker draws a block
+    nobody reads (the values are unchanged).
     """
 
     def __init__(self, entropy, threads: int = None, prefetch: int = None, total: int = None,
