@@ -115,6 +115,17 @@ class _Retryable(Exception):
         self.cleared = cleared  # the line was cleared after the failure and a query answered since
 
 
+class SentBatch:
+    """A batch an instrument was sent (ScpiErrorCheckingInstrument.send_batch) whose reply is read by ``replies``."""
+
+    def __init__(self, instrument: Any, command: str, queries: list[str]):
+        self.instrument, self.command, self.queries = instrument, command, queries
+
+    def replies(self) -> list[str]:
+        """The queries' answers, the error entry checked (InstrumentError when it is not 0), as write_batch."""
+        return self.instrument._batch_replies(self.command, self.queries)
+
+
 def parse_error_reply(reply: str) -> tuple[int, str]:
     """Split a ``SYST:ERR?`` reply into (code, text); a malformed reply is an error itself."""
     match = _ERROR_REPLY.match(reply)
@@ -392,6 +403,12 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         message, the error query with it), the ordinary error check with its retries decides, and the
         queries are asked again on their own.
         """
+        return self.send_batch(units).replies()
+
+    def send_batch(self, units: Sequence[str | bytes]) -> SentBatch:
+        """write_batch's message sent, its reply not read yet (``SentBatch.replies`` reads and checks it). Why: a
+        step that starts or stops several instruments sends to each first and then reads every reply
+        (``roles.together``): one round trip for all of them. Nothing else may talk to this instrument in between."""
         encoded = [u if isinstance(u, bytes) else u.encode("ascii") for u in units]
         if not encoded:
             raise ValueError("write_batch needs at least one program unit")
@@ -404,8 +421,12 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         command = shown if len(shown) <= 200 else shown[:200] + "..."
         self.visa_log.debug(f"Writing batch of {len(encoded)} units: {command}")
         self._send_once(command, lambda: visa_connection.send_message(handle, message))
+        return SentBatch(self, command, queries)
+
+    def _batch_replies(self, command: str, queries: list[str]) -> list[str]:
+        """The reply to a sent batch: its queries' answers, once its error entry says 0 (SentBatch.replies)."""
         try:
-            reply = handle.read()
+            reply = self.visa_handle.read()
             *answers, error_reply = reply.strip().split(";", len(queries))
             if len(answers) != len(queries):
                 raise ValueError(f"expected {len(queries) + 1} replies, got {reply!r}")

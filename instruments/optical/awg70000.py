@@ -28,6 +28,7 @@ import numpy as np
 from qslab.instruments.drivers._scpi import InstrumentError
 from qslab.instruments.optical.awg_channels import amplitude_for_volts_vpp, play_segment_in_steps
 from qslab.instruments.optical.limits import Limit, LimitError
+from qslab.instruments.optical.roles import Answered
 
 CODE_FULL_SCALE = 127                 # code that plays +Vpp/2 (as on the M8195A: awg_channels.py)
 AMPLITUDE_LIMITS_VPP = (0.25, 0.5)    # the AWG70002A's direct output (qcodes' awg_amplitude validator)
@@ -182,6 +183,19 @@ class Awg70000Channels:
     def play_segment(self, segment_id: int, *others: Any) -> None:
         """Stop, select ``segment_id`` here and on ``others``, run: one message per step."""
         play_segment_in_steps(self, segment_id, others)
+
+    # qcodes' AWG70000 driver reads each reply as it writes: these steps are done at once, nothing left pending
+    def run_sent(self) -> Answered:
+        self.run()
+        return Answered()
+
+    def stop_sent(self) -> Answered:
+        self.stop()
+        return Answered()
+
+    def play_segment_sent(self, segment_id: int, *others: Any) -> Answered:
+        self.play_segment(segment_id, *others)
+        return Answered()
 
     def switch(self, changes: Sequence[tuple[int, int | None, bool | None]]) -> None:
         """(channel, segment or None, output on/off or None) per change; channels play their own assets, so different

@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from qslab.instruments.drivers._scpi import SentBatch
 from qslab.instruments.drivers.keysight_m8195a import (AMPLITUDE_LIMITS_VPP, MIN_SEGMENT_SAMPLES, as_int8_samples,
                                                        parse_catalog, parse_name)
 from qslab.instruments.optical.limits import Limit, LimitError
+from qslab.instruments.optical.roles import Answered
 
 CODE_FULL_SCALE = 127  # code that plays +Vpp/2 (and -127 plays -Vpp/2)
 # an upload of changed pieces is worth its extra round trip (the catalogue check) below this share of the segment
@@ -145,11 +147,20 @@ class AwgChannels:
 
     def run(self) -> None:
         """``:INIT:IMM`` and its error check: ONE message."""
-        self.awg.write_batch([":INIT:IMM"])
+        self.run_sent().replies()
 
     def stop(self) -> None:
         """``:ABOR`` and its error check: ONE message."""
-        self.awg.write_batch([":ABOR"])
+        self.stop_sent().replies()
+
+    def run_sent(self) -> SentBatch:
+        """``run``'s message sent, its reply read by ``replies()`` (``_scpi.together``: several instruments started
+        in one round trip)."""
+        return self.awg.send_batch([":INIT:IMM"])
+
+    def stop_sent(self) -> SentBatch:
+        """``stop``'s message sent, its reply read by ``replies()`` (as run_sent)."""
+        return self.awg.send_batch([":ABOR"])
 
     def is_running(self) -> bool:
         return bool(self.awg.is_running())
@@ -161,11 +172,15 @@ class AwgChannels:
     def play_segment(self, segment_id: int, *others: Any) -> None:
         """Stop, select ``segment_id`` here and on ``others``, run: ONE message with its error check when every role is
         on this AWG (the check after every batch plays layer 1 with its gate so), else one message per step."""
+        self.play_segment_sent(segment_id, *others).replies()
+
+    def play_segment_sent(self, segment_id: int, *others: Any) -> SentBatch | Answered:
+        """``play_segment`` with its one message's reply left to ``replies()`` (as run_sent); in steps, done here."""
         if all(isinstance(role, AwgChannels) and role.awg is self.awg for role in others):
             selections = [unit for role in (self, *others) for unit in role._select_units(segment_id)]
-            self.awg.write_batch([":ABOR", *selections, ":INIT:IMM"])
-        else:
-            play_segment_in_steps(self, segment_id, others)
+            return self.awg.send_batch([":ABOR", *selections, ":INIT:IMM"])
+        play_segment_in_steps(self, segment_id, others)
+        return Answered()
 
     def _select_units(self, segment_id: int) -> list[str]:
         if int(segment_id) != segment_id or segment_id < 1:

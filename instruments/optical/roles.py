@@ -14,10 +14,37 @@ answers *OPC? in one message) is the adapter's business, never the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+
+class Answered:
+    """What a role's ``*_sent`` verb returns when its instrument cannot defer the reply: the step is done already."""
+
+    def replies(self) -> list[str]:
+        return []
+
+
+def together(*sends: Callable[[], Any]) -> None:
+    """Each of ``sends`` (a role's ``*_sent`` verb: it sends one message and returns what reads its reply) made in
+    order, then every reply read in that order: one round trip for all. A failure, sending or in a reply, is raised
+    once every later message was sent and every sent one answered (the first failure): no reply is left on a line,
+    and a step that must happen whatever the others do (a stop) is always sent."""
+    sent, failure = [], None
+    for send in sends:
+        try:
+            sent.append(send())
+        except Exception as error:  # noqa: BLE001 - raised below, once the others are sent and answered
+            failure = failure or error
+    for message in sent:
+        try:
+            message.replies()
+        except Exception as error:  # noqa: BLE001 - as above
+            failure = failure or error
+    if failure is not None:
+        raise failure
 
 
 @runtime_checkable
@@ -179,6 +206,13 @@ class Awg(Protocol):
         """Per channel: (channel, segment to select or None, output on/off or None)."""
     def run(self) -> None: ...
     def stop(self) -> None: ...
+    def run_sent(self) -> Any:
+        """``run`` sent, its reply read by the returned object's ``replies()`` (the drivers' ``_scpi.together``
+        starts several instruments in one round trip; an instrument that cannot defer its reply runs at once)."""
+    def stop_sent(self) -> Any:
+        """``stop`` as ``run_sent``."""
+    def play_segment_sent(self, segment_id: int, *others: Awg) -> Any:
+        """``play_segment`` as ``run_sent``."""
     def outputs_off(self) -> None: ...
     def stop_and_outputs_off(self) -> None: ...
     def stop_and_rate(self, symbol_rate_hz: float, outputs_off: Sequence[int] = ()) -> int:

@@ -20,6 +20,7 @@ from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clip
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
 from qslab.analysis.workers import one_thread
+from qslab.instruments.optical.roles import together
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
 from qslab.sequences.protocol.layers import Layer, LayerCapture, LayerPlan
 
@@ -319,16 +320,15 @@ class LinkAcquisition:
         self.images_played[segment] += images
         if self.before_light is not None:
             self.before_light()
-        self.client_awg.run()
-        self.awg.play_segment(segment, self.gate)  # the layer's segment (and its gate's) selected and started
         try:
+            # both parties' AWGs started in one round trip (each message sent, then both replies read), the layer's
+            # segment (and its gate's) selected as it starts; stopped alike, the client's even when the layer's stop
+            # failed, and both whatever failed before (stopping a stopped AWG is harmless)
+            together(self.client_awg.run_sent, lambda: self.awg.play_segment_sent(segment, self.gate))
             self.digitizer.trigger()
             self.digitizer.wait()
         finally:
-            try:
-                self.awg.stop()
-            finally:
-                self.client_awg.stop()  # even when the layer's stop failed
+            together(self.awg.stop_sent, self.client_awg.stop_sent)
 
     def widen_range(self, rx) -> bool:
         """Double a receiver's digitizer range; False when the digitizer kept the old one (at its widest)."""

@@ -287,3 +287,21 @@ def test_a_load_of_megabytes_arrives_byte_for_byte_in_one_send():
     with expected_protocol(awg, CONNECT + [(message, NO_ERROR)]) as driver:
         role = AwgChannels(named(driver, "big"), (1,), amplitude_max=Limit(1.0, "Vpp", "test"), name="carver")
         role.load([(1, [codes])], [0.5])
+
+
+def test_a_sent_message_is_answered_only_when_its_reply_is_read():
+    """run_sent, play_segment_sent and stop_sent send the very bytes of run, play_segment and stop and leave the reply
+    to ``replies()``: a refusal is raised there (with the rest of the error queue), not at the send."""
+    refused = b'-221,"Settings conflict"\n'
+    pairs = [(b":INIT:IMM;:SYST:ERR?\n", refused), (b"SYST:ERR?\n", NO_ERROR),
+             (b":ABOR;:TRAC1:SEL 2;:TRAC2:SEL 2;:TRAC4:SEL 2;:INIT:IMM;:SYST:ERR?\n", NO_ERROR),
+             (b":ABOR;:SYST:ERR?\n", NO_ERROR)]
+    with expected_protocol(awg, connect_pairs(modes=("EXT", "EXT", "INT", "INT")) + pairs) as driver:
+        iq = AwgChannels(driver, (1, 2), amplitude_max=Limit(1.0, "Vpp", "test"), name="iq")
+        gate = AwgChannels(driver, (4,), amplitude_max=Limit(1.0, "Vpp", "test"), name="gate")
+        started = iq.run_sent()  # the refusal is on the line, not read yet
+        with pytest.raises(InstrumentError, match="-221"):
+            started.replies()
+        playing = iq.play_segment_sent(2, gate)
+        assert playing.replies() == []
+        assert iq.stop_sent().replies() == []

@@ -24,10 +24,10 @@ from qslab.sequences.session_guard import observing_arms
 
 SETTINGS = SessionSettings(images=20, mu=6.0, gain=1.3, seed=5, batch_images=10, verify_fraction=0.05,
                            failure_probability=1e-10, laser_power_dbm=10.0)
-# (instrument, the message's start) of the capture: the layer's start (`:ABOR;:TRAC1:SEL ...;:INIT:IMM`, its segment
-# selected and started in one message; the processor's start is sent before the layer plays), the acquisition, and
-# the two stops (the processor's stop is sent with its data still on the light)
-CAPTURE = {("digitizer", b":DIGitize"), ("awg", b":ABOR"), ("client_awg", b":ABOR")}
+# (instrument, the message's start) of the capture: the two starts (the layer's `:ABOR;:TRAC1:SEL ...;:INIT:IMM`, its
+# segment selected and started in one message, and the processor's `:INIT:IMM`, sent together: either may arrive
+# while the other already plays), the acquisition, and the two stops (sent together too)
+CAPTURE = {("digitizer", b":DIGitize"), ("awg", b":ABOR"), ("client_awg", b":ABOR"), ("client_awg", b":INIT:IMM")}
 
 
 def _carried(state) -> tuple[bool, bool]:

@@ -18,8 +18,8 @@ from qslab.instruments.optical.bias_controller import (LOCK_POLL_FRACTION, LOCK_
                                                       MbxBiasController)
 from qslab.instruments.optical.faults import DriverSettings
 from qslab.instruments.optical.homodyne_receiver import DetectorSpec, DigitizerHomodyneReceiver, ReceiverDigitizer
-from qslab.instruments.optical.roles import (ROLE_OF_CATEGORY, Awg, BiasController, Digitizer, Laser, PowerMeter,
-                                             SettingsWatch)
+from qslab.instruments.optical.roles import (ROLE_OF_CATEGORY, Answered, Awg, BiasController, Digitizer, Laser,
+                                             PowerMeter, SettingsWatch)
 from qslab.sequences.config import DRIVERS
 from qslab.sequences.station import adapter_class
 
@@ -127,10 +127,17 @@ class FakeAwg:
     def switch(self, changes): self.calls.append("switch")
     def run(self): self.calls.append("run")
     def stop(self): self.calls.append("stop")
+    def run_sent(self): return self._done("run")
+    def stop_sent(self): return self._done("stop")
+    def play_segment_sent(self, segment_id, *others): return self._done("play_segment")
     def outputs_off(self): self.calls.append("outputs_off")
     def stop_and_outputs_off(self): self.calls.append("stop_and_outputs_off")
     def stop_and_rate(self, symbol_rate_hz, outputs_off=()): return 16
     def subset(self, channels): return self
+
+    def _done(self, verb):
+        self.calls.append(verb)
+        return Answered()
 
 
 class FakeMzm:
