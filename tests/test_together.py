@@ -47,3 +47,16 @@ def test_a_message_that_could_not_be_sent_keeps_no_later_one_from_going_out():
     with pytest.raises(OSError, match="layer: the line dropped"):
         together(Line("layer", log, refuse_send=True).sent, Line("client", log).sent)
     assert log == ["layer not sent", "client sent", "client read"]  # the client's stop still went out and was read
+
+
+def test_an_interrupt_while_sending_still_sends_and_reads_the_rest_then_propagates():
+    """As the nested try/finally it replaces: the client's stop goes out even when the layer's was interrupted."""
+    log: list[str] = []
+
+    def interrupted():
+        log.append("layer interrupted")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        together(interrupted, Line("client", log).sent)
+    assert log == ["layer interrupted", "client sent", "client read"]

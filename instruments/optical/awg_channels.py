@@ -154,7 +154,7 @@ class AwgChannels:
         self.stop_sent().replies()
 
     def run_sent(self) -> SentBatch:
-        """``run``'s message sent, its reply read by ``replies()`` (``_scpi.together``: several instruments started
+        """``run``'s message sent, its reply read by ``replies()`` (``roles.together``: several instruments started
         in one round trip)."""
         return self.awg.send_batch([":INIT:IMM"])
 

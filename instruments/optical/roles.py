@@ -36,12 +36,12 @@ def together(*sends: Callable[[], Any]) -> None:
     for send in sends:
         try:
             sent.append(send())
-        except Exception as error:  # noqa: BLE001 - raised below, once the others are sent and answered
-            failure = failure or error
+        except BaseException as error:  # noqa: BLE001 - raised below, once the others are sent and answered (as a
+            failure = failure or error  # finally would: an interrupt too)
     for message in sent:
         try:
             message.replies()
-        except Exception as error:  # noqa: BLE001 - as above
+        except BaseException as error:  # noqa: BLE001 - as above
             failure = failure or error
     if failure is not None:
         raise failure
@@ -207,8 +207,8 @@ class Awg(Protocol):
     def run(self) -> None: ...
     def stop(self) -> None: ...
     def run_sent(self) -> Any:
-        """``run`` sent, its reply read by the returned object's ``replies()`` (the drivers' ``_scpi.together``
-        starts several instruments in one round trip; an instrument that cannot defer its reply runs at once)."""
+        """``run`` sent, its reply read by the returned object's ``replies()`` (``together`` starts several
+        instruments in one round trip; an instrument that cannot defer its reply runs at once: Answered)."""
     def stop_sent(self) -> Any:
         """``stop`` as ``run_sent``."""
     def play_segment_sent(self, segment_id: int, *others: Awg) -> Any:
