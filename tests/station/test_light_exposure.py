@@ -77,6 +77,8 @@ def test_only_the_capture_runs_while_the_light_carries_weights_or_data(tmp_path,
     assert not foreign, f"messages while the light carried weights or data: {foreign[:10]}"
     acquisitions = [(weights, data) for name, head, weights, data in seen if head.startswith(b":DIGitize")]
     assert len(acquisitions) == 2  # the two layers of batch 2, the one after arming
+    # the processor's start reaches the bench beside the layer's at most once a capture (the two are sent together)
+    assert sum(name == "client_awg" and head.startswith(b":INIT:IMM") for name, head in carrying) <= len(acquisitions)
     assert all(weights and data for weights, data in acquisitions)  # and each acquisition does record both
 
     # every pass of a layer's weights is counted: the batches' images, and the set-up's leakage nulling (layer 2's 10
