@@ -118,12 +118,12 @@ class _Retryable(Exception):
 class SentBatch:
     """A batch an instrument was sent (ScpiErrorCheckingInstrument.send_batch) whose reply is read by ``replies``."""
 
-    def __init__(self, instrument: Any, command: str, queries: list[str]):
-        self.instrument, self.command, self.queries = instrument, command, queries
+    def __init__(self, instrument: Any, handle: Any, command: str, queries: list[str]):
+        self.instrument, self.handle, self.command, self.queries = instrument, handle, command, queries
 
     def replies(self) -> list[str]:
         """The queries' answers, the error entry checked (InstrumentError when it is not 0), as write_batch."""
-        return self.instrument._batch_replies(self.command, self.queries)
+        return self.instrument._batch_replies(self.handle, self.command, self.queries)
 
 
 def parse_error_reply(reply: str) -> tuple[int, str]:
@@ -421,12 +421,13 @@ class ScpiErrorCheckingInstrument(RetriedGets, QueryRetries, VisaInstrument):
         command = shown if len(shown) <= 200 else shown[:200] + "..."
         self.visa_log.debug(f"Writing batch of {len(encoded)} units: {command}")
         self._send_once(command, lambda: visa_connection.send_message(handle, message))
-        return SentBatch(self, command, queries)
+        return SentBatch(self, handle, command, queries)
 
-    def _batch_replies(self, command: str, queries: list[str]) -> list[str]:
-        """The reply to a sent batch: its queries' answers, once its error entry says 0 (SentBatch.replies)."""
+    def _batch_replies(self, handle: Any, command: str, queries: list[str]) -> list[str]:
+        """The reply to a batch sent on ``handle``: its queries' answers, once its error entry says 0 (read where it
+        was sent, as write_batch always did; SentBatch.replies)."""
         try:
-            reply = self.visa_handle.read()
+            reply = handle.read()
             *answers, error_reply = reply.strip().split(";", len(queries))
             if len(answers) != len(queries):
                 raise ValueError(f"expected {len(queries) + 1} replies, got {reply!r}")
