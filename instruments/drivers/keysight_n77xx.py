@@ -72,12 +72,9 @@ SCPI_NOT_A_NUMBER = 9.91e37
 def _reading_w(reply: str, unit: str, instrument: str, command: str) -> float:
     """One power reading in W. SCPI's not-a-number (+9.91E37: the meter has no valid reading, e.g. over
     range) is refused with one error naming it: as a number it would be a power of 1e37 W. A reply that parses
-    as NaN or infinity is no SCPI number: junk on the line (e.g. the second line of a reply, read as the next
-    answer), read as an unreadable reply, asked again once the line is cleared (as a setting's read-back), never
-    returned (it would pass through every comparison downstream)."""
-    value = float(reply)
-    if not math.isfinite(value):
-        raise ValueError(f"{reply.strip()!r} is not a finite number")
+    as NaN or infinity is no SCPI number: junk on the line, refused by parse_float as an unreadable reply and asked
+    again once the line is cleared (as a setting's read-back), never returned."""
+    value = parse_float(reply)
     if abs(value) >= 0.99 * SCPI_NOT_A_NUMBER:
         raise InstrumentError(instrument, command, [(None, f"no valid reading ({reply.strip()} is SCPI's "
                                                            "not-a-number: over range?)")])

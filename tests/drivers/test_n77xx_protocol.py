@@ -123,8 +123,8 @@ def test_meter_reading_of_no_valid_power_is_one_clear_error():
 
 
 def test_meter_reading_of_nan_or_infinity_is_junk_asked_again(monkeypatch):
-    """A reply that parses as NaN or infinity is no SCPI number: junk on the line (found by the fuzz of replies: the
-    second line of an earlier reply, read as this answer). It is asked again on a cleared line, and ends in one
+    """A reply that parses as NaN or infinity is no SCPI number: junk on the line (seen once in the fuzz of replies:
+    '-inf' read again by the read after the junk stopped). It is asked again on a cleared line, and ends in one
     InstrumentFault naming it when it stays junk; once the line answers a number again, that is the reading."""
     monkeypatch.setattr(_scpi, "RETRY_BACKOFF_S", (0.0,))
     query = b"SENS1:POW:UNIT 1;:READ1:POW?\n"
