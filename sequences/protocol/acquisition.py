@@ -241,10 +241,17 @@ class LinkAcquisition:
         self._server_ahead = (plan, one_thread("qslab-server-set-up").submit(self._set_up_server, plan))
 
     def _set_up_server(self, plan: LayerPlan) -> None:
-        """The gate of ``plan``'s layer loaded with its rows, the layer's attenuation set."""
+        """The gate of ``plan``'s layer loaded with its rows while the layer's attenuation is set: two instruments,
+        each on its own connection (the attenuator's move takes its own time). Returns once both are done; the gate's
+        error first, then the attenuator's."""
         layer = self.layers[plan.index]
-        self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
-        self._set_attenuation(layer)
+        attenuating = one_thread("qslab-attenuation").submit(self._set_attenuation, layer)
+        try:
+            self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
+        finally:
+            failed = attenuating.exception()  # waits: whatever happened here, the attenuator is idle again
+        if failed is not None:
+            raise failed
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer, x_hat: np.ndarray,
                  following: LayerPlan | None = None,
