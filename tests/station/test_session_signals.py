@@ -23,14 +23,13 @@ from pathlib import Path
 
 import pytest
 from held_bench import HANG_GUARD_S, SETTINGS_CHECK, GatedBench, Lines, images_committed, recorded_differences
+from station_fixtures import patient_config
 
 from qslab.analysis import recording
 from qslab.calibration.records import RecordStore
 from qslab.sequences.config import load_config
 from qslab.sequences.session import SessionSettings, run_session
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "lab_config.toml"
 # Between two looks at the session file: the test waits for a state, re-checked every POLL_S, so the interval only adds
 # up to POLL_S to the wait (a batch takes hundreds of ms); without it the test spins a core against the very session
 # it waits for (on 2 cores under xdist: the session, the other worker and this loop).
@@ -152,8 +151,8 @@ def test_a_command_refused_once_while_closing_is_sent_again_and_read_back(store,
     set in the check before the batch; its settings read back, the shutter closed, then its mode and attenuation read
     back and the shutter opened again around the check's monitor readings: one message each), so the first command
     after them is the close's; the first assertions say so if that count ever changes."""
-    results = run_session(load_config(CONFIG), replace(SETTINGS, images=20, batch_images=10), out_dir=tmp_path,
-                          store=RecordStore(store), progress=False, faults=["scpi-error:after=5"])
+    results = run_session(load_config(patient_config(tmp_path)), replace(SETTINGS, images=20, batch_images=10),
+                          out_dir=tmp_path, store=RecordStore(store), progress=False, faults=["scpi-error:after=5"])
     fired = results["faults"]["fired"]
     assert [f["message"] for f in fired] == ["OUTP1:STAT 0;:SYST:ERR?"]  # the attenuator's shutter, closing
     assert results["safe_state"]["safe"] is True
@@ -164,8 +163,9 @@ def test_a_command_refused_once_while_closing_is_sent_again_and_read_back(store,
 def test_a_persistent_refusal_while_closing_says_which_output_is_in_what_state(store, tmp_path, capsys):
     from qslab.sequences.cli import main
 
-    code = main(["session", "--config", str(CONFIG), "--images", "20", "--batch-images", "10", "--json",
-                 "--calibration-dir", str(store), "--out", str(tmp_path), "--inject-fault", "scpi-error:after=5,persistent"])  # on the close, as above
+    code = main(["session", "--config", str(patient_config(tmp_path)), "--images", "20", "--batch-images", "10",
+                 "--json", "--calibration-dir", str(store), "--out", str(tmp_path),
+                 "--inject-fault", "scpi-error:after=5,persistent"])  # on the close, as above
     captured = capsys.readouterr()
     report = json.loads(captured.out.strip().splitlines()[-1])
     assert code == 1
