@@ -48,9 +48,11 @@ def register(parser) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from qslab.analysis.heap import keep_freed_memory
     from qslab.sequences.commands.cli_io import UsageError, print_json_last, require_finite
     from qslab.sequences.simulation import SimulationSettings, simulate
 
+    keep_freed_memory()  # each batch's arrays reuse the last one's pages instead of faulting in fresh ones
     settings = SimulationSettings(mu=args.mu, gain=args.gain, images=args.images, seeds=args.seeds, mode=args.mode,
                                   weights=args.weights, verify_fraction=args.verify_fraction, seed=args.seed)
     try:
