@@ -7,7 +7,8 @@ fresh pages that the kernel zeroes first. `qslab simulate --mode physics` (10k i
 its heap by ~560 MB that way (strace: 255 brk calls), and perf put 13 % of its CPU in the kernel's page zeroing.
 With glibc's largest mmap threshold (32 MB: arrays below it come from the heap) and 256 MB of free heap kept, what
 a batch frees is the next one's: physics mode 4-13 % faster in one interleaved comparison
-(benchmarks/bench_secure_inference.py --compare), its peak memory 0.52 -> 0.54 GB. glibc only (mallopt); other C libraries are left as they are.
+(benchmarks/bench_secure_inference.py --compare), its peak memory 0.52 -> 0.54 GB. glibc only (mallopt); other C
+libraries are left as they are.
 """
 
 from __future__ import annotations
