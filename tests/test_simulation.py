@@ -68,6 +68,50 @@ def test_an_engine_kept_across_seeds_draws_what_a_fresh_one_draws():
         run_seed_by_layer(settings, weights, x, labels, seed)[0] for seed in (0, 1)]
 
 
+def test_first_layer_inputs_made_ahead_on_another_thread_are_the_ones_the_layers_use():
+    """simulate has the verification thread make the first seed's first-layer encodings ahead
+    (LinkEngine.prepare_first_layer): the layers take those very arrays, and the seed draws what an engine that made
+    them in passing draws; more batches than first_layer_batches are made in passing, and an error made ahead is
+    raised where the layer needs the inputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = SimulationSettings(mu=6, gain=1.3, images=2500, seeds=1, verify_fraction=0.02)
+    weights, _ = load_weights()
+    x, labels = load_test_set(settings.images)
+    batches = image_batches(x)
+    ahead, in_passing = physics_engine(settings), physics_engine(settings)
+    ahead.first_layer_batches = 2  # the third batch is made in passing
+    submitted = []
+    with ThreadPoolExecutor(1) as executor:
+        def submit(function, *args):
+            submitted.append(executor.submit(function, *args))
+            return submitted[-1]
+        ahead.prepare_first_layer(weights[0], batches, submit)
+        accuracy, pairs = run_seed_by_layer(settings, weights, x, labels, 3, engine=ahead, batches=batches)
+    assert len(submitted) == 2 and ahead._first_kept == 2
+    kept = [(data, prepared) for entries in ahead._first_inputs.values() for data, prepared in entries]
+    assert all(data is batch for (data, _), batch in zip(kept, batches[:2]))
+    assert all(prepared is future for (_, prepared), future in zip(kept, submitted))
+    passing_accuracy, passing_pairs = run_seed_by_layer(settings, weights, x, labels, 3, engine=in_passing)
+    assert passing_accuracy == accuracy and len(pairs) == len(passing_pairs) > 0
+    assert all(np.array_equal(record.returned_quadratures_snu, passing.returned_quadratures_snu)
+               for (_, record), (_, passing) in zip(pairs, passing_pairs))
+    assert all(np.array_equal(output.x_meas_snu, in_passing.outputs[layer].x_meas_snu)
+               for layer, output in ahead.outputs.items())
+
+    failing = physics_engine(settings)
+
+    def refuse(function, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_exception(ValueError("made ahead and refused"))
+        return future
+    failing.prepare_first_layer(weights[0], batches, refuse)
+    with pytest.raises(ValueError, match="made ahead and refused"):
+        run_seed_by_layer(settings, weights, x, labels, 3, engine=failing, batches=batches)
+
+
 def test_the_link_engine_given_unnormalised_inputs_encodes_them_as_the_normalised_ones():
     """Physics mode passes each layer's input as it is (engine_normalises): the link model's unit_vectors normalises
     it. Against the route that normalised it first (network.normalize_rows, then unit_vectors again): the same

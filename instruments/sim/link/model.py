@@ -24,6 +24,8 @@ per-sample normal stream live in random_streams.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -719,40 +721,62 @@ class LinkEngine:
         # up to this many batches of first-layer inputs kept with their encoding and <X_meas> (PreparedInputs): a
         # simulation's seeds send the same images again (the outputs are the same bits; only the work is saved)
         self.first_layer_batches = int(first_layer_batches)
-        self._first_inputs: dict[tuple, list[tuple[np.ndarray, PreparedInputs]]] = {}
+        self._first_inputs: dict[tuple, list[tuple[np.ndarray, Future]]] = {}  # of PreparedInputs
         self._first_kept = 0
         self._layers: dict[int, tuple[object, SecureLayer]] = {}
         self._normals_rng = None
         self._normals = None
 
     def __call__(self, layer_index, weights, x_hat, rng):
-        cached = self._layers.get(layer_index)
-        if cached is None or cached[0] is not weights:
-            cached = (weights, SecureLayer(weights, self.params))
-            self._layers[layer_index] = cached
-            if layer_index == 0:  # kept <X_meas> belong to the previous weights
-                self._first_inputs, self._first_kept = {}, 0
+        layer = self._layer(layer_index, weights)
         if self._normals_rng is not rng:  # a new rng starts a new stream: a seed reproduces its run on its own
             if self._normals is not None:
                 self._normals.close()
             self._normals_rng, self._normals = rng, None
         if self._normals is None and self.verify_fraction > 0.0:
             self._normals = streams.LazyNormalStream(rng, sampler=self.normal_sampler)
-        prepared = self._kept_inputs(cached[1], x_hat) if layer_index == 0 and self.first_layer_batches else None
-        output = cached[1](x_hat, rng, self.verify_fraction, self._normals, prepared)
+        prepared = self._kept_inputs(layer, x_hat) if layer_index == 0 and self.first_layer_batches else None
+        output = layer(x_hat, rng, self.verify_fraction, self._normals, prepared)
         self.outputs[layer_index] = output
         return output.dot_product_estimate()
+
+    def _layer(self, layer_index: int, weights) -> SecureLayer:
+        """The layer's SecureLayer, packed at the first call with these weights (kept while the same array comes)."""
+        cached = self._layers.get(layer_index)
+        if cached is None or cached[0] is not weights:
+            cached = (weights, SecureLayer(weights, self.params))
+            self._layers[layer_index] = cached
+            if layer_index == 0:  # kept <X_meas> belong to the previous weights
+                self._first_inputs, self._first_kept = {}, 0
+        return cached[1]
+
+    def prepare_first_layer(self, weights, batches, submit: Callable[..., Future]) -> None:
+        """Have `submit` (an executor's) make the first layer's PreparedInputs of `batches` ahead, in order, up to
+        first_layer_batches: the thread that runs the layers then finds each one made, or waits for it, instead of
+        making it between its products and faulting in its memory (~13 MB per 1000 images). The same arrays as made
+        in passing, so the same bits. Call from the thread that runs the layers; keep the batch arrays unmodified."""
+        layer = self._layer(0, weights)
+        for data in batches[:max(self.first_layer_batches - self._first_kept, 0)]:
+            self._keep(np.asarray(data), submit(layer.prepare, data))
 
     def _kept_inputs(self, layer: SecureLayer, data) -> PreparedInputs:
         """The first layer's PreparedInputs of these data: kept from an earlier call with equal data, or made (and
         kept while fewer than first_layer_batches are). The data array is kept by reference: do not modify it."""
         data = np.asarray(data)
-        key = (data.shape, data.dtype.str, data[:1].tobytes())
-        for kept, prepared in self._first_inputs.get(key, ()):
+        for kept, prepared in self._first_inputs.get(_data_key(data), ()):
             if kept is data or np.array_equal(kept, data):
-                return prepared
-        prepared = layer.prepare(data)
+                return prepared.result()
+        prepared = Future()
+        prepared.set_result(layer.prepare(data))
         if self._first_kept < self.first_layer_batches:
-            self._first_inputs.setdefault(key, []).append((data, prepared))
-            self._first_kept += 1
-        return prepared
+            self._keep(data, prepared)
+        return prepared.result()
+
+    def _keep(self, data: np.ndarray, prepared: Future) -> None:
+        self._first_inputs.setdefault(_data_key(data), []).append((data, prepared))
+        self._first_kept += 1
+
+
+def _data_key(data: np.ndarray) -> tuple:
+    """A cheap key that tells most batches apart (shape, dtype, first row); equal keys are compared in full."""
+    return data.shape, data.dtype.str, data[:1].tobytes()
