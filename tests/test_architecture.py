@@ -1,6 +1,7 @@
 """The house rules: one `qslab` namespace; imports flow sequences -> calibration -> instruments, all may use analysis."""
 
 import ast
+import functools
 import subprocess
 import sys
 import tomllib
@@ -20,10 +21,15 @@ FORBIDDEN = {
 SOURCES = sorted(path for folder in (*ROOMS, "qslab", "tests", "benchmarks") for path in (ROOT / folder).rglob("*.py"))
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The module's syntax tree, parsed once per worker (three rules read every source file)."""
+    return ast.parse(path.read_text(), filename=str(path))
+
+
 def imported_modules(path: Path):
     """Every absolute module name ``path`` imports (``from a.b import c`` gives a.b and a.b.c)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    for node in ast.walk(tree):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -55,9 +61,8 @@ MODULE_NAME_CALLS = {"files", "import_module", "find_spec", "getLogger", "import
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_path_in_a_string_names_a_bare_room(path):
     """Module paths held in strings (importlib.resources anchors, loggers, driver registries) move with the code."""
-    tree = ast.parse(path.read_text(), filename=str(path))
     bare = []
-    for node in ast.walk(tree):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             name = getattr(node.func, "attr", getattr(node.func, "id", ""))
             text = node.args[0].value
