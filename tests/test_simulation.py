@@ -75,6 +75,8 @@ def test_first_layer_inputs_made_ahead_on_another_thread_are_the_ones_the_layers
     raised where the layer needs the inputs."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from qslab.analysis.blas_threads import one_blas_thread
+
     settings = SimulationSettings(mu=6, gain=1.3, images=2500, seeds=1, verify_fraction=0.02)
     weights, _ = load_weights()
     x, labels = load_test_set(settings.images)
@@ -82,7 +84,8 @@ def test_first_layer_inputs_made_ahead_on_another_thread_are_the_ones_the_layers
     ahead, in_passing = physics_engine(settings), physics_engine(settings)
     ahead.first_layer_batches = 2  # the third batch is made in passing
     submitted = []
-    with ThreadPoolExecutor(1) as executor:
+    # under one BLAS thread, as simulate: the float32 products' bits follow OpenBLAS's thread count
+    with ThreadPoolExecutor(1) as executor, one_blas_thread():
         def submit(function, *args):
             submitted.append(executor.submit(function, *args))
             return submitted[-1]
@@ -110,6 +113,30 @@ def test_first_layer_inputs_made_ahead_on_another_thread_are_the_ones_the_layers
     failing.prepare_first_layer(weights[0], batches, refuse)
     with pytest.raises(ValueError, match="made ahead and refused"):
         run_seed_by_layer(settings, weights, x, labels, 3, engine=failing, batches=batches)
+
+
+def test_first_layer_inputs_made_ahead_keep_the_callers_numpy_error_state():
+    """`qslab simulate` silences numpy's floating-point warnings on absurd inputs (they are reported once, as a
+    result that is not finite): the encodings made ahead on another thread run under the caller's error state too,
+    so an overflow there warns, raises or stays silent exactly as it would have where the layer needs them."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = SimulationSettings(mu=1e300, gain=1.3, images=3, seeds=1)  # <X_meas> overflows: inf - inf
+    weights, _ = load_weights()
+    x, _ = load_test_set(settings.images)
+    with ThreadPoolExecutor(1) as executor:
+        for state, expected in (({}, None), ({"invalid": "raise"}, FloatingPointError)):
+            engine = physics_engine(settings)
+            with np.errstate(**{"all": "ignore", **state}), warnings.catch_warnings():
+                warnings.simplefilter("error")  # a warning from the worker would fail the made-ahead future
+                engine.prepare_first_layer(weights[0], [x], executor.submit)
+                (_, prepared), = (entry for entries in engine._first_inputs.values() for entry in entries)
+                if expected is None:
+                    assert not np.all(np.isfinite(prepared.result().means))
+                else:
+                    with pytest.raises(expected):
+                        prepared.result()
 
 
 def test_the_link_engine_given_unnormalised_inputs_encodes_them_as_the_normalised_ones():

@@ -24,6 +24,7 @@ per-sample normal stream live in random_streams.py.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -754,10 +755,13 @@ class LinkEngine:
         """Have `submit` (an executor's) make the first layer's PreparedInputs of `batches` ahead, in order, up to
         first_layer_batches: the thread that runs the layers then finds each one made, or waits for it, instead of
         making it between its products and faulting in its memory (~13 MB per 1000 images). The same arrays as made
-        in passing, so the same bits. Call from the thread that runs the layers; keep the batch arrays unmodified."""
+        in passing, so the same bits, made under the caller's numpy error state (a context variable, so each task
+        runs in a copy of the caller's context). Call from the thread that runs the layers, under the BLAS thread
+        count they run under (the float32 products' bits follow it; simulate: one_blas_thread); keep the batch arrays
+        unmodified."""
         layer = self._layer(0, weights)
         for data in batches[:max(self.first_layer_batches - self._first_kept, 0)]:
-            self._keep(np.asarray(data), submit(layer.prepare, data))
+            self._keep(np.asarray(data), submit(contextvars.copy_context().run, layer.prepare, data))
 
     def _kept_inputs(self, layer: SecureLayer, data) -> PreparedInputs:
         """The first layer's PreparedInputs of these data: kept from an earlier call with equal data, or made (and
