@@ -59,6 +59,17 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def beside(started: Future, work: Callable[[], None]) -> None:
+    """``work()`` while ``started`` runs on its own thread; returns once both are done, whatever either did (so the
+    instrument ``started`` talks to is idle again), and raises ``work``'s error first, then ``started``'s."""
+    try:
+        work()
+    finally:
+        failed = started.exception()  # waits
+    if failed is not None:
+        raise failed
+
+
 class OrderedTasks:
     """Tasks handed to the thread named `name` in the order given, and waited for together: ``wait`` returns once every
     task given so far is done, and raises what the first failed one raised. A failed task is kept (every later wait

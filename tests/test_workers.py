@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from qslab.analysis.workers import BACKGROUND_NICE, OrderedTasks, one_thread
+from qslab.analysis.workers import BACKGROUND_NICE, OrderedTasks, beside, one_thread
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 
@@ -63,3 +63,31 @@ def test_a_sessions_appends_and_running_sums_yield_the_cpu(calibrated_store_at, 
                 progress=False)
     lowest = max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, 0))
     assert seen == {"append": {lowest}, "samples": {lowest}, "fits": {lowest}}
+
+
+def test_beside_returns_once_both_are_done_and_raises_the_callers_error_first():
+    """Two instruments set side by side (acquisition.py: the gate beside the attenuator, the server's set-up beside the
+    client's upload): the call waits for the started one even when its own work fails, and that failure comes first."""
+    release = threading.Event()
+
+    def slow(error=None):
+        release.wait(5)
+        if error:
+            raise error
+        return "done"
+
+    def release_then(error=None):
+        release.set()
+        if error:
+            raise error
+
+    for own, started, expected in ((None, None, None), (None, KeyError("started"), KeyError),
+                                   (ValueError("own"), KeyError("started"), ValueError)):
+        release.clear()
+        future = one_thread("test-beside").submit(slow, started)
+        if expected is None:
+            beside(future, release_then)
+        else:
+            with pytest.raises(expected):
+                beside(future, lambda: release_then(own))
+        assert future.done()  # never left running behind the caller

@@ -19,7 +19,7 @@ from qslab.analysis.blas_threads import one_blas_thread
 from qslab.analysis.dsp import AdcRecord, clip_detail, count_clipped, count_clipped_record
 from qslab.analysis.encoding import unit_vectors
 from qslab.analysis.units import dbm_to_w
-from qslab.analysis.workers import one_thread
+from qslab.analysis.workers import beside, one_thread
 from qslab.instruments.optical.roles import together
 from qslab.sequences.protocol.errors import ProtocolError, ReceiverError
 from qslab.sequences.protocol.layers import Layer, LayerCapture, LayerPlan
@@ -165,13 +165,7 @@ class LinkAcquisition:
         # each load stops its AWG first (AwgChannels.load), and selects its segment; the layer's own segment is selected
         # as it starts (_capture). The client's processor is loaded on its own connection while the server's set-up
         # runs on the others (both made now, or started ahead while the layer before was read: run_layers)
-        loading = self._client_upload(data, x_hat)
-        try:
-            self._server_set_up(plan)
-        finally:
-            failed = loading.exception()  # waits: whatever happened here, the client's upload is over
-        if failed is not None:
-            raise failed
+        beside(self._client_upload(data, x_hat), lambda: self._server_set_up(plan))
         n_client, n_server = batch * layer.rows, batch * rows.size * layer.modes
         early: dict[str, np.ndarray] = {}
 
@@ -245,13 +239,8 @@ class LinkAcquisition:
         each on its own connection (the attenuator's move takes its own time). Returns once both are done; the gate's
         error first, then the attenuator's."""
         layer = self.layers[plan.index]
-        attenuating = one_thread("qslab-attenuation").submit(self._set_attenuation, layer)
-        try:
-            self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows)
-        finally:
-            failed = attenuating.exception()  # waits: whatever happened here, the attenuator is idle again
-        if failed is not None:
-            raise failed
+        beside(one_thread("qslab-attenuation").submit(self._set_attenuation, layer),
+               lambda: self._load_gate(layer.segment_id, plan.rows, plan.measure_p, layer.modes, layer.rows))
 
     def _acquire(self, n_client: int, n_server: int, layer: Layer, x_hat: np.ndarray,
                  following: LayerPlan | None = None,
