@@ -130,18 +130,14 @@ def _check_mnist_pair(images, labels, image_path, label_path) -> None:
 def preprocess(images: np.ndarray) -> np.ndarray:
     """float32 [N, 784] in [-1, 1]: ToTensor (x/255) then Normalize(0.5, 0.5), as the paper's notebook.
 
-    uint8 pixels (MNIST's) are looked up in _PIXEL_VALUES, the same float32 operations done once for each of the
-    256 values: the same bits in one pass (a session preprocesses three batches of images a batch, and the three
-    operations' 300 kB temporaries took ~0.6 ms a call between a batch's check and the next batch's light)."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return _PIXEL_VALUES.take(images.reshape(len(images), -1))
-    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / np.float32(255.0)
-    return (x - np.float32(0.5)) / np.float32(0.5)
-
-
-_PIXEL_VALUES = (np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
-_PIXEL_VALUES.flags.writeable = False
+    The three float32 operations in place on one new float32 copy (the caller's array is never written): a table of the
+    256 uint8 values looked up with `take` gave the same bits but made an 8-byte index of every pixel first (376 MB and
+    0.7-1.7 s for the training set, against 0.06 s; for a 100-image batch 140 us against 55 us)."""
+    x = np.array(images, dtype=np.float32).reshape(len(images), -1)
+    x /= np.float32(255.0)
+    x -= np.float32(0.5)
+    x /= np.float32(0.5)
+    return x
 
 
 def train_validation_indices(n_total: int = N_TRAIN_TOTAL, n_validation: int = N_VALIDATION, seed: int = 0):

@@ -29,6 +29,8 @@ import re
 import stat
 import subprocess
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -130,12 +132,18 @@ class CalibrationRecord:
                               f"{sorted(self.parameters)}") from None
 
 
+# Records read by this process (RecordStore._read), least recently used out: a few MB at most each (a channel
+# record's samples), and every store of a process shares them (a test run's sessions each open their own store).
+_READ: OrderedDict[tuple, CalibrationRecord] = OrderedDict()
+_READ_ENTRIES = 256
+_READ_LOCK = threading.Lock()
+
+
 class RecordStore:
     """A directory of records; ``write`` adds one, the queries never modify anything."""
 
     def __init__(self, directory: str | Path | None = None):
         self.directory = Path(directory) if directory is not None else default_directory()
-        self._cache: dict[tuple, CalibrationRecord] = {}
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, result: CalibrationResult, *, validity_s: float | None = None,
@@ -196,16 +204,25 @@ class RecordStore:
         return sorted(found, key=lambda r: (r.created, r.id))
 
     def _read(self, path: Path) -> CalibrationRecord:
-        """read_record, remembered per (path, size, mtime): records are immutable, a session asks many times."""
+        """read_record, remembered by the process (_READ) per file and version: records are immutable, and a
+        session, or the next session of a sweep or a test run, asks for the same ones many times."""
         try:
             stat_ = path.stat()
         except OSError as error:  # e.g. a dangling link named *.h5
             raise CorruptRecord(f"{path} is not a readable qslab calibration record "
                                 f"({error.strerror or error})") from None
-        key = (str(path), stat_.st_size, stat_.st_mtime_ns)
-        if key not in self._cache:
-            self._cache[key] = read_record(path)
-        return self._cache[key]
+        key = (str(path), stat_.st_dev, stat_.st_ino, stat_.st_size, stat_.st_mtime_ns, stat_.st_ctime_ns)
+        with _READ_LOCK:
+            record = _READ.get(key)
+            if record is not None:
+                _READ.move_to_end(key)
+                return record
+        record = read_record(path)
+        with _READ_LOCK:
+            _READ[key] = record
+            while len(_READ) > _READ_ENTRIES:
+                _READ.popitem(last=False)
+        return record
 
     def latest(self, kind: str, instrument: str | None = None) -> CalibrationRecord | None:
         found = self.records(kind, instrument)
@@ -309,6 +326,12 @@ def _compressible(array: np.ndarray) -> bool:
     return array.size > 1024 and array.dtype.kind not in "fc"
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A record's raw array as handed out: every reader of the process shares it (RecordStore._read)."""
+    array.flags.writeable = False
+    return array
+
+
 def _set_attributes(attrs, values: dict) -> None:
     """Numbers as they are, text as fixed-length UTF-8 (see _write_h5)."""
     import h5py
@@ -335,7 +358,7 @@ def read_record(path: str | Path) -> CalibrationRecord:
                 raise CorruptRecord(f"{path} is not a qslab calibration record (schema {schema!r}, expected {SCHEMA!r})")
             a = f.attrs
             parameters = {key: _estimate(key, g) for key, g in _members(_group(f, "parameters"))}
-            raw = {name: np.asarray(d[()]) for name, d in _members(_group(f, "raw"))}
+            raw = {name: _read_only(np.asarray(d[()])) for name, d in _members(_group(f, "raw"))}
             record = CalibrationRecord(
                 id=_text(a, "id"), kind=_text(a, "kind"), instrument=_text(a, "instrument"), parameters=parameters,
                 raw=raw, conditions=_json_object(a, "conditions_json"),

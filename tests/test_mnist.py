@@ -106,13 +106,15 @@ def test_the_shipped_sets_are_read_once_and_handed_out_read_only(tiny_set):
     np.testing.assert_array_equal(mnist.load_mnist("train", directory)[0], images)
 
 
-def test_preprocess_looks_up_uint8_pixels_with_the_bits_of_the_arithmetic():
-    """The uint8 route (a table of the 256 values) gives the very floats of the three float32 operations that any
-    other input type takes, for every pixel value."""
+def test_preprocess_has_the_bits_of_to_tensor_then_normalize_whatever_the_input_type():
+    """Every uint8 value, and the same values as int64 and float32 arrays, give torchvision's ToTensor (x / 255) then
+    Normalize(0.5, 0.5) as separate float32 operations would; the caller's array (even a float32 one) is not written."""
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
-    looked_up = mnist.preprocess(pixels)
-    computed = mnist.preprocess(pixels.astype(np.int64))
-    assert looked_up.dtype == computed.dtype == np.float32 and looked_up.shape == (1, 256)
-    assert np.array_equal(looked_up.view(np.uint32), computed.view(np.uint32))
-    looked_up[0, 0] = 7.0  # a caller's own array: the table stays as it was
-    assert mnist.preprocess(pixels)[0, 0] == -1.0
+    to_tensor = pixels.reshape(1, -1).astype(np.float32) / np.float32(255.0)
+    expected = (to_tensor - np.float32(0.5)) / np.float32(0.5)
+    floats = pixels.astype(np.float32)
+    for given in (pixels, pixels.astype(np.int64), floats):
+        x = mnist.preprocess(given)
+        assert x.dtype == np.float32 and x.shape == (1, 256)
+        assert np.array_equal(x.view(np.uint32), expected.view(np.uint32)), given.dtype
+    assert np.array_equal(floats, pixels) and mnist.preprocess(pixels)[0, 0] == -1.0

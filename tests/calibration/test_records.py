@@ -128,6 +128,21 @@ def test_a_result_without_parameters_or_with_bad_validity_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
 
 
+def test_the_stores_of_a_process_share_each_record_read_and_read_a_changed_file_again(tmp_path):
+    """Each session opens its own store: a record one store read is not read again by the next (records are
+    immutable), its arrays are read-only (they are shared), and a file changed since (its times differ) is read
+    again."""
+    written = RecordStore(tmp_path).write(result(trace=np.arange(100.0)), created=NOW)
+    (first,), (again,) = RecordStore(tmp_path).records(), RecordStore(tmp_path).records()
+    assert first is again is written
+    with pytest.raises(ValueError, match="read-only"):
+        first.raw["trace"][0] = 1.0
+    times = written.path.stat()
+    os.utime(written.path, ns=(times.st_atime_ns, times.st_mtime_ns + 1))
+    (changed,) = RecordStore(tmp_path).records()
+    assert changed is not first and changed.id == first.id and changed.parameters == first.parameters
+
+
 @pytest.mark.parametrize("where", ["parameter", "raw", "conditions"])
 def test_a_record_edited_after_writing_fails_its_content_hash_loudly(tmp_path, where):
     """Records are 0444, but chmod, edit, chmod back works: every read recomputes the content hash and refuses."""
