@@ -10,7 +10,8 @@ role's contract: the instrument may round or clamp; ``range_v``/``sample_rate_hz
 
 The card is not a LAN instrument: it is opened by system and board number, address ``ATS::<system>::<board>``
 (``connect_driver``, the station's hook for drivers a vendor API reaches). On the embedded bench the address is
-the bench's in-process board (instruments/sim/emulators/alazar_ats.py), reached through ``SimulatedAtsApi``.
+the bench's in-process board (instruments/sim/emulators/alazar_ats.py), reached through ``SimulatedAtsApi``
+(alazar_api.py).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class AlazarDigitizer:
     def connect_driver(driver_class: type, name: str, address: str, *, timeout_s: float) -> tuple[Any, dict[str, str]]:
         """Open the card at ``address`` (``ATS::<system>::<board>``, or the bench's in-process board) and return it
         with its identity (vendor, model, serial, firmware)."""
-        from qslab.instruments.sim.emulators.alazar_ats import SimulatedAtsApi, board_at
+        from qslab.instruments.sim.emulators.alazar_api import SimulatedAtsApi, board_at
 
         if board_at(address) is not None:
             driver = driver_class(name, api=SimulatedAtsApi(address))
@@ -116,7 +117,7 @@ class AlazarDigitizer:
         from qcodes.instrument_drivers.AlazarTech.ats_api import AlazarATSAPI
         from qcodes.instrument_drivers.AlazarTech.helpers import CapabilityHelper
 
-        from qslab.instruments.sim.emulators.alazar_ats import SimulatedAtsApi, board_at
+        from qslab.instruments.sim.emulators.alazar_api import SimulatedAtsApi, board_at
 
         if board_at(address) is not None:
             api, system_id, board_id = SimulatedAtsApi(address), 1, 1

@@ -82,3 +82,13 @@ def test_bad_config_is_one_line_with_exit_status_2(tmp_path):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 2 and out == ""
     assert err.strip().count("\n") == 0 and "unknown key 'server_iq.vpi'" in err
+
+
+def test_the_bench_loads_no_driver_library():
+    """The bench serves sockets; the drivers (qcodes, pyvisa) are the station's side. `qslab bench serve` and every
+    bench process importing qcodes cost half a second of start each; the Alazar card's driver-side API
+    (emulators/alazar_api.py) is apart from its board for that."""
+    code = ("import sys, qslab.instruments.sim.server; "
+            "print(sorted(m for m in ('qcodes', 'pyvisa', 'qcodes_contrib_drivers') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert loaded.stdout.strip() == "[]"

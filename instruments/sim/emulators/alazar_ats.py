@@ -5,7 +5,8 @@ Why in process: the card is programmed by function calls into the vendor's libra
 ``SimulatedAtsApi`` subclasses ``AlazarATSAPI`` (as the qcodes driver allows: ``AlazarTechATS(..., api=...)``) and
 answers each ATS-SDK function the driver calls (``_sync_dll_call``, the wrapper's one entry point for DLL calls) from
 an ``AlazarBoardEmulator`` that lives on the embedded bench, in the same process. There is no socket, so a bench run
-by ``qslab bench serve`` in another process cannot offer it; docs/INSTRUMENTS.md 7.2.
+by ``qslab bench serve`` in another process cannot offer it; docs/INSTRUMENTS.md 7.2. ``SimulatedAtsApi`` lives in
+alazar_api.py, the driver's side: the bench itself never imports qcodes (half a second of a served bench's start).
 
 What the board does with the calls (ATS-SDK programmer's guide, the functions of the same names):
 ``AlazarSetCaptureClock`` (internal clock, a sample-rate code of the ATS9373 table), ``AlazarInputControlEx``
@@ -31,11 +32,6 @@ import weakref
 from typing import Any
 
 import numpy as np
-from qcodes.instrument_drivers.AlazarTech.ats_api import AlazarATSAPI
-from qcodes.instrument_drivers.AlazarTech.constants import API_SUCCESS, Capability
-from qcodes.instrument_drivers.AlazarTech.utils import TraceParameter
-from qcodes.parameters import ParameterBase
-
 from qslab.instruments.sim.emulators.base import Emulator
 from qslab.instruments.sim.link.receivers import ChannelSetup, SessionError, acquire, failed_capture
 
@@ -56,7 +52,8 @@ SAMPLE_RATE_CODES = {1: 1e3, 2: 2e3, 4: 5e3, 8: 1e4, 10: 2e4, 12: 5e4, 14: 1e5, 
                      63: 2e9, 106: 2.4e9, 117: 3e9, 123: 3.6e9, 128: 4e9}
 DUAL_CHANNEL_MAX_RATE_HZ = 2e9      # both channels: 2 GS/s each (4 GS/s is one channel only)
 CHANNEL_MASKS = {1: (1,), 2: (2,), 3: (1, 2)}
-API_FAILED = 513                    # ApiFailed (constants.ReturnCode)
+API_SUCCESS = 512                   # ApiSuccess (qcodes AlazarTech constants.ReturnCode)
+API_FAILED = 513                    # ApiFailed
 API_INVALID_HANDLE = 533            # ApiInvalidHandle
 API_WAIT_TIMEOUT = 579              # ApiWaitTimeout
 _boards: weakref.WeakValueDictionary[str, AlazarBoardEmulator] = weakref.WeakValueDictionary()
@@ -240,69 +237,3 @@ def board_at(address: str) -> AlazarBoardEmulator | None:
         return None
     with _boards_lock:
         return _boards.get(address[len(ADDRESS_PREFIX):].partition("::")[0])
-
-
-def _raw(argument: Any) -> Any:
-    """What the DLL receives for an argument: a parameter's raw value, a ctypes pointer's address."""
-    if isinstance(argument, ParameterBase):
-        return argument.raw_value
-    if isinstance(argument, ctypes.c_void_p):
-        return argument.value
-    return argument
-
-
-class SimulatedAtsApi(AlazarATSAPI):
-    """The ATS-SDK answered by a bench board instead of ATSApi.dll (module docstring).
-
-    Built as ``SimulatedAtsApi(address)``: the wrapper's metaclass keeps one API object per library path, and the
-    address is this library's path. ``WrappedDll.__init__`` (which loads the DLL) is not called: there is none.
-    """
-
-    def __init__(self, dll_path: str):
-        board = board_at(dll_path)
-        if board is None:
-            raise ValueError(f"{dll_path!r}: no simulated Alazar board at this address (expected one the embedded "
-                             "bench handed out)")
-        self.board = board
-
-    def _sync_dll_call(self, c_name: str, *args: Any) -> Any:
-        """One ATS-SDK function, answered by the board; TraceParameters passed in are synced, as the DLL path
-        marks them after a call (qcodes' dll_wrapper), and a refusal raises as that path raises on an error code."""
-        self.board.call(c_name, *(_raw(a) for a in args))
-        for argument in args:
-            if isinstance(argument, TraceParameter):
-                argument._set_updated()
-        return API_SUCCESS
-
-    def get_board_by_system_id(self, system_id: int, board_id: int) -> int:
-        return self.board.handle if (system_id, board_id) == (1, 1) else 0
-
-    def get_board_model(self, handle: int) -> str:
-        return BOARD_MODEL
-
-    def get_channel_info_(self, handle: int) -> tuple[int, int]:
-        return 4 * 1024 ** 3, BITS_PER_SAMPLE
-
-    def get_cpld_version_(self, handle: int) -> str:
-        return "25.16"
-
-    def get_driver_version_(self) -> str:
-        return "7.4.0"
-
-    def get_sdk_version_(self) -> str:
-        return "7.4.0"
-
-    def query_capability_(self, handle: int, capability: int) -> int:
-        values = {Capability.ASOPC_TYPE: 1763017568, Capability.GET_SERIAL_NUMBER: 970396,
-                  Capability.MEMORY_SIZE: 4 * 1024 ** 3, Capability.GET_PCIE_LINK_WIDTH: 8,
-                  Capability.GET_PCIE_LINK_SPEED: 2, Capability.GET_LATEST_CAL_DATE: 250117}
-        return values.get(Capability(capability), 0)
-
-    def read_register_(self, handle: int, offset: int) -> int:
-        return {8: 0x1E040000}.get(offset, 0)  # 8: the firmware version register (30.04)
-
-    def write_register_(self, handle: int, offset: int, value: int) -> None:
-        return None
-
-    def busy(self, handle: int) -> int:
-        return 0
