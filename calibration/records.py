@@ -133,7 +133,7 @@ class CalibrationRecord:
 
 
 # Records read by this process (RecordStore._read), least recently used out: a few MB at most each (a channel
-# record's samples), and every store of a process shares them (a test run's sessions each open their own store).
+# record's samples), shared by every store of the process (a test run's sessions each open their own store).
 _READ: OrderedDict[tuple, CalibrationRecord] = OrderedDict()
 _READ_ENTRIES = 256
 _READ_LOCK = threading.Lock()
@@ -205,7 +205,7 @@ class RecordStore:
 
     def _read(self, path: Path) -> CalibrationRecord:
         """read_record, remembered by the process (_READ) per file and version: records are immutable, and a
-        session, or the next session of a sweep or a test run, asks for the same ones many times."""
+        session, or the next one in the same process (a test run's, a script's), asks for the same ones many times."""
         try:
             stat_ = path.stat()
         except OSError as error:  # e.g. a dangling link named *.h5

@@ -1,13 +1,13 @@
 """The house rules: one `qslab` namespace; imports flow sequences -> calibration -> instruments, all may use analysis."""
 
 import ast
-import functools
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from source_trees import parsed
 
 import qslab
 
@@ -19,12 +19,6 @@ FORBIDDEN = {
     "calibration": {"sequences"},
 }
 SOURCES = sorted(path for folder in (*ROOMS, "qslab", "tests", "benchmarks") for path in (ROOT / folder).rglob("*.py"))
-
-
-@functools.cache
-def parsed(path: Path) -> ast.Module:
-    """The module's syntax tree, parsed once per worker (three rules read every source file)."""
-    return ast.parse(path.read_text(), filename=str(path))
 
 
 def imported_modules(path: Path):
