@@ -102,7 +102,7 @@ def _mnist_moments_file(directory: Path) -> None:
 @pytest.fixture(scope="session")
 def mnist_train_moments(tmp_path_factory):
     """(per-layer SecondMoments, provenance) of the 60,000 MNIST training images through the shipped weights, as
-    data_leakage_report.compute_mnist_moments computes them (about 20 s of CPU): computed once per run."""
+    data_leakage_report.compute_mnist_moments computes them (5-9 s of CPU): computed once per run."""
     import json
 
     import numpy as np

@@ -456,6 +456,21 @@ def test_first_two_thousand_test_images_gram_and_second_moment_routes():
     assert entropy_of_density_bits(gram) == pytest.approx(moments.eigenvalue_entropy_bits(), abs=1e-9)
 
 
+def test_data_moments_in_real_arithmetic_equal_the_complex_outer_products_of_the_packed_vectors():
+    """data_second_moments (one real product P^T P a group) against second_moments of the packed complex vectors
+    (sum x x^H): the same C, eigenvalues and leave-one-group-out replicates; a row the client cannot normalise is
+    refused as the packing refuses it."""
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(300, 785)) * rng.uniform(0.1, 3.0, size=(300, 1)) + 0.4  # odd length: one zero pad
+    real, packed = dlb.data_second_moments(data, groups=6), dlb.second_moments(dlb.pack_unit_vectors(data), groups=6)
+    assert np.abs(real.matrix - packed.matrix).max() < 1e-15 and np.abs(real.matrix).max() > 1e-3
+    np.testing.assert_allclose(real.eigenvalues, packed.eigenvalues, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(real.replicate_eigenvalues, packed.replicate_eigenvalues, rtol=0, atol=1e-14)
+    data[17] = 0.0
+    with pytest.raises(ValueError, match="zero norm"):
+        dlb.data_second_moments(data)
+
+
 def test_packing_matches_the_protocols_unit_vectors():
     from qslab.analysis.encoding import unit_vectors
     rng = np.random.default_rng(4)

@@ -124,7 +124,7 @@ def test_the_reference_value_at_g_1_3_ideal_from_the_shipped_moments():
 
 
 def test_the_shipped_second_moments_are_what_the_training_images_give(mnist_train_moments):
-    """Recomputed from MNIST and the shipped weights by compute_mnist_moments (about 20 s, once per test run:
+    """Recomputed from MNIST and the shipped weights by compute_mnist_moments (5-9 s of CPU, once per test run:
     tests/conftest.py): the shipped file is reproducible."""
     shipped, provenance = load_moments()
     assert provenance["weights_sha256"] == file_sha256(default_weights_path())
