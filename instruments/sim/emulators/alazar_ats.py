@@ -32,6 +32,7 @@ import weakref
 from typing import Any
 
 import numpy as np
+
 from qslab.instruments.sim.emulators.base import Emulator
 from qslab.instruments.sim.link.receivers import ChannelSetup, SessionError, acquire, failed_capture
 
