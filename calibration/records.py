@@ -132,11 +132,12 @@ class CalibrationRecord:
                               f"{sorted(self.parameters)}") from None
 
 
-# Records read by this process (RecordStore._read), least recently used out: a few MB at most each (a channel
-# record's samples), shared by every store of the process (a test run's sessions each open their own store).
+# Records read by this process (RecordStore._read), shared by every store of the process (a test run's sessions each
+# open their own store); the least recently used go once their raw arrays pass READ_KEPT_BYTES (a channel record
+# holds ~1.6 MB of pilot samples, most others well under 1 MB).
 _READ: OrderedDict[tuple, CalibrationRecord] = OrderedDict()
-_READ_ENTRIES = 256
 _READ_LOCK = threading.Lock()
+READ_KEPT_BYTES = 128 * 2**20
 
 
 class RecordStore:
@@ -220,8 +221,9 @@ class RecordStore:
         record = read_record(path)
         with _READ_LOCK:
             _READ[key] = record
-            while len(_READ) > _READ_ENTRIES:
-                _READ.popitem(last=False)
+            kept = sum(_raw_bytes(r) for r in _READ.values())
+            while kept > READ_KEPT_BYTES and len(_READ) > 1:
+                kept -= _raw_bytes(_READ.popitem(last=False)[1])
         return record
 
     def latest(self, kind: str, instrument: str | None = None) -> CalibrationRecord | None:
@@ -324,6 +326,10 @@ def _compressible(array: np.ndarray) -> bool:
     values are measurements, mostly noise: gzip saved ~6 % of a channel record's samples at 15 times the time to
     write them and 7 times the time to read them back (every RecordStore reads every record it lists)."""
     return array.size > 1024 and array.dtype.kind not in "fc"
+
+
+def _raw_bytes(record: CalibrationRecord) -> int:
+    return sum(array.nbytes for array in record.raw.values())
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -143,6 +143,17 @@ def test_the_stores_of_a_process_share_each_record_read_and_read_a_changed_file_
     assert changed is not first and changed.id == first.id and changed.parameters == first.parameters
 
 
+def test_the_records_kept_by_the_process_are_bounded_by_their_arrays_bytes(tmp_path, monkeypatch):
+    """Least recently used out once the kept raw arrays pass READ_KEPT_BYTES: a process reading a large archive of
+    records does not keep them all."""
+    from qslab.calibration import records
+
+    monkeypatch.setattr(records, "READ_KEPT_BYTES", 20_000)  # two of these records' 8 kB arrays, not three
+    written = [RecordStore(tmp_path / str(k)).write(result(trace=np.arange(1000.0) + k), created=NOW) for k in range(3)]
+    kept = [RecordStore(tmp_path / str(k)).records()[0] is written[k] for k in (2, 1, 0)]  # the newest first
+    assert kept == [True, True, False]
+
+
 @pytest.mark.parametrize("where", ["parameter", "raw", "conditions"])
 def test_a_record_edited_after_writing_fails_its_content_hash_loudly(tmp_path, where):
     """Records are 0444, but chmod, edit, chmod back works: every read recomputes the content hash and refuses."""
