@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
+import time
 
 HELP = "serve the virtual bench's emulated instruments on 127.0.0.1 until interrupted"
 
@@ -53,16 +53,19 @@ def run(args) -> int:
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in HANDLED}  # SIGINT, SIGTERM, SIGHUP
+    # SIGINT, SIGTERM, SIGHUP: the handler only notes the signal. It runs in the main thread between two bytecodes of
+    # whatever that thread does, so it must not take a lock: an Event's set() waited for ever on the lock of the
+    # Event.wait() it had interrupted (`qslab bench serve` hung on a SIGTERM under load, once in CI).
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in HANDLED}
     try:
         description = bench.describe()
         print_json_last(description)  # one JSON object: here it is the first line
         if not args.json:
             print(format_table(description, bench.params.seed, bench.host))
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
+        while not received:
+            time.sleep(0.5)  # (a signal runs its handler at once; the loop sees it within 0.5 s)
     finally:
         bench.stop()  # still under our handlers: a second Ctrl-C cannot interrupt the shutdown
         for sig, handler in previous.items():
