@@ -54,8 +54,9 @@ def run(args) -> int:
         raise UsageError(str(error)) from None
 
     # SIGINT, SIGTERM, SIGHUP: the handler only notes the signal. It runs in the main thread between two bytecodes of
-    # whatever that thread does, so it must not take a lock: an Event's set() waited for ever on the lock of the
-    # Event.wait() it had interrupted (`qslab bench serve` hung on a SIGTERM under load, once in CI).
+    # whatever that thread does, so it must not take a lock: an Event's set() waits for ever if it lands where the
+    # interrupted Event.wait() holds the Event's lock (a narrow window; `qslab bench serve` hung on a SIGTERM under
+    # load once in CI, with no line after it).
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in HANDLED}
     try:
